@@ -1,0 +1,108 @@
+//! Bucket identifiers, locators and deletion tokens.
+
+use serde::{Deserialize, Serialize};
+use sha3::{Digest, Sha3_256};
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The most links a bucket holds.
+pub const MAX_LINKS_PER_BUCKET: usize = 64;
+
+/// Domain separation label of the locator hash.
+const LOCATOR_LABEL: &[u8] = b"rdv locator v1";
+/// Domain separation label of the deletion check hash.
+const DELETE_LABEL: &[u8] = b"rdv delete v1";
+
+/// A bucket's identity: the second it was created and how many buckets were created before it in
+/// that same second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BucketId {
+    /// Creation time, unix seconds.
+    pub created: u64,
+    /// Sequence number among the buckets created in the same second, from 0.
+    pub seq: u16,
+}
+
+impl BucketId {
+    /// The locator a client uses to fetch this bucket: SHA3-256 over a label, `created` (8 bytes
+    /// big-endian) and `seq` (2 bytes big-endian). It hides the creation time from whoever sees
+    /// the link.
+    pub fn locator(&self) -> Locator {
+        let mut h = Sha3_256::new();
+        h.update(LOCATOR_LABEL);
+        h.update(self.created.to_be_bytes());
+        h.update(self.seq.to_be_bytes());
+        Locator(h.finalize().into())
+    }
+}
+
+impl fmt::Display for BucketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created, self.seq)
+    }
+}
+
+/// The hash of a bucket ID: the name under which a bucket is fetched.
+///
+/// Its `Debug` output is redacted: a locator in a log line would tie that line to a link.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Locator(#[serde(with = "super::bytes")] pub [u8; 32]);
+
+impl fmt::Debug for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Locator([redacted])")
+    }
+}
+
+/// A 32-byte secret the initiator keeps to delete its link later. Only its hash, the
+/// [`DeleteCheck`], is stored on the server.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct DeleteToken(#[serde(with = "super::bytes")] pub [u8; 32]);
+
+impl DeleteToken {
+    /// The check value the server stores with the link.
+    pub fn check(&self) -> DeleteCheck {
+        let mut h = Sha3_256::new();
+        h.update(DELETE_LABEL);
+        h.update(self.0);
+        DeleteCheck(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for DeleteToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeleteToken([redacted])")
+    }
+}
+
+/// SHA3-256 of a [`DeleteToken`], stored next to a link.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteCheck(#[serde(with = "super::bytes")] pub [u8; 32]);
+
+impl fmt::Debug for DeleteCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeleteCheck([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locator_depends_on_both_fields() {
+        let a = BucketId { created: 1, seq: 0 }.locator();
+        let b = BucketId { created: 1, seq: 1 }.locator();
+        let c = BucketId { created: 2, seq: 0 }.locator();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, BucketId { created: 1, seq: 0 }.locator());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let l = BucketId { created: 1, seq: 0 }.locator();
+        assert_eq!(format!("{l:?}"), "Locator([redacted])");
+        assert!(!format!("{:?}", DeleteToken([7; 32])).contains('7'));
+    }
+}

@@ -1,0 +1,378 @@
+//! The `rdv1:` link: what the initiator hands to the accepter.
+//!
+//! ```text
+//! rdv1:HOST:PORT?l=LOCATOR&s=SALT&k=KDF[&p=PASSPHRASE]
+//! ```
+//!
+//! - `HOST` is a v3 `.onion` address, a DNS name, an IPv4 address or a bracketed IPv6 address,
+//!   lower case; `PORT` is decimal.
+//! - `l` is the bucket locator (32 bytes) and `s` the salt (16 bytes), both unpadded base64url.
+//! - `k` is the KDF profile (`default`, `moderate`, `test` or `argon2id:m=KIB,t=T,p=P`).
+//! - `p`, present only in one-channel mode, is the passphrase, percent-encoded (every byte outside
+//!   `A-Z a-z 0-9 - . _ ~` as `%XX`).
+//!
+//! Fields appear in exactly this order, each once. The parser is strict and names what is wrong.
+
+use super::bucket::Locator;
+use super::kdf::{KdfProfile, Passphrase, Salt, SALT_LEN};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// The scheme prefix.
+pub const SCHEME: &str = "rdv1:";
+/// The longest link the parser looks at.
+pub const MAX_LINK_LEN: usize = 2048;
+
+/// A server address as written in a link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    /// Host: onion address, DNS name, IPv4, or IPv6 (without brackets).
+    pub host: String,
+    /// TCP port (or onion virtual port).
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// Parse `HOST:PORT` (IPv6 in brackets).
+    pub fn parse(s: &str) -> Result<Self, LinkError> {
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest.split_once("]:").ok_or(LinkError::BadAddress(
+                "missing ]:PORT after an IPv6 address",
+            ))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(LinkError::BadAddress("not a valid IPv6 address inside [ ]"));
+            }
+            (h.to_string(), p)
+        } else {
+            let (h, p) = s
+                .rsplit_once(':')
+                .ok_or(LinkError::BadAddress("missing :PORT"))?;
+            validate_host(h)?;
+            (h.to_string(), p)
+        };
+        if p_is_bad(port) {
+            return Err(LinkError::BadAddress(
+                "port must be a decimal number from 1 to 65535",
+            ));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| LinkError::BadAddress("port must be a decimal number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(LinkError::BadAddress(
+                "port must be a decimal number from 1 to 65535",
+            ));
+        }
+        Ok(ServerAddr { host, port })
+    }
+
+    /// Whether the host is an onion service.
+    pub fn is_onion(&self) -> bool {
+        self.host.ends_with(".onion")
+    }
+}
+
+fn p_is_bad(p: &str) -> bool {
+    p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn validate_host(h: &str) -> Result<(), LinkError> {
+    if h.is_empty() {
+        return Err(LinkError::BadAddress("empty host"));
+    }
+    if h.len() > 253 {
+        return Err(LinkError::BadAddress(
+            "host name longer than 253 characters",
+        ));
+    }
+    if let Some(name) = h.strip_suffix(".onion") {
+        let label = name.rsplit('.').next().unwrap_or(name);
+        if label.len() != 56
+            || !label
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+        {
+            return Err(LinkError::BadAddress(
+                "an onion address must be 56 base32 characters (a-z, 2-7) before .onion",
+            ));
+        }
+        return Ok(());
+    }
+    for label in h.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(LinkError::BadAddress(
+                "host must be lower-case letters, digits, '-' and '.'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A parsed `rdv1:` link. Its `Debug` output is redacted; [`RdvLink::to_uri`] writes it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RdvLink {
+    /// The rendezvous server.
+    pub server: ServerAddr,
+    /// The bucket's locator.
+    pub locator: Locator,
+    /// The KDF salt.
+    pub salt: Salt,
+    /// The KDF profile.
+    pub kdf: KdfProfile,
+    /// The passphrase, in one-channel mode.
+    pub passphrase: Option<Passphrase>,
+}
+
+impl fmt::Debug for RdvLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RdvLink")
+            .field("server", &self.server)
+            .field("kdf", &self.kdf)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is wrong with a link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Longer than [`MAX_LINK_LEN`].
+    #[error("link is longer than {MAX_LINK_LEN} characters")]
+    TooLong,
+    /// Does not start with `rdv1:`.
+    #[error("link must start with \"rdv1:\"")]
+    BadScheme,
+    /// Whitespace or control characters inside.
+    #[error("link contains whitespace or control characters (was it split across lines?)")]
+    BadCharacters,
+    /// No `?` separating address and fields.
+    #[error("link has no '?' after the server address")]
+    MissingQuery,
+    /// The server address is malformed.
+    #[error("bad server address: {0}")]
+    BadAddress(&'static str),
+    /// A field is missing.
+    #[error("link lacks the {0:?} field")]
+    MissingField(&'static str),
+    /// A field is unknown, duplicated, or out of order.
+    #[error(
+        "unexpected field {0:?} (expected l, s, k and optionally p, in that order, each once)"
+    )]
+    UnexpectedField(String),
+    /// The locator is not 32 bytes of base64url.
+    #[error("locator (l) must be 43 characters of unpadded base64url (32 bytes)")]
+    BadLocator,
+    /// The salt is not 16 bytes of base64url.
+    #[error("salt (s) must be 22 characters of unpadded base64url (16 bytes)")]
+    BadSalt,
+    /// The KDF profile is not valid.
+    #[error("KDF profile (k): {0}")]
+    BadKdf(#[from] super::kdf::KdfError),
+    /// The passphrase encoding is wrong.
+    #[error("passphrase (p): {0}")]
+    BadPassphrase(&'static str),
+}
+
+impl RdvLink {
+    /// Parse a link strictly.
+    pub fn parse(s: &str) -> Result<Self, LinkError> {
+        if s.len() > MAX_LINK_LEN {
+            return Err(LinkError::TooLong);
+        }
+        let rest = s.strip_prefix(SCHEME).ok_or(LinkError::BadScheme)?;
+        if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(LinkError::BadCharacters);
+        }
+        let (addr, query) = rest.split_once('?').ok_or(LinkError::MissingQuery)?;
+        let server = ServerAddr::parse(addr)?;
+        let mut fields = query
+            .split('&')
+            .map(|kv| kv.split_once('=').unwrap_or((kv, "")));
+        let mut next = |name: &'static str| -> Result<&str, LinkError> {
+            match fields.next() {
+                Some((k, v)) if k == name => Ok(v),
+                Some((k, _)) => Err(LinkError::UnexpectedField(k.chars().take(20).collect())),
+                None => Err(LinkError::MissingField(name)),
+            }
+        };
+        let l = next("l")?;
+        let locator = decode_fixed::<32>(l)
+            .map(Locator)
+            .ok_or(LinkError::BadLocator)?;
+        let s_field = next("s")?;
+        let salt = decode_fixed::<SALT_LEN>(s_field)
+            .map(Salt)
+            .ok_or(LinkError::BadSalt)?;
+        let kdf = KdfProfile::parse(next("k")?)?;
+        let passphrase = match fields.next() {
+            None => None,
+            Some(("p", v)) => Some(Passphrase::new(percent_decode(v)?)),
+            Some((k, _)) => return Err(LinkError::UnexpectedField(k.chars().take(20).collect())),
+        };
+        if let Some((k, _)) = fields.next() {
+            return Err(LinkError::UnexpectedField(k.chars().take(20).collect()));
+        }
+        Ok(RdvLink {
+            server,
+            locator,
+            salt,
+            kdf,
+            passphrase,
+        })
+    }
+
+    /// The link as one line. Contains the passphrase in one-channel mode: treat as a secret.
+    pub fn to_uri(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(format!(
+            "{SCHEME}{}?l={}&s={}&k={}",
+            self.server,
+            URL_SAFE_NO_PAD.encode(self.locator.0),
+            URL_SAFE_NO_PAD.encode(self.salt.0),
+            self.kdf
+        ));
+        if let Some(p) = &self.passphrase {
+            s.push_str("&p=");
+            s.push_str(&percent_encode(p.expose()));
+        }
+        s
+    }
+
+    /// The same link without its passphrase (two-channel mode).
+    pub fn without_passphrase(&self) -> RdvLink {
+        RdvLink {
+            passphrase: None,
+            ..self.clone()
+        }
+    }
+}
+
+fn decode_fixed<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != (N * 4).div_ceil(3) {
+        return None;
+    }
+    let v = URL_SAFE_NO_PAD.decode(s).ok()?;
+    // Reject non-canonical encodings (stray low bits in the last character) by re-encoding.
+    if URL_SAFE_NO_PAD.encode(&v) != s {
+        return None;
+    }
+    v.try_into().ok()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encode every byte outside the unreserved set.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if is_unreserved(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Result<String, LinkError> {
+    if s.is_empty() {
+        return Err(LinkError::BadPassphrase("empty"));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .ok_or(LinkError::BadPassphrase("truncated %-escape"))?;
+            let hex =
+                std::str::from_utf8(hex).map_err(|_| LinkError::BadPassphrase("bad %-escape"))?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(LinkError::BadPassphrase("bad %-escape"));
+            }
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| LinkError::BadPassphrase("bad %-escape"))?,
+            );
+            i += 3;
+        } else if is_unreserved(b[i]) {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            return Err(LinkError::BadPassphrase(
+                "characters outside A-Z a-z 0-9 - . _ ~ must be %-escaped",
+            ));
+        }
+    }
+    String::from_utf8(out).map_err(|_| LinkError::BadPassphrase("not UTF-8 after decoding"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pass: Option<&str>) -> RdvLink {
+        RdvLink {
+            server: ServerAddr {
+                host: "127.0.0.1".into(),
+                port: 7000,
+            },
+            locator: Locator([7; 32]),
+            salt: Salt([9; 16]),
+            kdf: KdfProfile::Test,
+            passphrase: pass.map(Passphrase::new),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        for p in [None, Some("kobad-lisuf"), Some("with space & ümlaut%")] {
+            let l = sample(p);
+            assert_eq!(RdvLink::parse(&l.to_uri()).unwrap(), l);
+        }
+    }
+
+    #[test]
+    fn ipv6_and_onion_hosts() {
+        let a = ServerAddr::parse("[::1]:80").unwrap();
+        assert_eq!(a.to_string(), "[::1]:80");
+        let onion = format!("{}.onion:80", "a".repeat(56));
+        assert!(ServerAddr::parse(&onion).unwrap().is_onion());
+        assert!(ServerAddr::parse(&format!("{}.onion:80", "a".repeat(55))).is_err());
+        assert!(ServerAddr::parse("Example.com:80").is_err());
+        assert!(ServerAddr::parse("host:0").is_err());
+        assert!(ServerAddr::parse("host:+80").is_err());
+        assert!(ServerAddr::parse("host").is_err());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let d = format!("{:?}", sample(Some("secret-words")));
+        assert!(!d.contains("secret"), "{d}");
+    }
+}

@@ -1,0 +1,167 @@
+//! The client's anti-fingerprinting policy (step 3 of the protocol).
+//!
+//! A server could put every client into a bucket of its own and so tell which accepter fetches
+//! which initiator's link. Bucket IDs are a creation second and a sequence number within that
+//! second, so the client can check that the bucket it was given is plausibly the one open for
+//! everybody: created recently (not in the future, not older than the open window) and not one of
+//! very many buckets created in the same second.
+
+use super::bucket::BucketId;
+
+/// What a client accepts as a bucket ID after a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Tolerated clock difference between client and server, seconds.
+    pub max_skew_secs: u64,
+    /// The longest open window the client accepts from a server, seconds. A server advertising a
+    /// longer one could hand out old buckets it prepared per client.
+    pub max_open_window_secs: u64,
+    /// The highest sequence number accepted.
+    pub max_seq: u16,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            max_skew_secs: 120,
+            max_open_window_secs: 3600,
+            max_seq: 32,
+        }
+    }
+}
+
+/// Why a bucket ID was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyViolation {
+    /// The bucket claims to be created in the future.
+    #[error("bucket {id} was created {ahead} s in the future (allowed skew {skew} s)")]
+    FromTheFuture {
+        /// The refused ID.
+        id: BucketId,
+        /// Seconds ahead of the client clock.
+        ahead: u64,
+        /// Allowed skew.
+        skew: u64,
+    },
+    /// The bucket is older than the open window allows.
+    #[error("bucket {id} is {age} s old, but buckets stay open for at most {allowed} s (window plus skew)")]
+    TooOld {
+        /// The refused ID.
+        id: BucketId,
+        /// Age by the client clock.
+        age: u64,
+        /// Allowed age.
+        allowed: u64,
+    },
+    /// Too many buckets in one second.
+    #[error("bucket {id} has sequence number {seq}, above the allowed {max}")]
+    SeqTooHigh {
+        /// The refused ID.
+        id: BucketId,
+        /// Its sequence number.
+        seq: u16,
+        /// Allowed maximum.
+        max: u16,
+    },
+    /// The server advertises an open window longer than the client accepts.
+    #[error("the server keeps buckets open for {advertised} s, longer than the allowed {max} s")]
+    WindowTooLong {
+        /// Advertised window.
+        advertised: u64,
+        /// Allowed maximum.
+        max: u64,
+    },
+}
+
+impl ClientPolicy {
+    /// Check the server's advertised open window.
+    pub fn check_window(&self, advertised_window_secs: u64) -> Result<(), PolicyViolation> {
+        if advertised_window_secs > self.max_open_window_secs {
+            return Err(PolicyViolation::WindowTooLong {
+                advertised: advertised_window_secs,
+                max: self.max_open_window_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a bucket ID returned by a store, against the client's clock `now` (unix seconds) and
+    /// the window the server advertised.
+    pub fn check(
+        &self,
+        id: BucketId,
+        now: u64,
+        advertised_window_secs: u64,
+    ) -> Result<(), PolicyViolation> {
+        self.check_window(advertised_window_secs)?;
+        if id.created > now.saturating_add(self.max_skew_secs) {
+            return Err(PolicyViolation::FromTheFuture {
+                id,
+                ahead: id.created - now,
+                skew: self.max_skew_secs,
+            });
+        }
+        let age = now.saturating_sub(id.created);
+        let allowed = advertised_window_secs.saturating_add(self.max_skew_secs);
+        if age > allowed {
+            return Err(PolicyViolation::TooOld { id, age, allowed });
+        }
+        if id.seq > self.max_seq {
+            return Err(PolicyViolation::SeqTooHigh {
+                id,
+                seq: id.seq,
+                max: self.max_seq,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn id(created: u64, seq: u16) -> BucketId {
+        BucketId { created, seq }
+    }
+
+    #[test]
+    fn fresh_ids_pass() {
+        let p = ClientPolicy::default();
+        assert_eq!(p.check(id(NOW, 0), NOW, 600), Ok(()));
+        assert_eq!(p.check(id(NOW - 600 - 120, 32), NOW, 600), Ok(()));
+        assert_eq!(p.check(id(NOW + 120, 0), NOW, 600), Ok(()));
+    }
+
+    #[test]
+    fn suspicious_ids_fail() {
+        let p = ClientPolicy::default();
+        assert!(matches!(
+            p.check(id(NOW + 121, 0), NOW, 600),
+            Err(PolicyViolation::FromTheFuture { .. })
+        ));
+        assert!(matches!(
+            p.check(id(NOW - 721, 0), NOW, 600),
+            Err(PolicyViolation::TooOld { .. })
+        ));
+        assert!(matches!(
+            p.check(id(NOW, 33), NOW, 600),
+            Err(PolicyViolation::SeqTooHigh { .. })
+        ));
+        assert!(matches!(
+            p.check(id(NOW, 0), NOW, 3601),
+            Err(PolicyViolation::WindowTooLong { .. })
+        ));
+        assert!(matches!(
+            p.check(id(u64::MAX, 0), 0, 0),
+            Err(PolicyViolation::FromTheFuture { .. })
+        ));
+        assert!(matches!(
+            p.check(id(0, 0), u64::MAX, u64::MAX - 1),
+            Err(PolicyViolation::WindowTooLong { .. })
+        ));
+    }
+}

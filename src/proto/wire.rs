@@ -1,0 +1,350 @@
+//! Wire messages and framing.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of a postcard-encoded
+//! [`Request`] (client to server) or [`Response`] (server to client). The length is checked
+//! against a maximum before anything is allocated or decoded. Postcard encodes enum variants by
+//! their index: variants are only ever appended, never reordered (golden vectors pin the bytes).
+
+use super::bucket::{BucketId, DeleteCheck, DeleteToken, Locator};
+use super::seal::SealedLink;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Length of the frame header.
+pub const FRAME_HEADER_LEN: usize = 4;
+/// Default maximum frame body, enough for a full bucket (64 × 256 bytes plus overhead).
+pub const DEFAULT_MAX_FRAME: u32 = 20 * 1024;
+/// Longest error message a server sends (and a client accepts); longer ones are cut.
+pub const MAX_ERROR_MESSAGE: usize = 200;
+
+/// A request from client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // a Store carries 256 inline bytes on purpose
+pub enum Request {
+    /// Version exchange; must be the first request on a connection.
+    Hello {
+        /// Lowest version the client speaks.
+        min_version: u16,
+        /// Highest version the client speaks.
+        max_version: u16,
+    },
+    /// Ask for the server's parameters and clock.
+    Info,
+    /// Store a sealed link in the open bucket.
+    Store {
+        /// The link.
+        link: SealedLink,
+        /// Hash of the initiator's deletion token.
+        delete_check: DeleteCheck,
+    },
+    /// Fetch a bucket by locator.
+    Fetch {
+        /// The bucket's locator.
+        locator: Locator,
+    },
+    /// Delete the link whose deletion check matches `token`.
+    Delete {
+        /// The bucket's locator.
+        locator: Locator,
+        /// The deletion token.
+        token: DeleteToken,
+    },
+}
+
+/// A response from server to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The version the server chose.
+    Hello {
+        /// Chosen version.
+        version: u16,
+    },
+    /// Server parameters.
+    Info(ServerInfo),
+    /// The link is durably stored in this bucket.
+    Stored {
+        /// The bucket the link went into.
+        id: BucketId,
+    },
+    /// A bucket's links, always padded with random filler to a full bucket so that the answer's
+    /// size does not tell how full the bucket is.
+    Bucket {
+        /// Exactly [`super::MAX_LINKS_PER_BUCKET`] links.
+        links: Vec<SealedLink>,
+    },
+    /// The link was deleted.
+    Deleted,
+    /// The request failed.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail (at most [`MAX_ERROR_MESSAGE`] bytes).
+        message: String,
+    },
+}
+
+/// The server's advertised parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Protocol version in use.
+    pub version: u16,
+    /// Links per bucket.
+    pub max_links_per_bucket: u16,
+    /// How long a bucket stays open for new links, seconds.
+    pub open_window_secs: u64,
+    /// How long a bucket is kept, seconds from its creation.
+    pub ttl_secs: u64,
+    /// The server's clock, unix seconds.
+    pub server_time: u64,
+    /// The largest frame body the server accepts.
+    pub max_frame: u32,
+}
+
+/// Error codes. Encoded as a `u16`; codes this version does not know decode as
+/// [`ErrorCode::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No common protocol version.
+    UnsupportedVersion,
+    /// The frame did not decode.
+    Malformed,
+    /// The frame exceeds the maximum size.
+    FrameTooLarge,
+    /// A request came before the version exchange.
+    HelloRequired,
+    /// No such bucket (never stored, expired, or collected).
+    NotFound,
+    /// Too many requests on this connection.
+    RateLimited,
+    /// Too many connections.
+    Busy,
+    /// The server's storage quota is full.
+    QuotaExceeded,
+    /// Storage failed (e.g. disk full); nothing was stored.
+    StorageFailure,
+    /// The connection was idle too long.
+    TimedOut,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Internal error.
+    Internal,
+    /// A code this version does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::UnsupportedVersion => 1,
+            ErrorCode::Malformed => 2,
+            ErrorCode::FrameTooLarge => 3,
+            ErrorCode::HelloRequired => 4,
+            ErrorCode::NotFound => 5,
+            ErrorCode::RateLimited => 6,
+            ErrorCode::Busy => 7,
+            ErrorCode::QuotaExceeded => 8,
+            ErrorCode::StorageFailure => 9,
+            ErrorCode::TimedOut => 10,
+            ErrorCode::ShuttingDown => 11,
+            ErrorCode::Internal => 12,
+            ErrorCode::Unknown(n) => n,
+        }
+    }
+    /// The code for a number from the wire.
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1 => ErrorCode::UnsupportedVersion,
+            2 => ErrorCode::Malformed,
+            3 => ErrorCode::FrameTooLarge,
+            4 => ErrorCode::HelloRequired,
+            5 => ErrorCode::NotFound,
+            6 => ErrorCode::RateLimited,
+            7 => ErrorCode::Busy,
+            8 => ErrorCode::QuotaExceeded,
+            9 => ErrorCode::StorageFailure,
+            10 => ErrorCode::TimedOut,
+            11 => ErrorCode::ShuttingDown,
+            12 => ErrorCode::Internal,
+            n => ErrorCode::Unknown(n),
+        }
+    }
+    /// Whether retrying later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::RateLimited
+                | ErrorCode::Busy
+                | ErrorCode::TimedOut
+                | ErrorCode::ShuttingDown
+                | ErrorCode::StorageFailure
+        )
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_u16().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(ErrorCode::from_u16)
+    }
+}
+
+/// Framing and decoding errors.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix exceeds the maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+        /// Maximum.
+        max: u32,
+    },
+    /// The body did not decode as the expected message, or had trailing bytes.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The message is larger than the peer's maximum.
+    #[error("message encodes to {len} bytes, more than the maximum frame of {max}")]
+    EncodeTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Maximum.
+        max: u32,
+    },
+}
+
+/// Parse a frame header, checking the announced length against `max` before anything else.
+pub fn parse_header(header: [u8; FRAME_HEADER_LEN], max: u32) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len as usize)
+}
+
+/// Encode a message as a complete frame (header and body).
+pub fn encode_frame<T: Serialize>(msg: &T, max: u32) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    let mut out = postcard::to_extend(msg, std::mem::take(&mut out))
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body = out.len() - FRAME_HEADER_LEN;
+    if body > max as usize {
+        return Err(FrameError::EncodeTooLarge { len: body, max });
+    }
+    out[..FRAME_HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Decode a frame body. Trailing bytes are an error: one frame carries exactly one message.
+pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    let (msg, rest) =
+        postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+/// Decode a complete frame (header and body) from a buffer that holds exactly one frame.
+pub fn decode_frame<'a, T: Deserialize<'a>>(frame: &'a [u8], max: u32) -> Result<T, FrameError> {
+    let header: [u8; FRAME_HEADER_LEN] = frame
+        .get(..FRAME_HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| FrameError::Malformed("truncated header".into()))?;
+    let len = parse_header(header, max)?;
+    let body = &frame[FRAME_HEADER_LEN..];
+    if body.len() != len {
+        return Err(FrameError::Malformed(format!(
+            "header announces {len} bytes, {} present",
+            body.len()
+        )));
+    }
+    decode_body(body)
+}
+
+/// Negotiate a version from a client's range; `None` if there is no overlap.
+pub fn negotiate(min_version: u16, max_version: u16) -> Option<u16> {
+    (min_version..=max_version)
+        .contains(&PROTOCOL_VERSION)
+        .then_some(PROTOCOL_VERSION)
+}
+
+/// Make a server error message safe to send and to print: at most [`MAX_ERROR_MESSAGE`] bytes,
+/// control characters replaced. Clients apply it to what a server sends too.
+pub fn sanitize_message(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > MAX_ERROR_MESSAGE {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversize_header_is_refused_before_decoding() {
+        assert_eq!(
+            parse_header(u32::MAX.to_be_bytes(), DEFAULT_MAX_FRAME),
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                max: DEFAULT_MAX_FRAME
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut f = encode_frame(&Request::Info, DEFAULT_MAX_FRAME).unwrap();
+        f.push(0);
+        let n = (f.len() - 4) as u32;
+        f[..4].copy_from_slice(&n.to_be_bytes());
+        assert!(matches!(
+            decode_frame::<Request>(&f, DEFAULT_MAX_FRAME),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn full_bucket_fits_default_frame() {
+        let r = Response::Bucket {
+            links: vec![SealedLink([0xff; 256]); 64],
+        };
+        assert!(encode_frame(&r, DEFAULT_MAX_FRAME).is_ok());
+    }
+
+    #[test]
+    fn unknown_error_codes_survive() {
+        let r = Response::Error {
+            code: ErrorCode::Unknown(999),
+            message: String::new(),
+        };
+        let f = encode_frame(&r, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(decode_frame::<Response>(&f, DEFAULT_MAX_FRAME).unwrap(), r);
+        for n in 0..20 {
+            assert_eq!(ErrorCode::from_u16(n).to_u16(), n);
+        }
+    }
+
+    #[test]
+    fn messages_are_sanitized() {
+        assert_eq!(sanitize_message("a\x1b[31mb"), "a?[31mb");
+        assert!(sanitize_message(&"é".repeat(500)).len() <= MAX_ERROR_MESSAGE);
+    }
+}

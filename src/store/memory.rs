@@ -1,0 +1,131 @@
+//! An in-memory store for tests: same rules as the disk store, nothing durable.
+
+use super::alloc::Allocator;
+use super::{BucketStore, StoreError, StoreParams, StoredBucket, StoredLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// In-memory [`BucketStore`].
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<State>>,
+    params: StoreParams,
+}
+
+#[derive(Default)]
+struct State {
+    alloc: Allocator,
+    buckets: HashMap<Locator, StoredBucket>,
+    order: BTreeMap<BucketId, ()>,
+    links: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(params: StoreParams) -> Self {
+        MemoryStore {
+            inner: Arc::default(),
+            params,
+        }
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Storage("poisoned lock".into()))
+    }
+}
+
+impl BucketStore for MemoryStore {
+    async fn store(
+        &self,
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<BucketId, StoreError> {
+        let mut s = self.state()?;
+        if let Some(max) = self.params.max_links {
+            if s.links >= max {
+                return Err(StoreError::QuotaExceeded { max });
+            }
+        }
+        let id = s.alloc.assign(now, self.params.open_window_secs);
+        s.order.insert(id, ());
+        s.buckets
+            .entry(id.locator())
+            .or_insert_with(|| StoredBucket {
+                id,
+                links: Vec::new(),
+            })
+            .links
+            .push(StoredLink { link, check });
+        s.links += 1;
+        Ok(id)
+    }
+
+    async fn fetch(
+        &self,
+        locator: Locator,
+        now: u64,
+    ) -> Result<Option<Vec<SealedLink>>, StoreError> {
+        let s = self.state()?;
+        Ok(s.buckets
+            .get(&locator)
+            .filter(|b| !b.expired(now, self.params.ttl_secs))
+            .map(|b| b.links.iter().map(|l| l.link.clone()).collect()))
+    }
+
+    async fn delete(
+        &self,
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state()?;
+        let ttl = self.params.ttl_secs;
+        let Some(b) = s.buckets.get_mut(&locator) else {
+            return Ok(false);
+        };
+        if b.expired(now, ttl) {
+            return Ok(false);
+        }
+        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+            return Ok(false);
+        };
+        b.links.remove(i);
+        s.links -= 1;
+        Ok(true)
+    }
+
+    async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut s = self.state()?;
+        let ttl = self.params.ttl_secs;
+        let doomed: Vec<BucketId> = s
+            .order
+            .keys()
+            .take_while(|id| now >= id.created.saturating_add(ttl))
+            .take(limit)
+            .copied()
+            .collect();
+        for id in &doomed {
+            s.order.remove(id);
+            if let Some(b) = s.buckets.remove(&id.locator()) {
+                s.links -= b.links.len() as u64;
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    fn params(&self) -> StoreParams {
+        self.params
+    }
+
+    fn filler_secret(&self) -> [u8; 32] {
+        [0; 32]
+    }
+
+    fn link_count(&self) -> u64 {
+        self.inner.lock().map(|s| s.links).unwrap_or(0)
+    }
+}
