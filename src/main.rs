@@ -223,7 +223,7 @@ fn main() -> std::process::ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,arti_client=warn,tor_=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,arti_client=warn,tor_=warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -362,16 +362,23 @@ async fn wait_for_signal() {
 
 fn progress_printer(what: &'static str) -> impl Fn(f32, &str) + Send + 'static {
     let tty = std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(String::new());
     move |frac, desc| {
-        let pct = (frac * 100.0).round() as u32;
+        // arti's description already starts with the percentage.
+        let line = format!("{what}: {desc}");
+        let Ok(mut last) = last.lock() else { return };
+        if *last == line {
+            return;
+        }
         if tty {
-            eprint!("\r{what}: {pct:3}% {desc:<60.60}");
-            if pct >= 100 {
+            eprint!("\r{line:<100.100}");
+            if frac >= 1.0 {
                 eprintln!();
             }
         } else {
-            eprintln!("{what}: {pct}% {desc}");
+            eprintln!("{line}");
         }
+        *last = line;
     }
 }
 
