@@ -34,8 +34,14 @@ impl Tornet {
             .stderr(Stdio::piped())
             .output()
             .expect("run scripts/tornet.sh");
-        let net = Tornet { dir: dir.to_path_buf() };
-        assert!(out.status.success(), "private Tor network did not start:\n{}", String::from_utf8_lossy(&out.stderr));
+        let net = Tornet {
+            dir: dir.to_path_buf(),
+        };
+        assert!(
+            out.status.success(),
+            "private Tor network did not start:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         net
     }
     fn arti_toml(&self) -> PathBuf {
@@ -45,7 +51,11 @@ impl Tornet {
 
 impl Drop for Tornet {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).arg("stop").arg(&self.dir).output();
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
     }
 }
 
@@ -94,7 +104,9 @@ impl Serve {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -123,7 +135,11 @@ fn tail(p: &Path) -> String {
 }
 
 fn rdv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdv")).args(args).stdin(Stdio::null()).output().expect("run rdv")
+    Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rdv")
 }
 
 fn field(out: &Output, name: &str) -> String {
@@ -131,7 +147,12 @@ fn field(out: &Output, name: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name:?} in output:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name:?} in output:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
         .trim()
         .to_string()
 }
@@ -146,37 +167,73 @@ fn offer(onion: &str, payload: &str, arti: &Path, tor_dir: &Path, patience: Dura
     let deadline = Instant::now() + patience;
     loop {
         let out = rdv(&[
-            "offer", "--server", onion, "--payload", payload, "--two-channel", "--kdf", "moderate",
-            "--tor-config", arti.to_str().unwrap(), "--tor-dir", tor_dir.to_str().unwrap(),
-            "--connect-timeout", "30s",
+            "offer",
+            "--server",
+            onion,
+            "--payload",
+            payload,
+            "--two-channel",
+            "--kdf",
+            "moderate",
+            "--tor-config",
+            arti.to_str().unwrap(),
+            "--tor-dir",
+            tor_dir.to_str().unwrap(),
+            "--connect-timeout",
+            "30s",
         ]);
         if out.status.success() {
-            return Offered { link: field(&out, "link:"), passphrase: field(&out, "passphrase:") };
+            return Offered {
+                link: field(&out, "link:"),
+                passphrase: field(&out, "passphrase:"),
+            };
         }
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(Instant::now() < deadline, "offer over Tor kept failing:\n{err}");
-        eprintln!("offer not yet through, retrying: {}", err.lines().last().unwrap_or(""));
+        assert!(
+            Instant::now() < deadline,
+            "offer over Tor kept failing:\n{err}"
+        );
+        eprintln!(
+            "offer not yet through, retrying: {}",
+            err.lines().last().unwrap_or("")
+        );
         std::thread::sleep(Duration::from_secs(3));
     }
 }
 
 fn accept(link: &str, pass: &str, arti: &Path, tor_dir: &Path) -> Output {
     rdv(&[
-        "accept", link, "--passphrase", pass, "--tor-config", arti.to_str().unwrap(),
-        "--tor-dir", tor_dir.to_str().unwrap(), "--connect-timeout", "60s",
+        "accept",
+        link,
+        "--passphrase",
+        pass,
+        "--tor-config",
+        arti.to_str().unwrap(),
+        "--tor-dir",
+        tor_dir.to_str().unwrap(),
+        "--connect-timeout",
+        "60s",
     ])
 }
 
 fn assert_accepts(link: &str, pass: &str, payload: &str, arti: &Path, tor_dir: &Path) {
     let out = accept(link, pass, arti, tor_dir);
-    assert!(out.status.success(), "accept failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "accept failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), payload);
 }
 
 #[test]
 fn offer_and_accept_over_a_private_tor_network() {
     for bin in ["tor", "tor-gencert"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().map(|o| o.status.success()).unwrap_or(false);
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         assert!(found, "`{bin}` is not installed: the Tor end-to-end tests need Debian's `tor` package (apt-get install -y tor). Refusing to pass without running.");
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -190,17 +247,35 @@ fn offer_and_accept_over_a_private_tor_network() {
 
     // (a) arti onion service; offer and accept as separate arti clients.
     let t1 = Instant::now();
-    let serve = Serve::start(&["--tor-config", arti.to_str().unwrap()], &t("srv"), &t("srv.log"));
+    let serve = Serve::start(
+        &["--tor-config", arti.to_str().unwrap()],
+        &t("srv"),
+        &t("srv.log"),
+    );
     let onion = serve.wait_line("onion address:", Duration::from_secs(120), &t("srv.log"));
-    serve.wait_line("onion service reachable:", Duration::from_secs(240), &t("srv.log"));
+    serve.wait_line(
+        "onion service reachable:",
+        Duration::from_secs(240),
+        &t("srv.log"),
+    );
     times.push(("arti onion service launch to reachable", t1.elapsed()));
     assert!(onion.ends_with(".onion:7625"), "{onion}");
 
     let t2 = Instant::now();
     let payload = "simplex:/contact#/?v=2&smp=smp%3A%2F%2Fhidden.example%2Fabc";
-    let o = offer(&onion, payload, &arti, &t("offerer"), Duration::from_secs(120));
+    let o = offer(
+        &onion,
+        payload,
+        &arti,
+        &t("offerer"),
+        Duration::from_secs(120),
+    );
     times.push(("offer over Tor", t2.elapsed()));
-    assert!(o.link.starts_with("rdv1:") && o.link.contains(".onion:7625?") && !o.link.contains("&p="), "{}", o.link);
+    assert!(
+        o.link.starts_with("rdv1:") && o.link.contains(".onion:7625?") && !o.link.contains("&p="),
+        "{}",
+        o.link
+    );
     let t3 = Instant::now();
     assert_accepts(&o.link, &o.passphrase, payload, &arti, &t("accepter"));
     times.push(("accept over Tor", t3.elapsed()));
@@ -208,15 +283,26 @@ fn offer_and_accept_over_a_private_tor_network() {
     let wrong = accept(&o.link, "not-the-passphrase", &arti, &t("accepter"));
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr);
-    assert!(err.contains("no link in this bucket opens with this passphrase"), "{err}");
+    assert!(
+        err.contains("no link in this bucket opens with this passphrase"),
+        "{err}"
+    );
 
     // (c) restart on the same data dir: same onion address, earlier link still there.
     serve.stop();
     let t4 = Instant::now();
-    let serve = Serve::start(&["--tor-config", arti.to_str().unwrap()], &t("srv"), &t("srv2.log"));
+    let serve = Serve::start(
+        &["--tor-config", arti.to_str().unwrap()],
+        &t("srv"),
+        &t("srv2.log"),
+    );
     let onion2 = serve.wait_line("onion address:", Duration::from_secs(120), &t("srv2.log"));
     assert_eq!(onion2, onion, "the onion address survives a restart");
-    serve.wait_line("onion service reachable:", Duration::from_secs(240), &t("srv2.log"));
+    serve.wait_line(
+        "onion service reachable:",
+        Duration::from_secs(240),
+        &t("srv2.log"),
+    );
     times.push(("restart to reachable", t4.elapsed()));
     assert_accepts(&o.link, &o.passphrase, payload, &arti, &t("accepter2"));
     serve.stop();
@@ -224,7 +310,11 @@ fn offer_and_accept_over_a_private_tor_network() {
     // (b) torrc-example path: C tor hosts the onion service in front of `--no-onion --listen`.
     let port = BASE_PORT + 250;
     let listen = format!("127.0.0.1:{port}");
-    let serve = Serve::start(&["--no-onion", "--listen", &listen], &t("srv-ctor"), &t("srv-ctor.log"));
+    let serve = Serve::start(
+        &["--no-onion", "--listen", &listen],
+        &t("srv-ctor"),
+        &t("srv-ctor.log"),
+    );
     serve.wait_line("listening on", Duration::from_secs(30), &t("srv-ctor.log"));
     let t5 = Instant::now();
     let hs = Command::new("bash")
@@ -240,9 +330,21 @@ fn offer_and_accept_over_a_private_tor_network() {
     assert!(host.ends_with(".onion"), "{host}");
     let ctor_onion = format!("{host}:7625");
     let payload2 = "smp://via-c-tor.example/q";
-    let o2 = offer(&ctor_onion, payload2, &arti, &t("offerer-ctor"), Duration::from_secs(180));
+    let o2 = offer(
+        &ctor_onion,
+        payload2,
+        &arti,
+        &t("offerer-ctor"),
+        Duration::from_secs(180),
+    );
     times.push(("C tor service start to first offer", t5.elapsed()));
-    assert_accepts(&o2.link, &o2.passphrase, payload2, &arti, &t("accepter-ctor"));
+    assert_accepts(
+        &o2.link,
+        &o2.passphrase,
+        payload2,
+        &arti,
+        &t("accepter-ctor"),
+    );
     serve.stop();
 
     eprintln!("wall times:");

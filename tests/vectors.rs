@@ -1,0 +1,265 @@
+//! Golden vectors: files under tests/vectors/ pin the exact bytes of frames, sealed links, derived
+//! keys and link URIs, and list malformed inputs with the error each must give.
+//!
+//! Each file line is `NAME EXPECTATION DATA...`. For `ok` lines the test rebuilds the named value
+//! in code and checks it encodes to exactly the stored bytes and decodes back. Set
+//! `RDV_BLESS_VECTORS=1` to rewrite the `ok` lines after a deliberate format change.
+
+use rdv::proto::seal::{open, seal};
+use rdv::proto::wire::{decode_frame, encode_frame, DEFAULT_MAX_FRAME};
+use rdv::proto::{
+    kdf, BucketId, DeleteCheck, DeleteToken, ErrorCode, KdfLimits, KdfProfile, LinkKey, Locator,
+    Passphrase, RdvLink, Request, Response, Salt, SealedLink, ServerInfo,
+};
+use std::path::PathBuf;
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len().is_multiple_of(2), "odd hex {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn lines(name: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Check `ok` lines against `computed` (name → hex) or rewrite them when blessing.
+fn check_ok_lines(file: &str, computed: &[(String, String)]) {
+    let bless = std::env::var_os("RDV_BLESS_VECTORS").is_some();
+    if bless {
+        let old = std::fs::read_to_string(path(file)).unwrap_or_default();
+        let mut out: Vec<String> = old
+            .lines()
+            .filter(|l| {
+                l.starts_with('#') || l.split_whitespace().nth(1).is_some_and(|e| e != "ok")
+            })
+            .map(str::to_string)
+            .collect();
+        for (n, h) in computed {
+            out.push(format!("{n} ok {h}"));
+        }
+        std::fs::write(path(file), out.join("\n") + "\n").unwrap();
+        return;
+    }
+    let stored: Vec<(String, String)> = lines(file)
+        .into_iter()
+        .filter(|l| l[1] == "ok")
+        .map(|l| (l[0].clone(), l[2..].join(" ")))
+        .collect();
+    assert_eq!(stored.len(), computed.len(), "{file}: number of ok vectors");
+    for ((sn, sh), (cn, ch)) in stored.iter().zip(computed) {
+        assert_eq!(sn, cn, "{file}: vector order");
+        assert_eq!(sh, ch, "{file}: vector {sn} changed");
+    }
+}
+
+fn requests() -> Vec<(&'static str, Request)> {
+    vec![
+        (
+            "request.hello",
+            Request::Hello {
+                min_version: 1,
+                max_version: 1,
+            },
+        ),
+        ("request.info", Request::Info),
+        (
+            "request.store",
+            Request::Store {
+                link: SealedLink([0xab; 256]),
+                delete_check: DeleteCheck([0x11; 32]),
+            },
+        ),
+        (
+            "request.fetch",
+            Request::Fetch {
+                locator: BucketId {
+                    created: 1_800_000_000,
+                    seq: 3,
+                }
+                .locator(),
+            },
+        ),
+        (
+            "request.delete",
+            Request::Delete {
+                locator: Locator([0x22; 32]),
+                token: DeleteToken([0x33; 32]),
+            },
+        ),
+    ]
+}
+
+fn responses() -> Vec<(&'static str, Response)> {
+    vec![
+        ("response.hello", Response::Hello { version: 1 }),
+        (
+            "response.info",
+            Response::Info(ServerInfo {
+                version: 1,
+                max_links_per_bucket: 64,
+                open_window_secs: 600,
+                ttl_secs: 604_800,
+                server_time: 1_800_000_000,
+                max_frame: 20_480,
+            }),
+        ),
+        (
+            "response.stored",
+            Response::Stored {
+                id: BucketId {
+                    created: 1_800_000_000,
+                    seq: 3,
+                },
+            },
+        ),
+        (
+            "response.bucket",
+            Response::Bucket {
+                links: vec![SealedLink([1; 256]), SealedLink([2; 256])],
+            },
+        ),
+        ("response.deleted", Response::Deleted),
+        (
+            "response.error",
+            Response::Error {
+                code: ErrorCode::NotFound,
+                message: "no such bucket".into(),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn frame_vectors() {
+    let mut computed = Vec::new();
+    for (n, r) in requests() {
+        let f = encode_frame(&r, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(decode_frame::<Request>(&f, DEFAULT_MAX_FRAME).unwrap(), r);
+        computed.push((n.to_string(), hex(&f)));
+    }
+    for (n, r) in responses() {
+        let f = encode_frame(&r, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(decode_frame::<Response>(&f, DEFAULT_MAX_FRAME).unwrap(), r);
+        computed.push((n.to_string(), hex(&f)));
+    }
+    check_ok_lines("frames.txt", &computed);
+    let mut failures = 0;
+    for l in lines("frames.txt").into_iter().filter(|l| l[1] != "ok") {
+        let bytes = if l[2] == "-" {
+            Vec::new()
+        } else {
+            unhex(&l[2])
+        };
+        let err = if l[0].starts_with("request") {
+            decode_frame::<Request>(&bytes, DEFAULT_MAX_FRAME)
+                .map(|_| ())
+                .unwrap_err()
+        } else {
+            decode_frame::<Response>(&bytes, DEFAULT_MAX_FRAME)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let kind = match err {
+            rdv::proto::wire::FrameError::TooLarge { .. } => "too-large",
+            rdv::proto::wire::FrameError::Malformed(_) => "malformed",
+            _ => "other",
+        };
+        assert_eq!(kind, l[1], "{}: {err}", l[0]);
+        failures += 1;
+    }
+    assert!(failures >= 6, "failure vectors present");
+}
+
+#[test]
+fn seal_and_kdf_vectors() {
+    let key = LinkKey::from_bytes([0x42; 32]);
+    let payloads: [(&str, &[u8]); 3] = [
+        ("seal.empty", b""),
+        ("seal.short", b"smp://example/q"),
+        ("seal.max", &[0x5a; 213]),
+    ];
+    let mut computed = Vec::new();
+    for (n, p) in payloads {
+        let s = seal(&key, p, [0x24; 24]).unwrap();
+        assert_eq!(&open(&key, &s).unwrap()[..], p);
+        computed.push((n.to_string(), hex(&s.0)));
+    }
+    let limits = KdfLimits::default();
+    for (n, pass, profile) in [
+        ("kdf.test", "correct horse battery staple", KdfProfile::Test),
+        (
+            "kdf.custom",
+            "kobad-lisuf-mutag-ronif-zapol",
+            KdfProfile::Custom(rdv::proto::KdfParams {
+                m_kib: 256,
+                t: 2,
+                p: 2,
+            }),
+        ),
+    ] {
+        let k =
+            kdf::derive_key(&Passphrase::new(pass), &Salt([0x07; 16]), profile, &limits).unwrap();
+        // Observable only through sealing: pin a sealed empty payload under the derived key.
+        let s = seal(&k, b"", [0; 24]).unwrap();
+        computed.push((n.to_string(), hex(&s.0)));
+    }
+    check_ok_lines("seal.txt", &computed);
+    // Failure vectors: the stored blob must not open with the vector key.
+    let mut failures = 0;
+    for l in lines("seal.txt").into_iter().filter(|l| l[1] == "fails") {
+        let b: [u8; 256] = unhex(&l[2]).try_into().expect("256 bytes");
+        assert!(open(&key, &SealedLink(b)).is_err(), "{}", l[0]);
+        failures += 1;
+    }
+    assert!(failures >= 3);
+}
+
+#[test]
+fn link_vectors() {
+    let mut ok = 0;
+    let mut bad = 0;
+    for l in lines("links.txt") {
+        match l[1].as_str() {
+            "ok" => {
+                let link = RdvLink::parse(&l[2]).unwrap_or_else(|e| panic!("{}: {e}", l[0]));
+                assert_eq!(*link.to_uri(), l[2], "{}: re-encodes identically", l[0]);
+                ok += 1;
+            }
+            "err" => {
+                let input = if l[2] == "-" {
+                    String::new()
+                } else {
+                    l[2].replace("\\s", " ")
+                };
+                let e = RdvLink::parse(&input).expect_err(&l[0]).to_string();
+                let want = l[3..].join(" ");
+                assert!(
+                    e.contains(&want),
+                    "{}: error {e:?} should mention {want:?}",
+                    l[0]
+                );
+                bad += 1;
+            }
+            other => panic!("{}: unknown expectation {other}", l[0]),
+        }
+    }
+    assert!(ok >= 4 && bad >= 10, "{ok} ok, {bad} failing vectors");
+}
