@@ -21,16 +21,30 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(server.clone().run_tcp(listener));
 
     // Over Tor, use rdv::client::tor::TorConnector with a bootstrapped arti client instead.
-    let client = Client::new(Arc::new(DirectConnector::to(addr.to_string())), ClientConfig::default(), Arc::new(SystemClock));
+    let client = Client::new(
+        Arc::new(DirectConnector::to(addr.to_string())),
+        ClientConfig::default(),
+        Arc::new(SystemClock),
+    );
     let server_addr = ServerAddr::parse(&addr.to_string())?;
 
     let passphrase = generate_passphrase();
-    let offer = client.offer(&server_addr, b"smp://messaging.example/queue", passphrase.clone(), KdfProfile::Moderate).await?;
+    let offer = client
+        .offer(
+            &server_addr,
+            b"smp://messaging.example/queue",
+            passphrase.clone(),
+            KdfProfile::Moderate,
+        )
+        .await?;
     let link = offer.link.without_passphrase();
     println!("link: {}", &*link.to_uri());
     println!("passphrase: {}", passphrase.expose());
 
     let found = client.accept(&link, Some(passphrase)).await?;
-    println!("accepter opened: {}", String::from_utf8_lossy(&found.payload));
+    println!(
+        "accepter opened: {}",
+        String::from_utf8_lossy(&found.payload)
+    );
     Ok(())
 }

@@ -99,6 +99,9 @@ pub enum ClientError {
         /// Whether the link was deleted again.
         deleted: bool,
     },
+    /// The server's advertised parameters fail the policy; nothing was stored.
+    #[error("refused the server: {0}; nothing was stored")]
+    UnacceptableServer(PolicyViolation),
     /// Key derivation failed or the link asks for too much work.
     #[error(transparent)]
     Kdf(#[from] KdfError),
@@ -147,8 +150,7 @@ pub struct Offer {
     pub server_info: ServerInfo,
 }
 
-/// What an accept found.
-#[derive(Debug)]
+/// What an accept found. Its `Debug` output leaves the payload out.
 pub struct Accepted {
     /// The payload.
     pub payload: seal::Payload,
@@ -156,6 +158,19 @@ pub struct Accepted {
     pub tried: usize,
     /// Index of the link that opened.
     pub index: usize,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field(
+                "payload",
+                &format_args!("[{} bytes redacted]", self.payload.len()),
+            )
+            .field("tried", &self.tried)
+            .field("index", &self.index)
+            .finish()
+    }
 }
 
 /// One open connection after the version exchange.
@@ -300,10 +315,7 @@ impl Client {
         self.config
             .policy
             .check_window(info.open_window_secs)
-            .map_err(|violation| ClientError::Refused {
-                violation,
-                deleted: true,
-            })?;
+            .map_err(ClientError::UnacceptableServer)?;
         let id = match c
             .request(&Request::Store {
                 link: sealed,

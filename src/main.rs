@@ -227,6 +227,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -535,7 +536,11 @@ fn read_passphrase_interactive() -> Result<Option<Passphrase>> {
 async fn accept(a: AcceptArgs) -> Result<()> {
     let link = RdvLink::parse(a.link.trim()).context("invalid link")?;
     let passphrase = match (&link.passphrase, &a.passphrase) {
-        (Some(_), _) => None,
+        (Some(_), Some(_)) => {
+            eprintln!("note: the link carries its own passphrase; --passphrase is ignored");
+            None
+        }
+        (Some(_), None) => None,
         (None, Some(p)) => Some(Passphrase::new(p.clone())),
         (None, None) => read_passphrase_interactive()?,
     };

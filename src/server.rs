@@ -11,8 +11,8 @@ use crate::clock::Clock;
 use crate::proto::wire::DEFAULT_MAX_FRAME;
 use crate::proto::{Locator, SealedLink, MAX_LINKS_PER_BUCKET, SEALED_LINK_LEN};
 use crate::store::BucketStore;
-use rand::{RngCore, SeedableRng};
-use sha3::{Digest, Sha3_256};
+use sha3::digest::{ExtendableOutput, Update, XofReader};
+use sha3::Shake256;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -151,15 +151,17 @@ impl<S: BucketStore> Server<S> {
     /// server secret and the locator, so fetching the same bucket twice gives the same filler and
     /// comparing answers does not reveal which entries are real.
     pub(crate) fn filler(&self, locator: &Locator, have: usize) -> Vec<SealedLink> {
-        let mut h = Sha3_256::new();
-        h.update(b"rdv filler v1");
-        h.update(self.store.filler_secret());
-        h.update(locator.0);
-        let mut rng = rand::rngs::StdRng::from_seed(h.finalize().into());
+        // SHAKE256 is a fixed, standard function: the filler of a bucket never changes with a
+        // dependency upgrade (a change would reveal which entries are real).
+        let mut xof = Shake256::default();
+        xof.update(b"rdv filler v1");
+        xof.update(&self.store.filler_secret());
+        xof.update(&locator.0);
+        let mut reader = xof.finalize_xof();
         let mut out = Vec::with_capacity(MAX_LINKS_PER_BUCKET.saturating_sub(have));
         for i in 0..MAX_LINKS_PER_BUCKET {
             let mut b = [0u8; SEALED_LINK_LEN];
-            rng.fill_bytes(&mut b);
+            reader.read(&mut b);
             if i >= have {
                 out.push(SealedLink(b));
             }

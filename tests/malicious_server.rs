@@ -225,10 +225,9 @@ async fn an_overlong_open_window_is_refused_before_storing() {
     assert!(
         matches!(
             r,
-            Err(ClientError::Refused {
-                violation: PolicyViolation::WindowTooLong { .. },
-                ..
-            })
+            Err(ClientError::UnacceptableServer(
+                PolicyViolation::WindowTooLong { .. }
+            ))
         ),
         "{r:?}"
     );

@@ -88,12 +88,8 @@ fn validate_host(h: &str) -> Result<(), LinkError> {
         ));
     }
     if let Some(name) = h.strip_suffix(".onion") {
-        let label = name.rsplit('.').next().unwrap_or(name);
-        if label.len() != 56
-            || !label
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
-        {
+        // Exactly one v3 label: no subdomains, nothing that would need brackets on output.
+        if name.len() != 56 || !name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')) {
             return Err(LinkError::BadAddress(
                 "an onion address must be 56 base32 characters (a-z, 2-7) before .onion",
             ));
@@ -364,6 +360,8 @@ mod tests {
         let onion = format!("{}.onion:80", "a".repeat(56));
         assert!(ServerAddr::parse(&onion).unwrap().is_onion());
         assert!(ServerAddr::parse(&format!("{}.onion:80", "a".repeat(55))).is_err());
+        assert!(ServerAddr::parse(&format!("x_y:z.{}.onion:80", "a".repeat(56))).is_err());
+        assert!(ServerAddr::parse(&format!("www.{}.onion:80", "a".repeat(56))).is_err());
         assert!(ServerAddr::parse("Example.com:80").is_err());
         assert!(ServerAddr::parse("host:0").is_err());
         assert!(ServerAddr::parse("host:+80").is_err());

@@ -102,24 +102,12 @@ mod tests {
 
     #[test]
     fn ids_grow_when_clock_steps_back_or_after_restart() {
-        let mut a = Allocator::resume(Some(BucketId {
-            created: 200,
-            seq: 3,
-        }));
-        assert_eq!(
-            a.assign(150, 0),
-            BucketId {
-                created: 200,
-                seq: 4
-            }
-        );
-        assert_eq!(
-            a.assign(150, 0),
-            BucketId {
-                created: 200,
-                seq: 5
-            }
-        );
+        let id = |created, seq| BucketId { created, seq };
+        let mut a = Allocator::resume(Some(id(200, 3)));
+        assert_eq!(a.assign(150, 10), id(200, 4));
+        // The clock is behind the open bucket: it stays open until the window has passed.
+        assert_eq!(a.assign(150, 10), id(200, 4));
+        assert_eq!(a.assign(210, 10), id(210, 0));
         let mut b = Allocator::resume(Some(BucketId {
             created: 200,
             seq: u16::MAX,

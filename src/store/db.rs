@@ -91,7 +91,21 @@ struct Inner {
     params: StoreParams,
     filler: [u8; 32],
     links: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
     path: PathBuf,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closing the store: the writer finishes what is queued, then releases the database, so the
+    /// same directory can be opened again as soon as the last handle is gone.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -159,11 +173,13 @@ impl DiskStore {
         };
         let db = Arc::new(db);
         let links = Arc::new(AtomicU64::new(links));
+        let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(4 * config.max_batch.max(1));
         let writer = Writer {
             db: db.clone(),
             alloc: Allocator::resume(last),
             links: links.clone(),
+            commits: commits.clone(),
             params: config.params,
             max_batch: if config.commit_per_store {
                 1
@@ -171,7 +187,7 @@ impl DiskStore {
                 config.max_batch.max(1)
             },
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("rdv-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
@@ -182,9 +198,17 @@ impl DiskStore {
                 params: config.params,
                 filler,
                 links,
+                commits,
                 path,
+                writer: Some(writer),
             }),
         })
+    }
+
+    /// Write transactions committed since the store was opened (group commit makes this far
+    /// smaller than the number of writes under concurrency).
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -351,6 +375,7 @@ struct Writer {
     db: Arc<Database>,
     alloc: Allocator,
     links: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
     params: StoreParams,
     max_batch: usize,
 }
@@ -583,6 +608,7 @@ impl Writer {
             return Err(e);
         }
         w.commit().map_err(storage)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         self.links.store(links, Ordering::Relaxed);
         Ok(())
     }
