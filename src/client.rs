@@ -4,6 +4,7 @@
 //! isolated circuit, so the server cannot tie a client's store, fetch and delete together.
 
 pub mod direct;
+#[cfg(feature = "tor")]
 pub mod tor;
 
 use crate::clock::Clock;

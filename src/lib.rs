@@ -32,4 +32,5 @@ pub mod io;
 pub mod proto;
 pub mod server;
 pub mod store;
+#[cfg(feature = "tor")]
 pub mod tor;

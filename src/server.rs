@@ -4,6 +4,7 @@
 //! duplex). Listeners ([`tcp`], [`onion`]) only accept streams and hand them over.
 
 pub mod conn;
+#[cfg(feature = "tor")]
 pub mod onion;
 pub mod tcp;
 

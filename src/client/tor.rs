@@ -25,15 +25,31 @@ impl Connector for TorConnector {
         addr: &'a ServerAddr,
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, ClientError>> {
         Box::pin(async move {
-            let isolated = self.tor.isolated_client();
-            let s = isolated
-                .connect((addr.host.as_str(), addr.port))
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr: addr.to_string(),
-                    detail: format!("over Tor: {e}"),
-                })?;
-            Ok(Box::new(s) as Box<dyn Stream>)
+            // Right after an onion service (re)starts, a directory may still serve its previous
+            // descriptor, whose introduction points are gone: a few retries ride that out. The
+            // caller's connect timeout bounds the whole.
+            let mut attempt = 1;
+            loop {
+                let isolated = self.tor.isolated_client();
+                match isolated.connect((addr.host.as_str(), addr.port)).await {
+                    Ok(s) => return Ok(Box::new(s) as Box<dyn Stream>),
+                    Err(e) if attempt < CONNECT_ATTEMPTS => {
+                        tracing::info!(attempt, error = %e, "connecting over Tor failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(2 * attempt as u64))
+                            .await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(ClientError::Connect {
+                            addr: addr.to_string(),
+                            detail: format!("over Tor, after {attempt} attempts: {e}"),
+                        })
+                    }
+                }
+            }
         })
     }
 }
+
+/// Connection attempts before giving up.
+const CONNECT_ATTEMPTS: u32 = 4;

@@ -79,6 +79,68 @@ enum Op {
     },
 }
 
+/// The database, reopened after an IO failure: redb refuses every operation after one (its
+/// state may no longer match the file), so recovery from e.g. a full disk means closing it and
+/// opening it again, which replays the last durable commit.
+struct DbSlot {
+    path: PathBuf,
+    cache_bytes: usize,
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+}
+
+impl DbSlot {
+    fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))
+    }
+
+    /// The open database.
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| StoreError::Storage("poisoned lock".into()))?
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Storage("the database is being reopened after an IO error".into())
+            })
+    }
+
+    /// Close the database (waiting for readers to let go) and open it again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| StoreError::Storage("poisoned lock".into()))?;
+        if let Some(mut arc) = slot.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(arc) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if std::time::Instant::now() < deadline => {
+                        arc = still_shared;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(StoreError::Storage(
+                            "readers hold the database; reopen postponed".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = Self::open_db(&self.path, self.cache_bytes)?;
+        *slot = Some(Arc::new(db));
+        tracing::info!("database reopened after an IO error");
+        Ok(())
+    }
+}
+
 /// The redb-backed store. Cheap to clone; the writer thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct DiskStore {
@@ -86,7 +148,7 @@ pub struct DiskStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     tx: mpsc::Sender<Op>,
     params: StoreParams,
     filler: [u8; 32],
@@ -112,6 +174,23 @@ fn storage<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
+/// The newest bucket ID and the link counter, from the meta table.
+fn read_meta(
+    meta: &impl ReadableTable<&'static str, u64>,
+) -> Result<(Option<BucketId>, u64), StoreError> {
+    let get = |k: &str| -> Result<Option<u64>, StoreError> {
+        Ok(meta.get(k).map_err(storage)?.map(|g| g.value()))
+    };
+    let last = match (get(META_LAST_CREATED)?, get(META_LAST_SEQ)?) {
+        (Some(created), Some(seq)) => Some(BucketId {
+            created,
+            seq: u16::try_from(seq).map_err(|_| StoreError::Corrupt("bad last_seq".into()))?,
+        }),
+        _ => None,
+    };
+    Ok((last, get(META_LINKS)?.unwrap_or(0)))
+}
+
 impl DiskStore {
     /// Open (or create) the store in `dir`. `filler_seed` seeds the fetch-padding secret when the
     /// database is new.
@@ -123,10 +202,7 @@ impl DiskStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create(&path)
-            .map_err(|e| StoreError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let db = DbSlot::open_db(&path, config.cache_bytes)?;
         let (last, links, filler) = {
             let mut w = db.begin_write().map_err(storage)?;
             w.set_quick_repair(true);
@@ -145,18 +221,7 @@ impl DiskStore {
                         return Err(StoreError::Corrupt(format!("unknown store format {v}")))
                     }
                 }
-                let get = |k: &str| -> Result<Option<u64>, StoreError> {
-                    Ok(meta.get(k).map_err(storage)?.map(|g| g.value()))
-                };
-                let last = match (get(META_LAST_CREATED)?, get(META_LAST_SEQ)?) {
-                    (Some(created), Some(seq)) => Some(BucketId {
-                        created,
-                        seq: u16::try_from(seq)
-                            .map_err(|_| StoreError::Corrupt("bad last_seq".into()))?,
-                    }),
-                    _ => None,
-                };
-                let links = get(META_LINKS)?.unwrap_or(0);
+                let (last, links) = read_meta(&meta)?;
                 let mut secrets = w.open_table(SECRETS).map_err(storage)?;
                 let existing = secrets.get("filler").map_err(storage)?.map(|g| *g.value());
                 let filler = match existing {
@@ -171,12 +236,17 @@ impl DiskStore {
             w.commit().map_err(storage)?;
             out
         };
-        let db = Arc::new(db);
+        let db = Arc::new(DbSlot {
+            path: path.clone(),
+            cache_bytes: config.cache_bytes,
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+        });
         let links = Arc::new(AtomicU64::new(links));
         let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(4 * config.max_batch.max(1));
         let writer = Writer {
             db: db.clone(),
+            failed: false,
             alloc: Allocator::resume(last),
             links: links.clone(),
             commits: commits.clone(),
@@ -218,7 +288,7 @@ impl DiskStore {
 
     /// Check every bucket decodes and the counters agree; returns (buckets, links).
     pub fn verify(&self) -> Result<(u64, u64), StoreError> {
-        let r = self.inner.db.begin_read().map_err(storage)?;
+        let r = self.inner.db.get()?.begin_read().map_err(storage)?;
         let t = r.open_table(BUCKETS).map_err(storage)?;
         let e = r.open_table(EXPIRY).map_err(storage)?;
         let (mut buckets, mut links) = (0u64, 0u64);
@@ -315,7 +385,7 @@ impl BucketStore for DiskStore {
         locator: Locator,
         now: u64,
     ) -> Result<Option<Vec<SealedLink>>, StoreError> {
-        let db = self.inner.db.clone();
+        let db = self.inner.db.get()?;
         let ttl = self.inner.params.ttl_secs;
         tokio::task::spawn_blocking(move || {
             let r = db.begin_read().map_err(storage)?;
@@ -372,7 +442,8 @@ impl BucketStore for DiskStore {
 }
 
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
+    failed: bool,
     alloc: Allocator,
     links: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
@@ -440,6 +511,8 @@ impl Writer {
         match result {
             Ok(()) => replies.into_iter().for_each(Reply::send),
             Err(e) => {
+                // After an IO error redb must be reopened before the next write.
+                self.failed = matches!(e, StoreError::Storage(_));
                 self.alloc = saved_alloc;
                 self.links.store(saved_links, Ordering::Relaxed);
                 let msg = e.to_string();
@@ -450,7 +523,16 @@ impl Writer {
     }
 
     fn apply_in_txn(&mut self, ops: Vec<Op>, replies: &mut Vec<Reply>) -> Result<(), StoreError> {
-        let mut w = self.db.begin_write().map_err(storage)?;
+        if self.failed {
+            self.db.reopen()?;
+            // Continue from what is durable, whatever the failed commit left behind.
+            let r = self.db.get()?.begin_read().map_err(storage)?;
+            let (last, links) = read_meta(&r.open_table(META).map_err(storage)?)?;
+            self.alloc = Allocator::resume(last);
+            self.links.store(links, Ordering::Relaxed);
+            self.failed = false;
+        }
+        let mut w = self.db.get()?.begin_write().map_err(storage)?;
         w.set_durability(Durability::Immediate).map_err(storage)?;
         w.set_quick_repair(true);
         let mut links = self.links.load(Ordering::Relaxed);

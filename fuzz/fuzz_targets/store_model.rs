@@ -1,0 +1,84 @@
+//! The store against a BTreeMap model: operations decoded from the input run on the in-memory
+//! store (which shares the allocator with the disk store); the model checks bucket rules, fetch
+//! contents, deletes, counts and garbage collection.
+#![no_main]
+use futures::executor::block_on;
+use libfuzzer_sys::fuzz_target;
+use rdv::proto::{BucketId, DeleteToken, SealedLink, MAX_LINKS_PER_BUCKET};
+use rdv::store::{BucketStore, MemoryStore, StoreParams};
+use std::collections::BTreeMap;
+
+fuzz_target!(|data: &[u8]| {
+    let params = StoreParams { open_window_secs: 4, ttl_secs: 30, max_links: Some(300) };
+    let store = MemoryStore::new(params);
+    let mut model: BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>> = BTreeMap::new();
+    let mut now = 1_000u64;
+    let mut last: Option<BucketId> = None;
+    let mut n = 0u32;
+    for chunk in data.chunks(2) {
+        let (op, arg) = (chunk[0], *chunk.get(1).unwrap_or(&0));
+        match op % 5 {
+            0 | 1 => {
+                n += 1;
+                let mut blob = [0u8; 256];
+                blob[..4].copy_from_slice(&n.to_be_bytes());
+                let mut token = [0u8; 32];
+                token[..4].copy_from_slice(&n.to_be_bytes());
+                let total: usize = model.values().map(Vec::len).sum();
+                match block_on(store.store(SealedLink(blob), DeleteToken(token).check(), now)) {
+                    Ok(id) => {
+                        assert!(total < 300, "stored beyond the quota");
+                        if let Some(l) = last {
+                            assert!(id >= l, "bucket IDs never go back");
+                        }
+                        assert!(id.created <= now.max(last.map_or(0, |l| l.created)) + 1);
+                        last = Some(id);
+                        let b = model.entry(id).or_default();
+                        b.push((SealedLink(blob), token));
+                        assert!(b.len() <= MAX_LINKS_PER_BUCKET);
+                    }
+                    Err(_) => assert!(total >= 300, "refused below the quota"),
+                }
+            }
+            2 => {
+                // Fetch one known bucket (or a never-used ID).
+                let ids: Vec<BucketId> = model.keys().copied().collect();
+                let id = ids.get(usize::from(arg) % (ids.len() + 1)).copied().unwrap_or(BucketId { created: 7, seq: 7 });
+                let got = block_on(store.fetch(id.locator(), now)).unwrap();
+                let expired = now >= id.created + params.ttl_secs;
+                match model.get(&id) {
+                    Some(links) if !expired => {
+                        let want: Vec<SealedLink> = links.iter().map(|(l, _)| l.clone()).collect();
+                        assert_eq!(got, Some(want));
+                    }
+                    _ => assert_eq!(got, None),
+                }
+            }
+            3 => {
+                // Delete a known link by its token.
+                let all: Vec<(BucketId, [u8; 32])> = model.iter().flat_map(|(id, v)| v.iter().map(move |(_, t)| (*id, *t))).collect();
+                if let Some((id, token)) = all.get(usize::from(arg) % (all.len() + 1)).copied() {
+                    let expired = now >= id.created + params.ttl_secs;
+                    let deleted = block_on(store.delete(id.locator(), DeleteToken(token).check(), now)).unwrap();
+                    assert_eq!(deleted, !expired);
+                    if deleted {
+                        let v = model.get_mut(&id).unwrap();
+                        v.retain(|(_, t)| *t != token);
+                    }
+                }
+            }
+            _ => {
+                now += u64::from(arg % 8);
+                let limit = usize::from(arg % 4) + 1;
+                let removed = block_on(store.collect_garbage(now, limit)).unwrap();
+                let doomed: Vec<BucketId> = model.keys().copied().filter(|id| now >= id.created + params.ttl_secs).take(limit).collect();
+                assert_eq!(removed, doomed.len());
+                for id in doomed {
+                    model.remove(&id);
+                }
+            }
+        }
+        let total: usize = model.values().map(Vec::len).sum();
+        assert_eq!(store.link_count(), total as u64);
+    }
+});

@@ -1,0 +1,157 @@
+//! Secret hygiene: a full offer / accept / delete with RUST_LOG=trace on server and clients, and
+//! no passphrase, salt, key, locator, token or payload in any log line.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rdv::proto::{kdf, KdfLimits, KdfProfile, Passphrase, RdvLink};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn rdv(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rdv {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn no_secret_reaches_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["serve", "--no-onion", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+
+    let payload = "smp://very-secret-server.example/queue-4711";
+    let pass = "tarot-lantern-gravel-mosaic";
+    let offer = rdv(&[
+        "offer",
+        "--direct",
+        &addr,
+        "--payload",
+        payload,
+        "--passphrase",
+        pass,
+        "--kdf",
+        "test",
+        "--two-channel",
+    ]);
+    let stdout = String::from_utf8_lossy(&offer.stdout).to_string();
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (link_text, token) = (field("link:"), field("delete-token:"));
+    let accept = rdv(&[
+        "accept",
+        &link_text,
+        "--passphrase",
+        pass,
+        "--direct",
+        &addr,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&accept.stdout).trim(), payload);
+    let delete = rdv(&["delete", &link_text, "--token", &token, "--direct", &addr]);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let link = RdvLink::parse(&link_text).unwrap();
+    let raw = raw_key(pass, &link.salt.0);
+    // The independently derived key is the one that opens the link.
+    let key = kdf::derive_key(
+        &Passphrase::new(pass),
+        &link.salt,
+        KdfProfile::Test,
+        &KdfLimits::default(),
+    )
+    .unwrap();
+    let probe = rdv::proto::seal::seal(
+        &rdv::proto::LinkKey::from_bytes(raw.clone().try_into().unwrap()),
+        b"probe",
+        [9; 24],
+    )
+    .unwrap();
+    assert!(
+        rdv::proto::seal::open(&key, &probe).is_ok(),
+        "independent Argon2id gives the same key"
+    );
+    let secrets = [
+        ("payload", payload.to_string()),
+        ("passphrase", pass.to_string()),
+        ("locator (base64)", URL_SAFE_NO_PAD.encode(link.locator.0)),
+        ("locator (hex)", hex(&link.locator.0)),
+        ("salt (base64)", URL_SAFE_NO_PAD.encode(link.salt.0)),
+        ("salt (hex)", hex(&link.salt.0)),
+        ("delete token", token.clone()),
+        ("link", link_text.clone()),
+    ];
+    let server_log = std::fs::read_to_string(&log_path).unwrap();
+    let logs = [
+        ("server", server_log),
+        ("offer", String::from_utf8_lossy(&offer.stderr).to_string()),
+        (
+            "accept",
+            String::from_utf8_lossy(&accept.stderr).to_string(),
+        ),
+        (
+            "delete",
+            String::from_utf8_lossy(&delete.stderr).to_string(),
+        ),
+    ];
+    let total: usize = logs.iter().map(|(_, l)| l.lines().count()).sum();
+    assert!(total > 5, "trace logging produced output ({total} lines)");
+    for (who, log) in &logs {
+        for (what, secret) in &secrets {
+            assert!(
+                !log.contains(secret.as_str()),
+                "the {what} appears in the {who} log:\n{log}"
+            );
+        }
+        // The key never leaves the process.
+        assert!(
+            !log.contains(&hex(&raw)) && !log.contains(&URL_SAFE_NO_PAD.encode(&raw)),
+            "the key appears in the {who} log"
+        );
+    }
+}
+
+/// The key the accepter derives, computed independently with Argon2id (profile `test`).
+fn raw_key(pass: &str, salt: &[u8]) -> Vec<u8> {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let params = Params::new(64, 1, 1, Some(32)).unwrap();
+    let mut out = vec![0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(pass.as_bytes(), salt, &mut out)
+        .unwrap();
+    out
+}
