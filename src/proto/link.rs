@@ -41,8 +41,14 @@ impl ServerAddr {
             let (h, p) = rest.split_once("]:").ok_or(LinkError::BadAddress(
                 "missing ]:PORT after an IPv6 address",
             ))?;
-            if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(LinkError::BadAddress("not a valid IPv6 address inside [ ]"));
+            match h.parse::<std::net::Ipv6Addr>() {
+                Err(_) => return Err(LinkError::BadAddress("not a valid IPv6 address inside [ ]")),
+                Ok(a) if a.to_string() != h => {
+                    return Err(LinkError::BadAddress(
+                        "IPv6 address must be in canonical form (RFC 5952: lower case, shortest)",
+                    ))
+                }
+                Ok(_) => {}
             }
             (h.to_string(), p)
         } else {
@@ -52,6 +58,9 @@ impl ServerAddr {
             validate_host(h)?;
             (h.to_string(), p)
         };
+        if port.len() > 1 && port.starts_with('0') {
+            return Err(LinkError::BadAddress("port must not have leading zeros"));
+        }
         if p_is_bad(port) {
             return Err(LinkError::BadAddress(
                 "port must be a decimal number from 1 to 65535",
@@ -222,10 +231,22 @@ impl RdvLink {
         let salt = decode_fixed::<SALT_LEN>(s_field)
             .map(Salt)
             .ok_or(LinkError::BadSalt)?;
-        let kdf = KdfProfile::parse(next("k")?)?;
+        let k = next("k")?;
+        let kdf = KdfProfile::parse(k)?;
+        if kdf.to_string() != k {
+            return Err(LinkError::BadKdf(super::kdf::KdfError::BadParams));
+        }
         let passphrase = match fields.next() {
             None => None,
-            Some(("p", v)) => Some(Passphrase::new(percent_decode(v)?)),
+            Some(("p", v)) => {
+                let p = Passphrase::new(percent_decode(v)?);
+                if percent_encode(p.expose()) != v {
+                    return Err(LinkError::BadPassphrase(
+                        "non-canonical %-escape (escape only what needs it, upper-case hex)",
+                    ));
+                }
+                Some(p)
+            }
             Some((k, _)) => return Err(LinkError::UnexpectedField(k.chars().take(20).collect())),
         };
         if let Some((k, _)) = fields.next() {
