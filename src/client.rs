@@ -206,15 +206,7 @@ impl Connection {
 }
 
 fn unexpected(what: &str, r: &Response) -> ClientError {
-    let kind = match r {
-        Response::Hello { .. } => "Hello",
-        Response::Info(_) => "Info",
-        Response::Stored { .. } => "Stored",
-        Response::Bucket { .. } => "Bucket",
-        Response::Deleted => "Deleted",
-        Response::Error { .. } => "Error",
-    };
-    ClientError::Protocol(format!("expected {what}, got {kind}"))
+    ClientError::Protocol(format!("expected {what}, got {}", r.kind()))
 }
 
 /// The rdv client.
@@ -327,11 +319,13 @@ impl Client {
             Response::Stored { id } => id,
             r => return Err(unexpected("Stored", &r)),
         };
+        tracing::debug!("sealed link stored; checking the bucket ID against the policy");
         if let Err(violation) =
             self.config
                 .policy
                 .check(id, self.clock.now(), info.open_window_secs)
         {
+            tracing::warn!("the bucket ID fails the anti-fingerprinting policy; deleting the link");
             let deleted = matches!(
                 c.request(&Request::Delete {
                     locator: id.locator(),
@@ -373,6 +367,7 @@ impl Client {
         let key = self.derive_key(&passphrase, &link.salt, link.kdf).await?;
         let links = self.fetch(&link.server, link).await?;
         let tried = links.len();
+        tracing::debug!(entries = tried, "bucket fetched; trial decryption");
         match seal::trial_open(&key, &links) {
             Some((index, payload)) => Ok(Accepted {
                 payload,

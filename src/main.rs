@@ -496,9 +496,10 @@ async fn offer(a: OfferArgs) -> Result<()> {
     };
     let client = make_client(&a.transport, &server, policy).await?;
     let offer = client.offer(&server, &payload, passphrase, kdf).await?;
+    // The bucket ID is not printed: its hash is the locator.
     eprintln!(
-        "stored in bucket {} (checked: fresh, sequence number {} <= {})",
-        offer.bucket, offer.bucket.seq, a.max_seq
+        "stored; the bucket passed the anti-fingerprinting check (fresh, sequence number {} <= {})",
+        offer.bucket.seq, a.max_seq
     );
     let token = URL_SAFE_NO_PAD.encode(offer.delete_token.0);
     let mut out = std::io::stdout().lock();

@@ -10,40 +10,8 @@ use rand::{Rng, SeedableRng};
 use rdv::clock::{Clock, SystemClock};
 use rdv::proto::{KdfProfile, Passphrase, RdvLink};
 use rdv::store::{DiskStore, DiskStoreConfig};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn start(data: &Path) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
-            "serve",
-            "--no-onion",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "100000",
-            "--data",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start rdv serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the server did not start cleanly: {line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_stores_survive_sigkill() {
@@ -57,7 +25,8 @@ async fn acknowledged_stores_survive_sigkill() {
     let mut counter = 0usize;
 
     for cycle in 0..CYCLES {
-        let (mut child, addr) = start(dir.path());
+        let srv = ServerProcess::start(dir.path(), &["--rate", "100000"]);
+        let addr = srv.addr;
         let client = Arc::new(client(addr, clock.clone()));
         // Everything acknowledged in earlier cycles is still there (a sample, all at the end).
         let sample: Vec<_> = {
@@ -103,8 +72,7 @@ async fn acknowledged_stores_survive_sigkill() {
         }
         counter += 1_000_000;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..600))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        srv.kill(); // SIGKILL
         for w in writers {
             w.await.unwrap();
         }
@@ -116,8 +84,8 @@ async fn acknowledged_stores_survive_sigkill() {
         "the load produced too few stores to mean anything: {}",
         acked.len()
     );
-    let (mut child, addr) = start(dir.path());
-    let c = client(addr, clock);
+    let srv = ServerProcess::start(dir.path(), &[]);
+    let c = client(srv.addr, clock);
     for (link, payload) in &acked {
         let got = c
             .accept(link, None)
@@ -125,8 +93,7 @@ async fn acknowledged_stores_survive_sigkill() {
             .unwrap_or_else(|e| panic!("acknowledged link lost: {e}"));
         assert_eq!(&got.payload[..], payload.as_bytes());
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    srv.kill();
     let store = DiskStore::open(dir.path(), DiskStoreConfig::default(), [0; 32])
         .expect("the database opens cleanly");
     let (_buckets, links) = store.verify().expect("consistent after crashes");

@@ -9,9 +9,8 @@ use common::*;
 use rdv::client::ClientError;
 use rdv::clock::{Clock, SystemClock};
 use rdv::proto::{ErrorCode, KdfProfile, Passphrase};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 struct Tmpfs(PathBuf);
@@ -51,45 +50,13 @@ impl Drop for Tmpfs {
     }
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_fails_stores_cleanly_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&tmp.path().join("mnt"), "2m");
     let data = fs.0.join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
-            "serve",
-            "--no-onion",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "100000",
-            "--data",
-        ])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _proc = Proc(child);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
-        .parse()
-        .unwrap();
+    let server = ServerProcess::start(&data, &["--rate", "100000"]);
+    let addr = server.addr;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = client(addr, clock);
     let sa = server_addr(addr);

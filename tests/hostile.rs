@@ -14,8 +14,6 @@ use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{
     DeleteCheck, ErrorCode, KdfProfile, Locator, Passphrase, Request, Response, SealedLink,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,14 +21,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const MAX_CONN: usize = 64;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -136,35 +126,20 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_get_errors_memory_stays_bounded_and_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
-            "serve",
-            "--no-onion",
-            "--listen",
-            "127.0.0.1:0",
+    let max_conn = MAX_CONN.to_string();
+    let server = ServerProcess::start(
+        dir.path(),
+        &[
             "--idle-timeout",
             "1s",
             "--rate",
             "1000",
-        ])
-        .args(["--max-connections", &MAX_CONN.to_string(), "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Proc(child);
-    let pid = server.0.id();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+            "--max-connections",
+            &max_conn,
+        ],
+    );
+    let pid = server.pid();
+    let addr = server.addr;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = client(addr, clock);
     let sa = server_addr(addr);

@@ -1,10 +1,12 @@
 //! Secret hygiene: a full offer / accept / delete with RUST_LOG=trace on server and clients, and
 //! no passphrase, salt, key, locator, token or payload in any log line.
 
+mod common;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::ServerProcess;
 use rdv::proto::{kdf, KdfLimits, KdfProfile, Passphrase, RdvLink};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 fn hex(b: &[u8]) -> String {
@@ -30,23 +32,13 @@ fn rdv(args: &[&str]) -> Output {
 fn no_secret_reaches_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("server.log");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["serve", "--no-onion", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &[],
+        &[("RUST_LOG", "trace")],
+        std::fs::File::create(&log_path).unwrap().into(),
+    );
+    let addr = server.addr.to_string();
 
     let payload = "smp://very-secret-server.example/queue-4711";
     let pass = "tarot-lantern-gravel-mosaic";
@@ -82,8 +74,7 @@ fn no_secret_reaches_a_log_line() {
     ]);
     assert_eq!(String::from_utf8_lossy(&accept.stdout).trim(), payload);
     let delete = rdv(&["delete", &link_text, "--token", &token, "--direct", &addr]);
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
 
     let link = RdvLink::parse(&link_text).unwrap();
     let raw = raw_key(pass, &link.salt.0);
@@ -105,6 +96,16 @@ fn no_secret_reaches_a_log_line() {
         rdv::proto::seal::open(&key, &probe).is_ok(),
         "independent Argon2id gives the same key"
     );
+    // The bucket ID hashes to the locator, so it is as secret: find it by search.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let id = (now - 600..now + 60)
+        .flat_map(|created| (0..4).map(move |seq| rdv::proto::BucketId { created, seq }))
+        .find(|id| id.locator() == link.locator)
+        .expect("the bucket ID behind the locator");
     let secrets = [
         ("payload", payload.to_string()),
         ("passphrase", pass.to_string()),
@@ -114,6 +115,8 @@ fn no_secret_reaches_a_log_line() {
         ("salt (hex)", hex(&link.salt.0)),
         ("delete token", token.clone()),
         ("link", link_text.clone()),
+        ("bucket ID", id.to_string()),
+        ("bucket creation time", id.created.to_string()),
     ];
     let server_log = std::fs::read_to_string(&log_path).unwrap();
     let logs = [
@@ -129,6 +132,16 @@ fn no_secret_reaches_a_log_line() {
         ),
     ];
     let total: usize = logs.iter().map(|(_, l)| l.lines().count()).sum();
+    assert!(
+        logs[0].1.contains("request answered"),
+        "the server logged its requests:\n{}",
+        logs[0].1
+    );
+    assert!(
+        logs[2].1.contains("trial decryption"),
+        "the accepter logged its work:\n{}",
+        logs[2].1
+    );
     assert!(total > 5, "trace logging produced output ({total} lines)");
     for (who, log) in &logs {
         for (what, secret) in &secrets {

@@ -6,65 +6,14 @@ mod common;
 use common::*;
 use rdv::clock::{Clock, SystemClock};
 use rdv::proto::{KdfProfile, Passphrase};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-
-struct ServerProc {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ServerProc {
-    fn start(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-            .args(["serve", "--no-onion", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rdv serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        ServerProc {
-            addr: addr.parse().unwrap(),
-            child,
-        }
-    }
-
-    fn signal(&mut self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let st = self.child.wait().unwrap();
-        if sig == "-TERM" {
-            assert!(st.success(), "graceful shutdown exits 0, got {st:?}");
-        }
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_every_acknowledged_link() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut offers = Vec::new();
-    let mut srv = ServerProc::start(dir.path());
+    let srv = ServerProcess::start(dir.path(), &[]);
     let c = client(srv.addr, clock.clone());
     for i in 0..70 {
         let o = c
@@ -78,9 +27,9 @@ async fn restart_keeps_every_acknowledged_link() {
             .unwrap();
         offers.push((i, o));
     }
-    srv.signal("-TERM");
+    assert!(srv.terminate().success(), "graceful shutdown exits 0");
 
-    let mut srv = ServerProc::start(dir.path());
+    let srv = ServerProcess::start(dir.path(), &[]);
     let c = client(srv.addr, clock.clone());
     for (i, o) in &offers {
         // The links name the first server's port; the direct connector goes to the new one.
@@ -97,8 +46,8 @@ async fn restart_keeps_every_acknowledged_link() {
         )
         .await
         .unwrap();
-    srv.signal("-KILL");
-    let srv = ServerProc::start(dir.path());
+    srv.kill();
+    let srv = ServerProcess::start(dir.path(), &[]);
     let c = client(srv.addr, clock);
     assert_eq!(
         &c.accept(&o.link, None).await.unwrap().payload[..],

@@ -514,27 +514,55 @@ async fn fetch_answers_are_full_size_and_stable() {
 async fn expiry_frees_quota_and_nothing_is_evicted_early() {
     let dir = tempfile::tempdir().unwrap();
     let clock = manual_clock();
-    let params = StoreParams { open_window_secs: 10, ttl_secs: 100, max_links: Some(70) };
-    let (server, addr) = start_server(dir.path(), params, ServerConfig::default(), Arc::new(clock.clone())).await;
+    let params = StoreParams {
+        open_window_secs: 10,
+        ttl_secs: 100,
+        max_links: Some(70),
+    };
+    let (server, addr) = start_server(
+        dir.path(),
+        params,
+        ServerConfig::default(),
+        Arc::new(clock.clone()),
+    )
+    .await;
     let c = client(addr, Arc::new(clock.clone()));
     let sa = server_addr(addr);
     // A flood of stores fills the quota: 70 fit, the rest are refused, none evicts an old link.
     let mut kept = Vec::new();
     let mut refused = 0;
     for i in 0..100 {
-        match c.offer(&sa, format!("f{i}").as_bytes(), pass(i), KdfProfile::Test).await {
+        match c
+            .offer(&sa, format!("f{i}").as_bytes(), pass(i), KdfProfile::Test)
+            .await
+        {
             Ok(o) => kept.push((i, o)),
-            Err(ClientError::Server { code: ErrorCode::QuotaExceeded, .. }) => refused += 1,
+            Err(ClientError::Server {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            }) => refused += 1,
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!((kept.len(), refused), (70, 30));
     for (i, o) in &kept {
-        assert_eq!(&c.accept(&o.link, None).await.unwrap().payload[..], format!("f{i}").as_bytes());
+        assert_eq!(
+            &c.accept(&o.link, None).await.unwrap().payload[..],
+            format!("f{i}").as_bytes()
+        );
     }
     // Once the buckets expire and are collected, the space is free again.
     clock.advance(100);
-    assert_eq!(server.store().collect_garbage(clock.now(), 1000).await.unwrap(), 2);
+    assert_eq!(
+        server
+            .store()
+            .collect_garbage(clock.now(), 1000)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(server.store().link_count(), 0);
-    c.offer(&sa, b"after expiry", pass(1000), KdfProfile::Test).await.unwrap();
+    c.offer(&sa, b"after expiry", pass(1000), KdfProfile::Test)
+        .await
+        .unwrap();
 }

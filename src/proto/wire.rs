@@ -84,6 +84,33 @@ pub enum Response {
     },
 }
 
+impl Request {
+    /// The request's name, for logs (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "Hello",
+            Request::Info => "Info",
+            Request::Store { .. } => "Store",
+            Request::Fetch { .. } => "Fetch",
+            Request::Delete { .. } => "Delete",
+        }
+    }
+}
+
+impl Response {
+    /// The response's name, for logs and errors (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "Hello",
+            Response::Info(_) => "Info",
+            Response::Stored { .. } => "Stored",
+            Response::Bucket { .. } => "Bucket",
+            Response::Deleted => "Deleted",
+            Response::Error { .. } => "Error",
+        }
+    }
+}
+
 /// The server's advertised parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInfo {

@@ -119,11 +119,15 @@ impl<S: BucketStore> Server<S> {
             let req: Request = match wire::decode_body(&body) {
                 Ok(r) => r,
                 Err(e) => {
+                    tracing::debug!(bytes = body.len(), "malformed request frame");
                     return write_msg(stream, &error(ErrorCode::Malformed, e.to_string()), max_out)
                         .await;
                 }
             };
+            let kind = req.kind();
+            tracing::trace!(request = kind, bytes = body.len(), "request received");
             if !limiter.allow(Instant::now()) {
+                tracing::debug!(request = kind, "rate limited");
                 write_msg(
                     stream,
                     &error(
@@ -167,6 +171,12 @@ impl<S: BucketStore> Server<S> {
                 }
                 (true, req) => self.handle(req).await,
             };
+            match &resp {
+                Response::Error { code, .. } => {
+                    tracing::debug!(request = kind, ?code, "request refused")
+                }
+                r => tracing::debug!(request = kind, response = r.kind(), "request answered"),
+            }
             write_msg(stream, &resp, max_out).await?;
         }
     }

@@ -57,3 +57,79 @@ pub fn server_addr(addr: SocketAddr) -> ServerAddr {
 pub fn manual_clock() -> ManualClock {
     ManualClock::new(T0)
 }
+
+/// A real `rdv serve --no-onion --listen 127.0.0.1:0` process; killed when dropped.
+pub struct ServerProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Start on `data` with extra arguments; stderr discarded.
+    pub fn start(data: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data, extra, &[], std::process::Stdio::null())
+    }
+
+    /// Start with extra arguments, environment and a stderr destination.
+    pub fn start_with(
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["serve", "--no-onion", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data")
+            .arg(data)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start rdv serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the server did not start cleanly: {line:?}"))
+            .parse()
+            .expect("address");
+        ServerProcess { child, addr }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
