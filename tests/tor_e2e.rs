@@ -288,6 +288,33 @@ fn offer_and_accept_over_a_private_tor_network() {
         "{err}"
     );
 
+    // Only the advertised virtual port is served: `rdv info` works on it, not on another port.
+    let probe = |target: &str| {
+        rdv(&[
+            "info",
+            target,
+            "--tor-config",
+            arti.to_str().unwrap(),
+            "--tor-dir",
+            t("prober").to_str().unwrap(),
+            "--connect-timeout",
+            "20s",
+        ])
+    };
+    let right = probe(&onion);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert!(String::from_utf8_lossy(&right.stdout).contains("links per bucket: 64"));
+    let host = onion.rsplit_once(':').unwrap().0;
+    let other = probe(&format!("{host}:81"));
+    assert!(
+        !other.status.success(),
+        "a stream to port 81 must be refused"
+    );
+
     // (c) restart on the same data dir: same onion address, earlier link still there.
     serve.stop();
     let t4 = Instant::now();
