@@ -138,8 +138,7 @@ impl ClientError {
     }
 }
 
-/// A link stored on a server.
-#[derive(Debug)]
+/// A link stored on a server. Its `Debug` output is redacted.
 pub struct Offer {
     /// The link, with the passphrase inside (use [`RdvLink::without_passphrase`] for two channels).
     pub link: RdvLink,
@@ -149,6 +148,16 @@ pub struct Offer {
     pub delete_token: DeleteToken,
     /// The server's advertised parameters.
     pub server_info: ServerInfo,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("link", &self.link)
+            .field("bucket", &"[redacted]")
+            .field("server_info", &self.server_info)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an accept found. Its `Debug` output leaves the payload out.

@@ -133,7 +133,8 @@ struct OfferArgs {
     /// Read the payload from this file.
     #[arg(long, value_name = "FILE")]
     payload_file: Option<PathBuf>,
-    /// Passphrase; default: a generated one of five words (80 bits). Also read from RDV_PASSPHRASE.
+    /// Passphrase; default: a generated one of five words (80 bits). Also read from RDV_PASSPHRASE,
+    /// which keeps it out of the process list.
     #[arg(long, env = "RDV_PASSPHRASE", hide_env_values = true)]
     passphrase: Option<String>,
     /// Two-channel mode: print the link without the passphrase, and the passphrase separately.
@@ -159,7 +160,8 @@ struct OfferArgs {
 struct AcceptArgs {
     /// The rdv1: link.
     link: String,
-    /// Passphrase, if the link has none (two-channel mode). Also read from RDV_PASSPHRASE; asked for on a terminal.
+    /// Passphrase, if the link has none (two-channel mode). Also read from RDV_PASSPHRASE or asked
+    /// for on a terminal, which keep it out of the process list.
     #[arg(long, env = "RDV_PASSPHRASE", hide_env_values = true)]
     passphrase: Option<String>,
     #[command(flatten)]
