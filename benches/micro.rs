@@ -10,7 +10,8 @@
 //! XChaCha20-Poly1305 and the right key, done here with `chacha20poly1305` directly. The ratios at
 //! the end compare `rdv::proto::seal::trial_open` against it.
 //!
-//! Options (after `--`): a substring filters rows; `--quick` shortens every group;
+//! Options (after `--`): a substring filters rows; `--quick` shortens every group (the default
+//! when run without cargo bench's `--bench` flag, e.g. by `cargo test --all-targets`);
 //! `--only NAME --iters N` runs one row exactly N times without timing, for instruction counts
 //! under `valgrind --tool=callgrind` (see BENCHMARKS.md).
 
@@ -20,9 +21,7 @@ use rdv::proto::bucket::BucketId;
 use rdv::proto::kdf::{self, KdfLimits, KdfProfile, LinkKey, Passphrase, Salt};
 use rdv::proto::seal::{self, SealedLink, AD, NONCE_LEN, PLAINTEXT_LEN};
 use rdv::proto::wire::{self, Request, Response, DEFAULT_MAX_FRAME};
-use rdv::proto::{DeleteCheck, MAX_LINKS_PER_BUCKET, SEALED_LINK_LEN};
-use sha3::digest::{ExtendableOutput, Update, XofReader};
-use sha3::Shake256;
+use rdv::proto::{DeleteCheck, MAX_LINKS_PER_BUCKET};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -375,31 +374,11 @@ fn wire_rows() -> Vec<(&'static str, Body)> {
     ]
 }
 
-/// What `Server::filler` (crate-private) does for every fetch: squeeze 64 × 256 bytes of
-/// SHAKE256 keyed by the server secret and the locator, keeping the entries past the real links.
-/// Replicated here with the same construction to show its cost next to the rest of a fetch.
-fn filler_replica(secret: &[u8; 32], locator: &[u8; 32], have: usize) -> Vec<SealedLink> {
-    let mut xof = Shake256::default();
-    xof.update(b"rdv filler v1");
-    xof.update(secret);
-    xof.update(locator);
-    let mut reader = xof.finalize_xof();
-    let mut out = Vec::with_capacity(MAX_LINKS_PER_BUCKET.saturating_sub(have));
-    for i in 0..MAX_LINKS_PER_BUCKET {
-        let mut b = [0u8; SEALED_LINK_LEN];
-        reader.read(&mut b);
-        if i >= have {
-            out.push(SealedLink(b));
-        }
-    }
-    out
-}
-
 fn filler_rows() -> Vec<(&'static str, Body)> {
     let secret = [3u8; 32];
     vec![
         (
-            "fetch filler (SHAKE256 64×256 B), full bucket",
+            "fetch filler (ChaCha20), full bucket: none needed",
             Box::new(move |n| {
                 for i in 0..n {
                     let loc = BucketId {
@@ -407,12 +386,16 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
                         seq: i as u16,
                     }
                     .locator();
-                    black_box(filler_replica(&secret, &loc.0, MAX_LINKS_PER_BUCKET));
+                    black_box(rdv::proto::padding::filler(
+                        &secret,
+                        &loc,
+                        MAX_LINKS_PER_BUCKET,
+                    ));
                 }
             }),
         ),
         (
-            "fetch filler (SHAKE256 64×256 B), 1 real link",
+            "fetch filler (ChaCha20), 1 real link: 63 × 256 B",
             Box::new(move |n| {
                 for i in 0..n {
                     let loc = BucketId {
@@ -420,7 +403,7 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
                         seq: i as u16,
                     }
                     .locator();
-                    black_box(filler_replica(&secret, &loc.0, 1));
+                    black_box(rdv::proto::padding::filler(&secret, &loc, 1));
                 }
             }),
         ),
@@ -497,7 +480,8 @@ fn main() {
     let filter = args.iter().find(|a| !a.starts_with("--")).cloned();
     let mut h = Harness {
         filter,
-        quick: args.iter().any(|a| a == "--quick"),
+        // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) a short smoke run.
+        quick: args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench"),
         rows: Vec::new(),
     };
     let start = Instant::now();

@@ -1,23 +1,27 @@
 //! Load generator: concurrent clients against a real `rdv serve` process over loopback TCP.
 //!
 //! Every operation opens its own TCP connection (over Tor every operation gets its own circuit),
-//! sends `Hello`, then one request, exactly like the library client. Every run is bounded by
-//! `--ops` and `--duration`; the servers it starts are its own child processes (`serve --no-onion
-//! --listen 127.0.0.1:0`), stopped with SIGTERM by PID at the end. Key derivation is excluded: a
-//! rendezvous uses a precomputed `LinkKey` per client, so the numbers are the server's and the
-//! protocol's, not Argon2id's (see `cargo bench --bench micro` for the KDF).
+//! sends `Hello`, then one request, exactly like the library client. Every measurement is bounded
+//! by `--ops` and `--duration`; the servers it starts are its own child processes (`rdv serve
+//! --no-onion --listen 127.0.0.1:0`), stopped with SIGTERM by PID at the end. Key derivation is
+//! excluded: a rendezvous uses a random precomputed `LinkKey`, so the numbers are the server's and
+//! the protocol's, not Argon2id's (`cargo bench --bench micro` measures the KDF).
 //!
 //! Subcommands (see `--help` of each):
 //! - `load`: store / fetch / rendezvous / mixed load against one server; one table row per mode.
 //! - `group-commit`: the same concurrent store load against a default server and a
 //!   `--commit-per-store` server, durable stores/s of both and their ratio.
-//! - `scale`: bulk-load 10^4 / 10^6 / 10^7 links into data directories, start a server on each,
-//!   measure fetch latency of random existing buckets (interleaved rounds), RSS and restart time.
+//! - `scale`: bulk-load 10^4 / 10^6 / 10^7 links into data directories (through
+//!   `DiskStore::bulk_store`, the same on-disk format), start a server on each, measure fetch
+//!   latency of random existing buckets in interleaved rounds, RSS, and restart time after SIGTERM
+//!   and after SIGKILL.
 //! - `gc`: fetch and store latency while the server garbage-collects millions of expired links,
-//!   against the same load on the same data with nothing expired.
+//!   against the same load on the same data with nothing expired; `--lib-gc-batches` repeats the
+//!   GC phase with the library's server at other GC transaction sizes.
 //!
 //! ```text
-//! cargo build --release && cargo run --release --example loadgen -- load --modes store,fetch,rendezvous,mix
+//! cargo build --release --examples
+//! target/release/examples/loadgen load --modes store,fetch,rendezvous,mix
 //! ```
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -32,7 +36,8 @@ use rdv::proto::{
     BucketId, DeleteCheck, LinkKey, Locator, Request, Response, SealedLink, MAX_LINKS_PER_BUCKET,
     PROTOCOL_VERSION, SEALED_LINK_LEN,
 };
-use rdv::store::{BucketStore, DiskStore, DiskStoreConfig};
+use rdv::server::{Server, ServerConfig};
+use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, StoreParams};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -69,6 +74,10 @@ enum Cmd {
     Scale(ScaleArgs),
     /// Fetch and store latency while garbage collection removes millions of expired links.
     Gc(GcArgs),
+    /// (Internal) the library's server with settable GC batch and accept backlog, for
+    /// `gc --lib-gc-batches` and `load --lib-backlog`.
+    #[command(hide = true)]
+    LibServe(LibServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -113,6 +122,10 @@ struct LoadArgs {
     /// Links bulk-loaded into the data directory before the server starts (fetch targets).
     #[arg(long, default_value_t = 100_000)]
     preload: u64,
+    /// Serve with the library's server (like `rdv serve`) listening with this TCP accept
+    /// backlog instead of `rdv serve` (whose tokio listener has mio's fixed 128).
+    #[arg(long)]
+    lib_backlog: Option<u32>,
 }
 
 #[derive(Args)]
@@ -152,6 +165,10 @@ struct GcArgs {
     /// Links per bulk_store call while preloading.
     #[arg(long, default_value_t = 100_000)]
     chunk: usize,
+    /// Also run the GC phase with the library's server at these `ServerConfig::gc_batch` values
+    /// (buckets per GC transaction), each on a fresh preload; e.g. `10000,1000`.
+    #[arg(long, value_delimiter = ',')]
+    lib_gc_batches: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -190,6 +207,7 @@ fn main() -> Result<()> {
             Cmd::GroupCommit(a) => group_commit(a).await,
             Cmd::Scale(a) => scale(a).await,
             Cmd::Gc(a) => gc(a).await,
+            Cmd::LibServe(a) => lib_serve(a).await,
         }
     })
 }
@@ -260,24 +278,31 @@ struct ServerProc {
 }
 
 impl ServerProc {
+    /// `rdv serve` on 127.0.0.1 with limits out of the way, plus `extra` options.
     fn spawn(name: &str, bin: &Path, data: &Path, extra: &[&str], verbose: bool) -> Result<Self> {
         ensure!(
             bin.exists(),
             "{} not found: build it with `cargo build --release` or pass --bin",
             bin.display()
         );
-        let spawned = Instant::now();
-        let mut child = Command::new(bin)
-            .args(["serve", "--no-onion", "--listen", "127.0.0.1:0", "--data"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--no-onion", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(["--rate", "1000000", "--max-connections", "4096"])
-            .args(extra)
+            .args(extra);
+        Self::spawn_cmd(name, cmd, verbose)
+    }
+
+    /// Any command that prints `listening on ADDR` on standard output once it serves.
+    fn spawn_cmd(name: &str, mut cmd: Command, verbose: bool) -> Result<Self> {
+        let spawned = Instant::now();
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         let (tx, rx) = mpsc::channel();
@@ -865,7 +890,18 @@ async fn load(a: LoadArgs) -> Result<()> {
         ensure!(!needs_targets, "fetch and mix modes need --preload > 0");
         Targets::None
     };
-    let srv = ServerProc::spawn("server", &c.bin, &dir, &[], c.verbose)?;
+    let srv = match a.lib_backlog {
+        None => ServerProc::spawn("server", &c.bin, &dir, &[], c.verbose)?,
+        Some(b) => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.arg("lib-serve")
+                .arg("--data")
+                .arg(&dir)
+                .args(["--backlog", &b.to_string()]);
+            println!("library server with accept backlog {b}");
+            ServerProc::spawn_cmd("library server", cmd, c.verbose)?
+        }
+    };
     println!(
         "server pid {} on {} (started in {}), {} clients, at most {} ops / {:?} per mode",
         srv.pid(),
@@ -959,6 +995,7 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
         "{} concurrent store clients, each store on its own connection; at most {} stores / {:?} per measurement",
         c.clients, c.ops, c.duration
     );
+    let floor_before = fsync_floor(&dir_s, 300)?;
     let spec = LoadSpec {
         clients: c.clients,
         ops: c.ops,
@@ -966,16 +1003,21 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
         mix: [1, 0, 0],
         targets: Targets::None,
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     // Per server: acknowledged stores, seconds, CPU seconds.
     let mut totals = [(0u64, 0f64, 0f64); 2];
     let mut rows = Vec::new();
     for round in 1..=a.rounds {
         for (i, srv) in servers.iter().enumerate() {
             let s0 = srv.stats();
+            let me0 = proc_stats(std::process::id())?;
             let r = run_load(srv.addr, spec.clone()).await;
+            let me1 = proc_stats(std::process::id())?;
             let s1 = srv.stats();
             let s = summarize(&r.samples, OpKind::Store);
             let cpu = s1.cpu_secs - s0.cpu_secs;
+            let own = me1.cpu_secs - me0.cpu_secs;
+            let busy = (cpu + own) / (cores * r.elapsed.as_secs_f64().max(1e-9));
             totals[i].0 += s.ok;
             totals[i].1 += r.elapsed.as_secs_f64();
             totals[i].2 += cpu;
@@ -989,11 +1031,15 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
                 ms(s.p99),
                 ms(s.max),
                 format!("{:.0}", cpu * 1e6 / s.ok.max(1) as f64),
+                format!("{cpu:.2}"),
+                format!("{own:.2}"),
+                format!("{:.0} %", busy * 100.0),
                 mib(s1.hwm_kib),
             ]);
             print_errors(&r.errors);
         }
     }
+    let floor_after = fsync_floor(&dir_s, 300)?;
     println!();
     table(
         &[
@@ -1005,11 +1051,23 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
             "p50",
             "p99",
             "max",
-            "CPU µs/store",
+            "server CPU µs/store",
+            "server CPU s",
+            "loadgen CPU s",
+            "all cores busy",
             "peak RSS",
         ],
         &rows,
     );
+    println!();
+    for (when, (p50, p99)) in [("before", floor_before), ("after", floor_after)] {
+        println!(
+            "disk {when}: 4 KiB write + fdatasync p50 {}, p99 {} (one such flush per commit caps commit-per-store near {:.0}/s)",
+            ms(p50),
+            ms(p99),
+            1.0 / p50.as_secs_f64().max(1e-9)
+        );
+    }
     let rate = |t: (u64, f64, f64)| t.0 as f64 / t.1.max(1e-9);
     let (g, s) = (rate(totals[0]), rate(totals[1]));
     println!();
@@ -1024,6 +1082,26 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
     remove_dir(&dir_g, c.keep);
     remove_dir(&dir_s, c.keep);
     Ok(())
+}
+
+/// The disk's durable-write latency next to the store: `n` × (append 4 KiB, fdatasync); p50, p99.
+fn fsync_floor(dir: &Path, n: usize) -> Result<(Duration, Duration)> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let buf = [0x5a_u8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        lat.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    lat.sort_unstable();
+    let at = |p: f64| lat[((p * n as f64) as usize).min(n - 1)];
+    Ok((at(0.5), at(0.99)))
 }
 
 async fn scale(a: ScaleArgs) -> Result<()> {
@@ -1215,13 +1293,98 @@ async fn scale(a: ScaleArgs) -> Result<()> {
     }
     Ok(())
 }
-
 /// The samples that ended before (or after) `at`.
 fn split_at(r: &LoadResult, at: Instant, before: bool) -> Vec<&Sample> {
     r.samples
         .iter()
         .filter(|x| (x.end <= at) == before)
         .collect()
+}
+
+/// The log line a server writes after a GC pass that removed something.
+const GC_DONE: &str = "expired buckets collected";
+
+/// Preload `links` links created two days ago into a fresh directory, plus one fresh bucket;
+/// returns the fresh bucket's locator.
+async fn prepare_gc_data(dir: &Path, links: u64, chunk: usize) -> Result<Locator> {
+    let now = SystemClock.now();
+    let old = now - 2 * 86_400;
+    eprintln!(
+        "preloading {links} links created two days ago into {}",
+        dir.display()
+    );
+    let p = preload(dir, links, old, chunk).await?;
+    let store = DiskStore::open(dir, DiskStoreConfig::default(), rand::random())?;
+    let mut rng = StdRng::from_entropy();
+    let fresh = (0..MAX_LINKS_PER_BUCKET)
+        .map(|_| random_link(&mut rng))
+        .collect();
+    store.bulk_store(fresh, now).await?;
+    let id = BucketId {
+        created: now,
+        seq: 0,
+    };
+    ensure!(
+        store.fetch(id.locator(), now).await?.map(|l| l.len()) == Some(MAX_LINKS_PER_BUCKET),
+        "the fresh bucket is not {id}"
+    );
+    drop(store);
+    eprintln!(
+        "  {} links in {} buckets ({:.1} s), {:.0} MiB on disk",
+        p.links,
+        p.buckets,
+        p.elapsed.as_secs_f64(),
+        db_bytes(dir) as f64 / (1 << 20) as f64
+    );
+    Ok(id.locator())
+}
+
+struct GcPhase {
+    name: String,
+    fetch: LoadResult,
+    store: LoadResult,
+    /// When the first GC pass that removed something reported, and its log line.
+    gc: Option<(Instant, String)>,
+    spawned: Instant,
+    stats: ProcStats,
+}
+
+/// Fetch and store load against a freshly started server; waits for its GC report if one is due.
+async fn gc_phase(
+    name: &str,
+    srv: ServerProc,
+    fetch_spec: &LoadSpec,
+    store_spec: &LoadSpec,
+    expect_gc: bool,
+) -> Result<GcPhase> {
+    let (fetch, store) = tokio::join!(
+        run_load(srv.addr, fetch_spec.clone()),
+        run_load(srv.addr, store_spec.clone())
+    );
+    print_errors(&fetch.errors);
+    print_errors(&store.errors);
+    let wait_from = Instant::now();
+    while expect_gc
+        && srv.log_time(GC_DONE).is_none()
+        && wait_from.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gc = srv.log_time(GC_DONE);
+    ensure!(
+        !expect_gc || gc.is_some(),
+        "server {name} never reported a GC pass"
+    );
+    let (stats, spawned) = (srv.stats(), srv.spawned);
+    srv.stop()?;
+    Ok(GcPhase {
+        name: name.to_string(),
+        fetch,
+        store,
+        gc,
+        spawned,
+        stats,
+    })
 }
 
 async fn gc(a: GcArgs) -> Result<()> {
@@ -1234,39 +1397,7 @@ async fn gc(a: GcArgs) -> Result<()> {
         c.data_root.display()
     );
     let dir = fresh_dir(&c.data_root, "rdv-loadgen-gc")?;
-    let now = SystemClock.now();
-    let old = now - 2 * 86_400;
-    eprintln!(
-        "preloading {} links created two days ago into {}",
-        a.links,
-        dir.display()
-    );
-    let p = preload(&dir, a.links, old, a.chunk).await?;
-    // One fresh bucket, the fetch target.
-    let fresh = {
-        let store = DiskStore::open(&dir, DiskStoreConfig::default(), rand::random())?;
-        let mut rng = StdRng::from_entropy();
-        let links = (0..MAX_LINKS_PER_BUCKET)
-            .map(|_| random_link(&mut rng))
-            .collect();
-        store.bulk_store(links, now).await?;
-        let id = BucketId {
-            created: now,
-            seq: 0,
-        };
-        ensure!(
-            store.fetch(id.locator(), now).await?.map(|l| l.len()) == Some(MAX_LINKS_PER_BUCKET),
-            "the fresh bucket is not {id}"
-        );
-        id.locator()
-    };
-    eprintln!(
-        "  {} links in {} buckets ({:.1} s), {:.0} MiB on disk",
-        p.links,
-        p.buckets,
-        p.elapsed.as_secs_f64(),
-        db_bytes(&dir) as f64 / (1 << 20) as f64
-    );
+    let fresh = prepare_gc_data(&dir, a.links, a.chunk).await?;
     let fetch_spec = LoadSpec {
         clients: c.clients,
         ops: c.ops,
@@ -1285,57 +1416,51 @@ async fn gc(a: GcArgs) -> Result<()> {
         "{} fetch clients (one fresh bucket) and {} store clients, at most {} ops each / {:?} per phase",
         c.clients, a.store_clients, c.ops, c.duration
     );
-    // Phase 1: the same data, nothing expired (GC runs every second but finds nothing).
-    let base = {
-        let srv = ServerProc::spawn(
-            "no expiry",
-            &c.bin,
-            &dir,
-            &["--ttl", "30d", "--gc-interval", "1s"],
-            c.verbose,
-        )?;
-        let (f, s) = tokio::join!(
-            run_load(srv.addr, fetch_spec.clone()),
-            run_load(srv.addr, store_spec.clone())
-        );
-        print_errors(&f.errors);
-        print_errors(&s.errors);
-        let st = srv.stats();
-        srv.stop()?;
-        (f, s, st)
-    };
-    // Phase 2: everything preloaded is expired; GC starts right after startup.
+    // The same data with nothing expired (GC runs every second but finds nothing), then with
+    // everything preloaded expired: GC starts right after startup.
     let srv = ServerProc::spawn(
-        "gc",
+        "no expiry",
         &c.bin,
         &dir,
-        &["--ttl", "1d", "--gc-interval", "1s"],
+        &["--ttl", "30d", "--gc-interval", "1s"],
         c.verbose,
     )?;
-    let (f, s) = tokio::join!(
-        run_load(srv.addr, fetch_spec),
-        run_load(srv.addr, store_spec)
-    );
-    print_errors(&f.errors);
-    print_errors(&s.errors);
-    let needle = "expired buckets collected";
-    let wait_from = Instant::now();
-    while srv.log_time(needle).is_none() && wait_from.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let base = gc_phase(
+        "no GC (nothing expired)",
+        srv,
+        &fetch_spec,
+        &store_spec,
+        false,
+    )
+    .await?;
+    let gc_args = ["--ttl", "1d", "--gc-interval", "1s"];
+    let srv = ServerProc::spawn("gc", &c.bin, &dir, &gc_args, c.verbose)?;
+    let mut phases = vec![gc_phase("rdv serve", srv, &fetch_spec, &store_spec, true).await?];
+    // The same with the library's server and other GC transaction sizes (`rdv serve` has no flag
+    // for it): what a smaller `ServerConfig::gc_batch` would do.
+    for &batch in &a.lib_gc_batches {
+        let dir = fresh_dir(&c.data_root, "rdv-loadgen-gc")?;
+        let fresh = prepare_gc_data(&dir, a.links, a.chunk).await?;
+        let fetch_spec = LoadSpec {
+            targets: Targets::Fixed(fresh),
+            ..fetch_spec.clone()
+        };
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("lib-serve")
+            .arg("--data")
+            .arg(&dir)
+            .args(gc_args)
+            .args(["--gc-batch", &batch.to_string()]);
+        let name = format!("library server, gc_batch {batch}");
+        let srv = ServerProc::spawn_cmd(&name, cmd, c.verbose)?;
+        phases.push(gc_phase(&name, srv, &fetch_spec, &store_spec, true).await?);
     }
-    let (gc_done, gc_line) = srv
-        .log_time(needle)
-        .ok_or_else(|| anyhow!("the server never reported a GC pass"))?;
-    let gc_secs = (gc_done - srv.spawned).as_secs_f64();
-    let st = srv.stats();
-    srv.stop()?;
-    let during = |r| split_at(r, gc_done, true);
-    let after = |r| split_at(r, gc_done, false);
-    let row = |name: &str, fs: Vec<&Sample>, ss: Vec<&Sample>, stats: ProcStats| {
+
+    let row = |name: String, fs: Vec<&Sample>, ss: Vec<&Sample>, stats: ProcStats| {
         let f = summarize(fs, OpKind::Fetch);
         let s = summarize(ss, OpKind::Store);
         vec![
-            name.to_string(),
+            name,
             (f.ok + f.failed).to_string(),
             f.failed.to_string(),
             ms(f.p50),
@@ -1349,28 +1474,45 @@ async fn gc(a: GcArgs) -> Result<()> {
             mib(stats.hwm_kib),
         ]
     };
-    let base_fetch = summarize(&base.0.samples, OpKind::Fetch);
-    let base_store = summarize(&base.1.samples, OpKind::Store);
-    let gc_fetch = summarize(during(&f), OpKind::Fetch);
-    let gc_store = summarize(during(&s), OpKind::Store);
-    let rows = vec![
-        row(
-            "no GC (nothing expired)",
-            base.0.samples.iter().collect(),
-            base.1.samples.iter().collect(),
-            base.2,
-        ),
-        row("during GC", during(&f), during(&s), st),
-        row("after GC (same server)", after(&f), after(&s), st),
-    ];
+    let mut rows = vec![row(
+        base.name.clone(),
+        base.fetch.samples.iter().collect(),
+        base.store.samples.iter().collect(),
+        base.stats,
+    )];
+    let base_fetch = summarize(&base.fetch.samples, OpKind::Fetch);
+    let base_store = summarize(&base.store.samples, OpKind::Store);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let mut notes = Vec::new();
+    for p in &phases {
+        let Some((done, line)) = &p.gc else { continue };
+        let during = |r| split_at(r, *done, true);
+        let after = |r| split_at(r, *done, false);
+        rows.push(row(
+            format!("{}: during GC", p.name),
+            during(&p.fetch),
+            during(&p.store),
+            p.stats,
+        ));
+        rows.push(row(
+            format!("{}: after GC", p.name),
+            after(&p.fetch),
+            after(&p.store),
+            p.stats,
+        ));
+        let gf = summarize(during(&p.fetch), OpKind::Fetch);
+        let gs = summarize(during(&p.store), OpKind::Store);
+        let what = line.split_once("INFO").map_or(line.as_str(), |(_, r)| r);
+        notes.push(format!(
+            "{}: GC pass `{}` finished {:.2} s after spawn; p99 during GC / without GC: fetch {:.2}×, store {:.2}×",
+            p.name,
+            what.trim(),
+            (*done - p.spawned).as_secs_f64(),
+            ratio(gf.p99, base_fetch.p99),
+            ratio(gs.p99, base_store.p99)
+        ));
+    }
     println!();
-    println!(
-        "GC pass: {} (finished {gc_secs:.2} s after the server was spawned)",
-        gc_line
-            .split_once("INFO")
-            .map_or(gc_line.as_str(), |(_, r)| r)
-            .trim()
-    );
     table(
         &[
             "phase",
@@ -1388,17 +1530,77 @@ async fn gc(a: GcArgs) -> Result<()> {
         ],
         &rows,
     );
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     println!();
-    if gc_fetch.ok == 0 {
-        println!("no fetch finished during the GC pass: lengthen --links");
-    } else {
-        println!(
-            "fetch p99 during GC / without GC: {:.2}×; store p99 during GC / without GC: {:.2}×",
-            ratio(gc_fetch.p99, base_fetch.p99),
-            ratio(gc_store.p99, base_store.p99)
-        );
+    for n in notes {
+        println!("{n}");
     }
     remove_dir(&dir, c.keep);
+    Ok(())
+}
+
+#[derive(Args)]
+struct LibServeArgs {
+    /// Data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// How long buckets are kept.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// How often expired buckets are collected.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    gc_interval: Duration,
+    /// Buckets removed per GC transaction.
+    #[arg(long, default_value_t = 10_000)]
+    gc_batch: usize,
+    /// TCP accept backlog (tokio's `TcpListener::bind` uses 128).
+    #[arg(long, default_value_t = 128)]
+    backlog: u32,
+}
+
+/// The library's server on 127.0.0.1 over a `DiskStore`, like `rdv serve --no-onion` but with
+/// `ServerConfig::gc_batch` and the accept backlog settable. Stops on SIGTERM.
+async fn lib_serve(a: LibServeArgs) -> Result<()> {
+    use std::io::Write;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    let params = StoreParams {
+        ttl_secs: a.ttl.as_secs().max(1),
+        ..Default::default()
+    };
+    let store = DiskStore::open(
+        &a.data,
+        DiskStoreConfig {
+            params,
+            ..Default::default()
+        },
+        rand::random(),
+    )?;
+    let config = ServerConfig {
+        max_connections: 4096,
+        rate_per_sec: 1_000_000,
+        rate_burst: 2_000_000,
+        gc_interval: a.gc_interval.max(Duration::from_secs(1)),
+        gc_batch: a.gc_batch.max(1),
+        ..Default::default()
+    };
+    let server = Server::new(store, config, Arc::new(SystemClock));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = socket.listen(a.backlog)?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let tcp = tokio::spawn(server.clone().run_tcp(listener));
+    let gc = tokio::spawn(server.clone().run_gc());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    term.recv().await;
+    server.shutdown();
+    server.drain().await;
+    tcp.abort();
+    gc.abort();
     Ok(())
 }

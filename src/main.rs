@@ -95,6 +95,9 @@ struct ServeArgs {
     /// How often expired buckets are garbage-collected.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     gc_interval: Duration,
+    /// Expired buckets removed per GC transaction; stores wait at most one such transaction.
+    #[arg(long, default_value_t = 1000)]
+    gc_batch: usize,
     /// Commit every store separately instead of grouping commits (benchmark comparison only).
     #[arg(long)]
     commit_per_store: bool,
@@ -265,6 +268,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         rate_per_sec: a.rate.max(1),
         rate_burst: a.rate.max(1) * 2,
         gc_interval: a.gc_interval.max(Duration::from_secs(1)),
+        gc_batch: a.gc_batch.max(1),
         ..Default::default()
     };
     let server = Server::new(store, config, Arc::new(SystemClock));
@@ -274,7 +278,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     );
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &a.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = rdv::server::tcp::bind(addr, a.max_connections)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;

@@ -9,6 +9,7 @@ pub mod bucket;
 pub mod bytes;
 pub mod kdf;
 pub mod link;
+pub mod padding;
 pub mod policy;
 pub mod seal;
 pub mod wire;

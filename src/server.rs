@@ -10,10 +10,8 @@ pub mod tcp;
 
 use crate::clock::Clock;
 use crate::proto::wire::DEFAULT_MAX_FRAME;
-use crate::proto::{Locator, SealedLink, MAX_LINKS_PER_BUCKET, SEALED_LINK_LEN};
+use crate::proto::{Locator, SealedLink};
 use crate::store::BucketStore;
-use sha3::digest::{ExtendableOutput, Update, XofReader};
-use sha3::Shake256;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -48,7 +46,7 @@ impl Default for ServerConfig {
             rate_per_sec: 20,
             rate_burst: 40,
             gc_interval: Duration::from_secs(60),
-            gc_batch: 10_000,
+            gc_batch: 1_000,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -148,25 +146,8 @@ impl<S: BucketStore> Server<S> {
         }
     }
 
-    /// Random-looking filler to pad a fetch answer to a full bucket. It is derived from a stored
-    /// server secret and the locator, so fetching the same bucket twice gives the same filler and
-    /// comparing answers does not reveal which entries are real.
+    /// Filler for a fetch answer (see [`crate::proto::padding::filler`]).
     pub(crate) fn filler(&self, locator: &Locator, have: usize) -> Vec<SealedLink> {
-        // SHAKE256 is a fixed, standard function: the filler of a bucket never changes with a
-        // dependency upgrade (a change would reveal which entries are real).
-        let mut xof = Shake256::default();
-        xof.update(b"rdv filler v1");
-        xof.update(&self.store.filler_secret());
-        xof.update(&locator.0);
-        let mut reader = xof.finalize_xof();
-        let mut out = Vec::with_capacity(MAX_LINKS_PER_BUCKET.saturating_sub(have));
-        for i in 0..MAX_LINKS_PER_BUCKET {
-            let mut b = [0u8; SEALED_LINK_LEN];
-            reader.read(&mut b);
-            if i >= have {
-                out.push(SealedLink(b));
-            }
-        }
-        out
+        crate::proto::padding::filler(&self.store.filler_secret(), locator, have)
     }
 }

@@ -1,0 +1,53 @@
+//! Fetch padding: every fetch answer holds a full bucket of 64 entries.
+//!
+//! The entries past the real links are filler derived from a server secret and the locator, so
+//! the same bucket always gets the same filler and comparing two answers does not reveal which
+//! entries are real. Entry `i` is bytes `256·i .. 256·(i+1)` of the ChaCha20 keystream (RFC 8439,
+//! zero nonce) under `SHA3-256("rdv filler v1" || secret || locator)`: a fixed, standard function,
+//! so the filler never changes with an upgrade, and seekable, so only the entries needed are
+//! computed (none for a full bucket).
+
+use super::bucket::{Locator, MAX_LINKS_PER_BUCKET};
+use super::seal::{SealedLink, SEALED_LINK_LEN};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::ChaCha20;
+use sha3::{Digest, Sha3_256};
+
+/// The filler entries `have..64` for the bucket at `locator`.
+pub fn filler(secret: &[u8; 32], locator: &Locator, have: usize) -> Vec<SealedLink> {
+    if have >= MAX_LINKS_PER_BUCKET {
+        return Vec::new();
+    }
+    let mut h = Sha3_256::new();
+    h.update(b"rdv filler v1");
+    h.update(secret);
+    h.update(locator.0);
+    let key: [u8; 32] = h.finalize().into();
+    let mut stream = ChaCha20::new(&key.into(), &[0u8; 12].into());
+    stream.seek((have * SEALED_LINK_LEN) as u64);
+    (have..MAX_LINKS_PER_BUCKET)
+        .map(|_| {
+            let mut b = [0u8; SEALED_LINK_LEN];
+            stream.apply_keystream(&mut b);
+            SealedLink(b)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_is_stable_and_positional() {
+        let (secret, loc) = ([9; 32], Locator([3; 32]));
+        let all = filler(&secret, &loc, 0);
+        assert_eq!(all.len(), MAX_LINKS_PER_BUCKET);
+        // Entry i is the same whatever the number of real links in front of it.
+        assert_eq!(filler(&secret, &loc, 10), all[10..].to_vec());
+        assert_eq!(filler(&secret, &loc, 63), all[63..].to_vec());
+        assert!(filler(&secret, &loc, 64).is_empty());
+        assert_ne!(filler(&secret, &Locator([4; 32]), 0)[0], all[0]);
+        assert_ne!(filler(&[8; 32], &loc, 0)[0], all[0]);
+    }
+}
