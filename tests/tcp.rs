@@ -566,3 +566,45 @@ async fn expiry_frees_quota_and_nothing_is_evicted_early() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(500),
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..Default::default()
+    };
+    let (server, addr) =
+        start_server(dir.path(), StoreParams::default(), config, clock.clone()).await;
+    let o = client(addr, clock)
+        .offer(&server_addr(addr), b"x", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let mut s = raw(addr).await;
+    hello(&mut s).await;
+    // Thousands of fetches (16.5 KB answers each), never reading: the server's writes block.
+    let frame = rdv::proto::wire::encode_frame(
+        &Request::Fetch {
+            locator: o.link.locator,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    let flood = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..5000 {
+            if s.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = flood.await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.open_connections(),
+        0,
+        "the slot is freed after the write timeout"
+    );
+}

@@ -74,11 +74,26 @@ impl<S: BucketStore> Server<S> {
         }
     }
 
+    /// Write one response, giving a peer that does not read at most the idle timeout.
+    async fn send<T: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut T,
+        msg: &Response,
+    ) -> Result<(), FrameIoError> {
+        match tokio::time::timeout(self.config.idle_timeout, write_msg(stream, msg, u32::MAX)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(FrameIoError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer does not read its answers",
+            ))),
+        }
+    }
+
     async fn connection_loop<T: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         stream: &mut T,
     ) -> Result<(), FrameIoError> {
-        let max_out = u32::MAX;
         let mut limiter = RateLimiter::new(
             self.config.rate_per_sec,
             self.config.rate_burst,
@@ -88,12 +103,12 @@ impl<S: BucketStore> Server<S> {
         let mut shutdown = self.shutdown_rx.clone();
         loop {
             if *shutdown.borrow() {
-                return write_msg(
-                    stream,
-                    &error(ErrorCode::ShuttingDown, "server is shutting down"),
-                    max_out,
-                )
-                .await;
+                return self
+                    .send(
+                        stream,
+                        &error(ErrorCode::ShuttingDown, "server is shutting down"),
+                    )
+                    .await;
             }
             // The whole frame must arrive within the idle timeout: trickling bytes does not help.
             let read = tokio::time::timeout(
@@ -106,12 +121,15 @@ impl<S: BucketStore> Server<S> {
             };
             let body = match body {
                 Err(_elapsed) => {
-                    return write_msg(stream, &error(ErrorCode::TimedOut, "idle timeout"), max_out)
+                    return self
+                        .send(stream, &error(ErrorCode::TimedOut, "idle timeout"))
                         .await;
                 }
                 Ok(Err(FrameIoError::Frame(FrameError::TooLarge { len, max }))) => {
                     let msg = format!("frame of {len} bytes exceeds the maximum of {max}");
-                    return write_msg(stream, &error(ErrorCode::FrameTooLarge, msg), max_out).await;
+                    return self
+                        .send(stream, &error(ErrorCode::FrameTooLarge, msg))
+                        .await;
                 }
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(b)) => b,
@@ -120,7 +138,8 @@ impl<S: BucketStore> Server<S> {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(bytes = body.len(), "malformed request frame");
-                    return write_msg(stream, &error(ErrorCode::Malformed, e.to_string()), max_out)
+                    return self
+                        .send(stream, &error(ErrorCode::Malformed, e.to_string()))
                         .await;
                 }
             };
@@ -128,13 +147,12 @@ impl<S: BucketStore> Server<S> {
             tracing::trace!(request = kind, bytes = body.len(), "request received");
             if !limiter.allow(Instant::now()) {
                 tracing::debug!(request = kind, "rate limited");
-                write_msg(
+                self.send(
                     stream,
                     &error(
                         ErrorCode::RateLimited,
                         "too many requests on this connection, slow down",
                     ),
-                    max_out,
                 )
                 .await?;
                 continue;
@@ -153,21 +171,15 @@ impl<S: BucketStore> Server<S> {
                     }
                     None => {
                         let msg = format!("this server speaks version {PROTOCOL_VERSION}, the client {min_version}..={max_version}");
-                        return write_msg(
-                            stream,
-                            &error(ErrorCode::UnsupportedVersion, msg),
-                            max_out,
-                        )
-                        .await;
+                        return self
+                            .send(stream, &error(ErrorCode::UnsupportedVersion, msg))
+                            .await;
                     }
                 },
                 (false, _) => {
-                    return write_msg(
-                        stream,
-                        &error(ErrorCode::HelloRequired, "send Hello first"),
-                        max_out,
-                    )
-                    .await;
+                    return self
+                        .send(stream, &error(ErrorCode::HelloRequired, "send Hello first"))
+                        .await;
                 }
                 (true, req) => self.handle(req).await,
             };
@@ -177,7 +189,7 @@ impl<S: BucketStore> Server<S> {
                 }
                 r => tracing::debug!(request = kind, response = r.kind(), "request answered"),
             }
-            write_msg(stream, &resp, max_out).await?;
+            self.send(stream, &resp).await?;
         }
     }
 
