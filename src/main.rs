@@ -294,20 +294,46 @@ async fn serve(a: ServeArgs) -> Result<()> {
             cache_dir: a.data.join("arti").join("cache"),
             bootstrap_timeout: a.bootstrap_timeout,
         };
-        let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
-        let listener = rdv::server::onion::launch(&tor, &a.nickname, a.onion_port)?;
-        let address = format!("{}:{}", listener.address, listener.onion_port());
-        println!("onion address: {address}");
-        let _ = std::io::stdout().flush();
-        let _status = listener.spawn_status_logger();
-        tasks.spawn(listener.run(server.clone()));
-        tasks.spawn(self_check(tor.clone(), address));
+        let onion = start_onion(settings, a.nickname.clone(), a.onion_port, server.clone());
+        if a.listen.is_empty() {
+            // The onion service is the only way in: failing to start it is fatal.
+            tokio::select! {
+                r = onion => r?,
+                _ = wait_for_signal() => return Ok(()),
+            }
+        } else {
+            // TCP is already being served; keep serving it whatever happens to Tor.
+            tasks.spawn(async move {
+                if let Err(e) = onion.await {
+                    eprintln!("error: the onion service is not running ({e:#}); still serving the TCP listeners");
+                }
+            });
+        }
     }
     wait_for_signal().await;
     eprintln!("shutting down: no new connections, finishing open ones");
     server.shutdown();
     server.drain().await;
     tasks.abort_all();
+    Ok(())
+}
+
+/// Bootstrap Tor, launch the onion service and serve it (on spawned tasks).
+async fn start_onion(
+    settings: TorSettings,
+    nickname: String,
+    port: u16,
+    server: Arc<Server<DiskStore>>,
+) -> Result<()> {
+    let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
+    let listener = rdv::server::onion::launch(&tor, &nickname, port)?;
+    let address = format!("{}:{}", listener.address, listener.onion_port());
+    println!("onion address: {address}");
+    let _ = std::io::stdout().flush();
+    // The status logger ends with the service.
+    drop(listener.spawn_status_logger());
+    tokio::spawn(listener.run(server));
+    tokio::spawn(self_check(tor, address));
     Ok(())
 }
 
