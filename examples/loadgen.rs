@@ -135,6 +135,10 @@ struct GroupCommitArgs {
     /// Measurements per server, alternating between the two.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Connection modes to measure: `op` (a new connection per store, as over Tor) and/or
+    /// `client` (one long-lived connection per client: storage-bound, no TCP setup per store).
+    #[arg(long, value_delimiter = ',', default_value = "op,client")]
+    connections: Vec<String>,
 }
 
 #[derive(Args)]
@@ -517,6 +521,8 @@ fn preloaded_id(first_created: u64, k: u64) -> BucketId {
 
 #[derive(Clone)]
 struct LoadSpec {
+    /// Stores reuse one connection per client (isolates the storage engine from TCP setup).
+    persistent: bool,
     clients: usize,
     ops: u64,
     duration: Duration,
@@ -579,6 +585,7 @@ async fn client_task(
     deadline: Instant,
 ) -> (Vec<Sample>, BTreeMap<String, u64>) {
     let mut rng = StdRng::from_entropy();
+    let mut conn: Option<TcpStream> = None;
     let total: u32 = spec.mix.iter().sum();
     let mut samples = Vec::new();
     let mut errors = BTreeMap::new();
@@ -595,8 +602,14 @@ async fn client_task(
             }
         };
         let t0 = Instant::now();
-        let res = match tokio::time::timeout(OP_TIMEOUT, one_op(addr, kind, &spec, &mut rng)).await
-        {
+        let op = async {
+            if spec.persistent && kind == OpKind::Store {
+                store_persistent(addr, &mut conn, &mut rng).await
+            } else {
+                one_op(addr, kind, &spec, &mut rng).await
+            }
+        };
+        let res = match tokio::time::timeout(OP_TIMEOUT, op).await {
             Ok(r) => r,
             Err(_) => Err(anyhow!("timed out after {OP_TIMEOUT:?}")),
         };
@@ -616,6 +629,43 @@ async fn client_task(
         });
     }
     (samples, errors)
+}
+
+/// A store on the client's long-lived connection (opened, with Hello, on first use).
+async fn store_persistent(
+    addr: SocketAddr,
+    conn: &mut Option<TcpStream>,
+    rng: &mut StdRng,
+) -> Result<()> {
+    if conn.is_none() {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let hello = Request::Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+        };
+        write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await?;
+        match read_msg::<Response, _>(&mut s, DEFAULT_MAX_FRAME).await? {
+            Response::Hello { .. } => {}
+            r => bail!("unexpected answer to Hello: {}", short(&r)),
+        }
+        *conn = Some(s);
+    }
+    let s = conn.as_mut().ok_or_else(|| anyhow!("no connection"))?;
+    let (link, delete_check) = random_link(rng);
+    let r = async {
+        write_msg(s, &Request::Store { link, delete_check }, DEFAULT_MAX_FRAME).await?;
+        Ok::<_, anyhow::Error>(read_msg::<Response, _>(s, DEFAULT_MAX_FRAME).await?)
+    }
+    .await;
+    match r {
+        Ok(Response::Stored { .. }) => Ok(()),
+        Ok(r) => bail!("store: {}", short(&r)),
+        Err(e) => {
+            *conn = None;
+            Err(e)
+        }
+    }
 }
 
 async fn one_op(addr: SocketAddr, kind: OpKind, spec: &LoadSpec, rng: &mut StdRng) -> Result<()> {
@@ -920,6 +970,7 @@ async fn load(a: LoadArgs) -> Result<()> {
             Mode::Mix => (mix, &[OpKind::Store, OpKind::Fetch, OpKind::Rendezvous]),
         };
         let spec = LoadSpec {
+            persistent: false,
             clients: c.clients,
             ops: c.ops,
             duration: c.duration,
@@ -991,12 +1042,27 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
             c.verbose,
         )?,
     ];
+    let modes: Vec<bool> = a
+        .connections
+        .iter()
+        .map(|m| match m.as_str() {
+            "op" => Ok(false),
+            "client" => Ok(true),
+            other => Err(anyhow!(
+                "--connections takes op and/or client, not {other:?}"
+            )),
+        })
+        .collect::<Result<_>>()?;
     println!(
-        "{} concurrent store clients, each store on its own connection; at most {} stores / {:?} per measurement",
-        c.clients, c.ops, c.duration
+        "{} concurrent store clients; at most {} stores / {:?} per measurement; connections: {}",
+        c.clients,
+        c.ops,
+        c.duration,
+        a.connections.join(", ")
     );
     let floor_before = fsync_floor(&dir_s, 300)?;
-    let spec = LoadSpec {
+    let mut spec = LoadSpec {
+        persistent: false,
         clients: c.clients,
         ops: c.ops,
         duration: c.duration,
@@ -1005,38 +1071,47 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     // Per server: acknowledged stores, seconds, CPU seconds.
-    let mut totals = [(0u64, 0f64, 0f64); 2];
+    let mut totals = vec![[(0u64, 0f64, 0f64); 2]; modes.len()];
     let mut rows = Vec::new();
-    for round in 1..=a.rounds {
-        for (i, srv) in servers.iter().enumerate() {
-            let s0 = srv.stats();
-            let me0 = proc_stats(std::process::id())?;
-            let r = run_load(srv.addr, spec.clone()).await;
-            let me1 = proc_stats(std::process::id())?;
-            let s1 = srv.stats();
-            let s = summarize(&r.samples, OpKind::Store);
-            let cpu = s1.cpu_secs - s0.cpu_secs;
-            let own = me1.cpu_secs - me0.cpu_secs;
-            let busy = (cpu + own) / (cores * r.elapsed.as_secs_f64().max(1e-9));
-            totals[i].0 += s.ok;
-            totals[i].1 += r.elapsed.as_secs_f64();
-            totals[i].2 += cpu;
-            rows.push(vec![
-                srv.name.clone(),
-                round.to_string(),
-                s.ok.to_string(),
-                s.failed.to_string(),
-                format!("{:.0}", per_sec(s.ok, r.elapsed)),
-                ms(s.p50),
-                ms(s.p99),
-                ms(s.max),
-                format!("{:.0}", cpu * 1e6 / s.ok.max(1) as f64),
-                format!("{cpu:.2}"),
-                format!("{own:.2}"),
-                format!("{:.0} %", busy * 100.0),
-                mib(s1.hwm_kib),
-            ]);
-            print_errors(&r.errors);
+    for (m, &persistent) in modes.iter().enumerate() {
+        spec.persistent = persistent;
+        for round in 1..=a.rounds {
+            for (i, srv) in servers.iter().enumerate() {
+                let s0 = srv.stats();
+                let me0 = proc_stats(std::process::id())?;
+                let r = run_load(srv.addr, spec.clone()).await;
+                let me1 = proc_stats(std::process::id())?;
+                let s1 = srv.stats();
+                let s = summarize(&r.samples, OpKind::Store);
+                let cpu = s1.cpu_secs - s0.cpu_secs;
+                let own = me1.cpu_secs - me0.cpu_secs;
+                let busy = (cpu + own) / (cores * r.elapsed.as_secs_f64().max(1e-9));
+                totals[m][i].0 += s.ok;
+                totals[m][i].1 += r.elapsed.as_secs_f64();
+                totals[m][i].2 += cpu;
+                rows.push(vec![
+                    srv.name.clone(),
+                    (if persistent {
+                        "per client"
+                    } else {
+                        "per store"
+                    })
+                    .to_string(),
+                    round.to_string(),
+                    s.ok.to_string(),
+                    s.failed.to_string(),
+                    format!("{:.0}", per_sec(s.ok, r.elapsed)),
+                    ms(s.p50),
+                    ms(s.p99),
+                    ms(s.max),
+                    format!("{:.0}", cpu * 1e6 / s.ok.max(1) as f64),
+                    format!("{cpu:.2}"),
+                    format!("{own:.2}"),
+                    format!("{:.0} %", busy * 100.0),
+                    mib(s1.hwm_kib),
+                ]);
+                print_errors(&r.errors);
+            }
         }
     }
     let floor_after = fsync_floor(&dir_s, 300)?;
@@ -1044,6 +1119,7 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
     table(
         &[
             "server",
+            "connection",
             "round",
             "durable stores",
             "failed",
@@ -1069,13 +1145,16 @@ async fn group_commit(a: GroupCommitArgs) -> Result<()> {
         );
     }
     let rate = |t: (u64, f64, f64)| t.0 as f64 / t.1.max(1e-9);
-    let (g, s) = (rate(totals[0]), rate(totals[1]));
     println!();
-    println!(
-        "durable stores/s over all rounds: group commit {g:.0}, commit per store {s:.0}, ratio {:.1}× (target ≥ 10×: {})",
-        g / s.max(1e-9),
-        if g >= 10.0 * s { "met" } else { "MISSED" }
-    );
+    for (m, &persistent) in modes.iter().enumerate() {
+        let (g, s) = (rate(totals[m][0]), rate(totals[m][1]));
+        println!(
+            "durable stores/s, {}: group commit {g:.0}, commit per store {s:.0}, ratio {:.1}× (target ≥ 10×: {})",
+            if persistent { "one connection per client" } else { "one connection per store" },
+            g / s.max(1e-9),
+            if g >= 10.0 * s { "met" } else { "MISSED" }
+        );
+    }
     for srv in servers {
         srv.stop()?;
     }
@@ -1158,6 +1237,7 @@ async fn scale(a: ScaleArgs) -> Result<()> {
     for round in 1..=a.rounds {
         for (i, ((n, _, p), srv)) in sets.iter().zip(&servers).enumerate() {
             let spec = LoadSpec {
+                persistent: false,
                 clients: c.clients,
                 ops: c.ops,
                 duration: c.duration,
@@ -1399,6 +1479,7 @@ async fn gc(a: GcArgs) -> Result<()> {
     let dir = fresh_dir(&c.data_root, "rdv-loadgen-gc")?;
     let fresh = prepare_gc_data(&dir, a.links, a.chunk).await?;
     let fetch_spec = LoadSpec {
+        persistent: false,
         clients: c.clients,
         ops: c.ops,
         duration: c.duration,
@@ -1406,6 +1487,7 @@ async fn gc(a: GcArgs) -> Result<()> {
         targets: Targets::Fixed(fresh),
     };
     let store_spec = LoadSpec {
+        persistent: false,
         clients: a.store_clients,
         ops: c.ops,
         duration: c.duration,
