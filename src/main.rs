@@ -108,8 +108,9 @@ struct ServeArgs {
 
 #[derive(Args, Clone)]
 struct TransportArgs {
-    /// Connect straight to this TCP address, BYPASSING TOR: the server sees your IP. Local testing only.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Connect over plain TCP, BYPASSING TOR: the server sees your IP. Local testing only. Without
+    /// a value, to the server named in the link (or on the command line).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "")]
     direct: Option<String>,
     /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
     #[arg(long, value_name = "FILE")]
@@ -423,8 +424,13 @@ async fn make_client(
 ) -> Result<Client> {
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) => {
+            let target = if target.is_empty() {
+                server.to_string()
+            } else {
+                target.clone()
+            };
             eprintln!("WARNING: --direct bypasses Tor: the server at {target} sees your IP address. Use it for local testing only.");
-            Arc::new(DirectConnector::to(target.clone()))
+            Arc::new(DirectConnector::to(target))
         }
         None => {
             let dir = match &t.tor_dir {
@@ -497,7 +503,7 @@ async fn offer(a: OfferArgs) -> Result<()> {
     let server_text = a
         .server
         .clone()
-        .or_else(|| a.transport.direct.clone())
+        .or_else(|| a.transport.direct.clone().filter(|d| !d.is_empty()))
         .ok_or_else(|| {
             anyhow!(
                 "give the server with --server HOST:PORT (or --direct HOST:PORT for local tests)"

@@ -73,7 +73,7 @@ fn no_secret_reaches_a_log_line() {
         &addr,
     ]);
     assert_eq!(String::from_utf8_lossy(&accept.stdout).trim(), payload);
-    let delete = rdv(&["delete", &link_text, "--token", &token, "--direct", &addr]);
+    let delete = rdv(&["delete", &link_text, "--token", &token, "--direct"]);
     server.kill();
 
     let link = RdvLink::parse(&link_text).unwrap();
