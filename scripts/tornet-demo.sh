@@ -39,10 +39,10 @@ Options:
   -h, --help      this text
 
 Environment:
-  RDV     the rdv binary (default target/release/rdv; relative paths are
-          taken from the current directory if they exist there, else from the
-          repository root). If it does not exist, 'cargo build --release' is
-          run first.
+  RDV     the rdv binary (default: target/release/rdv, which is built or
+          brought up to date with 'cargo build --release' first; relative
+          paths are taken from the current directory if they exist there,
+          else from the repository root).
   TMPDIR  where the temporary directory is created (default /tmp).
 
 Needs Debian's tor and tor-gencert (see scripts/tornet.sh --help).
@@ -90,6 +90,11 @@ fi
 
 # ------------------------------------------------------------------ binary --
 
+if [[ -z ${RDV:-} ]]; then
+    # The default binary is (re)built so the demo never runs stale code; a no-op when up to date.
+    log "building target/release/rdv ('cargo build --release'; several minutes the first time)"
+    (cd -- "$REPO" && cargo build --release --bin rdv)
+fi
 RDV=${RDV:-target/release/rdv}
 if [[ $RDV != /* ]]; then
     if [[ -e $RDV ]]; then RDV=$(realpath -- "$RDV"); else RDV=$REPO/$RDV; fi
