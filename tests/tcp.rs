@@ -25,13 +25,7 @@ fn pass(i: usize) -> Passphrase {
 async fn sixty_four_initiators_fill_a_bucket_and_each_finds_only_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(manual_clock());
-    let (_server, addr) = start_server(
-        dir.path(),
-        StoreParams::default(),
-        ServerConfig::default(),
-        clock.clone(),
-    )
-    .await;
+    let (_server, addr) = start_default(dir.path(), clock.clone()).await;
     let sa = server_addr(addr);
     let client = Arc::new(client(addr, clock.clone()));
 
@@ -93,13 +87,7 @@ async fn sixty_four_initiators_fill_a_bucket_and_each_finds_only_its_own() {
 async fn wrong_passphrase_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (_s, addr) = start_server(
-        dir.path(),
-        StoreParams::default(),
-        ServerConfig::default(),
-        clock.clone(),
-    )
-    .await;
+    let (_s, addr) = start_default(dir.path(), clock.clone()).await;
     let c = client(addr, clock);
     let o = c
         .offer(&server_addr(addr), b"payload", pass(1), KdfProfile::Test)
@@ -135,13 +123,7 @@ async fn wrong_passphrase_finds_nothing() {
 async fn deleted_link_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (server, addr) = start_server(
-        dir.path(),
-        StoreParams::default(),
-        ServerConfig::default(),
-        clock.clone(),
-    )
-    .await;
+    let (server, addr) = start_default(dir.path(), clock.clone()).await;
     let c = client(addr, clock);
     let sa = server_addr(addr);
     let keep = c
@@ -464,13 +446,7 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
 async fn fetch_answers_are_full_size_and_stable() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (_s, addr) = start_server(
-        dir.path(),
-        StoreParams::default(),
-        ServerConfig::default(),
-        clock.clone(),
-    )
-    .await;
+    let (_s, addr) = start_default(dir.path(), clock.clone()).await;
     let c = client(addr, clock);
     let o = c
         .offer(&server_addr(addr), b"x", pass(1), KdfProfile::Test)

@@ -39,6 +39,14 @@ pub async fn start_server(
     (server, addr)
 }
 
+/// [`start_server`] with default store parameters and limits.
+pub async fn start_default(
+    dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> (Arc<Server<DiskStore>>, SocketAddr) {
+    start_server(dir, StoreParams::default(), ServerConfig::default(), clock).await
+}
+
 /// A direct-TCP client using `clock`.
 pub fn client(addr: SocketAddr, clock: Arc<dyn Clock>) -> Client {
     Client::new(
