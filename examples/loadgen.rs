@@ -427,7 +427,8 @@ impl Drop for ServerProc {
 // ---------------------------------------------------------------------------------------------
 // Protocol operations, each on its own connection.
 
-async fn call(addr: SocketAddr, req: &Request) -> Result<Response> {
+/// A new connection after the version exchange.
+async fn connect_hello(addr: SocketAddr) -> Result<TcpStream> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let hello = Request::Hello {
@@ -436,9 +437,13 @@ async fn call(addr: SocketAddr, req: &Request) -> Result<Response> {
     };
     write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await?;
     match read_msg::<Response, _>(&mut s, DEFAULT_MAX_FRAME).await? {
-        Response::Hello { .. } => {}
+        Response::Hello { .. } => Ok(s),
         r => bail!("unexpected answer to Hello: {}", short(&r)),
     }
+}
+
+async fn call(addr: SocketAddr, req: &Request) -> Result<Response> {
+    let mut s = connect_hello(addr).await?;
     write_msg(&mut s, req, DEFAULT_MAX_FRAME).await?;
     Ok(read_msg::<Response, _>(&mut s, DEFAULT_MAX_FRAME).await?)
 }
@@ -638,18 +643,7 @@ async fn store_persistent(
     rng: &mut StdRng,
 ) -> Result<()> {
     if conn.is_none() {
-        let mut s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let hello = Request::Hello {
-            min_version: PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
-        };
-        write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await?;
-        match read_msg::<Response, _>(&mut s, DEFAULT_MAX_FRAME).await? {
-            Response::Hello { .. } => {}
-            r => bail!("unexpected answer to Hello: {}", short(&r)),
-        }
-        *conn = Some(s);
+        *conn = Some(connect_hello(addr).await?);
     }
     let s = conn.as_mut().ok_or_else(|| anyhow!("no connection"))?;
     let (link, delete_check) = random_link(rng);
