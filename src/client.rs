@@ -300,7 +300,6 @@ impl Client {
         if payload.len() > seal::MAX_PAYLOAD {
             return Err(SealError::PayloadTooLong { len: payload.len() }.into());
         }
-        kdf::check_limits(kdf.params(), &self.config.kdf_limits)?;
         let mut rng = rand::rngs::OsRng;
         let mut salt = Salt([0; 16]);
         rng.fill_bytes(&mut salt.0);
@@ -372,9 +371,9 @@ impl Client {
             .clone()
             .or(passphrase)
             .ok_or(ClientError::PassphraseRequired)?;
-        kdf::check_limits(link.kdf.params(), &self.config.kdf_limits)?;
+        // Runs before any network traffic; a link asking for excessive work fails here.
         let key = self.derive_key(&passphrase, &link.salt, link.kdf).await?;
-        let links = self.fetch(&link.server, link).await?;
+        let links = self.fetch(link).await?;
         let tried = links.len();
         tracing::debug!(entries = tried, "bucket fetched; trial decryption");
         match seal::trial_open(&key, &links) {
@@ -387,12 +386,8 @@ impl Client {
         }
     }
 
-    async fn fetch(
-        &self,
-        server: &ServerAddr,
-        link: &RdvLink,
-    ) -> Result<Vec<crate::proto::SealedLink>, ClientError> {
-        let mut c = self.connect(server).await?;
+    async fn fetch(&self, link: &RdvLink) -> Result<Vec<crate::proto::SealedLink>, ClientError> {
+        let mut c = self.connect(&link.server).await?;
         match c
             .request(&Request::Fetch {
                 locator: link.locator,

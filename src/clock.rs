@@ -32,10 +32,6 @@ impl ManualClock {
     pub fn new(t: u64) -> Self {
         ManualClock(Arc::new(AtomicU64::new(t)))
     }
-    /// Set the time.
-    pub fn set(&self, t: u64) {
-        self.0.store(t, Ordering::SeqCst)
-    }
     /// Move the time forward.
     pub fn advance(&self, secs: u64) {
         self.0.fetch_add(secs, Ordering::SeqCst);

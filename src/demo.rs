@@ -96,11 +96,9 @@ pub async fn run() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     println!("   payload: {}", String::from_utf8_lossy(&found.payload));
-    assert_eq!(
-        &found.payload[..],
-        payload.as_bytes(),
-        "demo payload mismatch"
-    );
+    if found.payload[..] != *payload.as_bytes() {
+        anyhow::bail!("the accepter opened a different payload than was offered");
+    }
 
     println!("6. someone with the link but a wrong passphrase:");
     match client

@@ -91,11 +91,6 @@ impl<S: BucketStore> Server<S> {
         self.shutdown_tx.send_replace(true);
     }
 
-    /// Whether shutdown was asked for.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown_rx.borrow()
-    }
-
     /// Resolves once shutdown is asked for.
     pub async fn shutdown_requested(&self) {
         let mut rx = self.shutdown_rx.clone();

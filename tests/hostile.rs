@@ -72,23 +72,6 @@ fn count(t: &Tally, r: Result<Response, rdv::io::FrameIoError>) {
     };
 }
 
-async fn hello(s: &mut TcpStream) -> bool {
-    write_msg(
-        s,
-        &Request::Hello {
-            min_version: 1,
-            max_version: 1,
-        },
-        DEFAULT_MAX_FRAME,
-    )
-    .await
-    .is_ok()
-        && matches!(
-            read_msg::<Response, _>(s, u32::MAX).await,
-            Ok(Response::Hello { .. })
-        )
-}
-
 /// Offer then accept; retries when the server says Busy (as a real client would).
 async fn rendezvous(c: &rdv::client::Client, sa: &rdv::proto::ServerAddr, i: usize) -> Duration {
     let start = Instant::now();
@@ -187,7 +170,7 @@ async fn attacks_get_errors_memory_stays_bounded_and_others_are_served() {
                         1 => count(&tally, read_msg(&mut s, u32::MAX).await),
                         // oversize length prefix
                         2 => {
-                            if hello(&mut s).await {
+                            if raw_hello(&mut s).await {
                                 let _ = s.write_all(&0xffff_fff0u32.to_be_bytes()).await;
                                 count(&tally, read_msg(&mut s, u32::MAX).await);
                             }
@@ -207,7 +190,7 @@ async fn attacks_get_errors_memory_stays_bounded_and_others_are_served() {
                         }
                         // store flood: fills bucket after bucket
                         5 => {
-                            if hello(&mut s).await {
+                            if raw_hello(&mut s).await {
                                 for _ in 0..50 {
                                     let link = SealedLink(std::array::from_fn(|_| rand::random()));
                                     if write_msg(
@@ -229,7 +212,7 @@ async fn attacks_get_errors_memory_stays_bounded_and_others_are_served() {
                         }
                         // fetch flood of random locators
                         _ => {
-                            if hello(&mut s).await {
+                            if raw_hello(&mut s).await {
                                 for _ in 0..50 {
                                     let locator = Locator(rand::random());
                                     if write_msg(
@@ -302,7 +285,7 @@ async fn attacks_get_errors_memory_stays_bounded_and_others_are_served() {
     let mut busy = 0;
     for _ in 0..3 * MAX_CONN {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        if hello(&mut s).await {
+        if raw_hello(&mut s).await {
             held.push(s);
         } else {
             busy += 1;

@@ -154,7 +154,6 @@ struct Inner {
     filler: [u8; 32],
     links: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
-    path: PathBuf,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -237,7 +236,7 @@ impl DiskStore {
             out
         };
         let db = Arc::new(DbSlot {
-            path: path.clone(),
+            path,
             cache_bytes: config.cache_bytes,
             db: std::sync::RwLock::new(Some(Arc::new(db))),
         });
@@ -269,7 +268,6 @@ impl DiskStore {
                 filler,
                 links,
                 commits,
-                path,
                 writer: Some(writer),
             }),
         })
@@ -279,11 +277,6 @@ impl DiskStore {
     /// smaller than the number of writes under concurrency).
     pub fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::Relaxed)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Check every bucket decodes and the counters agree; returns (buckets, links).

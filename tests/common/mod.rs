@@ -61,6 +61,22 @@ pub fn server_addr(addr: SocketAddr) -> ServerAddr {
     ServerAddr::parse(&addr.to_string()).expect("addr")
 }
 
+/// Version exchange on a raw stream; whether the server answered with Hello (a server at its
+/// connection limit answers Busy instead).
+pub async fn raw_hello(s: &mut tokio::net::TcpStream) -> bool {
+    use rdv::io::{read_msg, write_msg};
+    use rdv::proto::{wire::DEFAULT_MAX_FRAME, Request, Response};
+    let hello = Request::Hello {
+        min_version: 1,
+        max_version: 1,
+    };
+    write_msg(s, &hello, DEFAULT_MAX_FRAME).await.is_ok()
+        && matches!(
+            read_msg::<Response, _>(s, u32::MAX).await,
+            Ok(Response::Hello { version: 1 })
+        )
+}
+
 /// A manual clock at [`T0`].
 pub fn manual_clock() -> ManualClock {
     ManualClock::new(T0)
