@@ -375,7 +375,8 @@ fn wire_rows() -> Vec<(&'static str, Body)> {
 }
 
 fn filler_rows() -> Vec<(&'static str, Body)> {
-    let secret = [3u8; 32];
+    let secret = || rdv::proto::padding::FillerSecret::from_bytes([3u8; 32]);
+    let (s1, s2) = (secret(), secret());
     vec![
         (
             "fetch filler (ChaCha20), full bucket: none needed",
@@ -386,11 +387,7 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
                         seq: i as u16,
                     }
                     .locator();
-                    black_box(rdv::proto::padding::filler(
-                        &secret,
-                        &loc,
-                        MAX_LINKS_PER_BUCKET,
-                    ));
+                    black_box(rdv::proto::padding::filler(&s1, &loc, MAX_LINKS_PER_BUCKET));
                 }
             }),
         ),
@@ -403,7 +400,7 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
                         seq: i as u16,
                     }
                     .locator();
-                    black_box(rdv::proto::padding::filler(&secret, &loc, 1));
+                    black_box(rdv::proto::padding::filler(&s2, &loc, 1));
                 }
             }),
         ),
@@ -412,7 +409,7 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
 
 fn kdf_row(name: &'static str, profile: KdfProfile) -> (&'static str, Body) {
     let pass = Passphrase::new("kobad-lisuf-mutag-ronif-zapol");
-    let salt = Salt([7; 16]);
+    let salt = Salt::from_bytes([7; 16]);
     let limits = KdfLimits::default();
     (
         name,

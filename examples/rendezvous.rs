@@ -6,6 +6,7 @@
 use rdv::client::direct::DirectConnector;
 use rdv::client::{generate_passphrase, Client, ClientConfig};
 use rdv::clock::SystemClock;
+use rdv::proto::padding::FillerSecret;
 use rdv::proto::{KdfProfile, ServerAddr};
 use rdv::server::{Server, ServerConfig};
 use rdv::store::{DiskStore, DiskStoreConfig};
@@ -14,8 +15,12 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = DiskStore::open(dir.path(), DiskStoreConfig::default(), rand::random())?;
-    let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock));
+    let store = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes(rand::random()),
+    )?;
+    let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(server.clone().run_tcp(listener));

@@ -2,23 +2,32 @@
 //!
 //! Every operation opens its own connection through a [`Connector`]: over Tor each gets its own
 //! isolated circuit, so the server cannot tie a client's store, fetch and delete together.
+//!
+//! Transports: [`direct`] (plain TCP, for tests), [`pipe`] (in memory, to a server in the same
+//! process), and with the `tor` feature `tor` (embedded arti).
 
 pub mod direct;
+mod error;
+pub mod pipe;
 #[cfg(feature = "tor")]
 pub mod tor;
 
+pub use error::{
+    AcceptError, ConnectError, ConnectStage, ConnectionError, DeleteError, ErrorKind, OfferError,
+};
+
 use crate::clock::Clock;
-use crate::io::{read_msg, write_msg, FrameIoError};
-use crate::proto::kdf::{self, KdfError, KdfLimits};
-use crate::proto::seal::{self, SealError};
+use crate::framed::{read_msg, write_msg, FrameIoError};
+use crate::proto::kdf::{self, KdfLimits};
+use crate::proto::seal::{self, SealError, NONCE_LEN};
 use crate::proto::wire::{sanitize_message, DEFAULT_MAX_FRAME};
 use crate::proto::{
-    BucketId, ClientPolicy, DeleteToken, ErrorCode, KdfProfile, LinkKey, Passphrase,
-    PolicyViolation, RdvLink, Request, Response, Salt, ServerAddr, ServerInfo,
-    MAX_LINKS_PER_BUCKET, PROTOCOL_VERSION,
+    BucketId, ClientPolicy, DeleteToken, ErrorCode, KdfProfile, LinkKey, Passphrase, RdvLink,
+    Request, Response, Salt, SealedLink, ServerAddr, ServerInfo, MAX_LINKS_PER_BUCKET,
+    PROTOCOL_VERSION,
 };
 use futures::future::BoxFuture;
-use rand::RngCore;
+use rand::{CryptoRng, RngCore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -33,7 +42,7 @@ pub trait Connector: Send + Sync {
     fn connect<'a>(
         &'a self,
         addr: &'a ServerAddr,
-    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ClientError>>;
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>>;
 }
 
 /// Client settings.
@@ -44,10 +53,11 @@ pub struct ClientConfig {
     /// Bounds on KDF work a link may ask for.
     pub kdf_limits: KdfLimits,
     /// Timeout for establishing a connection (includes Tor descriptor lookup and circuit).
+    /// Default: 120 s.
     pub connect_timeout: Duration,
-    /// Timeout for each request on an open connection.
+    /// Timeout for each request on an open connection. Default: 60 s.
     pub request_timeout: Duration,
-    /// Largest response frame accepted.
+    /// Largest response frame accepted, bytes. Default: 20 480.
     pub max_frame: u32,
 }
 
@@ -63,78 +73,13 @@ impl Default for ClientConfig {
     }
 }
 
-/// Client errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// Could not connect.
-    #[error("cannot connect to {addr}: {detail}")]
-    Connect {
-        /// The server.
-        addr: String,
-        /// Why.
-        detail: String,
-    },
-    /// An operation took too long.
-    #[error("timed out {0}")]
-    Timeout(&'static str),
-    /// The connection failed mid-way.
-    #[error("connection to the server failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server sent something that is not a valid answer.
-    #[error("the server broke the protocol: {0}")]
-    Protocol(String),
-    /// The server answered with an error.
-    #[error("the server refused: {message} ({code:?})")]
-    Server {
-        /// Error code.
-        code: ErrorCode,
-        /// The server's message, sanitized.
-        message: String,
-    },
-    /// The bucket ID failed the anti-fingerprinting policy.
-    #[error("refused the server's bucket: {violation}; {}", if *.deleted { "the link was deleted from the server" } else { "the link could NOT be deleted from the server" })]
-    Refused {
-        /// What was wrong.
-        violation: PolicyViolation,
-        /// Whether the link was deleted again.
-        deleted: bool,
-    },
-    /// The server's advertised parameters fail the policy; nothing was stored.
-    #[error("refused the server: {0}; nothing was stored")]
-    UnacceptableServer(PolicyViolation),
-    /// Key derivation failed or the link asks for too much work.
-    #[error(transparent)]
-    Kdf(#[from] KdfError),
-    /// The payload cannot be sealed.
-    #[error(transparent)]
-    Seal(#[from] SealError),
-    /// Trial decryption found nothing.
-    #[error("no link in this bucket opens with this passphrase (wrong passphrase, or the link was deleted)")]
-    NoMatch {
-        /// How many links were tried.
-        tried: usize,
-    },
-    /// The bucket does not exist (any more).
-    #[error("the bucket is not on the server: it never existed, expired, or the link is wrong")]
-    NotFound,
-    /// A link without passphrase and none given.
-    #[error("this link carries no passphrase: give it with --passphrase (two-channel mode)")]
-    PassphraseRequired,
-    /// The transport could not be set up (e.g. Tor bootstrap).
-    #[error("transport: {0}")]
-    Transport(String),
-}
-
-impl ClientError {
-    fn from_frame(e: FrameIoError) -> Self {
-        match e {
-            FrameIoError::Closed => {
-                ClientError::Protocol("the server closed the connection without answering".into())
-            }
-            FrameIoError::Io(e) => ClientError::Io(e),
-            FrameIoError::Frame(e) => ClientError::Protocol(e.to_string()),
+fn from_frame(e: FrameIoError) -> ConnectionError {
+    match e {
+        FrameIoError::Closed => {
+            ConnectionError::Protocol("the server closed the connection without answering".into())
         }
+        FrameIoError::Io(e) => ConnectionError::Io(e),
+        FrameIoError::Frame(e) => ConnectionError::Protocol(e.to_string()),
     }
 }
 
@@ -191,21 +136,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Send a request and read the answer; server errors become [`ClientError::Server`].
-    pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
+    /// Send a request and read the answer; server errors become [`ConnectionError::Server`].
+    pub async fn request(&mut self, req: &Request) -> Result<Response, ConnectionError> {
         let fut = async {
             write_msg(&mut self.stream, req, self.max_frame)
                 .await
-                .map_err(ClientError::from_frame)?;
+                .map_err(from_frame)?;
             read_msg::<Response, _>(&mut self.stream, self.max_frame)
                 .await
-                .map_err(ClientError::from_frame)
+                .map_err(from_frame)
         };
         let resp = tokio::time::timeout(self.timeout, fut)
             .await
-            .map_err(|_| ClientError::Timeout("waiting for the server's answer"))??;
+            .map_err(|_| ConnectionError::Timeout("waiting for the server's answer"))??;
         match resp {
-            Response::Error { code, message } => Err(ClientError::Server {
+            Response::Error { code, message } => Err(ConnectionError::Server {
                 code,
                 message: sanitize_message(&message),
             }),
@@ -214,8 +159,34 @@ impl Connection {
     }
 }
 
-fn unexpected(what: &str, r: &Response) -> ClientError {
-    ClientError::Protocol(format!("expected {what}, got {}", r.kind()))
+fn unexpected(what: &str, r: &Response) -> ConnectionError {
+    ConnectionError::Protocol(format!("expected {what}, got {}", r.kind()))
+}
+
+/// The random values of one offer.
+struct OfferSecrets {
+    salt: Salt,
+    nonce: [u8; NONCE_LEN],
+    token: DeleteToken,
+}
+
+impl OfferSecrets {
+    fn draw(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let mut token = [0u8; 32];
+        rng.fill_bytes(&mut token);
+        let s = OfferSecrets {
+            salt: Salt::from_bytes(salt),
+            nonce,
+            token: DeleteToken::from_bytes(token),
+        };
+        zeroize::Zeroize::zeroize(&mut salt);
+        zeroize::Zeroize::zeroize(&mut token);
+        s
+    }
 }
 
 /// The rdv client.
@@ -235,57 +206,65 @@ impl Client {
         }
     }
 
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// Open a connection and exchange versions.
-    pub async fn connect(&self, addr: &ServerAddr) -> Result<Connection, ClientError> {
+    pub async fn connect(&self, addr: &ServerAddr) -> Result<Connection, ConnectionError> {
         let stream =
             tokio::time::timeout(self.config.connect_timeout, self.connector.connect(addr))
                 .await
-                .map_err(|_| ClientError::Timeout("connecting to the server"))??;
+                .map_err(|_| ConnectionError::Timeout("connecting to the server"))??;
         let mut c = Connection {
             stream,
             max_frame: self.config.max_frame,
             timeout: self.config.request_timeout,
         };
-        match c
-            .request(&Request::Hello {
-                min_version: PROTOCOL_VERSION,
-                max_version: PROTOCOL_VERSION,
-            })
-            .await?
-        {
-            Response::Hello { version } if version == PROTOCOL_VERSION => Ok(c),
-            Response::Hello { version } => Err(ClientError::Protocol(format!(
+        let hello = Request::Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+        };
+        match c.request(&hello).await {
+            Ok(Response::Hello { version }) if version == PROTOCOL_VERSION => Ok(c),
+            Ok(Response::Hello { version }) => Err(ConnectionError::Protocol(format!(
                 "server chose unsupported version {version}"
             ))),
-            r => Err(unexpected("Hello", &r)),
+            Ok(r) => Err(unexpected("Hello", &r)),
+            // The first answer does not even frame or decode: not an rdv server at all.
+            Err(ConnectionError::Protocol(why)) => Err(ConnectionError::NotRdv(why)),
+            Err(e) => Err(e),
         }
     }
 
     /// Ask a server for its parameters.
-    pub async fn info(&self, addr: &ServerAddr) -> Result<ServerInfo, ClientError> {
+    pub async fn info(&self, addr: &ServerAddr) -> Result<ServerInfo, ConnectionError> {
         let mut c = self.connect(addr).await?;
         Self::info_on(&mut c).await
     }
 
-    async fn info_on(c: &mut Connection) -> Result<ServerInfo, ClientError> {
+    async fn info_on(c: &mut Connection) -> Result<ServerInfo, ConnectionError> {
         match c.request(&Request::Info).await? {
             Response::Info(i) => Ok(i),
             r => Err(unexpected("Info", &r)),
         }
     }
 
-    /// Derive a key on a blocking thread.
-    pub async fn derive_key(
+    /// Derive a key on a blocking thread. The limits are checked first, so a link asking for
+    /// excessive work fails at once.
+    async fn derive_key(
         &self,
         passphrase: &Passphrase,
         salt: &Salt,
         kdf: KdfProfile,
-    ) -> Result<LinkKey, ClientError> {
-        let (p, s, limits) = (passphrase.clone(), salt.clone(), self.config.kdf_limits);
-        tokio::task::spawn_blocking(move || kdf::derive_key(&p, &s, kdf, &limits))
-            .await
-            .map_err(|e| ClientError::Transport(format!("key derivation task failed: {e}")))?
-            .map_err(ClientError::from)
+    ) -> Result<Result<LinkKey, kdf::KdfError>, tokio::task::JoinError> {
+        let limits = self.config.kdf_limits;
+        if let Err(e) = kdf::check_limits(kdf.params(), &limits) {
+            return Ok(Err(e));
+        }
+        let (p, s) = (passphrase.clone(), salt.clone());
+        tokio::task::spawn_blocking(move || kdf::derive_key(&p, &s, kdf, &limits)).await
     }
 
     /// Seal `payload` under `passphrase`, store it on `server`, and check the bucket ID the server
@@ -296,36 +275,45 @@ impl Client {
         payload: &[u8],
         passphrase: Passphrase,
         kdf: KdfProfile,
-    ) -> Result<Offer, ClientError> {
+    ) -> Result<Offer, OfferError> {
+        let secrets = OfferSecrets::draw(&mut rand::rngs::OsRng);
+        self.offer_with(server, payload, passphrase, kdf, secrets)
+            .await
+    }
+
+    async fn offer_with(
+        &self,
+        server: &ServerAddr,
+        payload: &[u8],
+        passphrase: Passphrase,
+        kdf: KdfProfile,
+        secrets: OfferSecrets,
+    ) -> Result<Offer, OfferError> {
         if payload.len() > seal::MAX_PAYLOAD {
             return Err(SealError::PayloadTooLong { len: payload.len() }.into());
         }
-        let mut rng = rand::rngs::OsRng;
-        let mut salt = Salt([0; 16]);
-        rng.fill_bytes(&mut salt.0);
-        let mut nonce = [0u8; 24];
-        rng.fill_bytes(&mut nonce);
-        let mut token = DeleteToken([0; 32]);
-        rng.fill_bytes(&mut token.0);
+        let OfferSecrets { salt, nonce, token } = secrets;
         // The slow KDF runs before connecting, so the connection never sits idle.
-        let key = self.derive_key(&passphrase, &salt, kdf).await?;
+        let key = self
+            .derive_key(&passphrase, &salt, kdf)
+            .await
+            .map_err(OfferError::KdfTask)??;
         let sealed = seal::seal(&key, payload, nonce)?;
+        drop(key);
 
         let mut c = self.connect(server).await?;
         let info = Self::info_on(&mut c).await?;
         self.config
             .policy
             .check_window(info.open_window_secs)
-            .map_err(ClientError::UnacceptableServer)?;
-        let id = match c
-            .request(&Request::Store {
-                link: sealed,
-                delete_check: token.check(),
-            })
-            .await?
-        {
+            .map_err(OfferError::UnacceptableServer)?;
+        let store = Request::Store {
+            link: sealed,
+            delete_check: token.check(),
+        };
+        let id = match c.request(&store).await? {
             Response::Stored { id } => id,
-            r => return Err(unexpected("Stored", &r)),
+            r => return Err(unexpected("Stored", &r).into()),
         };
         tracing::debug!("sealed link stored; checking the bucket ID against the policy");
         if let Err(violation) =
@@ -334,15 +322,12 @@ impl Client {
                 .check(id, self.clock.now(), info.open_window_secs)
         {
             tracing::warn!("the bucket ID fails the anti-fingerprinting policy; deleting the link");
-            let deleted = matches!(
-                c.request(&Request::Delete {
-                    locator: id.locator(),
-                    token: token.clone()
-                })
-                .await,
-                Ok(Response::Deleted)
-            );
-            return Err(ClientError::Refused { violation, deleted });
+            let delete = Request::Delete {
+                locator: id.locator(),
+                token: token.clone(),
+            };
+            let deleted = matches!(c.request(&delete).await, Ok(Response::Deleted));
+            return Err(OfferError::Refused { violation, deleted });
         }
         let link = RdvLink {
             server: server.clone(),
@@ -359,20 +344,29 @@ impl Client {
         })
     }
 
-    /// Fetch the link's bucket and trial-decrypt it. `passphrase` is used when the link carries
-    /// none (two-channel mode); a passphrase in the link wins.
+    /// Fetch the link's bucket and trial-decrypt it.
+    ///
+    /// The passphrase is the link's own (one-channel link) or `passphrase` (two-channel link);
+    /// both at once is [`AcceptError::PassphraseConflict`], never a silent choice: whoever
+    /// controls only the link channel could otherwise send a one-channel link of their own and
+    /// have it opened instead.
     pub async fn accept(
         &self,
         link: &RdvLink,
         passphrase: Option<Passphrase>,
-    ) -> Result<Accepted, ClientError> {
-        let passphrase = link
-            .passphrase
-            .clone()
-            .or(passphrase)
-            .ok_or(ClientError::PassphraseRequired)?;
+    ) -> Result<Accepted, AcceptError> {
+        let passphrase = match (&link.passphrase, passphrase) {
+            (Some(_), Some(_)) => return Err(AcceptError::PassphraseConflict),
+            (Some(p), None) => p.clone(),
+            (None, Some(p)) => p,
+            (None, None) => return Err(AcceptError::PassphraseRequired),
+        };
         // Runs before any network traffic; a link asking for excessive work fails here.
-        let key = self.derive_key(&passphrase, &link.salt, link.kdf).await?;
+        let key = self
+            .derive_key(&passphrase, &link.salt, link.kdf)
+            .await
+            .map_err(AcceptError::KdfTask)??;
+        drop(passphrase);
         let links = self.fetch(link).await?;
         let tried = links.len();
         tracing::debug!(entries = tried, "bucket fetched; trial decryption");
@@ -382,53 +376,50 @@ impl Client {
                 tried,
                 index,
             }),
-            None => Err(ClientError::NoMatch { tried }),
+            None => Err(AcceptError::NoMatch { tried }),
         }
     }
 
-    async fn fetch(&self, link: &RdvLink) -> Result<Vec<crate::proto::SealedLink>, ClientError> {
+    async fn fetch(&self, link: &RdvLink) -> Result<Vec<SealedLink>, AcceptError> {
         let mut c = self.connect(&link.server).await?;
-        match c
-            .request(&Request::Fetch {
-                locator: link.locator,
-            })
-            .await
-        {
+        let fetch = Request::Fetch {
+            locator: link.locator,
+        };
+        match c.request(&fetch).await {
             Ok(Response::Bucket { links }) => {
                 if links.len() > MAX_LINKS_PER_BUCKET {
-                    return Err(ClientError::Protocol(format!(
+                    return Err(ConnectionError::Protocol(format!(
                         "bucket with {} links, more than {MAX_LINKS_PER_BUCKET}",
                         links.len()
-                    )));
+                    ))
+                    .into());
                 }
                 Ok(links)
             }
-            Ok(r) => Err(unexpected("Bucket", &r)),
-            Err(ClientError::Server {
+            Ok(r) => Err(unexpected("Bucket", &r).into()),
+            Err(ConnectionError::Server {
                 code: ErrorCode::NotFound,
                 ..
-            }) => Err(ClientError::NotFound),
-            Err(e) => Err(e),
+            }) => Err(AcceptError::NotFound),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Delete the link stored with `token` from the link's bucket.
-    pub async fn delete(&self, link: &RdvLink, token: &DeleteToken) -> Result<(), ClientError> {
+    pub async fn delete(&self, link: &RdvLink, token: &DeleteToken) -> Result<(), DeleteError> {
         let mut c = self.connect(&link.server).await?;
-        match c
-            .request(&Request::Delete {
-                locator: link.locator,
-                token: token.clone(),
-            })
-            .await
-        {
+        let delete = Request::Delete {
+            locator: link.locator,
+            token: token.clone(),
+        };
+        match c.request(&delete).await {
             Ok(Response::Deleted) => Ok(()),
-            Ok(r) => Err(unexpected("Deleted", &r)),
-            Err(ClientError::Server {
+            Ok(r) => Err(unexpected("Deleted", &r).into()),
+            Err(ConnectionError::Server {
                 code: ErrorCode::NotFound,
                 ..
-            }) => Err(ClientError::NotFound),
-            Err(e) => Err(e),
+            }) => Err(DeleteError::NothingToDelete),
+            Err(e) => Err(e.into()),
         }
     }
 }

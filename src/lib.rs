@@ -14,7 +14,7 @@
 //! ```
 //! use rdv::proto::{kdf, seal, KdfLimits, KdfProfile, Passphrase, Salt};
 //!
-//! let salt = Salt([7; 16]); // random in real use, carried in the link
+//! let salt = Salt::from_bytes([7; 16]); // random in real use, carried in the link
 //! let key = kdf::derive_key(&Passphrase::new("kobad-lisuf-mutag-ronif-zapol"), &salt,
 //!                           KdfProfile::Test, &KdfLimits::default())?;
 //! let sealed = seal::seal(&key, b"smp://example/queue", [1; 24])?;
@@ -24,13 +24,17 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod client;
 pub mod clock;
-pub mod io;
+pub mod config;
+pub mod framed;
 pub mod proto;
 pub mod server;
 pub mod store;
 #[cfg(feature = "tor")]
 pub mod tor;
+
+pub use config::ConfigError;

@@ -6,7 +6,7 @@
 //! fuzzable.
 
 pub mod bucket;
-pub mod bytes;
+pub(crate) mod bytes;
 pub mod kdf;
 pub mod link;
 pub mod padding;

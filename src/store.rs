@@ -2,15 +2,18 @@
 //!
 //! [`BucketStore`] is the interface the server uses; [`db::DiskStore`] keeps buckets in a redb
 //! database on disk with group commit, [`memory::MemoryStore`] keeps them in memory for tests.
-//! Which bucket a link goes into is decided by the pure [`alloc::Allocator`].
+//! Which bucket a link goes into is decided by the pure [`alloc::Allocator`], shared by every
+//! backend so that they cannot drift apart.
 
 pub mod alloc;
 pub mod db;
 pub mod memory;
 
+use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::sync::Arc;
 
 pub use db::{DiskStore, DiskStoreConfig};
 pub use memory::MemoryStore;
@@ -18,11 +21,13 @@ pub use memory::MemoryStore;
 /// The store's retention settings, advertised to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreParams {
-    /// Seconds a bucket accepts new links after its creation.
+    /// Seconds a bucket accepts new links after its creation. Default: 600 (10 minutes). At least
+    /// 1 and less than [`StoreParams::ttl_secs`].
     pub open_window_secs: u64,
-    /// Seconds a bucket is kept after its creation.
+    /// Seconds a bucket is kept after its creation. Default: 604 800 (7 days). At least 1.
     pub ttl_secs: u64,
-    /// The most links stored at once (`None`: no limit).
+    /// The most links stored at once, expired ones not yet collected included (`None`: no
+    /// limit). Default: `None`.
     pub max_links: Option<u64>,
 }
 
@@ -33,6 +38,36 @@ impl Default for StoreParams {
             ttl_secs: 7 * 24 * 3600,
             max_links: None,
         }
+    }
+}
+
+impl StoreParams {
+    /// Check the settings: every backend calls this when it opens, so a library caller, the
+    /// command line and a configuration file all meet the same rules.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError;
+        if self.open_window_secs == 0 {
+            return Err(ConfigError::new("open_window", "must be at least 1 s"));
+        }
+        if self.ttl_secs == 0 {
+            return Err(ConfigError::new("ttl", "must be at least 1 s"));
+        }
+        if self.open_window_secs >= self.ttl_secs {
+            return Err(ConfigError::new(
+                "open_window",
+                format!(
+                    "{} s must be shorter than the ttl ({} s): a bucket would expire while still open",
+                    self.open_window_secs, self.ttl_secs
+                ),
+            ));
+        }
+        if self.max_links == Some(0) {
+            return Err(ConfigError::new(
+                "max_links",
+                "must be at least 1 (leave it unset for no limit)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -61,8 +96,12 @@ impl StoredBucket {
     }
 }
 
+/// The cause of a backend failure, kept whole (an `Arc` so that one failed commit can fail every
+/// operation of its batch with the same cause).
+pub type BackendError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Store errors.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The configured maximum of stored links is reached.
@@ -71,15 +110,45 @@ pub enum StoreError {
         /// The quota.
         max: u64,
     },
-    /// The database failed (disk full, IO error); nothing of the failed operation was stored.
-    #[error("storage failure: {0}")]
-    Storage(String),
-    /// A stored value did not decode.
-    #[error("corrupt stored bucket: {0}")]
-    Corrupt(String),
+    /// The backend failed (disk full, IO error); nothing of the failed operation was stored.
+    #[error("storage failure")]
+    Backend(#[source] BackendError),
+    /// A stored value did not decode or the stored data disagree with each other.
+    #[error("corrupt stored data: {what}")]
+    Corrupt {
+        /// What was found wrong.
+        what: &'static str,
+        /// The decoder's error, if there is one.
+        #[source]
+        source: Option<BackendError>,
+    },
     /// The store is shut down.
     #[error("the store is closed")]
     Closed,
+    /// The store's settings are unusable.
+    #[error("invalid store settings")]
+    Config(#[from] crate::ConfigError),
+}
+
+impl StoreError {
+    /// A backend failure from any error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Arc::new(e))
+    }
+
+    /// Corrupt data, with the decoder's error.
+    pub fn corrupt(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Corrupt {
+            what,
+            source: Some(Arc::new(e)),
+        }
+    }
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::corrupt("a stored bucket does not decode", e)
+    }
 }
 
 /// A store of buckets. `now` is unix seconds, passed in so that tests control time.
@@ -117,8 +186,8 @@ pub trait BucketStore: Send + Sync + 'static {
     /// Retention settings.
     fn params(&self) -> StoreParams;
 
-    /// A stable secret from which the server derives fetch padding (see `server`).
-    fn filler_secret(&self) -> [u8; 32];
+    /// The stable secret from which the server derives fetch padding.
+    fn filler_secret(&self) -> &FillerSecret;
 
     /// Number of links stored.
     fn link_count(&self) -> u64;

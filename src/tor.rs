@@ -30,14 +30,35 @@ pub struct TorSettings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TorError {
-    /// The arti config file could not be read or is invalid.
-    #[error("arti configuration: {0}")]
-    Config(String),
-    /// arti failed to start or bootstrap.
-    #[error("Tor bootstrap failed: {0}")]
-    Bootstrap(String),
+    /// A state or cache directory could not be created.
+    #[error("cannot create {}", .path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The arti configuration file is missing.
+    #[error("the arti configuration {} is not a readable file", .0.display())]
+    ConfigMissing(PathBuf),
+    /// The arti configuration could not be read or is invalid.
+    #[error("invalid arti configuration{}", .file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    Config {
+        /// The file, if one was given.
+        file: Option<PathBuf>,
+        /// arti's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// arti failed to start.
+    #[error("cannot start arti")]
+    Create(#[source] arti_client::Error),
+    /// arti failed to bootstrap.
+    #[error("Tor bootstrap failed")]
+    Bootstrap(#[source] arti_client::Error),
     /// Bootstrap did not finish in time.
-    #[error("Tor bootstrap did not finish within {0:?} (is the network reachable? for a private network pass --tor-config)")]
+    #[error("Tor bootstrap did not finish within {}", humantime::format_duration(*.0))]
     BootstrapTimeout(Duration),
 }
 
@@ -49,12 +70,13 @@ fn toml_string(p: &Path) -> String {
 /// Build the arti configuration: the file's settings, with our storage directories.
 pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> {
     let mut sources = ConfigurationSources::new_empty();
+    let config_error = |source: Box<dyn std::error::Error + Send + Sync>| TorError::Config {
+        file: settings.config_file.clone(),
+        source,
+    };
     if let Some(f) = &settings.config_file {
         if !f.is_file() {
-            return Err(TorError::Config(format!(
-                "{} is not a readable file",
-                f.display()
-            )));
+            return Err(TorError::ConfigMissing(f.clone()));
         }
         sources.push_source(ConfigurationSource::from_path(f), MustRead::MustRead);
     }
@@ -66,10 +88,8 @@ pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> 
         "storage.cache_dir = {}",
         toml_string(&settings.cache_dir)
     ));
-    let tree = sources
-        .load()
-        .map_err(|e| TorError::Config(e.to_string()))?;
-    tor_config::resolve::<TorClientConfig>(&tree).map_err(|e| TorError::Config(e.to_string()))
+    let tree = sources.load().map_err(|e| config_error(e.into()))?;
+    tor_config::resolve::<TorClientConfig>(&tree).map_err(|e| config_error(e.into()))
 }
 
 /// Create a Tor client and bootstrap it, reporting progress through `progress` (a fraction from 0
@@ -79,15 +99,17 @@ pub async fn bootstrap(
     progress: impl Fn(f32, &str) + Send + 'static,
 ) -> Result<Tor, TorError> {
     for d in [&settings.state_dir, &settings.cache_dir] {
-        std::fs::create_dir_all(d)
-            .map_err(|e| TorError::Config(format!("cannot create {}: {e}", d.display())))?;
+        std::fs::create_dir_all(d).map_err(|source| TorError::Dir {
+            path: d.clone(),
+            source,
+        })?;
         restrict_permissions(d);
     }
     let config = load_config(settings)?;
     let client = TorClient::builder()
         .config(config)
         .create_unbootstrapped()
-        .map_err(|e| TorError::Bootstrap(e.to_string()))?;
+        .map_err(TorError::Create)?;
     let mut events = client.bootstrap_events();
     let reporter = tokio::spawn(async move {
         while let Some(status) = events.next().await {
@@ -101,7 +123,7 @@ pub async fn bootstrap(
     reporter.abort();
     match result {
         Err(_) => Err(TorError::BootstrapTimeout(settings.bootstrap_timeout)),
-        Ok(Err(e)) => Err(TorError::Bootstrap(e.to_string())),
+        Ok(Err(e)) => Err(TorError::Bootstrap(e)),
         Ok(Ok(())) => Ok(client),
     }
 }

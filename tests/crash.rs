@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rdv::clock::{Clock, SystemClock};
+use rdv::proto::padding::FillerSecret;
 use rdv::proto::{KdfProfile, Passphrase, RdvLink};
 use rdv::store::{DiskStore, DiskStoreConfig};
 use std::sync::{Arc, Mutex};
@@ -94,8 +95,12 @@ async fn acknowledged_stores_survive_sigkill() {
         assert_eq!(&got.payload[..], payload.as_bytes());
     }
     srv.kill();
-    let store = DiskStore::open(dir.path(), DiskStoreConfig::default(), [0; 32])
-        .expect("the database opens cleanly");
+    let store = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([0; 32]),
+    )
+    .expect("the database opens cleanly");
     let (_buckets, links) = store.verify().expect("consistent after crashes");
     assert!(
         links >= acked.len() as u64,

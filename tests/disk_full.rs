@@ -1,14 +1,16 @@
-//! A full disk: the server runs on a small tmpfs. Stores fail with a clear error, nothing already
-//! stored is damaged, and once space returns the server stores again without a restart.
+//! A full disk: the server runs on a small tmpfs. Stores fail with the documented error, nothing
+//! already stored is damaged, fetches keep answering (also after a restart on the full disk), and
+//! once space returns the server reopens its database by itself and stores again, without a
+//! restart and without needing a client's store to notice.
 //!
 //! Mounting a tmpfs needs root (as in CI); without it this test fails with a message saying so.
 
 mod common;
 
 use common::*;
-use rdv::client::ClientError;
+use rdv::client::{ConnectionError, OfferError};
 use rdv::clock::{Clock, SystemClock};
-use rdv::proto::{ErrorCode, KdfProfile, Passphrase};
+use rdv::proto::{ErrorCode, KdfProfile, Passphrase, RdvLink, ServerAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -50,115 +52,146 @@ impl Drop for Tmpfs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_disk_fails_stores_cleanly_and_recovers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fs = Tmpfs::mount(&tmp.path().join("mnt"), "2m");
-    let data = fs.0.join("data");
-    let server = ServerProcess::start(&data, &["--rate", "100000"]);
-    let addr = server.addr;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let c = client(addr, clock);
-    let sa = server_addr(addr);
+/// Every answer to a store on a full disk is either success or the documented storage failure.
+fn storage_failure(e: &OfferError) -> bool {
+    matches!(
+        e,
+        OfferError::Connection(ConnectionError::Server {
+            code: ErrorCode::StorageFailure,
+            ..
+        })
+    )
+}
 
-    let mut stored = Vec::new();
-    let mut failure = None;
+async fn offer(
+    c: &rdv::client::Client,
+    sa: &ServerAddr,
+    text: &str,
+) -> Result<RdvLink, OfferError> {
+    c.offer(
+        sa,
+        text.as_bytes(),
+        Passphrase::new(format!("pw-{text}")),
+        KdfProfile::Test,
+    )
+    .await
+    .map(|o| o.link)
+}
+
+/// Store until the disk is full: the first failure must be a storage failure.
+async fn fill(
+    c: &rdv::client::Client,
+    sa: &ServerAddr,
+    tag: &str,
+    stored: &mut Vec<(RdvLink, String)>,
+) {
     for i in 0..20_000 {
-        let payload = format!("payload {i}");
-        match c
-            .offer(
-                &sa,
-                payload.as_bytes(),
-                Passphrase::new(format!("pw-{i}")),
-                KdfProfile::Test,
-            )
-            .await
-        {
-            Ok(o) => stored.push((o.link, payload)),
+        let text = format!("{tag} {i}");
+        match offer(c, sa, &text).await {
+            Ok(link) => stored.push((link, text)),
             Err(e) => {
-                failure = Some(e);
-                break;
+                assert!(storage_failure(&e), "expected a storage failure, got {e:?}");
+                assert!(e.to_string().contains("nothing was stored"), "{e}");
+                return;
             }
         }
     }
-    let failure = failure.expect("a 2 MiB disk must fill up");
-    match &failure {
-        ClientError::Server {
-            code: ErrorCode::StorageFailure,
-            message,
-        } => {
-            assert!(message.contains("nothing was stored"), "{message}")
-        }
-        other => panic!("expected a storage failure, got {other:?}"),
+    panic!("a 2 MiB disk must fill up");
+}
+
+async fn all_open(c: &rdv::client::Client, stored: &[(RdvLink, String)], when: &str) {
+    for (link, text) in stored {
+        let got = c
+            .accept(link, None)
+            .await
+            .unwrap_or_else(|e| panic!("{when}: a stored link does not open: {e}"));
+        assert_eq!(&got.payload[..], text.as_bytes(), "{when}");
     }
+}
+
+/// Wait (bounded) until the server's log says its writer is up: its newest line about the
+/// writer is "writes resume", not a failed commit. The server logs both; nothing is timed.
+fn wait_for_writer(log: &Path) {
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let last = |needle: &str| lines.iter().rposition(|l| l.contains(needle));
+        match (last("writes resume"), last("store commit failed")) {
+            (Some(up), Some(down)) if up > down => return,
+            (Some(_), None) => return,
+            _ => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+    panic!(
+        "the server's writer never came back up; its last lines:\n{}",
+        tail.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(&tmp.path().join("mnt"), "2m");
+    let data = fs.0.join("data");
+    let log = tmp.path().join("server.log");
+    let start = |data: &Path| {
+        ServerProcess::start_with(
+            data,
+            &["--rate", "100000"],
+            &[("RUST_LOG", "info")],
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+                .into(),
+        )
+    };
+    let server = start(&data);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let c = client(server.addr, clock.clone());
+    let sa = server_addr(server.addr);
+
+    let mut stored = Vec::new();
+    fill(&c, &sa, "payload", &mut stored).await;
     assert!(
         stored.len() > 10,
         "some stores fit before the disk filled: {}",
         stored.len()
     );
-    // Nothing already stored is damaged, and fetches keep working on the full disk.
-    for (link, payload) in &stored {
-        assert_eq!(
-            &c.accept(link, None)
-                .await
-                .expect("stored link still opens")
-                .payload[..],
-            payload.as_bytes()
-        );
-    }
-    // While the disk stays full, every further store either fits into space the failed commit
-    // left free or fails with the same clear error; the server never crashes.
-    let mut failures = 0;
-    for i in 0..200 {
-        match c
-            .offer(
-                &sa,
-                format!("more {i}").as_bytes(),
-                Passphrase::new(format!("pw-more-{i}")),
-                KdfProfile::Test,
-            )
-            .await
-        {
-            Ok(o) => stored.push((o.link, format!("more {i}"))),
-            Err(ClientError::Server {
-                code: ErrorCode::StorageFailure,
-                ..
-            }) => failures += 1,
-            Err(e) => panic!("unexpected error on a full disk: {e:?}"),
+    // The writer is down now; every fetch still answers from the last committed state.
+    all_open(&c, &stored, "right after the failure").await;
+    // While the disk stays full, every store either fits or fails with the same clear error.
+    for i in 0..50 {
+        match offer(&c, &sa, &format!("more {i}")).await {
+            Ok(link) => stored.push((link, format!("more {i}"))),
+            Err(e) => assert!(
+                storage_failure(&e),
+                "unexpected error on a full disk: {e:?}"
+            ),
         }
     }
-    assert!(
-        failures > 150,
-        "the disk is still full: {failures} of 200 stores failed"
-    );
+    all_open(&c, &stored, "on the full disk").await;
 
-    // Space returns: stores succeed again without restarting the server.
+    // A SIGTERM restart on the full disk: the server comes back and serves every link.
+    assert!(server.terminate().success());
+    let server = start(&data);
+    let c = client(server.addr, clock);
+    let sa = server_addr(server.addr);
+    all_open(&c, &stored, "after a restart on the full disk").await;
+    fill(&c, &sa, "after restart", &mut stored).await;
+    all_open(&c, &stored, "full again after the restart").await;
+
+    // Space returns. Nobody stores anything: the writer reopens its database by itself (it retries
+    // every second), and the first store after that succeeds.
     fs.resize("64m");
-    let mut recovered = None;
-    for _ in 0..5 {
-        if let Ok(o) = c
-            .offer(
-                &sa,
-                b"after the disk grew",
-                Passphrase::new("pw-after"),
-                KdfProfile::Test,
-            )
-            .await
-        {
-            recovered = Some(o);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let o = recovered.expect("the server stores again once space returns");
-    assert_eq!(
-        &c.accept(&o.link, None).await.unwrap().payload[..],
-        b"after the disk grew"
-    );
-    for (link, payload) in &stored {
-        assert_eq!(
-            &c.accept(link, None).await.unwrap().payload[..],
-            payload.as_bytes()
-        );
-    }
+    wait_for_writer(&log);
+    let link = offer(&c, &sa, "after the disk grew")
+        .await
+        .expect("the first store after the recovery succeeds");
+    stored.push((link, "after the disk grew".into()));
+    all_open(&c, &stored, "after the recovery").await;
 }

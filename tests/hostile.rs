@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
-use rdv::client::ClientError;
+use rdv::client::ErrorKind;
 use rdv::clock::{Clock, SystemClock};
-use rdv::io::{read_msg, write_msg};
+use rdv::framed::{read_msg, write_msg};
 use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{
     DeleteCheck, ErrorCode, KdfProfile, Locator, Passphrase, Request, Response, SealedLink,
@@ -45,7 +45,7 @@ struct Tally {
     closed: AtomicUsize,
 }
 
-fn count(t: &Tally, r: Result<Response, rdv::io::FrameIoError>) {
+fn count(t: &Tally, r: Result<Response, rdv::framed::FrameIoError>) {
     match r {
         Ok(Response::Error {
             code: ErrorCode::TimedOut,
@@ -84,18 +84,20 @@ async fn rendezvous(c: &rdv::client::Client, sa: &rdv::proto::ServerAddr, i: usi
                     Passphrase::new(format!("legit-pass-{i}")),
                     KdfProfile::Test,
                 )
-                .await?;
-            let got = c.accept(&o.link, None).await?;
+                .await
+                .map_err(|e| (e.kind(), e.to_string()))?;
+            let got = c
+                .accept(&o.link, None)
+                .await
+                .map_err(|e| (e.kind(), e.to_string()))?;
             assert_eq!(&got.payload[..], format!("legit {i}").as_bytes());
-            Ok::<_, ClientError>(())
+            Ok::<_, (ErrorKind, String)>(())
         }
         .await;
         match r {
             Ok(()) => return start.elapsed(),
-            Err(ClientError::Server { code, .. }) if code.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("well-behaved client failed: {e}"),
+            Err((ErrorKind::Transient, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err((_, e)) => panic!("well-behaved client failed: {e}"),
         }
     }
     panic!("well-behaved client was not served after 50 attempts");

@@ -77,7 +77,7 @@ fn no_secret_reaches_a_log_line() {
     server.kill();
 
     let link = RdvLink::parse(&link_text).unwrap();
-    let raw = raw_key(pass, &link.salt.0);
+    let raw = raw_key(pass, link.salt.expose());
     // The independently derived key is the one that opens the link.
     let key = kdf::derive_key(
         &Passphrase::new(pass),
@@ -111,8 +111,8 @@ fn no_secret_reaches_a_log_line() {
         ("passphrase", pass.to_string()),
         ("locator (base64)", URL_SAFE_NO_PAD.encode(link.locator.0)),
         ("locator (hex)", hex(&link.locator.0)),
-        ("salt (base64)", URL_SAFE_NO_PAD.encode(link.salt.0)),
-        ("salt (hex)", hex(&link.salt.0)),
+        ("salt (base64)", URL_SAFE_NO_PAD.encode(link.salt.expose())),
+        ("salt (hex)", hex(link.salt.expose())),
         ("delete token", token.clone()),
         ("link", link_text.clone()),
         ("bucket ID", id.to_string()),

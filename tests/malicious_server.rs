@@ -1,21 +1,24 @@
 //! A deliberately misbehaving server: the client refuses with a clear error, never panics, and
-//! deletes its link where it can.
+//! deletes its link where it can. The server is a hand-written handler behind in-memory pipes, so
+//! the tests run on tokio's paused clock (the silent server's 2 s timeout costs no real time).
 
 mod common;
 
 use common::*;
-use rdv::client::{Client, ClientConfig, ClientError};
+use rdv::client::pipe::PipeConnector;
+use rdv::client::{
+    AcceptError, Client, ClientConfig, ConnectionError, ErrorKind, Offer, OfferError,
+};
 use rdv::clock::{Clock, ManualClock};
-use rdv::io::{read_msg, write_msg};
+use rdv::framed::{read_msg, write_msg};
 use rdv::proto::{
-    BucketId, KdfProfile, Locator, Passphrase, PolicyViolation, RdvLink, Request, Response, Salt,
-    SealedLink, ServerInfo,
+    BucketId, DeleteCheck, KdfProfile, Locator, Passphrase, PolicyViolation, RdvLink, Request,
+    Response, Salt, SealedLink, ServerInfo,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncWriteExt, DuplexStream};
 
 #[derive(Clone, Copy, Debug)]
 enum Evil {
@@ -32,118 +35,120 @@ enum Evil {
     ControlCharsInError,
 }
 
+/// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
+#[derive(Default)]
 struct Seen {
     deletes: AtomicUsize,
     stores: AtomicUsize,
+    /// (locator of the handed-out bucket, check value stored) per store.
+    stored: Mutex<Vec<(Locator, DeleteCheck)>>,
+    /// (locator, token's check value) per delete.
+    deleted: Mutex<Vec<(Locator, DeleteCheck)>>,
 }
 
-async fn evil_server(mode: Evil) -> (std::net::SocketAddr, Arc<Seen>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Seen {
-        deletes: AtomicUsize::new(0),
-        stores: AtomicUsize::new(0),
-    });
+/// A connector to the evil server in `mode`.
+fn evil_server(mode: Evil) -> (PipeConnector, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
     let s2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let seen = s2.clone();
-            tokio::spawn(async move {
-                let max = u32::MAX;
-                loop {
-                    let Ok(req) = read_msg::<Request, _>(&mut s, 1 << 20).await else {
-                        return;
-                    };
-                    let resp = match (mode, req) {
-                        (Evil::HangUp, Request::Hello { .. }) => return,
-                        (Evil::Silent, _) => {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                            return;
-                        }
-                        (_, Request::Hello { .. }) => Response::Hello { version: 1 },
-                        (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
-                        (_, Request::Info) => Response::Info(info(600)),
-                        (_, Request::Store { .. }) => {
-                            seen.stores.fetch_add(1, Ordering::SeqCst);
-                            let id = match mode {
-                                Evil::FutureId => BucketId {
-                                    created: T0 + 3600,
-                                    seq: 0,
-                                },
-                                Evil::StaleId => BucketId {
-                                    created: T0 - 86_400,
-                                    seq: 0,
-                                },
-                                Evil::HugeSeq => BucketId {
-                                    created: T0,
-                                    seq: 5000,
-                                },
-                                Evil::GarbageFrame => {
-                                    let _ = s
-                                        .write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0xff])
-                                        .await;
-                                    continue;
-                                }
-                                Evil::OversizeFrame => {
-                                    let _ = s.write_all(&0x7fff_ffffu32.to_be_bytes()).await;
-                                    continue;
-                                }
-                                Evil::WrongAnswer => {
-                                    let _ = write_msg(&mut s, &Response::Deleted, max).await;
-                                    continue;
-                                }
-                                Evil::ControlCharsInError => {
-                                    let message = "evil \x1b[2J\x1b]0;pwned\x07 message"
-                                        .to_string()
-                                        + &"x".repeat(5000);
-                                    let _ = write_msg(
-                                        &mut s,
-                                        &Response::Error {
-                                            code: rdv::proto::ErrorCode::Internal,
-                                            message,
-                                        },
-                                        max,
-                                    )
-                                    .await;
-                                    continue;
-                                }
-                                _ => BucketId {
-                                    created: T0,
-                                    seq: 0,
-                                },
-                            };
-                            Response::Stored { id }
-                        }
-                        (_, Request::Delete { .. }) => {
-                            seen.deletes.fetch_add(1, Ordering::SeqCst);
-                            Response::Deleted
-                        }
-                        (Evil::TooManyLinks, Request::Fetch { .. }) => Response::Bucket {
-                            links: vec![SealedLink([1; 256]); 65],
-                        },
-                        (Evil::GarbageFrame, Request::Fetch { .. }) => {
-                            let _ = s.write_all(&[0, 0, 0, 2, 0x03, 0xff]).await;
-                            continue;
-                        }
-                        (Evil::OversizeFrame, Request::Fetch { .. }) => {
-                            let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
-                            continue;
-                        }
-                        (_, Request::Fetch { .. }) => Response::Stored {
-                            id: BucketId { created: 0, seq: 0 },
-                        },
-                    };
-                    if write_msg(&mut s, &resp, max).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+    let connector = PipeConnector::new(move |s| {
+        tokio::spawn(evil_connection(mode, s, s2.clone()));
     });
-    (addr, seen)
+    (connector, seen)
+}
+
+async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
+    let max = u32::MAX;
+    loop {
+        let Ok(req) = read_msg::<Request, _>(&mut s, 1 << 20).await else {
+            return;
+        };
+        let resp = match (mode, req) {
+            (Evil::HangUp, Request::Hello { .. }) => return,
+            (Evil::Silent, _) => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            (_, Request::Hello { .. }) => Response::Hello { version: 1 },
+            (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
+            (_, Request::Info) => Response::Info(info(600)),
+            (_, Request::Store { delete_check, .. }) => {
+                seen.stores.fetch_add(1, Ordering::SeqCst);
+                let id = match mode {
+                    Evil::FutureId => BucketId {
+                        created: T0 + 3600,
+                        seq: 0,
+                    },
+                    Evil::StaleId => BucketId {
+                        created: T0 - 86_400,
+                        seq: 0,
+                    },
+                    Evil::HugeSeq => BucketId {
+                        created: T0,
+                        seq: 5000,
+                    },
+                    Evil::GarbageFrame => {
+                        let _ = s
+                            .write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0xff])
+                            .await;
+                        continue;
+                    }
+                    Evil::OversizeFrame => {
+                        let _ = s.write_all(&0x7fff_ffffu32.to_be_bytes()).await;
+                        continue;
+                    }
+                    Evil::WrongAnswer => {
+                        let _ = write_msg(&mut s, &Response::Deleted, max).await;
+                        continue;
+                    }
+                    Evil::ControlCharsInError => {
+                        let message =
+                            "evil \x1b[2J\x1b]0;pwned\x07 message".to_string() + &"x".repeat(5000);
+                        let _ = write_msg(
+                            &mut s,
+                            &Response::Error {
+                                code: rdv::proto::ErrorCode::Internal,
+                                message,
+                            },
+                            max,
+                        )
+                        .await;
+                        continue;
+                    }
+                    _ => BucketId {
+                        created: T0,
+                        seq: 0,
+                    },
+                };
+                seen.stored
+                    .lock()
+                    .unwrap()
+                    .push((id.locator(), delete_check));
+                Response::Stored { id }
+            }
+            (_, Request::Delete { locator, token }) => {
+                seen.deletes.fetch_add(1, Ordering::SeqCst);
+                seen.deleted.lock().unwrap().push((locator, token.check()));
+                Response::Deleted
+            }
+            (Evil::TooManyLinks, Request::Fetch { .. }) => Response::Bucket {
+                links: vec![SealedLink([1; 256]); 65],
+            },
+            (Evil::GarbageFrame, Request::Fetch { .. }) => {
+                let _ = s.write_all(&[0, 0, 0, 2, 0x03, 0xff]).await;
+                continue;
+            }
+            (Evil::OversizeFrame, Request::Fetch { .. }) => {
+                let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
+                continue;
+            }
+            (_, Request::Fetch { .. }) => Response::Stored {
+                id: BucketId { created: 0, seq: 0 },
+            },
+        };
+        if write_msg(&mut s, &resp, max).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn info(window: u64) -> ServerInfo {
@@ -157,24 +162,20 @@ fn info(window: u64) -> ServerInfo {
     }
 }
 
-fn client_for(addr: std::net::SocketAddr) -> Client {
+fn client_for(connector: PipeConnector) -> Client {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
     let config = ClientConfig {
         request_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    Client::new(
-        Arc::new(rdv::client::direct::DirectConnector::to(addr.to_string())),
-        config,
-        clock,
-    )
+    Client::new(Arc::new(connector), config, clock)
 }
 
-async fn offer(mode: Evil) -> (Result<rdv::client::Offer, ClientError>, Arc<Seen>) {
-    let (addr, seen) = evil_server(mode).await;
-    let r = client_for(addr)
+async fn offer(mode: Evil) -> (Result<Offer, OfferError>, Arc<Seen>) {
+    let (connector, seen) = evil_server(mode);
+    let r = client_for(connector)
         .offer(
-            &server_addr(addr),
+            &pipe_addr(),
             b"secret payload",
             Passphrase::new("pass-word-x"),
             KdfProfile::Test,
@@ -183,7 +184,7 @@ async fn offer(mode: Evil) -> (Result<rdv::client::Offer, ClientError>, Arc<Seen
     (r, seen)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn suspicious_ids_are_refused_and_the_link_deleted() {
     for (mode, check) in [
         (
@@ -200,16 +201,27 @@ async fn suspicious_ids_are_refused_and_the_link_deleted() {
     ] {
         let (r, seen) = offer(mode).await;
         match r {
-            Err(ClientError::Refused {
-                violation,
-                deleted: true,
-            }) => assert!(check(&violation), "{mode:?}: {violation}"),
+            Err(
+                ref e @ OfferError::Refused {
+                    ref violation,
+                    deleted: true,
+                },
+            ) => {
+                assert!(check(violation), "{mode:?}: {violation}");
+                assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+            }
             other => panic!("{mode:?}: expected a refusal, got {other:?}"),
         }
         assert_eq!(
             seen.deletes.load(Ordering::SeqCst),
             1,
             "{mode:?}: the link was deleted"
+        );
+        // The delete names the bucket the server handed out, with the token of that store.
+        assert_eq!(
+            *seen.deleted.lock().unwrap(),
+            *seen.stored.lock().unwrap(),
+            "{mode:?}: the delete's locator and token match the store"
         );
         let msg = offer(mode).await.0.unwrap_err().to_string();
         assert!(
@@ -219,13 +231,13 @@ async fn suspicious_ids_are_refused_and_the_link_deleted() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_overlong_open_window_is_refused_before_storing() {
     let (r, seen) = offer(Evil::HugeWindow).await;
     assert!(
         matches!(
             r,
-            Err(ClientError::UnacceptableServer(
+            Err(OfferError::UnacceptableServer(
                 PolicyViolation::WindowTooLong { .. }
             ))
         ),
@@ -234,26 +246,60 @@ async fn an_overlong_open_window_is_refused_before_storing() {
     assert_eq!(seen.stores.load(Ordering::SeqCst), 0, "nothing was stored");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn broken_frames_are_protocol_errors() {
     for mode in [Evil::GarbageFrame, Evil::OversizeFrame, Evil::WrongAnswer] {
         let (r, _) = offer(mode).await;
-        assert!(
-            matches!(r, Err(ClientError::Protocol(_))),
-            "{mode:?}: {r:?}"
-        );
+        match r {
+            Err(e @ OfferError::Connection(ConnectionError::Protocol(_))) => {
+                assert_eq!(e.kind(), ErrorKind::ServerMisbehaved)
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
     }
     let (r, _) = offer(Evil::HangUp).await;
     let e = r.unwrap_err();
     assert!(
-        matches!(e, ClientError::Protocol(_) | ClientError::Io(_)),
+        matches!(
+            e,
+            OfferError::Connection(
+                ConnectionError::NotRdv(_) | ConnectionError::Protocol(_) | ConnectionError::Io(_)
+            )
+        ),
         "{e:?}"
     );
+    let t = tokio::time::Instant::now();
     let (r, _) = offer(Evil::Silent).await;
-    assert!(matches!(r, Err(ClientError::Timeout(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(OfferError::Connection(ConnectionError::Timeout(_)))),
+        "{r:?}"
+    );
+    assert_eq!(
+        t.elapsed(),
+        Duration::from_secs(2),
+        "the request timeout, exactly"
+    );
 }
 
-#[tokio::test]
+/// Something that is not an rdv server at all (here: an HTTP server) gets a message saying so.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_does_not_speak_rdv_is_named_as_such() {
+    let connector = PipeConnector::new(|mut s: DuplexStream| {
+        tokio::spawn(async move {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+    });
+    let e = client_for(connector).info(&pipe_addr()).await.unwrap_err();
+    assert!(matches!(e, ConnectionError::NotRdv(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("does not speak the rdv protocol"),
+        "{e}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn server_error_messages_are_sanitized() {
     let (r, _) = offer(Evil::ControlCharsInError).await;
     let e = r.unwrap_err().to_string();
@@ -261,12 +307,12 @@ async fn server_error_messages_are_sanitized() {
     assert!(e.len() < 400, "message cut: {} bytes", e.len());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn hostile_fetch_answers_are_refused() {
-    let link = |addr: std::net::SocketAddr| RdvLink {
-        server: server_addr(addr),
+    let link = || RdvLink {
+        server: pipe_addr(),
         locator: Locator([1; 32]),
-        salt: Salt([2; 16]),
+        salt: Salt::from_bytes([2; 16]),
         kdf: KdfProfile::Test,
         passphrase: Some(Passphrase::new("pw")),
     };
@@ -276,21 +322,25 @@ async fn hostile_fetch_answers_are_refused() {
         Evil::OversizeFrame,
         Evil::FutureId,
     ] {
-        let (addr, _) = evil_server(mode).await;
-        let r = client_for(addr).accept(&link(addr), None).await;
+        let (connector, _) = evil_server(mode);
+        let r = client_for(connector).accept(&link(), None).await;
         assert!(
-            matches!(r, Err(ClientError::Protocol(_))),
+            matches!(
+                r,
+                Err(AcceptError::Connection(ConnectionError::Protocol(_)))
+            ),
             "{mode:?}: {r:?}"
         );
     }
     // A link asking for absurd KDF work is refused before anything is fetched.
-    let (addr, _) = evil_server(Evil::FutureId).await;
-    let mut l = link(addr);
+    let (connector, seen) = evil_server(Evil::FutureId);
+    let mut l = link();
     l.kdf = KdfProfile::Custom(rdv::proto::KdfParams {
         m_kib: 4 << 20,
         t: 1,
         p: 1,
     });
-    let r = client_for(addr).accept(&l, None).await;
-    assert!(matches!(r, Err(ClientError::Kdf(_))), "{r:?}");
+    let r = client_for(connector).accept(&l, None).await;
+    assert!(matches!(r, Err(AcceptError::Kdf(_))), "{r:?}");
+    assert_eq!(seen.stores.load(Ordering::SeqCst), 0);
 }

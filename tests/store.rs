@@ -2,6 +2,7 @@
 //! in-memory store.
 
 use futures::future::join_all;
+use rdv::proto::padding::FillerSecret;
 use rdv::proto::{DeleteToken, SealedLink};
 use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, MemoryStore, StoreParams};
 
@@ -12,7 +13,7 @@ fn link(i: u32) -> (SealedLink, DeleteToken) {
     b[..4].copy_from_slice(&i.to_be_bytes());
     let mut t = [0u8; 32];
     t[..4].copy_from_slice(&i.to_be_bytes());
-    (SealedLink(b), DeleteToken(t))
+    (SealedLink(b), DeleteToken::from_bytes(t))
 }
 
 async fn concurrent_stores(commit_per_store: bool) -> u64 {
@@ -23,7 +24,7 @@ async fn concurrent_stores(commit_per_store: bool) -> u64 {
             commit_per_store,
             ..Default::default()
         },
-        [0; 32],
+        FillerSecret::from_bytes([0; 32]),
     )
     .unwrap();
     let ids = join_all((0..200).map(|i| {
@@ -71,7 +72,7 @@ async fn reopen_keeps_everything_and_continues_ids() {
                 params,
                 ..Default::default()
             },
-            [1; 32],
+            FillerSecret::from_bytes([1; 32]),
         )
         .unwrap();
         for i in 0..100 {
@@ -85,10 +86,14 @@ async fn reopen_keeps_everything_and_continues_ids() {
             params,
             ..Default::default()
         },
-        [2; 32],
+        FillerSecret::from_bytes([2; 32]),
     )
     .unwrap();
-    assert_eq!(store.filler_secret(), [1; 32], "the filler secret persists");
+    assert_eq!(
+        store.filler_secret(),
+        &FillerSecret::from_bytes([1; 32]),
+        "the filler secret persists"
+    );
     assert_eq!(store.verify().unwrap(), (2, 100));
     for (i, id) in ids.iter().enumerate() {
         let links = store.fetch(id.locator(), T0).await.unwrap().unwrap();
@@ -117,7 +122,7 @@ async fn disk_store_matches_memory_model() {
             params,
             ..Default::default()
         },
-        [0; 32],
+        FillerSecret::from_bytes([0; 32]),
     )
     .unwrap();
     let mem = MemoryStore::new(params);

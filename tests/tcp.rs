@@ -1,573 +1,82 @@
-//! Integration tests over real loopback TCP with the on-disk store.
+//! Smoke test over real loopback TCP and the on-disk store: the path a `--direct` user and the
+//! C tor `HiddenServicePort` set-up take. The protocol's details are in `tests/protocol.rs`.
 
 mod common;
 
 use common::*;
-use rdv::client::ClientError;
+use rdv::client::{AcceptError, ConnectionError, DeleteError};
 use rdv::clock::{Clock, SystemClock};
-use rdv::io::{read_msg, write_msg};
-use rdv::proto::wire::DEFAULT_MAX_FRAME;
-use rdv::proto::{
-    BucketId, DeleteToken, ErrorCode, KdfProfile, Passphrase, Request, Response, SealedLink,
-};
+use rdv::proto::{ErrorCode, KdfProfile, Passphrase};
 use rdv::server::ServerConfig;
 use rdv::store::{BucketStore, StoreParams};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn pass(i: usize) -> Passphrase {
-    Passphrase::new(format!("initiator-{i}-correct-horse"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_initiators_fill_a_bucket_and_each_finds_only_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(manual_clock());
-    let (_server, addr) = start_default(dir.path(), clock.clone()).await;
-    let sa = server_addr(addr);
-    let client = Arc::new(client(addr, clock.clone()));
-
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let (client, sa) = (client.clone(), sa.clone());
-        tasks.push(tokio::spawn(async move {
-            let payload = format!("smp://server-{i}.example/queue/{i}");
-            client
-                .offer(&sa, payload.as_bytes(), pass(i), KdfProfile::Test)
-                .await
-                .map(|o| (i, payload, o))
-        }));
-    }
-    let mut offers = Vec::new();
-    for t in tasks {
-        offers.push(t.await.unwrap().expect("offer"));
-    }
-    let first = offers[0].2.bucket;
-    assert!(
-        offers.iter().all(|(_, _, o)| o.bucket == first),
-        "all 64 in one bucket"
-    );
-    assert_eq!(
-        first,
-        BucketId {
-            created: T0,
-            seq: 0
-        }
-    );
-
-    // Every accepter opens exactly its own payload among 63 others.
-    let mut indices = std::collections::HashSet::new();
-    for (i, payload, offer) in &offers {
-        let link = offer.link.without_passphrase();
-        let got = client.accept(&link, Some(pass(*i))).await.expect("accept");
-        assert_eq!(&got.payload[..], payload.as_bytes());
-        assert_eq!(got.tried, 64);
-        indices.insert(got.index);
-    }
-    assert_eq!(indices.len(), 64, "each link sits at its own position");
-
-    // The 65th store opens a new bucket.
-    let o = client
-        .offer(&sa, b"sixty-fifth", pass(64), KdfProfile::Test)
-        .await
-        .unwrap();
-    assert_eq!(
-        o.bucket,
-        BucketId {
-            created: T0,
-            seq: 1
-        }
-    );
-    assert_ne!(o.link.locator, offers[0].2.link.locator);
-}
-
-#[tokio::test]
-async fn wrong_passphrase_finds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (_s, addr) = start_default(dir.path(), clock.clone()).await;
-    let c = client(addr, clock);
-    let o = c
-        .offer(&server_addr(addr), b"payload", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    let link = o.link.without_passphrase();
-    match c.accept(&link, Some(pass(2))).await {
-        Err(ClientError::NoMatch { tried: 64 }) => {}
-        other => panic!("expected NoMatch, got {other:?}"),
-    }
-    let e = c
-        .accept(&link, Some(pass(2)))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("no link in this bucket opens with this passphrase"),
-        "{e}"
-    );
-    // Without any passphrase: a clear error before any network traffic.
-    assert!(matches!(
-        c.accept(&link, None).await,
-        Err(ClientError::PassphraseRequired)
-    ));
-    // The one-channel link carries its passphrase.
-    assert_eq!(
-        &c.accept(&o.link, None).await.unwrap().payload[..],
-        b"payload"
-    );
-}
-
-#[tokio::test]
-async fn deleted_link_is_gone() {
+async fn offer_accept_delete_over_tcp_with_the_disk_store() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (server, addr) = start_default(dir.path(), clock.clone()).await;
     let c = client(addr, clock);
     let sa = server_addr(addr);
-    let keep = c
-        .offer(&sa, b"keep", pass(1), KdfProfile::Test)
+    let pass = Passphrase::new("tcp-smoke-correct-horse-battery");
+    let o = c
+        .offer(&sa, b"smp://over-tcp/queue", pass.clone(), KdfProfile::Test)
         .await
         .unwrap();
-    let gone = c
-        .offer(&sa, b"gone", pass(2), KdfProfile::Test)
-        .await
-        .unwrap();
-    assert_eq!(server.store().link_count(), 2);
-    // A wrong token deletes nothing.
+    let link = o.link.without_passphrase();
+    let got = c.accept(&link, Some(pass.clone())).await.unwrap();
+    assert_eq!(&got.payload[..], b"smp://over-tcp/queue");
+    assert_eq!(got.tried, 64);
     assert!(matches!(
-        c.delete(&gone.link, &DeleteToken([0; 32])).await,
-        Err(ClientError::NotFound)
+        c.accept(&link, Some(Passphrase::new("wrong"))).await,
+        Err(AcceptError::NoMatch { tried: 64 })
     ));
-    c.delete(&gone.link, &gone.delete_token).await.unwrap();
+    c.delete(&link, &o.delete_token).await.unwrap();
     assert!(matches!(
-        c.accept(&gone.link, None).await,
-        Err(ClientError::NoMatch { .. })
+        c.delete(&link, &o.delete_token).await,
+        Err(DeleteError::NothingToDelete)
     ));
-    assert!(matches!(
-        c.delete(&gone.link, &gone.delete_token).await,
-        Err(ClientError::NotFound)
-    ));
-    assert_eq!(
-        &c.accept(&keep.link, None).await.unwrap().payload[..],
-        b"keep"
-    );
-    assert_eq!(server.store().link_count(), 1);
+    assert_eq!(server.store().link_count(), 0);
+    assert_eq!(server.store().verify().unwrap(), (1, 0));
 }
 
-#[tokio::test]
-async fn expired_buckets_are_gone_and_collected() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = manual_clock();
-    let params = StoreParams {
-        open_window_secs: 10,
-        ttl_secs: 100,
-        max_links: None,
-    };
-    let (server, addr) = start_server(
-        dir.path(),
-        params,
-        ServerConfig::default(),
-        Arc::new(clock.clone()),
-    )
-    .await;
-    let c = client(addr, Arc::new(clock.clone()));
-    let sa = server_addr(addr);
-    let old = c
-        .offer(&sa, b"old", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    clock.advance(50);
-    let young = c
-        .offer(&sa, b"young", pass(2), KdfProfile::Test)
-        .await
-        .unwrap();
-    assert_ne!(
-        old.bucket, young.bucket,
-        "the open window closed the first bucket"
-    );
-    clock.advance(50); // old is exactly 100 s old: expired
-    assert!(matches!(
-        c.accept(&old.link, None).await,
-        Err(ClientError::NotFound)
-    ));
-    assert_eq!(
-        &c.accept(&young.link, None).await.unwrap().payload[..],
-        b"young"
-    );
-    assert_eq!(
-        server
-            .store()
-            .collect_garbage(clock.now(), 1000)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(server.store().link_count(), 1);
-    assert_eq!(server.store().verify().unwrap(), (1, 1));
-    clock.advance(50);
-    assert!(matches!(
-        c.accept(&young.link, None).await,
-        Err(ClientError::NotFound)
-    ));
-    assert_eq!(
-        server
-            .store()
-            .collect_garbage(clock.now(), 1000)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(server.store().verify().unwrap(), (0, 0));
-}
-
-#[tokio::test]
-async fn quota_refuses_new_stores_and_keeps_old_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let params = StoreParams {
-        max_links: Some(3),
-        ..Default::default()
-    };
-    let (_s, addr) = start_server(dir.path(), params, ServerConfig::default(), clock.clone()).await;
-    let c = client(addr, clock);
-    let sa = server_addr(addr);
-    let mut offers = Vec::new();
-    for i in 0..3 {
-        offers.push(
-            c.offer(&sa, format!("p{i}").as_bytes(), pass(i), KdfProfile::Test)
-                .await
-                .unwrap(),
-        );
-    }
-    match c.offer(&sa, b"p3", pass(3), KdfProfile::Test).await {
-        Err(ClientError::Server {
-            code: ErrorCode::QuotaExceeded,
-            message,
-        }) => assert!(message.contains("quota"), "{message}"),
-        other => panic!("expected QuotaExceeded, got {other:?}"),
-    }
-    for (i, o) in offers.iter().enumerate() {
-        assert_eq!(
-            &c.accept(&o.link, None).await.unwrap().payload[..],
-            format!("p{i}").as_bytes()
-        );
-    }
-    // Deleting frees a slot.
-    c.delete(&offers[0].link, &offers[0].delete_token)
-        .await
-        .unwrap();
-    c.offer(&sa, b"p3", pass(3), KdfProfile::Test)
-        .await
-        .unwrap();
-}
-
-async fn hello(s: &mut TcpStream) {
-    assert!(raw_hello(s).await, "version exchange");
-}
-
-async fn raw(addr: std::net::SocketAddr) -> TcpStream {
-    TcpStream::connect(addr).await.unwrap()
-}
-
-fn code(r: Response) -> ErrorCode {
-    match r {
-        Response::Error { code, .. } => code,
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn limits_give_clear_errors_and_others_keep_being_served() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = ServerConfig {
-        max_connections: 4,
-        idle_timeout: Duration::from_millis(800),
-        rate_per_sec: 2,
-        rate_burst: 3,
+        max_connections: 3,
         ..Default::default()
     };
     let (server, addr) =
         start_server(dir.path(), StoreParams::default(), config, clock.clone()).await;
-    let c = client(addr, clock);
-    let sa = server_addr(addr);
-
-    // No Hello first.
-    let mut s = raw(addr).await;
-    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::HelloRequired
-    );
-
-    // Unsupported version.
-    let mut s = raw(addr).await;
-    write_msg(
-        &mut s,
-        &Request::Hello {
-            min_version: 7,
-            max_version: 9,
-        },
-        DEFAULT_MAX_FRAME,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::UnsupportedVersion
-    );
-
-    // Oversize length prefix: refused before the body is read.
-    let mut s = raw(addr).await;
-    hello(&mut s).await;
-    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::FrameTooLarge
-    );
-
-    // Garbage body.
-    let mut s = raw(addr).await;
-    hello(&mut s).await;
-    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::Malformed
-    );
-
-    // Truncated frame then silence, and a slowloris trickle: both time out.
-    let mut s = raw(addr).await;
-    hello(&mut s).await;
-    s.write_all(&[0, 0, 1, 0, 1, 2]).await.unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::TimedOut
-    );
-    let mut s = raw(addr).await;
-    let frame = rdv::proto::wire::encode_frame(
-        &Request::Hello {
-            min_version: 1,
-            max_version: 1,
-        },
-        DEFAULT_MAX_FRAME,
-    )
-    .unwrap();
-    let trickle = async {
-        for b in frame {
-            s.write_all(&[b]).await?;
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = trickle.await;
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::TimedOut
-    );
-
-    // Rate limit: burst of 3, then RateLimited, and the connection stays usable.
-    let mut s = raw(addr).await;
-    hello(&mut s).await; // uses one token
-    for _ in 0..2 {
-        write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
-            .await
-            .unwrap();
-        assert!(matches!(
-            read_msg(&mut s, u32::MAX).await.unwrap(),
-            Response::Info(_)
-        ));
-    }
-    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::RateLimited
-    );
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap();
-    assert!(matches!(
-        read_msg(&mut s, u32::MAX).await.unwrap(),
-        Response::Info(_)
-    ));
-    drop(s);
-
-    // Connection flood: hold 4 connections, the 5th is told Busy; a slot frees when one leaves.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut s = raw(addr).await;
-        hello(&mut s).await;
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(raw_hello(&mut s).await);
         held.push(s);
     }
-    let mut s = raw(addr).await;
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::Busy
-    );
-    assert!(matches!(
-        c.info(&sa).await,
-        Err(ClientError::Server {
-            code: ErrorCode::Busy,
-            ..
-        })
-    ));
-    held.pop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = client(addr, clock.clone())
+        .info(&server_addr(addr))
+        .await
+        .unwrap_err();
     assert!(
-        c.info(&sa).await.is_ok(),
-        "served again once a slot is free"
+        matches!(
+            e,
+            ConnectionError::Server {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{e:?}"
     );
     drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.open_connections(), 0);
-}
-
-#[tokio::test]
-async fn fetch_answers_are_full_size_and_stable() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (_s, addr) = start_default(dir.path(), clock.clone()).await;
-    let c = client(addr, clock);
-    let o = c
-        .offer(&server_addr(addr), b"x", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    let fetch = || async {
-        let mut s = raw(addr).await;
-        hello(&mut s).await;
-        write_msg(
-            &mut s,
-            &Request::Fetch {
-                locator: o.link.locator,
-            },
-            DEFAULT_MAX_FRAME,
-        )
-        .await
-        .unwrap();
-        match read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap() {
-            Response::Bucket { links } => links,
-            other => panic!("{other:?}"),
+    for _ in 0..100 {
+        if server.open_connections() == 0 {
+            break;
         }
-    };
-    let a: Vec<SealedLink> = fetch().await;
-    let b = fetch().await;
-    assert_eq!(a.len(), 64);
-    assert_eq!(
-        a, b,
-        "filler is the same on every fetch, so diffing answers reveals nothing"
-    );
-    assert_eq!(
-        a.iter()
-            .map(|l| l.0.to_vec())
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
-        64,
-        "no repeated filler"
-    );
-}
-
-#[tokio::test]
-async fn expiry_frees_quota_and_nothing_is_evicted_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = manual_clock();
-    let params = StoreParams {
-        open_window_secs: 10,
-        ttl_secs: 100,
-        max_links: Some(70),
-    };
-    let (server, addr) = start_server(
-        dir.path(),
-        params,
-        ServerConfig::default(),
-        Arc::new(clock.clone()),
-    )
-    .await;
-    let c = client(addr, Arc::new(clock.clone()));
-    let sa = server_addr(addr);
-    // A flood of stores fills the quota: 70 fit, the rest are refused, none evicts an old link.
-    let mut kept = Vec::new();
-    let mut refused = 0;
-    for i in 0..100 {
-        match c
-            .offer(&sa, format!("f{i}").as_bytes(), pass(i), KdfProfile::Test)
-            .await
-        {
-            Ok(o) => kept.push((i, o)),
-            Err(ClientError::Server {
-                code: ErrorCode::QuotaExceeded,
-                ..
-            }) => refused += 1,
-            Err(e) => panic!("{e}"),
-        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!((kept.len(), refused), (70, 30));
-    for (i, o) in &kept {
-        assert_eq!(
-            &c.accept(&o.link, None).await.unwrap().payload[..],
-            format!("f{i}").as_bytes()
-        );
-    }
-    // Once the buckets expire and are collected, the space is free again.
-    clock.advance(100);
-    assert_eq!(
-        server
-            .store()
-            .collect_garbage(clock.now(), 1000)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(server.store().link_count(), 0);
-    c.offer(&sa, b"after expiry", pass(1000), KdfProfile::Test)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn a_peer_that_never_reads_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = ServerConfig {
-        idle_timeout: Duration::from_millis(500),
-        rate_per_sec: 100_000,
-        rate_burst: 100_000,
-        ..Default::default()
-    };
-    let (server, addr) =
-        start_server(dir.path(), StoreParams::default(), config, clock.clone()).await;
-    let o = client(addr, clock)
-        .offer(&server_addr(addr), b"x", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    let mut s = raw(addr).await;
-    hello(&mut s).await;
-    // Thousands of fetches (16.5 KB answers each), never reading: the server's writes block.
-    let frame = rdv::proto::wire::encode_frame(
-        &Request::Fetch {
-            locator: o.link.locator,
-        },
-        DEFAULT_MAX_FRAME,
-    )
-    .unwrap();
-    let flood = tokio::time::timeout(Duration::from_secs(5), async {
-        for _ in 0..5000 {
-            if s.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    let _ = flood.await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        server.open_connections(),
-        0,
-        "the slot is freed after the write timeout"
-    );
+    assert!(client(addr, clock).info(&server_addr(addr)).await.is_ok());
 }

@@ -101,7 +101,7 @@ fn requests() -> Vec<(&'static str, Request)> {
             "request.delete",
             Request::Delete {
                 locator: Locator([0x22; 32]),
-                token: DeleteToken([0x33; 32]),
+                token: DeleteToken::from_bytes([0x33; 32]),
             },
         ),
     ]
@@ -215,8 +215,13 @@ fn seal_and_kdf_vectors() {
             }),
         ),
     ] {
-        let k =
-            kdf::derive_key(&Passphrase::new(pass), &Salt([0x07; 16]), profile, &limits).unwrap();
+        let k = kdf::derive_key(
+            &Passphrase::new(pass),
+            &Salt::from_bytes([0x07; 16]),
+            profile,
+            &limits,
+        )
+        .unwrap();
         // Observable only through sealing: pin a sealed empty payload under the derived key.
         let s = seal(&k, b"", [0; 24]).unwrap();
         computed.push((n.to_string(), hex(&s.0)));

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     runtime().block_on(async {
         let store = MemoryStore::new(StoreParams::default());
         let config = ServerConfig { idle_timeout: Duration::from_secs(5), ..Default::default() };
-        let server = Server::new(store, config, Arc::new(ManualClock::new(1_800_000_000)));
+        let server = Server::new(store, config, Arc::new(ManualClock::new(1_800_000_000))).unwrap();
         let (mut peer, conn) = tokio::io::duplex(1 << 20);
         let task = tokio::spawn(server.clone().serve_stream(conn));
         peer.write_all(data).await.unwrap();

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut token = [0u8; 32];
                 token[..4].copy_from_slice(&n.to_be_bytes());
                 let total: usize = model.values().map(Vec::len).sum();
-                match block_on(store.store(SealedLink(blob), DeleteToken(token).check(), now)) {
+                match block_on(store.store(SealedLink(blob), DeleteToken::from_bytes(token).check(), now)) {
                     Ok(id) => {
                         assert!(total < 300, "stored beyond the quota");
                         if let Some(l) = last {
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
                 let all: Vec<(BucketId, [u8; 32])> = model.iter().flat_map(|(id, v)| v.iter().map(move |(_, t)| (*id, *t))).collect();
                 if let Some((id, token)) = all.get(usize::from(arg) % (all.len() + 1)).copied() {
                     let expired = now >= id.created + params.ttl_secs;
-                    let deleted = block_on(store.delete(id.locator(), DeleteToken(token).check(), now)).unwrap();
+                    let deleted = block_on(store.delete(id.locator(), DeleteToken::from_bytes(token).check(), now)).unwrap();
                     assert_eq!(deleted, !expired);
                     if deleted {
                         let v = model.get_mut(&id).unwrap();

@@ -1,6 +1,6 @@
 //! Direct TCP transport: for local testing only, it bypasses Tor and shows the server your address.
 
-use super::{ClientError, Connector, Stream};
+use super::{ConnectError, ConnectStage, Connector, Stream};
 use crate::proto::ServerAddr;
 use futures::future::BoxFuture;
 use tokio::net::TcpStream;
@@ -25,15 +25,14 @@ impl Connector for DirectConnector {
     fn connect<'a>(
         &'a self,
         addr: &'a ServerAddr,
-    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ClientError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>> {
         Box::pin(async move {
             let target = self.target.clone().unwrap_or_else(|| addr.to_string());
-            let s = TcpStream::connect(&target)
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr: target.clone(),
-                    detail: e.to_string(),
-                })?;
+            let s = TcpStream::connect(&target).await.map_err(|e| {
+                // Nobody listens there: trying again at once will not change that.
+                let retryable = e.kind() != std::io::ErrorKind::ConnectionRefused;
+                ConnectError::new(target.clone(), ConnectStage::Tcp, retryable, e)
+            })?;
             let _ = s.set_nodelay(true);
             Ok(Box::new(s) as Box<dyn Stream>)
         })

@@ -1,6 +1,6 @@
 //! Tor transport: every connection goes through embedded arti on its own isolated circuit.
 
-use super::{ClientError, Connector, Stream};
+use super::{ConnectError, ConnectStage, Connector, Stream};
 use crate::proto::ServerAddr;
 use crate::tor::Tor;
 use futures::future::BoxFuture;
@@ -19,11 +19,14 @@ impl TorConnector {
     }
 }
 
+/// Connection attempts before giving up.
+const CONNECT_ATTEMPTS: u32 = 4;
+
 impl Connector for TorConnector {
     fn connect<'a>(
         &'a self,
         addr: &'a ServerAddr,
-    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ClientError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>> {
         Box::pin(async move {
             // Right after an onion service (re)starts, a directory may still serve its previous
             // descriptor, whose introduction points are gone: a few retries ride that out. The
@@ -40,16 +43,15 @@ impl Connector for TorConnector {
                         attempt += 1;
                     }
                     Err(e) => {
-                        return Err(ClientError::Connect {
-                            addr: addr.to_string(),
-                            detail: format!("over Tor, after {attempt} attempts: {e}"),
-                        })
+                        return Err(ConnectError::new(
+                            addr.to_string(),
+                            ConnectStage::Stream,
+                            true,
+                            e,
+                        ))
                     }
                 }
             }
         })
     }
 }
-
-/// Connection attempts before giving up.
-const CONNECT_ATTEMPTS: u32 = 4;

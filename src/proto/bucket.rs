@@ -57,9 +57,44 @@ impl fmt::Debug for Locator {
 /// A 32-byte secret the initiator keeps to delete its link later. Only its hash, the
 /// [`DeleteCheck`], is stored on the server.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-pub struct DeleteToken(#[serde(with = "super::bytes")] pub [u8; 32]);
+pub struct DeleteToken(#[serde(with = "super::bytes")] [u8; 32]);
 
 impl DeleteToken {
+    /// Length of the token's text form (unpadded base64url).
+    pub const TEXT_LEN: usize = 43;
+
+    /// Wrap raw token bytes (random in real use).
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        DeleteToken(b)
+    }
+
+    /// The raw bytes.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The token as text: 43 characters of unpadded base64url.
+    pub fn to_text(&self) -> zeroize::Zeroizing<String> {
+        use base64::Engine;
+        zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0))
+    }
+
+    /// Parse the text form; `None` unless it is exactly 43 canonical base64url characters.
+    pub fn parse(text: &str) -> Option<Self> {
+        use base64::Engine;
+        if text.len() != Self::TEXT_LEN {
+            return None;
+        }
+        let v = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text)
+                .ok()?,
+        );
+        let b: [u8; 32] = v.as_slice().try_into().ok()?;
+        let t = DeleteToken(b);
+        (*t.to_text() == text).then_some(t)
+    }
+
     /// The check value the server stores with the link.
     pub fn check(&self) -> DeleteCheck {
         let mut h = Sha3_256::new();
@@ -103,6 +138,20 @@ mod tests {
     fn debug_is_redacted() {
         let l = BucketId { created: 1, seq: 0 }.locator();
         assert_eq!(format!("{l:?}"), "Locator([redacted])");
-        assert!(!format!("{:?}", DeleteToken([7; 32])).contains('7'));
+        assert!(!format!("{:?}", DeleteToken::from_bytes([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn token_text_round_trip_is_canonical() {
+        let t = DeleteToken::from_bytes([0xA7; 32]);
+        let text = t.to_text();
+        assert_eq!(text.len(), DeleteToken::TEXT_LEN);
+        assert_eq!(DeleteToken::parse(&text), Some(t));
+        assert_eq!(DeleteToken::parse(&text[1..]), None);
+        // The last character carries 4 unused bits: a stray one is not canonical.
+        let mut odd = text.to_string();
+        odd.pop();
+        odd.push('5');
+        assert_eq!(DeleteToken::parse(&odd), None);
     }
 }

@@ -9,12 +9,17 @@ use serde::{Deserializer, Serializer};
 use std::fmt;
 
 /// Serialize a fixed-size array as a byte string.
-pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer, const N: usize>(
+    v: &[u8; N],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_bytes(v)
 }
 
 /// Deserialize a byte string that must be exactly `N` bytes long.
-pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    d: D,
+) -> Result<[u8; N], D::Error> {
     struct V<const N: usize>;
     impl<'de, const N: usize> Visitor<'de> for V<N> {
         type Value = [u8; N];

@@ -161,12 +161,23 @@ pub enum KdfError {
     },
     /// Argon2 rejected the parameters (e.g. memory below 8 KiB per lane).
     #[error("invalid Argon2id parameters: {0}")]
-    Invalid(String),
+    Invalid(argon2::Error),
 }
 
 /// A salt: 16 random bytes chosen by the initiator, carried in the link only.
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct Salt(pub [u8; SALT_LEN]);
+pub struct Salt([u8; SALT_LEN]);
+
+impl Salt {
+    /// Wrap raw salt bytes (random in real use).
+    pub fn from_bytes(b: [u8; SALT_LEN]) -> Self {
+        Salt(b)
+    }
+    /// The raw bytes.
+    pub fn expose(&self) -> &[u8; SALT_LEN] {
+        &self.0
+    }
+}
 
 impl fmt::Debug for Salt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -266,13 +277,13 @@ pub fn derive_key(
 ) -> Result<LinkKey, KdfError> {
     let params = profile.params();
     check_limits(params, limits)?;
-    let p = Params::new(params.m_kib, params.t, params.p, Some(KEY_LEN))
-        .map_err(|e| KdfError::Invalid(e.to_string()))?;
+    let p =
+        Params::new(params.m_kib, params.t, params.p, Some(KEY_LEN)).map_err(KdfError::Invalid)?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     argon
         .hash_password_into(passphrase.expose().as_bytes(), &salt.0, &mut *out)
-        .map_err(|e| KdfError::Invalid(e.to_string()))?;
+        .map_err(KdfError::Invalid)?;
     Ok(LinkKey(*out))
 }
 
@@ -321,7 +332,7 @@ mod tests {
         });
         let e = derive_key(
             &Passphrase::new("x"),
-            &Salt([0; 16]),
+            &Salt::from_bytes([0; 16]),
             huge,
             &KdfLimits::default(),
         );
@@ -331,9 +342,27 @@ mod tests {
     #[test]
     fn derivation_is_deterministic_and_salted() {
         let l = KdfLimits::default();
-        let a = derive_key(&Passphrase::new("pw"), &Salt([1; 16]), KdfProfile::Test, &l).unwrap();
-        let b = derive_key(&Passphrase::new("pw"), &Salt([1; 16]), KdfProfile::Test, &l).unwrap();
-        let c = derive_key(&Passphrase::new("pw"), &Salt([2; 16]), KdfProfile::Test, &l).unwrap();
+        let a = derive_key(
+            &Passphrase::new("pw"),
+            &Salt::from_bytes([1; 16]),
+            KdfProfile::Test,
+            &l,
+        )
+        .unwrap();
+        let b = derive_key(
+            &Passphrase::new("pw"),
+            &Salt::from_bytes([1; 16]),
+            KdfProfile::Test,
+            &l,
+        )
+        .unwrap();
+        let c = derive_key(
+            &Passphrase::new("pw"),
+            &Salt::from_bytes([2; 16]),
+            KdfProfile::Test,
+            &l,
+        )
+        .unwrap();
         assert_eq!(a.0, b.0);
         assert_ne!(a.0, c.0);
     }

@@ -229,7 +229,7 @@ impl RdvLink {
             .ok_or(LinkError::BadLocator)?;
         let s_field = next("s")?;
         let salt = decode_fixed::<SALT_LEN>(s_field)
-            .map(Salt)
+            .map(Salt::from_bytes)
             .ok_or(LinkError::BadSalt)?;
         let k = next("k")?;
         let kdf = KdfProfile::parse(k)?;
@@ -267,7 +267,7 @@ impl RdvLink {
             "{SCHEME}{}?l={}&s={}&k={}",
             self.server,
             URL_SAFE_NO_PAD.encode(self.locator.0),
-            URL_SAFE_NO_PAD.encode(self.salt.0),
+            URL_SAFE_NO_PAD.encode(self.salt.expose()),
             self.kdf
         ));
         if let Some(p) = &self.passphrase {
@@ -303,7 +303,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Percent-encode every byte outside the unreserved set.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
         if is_unreserved(b) {
@@ -360,7 +360,7 @@ mod tests {
                 port: 7000,
             },
             locator: Locator([7; 32]),
-            salt: Salt([9; 16]),
+            salt: Salt::from_bytes([9; 16]),
             kdf: KdfProfile::Test,
             passphrase: pass.map(Passphrase::new),
         }

@@ -12,18 +12,43 @@ use super::seal::{SealedLink, SEALED_LINK_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 use sha3::{Digest, Sha3_256};
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The server's secret behind fetch padding: 32 random bytes kept in its database. Zeroized on
+/// drop; `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct FillerSecret([u8; 32]);
+
+impl FillerSecret {
+    /// Wrap raw bytes.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        FillerSecret(b)
+    }
+    /// The raw bytes (to store them).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FillerSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FillerSecret([redacted])")
+    }
+}
 
 /// The filler entries `have..64` for the bucket at `locator`.
-pub fn filler(secret: &[u8; 32], locator: &Locator, have: usize) -> Vec<SealedLink> {
+pub fn filler(secret: &FillerSecret, locator: &Locator, have: usize) -> Vec<SealedLink> {
     if have >= MAX_LINKS_PER_BUCKET {
         return Vec::new();
     }
     let mut h = Sha3_256::new();
     h.update(b"rdv filler v1");
-    h.update(secret);
+    h.update(secret.0);
     h.update(locator.0);
-    let key: [u8; 32] = h.finalize().into();
+    let mut key: [u8; 32] = h.finalize().into();
     let mut stream = ChaCha20::new(&key.into(), &[0u8; 12].into());
+    key.zeroize();
     stream.seek((have * SEALED_LINK_LEN) as u64);
     (have..MAX_LINKS_PER_BUCKET)
         .map(|_| {
@@ -40,7 +65,7 @@ mod tests {
 
     #[test]
     fn filler_is_stable_and_positional() {
-        let (secret, loc) = ([9; 32], Locator([3; 32]));
+        let (secret, loc) = (FillerSecret([9; 32]), Locator([3; 32]));
         let all = filler(&secret, &loc, 0);
         assert_eq!(all.len(), MAX_LINKS_PER_BUCKET);
         // Entry i is the same whatever the number of real links in front of it.
@@ -48,6 +73,6 @@ mod tests {
         assert_eq!(filler(&secret, &loc, 63), all[63..].to_vec());
         assert!(filler(&secret, &loc, 64).is_empty());
         assert_ne!(filler(&secret, &Locator([4; 32]), 0)[0], all[0]);
-        assert_ne!(filler(&[8; 32], &loc, 0)[0], all[0]);
+        assert_ne!(filler(&FillerSecret([8; 32]), &loc, 0)[0], all[0]);
     }
 }

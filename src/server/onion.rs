@@ -28,31 +28,39 @@ pub struct OnionListener {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OnionError {
+    /// The nickname is not one arti accepts.
+    #[error("bad onion service nickname {0:?}")]
+    Nickname(String, #[source] tor_hsservice::InvalidNickname),
+    /// The service configuration does not build.
+    #[error("invalid onion service configuration")]
+    Config(#[source] tor_config::ConfigBuildError),
     /// arti could not launch the service.
-    #[error("cannot launch the onion service: {0}")]
-    Launch(String),
+    #[error("cannot launch the onion service")]
+    Launch(#[source] arti_client::Error),
+    /// arti's configuration disables onion services.
+    #[error("the onion service is disabled in the arti configuration")]
+    Disabled,
+    /// The keystore gave no address.
+    #[error("the onion service has no address (keystore problem?)")]
+    NoAddress,
 }
 
 /// Launch the onion service `nickname` on `tor`, serving virtual port `port`.
 pub fn launch(tor: &Tor, nickname: &str, port: u16) -> Result<OnionListener, OnionError> {
     let nick = nickname
         .parse()
-        .map_err(|e| OnionError::Launch(format!("bad nickname {nickname:?}: {e}")))?;
+        .map_err(|e| OnionError::Nickname(nickname.to_string(), e))?;
     let config = OnionServiceConfigBuilder::default()
         .nickname(nick)
         .build()
-        .map_err(|e| OnionError::Launch(e.to_string()))?;
+        .map_err(OnionError::Config)?;
     let (service, rend) = tor
         .launch_onion_service(config)
-        .map_err(|e| OnionError::Launch(e.to_string()))?
-        .ok_or_else(|| {
-            OnionError::Launch("the onion service is disabled in the configuration".into())
-        })?;
+        .map_err(OnionError::Launch)?
+        .ok_or(OnionError::Disabled)?;
     let address = service
         .onion_address()
-        .ok_or_else(|| {
-            OnionError::Launch("the service has no address yet (keystore problem?)".into())
-        })?
+        .ok_or(OnionError::NoAddress)?
         .display_unredacted()
         .to_string();
     Ok(OnionListener {

@@ -5,8 +5,9 @@ use crate::store::BucketStore;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 
-/// Bind a listener with an accept backlog of at least `backlog` (the std/tokio default of 128
-/// overflows when many clients, or C tor's per-stream connections, arrive at once).
+/// Bind a listener with an accept backlog of `backlog` (the std/tokio default of 128 overflows
+/// when many clients, or C tor's per-stream connections, arrive at once: `rdv serve` asks for at
+/// least 1024).
 pub async fn bind(addr: &str, backlog: usize) -> std::io::Result<TcpListener> {
     let mut last = None;
     for sa in tokio::net::lookup_host(addr).await? {
@@ -20,7 +21,7 @@ pub async fn bind(addr: &str, backlog: usize) -> std::io::Result<TcpListener> {
             last = Some(e);
             continue;
         }
-        return socket.listen(u32::try_from(backlog.max(1024)).unwrap_or(u32::MAX));
+        return socket.listen(u32::try_from(backlog.max(1)).unwrap_or(u32::MAX));
     }
     Err(last.unwrap_or_else(|| {
         std::io::Error::new(

@@ -1,16 +1,19 @@
-//! An in-memory store for tests: same rules as the disk store, nothing durable.
+//! An in-memory store for tests: same rules as the disk store (the same allocator), nothing
+//! durable.
 
 use super::alloc::Allocator;
 use super::{BucketStore, StoreError, StoreParams, StoredBucket, StoredLink};
+use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// In-memory [`BucketStore`].
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<State>>,
     params: StoreParams,
+    filler: Arc<FillerSecret>,
 }
 
 #[derive(Default)]
@@ -21,19 +24,24 @@ struct State {
     links: u64,
 }
 
+/// A thread panicked while holding the store's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("the memory store's lock was poisoned by a panic")]
+struct Poisoned;
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store. Its filler secret is all zeros: tests want reproducible answers. The
+    /// parameters are checked by [`crate::server::Server::new`].
     pub fn new(params: StoreParams) -> Self {
         MemoryStore {
             inner: Arc::default(),
             params,
+            filler: Arc::new(FillerSecret::from_bytes([0; 32])),
         }
     }
 
-    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Storage("poisoned lock".into()))
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.inner.lock().map_err(|_| StoreError::backend(Poisoned))
     }
 }
 
@@ -121,8 +129,8 @@ impl BucketStore for MemoryStore {
         self.params
     }
 
-    fn filler_secret(&self) -> [u8; 32] {
-        [0; 32]
+    fn filler_secret(&self) -> &FillerSecret {
+        &self.filler
     }
 
     fn link_count(&self) -> u64 {

@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 use rdv::client::direct::DirectConnector;
+use rdv::client::pipe::PipeConnector;
 use rdv::client::{Client, ClientConfig};
 use rdv::clock::{Clock, ManualClock};
+use rdv::proto::padding::FillerSecret;
 use rdv::proto::ServerAddr;
 use rdv::server::{Server, ServerConfig};
-use rdv::store::{DiskStore, DiskStoreConfig, StoreParams};
+use rdv::store::{DiskStore, DiskStoreConfig, MemoryStore, StoreParams};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,10 +29,10 @@ pub async fn start_server(
             params,
             ..Default::default()
         },
-        [7; 32],
+        FillerSecret::from_bytes([7; 32]),
     )
     .expect("open store");
-    let server = Server::new(store, config, clock);
+    let server = Server::new(store, config, clock).expect("valid settings");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -45,6 +47,34 @@ pub async fn start_default(
     clock: Arc<dyn Clock>,
 ) -> (Arc<Server<DiskStore>>, SocketAddr) {
     start_server(dir, StoreParams::default(), ServerConfig::default(), clock).await
+}
+
+/// An in-process server over a memory store, reached through in-memory pipes: for tests on
+/// tokio's paused clock (the memory store never waits on a thread, so paused time stays exact).
+pub fn pipe_server(
+    params: StoreParams,
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
+) -> (Arc<Server<MemoryStore>>, Client) {
+    let server = Server::new(MemoryStore::new(params), config, clock.clone()).expect("settings");
+    let c = Client::new(
+        Arc::new(PipeConnector::to_server(server.clone())),
+        ClientConfig::default(),
+        clock,
+    );
+    (server, c)
+}
+
+/// A raw in-memory stream to `server`, as a peer that speaks frames by hand.
+pub fn raw_pipe<S: rdv::store::BucketStore>(server: &Arc<Server<S>>) -> tokio::io::DuplexStream {
+    let (client, end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(server.clone().serve_stream(end));
+    client
+}
+
+/// Any server address: pipes ignore it.
+pub fn pipe_addr() -> ServerAddr {
+    ServerAddr::parse("127.0.0.1:7625").expect("addr")
 }
 
 /// A direct-TCP client using `clock`.
@@ -63,8 +93,8 @@ pub fn server_addr(addr: SocketAddr) -> ServerAddr {
 
 /// Version exchange on a raw stream; whether the server answered with Hello (a server at its
 /// connection limit answers Busy instead).
-pub async fn raw_hello(s: &mut tokio::net::TcpStream) -> bool {
-    use rdv::io::{read_msg, write_msg};
+pub async fn raw_hello<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) -> bool {
+    use rdv::framed::{read_msg, write_msg};
     use rdv::proto::{wire::DEFAULT_MAX_FRAME, Request, Response};
     let hello = Request::Hello {
         min_version: 1,

@@ -1,11 +1,10 @@
 //! `rdv demo`: a complete rendezvous on loopback, needing nothing but this binary.
 
 use anyhow::{Context, Result};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use rdv::client::direct::DirectConnector;
-use rdv::client::{generate_passphrase, Client, ClientConfig, ClientError};
+use rdv::client::{generate_passphrase, AcceptError, Client, ClientConfig};
 use rdv::clock::SystemClock;
+use rdv::proto::padding::FillerSecret;
 use rdv::proto::{KdfProfile, Passphrase, ServerAddr};
 use rdv::server::{Server, ServerConfig};
 use rdv::store::{BucketStore, DiskStore, DiskStoreConfig};
@@ -14,14 +13,19 @@ use std::time::Instant;
 
 const OTHERS: usize = 40;
 
-pub async fn run() -> Result<()> {
+/// Run the demo.
+pub(crate) async fn run() -> Result<()> {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let store = DiskStore::open(dir.path(), DiskStoreConfig::default(), seed)?;
+    let store = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes(seed),
+    )?;
     let params = store.params();
-    let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock));
+    let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(server.clone().run_tcp(listener));
@@ -105,17 +109,17 @@ pub async fn run() -> Result<()> {
         .accept(&link, Some(Passphrase::new("wrong-guess")))
         .await
     {
-        Err(e @ ClientError::NoMatch { .. }) => println!("   refused: {e}"),
+        Err(e @ AcceptError::NoMatch { .. }) => println!("   refused: {e}"),
         other => anyhow::bail!("a wrong passphrase should find nothing, got {other:?}"),
     }
 
     println!(
         "7. the initiator deletes its link (one-time link) with its delete token {}…",
-        &URL_SAFE_NO_PAD.encode(offer.delete_token.0)[..8]
+        &offer.delete_token.to_text()[..8]
     );
     client.delete(&link, &offer.delete_token).await?;
     match client.accept(&link, Some(passphrase)).await {
-        Err(e @ ClientError::NoMatch { .. }) => println!("   gone: {e}"),
+        Err(e @ AcceptError::NoMatch { .. }) => println!("   gone: {e}"),
         other => anyhow::bail!("a deleted link should not open, got {other:?}"),
     }
     println!(

@@ -1,0 +1,6 @@
+//! One subcommand each.
+
+pub(crate) mod gc;
+pub(crate) mod group_commit;
+pub(crate) mod load;
+pub(crate) mod scale;

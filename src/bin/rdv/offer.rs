@@ -1,0 +1,105 @@
+//! `rdv offer`: read the payload, choose the passphrase, store, print the link.
+
+use crate::cli::OfferArgs;
+use crate::transport::make_client;
+use anyhow::{anyhow, bail, Context, Result};
+use rdv::client::generate_passphrase;
+use rdv::proto::{ClientPolicy, KdfProfile, Passphrase, ServerAddr};
+use std::io::{IsTerminal, Read, Write};
+
+/// Most bytes read from standard input for a payload (far above what a link holds, so that an
+/// oversize payload gets its clear error instead of being cut).
+const STDIN_LIMIT: u64 = 64 * 1024;
+
+/// The payload from `--payload`, `--payload-file` or standard input, trailing newlines removed.
+fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
+    let mut p = if let Some(p) = &a.payload {
+        p.as_bytes().to_vec()
+    } else if let Some(f) = &a.payload_file {
+        std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+    } else {
+        if std::io::stdin().is_terminal() {
+            eprintln!("Type or paste the payload (your connection link), then press Ctrl-D:");
+        }
+        let mut v = Vec::new();
+        std::io::stdin()
+            .take(STDIN_LIMIT)
+            .read_to_end(&mut v)
+            .context("reading the payload from standard input")?;
+        v
+    };
+    while p.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        p.pop();
+    }
+    if p.is_empty() {
+        bail!("the payload is empty: give it with --payload, --payload-file or on standard input");
+    }
+    Ok(p)
+}
+
+/// The given passphrase (warned about when weak) or a generated one.
+fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
+    match given {
+        Some("") => bail!("the passphrase is empty"),
+        Some(p) => {
+            let p = Passphrase::new(p);
+            if p.estimated_bits() < 50.0 {
+                eprintln!("WARNING: this passphrase looks weak (about {:.0} bits); whoever sees the link can guess it offline. Omit --passphrase to get a generated one.", p.estimated_bits());
+            }
+            Ok(p)
+        }
+        None => Ok(generate_passphrase()),
+    }
+}
+
+/// Run `rdv offer`.
+pub(crate) async fn run(a: OfferArgs) -> Result<()> {
+    let server_text = a
+        .server
+        .clone()
+        .or_else(|| a.transport.direct.clone().filter(|d| !d.is_empty()))
+        .ok_or_else(|| {
+            anyhow!(
+                "give the server with --server HOST:PORT (or --direct HOST:PORT for local tests)"
+            )
+        })?;
+    let server =
+        ServerAddr::parse(&server_text).with_context(|| format!("--server {server_text:?}"))?;
+    let kdf = KdfProfile::parse(&a.kdf).context("--kdf")?;
+    if kdf == KdfProfile::Test {
+        eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
+    }
+    let payload = read_payload(&a)?;
+    let passphrase = choose_passphrase(a.passphrase.as_deref())?;
+    let policy = ClientPolicy {
+        max_skew_secs: a.max_skew.as_secs(),
+        max_open_window_secs: a.max_window.as_secs(),
+        max_seq: a.max_seq,
+    };
+    let client = make_client(&a.transport, &server, policy).await?;
+    let offer = client.offer(&server, &payload, passphrase, kdf).await?;
+    // The bucket ID is not printed: its hash is the locator.
+    eprintln!(
+        "stored; the bucket passed the anti-fingerprinting check (fresh, sequence number {} <= {})",
+        offer.bucket.seq, a.max_seq
+    );
+    let token = offer.delete_token.to_text();
+    let mut out = std::io::stdout().lock();
+    if a.two_channel {
+        let pass = offer
+            .link
+            .passphrase
+            .as_ref()
+            .map(|p| p.expose())
+            .unwrap_or_default();
+        writeln!(out, "link: {}", &*offer.link.without_passphrase().to_uri())?;
+        writeln!(out, "passphrase: {pass}")?;
+        eprintln!("Send the link and the passphrase through two different channels.");
+    } else {
+        writeln!(out, "link: {}", &*offer.link.to_uri())?;
+        eprintln!("The link contains the passphrase: whoever sees it can open it. Use --two-channel to split them.");
+    }
+    writeln!(out, "delete-token: {}", &*token)?;
+    eprintln!("Keep the delete token to remove the link later: rdv delete LINK --token TOKEN");
+    Ok(())
+}

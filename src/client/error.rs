@@ -1,0 +1,284 @@
+//! Client errors: one type per operation, all sharing [`ConnectionError`], each with a
+//! [`ErrorKind`] that tells the caller what to do about it.
+
+use crate::proto::kdf::KdfError;
+use crate::proto::seal::SealError;
+use crate::proto::{ErrorCode, PolicyViolation};
+use std::fmt;
+
+/// What the caller should do about an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Trying again later may succeed: the network, Tor, or a busy server.
+    Transient,
+    /// The input is wrong: the link, the passphrase, the token, the payload or a setting.
+    BadInput,
+    /// The server broke the protocol, or failed the client's checks.
+    ServerMisbehaved,
+    /// Something failed on this machine.
+    Local,
+}
+
+impl ErrorKind {
+    /// A stable lower-case name (`transient`, `bad-input`, `server`, `local`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::BadInput => "bad-input",
+            ErrorKind::ServerMisbehaved => "server",
+            ErrorKind::Local => "local",
+        }
+    }
+}
+
+/// How far a connection attempt got before it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectStage {
+    /// The address itself is unusable (checked locally, nothing was sent).
+    Address,
+    /// A plain TCP connection.
+    Tcp,
+    /// Joining the Tor network.
+    Bootstrap,
+    /// Finding the onion service's descriptor.
+    Descriptor,
+    /// Reaching the onion service's introduction points.
+    Introduction,
+    /// Meeting the onion service at the rendezvous point.
+    Rendezvous,
+    /// Opening the stream once a circuit exists.
+    Stream,
+    /// Talking to a SOCKS proxy (an existing tor).
+    Socks,
+}
+
+impl fmt::Display for ConnectStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectStage::Address => "address check",
+            ConnectStage::Tcp => "TCP connect",
+            ConnectStage::Bootstrap => "Tor bootstrap",
+            ConnectStage::Descriptor => "onion service descriptor",
+            ConnectStage::Introduction => "onion service introduction",
+            ConnectStage::Rendezvous => "onion service rendezvous",
+            ConnectStage::Stream => "stream",
+            ConnectStage::Socks => "SOCKS proxy",
+        })
+    }
+}
+
+/// A connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {addr} (failed at: {stage})")]
+pub struct ConnectError {
+    /// The address tried.
+    pub addr: String,
+    /// Where it failed.
+    pub stage: ConnectStage,
+    /// Whether trying again can help (false for a malformed address or a refused port).
+    pub retryable: bool,
+    /// The transport's own error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl ConnectError {
+    /// A failure at `stage` of connecting to `addr`.
+    pub fn new(
+        addr: impl Into<String>,
+        stage: ConnectStage,
+        retryable: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        ConnectError {
+            addr: addr.into(),
+            stage,
+            retryable,
+            source: source.into(),
+        }
+    }
+}
+
+/// A failure of the connection or of one request on it: shared by every operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// Could not connect.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Connecting, or waiting for an answer, took too long.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// The connection broke.
+    #[error("the connection to the server failed")]
+    Io(#[source] std::io::Error),
+    /// The other side sent something that is not a valid rdv answer.
+    #[error("the server broke the protocol: {0}")]
+    Protocol(String),
+    /// The other side does not speak the rdv protocol at all.
+    #[error("the other side does not speak the rdv protocol ({0})")]
+    NotRdv(String),
+    /// The server answered with an error.
+    #[error("the server refused: {message} ({})", code_name(*.code))]
+    Server {
+        /// Error code.
+        code: ErrorCode,
+        /// The server's message, cleaned of control characters.
+        message: String,
+    },
+}
+
+fn code_name(c: ErrorCode) -> String {
+    match c {
+        ErrorCode::Unknown(n) => format!("error code {n}"),
+        c => format!("{c:?}"),
+    }
+}
+
+impl ConnectionError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectionError::Connect(e) if !e.retryable => ErrorKind::BadInput,
+            ConnectionError::Connect(_) | ConnectionError::Timeout(_) | ConnectionError::Io(_) => {
+                ErrorKind::Transient
+            }
+            ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => {
+                ErrorKind::ServerMisbehaved
+            }
+            ConnectionError::Server { code, .. } if code.is_transient() => ErrorKind::Transient,
+            ConnectionError::Server {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            } => ErrorKind::Transient,
+            ConnectionError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            } => ErrorKind::BadInput,
+            ConnectionError::Server { .. } => ErrorKind::ServerMisbehaved,
+        }
+    }
+
+    /// The server's error code, if the server answered with one.
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match self {
+            ConnectionError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Why an offer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// The connection or a request failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The bucket ID failed the anti-fingerprinting policy.
+    #[error("refused the server's bucket: {violation}; {}", if *.deleted { "the link was deleted from the server" } else { "the link could NOT be deleted from the server" })]
+    Refused {
+        /// What was wrong.
+        #[source]
+        violation: PolicyViolation,
+        /// Whether the link was deleted again.
+        deleted: bool,
+    },
+    /// The server's advertised parameters fail the policy; nothing was stored.
+    #[error("refused the server; nothing was stored")]
+    UnacceptableServer(#[source] PolicyViolation),
+    /// The KDF parameters are malformed or above the client's limits.
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// The payload cannot be sealed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The key derivation thread failed.
+    #[error("key derivation failed to run")]
+    KdfTask(#[source] tokio::task::JoinError),
+}
+
+impl OfferError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OfferError::Connection(e) => e.kind(),
+            OfferError::Refused { .. } | OfferError::UnacceptableServer(_) => {
+                ErrorKind::ServerMisbehaved
+            }
+            OfferError::Kdf(_) | OfferError::Seal(_) => ErrorKind::BadInput,
+            OfferError::KdfTask(_) => ErrorKind::Local,
+        }
+    }
+}
+
+/// Why an accept failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The connection or a request failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The link's KDF parameters are malformed or above the client's limits.
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// The key derivation thread failed.
+    #[error("key derivation failed to run")]
+    KdfTask(#[source] tokio::task::JoinError),
+    /// Trial decryption found nothing.
+    #[error("no link in this bucket opens with this passphrase (wrong passphrase, or the link was deleted)")]
+    NoMatch {
+        /// How many links were tried.
+        tried: usize,
+    },
+    /// The bucket does not exist (any more).
+    #[error("the bucket is not on the server: it never existed, expired, or the link is wrong")]
+    NotFound,
+    /// A two-channel link and no passphrase.
+    #[error("this link carries no passphrase (two-channel mode): the passphrase is needed")]
+    PassphraseRequired,
+    /// A one-channel link and a passphrase given separately: the two channels would no longer
+    /// be checked against each other, so this is refused rather than guessed.
+    #[error("this link carries its own passphrase, and another one was given separately: refusing to choose (a link that carries a passphrase can come from anyone who controls the link channel)")]
+    PassphraseConflict,
+}
+
+impl AcceptError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AcceptError::Connection(e) => e.kind(),
+            AcceptError::Kdf(_)
+            | AcceptError::NoMatch { .. }
+            | AcceptError::NotFound
+            | AcceptError::PassphraseRequired
+            | AcceptError::PassphraseConflict => ErrorKind::BadInput,
+            AcceptError::KdfTask(_) => ErrorKind::Local,
+        }
+    }
+}
+
+/// Why a delete failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    /// The connection or a request failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// Nothing matched: the bucket is gone, or it holds no link with this token (wrong token, or
+    /// already deleted).
+    #[error("nothing to delete: no link with this token in this bucket (already deleted, wrong token, or the bucket expired)")]
+    NothingToDelete,
+}
+
+impl DeleteError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeleteError::Connection(e) => e.kind(),
+            DeleteError::NothingToDelete => ErrorKind::BadInput,
+        }
+    }
+}

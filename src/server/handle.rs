@@ -1,0 +1,77 @@
+//! Executing one request after the version exchange: the bucket operations.
+
+use super::session::error;
+use super::Server;
+use crate::proto::{
+    ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET, PROTOCOL_VERSION,
+};
+use crate::store::{BucketStore, StoreError};
+
+impl<S: BucketStore> Server<S> {
+    /// Answer one request of a greeted connection.
+    pub(crate) async fn handle(&self, req: Request) -> Response {
+        let now = self.clock.now();
+        match req {
+            Request::Hello { .. } => error(ErrorCode::Malformed, "Hello was already exchanged"),
+            Request::Info => {
+                let p = self.store.params();
+                Response::Info(ServerInfo {
+                    version: PROTOCOL_VERSION,
+                    max_links_per_bucket: MAX_LINKS_PER_BUCKET as u16,
+                    open_window_secs: p.open_window_secs,
+                    ttl_secs: p.ttl_secs,
+                    server_time: now,
+                    max_frame: self.config.max_frame,
+                })
+            }
+            Request::Store { link, delete_check } => {
+                match self.store.store(link, delete_check, now).await {
+                    Ok(id) => Response::Stored { id },
+                    Err(e) => store_error(e),
+                }
+            }
+            Request::Fetch { locator } => match self.store.fetch(locator, now).await {
+                Ok(Some(mut links)) => {
+                    links.truncate(MAX_LINKS_PER_BUCKET);
+                    let filler = self.filler(&locator, links.len());
+                    links.extend(filler);
+                    Response::Bucket { links }
+                }
+                Ok(None) => error(
+                    ErrorCode::NotFound,
+                    "no such bucket (never existed, or expired)",
+                ),
+                Err(e) => store_error(e),
+            },
+            Request::Delete { locator, token } => {
+                match self.store.delete(locator, token.check(), now).await {
+                    Ok(true) => Response::Deleted,
+                    Ok(false) => error(
+                        ErrorCode::NotFound,
+                        "no link with this deletion token in this bucket",
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
+        }
+    }
+}
+
+/// The answer for a store failure. The cause is logged here, never sent.
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::QuotaExceeded { .. } => error(ErrorCode::QuotaExceeded, e.to_string()),
+        StoreError::Backend(_) => {
+            tracing::warn!(error = %crate::config::report(&e), "storage failure");
+            error(
+                ErrorCode::StorageFailure,
+                "storage failure on the server; nothing was stored",
+            )
+        }
+        StoreError::Closed => error(ErrorCode::ShuttingDown, "server is shutting down"),
+        _ => {
+            tracing::error!(error = %crate::config::report(&e), "store error");
+            error(ErrorCode::Internal, "internal server error")
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The on-disk layout: tables, meta keys, the format version, creation and verification.
+//!
+//! Tables:
+//! - `buckets`: locator (32 bytes) → postcard [`StoredBucket`]
+//! - `expiry`: (created, seq) → () — bucket IDs in creation order, for garbage collection
+//! - `meta`: the format version, the link counter and the newest bucket ID
+//! - `secrets`: the fetch-padding secret
+
+use crate::proto::padding::FillerSecret;
+use crate::proto::BucketId;
+use crate::store::{StoreError, StoredBucket};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+pub(super) const BUCKETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("buckets");
+pub(super) const EXPIRY: TableDefinition<(u64, u16), ()> = TableDefinition::new("expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets");
+
+const META_LINKS: &str = "links";
+const META_LAST_CREATED: &str = "last_created";
+const META_LAST_SEQ: &str = "last_seq";
+const META_FORMAT: &str = "format";
+const SECRET_FILLER: &str = "filler";
+/// The on-disk format this code reads and writes.
+const FORMAT_VERSION: u64 = 1;
+
+/// The counters kept in the meta table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Meta {
+    /// The newest bucket ID ever handed out.
+    pub(super) last: Option<BucketId>,
+    /// Links stored.
+    pub(super) links: u64,
+}
+
+/// The meta data and filler secret of an initialised database, checking its format; `None` for a
+/// database whose tables do not exist yet. Reads only, so it works on a full disk.
+pub(super) fn read_existing(
+    db: &impl ReadableDatabase,
+) -> Result<Option<(Meta, FillerSecret)>, StoreError> {
+    let r = db.begin_read()?;
+    let meta = match r.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match meta.get(META_FORMAT)?.map(|g| g.value()) {
+        Some(FORMAT_VERSION) => {}
+        None => return Ok(None),
+        Some(_) => {
+            return Err(StoreError::Corrupt {
+                what: "the database has a store format this version does not know",
+                source: None,
+            })
+        }
+    }
+    let m = read_meta_table(&meta)?;
+    let secrets = match r.open_table(SECRETS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(filler) = secrets
+        .get(SECRET_FILLER)?
+        .map(|g| FillerSecret::from_bytes(*g.value()))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((m, filler)))
+}
+
+/// Create the tables of a new database (or check the format of an existing one) and return its
+/// meta data and filler secret; a new database keeps `filler_seed` as its secret. An existing
+/// database is only read.
+pub(super) fn init(
+    db: &Database,
+    filler_seed: FillerSecret,
+) -> Result<(Meta, FillerSecret), StoreError> {
+    if let Some(existing) = read_existing(db)? {
+        return Ok(existing);
+    }
+    let mut w = db.begin_write()?;
+    w.set_quick_repair(true);
+    let out = init_in(&w, filler_seed)?;
+    w.commit()?;
+    Ok(out)
+}
+
+fn init_in(
+    w: &WriteTransaction,
+    filler_seed: FillerSecret,
+) -> Result<(Meta, FillerSecret), StoreError> {
+    w.open_table(BUCKETS)?;
+    w.open_table(EXPIRY)?;
+    let mut meta = w.open_table(META)?;
+    let format = meta.get(META_FORMAT)?.map(|g| g.value());
+    match format {
+        None => {
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+        }
+        Some(FORMAT_VERSION) => {}
+        Some(_) => {
+            return Err(StoreError::Corrupt {
+                what: "the database has a store format this version does not know",
+                source: None,
+            })
+        }
+    }
+    let m = read_meta_table(&meta)?;
+    let mut secrets = w.open_table(SECRETS)?;
+    let existing = secrets
+        .get(SECRET_FILLER)?
+        .map(|g| FillerSecret::from_bytes(*g.value()));
+    let filler = match existing {
+        Some(f) => f,
+        None => {
+            secrets.insert(SECRET_FILLER, filler_seed.expose())?;
+            filler_seed
+        }
+    };
+    Ok((m, filler))
+}
+
+/// The meta data as last committed.
+pub(super) fn read_meta(db: &impl ReadableDatabase) -> Result<Meta, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(META)?;
+    read_meta_table(&t)
+}
+
+fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta, StoreError> {
+    let get = |k: &str| -> Result<Option<u64>, StoreError> { Ok(meta.get(k)?.map(|g| g.value())) };
+    let last = match (get(META_LAST_CREATED)?, get(META_LAST_SEQ)?) {
+        (Some(created), Some(seq)) => Some(BucketId {
+            created,
+            seq: u16::try_from(seq).map_err(|e| StoreError::corrupt("bad last_seq", e))?,
+        }),
+        _ => None,
+    };
+    Ok(Meta {
+        last,
+        links: get(META_LINKS)?.unwrap_or(0),
+    })
+}
+
+/// Write the meta data inside a write transaction.
+pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreError> {
+    let mut meta = w.open_table(META)?;
+    meta.insert(META_LINKS, m.links)?;
+    if let Some(last) = m.last {
+        meta.insert(META_LAST_CREATED, last.created)?;
+        meta.insert(META_LAST_SEQ, u64::from(last.seq))?;
+    }
+    Ok(())
+}
+
+/// Decode one stored bucket.
+pub(super) fn decode(bytes: &[u8]) -> Result<StoredBucket, StoreError> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+/// Encode one bucket for storage.
+pub(super) fn encode(b: &StoredBucket) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(b).map_err(|e| StoreError::corrupt("a bucket does not encode", e))
+}
+
+/// Check that every bucket decodes, sits under its own locator and in the expiry index, and that
+/// the link counter agrees; returns (buckets, links).
+pub(super) fn verify(db: &impl ReadableDatabase) -> Result<(u64, u64), StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(BUCKETS)?;
+    let e = r.open_table(EXPIRY)?;
+    let meta = read_meta_table(&r.open_table(META)?)?;
+    let (mut buckets, mut links) = (0u64, 0u64);
+    for row in t.iter()? {
+        let (k, v) = row?;
+        let b = decode(v.value())?;
+        if b.id.locator().0 != *k.value() {
+            return Err(StoreError::Corrupt {
+                what: "a bucket is stored under a wrong locator",
+                source: None,
+            });
+        }
+        if e.get((b.id.created, b.id.seq))?.is_none() {
+            return Err(StoreError::Corrupt {
+                what: "a bucket is missing from the expiry index",
+                source: None,
+            });
+        }
+        buckets += 1;
+        links += b.links.len() as u64;
+    }
+    if links != meta.links {
+        return Err(StoreError::Corrupt {
+            what: "the link counter disagrees with the stored links",
+            source: None,
+        });
+    }
+    Ok((buckets, links))
+}

@@ -1,0 +1,439 @@
+//! The writer thread: group commit.
+//!
+//! Every write (store, delete, garbage collection) is an [`Op`] queued to one thread. The writer
+//! takes everything queued, applies it in one write transaction ([`Batch`]), commits durably, and
+//! only then answers each caller: concurrent writes share one fsync. If the transaction or its
+//! commit fails, every operation of the batch gets the error and the writer's state goes back to
+//! the last commit.
+//!
+//! After an IO failure the writer drops its database handle (redb refuses everything on it from
+//! then on) and reopens it every [`RETRY`] on its own, whether or not anyone writes; writes that
+//! arrive in between fail at once with a storage error. Reads are not affected: they go through
+//! their own handle (see `slot.rs`).
+
+use super::schema::{self, Meta, BUCKETS, EXPIRY};
+use super::slot::DbPath;
+use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
+use crate::store::alloc::Allocator;
+use crate::store::{StoreError, StoreParams, StoredBucket, StoredLink};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+
+/// How often a failed writer tries to reopen the database.
+pub(super) const RETRY: Duration = Duration::from_secs(1);
+/// How often a waiting failed writer looks for new operations.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Writes are suspended: the database failed and is being reopened.
+#[derive(Debug, thiserror::Error)]
+#[error("writes are suspended after a storage failure; the database is reopened every second")]
+struct Suspended;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One queued write.
+#[allow(clippy::large_enum_variant)] // a store carries its 256-byte link inline on purpose
+pub(super) enum Op {
+    Store {
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+        reply: Reply<BucketId>,
+    },
+    Delete {
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+        reply: Reply<bool>,
+    },
+    Gc {
+        now: u64,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+}
+
+impl Op {
+    /// Answer with an error without doing anything.
+    fn fail(self, e: &StoreError) {
+        // A caller that went away does not mind.
+        match self {
+            Op::Store { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// The answer to one operation, held back until its batch has committed.
+enum Outcome {
+    Store(Reply<BucketId>, Result<BucketId, StoreError>),
+    Delete(Reply<bool>, Result<bool, StoreError>),
+    Gc(Reply<usize>, Result<usize, StoreError>),
+}
+
+impl Outcome {
+    fn send(self) {
+        match self {
+            Outcome::Store(tx, r) => drop(tx.send(r)),
+            Outcome::Delete(tx, r) => drop(tx.send(r)),
+            Outcome::Gc(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    /// The batch did not commit: what would have succeeded fails with `e`; refusals (quota) stay
+    /// what they were, they are still true.
+    fn fail(self, e: &StoreError) {
+        match self {
+            Outcome::Store(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::Delete(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::Gc(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            other => other.send(),
+        }
+    }
+}
+
+/// The writer's state; runs on its own thread.
+pub(super) struct Writer {
+    pub(super) at: DbPath,
+    /// The writer's own handle; `None` after an IO failure until a reopen succeeds.
+    pub(super) db: Option<Database>,
+    /// When to try the next reopen while `db` is `None`.
+    pub(super) retry_at: Instant,
+    /// Why the database went down (logged once, not on every retry).
+    pub(super) down_since: Option<Instant>,
+    pub(super) alloc: Allocator,
+    pub(super) links: Arc<AtomicU64>,
+    pub(super) commits: Arc<AtomicU64>,
+    pub(super) params: StoreParams,
+    pub(super) max_batch: usize,
+}
+
+impl Writer {
+    /// Take batches off the queue until every sender is gone.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = self.next(&mut rx) {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply(std::mem::take(&mut batch));
+        }
+    }
+
+    /// The next operation; `None` once every sender is gone. While the database is down, the
+    /// writer keeps trying to reopen it between operations.
+    fn next(&mut self, rx: &mut mpsc::Receiver<Op>) -> Option<Op> {
+        loop {
+            if self.db.is_some() {
+                return rx.blocking_recv();
+            }
+            self.try_recover();
+            match rx.try_recv() {
+                Ok(op) => return Some(op),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    fn apply(&mut self, ops: Vec<Op>) {
+        self.try_recover();
+        if self.db.is_none() {
+            let e = StoreError::backend(Suspended);
+            ops.into_iter().for_each(|op| op.fail(&e));
+            return;
+        }
+        let saved_alloc = self.alloc.clone();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        match self.apply_in_txn(ops, &mut outcomes) {
+            Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+            Err((e, rest)) => {
+                self.alloc = saved_alloc;
+                tracing::warn!(error = %crate::config::report(&e), "store commit failed; nothing of this batch was stored");
+                if matches!(e, StoreError::Backend(_)) {
+                    // redb refuses everything on a handle after an IO error: drop it and reopen.
+                    self.db = None;
+                    self.down_since = Some(Instant::now());
+                    self.retry_at = Instant::now() + RETRY;
+                }
+                outcomes.into_iter().for_each(|o| o.fail(&e));
+                rest.into_iter().for_each(|op| op.fail(&e));
+            }
+        }
+    }
+
+    /// If the database is down and a retry is due, reopen it and continue from what is durable,
+    /// whatever a failed commit left.
+    fn try_recover(&mut self) {
+        if self.db.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        self.retry_at = Instant::now() + RETRY;
+        let reopened = self.at.open_writer().and_then(|db| {
+            let meta = schema::read_meta(&db)?;
+            Ok((db, meta))
+        });
+        match reopened {
+            Ok((db, meta)) => {
+                self.alloc = Allocator::resume(meta.last);
+                self.links.store(meta.links, Ordering::Relaxed);
+                self.db = Some(db);
+                let down = self
+                    .down_since
+                    .take()
+                    .map(|t| t.elapsed())
+                    .unwrap_or_default();
+                tracing::info!(
+                    down_secs = down.as_secs(),
+                    "database reopened after a storage failure; writes resume"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %crate::config::report(&e), "the database cannot be reopened yet")
+            }
+        }
+    }
+
+    /// Apply `ops` in one transaction and commit it. On failure, returns the error and the
+    /// operations not reached yet.
+    fn apply_in_txn(
+        &mut self,
+        ops: Vec<Op>,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), (StoreError, Vec<Op>)> {
+        let mut ops = ops.into_iter();
+        let w = match self.begin() {
+            Ok(w) => w,
+            Err(e) => return Err((e, ops.collect())),
+        };
+        let links_before = self.links.load(Ordering::Relaxed);
+        let changed = match self.run_ops(&w, &mut ops, outcomes, links_before) {
+            Ok(changed) => changed,
+            Err(e) => {
+                drop(w.abort());
+                return Err((e, ops.collect()));
+            }
+        };
+        match changed {
+            // Nothing changed (deletes that matched nothing, refused stores, GC with nothing
+            // expired): no commit, no fsync, the answers stand as they are.
+            None => drop(w.abort()),
+            Some(links) => {
+                w.commit().map_err(|e| (StoreError::from(e), Vec::new()))?;
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.links.store(links, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&self) -> Result<WriteTransaction, StoreError> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StoreError::backend(Suspended))?;
+        let mut w = db.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        w.set_quick_repair(true);
+        Ok(w)
+    }
+
+    /// Run the operations; `Some(link count)` if anything is to be committed.
+    fn run_ops(
+        &mut self,
+        w: &WriteTransaction,
+        ops: &mut std::vec::IntoIter<Op>,
+        outcomes: &mut Vec<Outcome>,
+        links: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut batch = Batch {
+            buckets: w.open_table(BUCKETS)?,
+            expiry: w.open_table(EXPIRY)?,
+            touched: HashMap::new(),
+            dirty: HashSet::new(),
+            links,
+            changed: false,
+        };
+        for op in ops.by_ref() {
+            match op {
+                Op::Store {
+                    link,
+                    check,
+                    now,
+                    reply,
+                } => {
+                    let r = batch.apply_store(&mut self.alloc, &self.params, link, check, now)?;
+                    outcomes.push(Outcome::Store(reply, r));
+                }
+                Op::Delete {
+                    locator,
+                    check,
+                    now,
+                    reply,
+                } => {
+                    let r = batch.apply_delete(&self.params, locator, check, now)?;
+                    outcomes.push(Outcome::Delete(reply, Ok(r)));
+                }
+                Op::Gc { now, limit, reply } => {
+                    let r = batch.apply_gc(&self.params, now, limit)?;
+                    outcomes.push(Outcome::Gc(reply, Ok(r)));
+                }
+            }
+        }
+        batch.flush()?;
+        let (changed, links) = (batch.changed, batch.links);
+        drop(batch);
+        if !changed {
+            return Ok(None);
+        }
+        schema::write_meta(
+            w,
+            &Meta {
+                last: self.alloc.last(),
+                links,
+            },
+        )?;
+        Ok(Some(links))
+    }
+}
+
+/// One write transaction's tables and the buckets it has loaded.
+struct Batch<'t> {
+    buckets: Table<'t, &'static [u8; 32], &'static [u8]>,
+    expiry: Table<'t, (u64, u16), ()>,
+    /// Buckets read (and maybe changed) in this batch, written back at the end.
+    touched: HashMap<Locator, StoredBucket>,
+    /// Which of `touched` changed.
+    dirty: HashSet<Locator>,
+    /// Links stored after this batch.
+    links: u64,
+    /// Whether the batch changed anything at all.
+    changed: bool,
+}
+
+impl Batch<'_> {
+    /// The bucket at `loc`, loaded into the batch once.
+    fn load(&mut self, loc: Locator) -> Result<Option<&mut StoredBucket>, StoreError> {
+        if let Entry::Vacant(v) = self.touched.entry(loc) {
+            match self.buckets.get(&loc.0)? {
+                Some(g) => {
+                    v.insert(schema::decode(g.value())?);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.touched.get_mut(&loc))
+    }
+
+    /// One store. The outer error aborts the batch; the inner one is this store's refusal.
+    fn apply_store(
+        &mut self,
+        alloc: &mut Allocator,
+        params: &StoreParams,
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<Result<BucketId, StoreError>, StoreError> {
+        if let Some(max) = params.max_links {
+            if self.links >= max {
+                return Ok(Err(StoreError::QuotaExceeded { max }));
+            }
+        }
+        let id = alloc.assign(now, params.open_window_secs);
+        let loc = id.locator();
+        if self.load(loc)?.is_none() {
+            self.expiry.insert((id.created, id.seq), ())?;
+            self.touched.insert(
+                loc,
+                StoredBucket {
+                    id,
+                    links: Vec::new(),
+                },
+            );
+        }
+        if let Some(b) = self.touched.get_mut(&loc) {
+            b.links.push(StoredLink { link, check });
+        }
+        self.dirty.insert(loc);
+        self.links += 1;
+        self.changed = true;
+        Ok(Ok(id))
+    }
+
+    /// One delete: removes the first link whose check matches, if the bucket is not expired.
+    fn apply_delete(
+        &mut self,
+        params: &StoreParams,
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(b) = self.load(locator)? else {
+            return Ok(false);
+        };
+        if b.expired(now, params.ttl_secs) {
+            return Ok(false);
+        }
+        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+            return Ok(false);
+        };
+        b.links.remove(i);
+        self.dirty.insert(locator);
+        self.links -= 1;
+        self.changed = true;
+        Ok(true)
+    }
+
+    /// Garbage collection: at most `limit` expired buckets, oldest first.
+    fn apply_gc(
+        &mut self,
+        params: &StoreParams,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        if now < params.ttl_secs {
+            return Ok(0);
+        }
+        // Write out what this batch changed so far: GC may remove those buckets.
+        self.flush()?;
+        let cutoff = now - params.ttl_secs;
+        let mut doomed = Vec::new();
+        for row in self.expiry.range(..=(cutoff, u16::MAX))?.take(limit) {
+            let (k, _) = row?;
+            doomed.push(k.value());
+        }
+        for &(created, seq) in &doomed {
+            self.expiry.remove((created, seq))?;
+            let loc = BucketId { created, seq }.locator();
+            self.touched.remove(&loc);
+            if let Some(g) = self.buckets.remove(&loc.0)? {
+                self.links -= schema::decode(g.value())?.links.len() as u64;
+            }
+        }
+        if !doomed.is_empty() {
+            self.changed = true;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Write the changed buckets into the table.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for loc in self.dirty.drain() {
+            if let Some(b) = self.touched.get(&loc) {
+                self.buckets.insert(&loc.0, schema::encode(b)?.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}

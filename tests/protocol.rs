@@ -1,0 +1,588 @@
+//! The protocol end to end in memory: the library client against the server through in-memory
+//! pipes, on tokio's paused clock with a manual wall clock, so timeouts and expiry are exact and
+//! nothing waits in real time. `tests/tcp.rs` runs the same path over real TCP and the disk store.
+
+mod common;
+
+use common::*;
+use rdv::client::{AcceptError, ConnectionError, DeleteError, ErrorKind, OfferError};
+use rdv::clock::{Clock, ManualClock};
+use rdv::framed::{read_msg, write_msg};
+use rdv::proto::wire::{encode_frame, DEFAULT_MAX_FRAME};
+use rdv::proto::{
+    BucketId, DeleteToken, ErrorCode, KdfProfile, Passphrase, Request, Response, SealedLink,
+};
+use rdv::server::ServerConfig;
+use rdv::store::{BucketStore, StoreParams};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+fn pass(i: usize) -> Passphrase {
+    Passphrase::new(format!("initiator-{i}-correct-horse"))
+}
+
+fn code(r: Response) -> ErrorCode {
+    match r {
+        Response::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
+    assert!(raw_hello(s).await, "version exchange");
+}
+
+fn default_server(
+    clock: &ManualClock,
+) -> (
+    Arc<rdv::server::Server<rdv::store::MemoryStore>>,
+    rdv::client::Client,
+) {
+    pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock.clone()),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixty_four_initiators_fill_a_bucket_and_each_finds_only_its_own() {
+    let clock = manual_clock();
+    let (_server, client) = default_server(&clock);
+    let client = Arc::new(client);
+    let sa = pipe_addr();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (client, sa) = (client.clone(), sa.clone());
+        tasks.push(tokio::spawn(async move {
+            let payload = format!("smp://server-{i}.example/queue/{i}");
+            client
+                .offer(&sa, payload.as_bytes(), pass(i), KdfProfile::Test)
+                .await
+                .map(|o| (i, payload, o))
+        }));
+    }
+    let mut offers = Vec::new();
+    for t in tasks {
+        offers.push(t.await.unwrap().expect("offer"));
+    }
+    let first = offers[0].2.bucket;
+    assert!(
+        offers.iter().all(|(_, _, o)| o.bucket == first),
+        "all 64 in one bucket"
+    );
+    assert_eq!(
+        first,
+        BucketId {
+            created: T0,
+            seq: 0
+        }
+    );
+
+    // Every accepter opens exactly its own payload among 63 others.
+    let mut indices = std::collections::HashSet::new();
+    for (i, payload, offer) in &offers {
+        let link = offer.link.without_passphrase();
+        let got = client.accept(&link, Some(pass(*i))).await.expect("accept");
+        assert_eq!(&got.payload[..], payload.as_bytes());
+        assert_eq!(got.tried, 64);
+        indices.insert(got.index);
+    }
+    assert_eq!(indices.len(), 64, "each link sits at its own position");
+
+    // The 65th store opens a new bucket.
+    let o = client
+        .offer(&sa, b"sixty-fifth", pass(64), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.bucket,
+        BucketId {
+            created: T0,
+            seq: 1
+        }
+    );
+    assert_ne!(o.link.locator, offers[0].2.link.locator);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_passphrase_finds_nothing() {
+    let clock = manual_clock();
+    let (_s, c) = default_server(&clock);
+    let o = c
+        .offer(&pipe_addr(), b"payload", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let link = o.link.without_passphrase();
+    let e = c.accept(&link, Some(pass(2))).await.unwrap_err();
+    assert!(matches!(e, AcceptError::NoMatch { tried: 64 }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    assert!(
+        e.to_string()
+            .contains("no link in this bucket opens with this passphrase"),
+        "{e}"
+    );
+    // Without any passphrase: a clear error before any network traffic.
+    assert!(matches!(
+        c.accept(&link, None).await,
+        Err(AcceptError::PassphraseRequired)
+    ));
+    // The one-channel link carries its passphrase.
+    assert_eq!(
+        &c.accept(&o.link, None).await.unwrap().payload[..],
+        b"payload"
+    );
+}
+
+/// Two-channel mode against a link-channel attacker: the accepter has the right passphrase (from
+/// the other channel), the attacker swaps in a one-channel link of its own offer. The accepter
+/// must not open the attacker's payload.
+#[tokio::test(start_paused = true)]
+async fn a_swapped_one_channel_link_never_overrides_the_given_passphrase() {
+    let clock = manual_clock();
+    let (_s, c) = default_server(&clock);
+    let real = c
+        .offer(
+            &pipe_addr(),
+            b"smp://real-server/queue",
+            pass(1),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let evil = c
+        .offer(
+            &pipe_addr(),
+            b"smp://attacker-server/queue",
+            Passphrase::new("attacker-chosen-passphrase"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    // The accepter receives the attacker's one-channel link and types the real passphrase.
+    let r = c.accept(&evil.link, Some(pass(1))).await;
+    match r {
+        Err(e @ AcceptError::PassphraseConflict) => {
+            assert_eq!(e.kind(), ErrorKind::BadInput);
+            assert!(e.to_string().contains("refusing to choose"), "{e}");
+        }
+        Ok(a) => panic!(
+            "opened a payload of {} bytes instead of refusing",
+            a.payload.len()
+        ),
+        Err(e) => panic!("expected PassphraseConflict, got {e:?}"),
+    }
+    // The same passphrase as the link's own is still a conflict: there is no silent choice.
+    let own = evil.link.passphrase.clone();
+    assert!(matches!(
+        c.accept(&evil.link, own).await,
+        Err(AcceptError::PassphraseConflict)
+    ));
+    // The genuine two-channel link still works.
+    let got = c
+        .accept(&real.link.without_passphrase(), Some(pass(1)))
+        .await
+        .unwrap();
+    assert_eq!(&got.payload[..], b"smp://real-server/queue");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleted_link_is_gone() {
+    let clock = manual_clock();
+    let (server, c) = default_server(&clock);
+    let sa = pipe_addr();
+    let keep = c
+        .offer(&sa, b"keep", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let gone = c
+        .offer(&sa, b"gone", pass(2), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(server.store().link_count(), 2);
+    // A wrong token deletes nothing.
+    assert!(matches!(
+        c.delete(&gone.link, &DeleteToken::from_bytes([0; 32]))
+            .await,
+        Err(DeleteError::NothingToDelete)
+    ));
+    c.delete(&gone.link, &gone.delete_token).await.unwrap();
+    assert!(matches!(
+        c.accept(&gone.link, None).await,
+        Err(AcceptError::NoMatch { .. })
+    ));
+    let again = c.delete(&gone.link, &gone.delete_token).await.unwrap_err();
+    assert!(matches!(again, DeleteError::NothingToDelete));
+    assert!(again.to_string().contains("nothing to delete"), "{again}");
+    assert_eq!(
+        &c.accept(&keep.link, None).await.unwrap().payload[..],
+        b"keep"
+    );
+    assert_eq!(server.store().link_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_buckets_are_gone_and_collected() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        open_window_secs: 10,
+        ttl_secs: 100,
+        max_links: None,
+    };
+    let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
+    let sa = pipe_addr();
+    let old = c
+        .offer(&sa, b"old", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    clock.advance(50);
+    let young = c
+        .offer(&sa, b"young", pass(2), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_ne!(
+        old.bucket, young.bucket,
+        "the open window closed the first bucket"
+    );
+    clock.advance(50); // old is exactly 100 s old: expired
+    assert!(matches!(
+        c.accept(&old.link, None).await,
+        Err(AcceptError::NotFound)
+    ));
+    assert_eq!(
+        &c.accept(&young.link, None).await.unwrap().payload[..],
+        b"young"
+    );
+    assert_eq!(
+        server
+            .store()
+            .collect_garbage(clock.now(), 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(server.store().link_count(), 1);
+    clock.advance(50);
+    assert!(matches!(
+        c.accept(&young.link, None).await,
+        Err(AcceptError::NotFound)
+    ));
+    assert_eq!(
+        server
+            .store()
+            .collect_garbage(clock.now(), 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(server.store().link_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_refuses_new_stores_and_keeps_old_ones() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        max_links: Some(3),
+        ..Default::default()
+    };
+    let (_s, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
+    let sa = pipe_addr();
+    let mut offers = Vec::new();
+    for i in 0..3 {
+        offers.push(
+            c.offer(&sa, format!("p{i}").as_bytes(), pass(i), KdfProfile::Test)
+                .await
+                .unwrap(),
+        );
+    }
+    match c.offer(&sa, b"p3", pass(3), KdfProfile::Test).await {
+        Err(OfferError::Connection(ConnectionError::Server {
+            code: ErrorCode::QuotaExceeded,
+            message,
+        })) => assert!(message.contains("quota"), "{message}"),
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    for (i, o) in offers.iter().enumerate() {
+        assert_eq!(
+            &c.accept(&o.link, None).await.unwrap().payload[..],
+            format!("p{i}").as_bytes()
+        );
+    }
+    // Deleting frees a slot.
+    c.delete(&offers[0].link, &offers[0].delete_token)
+        .await
+        .unwrap();
+    c.offer(&sa, b"p3", pass(3), KdfProfile::Test)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_give_clear_errors_and_others_keep_being_served() {
+    let clock = manual_clock();
+    let config = ServerConfig {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(5),
+        rate_per_sec: 2,
+        rate_burst: 3,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
+    let sa = pipe_addr();
+
+    // No Hello first.
+    let mut s = raw_pipe(&server);
+    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::HelloRequired
+    );
+
+    // Unsupported version.
+    let mut s = raw_pipe(&server);
+    let hello79 = Request::Hello {
+        min_version: 7,
+        max_version: 9,
+    };
+    write_msg(&mut s, &hello79, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::UnsupportedVersion
+    );
+
+    // Oversize length prefix: refused before the body is read.
+    let mut s = raw_pipe(&server);
+    hello(&mut s).await;
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::FrameTooLarge
+    );
+
+    // Garbage body.
+    let mut s = raw_pipe(&server);
+    hello(&mut s).await;
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::Malformed
+    );
+
+    // Truncated frame then silence: times out after exactly the idle timeout.
+    let mut s = raw_pipe(&server);
+    hello(&mut s).await;
+    s.write_all(&[0, 0, 1, 0, 1, 2]).await.unwrap();
+    let t = tokio::time::Instant::now();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::TimedOut
+    );
+    assert_eq!(t.elapsed(), Duration::from_secs(5));
+
+    // A slowloris trickle (one byte a second) does not extend the timeout either.
+    let s = raw_pipe(&server);
+    let frame = encode_frame(
+        &Request::Hello {
+            min_version: 1,
+            max_version: 1,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let trickle = tokio::spawn(async move {
+        for b in frame {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    assert_eq!(
+        code(read_msg(&mut rd, u32::MAX).await.unwrap()),
+        ErrorCode::TimedOut
+    );
+    trickle.abort();
+
+    // Rate limit: burst of 3, then RateLimited, and the connection stays usable.
+    let mut s = raw_pipe(&server);
+    hello(&mut s).await; // uses one token
+    for _ in 0..2 {
+        write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_msg(&mut s, u32::MAX).await.unwrap(),
+            Response::Info(_)
+        ));
+    }
+    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::RateLimited
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_msg(&mut s, &Request::Info, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_msg(&mut s, u32::MAX).await.unwrap(),
+        Response::Info(_)
+    ));
+    drop(s);
+
+    // Connection flood: hold 4 connections, the 5th is told Busy; a slot frees when one leaves.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = raw_pipe(&server);
+        hello(&mut s).await;
+        held.push(s);
+    }
+    let mut s = raw_pipe(&server);
+    assert_eq!(
+        code(read_msg(&mut s, u32::MAX).await.unwrap()),
+        ErrorCode::Busy
+    );
+    let e = c.info(&sa).await.unwrap_err();
+    assert_eq!(e.server_code(), Some(ErrorCode::Busy));
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        c.info(&sa).await.is_ok(),
+        "served again once a slot is free"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetch_answers_are_full_size_and_stable() {
+    let clock = manual_clock();
+    let (server, c) = default_server(&clock);
+    let o = c
+        .offer(&pipe_addr(), b"x", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let fetch = || async {
+        let mut s = raw_pipe(&server);
+        hello(&mut s).await;
+        let req = Request::Fetch {
+            locator: o.link.locator,
+        };
+        write_msg(&mut s, &req, DEFAULT_MAX_FRAME).await.unwrap();
+        match read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap() {
+            Response::Bucket { links } => links,
+            other => panic!("{other:?}"),
+        }
+    };
+    let a: Vec<SealedLink> = fetch().await;
+    let b = fetch().await;
+    assert_eq!(a.len(), 64);
+    assert_eq!(
+        a, b,
+        "filler is the same on every fetch, so diffing answers reveals nothing"
+    );
+    let distinct: std::collections::HashSet<Vec<u8>> = a.iter().map(|l| l.0.to_vec()).collect();
+    assert_eq!(distinct.len(), 64, "no repeated filler");
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_frees_quota_and_nothing_is_evicted_early() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        open_window_secs: 10,
+        ttl_secs: 100,
+        max_links: Some(70),
+    };
+    let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
+    let sa = pipe_addr();
+    // A flood of stores fills the quota: 70 fit, the rest are refused, none evicts an old link.
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match c
+            .offer(&sa, format!("f{i}").as_bytes(), pass(i), KdfProfile::Test)
+            .await
+        {
+            Ok(o) => kept.push((i, o)),
+            Err(OfferError::Connection(ConnectionError::Server {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            })) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((kept.len(), refused), (70, 30));
+    for (i, o) in &kept {
+        assert_eq!(
+            &c.accept(&o.link, None).await.unwrap().payload[..],
+            format!("f{i}").as_bytes()
+        );
+    }
+    // Once the buckets expire and are collected, the space is free again.
+    clock.advance(100);
+    assert_eq!(
+        server
+            .store()
+            .collect_garbage(clock.now(), 1000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(server.store().link_count(), 0);
+    c.offer(&sa, b"after expiry", pass(1000), KdfProfile::Test)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_reads_is_dropped() {
+    let clock = manual_clock();
+    let config = ServerConfig {
+        idle_timeout: Duration::from_secs(5),
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
+    let o = c
+        .offer(&pipe_addr(), b"x", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let mut s = raw_pipe(&server);
+    hello(&mut s).await;
+    // Fetches (16.5 KB answers each), never reading: the server's writes block on the full pipe.
+    let frame = encode_frame(
+        &Request::Fetch {
+            locator: o.link.locator,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    let flood = tokio::time::timeout(Duration::from_secs(2), async {
+        for _ in 0..5000 {
+            if s.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = flood.await;
+    assert_eq!(server.open_connections(), 1);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        server.open_connections(),
+        0,
+        "the slot is freed after the write timeout"
+    );
+    drop(s);
+}
