@@ -59,6 +59,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted, bytes. Default: 20 480.
     pub max_frame: u32,
+    /// How long to keep retrying, with growing pauses, when the server answers that it is busy
+    /// (no free connection slot, or no room for a store this second). Default: 60 s.
+    pub retry_budget: Duration,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +72,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(60),
             max_frame: DEFAULT_MAX_FRAME,
+            retry_budget: Duration::from_secs(60),
         }
     }
 }
@@ -159,6 +163,42 @@ impl Connection {
     }
 }
 
+/// Pauses between retries of a busy server: 100 ms doubling up to 5 s, each with up to 50 %
+/// random jitter so that many clients do not retry in step.
+struct Backoff {
+    next: Duration,
+    until: tokio::time::Instant,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new(budget: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            until: tokio::time::Instant::now() + budget,
+        }
+    }
+
+    /// Sleep before the next attempt; `false` when the budget does not allow another one.
+    async fn wait(&mut self) -> bool {
+        let jitter = self.next.mul_f64(rand::random::<f64>() * 0.5);
+        let pause = self.next + jitter;
+        if tokio::time::Instant::now() + pause > self.until {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        self.next = (self.next * 2).min(Self::MAX);
+        true
+    }
+}
+
+/// Whether a server error says "busy, try again shortly".
+fn busy(e: &ConnectionError, codes: &[ErrorCode]) -> bool {
+    matches!(e, ConnectionError::Server { code, .. } if codes.contains(code))
+}
+
 fn unexpected(what: &str, r: &Response) -> ConnectionError {
     ConnectionError::Protocol(format!("expected {what}, got {}", r.kind()))
 }
@@ -211,8 +251,21 @@ impl Client {
         &self.config
     }
 
-    /// Open a connection and exchange versions.
+    /// Open a connection and exchange versions. A server without a free connection slot
+    /// (`Busy`) is tried again with growing pauses within [`ClientConfig::retry_budget`].
     pub async fn connect(&self, addr: &ServerAddr) -> Result<Connection, ConnectionError> {
+        let mut backoff = Backoff::new(self.config.retry_budget);
+        loop {
+            match self.connect_once(addr).await {
+                Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
+                    tracing::debug!("the server has no free connection slot; retrying");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn connect_once(&self, addr: &ServerAddr) -> Result<Connection, ConnectionError> {
         let stream =
             tokio::time::timeout(self.config.connect_timeout, self.connector.connect(addr))
                 .await
@@ -311,9 +364,20 @@ impl Client {
             link: sealed,
             delete_check: token.check(),
         };
-        let id = match c.request(&store).await? {
-            Response::Stored { id } => id,
-            r => return Err(unexpected("Stored", &r).into()),
+        // A server with no room this second says so instead of handing out an ID clients refuse.
+        let mut backoff = Backoff::new(self.config.retry_budget);
+        let id = loop {
+            match c.request(&store).await {
+                Ok(Response::Stored { id }) => break id,
+                Ok(r) => return Err(unexpected("Stored", &r).into()),
+                Err(e)
+                    if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                        && backoff.wait().await =>
+                {
+                    tracing::debug!("the server has no room for a store now; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         tracing::debug!("sealed link stored; checking the bucket ID against the policy");
         if let Err(violation) =

@@ -1,12 +1,20 @@
 //! The one place that reads the system clock. Everything else gets time passed in.
+//!
+//! A [`Clock`] gives two readings: wall time (unix seconds, which bucket IDs carry and clients
+//! compare with their own clocks) and elapsed time (monotonic, which cannot jump). Wall time is
+//! input, not truth: [`TimeGuard`] bounds every expiry decision by the elapsed time, so a wall
+//! clock that jumps ahead never makes the server collect a link early.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-/// A source of unix time in seconds.
+/// A source of time.
 pub trait Clock: Send + Sync + 'static {
-    /// Now, in unix seconds.
+    /// Wall time, unix seconds.
     fn now(&self) -> u64;
+    /// Monotonic time since an arbitrary fixed origin; never goes back, never jumps.
+    fn elapsed(&self) -> Duration;
 }
 
 /// The system clock.
@@ -21,25 +29,142 @@ impl Clock for SystemClock {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     }
+
+    fn elapsed(&self) -> Duration {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
 }
 
-/// A clock that only moves when told to (tests).
+/// A clock that only moves when told to (tests). [`ManualClock::advance`] moves wall and elapsed
+/// time together, as time passing does; [`ManualClock::jump`] moves only the wall clock, as a
+/// misconfigured or corrected system clock does.
 #[derive(Clone, Debug, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
+pub struct ManualClock(Arc<ManualState>);
+
+#[derive(Debug, Default)]
+struct ManualState {
+    wall: AtomicU64,
+    elapsed_secs: AtomicU64,
+    /// Set jumps that have not been undone, for [`ManualClock::jumped`].
+    offset: AtomicI64,
+}
 
 impl ManualClock {
-    /// A clock showing `t`.
+    /// A clock showing wall time `t`.
     pub fn new(t: u64) -> Self {
-        ManualClock(Arc::new(AtomicU64::new(t)))
+        let c = ManualClock::default();
+        c.0.wall.store(t, Ordering::SeqCst);
+        c
     }
-    /// Move the time forward.
+
+    /// Time passes: wall and elapsed time move forward by `secs`.
     pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.0.wall.fetch_add(secs, Ordering::SeqCst);
+        self.0.elapsed_secs.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// The wall clock is set `secs` ahead (or back, if negative); elapsed time does not move.
+    pub fn jump(&self, secs: i64) {
+        let wall = self.0.wall.load(Ordering::SeqCst);
+        self.0
+            .wall
+            .store(wall.saturating_add_signed(secs), Ordering::SeqCst);
+        self.0.offset.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// How far the wall clock has been jumped in total.
+    pub fn jumped(&self) -> i64 {
+        self.0.offset.load(Ordering::SeqCst)
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.wall.load(Ordering::SeqCst)
+    }
+
+    fn elapsed(&self) -> Duration {
+        Duration::from_secs(self.0.elapsed_secs.load(Ordering::SeqCst))
+    }
+}
+
+/// How far the wall clock may run ahead of elapsed time before expiry stops following it.
+pub const JUMP_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// The time expiry decisions use: the wall clock, but never ahead of what elapsed time allows.
+///
+/// Anchored at one reading of both clocks (the server's start), it answers `min(wall, anchor +
+/// elapsed + tolerance)`: a wall clock that jumps ahead is ignored for expiry, one that goes back
+/// is followed (links then live longer, never shorter). Pure: the readings are arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeGuard {
+    anchor_wall: u64,
+    anchor_elapsed: Duration,
+}
+
+/// What [`TimeGuard::expiry_now`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpiryTime {
+    /// The time to use for expiry, unix seconds.
+    pub now: u64,
+    /// Seconds the wall clock is ahead of what elapsed time allows (0 when it is not).
+    pub wall_ahead: u64,
+}
+
+impl TimeGuard {
+    /// Anchor at one reading of both clocks.
+    pub fn new(wall: u64, elapsed: Duration) -> Self {
+        TimeGuard {
+            anchor_wall: wall,
+            anchor_elapsed: elapsed,
+        }
+    }
+
+    /// Anchor at `clock`'s current readings.
+    pub fn start(clock: &dyn Clock) -> Self {
+        TimeGuard::new(clock.now(), clock.elapsed())
+    }
+
+    /// The expiry time for the readings `wall` and `elapsed`.
+    pub fn expiry_now(&self, wall: u64, elapsed: Duration) -> ExpiryTime {
+        let since = elapsed.saturating_sub(self.anchor_elapsed);
+        let bound = self
+            .anchor_wall
+            .saturating_add(since.as_secs())
+            .saturating_add(JUMP_TOLERANCE.as_secs());
+        ExpiryTime {
+            now: wall.min(bound),
+            wall_ahead: wall.saturating_sub(bound),
+        }
+    }
+
+    /// [`TimeGuard::expiry_now`] for `clock`'s current readings.
+    pub fn expiry_now_of(&self, clock: &dyn Clock) -> ExpiryTime {
+        self.expiry_now(clock.now(), clock.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_follows_the_wall_clock_back_but_not_ahead() {
+        let c = ManualClock::new(1_000_000);
+        let g = TimeGuard::start(&c);
+        c.advance(100);
+        assert_eq!(g.expiry_now_of(&c).now, 1_000_100);
+        c.jump(30 * 86_400);
+        let e = g.expiry_now_of(&c);
+        assert_eq!(e.now, 1_000_100 + JUMP_TOLERANCE.as_secs());
+        assert_eq!(e.wall_ahead, 30 * 86_400 - JUMP_TOLERANCE.as_secs());
+        c.jump(-60 * 86_400);
+        assert_eq!(
+            g.expiry_now_of(&c).now,
+            c.now(),
+            "a clock that went back is followed"
+        );
+        assert_eq!(c.jumped(), -30 * 86_400);
     }
 }

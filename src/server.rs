@@ -6,26 +6,35 @@
 mod conn;
 mod handle;
 mod limits;
+
+pub use limits::Source;
 #[cfg(feature = "tor")]
 pub mod onion;
 mod session;
 pub mod tcp;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ExpiryTime, TimeGuard};
 use crate::proto::wire::DEFAULT_MAX_FRAME;
 use crate::proto::{Locator, SealedLink};
 use crate::store::BucketStore;
 use crate::ConfigError;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// Server limits and housekeeping settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Connections served at once; more are answered `Busy` and closed. Default: 256; at most
-    /// [`ServerConfig::MAX_CONNECTIONS`].
+    /// Connections served at once. When all are taken, the connection idle the longest is closed
+    /// to make room; only when every connection is executing a request is a newcomer answered
+    /// `Busy`. Default: 256; at most [`ServerConfig::MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Connections that have not completed their first request yet, held apart so that silent
+    /// sockets never take a slot; when full, the oldest of them is closed for a newcomer.
+    /// Default: 8192 (each is an idle socket and a small task; a big room gives a connection that
+    /// speaks at once plenty of time to do so while silent ones churn); at least 1 and at most
+    /// [`ServerConfig::MAX_CONNECTIONS`].
+    pub waiting_room: usize,
     /// A connection that sends no complete frame for this long is closed. Default: 30 s; at
     /// least 1 s.
     pub idle_timeout: Duration,
@@ -56,6 +65,12 @@ impl ServerConfig {
         if !(1..=Self::MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(ConfigError::new(
                 "max_connections",
+                format!("must be from 1 to {}", Self::MAX_CONNECTIONS),
+            ));
+        }
+        if !(1..=Self::MAX_CONNECTIONS).contains(&self.waiting_room) {
+            return Err(ConfigError::new(
+                "waiting_room",
                 format!("must be from 1 to {}", Self::MAX_CONNECTIONS),
             ));
         }
@@ -97,6 +112,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 256,
+            waiting_room: 8192,
             idle_timeout: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
             rate_per_sec: 20,
@@ -113,7 +129,12 @@ pub struct Server<S: BucketStore> {
     pub(crate) store: S,
     pub(crate) config: ServerConfig,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) slots: limits::Slots,
+    pub(crate) store_gate: limits::StoreGate,
+    /// Expiry never runs ahead of elapsed time since the start.
+    guard: TimeGuard,
+    /// The wall clock was last seen this far ahead of elapsed time (for one warning per jump).
+    jump_seen: std::sync::atomic::AtomicU64,
     shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_rx: watch::Receiver<bool>,
 }
@@ -129,7 +150,10 @@ impl<S: BucketStore> Server<S> {
         store.params().validate()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Ok(Arc::new(Server {
-            permits: Arc::new(Semaphore::new(config.max_connections)),
+            slots: limits::Slots::new(config.max_connections, config.waiting_room),
+            store_gate: limits::StoreGate::new(),
+            guard: TimeGuard::start(&*clock),
+            jump_seen: std::sync::atomic::AtomicU64::new(0),
             store,
             config,
             clock,
@@ -143,9 +167,14 @@ impl<S: BucketStore> Server<S> {
         &self.store
     }
 
-    /// Connections being served now.
+    /// Connections open now (waiting for their first request, or holding a slot).
     pub fn open_connections(&self) -> usize {
-        self.config.max_connections - self.permits.available_permits()
+        self.slots.len()
+    }
+
+    /// Connections holding a slot now.
+    pub fn slot_holders(&self) -> usize {
+        self.slots.holders()
     }
 
     /// Ask every listener and connection to stop.
@@ -168,8 +197,7 @@ impl<S: BucketStore> Server<S> {
         }
     }
 
-    /// Collect expired buckets every `gc_interval` until shutdown, in batches so stores keep
-    /// being served between them.
+    /// Collect expired buckets every `gc_interval` until shutdown.
     pub async fn run_gc(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.gc_interval);
         loop {
@@ -177,30 +205,50 @@ impl<S: BucketStore> Server<S> {
                 _ = tick.tick() => {}
                 _ = self.shutdown_requested() => return,
             }
-            let mut total = 0;
-            loop {
-                match self
-                    .store
-                    .collect_garbage(self.clock.now(), self.config.gc_batch)
-                    .await
-                {
-                    Ok(n) => {
-                        total += n;
-                        if n < self.config.gc_batch {
-                            break;
-                        }
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %crate::config::report(&e), "garbage collection failed");
-                        break;
-                    }
+            match self.collect_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(buckets = n, "expired buckets collected"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::config::report(&e), "garbage collection failed")
                 }
             }
-            if total > 0 {
-                tracing::info!(buckets = total, "expired buckets collected");
-            }
         }
+    }
+
+    /// One garbage-collection pass: every bucket expired by [`Server`]'s expiry time (the wall
+    /// clock, never ahead of elapsed time), in transactions of `gc_batch` buckets so that stores
+    /// are served between them. Returns how many buckets were removed.
+    pub async fn collect_expired(&self) -> Result<usize, crate::store::StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .collect_garbage(self.expiry_now(), self.config.gc_batch)
+                .await?;
+            total += n;
+            if n < self.config.gc_batch {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The time for expiry decisions: the wall clock, bounded by the elapsed time since start.
+    /// A jump ahead is logged once.
+    pub(crate) fn expiry_now(&self) -> u64 {
+        let ExpiryTime { now, wall_ahead } = self.guard.expiry_now_of(&*self.clock);
+        let seen = self
+            .jump_seen
+            .swap(wall_ahead, std::sync::atomic::Ordering::Relaxed);
+        if wall_ahead > 0 && seen == 0 {
+            tracing::warn!(
+                ahead_secs = wall_ahead,
+                "the wall clock jumped ahead of the time elapsed since start: expiry and garbage collection follow the elapsed time (restart the server to accept the new time)"
+            );
+        } else if wall_ahead == 0 && seen > 0 {
+            tracing::info!("the wall clock is back in line with the elapsed time");
+        }
+        now
     }
 
     /// Filler for a fetch answer (see [`crate::proto::padding::filler`]).

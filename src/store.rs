@@ -27,8 +27,13 @@ pub struct StoreParams {
     /// Seconds a bucket is kept after its creation. Default: 604 800 (7 days). At least 1.
     pub ttl_secs: u64,
     /// The most links stored at once, expired ones not yet collected included (`None`: no
-    /// limit). Default: `None`.
+    /// limit). Default: `None` (`rdv serve` sizes a default from the free disk space).
     pub max_links: Option<u64>,
+    /// The highest sequence number handed out: buckets beyond it in one second are refused by
+    /// clients (the default client policy accepts up to 32), so the store reports itself full for
+    /// that second instead. Default: 32, which caps the store at 33 × 64 = 2112 new links per
+    /// second.
+    pub max_seq: u16,
 }
 
 impl Default for StoreParams {
@@ -37,6 +42,7 @@ impl Default for StoreParams {
             open_window_secs: 600,
             ttl_secs: 7 * 24 * 3600,
             max_links: None,
+            max_seq: crate::proto::ClientPolicy::default().max_seq,
         }
     }
 }
@@ -122,6 +128,9 @@ pub enum StoreError {
         #[source]
         source: Option<BackendError>,
     },
+    /// Every bucket ID clients accept in this second is used: try again shortly.
+    #[error(transparent)]
+    Overloaded(#[from] alloc::Exhausted),
     /// The store is shut down.
     #[error("the store is closed")]
     Closed,
@@ -151,9 +160,13 @@ impl From<postcard::Error> for StoreError {
     }
 }
 
-/// A store of buckets. `now` is unix seconds, passed in so that tests control time.
+/// A store of buckets. `now` is unix seconds, passed in so that tests control time: for a store
+/// it is the wall clock (it goes into the bucket ID), for expiry (fetch, delete, garbage
+/// collection) the server passes a time that never runs ahead of elapsed time
+/// ([`crate::clock::TimeGuard`]).
 pub trait BucketStore: Send + Sync + 'static {
     /// Put a link into the open bucket; resolves once the link is durable.
+    /// [`StoreError::Overloaded`] when no bucket ID clients accept is left in this second.
     fn store(
         &self,
         link: SealedLink,

@@ -140,7 +140,8 @@ async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
     let start = |data: &Path| {
         ServerProcess::start_with(
             data,
-            &["--rate", "100000"],
+            // The default quota would stop stores before the disk fills: lift it.
+            &["--rate", "100000", "--max-links", "100000000"],
             &[("RUST_LOG", "info")],
             std::fs::OpenOptions::new()
                 .create(true)

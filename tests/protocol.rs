@@ -229,6 +229,7 @@ async fn expired_buckets_are_gone_and_collected() {
         open_window_secs: 10,
         ttl_secs: 100,
         max_links: None,
+        ..Default::default()
     };
     let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
     let sa = pipe_addr();
@@ -438,31 +439,103 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
     ));
     drop(s);
 
-    // Connection flood: hold 4 connections, the 5th is told Busy; a slot frees when one leaves.
+    // Connection flood: 4 idle connections hold every slot; a newcomer is served anyway, and
+    // the connection idle the longest is the one closed to make room.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = raw_pipe(&server);
         hello(&mut s).await;
         held.push(s);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(server.open_connections(), 4);
+    c.info(&sa).await.expect("a newcomer gets a slot");
+    let mut oldest = held.remove(0);
+    let r = read_msg::<Response, _>(&mut oldest, u32::MAX)
+        .await
+        .unwrap();
+    match r {
+        Response::Error {
+            code: ErrorCode::Busy,
+            message,
+        } => assert!(message.contains("closed to make room"), "{message}"),
+        other => panic!("expected the eviction notice, got {other:?}"),
+    }
+    // The others were not touched: each still answers.
+    for s in &mut held {
+        write_msg(&mut *s, &Request::Info, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_msg(&mut *s, u32::MAX).await.unwrap(),
+            Response::Info(_)
+        ));
+    }
+    drop(held);
+    drop(oldest);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(server.open_connections(), 0);
+}
+
+/// Only when every connection is executing a request is a newcomer refused with `Busy`: here
+/// four stores wait for room (the store admits 64 links per second and the clock stands still).
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_is_refused_only_when_every_slot_is_busy() {
+    let clock = manual_clock();
+    let config = ServerConfig {
+        max_connections: 4,
+        rate_per_sec: 1000,
+        rate_burst: 1000,
+        ..Default::default()
+    };
+    let params = StoreParams {
+        max_seq: 0,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(params, config, Arc::new(clock.clone()));
+    for i in 0..64 {
+        c.offer(&pipe_addr(), b"x", pass(i), KdfProfile::Test)
+            .await
+            .unwrap();
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let mut s = raw_pipe(&server);
+        hello(&mut s).await;
+        let store = Request::Store {
+            link: SealedLink([7; 256]),
+            delete_check: DeleteToken::from_bytes([1; 32]).check(),
+        };
+        write_msg(&mut s, &store, DEFAULT_MAX_FRAME).await.unwrap();
+        waiting.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A newcomer waits without a slot until it speaks; its Hello finds every holder busy.
     let mut s = raw_pipe(&server);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(server.open_connections(), 5);
+    assert_eq!(server.slot_holders(), 4);
+    assert!(!raw_hello(&mut s).await, "refused");
+    let mut s = raw_pipe(&server);
+    let hello11 = Request::Hello {
+        min_version: 1,
+        max_version: 1,
+    };
+    write_msg(&mut s, &hello11, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
     assert_eq!(
         code(read_msg(&mut s, u32::MAX).await.unwrap()),
         ErrorCode::Busy
     );
-    let e = c.info(&sa).await.unwrap_err();
-    assert_eq!(e.server_code(), Some(ErrorCode::Busy));
-    assert_eq!(e.kind(), ErrorKind::Transient);
-    held.pop();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(
-        c.info(&sa).await.is_ok(),
-        "served again once a slot is free"
-    );
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(server.open_connections(), 0);
+    // The waiting stores give up after the server's wait with the documented transient code.
+    for s in &mut waiting {
+        assert_eq!(
+            code(read_msg(&mut *s, u32::MAX).await.unwrap()),
+            ErrorCode::Overloaded
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -503,6 +576,7 @@ async fn expiry_frees_quota_and_nothing_is_evicted_early() {
         open_window_secs: 10,
         ttl_secs: 100,
         max_links: Some(70),
+        ..Default::default()
     };
     let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
     let sa = pipe_addr();

@@ -63,6 +63,7 @@ async fn reopen_keeps_everything_and_continues_ids() {
         open_window_secs: 60,
         ttl_secs: 1000,
         max_links: None,
+        ..Default::default()
     };
     let mut ids = Vec::new();
     {
@@ -115,6 +116,7 @@ async fn disk_store_matches_memory_model() {
         open_window_secs: 5,
         ttl_secs: 40,
         max_links: Some(150),
+        ..Default::default()
     };
     let disk = DiskStore::open(
         dir.path(),

@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
-use rdv::client::{AcceptError, ConnectionError, DeleteError};
+use rdv::client::{AcceptError, DeleteError};
 use rdv::clock::{Clock, SystemClock};
-use rdv::proto::{ErrorCode, KdfProfile, Passphrase};
+use rdv::framed::read_msg;
+use rdv::proto::{ErrorCode, KdfProfile, Passphrase, Response};
 use rdv::server::ServerConfig;
 use rdv::store::{BucketStore, StoreParams};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ async fn offer_accept_delete_over_tcp_with_the_disk_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_over_tcp() {
+async fn a_full_server_closes_its_longest_idle_connection_for_a_newcomer() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = ServerConfig {
@@ -57,19 +58,22 @@ async fn connection_limit_over_tcp() {
         assert!(raw_hello(&mut s).await);
         held.push(s);
     }
-    let e = client(addr, clock.clone())
+    client(addr, clock.clone())
         .info(&server_addr(addr))
         .await
-        .unwrap_err();
+        .expect("the newcomer is served");
+    let r = read_msg::<Response, _>(&mut held[0], u32::MAX)
+        .await
+        .unwrap();
     assert!(
         matches!(
-            e,
-            ConnectionError::Server {
+            r,
+            Response::Error {
                 code: ErrorCode::Busy,
                 ..
             }
         ),
-        "{e:?}"
+        "the oldest idle connection was told: {r:?}"
     );
     drop(held);
     for _ in 0..100 {
@@ -78,5 +82,5 @@ async fn connection_limit_over_tcp() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(client(addr, clock).info(&server_addr(addr)).await.is_ok());
+    assert_eq!(server.open_connections(), 0);
 }

@@ -9,7 +9,7 @@ use rdv::store::{BucketStore, MemoryStore, StoreParams};
 use std::collections::BTreeMap;
 
 fuzz_target!(|data: &[u8]| {
-    let params = StoreParams { open_window_secs: 4, ttl_secs: 30, max_links: Some(300) };
+    let params = StoreParams { open_window_secs: 4, ttl_secs: 30, max_links: Some(300), ..Default::default() };
     let store = MemoryStore::new(params);
     let mut model: BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>> = BTreeMap::new();
     let mut now = 1_000u64;

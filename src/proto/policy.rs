@@ -30,35 +30,30 @@ impl Default for ClientPolicy {
     }
 }
 
-/// Why a bucket ID was refused.
+/// Why a bucket ID was refused. Neither the message nor `Debug` names the ID: it is the
+/// locator's preimage, as sensitive as the link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyViolation {
     /// The bucket claims to be created in the future.
-    #[error("bucket {id} was created {ahead} s in the future (allowed skew {skew} s)")]
+    #[error("the bucket was created {ahead} s in the future (allowed skew {skew} s)")]
     FromTheFuture {
-        /// The refused ID.
-        id: BucketId,
         /// Seconds ahead of the client clock.
         ahead: u64,
         /// Allowed skew.
         skew: u64,
     },
     /// The bucket is older than the open window allows.
-    #[error("bucket {id} is {age} s old, but buckets stay open for at most {allowed} s (window plus skew)")]
+    #[error("the bucket is {age} s old, but buckets stay open for at most {allowed} s (window plus skew)")]
     TooOld {
-        /// The refused ID.
-        id: BucketId,
         /// Age by the client clock.
         age: u64,
         /// Allowed age.
         allowed: u64,
     },
     /// Too many buckets in one second.
-    #[error("bucket {id} has sequence number {seq}, above the allowed {max}")]
+    #[error("the bucket has sequence number {seq}, above the allowed {max}")]
     SeqTooHigh {
-        /// The refused ID.
-        id: BucketId,
         /// Its sequence number.
         seq: u16,
         /// Allowed maximum.
@@ -97,7 +92,6 @@ impl ClientPolicy {
         self.check_window(advertised_window_secs)?;
         if id.created > now.saturating_add(self.max_skew_secs) {
             return Err(PolicyViolation::FromTheFuture {
-                id,
                 ahead: id.created - now,
                 skew: self.max_skew_secs,
             });
@@ -105,11 +99,10 @@ impl ClientPolicy {
         let age = now.saturating_sub(id.created);
         let allowed = advertised_window_secs.saturating_add(self.max_skew_secs);
         if age > allowed {
-            return Err(PolicyViolation::TooOld { id, age, allowed });
+            return Err(PolicyViolation::TooOld { age, allowed });
         }
         if id.seq > self.max_seq {
             return Err(PolicyViolation::SeqTooHigh {
-                id,
                 seq: id.seq,
                 max: self.max_seq,
             });

@@ -128,87 +128,74 @@ pub struct ServerInfo {
     pub max_frame: u32,
 }
 
-/// Error codes. Encoded as a `u16`; codes this version does not know decode as
-/// [`ErrorCode::Unknown`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// No common protocol version.
-    UnsupportedVersion,
-    /// The frame did not decode.
-    Malformed,
-    /// The frame exceeds the maximum size.
-    FrameTooLarge,
-    /// A request came before the version exchange.
-    HelloRequired,
-    /// No such bucket (never stored, expired, or collected).
-    NotFound,
-    /// Too many requests on this connection.
-    RateLimited,
-    /// Too many connections.
-    Busy,
-    /// The server's storage quota is full.
-    QuotaExceeded,
-    /// Storage failed (e.g. disk full); nothing was stored.
-    StorageFailure,
-    /// The connection was idle too long.
-    TimedOut,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// Internal error.
-    Internal,
-    /// A code this version does not know.
-    Unknown(u16),
+/// Declares [`ErrorCode`] and both directions of its wire mapping from one list, so the two can
+/// never disagree.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident = $n:literal, transient: $t:literal;)*) => {
+        /// Error codes. Encoded as a `u16`; codes this version does not know decode as
+        /// [`ErrorCode::Unknown`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $name,)*
+            /// A code this version does not know.
+            Unknown(u16),
+        }
+
+        impl ErrorCode {
+            /// The code's number on the wire.
+            pub fn to_u16(self) -> u16 {
+                match self {
+                    $(ErrorCode::$name => $n,)*
+                    ErrorCode::Unknown(n) => n,
+                }
+            }
+            /// The code for a number from the wire.
+            pub fn from_u16(n: u16) -> Self {
+                match n {
+                    $($n => ErrorCode::$name,)*
+                    n => ErrorCode::Unknown(n),
+                }
+            }
+            /// Whether retrying later may succeed.
+            pub fn is_transient(self) -> bool {
+                match self {
+                    $(ErrorCode::$name => $t,)*
+                    ErrorCode::Unknown(_) => false,
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code's number on the wire.
-    pub fn to_u16(self) -> u16 {
-        match self {
-            ErrorCode::UnsupportedVersion => 1,
-            ErrorCode::Malformed => 2,
-            ErrorCode::FrameTooLarge => 3,
-            ErrorCode::HelloRequired => 4,
-            ErrorCode::NotFound => 5,
-            ErrorCode::RateLimited => 6,
-            ErrorCode::Busy => 7,
-            ErrorCode::QuotaExceeded => 8,
-            ErrorCode::StorageFailure => 9,
-            ErrorCode::TimedOut => 10,
-            ErrorCode::ShuttingDown => 11,
-            ErrorCode::Internal => 12,
-            ErrorCode::Unknown(n) => n,
-        }
-    }
-    /// The code for a number from the wire.
-    pub fn from_u16(n: u16) -> Self {
-        match n {
-            1 => ErrorCode::UnsupportedVersion,
-            2 => ErrorCode::Malformed,
-            3 => ErrorCode::FrameTooLarge,
-            4 => ErrorCode::HelloRequired,
-            5 => ErrorCode::NotFound,
-            6 => ErrorCode::RateLimited,
-            7 => ErrorCode::Busy,
-            8 => ErrorCode::QuotaExceeded,
-            9 => ErrorCode::StorageFailure,
-            10 => ErrorCode::TimedOut,
-            11 => ErrorCode::ShuttingDown,
-            12 => ErrorCode::Internal,
-            n => ErrorCode::Unknown(n),
-        }
-    }
-    /// Whether retrying later may succeed.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::RateLimited
-                | ErrorCode::Busy
-                | ErrorCode::TimedOut
-                | ErrorCode::ShuttingDown
-                | ErrorCode::StorageFailure
-        )
-    }
+error_codes! {
+    /// No common protocol version.
+    UnsupportedVersion = 1, transient: false;
+    /// The frame did not decode.
+    Malformed = 2, transient: false;
+    /// The frame exceeds the maximum size.
+    FrameTooLarge = 3, transient: false;
+    /// A request came before the version exchange.
+    HelloRequired = 4, transient: false;
+    /// No such bucket (never stored, expired, or collected), or nothing to delete.
+    NotFound = 5, transient: false;
+    /// Too many requests on this connection.
+    RateLimited = 6, transient: true;
+    /// Too many connections.
+    Busy = 7, transient: true;
+    /// The server's storage quota is full.
+    QuotaExceeded = 8, transient: false;
+    /// Storage failed (e.g. disk full); nothing was stored.
+    StorageFailure = 9, transient: true;
+    /// The connection was idle too long.
+    TimedOut = 10, transient: true;
+    /// The server is shutting down.
+    ShuttingDown = 11, transient: true;
+    /// Internal error.
+    Internal = 12, transient: false;
+    /// The server admits no more stores this second (every bucket ID clients accept is used);
+    /// the store was not executed. Retry after a short pause.
+    Overloaded = 13, transient: true;
 }
 
 impl Serialize for ErrorCode {

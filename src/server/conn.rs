@@ -1,6 +1,7 @@
 //! One connection's IO: read frames, feed them to the [`Session`], do what it says. Every decision
 //! is the session's; this file only reads, writes, waits and logs.
 
+use super::limits::{NoSlot, Slot, Source};
 use super::session::{self, Session, Step};
 use super::Server;
 use crate::framed::{read_frame_body, write_msg, FrameIoError};
@@ -16,24 +17,40 @@ use tokio::time::Instant;
 const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<S: BucketStore> Server<S> {
-    /// Serve one stream to its end. Takes a connection slot; when none is free the peer gets a
-    /// `Busy` error and the stream is closed.
+    /// Serve one stream to its end, as a source of its own. The stream waits in the waiting room
+    /// until its first complete request, then takes a connection slot (see `limits.rs`); when
+    /// every slot holder is executing a request the peer gets `Busy` and the stream is closed.
     pub async fn serve_stream<T: AsyncRead + AsyncWrite + Unpin + Send>(
         self: Arc<Self>,
-        mut stream: T,
+        stream: T,
     ) {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            tracing::debug!("connection refused: too many connections");
-            let _ = tokio::time::timeout(
-                BUSY_WRITE_TIMEOUT,
-                write_msg(&mut stream, &session::busy(), u32::MAX),
-            )
-            .await;
-            return;
-        };
-        if let Err(e) = self.connection_loop(&mut stream).await {
+        self.serve_stream_from(stream, Source::new()).await
+    }
+
+    /// Serve one stream of `source` (every stream of one onion circuit shares one source).
+    pub async fn serve_stream_from<T: AsyncRead + AsyncWrite + Unpin + Send>(
+        self: Arc<Self>,
+        mut stream: T,
+        source: Source,
+    ) {
+        let slot = self.slots.arrive();
+        if let Err(e) = self.connection_loop(&mut stream, &source, &slot).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+
+    /// Tell a connection that yields its slot to a newcomer, and close it. A peer that does not
+    /// read gets little time: its slot is somebody else's already.
+    async fn send_evicted<T: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut T,
+    ) -> Result<(), FrameIoError> {
+        let _ = tokio::time::timeout(
+            BUSY_WRITE_TIMEOUT,
+            write_msg(stream, &session::evicted(), u32::MAX),
+        )
+        .await;
+        Ok(())
     }
 
     /// Write one response, giving a peer that does not read at most the idle timeout.
@@ -55,6 +72,8 @@ impl<S: BucketStore> Server<S> {
     async fn connection_loop<T: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         stream: &mut T,
+        source: &Source,
+        slot: &Slot<'_>,
     ) -> Result<(), FrameIoError> {
         let mut session = Session::new(
             self.config.rate_per_sec,
@@ -66,6 +85,7 @@ impl<S: BucketStore> Server<S> {
             let step = if *shutdown.borrow() {
                 session.on_shutdown()
             } else {
+                slot.idle();
                 // The whole frame must arrive within the idle timeout: trickling bytes does not
                 // keep a connection alive.
                 let read = tokio::time::timeout(
@@ -75,6 +95,7 @@ impl<S: BucketStore> Server<S> {
                 let read = tokio::select! {
                     r = read => r,
                     _ = shutdown.changed() => continue,
+                    _ = slot.evicted() => return self.send_evicted(stream).await,
                 };
                 match read {
                     Err(_elapsed) => session.on_idle_timeout(),
@@ -84,6 +105,21 @@ impl<S: BucketStore> Server<S> {
                     // Closed between frames, or broken in the middle of one: nobody to answer.
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(body)) => {
+                        match slot.busy() {
+                            Ok(true) => {}
+                            Ok(false) => return self.send_evicted(stream).await,
+                            Err(NoSlot) => {
+                                tracing::debug!(
+                                    "connection refused: every slot holder is executing a request"
+                                );
+                                let _ = tokio::time::timeout(
+                                    BUSY_WRITE_TIMEOUT,
+                                    write_msg(stream, &session::busy(), u32::MAX),
+                                )
+                                .await;
+                                return Ok(());
+                            }
+                        }
                         let step = session.on_frame(&body, Instant::now());
                         log_step(&step, body.len());
                         step
@@ -95,7 +131,7 @@ impl<S: BucketStore> Server<S> {
                 Step::ReplyAndClose(r) => return self.send(stream, &r).await,
                 Step::Handle(req) => {
                     let kind = req.kind();
-                    let resp = self.handle(req).await;
+                    let resp = self.handle(req, source).await;
                     match &resp {
                         Response::Error { code, .. } => {
                             tracing::debug!(request = kind, ?code, "request refused")

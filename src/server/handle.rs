@@ -1,5 +1,6 @@
 //! Executing one request after the version exchange: the bucket operations.
 
+use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
 use crate::proto::{
@@ -8,8 +9,8 @@ use crate::proto::{
 use crate::store::{BucketStore, StoreError};
 
 impl<S: BucketStore> Server<S> {
-    /// Answer one request of a greeted connection.
-    pub(crate) async fn handle(&self, req: Request) -> Response {
+    /// Answer one request of a greeted connection from `source`.
+    pub(crate) async fn handle(&self, req: Request, source: &Source) -> Response {
         let now = self.clock.now();
         match req {
             Request::Hello { .. } => error(ErrorCode::Malformed, "Hello was already exchanged"),
@@ -25,26 +26,45 @@ impl<S: BucketStore> Server<S> {
                 })
             }
             Request::Store { link, delete_check } => {
-                match self.store.store(link, delete_check, now).await {
-                    Ok(id) => Response::Stored { id },
+                let Some(_turn) = self.store_gate.admit(source).await else {
+                    return error(ErrorCode::ShuttingDown, "server is shutting down");
+                };
+                let deadline = tokio::time::Instant::now() + STORE_WAIT;
+                loop {
+                    let now = self.clock.now();
+                    match self.store.store(link.clone(), delete_check, now).await {
+                        Ok(id) => return Response::Stored { id },
+                        // Full for this second: wait for the next one, keeping the turn.
+                        Err(StoreError::Overloaded(_))
+                            if tokio::time::Instant::now() + STORE_RETRY < deadline =>
+                        {
+                            tokio::time::sleep(STORE_RETRY).await
+                        }
+                        Err(e) => return store_error(e),
+                    }
+                }
+            }
+            Request::Fetch { locator } => {
+                match self.store.fetch(locator, self.expiry_now()).await {
+                    Ok(Some(mut links)) => {
+                        links.truncate(MAX_LINKS_PER_BUCKET);
+                        let filler = self.filler(&locator, links.len());
+                        links.extend(filler);
+                        Response::Bucket { links }
+                    }
+                    Ok(None) => error(
+                        ErrorCode::NotFound,
+                        "no such bucket (never existed, or expired)",
+                    ),
                     Err(e) => store_error(e),
                 }
             }
-            Request::Fetch { locator } => match self.store.fetch(locator, now).await {
-                Ok(Some(mut links)) => {
-                    links.truncate(MAX_LINKS_PER_BUCKET);
-                    let filler = self.filler(&locator, links.len());
-                    links.extend(filler);
-                    Response::Bucket { links }
-                }
-                Ok(None) => error(
-                    ErrorCode::NotFound,
-                    "no such bucket (never existed, or expired)",
-                ),
-                Err(e) => store_error(e),
-            },
             Request::Delete { locator, token } => {
-                match self.store.delete(locator, token.check(), now).await {
+                match self
+                    .store
+                    .delete(locator, token.check(), self.expiry_now())
+                    .await
+                {
                     Ok(true) => Response::Deleted,
                     Ok(false) => error(
                         ErrorCode::NotFound,
@@ -68,6 +88,10 @@ fn store_error(e: StoreError) -> Response {
                 "storage failure on the server; nothing was stored",
             )
         }
+        StoreError::Overloaded(_) => error(
+            ErrorCode::Overloaded,
+            "the server admits no more stores this second; retry shortly",
+        ),
         StoreError::Closed => error(ErrorCode::ShuttingDown, "server is shutting down"),
         _ => {
             tracing::error!(error = %crate::config::report(&e), "store error");

@@ -107,6 +107,14 @@ pub(crate) fn busy() -> Response {
     error(ErrorCode::Busy, "too many connections, try again later")
 }
 
+/// The last answer of a connection closed to make room for a newcomer.
+pub(crate) fn evicted() -> Response {
+    error(
+        ErrorCode::Busy,
+        "all connection slots are taken: this idle connection was closed to make room",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     //! One test per row of the table in PROTOCOL.md §9.

@@ -1,19 +1,51 @@
-//! Which bucket a new link goes into. Pure: the caller passes the time.
+//! Which bucket a new link goes into. Pure: the caller passes the time and answers the one
+//! question the allocator has about storage (the highest sequence number already used in a given
+//! second).
+//!
+//! Rules (PROTOCOL.md §10.1):
+//! - one open bucket: a link goes into it while it has room, its window has not passed, and it
+//!   is not from the future (a wall clock that jumped ahead and came back must not keep handing
+//!   out a bucket that clients refuse);
+//! - a new bucket is `(created, seq)` with `created` the current second (but after every
+//!   collected bucket) and `seq` one more than the highest used in that second, so IDs stay
+//!   unique whatever the clock does;
+//! - never a sequence number above `max_seq`: the client policy would refuse the bucket, so the
+//!   store says it is full for this second instead.
 
+use super::StoreParams;
 use crate::proto::{BucketId, MAX_LINKS_PER_BUCKET};
+
+/// How far in the future the open bucket's creation may lie before it is closed (small clock
+/// corrections keep it open; a jump back closes it).
+pub const FUTURE_TOLERANCE_SECS: u64 = 60;
+
+/// Every bucket ID the client policy accepts for this second is used: try again shortly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no more buckets can be opened in second {second} (sequence numbers above {max_seq} are refused by clients)")]
+pub struct Exhausted {
+    /// The second that is full.
+    pub second: u64,
+    /// The highest sequence number handed out.
+    pub max_seq: u16,
+}
 
 /// Keeps the one open bucket and hands out bucket IDs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allocator {
     open: Option<(BucketId, usize)>,
     last: Option<BucketId>,
+    floor: Option<u64>,
 }
 
 impl Allocator {
-    /// An allocator that continues after `last`, the newest bucket ever created (from storage).
-    /// The first store after a restart opens a new bucket.
-    pub fn resume(last: Option<BucketId>) -> Self {
-        Allocator { open: None, last }
+    /// An allocator after a restart: `last` is the newest bucket ever created and `floor` the
+    /// newest creation second of a collected bucket (both from storage). No bucket is open.
+    pub fn resume(last: Option<BucketId>, floor: Option<u64>) -> Self {
+        Allocator {
+            open: None,
+            last,
+            floor,
+        }
     }
 
     /// The newest bucket ID handed out.
@@ -21,103 +53,219 @@ impl Allocator {
         self.last
     }
 
-    /// The bucket for one more link at `now`: the open bucket while it has room and is younger
-    /// than `window_secs`, else a new one. IDs only ever grow, even if the clock steps back.
-    pub fn assign(&mut self, now: u64, window_secs: u64) -> BucketId {
+    /// The newest creation second of a collected bucket.
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
+
+    /// Garbage collection removed a bucket created at `created`: no new bucket may use that
+    /// second or an earlier one.
+    pub fn collected(&mut self, created: u64) {
+        self.floor = Some(self.floor.map_or(created, |f| f.max(created)));
+    }
+
+    /// The bucket for one more link at `now`. `used(second)` answers the highest sequence number
+    /// of a bucket created in that second, if any. The outer error is `used`'s.
+    pub fn assign<E>(
+        &mut self,
+        now: u64,
+        params: &StoreParams,
+        mut used: impl FnMut(u64) -> Result<Option<u16>, E>,
+    ) -> Result<Result<BucketId, Exhausted>, E> {
         if let Some((id, n)) = &mut self.open {
-            if *n < MAX_LINKS_PER_BUCKET && now < id.created.saturating_add(window_secs) {
+            let has_room = *n < MAX_LINKS_PER_BUCKET;
+            let in_window = now < id.created.saturating_add(params.open_window_secs);
+            let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
+            if has_room && in_window && not_future {
                 *n += 1;
-                return *id;
+                return Ok(Ok(*id));
             }
         }
-        let id = match self.last {
-            Some(last) if now <= last.created => match last.seq.checked_add(1) {
-                Some(seq) => BucketId {
-                    created: last.created,
-                    seq,
-                },
-                None => BucketId {
-                    created: last.created + 1,
-                    seq: 0,
-                },
+        let created = match self.floor {
+            Some(f) if now <= f => match f.checked_add(1) {
+                Some(c) => c,
+                None => {
+                    return Ok(Err(Exhausted {
+                        second: now,
+                        max_seq: params.max_seq,
+                    }))
+                }
             },
-            _ => BucketId {
-                created: now,
-                seq: 0,
-            },
+            _ => now,
         };
+        let seq = match used(created)? {
+            None => 0,
+            Some(s) if s < params.max_seq => s + 1,
+            Some(_) => {
+                return Ok(Err(Exhausted {
+                    second: created,
+                    max_seq: params.max_seq,
+                }))
+            }
+        };
+        let id = BucketId { created, seq };
         self.open = Some((id, 1));
-        self.last = Some(id);
-        id
+        self.last = Some(self.last.map_or(id, |l| l.max(id)));
+        Ok(Ok(id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+    use std::convert::Infallible;
+
+    fn params(window: u64, max_seq: u16) -> StoreParams {
+        StoreParams {
+            open_window_secs: window,
+            max_seq,
+            ..Default::default()
+        }
+    }
+
+    /// An allocator over a set of existing IDs, as a store would answer `used`.
+    #[derive(Default)]
+    struct World {
+        alloc: Allocator,
+        ids: BTreeSet<BucketId>,
+    }
+
+    impl World {
+        fn assign(&mut self, now: u64, p: &StoreParams) -> Result<BucketId, Exhausted> {
+            let ids = &self.ids;
+            let used = |c: u64| {
+                Ok::<_, Infallible>(
+                    ids.range(
+                        BucketId { created: c, seq: 0 }..=BucketId {
+                            created: c,
+                            seq: u16::MAX,
+                        },
+                    )
+                    .next_back()
+                    .map(|id| id.seq),
+                )
+            };
+            let r = match self.alloc.assign(now, p, used) {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if let Ok(id) = r {
+                self.ids.insert(id);
+            }
+            r
+        }
+    }
+
+    fn id(created: u64, seq: u16) -> BucketId {
+        BucketId { created, seq }
+    }
 
     #[test]
     fn fills_then_rolls_over() {
-        let mut a = Allocator::default();
-        let first = a.assign(100, 600);
+        let mut w = World::default();
+        let p = params(600, 32);
+        let first = w.assign(100, &p).unwrap();
         for _ in 1..64 {
-            assert_eq!(a.assign(100, 600), first);
+            assert_eq!(w.assign(100, &p), Ok(first));
         }
-        let second = a.assign(100, 600);
-        assert_eq!(
-            second,
-            BucketId {
-                created: 100,
-                seq: 1
-            }
-        );
-        assert_eq!(a.assign(101, 600), second);
+        assert_eq!(w.assign(100, &p), Ok(id(100, 1)));
+        assert_eq!(w.assign(101, &p), Ok(id(100, 1)));
     }
 
     #[test]
     fn window_closes_bucket() {
-        let mut a = Allocator::default();
+        let mut w = World::default();
+        let p = params(10, 32);
+        assert_eq!(w.assign(100, &p), Ok(id(100, 0)));
+        assert_eq!(w.assign(109, &p), Ok(id(100, 0)));
+        assert_eq!(w.assign(110, &p), Ok(id(110, 0)));
+    }
+
+    #[test]
+    fn never_a_sequence_number_above_the_cap() {
+        let mut w = World::default();
+        let p = params(600, 32);
+        let mut got = 0;
+        while w.assign(500, &p).is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, 33 * 64, "33 buckets of 64 links fit in one second");
         assert_eq!(
-            a.assign(100, 10),
-            BucketId {
-                created: 100,
-                seq: 0
-            }
+            w.assign(500, &p),
+            Err(Exhausted {
+                second: 500,
+                max_seq: 32
+            })
         );
+        assert!(w.ids.iter().all(|i| i.seq <= 32));
+        // The next second opens a new bucket.
+        assert_eq!(w.assign(501, &p), Ok(id(501, 0)));
+    }
+
+    #[test]
+    fn a_restart_continues_in_the_same_second_without_reusing_ids() {
+        let mut w = World::default();
+        let p = params(600, 32);
+        assert_eq!(w.assign(200, &p), Ok(id(200, 0)));
+        w.alloc = Allocator::resume(w.alloc.last(), None);
         assert_eq!(
-            a.assign(109, 10),
-            BucketId {
-                created: 100,
-                seq: 0
-            }
-        );
-        assert_eq!(
-            a.assign(110, 10),
-            BucketId {
-                created: 110,
-                seq: 0
-            }
+            w.assign(200, &p),
+            Ok(id(200, 1)),
+            "after a restart no bucket is open"
         );
     }
 
     #[test]
-    fn ids_grow_when_clock_steps_back_or_after_restart() {
-        let id = |created, seq| BucketId { created, seq };
-        let mut a = Allocator::resume(Some(id(200, 3)));
-        assert_eq!(a.assign(150, 10), id(200, 4));
-        // The clock is behind the open bucket: it stays open until the window has passed.
-        assert_eq!(a.assign(150, 10), id(200, 4));
-        assert_eq!(a.assign(210, 10), id(210, 0));
-        let mut b = Allocator::resume(Some(BucketId {
-            created: 200,
-            seq: u16::MAX,
-        }));
+    fn a_clock_that_jumped_ahead_and_came_back_gets_acceptable_ids_at_once() {
+        let mut w = World::default();
+        let p = params(600, 32);
+        let t = 1_800_000_000;
+        assert_eq!(w.assign(t, &p), Ok(id(t, 0)));
+        let ahead = t + 30 * 86_400;
         assert_eq!(
-            b.assign(200, 0),
-            BucketId {
-                created: 201,
-                seq: 0
-            }
+            w.assign(ahead, &p),
+            Ok(id(ahead, 0)),
+            "a bucket in the future"
         );
+        assert_eq!(w.assign(ahead + 1, &p), Ok(id(ahead, 0)));
+        // Corrected: the future bucket is closed at once; the new one is in the present.
+        assert_eq!(w.assign(t + 5, &p), Ok(id(t + 5, 0)));
+        assert_eq!(w.assign(t + 6, &p), Ok(id(t + 5, 0)));
+        // A month later real time reaches the future second: its ID is not handed out twice.
+        assert_eq!(w.assign(ahead, &p), Ok(id(ahead, 1)));
+        assert_eq!(w.ids.len(), 4);
+    }
+
+    #[test]
+    fn a_clock_that_went_back_does_not_reuse_ids() {
+        let mut w = World::default();
+        let p = params(600, 32);
+        let t = 1_800_000_000;
+        for _ in 0..65 {
+            w.assign(t, &p).unwrap();
+        }
+        // Back by a day, then back to the same second again: new IDs, none repeated.
+        let back = w.assign(t - 86_400, &p).unwrap();
+        assert_eq!(back, id(t - 86_400, 0));
+        for _ in 0..64 {
+            w.assign(t, &p).unwrap();
+        }
+        assert!(
+            w.ids.contains(&id(t, 2)),
+            "second t continues after its highest seq"
+        );
+    }
+
+    #[test]
+    fn nothing_is_opened_at_or_before_a_collected_second() {
+        let mut w = World::default();
+        let p = params(600, 32);
+        w.alloc.collected(1000);
+        assert_eq!(w.assign(900, &p), Ok(id(1001, 0)));
+        assert_eq!(w.alloc.floor(), Some(1000));
+        let mut top = Allocator::resume(None, Some(u64::MAX));
+        let r = top.assign(5, &p, |_| Ok::<_, Infallible>(None));
+        assert!(matches!(r, Ok(Err(_))), "no overflow at u64::MAX: {r:?}");
     }
 }

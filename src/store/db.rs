@@ -172,7 +172,7 @@ impl DiskStore {
             db: writer_db,
             retry_at: std::time::Instant::now() + writer::RETRY,
             down_since: down.then(std::time::Instant::now),
-            alloc: Allocator::resume(meta.last),
+            alloc: Allocator::resume(meta.last, meta.floor),
             links: links.clone(),
             commits: commits.clone(),
             params: config.params,

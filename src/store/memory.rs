@@ -58,7 +58,17 @@ impl BucketStore for MemoryStore {
                 return Err(StoreError::QuotaExceeded { max });
             }
         }
-        let id = s.alloc.assign(now, self.params.open_window_secs);
+        let order = &s.order;
+        let used = |c: u64| {
+            let range = BucketId { created: c, seq: 0 }..=BucketId {
+                created: c,
+                seq: u16::MAX,
+            };
+            Ok::<_, StoreError>(order.range(range).next_back().map(|(id, _)| id.seq))
+        };
+        let mut alloc = s.alloc.clone();
+        let id = alloc.assign(now, &self.params, used)??;
+        s.alloc = alloc;
         s.order.insert(id, ());
         s.buckets
             .entry(id.locator())
@@ -118,6 +128,7 @@ impl BucketStore for MemoryStore {
             .collect();
         for id in &doomed {
             s.order.remove(id);
+            s.alloc.collected(id.created);
             if let Some(b) = s.buckets.remove(&id.locator()) {
                 s.links -= b.links.len() as u64;
             }

@@ -66,12 +66,19 @@ pub(crate) struct ServeArgs {
     /// How long buckets are kept (e.g. 7d).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub(crate) ttl: Duration,
-    /// Most links stored at once; further stores are refused until buckets expire.
+    /// Most links stored at once; further stores are refused until buckets expire. Default: half
+    /// of the free disk space at start, at 1 KiB per link.
     #[arg(long)]
     pub(crate) max_links: Option<u64>,
-    /// Connections served at once.
+    /// Connections served at once. When all are taken, the one idle the longest is closed for a
+    /// newcomer; only when all are executing a request is a newcomer told Busy.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_connections: usize,
+    /// Connections that have not completed a first request yet, held apart so that silent
+    /// sockets never take a slot; when full, the oldest of them is closed for a newcomer.
+    /// Lowered automatically to what the open-files limit allows.
+    #[arg(long, default_value_t = 8192)]
+    pub(crate) waiting_room: usize,
     /// Close connections idle this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub(crate) idle_timeout: Duration,

@@ -37,6 +37,7 @@ fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigErro
         open_window_secs: whole_secs("open_window", a.open_window)?,
         ttl_secs: whole_secs("ttl", a.ttl)?,
         max_links: a.max_links,
+        ..Default::default()
     };
     let store = DiskStoreConfig {
         params,
@@ -46,6 +47,7 @@ fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigErro
     store.validate()?;
     let server = ServerConfig {
         max_connections: a.max_connections,
+        waiting_room: a.waiting_room,
         idle_timeout: a.idle_timeout,
         rate_per_sec: a.rate,
         rate_burst: a.rate.saturating_mul(2),
@@ -57,19 +59,87 @@ fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigErro
     Ok((store, server))
 }
 
+/// Bytes of disk a stored link is counted as for the default quota (a link takes about 600 on
+/// disk; the rest is room for the database's own overhead and growth).
+const QUOTA_BYTES_PER_LINK: u64 = 1024;
+
+/// The default storage quota: half of the free space under `dir` at start, at
+/// [`QUOTA_BYTES_PER_LINK`] per link, so that anonymous clients cannot fill the disk.
+fn default_quota(dir: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let st = rustix::fs::statvfs(dir).ok()?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        Some((free / 2 / QUOTA_BYTES_PER_LINK).max(1))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// File descriptors kept for everything but connections (database, logs, Tor).
+const SPARE_FILES: usize = 256;
+
+/// Raise the open-files limit to what the system allows (every connection, waiting or holding a
+/// slot, is a file descriptor, and the usual soft limit of 1024 is below what the defaults need),
+/// then shrink the waiting room to fit if even that is not enough.
+fn fit_file_limit(config: &mut ServerConfig) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: lim.maximum,
+                    maximum: lim.maximum,
+                },
+            );
+        }
+        let Some(limit) = getrlimit(Resource::Nofile).current else {
+            return;
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let room = limit.saturating_sub(config.max_connections + SPARE_FILES);
+        if room < config.waiting_room {
+            tracing::warn!(
+                limit,
+                waiting_room = room.max(1),
+                "the open-files limit is low: the waiting room is reduced to fit (raise the limit with ulimit -n or LimitNOFILE=)"
+            );
+            config.waiting_room = room.max(1);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = config;
+}
+
 /// Run the server until SIGINT or SIGTERM.
 pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     if a.no_onion && a.listen.is_empty() {
         bail!("--no-onion needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
     }
-    let (store_config, config) = settings(&a).map_err(crate::error::flag)?;
+    let (mut store_config, mut config) = settings(&a).map_err(crate::error::flag)?;
+    fit_file_limit(&mut config);
+    if store_config.params.max_links.is_none() {
+        std::fs::create_dir_all(&a.data)
+            .with_context(|| format!("creating the data directory {}", a.data.display()))?;
+        store_config.params.max_links = default_quota(&a.data);
+    }
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
     let store = DiskStore::open(&a.data, store_config, FillerSecret::from_bytes(seed))
         .with_context(|| format!("opening the store in {}", a.data.display()))?;
     zeroize::Zeroize::zeroize(&mut seed);
     let server = Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
-    tracing::info!(links = server.store().link_count(), "store opened");
+    tracing::info!(
+        links = server.store().link_count(),
+        quota = server.store().params().max_links,
+        "store opened"
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &a.listen {
         let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))

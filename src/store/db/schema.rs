@@ -19,6 +19,7 @@ const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets"
 const META_LINKS: &str = "links";
 const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
+const META_GC_FLOOR: &str = "gc_floor";
 const META_FORMAT: &str = "format";
 const SECRET_FILLER: &str = "filler";
 /// The on-disk format this code reads and writes.
@@ -31,6 +32,8 @@ pub(super) struct Meta {
     pub(super) last: Option<BucketId>,
     /// Links stored.
     pub(super) links: u64,
+    /// The newest creation second of a collected bucket.
+    pub(super) floor: Option<u64>,
 }
 
 /// The meta data and filler secret of an initialised database, checking its format; `None` for a
@@ -140,6 +143,7 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
     Ok(Meta {
         last,
         links: get(META_LINKS)?.unwrap_or(0),
+        floor: get(META_GC_FLOOR)?,
     })
 }
 
@@ -150,6 +154,9 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     if let Some(last) = m.last {
         meta.insert(META_LAST_CREATED, last.created)?;
         meta.insert(META_LAST_SEQ, u64::from(last.seq))?;
+    }
+    if let Some(floor) = m.floor {
+        meta.insert(META_GC_FLOOR, floor)?;
     }
     Ok(())
 }

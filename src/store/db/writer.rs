@@ -186,7 +186,7 @@ impl Writer {
         });
         match reopened {
             Ok((db, meta)) => {
-                self.alloc = Allocator::resume(meta.last);
+                self.alloc = Allocator::resume(meta.last, meta.floor);
                 self.links.store(meta.links, Ordering::Relaxed);
                 self.db = Some(db);
                 let down = self
@@ -286,7 +286,7 @@ impl Writer {
                     outcomes.push(Outcome::Delete(reply, Ok(r)));
                 }
                 Op::Gc { now, limit, reply } => {
-                    let r = batch.apply_gc(&self.params, now, limit)?;
+                    let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit)?;
                     outcomes.push(Outcome::Gc(reply, Ok(r)));
                 }
             }
@@ -302,6 +302,7 @@ impl Writer {
             &Meta {
                 last: self.alloc.last(),
                 links,
+                floor: self.alloc.floor(),
             },
         )?;
         Ok(Some(links))
@@ -350,7 +351,18 @@ impl Batch<'_> {
                 return Ok(Err(StoreError::QuotaExceeded { max }));
             }
         }
-        let id = alloc.assign(now, params.open_window_secs);
+        let expiry = &self.expiry;
+        let used = |c: u64| -> Result<Option<u16>, StoreError> {
+            let last = expiry.range((c, 0)..=(c, u16::MAX))?.next_back();
+            Ok(match last {
+                Some(row) => Some(row?.0.value().1),
+                None => None,
+            })
+        };
+        let id = match alloc.assign(now, params, used)? {
+            Ok(id) => id,
+            Err(full) => return Ok(Err(full.into())),
+        };
         let loc = id.locator();
         if self.load(loc)?.is_none() {
             self.expiry.insert((id.created, id.seq), ())?;
@@ -398,6 +410,7 @@ impl Batch<'_> {
     /// Garbage collection: at most `limit` expired buckets, oldest first.
     fn apply_gc(
         &mut self,
+        alloc: &mut Allocator,
         params: &StoreParams,
         now: u64,
         limit: usize,
@@ -415,6 +428,7 @@ impl Batch<'_> {
         }
         for &(created, seq) in &doomed {
             self.expiry.remove((created, seq))?;
+            alloc.collected(created);
             let loc = BucketId { created, seq }.locator();
             self.touched.remove(&loc);
             if let Some(g) = self.buckets.remove(&loc.0)? {

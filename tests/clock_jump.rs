@@ -1,0 +1,74 @@
+//! The real `rdv serve` with a wall clock that jumps, through libfaketime (Debian's `faketime`
+//! package; `.ci/run` installs it): +1 day and back, then -30 days and back. Clients keep the true
+//! time. After each correction the very next offer is accepted, and links stored before the jump
+//! stay. Only the wall clock is faked (`FAKETIME_DONT_FAKE_MONOTONIC=1`): elapsed time is real,
+//! which is what the server's expiry bound relies on.
+
+mod common;
+
+use common::*;
+use rdv::client::OfferError;
+use rdv::clock::{Clock, SystemClock};
+use rdv::proto::{KdfProfile, Passphrase, PolicyViolation};
+use std::path::Path;
+use std::sync::Arc;
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+fn set_offset(file: &Path, offset: &str) {
+    std::fs::write(file, format!("{offset}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at_once() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's faketime package (apt-get install -y faketime)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    set_offset(&offset, "+0");
+    let offset_path = offset.to_str().unwrap().to_string();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &["--open-window", "10m"],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        std::process::Stdio::null(),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let c = client(server.addr, clock);
+    let sa = server_addr(server.addr);
+    let mut n = 0;
+    let mut offer = |text: &'static str| {
+        n += 1;
+        let pass = Passphrase::new(format!("faketime-pass-{n}"));
+        let (c, sa) = (&c, &sa);
+        async move { c.offer(sa, text.as_bytes(), pass, KdfProfile::Test).await }
+    };
+    let kept = offer("stored before any jump").await.unwrap();
+
+    for (jump, expect_refusal) in [("+1d", "future"), ("-30d", "old")] {
+        set_offset(&offset, jump);
+        match offer("during the jump").await {
+            Err(OfferError::Refused {
+                violation,
+                deleted: true,
+            }) => match (&violation, expect_refusal) {
+                (PolicyViolation::FromTheFuture { .. }, "future")
+                | (PolicyViolation::TooOld { .. }, "old") => {}
+                _ => panic!("{jump}: unexpected refusal {violation}"),
+            },
+            other => panic!("{jump}: expected the client to refuse, got {other:?}"),
+        }
+        set_offset(&offset, "+0");
+        let after = offer("right after the correction").await;
+        assert!(after.is_ok(), "{jump}, corrected: {after:?}");
+    }
+    let got = c.accept(&kept.link, None).await.unwrap();
+    assert_eq!(&got.payload[..], b"stored before any jump");
+}
