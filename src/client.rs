@@ -4,11 +4,13 @@
 //! isolated circuit, so the server cannot tie a client's store, fetch and delete together.
 //!
 //! Transports: [`direct`] (plain TCP, for tests), [`pipe`] (in memory, to a server in the same
-//! process), and with the `tor` feature `tor` (embedded arti).
+//! process), and with the `tor` feature `tor` (embedded arti) and `socks` (a tor already running).
 
 pub mod direct;
 mod error;
 pub mod pipe;
+#[cfg(feature = "tor")]
+pub mod socks;
 #[cfg(feature = "tor")]
 pub mod tor;
 
@@ -451,9 +453,10 @@ impl Client {
         };
         match c.request(&fetch).await {
             Ok(Response::Bucket { links }) => {
-                if links.len() > MAX_LINKS_PER_BUCKET {
+                // An rdv server pads every answer to a full bucket; anything else is not one.
+                if links.len() != MAX_LINKS_PER_BUCKET {
                     return Err(ConnectionError::Protocol(format!(
-                        "bucket with {} links, more than {MAX_LINKS_PER_BUCKET}",
+                        "a bucket answer with {} entries (always exactly {MAX_LINKS_PER_BUCKET})",
                         links.len()
                     ))
                     .into());

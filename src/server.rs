@@ -5,6 +5,7 @@
 
 mod conn;
 mod handle;
+pub mod health;
 mod limits;
 
 pub use limits::Source;

@@ -1,5 +1,9 @@
 //! Embedded Tor (arti): building a client from an optional arti TOML file, bootstrapping with
 //! visible progress.
+//!
+//! The configuration is strict: a TOML syntax error, a value of the wrong type or a key arti does
+//! not know is an error naming the file and the key, never a warning followed by a silent attempt
+//! on the public network.
 
 use arti_client::config::{ConfigurationSource, ConfigurationSources};
 use arti_client::{TorClient, TorClientConfig};
@@ -7,11 +11,37 @@ use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tor_config::load::ConfigResolveOptions;
 use tor_config::sources::MustRead;
 use tor_rtcompat::PreferredRuntime;
 
 /// The Tor client type used throughout.
 pub type Tor = Arc<TorClient<PreferredRuntime>>;
+
+/// Vanguards: which relays onion-service circuits may use for their middle hops, against guard
+/// discovery attacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Vanguards {
+    /// Vanguards-lite (arti's default when built with vanguards): the right choice for clients
+    /// and most services.
+    #[default]
+    Lite,
+    /// Full vanguards: for services facing a strong adversary; slower circuits.
+    Full,
+    /// None.
+    Disabled,
+}
+
+impl Vanguards {
+    /// The value arti's configuration takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vanguards::Lite => "lite",
+            Vanguards::Full => "full",
+            Vanguards::Disabled => "disabled",
+        }
+    }
+}
 
 /// Where arti keeps its state and how it joins the network.
 #[derive(Clone, Debug)]
@@ -24,6 +54,8 @@ pub struct TorSettings {
     pub cache_dir: PathBuf,
     /// How long bootstrapping may take.
     pub bootstrap_timeout: Duration,
+    /// Vanguards mode; rdv's setting wins over the file's.
+    pub vanguards: Vanguards,
 }
 
 /// Errors setting up Tor.
@@ -43,13 +75,20 @@ pub enum TorError {
     #[error("the arti configuration {} is not a readable file", .0.display())]
     ConfigMissing(PathBuf),
     /// The arti configuration could not be read or is invalid.
-    #[error("invalid arti configuration{}", .file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    #[error("invalid arti configuration{}: {}", in_file(.file), crate::config::report(&**.cause))]
     Config {
         /// The file, if one was given.
         file: Option<PathBuf>,
-        /// arti's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// arti's error (its whole chain is in the message).
+        cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The arti configuration has keys arti does not know (a misspelled section, say).
+    #[error("unknown key{} in the arti configuration{}: {}", if .keys.len() == 1 { "" } else { "s" }, in_file(.file), .keys.join(", "))]
+    UnknownKeys {
+        /// The file, if one was given.
+        file: Option<PathBuf>,
+        /// The keys, as dotted paths.
+        keys: Vec<String>,
     },
     /// arti failed to start.
     #[error("cannot start arti")]
@@ -58,8 +97,19 @@ pub enum TorError {
     #[error("Tor bootstrap failed")]
     Bootstrap(#[source] arti_client::Error),
     /// Bootstrap did not finish in time.
-    #[error("Tor bootstrap did not finish within {}", humantime::format_duration(*.0))]
-    BootstrapTimeout(Duration),
+    #[error("Tor bootstrap did not finish within {}{}", humantime::format_duration(*.timeout), match .config_file { Some(f) => format!(" (network from {})", f.display()), None => " (public Tor network)".into() })]
+    BootstrapTimeout {
+        /// The limit.
+        timeout: Duration,
+        /// The configuration used, if any.
+        config_file: Option<PathBuf>,
+    },
+}
+
+fn in_file(f: &Option<PathBuf>) -> String {
+    f.as_ref()
+        .map(|f| format!(" in {}", f.display()))
+        .unwrap_or_default()
 }
 
 fn toml_string(p: &Path) -> String {
@@ -67,13 +117,14 @@ fn toml_string(p: &Path) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Build the arti configuration: the file's settings, with our storage directories.
+/// Build the arti configuration: the file's settings, with our storage directories and
+/// vanguards mode. Every problem is an error naming the file and the key.
 pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> {
-    let mut sources = ConfigurationSources::new_empty();
-    let config_error = |source: Box<dyn std::error::Error + Send + Sync>| TorError::Config {
+    let config_error = |cause: Box<dyn std::error::Error + Send + Sync>| TorError::Config {
         file: settings.config_file.clone(),
-        source,
+        cause,
     };
+    let mut sources = ConfigurationSources::new_empty();
     if let Some(f) = &settings.config_file {
         if !f.is_file() {
             return Err(TorError::ConfigMissing(f.clone()));
@@ -88,8 +139,27 @@ pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> 
         "storage.cache_dir = {}",
         toml_string(&settings.cache_dir)
     ));
+    sources.push_option(format!(
+        "vanguards.mode = \"{}\"",
+        settings.vanguards.as_str()
+    ));
     let tree = sources.load().map_err(|e| config_error(e.into()))?;
-    tor_config::resolve::<TorClientConfig>(&tree).map_err(|e| config_error(e.into()))
+    let resolved = tor_config::resolve_return_results::<TorClientConfig>(
+        &tree,
+        &ConfigResolveOptions::default(),
+    )
+    .map_err(|e| config_error(e.into()))?;
+    if !resolved.unrecognized.is_empty() {
+        return Err(TorError::UnknownKeys {
+            file: settings.config_file.clone(),
+            keys: resolved
+                .unrecognized
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        });
+    }
+    Ok(resolved.value)
 }
 
 /// Create a Tor client and bootstrap it, reporting progress through `progress` (a fraction from 0
@@ -98,6 +168,8 @@ pub async fn bootstrap(
     settings: &TorSettings,
     progress: impl Fn(f32, &str) + Send + 'static,
 ) -> Result<Tor, TorError> {
+    // The configuration is checked before anything is created on disk.
+    let config = load_config(settings)?;
     for d in [&settings.state_dir, &settings.cache_dir] {
         std::fs::create_dir_all(d).map_err(|source| TorError::Dir {
             path: d.clone(),
@@ -105,7 +177,6 @@ pub async fn bootstrap(
         })?;
         restrict_permissions(d);
     }
-    let config = load_config(settings)?;
     let client = TorClient::builder()
         .config(config)
         .create_unbootstrapped()
@@ -122,7 +193,10 @@ pub async fn bootstrap(
     let result = tokio::time::timeout(settings.bootstrap_timeout, client.bootstrap()).await;
     reporter.abort();
     match result {
-        Err(_) => Err(TorError::BootstrapTimeout(settings.bootstrap_timeout)),
+        Err(_) => Err(TorError::BootstrapTimeout {
+            timeout: settings.bootstrap_timeout,
+            config_file: settings.config_file.clone(),
+        }),
         Ok(Err(e)) => Err(TorError::Bootstrap(e)),
         Ok(Ok(())) => Ok(client),
     }
@@ -141,3 +215,6 @@ fn restrict_permissions(dir: &Path) {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The arti-client version rdv is built with.
+pub const ARTI_VERSION: &str = env!("RDV_ARTI_CLIENT_VERSION");

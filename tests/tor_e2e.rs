@@ -1,15 +1,30 @@
 //! End-to-end over a real private Tor network on loopback (scripts/tornet.sh, Debian's `tor`):
 //! (a) the server as an arti onion service, offer and accept as separate arti clients, a wrong
-//!     passphrase fails;
+//!     passphrase fails, another port is refused (quickly, as a refusal), an onion address with a
+//!     bad checksum is refused before any traffic;
 //! (b) the torrc-example path: C tor hosts the service in front of the TCP listener;
-//! (c) the server restarts on its data dir and the same onion address serves the earlier links.
+//! (c) the server restarts on its data dir and the same onion address serves the earlier links;
+//!     then 16 accepts at once against the reused service all succeed;
+//! (d) a circuit that opens more streams than the service allows is closed while another client
+//!     is served;
+//! (e) the SOCKS path: `--socks` through a C tor client, one circuit per operation (checked on
+//!     the C tor client's control port), no "bypasses Tor" warning;
+//! (f) health: the network's relays are stopped under a running server, which warns and, with
+//!     `--exit-when-unreachable`, exits non-zero.
 //!
 //! Needs `tor` and `tor-gencert` on PATH; without them this test FAILS (it never skips).
 
-use std::io::{BufRead, BufReader};
+use rdv::client::tor::TorConnector;
+use rdv::client::{Client, ClientConfig};
+use rdv::clock::SystemClock;
+use rdv::framed::{read_msg, write_msg};
+use rdv::proto::wire::DEFAULT_MAX_FRAME;
+use rdv::proto::{Passphrase, Request, Response, ServerAddr};
+use rdv::tor::{TorSettings, Vanguards};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const BASE_PORT: u16 = 16300;
@@ -101,6 +116,18 @@ impl Serve {
                 ),
             }
         }
+    }
+
+    /// Wait (bounded) for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
     }
 
     fn stop(mut self) {
@@ -226,6 +253,181 @@ fn assert_accepts(link: &str, pass: &str, payload: &str, arti: &Path, tor_dir: &
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), payload);
 }
 
+/// A Tor client of the test's own, for what the command line does not do (many accepts at
+/// once, many streams on one circuit).
+fn lib_tor(rt: &tokio::runtime::Runtime, arti: &Path, dir: &Path) -> rdv::tor::Tor {
+    rdv::tor::install_crypto_provider();
+    let settings = TorSettings {
+        config_file: Some(arti.to_path_buf()),
+        state_dir: dir.join("state"),
+        cache_dir: dir.join("cache"),
+        bootstrap_timeout: Duration::from_secs(180),
+        vanguards: Vanguards::Lite,
+    };
+    rt.block_on(rdv::tor::bootstrap(&settings, |_, _| {}))
+        .expect("the test's arti client bootstraps")
+}
+
+fn lib_client(tor: &rdv::tor::Tor) -> Client {
+    Client::new(
+        Arc::new(TorConnector::new(tor.clone())),
+        ClientConfig {
+            connect_timeout: Duration::from_secs(130),
+            ..Default::default()
+        },
+        Arc::new(SystemClock),
+    )
+}
+
+/// 16 accepts at once, each on its own circuit, against the service; all must succeed.
+fn concurrent_accepts(rt: &tokio::runtime::Runtime, tor: &rdv::tor::Tor, onion: &str) {
+    let client = Arc::new(lib_client(tor));
+    let server = ServerAddr::parse(onion).unwrap();
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut offers = Vec::new();
+        for i in 0..16 {
+            let o = client
+                .offer(
+                    &server,
+                    format!("concurrent {i}").as_bytes(),
+                    Passphrase::new(format!("concurrent-pass-{i}-x")),
+                    rdv::proto::KdfProfile::Test,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("offer {i}: {}", rdv::config::report(&e)));
+            offers.push((i, o.link));
+        }
+        let tasks: Vec<_> = offers
+            .into_iter()
+            .map(|(i, link)| {
+                let c = client.clone();
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let got = c.accept(&link, None).await;
+                    (
+                        i,
+                        t.elapsed(),
+                        got.map(|a| a.payload.to_vec())
+                            .map_err(|e| rdv::config::report(&e).to_string()),
+                    )
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for task in tasks {
+            let (i, d, got) = task.await.unwrap();
+            let payload = got.unwrap_or_else(|e| panic!("concurrent accept {i} failed: {e}"));
+            assert_eq!(payload, format!("concurrent {i}").as_bytes());
+            times.push(d);
+        }
+        times.sort();
+        eprintln!(
+            "16 concurrent accepts: all ok, median {:.2} s, max {:.2} s",
+            times[8].as_secs_f64(),
+            times[15].as_secs_f64()
+        );
+    });
+    eprintln!("concurrency case took {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// More streams on one circuit than the service allows (`--max-streams-per-circuit 4`): the
+/// circuit is closed; a client on another circuit is still served.
+fn stream_limit(rt: &tokio::runtime::Runtime, tor: &rdv::tor::Tor, onion: &str) {
+    let (host, port) = onion.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+    rt.block_on(async {
+        let one_circuit = tor.isolated_client();
+        let hello = Request::Hello {
+            min_version: 1,
+            max_version: 1,
+        };
+        let mut open = Vec::new();
+        for k in 0..4 {
+            let mut s =
+                tokio::time::timeout(Duration::from_secs(120), one_circuit.connect((host, port)))
+                    .await
+                    .expect("stream in time")
+                    .unwrap_or_else(|e| panic!("stream {k} on the circuit: {e}"));
+            write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await.unwrap();
+            assert!(matches!(
+                read_msg::<Response, _>(&mut s, u32::MAX).await,
+                Ok(Response::Hello { version: 1 })
+            ));
+            open.push(s);
+        }
+        // The fifth stream on the same circuit: the service closes the whole circuit.
+        let fifth = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut s = one_circuit.connect((host, port)).await?;
+            write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await?;
+            Ok::<_, Box<dyn std::error::Error>>(read_msg::<Response, _>(&mut s, u32::MAX).await?)
+        })
+        .await;
+        assert!(
+            !matches!(fifth, Ok(Ok(Response::Hello { .. }))),
+            "a fifth stream on one circuit was served: {fifth:?}"
+        );
+        let mut dead = 0;
+        for s in &mut open {
+            let r = tokio::time::timeout(Duration::from_secs(30), async {
+                write_msg(&mut *s, &Request::Info, DEFAULT_MAX_FRAME).await?;
+                Ok::<_, Box<dyn std::error::Error>>(
+                    read_msg::<Response, _>(&mut *s, u32::MAX).await?,
+                )
+            })
+            .await;
+            if !matches!(r, Ok(Ok(Response::Info(_)))) {
+                dead += 1;
+            }
+        }
+        assert_eq!(dead, 4, "the circuit's other streams died with it");
+        // Another client, on its own circuit, is served.
+        let info = lib_client(tor)
+            .info(&ServerAddr::parse(onion).unwrap())
+            .await
+            .expect("another client is served");
+        assert_eq!(info.max_links_per_bucket, 64);
+    });
+}
+
+/// Watches STREAM events on a C tor client's control port: (stream id, circuit id, SOCKS user)
+/// of every stream that reached `target`.
+fn watch_streams(
+    control: u16,
+    target: String,
+) -> Arc<std::sync::Mutex<Vec<(String, String, String)>>> {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", control)).expect("control port");
+    conn.write_all(b"AUTHENTICATE \"\"\r\nSETEVENTS STREAM\r\n")
+        .unwrap();
+    let reader = BufReader::new(conn.try_clone().unwrap());
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        let _keep = conn;
+        for line in reader.lines().map_while(Result::ok) {
+            // 650 STREAM <sid> SUCCEEDED <cid> <target> ... SOCKS_USERNAME="..."
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 5
+                && f[0] == "650"
+                && f[1] == "STREAM"
+                && f[3] == "SUCCEEDED"
+                && f[5].starts_with(&target)
+            {
+                let user = f
+                    .iter()
+                    .find_map(|x| x.strip_prefix("SOCKS_USERNAME="))
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string();
+                s2.lock()
+                    .unwrap()
+                    .push((f[2].to_string(), f[4].to_string(), user));
+            }
+        }
+    });
+    seen
+}
+
 #[test]
 fn offer_and_accept_over_a_private_tor_network() {
     for bin in ["tor", "tor-gencert"] {
@@ -248,7 +450,12 @@ fn offer_and_accept_over_a_private_tor_network() {
     // (a) arti onion service; offer and accept as separate arti clients.
     let t1 = Instant::now();
     let serve = Serve::start(
-        &["--tor-config", arti.to_str().unwrap()],
+        &[
+            "--tor-config",
+            arti.to_str().unwrap(),
+            "--max-streams-per-circuit",
+            "4",
+        ],
         &t("srv"),
         &t("srv.log"),
     );
@@ -309,11 +516,37 @@ fn offer_and_accept_over_a_private_tor_network() {
     );
     assert!(String::from_utf8_lossy(&right.stdout).contains("links per bucket: 64"));
     let host = onion.rsplit_once(':').unwrap().0;
+    let t_other = Instant::now();
     let other = probe(&format!("{host}:81"));
+    let other_err = String::from_utf8_lossy(&other.stderr).to_string();
     assert!(
         !other.status.success(),
         "a stream to port 81 must be refused"
     );
+    assert!(
+        other_err.contains("failed at: stream") && !other_err.contains("timed out"),
+        "port 81: a refusal at the stream stage, not a timeout:\n{other_err}"
+    );
+    assert!(
+        t_other.elapsed() < Duration::from_secs(60),
+        "a refused port is not retried until the budget runs out"
+    );
+    // An onion address with a wrong checksum: refused locally, before any traffic.
+    let mut bad = host.to_string();
+    let last = if bad.as_bytes()[0] == b'a' { "b" } else { "a" };
+    bad.replace_range(0..1, last);
+    let badcheck = probe(&format!("{bad}:7625"));
+    let bad_err = String::from_utf8_lossy(&badcheck.stderr).to_string();
+    assert!(!badcheck.status.success());
+    assert!(
+        bad_err.contains("failed at: address check"),
+        "bad checksum:\n{bad_err}"
+    );
+
+    // (d) more streams on one circuit than allowed: that circuit is closed, others are served.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tor = lib_tor(&rt, &arti, &t("lib-client"));
+    stream_limit(&rt, &tor, &onion);
 
     // (c) restart on the same data dir: same onion address, earlier link still there.
     serve.stop();
@@ -332,6 +565,80 @@ fn offer_and_accept_over_a_private_tor_network() {
     );
     times.push(("restart to reachable", t4.elapsed()));
     assert_accepts(&o.link, &o.passphrase, payload, &arti, &t("accepter2"));
+    // The reused service (its arti state, learned circuit timeouts and all, kept across the
+    // restart) takes 16 accepts at once.
+    let t6 = Instant::now();
+    concurrent_accepts(&rt, &tor, &onion);
+    times.push(("16 offers, then 16 concurrent accepts", t6.elapsed()));
+
+    // (e) the SOCKS path: a C tor client with a control port; each operation on its own circuit.
+    let control = BASE_PORT + 260;
+    let socks = Command::new("bash")
+        .arg(script())
+        .arg("client")
+        .arg(&net.dir)
+        .args([
+            "socksuser",
+            &(BASE_PORT + 261).to_string(),
+            "--control-port",
+            &control.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("start C tor client");
+    assert!(socks.status.success(), "C tor client did not start");
+    let socks_addr = String::from_utf8_lossy(&socks.stdout).trim().to_string();
+    let host = onion.rsplit_once(':').unwrap().0.to_string();
+    let streams = watch_streams(control, host.clone());
+    let t7 = Instant::now();
+    let via = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--socks", &socks_addr, "--connect-timeout", "90s"]);
+        rdv(&a)
+    };
+    let payload3 = "smp://through-system-tor.example/q";
+    let off = via(&[
+        "offer",
+        "--server",
+        &onion,
+        "--payload",
+        payload3,
+        "--kdf",
+        "test",
+    ]);
+    let off_err = String::from_utf8_lossy(&off.stderr).to_string();
+    assert!(off.status.success(), "offer via SOCKS:\n{off_err}");
+    assert!(
+        !off_err.contains("bypasses Tor"),
+        "no bypass warning via SOCKS:\n{off_err}"
+    );
+    let link3 = field(&off, "link:");
+    let acc = via(&["accept", &link3]);
+    assert!(
+        acc.status.success(),
+        "accept via SOCKS:\n{}",
+        String::from_utf8_lossy(&acc.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&acc.stdout).trim_end(), payload3);
+    times.push(("offer + accept via SOCKS", t7.elapsed()));
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = streams.lock().unwrap().clone();
+    assert!(
+        seen.len() >= 2,
+        "the control port saw the streams: {seen:?}"
+    );
+    let users: std::collections::BTreeSet<_> = seen.iter().map(|(_, _, u)| u.clone()).collect();
+    let circs: std::collections::BTreeSet<_> = seen.iter().map(|(_, c, _)| c.clone()).collect();
+    assert_eq!(
+        users.len(),
+        seen.len(),
+        "fresh SOCKS credentials per operation: {seen:?}"
+    );
+    assert_eq!(
+        circs.len(),
+        seen.len(),
+        "one circuit per operation: {seen:?}"
+    );
     serve.stop();
 
     // (b) torrc-example path: C tor hosts the onion service in front of `--no-onion --listen`.
@@ -373,6 +680,56 @@ fn offer_and_accept_over_a_private_tor_network() {
         &t("accepter-ctor"),
     );
     serve.stop();
+
+    // (f) health: stop the network under a running arti service.
+    let mut serve = Serve::start(
+        &[
+            "--tor-config",
+            arti.to_str().unwrap(),
+            "--probe-interval",
+            "5s",
+            "--warn-unreachable-after",
+            "15s",
+            "--exit-when-unreachable",
+            "60s",
+        ],
+        &t("srv"),
+        &t("srv3.log"),
+    );
+    serve.wait_line(
+        "onion service reachable:",
+        Duration::from_secs(240),
+        &t("srv3.log"),
+    );
+    let t8 = Instant::now();
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("stop-relays")
+        .arg(&net.dir)
+        .output()
+        .expect("stop relays");
+    assert!(out.status.success());
+    let status = serve
+        .wait_exit(Duration::from_secs(240))
+        .expect("the server exits on its own once unreachable for 60 s");
+    assert!(!status.success(), "it exits with an error status");
+    let log = std::fs::read_to_string(t("srv3.log")).unwrap();
+    assert!(
+        log.contains("not reachable through Tor any more"),
+        "{}",
+        tail(&t("srv3.log"))
+    );
+    assert!(
+        log.contains("WARN") && log.contains("NOT reachable"),
+        "{}",
+        tail(&t("srv3.log"))
+    );
+    assert!(
+        log.contains("--exit-when-unreachable"),
+        "{}",
+        tail(&t("srv3.log"))
+    );
+    times.push(("relays stopped to server exit", t8.elapsed()));
 
     eprintln!("wall times:");
     for (what, d) in &times {

@@ -178,7 +178,7 @@ pub enum OfferError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     /// The bucket ID failed the anti-fingerprinting policy.
-    #[error("refused the server's bucket: {violation}; {}", if *.deleted { "the link was deleted from the server" } else { "the link could NOT be deleted from the server" })]
+    #[error("refused the server's bucket ({})", if *.deleted { "the link was deleted from the server" } else { "the link could NOT be deleted from the server" })]
     Refused {
         /// What was wrong.
         #[source]

@@ -1,26 +1,99 @@
 //! Tor transport: every connection goes through embedded arti on its own isolated circuit.
+//!
+//! Each attempt is bounded on its own ([`TorConnector::attempt_timeout`], 30 s by default), and
+//! attempts are retried within the overall budget ([`TorConnector::budget`]) when retrying can
+//! help: one lost rendezvous costs one attempt, not the whole budget. What cannot succeed is not
+//! retried: an onion address whose version or checksum is wrong (checked locally, before anything
+//! is sent), a service that refuses the port, a missing or wrong client key. Errors name the stage
+//! that failed.
 
 use super::{ConnectError, ConnectStage, Connector, Stream};
 use crate::proto::ServerAddr;
 use crate::tor::Tor;
+use arti_client::{ErrorKind, HasKind};
 use futures::future::BoxFuture;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Connects through Tor. Each connection uses a fresh isolation group, so the server (and the
 /// network) cannot link two operations by their circuit.
 #[derive(Clone)]
 pub struct TorConnector {
     tor: Tor,
+    /// Longest single connection attempt. Default: 30 s.
+    pub attempt_timeout: Duration,
+    /// Longest time for all attempts together. Default: 120 s.
+    pub budget: Duration,
 }
 
 impl TorConnector {
-    /// A connector over a bootstrapped Tor client.
+    /// A connector over a bootstrapped Tor client, with the default timeouts.
     pub fn new(tor: Tor) -> Self {
-        TorConnector { tor }
+        TorConnector {
+            tor,
+            attempt_timeout: Duration::from_secs(30),
+            budget: Duration::from_secs(120),
+        }
     }
 }
 
-/// Connection attempts before giving up.
-const CONNECT_ATTEMPTS: u32 = 4;
+/// An attempt ran out of time.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection within {} (the descriptor, introduction or rendezvous did not complete; {attempts} attempt{})", humantime::format_duration(*.per_attempt), if *.attempts == 1 { "" } else { "s" })]
+struct AttemptTimedOut {
+    per_attempt: Duration,
+    attempts: u32,
+}
+
+/// The last attempt's error, with how many attempts there were.
+#[derive(Debug, thiserror::Error)]
+#[error("after {attempts} attempt{}", if *.attempts == 1 { "" } else { "s" })]
+struct Attempts {
+    attempts: u32,
+    #[source]
+    last: arti_client::Error,
+}
+
+/// The stage an arti connection error happened at, and whether retrying can help.
+fn classify(e: &arti_client::Error) -> (ConnectStage, bool) {
+    use ConnectStage::*;
+    let hs_stage = hs_stage(e);
+    match e.kind() {
+        ErrorKind::InvalidStreamTarget | ErrorKind::ForbiddenStreamTarget => (Address, false),
+        ErrorKind::BootstrapRequired
+        | ErrorKind::TorDirectoryUnusable
+        | ErrorKind::DirectoryExpired => (Bootstrap, true),
+        ErrorKind::OnionServiceNotFound => (Descriptor, true),
+        ErrorKind::OnionServiceMissingClientAuth | ErrorKind::OnionServiceWrongClientAuth => {
+            (Descriptor, false)
+        }
+        ErrorKind::OnionServiceProtocolViolation => (hs_stage.unwrap_or(Descriptor), true),
+        ErrorKind::OnionServiceConnectionFailed => (Introduction, true),
+        ErrorKind::TorNetworkTimeout | ErrorKind::RemoteNetworkTimeout => {
+            (hs_stage.unwrap_or(Stream), true)
+        }
+        // The service refuses this port: asking again will not change that.
+        ErrorKind::ExitPolicyRejected | ErrorKind::RemoteConnectionRefused => (Stream, false),
+        _ => (hs_stage.unwrap_or(Stream), true),
+    }
+}
+
+/// Descriptor or introduction/rendezvous, from arti's onion-client error in the chain.
+fn hs_stage(e: &arti_client::Error) -> Option<ConnectStage> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<tor_hsclient::ConnError>() {
+            return Some(match c {
+                tor_hsclient::ConnError::DescriptorDownload(_) => ConnectStage::Descriptor,
+                tor_hsclient::ConnError::Failed(_) => ConnectStage::Rendezvous,
+                _ => ConnectStage::Descriptor,
+            });
+        }
+        cur = err.source();
+    }
+    None
+}
 
 impl Connector for TorConnector {
     fn connect<'a>(
@@ -28,29 +101,54 @@ impl Connector for TorConnector {
         addr: &'a ServerAddr,
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>> {
         Box::pin(async move {
-            // Right after an onion service (re)starts, a directory may still serve its previous
-            // descriptor, whose introduction points are gone: a few retries ride that out. The
-            // caller's connect timeout bounds the whole.
-            let mut attempt = 1;
-            loop {
-                let isolated = self.tor.isolated_client();
-                match isolated.connect((addr.host.as_str(), addr.port)).await {
-                    Ok(s) => return Ok(Box::new(s) as Box<dyn Stream>),
-                    Err(e) if attempt < CONNECT_ATTEMPTS => {
-                        tracing::info!(attempt, error = %e, "connecting over Tor failed; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(2 * attempt as u64))
-                            .await;
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        return Err(ConnectError::new(
-                            addr.to_string(),
-                            ConnectStage::Stream,
-                            true,
-                            e,
-                        ))
-                    }
+            let name = addr.to_string();
+            if addr.is_onion() {
+                // Version and checksum are part of a v3 address: check them before any traffic.
+                if let Err(e) = tor_hsservice::HsId::from_str(&addr.host) {
+                    return Err(ConnectError::new(name, ConnectStage::Address, false, e));
                 }
+            }
+            let deadline = Instant::now() + self.budget;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                let left = deadline.saturating_duration_since(Instant::now());
+                let limit = self.attempt_timeout.min(left);
+                let isolated = self.tor.isolated_client();
+                let r =
+                    tokio::time::timeout(limit, isolated.connect((addr.host.as_str(), addr.port)))
+                        .await;
+                let (stage, retryable, err): (_, _, Box<dyn std::error::Error + Send + Sync>) =
+                    match r {
+                        Ok(Ok(s)) => return Ok(Box::new(s) as Box<dyn Stream>),
+                        Ok(Err(e)) => {
+                            let (stage, retryable) = classify(&e);
+                            (
+                                stage,
+                                retryable,
+                                Box::new(Attempts {
+                                    attempts: attempt,
+                                    last: e,
+                                }),
+                            )
+                        }
+                        Err(_) => (
+                            ConnectStage::Rendezvous,
+                            true,
+                            Box::new(AttemptTimedOut {
+                                per_attempt: limit,
+                                attempts: attempt,
+                            }),
+                        ),
+                    };
+                // A short pause, growing, before the next attempt: right after a service
+                // restarts, directories may still serve its previous descriptor.
+                let pause = Duration::from_secs(u64::from(attempt.min(5)));
+                if !retryable || Instant::now() + pause + Duration::from_secs(1) >= deadline {
+                    return Err(ConnectError::new(name, stage, retryable, err));
+                }
+                tracing::info!(attempt, stage = %stage, error = %crate::config::report(&*err), "connecting over Tor failed; retrying");
+                tokio::time::sleep(pause).await;
             }
         })
     }

@@ -216,7 +216,7 @@ impl Passphrase {
             classes += 33;
         }
         let distinct = {
-            let mut v: Vec<char> = s.chars().collect();
+            let mut v: zeroize::Zeroizing<Vec<char>> = zeroize::Zeroizing::new(s.chars().collect());
             v.sort_unstable();
             v.dedup();
             v.len()
@@ -242,12 +242,25 @@ impl LinkKey {
     pub fn from_bytes(b: [u8; KEY_LEN]) -> Self {
         LinkKey(b)
     }
+
+    /// The raw key bytes (for test vectors; a key is a secret).
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for LinkKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LinkKey([redacted])")
     }
+}
+
+/// Check a profile before running anything: within `limits`, and acceptable to Argon2 itself.
+pub fn check_profile(profile: KdfProfile, limits: &KdfLimits) -> Result<(), KdfError> {
+    let p = profile.params();
+    check_limits(p, limits)?;
+    Params::new(p.m_kib, p.t, p.p, Some(KEY_LEN)).map_err(KdfError::Invalid)?;
+    Ok(())
 }
 
 /// Check parameters against limits without running the KDF.

@@ -43,6 +43,11 @@ impl ServerAddr {
             ))?;
             match h.parse::<std::net::Ipv6Addr>() {
                 Err(_) => return Err(LinkError::BadAddress("not a valid IPv6 address inside [ ]")),
+                Ok(a) if a.to_ipv4_mapped().is_some() => {
+                    return Err(LinkError::BadAddress(
+                        "an IPv4-mapped IPv6 address: write the IPv4 address instead",
+                    ))
+                }
                 Ok(a) if a.to_string() != h => {
                     return Err(LinkError::BadAddress(
                         "IPv6 address must be in canonical form (RFC 5952: lower case, shortest)",
@@ -187,18 +192,62 @@ pub enum LinkError {
         "unexpected field {0:?} (expected l, s, k and optionally p, in that order, each once)"
     )]
     UnexpectedField(String),
-    /// The locator is not 32 bytes of base64url.
-    #[error("locator (l) must be 43 characters of unpadded base64url (32 bytes)")]
-    BadLocator,
-    /// The salt is not 16 bytes of base64url.
-    #[error("salt (s) must be 22 characters of unpadded base64url (16 bytes)")]
-    BadSalt,
+    /// The locator is not 32 bytes of canonical base64url.
+    #[error("locator (l): {0}")]
+    BadLocator(Base64Problem),
+    /// The salt is not 16 bytes of canonical base64url.
+    #[error("salt (s): {0}")]
+    BadSalt(Base64Problem),
     /// The KDF profile is not valid.
     #[error("KDF profile (k): {0}")]
-    BadKdf(#[from] super::kdf::KdfError),
+    BadKdf(super::kdf::KdfError),
     /// The passphrase encoding is wrong.
     #[error("passphrase (p): {0}")]
     BadPassphrase(&'static str),
+}
+
+impl From<super::kdf::KdfError> for LinkError {
+    fn from(e: super::kdf::KdfError) -> Self {
+        LinkError::BadKdf(e)
+    }
+}
+
+/// What is wrong with a fixed-size base64url field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Problem {
+    /// The wrong number of characters.
+    #[error("must be {want} characters of unpadded base64url, not {got}")]
+    Length {
+        /// Characters expected.
+        want: usize,
+        /// Characters found.
+        got: usize,
+    },
+    /// A character outside `A-Z a-z 0-9 - _`.
+    #[error("has a character outside base64url (A-Z a-z 0-9 - _)")]
+    Alphabet,
+    /// Decodes, but is not the one canonical spelling.
+    #[error("is not canonical: the unused low bits of the last character must be zero")]
+    NotCanonical,
+}
+
+impl LinkError {
+    /// A stable name of the error's class, for test vectors and scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LinkError::TooLong => "too-long",
+            LinkError::BadScheme => "scheme",
+            LinkError::BadCharacters => "characters",
+            LinkError::MissingQuery => "query",
+            LinkError::BadAddress(_) => "address",
+            LinkError::MissingField(_) => "missing-field",
+            LinkError::UnexpectedField(_) => "field",
+            LinkError::BadLocator(_) => "locator",
+            LinkError::BadSalt(_) => "salt",
+            LinkError::BadKdf(_) => "kdf",
+            LinkError::BadPassphrase(_) => "passphrase",
+        }
+    }
 }
 
 impl RdvLink {
@@ -213,9 +262,14 @@ impl RdvLink {
         }
         let (addr, query) = rest.split_once('?').ok_or(LinkError::MissingQuery)?;
         let server = ServerAddr::parse(addr)?;
-        let mut fields = query
-            .split('&')
-            .map(|kv| kv.split_once('=').unwrap_or((kv, "")));
+        // Every item is NAME=VALUE; an item without '=' is an error of its own.
+        if let Some(bare) = query.split('&').find(|kv| !kv.contains('=')) {
+            return Err(LinkError::UnexpectedField(format!(
+                "{} (without '=')",
+                bare.chars().take(20).collect::<String>()
+            )));
+        }
+        let mut fields = query.split('&').filter_map(|kv| kv.split_once('='));
         let mut next = |name: &'static str| -> Result<&str, LinkError> {
             match fields.next() {
                 Some((k, v)) if k == name => Ok(v),
@@ -226,11 +280,11 @@ impl RdvLink {
         let l = next("l")?;
         let locator = decode_fixed::<32>(l)
             .map(Locator)
-            .ok_or(LinkError::BadLocator)?;
+            .map_err(LinkError::BadLocator)?;
         let s_field = next("s")?;
         let salt = decode_fixed::<SALT_LEN>(s_field)
             .map(Salt::from_bytes)
-            .ok_or(LinkError::BadSalt)?;
+            .map_err(LinkError::BadSalt)?;
         let k = next("k")?;
         let kdf = KdfProfile::parse(k)?;
         if kdf.to_string() != k {
@@ -240,7 +294,7 @@ impl RdvLink {
             None => None,
             Some(("p", v)) => {
                 let p = Passphrase::new(percent_decode(v)?);
-                if percent_encode(p.expose()) != v {
+                if *Zeroizing::new(percent_encode(p.expose())) != v {
                     return Err(LinkError::BadPassphrase(
                         "non-canonical %-escape (escape only what needs it, upper-case hex)",
                     ));
@@ -272,7 +326,7 @@ impl RdvLink {
         ));
         if let Some(p) = &self.passphrase {
             s.push_str("&p=");
-            s.push_str(&percent_encode(p.expose()));
+            s.push_str(&Zeroizing::new(percent_encode(p.expose())));
         }
         s
     }
@@ -286,16 +340,32 @@ impl RdvLink {
     }
 }
 
-fn decode_fixed<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != (N * 4).div_ceil(3) {
-        return None;
+fn decode_fixed<const N: usize>(s: &str) -> Result<[u8; N], Base64Problem> {
+    let want = (N * 4).div_ceil(3);
+    if s.len() != want {
+        return Err(Base64Problem::Length {
+            want,
+            got: s.chars().count(),
+        });
     }
-    let v = URL_SAFE_NO_PAD.decode(s).ok()?;
-    // Reject non-canonical encodings (stray low bits in the last character) by re-encoding.
-    if URL_SAFE_NO_PAD.encode(&v) != s {
-        return None;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Base64Problem::Alphabet);
     }
-    v.try_into().ok()
+    // A stray low bit in the last character decodes (or not) but is not the canonical spelling.
+    let v = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| Base64Problem::NotCanonical)?,
+    );
+    if *Zeroizing::new(URL_SAFE_NO_PAD.encode(&*v)) != s {
+        return Err(Base64Problem::NotCanonical);
+    }
+    v.as_slice()
+        .try_into()
+        .map_err(|_| Base64Problem::NotCanonical)
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -320,7 +390,7 @@ fn percent_decode(s: &str) -> Result<String, LinkError> {
         return Err(LinkError::BadPassphrase("empty"));
     }
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -346,7 +416,9 @@ fn percent_decode(s: &str) -> Result<String, LinkError> {
             ));
         }
     }
-    String::from_utf8(out).map_err(|_| LinkError::BadPassphrase("not UTF-8 after decoding"))
+    let text = std::str::from_utf8(&out)
+        .map_err(|_| LinkError::BadPassphrase("not UTF-8 after decoding"))?;
+    Ok(text.to_string())
 }
 
 #[cfg(test)]

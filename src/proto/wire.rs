@@ -185,7 +185,7 @@ error_codes! {
     Busy = 7, transient: true;
     /// The server's storage quota is full.
     QuotaExceeded = 8, transient: false;
-    /// Storage failed (e.g. disk full); nothing was stored.
+    /// Storage failed (e.g. disk full); the request was not done.
     StorageFailure = 9, transient: true;
     /// The connection was idle too long.
     TimedOut = 10, transient: true;
@@ -225,6 +225,15 @@ pub enum FrameError {
     /// The body did not decode as the expected message, or had trailing bytes.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// Fewer bytes than the header announces (over a stream: the peer stopped in the middle of
+    /// a frame, which a server answers by closing, or by `TimedOut` if the stream stays open).
+    #[error("truncated frame: the header announces {announced} bytes, {present} present")]
+    Truncated {
+        /// Bytes the header announces.
+        announced: usize,
+        /// Bytes there are.
+        present: usize,
+    },
     /// The message is larger than the peer's maximum.
     #[error("message encodes to {len} bytes, more than the maximum frame of {max}")]
     EncodeTooLarge {
@@ -244,11 +253,30 @@ pub fn parse_header(header: [u8; FRAME_HEADER_LEN], max: u32) -> Result<usize, F
     Ok(len as usize)
 }
 
+/// What a postcard decoding error means for an rdv message, in words a user can act on (the
+/// decoder's own texts, such as "Serde Deserialization Error", say nothing to them).
+fn decode_error(e: postcard::Error) -> FrameError {
+    use postcard::Error as P;
+    FrameError::Malformed(
+        match e {
+            P::DeserializeUnexpectedEnd => "the message ends before all its fields",
+            P::DeserializeBadVarint => "a number is not a valid varint for its type",
+            P::DeserializeBadBool | P::DeserializeBadOption => "a field has an impossible value",
+            P::DeserializeBadChar | P::DeserializeBadUtf8 => "a text field is not valid UTF-8",
+            P::DeserializeBadEnum | P::SerdeDeCustom => {
+                "unknown message type or error code layout, or a field of the wrong length"
+            }
+            _ => "the message does not decode",
+        }
+        .to_string(),
+    )
+}
+
 /// Encode a message as a complete frame (header and body).
 pub fn encode_frame<T: Serialize>(msg: &T, max: u32) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; FRAME_HEADER_LEN];
     let mut out = postcard::to_extend(msg, std::mem::take(&mut out))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        .map_err(|_| FrameError::Malformed("the message does not encode".into()))?;
     let body = out.len() - FRAME_HEADER_LEN;
     if body > max as usize {
         return Err(FrameError::EncodeTooLarge { len: body, max });
@@ -259,11 +287,10 @@ pub fn encode_frame<T: Serialize>(msg: &T, max: u32) -> Result<Vec<u8>, FrameErr
 
 /// Decode a frame body. Trailing bytes are an error: one frame carries exactly one message.
 pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
-    let (msg, rest) =
-        postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(decode_error)?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed(format!(
-            "{} trailing bytes",
+            "{} bytes after the end of the message",
             rest.len()
         )));
     }
@@ -275,13 +302,22 @@ pub fn decode_frame<'a, T: Deserialize<'a>>(frame: &'a [u8], max: u32) -> Result
     let header: [u8; FRAME_HEADER_LEN] = frame
         .get(..FRAME_HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| FrameError::Malformed("truncated header".into()))?;
+        .ok_or(FrameError::Truncated {
+            announced: FRAME_HEADER_LEN,
+            present: frame.len(),
+        })?;
     let len = parse_header(header, max)?;
     let body = &frame[FRAME_HEADER_LEN..];
-    if body.len() != len {
+    if body.len() < len {
+        return Err(FrameError::Truncated {
+            announced: len,
+            present: body.len(),
+        });
+    }
+    if body.len() > len {
         return Err(FrameError::Malformed(format!(
-            "header announces {len} bytes, {} present",
-            body.len()
+            "{} bytes after the frame the header announces",
+            body.len() - len
         )));
     }
     decode_body(body)

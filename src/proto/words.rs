@@ -23,11 +23,13 @@ pub fn word(bits: u16) -> String {
 
 /// A passphrase of [`WORDS`] words joined by `-`, from caller-supplied random bytes.
 pub fn passphrase(random: [u8; RANDOM_BYTES]) -> Passphrase {
-    let words: Vec<String> = random
+    let mut words: Vec<String> = random
         .chunks_exact(2)
         .map(|c| word(u16::from_be_bytes([c[0], c[1]])))
         .collect();
-    Passphrase::new(words.join("-"))
+    let p = Passphrase::new(words.join("-"));
+    words.iter_mut().for_each(zeroize::Zeroize::zeroize);
+    p
 }
 
 #[cfg(test)]

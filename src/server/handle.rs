@@ -85,7 +85,7 @@ fn store_error(e: StoreError) -> Response {
             tracing::warn!(error = %crate::config::report(&e), "storage failure");
             error(
                 ErrorCode::StorageFailure,
-                "storage failure on the server; nothing was stored",
+                "storage failure on the server: the request was not done (retry later)",
             )
         }
         StoreError::Overloaded(_) => error(

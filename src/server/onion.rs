@@ -1,33 +1,116 @@
 //! The onion service listener: the server published as a Tor onion service through arti.
 //!
 //! The service key lives in arti's keystore in the state directory, so the address stays the same
-//! across restarts. Streams to any port but the advertised one are refused.
+//! across restarts. Streams to any port but the advertised one are refused. Against denial of
+//! service ([`OnionSettings`]): a per-circuit stream limit (a circuit that opens more streams is
+//! closed), a rate limit at the introduction points, a bound on rendezvous circuits being set up
+//! at once, optional proof-of-work; and every circuit is one [`Source`] for the server's fair store
+//! admission, however many streams it opens.
 
-use super::Server;
+use super::{Server, Source};
 use crate::store::BucketStore;
 use crate::tor::Tor;
 use futures::StreamExt;
 use safelog::DisplayRedacted;
 use std::sync::Arc;
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
-use tor_hsservice::config::OnionServiceConfigBuilder;
+use tor_hsservice::config::{OnionServiceConfigBuilder, TokenBucketConfig};
 use tor_hsservice::status::State;
-use tor_hsservice::{handle_rend_requests, RunningOnionService};
+use tor_hsservice::{RendRequest, RunningOnionService};
 use tor_proto::stream::IncomingStreamRequest;
+
+/// How the onion service is published and defended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnionSettings {
+    /// The service's nickname in arti's keystore. Default: `rdv`.
+    pub nickname: String,
+    /// The virtual port served. Default: 7625.
+    pub port: u16,
+    /// Streams one circuit may have open at once; a circuit that opens more is closed (C tor's
+    /// `HiddenServiceMaxStreams` with `HiddenServiceMaxStreamsCloseCircuit 1`). An honest client
+    /// uses one stream per circuit. Default: 16; at least 1.
+    pub max_streams_per_circuit: u32,
+    /// Introductions per second the introduction points let through, and their burst (C tor's
+    /// `HiddenServiceEnableIntroDoSRatePerSec` / `BurstPerSec`). `None`: the network's defaults.
+    /// Default: 25/s, burst 200.
+    pub intro_rate: Option<(u32, u32)>,
+    /// Introduction points. Default: 3; from 3 to 20.
+    pub intro_points: u8,
+    /// Rendezvous circuits being built at once; more introductions wait. Default: 16; at least 1.
+    pub max_rendezvous_in_flight: usize,
+    /// Require proof-of-work from clients when the service is under load (arti's experimental
+    /// `hs-pow-full`; needs the `pow` cargo feature). Default: off.
+    pub pow: bool,
+}
+
+impl Default for OnionSettings {
+    fn default() -> Self {
+        OnionSettings {
+            nickname: "rdv".into(),
+            port: 7625,
+            max_streams_per_circuit: 16,
+            intro_rate: Some((25, 200)),
+            intro_points: 3,
+            max_rendezvous_in_flight: 16,
+            pow: false,
+        }
+    }
+}
+
+impl OnionSettings {
+    /// Check the settings.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError;
+        if self.max_streams_per_circuit == 0 {
+            return Err(ConfigError::new(
+                "max_streams_per_circuit",
+                "must be at least 1",
+            ));
+        }
+        if !(3..=20).contains(&self.intro_points) {
+            return Err(ConfigError::new("intro_points", "must be from 3 to 20"));
+        }
+        if self.max_rendezvous_in_flight == 0 {
+            return Err(ConfigError::new(
+                "max_rendezvous_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if let Some((rate, burst)) = self.intro_rate {
+            let max = i32::MAX as u32;
+            if rate == 0 || burst == 0 || rate > max || burst > max || burst < rate {
+                return Err(ConfigError::new(
+                    "intro_rate",
+                    "rate and burst must be from 1 to 2147483647, burst at least the rate",
+                ));
+            }
+        }
+        if self.pow && !cfg!(feature = "pow") {
+            return Err(ConfigError::new(
+                "pow",
+                "this rdv is built without proof-of-work (cargo feature `pow`)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A launched onion service.
 pub struct OnionListener {
     service: Arc<RunningOnionService>,
-    requests: futures::stream::BoxStream<'static, tor_hsservice::StreamRequest>,
+    requests: futures::stream::BoxStream<'static, RendRequest>,
     /// The service's address, `….onion`.
     pub address: String,
-    port: u16,
+    settings: OnionSettings,
 }
 
 /// Errors launching the onion service.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OnionError {
+    /// The settings are unusable.
+    #[error("invalid onion service settings")]
+    Settings(#[from] crate::ConfigError),
     /// The nickname is not one arti accepts.
     #[error("bad onion service nickname {0:?}")]
     Nickname(String, #[source] tor_hsservice::InvalidNickname),
@@ -45,15 +128,22 @@ pub enum OnionError {
     NoAddress,
 }
 
-/// Launch the onion service `nickname` on `tor`, serving virtual port `port`.
-pub fn launch(tor: &Tor, nickname: &str, port: u16) -> Result<OnionListener, OnionError> {
-    let nick = nickname
+/// Launch the onion service on `tor`.
+pub fn launch(tor: &Tor, settings: &OnionSettings) -> Result<OnionListener, OnionError> {
+    settings.validate()?;
+    let nick = settings
+        .nickname
         .parse()
-        .map_err(|e| OnionError::Nickname(nickname.to_string(), e))?;
-    let config = OnionServiceConfigBuilder::default()
-        .nickname(nick)
-        .build()
-        .map_err(OnionError::Config)?;
+        .map_err(|e| OnionError::Nickname(settings.nickname.clone(), e))?;
+    let mut b = OnionServiceConfigBuilder::default();
+    b.nickname(nick)
+        .num_intro_points(settings.intro_points)
+        .max_concurrent_streams_per_circuit(settings.max_streams_per_circuit)
+        .enable_pow(settings.pow);
+    if let Some((rate, burst)) = settings.intro_rate {
+        b.rate_limit_at_intro(TokenBucketConfig::new(rate, burst));
+    }
+    let config = b.build().map_err(OnionError::Config)?;
     let (service, rend) = tor
         .launch_onion_service(config)
         .map_err(OnionError::Launch)?
@@ -65,19 +155,45 @@ pub fn launch(tor: &Tor, nickname: &str, port: u16) -> Result<OnionListener, Oni
         .to_string();
     Ok(OnionListener {
         service,
-        requests: handle_rend_requests(rend).boxed(),
+        requests: rend.boxed(),
         address,
-        port,
+        settings: settings.clone(),
     })
+}
+
+/// A service state's name for logs.
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Shutdown => "shutdown",
+        State::Bootstrapping => "bootstrapping",
+        State::DegradedReachable => "degraded (reachable)",
+        State::DegradedUnreachable => "degraded (unreachable)",
+        State::Running => "running",
+        State::Recovering => "recovering",
+        State::Broken => "broken",
+        _ => "unknown",
+    }
 }
 
 impl OnionListener {
     /// The virtual port served.
     pub fn onion_port(&self) -> u16 {
-        self.port
+        self.settings.port
     }
 
-    /// Log the service's status changes until it shuts down.
+    /// The service's state as arti sees it (published, introduction points), for health logs.
+    pub fn state(&self) -> &'static str {
+        state_name(self.service.status().state())
+    }
+
+    /// A handle that reads the service's state later.
+    pub fn state_reader(&self) -> impl Fn() -> &'static str + Send + Sync + 'static {
+        let service = self.service.clone();
+        move || state_name(service.status().state())
+    }
+
+    /// Log the service's state changes (and whether arti considers it reachable) until it shuts
+    /// down.
     pub fn spawn_status_logger(&self) -> tokio::task::JoinHandle<()> {
         let mut events = self.service.status_events();
         tokio::spawn(async move {
@@ -85,22 +201,13 @@ impl OnionListener {
             while let Some(status) = events.next().await {
                 let state = status.state();
                 if last != Some(state) {
-                    let problem = status.current_problem().map(|p| format!("{p:?}"));
-                    let name = match state {
-                        State::Shutdown => "shutdown",
-                        State::Bootstrapping => "bootstrapping",
-                        State::DegradedReachable => "degraded (reachable)",
-                        State::DegradedUnreachable => "degraded (unreachable)",
-                        State::Running => "running",
-                        State::Recovering => "recovering",
-                        State::Broken => "broken",
-                        _ => "unknown",
-                    };
-                    match problem {
+                    let name = state_name(state);
+                    let reachable = state.is_fully_reachable();
+                    match status.current_problem().map(|p| format!("{p:?}")) {
                         Some(p) => {
-                            tracing::info!(state = name, problem = %p, "onion service status")
+                            tracing::info!(state = name, reachable, problem = %p, "onion service status")
                         }
-                        None => tracing::info!(state = name, "onion service status"),
+                        None => tracing::info!(state = name, reachable, "onion service status"),
                     }
                     last = Some(state);
                 }
@@ -108,32 +215,64 @@ impl OnionListener {
         })
     }
 
-    /// Serve incoming streams until shutdown.
-    pub async fn run<S: BucketStore>(mut self, server: Arc<Server<S>>) {
+    /// Serve until shutdown: accept rendezvous requests (at most `max_rendezvous_in_flight`
+    /// being set up at once), and serve each circuit's streams as one source.
+    pub async fn run<S: BucketStore>(self, server: Arc<Server<S>>) {
+        let in_flight = self.settings.max_rendezvous_in_flight;
+        let port = self.settings.port;
+        let circuits = self
+            .requests
+            .map(|rend| async move { rend.accept().await })
+            .buffer_unordered(in_flight);
+        let mut circuits = std::pin::pin!(circuits);
         loop {
             let next = tokio::select! {
-                n = self.requests.next() => n,
+                n = circuits.next() => n,
                 _ = server.shutdown_requested() => return,
             };
-            let Some(req) = next else {
-                tracing::warn!("onion service request stream ended");
-                return;
-            };
-            let wanted =
-                matches!(req.request(), IncomingStreamRequest::Begin(b) if b.port() == self.port);
-            let server = server.clone();
-            tokio::spawn(async move {
-                if !wanted {
-                    let _ = req
-                        .reject(End::new_with_reason(EndReason::EXITPOLICY))
-                        .await;
+            let streams = match next {
+                None => {
+                    tracing::warn!("onion service request stream ended");
                     return;
                 }
-                match req.accept(Connected::new_empty()).await {
-                    Ok(stream) => server.serve_stream(stream).await,
-                    Err(e) => tracing::debug!(error = %e, "could not accept an onion stream"),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "a rendezvous failed");
+                    continue;
                 }
-            });
+                Some(Ok(streams)) => streams,
+            };
+            let server = server.clone();
+            tokio::spawn(serve_circuit(streams, port, server));
         }
+    }
+}
+
+/// Serve the streams of one rendezvous circuit, all as one source.
+async fn serve_circuit<S: BucketStore>(
+    mut streams: impl futures::Stream<Item = tor_hsservice::StreamRequest> + Unpin,
+    port: u16,
+    server: Arc<Server<S>>,
+) {
+    let source = Source::new();
+    loop {
+        let next = tokio::select! {
+            n = streams.next() => n,
+            _ = server.shutdown_requested() => return,
+        };
+        let Some(req) = next else { return };
+        let wanted = matches!(req.request(), IncomingStreamRequest::Begin(b) if b.port() == port);
+        let (server, source) = (server.clone(), source.clone());
+        tokio::spawn(async move {
+            if !wanted {
+                let _ = req
+                    .reject(End::new_with_reason(EndReason::EXITPOLICY))
+                    .await;
+                return;
+            }
+            match req.accept(Connected::new_empty()).await {
+                Ok(stream) => server.serve_stream_from(stream, source).await,
+                Err(e) => tracing::debug!(error = %e, "could not accept an onion stream"),
+            }
+        });
     }
 }

@@ -10,6 +10,8 @@
 
 mod schema;
 mod slot;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use super::alloc::Allocator;
@@ -127,6 +129,17 @@ impl DiskStore {
         config: DiskStoreConfig,
         filler_seed: FillerSecret,
     ) -> Result<Self, StoreError> {
+        Self::open_with(dir, config, filler_seed, None, writer::RETRY)
+    }
+
+    /// [`DiskStore::open`] with another storage backend and reopen interval (tests).
+    fn open_with(
+        dir: &Path,
+        config: DiskStoreConfig,
+        filler_seed: FillerSecret,
+        backend: Option<slot::BackendFactory>,
+        retry: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|source| {
             StoreError::backend(CreateDir {
@@ -139,6 +152,7 @@ impl DiskStore {
             path: dir.join(DB_FILE),
             read_cache: config.cache_bytes,
             write_cache: config.cache_bytes / 4,
+            backend,
         };
         let existed = slot::exists(&at.path);
         // On a full disk an existing database still opens for reading; the writer then starts
@@ -170,7 +184,8 @@ impl DiskStore {
         let writer = Writer {
             at,
             db: writer_db,
-            retry_at: std::time::Instant::now() + writer::RETRY,
+            retry_at: std::time::Instant::now() + retry,
+            retry,
             down_since: down.then(std::time::Instant::now),
             alloc: Allocator::resume(meta.last, meta.floor),
             links: links.clone(),

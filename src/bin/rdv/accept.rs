@@ -1,21 +1,40 @@
 //! `rdv accept`, `rdv delete` and `rdv info`.
 
 use crate::cli::{AcceptArgs, DeleteArgs, InfoArgs};
-use crate::term::read_passphrase_interactive;
+use crate::term::{
+    arg_or_stdin, escape_for_terminal, read_passphrase_interactive, stdout_is_terminal,
+};
 use crate::transport::make_client;
 use anyhow::{anyhow, Context, Result};
-use rdv::proto::{ClientPolicy, DeleteToken, Passphrase, RdvLink, ServerAddr};
+use rdv::proto::{kdf, ClientPolicy, DeleteToken, KdfLimits, Passphrase, RdvLink, ServerAddr};
 use std::io::Write;
 use std::time::Duration;
 
+/// The link from the argument, `RDV_LINK` or standard input, checked before anything else runs
+/// (its KDF parameters included: no Tor bootstrap for a link that asks too much).
+fn read_link(arg: Option<String>) -> Result<RdvLink> {
+    let text = arg_or_stdin(arg, "rdv1: link")?;
+    let link = RdvLink::parse(text.trim()).context("invalid link")?;
+    kdf::check_profile(link.kdf, &KdfLimits::default()).context("the link's KDF profile")?;
+    Ok(link)
+}
+
 /// Run `rdv accept`.
-pub(crate) async fn run(a: AcceptArgs) -> Result<()> {
-    let link = RdvLink::parse(a.link.trim()).context("invalid link")?;
-    let passphrase = match (&link.passphrase, &a.passphrase) {
-        (_, Some(p)) => Some(Passphrase::new(p.clone())),
+pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
+    a.transport.take_link_from_direct(&mut a.link);
+    let link = read_link(a.link.take())?;
+    let passphrase = match (&link.passphrase, a.passphrase.take()) {
+        (_, Some(p)) => Some(Passphrase::new(zeroize::Zeroizing::new(p).as_str())),
         (Some(_), None) => None,
         (None, None) => read_passphrase_interactive()?,
     };
+    if link.passphrase.is_some() && passphrase.is_some() {
+        // Refused by the library too; said here before any Tor bootstrap.
+        return Err(rdv::client::AcceptError::PassphraseConflict.into());
+    }
+    if link.passphrase.is_none() && passphrase.is_none() {
+        return Err(rdv::client::AcceptError::PassphraseRequired.into());
+    }
     let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
     let found = client.accept(&link, passphrase).await?;
     eprintln!(
@@ -24,16 +43,34 @@ pub(crate) async fn run(a: AcceptArgs) -> Result<()> {
         found.tried
     );
     let mut out = std::io::stdout().lock();
-    out.write_all(&found.payload)?;
-    out.write_all(b"\n")?;
+    if stdout_is_terminal() {
+        let (shown, escaped) = escape_for_terminal(&found.payload);
+        if escaped {
+            eprintln!("note: the payload holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
+        }
+        writeln!(out, "{shown}")?;
+    } else {
+        out.write_all(&found.payload)?;
+        out.write_all(b"\n")?;
+    }
     Ok(())
 }
 
 /// Run `rdv delete`.
-pub(crate) async fn delete(a: DeleteArgs) -> Result<()> {
-    let link = RdvLink::parse(a.link.trim()).context("invalid link")?;
-    let token = DeleteToken::parse(a.token.trim()).ok_or_else(|| {
-        anyhow!("--token must be the 43-character delete token printed by rdv offer")
+pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
+    a.transport.take_link_from_direct(&mut a.link);
+    let link = read_link(a.link.take())?;
+    let text = match (a.token.take(), &a.token_file) {
+        (Some(t), _) => zeroize::Zeroizing::new(t),
+        (None, Some(f)) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        ),
+        (None, None) => {
+            anyhow::bail!("give the delete token with --token, --token-file or RDV_DELETE_TOKEN")
+        }
+    };
+    let token = DeleteToken::parse(text.trim()).ok_or_else(|| {
+        anyhow!("the delete token must be the 43 characters printed by rdv offer")
     })?;
     let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
     client.delete(&link, &token).await?;

@@ -97,14 +97,79 @@ pub(crate) struct ServeArgs {
     /// Give up if Tor has not bootstrapped after this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) bootstrap_timeout: Duration,
+    /// Streams one Tor circuit may have open at once; a circuit that opens more is closed (an
+    /// honest client uses one per circuit).
+    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
+    pub(crate) max_streams_per_circuit: u32,
+    /// Introductions per second the introduction points let through (0: the network's default).
+    #[arg(long, default_value_t = 25, help_heading = "Onion service")]
+    pub(crate) intro_rate: u32,
+    /// Burst of introductions the introduction points let through.
+    #[arg(long, default_value_t = 200, help_heading = "Onion service")]
+    pub(crate) intro_burst: u32,
+    /// Introduction points (3 to 20).
+    #[arg(long, default_value_t = 3, help_heading = "Onion service")]
+    pub(crate) intro_points: u8,
+    /// Rendezvous circuits being built at once; further introductions wait.
+    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
+    pub(crate) max_rendezvous: usize,
+    /// Vanguards for onion circuits: lite (default), full (stronger against guard discovery,
+    /// slower), or disabled.
+    #[arg(long, default_value = "lite", value_parser = parse_vanguards, help_heading = "Onion service")]
+    pub(crate) vanguards: rdv::tor::Vanguards,
+    /// Require proof-of-work from clients when the service is under load. Experimental in arti
+    /// 0.47; needs rdv built with `--features pow`.
+    #[arg(long, help_heading = "Onion service")]
+    pub(crate) pow: bool,
+    /// How often the server checks, through Tor on a circuit of its own, that its onion service
+    /// answers (once it has answered; before that, every 10 s).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) probe_interval: Duration,
+    /// Log a warning when the onion service has been unreachable this long (repeated as long as
+    /// it stays so).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) warn_unreachable_after: Duration,
+    /// Exit with an error when the onion service has been unreachable this long (since the start
+    /// or the last success), so that a supervisor restarts the server. Default: keep running.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) exit_when_unreachable: Option<Duration>,
+}
+
+/// `lite`, `full` or `disabled`.
+pub(crate) fn parse_vanguards(s: &str) -> Result<rdv::tor::Vanguards, String> {
+    use rdv::tor::Vanguards;
+    match s {
+        "lite" => Ok(Vanguards::Lite),
+        "full" => Ok(Vanguards::Full),
+        "disabled" => Ok(Vanguards::Disabled),
+        _ => Err("expected lite, full or disabled".into()),
+    }
+}
+
+impl TransportArgs {
+    /// `rdv accept --direct LINK`: clap takes the link as `--direct`'s value. A value that is an
+    /// `rdv1:` link is not an address: give it back as the link, and connect to the server the
+    /// link names.
+    pub(crate) fn take_link_from_direct(&mut self, link: &mut Option<String>) {
+        if link.is_none() {
+            if let Some(d) = self.direct.as_mut().filter(|d| d.starts_with("rdv1:")) {
+                *link = Some(std::mem::take(d));
+            }
+        }
+    }
 }
 
 #[derive(Args, Clone)]
 pub(crate) struct TransportArgs {
     /// Connect over plain TCP, BYPASSING TOR: the server sees your IP. Local testing only. Without
     /// a value, to the server named in the link (or on the command line).
-    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "", conflicts_with = "socks")]
     pub(crate) direct: Option<String>,
+    /// Use a tor that is already running, through its SOCKS port (e.g. 127.0.0.1:9050, Tor
+    /// Browser's 127.0.0.1:9150), instead of the embedded one. Each operation gets its own
+    /// circuit (fresh SOCKS credentials, tor's IsolateSOCKSAuth).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) socks: Option<String>,
     /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
     #[arg(long, value_name = "FILE")]
     pub(crate) tor_config: Option<PathBuf>,
@@ -114,9 +179,14 @@ pub(crate) struct TransportArgs {
     /// Timeout for Tor bootstrap.
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     pub(crate) bootstrap_timeout: Duration,
-    /// Timeout for reaching the server (descriptor lookup, circuits, connect).
+    /// Timeout for reaching the server, all attempts together (descriptor lookup, circuits,
+    /// connect).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub(crate) connect_timeout: Duration,
+    /// Timeout of one connection attempt over the embedded Tor; a lost rendezvous is retried
+    /// within --connect-timeout.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) attempt_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -155,10 +225,13 @@ pub(crate) struct OfferArgs {
 
 #[derive(Args)]
 pub(crate) struct AcceptArgs {
-    /// The rdv1: link.
-    pub(crate) link: String,
+    /// The rdv1: link. `-` or nothing: read it from standard input (a one-channel link is a
+    /// secret: keep it out of the process list). Also read from RDV_LINK.
+    #[arg(env = "RDV_LINK", hide_env_values = true)]
+    pub(crate) link: Option<String>,
     /// Passphrase, if the link has none (two-channel mode). Also read from RDV_PASSPHRASE or asked
-    /// for on a terminal, which keep it out of the process list.
+    /// for on the terminal without echo, which keep it out of the process list. Giving one for a
+    /// link that carries its own is an error.
     #[arg(long, env = "RDV_PASSPHRASE", hide_env_values = true)]
     pub(crate) passphrase: Option<String>,
     #[command(flatten)]
@@ -167,11 +240,21 @@ pub(crate) struct AcceptArgs {
 
 #[derive(Args)]
 pub(crate) struct DeleteArgs {
-    /// The rdv1: link.
-    pub(crate) link: String,
-    /// The deletion token printed by `rdv offer`.
-    #[arg(long)]
-    pub(crate) token: String,
+    /// The rdv1: link. `-` or nothing: read it from standard input. Also read from RDV_LINK.
+    #[arg(env = "RDV_LINK", hide_env_values = true)]
+    pub(crate) link: Option<String>,
+    /// The deletion token printed by `rdv offer`. Also read from RDV_DELETE_TOKEN, which keeps it
+    /// out of the process list.
+    #[arg(
+        long,
+        env = "RDV_DELETE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub(crate) token: Option<String>,
+    /// Read the deletion token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

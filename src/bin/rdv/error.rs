@@ -39,8 +39,13 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         if let Some(DeleteError::NothingToDelete) = cause.downcast_ref::<DeleteError>() {
             return None;
         }
-        if let Some(TorError::BootstrapTimeout(_)) = cause.downcast_ref::<TorError>() {
-            return Some("is the Tor network reachable? For a private network pass --tor-config");
+        if let Some(TorError::BootstrapTimeout { config_file, .. }) =
+            cause.downcast_ref::<TorError>()
+        {
+            return Some(match config_file {
+                None => "is the Tor network reachable? For a private network pass --tor-config FILE; to use a tor that is already running, --socks HOST:PORT",
+                Some(_) => "are the network's relays and authorities running, and do the addresses in the arti configuration match them?",
+            });
         }
         if cause.downcast_ref::<ConnectError>().is_some() {
             return None;

@@ -53,7 +53,7 @@ fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 }
 
 /// Run `rdv offer`.
-pub(crate) async fn run(a: OfferArgs) -> Result<()> {
+pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let server_text = a
         .server
         .clone()
@@ -66,11 +66,13 @@ pub(crate) async fn run(a: OfferArgs) -> Result<()> {
     let server =
         ServerAddr::parse(&server_text).with_context(|| format!("--server {server_text:?}"))?;
     let kdf = KdfProfile::parse(&a.kdf).context("--kdf")?;
+    rdv::proto::kdf::check_profile(kdf, &rdv::proto::KdfLimits::default()).context("--kdf")?;
     if kdf == KdfProfile::Test {
         eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
     }
     let payload = read_payload(&a)?;
-    let passphrase = choose_passphrase(a.passphrase.as_deref())?;
+    let given = a.passphrase.take().map(zeroize::Zeroizing::new);
+    let passphrase = choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
     let policy = ClientPolicy {
         max_skew_secs: a.max_skew.as_secs(),
         max_open_window_secs: a.max_window.as_secs(),

@@ -6,9 +6,12 @@ use crate::term::progress_printer;
 use anyhow::{bail, Context, Result};
 use rdv::client::tor::TorConnector;
 use rdv::client::{Client, ClientConfig};
+use rdv::clock::Clock;
 use rdv::clock::SystemClock;
 use rdv::proto::padding::FillerSecret;
 use rdv::proto::ServerAddr;
+use rdv::server::health::{Health, HealthEvent, HealthPolicy};
+use rdv::server::onion::OnionSettings;
 use rdv::server::{Server, ServerConfig};
 use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, StoreParams};
 use rdv::tor::{self, TorSettings};
@@ -117,12 +120,48 @@ fn fit_file_limit(config: &mut ServerConfig) {
     let _ = config;
 }
 
-/// Run the server until SIGINT or SIGTERM.
+/// The onion service and health settings the flags ask for.
+fn onion_settings(a: &ServeArgs) -> Result<(OnionSettings, HealthPolicy), ConfigError> {
+    let onion = OnionSettings {
+        nickname: a.nickname.clone(),
+        port: a.onion_port,
+        max_streams_per_circuit: a.max_streams_per_circuit,
+        intro_rate: (a.intro_rate > 0).then_some((a.intro_rate, a.intro_burst)),
+        intro_points: a.intro_points,
+        max_rendezvous_in_flight: a.max_rendezvous,
+        pow: a.pow,
+    };
+    onion.validate()?;
+    let health = HealthPolicy {
+        probe_interval: a.probe_interval,
+        warn_after: a.warn_unreachable_after,
+        exit_after: a.exit_when_unreachable,
+        ..Default::default()
+    };
+    health.validate()?;
+    Ok((onion, health))
+}
+
+/// Run the server until SIGINT or SIGTERM (or, with `--exit-when-unreachable`, until its onion
+/// service has been unreachable too long).
 pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     if a.no_onion && a.listen.is_empty() {
         bail!("--no-onion needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
     }
     let (mut store_config, mut config) = settings(&a).map_err(crate::error::flag)?;
+    let (onion, health) = onion_settings(&a).map_err(crate::error::flag)?;
+    let tor_settings = TorSettings {
+        config_file: a.tor_config.clone(),
+        state_dir: a.data.join("arti").join("state"),
+        cache_dir: a.data.join("arti").join("cache"),
+        bootstrap_timeout: a.bootstrap_timeout,
+        vanguards: a.vanguards,
+    };
+    if !a.no_onion {
+        // A broken Tor configuration stops the server before anything starts: it never runs
+        // without the onion service it was asked for.
+        tor::load_config(&tor_settings)?;
+    }
     fit_file_limit(&mut config);
     if store_config.params.max_links.is_none() {
         std::fs::create_dir_all(&a.data)
@@ -151,87 +190,117 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     }
     let _ = std::io::stdout().flush();
     tasks.spawn(server.clone().run_gc());
+    let (give_up_tx, mut give_up) = tokio::sync::mpsc::channel::<String>(1);
     if !a.no_onion {
-        let settings = TorSettings {
-            config_file: a.tor_config.clone(),
-            state_dir: a.data.join("arti").join("state"),
-            cache_dir: a.data.join("arti").join("cache"),
-            bootstrap_timeout: a.bootstrap_timeout,
-        };
-        let onion = start_onion(settings, a.nickname.clone(), a.onion_port, server.clone());
-        if a.listen.is_empty() {
-            // The onion service is the only way in: failing to start it is fatal.
-            tokio::select! {
-                r = onion => r?,
-                _ = wait_for_signal() => return Ok(()),
-            }
-        } else {
-            // TCP is already being served; keep serving it whatever happens to Tor.
-            tasks.spawn(async move {
-                if let Err(e) = onion.await {
-                    eprintln!("error: the onion service is not running ({e:#}); still serving the TCP listeners");
-                }
-            });
+        tokio::select! {
+            r = start_onion(tor_settings, onion, health, server.clone(), give_up_tx) => r?,
+            _ = wait_for_signal() => return Ok(()),
         }
     }
-    wait_for_signal().await;
+    let reason = tokio::select! {
+        _ = wait_for_signal() => None,
+        r = give_up.recv() => r,
+    };
     eprintln!("shutting down: no new connections, finishing open ones");
     server.shutdown();
     server.drain().await;
     tasks.abort_all();
-    Ok(())
+    match reason {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
-/// Bootstrap Tor, launch the onion service and serve it (on spawned tasks).
+/// Bootstrap Tor, launch the onion service and serve it (on spawned tasks), with its health probe.
 async fn start_onion(
     settings: TorSettings,
-    nickname: String,
-    port: u16,
+    onion: OnionSettings,
+    health: HealthPolicy,
     server: Arc<Server<DiskStore>>,
+    give_up: tokio::sync::mpsc::Sender<String>,
 ) -> Result<()> {
     let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
-    let listener = rdv::server::onion::launch(&tor, &nickname, port)?;
+    let listener = rdv::server::onion::launch(&tor, &onion)?;
     let address = format!("{}:{}", listener.address, listener.onion_port());
     println!("onion address: {address}");
     let _ = std::io::stdout().flush();
     // The status logger ends with the service.
     drop(listener.spawn_status_logger());
+    let state = listener.state_reader();
     tokio::spawn(listener.run(server));
-    tokio::spawn(self_check(tor, address));
+    tokio::spawn(probe(tor, address, health, state, give_up));
     Ok(())
 }
 
-/// Connect to our own onion service through a separate circuit until it answers, then say so.
-async fn self_check(tor: tor::Tor, address: String) {
+/// The health probe: connect to our own onion service through a circuit of its own, as a client
+/// would, and report what [`Health`] makes of it. The first success is printed on standard
+/// output (`onion service reachable: …`); losses and recoveries are logged with arti's view of
+/// the service; a long outage is a warning and, with `--exit-when-unreachable`, the end.
+async fn probe(
+    tor: tor::Tor,
+    address: String,
+    policy: HealthPolicy,
+    state: impl Fn() -> &'static str,
+    give_up: tokio::sync::mpsc::Sender<String>,
+) {
     let Ok(addr) = ServerAddr::parse(&address) else {
         return;
     };
+    let mut connector = TorConnector::new(tor);
+    connector.budget = Duration::from_secs(60);
     let client = Client::new(
-        Arc::new(TorConnector::new(tor)),
+        Arc::new(connector),
         ClientConfig {
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(70),
+            request_timeout: Duration::from_secs(30),
+            retry_budget: Duration::ZERO,
             ..Default::default()
         },
         Arc::new(SystemClock),
     );
-    let start = std::time::Instant::now();
+    let clock = SystemClock;
+    let mut health = Health::new(policy, clock.elapsed());
     loop {
-        match client.info(&addr).await {
-            Ok(_) => {
-                println!(
-                    "onion service reachable: {address} (after {:.1} s)",
-                    start.elapsed().as_secs_f64()
-                );
-                let _ = std::io::stdout().flush();
-                return;
+        let result = client.info(&addr).await;
+        if let Err(e) = &result {
+            tracing::debug!(error = %rdv::config::report(e), "onion health probe failed");
+        }
+        for event in health.observe(result.is_ok(), clock.elapsed()) {
+            let fmt = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+            match event {
+                HealthEvent::FirstReachable(after) => {
+                    println!(
+                        "onion service reachable: {address} (after {:.1} s)",
+                        after.as_secs_f64()
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                HealthEvent::Lost => tracing::info!(
+                    service_state = state(),
+                    "onion service not reachable through Tor any more"
+                ),
+                HealthEvent::Recovered(after) => tracing::info!(
+                    service_state = state(),
+                    down = %fmt(after),
+                    "onion service reachable again"
+                ),
+                HealthEvent::StillUnreachable(down) => tracing::warn!(
+                    service_state = state(),
+                    down = %fmt(down),
+                    "the onion service is NOT reachable through Tor"
+                ),
+                HealthEvent::GiveUp(down) => {
+                    let _ = give_up
+                        .send(format!(
+                            "the onion service was unreachable for {} (--exit-when-unreachable)",
+                            fmt(down)
+                        ))
+                        .await;
+                    return;
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "onion self-check not yet successful"),
         }
-        if start.elapsed() > Duration::from_secs(900) {
-            tracing::warn!("the onion service is still not reachable through Tor after 15 minutes");
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(health.next_probe_in()).await;
     }
 }
 

@@ -4,6 +4,7 @@ use crate::cli::TransportArgs;
 use crate::term::progress_printer;
 use anyhow::{anyhow, Result};
 use rdv::client::direct::DirectConnector;
+use rdv::client::socks::SocksConnector;
 use rdv::client::tor::TorConnector;
 use rdv::client::{Client, ClientConfig, Connector};
 use rdv::clock::SystemClock;
@@ -18,6 +19,10 @@ pub(crate) async fn make_client(
     server: &ServerAddr,
     policy: ClientPolicy,
 ) -> Result<Client> {
+    if let Some(proxy) = &t.socks {
+        let connector = Arc::new(SocksConnector::new(proxy.clone()));
+        return Ok(client_with(connector, t, policy, t.connect_timeout));
+    }
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) => {
             let target = if target.is_empty() {
@@ -38,6 +43,7 @@ pub(crate) async fn make_client(
                 state_dir: dir.join("state"),
                 cache_dir: dir.join("cache"),
                 bootstrap_timeout: t.bootstrap_timeout,
+                vanguards: rdv::tor::Vanguards::Lite,
             };
             if !server.is_onion() {
                 eprintln!(
@@ -46,15 +52,35 @@ pub(crate) async fn make_client(
                 );
             }
             let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
-            Arc::new(TorConnector::new(tor))
+            let mut c = TorConnector::new(tor);
+            c.attempt_timeout = t.attempt_timeout;
+            c.budget = t.connect_timeout;
+            // The connector keeps to the budget itself and says which stage failed; the
+            // client's own limit is only a safety net behind it.
+            let connector = Arc::new(c);
+            return Ok(client_with(
+                connector,
+                t,
+                policy,
+                t.connect_timeout + std::time::Duration::from_secs(10),
+            ));
         }
     };
+    Ok(client_with(connector, t, policy, t.connect_timeout))
+}
+
+fn client_with(
+    connector: Arc<dyn Connector>,
+    _t: &TransportArgs,
+    policy: ClientPolicy,
+    connect_timeout: std::time::Duration,
+) -> Client {
     let config = ClientConfig {
         policy,
-        connect_timeout: t.connect_timeout,
+        connect_timeout,
         ..Default::default()
     };
-    Ok(Client::new(connector, config, Arc::new(SystemClock)))
+    Client::new(connector, config, Arc::new(SystemClock))
 }
 
 /// arti's directory when `--tor-dir` is not given: `$XDG_DATA_HOME/rdv/arti` or

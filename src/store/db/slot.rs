@@ -8,9 +8,62 @@
 //! once the disk has room again) fetches keep answering from the last committed state.
 
 use crate::store::StoreError;
-use redb::{ConcurrencyMode, Database, ReadOnlyDatabase};
+use redb::{ConcurrencyMode, Database, ReadOnlyDatabase, StorageBackend};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+/// Makes the storage backend of a handle (`true`: the writer's) instead of the plain file: for
+/// tests that inject faults or simulate a power loss.
+pub(super) type BackendFactory =
+    Arc<dyn Fn(bool) -> std::io::Result<Box<dyn StorageBackend>> + Send + Sync>;
+
+/// A boxed backend as a backend.
+#[derive(Debug)]
+struct Boxed(Box<dyn StorageBackend>);
+
+impl StorageBackend for Boxed {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+    fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(s, e)
+    }
+    fn try_lock_shared_range(
+        &self,
+        s: Bound<u64>,
+        e: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(s, e)
+    }
+    fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.lock_range(s, e)
+    }
+    fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(s, e)
+    }
+    fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(s, e)
+    }
+    fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(s, e)
+    }
+}
 
 /// The read-only handle's lock was poisoned by a panicking thread.
 #[derive(Debug, thiserror::Error)]
@@ -18,30 +71,49 @@ use std::sync::{Arc, RwLock};
 struct Poisoned;
 
 /// Where the database lives and how to open it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct DbPath {
     pub(super) path: PathBuf,
     /// Page cache of the read-only handle, bytes.
     pub(super) read_cache: usize,
     /// Page cache of the writer's handle, bytes (it reads only the buckets it changes).
     pub(super) write_cache: usize,
+    /// Backends other than the plain file (tests).
+    pub(super) backend: Option<BackendFactory>,
+}
+
+impl std::fmt::Debug for DbPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPath")
+            .field("path", &self.path)
+            .field("custom_backend", &self.backend.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DbPath {
     /// Open (or create) the database for writing.
     pub(super) fn open_writer(&self) -> Result<Database, StoreError> {
-        Ok(Database::builder()
-            .set_cache_size(self.write_cache)
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .create(&self.path)?)
+        let mut b = Database::builder();
+        b.set_cache_size(self.write_cache)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        Ok(match &self.backend {
+            Some(make) => b.create_with_backend(Boxed(make(true).map_err(StoreError::backend)?))?,
+            None => b.create(&self.path)?,
+        })
     }
 
     /// Open the existing database for reading, beside its writer.
     pub(super) fn open_reader(&self) -> Result<ReadOnlyDatabase, StoreError> {
-        Ok(Database::builder()
-            .set_cache_size(self.read_cache)
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open_read_only(&self.path)?)
+        let mut b = Database::builder();
+        b.set_cache_size(self.read_cache)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        Ok(match &self.backend {
+            Some(make) => {
+                b.open_read_only_with_backend(Boxed(make(false).map_err(StoreError::backend)?))?
+            }
+            None => b.open_read_only(&self.path)?,
+        })
     }
 }
 

@@ -33,7 +33,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// Writes are suspended: the database failed and is being reopened.
 #[derive(Debug, thiserror::Error)]
 #[error("writes are suspended after a storage failure; the database is reopened every second")]
-struct Suspended;
+pub(super) struct Suspended;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -106,6 +106,8 @@ pub(super) struct Writer {
     pub(super) db: Option<Database>,
     /// When to try the next reopen while `db` is `None`.
     pub(super) retry_at: Instant,
+    /// Pause between reopen attempts ([`RETRY`] outside tests).
+    pub(super) retry: Duration,
     /// Why the database went down (logged once, not on every retry).
     pub(super) down_since: Option<Instant>,
     pub(super) alloc: Allocator,
@@ -165,7 +167,7 @@ impl Writer {
                     // redb refuses everything on a handle after an IO error: drop it and reopen.
                     self.db = None;
                     self.down_since = Some(Instant::now());
-                    self.retry_at = Instant::now() + RETRY;
+                    self.retry_at = Instant::now() + self.retry;
                 }
                 outcomes.into_iter().for_each(|o| o.fail(&e));
                 rest.into_iter().for_each(|op| op.fail(&e));
@@ -179,7 +181,7 @@ impl Writer {
         if self.db.is_some() || Instant::now() < self.retry_at {
             return;
         }
-        self.retry_at = Instant::now() + RETRY;
+        self.retry_at = Instant::now() + self.retry;
         let reopened = self.at.open_writer().and_then(|db| {
             let meta = schema::read_meta(&db)?;
             Ok((db, meta))

@@ -1,0 +1,118 @@
+//! SOCKS5 transport: through a tor that is already running (Tor Browser's, a system tor).
+//!
+//! Every connection sends fresh random SOCKS credentials: tor's `IsolateSOCKSAuth` (on by default
+//! for every SocksPort) then gives it a circuit of its own, as the embedded transport does. Host
+//! names, `.onion` addresses included, are resolved by tor, never locally.
+
+use super::{ConnectError, ConnectStage, Connector, Stream};
+use crate::proto::ServerAddr;
+use futures::future::BoxFuture;
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tor_socksproto::{
+    Buffer, Handshake as _, NextStep, SocksAddr, SocksAuth, SocksClientHandshake, SocksCmd,
+    SocksHostname, SocksRequest, SocksStatus, SocksVersion,
+};
+
+/// Connects through a SOCKS5 proxy (a tor client's SocksPort).
+#[derive(Clone, Debug)]
+pub struct SocksConnector {
+    /// The proxy, `HOST:PORT` (normally `127.0.0.1:9050`, or Tor Browser's `127.0.0.1:9150`).
+    pub proxy: String,
+}
+
+impl SocksConnector {
+    /// A connector through `proxy`.
+    pub fn new(proxy: impl Into<String>) -> Self {
+        SocksConnector {
+            proxy: proxy.into(),
+        }
+    }
+}
+
+/// The proxy answered, but not with success.
+#[derive(Debug, thiserror::Error)]
+#[error("the SOCKS proxy refused: {0}")]
+struct Refused(SocksStatus);
+
+/// Where a refusal code puts the failure, and whether retrying can help.
+fn stage_of(status: SocksStatus) -> (ConnectStage, bool) {
+    match status {
+        SocksStatus::HS_DESC_NOT_FOUND | SocksStatus::HS_DESC_INVALID => {
+            (ConnectStage::Descriptor, true)
+        }
+        SocksStatus::HS_MISSING_CLIENT_AUTH | SocksStatus::HS_WRONG_CLIENT_AUTH => {
+            (ConnectStage::Descriptor, false)
+        }
+        SocksStatus::HS_INTRO_FAILED | SocksStatus::HS_INTRO_TIMEOUT => {
+            (ConnectStage::Introduction, true)
+        }
+        SocksStatus::HS_REND_FAILED => (ConnectStage::Rendezvous, true),
+        SocksStatus::HS_BAD_ADDRESS => (ConnectStage::Address, false),
+        SocksStatus::CONNECTION_REFUSED | SocksStatus::NOT_ALLOWED => (ConnectStage::Stream, false),
+        _ => (ConnectStage::Stream, true),
+    }
+}
+
+impl Connector for SocksConnector {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>> {
+        Box::pin(async move {
+            let name = addr.to_string();
+            let fail = |stage, retryable, e: Box<dyn std::error::Error + Send + Sync>| {
+                ConnectError::new(name.clone(), stage, retryable, e)
+            };
+            let mut sock = TcpStream::connect(&self.proxy).await.map_err(|e| {
+                let retryable = e.kind() != std::io::ErrorKind::ConnectionRefused;
+                fail(ConnectStage::Socks, retryable, Box::new(e))
+            })?;
+            let _ = sock.set_nodelay(true);
+            // Fresh credentials per connection: tor's IsolateSOCKSAuth gives it its own circuit.
+            let mut cred = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut cred);
+            let user = format!("rdv-{}", hex(&cred[..8]));
+            let pass = hex(&cred[8..]);
+            let host = SocksHostname::try_from(addr.host.clone())
+                .map_err(|e| fail(ConnectStage::Address, false, Box::new(e)))?;
+            let req = SocksRequest::new(
+                SocksVersion::V5,
+                SocksCmd::CONNECT,
+                SocksAddr::Hostname(host),
+                addr.port,
+                SocksAuth::Username(user.into_bytes(), pass.into_bytes()),
+            )
+            .map_err(|e| fail(ConnectStage::Socks, false, Box::new(e)))?;
+            let mut hs = SocksClientHandshake::new(req);
+            // Precise reads: nothing after the proxy's reply is consumed, the stream stays clean.
+            let mut buf = Buffer::new_precise();
+            let proto = |e: tor_socksproto::Error| fail(ConnectStage::Socks, false, Box::new(e));
+            let io = |e: std::io::Error| fail(ConnectStage::Socks, true, Box::new(e));
+            let reply = loop {
+                match hs.step(&mut buf).map_err(proto)? {
+                    NextStep::Send(data) => sock.write_all(&data).await.map_err(io)?,
+                    NextStep::Recv(mut recv) => {
+                        let n = sock.read(recv.buf()).await.map_err(io)?;
+                        recv.note_received(n).map_err(proto)?;
+                    }
+                    NextStep::Finished(done) => {
+                        break done
+                            .into_output()
+                            .map_err(|b| proto(tor_socksproto::Error::from(b)))?
+                    }
+                }
+            };
+            if reply.status() != SocksStatus::SUCCEEDED {
+                let (stage, retryable) = stage_of(reply.status());
+                return Err(fail(stage, retryable, Box::new(Refused(reply.status()))));
+            }
+            Ok(Box::new(sock) as Box<dyn Stream>)
+        })
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

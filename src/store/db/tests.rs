@@ -1,0 +1,494 @@
+//! The disk store against faults it must survive, through a storage backend that remembers every
+//! write since the last sync:
+//! - a power loss (every write not followed by a sync is undone) after which every acknowledged
+//!   link must still be there, and a disk that lies about syncing, which that check must catch;
+//! - injected write failures in the middle of group-committed batches of stores, deletes and
+//!   garbage collection, checked against a model: a failed batch changes nothing.
+
+use super::slot::BackendFactory;
+use super::{DiskStore, DiskStoreConfig};
+use crate::proto::padding::FillerSecret;
+use crate::proto::{BucketId, DeleteToken, SealedLink};
+use crate::store::{BucketStore, StoreError, StoreParams};
+use redb::backends::FileBackend;
+use redb::StorageBackend;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the faulty disk remembers and is told to do.
+#[derive(Default)]
+struct Disk {
+    /// (offset, bytes before the write) of every write since the last sync, and the file's
+    /// length before each.
+    undo: Vec<(u64, Vec<u8>, u64)>,
+    /// Powered off: every write and sync fails from now on.
+    crashed: bool,
+    /// Fail the write after this many more writes.
+    fail_in: Option<u64>,
+    /// The disk acknowledges syncs without making anything durable.
+    lies: bool,
+}
+
+/// One database file with a faulty disk under it. Cheap to clone.
+#[derive(Clone)]
+struct Faulty {
+    path: std::path::PathBuf,
+    disk: Arc<Mutex<Disk>>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    file: FileBackend,
+    raw: File,
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Disk")
+    }
+}
+
+fn injected() -> std::io::Error {
+    std::io::Error::other("injected storage failure")
+}
+
+impl Faulty {
+    fn new(dir: &Path) -> Self {
+        Faulty {
+            path: dir.join(super::DB_FILE),
+            disk: Arc::default(),
+        }
+    }
+
+    fn factory(&self) -> BackendFactory {
+        let me = self.clone();
+        Arc::new(move |_writer| {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&me.path)
+            };
+            let file = FileBackend::new(open()?).map_err(std::io::Error::other)?;
+            Ok(Box::new(Handle {
+                file,
+                raw: open()?,
+                disk: me.disk.clone(),
+            }) as Box<dyn StorageBackend>)
+        })
+    }
+
+    /// The power goes out: every write since the last sync is lost.
+    fn power_loss(&self) {
+        let mut d = self.disk.lock().unwrap();
+        let raw = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .unwrap();
+        for (off, old, len) in d.undo.drain(..).rev() {
+            raw.set_len(len).unwrap();
+            raw.write_all_at(&old, off).unwrap();
+        }
+        raw.sync_all().unwrap();
+        d.crashed = true;
+    }
+}
+
+impl StorageBackend for Handle {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        let mut d = self.disk.lock().unwrap();
+        if d.crashed {
+            return Err(injected());
+        }
+        let cur = self.raw.metadata()?.len();
+        let mut old = vec![0u8; cur.saturating_sub(len) as usize];
+        if len < cur {
+            self.raw.read_exact_at(&mut old, len)?;
+        }
+        d.undo.push((len.min(cur), old, cur));
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        let mut d = self.disk.lock().unwrap();
+        if d.crashed {
+            return Err(injected());
+        }
+        if d.lies {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        d.undo.clear();
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut d = self.disk.lock().unwrap();
+        if d.crashed {
+            return Err(injected());
+        }
+        if let Some(n) = d.fail_in.as_mut() {
+            if *n == 0 {
+                d.fail_in = None;
+                return Err(injected());
+            }
+            *n -= 1;
+        }
+        let cur = self.raw.metadata()?.len();
+        let keep = (cur.saturating_sub(offset) as usize).min(data.len());
+        let mut old = vec![0u8; keep];
+        if keep > 0 {
+            self.raw.read_exact_at(&mut old, offset)?;
+        }
+        d.undo.push((offset, old, cur));
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+    fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(s, e)
+    }
+    fn try_lock_shared_range(
+        &self,
+        s: Bound<u64>,
+        e: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(s, e)
+    }
+    fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.lock_range(s, e)
+    }
+    fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(s, e)
+    }
+    fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(s, e)
+    }
+    fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(s, e)
+    }
+}
+
+const T0: u64 = 1_800_000_000;
+
+fn link(i: u32) -> (SealedLink, DeleteToken) {
+    let mut b = [0u8; 256];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    let mut t = [0u8; 32];
+    t[..4].copy_from_slice(&i.to_be_bytes());
+    (SealedLink(b), DeleteToken::from_bytes(t))
+}
+
+fn open_faulty(dir: &Path, disk: &Faulty, params: StoreParams) -> DiskStore {
+    DiskStore::open_with(
+        dir,
+        DiskStoreConfig {
+            params,
+            ..Default::default()
+        },
+        FillerSecret::from_bytes([5; 32]),
+        Some(disk.factory()),
+        Duration::from_millis(10),
+    )
+    .unwrap()
+}
+
+/// Concurrent stores, then the power goes out at a random moment while more are in flight;
+/// reopen and find every acknowledged link. Returns (acknowledged, found).
+async fn power_loss_run(seed: u64, lying_disk: bool) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Faulty::new(dir.path());
+    disk.disk.lock().unwrap().lies = lying_disk;
+    let store = open_faulty(dir.path(), &disk, StoreParams::default());
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..4u32 {
+        let (store, acked) = (store.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..300u32 {
+                let (l, t) = link(w * 100_000 + i);
+                match store.store(l.clone(), t.check(), T0).await {
+                    Ok(id) => acked.lock().unwrap().push((id, l)),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // A pseudo-random moment within the run.
+    tokio::time::sleep(Duration::from_millis(20 + seed % 80)).await;
+    disk.power_loss();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(store);
+    let acked = acked.lock().unwrap().clone();
+    let store = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([6; 32]),
+    )
+    .unwrap();
+    let mut found = 0;
+    for (id, l) in &acked {
+        if let Ok(Some(links)) = store.fetch(id.locator(), T0).await {
+            if links.contains(l) {
+                found += 1;
+            }
+        }
+    }
+    if !lying_disk {
+        store.verify().unwrap();
+    }
+    (acked.len(), found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_store_survives_a_power_loss() {
+    for seed in [7, 31, 58, 93] {
+        let (acked, found) = power_loss_run(seed, false).await;
+        assert!(
+            acked > 0,
+            "some stores were acknowledged before the power loss"
+        );
+        assert_eq!(found, acked, "seed {seed}: acknowledged links lost");
+    }
+}
+
+/// The check above can fail: a disk that acknowledges syncs without making writes durable loses
+/// acknowledged links, and the same check sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_lies_about_syncing_is_caught() {
+    let (acked, found) = power_loss_run(50, true).await;
+    assert!(acked > 0);
+    assert!(
+        found < acked,
+        "with no durable write at all, the power loss must lose acknowledged links ({found} of {acked} found)"
+    );
+}
+
+/// Everything the store holds, read straight from its tables: bucket ID → links.
+fn snapshot(store: &DiskStore) -> BTreeMap<BucketId, Vec<SealedLink>> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = store.inner.reader.get().unwrap();
+    let r = db.begin_read().unwrap();
+    let t = r.open_table(super::schema::BUCKETS).unwrap();
+    let mut out = BTreeMap::new();
+    for row in t.iter().unwrap() {
+        let (_, v) = row.unwrap();
+        let b = super::schema::decode(v.value()).unwrap();
+        out.insert(b.id, b.links.into_iter().map(|l| l.link).collect());
+    }
+    out
+}
+
+/// Whether an error is the writer's "down, reopening" refusal rather than a failed commit.
+fn suspended(e: &StoreError) -> bool {
+    match e {
+        StoreError::Backend(b) => b.downcast_ref::<super::writer::Suspended>().is_some(),
+        _ => false,
+    }
+}
+
+fn number(l: &SealedLink) -> u32 {
+    u32::from_be_bytes(l.0[..4].try_into().unwrap())
+}
+
+/// Rounds of concurrent stores, deletes (right and wrong tokens) and garbage collection, each
+/// round perhaps with a write failure injected at a random point. After every round the store
+/// must hold exactly what the successful operations did, plus, for the one batch that failed
+/// (if any), either all of its effects or none: a batch is one transaction. (A commit that fails
+/// late can still have reached the disk; what may never happen is half a batch, or an
+/// acknowledged operation missing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_writes_match_a_model_through_injected_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Faulty::new(dir.path());
+    let params = StoreParams {
+        open_window_secs: 5,
+        ttl_secs: 40,
+        max_links: Some(400),
+        ..Default::default()
+    };
+    let store = open_faulty(dir.path(), &disk, params);
+    // The model: bucket → links (by number), and each link's token.
+    let mut model: BTreeMap<BucketId, Vec<u32>> = BTreeMap::new();
+    let mut tokens: BTreeMap<u32, DeleteToken> = BTreeMap::new();
+    let mut now = T0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut n = 0u32;
+    let (mut failed_rounds, mut landed_anyway) = (0, 0);
+    for round in 0..80 {
+        now += rnd() % 3;
+        let inject = rnd() % 3 == 0;
+        if inject {
+            disk.disk.lock().unwrap().fail_in = Some(rnd() % 12);
+        }
+        enum Did {
+            Store(u32, Result<BucketId, StoreError>),
+            Delete(BucketId, u32, bool, Result<bool, StoreError>),
+            Gc(Result<usize, StoreError>),
+        }
+        let mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Did> + Send>>> =
+            Vec::new();
+        for _ in 0..(rnd() % 12) {
+            n += 1;
+            let (l, t) = link(n);
+            tokens.insert(n, t.clone());
+            let (s, k) = (store.clone(), n);
+            futs.push(Box::pin(async move {
+                Did::Store(k, s.store(l, t.check(), now).await)
+            }));
+        }
+        let known: Vec<(BucketId, u32)> = model
+            .iter()
+            .flat_map(|(id, v)| v.iter().map(move |k| (*id, *k)))
+            .collect();
+        let mut chosen = std::collections::HashSet::new();
+        for _ in 0..(rnd() % 5) {
+            if known.is_empty() {
+                break;
+            }
+            let pick = (rnd() as usize) % known.len();
+            if !chosen.insert(pick) {
+                continue;
+            }
+            let (id, k) = known[pick];
+            let right = rnd() % 4 != 0;
+            let token = if right {
+                tokens[&k].clone()
+            } else {
+                DeleteToken::from_bytes([0xee; 32])
+            };
+            let s = store.clone();
+            futs.push(Box::pin(async move {
+                Did::Delete(
+                    id,
+                    k,
+                    right,
+                    s.delete(id.locator(), token.check(), now).await,
+                )
+            }));
+        }
+        if rnd() % 4 == 0 {
+            let s = store.clone();
+            futs.push(Box::pin(
+                async move { Did::Gc(s.collect_garbage(now, 3).await) },
+            ));
+        }
+        let results = futures::future::join_all(futs).await;
+        // Apply what succeeded; remember what failed.
+        let (mut failed_stores, mut failed_deletes, mut gc_failed) =
+            (Vec::new(), Vec::new(), false);
+        for r in results {
+            match r {
+                Did::Store(k, Ok(id)) => model.entry(id).or_default().push(k),
+                Did::Delete(id, k, right, Ok(true)) => {
+                    assert!(right, "round {round}: a wrong token deleted a link");
+                    model.get_mut(&id).unwrap().retain(|x| *x != k);
+                }
+                Did::Delete(id, _, right, Ok(false)) => {
+                    let expired = now >= id.created + params.ttl_secs;
+                    assert!(
+                        !right || expired,
+                        "round {round}: a right token deleted nothing"
+                    );
+                }
+                Did::Gc(Ok(k)) => {
+                    let doomed: Vec<BucketId> = model
+                        .keys()
+                        .copied()
+                        .filter(|id| now >= id.created + params.ttl_secs)
+                        .take(k)
+                        .collect();
+                    assert_eq!(doomed.len(), k, "round {round}: gc removed what exists");
+                    for id in doomed {
+                        model.remove(&id);
+                    }
+                }
+                Did::Store(_, Err(StoreError::QuotaExceeded { .. })) => {}
+                // Refused while the writer was down: certainly not done.
+                Did::Store(_, Err(e)) | Did::Delete(_, _, _, Err(e)) | Did::Gc(Err(e))
+                    if suspended(&e) => {}
+                Did::Store(k, Err(_)) => failed_stores.push(k),
+                Did::Delete(id, k, right, Err(_)) => {
+                    if right && now < id.created + params.ttl_secs {
+                        failed_deletes.push(k)
+                    }
+                }
+                Did::Gc(Err(_)) => gc_failed = true,
+            }
+        }
+        disk.disk.lock().unwrap().fail_in = None;
+        // Let a failed writer come back, so that what reached the disk is what it reads.
+        if !(failed_stores.is_empty() && failed_deletes.is_empty() && !gc_failed) {
+            failed_rounds += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let held = snapshot(&store);
+        let held_links: std::collections::BTreeSet<u32> =
+            held.values().flatten().map(number).collect();
+        let model_links: std::collections::BTreeSet<u32> =
+            model.values().flatten().copied().collect();
+        let extra: Vec<u32> = held_links.difference(&model_links).copied().collect();
+        let missing: Vec<u32> = model_links.difference(&held_links).copied().collect();
+        let mut fs = failed_stores.clone();
+        fs.sort();
+        let mut fd = failed_deletes.clone();
+        fd.sort();
+        let none = extra.is_empty() && missing.is_empty();
+        // All of the failed batch: its stores are there, its deletes done. (A failed GC pass can
+        // land too; then buckets are missing, which the next check covers.)
+        let all = extra == fs && missing == fd && !(fs.is_empty() && fd.is_empty());
+        let gc_landed = gc_failed && extra.is_empty() && fs.is_empty() && fd.is_empty();
+        assert!(
+            none || all || gc_landed,
+            "round {round}: the store holds {extra:?} more and {missing:?} fewer links than the model; the failed batch stored {fs:?} and deleted {fd:?} (all or nothing)"
+        );
+        if all || gc_landed {
+            landed_anyway += 1;
+        }
+        // From here on the model is what the store holds (checked above against the rules).
+        model = held
+            .iter()
+            .map(|(id, v)| (*id, v.iter().map(number).collect()))
+            .collect();
+        for _ in 0..200 {
+            if store.link_count() == held_links.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            store.link_count(),
+            held_links.len() as u64,
+            "round {round}: link counter"
+        );
+    }
+    eprintln!(
+        "{failed_rounds} rounds with a failed batch, {landed_anyway} of them durable all the same"
+    );
+    assert!(
+        failed_rounds > 5,
+        "failures were injected into batches: {failed_rounds}"
+    );
+    store.verify().unwrap();
+}

@@ -1,0 +1,104 @@
+//! External known answers: the primitives rdv's specification names, checked against the
+//! published test vectors of their standards (not vectors rdv generated itself). A second
+//! implementation that passes these and `tests/vectors/` agrees with rdv on every byte.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha3::{Digest, Sha3_256};
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// draft-irtf-cfrg-xchacha-03, appendix A.3.1: AEAD_XChaCha20_Poly1305.
+#[test]
+fn xchacha20_poly1305_draft_irtf_cfrg_xchacha_a_3_1() {
+    let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+    let aad = unhex("50515253c0c1c2c3c4c5c6c7");
+    let key = unhex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+    let nonce = unhex("404142434445464748494a4b4c4d4e4f5051525354555657");
+    let ciphertext = unhex(
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb
+         731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452
+         2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9
+         21f9664c97637da9768812f615c68b13b52e",
+    );
+    let tag = unhex("c0875924c1c7987947deafd8780acf49");
+    let cipher = XChaCha20Poly1305::new_from_slice(&key).unwrap();
+    let out = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(&out[..out.len() - 16], &ciphertext[..]);
+    assert_eq!(&out[out.len() - 16..], &tag[..]);
+}
+
+/// RFC 9106, section 5.3: Argon2id with a secret and associated data (rdv uses neither; the
+/// vector checks the implementation rdv calls).
+#[test]
+fn argon2id_rfc_9106_5_3() {
+    use argon2::{Algorithm, Argon2, Params, Version};
+    let secret = [0x03u8; 8];
+    let ad = [0x04u8; 12];
+    let params = argon2::ParamsBuilder::new()
+        .m_cost(32)
+        .t_cost(3)
+        .p_cost(4)
+        .output_len(32)
+        .data(argon2::AssociatedData::new(&ad).unwrap())
+        .build()
+        .unwrap();
+    let _: &Params = &params;
+    let a = Argon2::new_with_secret(&secret, Algorithm::Argon2id, Version::V0x13, params).unwrap();
+    let mut tag = [0u8; 32];
+    a.hash_password_into(&[0x01; 32], &[0x02; 16], &mut tag)
+        .unwrap();
+    assert_eq!(
+        tag.to_vec(),
+        unhex("0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659")
+    );
+}
+
+/// FIPS 202 / NIST example values: SHA3-256 of "abc" and of the empty string.
+#[test]
+fn sha3_256_fips_202() {
+    assert_eq!(
+        Sha3_256::digest(b"abc").to_vec(),
+        unhex("3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532")
+    );
+    assert_eq!(
+        Sha3_256::digest(b"").to_vec(),
+        unhex("a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a")
+    );
+}
+
+/// RFC 8439, section 2.4.2: the ChaCha20 keystream the fetch filler uses.
+#[test]
+fn chacha20_rfc_8439_2_4_2() {
+    use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+    let key = unhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+    let nonce = unhex("000000000000004a00000000");
+    let mut c = chacha20::ChaCha20::new(key.as_slice().into(), nonce.as_slice().into());
+    // The vector starts at block counter 1.
+    c.seek(64u64);
+    let mut buf = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.".to_vec();
+    c.apply_keystream(&mut buf);
+    assert_eq!(
+        buf,
+        unhex(
+            "6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b
+             f91b65c5524733ab8f593dabcd62b3571639d624e65152ab8f530c359f0861d8
+             07ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab7793736
+             5af90bbf74a35be6b40b8eedf2785e42874d"
+        )
+    );
+}
