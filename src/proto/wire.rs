@@ -393,6 +393,25 @@ mod tests {
     }
 
     #[test]
+    fn a_varint_too_big_for_its_type_is_malformed() {
+        // Hello { min_version: 65536 (does not fit a u16, in 3 bytes), max_version: 1 }
+        assert!(matches!(
+            decode_body::<Request>(&[0x00, 0x80, 0x80, 0x04, 0x01]),
+            Err(FrameError::Malformed(_))
+        ));
+        // The same field zero-padded to 3 bytes (value 1) is accepted by this decoder.
+        assert_eq!(
+            decode_body::<Request>(&[0x00, 0x81, 0x80, 0x00, 0x01]),
+            Ok(Request::Hello {
+                min_version: 1,
+                max_version: 1
+            })
+        );
+        // Four bytes for a u16 are refused even when the value fits.
+        assert!(decode_body::<Request>(&[0x00, 0x81, 0x80, 0x80, 0x00, 0x01]).is_err());
+    }
+
+    #[test]
     fn messages_are_sanitized() {
         assert_eq!(sanitize_message("a\x1b[31mb"), "a?[31mb");
         assert!(sanitize_message(&"é".repeat(500)).len() <= MAX_ERROR_MESSAGE);

@@ -6,6 +6,8 @@
 //! - `term`: logging, progress, prompts and terminal output;
 //! - `error`: hints that name command-line flags, around the library's errors.
 
+#![forbid(unsafe_code)]
+
 mod accept;
 mod cli;
 mod demo;

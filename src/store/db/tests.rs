@@ -492,3 +492,60 @@ async fn batched_writes_match_a_model_through_injected_failures() {
     );
     store.verify().unwrap();
 }
+
+/// Group commit, deterministically: 200 stores are queued before the writer starts, so it takes
+/// them in batches of `max_batch` and commits each batch once.
+#[test]
+fn queued_stores_share_commits_batch_by_batch() {
+    use super::writer::{Op, Writer};
+    use crate::store::alloc::Allocator;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    for (max_batch, commits) in [(64, 4), (1, 200), (1024, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let at = super::slot::DbPath {
+            path: dir.path().join(super::DB_FILE),
+            read_cache: 1 << 20,
+            write_cache: 1 << 20,
+            backend: None,
+        };
+        let db = at.open_writer().unwrap();
+        super::schema::init(&db, FillerSecret::from_bytes([1; 32])).unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            at,
+            db: Some(db),
+            retry_at: std::time::Instant::now(),
+            retry: Duration::from_secs(1),
+            down_since: None,
+            alloc: Allocator::default(),
+            links: Arc::new(AtomicU64::new(0)),
+            commits: counter.clone(),
+            params: StoreParams::default(),
+            max_batch,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let mut replies = Vec::new();
+        for i in 0..200 {
+            let (l, t) = link(i);
+            let (reply, r) = tokio::sync::oneshot::channel();
+            tx.try_send(Op::Store {
+                link: l,
+                check: t.check(),
+                now: T0,
+                reply,
+            })
+            .unwrap();
+            replies.push(r);
+        }
+        drop(tx);
+        writer.run(rx);
+        for r in replies {
+            r.blocking_recv().unwrap().unwrap();
+        }
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            commits,
+            "max_batch {max_batch}: 200 queued stores in {commits} commits"
+        );
+    }
+}
