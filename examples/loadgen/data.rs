@@ -3,12 +3,13 @@
 use crate::ops::random_link;
 use crate::report::per_sec;
 use crate::runner::{preloaded_id, Targets};
+use crate::SEQS_PER_SECOND;
 use anyhow::{anyhow, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdv::proto::padding::FillerSecret;
 use rdv::proto::MAX_LINKS_PER_BUCKET;
-use rdv::store::{BucketStore, DiskStore, DiskStoreConfig};
+use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, StoreParams};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -70,6 +71,12 @@ pub(crate) async fn preload(dir: &Path, links: u64, now: u64, chunk: usize) -> R
     let config = DiskStoreConfig {
         // Bigger transactions than a server uses: fewer fsyncs while loading.
         max_batch: 16 * 1024,
+        // Every sequence number of a second, so that millions of links fit in few seconds (a
+        // server caps it at 32 for its clients; the preloaded IDs are only ever fetched).
+        params: StoreParams {
+            max_seq: u16::MAX,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let store = DiskStore::open(dir, config, FillerSecret::from_bytes(rand::random()))?;
@@ -82,10 +89,13 @@ pub(crate) async fn preload(dir: &Path, links: u64, now: u64, chunk: usize) -> R
     let mut rng = StdRng::from_entropy();
     let mut done = 0u64;
     let mut next_report = links / 10;
+    // One second holds 65 536 full buckets; the next links go into the next second.
+    let per_second = SEQS_PER_SECOND * MAX_LINKS_PER_BUCKET as u64;
     while done < links {
-        let n = (chunk as u64).min(links - done);
+        let left_in_second = per_second - done % per_second;
+        let n = (chunk as u64).min(links - done).min(left_in_second);
         let batch: Vec<_> = (0..n).map(|_| random_link(&mut rng)).collect();
-        store.bulk_store(batch, now).await?;
+        store.bulk_store(batch, now + done / per_second).await?;
         done += n;
         if done >= next_report && links >= 1_000_000 {
             eprintln!(

@@ -18,7 +18,6 @@ use super::alloc::Allocator;
 use super::{BucketStore, StoreError, StoreParams};
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
-use redb::ReadableDatabase;
 use slot::{DbPath, Reader};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,9 +170,9 @@ impl DiskStore {
             }
             Err(e) => return Err(e),
         };
-        let reader = Reader::open(at.clone())?;
         let links = Arc::new(AtomicU64::new(meta.links));
         let commits = Arc::new(AtomicU64::new(0));
+        let reader = Reader::open(at.clone(), commits.clone())?;
         let max_batch = if config.commit_per_store {
             1
         } else {
@@ -273,13 +272,11 @@ impl DiskStore {
 
 /// The unexpired links of the bucket at `locator`.
 fn read_bucket(
-    db: &impl ReadableDatabase,
+    t: &slot::BucketsTable,
     locator: Locator,
     now: u64,
     ttl: u64,
 ) -> Result<Option<Vec<SealedLink>>, StoreError> {
-    let r = db.begin_read()?;
-    let t = r.open_table(schema::BUCKETS)?;
     let Some(v) = t.get(&locator.0)? else {
         return Ok(None);
     };
@@ -326,12 +323,14 @@ impl BucketStore for DiskStore {
     ) -> Result<Option<Vec<SealedLink>>, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let db = inner.reader.get()?;
-            match read_bucket(&*db, locator, now, inner.params.ttl_secs) {
+            let ttl = inner.params.ttl_secs;
+            let (db, table) = inner.reader.buckets()?;
+            match read_bucket(&table, locator, now, ttl) {
                 // One IO failure latches the handle: reopen it and try once more.
                 Err(StoreError::Backend(_)) => {
+                    drop(table);
                     inner.reader.reopen(&db)?;
-                    read_bucket(&*inner.reader.get()?, locator, now, inner.params.ttl_secs)
+                    read_bucket(&inner.reader.buckets()?.1, locator, now, ttl)
                 }
                 r => r,
             }

@@ -13,13 +13,17 @@ pub(crate) async fn run(a: GroupCommitArgs) -> Result<()> {
     let c = &a.common;
     let dir_g = fresh_dir(&c.data_root, "rdv-loadgen-group")?;
     let dir_s = fresh_dir(&c.data_root, "rdv-loadgen-single")?;
+    // The store's own capacity: the admission cap (33 buckets a second, what clients accept)
+    // is lifted on both servers, and the IDs are not checked against the client policy.
+    crate::ops::skip_policy_check();
+    let uncapped = ["--max-seq", "65535"];
     let servers = [
-        ServerProc::spawn("group commit", &c.bin, &dir_g, &[], c.verbose)?,
+        ServerProc::spawn("group commit", &c.bin, &dir_g, &uncapped, c.verbose)?,
         ServerProc::spawn(
             "commit per store",
             &c.bin,
             &dir_s,
-            &["--commit-per-store"],
+            &["--commit-per-store", "--max-seq", "65535"],
             c.verbose,
         )?,
     ];

@@ -94,6 +94,10 @@ pub(crate) struct ServeArgs {
     /// Commit every store separately instead of grouping commits (benchmark comparison only).
     #[arg(long)]
     pub(crate) commit_per_store: bool,
+    /// Highest bucket sequence number handed out in one second. Clients with the default policy
+    /// refuse buckets above 32, so only benchmarks of the store's own capacity raise it.
+    #[arg(long, default_value_t = 32, hide = true)]
+    pub(crate) max_seq: u16,
     /// Give up if Tor has not bootstrapped after this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) bootstrap_timeout: Duration,

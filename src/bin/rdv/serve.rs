@@ -40,7 +40,7 @@ fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigErro
         open_window_secs: whole_secs("open_window", a.open_window)?,
         ttl_secs: whole_secs("ttl", a.ttl)?,
         max_links: a.max_links,
-        ..Default::default()
+        max_seq: a.max_seq,
     };
     let store = DiskStoreConfig {
         params,

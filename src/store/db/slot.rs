@@ -117,20 +117,55 @@ impl DbPath {
     }
 }
 
+/// The buckets table as of one commit.
+pub(super) type BucketsTable = redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>;
+
 /// The shared read-only handle, replaced when a read fails on IO.
+///
+/// Fetches share one read snapshot of the buckets table until the writer commits again: the
+/// writer bumps `generation` after every commit and before it answers anyone, so a fetch that
+/// starts after a store was acknowledged always reads a snapshot that holds it. (Opening a read
+/// transaction for every fetch costs several file-lock system calls in redb's shared mode.)
 pub(super) struct Reader {
     at: DbPath,
     db: RwLock<Arc<ReadOnlyDatabase>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    snapshot: std::sync::Mutex<Option<(u64, Arc<BucketsTable>)>>,
 }
 
 impl Reader {
-    /// Open the reader of the database at `at`.
-    pub(super) fn open(at: DbPath) -> Result<Self, StoreError> {
+    /// Open the reader of the database at `at`; `generation` is the writer's commit counter.
+    pub(super) fn open(
+        at: DbPath,
+        generation: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Self, StoreError> {
         let db = Arc::new(at.open_reader()?);
         Ok(Reader {
             at,
             db: RwLock::new(db),
+            generation,
+            snapshot: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The buckets table as of the latest commit.
+    pub(super) fn buckets(&self) -> Result<(Arc<ReadOnlyDatabase>, Arc<BucketsTable>), StoreError> {
+        use redb::ReadableDatabase;
+        use std::sync::atomic::Ordering;
+        let db = self.get()?;
+        let gen = self.generation.load(Ordering::Acquire);
+        if let Ok(cached) = self.snapshot.lock() {
+            if let Some((g, t)) = &*cached {
+                if *g == gen {
+                    return Ok((db, t.clone()));
+                }
+            }
+        }
+        let table = Arc::new(db.begin_read()?.open_table(super::schema::BUCKETS)?);
+        if let Ok(mut cached) = self.snapshot.lock() {
+            *cached = Some((gen, table.clone()));
+        }
+        Ok((db, table))
     }
 
     /// The current handle.
@@ -147,6 +182,9 @@ impl Reader {
     pub(super) fn reopen(&self, failed: &Arc<ReadOnlyDatabase>) -> Result<(), StoreError> {
         let mut slot = self.db.write().map_err(|_| StoreError::backend(Poisoned))?;
         if Arc::ptr_eq(&slot, failed) {
+            if let Ok(mut cached) = self.snapshot.lock() {
+                *cached = None;
+            }
             *slot = Arc::new(self.at.open_reader()?);
             tracing::info!("database reader reopened after an IO error");
         }

@@ -233,7 +233,8 @@ impl Writer {
             None => drop(w.abort()),
             Some(links) => {
                 w.commit().map_err(|e| (StoreError::from(e), Vec::new()))?;
-                self.commits.fetch_add(1, Ordering::Relaxed);
+                // Release: a reader that sees the new count (before any reply goes out) reads this commit.
+                self.commits.fetch_add(1, Ordering::Release);
                 self.links.store(links, Ordering::Relaxed);
             }
         }
