@@ -18,6 +18,9 @@
 //! - `gc`: fetch and store latency while the server garbage-collects millions of expired links,
 //!   against the same load on the same data with nothing expired; `--lib-gc-batches` repeats the
 //!   GC phase with the library's server at other GC transaction sizes.
+//! - `tor`: over the private Tor network (scripts/tornet.sh, needs Debian's `tor`): concurrent
+//!   accepts and offers/s through the embedded arti onion service against a C tor onion service
+//!   in front of `rdv serve --listen`, with server CPU.
 //!
 //! ```text
 //! cargo build --release --examples
@@ -63,6 +66,8 @@ pub(crate) enum Cmd {
     Scale(ScaleArgs),
     /// Fetch and store latency while garbage collection removes millions of expired links.
     Gc(GcArgs),
+    /// Over the private Tor network: arti onion service against C tor onion service, same run.
+    Tor(TorArgs),
     /// (Internal) the library's server with settable GC batch and accept backlog, for
     /// `gc --lib-gc-batches` and `load --lib-backlog`.
     #[command(hide = true)]
@@ -146,6 +151,21 @@ pub(crate) struct ScaleArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct TorArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Concurrency levels: that many accepts at once, and offers that many at a time.
+    #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
+    pub(crate) concurrency: Vec<usize>,
+    /// Seconds of offers at each concurrency level.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) offer_secs: u64,
+    /// First port of the private network (it uses this and the next 300).
+    #[arg(long, default_value_t = 17000)]
+    pub(crate) base_port: u16,
+}
+
+#[derive(Args)]
 pub(crate) struct GcArgs {
     #[command(flatten)]
     pub(crate) common: Common,
@@ -200,6 +220,7 @@ fn main() -> Result<()> {
             Cmd::GroupCommit(a) => scenario::group_commit::run(a).await,
             Cmd::Scale(a) => scenario::scale::run(a).await,
             Cmd::Gc(a) => scenario::gc::run(a).await,
+            Cmd::Tor(a) => scenario::tor::run(a).await,
             Cmd::LibServe(a) => lib_serve::run(a).await,
         }
     })

@@ -4,3 +4,4 @@ pub(crate) mod gc;
 pub(crate) mod group_commit;
 pub(crate) mod load;
 pub(crate) mod scale;
+pub(crate) mod tor;

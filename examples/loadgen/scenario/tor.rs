@@ -1,0 +1,393 @@
+//! `tor`: capacity over the private Tor network (scripts/tornet.sh): the embedded arti onion
+//! service against a C tor onion service in front of `rdv serve --listen`, in the same run.
+//!
+//! For each service and each concurrency level: that many offers, then that many accepts all at
+//! once (each on its own isolated circuit, from one arti client in this process), then offers at
+//! that concurrency for a fixed time. Latencies (p50/p99) and the server side's CPU: the `rdv
+//! serve` process, plus the C tor process for the C tor service.
+
+use crate::report::{ms, table};
+use crate::server_proc::proc_stats;
+use crate::TorArgs;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use rdv::client::tor::TorConnector;
+use rdv::client::{Client, ClientConfig};
+use rdv::clock::SystemClock;
+use rdv::proto::{KdfProfile, Passphrase, ServerAddr};
+use rdv::tor::{TorSettings, Vanguards};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The private network; stopped (only the processes it started) when dropped.
+struct Tornet {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Tornet {
+    fn start(script: &Path, dir: &Path, base_port: u16) -> Result<Self> {
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(dir)
+            .args(["--base-port", &base_port.to_string(), "--timeout", "180"])
+            .output()
+            .context("running scripts/tornet.sh")?;
+        ensure!(
+            out.status.success(),
+            "the private Tor network did not start:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Tornet {
+            script: script.to_path_buf(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn hs(&self, name: &str, target: u16) -> Result<String> {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg("hs")
+            .arg(&self.dir)
+            .args([name, &target.to_string(), "7625"])
+            .stderr(Stdio::inherit())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "the C tor onion service did not start"
+        );
+        Ok(format!(
+            "{}:7625",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    }
+
+    /// PID of the C tor process of onion service `name`.
+    fn hs_pid(&self, name: &str) -> Result<u32> {
+        let pids = std::fs::read_to_string(self.dir.join("pids"))?;
+        pids.lines()
+            .find_map(|l| {
+                let (pid, n) = l.split_once(' ')?;
+                (n == format!("hs-{name}")).then(|| pid.parse().ok())?
+            })
+            .ok_or_else(|| anyhow!("no pid recorded for hs-{name}"))
+    }
+}
+
+impl Drop for Tornet {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// An `rdv serve` child whose stdout lines arrive on a channel; killed when dropped.
+struct Serve {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(bin: &Path, args: &[&str], data: &Path, log: &Path) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .args(["--rate", "1000000", "--max-connections", "4096"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .context("starting rdv serve")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Serve { child, lines })
+    }
+
+    fn wait_line(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Ok(l[prefix.len()..].trim().to_string()),
+                Ok(_) => {}
+                Err(_) => bail!("rdv serve printed no {prefix:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// CPU seconds of the server side so far.
+fn cpu(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|p| proc_stats(*p).map(|s| s.cpu_secs).unwrap_or(0.0))
+        .sum()
+}
+
+struct Row {
+    service: &'static str,
+    what: String,
+    ok: usize,
+    failed: usize,
+    rate: Option<f64>,
+    p50: Duration,
+    p99: Duration,
+    cpu_ms_per_op: f64,
+}
+
+/// One measurement round against `onion`.
+async fn measure(
+    client: &Arc<Client>,
+    onion: &str,
+    service: &'static str,
+    pids: &[u32],
+    concurrency: usize,
+    offer_secs: u64,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let server = ServerAddr::parse(onion)?;
+    // Offers to accept.
+    let mut links = Vec::new();
+    for i in 0..concurrency {
+        let o = client
+            .offer(
+                &server,
+                format!("torbench {i}").as_bytes(),
+                Passphrase::new(format!("torbench-pass-{i}-x")),
+                KdfProfile::Test,
+            )
+            .await
+            .map_err(|e| anyhow!("offer: {}", rdv::config::report(&e)))?;
+        links.push(o.link);
+    }
+    // All accepts at once.
+    let c0 = cpu(pids);
+    let tasks: Vec<_> = links
+        .into_iter()
+        .map(|link| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = c.accept(&link, None).await;
+                (t.elapsed(), r.is_ok())
+            })
+        })
+        .collect();
+    let (mut lat, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (d, ok) = t.await?;
+        if ok {
+            lat.push(d);
+        } else {
+            failed += 1;
+        }
+    }
+    let spent = cpu(pids) - c0;
+    rows.push(Row {
+        service,
+        what: format!("{concurrency} concurrent accepts"),
+        ok: lat.len(),
+        failed,
+        rate: None,
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+        cpu_ms_per_op: spent * 1e3 / (lat.len() + failed).max(1) as f64,
+    });
+    // Offers at this concurrency for a while.
+    let c0 = cpu(pids);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(offer_secs);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (c, server) = (client.clone(), server.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline && i < 10_000 {
+                    i += 1;
+                    let t = Instant::now();
+                    let r = c
+                        .offer(
+                            &server,
+                            b"torbench offer",
+                            Passphrase::new(format!("torbench-{w}-{i}-pass")),
+                            KdfProfile::Test,
+                        )
+                        .await;
+                    out.push((t.elapsed(), r.is_ok()));
+                }
+                out
+            })
+        })
+        .collect();
+    let (mut lat, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        for (d, ok) in t.await? {
+            if ok {
+                lat.push(d);
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let spent = cpu(pids) - c0;
+    rows.push(Row {
+        service,
+        what: format!("offers, {concurrency} at a time"),
+        ok: lat.len(),
+        failed,
+        rate: Some(lat.len() as f64 / secs),
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+        cpu_ms_per_op: spent * 1e3 / (lat.len() + failed).max(1) as f64,
+    });
+    Ok(())
+}
+
+pub(crate) async fn run(a: TorArgs) -> Result<()> {
+    rdv::tor::install_crypto_provider();
+    let root = tempfile::Builder::new()
+        .prefix("rdv-torbench-")
+        .tempdir_in(&a.common.data_root)?;
+    let t = |p: &str| root.path().join(p);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tornet.sh");
+    eprintln!("starting the private Tor network");
+    let net = Tornet::start(&script, &t("net"), a.base_port)?;
+    let arti = t("net").join("arti.toml");
+    let arti_s = arti.to_str().ok_or_else(|| anyhow!("path"))?.to_string();
+
+    let arti_srv = Serve::start(
+        &a.common.bin,
+        &["--tor-config", &arti_s],
+        &t("srv-arti"),
+        &t("srv-arti.log"),
+    )?;
+    let arti_onion = arti_srv.wait_line("onion address:", Duration::from_secs(120))?;
+    arti_srv.wait_line("onion service reachable:", Duration::from_secs(300))?;
+    let port = a.base_port + 280;
+    let ctor_srv = Serve::start(
+        &a.common.bin,
+        &["--no-onion", "--listen", &format!("127.0.0.1:{port}")],
+        &t("srv-ctor"),
+        &t("srv-ctor.log"),
+    )?;
+    ctor_srv.wait_line("listening on", Duration::from_secs(30))?;
+    let ctor_onion = net.hs("bench", port)?;
+    let ctor_pids = [ctor_srv.pid(), net.hs_pid("bench")?];
+    let arti_pids = [arti_srv.pid()];
+
+    let settings = TorSettings {
+        config_file: Some(arti.clone()),
+        state_dir: t("client/state"),
+        cache_dir: t("client/cache"),
+        bootstrap_timeout: Duration::from_secs(180),
+        vanguards: Vanguards::Lite,
+    };
+    let tor = rdv::tor::bootstrap(&settings, |_, _| {}).await?;
+    let client = Arc::new(Client::new(
+        Arc::new(TorConnector::new(tor)),
+        ClientConfig {
+            connect_timeout: Duration::from_secs(150),
+            ..Default::default()
+        },
+        Arc::new(SystemClock),
+    ));
+    // Both services answer before anything is measured.
+    for onion in [&arti_onion, &ctor_onion] {
+        let addr = ServerAddr::parse(onion)?;
+        client
+            .info(&addr)
+            .await
+            .map_err(|e| anyhow!("warm-up {onion}: {}", rdv::config::report(&e)))?;
+    }
+    let mut rows = Vec::new();
+    for &n in &a.concurrency {
+        for (service, onion, pids) in [
+            ("arti onion service", &arti_onion, &arti_pids[..]),
+            ("C tor onion service", &ctor_onion, &ctor_pids[..]),
+        ] {
+            eprintln!("{service}: {n} at a time");
+            measure(&client, onion, service, pids, n, a.offer_secs, &mut rows).await?;
+        }
+    }
+    println!();
+    table(
+        &[
+            "service",
+            "measurement",
+            "ok",
+            "failed",
+            "offers/s",
+            "p50",
+            "p99",
+            "server CPU ms/op",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.service.to_string(),
+                    r.what.clone(),
+                    r.ok.to_string(),
+                    r.failed.to_string(),
+                    r.rate.map_or("-".into(), |x| format!("{x:.1}")),
+                    ms(r.p50),
+                    ms(r.p99),
+                    format!("{:.1}", r.cpu_ms_per_op),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    println!("(server CPU: the rdv serve process; for the C tor service plus its tor process)");
+    drop(arti_srv);
+    drop(ctor_srv);
+    drop(net);
+    Ok(())
+}
