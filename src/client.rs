@@ -1,4 +1,5 @@
-//! The client library: offer (store a sealed link), accept (fetch and trial-decrypt), delete.
+//! The client library: offer (store a sealed link), accept (fetch and trial-decrypt), delete, and
+//! the answer channel (see [`answer`]): answer an accepted link, collect the answer.
 //!
 //! Every operation opens its own connection through a [`Connector`]: over Tor each gets its own
 //! isolated circuit, so the server cannot tie a client's store, fetch and delete together.
@@ -6,6 +7,7 @@
 //! Transports: [`direct`] (plain TCP, for tests), [`pipe`] (in memory, to a server in the same
 //! process), and with the `tor` feature `tor` (embedded arti) and `socks` (a tor already running).
 
+mod answer;
 pub mod direct;
 mod error;
 pub mod pipe;
@@ -14,18 +16,20 @@ pub mod socks;
 #[cfg(feature = "tor")]
 pub mod tor;
 
+pub use answer::{PendingAnswer, PendingAnswerError, ReplyTo};
 pub use error::{
-    AcceptError, ConnectError, ConnectStage, ConnectionError, DeleteError, ErrorKind, OfferError,
+    AcceptError, AnswerError, CollectError, ConnectError, ConnectStage, ConnectionError,
+    DeleteError, ErrorKind, OfferError,
 };
 
 use crate::clock::Clock;
 use crate::framed::{read_msg, write_msg, FrameIoError};
 use crate::proto::kdf::{self, KdfLimits};
 use crate::proto::seal::{self, SealError, NONCE_LEN};
-use crate::proto::wire::{sanitize_message, DEFAULT_MAX_FRAME};
+use crate::proto::wire::{sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION};
 use crate::proto::{
-    BucketId, ClientPolicy, DeleteToken, ErrorCode, KdfProfile, LinkKey, Passphrase, RdvLink,
-    Request, Response, Salt, SealedLink, ServerAddr, ServerInfo, MAX_LINKS_PER_BUCKET,
+    AnswerPublic, BucketId, ClientPolicy, DeleteToken, ErrorCode, KdfProfile, LinkKey, Passphrase,
+    RdvLink, Request, Response, Salt, SealedLink, ServerAddr, ServerInfo, MAX_LINKS_PER_BUCKET,
     PROTOCOL_VERSION,
 };
 use futures::future::BoxFuture;
@@ -119,6 +123,8 @@ pub struct Accepted {
     pub tried: usize,
     /// Index of the link that opened.
     pub index: usize,
+    /// What answering needs, when the link expects an answer.
+    pub reply: Option<ReplyTo>,
 }
 
 impl std::fmt::Debug for Accepted {
@@ -130,6 +136,7 @@ impl std::fmt::Debug for Accepted {
             )
             .field("tried", &self.tried)
             .field("index", &self.index)
+            .field("expects_answer", &self.reply.is_some())
             .finish()
     }
 }
@@ -139,9 +146,15 @@ pub struct Connection {
     stream: Box<dyn Stream>,
     max_frame: u32,
     timeout: Duration,
+    version: u16,
 }
 
 impl Connection {
+    /// The protocol version agreed with the server.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
     /// Send a request and read the answer; server errors become [`ConnectionError::Server`].
     pub async fn request(&mut self, req: &Request) -> Result<Response, ConnectionError> {
         let fut = async {
@@ -276,13 +289,19 @@ impl Client {
             stream,
             max_frame: self.config.max_frame,
             timeout: self.config.request_timeout,
+            version: MIN_PROTOCOL_VERSION,
         };
         let hello = Request::Hello {
-            min_version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
         };
         match c.request(&hello).await {
-            Ok(Response::Hello { version }) if version == PROTOCOL_VERSION => Ok(c),
+            Ok(Response::Hello { version })
+                if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
+            {
+                c.version = version;
+                Ok(c)
+            }
             Ok(Response::Hello { version }) => Err(ConnectionError::Protocol(format!(
                 "server chose unsupported version {version}"
             ))),
@@ -332,10 +351,13 @@ impl Client {
         kdf: KdfProfile,
     ) -> Result<Offer, OfferError> {
         let secrets = OfferSecrets::draw(&mut rand::rngs::OsRng);
-        self.offer_with(server, payload, passphrase, kdf, secrets)
+        self.offer_with(server, payload, passphrase, kdf, secrets, None)
             .await
+            .map(|(offer, _key)| offer)
     }
 
+    /// Store a link sealed with `answer_to` inside (the link's format 2), on a server that has
+    /// answer mailboxes: the offer and the link key that collecting the answer needs.
     async fn offer_with(
         &self,
         server: &ServerAddr,
@@ -343,9 +365,18 @@ impl Client {
         passphrase: Passphrase,
         kdf: KdfProfile,
         secrets: OfferSecrets,
-    ) -> Result<Offer, OfferError> {
-        if payload.len() > seal::MAX_PAYLOAD {
-            return Err(SealError::PayloadTooLong { len: payload.len() }.into());
+        answer_to: Option<&AnswerPublic>,
+    ) -> Result<(Offer, LinkKey), OfferError> {
+        let max = match answer_to {
+            None => seal::MAX_PAYLOAD,
+            Some(_) => seal::MAX_PAYLOAD_WITH_ANSWER,
+        };
+        if payload.len() > max {
+            return Err(SealError::PayloadTooLong {
+                len: payload.len(),
+                max,
+            }
+            .into());
         }
         let OfferSecrets { salt, nonce, token } = secrets;
         // The slow KDF runs before connecting, so the connection never sits idle.
@@ -353,10 +384,17 @@ impl Client {
             .derive_key(&passphrase, &salt, kdf)
             .await
             .map_err(OfferError::KdfTask)??;
-        let sealed = seal::seal(&key, payload, nonce)?;
-        drop(key);
+        let sealed = match answer_to {
+            None => seal::seal(&key, payload, nonce)?,
+            Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce)?,
+        };
 
         let mut c = self.connect(server).await?;
+        if answer_to.is_some() && c.version() < crate::proto::wire::ANSWER_VERSION {
+            return Err(OfferError::NoMailboxes {
+                version: c.version(),
+            });
+        }
         let info = Self::info_on(&mut c).await?;
         self.config
             .policy
@@ -402,12 +440,13 @@ impl Client {
             kdf,
             passphrase: Some(passphrase),
         };
-        Ok(Offer {
+        let offer = Offer {
             link,
             bucket: id,
             delete_token: token,
             server_info: info,
-        })
+        };
+        Ok((offer, key))
     }
 
     /// Fetch the link's bucket and trial-decrypt it.
@@ -437,10 +476,15 @@ impl Client {
         let tried = links.len();
         tracing::debug!(entries = tried, "bucket fetched; trial decryption");
         match seal::trial_open(&key, &links) {
-            Some((index, payload)) => Ok(Accepted {
-                payload,
+            Some((index, opened)) => Ok(Accepted {
+                payload: opened.payload,
                 tried,
                 index,
+                reply: opened.answer_to.map(|to| ReplyTo {
+                    server: link.server.clone(),
+                    key,
+                    to,
+                }),
             }),
             None => Err(AcceptError::NoMatch { tried }),
         }
@@ -474,9 +518,18 @@ impl Client {
 
     /// Delete the link stored with `token` from the link's bucket.
     pub async fn delete(&self, link: &RdvLink, token: &DeleteToken) -> Result<(), DeleteError> {
-        let mut c = self.connect(&link.server).await?;
+        self.delete_at(&link.server, link.locator, token).await
+    }
+
+    async fn delete_at(
+        &self,
+        server: &ServerAddr,
+        locator: crate::proto::Locator,
+        token: &DeleteToken,
+    ) -> Result<(), DeleteError> {
+        let mut c = self.connect(server).await?;
         let delete = Request::Delete {
-            locator: link.locator,
+            locator,
             token: token.clone(),
         };
         match c.request(&delete).await {

@@ -1,10 +1,11 @@
-//! The protocol core: sealed links, key derivation, bucket IDs and locators, wire frames, the
-//! client's anti-fingerprinting policy and the `rdv1:` link format.
+//! The protocol core: sealed links and sealed answers, key derivation, bucket IDs and locators,
+//! wire frames, the client's anti-fingerprinting policy and the `rdv1:` link format.
 //!
 //! Nothing in here performs IO, reads a clock or draws randomness: the current time and any random
 //! bytes are arguments. That keeps the core deterministic, testable against golden vectors and
 //! fuzzable.
 
+pub mod answer;
 pub mod bucket;
 pub(crate) mod bytes;
 pub mod kdf;
@@ -15,6 +16,7 @@ pub mod seal;
 pub mod wire;
 pub mod words;
 
+pub use answer::{AnswerPublic, AnswerSecret, MailboxAddr, SealedAnswer};
 pub use bucket::{BucketId, DeleteCheck, DeleteToken, Locator, MAX_LINKS_PER_BUCKET};
 pub use kdf::{KdfLimits, KdfParams, KdfProfile, LinkKey, Passphrase, Salt};
 pub use link::{RdvLink, ServerAddr};

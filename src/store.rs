@@ -1,4 +1,5 @@
-//! The bucket store: where links live between store and fetch.
+//! The bucket store: where links live between store and fetch, and answers between the
+//! accepter's put and the initiator's fetch.
 //!
 //! [`BucketStore`] is the interface the server uses; [`db::DiskStore`] keeps buckets in a redb
 //! database on disk with group commit, [`memory::MemoryStore`] keeps them in memory for tests.
@@ -10,7 +11,7 @@ pub mod db;
 pub mod memory;
 
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -26,8 +27,9 @@ pub struct StoreParams {
     pub open_window_secs: u64,
     /// Seconds a bucket is kept after its creation. Default: 604 800 (7 days). At least 1.
     pub ttl_secs: u64,
-    /// The most links stored at once, expired ones not yet collected included (`None`: no
-    /// limit). Default: `None` (`rdv serve` sizes a default from the free disk space).
+    /// The most links and answers stored at once, expired ones not yet collected included
+    /// (`None`: no limit). Default: `None` (`rdv serve` sizes a default from the free disk
+    /// space).
     pub max_links: Option<u64>,
     /// The highest sequence number handed out: buckets beyond it in one second are refused by
     /// clients (the default client policy accepts up to 32), so the store reports itself full for
@@ -102,6 +104,31 @@ impl StoredBucket {
     }
 }
 
+/// An answer as stored (postcard-encoded on disk): it expires `ttl_secs` after it was put.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    /// When the answer was put, unix seconds.
+    pub created: u64,
+    /// The sealed answer.
+    pub answer: SealedAnswer,
+}
+
+impl StoredAnswer {
+    /// Whether the answer has expired at `now`.
+    pub fn expired(&self, now: u64, ttl_secs: u64) -> bool {
+        now >= self.created.saturating_add(ttl_secs)
+    }
+}
+
+/// What putting an answer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutAnswer {
+    /// The answer is durably stored.
+    Stored,
+    /// The mailbox holds an (unexpired) answer already, which stays.
+    AlreadyAnswered,
+}
+
 /// The cause of a backend failure, kept whole (an `Arc` so that one failed commit can fail every
 /// operation of its batch with the same cause).
 pub type BackendError = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -110,7 +137,7 @@ pub type BackendError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The configured maximum of stored links is reached.
+    /// The configured maximum of stored links and answers is reached.
     #[error("storage quota of {max} links is full; try again after older buckets expire")]
     QuotaExceeded {
         /// The quota.
@@ -134,6 +161,12 @@ pub enum StoreError {
     /// The store is shut down.
     #[error("the store is closed")]
     Closed,
+    /// Another process (or another store in this one) has the database open for writing.
+    #[error("the database {path} is in use by another process (is another rdv serve running on this data directory?)")]
+    InUse {
+        /// The database file.
+        path: String,
+    },
     /// The store's settings are unusable.
     #[error("invalid store settings")]
     Config(#[from] crate::ConfigError),
@@ -189,7 +222,25 @@ pub trait BucketStore: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Remove expired buckets, at most `limit` of them; returns how many were removed.
+    /// Leave an answer in a mailbox; resolves once it is durable. Write-once: a mailbox that
+    /// holds an unexpired answer keeps it. `now` is an expiry time (see above): the answer
+    /// expires `ttl_secs` after it.
+    fn put_answer(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> impl Future<Output = Result<PutAnswer, StoreError>> + Send;
+
+    /// The unexpired answer in a mailbox, or `None`.
+    fn fetch_answer(
+        &self,
+        mailbox: MailboxAddr,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<SealedAnswer>, StoreError>> + Send;
+
+    /// Remove expired buckets and answers, at most `limit` of each; returns how many of both
+    /// were removed.
     fn collect_garbage(
         &self,
         now: u64,
@@ -204,4 +255,7 @@ pub trait BucketStore: Send + Sync + 'static {
 
     /// Number of links stored.
     fn link_count(&self) -> u64;
+
+    /// Number of answers stored.
+    fn answer_count(&self) -> u64;
 }

@@ -13,6 +13,7 @@ fn rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
         .env_remove("RDV_PASSPHRASE")
         .env_remove("RDV_LINK")
         .env_remove("RDV_DELETE_TOKEN")
+        .env_remove("RDV_ANSWER")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -177,4 +178,252 @@ fn a_delete_token_from_a_file_or_the_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The answer channel on the command line: offer with a state file, accept with an answer,
+/// collect (the state file is removed, the link deleted); the mistakes a user can make get a
+/// non-zero exit and say what to do.
+#[test]
+fn offer_accept_answer_collect_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let state = dir.path().join("pending.answer");
+    let state_s = state.to_str().unwrap();
+
+    // Neither --wait nor --state: refused before anything happens.
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "q",
+            "--kdf",
+            "test",
+            "--expect-answer",
+        ],
+        None,
+        &[("RDV_PASSPHRASE", "answer-cli-words-x")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait DURATION"));
+
+    let args = [
+        "offer",
+        "--direct",
+        &addr,
+        "--payload",
+        "smp://a/queue",
+        "--kdf",
+        "test",
+        "--expect-answer",
+        "--state",
+        state_s,
+    ];
+    let out = rdv(&args, None, &[("RDV_PASSPHRASE", "answer-cli-words-x")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = field(&out, "link:");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the state file is private");
+    }
+    // The state file is never overwritten.
+    let again = rdv(&args, None, &[("RDV_PASSPHRASE", "answer-cli-words-x")]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    // Nothing to collect yet: a non-zero exit, the state file stays.
+    let out = rdv(&["collect", "--direct", "--state", state_s], None, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer yet"));
+    assert!(state.exists());
+
+    // Accepting without an answer says that one is asked for.
+    let out = rdv(&["accept", &link, "--direct"], None, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("asks for an answer"));
+    // With one (from the environment, out of the process list).
+    let out = rdv(
+        &["accept", &link, "--direct"],
+        None,
+        &[("RDV_ANSWER", "smp://b/reply")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "smp://a/queue\n");
+    // A second answer is refused.
+    let out = rdv(
+        &["accept", &link, "--direct", "--answer", "other"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("answered already"));
+
+    let out = rdv(&["collect", "--direct", "--state", state_s], None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "smp://b/reply\n");
+    assert!(
+        !state.exists(),
+        "the state file is removed once the answer is in"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("link was deleted"));
+    let out = rdv(&["accept", &link, "--direct"], None, &[]);
+    assert!(!out.status.success(), "the link is gone");
+
+    // An answer for a link that does not expect one: the payload is shown, the answer not sent.
+    let plain = offer(&addr, "smp://plain", "plain-words-correct-x", false);
+    let out = rdv(
+        &[
+            "accept",
+            &field(&plain, "link:"),
+            "--direct",
+            "--answer",
+            "x",
+        ],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not expect an answer"));
+    // An answer that is too long is refused before anything is fetched.
+    let long = "x".repeat(182);
+    let out = rdv(&["accept", &link, "--direct", "--answer", &long], None, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 181"));
+}
+
+/// `rdv offer --expect-answer --wait`: the link is printed at once, the answer when it comes.
+#[test]
+fn offer_waits_for_the_answer() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://a",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--wait",
+            "60s",
+            "--poll-every",
+            "1s",
+        ])
+        .env("RDV_PASSPHRASE", "wait-words-correct-x")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let link = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("link: ")
+        .unwrap()
+        .to_string();
+    let out = rdv(
+        &["accept", &link, "--direct", "--answer", "smp://b\x1b[2J"],
+        None,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.starts_with("delete-token: ")));
+    // Escaped on its line, whatever it holds.
+    assert_eq!(rest.last().unwrap(), "answer: smp://b\\u{1b}[2J");
+
+    // No answer within the wait and no state file: nobody could read a later answer, so the
+    // link is taken down.
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://a",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--wait",
+            "2s",
+            "--poll-every",
+            "1s",
+        ],
+        None,
+        &[("RDV_PASSPHRASE", "wait-words-correct-x")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no answer yet") && err.contains("the link was deleted"),
+        "{err}"
+    );
+    let link = field(&out, "link:");
+    let gone = rdv(&["accept", &link, "--direct"], None, &[]);
+    assert!(!gone.status.success(), "the link is gone");
+}
+
+/// The main job of the README: `rdv demo` runs a whole rendezvous with an answer.
+#[test]
+fn the_demo_runs() {
+    let out = rdv(&["demo"], None, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the initiator collects it: simplex:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("a second answer is refused"), "{stdout}");
+}
+
+/// A second server on a data directory in use fails at once and says why (it used to start with
+/// its writes suspended, as on a full disk).
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = ServerProcess::start(dir.path(), &[]);
+    let out = rdv(
+        &[
+            "serve",
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
 }

@@ -168,3 +168,100 @@ fn raw_key(pass: &str, salt: &[u8]) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// The answer channel with RUST_LOG=trace everywhere: the answer, the initiator's answer secret,
+/// the link key kept in the state file and the mailbox address never reach a log line.
+#[test]
+fn no_answer_secret_reaches_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &[],
+        &[("RUST_LOG", "trace")],
+        std::fs::File::create(&log_path).unwrap().into(),
+    );
+    let addr = server.addr.to_string();
+    let state = dir.path().join("pending");
+    let payload = "smp://initiator-secret.example/q-1";
+    let answer = "smp://accepter-secret.example/r-2";
+    let offer = rdv(&[
+        "offer",
+        "--direct",
+        &addr,
+        "--payload",
+        payload,
+        "--passphrase",
+        "orbit-velvet-copper-lagoon",
+        "--kdf",
+        "test",
+        "--expect-answer",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let link = String::from_utf8_lossy(&offer.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("link: ").map(str::to_string))
+        .unwrap();
+    let state_text = std::fs::read_to_string(&state).unwrap();
+    let value = |name: &str| -> String {
+        state_text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(' ')))
+            .unwrap()
+            .to_string()
+    };
+    let raw = |name: &str| -> [u8; 32] {
+        URL_SAFE_NO_PAD
+            .decode(value(name))
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let (key, secret) = (raw("key"), raw("secret"));
+    let mailbox = rdv::proto::answer::mailbox(
+        &rdv::proto::LinkKey::from_bytes(key),
+        &rdv::proto::AnswerSecret::from_bytes(secret).public(),
+    );
+    let accept = rdv(&["accept", &link, "--direct", "--answer", answer]);
+    let collect = rdv(&["collect", "--direct", "--state", state.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&collect.stdout).trim(), answer);
+    server.kill();
+    let secrets = [
+        ("answer", answer.to_string()),
+        ("payload", payload.to_string()),
+        ("link key (base64)", value("key")),
+        ("link key (hex)", hex(&key)),
+        ("answer secret (base64)", value("secret")),
+        ("answer secret (hex)", hex(&secret)),
+        ("mailbox (hex)", hex(&mailbox.0)),
+        ("mailbox (base64)", URL_SAFE_NO_PAD.encode(mailbox.0)),
+        ("delete token", value("token")),
+        ("link", link.clone()),
+    ];
+    let logs = [
+        ("server", std::fs::read_to_string(&log_path).unwrap()),
+        ("offer", String::from_utf8_lossy(&offer.stderr).to_string()),
+        (
+            "accept",
+            String::from_utf8_lossy(&accept.stderr).to_string(),
+        ),
+        (
+            "collect",
+            String::from_utf8_lossy(&collect.stderr).to_string(),
+        ),
+    ];
+    assert!(
+        logs[0].1.contains("PutAnswer") && logs[0].1.contains("FetchAnswer"),
+        "the server logged the answer requests:\n{}",
+        logs[0].1
+    );
+    for (who, log) in &logs {
+        for (what, secret) in &secrets {
+            assert!(
+                !log.contains(secret.as_str()),
+                "the {what} appears in the {who} log:\n{log}"
+            );
+        }
+    }
+}

@@ -102,3 +102,50 @@ fn chacha20_rfc_8439_2_4_2() {
         )
     );
 }
+
+/// RFC 7748, section 5.2 (the two single-iteration vectors) and section 6.1 (Diffie-Hellman):
+/// X25519, with which the answer channel agrees its secret.
+#[test]
+fn x25519_rfc_7748() {
+    use x25519_dalek::{PublicKey, StaticSecret};
+    let b32 = |s: &str| -> [u8; 32] { unhex(s).try_into().unwrap() };
+    for (scalar, u, out) in [
+        (
+            "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+            "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+            "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552",
+        ),
+        (
+            "4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+            "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+            "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957",
+        ),
+    ] {
+        let k = StaticSecret::from(b32(scalar));
+        let shared = k.diffie_hellman(&PublicKey::from(b32(u)));
+        assert_eq!(shared.as_bytes(), &b32(out));
+    }
+    let alice = StaticSecret::from(b32(
+        "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+    ));
+    let bob = StaticSecret::from(b32(
+        "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+    ));
+    assert_eq!(
+        PublicKey::from(&alice).as_bytes(),
+        &b32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    );
+    assert_eq!(
+        PublicKey::from(&bob).as_bytes(),
+        &b32("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    );
+    let shared = b32("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+    assert_eq!(
+        alice.diffie_hellman(&PublicKey::from(&bob)).as_bytes(),
+        &shared
+    );
+    assert_eq!(
+        bob.diffie_hellman(&PublicKey::from(&alice)).as_bytes(),
+        &shared
+    );
+}

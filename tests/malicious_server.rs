@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rdv::client::pipe::PipeConnector;
 use rdv::client::{
-    AcceptError, Client, ClientConfig, ConnectionError, ErrorKind, Offer, OfferError,
+    AcceptError, Client, ClientConfig, CollectError, ConnectionError, ErrorKind, Offer, OfferError,
 };
 use rdv::clock::{Clock, ManualClock};
 use rdv::framed::{read_msg, write_msg};
@@ -33,6 +33,10 @@ enum Evil {
     HangUp,
     Silent,
     ControlCharsInError,
+    /// Speaks version 2 and answers a mailbox fetch with something else.
+    WrongMailboxAnswer,
+    /// Claims a version the client never offered.
+    FutureVersion,
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
@@ -68,6 +72,8 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
             }
+            (Evil::WrongMailboxAnswer, Request::Hello { .. }) => Response::Hello { version: 2 },
+            (Evil::FutureVersion, Request::Hello { .. }) => Response::Hello { version: 3 },
             (_, Request::Hello { .. }) => Response::Hello { version: 1 },
             (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
             (_, Request::Info) => Response::Info(info(600)),
@@ -144,6 +150,8 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
             (_, Request::Fetch { .. }) => Response::Stored {
                 id: BucketId { created: 0, seq: 0 },
             },
+            // Only Evil::WrongMailboxAnswer agrees on version 2.
+            (_, Request::PutAnswer { .. } | Request::FetchAnswer { .. }) => Response::Deleted,
         };
         if write_msg(&mut s, &resp, max).await.is_err() {
             return;
@@ -343,4 +351,54 @@ async fn hostile_fetch_answers_are_refused() {
     let r = client_for(connector).accept(&l, None).await;
     assert!(matches!(r, Err(AcceptError::Kdf(_))), "{r:?}");
     assert_eq!(seen.stores.load(Ordering::SeqCst), 0);
+}
+
+/// An offer that expects an answer goes only to a server with mailboxes: against a version-1
+/// server nothing is stored. A server that claims a version never offered, or answers a mailbox
+/// fetch with something else, is a protocol error.
+#[tokio::test(start_paused = true)]
+async fn the_answer_channel_against_old_and_broken_servers() {
+    let (connector, seen) = evil_server(Evil::StaleId);
+    let r = client_for(connector)
+        .offer_expecting_answer(
+            &pipe_addr(),
+            b"q",
+            Passphrase::new("pass-word-x"),
+            KdfProfile::Test,
+        )
+        .await;
+    match r {
+        Err(e @ OfferError::NoMailboxes { version: 1 }) => {
+            assert!(e.to_string().contains("nothing was stored"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.stores.load(Ordering::SeqCst), 0);
+
+    let (connector, _) = evil_server(Evil::FutureVersion);
+    let e = client_for(connector).info(&pipe_addr()).await.unwrap_err();
+    assert!(matches!(e, ConnectionError::Protocol(_)), "{e:?}");
+
+    // A pending answer for the broken server, made against an honest one.
+    let (_honest, c) = pipe_server(
+        rdv::store::StoreParams::default(),
+        rdv::server::ServerConfig::default(),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let (_, pending) = c
+        .offer_expecting_answer(
+            &pipe_addr(),
+            b"q",
+            Passphrase::new("pw-pw-pw"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let (connector, _) = evil_server(Evil::WrongMailboxAnswer);
+    let e = client_for(connector).collect(&pending).await.unwrap_err();
+    assert!(
+        matches!(e, CollectError::Connection(ConnectionError::Protocol(_))),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
 }

@@ -7,11 +7,13 @@
 //! review the diff, then run again without it. (`tests/known_answers.rs` checks the primitives
 //! against their standards' published vectors, which no blessing can change.)
 
+use rdv::proto::answer::{self, AnswerSecret};
 use rdv::proto::seal::{open, seal};
 use rdv::proto::wire::{decode_frame, encode_frame, DEFAULT_MAX_FRAME};
 use rdv::proto::{
     kdf, BucketId, DeleteCheck, DeleteToken, ErrorCode, KdfLimits, KdfProfile, LinkKey, Locator,
-    Passphrase, RdvLink, Request, Response, Salt, SealedLink, ServerInfo,
+    MailboxAddr, Passphrase, RdvLink, Request, Response, Salt, SealedAnswer, SealedLink,
+    ServerInfo,
 };
 use std::path::PathBuf;
 
@@ -106,6 +108,26 @@ fn requests() -> Vec<(&'static str, Request)> {
                 token: DeleteToken::from_bytes([0x33; 32]),
             },
         ),
+        (
+            "request.hello-v2",
+            Request::Hello {
+                min_version: 1,
+                max_version: 2,
+            },
+        ),
+        (
+            "request.put-answer",
+            Request::PutAnswer {
+                mailbox: MailboxAddr([0x44; 32]),
+                answer: SealedAnswer([0x55; 256]),
+            },
+        ),
+        (
+            "request.fetch-answer",
+            Request::FetchAnswer {
+                mailbox: MailboxAddr([0x44; 32]),
+            },
+        ),
     ]
 }
 
@@ -144,6 +166,21 @@ fn responses() -> Vec<(&'static str, Response)> {
             Response::Error {
                 code: ErrorCode::NotFound,
                 message: "no such bucket".into(),
+            },
+        ),
+        ("response.hello-v2", Response::Hello { version: 2 }),
+        ("response.answer-stored", Response::AnswerStored),
+        (
+            "response.answer",
+            Response::Answer {
+                answer: SealedAnswer([0x66; 256]),
+            },
+        ),
+        (
+            "response.error-already-answered",
+            Response::Error {
+                code: ErrorCode::AlreadyAnswered,
+                message: String::new(),
             },
         ),
     ]
@@ -205,6 +242,16 @@ fn seal_and_kdf_vectors() {
         assert_eq!(&open(&key, &s).unwrap()[..], p);
         computed.push((n.to_string(), hex(&s.0)));
     }
+    // Format 2: the same short payload with the answer key of secret 77..77 inside.
+    let to = AnswerSecret::from_bytes([0x77; 32]).public();
+    let s =
+        rdv::proto::seal::seal_expecting_answer(&key, b"smp://example/q", &to, [0x24; 24]).unwrap();
+    let o = rdv::proto::seal::open_link(&key, &s).unwrap();
+    assert_eq!(
+        (&o.payload[..], o.answer_to),
+        (&b"smp://example/q"[..], Some(to))
+    );
+    computed.push(("seal.short-expects-answer".to_string(), hex(&s.0)));
     let limits = KdfLimits::default();
     for (n, pass, profile) in [
         ("kdf.test", "correct horse battery staple", KdfProfile::Test),
@@ -251,6 +298,88 @@ fn seal_and_kdf_vectors() {
         failures += 1;
     }
     assert!(failures >= 3);
+}
+
+/// SHA3-256 of the concatenation, written out from PROTOCOL.md §15 independently of the code.
+fn sha3(parts: &[&[u8]]) -> [u8; 32] {
+    use sha3::Digest;
+    let mut h = sha3::Sha3_256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+#[test]
+fn answer_vectors() {
+    use x25519_dalek::{PublicKey, StaticSecret};
+    let key = LinkKey::from_bytes([0x42; 32]);
+    let (i, b) = ([0x77u8; 32], [0x88u8; 32]);
+    let nonce = [0x99u8; 24];
+    let secret = AnswerSecret::from_bytes(i);
+    let to = secret.public();
+    // The intermediate values, computed from the specification's formulas.
+    let i_pub = PublicKey::from(&StaticSecret::from(i));
+    let b_pub = PublicKey::from(&StaticSecret::from(b));
+    assert_eq!(to.as_bytes(), i_pub.as_bytes());
+    let dh = StaticSecret::from(b).diffie_hellman(&i_pub);
+    let mailbox = sha3(&[b"rdv mailbox v1", key.expose(), i_pub.as_bytes()]);
+    let header_key = sha3(&[b"rdv answer header v1", key.expose(), i_pub.as_bytes()]);
+    let answer_key = sha3(&[
+        b"rdv answer key v1",
+        key.expose(),
+        dh.as_bytes(),
+        i_pub.as_bytes(),
+        b_pub.as_bytes(),
+    ]);
+    assert_eq!(answer::mailbox(&key, &to), MailboxAddr(mailbox));
+    let mut computed = vec![(
+        "answer.keys".to_string(),
+        format!(
+            "i={} b={} I={} B={} x25519={} mailbox={} header_key={} answer_key={}",
+            hex(&i),
+            hex(&b),
+            hex(i_pub.as_bytes()),
+            hex(b_pub.as_bytes()),
+            hex(dh.as_bytes()),
+            hex(&mailbox),
+            hex(&header_key),
+            hex(&answer_key)
+        ),
+    )];
+    for (n, payload) in [
+        ("answer.empty", &b""[..]),
+        ("answer.short", &b"simplex://reply-queue"[..]),
+        ("answer.max", &[0xa5; answer::MAX_ANSWER][..]),
+    ] {
+        let (mb, sealed) = answer::seal_answer(&key, &to, payload, b, nonce).unwrap();
+        assert_eq!(mb.0, mailbox);
+        // The hidden key: B XOR ChaCha20(header key, nonce[0..12]), from the formulas.
+        {
+            use chacha20::cipher::{KeyIvInit, StreamCipher};
+            let mut hidden = *b_pub.as_bytes();
+            chacha20::ChaCha20::new(&header_key.into(), nonce[..12].into())
+                .apply_keystream(&mut hidden);
+            assert_eq!(&sealed.0[24..56], &hidden[..], "{n}: hidden key");
+        }
+        assert_eq!(
+            &answer::open_answer(&key, &secret, &sealed).unwrap()[..],
+            payload
+        );
+        computed.push((n.to_string(), hex(&sealed.0)));
+    }
+    check_ok_lines("answer.txt", &computed);
+    let mut failures = 0;
+    for l in lines("answer.txt").into_iter().filter(|l| l[1] == "fails") {
+        let b: [u8; 256] = unhex(&l[2]).try_into().expect("256 bytes");
+        assert!(
+            answer::open_answer(&key, &secret, &SealedAnswer(b)).is_err(),
+            "{}",
+            l[0]
+        );
+        failures += 1;
+    }
+    assert!(failures >= 4);
 }
 
 #[test]

@@ -206,7 +206,7 @@ pub(crate) async fn one_op(
             let id = store(addr, link, DeleteCheck(rng.gen())).await?;
             let links = fetch(addr, id.locator()).await?;
             match seal::trial_open(key, &links) {
-                Some((_, p)) if p[..] == *payload.as_bytes() => Ok(()),
+                Some((_, p)) if p.payload[..] == *payload.as_bytes() => Ok(()),
                 _ => bail!("own link not found in its bucket"),
             }
         }

@@ -1,6 +1,7 @@
 //! Client errors: one type per operation, all sharing [`ConnectionError`], each with a
 //! [`ErrorKind`] that tells the caller what to do about it.
 
+use crate::proto::answer::AnswerSealError;
 use crate::proto::kdf::KdfError;
 use crate::proto::seal::SealError;
 use crate::proto::{ErrorCode, PolicyViolation};
@@ -198,6 +199,13 @@ pub enum OfferError {
     /// The key derivation thread failed.
     #[error("key derivation failed to run")]
     KdfTask(#[source] tokio::task::JoinError),
+    /// An answer was asked for and the server has no mailboxes (it speaks an older protocol
+    /// version); nothing was stored.
+    #[error("the server speaks protocol version {version}, which has no answer mailboxes (version {} needed); nothing was stored", crate::proto::wire::ANSWER_VERSION)]
+    NoMailboxes {
+        /// The version the server agreed on.
+        version: u16,
+    },
 }
 
 impl OfferError {
@@ -208,7 +216,9 @@ impl OfferError {
             OfferError::Refused { .. } | OfferError::UnacceptableServer(_) => {
                 ErrorKind::ServerMisbehaved
             }
-            OfferError::Kdf(_) | OfferError::Seal(_) => ErrorKind::BadInput,
+            OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
+                ErrorKind::BadInput
+            }
             OfferError::KdfTask(_) => ErrorKind::Local,
         }
     }
@@ -279,6 +289,70 @@ impl DeleteError {
         match self {
             DeleteError::Connection(e) => e.kind(),
             DeleteError::NothingToDelete => ErrorKind::BadInput,
+        }
+    }
+}
+
+/// Why answering failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    /// The connection or a request failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The answer cannot be sealed (too long, or the link's answer key is invalid).
+    #[error(transparent)]
+    Seal(#[from] AnswerSealError),
+    /// The mailbox holds an answer already: this link was answered before (by this accepter,
+    /// or by someone else who holds the link and its passphrase).
+    #[error("this link was answered already; the first answer stays (if it was not you, someone else holds the link and its passphrase)")]
+    AlreadyAnswered,
+    /// The server has no mailboxes (it speaks an older protocol version).
+    #[error("the server speaks protocol version {version}, which has no answer mailboxes")]
+    NoMailboxes {
+        /// The version the server agreed on.
+        version: u16,
+    },
+}
+
+impl AnswerError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AnswerError::Connection(e) => e.kind(),
+            AnswerError::Seal(_) | AnswerError::AlreadyAnswered => ErrorKind::BadInput,
+            AnswerError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
+        }
+    }
+}
+
+/// Why collecting an answer failed (an answer not there yet is not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// The connection or a request failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The server has no mailboxes (it speaks an older protocol version).
+    #[error("the server speaks protocol version {version}, which has no answer mailboxes")]
+    NoMailboxes {
+        /// The version the server agreed on.
+        version: u16,
+    },
+    /// No answer opened before the wait ended.
+    #[error(
+        "no answer arrived in time (the mailbox held nothing that opens with this offer's keys)"
+    )]
+    NoAnswerYet,
+}
+
+impl CollectError {
+    /// What to do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CollectError::Connection(e) => e.kind(),
+            CollectError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
+            CollectError::NoAnswerYet => ErrorKind::Transient,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Fetch padding: every fetch answer holds a full bucket of 64 entries.
+//! Fetch padding: every fetch answer holds a full bucket of 64 entries, and every mailbox fetch
+//! one sealed answer's worth of bytes.
 //!
 //! The entries past the real links are filler derived from a server secret and the locator, so
 //! the same bucket always gets the same filler and comparing two answers does not reveal which
@@ -7,6 +8,7 @@
 //! so the filler never changes with an upgrade, and seekable, so only the entries needed are
 //! computed (none for a full bucket).
 
+use super::answer::{MailboxAddr, SealedAnswer, SEALED_ANSWER_LEN};
 use super::bucket::{Locator, MAX_LINKS_PER_BUCKET};
 use super::seal::{SealedLink, SEALED_LINK_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
@@ -59,6 +61,22 @@ pub fn filler(secret: &FillerSecret, locator: &Locator, have: usize) -> Vec<Seal
         .collect()
 }
 
+/// The filler a server answers for an empty mailbox: the first 256 bytes of the ChaCha20
+/// keystream (zero nonce) under `SHA3-256("rdv answer filler v1" || secret || mailbox)`. Stable,
+/// so fetching twice does not tell an empty mailbox from a full one.
+pub fn answer_filler(secret: &FillerSecret, mailbox: &MailboxAddr) -> SealedAnswer {
+    let mut h = Sha3_256::new();
+    h.update(b"rdv answer filler v1");
+    h.update(secret.0);
+    h.update(mailbox.0);
+    let mut key: [u8; 32] = h.finalize().into();
+    let mut stream = ChaCha20::new(&key.into(), &[0u8; 12].into());
+    key.zeroize();
+    let mut b = [0u8; SEALED_ANSWER_LEN];
+    stream.apply_keystream(&mut b);
+    SealedAnswer(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +92,20 @@ mod tests {
         assert!(filler(&secret, &loc, 64).is_empty());
         assert_ne!(filler(&secret, &Locator([4; 32]), 0)[0], all[0]);
         assert_ne!(filler(&FillerSecret([8; 32]), &loc, 0)[0], all[0]);
+    }
+
+    #[test]
+    fn answer_filler_is_stable_and_per_mailbox() {
+        let (secret, mb) = (FillerSecret([9; 32]), MailboxAddr([3; 32]));
+        assert_eq!(answer_filler(&secret, &mb), answer_filler(&secret, &mb));
+        assert_ne!(
+            answer_filler(&secret, &mb),
+            answer_filler(&secret, &MailboxAddr([4; 32]))
+        );
+        // Not the bucket filler under the same bytes: another label.
+        assert_ne!(
+            answer_filler(&secret, &mb).0,
+            filler(&secret, &Locator([3; 32]), 0)[0].0
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! Sealed links: the fixed-size encrypted blobs the server stores.
 //!
 //! Layout (256 bytes): `nonce (24) || ciphertext (216) || tag (16)`, XChaCha20-Poly1305 with the
-//! associated data [`AD`]. The 216-byte plaintext is `version (1) || payload length (2, big-endian)
-//! || payload || zero padding`. To anyone without the key a sealed link is indistinguishable from
-//! 256 random bytes, whatever the payload's length.
+//! associated data [`AD`]. The 216-byte plaintext is, in format 1, `version 1 (1) || payload
+//! length (2, big-endian) || payload || zero padding`; in format 2 (a link that expects an
+//! answer, see [`super::answer`]) `version 2 (1) || the initiator's X25519 public key (32) ||
+//! payload length (2) || payload || zero padding`. To anyone without the key a sealed link is
+//! indistinguishable from 256 random bytes, whatever the payload's length or format.
 
 use super::kdf::LinkKey;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -20,12 +22,18 @@ pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
 /// Plaintext length.
 pub const PLAINTEXT_LEN: usize = SEALED_LINK_LEN - NONCE_LEN - TAG_LEN;
-/// Plaintext header: format version and payload length.
+/// Plaintext header of format 1: version and payload length.
 const HEADER_LEN: usize = 3;
+/// Plaintext header of format 2: version, the initiator's answer key and payload length.
+const HEADER_LEN_V2: usize = 3 + 32;
 /// The longest payload a sealed link carries.
 pub const MAX_PAYLOAD: usize = PLAINTEXT_LEN - HEADER_LEN;
-/// Plaintext format version.
+/// The longest payload of a link that expects an answer (the initiator's key takes 32 bytes).
+pub const MAX_PAYLOAD_WITH_ANSWER: usize = PLAINTEXT_LEN - HEADER_LEN_V2;
+/// Plaintext format 1: the payload alone.
 const PLAINTEXT_VERSION: u8 = 1;
+/// Plaintext format 2: the payload and the initiator's answer key.
+const PLAINTEXT_VERSION_ANSWER: u8 = 2;
 /// Associated data: binds the blob to this protocol and version.
 pub const AD: &[u8] = b"rdv sealed link v1";
 
@@ -47,11 +55,21 @@ pub type Payload = Zeroizing<Vec<u8>>;
 #[non_exhaustive]
 pub enum SealError {
     /// The payload does not fit; it is never truncated.
-    #[error("payload is {len} bytes, a sealed link holds at most {MAX_PAYLOAD}")]
+    #[error("payload is {len} bytes, a sealed link holds at most {max}{}", if *.max == MAX_PAYLOAD_WITH_ANSWER { " when it expects an answer (the answer key takes 32)" } else { "" })]
     PayloadTooLong {
         /// The payload's length.
         len: usize,
+        /// The most that fits.
+        max: usize,
     },
+}
+
+/// What an opened link holds.
+pub struct OpenedLink {
+    /// The payload.
+    pub payload: Payload,
+    /// The initiator's answer key, when the link expects an answer (format 2).
+    pub answer_to: Option<super::answer::AnswerPublic>,
 }
 
 /// Why a sealed link did not open. Deliberately opaque: wrong key, corruption and a blob of
@@ -60,23 +78,58 @@ pub enum SealError {
 #[error("the sealed link does not open with this key")]
 pub struct OpenError;
 
-/// Seal `payload` under `key` with the given random nonce.
+/// Seal `payload` under `key` with the given random nonce (format 1).
 pub fn seal(
     key: &LinkKey,
     payload: &[u8],
     nonce: [u8; NONCE_LEN],
 ) -> Result<SealedLink, SealError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(SealError::PayloadTooLong { len: payload.len() });
+    seal_with(key, payload, None, nonce)
+}
+
+/// Seal `payload` with the initiator's answer key inside (format 2): the accepter can answer.
+pub fn seal_expecting_answer(
+    key: &LinkKey,
+    payload: &[u8],
+    answer_to: &super::answer::AnswerPublic,
+    nonce: [u8; NONCE_LEN],
+) -> Result<SealedLink, SealError> {
+    seal_with(key, payload, Some(answer_to), nonce)
+}
+
+fn seal_with(
+    key: &LinkKey,
+    payload: &[u8],
+    answer_to: Option<&super::answer::AnswerPublic>,
+    nonce: [u8; NONCE_LEN],
+) -> Result<SealedLink, SealError> {
+    let (header, max) = match answer_to {
+        None => (HEADER_LEN, MAX_PAYLOAD),
+        Some(_) => (HEADER_LEN_V2, MAX_PAYLOAD_WITH_ANSWER),
+    };
+    if payload.len() > max {
+        return Err(SealError::PayloadTooLong {
+            len: payload.len(),
+            max,
+        });
     }
     let mut pt = Zeroizing::new([0u8; PLAINTEXT_LEN]);
-    pt[0] = PLAINTEXT_VERSION;
-    pt[1..3].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-    pt[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+    match answer_to {
+        None => pt[0] = PLAINTEXT_VERSION,
+        Some(pk) => {
+            pt[0] = PLAINTEXT_VERSION_ANSWER;
+            pt[1..33].copy_from_slice(pk.as_bytes());
+        }
+    }
+    pt[header - 2..header].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    pt[header..header + payload.len()].copy_from_slice(payload);
     let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.0));
     let tag = cipher
         .encrypt_in_place_detached(XNonce::from_slice(&nonce), AD, &mut pt[..])
-        .map_err(|_| SealError::PayloadTooLong { len: payload.len() })?;
+        .map_err(|_| SealError::PayloadTooLong {
+            len: payload.len(),
+            max,
+        })?;
     let mut out = [0u8; SEALED_LINK_LEN];
     out[..NONCE_LEN].copy_from_slice(&nonce);
     out[NONCE_LEN..NONCE_LEN + PLAINTEXT_LEN].copy_from_slice(&pt[..]);
@@ -84,13 +137,19 @@ pub fn seal(
     Ok(SealedLink(out))
 }
 
-/// Open a sealed link. Fails opaquely on a wrong key, any corruption, or a malformed plaintext.
+/// Open a sealed link (either format) and return its payload. Fails opaquely on a wrong key, any
+/// corruption, or a malformed plaintext.
 pub fn open(key: &LinkKey, link: &SealedLink) -> Result<Payload, OpenError> {
+    open_link(key, link).map(|o| o.payload)
+}
+
+/// Open a sealed link (either format): the payload and, in format 2, the answer key.
+pub fn open_link(key: &LinkKey, link: &SealedLink) -> Result<OpenedLink, OpenError> {
     let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.0));
     open_with(&cipher, link)
 }
 
-fn open_with(cipher: &XChaCha20Poly1305, link: &SealedLink) -> Result<Payload, OpenError> {
+fn open_with(cipher: &XChaCha20Poly1305, link: &SealedLink) -> Result<OpenedLink, OpenError> {
     let b = &link.0;
     let nonce = XNonce::from_slice(&b[..NONCE_LEN]);
     let tag = Tag::from_slice(&b[NONCE_LEN + PLAINTEXT_LEN..]);
@@ -99,22 +158,35 @@ fn open_with(cipher: &XChaCha20Poly1305, link: &SealedLink) -> Result<Payload, O
     cipher
         .decrypt_in_place_detached(nonce, AD, &mut pt[..], tag)
         .map_err(|_| OpenError)?;
-    if pt[0] != PLAINTEXT_VERSION {
+    let (header, max, answer_to) = match pt[0] {
+        PLAINTEXT_VERSION => (HEADER_LEN, MAX_PAYLOAD, None),
+        PLAINTEXT_VERSION_ANSWER => {
+            let mut pk = [0u8; 32];
+            pk.copy_from_slice(&pt[1..33]);
+            (
+                HEADER_LEN_V2,
+                MAX_PAYLOAD_WITH_ANSWER,
+                Some(super::answer::AnswerPublic::from_bytes(pk)),
+            )
+        }
+        _ => return Err(OpenError),
+    };
+    let len = usize::from(u16::from_be_bytes([pt[header - 2], pt[header - 1]]));
+    if len > max || pt[header + len..].iter().any(|&z| z != 0) {
         return Err(OpenError);
     }
-    let len = usize::from(u16::from_be_bytes([pt[1], pt[2]]));
-    if len > MAX_PAYLOAD || pt[HEADER_LEN + len..].iter().any(|&z| z != 0) {
-        return Err(OpenError);
-    }
-    Ok(Zeroizing::new(pt[HEADER_LEN..HEADER_LEN + len].to_vec()))
+    Ok(OpenedLink {
+        payload: Zeroizing::new(pt[header..header + len].to_vec()),
+        answer_to,
+    })
 }
 
-/// Try every link of a bucket with one key; return the index and payload of the first that opens.
-/// The cipher is keyed once for the whole bucket.
+/// Try every link of a bucket with one key; return the index and contents of the first that
+/// opens. The cipher is keyed once for the whole bucket.
 pub fn trial_open<'a>(
     key: &LinkKey,
     links: impl IntoIterator<Item = &'a SealedLink>,
-) -> Option<(usize, Payload)> {
+) -> Option<(usize, OpenedLink)> {
     let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.0));
     links
         .into_iter()
@@ -144,9 +216,35 @@ mod tests {
         assert_eq!(
             seal(&key(1), &[0; MAX_PAYLOAD + 1], [0; 24]),
             Err(SealError::PayloadTooLong {
-                len: MAX_PAYLOAD + 1
+                len: MAX_PAYLOAD + 1,
+                max: MAX_PAYLOAD
             })
         );
+        let pk = crate::proto::answer::AnswerSecret::from_bytes([9; 32]).public();
+        assert_eq!(
+            seal_expecting_answer(&key(1), &[0; MAX_PAYLOAD_WITH_ANSWER + 1], &pk, [0; 24]),
+            Err(SealError::PayloadTooLong {
+                len: MAX_PAYLOAD_WITH_ANSWER + 1,
+                max: MAX_PAYLOAD_WITH_ANSWER
+            })
+        );
+    }
+
+    #[test]
+    fn both_formats_open_and_only_format_2_carries_an_answer_key() {
+        let pk = crate::proto::answer::AnswerSecret::from_bytes([9; 32]).public();
+        for len in [0, 1, MAX_PAYLOAD_WITH_ANSWER] {
+            let s = seal_expecting_answer(&key(1), &vec![0x5a; len], &pk, [4; 24]).unwrap();
+            let o = open_link(&key(1), &s).unwrap();
+            assert_eq!(o.payload.len(), len);
+            assert_eq!(
+                o.answer_to.as_ref().map(|k| *k.as_bytes()),
+                Some(*pk.as_bytes())
+            );
+            assert_eq!(&open(&key(1), &s).unwrap()[..], &vec![0x5a; len][..]);
+        }
+        let v1 = seal(&key(1), b"x", [4; 24]).unwrap();
+        assert!(open_link(&key(1), &v1).unwrap().answer_to.is_none());
     }
 
     #[test]
@@ -167,7 +265,7 @@ mod tests {
             .collect();
         links[37] = seal(&key(1), b"mine", [0; 24]).unwrap();
         let (i, p) = trial_open(&key(1), &links).unwrap();
-        assert_eq!((i, &p[..]), (37, &b"mine"[..]));
+        assert_eq!((i, &p.payload[..]), (37, &b"mine"[..]));
         assert!(trial_open(&key(2), &links).is_none());
     }
 }

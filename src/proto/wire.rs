@@ -5,12 +5,18 @@
 //! against a maximum before anything is allocated or decoded. Postcard encodes enum variants by
 //! their index: variants are only ever appended, never reordered (golden vectors pin the bytes).
 
+use super::answer::{MailboxAddr, SealedAnswer};
 use super::bucket::{BucketId, DeleteCheck, DeleteToken, Locator};
 use super::seal::SealedLink;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this implementation speaks. Version 2 adds the answer mailboxes
+/// ([`Request::PutAnswer`], [`Request::FetchAnswer`]); everything of version 1 is unchanged.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this implementation speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The first version with answer mailboxes.
+pub const ANSWER_VERSION: u16 = 2;
 /// Length of the frame header.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Default maximum frame body, enough for a full bucket (64 × 256 bytes plus overhead).
@@ -50,10 +56,23 @@ pub enum Request {
         /// The deletion token.
         token: DeleteToken,
     },
+    /// Leave a sealed answer in a mailbox (version 2). Write-once: the first answer stays.
+    PutAnswer {
+        /// The mailbox.
+        mailbox: MailboxAddr,
+        /// The sealed answer.
+        answer: SealedAnswer,
+    },
+    /// Fetch a mailbox's answer (version 2).
+    FetchAnswer {
+        /// The mailbox.
+        mailbox: MailboxAddr,
+    },
 }
 
 /// A response from server to client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // an Answer carries 256 inline bytes on purpose
 pub enum Response {
     /// The version the server chose.
     Hello {
@@ -82,6 +101,15 @@ pub enum Response {
         /// Human-readable detail (at most [`MAX_ERROR_MESSAGE`] bytes).
         message: String,
     },
+    /// The answer is durably stored in its mailbox.
+    AnswerStored,
+    /// A mailbox's content: its answer, or — when there is none (yet, or any more) — filler of
+    /// the same size that the server derives from its secret and the mailbox, so that the
+    /// answer's size and repeated fetches do not tell whether an answer is there.
+    Answer {
+        /// The answer or the filler.
+        answer: SealedAnswer,
+    },
 }
 
 impl Request {
@@ -93,6 +121,8 @@ impl Request {
             Request::Store { .. } => "Store",
             Request::Fetch { .. } => "Fetch",
             Request::Delete { .. } => "Delete",
+            Request::PutAnswer { .. } => "PutAnswer",
+            Request::FetchAnswer { .. } => "FetchAnswer",
         }
     }
 }
@@ -107,6 +137,8 @@ impl Response {
             Response::Bucket { .. } => "Bucket",
             Response::Deleted => "Deleted",
             Response::Error { .. } => "Error",
+            Response::AnswerStored => "AnswerStored",
+            Response::Answer { .. } => "Answer",
         }
     }
 }
@@ -196,6 +228,8 @@ error_codes! {
     /// The server admits no more stores this second (every bucket ID clients accept is used);
     /// the store was not executed. Retry after a short pause.
     Overloaded = 13, transient: true;
+    /// The mailbox holds an answer already; the first answer stays (version 2).
+    AlreadyAnswered = 14, transient: false;
 }
 
 impl Serialize for ErrorCode {
@@ -323,11 +357,11 @@ pub fn decode_frame<'a, T: Deserialize<'a>>(frame: &'a [u8], max: u32) -> Result
     decode_body(body)
 }
 
-/// Negotiate a version from a client's range; `None` if there is no overlap.
+/// Negotiate a version from a client's range: the newest both speak; `None` if there is no
+/// overlap (or the range is empty).
 pub fn negotiate(min_version: u16, max_version: u16) -> Option<u16> {
-    (min_version..=max_version)
-        .contains(&PROTOCOL_VERSION)
-        .then_some(PROTOCOL_VERSION)
+    let v = max_version.min(PROTOCOL_VERSION);
+    (v >= min_version.max(MIN_PROTOCOL_VERSION)).then_some(v)
 }
 
 /// Make a server error message safe to send and to print: at most [`MAX_ERROR_MESSAGE`] bytes,
@@ -409,6 +443,17 @@ mod tests {
         );
         // Four bytes for a u16 are refused even when the value fits.
         assert!(decode_body::<Request>(&[0x00, 0x81, 0x80, 0x80, 0x00, 0x01]).is_err());
+    }
+
+    #[test]
+    fn negotiation_picks_the_newest_common_version() {
+        assert_eq!(negotiate(1, 1), Some(1));
+        assert_eq!(negotiate(1, 2), Some(2));
+        assert_eq!(negotiate(1, 9), Some(2));
+        assert_eq!(negotiate(2, 2), Some(2));
+        assert_eq!(negotiate(0, 0), None);
+        assert_eq!(negotiate(3, 9), None);
+        assert_eq!(negotiate(2, 1), None);
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl<S: BucketStore> Server<S> {
                 Step::ReplyAndClose(r) => return self.send(stream, &r).await,
                 Step::Handle(req) => {
                     let kind = req.kind();
-                    let resp = self.handle(req, source).await;
+                    let resp = self.handle(req, session.version(), source).await;
                     match &resp {
                         Response::Error { code, .. } => {
                             tracing::debug!(request = kind, ?code, "request refused")

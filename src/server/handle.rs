@@ -1,23 +1,21 @@
-//! Executing one request after the version exchange: the bucket operations.
+//! Executing one request after the version exchange: the bucket and mailbox operations.
 
 use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
-use crate::proto::{
-    ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET, PROTOCOL_VERSION,
-};
-use crate::store::{BucketStore, StoreError};
+use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
+use crate::store::{BucketStore, PutAnswer, StoreError};
 
 impl<S: BucketStore> Server<S> {
-    /// Answer one request of a greeted connection from `source`.
-    pub(crate) async fn handle(&self, req: Request, source: &Source) -> Response {
+    /// Answer one request of a connection from `source` that agreed on `version`.
+    pub(crate) async fn handle(&self, req: Request, version: u16, source: &Source) -> Response {
         let now = self.clock.now();
         match req {
             Request::Hello { .. } => error(ErrorCode::Malformed, "Hello was already exchanged"),
             Request::Info => {
                 let p = self.store.params();
                 Response::Info(ServerInfo {
-                    version: PROTOCOL_VERSION,
+                    version,
                     max_links_per_bucket: MAX_LINKS_PER_BUCKET as u16,
                     open_window_secs: p.open_window_secs,
                     ttl_secs: p.ttl_secs,
@@ -70,6 +68,36 @@ impl<S: BucketStore> Server<S> {
                         ErrorCode::NotFound,
                         "no link with this deletion token in this bucket",
                     ),
+                    Err(e) => store_error(e),
+                }
+            }
+            Request::PutAnswer { mailbox, answer } => {
+                // A write like a store: the same fair admission.
+                let Some(_turn) = self.store_gate.admit(source).await else {
+                    return error(ErrorCode::ShuttingDown, "server is shutting down");
+                };
+                match self
+                    .store
+                    .put_answer(mailbox, answer, self.expiry_now())
+                    .await
+                {
+                    Ok(PutAnswer::Stored) => Response::AnswerStored,
+                    Ok(PutAnswer::AlreadyAnswered) => error(
+                        ErrorCode::AlreadyAnswered,
+                        "this mailbox holds an answer already; the first one stays",
+                    ),
+                    Err(e) => store_error(e),
+                }
+            }
+            Request::FetchAnswer { mailbox } => {
+                match self.store.fetch_answer(mailbox, self.expiry_now()).await {
+                    Ok(Some(answer)) => Response::Answer { answer },
+                    Ok(None) => Response::Answer {
+                        answer: crate::proto::padding::answer_filler(
+                            self.store.filler_secret(),
+                            &mailbox,
+                        ),
+                    },
                     Err(e) => store_error(e),
                 }
             }

@@ -4,7 +4,7 @@
 //! every decision (version exchange, rate limit, which error closes the connection) is made here.
 
 use super::limits::RateLimiter;
-use crate::proto::wire::{self, negotiate, sanitize_message};
+use crate::proto::wire::{self, negotiate, sanitize_message, ANSWER_VERSION, MIN_PROTOCOL_VERSION};
 use crate::proto::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use tokio::time::Instant;
 
@@ -23,7 +23,8 @@ pub(crate) enum Step {
 /// One connection's protocol state.
 #[derive(Debug)]
 pub(crate) struct Session {
-    greeted: bool,
+    /// The version agreed in the Hello exchange; `None` before it.
+    version: Option<u16>,
     limiter: RateLimiter,
 }
 
@@ -39,9 +40,14 @@ impl Session {
     /// A new connection: not greeted, a full rate bucket.
     pub(crate) fn new(rate_per_sec: u32, rate_burst: u32, now: Instant) -> Self {
         Session {
-            greeted: false,
+            version: None,
             limiter: RateLimiter::new(rate_per_sec, rate_burst, now),
         }
+    }
+
+    /// The version agreed (the newest before Hello; requests are only handled after it).
+    pub(crate) fn version(&self) -> u16 {
+        self.version.unwrap_or(PROTOCOL_VERSION)
     }
 
     /// A complete frame body arrived at `now`.
@@ -56,30 +62,41 @@ impl Session {
                 "too many requests on this connection, slow down",
             ));
         }
-        match (self.greeted, req) {
+        match (self.version, req) {
             (
-                false,
+                None,
                 Request::Hello {
                     min_version,
                     max_version,
                 },
             ) => match negotiate(min_version, max_version) {
                 Some(version) => {
-                    self.greeted = true;
+                    self.version = Some(version);
                     Step::Reply(Response::Hello { version })
                 }
                 None => Step::ReplyAndClose(error(
                     ErrorCode::UnsupportedVersion,
                     format!(
-                        "this server speaks version {PROTOCOL_VERSION}, the client {min_version}..={max_version}"
+                        "this server speaks versions {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}, the client {min_version}..={max_version}"
                     ),
                 )),
             },
-            (false, _) => Step::ReplyAndClose(error(ErrorCode::HelloRequired, "send Hello first")),
-            (true, Request::Hello { .. }) => {
+            (None, _) => Step::ReplyAndClose(error(ErrorCode::HelloRequired, "send Hello first")),
+            (Some(_), Request::Hello { .. }) => {
                 Step::Reply(error(ErrorCode::Malformed, "Hello was already exchanged"))
             }
-            (true, req) => Step::Handle(req),
+            (Some(v), req @ (Request::PutAnswer { .. } | Request::FetchAnswer { .. }))
+                if v < ANSWER_VERSION =>
+            {
+                Step::Reply(error(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "{} needs protocol version {ANSWER_VERSION}; this connection agreed on {v}",
+                        req.kind()
+                    ),
+                ))
+            }
+            (Some(_), req) => Step::Handle(req),
         }
     }
 
@@ -215,19 +232,31 @@ mod tests {
     }
 
     #[test]
-    fn hello_with_version_1_greets() {
+    fn hello_greets_with_the_newest_common_version() {
         let (mut s, now) = session();
         assert_eq!(
             s.on_frame(&hello(1, 5), now),
+            Step::Reply(Response::Hello { version: 2 })
+        );
+        assert_eq!(s.version(), 2);
+        let (mut s, now) = session();
+        assert_eq!(
+            s.on_frame(&hello(1, 1), now),
             Step::Reply(Response::Hello { version: 1 })
         );
+        assert_eq!(s.version(), 1);
     }
 
     #[test]
-    fn hello_without_version_1_replies_unsupported_and_closes() {
+    fn hello_without_a_common_version_replies_unsupported_and_closes() {
         let (mut s, now) = session();
         assert_eq!(
-            code(&s.on_frame(&hello(2, 3), now)),
+            code(&s.on_frame(&hello(3, 4), now)),
+            (ErrorCode::UnsupportedVersion, true)
+        );
+        let (mut s, now) = session();
+        assert_eq!(
+            code(&s.on_frame(&hello(0, 0), now)),
             (ErrorCode::UnsupportedVersion, true)
         );
         let (mut s, now) = session();
@@ -257,6 +286,31 @@ mod tests {
             code(&s.on_frame(&hello(1, 1), now)),
             (ErrorCode::Malformed, false)
         );
+    }
+
+    #[test]
+    fn answer_requests_on_a_version_1_connection_are_refused_and_it_stays_open() {
+        use crate::proto::{MailboxAddr, SealedAnswer};
+        let (mut s, now) = session();
+        s.on_frame(&hello(1, 1), now);
+        let put = Request::PutAnswer {
+            mailbox: MailboxAddr([1; 32]),
+            answer: SealedAnswer([2; 256]),
+        };
+        let fetch = Request::FetchAnswer {
+            mailbox: MailboxAddr([1; 32]),
+        };
+        assert_eq!(
+            code(&s.on_frame(&body(&put), now)),
+            (ErrorCode::UnsupportedVersion, false)
+        );
+        assert_eq!(
+            code(&s.on_frame(&body(&fetch), now)),
+            (ErrorCode::UnsupportedVersion, false)
+        );
+        let (mut s, now) = session();
+        s.on_frame(&hello(1, 2), now);
+        assert_eq!(s.on_frame(&body(&put), now), Step::Handle(put.clone()));
     }
 
     #[test]

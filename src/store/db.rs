@@ -15,9 +15,9 @@ mod tests;
 mod writer;
 
 use super::alloc::Allocator;
-use super::{BucketStore, StoreError, StoreParams};
+use super::{BucketStore, PutAnswer, StoreError, StoreParams};
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
 use slot::{DbPath, Reader};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +95,7 @@ struct Inner {
     params: StoreParams,
     filler: FillerSecret,
     links: Arc<AtomicU64>,
+    answers: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -171,6 +172,7 @@ impl DiskStore {
             Err(e) => return Err(e),
         };
         let links = Arc::new(AtomicU64::new(meta.links));
+        let answers = Arc::new(AtomicU64::new(meta.answers));
         let commits = Arc::new(AtomicU64::new(0));
         let reader = Reader::open(at.clone(), commits.clone())?;
         let max_batch = if config.commit_per_store {
@@ -188,6 +190,7 @@ impl DiskStore {
             down_since: down.then(std::time::Instant::now),
             alloc: Allocator::resume(meta.last, meta.floor),
             links: links.clone(),
+            answers: answers.clone(),
             commits: commits.clone(),
             params: config.params,
             max_batch,
@@ -203,6 +206,7 @@ impl DiskStore {
                 params: config.params,
                 filler,
                 links,
+                answers,
                 commits,
                 writer: Some(writer),
             }),
@@ -215,12 +219,19 @@ impl DiskStore {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
-    /// Check that every bucket decodes and the counters agree; returns (buckets, links).
+    /// Check that every bucket and answer decodes and the counters agree; returns (buckets,
+    /// links).
     pub fn verify(&self) -> Result<(u64, u64), StoreError> {
         let (buckets, links) = schema::verify(&*self.inner.reader.get()?)?;
         if links != self.link_count() {
             return Err(StoreError::Corrupt {
                 what: "the in-memory link counter disagrees with the database",
+                source: None,
+            });
+        }
+        if schema::read_meta(&*self.inner.reader.get()?)?.answers != self.answer_count() {
+            return Err(StoreError::Corrupt {
+                what: "the in-memory answer counter disagrees with the database",
                 source: None,
             });
         }
@@ -285,6 +296,25 @@ fn read_bucket(
         return Ok(None);
     }
     Ok(Some(b.links.into_iter().map(|l| l.link).collect()))
+}
+
+/// The unexpired answer in `mailbox`, from a fresh read transaction.
+fn read_answer(
+    db: &redb::ReadOnlyDatabase,
+    mailbox: MailboxAddr,
+    now: u64,
+    ttl: u64,
+) -> Result<Option<SealedAnswer>, StoreError> {
+    use redb::ReadableDatabase;
+    let r = db.begin_read()?;
+    let Some(t) = schema::open_optional(&r, schema::MAILBOXES)? else {
+        return Ok(None);
+    };
+    let Some(v) = t.get(&mailbox.0)? else {
+        return Ok(None);
+    };
+    let a = schema::decode_answer(v.value())?;
+    Ok((!a.expired(now, ttl)).then_some(a.answer))
 }
 
 fn restrict_permissions(path: &Path, mode: u32) {
@@ -355,6 +385,43 @@ impl BucketStore for DiskStore {
         self.send(op, rx).await
     }
 
+    async fn put_answer(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> Result<PutAnswer, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::PutAnswer {
+            mailbox,
+            answer,
+            now,
+            reply,
+        };
+        self.send(op, rx).await
+    }
+
+    async fn fetch_answer(
+        &self,
+        mailbox: MailboxAddr,
+        now: u64,
+    ) -> Result<Option<SealedAnswer>, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let ttl = inner.params.ttl_secs;
+            let db = inner.reader.get()?;
+            match read_answer(&db, mailbox, now, ttl) {
+                Err(StoreError::Backend(_)) => {
+                    inner.reader.reopen(&db)?;
+                    read_answer(&*inner.reader.get()?, mailbox, now, ttl)
+                }
+                r => r,
+            }
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Gc { now, limit, reply }, rx).await
@@ -370,5 +437,9 @@ impl BucketStore for DiskStore {
 
     fn link_count(&self) -> u64 {
         self.inner.links.load(Ordering::Relaxed)
+    }
+
+    fn answer_count(&self) -> u64 {
+        self.inner.answers.load(Ordering::Relaxed)
     }
 }

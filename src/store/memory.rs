@@ -2,13 +2,15 @@
 //! durable.
 
 use super::alloc::Allocator;
-use super::{BucketStore, StoreError, StoreParams, StoredBucket, StoredLink};
+use super::{
+    BucketStore, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+};
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
-use std::collections::{BTreeMap, HashMap};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// In-memory [`BucketStore`].
+/// In-memory [`BucketStore`] (buckets and answer mailboxes).
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<State>>,
@@ -22,6 +24,19 @@ struct State {
     buckets: HashMap<Locator, StoredBucket>,
     order: BTreeMap<BucketId, ()>,
     links: u64,
+    answers: HashMap<MailboxAddr, StoredAnswer>,
+    answer_order: BTreeSet<(u64, MailboxAddr)>,
+}
+
+impl State {
+    fn quota(&self, params: &StoreParams) -> Result<(), StoreError> {
+        match params.max_links {
+            Some(max) if self.links + self.answers.len() as u64 >= max => {
+                Err(StoreError::QuotaExceeded { max })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A thread panicked while holding the store's lock.
@@ -53,11 +68,7 @@ impl BucketStore for MemoryStore {
         now: u64,
     ) -> Result<BucketId, StoreError> {
         let mut s = self.state()?;
-        if let Some(max) = self.params.max_links {
-            if s.links >= max {
-                return Err(StoreError::QuotaExceeded { max });
-            }
-        }
+        s.quota(&self.params)?;
         let order = &s.order;
         let used = |c: u64| {
             let range = BucketId { created: c, seq: 0 }..=BucketId {
@@ -116,9 +127,60 @@ impl BucketStore for MemoryStore {
         Ok(true)
     }
 
+    async fn put_answer(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> Result<PutAnswer, StoreError> {
+        let mut s = self.state()?;
+        let ttl = self.params.ttl_secs;
+        if let Some(old) = s.answers.get(&mailbox) {
+            if !old.expired(now, ttl) {
+                return Ok(PutAnswer::AlreadyAnswered);
+            }
+            let created = old.created;
+            s.answers.remove(&mailbox);
+            s.answer_order.remove(&(created, mailbox));
+        }
+        s.quota(&self.params)?;
+        s.answers.insert(
+            mailbox,
+            StoredAnswer {
+                created: now,
+                answer,
+            },
+        );
+        s.answer_order.insert((now, mailbox));
+        Ok(PutAnswer::Stored)
+    }
+
+    async fn fetch_answer(
+        &self,
+        mailbox: MailboxAddr,
+        now: u64,
+    ) -> Result<Option<SealedAnswer>, StoreError> {
+        let s = self.state()?;
+        Ok(s.answers
+            .get(&mailbox)
+            .filter(|a| !a.expired(now, self.params.ttl_secs))
+            .map(|a| a.answer))
+    }
+
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let mut s = self.state()?;
         let ttl = self.params.ttl_secs;
+        let old_answers: Vec<(u64, MailboxAddr)> = s
+            .answer_order
+            .iter()
+            .take_while(|(created, _)| now >= created.saturating_add(ttl))
+            .take(limit)
+            .copied()
+            .collect();
+        for k in &old_answers {
+            s.answer_order.remove(k);
+            s.answers.remove(&k.1);
+        }
         let doomed: Vec<BucketId> = s
             .order
             .keys()
@@ -133,7 +195,7 @@ impl BucketStore for MemoryStore {
                 s.links -= b.links.len() as u64;
             }
         }
-        Ok(doomed.len())
+        Ok(doomed.len() + old_answers.len())
     }
 
     fn params(&self) -> StoreParams {
@@ -146,5 +208,12 @@ impl BucketStore for MemoryStore {
 
     fn link_count(&self) -> u64 {
         self.inner.lock().map(|s| s.links).unwrap_or(0)
+    }
+
+    fn answer_count(&self) -> u64 {
+        self.inner
+            .lock()
+            .map(|s| s.answers.len() as u64)
+            .unwrap_or(0)
     }
 }

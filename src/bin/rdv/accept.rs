@@ -1,5 +1,6 @@
 //! `rdv accept`, `rdv delete` and `rdv info`.
 
+use crate::answer::read_answer_arg;
 use crate::cli::{AcceptArgs, DeleteArgs, InfoArgs};
 use crate::term::{
     arg_or_stdin, escape_for_terminal, read_passphrase_interactive, stdout_is_terminal,
@@ -23,6 +24,7 @@ fn read_link(arg: Option<String>) -> Result<RdvLink> {
 pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     a.transport.take_link_from_direct(&mut a.link);
     let link = read_link(a.link.take())?;
+    let answer = read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
     let passphrase = match (&link.passphrase, a.passphrase.take()) {
         (_, Some(p)) => Some(Passphrase::new(zeroize::Zeroizing::new(p).as_str())),
         (Some(_), None) => None,
@@ -52,6 +54,20 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     } else {
         out.write_all(&found.payload)?;
         out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    match (&found.reply, answer) {
+        (Some(reply), Some(answer)) => {
+            client.answer(reply, &answer).await?;
+            eprintln!("answered: the initiator can now collect the answer");
+        }
+        (None, Some(_)) => anyhow::bail!(
+            "this link does not expect an answer (its initiator did not ask for one); the answer was not sent"
+        ),
+        (Some(_), None) => eprintln!(
+            "note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)"
+        ),
+        (None, None) => {}
     }
     Ok(())
 }

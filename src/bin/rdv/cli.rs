@@ -30,13 +30,15 @@ pub(crate) enum Cmd {
     Serve(ServeArgs),
     /// Seal a payload, store it on a server, and print the link (and passphrase) to hand over.
     Offer(OfferArgs),
-    /// Fetch the bucket a link points to and open the payload with the passphrase.
+    /// Fetch the bucket a link points to, open the payload with the passphrase, answer if asked.
     Accept(AcceptArgs),
+    /// Collect the answer to an offer made with --expect-answer --state FILE.
+    Collect(CollectArgs),
     /// Delete a link you offered, with the deletion token `rdv offer` printed.
     Delete(DeleteArgs),
     /// Show a server's advertised parameters.
     Info(InfoArgs),
-    /// Run a complete rendezvous on loopback: server, other initiators, offer, accept.
+    /// Run a complete rendezvous on loopback: server, other initiators, offer, accept, answer.
     Demo,
 }
 
@@ -223,6 +225,56 @@ pub(crate) struct OfferArgs {
     /// Longest open window accepted from a server.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub(crate) max_window: Duration,
+    /// Ask the accepter for an answer (say, its own connection link), sealed so that only you can
+    /// open it, and forward-secret: the link carries a fresh X25519 key whose secret stays with
+    /// you until the answer is collected. Needs --wait or --state; the payload may then be at
+    /// most 181 bytes.
+    #[arg(long, help_heading = "Answer")]
+    pub(crate) expect_answer: bool,
+    /// Write what collecting the answer needs to FILE (created with mode 0600, never
+    /// overwritten; it holds secrets), for `rdv collect --state FILE` later.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "expect_answer",
+        help_heading = "Answer"
+    )]
+    pub(crate) state: Option<PathBuf>,
+    /// Wait up to this long for the answer, print it (escaped, on an `answer:` line) and delete
+    /// the link. With --state too, the state file is removed once the answer is in.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "expect_answer", help_heading = "Answer")]
+    pub(crate) wait: Option<Duration>,
+    /// How often to look for the answer while waiting (each look is a fresh circuit).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
+    pub(crate) poll_every: Duration,
+    #[command(flatten)]
+    pub(crate) transport: TransportArgs,
+}
+
+/// A poll interval: at least one second.
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+#[derive(Args)]
+pub(crate) struct CollectArgs {
+    /// The state file `rdv offer --expect-answer --state FILE` wrote. It is removed once the
+    /// answer is in (its secrets are what makes the answer readable).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: PathBuf,
+    /// Wait up to this long for the answer. Default: look once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) wait: Option<Duration>,
+    /// How often to look while waiting (each look is a fresh circuit).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_poll)]
+    pub(crate) poll_every: Duration,
+    /// Leave the link on the server once the answer is in. Default: delete it.
+    #[arg(long)]
+    pub(crate) keep_link: bool,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }
@@ -238,6 +290,19 @@ pub(crate) struct AcceptArgs {
     /// link that carries its own is an error.
     #[arg(long, env = "RDV_PASSPHRASE", hide_env_values = true)]
     pub(crate) passphrase: Option<String>,
+    /// Answer the link (when the initiator asked for an answer): at most 181 bytes, say your own
+    /// connection link. Also read from RDV_ANSWER, which keeps it out of the process list.
+    #[arg(
+        long,
+        env = "RDV_ANSWER",
+        hide_env_values = true,
+        conflicts_with = "answer_file",
+        help_heading = "Answer"
+    )]
+    pub(crate) answer: Option<String>,
+    /// Read the answer from this file.
+    #[arg(long, value_name = "FILE", help_heading = "Answer")]
+    pub(crate) answer_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

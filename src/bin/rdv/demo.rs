@@ -1,4 +1,5 @@
-//! `rdv demo`: a complete rendezvous on loopback, needing nothing but this binary.
+//! `rdv demo`: a complete rendezvous on loopback, with the answer, needing nothing but this
+//! binary.
 
 use anyhow::{Context, Result};
 use rdv::client::direct::DirectConnector;
@@ -65,10 +66,10 @@ pub(crate) async fn run() -> Result<()> {
 
     let payload = "simplex:/contact#/?v=2-7&smp=smp%3A%2F%2Fsecret-server.example%2Fq7Jx";
     let passphrase = generate_passphrase();
-    println!("3. our initiator seals its connection link ({} bytes) with Argon2id 'default' (64 MiB) and stores it", payload.len());
+    println!("3. our initiator seals its connection link ({} bytes) with Argon2id 'default' (64 MiB) and a fresh X25519 answer key, and stores it", payload.len());
     let t = Instant::now();
-    let offer = client
-        .offer(
+    let (offer, pending) = client
+        .offer_expecting_answer(
             &server_addr,
             payload.as_bytes(),
             passphrase.clone(),
@@ -94,7 +95,7 @@ pub(crate) async fn run() -> Result<()> {
     let t = Instant::now();
     let found = client.accept(&link, Some(passphrase.clone())).await?;
     println!(
-        "   tried {} links (the answer is always padded to a full bucket), link {} opened, {:.2} s",
+        "   tried {} links (the server always pads its reply to a full bucket), link {} opened, {:.2} s",
         found.tried,
         found.index + 1,
         t.elapsed().as_secs_f64()
@@ -104,7 +105,33 @@ pub(crate) async fn run() -> Result<()> {
         anyhow::bail!("the accepter opened a different payload than was offered");
     }
 
-    println!("6. someone with the link but a wrong passphrase:");
+    let reply_link = "simplex:/contact#/?v=2-7&smp=smp%3A%2F%2Faccepter-server.example%2Fr4Kq";
+    println!("6. the accepter answers with its own connection link, sealed to the initiator's answer key (forward-secret: X25519 with a throw-away key), into a mailbox only the two can name");
+    let reply = found
+        .reply
+        .as_ref()
+        .context("the link should expect an answer")?;
+    client.answer(reply, reply_link.as_bytes()).await?;
+    let answer = client
+        .collect(&pending)
+        .await?
+        .context("the answer should be in the mailbox")?;
+    println!(
+        "   the initiator collects it: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    if answer[..] != *reply_link.as_bytes() {
+        anyhow::bail!("the initiator collected a different answer than was given");
+    }
+    match client.answer(reply, b"a second answer").await {
+        Err(e @ rdv::client::AnswerError::AlreadyAnswered) => {
+            println!("   a second answer is refused: {e}")
+        }
+        other => anyhow::bail!("a second answer should be refused, got {other:?}"),
+    }
+    drop(pending);
+
+    println!("7. someone with the link but a wrong passphrase:");
     match client
         .accept(&link, Some(Passphrase::new("wrong-guess")))
         .await
@@ -114,7 +141,7 @@ pub(crate) async fn run() -> Result<()> {
     }
 
     println!(
-        "7. the initiator deletes its link (one-time link) with its delete token {}…",
+        "8. the initiator deletes its link (one-time link) with its delete token {}…",
         &offer.delete_token.to_text()[..8]
     );
     client.delete(&link, &offer.delete_token).await?;
@@ -123,8 +150,9 @@ pub(crate) async fn run() -> Result<()> {
         other => anyhow::bail!("a deleted link should not open, got {other:?}"),
     }
     println!(
-        "   the server now holds {} links",
-        server.store().link_count()
+        "   the server now holds {} links and {} answer (kept for the ttl; unreadable once both sides dropped their keys)",
+        server.store().link_count(),
+        server.store().answer_count()
     );
     server.shutdown();
     server.drain().await;

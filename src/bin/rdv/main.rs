@@ -1,7 +1,8 @@
 //! The `rdv` command line: a thin layer over the library.
 //!
 //! - `cli`: the argument schema;
-//! - `serve`, `offer`, `accept` (with `delete` and `info`), `demo`: one subcommand each;
+//! - `serve`, `offer`, `accept` (with `delete` and `info`), `answer` (`collect`, and the
+//!   answer's side of `offer` and `accept`), `demo`: one subcommand each;
 //! - `transport`: which connector the transport flags select;
 //! - `term`: logging, progress, prompts and terminal output;
 //! - `error`: hints that name command-line flags, around the library's errors.
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+mod answer;
 mod cli;
 mod demo;
 mod error;
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Serve(a) => serve::run(a).await,
             Cmd::Offer(a) => offer::run(a).await,
             Cmd::Accept(a) => accept::run(a).await,
+            Cmd::Collect(a) => answer::collect(a).await,
             Cmd::Delete(a) => accept::delete(a).await,
             Cmd::Info(a) => accept::info(a).await,
             Cmd::Demo => demo::run().await,

@@ -1,6 +1,9 @@
-//! `rdv offer`: read the payload, choose the passphrase, store, print the link.
+//! `rdv offer`: read the payload, choose the passphrase, store, print the link (and, with
+//! `--expect-answer`, keep the state for the answer or wait for it).
 
+use crate::answer::{no_answer, wait_for_answer, write_state};
 use crate::cli::OfferArgs;
+use crate::term::escape_for_terminal;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
 use rdv::client::generate_passphrase;
@@ -70,6 +73,17 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if kdf == KdfProfile::Test {
         eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
     }
+    if a.expect_answer && a.state.is_none() && a.wait.is_none() {
+        bail!("--expect-answer needs --wait DURATION (wait for the answer here) or --state FILE (collect it later with rdv collect), or both");
+    }
+    if let Some(state) = &a.state {
+        if state.exists() {
+            bail!(
+                "--state {}: the file exists already (a state file is never overwritten)",
+                state.display()
+            );
+        }
+    }
     let payload = read_payload(&a)?;
     let given = a.passphrase.take().map(zeroize::Zeroizing::new);
     let passphrase = choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
@@ -79,7 +93,20 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_seq: a.max_seq,
     };
     let client = make_client(&a.transport, &server, policy).await?;
-    let offer = client.offer(&server, &payload, passphrase, kdf).await?;
+    let (offer, pending) = if a.expect_answer {
+        let (o, p) = client
+            .offer_expecting_answer(&server, &payload, passphrase, kdf)
+            .await?;
+        if let Some(state) = &a.state {
+            write_state(state, &p)?;
+        }
+        (o, Some(p))
+    } else {
+        (
+            client.offer(&server, &payload, passphrase, kdf).await?,
+            None,
+        )
+    };
     // The bucket ID is not printed: its hash is the locator.
     eprintln!(
         "stored; the bucket passed the anti-fingerprinting check (fresh, sequence number {} <= {})",
@@ -103,5 +130,46 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     writeln!(out, "delete-token: {}", &*token)?;
     eprintln!("Keep the delete token to remove the link later: rdv delete LINK --token TOKEN");
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    if let Some(state) = &a.state {
+        eprintln!(
+            "The accepter can answer; collect the answer with: rdv collect --state {}",
+            state.display()
+        );
+    }
+    let Some(wait) = a.wait else {
+        return Ok(());
+    };
+    out.flush()?;
+    drop(out);
+    let Some(answer) = wait_for_answer(&client, &pending, Some(wait), a.poll_every, false).await?
+    else {
+        let why = no_answer(&pending);
+        if let Some(state) = &a.state {
+            bail!(
+                "{why}; collect it later with: rdv collect --state {}",
+                state.display()
+            );
+        }
+        // Without a state file nobody could read a later answer: take the link down so that
+        // nobody answers into the void.
+        match client.retire(&pending).await {
+            Ok(()) => bail!("{why}; without --state a later answer could not be read, so the link was deleted"),
+            Err(e) => bail!(
+                "{why}; without --state a later answer could not be read, and the link could NOT be deleted ({}); it expires by itself",
+                rdv::config::report(&e)
+            ),
+        }
+    };
+    if let Some(state) = &a.state {
+        std::fs::remove_file(state)
+            .with_context(|| format!("removing the state file {}", state.display()))?;
+    }
+    drop(pending);
+    // On a line of its own like the others, so always escaped (a newline would end it).
+    let (shown, _) = escape_for_terminal(&answer);
+    writeln!(std::io::stdout().lock(), "answer: {shown}")?;
     Ok(())
 }

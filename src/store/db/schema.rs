@@ -3,20 +3,31 @@
 //! Tables:
 //! - `buckets`: locator (32 bytes) → postcard [`StoredBucket`]
 //! - `expiry`: (created, seq) → () — bucket IDs in creation order, for garbage collection
-//! - `meta`: the format version, the link counter and the newest bucket ID
+//! - `meta`: the format version, the link and answer counters, the newest bucket ID and the GC
+//!   floor
 //! - `secrets`: the fetch-padding secret
+//! - `mailboxes`: mailbox address (32 bytes) → postcard [`StoredAnswer`]
+//! - `mailbox_expiry`: (created, mailbox address) → () — answers in creation order
+//!
+//! The two mailbox tables came with protocol version 2 without a format change: a database of
+//! an older version gets them at its first answer, and until then readers take a missing table
+//! for an empty one.
 
 use crate::proto::padding::FillerSecret;
 use crate::proto::BucketId;
-use crate::store::{StoreError, StoredBucket};
+use crate::store::{StoreError, StoredAnswer, StoredBucket};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 pub(super) const BUCKETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("buckets");
 pub(super) const EXPIRY: TableDefinition<(u64, u16), ()> = TableDefinition::new("expiry");
+pub(super) const MAILBOXES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mailboxes");
+pub(super) const MAILBOX_EXPIRY: TableDefinition<(u64, [u8; 32]), ()> =
+    TableDefinition::new("mailbox_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets");
 
 const META_LINKS: &str = "links";
+const META_ANSWERS: &str = "answers";
 const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
 const META_GC_FLOOR: &str = "gc_floor";
@@ -32,6 +43,8 @@ pub(super) struct Meta {
     pub(super) last: Option<BucketId>,
     /// Links stored.
     pub(super) links: u64,
+    /// Answers stored.
+    pub(super) answers: u64,
     /// The newest creation second of a collected bucket.
     pub(super) floor: Option<u64>,
 }
@@ -143,6 +156,7 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
     Ok(Meta {
         last,
         links: get(META_LINKS)?.unwrap_or(0),
+        answers: get(META_ANSWERS)?.unwrap_or(0),
         floor: get(META_GC_FLOOR)?,
     })
 }
@@ -151,6 +165,7 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
 pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreError> {
     let mut meta = w.open_table(META)?;
     meta.insert(META_LINKS, m.links)?;
+    meta.insert(META_ANSWERS, m.answers)?;
     if let Some(last) = m.last {
         meta.insert(META_LAST_CREATED, last.created)?;
         meta.insert(META_LAST_SEQ, u64::from(last.seq))?;
@@ -169,6 +184,29 @@ pub(super) fn decode(bytes: &[u8]) -> Result<StoredBucket, StoreError> {
 /// Encode one bucket for storage.
 pub(super) fn encode(b: &StoredBucket) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(b).map_err(|e| StoreError::corrupt("a bucket does not encode", e))
+}
+
+/// Decode one stored answer.
+pub(super) fn decode_answer(bytes: &[u8]) -> Result<StoredAnswer, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::corrupt("a stored answer does not decode", e))
+}
+
+/// Encode one answer for storage.
+pub(super) fn encode_answer(a: &StoredAnswer) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(a).map_err(|e| StoreError::corrupt("an answer does not encode", e))
+}
+
+/// A table of a read transaction, `None` if it does not exist yet.
+pub(super) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
+    r: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match r.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Check that every bucket decodes, sits under its own locator and in the expiry index, and that
@@ -200,6 +238,31 @@ pub(super) fn verify(db: &impl ReadableDatabase) -> Result<(u64, u64), StoreErro
     if links != meta.links {
         return Err(StoreError::Corrupt {
             what: "the link counter disagrees with the stored links",
+            source: None,
+        });
+    }
+    let mut answers = 0u64;
+    if let Some(m) = open_optional(&r, MAILBOXES)? {
+        let e = open_optional(&r, MAILBOX_EXPIRY)?;
+        for row in m.iter()? {
+            let (k, v) = row?;
+            let a = decode_answer(v.value())?;
+            let indexed = match &e {
+                Some(e) => e.get((a.created, *k.value()))?.is_some(),
+                None => false,
+            };
+            if !indexed {
+                return Err(StoreError::Corrupt {
+                    what: "an answer is missing from the mailbox expiry index",
+                    source: None,
+                });
+            }
+            answers += 1;
+        }
+    }
+    if answers != meta.answers {
+        return Err(StoreError::Corrupt {
+            what: "the answer counter disagrees with the stored answers",
             source: None,
         });
     }

@@ -97,10 +97,17 @@ impl DbPath {
         let mut b = Database::builder();
         b.set_cache_size(self.write_cache)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter);
-        Ok(match &self.backend {
-            Some(make) => b.create_with_backend(Boxed(make(true).map_err(StoreError::backend)?))?,
-            None => b.create(&self.path)?,
-        })
+        let db = match &self.backend {
+            Some(make) => b.create_with_backend(Boxed(make(true).map_err(StoreError::backend)?)),
+            None => b.create(&self.path),
+        };
+        match db {
+            Ok(db) => Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::InUse {
+                path: self.path.display().to_string(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Open the existing database for reading, beside its writer.

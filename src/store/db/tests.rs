@@ -519,6 +519,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             down_since: None,
             alloc: Allocator::default(),
             links: Arc::new(AtomicU64::new(0)),
+            answers: Arc::new(AtomicU64::new(0)),
             commits: counter.clone(),
             params: StoreParams::default(),
             max_batch,
@@ -548,4 +549,147 @@ fn queued_stores_share_commits_batch_by_batch() {
             "max_batch {max_batch}: 200 queued stores in {commits} commits"
         );
     }
+}
+
+fn mailbox(i: u32) -> (crate::proto::MailboxAddr, crate::proto::SealedAnswer) {
+    let mut m = [0u8; 32];
+    m[..4].copy_from_slice(&i.to_be_bytes());
+    let mut a = [0x5au8; 256];
+    a[..4].copy_from_slice(&i.to_be_bytes());
+    (crate::proto::MailboxAddr(m), crate::proto::SealedAnswer(a))
+}
+
+/// Answers on disk: a new database has no mailbox tables (they come with the first answer) and
+/// reads as empty; write-once; an expired answer frees its mailbox; GC removes expired answers;
+/// the counters and indexes agree throughout and after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_on_disk_are_write_once_expire_and_are_collected() {
+    use crate::store::PutAnswer;
+    let dir = tempfile::tempdir().unwrap();
+    let params = StoreParams {
+        open_window_secs: 10,
+        ttl_secs: 100,
+        ..Default::default()
+    };
+    let config = DiskStoreConfig {
+        params,
+        ..Default::default()
+    };
+    let store = DiskStore::open(
+        dir.path(),
+        config.clone(),
+        FillerSecret::from_bytes([1; 32]),
+    )
+    .unwrap();
+    let (m1, a1) = mailbox(1);
+    let (m2, a2) = mailbox(2);
+    assert_eq!(store.fetch_answer(m1, T0).await.unwrap(), None);
+    store.verify().unwrap();
+    assert_eq!(
+        store.put_answer(m1, a1, T0).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(
+        store.put_answer(m1, a2, T0 + 99).await.unwrap(),
+        PutAnswer::AlreadyAnswered
+    );
+    assert_eq!(store.fetch_answer(m1, T0 + 99).await.unwrap(), Some(a1));
+    assert_eq!(store.fetch_answer(m1, T0 + 100).await.unwrap(), None);
+    // Expired but not collected: the mailbox takes a new answer.
+    assert_eq!(
+        store.put_answer(m1, a2, T0 + 100).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(
+        store.put_answer(m2, a2, T0 + 150).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(store.answer_count(), 2);
+    store.verify().unwrap();
+    assert_eq!(store.collect_garbage(T0 + 200, 10).await.unwrap(), 1);
+    assert_eq!(store.fetch_answer(m2, T0 + 200).await.unwrap(), Some(a2));
+    assert_eq!(store.answer_count(), 1);
+    store.verify().unwrap();
+    drop(store);
+    let store = DiskStore::open(dir.path(), config, FillerSecret::from_bytes([2; 32])).unwrap();
+    assert_eq!(store.answer_count(), 1);
+    store.verify().unwrap();
+    assert_eq!(store.fetch_answer(m2, T0 + 200).await.unwrap(), Some(a2));
+}
+
+/// Answers put concurrently, then the power goes out: every acknowledged answer is there after
+/// the reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_answer_survives_a_power_loss() {
+    for seed in [11, 47, 83] {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Faulty::new(dir.path());
+        let store = open_faulty(dir.path(), &disk, StoreParams::default());
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..4u32 {
+            let (store, acked) = (store.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..300u32 {
+                    let (m, a) = mailbox(w * 100_000 + i);
+                    match store.put_answer(m, a, T0).await {
+                        Ok(_) => acked.lock().unwrap().push((m, a)),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20 + seed % 80)).await;
+        disk.power_loss();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(store);
+        let acked = acked.lock().unwrap().clone();
+        assert!(!acked.is_empty(), "seed {seed}: some answers acknowledged");
+        let store = DiskStore::open(
+            dir.path(),
+            DiskStoreConfig::default(),
+            FillerSecret::from_bytes([6; 32]),
+        )
+        .unwrap();
+        for (m, a) in &acked {
+            assert_eq!(
+                store.fetch_answer(*m, T0).await.unwrap(),
+                Some(*a),
+                "seed {seed}: an acknowledged answer was lost"
+            );
+        }
+        store.verify().unwrap();
+    }
+}
+
+/// A database held by another store is refused with a clear error, not opened read-only (the
+/// read-only fallback is for a full disk).
+#[test]
+fn a_database_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([1; 32]),
+    )
+    .unwrap();
+    let second = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([1; 32]),
+    );
+    match second {
+        Err(e @ StoreError::InUse { .. }) => assert!(e.to_string().contains("in use"), "{e}"),
+        Err(e) => panic!("expected InUse, got {e:?}"),
+        Ok(_) => panic!("a second store opened a database in use"),
+    }
+    drop(first);
+    DiskStore::open(
+        dir.path(),
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([1; 32]),
+    )
+    .expect("free again once the first store is gone");
 }

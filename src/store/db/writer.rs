@@ -1,6 +1,6 @@
 //! The writer thread: group commit.
 //!
-//! Every write (store, delete, garbage collection) is an [`Op`] queued to one thread. The writer
+//! Every write (store, delete, answer, garbage collection) is an [`Op`] queued to one thread. The writer
 //! takes everything queued, applies it in one write transaction ([`Batch`]), commits durably, and
 //! only then answers each caller: concurrent writes share one fsync. If the transaction or its
 //! commit fails, every operation of the batch gets the error and the writer's state goes back to
@@ -11,11 +11,11 @@
 //! arrive in between fail at once with a storage error. Reads are not affected: they go through
 //! their own handle (see `slot.rs`).
 
-use super::schema::{self, Meta, BUCKETS, EXPIRY};
+use super::schema::{self, Meta, BUCKETS, EXPIRY, MAILBOXES, MAILBOX_EXPIRY};
 use super::slot::DbPath;
-use crate::proto::{BucketId, DeleteCheck, Locator, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
 use crate::store::alloc::Allocator;
-use crate::store::{StoreError, StoreParams, StoredBucket, StoredLink};
+use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -52,6 +52,12 @@ pub(super) enum Op {
         now: u64,
         reply: Reply<bool>,
     },
+    PutAnswer {
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+        reply: Reply<PutAnswer>,
+    },
     Gc {
         now: u64,
         limit: usize,
@@ -66,6 +72,7 @@ impl Op {
         match self {
             Op::Store { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::PutAnswer { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),
         }
     }
@@ -75,6 +82,7 @@ impl Op {
 enum Outcome {
     Store(Reply<BucketId>, Result<BucketId, StoreError>),
     Delete(Reply<bool>, Result<bool, StoreError>),
+    PutAnswer(Reply<PutAnswer>, Result<PutAnswer, StoreError>),
     Gc(Reply<usize>, Result<usize, StoreError>),
 }
 
@@ -83,6 +91,7 @@ impl Outcome {
         match self {
             Outcome::Store(tx, r) => drop(tx.send(r)),
             Outcome::Delete(tx, r) => drop(tx.send(r)),
+            Outcome::PutAnswer(tx, r) => drop(tx.send(r)),
             Outcome::Gc(tx, r) => drop(tx.send(r)),
         }
     }
@@ -93,6 +102,7 @@ impl Outcome {
         match self {
             Outcome::Store(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             Outcome::Delete(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::PutAnswer(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             Outcome::Gc(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             other => other.send(),
         }
@@ -112,6 +122,7 @@ pub(super) struct Writer {
     pub(super) down_since: Option<Instant>,
     pub(super) alloc: Allocator,
     pub(super) links: Arc<AtomicU64>,
+    pub(super) answers: Arc<AtomicU64>,
     pub(super) commits: Arc<AtomicU64>,
     pub(super) params: StoreParams,
     pub(super) max_batch: usize,
@@ -190,6 +201,7 @@ impl Writer {
             Ok((db, meta)) => {
                 self.alloc = Allocator::resume(meta.last, meta.floor);
                 self.links.store(meta.links, Ordering::Relaxed);
+                self.answers.store(meta.answers, Ordering::Relaxed);
                 self.db = Some(db);
                 let down = self
                     .down_since
@@ -219,8 +231,11 @@ impl Writer {
             Ok(w) => w,
             Err(e) => return Err((e, ops.collect())),
         };
-        let links_before = self.links.load(Ordering::Relaxed);
-        let changed = match self.run_ops(&w, &mut ops, outcomes, links_before) {
+        let before = (
+            self.links.load(Ordering::Relaxed),
+            self.answers.load(Ordering::Relaxed),
+        );
+        let changed = match self.run_ops(&w, &mut ops, outcomes, before) {
             Ok(changed) => changed,
             Err(e) => {
                 drop(w.abort());
@@ -231,11 +246,12 @@ impl Writer {
             // Nothing changed (deletes that matched nothing, refused stores, GC with nothing
             // expired): no commit, no fsync, the answers stand as they are.
             None => drop(w.abort()),
-            Some(links) => {
+            Some((links, answers)) => {
                 w.commit().map_err(|e| (StoreError::from(e), Vec::new()))?;
                 // Release: a reader that sees the new count (before any reply goes out) reads this commit.
                 self.commits.fetch_add(1, Ordering::Release);
                 self.links.store(links, Ordering::Relaxed);
+                self.answers.store(answers, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -252,20 +268,23 @@ impl Writer {
         Ok(w)
     }
 
-    /// Run the operations; `Some(link count)` if anything is to be committed.
+    /// Run the operations; `Some((links, answers))` if anything is to be committed.
     fn run_ops(
         &mut self,
         w: &WriteTransaction,
         ops: &mut std::vec::IntoIter<Op>,
         outcomes: &mut Vec<Outcome>,
-        links: u64,
-    ) -> Result<Option<u64>, StoreError> {
+        (links, answers): (u64, u64),
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let mut batch = Batch {
+            w,
             buckets: w.open_table(BUCKETS)?,
             expiry: w.open_table(EXPIRY)?,
+            mail: None,
             touched: HashMap::new(),
             dirty: HashSet::new(),
             links,
+            answers,
             changed: false,
         };
         for op in ops.by_ref() {
@@ -288,6 +307,15 @@ impl Writer {
                     let r = batch.apply_delete(&self.params, locator, check, now)?;
                     outcomes.push(Outcome::Delete(reply, Ok(r)));
                 }
+                Op::PutAnswer {
+                    mailbox,
+                    answer,
+                    now,
+                    reply,
+                } => {
+                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now)?;
+                    outcomes.push(Outcome::PutAnswer(reply, r));
+                }
                 Op::Gc { now, limit, reply } => {
                     let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit)?;
                     outcomes.push(Outcome::Gc(reply, Ok(r)));
@@ -295,7 +323,7 @@ impl Writer {
             }
         }
         batch.flush()?;
-        let (changed, links) = (batch.changed, batch.links);
+        let (changed, links, answers) = (batch.changed, batch.links, batch.answers);
         drop(batch);
         if !changed {
             return Ok(None);
@@ -305,28 +333,99 @@ impl Writer {
             &Meta {
                 last: self.alloc.last(),
                 links,
+                answers,
                 floor: self.alloc.floor(),
             },
         )?;
-        Ok(Some(links))
+        Ok(Some((links, answers)))
     }
+}
+
+/// The mailbox tables of a write transaction.
+struct MailTables<'t> {
+    answers: Table<'t, &'static [u8; 32], &'static [u8]>,
+    expiry: Table<'t, (u64, [u8; 32]), ()>,
 }
 
 /// One write transaction's tables and the buckets it has loaded.
 struct Batch<'t> {
+    w: &'t WriteTransaction,
     buckets: Table<'t, &'static [u8; 32], &'static [u8]>,
     expiry: Table<'t, (u64, u16), ()>,
+    /// Opened at the first answer or GC of the batch (most batches hold stores only).
+    mail: Option<MailTables<'t>>,
     /// Buckets read (and maybe changed) in this batch, written back at the end.
     touched: HashMap<Locator, StoredBucket>,
     /// Which of `touched` changed.
     dirty: HashSet<Locator>,
     /// Links stored after this batch.
     links: u64,
+    /// Answers stored after this batch.
+    answers: u64,
     /// Whether the batch changed anything at all.
     changed: bool,
 }
 
-impl Batch<'_> {
+impl<'t> Batch<'t> {
+    fn mail(&mut self) -> Result<&mut MailTables<'t>, StoreError> {
+        if self.mail.is_none() {
+            self.mail = Some(MailTables {
+                answers: self.w.open_table(MAILBOXES)?,
+                expiry: self.w.open_table(MAILBOX_EXPIRY)?,
+            });
+        }
+        Ok(self.mail.as_mut().expect("opened above"))
+    }
+
+    /// The quota check shared by stores and answers.
+    fn over_quota(&self, params: &StoreParams) -> Option<StoreError> {
+        let max = params.max_links?;
+        (self.links + self.answers >= max).then_some(StoreError::QuotaExceeded { max })
+    }
+
+    /// One answer. The outer error aborts the batch; the inner one is this answer's refusal.
+    fn apply_put_answer(
+        &mut self,
+        params: &StoreParams,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
+        let ttl = params.ttl_secs;
+        let mail = self.mail()?;
+        let old = match mail.answers.get(&mailbox.0)? {
+            Some(g) => Some(schema::decode_answer(g.value())?),
+            None => None,
+        };
+        let mut freed = false;
+        if let Some(old) = old {
+            if !old.expired(now, ttl) {
+                return Ok(Ok(PutAnswer::AlreadyAnswered));
+            }
+            // An expired answer not collected yet: the mailbox is free again.
+            mail.answers.remove(&mailbox.0)?;
+            mail.expiry.remove((old.created, mailbox.0))?;
+            freed = true;
+        }
+        if freed {
+            self.answers -= 1;
+            self.changed = true;
+        }
+        if let Some(e) = self.over_quota(params) {
+            return Ok(Err(e));
+        }
+        let bytes = schema::encode_answer(&StoredAnswer {
+            created: now,
+            answer,
+        })?;
+        let mail = self.mail()?;
+        mail.answers.insert(&mailbox.0, bytes.as_slice())?;
+        mail.expiry.insert((now, mailbox.0), ())?;
+        self.answers += 1;
+        self.changed = true;
+        Ok(Ok(PutAnswer::Stored))
+    }
+
     /// The bucket at `loc`, loaded into the batch once.
     fn load(&mut self, loc: Locator) -> Result<Option<&mut StoredBucket>, StoreError> {
         if let Entry::Vacant(v) = self.touched.entry(loc) {
@@ -349,10 +448,8 @@ impl Batch<'_> {
         check: DeleteCheck,
         now: u64,
     ) -> Result<Result<BucketId, StoreError>, StoreError> {
-        if let Some(max) = params.max_links {
-            if self.links >= max {
-                return Ok(Err(StoreError::QuotaExceeded { max }));
-            }
+        if let Some(e) = self.over_quota(params) {
+            return Ok(Err(e));
         }
         let expiry = &self.expiry;
         let used = |c: u64| -> Result<Option<u16>, StoreError> {
@@ -410,7 +507,8 @@ impl Batch<'_> {
         Ok(true)
     }
 
-    /// Garbage collection: at most `limit` expired buckets, oldest first.
+    /// Garbage collection: at most `limit` expired buckets and `limit` expired answers, oldest
+    /// first.
     fn apply_gc(
         &mut self,
         alloc: &mut Allocator,
@@ -438,10 +536,20 @@ impl Batch<'_> {
                 self.links -= schema::decode(g.value())?.links.len() as u64;
             }
         }
-        if !doomed.is_empty() {
+        let mail = self.mail()?;
+        let mut old_answers = Vec::new();
+        for row in mail.expiry.range(..=(cutoff, [0xff; 32]))?.take(limit) {
+            old_answers.push(row?.0.value());
+        }
+        for (created, mb) in &old_answers {
+            mail.expiry.remove((*created, *mb))?;
+            mail.answers.remove(mb)?;
+        }
+        self.answers -= old_answers.len() as u64;
+        if !doomed.is_empty() || !old_answers.is_empty() {
             self.changed = true;
         }
-        Ok(doomed.len())
+        Ok(doomed.len() + old_answers.len())
     }
 
     /// Write the changed buckets into the table.

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+# A second implementation of PROTOCOL.md section 15 (sealed answers), in Python and from the
+# formulas there: it prints the answer.* lines of tests/vectors/answer.txt (the sealed answers and
+# the failure vectors), which must all be in that file. Check with:
+#   python3 scripts/answer-reference.py --check tests/vectors/answer.txt   (.ci/run does)
+# Needs the `cryptography` package (X25519, ChaCha20, ChaCha20-Poly1305); HChaCha20 is written out.
+import hashlib, struct, sys
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives import serialization
+
+def sha3(*parts):
+    h = hashlib.sha3_256()
+    for p in parts: h.update(p)
+    return h.digest()
+
+def rotl(v, c): return ((v << c) & 0xffffffff) | (v >> (32 - c))
+def qr(s, a, b, c, d):
+    s[a] = (s[a] + s[b]) & 0xffffffff; s[d] = rotl(s[d] ^ s[a], 16)
+    s[c] = (s[c] + s[d]) & 0xffffffff; s[b] = rotl(s[b] ^ s[c], 12)
+    s[a] = (s[a] + s[b]) & 0xffffffff; s[d] = rotl(s[d] ^ s[a], 8)
+    s[c] = (s[c] + s[d]) & 0xffffffff; s[b] = rotl(s[b] ^ s[c], 7)
+def hchacha(key, n16):
+    s = [0x61707865, 0x3320646e, 0x79622d32, 0x6b206574] + list(struct.unpack('<8I', key)) + list(struct.unpack('<4I', n16))
+    for _ in range(10):
+        qr(s,0,4,8,12); qr(s,1,5,9,13); qr(s,2,6,10,14); qr(s,3,7,11,15)
+        qr(s,0,5,10,15); qr(s,1,6,11,12); qr(s,2,7,8,13); qr(s,3,4,9,14)
+    return struct.pack('<8I', *(s[0:4] + s[12:16]))
+def xchacha_seal(key, nonce24, pt, ad):
+    sub = hchacha(key, nonce24[:16])
+    return ChaCha20Poly1305(sub).encrypt(b'\0'*4 + nonce24[16:], pt, ad)
+def chacha_stream(key, nonce12, n):
+    c = Cipher(algorithms.ChaCha20(key, b'\0'*4 + nonce12), mode=None).encryptor()
+    return c.update(b'\0'*n)
+def pub(sk):
+    return X25519PrivateKey.from_private_bytes(sk).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def dh(sk, pk):
+    return X25519PrivateKey.from_private_bytes(sk).exchange(X25519PublicKey.from_public_bytes(pk))
+
+def seal_answer(K, I, b, nonce, payload):
+    B = pub(b)
+    mailbox = sha3(b"rdv mailbox v1", K, I)
+    hk = sha3(b"rdv answer header v1", K, I)
+    hidden = bytes(x ^ y for x, y in zip(B, chacha_stream(hk, nonce[:12], 32)))
+    ak = sha3(b"rdv answer key v1", K, dh(b, I), I, B)
+    pt = bytes([1]) + struct.pack('>H', len(payload)) + payload
+    pt += b'\0' * (184 - len(pt))
+    ct = xchacha_seal(ak, nonce, pt, b"rdv sealed answer v1" + mailbox + hidden)
+    return mailbox, nonce + hidden + ct
+
+out = []
+K = bytes([0x42])*32; i = bytes([0x77])*32; b = bytes([0x88])*32; nonce = bytes([0x99])*24
+I = pub(i)
+B = pub(b)
+out.append("answer.keys ok " + " ".join([
+    "i=" + i.hex(), "b=" + b.hex(), "I=" + I.hex(), "B=" + B.hex(),
+    "x25519=" + dh(b, I).hex(),
+    "mailbox=" + sha3(b"rdv mailbox v1", K, I).hex(),
+    "header_key=" + sha3(b"rdv answer header v1", K, I).hex(),
+    "answer_key=" + sha3(b"rdv answer key v1", K, dh(b, I), I, B).hex(),
+]))
+for name, p in [("answer.empty", b""), ("answer.short", b"simplex://reply-queue"), ("answer.max", bytes([0xa5])*181)]:
+    mb, s = seal_answer(K, I, b, nonce, p)
+    out.append(f"{name} ok {s.hex()}")
+mb, short = seal_answer(K, I, b, nonce, b"simplex://reply-queue")
+def flip(s, byte, bit=0):
+    s = bytearray(s); s[byte] ^= 1 << bit; return bytes(s)
+out.append("answer.flip-nonce fails " + flip(short, 3).hex())
+out.append("answer.flip-hidden-key fails " + flip(short, 40).hex())
+out.append("answer.flip-ciphertext fails " + flip(short, 100, 7).hex())
+out.append("answer.flip-tag fails " + flip(short, 255).hex())
+_, other = seal_answer(K, pub(bytes([0x76])*32), b, nonce, b"simplex://reply-queue")
+out.append("answer.other-initiator fails " + other.hex())
+hk = sha3(b"rdv answer header v1", K, I)
+lowo = nonce + chacha_stream(hk, nonce[:12], 32) + short[56:]
+out.append("answer.low-order-key fails " + lowo.hex())
+out.append("answer.random fails " + bytes(range(256)).hex())
+
+if len(sys.argv) == 3 and sys.argv[1] == "--check":
+    have = set(open(sys.argv[2]).read().splitlines())
+    missing = [l for l in out if l not in have]
+    for l in missing:
+        print("not in", sys.argv[2] + ":", l[:60] + "...", file=sys.stderr)
+    print(f"answer reference: {len(out) - len(missing)} of {len(out)} lines match {sys.argv[2]}")
+    sys.exit(1 if missing else 0)
+print("\n".join(out))

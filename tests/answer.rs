@@ -1,0 +1,472 @@
+//! The answer channel (PROTOCOL.md §15) end to end: in memory on paused time for the rules
+//! (write-once, expiry, quota, filler, version 1 connections, forged answers), and over real TCP
+//! with the disk store for durability across a restart.
+
+mod common;
+
+use common::*;
+use rdv::client::{AnswerError, CollectError, ErrorKind, PendingAnswer};
+use rdv::clock::{Clock, SystemClock};
+use rdv::framed::{read_msg, write_msg};
+use rdv::proto::answer::{self, AnswerSecret, MAX_ANSWER};
+use rdv::proto::wire::DEFAULT_MAX_FRAME;
+use rdv::proto::{ErrorCode, KdfProfile, MailboxAddr, Passphrase, Request, Response, SealedAnswer};
+use rdv::server::ServerConfig;
+use rdv::store::{BucketStore, StoreParams};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn pass() -> Passphrase {
+    Passphrase::new("answer-test-correct-horse-battery")
+}
+
+async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    r: &Request,
+) -> Response {
+    write_msg(s, r, DEFAULT_MAX_FRAME).await.unwrap();
+    read_msg::<Response, _>(s, u32::MAX).await.unwrap()
+}
+
+async fn hello_v2<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) {
+    let r = request(
+        s,
+        &Request::Hello {
+            min_version: 1,
+            max_version: 2,
+        },
+    )
+    .await;
+    assert_eq!(r, Response::Hello { version: 2 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_accepter_answers_once_and_the_initiator_collects_it() {
+    let clock = manual_clock();
+    let (server, c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock.clone()),
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"smp://a/queue", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    // Nothing there yet: no answer, and no error.
+    assert!(c.collect(&pending).await.unwrap().is_none());
+
+    let got = c.accept(&offer.link, None).await.unwrap();
+    assert_eq!(&got.payload[..], b"smp://a/queue");
+    let reply = got.reply.expect("the link expects an answer");
+    c.answer(&reply, b"smp://b/reply-queue").await.unwrap();
+    assert_eq!(server.store().answer_count(), 1);
+
+    let a = c.collect(&pending).await.unwrap().expect("answered");
+    assert_eq!(&a[..], b"smp://b/reply-queue");
+
+    // Write-once: a second answer (the same accepter, or anyone else with the link and its
+    // passphrase) is refused and the first one stays.
+    let again = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    let e = c.answer(&again, b"smp://mallory/queue").await.unwrap_err();
+    assert!(matches!(e, AnswerError::AlreadyAnswered), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let a = c.collect(&pending).await.unwrap().unwrap();
+    assert_eq!(&a[..], b"smp://b/reply-queue");
+
+    // Retiring the offer deletes its link.
+    c.retire(&pending).await.unwrap();
+    assert_eq!(server.store().link_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_without_an_answer_key_offers_no_reply_and_sizes_are_enforced() {
+    let clock = manual_clock();
+    let (_s, c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock),
+    );
+    let plain = c
+        .offer(&pipe_addr(), b"x", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert!(c.accept(&plain.link, None).await.unwrap().reply.is_none());
+
+    // A payload that fits a plain link but not one with an answer key.
+    let e = c
+        .offer_expecting_answer(&pipe_addr(), &[0; 200], pass(), KdfProfile::Test)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 181"), "{e}");
+    let (o, _p) = c
+        .offer_expecting_answer(&pipe_addr(), &[0; 181], pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let reply = c.accept(&o.link, None).await.unwrap().reply.unwrap();
+    let e = c.answer(&reply, &[0; MAX_ANSWER + 1]).await.unwrap_err();
+    assert!(matches!(e, AnswerError::Seal(_)), "{e:?}");
+    c.answer(&reply, &[0; MAX_ANSWER]).await.unwrap();
+}
+
+/// The server answers an empty mailbox with filler of an answer's size that stays the same, so
+/// neither the size nor a second fetch tells an empty mailbox from a full one.
+#[tokio::test(start_paused = true)]
+async fn an_empty_mailbox_answers_stable_filler() {
+    let clock = manual_clock();
+    let (server, _c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock),
+    );
+    let mut s = raw_pipe(&server);
+    hello_v2(&mut s).await;
+    let fetch = Request::FetchAnswer {
+        mailbox: MailboxAddr([9; 32]),
+    };
+    let a = request(&mut s, &fetch).await;
+    let b = request(&mut s, &fetch).await;
+    assert_eq!(a, b);
+    let Response::Answer { answer } = a else {
+        panic!("{a:?}")
+    };
+    assert_ne!(answer.0, [0; 256]);
+    let other = request(
+        &mut s,
+        &Request::FetchAnswer {
+            mailbox: MailboxAddr([8; 32]),
+        },
+    )
+    .await;
+    assert_ne!(other, b, "filler differs per mailbox");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_1_connection_gets_no_mailboxes_and_stays_usable() {
+    let clock = manual_clock();
+    let (server, _c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock),
+    );
+    let mut s = raw_pipe(&server);
+    assert!(raw_hello(&mut s).await, "version 1 still greets");
+    let r = request(
+        &mut s,
+        &Request::PutAnswer {
+            mailbox: MailboxAddr([1; 32]),
+            answer: SealedAnswer([2; 256]),
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::UnsupportedVersion,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(server.store().answer_count(), 0);
+    let info = request(&mut s, &Request::Info).await;
+    assert!(
+        matches!(info, Response::Info(i) if i.version == 1),
+        "Info reports the agreed version"
+    );
+}
+
+/// Whoever learns the mailbox address (the server, or a watcher of its disk) but not the link
+/// key cannot put an answer the initiator takes for real: it can only occupy the mailbox.
+#[tokio::test(start_paused = true)]
+async fn a_forged_answer_is_never_taken_for_the_real_one() {
+    let clock = manual_clock();
+    let (server, c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock),
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"smp://a/queue", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    // The attacker has the mailbox address (here: computed with the link key, as if it had
+    // seen the accepter's request) and everything but the link key for the answer itself.
+    let mailbox = answer::mailbox(
+        &rdv::proto::LinkKey::from_bytes(pending_key(&pending)),
+        &AnswerSecret::from_bytes(pending_secret(&pending)).public(),
+    );
+    for forged in [
+        SealedAnswer([0x41; 256]),
+        // Sealed properly, for the initiator's real key, under a link key of its own.
+        answer::seal_answer(
+            &rdv::proto::LinkKey::from_bytes([0x13; 32]),
+            &AnswerSecret::from_bytes(pending_secret(&pending)).public(),
+            b"smp://mallory/queue",
+            [5; 32],
+            [6; 24],
+        )
+        .unwrap()
+        .1,
+    ] {
+        let mut s = raw_pipe(&server);
+        hello_v2(&mut s).await;
+        // The first forgery occupies the mailbox; the second is refused like any second answer.
+        let _ = request(
+            &mut s,
+            &Request::PutAnswer {
+                mailbox,
+                answer: forged,
+            },
+        )
+        .await;
+        assert!(
+            c.collect(&pending).await.unwrap().is_none(),
+            "a forged answer does not open"
+        );
+    }
+    // The genuine accepter learns that the mailbox was taken.
+    let e = c.answer(&reply, b"smp://b/queue").await.unwrap_err();
+    assert!(matches!(e, AnswerError::AlreadyAnswered));
+    assert!(e.to_string().contains("someone else"), "{e}");
+}
+
+/// The key and secret of a pending answer, through its text form (what a state file holds).
+fn pending_field(p: &PendingAnswer, name: &str) -> [u8; 32] {
+    use base64::Engine;
+    let text = p.to_text();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(' ')))
+        .unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(line)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+fn pending_key(p: &PendingAnswer) -> [u8; 32] {
+    pending_field(p, "key")
+}
+fn pending_secret(p: &PendingAnswer) -> [u8; 32] {
+    pending_field(p, "secret")
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_expire_with_the_ttl_and_are_collected() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        ttl_secs: 3600,
+        open_window_secs: 60,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(pending.link_expires(), T0 + 3600);
+    clock.advance(1800);
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&reply, b"a").await.unwrap();
+    // The answer lives a TTL from its put, past the link's own expiry.
+    clock.advance(3599);
+    assert!(c.collect(&pending).await.unwrap().is_some());
+    assert_eq!(server.collect_expired().await.unwrap(), 1, "the bucket");
+    clock.advance(1);
+    assert!(c.collect(&pending).await.unwrap().is_none(), "expired");
+    assert_eq!(server.collect_expired().await.unwrap(), 1, "the answer");
+    assert_eq!(server.store().answer_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_count_against_the_storage_quota() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        max_links: Some(2),
+        ..Default::default()
+    };
+    let (_server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock));
+    let (o1, _p1) = c
+        .offer_expecting_answer(&pipe_addr(), b"1", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let (o2, _p2) = c
+        .offer_expecting_answer(&pipe_addr(), b"2", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let r1 = c.accept(&o1.link, None).await.unwrap().reply.unwrap();
+    let e = c.answer(&r1, b"a").await.unwrap_err();
+    assert!(
+        matches!(&e, AnswerError::Connection(c) if c.server_code() == Some(ErrorCode::QuotaExceeded)),
+        "{e:?}"
+    );
+    c.delete(&o2.link, &o2.delete_token).await.unwrap();
+    c.answer(&r1, b"a").await.unwrap();
+    let e = c
+        .offer(&pipe_addr(), b"3", pass(), KdfProfile::Test)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("quota"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn collecting_waits_for_the_answer_within_the_given_time() {
+    let clock = manual_clock();
+    let (_server, c) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock),
+    );
+    let c = Arc::new(c);
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let e = c
+        .collect_within(&pending, Duration::from_secs(30), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+    let c2 = c.clone();
+    let accepter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let r = c2.accept(&offer.link, None).await.unwrap().reply.unwrap();
+        c2.answer(&r, b"late answer").await.unwrap();
+    });
+    let t = tokio::time::Instant::now();
+    let a = c
+        .collect_within(&pending, Duration::from_secs(60), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(&a[..], b"late answer");
+    assert_eq!(
+        t.elapsed(),
+        Duration::from_secs(15),
+        "found at the 4th look"
+    );
+    accepter.await.unwrap();
+}
+
+#[test]
+fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_server, c) = pipe_server(
+            StoreParams::default(),
+            ServerConfig::default(),
+            Arc::new(manual_clock()),
+        );
+        let (offer, pending) = c
+            .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+            .await
+            .unwrap();
+        let text = pending.to_text();
+        let back = PendingAnswer::from_text(&text).unwrap();
+        assert_eq!(*back.to_text(), *text);
+        assert!(!format!("{back:?}").contains(text.lines().nth(4).unwrap()));
+        let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+        c.answer(&reply, b"through the file").await.unwrap();
+        assert_eq!(
+            &c.collect(&back).await.unwrap().unwrap()[..],
+            b"through the file"
+        );
+        for bad in [
+            String::new(),
+            "rdv-pending-answer 2\n".into(),
+            text.replace("secret ", "secrets "),
+            text.replace("key ", "key x"),
+            text.replacen("link-expires ", "link-expires -", 1),
+            format!("{}extra\n", *text),
+        ] {
+            assert!(PendingAnswer::from_text(&bad).is_err(), "{bad:?}");
+        }
+    });
+}
+
+/// Over real TCP with the disk store: an answer is durable once acknowledged and survives a
+/// restart; the store's counters and indexes stay consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_survive_a_restart_of_the_disk_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (server, addr) = start_default(dir.path(), clock.clone()).await;
+    let c = client(addr, clock.clone());
+    let (offer, pending) = c
+        .offer_expecting_answer(&server_addr(addr), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&reply, b"durable answer").await.unwrap();
+    server.store().verify().unwrap();
+    server.shutdown();
+    server.drain().await;
+    drop(c);
+    // The listener task holds the server until it has stopped; the store closes with the last
+    // reference.
+    for _ in 0..200 {
+        if Arc::strong_count(&server) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        Arc::strong_count(&server),
+        1,
+        "the listener let go of the server"
+    );
+    drop(server);
+    let reopened = rdv::store::DiskStore::open(
+        dir.path(),
+        Default::default(),
+        rdv::proto::padding::FillerSecret::from_bytes([7; 32]),
+    );
+    let store = reopened.expect("the database reopens for writing");
+    assert_eq!(store.answer_count(), 1);
+    store.verify().unwrap();
+    let server = rdv::server::Server::new(store, ServerConfig::default(), clock.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr2 = listener.local_addr().unwrap();
+    tokio::spawn(server.clone().run_tcp(listener));
+    // The pending answer names the old address; the state file form lets it point anywhere.
+    let text = pending
+        .to_text()
+        .replace(&addr.to_string(), &addr2.to_string());
+    let moved = PendingAnswer::from_text(&text).unwrap();
+    let c = client(addr2, clock);
+    assert_eq!(
+        &c.collect(&moved).await.unwrap().unwrap()[..],
+        b"durable answer"
+    );
+    // Still write-once after the restart.
+    let mut s = tokio::net::TcpStream::connect(addr2).await.unwrap();
+    hello_v2(&mut s).await;
+    let mailbox = answer::mailbox(
+        &rdv::proto::LinkKey::from_bytes(pending_key(&moved)),
+        &AnswerSecret::from_bytes(pending_secret(&moved)).public(),
+    );
+    let r = request(
+        &mut s,
+        &Request::PutAnswer {
+            mailbox,
+            answer: SealedAnswer([1; 256]),
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::AlreadyAnswered,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    drop(offer);
+}
