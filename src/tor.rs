@@ -15,6 +15,8 @@ use tor_config::load::ConfigResolveOptions;
 use tor_config::sources::MustRead;
 use tor_rtcompat::PreferredRuntime;
 
+pub mod auth;
+
 /// The Tor client type used throughout.
 pub type Tor = Arc<TorClient<PreferredRuntime>>;
 
@@ -56,6 +58,10 @@ pub struct TorSettings {
     pub bootstrap_timeout: Duration,
     /// Vanguards mode; rdv's setting wins over the file's.
     pub vanguards: Vanguards,
+    /// A directory of client keys for onion services in restricted discovery mode (C tor's
+    /// `ClientOnionAuthDir` format: `*.auth_private` files, see [`auth`]). It must not be
+    /// readable by others.
+    pub client_auth_dir: Option<PathBuf>,
 }
 
 /// Errors setting up Tor.
@@ -143,6 +149,12 @@ pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> 
         "vanguards.mode = \"{}\"",
         settings.vanguards.as_str()
     ));
+    if let Some(dir) = &settings.client_auth_dir {
+        sources.push_option(format!(
+            "storage.keystore.ctor.clients = [{{ id = \"rdv-client-auth\", path = {} }}]",
+            toml_string(dir)
+        ));
+    }
     let tree = sources.load().map_err(|e| config_error(e.into()))?;
     let resolved = tor_config::resolve_return_results::<TorClientConfig>(
         &tree,

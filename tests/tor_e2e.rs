@@ -23,144 +23,16 @@ use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{Passphrase, Request, Response, ServerAddr};
 use rdv::tor::{TorSettings, Vanguards};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tornet::{require_tor, script, tail, Serve, Tornet};
+
 const BASE_PORT: u16 = 16300;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tornet.sh")
-}
-
-/// The private network; stopped (only the processes it started) when dropped.
-struct Tornet {
-    dir: PathBuf,
-}
-
-impl Tornet {
-    fn start(dir: &Path) -> Self {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start"])
-            .arg(dir)
-            .args(["--base-port", &BASE_PORT.to_string(), "--timeout", "180"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run scripts/tornet.sh");
-        let net = Tornet {
-            dir: dir.to_path_buf(),
-        };
-        assert!(
-            out.status.success(),
-            "private Tor network did not start:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        net
-    }
-    fn arti_toml(&self) -> PathBuf {
-        self.dir.join("arti.toml")
-    }
-}
-
-impl Drop for Tornet {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-/// A running `rdv serve` whose stdout lines arrive on a channel.
-struct Serve {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Serve {
-    fn start(args: &[&str], data: &Path, log: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .expect("start rdv serve");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Serve { child, lines }
-    }
-
-    fn wait_line(&self, prefix: &str, timeout: Duration, log: &Path) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l[prefix.len()..].trim().to_string(),
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "rdv serve printed no {prefix:?} line within {timeout:?}; its log:\n{}",
-                    tail(log)
-                ),
-            }
-        }
-    }
-
-    /// Wait (bounded) for the process to exit by itself.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        None
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn tail(p: &Path) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 fn rdv(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rdv"))
@@ -267,6 +139,7 @@ fn lib_tor(rt: &tokio::runtime::Runtime, arti: &Path, dir: &Path) -> rdv::tor::T
         cache_dir: dir.join("cache"),
         bootstrap_timeout: Duration::from_secs(180),
         vanguards: Vanguards::Lite,
+        client_auth_dir: None,
     };
     rt.block_on(rdv::tor::bootstrap(&settings, |_, _| {}))
         .expect("the test's arti client bootstraps")
@@ -465,20 +338,13 @@ fn watch_streams(
 
 #[test]
 fn offer_and_accept_over_a_private_tor_network() {
-    for bin in ["tor", "tor-gencert"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(found, "`{bin}` is not installed: the Tor end-to-end tests need Debian's `tor` package (apt-get install -y tor). Refusing to pass without running.");
-    }
+    require_tor();
     let tmp = tempfile::tempdir().unwrap();
     let t = |p: &str| tmp.path().join(p);
     let mut times = Vec::new();
 
     let t0 = Instant::now();
-    let net = Tornet::start(&t("tornet"));
+    let net = Tornet::start(&t("tornet"), BASE_PORT);
     times.push(("private network start", t0.elapsed()));
     let arti = net.arti_toml();
 

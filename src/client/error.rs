@@ -53,6 +53,9 @@ pub enum ConnectStage {
     Stream,
     /// Talking to a SOCKS proxy (an existing tor).
     Socks,
+    /// The onion service is in restricted discovery mode and this client has no key for it,
+    /// or a key it does not accept.
+    ClientAuth,
 }
 
 impl fmt::Display for ConnectStage {
@@ -66,6 +69,7 @@ impl fmt::Display for ConnectStage {
             ConnectStage::Rendezvous => "onion service rendezvous",
             ConnectStage::Stream => "stream",
             ConnectStage::Socks => "SOCKS proxy",
+            ConnectStage::ClientAuth => "client authorization (restricted discovery)",
         })
     }
 }

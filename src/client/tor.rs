@@ -66,7 +66,7 @@ fn classify(e: &arti_client::Error) -> (ConnectStage, bool) {
         | ErrorKind::DirectoryExpired => (Bootstrap, true),
         ErrorKind::OnionServiceNotFound => (Descriptor, true),
         ErrorKind::OnionServiceMissingClientAuth | ErrorKind::OnionServiceWrongClientAuth => {
-            (Descriptor, false)
+            (ClientAuth, false)
         }
         ErrorKind::OnionServiceProtocolViolation => (hs_stage.unwrap_or(Descriptor), true),
         ErrorKind::OnionServiceConnectionFailed => (Introduction, true),

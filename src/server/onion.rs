@@ -14,6 +14,7 @@ use futures::StreamExt;
 use safelog::DisplayRedacted;
 use std::sync::Arc;
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
+use tor_hsservice::config::restricted_discovery::DirectoryKeyProviderBuilder;
 use tor_hsservice::config::{OnionServiceConfigBuilder, TokenBucketConfig};
 use tor_hsservice::status::State;
 use tor_hsservice::{RendRequest, RunningOnionService};
@@ -41,6 +42,12 @@ pub struct OnionSettings {
     /// Require proof-of-work from clients when the service is under load (arti's experimental
     /// `hs-pow-full`; needs the `pow` cargo feature). Default: off.
     pub pow: bool,
+    /// Restricted discovery: publish the descriptor only to the clients whose keys are in these
+    /// directories (`NAME.auth` files, see [`crate::tor::auth`]); nobody else can even find the
+    /// service. Checked at launch: every `.auth` file must be valid, and there must be at least
+    /// one in all. Changes take effect when the service restarts. Default: empty, anyone
+    /// who knows the address can connect.
+    pub authorized_clients: Vec<std::path::PathBuf>,
 }
 
 impl Default for OnionSettings {
@@ -53,6 +60,7 @@ impl Default for OnionSettings {
             intro_points: 3,
             max_rendezvous_in_flight: 16,
             pow: false,
+            authorized_clients: Vec::new(),
         }
     }
 }
@@ -123,6 +131,9 @@ pub enum OnionError {
     /// arti's configuration disables onion services.
     #[error("the onion service is disabled in the arti configuration")]
     Disabled,
+    /// The authorized-clients directory is unusable.
+    #[error("restricted discovery")]
+    AuthorizedClients(#[from] crate::tor::auth::AuthKeyError),
     /// The keystore gave no address.
     #[error("the onion service has no address (keystore problem?)")]
     NoAddress,
@@ -142,6 +153,27 @@ pub fn launch(tor: &Tor, settings: &OnionSettings) -> Result<OnionListener, Onio
         .enable_pow(settings.pow);
     if let Some((rate, burst)) = settings.intro_rate {
         b.rate_limit_at_intro(TokenBucketConfig::new(rate, burst));
+    }
+    if !settings.authorized_clients.is_empty() {
+        let rd = b.restricted_discovery();
+        rd.enabled(true);
+        let mut clients = 0;
+        for dir in &settings.authorized_clients {
+            clients += crate::tor::auth::check_authorized_clients(dir)?.len();
+            let mut keys = DirectoryKeyProviderBuilder::default();
+            keys.path(arti_client::config::CfgPath::new_literal(dir));
+            rd.key_dirs().access().push(keys);
+        }
+        if clients == 0 {
+            return Err(crate::tor::auth::AuthKeyError::NoClients(
+                settings.authorized_clients.clone(),
+            )
+            .into());
+        }
+        tracing::info!(
+            clients,
+            "restricted discovery: only authorized clients can find the service"
+        );
     }
     let config = b.build().map_err(OnionError::Config)?;
     let (service, rend) = tor

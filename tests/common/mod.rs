@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod tornet;
+
 /// A fixed, plausible "now" for tests with a manual clock.
 pub const T0: u64 = 1_800_000_000;
 
@@ -144,16 +146,20 @@ impl ServerProcess {
             .stderr(stderr)
             .spawn()
             .expect("start rdv serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the server did not start cleanly: {line:?}"))
-            .parse()
-            .expect("address");
+        // The settings summary comes first, then the listeners.
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut seen = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).expect("read") == 0 {
+                panic!("the server did not start cleanly: {seen:?}");
+            }
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                break a.parse().expect("address");
+            }
+            assert!(line.starts_with("settings: "), "unexpected output {line:?}");
+            seen.push_str(&line);
+        };
         ServerProcess { child, addr }
     }
 

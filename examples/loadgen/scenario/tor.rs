@@ -329,6 +329,7 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
         cache_dir: t("client/cache"),
         bootstrap_timeout: Duration::from_secs(180),
         vanguards: Vanguards::Lite,
+        client_auth_dir: None,
     };
     let tor = rdv::tor::bootstrap(&settings, |_, _| {}).await?;
     let client = Arc::new(Client::new(

@@ -2,6 +2,8 @@
 
 use crate::answer::read_answer_arg;
 use crate::cli::{AcceptArgs, DeleteArgs, InfoArgs};
+use crate::error::CliError;
+use crate::out::{fields, note};
 use crate::term::{
     arg_or_stdin, escape_for_terminal, read_passphrase_interactive, stdout_is_terminal,
 };
@@ -39,35 +41,55 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     }
     let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
     let found = client.accept(&link, passphrase).await?;
-    eprintln!(
+    note!(
         "opened link {} of {} in the bucket",
         found.index + 1,
         found.tried
     );
-    let mut out = std::io::stdout().lock();
-    if stdout_is_terminal() {
-        let (shown, escaped) = escape_for_terminal(&found.payload);
-        if escaped {
-            eprintln!("note: the payload holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
+    let json = crate::out::json();
+    if !json {
+        let mut out = std::io::stdout().lock();
+        if stdout_is_terminal() {
+            let (shown, escaped) = escape_for_terminal(&found.payload);
+            if escaped {
+                note!("note: the payload holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
+            }
+            writeln!(out, "{shown}")?;
+        } else {
+            out.write_all(&found.payload)?;
+            out.write_all(b"\n")?;
         }
-        writeln!(out, "{shown}")?;
-    } else {
-        out.write_all(&found.payload)?;
-        out.write_all(b"\n")?;
+        out.flush()?;
     }
-    out.flush()?;
-    match (&found.reply, answer) {
+    let answered = match (&found.reply, answer) {
         (Some(reply), Some(answer)) => {
             client.answer(reply, &answer).await?;
-            eprintln!("answered: the initiator can now collect the answer");
+            note!("answered: the initiator can now collect the answer");
+            true
         }
-        (None, Some(_)) => anyhow::bail!(
-            "this link does not expect an answer (its initiator did not ask for one); the answer was not sent"
-        ),
-        (Some(_), None) => eprintln!(
-            "note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)"
-        ),
-        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(CliError::new(
+                "no_answer_expected",
+                rdv::client::ErrorKind::BadInput,
+                "this link does not expect an answer (its initiator did not ask for one); the answer was not sent",
+            )
+            .into())
+        }
+        (Some(_), None) => {
+            note!("note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)");
+            false
+        }
+        (None, None) => false,
+    };
+    if json {
+        let mut f = fields! {
+            "index" => found.index,
+            "tried" => found.tried,
+            "answer_expected" => found.reply.is_some(),
+            "answered" => answered,
+        };
+        crate::out::bytes_fields(&mut f, "payload", &found.payload);
+        crate::out::emit("accept", f);
     }
     Ok(())
 }
@@ -90,7 +112,11 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     })?;
     let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
     client.delete(&link, &token).await?;
-    println!("deleted");
+    if crate::out::json() {
+        crate::out::emit("delete", fields! { "deleted" => true });
+    } else {
+        println!("deleted");
+    }
     Ok(())
 }
 
@@ -99,6 +125,20 @@ pub(crate) async fn info(a: InfoArgs) -> Result<()> {
     let server = ServerAddr::parse(&a.server).with_context(|| format!("server {:?}", a.server))?;
     let client = make_client(&a.transport, &server, ClientPolicy::default()).await?;
     let i = client.info(&server).await?;
+    if crate::out::json() {
+        crate::out::emit(
+            "info",
+            fields! {
+                "server" => server.to_string(),
+                "protocol_version" => i.version,
+                "links_per_bucket" => i.max_links_per_bucket,
+                "open_window_secs" => i.open_window_secs,
+                "ttl_secs" => i.ttl_secs,
+                "server_time" => i.server_time,
+            },
+        );
+        return Ok(());
+    }
     println!("protocol version: {}", i.version);
     println!("links per bucket: {}", i.max_links_per_bucket);
     println!(

@@ -2,6 +2,8 @@
 //! answer (shared with `rdv offer --expect-answer --wait`).
 
 use crate::cli::CollectArgs;
+use crate::error::CliError;
+use crate::out::{fields, note};
 use crate::term::{escape_for_terminal, stdout_is_terminal};
 use crate::transport::make_client;
 use anyhow::{bail, Context, Result};
@@ -58,7 +60,7 @@ pub(crate) async fn wait_for_answer(
     let answer = match wait {
         None => client.collect(pending).await?,
         Some(w) => {
-            eprintln!(
+            note!(
                 "waiting up to {} for the answer (looking every {})",
                 humantime::format_duration(w),
                 humantime::format_duration(every)
@@ -73,7 +75,7 @@ pub(crate) async fn wait_for_answer(
     if answer.is_some() && !keep_link {
         // The link has done its job. Failing to delete it is not worth losing the answer over.
         match client.retire(pending).await {
-            Ok(()) => eprintln!("the link was deleted from the server"),
+            Ok(()) => note!("the link was deleted from the server"),
             Err(e) => eprintln!(
                 "warning: the link could not be deleted ({}); it expires by itself",
                 rdv::config::report(&e)
@@ -103,7 +105,7 @@ pub(crate) fn print_answer(answer: &[u8]) -> Result<()> {
     if stdout_is_terminal() {
         let (shown, escaped) = escape_for_terminal(answer);
         if escaped {
-            eprintln!("note: the answer holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
+            note!("note: the answer holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
         }
         writeln!(out, "{shown}")?;
     } else {
@@ -120,11 +122,22 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
     let Some(answer) =
         wait_for_answer(&client, &pending, a.wait, a.poll_every, a.keep_link).await?
     else {
-        bail!("{}; look again later", no_answer(&pending));
+        return Err(CliError::new(
+            "no_answer_yet",
+            rdv::client::ErrorKind::Transient,
+            format!("{}; look again later", no_answer(&pending)),
+        )
+        .into());
     };
     std::fs::remove_file(&a.state)
         .with_context(|| format!("removing the state file {}", a.state.display()))?;
     drop(pending);
+    if crate::out::json() {
+        let mut f = fields! { "link_kept" => a.keep_link };
+        crate::out::bytes_fields(&mut f, "answer", &answer);
+        crate::out::emit("collect", f);
+        return Ok(());
+    }
     print_answer(&answer)
 }
 

@@ -1,35 +1,194 @@
 //! The command line's side of errors: the library's messages say what went wrong; the hints here
-//! say which flag or variable to use about it.
+//! say which flag or variable to use about it; the codes name the error for `--json`
+//! (docs/JSON.md lists them, and they stay stable).
 
-use rdv::client::{AcceptError, ConnectError, DeleteError, OfferError};
+use rdv::client::{
+    AcceptError, AnswerError, CollectError, ConnectError, ConnectStage, ConnectionError,
+    DeleteError, ErrorKind, OfferError,
+};
+use rdv::proto::ErrorCode;
+use rdv::tor::auth::AuthKeyError;
 use rdv::tor::TorError;
 use rdv::ConfigError;
 
-/// A settings error, named by its command-line flag.
-pub(crate) fn flag(e: ConfigError) -> anyhow::Error {
-    anyhow::anyhow!("--{}: {}", e.key.replace('_', "-"), e.reason)
+/// An error the command line itself raises, with its code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct CliError {
+    pub(crate) code: &'static str,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
 }
 
-/// Print an error with its causes, and a hint where one helps.
-pub(crate) fn print(e: &anyhow::Error) {
-    eprintln!("error: {e:#}");
+impl CliError {
+    /// An error with a code of its own.
+    pub(crate) fn new(code: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A settings error, named by its command-line flag (or by its key in the configuration file,
+/// see `crate::config::Origins`).
+pub(crate) fn flag(e: ConfigError) -> anyhow::Error {
+    anyhow::Error::new(CliError::new(
+        "invalid_setting",
+        ErrorKind::BadInput,
+        format!("--{}: {}", e.key.replace('_', "-"), e.reason),
+    ))
+}
+
+/// Print an error: on standard error with its causes and a hint where one helps, and with
+/// `--json` also as the JSON result.
+pub(crate) fn print(e: &anyhow::Error, command: Option<&str>) {
+    let message = format!("{e:#}");
+    eprintln!("error: {message}");
     if let Some(h) = hint(e) {
         eprintln!("hint: {h}");
+    }
+    if crate::out::json() {
+        let (code, kind) = code(e);
+        crate::out::emit_error(command, code, kind.as_str(), &message);
+    }
+}
+
+/// The stable code and kind of an error: the first cause in the chain that has one.
+pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
+    use ErrorKind::*;
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<CliError>() {
+            return (e.code, e.kind);
+        }
+        if let Some(e) = cause.downcast_ref::<AcceptError>() {
+            let code = match e {
+                AcceptError::NoMatch { .. } => "no_match",
+                AcceptError::NotFound => "not_found",
+                AcceptError::PassphraseRequired => "passphrase_required",
+                AcceptError::PassphraseConflict => "passphrase_conflict",
+                AcceptError::Kdf(_) => "kdf_unacceptable",
+                AcceptError::Connection(c) => connection_code(c),
+                _ => "local",
+            };
+            return (code, e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<OfferError>() {
+            let code = match e {
+                OfferError::Refused { .. } => "bucket_refused",
+                OfferError::UnacceptableServer(_) => "server_unacceptable",
+                OfferError::Kdf(_) => "kdf_unacceptable",
+                OfferError::Seal(_) => "payload_invalid",
+                OfferError::NoMailboxes { .. } => "no_mailboxes",
+                OfferError::Connection(c) => connection_code(c),
+                _ => "local",
+            };
+            return (code, e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<DeleteError>() {
+            let code = match e {
+                DeleteError::NothingToDelete => "nothing_to_delete",
+                DeleteError::Connection(c) => connection_code(c),
+                _ => "local",
+            };
+            return (code, e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<AnswerError>() {
+            let code = match e {
+                AnswerError::AlreadyAnswered => "already_answered",
+                AnswerError::Seal(_) => "answer_invalid",
+                AnswerError::NoMailboxes { .. } => "no_mailboxes",
+                AnswerError::Connection(c) => connection_code(c),
+                _ => "local",
+            };
+            return (code, e.kind());
+        }
+        if let Some(e) = cause.downcast_ref::<CollectError>() {
+            let code = match e {
+                CollectError::NoAnswerYet => "no_answer_yet",
+                CollectError::NoMailboxes { .. } => "no_mailboxes",
+                CollectError::Connection(c) => connection_code(c),
+                _ => "local",
+            };
+            return (code, e.kind());
+        }
+        if let Some(c) = cause.downcast_ref::<ConnectionError>() {
+            return (connection_code(c), c.kind());
+        }
+        if let Some(c) = cause.downcast_ref::<ConnectError>() {
+            return (
+                connect_code(c),
+                if c.retryable { Transient } else { BadInput },
+            );
+        }
+        if let Some(t) = cause.downcast_ref::<TorError>() {
+            return match t {
+                TorError::Config { .. }
+                | TorError::UnknownKeys { .. }
+                | TorError::ConfigMissing(_) => ("tor_config", BadInput),
+                TorError::Bootstrap(_) | TorError::BootstrapTimeout { .. } => {
+                    ("tor_bootstrap", Transient)
+                }
+                _ => ("local", Local),
+            };
+        }
+        if cause.downcast_ref::<AuthKeyError>().is_some() {
+            return ("client_key", BadInput);
+        }
+        if cause
+            .downcast_ref::<rdv::proto::link::LinkError>()
+            .is_some()
+        {
+            return ("invalid_link", BadInput);
+        }
+        if cause.downcast_ref::<rdv::proto::kdf::KdfError>().is_some() {
+            return ("kdf_unacceptable", BadInput);
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ("io", Local);
+        }
+    }
+    ("invalid_input", BadInput)
+}
+
+/// The code of a failure to connect.
+fn connect_code(e: &ConnectError) -> &'static str {
+    match e.stage {
+        ConnectStage::Address => "bad_address",
+        ConnectStage::ClientAuth => "client_auth",
+        _ if e.retryable => "unreachable",
+        _ => "refused",
+    }
+}
+
+/// The code of a connection or request failure.
+fn connection_code(c: &ConnectionError) -> &'static str {
+    match c {
+        ConnectionError::Connect(e) => connect_code(e),
+        ConnectionError::Timeout(_) => "timeout",
+        ConnectionError::Io(_) => "connection_lost",
+        ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => "protocol_violation",
+        ConnectionError::Server { code, .. } => match code {
+            ErrorCode::Busy | ErrorCode::RateLimited => "server_busy",
+            ErrorCode::QuotaExceeded => "server_full",
+            ErrorCode::NotFound => "not_found",
+            _ => "server_error",
+        },
+        _ => "server_error",
     }
 }
 
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
     for cause in e.chain() {
-        if let Some(e) = cause.downcast_ref::<AcceptError>() {
-            return match e {
-                AcceptError::PassphraseRequired => {
-                    Some("give the passphrase with --passphrase, RDV_PASSPHRASE or at the prompt")
-                }
-                AcceptError::PassphraseConflict => Some(
-                    "a link that carries its own passphrase (&p=) must be used alone: unset --passphrase / RDV_PASSPHRASE, or ask the sender for the two-channel link",
-                ),
-                _ => None,
-            };
+        match cause.downcast_ref::<AcceptError>() {
+            Some(AcceptError::PassphraseRequired) => {
+                return Some("give the passphrase with --passphrase, RDV_PASSPHRASE or at the prompt")
+            }
+            Some(AcceptError::PassphraseConflict) => return Some(
+                "a link that carries its own passphrase (&p=) must be used alone: unset --passphrase / RDV_PASSPHRASE, or ask the sender for the two-channel link",
+            ),
+            _ => {}
         }
         if let Some(OfferError::Refused { .. }) = cause.downcast_ref::<OfferError>() {
             return Some(
@@ -47,9 +206,97 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 Some(_) => "are the network's relays and authorities running, and do the addresses in the arti configuration match them?",
             });
         }
-        if cause.downcast_ref::<ConnectError>().is_some() {
+        if let Some(c) = connect_error(cause) {
+            if c.stage == ConnectStage::ClientAuth {
+                return Some("the server is in restricted discovery mode: pass a key its operator authorized with --client-key FILE (made by rdv keygen)");
+            }
             return None;
         }
     }
     None
+}
+
+/// The connection failure inside an error, if it is one. (The operations' errors wrap it
+/// transparently, so it is not a link of its own in the chain of causes.)
+fn connect_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
+    let connection = cause
+        .downcast_ref::<ConnectionError>()
+        .or_else(|| match cause.downcast_ref::<AcceptError>()? {
+            AcceptError::Connection(c) => Some(c),
+            _ => None,
+        })
+        .or_else(|| match cause.downcast_ref::<OfferError>()? {
+            OfferError::Connection(c) => Some(c),
+            _ => None,
+        })
+        .or_else(|| match cause.downcast_ref::<DeleteError>()? {
+            DeleteError::Connection(c) => Some(c),
+            _ => None,
+        })
+        .or_else(|| match cause.downcast_ref::<AnswerError>()? {
+            AnswerError::Connection(c) => Some(c),
+            _ => None,
+        })
+        .or_else(|| match cause.downcast_ref::<CollectError>()? {
+            CollectError::Connection(c) => Some(c),
+            _ => None,
+        });
+    match connection {
+        Some(ConnectionError::Connect(c)) => Some(c),
+        Some(_) => None,
+        None => cause.downcast_ref::<ConnectError>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_auth_failure() -> ConnectionError {
+        ConnectionError::Connect(ConnectError::new(
+            "x.onion:7625",
+            ConnectStage::ClientAuth,
+            false,
+            "no key",
+        ))
+    }
+
+    #[test]
+    fn a_missing_client_key_gets_its_code_and_hint_through_every_operation() {
+        let errors: Vec<anyhow::Error> = vec![
+            AcceptError::Connection(client_auth_failure()).into(),
+            OfferError::Connection(client_auth_failure()).into(),
+            DeleteError::Connection(client_auth_failure()).into(),
+            AnswerError::Connection(client_auth_failure()).into(),
+            CollectError::Connection(client_auth_failure()).into(),
+            anyhow::Error::new(client_auth_failure()).context("info"),
+        ];
+        for e in errors {
+            assert_eq!(code(&e), ("client_auth", ErrorKind::BadInput), "{e:#}");
+            assert!(
+                hint(&e).is_some_and(|h| h.contains("--client-key")),
+                "{e:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_follow_the_first_typed_cause() {
+        let e: anyhow::Error = AcceptError::NoMatch { tried: 64 }.into();
+        assert_eq!(code(&e), ("no_match", ErrorKind::BadInput));
+        let e = anyhow::Error::new(AcceptError::NotFound).context("while accepting");
+        assert_eq!(code(&e).0, "not_found");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("reading the state file");
+        assert_eq!(code(&e), ("io", ErrorKind::Local));
+        let e = anyhow::anyhow!("the payload is empty");
+        assert_eq!(code(&e), ("invalid_input", ErrorKind::BadInput));
+        let refused = ConnectionError::Connect(ConnectError::new(
+            "127.0.0.1:1",
+            ConnectStage::Tcp,
+            false,
+            "refused",
+        ));
+        assert_eq!(code(&AcceptError::Connection(refused).into()).0, "refused");
+    }
 }

@@ -1,60 +1,150 @@
 //! The `rdv` command line: a thin layer over the library.
 //!
 //! - `cli`: the argument schema;
+//! - `config`: `serve --config FILE`, the TOML file under the flags;
 //! - `serve`, `offer`, `accept` (with `delete` and `info`), `answer` (`collect`, and the
-//!   answer's side of `offer` and `accept`), `demo`: one subcommand each;
+//!   answer's side of `offer` and `accept`), `keygen`, `demo`: one subcommand each;
 //! - `transport`: which connector the transport flags select;
-//! - `term`: logging, progress, prompts and terminal output;
-//! - `error`: hints that name command-line flags, around the library's errors.
+//! - `out`: human or JSON results, notes; `term`: logging, progress, prompts, escaping; `qr`:
+//!   QR codes;
+//! - `error`: hints that name command-line flags and stable codes, around the library's errors.
 
 #![forbid(unsafe_code)]
 
 mod accept;
 mod answer;
 mod cli;
+mod config;
 mod demo;
 mod error;
+mod keygen;
 mod offer;
+mod out;
+mod qr;
 mod serve;
 mod term;
 mod transport;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Cmd};
+use std::process::ExitCode;
 use std::time::Duration;
 
-fn main() -> std::process::ExitCode {
+/// Exit status of a usage error (as clap's own).
+const USAGE_EXIT: u8 = 2;
+
+fn main() -> ExitCode {
     rdv::tor::install_crypto_provider();
-    let cli = Cli::parse();
-    term::init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // Known before parsing, so that even a usage error comes as JSON.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e, json),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e, json),
+    };
+    out::init(out::Mode {
+        json: cli.json,
+        quiet: cli.quiet,
+    });
+    let command = matches.subcommand_name().map(str::to_owned);
+    match run(cli, &matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error::print(&e, command.as_deref());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a usage error (and with `--json`, its JSON result); help and version go out as usual.
+fn usage_error(e: clap::Error, json: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !json {
+        e.exit();
+    }
+    let _ = e.print();
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    out::emit_error(None, "usage", "bad-input", message);
+    ExitCode::from(USAGE_EXIT)
+}
+
+/// Run the command.
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let unsupported = |what: &str| {
+        anyhow::Error::new(error::CliError::new(
+            "json_unsupported",
+            rdv::client::ErrorKind::BadInput,
+            format!("{what} has no JSON output; run it without --json"),
+        ))
+    };
+    // The commands that need neither the network nor a runtime.
+    match &cli.cmd {
+        Cmd::Completions(a) => {
+            if cli.json {
+                return Err(unsupported("rdv completions"));
+            }
+            let mut text = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "rdv", &mut text);
+            return write_stdout(&text);
+        }
+        Cmd::Man => {
+            if cli.json {
+                return Err(unsupported("rdv man"));
+            }
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            return write_stdout(&text);
+        }
+        Cmd::Keygen(a) => return keygen::run(a),
+        Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
+        Cmd::Serve(_) if cli.json => return Err(unsupported("rdv serve")),
+        _ => {}
+    }
+    term::init_logging(out::quiet());
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Serve(a) => serve::run(a).await,
+            Cmd::Serve(mut a) => {
+                let origins = config::load(&mut a, matches.subcommand_matches("serve"))?;
+                serve::run(a, origins).await
+            }
             Cmd::Offer(a) => offer::run(a).await,
             Cmd::Accept(a) => accept::run(a).await,
             Cmd::Collect(a) => answer::collect(a).await,
             Cmd::Delete(a) => accept::delete(a).await,
             Cmd::Info(a) => accept::info(a).await,
             Cmd::Demo => demo::run().await,
+            Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man => Ok(()),
         }
     });
     // arti keeps background tasks; do not wait for them.
     rt.shutdown_timeout(Duration::from_millis(500));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            error::print(&e);
-            std::process::ExitCode::FAILURE
-        }
+    result
+}
+
+/// Write generated text to standard output; a reader that stops early (`| head`) is not an error.
+fn write_stdout(text: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }

@@ -3,10 +3,12 @@
 
 use crate::answer::{no_answer, wait_for_answer, write_state};
 use crate::cli::OfferArgs;
+use crate::error::CliError;
+use crate::out::{fields, note};
 use crate::term::escape_for_terminal;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
-use rdv::client::generate_passphrase;
+use rdv::client::{generate_passphrase, Client, PendingAnswer};
 use rdv::proto::{ClientPolicy, KdfProfile, Passphrase, ServerAddr};
 use std::io::{IsTerminal, Read, Write};
 
@@ -22,7 +24,7 @@ fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
         std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
     } else {
         if std::io::stdin().is_terminal() {
-            eprintln!("Type or paste the payload (your connection link), then press Ctrl-D:");
+            note!("Type or paste the payload (your connection link), then press Ctrl-D:");
         }
         let mut v = Vec::new();
         std::io::stdin()
@@ -84,6 +86,14 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             );
         }
     }
+    if let Some(png) = &a.qr_png {
+        if png.exists() {
+            bail!(
+                "--qr-png {}: the file exists already (it is never overwritten)",
+                png.display()
+            );
+        }
+    }
     let payload = read_payload(&a)?;
     let given = a.passphrase.take().map(zeroize::Zeroizing::new);
     let passphrase = choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
@@ -108,33 +118,84 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         )
     };
     // The bucket ID is not printed: its hash is the locator.
-    eprintln!(
+    note!(
         "stored; the bucket passed the anti-fingerprinting check (fresh, sequence number {} <= {})",
-        offer.bucket.seq, a.max_seq
+        offer.bucket.seq,
+        a.max_seq
     );
     let token = offer.delete_token.to_text();
-    let mut out = std::io::stdout().lock();
-    if a.two_channel {
-        let pass = offer
+    let link_text = if a.two_channel {
+        offer.link.without_passphrase().to_uri()
+    } else {
+        offer.link.to_uri()
+    };
+    let pass = zeroize::Zeroizing::new(
+        offer
             .link
             .passphrase
             .as_ref()
-            .map(|p| p.expose())
-            .unwrap_or_default();
-        writeln!(out, "link: {}", &*offer.link.without_passphrase().to_uri())?;
-        writeln!(out, "passphrase: {pass}")?;
-        eprintln!("Send the link and the passphrase through two different channels.");
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default(),
+    );
+    if let Some(png) = &a.qr_png {
+        crate::qr::write_png(&link_text, png).context("--qr-png")?;
+        note!("wrote the link's QR code to {}", png.display());
+    }
+    if crate::out::json() {
+        let mut f = fields! {
+            "link" => &*link_text,
+            "delete_token" => &*token,
+            "two_channel" => a.two_channel,
+            "bucket_seq" => offer.bucket.seq,
+            "answer_expected" => a.expect_answer,
+        };
+        if a.two_channel {
+            f.insert("passphrase".into(), pass.as_str().into());
+        }
+        if let Some(state) = &a.state {
+            f.insert("state_file".into(), state.display().to_string().into());
+        }
+        if let Some(png) = &a.qr_png {
+            f.insert("qr_png".into(), png.display().to_string().into());
+        }
+        if a.qr {
+            // Standard output holds the one JSON object: the codes go to standard error.
+            eprintln!("{}", crate::qr::terminal(&link_text, a.qr_invert)?);
+            if a.two_channel {
+                eprintln!("{}", crate::qr::terminal(&pass, a.qr_invert)?);
+            }
+        }
+        if let (Some(pending), Some(wait)) = (&pending, a.wait) {
+            let answer = wait_and_finish(&a, &client, pending, wait).await?;
+            crate::out::bytes_fields(&mut f, "answer", &answer);
+        }
+        crate::out::emit("offer", f);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    // QR codes go with the result on standard output.
+    let qr = |text: &str, out: &mut dyn Write| -> Result<()> {
+        if a.qr {
+            writeln!(out, "{}", crate::qr::terminal(text, a.qr_invert)?)?;
+        }
+        Ok(())
+    };
+    writeln!(out, "link: {}", &*link_text)?;
+    qr(&link_text, &mut out)?;
+    if a.two_channel {
+        writeln!(out, "passphrase: {}", pass.as_str())?;
+        qr(&pass, &mut out)?;
+        note!("Send the link and the passphrase through two different channels.");
     } else {
-        writeln!(out, "link: {}", &*offer.link.to_uri())?;
-        eprintln!("The link contains the passphrase: whoever sees it can open it. Use --two-channel to split them.");
+        note!("The link contains the passphrase: whoever sees it can open it. Use --two-channel to split them.");
     }
     writeln!(out, "delete-token: {}", &*token)?;
-    eprintln!("Keep the delete token to remove the link later: rdv delete LINK --token TOKEN");
+    note!("Keep the delete token to remove the link later: rdv delete LINK --token TOKEN");
     let Some(pending) = pending else {
         return Ok(());
     };
     if let Some(state) = &a.state {
-        eprintln!(
+        note!(
             "The accepter can answer; collect the answer with: rdv collect --state {}",
             state.display()
         );
@@ -144,32 +205,51 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     };
     out.flush()?;
     drop(out);
-    let Some(answer) = wait_for_answer(&client, &pending, Some(wait), a.poll_every, false).await?
-    else {
-        let why = no_answer(&pending);
-        if let Some(state) = &a.state {
-            bail!(
-                "{why}; collect it later with: rdv collect --state {}",
-                state.display()
-            );
-        }
-        // Without a state file nobody could read a later answer: take the link down so that
-        // nobody answers into the void.
-        match client.retire(&pending).await {
-            Ok(()) => bail!("{why}; without --state a later answer could not be read, so the link was deleted"),
-            Err(e) => bail!(
-                "{why}; without --state a later answer could not be read, and the link could NOT be deleted ({}); it expires by itself",
-                rdv::config::report(&e)
-            ),
-        }
-    };
-    if let Some(state) = &a.state {
-        std::fs::remove_file(state)
-            .with_context(|| format!("removing the state file {}", state.display()))?;
-    }
+    let answer = wait_and_finish(&a, &client, &pending, wait).await?;
     drop(pending);
     // On a line of its own like the others, so always escaped (a newline would end it).
     let (shown, _) = escape_for_terminal(&answer);
     writeln!(std::io::stdout().lock(), "answer: {shown}")?;
     Ok(())
+}
+
+/// `--wait`: wait for the answer; without one, say why and (without a state file) take the
+/// link down; with one, remove the state file.
+async fn wait_and_finish(
+    a: &OfferArgs,
+    client: &Client,
+    pending: &PendingAnswer,
+    wait: std::time::Duration,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let Some(answer) = wait_for_answer(client, pending, Some(wait), a.poll_every, false).await?
+    else {
+        let why = no_answer(pending);
+        let no_answer = |msg: String| {
+            anyhow::Error::new(CliError::new(
+                "no_answer_yet",
+                rdv::client::ErrorKind::Transient,
+                msg,
+            ))
+        };
+        if let Some(state) = &a.state {
+            return Err(no_answer(format!(
+                "{why}; collect it later with: rdv collect --state {}",
+                state.display()
+            )));
+        }
+        // Without a state file nobody could read a later answer: take the link down so that
+        // nobody answers into the void.
+        return Err(no_answer(match client.retire(pending).await {
+            Ok(()) => format!("{why}; without --state a later answer could not be read, so the link was deleted"),
+            Err(e) => format!(
+                "{why}; without --state a later answer could not be read, and the link could NOT be deleted ({}); it expires by itself",
+                rdv::config::report(&e)
+            ),
+        }));
+    };
+    if let Some(state) = &a.state {
+        std::fs::remove_file(state)
+            .with_context(|| format!("removing the state file {}", state.display()))?;
+    }
+    Ok(answer)
 }

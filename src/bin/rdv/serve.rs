@@ -2,6 +2,8 @@
 //! the onion service.
 
 use crate::cli::ServeArgs;
+use crate::config::Origins;
+use crate::error::CliError;
 use crate::term::progress_printer;
 use anyhow::{bail, Context, Result};
 use rdv::client::tor::TorConnector;
@@ -35,7 +37,7 @@ fn whole_secs(key: &'static str, d: Duration) -> Result<u64, ConfigError> {
 }
 
 /// The store and server settings the flags ask for.
-fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigError> {
+pub(crate) fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigError> {
     let params = StoreParams {
         open_window_secs: whole_secs("open_window", a.open_window)?,
         ttl_secs: whole_secs("ttl", a.ttl)?,
@@ -121,7 +123,7 @@ fn fit_file_limit(config: &mut ServerConfig) {
 }
 
 /// The onion service and health settings the flags ask for.
-fn onion_settings(a: &ServeArgs) -> Result<(OnionSettings, HealthPolicy), ConfigError> {
+pub(crate) fn onion_settings(a: &ServeArgs) -> Result<(OnionSettings, HealthPolicy), ConfigError> {
     let onion = OnionSettings {
         nickname: a.nickname.clone(),
         port: a.onion_port,
@@ -130,6 +132,7 @@ fn onion_settings(a: &ServeArgs) -> Result<(OnionSettings, HealthPolicy), Config
         intro_points: a.intro_points,
         max_rendezvous_in_flight: a.max_rendezvous,
         pow: a.pow,
+        authorized_clients: a.authorized_clients.iter().cloned().collect(),
     };
     onion.validate()?;
     let health = HealthPolicy {
@@ -142,20 +145,72 @@ fn onion_settings(a: &ServeArgs) -> Result<(OnionSettings, HealthPolicy), Config
     Ok((onion, health))
 }
 
+/// A settings error, named as the user wrote the setting: its flag, or its key in the file.
+fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
+    // The library's names where the flag is spelled differently.
+    let id = match e.key {
+        "max_rendezvous_in_flight" => "max_rendezvous",
+        "rate_burst" => "rate",
+        k => k,
+    };
+    anyhow::Error::new(CliError::new(
+        "invalid_setting",
+        rdv::client::ErrorKind::BadInput,
+        format!("{}: {}", origins.name(id), e.reason),
+    ))
+}
+
 /// Run the server until SIGINT or SIGTERM (or, with `--exit-when-unreachable`, until its onion
 /// service has been unreachable too long).
-pub(crate) async fn run(a: ServeArgs) -> Result<()> {
-    if a.no_onion && a.listen.is_empty() {
-        bail!("--no-onion needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
+pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
+    let (mut store_config, mut config) = settings(&a).map_err(|e| setting_error(e, &origins))?;
+    let (mut onion, health) = onion_settings(&a).map_err(|e| setting_error(e, &origins))?;
+    if a.print_config {
+        print!("{}", crate::config::effective_text(&a)?);
+        return Ok(());
     }
-    let (mut store_config, mut config) = settings(&a).map_err(crate::error::flag)?;
-    let (onion, health) = onion_settings(&a).map_err(crate::error::flag)?;
+    let Some(data) = a.data.clone() else {
+        bail!("give the data directory with --data DIR or `data = \"DIR\"` in the --config file");
+    };
+    if a.no_onion && a.listen.is_empty() {
+        bail!("--no-onion (onion.enabled = false) needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
+    }
+    if a.no_onion && a.authorized_clients.is_some() {
+        bail!("--authorized-clients restricts the onion service, and the onion service is off (--no-onion)");
+    }
+    if let (false, Some(dir)) = (a.no_onion, &a.authorized_clients) {
+        // Before Tor starts: a server meant to be private never runs open by mistake, and a
+        // malformed key file is an error, not a client silently locked out.
+        let clients = rdv::tor::auth::check_authorized_clients(dir)
+            .with_context(|| origins.name("authorized_clients"))?;
+        if clients.is_empty() {
+            eprintln!(
+                "WARNING: {} holds no client key yet: nobody can reach the service (its own health probe aside) until NAME.auth files are added there (from rdv keygen) and the server restarts",
+                dir.display()
+            );
+        }
+    }
+    // A restricted service answers only authorized clients, its own health probe included:
+    // the probe gets a key of its own, fresh at every start.
+    let probe_key = match (a.no_onion, &a.authorized_clients) {
+        (false, Some(_)) => {
+            let mut random = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+            let key = rdv::tor::auth::ProbeKey::create(&data.join("health-probe"), random)
+                .context("creating the health probe's client key")?;
+            zeroize::Zeroize::zeroize(&mut random);
+            onion.authorized_clients.push(key.authorized_dir());
+            Some(key)
+        }
+        _ => None,
+    };
     let tor_settings = TorSettings {
         config_file: a.tor_config.clone(),
-        state_dir: a.data.join("arti").join("state"),
-        cache_dir: a.data.join("arti").join("cache"),
+        state_dir: data.join("arti").join("state"),
+        cache_dir: data.join("arti").join("cache"),
         bootstrap_timeout: a.bootstrap_timeout,
         vanguards: a.vanguards,
+        client_auth_dir: probe_key.as_ref().map(|k| k.client_dir()),
     };
     if !a.no_onion {
         // A broken Tor configuration stops the server before anything starts: it never runs
@@ -164,21 +219,18 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     }
     fit_file_limit(&mut config);
     if store_config.params.max_links.is_none() {
-        std::fs::create_dir_all(&a.data)
-            .with_context(|| format!("creating the data directory {}", a.data.display()))?;
-        store_config.params.max_links = default_quota(&a.data);
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
+        store_config.params.max_links = default_quota(&data);
     }
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let store = DiskStore::open(&a.data, store_config, FillerSecret::from_bytes(seed))
-        .with_context(|| format!("opening the store in {}", a.data.display()))?;
+    let store = DiskStore::open(&data, store_config, FillerSecret::from_bytes(seed))
+        .with_context(|| format!("opening the store in {}", data.display()))?;
     zeroize::Zeroize::zeroize(&mut seed);
+    let summary = summary(&a, &config, store.params(), store.link_count());
     let server = Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
-    tracing::info!(
-        links = server.store().link_count(),
-        quota = server.store().params().max_links,
-        "store opened"
-    );
+    println!("{summary}");
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &a.listen {
         let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))
@@ -193,7 +245,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<()> {
     let (give_up_tx, mut give_up) = tokio::sync::mpsc::channel::<String>(1);
     if !a.no_onion {
         tokio::select! {
-            r = start_onion(tor_settings, onion, health, server.clone(), give_up_tx) => r?,
+            r = start_onion(tor_settings, onion, health, probe_key, server.clone(), give_up_tx) => r?,
             _ = wait_for_signal() => return Ok(()),
         }
     }
@@ -216,11 +268,16 @@ async fn start_onion(
     settings: TorSettings,
     onion: OnionSettings,
     health: HealthPolicy,
+    probe_key: Option<rdv::tor::auth::ProbeKey>,
     server: Arc<Server<DiskStore>>,
     give_up: tokio::sync::mpsc::Sender<String>,
 ) -> Result<()> {
     let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
     let listener = rdv::server::onion::launch(&tor, &onion)?;
+    if let Some(key) = &probe_key {
+        key.activate(&listener.address)
+            .context("installing the health probe's client key")?;
+    }
     let address = format!("{}:{}", listener.address, listener.onion_port());
     println!("onion address: {address}");
     let _ = std::io::stdout().flush();
@@ -325,4 +382,52 @@ pub(crate) async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// What the server runs with, in a few lines for the start (no secrets: the settings and counts
+/// only).
+fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64) -> String {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let quota = p
+        .max_links
+        .map_or("unlimited".to_string(), |m| m.to_string());
+    let mut s = format!(
+        "settings: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
+         settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection",
+        d(Duration::from_secs(p.open_window_secs)),
+        d(Duration::from_secs(p.ttl_secs)),
+        c.max_connections,
+        c.waiting_room,
+        d(c.idle_timeout),
+        c.rate_per_sec,
+    );
+    if a.no_onion {
+        s.push_str("\nsettings: no onion service (TCP listeners only)");
+    } else {
+        let intro = if a.intro_rate > 0 {
+            format!("{}/s burst {}", a.intro_rate, a.intro_burst)
+        } else {
+            "network default".into()
+        };
+        s.push_str(&format!(
+            "\nsettings: onion port {}, {} streams per circuit, introductions {intro}, {} introduction points, {} rendezvous at once, vanguards {}, proof-of-work {}, discovery {}",
+            a.onion_port,
+            a.max_streams_per_circuit,
+            a.intro_points,
+            a.max_rendezvous,
+            a.vanguards.as_str(),
+            if a.pow { "on" } else { "off" },
+            if a.authorized_clients.is_some() { "restricted to authorized clients" } else { "open" },
+        ));
+        s.push_str(&format!(
+            "\nsettings: health probe every {}, warning after {} unreachable, {}",
+            d(a.probe_interval),
+            d(a.warn_unreachable_after),
+            match a.exit_when_unreachable {
+                Some(x) => format!("exit after {} unreachable", d(x)),
+                None => "never exits for being unreachable".into(),
+            }
+        ));
+    }
+    s
 }

@@ -11,14 +11,16 @@ const ARTI_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(6
 /// for; without it, warnings from arti's crates pass at most once per 10 minutes per place in
 /// arti's code (on small networks arti repeats guard warnings with long weight dumps about once a
 /// second).
-pub(crate) fn init_logging() {
+pub(crate) fn init_logging(quiet: bool) {
     use tracing_subscriber::filter::{filter_fn, EnvFilter};
     use tracing_subscriber::prelude::*;
     let explicit = std::env::var_os("RUST_LOG").is_some();
     let env = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(
-            "info,arti_client=warn,tor_=warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error",
-        )
+        EnvFilter::new(if quiet {
+            "warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error"
+        } else {
+            "info,arti_client=warn,tor_=warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error"
+        })
     });
     let seen = std::sync::Mutex::new(std::collections::HashMap::new());
     let repeat_limit = filter_fn(move |m| {
@@ -47,27 +49,50 @@ pub(crate) fn init_logging() {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// A progress callback that prints `what: <arti's status>` on standard error: one line updated
-/// in place on a terminal, one line per change otherwise.
+/// A progress callback for arti's bootstrap: a progress bar on a terminal, one plain line per
+/// change otherwise, nothing with `--quiet` or `--json`.
 pub(crate) fn progress_printer(what: &'static str) -> impl Fn(f32, &str) + Send + 'static {
-    let tty = std::io::stderr().is_terminal();
-    let last = std::sync::Mutex::new(String::new());
-    move |frac, desc| {
-        // arti's description already starts with the percentage.
-        let line = format!("{what}: {desc}");
-        let Ok(mut last) = last.lock() else { return };
-        if *last == line {
-            return;
+    enum Shown {
+        Nothing,
+        Bar(indicatif::ProgressBar),
+        Lines(std::sync::Mutex<String>),
+    }
+    let shown = if crate::out::quiet() {
+        Shown::Nothing
+    } else if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(100),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{prefix}: [{bar:30}] {pos:>3}% {wide_msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
         }
-        if tty {
-            eprint!("\r{line:<100.100}");
+        bar.set_prefix(what);
+        Shown::Bar(bar)
+    } else {
+        Shown::Lines(std::sync::Mutex::new(String::new()))
+    };
+    move |frac, desc| match &shown {
+        Shown::Nothing => {}
+        Shown::Bar(bar) => {
+            // arti's description starts with the percentage, which the bar shows already.
+            let msg = desc.split_once(": ").map_or(desc, |(_, m)| m).to_string();
+            bar.set_position((frac.clamp(0.0, 1.0) * 100.0) as u64);
+            bar.set_message(msg);
             if frac >= 1.0 {
-                eprintln!();
+                bar.finish();
             }
-        } else {
-            eprintln!("{line}");
         }
-        *last = line;
+        Shown::Lines(last) => {
+            let line = format!("{what}: {desc}");
+            let Ok(mut last) = last.lock() else { return };
+            if *last != line {
+                eprintln!("{line}");
+                *last = line;
+            }
+        }
     }
 }
 

@@ -1,27 +1,101 @@
 //! The transport flags → a connector, and the client built on it.
 
 use crate::cli::TransportArgs;
+use crate::out::note;
 use crate::term::progress_printer;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdv::client::direct::DirectConnector;
 use rdv::client::socks::SocksConnector;
 use rdv::client::tor::TorConnector;
 use rdv::client::{Client, ClientConfig, Connector};
 use rdv::clock::SystemClock;
 use rdv::proto::{ClientPolicy, ServerAddr};
+use rdv::tor::auth::ClientKey;
 use rdv::tor::{self, TorSettings};
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// A client, and what must live as long as it does (a private copy of the client key).
+pub(crate) struct Session {
+    client: Client,
+    _client_key_dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl From<Client> for Session {
+    fn from(client: Client) -> Self {
+        Session {
+            client,
+            _client_key_dir: None,
+        }
+    }
+}
+
+/// `--client-key FILE`, checked against the server, copied into a private directory under
+/// arti's for arti's C-tor-format client keystore (removed when the session ends).
+fn client_key_dir(
+    t: &TransportArgs,
+    server: &ServerAddr,
+    tor_dir: &Path,
+) -> Result<Option<tempfile::TempDir>> {
+    let Some(file) = &t.client_key else {
+        return Ok(None);
+    };
+    let key = ClientKey::read(file).context("--client-key")?;
+    if !key.is_for(&server.host) {
+        bail!(
+            "--client-key {}: the key is for {}, not for {}",
+            file.display(),
+            key.service(),
+            server.host
+        );
+    }
+    std::fs::create_dir_all(tor_dir).with_context(|| format!("creating {}", tor_dir.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("client-auth-")
+        .tempdir_in(tor_dir)
+        .with_context(|| format!("creating a key directory in {}", tor_dir.display()))?;
+    // arti refuses a keystore that others can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.path().display()))?;
+    }
+    let path = dir.path().join("rdv.auth_private");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    use std::io::Write;
+    o.open(&path)
+        .and_then(|mut f| f.write_all(key.to_private_line().as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(dir))
+}
 
 /// Build a client for `server` according to the transport flags.
 pub(crate) async fn make_client(
     t: &TransportArgs,
     server: &ServerAddr,
     policy: ClientPolicy,
-) -> Result<Client> {
+) -> Result<Session> {
+    if t.client_key.is_some() && t.socks.is_some() {
+        bail!("--client-key works with the embedded Tor; with --socks, put the key file (it is in C tor's format) in tor's ClientOnionAuthDir instead");
+    }
     if let Some(proxy) = &t.socks {
         let connector = Arc::new(SocksConnector::new(proxy.clone()));
-        return Ok(client_with(connector, t, policy, t.connect_timeout));
+        return Ok(client_with(connector, t, policy, t.connect_timeout).into());
     }
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) => {
@@ -38,15 +112,17 @@ pub(crate) async fn make_client(
                 Some(d) => d.clone(),
                 None => default_tor_dir()?,
             };
+            let keys = client_key_dir(t, server, &dir)?;
             let settings = TorSettings {
                 config_file: t.tor_config.clone(),
                 state_dir: dir.join("state"),
                 cache_dir: dir.join("cache"),
                 bootstrap_timeout: t.bootstrap_timeout,
                 vanguards: rdv::tor::Vanguards::Lite,
+                client_auth_dir: keys.as_ref().map(|k| k.path().to_path_buf()),
             };
             if !server.is_onion() {
-                eprintln!(
+                note!(
                     "note: {} is not an onion address; connecting through a Tor exit",
                     server.host
                 );
@@ -58,15 +134,18 @@ pub(crate) async fn make_client(
             // The connector keeps to the budget itself and says which stage failed; the
             // client's own limit is only a safety net behind it.
             let connector = Arc::new(c);
-            return Ok(client_with(
-                connector,
-                t,
-                policy,
-                t.connect_timeout + std::time::Duration::from_secs(10),
-            ));
+            return Ok(Session {
+                client: client_with(
+                    connector,
+                    t,
+                    policy,
+                    t.connect_timeout + std::time::Duration::from_secs(10),
+                ),
+                _client_key_dir: keys,
+            });
         }
     };
-    Ok(client_with(connector, t, policy, t.connect_timeout))
+    Ok(client_with(connector, t, policy, t.connect_timeout).into())
 }
 
 fn client_with(

@@ -1,5 +1,9 @@
 //! The command line's schema: clap derives only, no behaviour.
 
+mod serve;
+
+pub(crate) use serve::{parse_vanguards, ServeArgs};
+
 use clap::{Args, Parser, Subcommand};
 use rdv::proto::ClientPolicy;
 use std::path::PathBuf;
@@ -8,10 +12,18 @@ use std::time::Duration;
 /// Default port of an rdv server (TCP and onion virtual port).
 pub(crate) const DEFAULT_PORT: u16 = 7625;
 
+/// `rdv --version`: ours and the arti we are built with.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (arti-client ",
+    env!("RDV_ARTI_CLIENT_VERSION"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "rdv",
-    version,
+    version = VERSION,
     about = "Private rendezvous over Tor: hand someone a connection link without revealing where it leads",
     long_about = "rdv stores a fixed-size encrypted connection link in a shared bucket on a rendezvous \
 server reached over Tor. The initiator (`rdv offer`) gets back an rdv1: link and a passphrase to hand \
@@ -20,6 +32,13 @@ The server never sees client IPs, cannot open links, and cannot guess passphrase
 Try `rdv demo` for a complete run on loopback."
 )]
 pub(crate) struct Cli {
+    /// Print one JSON object on standard output (the result, or the error with a stable code;
+    /// see docs/JSON.md) and no progress. For scripts and programs that call rdv.
+    #[arg(long, global = true, help_heading = "Output")]
+    pub(crate) json: bool,
+    /// No progress and no notes on standard error; warnings and errors still appear.
+    #[arg(long, short, global = true, help_heading = "Output")]
+    pub(crate) quiet: bool,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
 }
@@ -40,116 +59,30 @@ pub(crate) enum Cmd {
     Info(InfoArgs),
     /// Run a complete rendezvous on loopback: server, other initiators, offer, accept, answer.
     Demo,
+    /// Make a client key for a server in restricted discovery mode (`serve --authorized-clients`).
+    Keygen(KeygenArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; e.g. `rdv man > rdv.1`, then `man ./rdv.1`).
+    Man,
 }
 
 #[derive(Args)]
-pub(crate) struct ServeArgs {
-    /// Data directory: the database and the onion service's keys (the address stays stable).
-    #[arg(long)]
-    pub(crate) data: PathBuf,
-    /// Also listen on this TCP address (repeatable). For C tor's HiddenServicePort and tests.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub(crate) listen: Vec<String>,
-    /// Do not publish the arti onion service (then at least one --listen is needed).
-    #[arg(long)]
-    pub(crate) no_onion: bool,
-    /// Virtual port of the onion service.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    pub(crate) onion_port: u16,
-    /// Nickname of the onion service in arti's keystore.
-    #[arg(long, default_value = "rdv")]
-    pub(crate) nickname: String,
-    /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
+pub(crate) struct KeygenArgs {
+    /// The onion service the key is for (its .onion address; a port is ignored).
+    #[arg(long, value_name = "ONION")]
+    pub(crate) server: String,
+    /// Write the secret key to FILE (created with mode 0600, never overwritten); pass it to
+    /// offer, accept, delete, info and collect with --client-key FILE. It is in C tor's
+    /// ClientOnionAuthDir format, so a C tor client can use it too.
     #[arg(long, value_name = "FILE")]
-    pub(crate) tor_config: Option<PathBuf>,
-    /// How long a bucket accepts new links (e.g. 10m).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub(crate) open_window: Duration,
-    /// How long buckets are kept (e.g. 7d).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
-    pub(crate) ttl: Duration,
-    /// Most links stored at once; further stores are refused until buckets expire. Default: half
-    /// of the free disk space at start, at 1 KiB per link.
-    #[arg(long)]
-    pub(crate) max_links: Option<u64>,
-    /// Connections served at once. When all are taken, the one idle the longest is closed for a
-    /// newcomer; only when all are executing a request is a newcomer told Busy.
-    #[arg(long, default_value_t = 256)]
-    pub(crate) max_connections: usize,
-    /// Connections that have not completed a first request yet, held apart so that silent
-    /// sockets never take a slot; when full, the oldest of them is closed for a newcomer.
-    /// Lowered automatically to what the open-files limit allows.
-    #[arg(long, default_value_t = 8192)]
-    pub(crate) waiting_room: usize,
-    /// Close connections idle this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub(crate) idle_timeout: Duration,
-    /// Requests per second allowed on one connection (burst: twice that).
-    #[arg(long, default_value_t = 20)]
-    pub(crate) rate: u32,
-    /// How often expired buckets are garbage-collected.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub(crate) gc_interval: Duration,
-    /// Expired buckets removed per GC transaction; stores wait at most one such transaction.
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) gc_batch: usize,
-    /// Commit every store separately instead of grouping commits (benchmark comparison only).
-    #[arg(long)]
-    pub(crate) commit_per_store: bool,
-    /// Highest bucket sequence number handed out in one second. Clients with the default policy
-    /// refuse buckets above 32, so only benchmarks of the store's own capacity raise it.
-    #[arg(long, default_value_t = 32, hide = true)]
-    pub(crate) max_seq: u16,
-    /// Give up if Tor has not bootstrapped after this long.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub(crate) bootstrap_timeout: Duration,
-    /// Streams one Tor circuit may have open at once; a circuit that opens more is closed (an
-    /// honest client uses one per circuit).
-    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
-    pub(crate) max_streams_per_circuit: u32,
-    /// Introductions per second the introduction points let through (0: the network's default).
-    #[arg(long, default_value_t = 25, help_heading = "Onion service")]
-    pub(crate) intro_rate: u32,
-    /// Burst of introductions the introduction points let through.
-    #[arg(long, default_value_t = 200, help_heading = "Onion service")]
-    pub(crate) intro_burst: u32,
-    /// Introduction points (3 to 20).
-    #[arg(long, default_value_t = 3, help_heading = "Onion service")]
-    pub(crate) intro_points: u8,
-    /// Rendezvous circuits being built at once; further introductions wait.
-    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
-    pub(crate) max_rendezvous: usize,
-    /// Vanguards for onion circuits: lite (default), full (stronger against guard discovery,
-    /// slower), or disabled.
-    #[arg(long, default_value = "lite", value_parser = parse_vanguards, help_heading = "Onion service")]
-    pub(crate) vanguards: rdv::tor::Vanguards,
-    /// Require proof-of-work from clients when the service is under load. Experimental in arti
-    /// 0.47; needs rdv built with `--features pow`.
-    #[arg(long, help_heading = "Onion service")]
-    pub(crate) pow: bool,
-    /// How often the server checks, through Tor on a circuit of its own, that its onion service
-    /// answers (once it has answered; before that, every 10 s).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
-    pub(crate) probe_interval: Duration,
-    /// Log a warning when the onion service has been unreachable this long (repeated as long as
-    /// it stays so).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
-    pub(crate) warn_unreachable_after: Duration,
-    /// Exit with an error when the onion service has been unreachable this long (since the start
-    /// or the last success), so that a supervisor restarts the server. Default: keep running.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Health")]
-    pub(crate) exit_when_unreachable: Option<Duration>,
+    pub(crate) out: PathBuf,
 }
 
-/// `lite`, `full` or `disabled`.
-pub(crate) fn parse_vanguards(s: &str) -> Result<rdv::tor::Vanguards, String> {
-    use rdv::tor::Vanguards;
-    match s {
-        "lite" => Ok(Vanguards::Lite),
-        "full" => Ok(Vanguards::Full),
-        "disabled" => Ok(Vanguards::Disabled),
-        _ => Err("expected lite, full or disabled".into()),
-    }
+#[derive(Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    pub(crate) shell: clap_complete::Shell,
 }
 
 impl TransportArgs {
@@ -179,6 +112,9 @@ pub(crate) struct TransportArgs {
     /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
     #[arg(long, value_name = "FILE")]
     pub(crate) tor_config: Option<PathBuf>,
+    /// The client key for a server in restricted discovery mode (made with `rdv keygen`).
+    #[arg(long, value_name = "FILE", conflicts_with = "direct")]
+    pub(crate) client_key: Option<PathBuf>,
     /// arti state and cache directory [default: ~/.local/share/rdv/arti]. Concurrent clients need different ones.
     #[arg(long, value_name = "DIR")]
     pub(crate) tor_dir: Option<PathBuf>,
@@ -213,6 +149,18 @@ pub(crate) struct OfferArgs {
     /// Two-channel mode: print the link without the passphrase, and the passphrase separately.
     #[arg(long)]
     pub(crate) two_channel: bool,
+    /// Also show the link (and, with --two-channel, the passphrase separately) as QR codes on
+    /// the terminal, for a phone's camera. Drawn for a dark terminal background (light modules
+    /// as blocks); --qr-invert for a light one.
+    #[arg(long, help_heading = "QR codes")]
+    pub(crate) qr: bool,
+    /// Draw the terminal QR codes for a light background.
+    #[arg(long, requires = "qr", help_heading = "QR codes")]
+    pub(crate) qr_invert: bool,
+    /// Write the link's QR code to FILE as a PNG image (created new, never overwritten). With
+    /// --two-channel, only the link (without the passphrase) goes in the image.
+    #[arg(long, value_name = "FILE", help_heading = "QR codes")]
+    pub(crate) qr_png: Option<PathBuf>,
     /// KDF profile: default (64 MiB, t=3, p=4), moderate, test (weak, tests only), or argon2id:m=KIB,t=T,p=P.
     #[arg(long, default_value = "default")]
     pub(crate) kdf: String,

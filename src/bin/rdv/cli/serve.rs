@@ -1,0 +1,130 @@
+//! `rdv serve`'s flags. Every one of them can also come from the configuration file
+//! (`--config`, see `crate::config`); a flag given on the command line wins.
+
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::DEFAULT_PORT;
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Read settings from this TOML file (see rdv.example.toml); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the effective settings (file and flags together) as a configuration file, and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+    /// Data directory: the database and the onion service's keys (the address stays stable).
+    /// Required, here or in the configuration file.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+    /// Also listen on this TCP address (repeatable). For C tor's HiddenServicePort and tests.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) listen: Vec<String>,
+    /// Do not publish the arti onion service (then at least one --listen is needed).
+    #[arg(long)]
+    pub(crate) no_onion: bool,
+    /// Virtual port of the onion service.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub(crate) onion_port: u16,
+    /// Nickname of the onion service in arti's keystore.
+    #[arg(long, default_value = "rdv")]
+    pub(crate) nickname: String,
+    /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tor_config: Option<PathBuf>,
+    /// How long a bucket accepts new links (e.g. 10m).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub(crate) open_window: Duration,
+    /// How long buckets are kept (e.g. 7d).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: Duration,
+    /// Most links stored at once; further stores are refused until buckets expire. Default: half
+    /// of the free disk space at start, at 1 KiB per link.
+    #[arg(long)]
+    pub(crate) max_links: Option<u64>,
+    /// Connections served at once. When all are taken, the one idle the longest is closed for a
+    /// newcomer; only when all are executing a request is a newcomer told Busy.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) max_connections: usize,
+    /// Connections that have not completed a first request yet, held apart so that silent
+    /// sockets never take a slot; when full, the oldest of them is closed for a newcomer.
+    /// Lowered automatically to what the open-files limit allows.
+    #[arg(long, default_value_t = 8192)]
+    pub(crate) waiting_room: usize,
+    /// Close connections idle this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) idle_timeout: Duration,
+    /// Requests per second allowed on one connection (burst: twice that).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) rate: u32,
+    /// How often expired buckets are garbage-collected.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) gc_interval: Duration,
+    /// Expired buckets removed per GC transaction; stores wait at most one such transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) gc_batch: usize,
+    /// Commit every store separately instead of grouping commits (benchmark comparison only).
+    #[arg(long)]
+    pub(crate) commit_per_store: bool,
+    /// Highest bucket sequence number handed out in one second. Clients with the default policy
+    /// refuse buckets above 32, so only benchmarks of the store's own capacity raise it.
+    #[arg(long, default_value_t = 32, hide = true)]
+    pub(crate) max_seq: u16,
+    /// Give up if Tor has not bootstrapped after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub(crate) bootstrap_timeout: Duration,
+    /// Streams one Tor circuit may have open at once; a circuit that opens more is closed (an
+    /// honest client uses one per circuit).
+    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
+    pub(crate) max_streams_per_circuit: u32,
+    /// Introductions per second the introduction points let through (0: the network's default).
+    #[arg(long, default_value_t = 25, help_heading = "Onion service")]
+    pub(crate) intro_rate: u32,
+    /// Burst of introductions the introduction points let through.
+    #[arg(long, default_value_t = 200, help_heading = "Onion service")]
+    pub(crate) intro_burst: u32,
+    /// Introduction points (3 to 20).
+    #[arg(long, default_value_t = 3, help_heading = "Onion service")]
+    pub(crate) intro_points: u8,
+    /// Rendezvous circuits being built at once; further introductions wait.
+    #[arg(long, default_value_t = 16, help_heading = "Onion service")]
+    pub(crate) max_rendezvous: usize,
+    /// Vanguards for onion circuits: lite (default), full (stronger against guard discovery,
+    /// slower), or disabled.
+    #[arg(long, default_value = "lite", value_parser = parse_vanguards, help_heading = "Onion service")]
+    pub(crate) vanguards: rdv::tor::Vanguards,
+    /// Require proof-of-work from clients when the service is under load. Experimental in arti
+    /// 0.47; needs rdv built with `--features pow`.
+    #[arg(long, help_heading = "Onion service")]
+    pub(crate) pow: bool,
+    /// Restricted discovery: only clients whose keys are in DIR (NAME.auth files holding the
+    /// descriptor:x25519:... line `rdv keygen` prints) can find the service. Restart after
+    /// changing the directory.
+    #[arg(long, value_name = "DIR", help_heading = "Onion service")]
+    pub(crate) authorized_clients: Option<PathBuf>,
+    /// How often the server checks, through Tor on a circuit of its own, that its onion service
+    /// answers (once it has answered; before that, every 10 s).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) probe_interval: Duration,
+    /// Log a warning when the onion service has been unreachable this long (repeated as long as
+    /// it stays so).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) warn_unreachable_after: Duration,
+    /// Exit with an error when the onion service has been unreachable this long (since the start
+    /// or the last success), so that a supervisor restarts the server. Default: keep running.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Health")]
+    pub(crate) exit_when_unreachable: Option<Duration>,
+}
+
+/// `lite`, `full` or `disabled`.
+pub(crate) fn parse_vanguards(s: &str) -> Result<rdv::tor::Vanguards, String> {
+    use rdv::tor::Vanguards;
+    match s {
+        "lite" => Ok(Vanguards::Lite),
+        "full" => Ok(Vanguards::Full),
+        "disabled" => Ok(Vanguards::Disabled),
+        _ => Err("expected lite, full or disabled".into()),
+    }
+}

@@ -1,0 +1,52 @@
+//! `rdv keygen`: a client key for a server in restricted discovery mode.
+
+use crate::cli::KeygenArgs;
+use crate::out::{self, fields, note};
+use anyhow::{Context, Result};
+use rdv::tor::auth::ClientKey;
+use std::io::Write;
+
+/// Run `rdv keygen`: write the secret half to `--out` (new file, mode 0600), print the public
+/// half for the operator.
+pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
+    let mut random = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+    let key = ClientKey::from_random(&a.server, random).context("--server")?;
+    zeroize::Zeroize::zeroize(&mut random);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(&a.out)
+        .with_context(|| format!("creating {} (it must not exist yet)", a.out.display()))?;
+    let line = key.to_private_line();
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let public = key.public_line();
+    if out::json() {
+        out::emit(
+            "keygen",
+            fields! {
+                "service" => key.service(),
+                "key_file" => a.out.display().to_string(),
+                "public_key" => public,
+            },
+        );
+        return Ok(());
+    }
+    println!("{public}");
+    note!(
+        "The secret key for {} is in {} (keep it private; use it with --client-key {}).",
+        key.service(),
+        a.out.display(),
+        a.out.display()
+    );
+    note!("Give the line above to the server's operator, who saves it as NAME.auth in the --authorized-clients directory and restarts the server.");
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! What the commands say, and where: human lines (results on standard output, notes and progress
+//! on standard error), or with `--json` one JSON object on standard output (docs/JSON.md).
+//!
+//! `--quiet` and `--json` silence notes and progress; warnings and errors always reach standard
+//! error (and with `--json`, the error is also the JSON object).
+
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::sync::OnceLock;
+
+/// How the process talks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mode {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+/// Set the mode, once, at start.
+pub(crate) fn init(mode: Mode) {
+    let _ = MODE.set(mode);
+}
+
+fn mode() -> Mode {
+    MODE.get().copied().unwrap_or_default()
+}
+
+/// Whether results are JSON.
+pub(crate) fn json() -> bool {
+    mode().json
+}
+
+/// Whether notes and progress are silenced.
+pub(crate) fn quiet() -> bool {
+    let m = mode();
+    m.json || m.quiet
+}
+
+/// A note on standard error, unless `--quiet` or `--json`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::out::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use note;
+
+/// A successful command's JSON result: `{"ok": true, "command": …, fields…}` on one line.
+pub(crate) fn emit(command: &str, fields: Map<String, Value>) {
+    let mut obj = Map::new();
+    obj.insert("ok".into(), Value::Bool(true));
+    obj.insert("command".into(), Value::String(command.into()));
+    obj.extend(fields);
+    let mut v = Value::Object(obj);
+    print_line(&v);
+    // Results hold secrets (links, passphrases, tokens, payloads): wipe them once written.
+    wipe(&mut v);
+}
+
+/// Overwrite every string in `v`.
+fn wipe(v: &mut Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+/// A failed command's JSON result.
+pub(crate) fn emit_error(command: Option<&str>, code: &str, kind: &str, message: &str) {
+    let mut obj = Map::new();
+    obj.insert("ok".into(), Value::Bool(false));
+    if let Some(c) = command {
+        obj.insert("command".into(), Value::String(c.into()));
+    }
+    let mut err = Map::new();
+    err.insert("code".into(), Value::String(code.into()));
+    err.insert("kind".into(), Value::String(kind.into()));
+    err.insert("message".into(), Value::String(message.into()));
+    obj.insert("error".into(), Value::Object(err));
+    print_line(&Value::Object(obj));
+}
+
+fn print_line(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    // serde_json escapes every control character, so the line is safe on a terminal too.
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Bytes for JSON: `NAME` as text when they are UTF-8, and `NAME_base64` always (the exact
+/// bytes).
+pub(crate) fn bytes_fields(fields: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
+    use base64::Engine;
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        fields.insert(name.into(), Value::String(s.into()));
+    }
+    fields.insert(
+        format!("{name}_base64"),
+        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    );
+}
+
+/// Build a JSON object from `key => value` pairs.
+macro_rules! fields {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = serde_json::Map::new();
+        $( m.insert($k.to_string(), serde_json::json!($v)); )*
+        m
+    }};
+}
+pub(crate) use fields;

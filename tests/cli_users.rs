@@ -1,0 +1,783 @@
+//! What everyday users and scripts get from the command line, against a real server process:
+//! `--json` on every command (results and errors, the schema of docs/JSON.md), QR codes decoded
+//! back to the exact link, completions and the manual page, `rdv keygen`, and `serve --config`.
+
+mod common;
+
+use common::ServerProcess;
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn rdv(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .env_remove("RDV_PASSPHRASE")
+        .env_remove("RDV_LINK")
+        .env_remove("RDV_DELETE_TOKEN")
+        .env_remove("RDV_ANSWER")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// The one JSON object a `--json` run prints: stdout must be exactly one line of JSON.
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON line expected, got {text:?} (stderr {})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    assert!(v.is_object());
+    v
+}
+
+/// Check a successful result's common fields and return it.
+fn ok(out: &Output, command: &str) -> Value {
+    let v = json(out);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["command"], command, "{v}");
+    v
+}
+
+/// Check an error result: exit status, `ok: false`, the code and kind, a message.
+fn err(out: &Output, code: &str, kind: &str) -> Value {
+    let v = json(out);
+    assert!(!out.status.success(), "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert_eq!(v["error"]["kind"], kind, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn json_on_every_command_with_results_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+
+    // info
+    let v = ok(&rdv(&["--json", "info", &addr, "--direct"], &[]), "info");
+    assert_eq!(v["links_per_bucket"], 64);
+    assert_eq!(v["open_window_secs"], 600);
+    assert!(v["protocol_version"].as_u64().is_some() && v["server_time"].as_u64().is_some());
+
+    // offer, one channel: link with its passphrase, no separate passphrase field.
+    let o = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                &addr,
+                "--payload",
+                "smp://q1",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    let link = str_of(&o, "link").to_string();
+    assert!(link.starts_with("rdv1:") && link.contains("&p="), "{o}");
+    assert!(o.get("passphrase").is_none(), "{o}");
+    assert_eq!(o["two_channel"], false);
+    assert_eq!(o["answer_expected"], false);
+    let token = str_of(&o, "delete_token").to_string();
+
+    // offer, two channels, binary-unsafe payload kept exact through base64.
+    let o2 = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                &addr,
+                "--payload",
+                "smp://q2\tx",
+                "--kdf",
+                "test",
+                "--two-channel",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    let link2 = str_of(&o2, "link").to_string();
+    assert!(!link2.contains("&p="), "{o2}");
+    assert_eq!(str_of(&o2, "passphrase"), pass[0].1);
+
+    // accept: the payload as text and as exact bytes.
+    let a = ok(
+        &rdv(&["accept", "--json", "--direct", &link], &[]),
+        "accept",
+    );
+    assert_eq!(str_of(&a, "payload"), "smp://q1");
+    assert_eq!(str_of(&a, "payload_base64"), "c21wOi8vcTE=");
+    assert_eq!(a["answer_expected"], false);
+    assert_eq!(a["answered"], false);
+    assert!(a["tried"].as_u64().unwrap() >= 1);
+    let a2 = ok(
+        &rdv(&["accept", "--json", "--direct", &link2], &pass),
+        "accept",
+    );
+    assert_eq!(str_of(&a2, "payload"), "smp://q2\tx");
+
+    // Errors, each with its code.
+    err(
+        &rdv(
+            &["accept", "--json", "--direct", &link2],
+            &[("RDV_PASSPHRASE", "wrong wrong wrong wrong")],
+        ),
+        "no_match",
+        "bad-input",
+    );
+    err(
+        &rdv(&["accept", "--json", "--direct", &link2], &[]),
+        "passphrase_required",
+        "bad-input",
+    );
+    err(
+        &rdv(&["accept", "--json", "--direct", &link], &pass),
+        "passphrase_conflict",
+        "bad-input",
+    );
+    err(
+        &rdv(&["accept", "--json", "--direct", "rdv1:nonsense"], &[]),
+        "invalid_link",
+        "bad-input",
+    );
+    err(
+        &rdv(&["accept", "--json", "--direct", "127.0.0.1:1", &link], &[]),
+        "refused",
+        "bad-input",
+    );
+    err(
+        &rdv(
+            &["accept", "--json", "--direct", &link, "--answer", "hi"],
+            &[],
+        ),
+        "no_answer_expected",
+        "bad-input",
+    );
+    // Usage errors too, before any command runs.
+    let u = err(
+        &rdv(&["accept", "--json", "--no-such-flag"], &[]),
+        "usage",
+        "bad-input",
+    );
+    assert!(u.get("command").is_none());
+    assert_eq!(rdv(&["--json", "info"], &[]).status.code(), Some(2));
+
+    // delete, then delete again: nothing to delete.
+    let d = ok(
+        &rdv(
+            &["delete", "--json", "--direct", &link, "--token", &token],
+            &[],
+        ),
+        "delete",
+    );
+    assert_eq!(d["deleted"], true);
+    err(
+        &rdv(
+            &["delete", "--json", "--direct", &link, "--token", &token],
+            &[],
+        ),
+        "nothing_to_delete",
+        "bad-input",
+    );
+
+    // The answer channel: offer with a state file, accept with an answer, collect.
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let o3 = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                &addr,
+                "--payload",
+                "smp://q3",
+                "--kdf",
+                "test",
+                "--expect-answer",
+                "--state",
+                st,
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    assert_eq!(o3["answer_expected"], true);
+    assert_eq!(str_of(&o3, "state_file"), st);
+    let link3 = str_of(&o3, "link").to_string();
+    err(
+        &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
+        "no_answer_yet",
+        "transient",
+    );
+    let a3 = ok(
+        &rdv(
+            &[
+                "accept",
+                "--json",
+                "--direct",
+                &link3,
+                "--answer",
+                "smp://back",
+            ],
+            &[],
+        ),
+        "accept",
+    );
+    assert_eq!(a3["answer_expected"], true);
+    assert_eq!(a3["answered"], true);
+    err(
+        &rdv(
+            &[
+                "accept",
+                "--json",
+                "--direct",
+                &link3,
+                "--answer",
+                "smp://again",
+            ],
+            &[],
+        ),
+        "already_answered",
+        "bad-input",
+    );
+    let c = ok(
+        &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
+        "collect",
+    );
+    assert_eq!(str_of(&c, "answer"), "smp://back");
+    assert_eq!(c["link_kept"], false);
+    assert!(!state.exists());
+    err(
+        &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
+        "io",
+        "local",
+    );
+
+    // Commands without a JSON form say so, as JSON.
+    err(
+        &rdv(&["--json", "completions", "bash"], &[]),
+        "json_unsupported",
+        "bad-input",
+    );
+    err(
+        &rdv(&["--json", "demo"], &[]),
+        "json_unsupported",
+        "bad-input",
+    );
+}
+
+#[test]
+fn json_and_quiet_keep_standard_error_to_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    for flag in ["--json", "--quiet"] {
+        let out = rdv(
+            &[
+                "offer",
+                flag,
+                "--direct",
+                &addr,
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        );
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Only the warnings remain (the weak test KDF and --direct), no notes.
+        for line in stderr.lines() {
+            assert!(line.starts_with("WARNING:"), "{flag}: unexpected {line:?}");
+        }
+        assert!(!stderr.contains("stored;"), "{stderr}");
+    }
+}
+
+/// The QR codes in `rdv offer --qr`'s output, each read back into modules (true = dark).
+fn qr_blocks(stdout: &str, light_background: bool) -> Vec<Vec<Vec<bool>>> {
+    let mut blocks = Vec::new();
+    let mut rows: Vec<Vec<bool>> = Vec::new();
+    let is_qr =
+        |l: &str| !l.is_empty() && l.chars().all(|c| " \u{2580}\u{2584}\u{2588}".contains(c));
+    for line in stdout.lines().chain([""]) {
+        if is_qr(line) {
+            let (mut top, mut bottom) = (Vec::new(), Vec::new());
+            for c in line.chars() {
+                let (t, b) = match c {
+                    '\u{2588}' => (true, true),
+                    '\u{2580}' => (true, false),
+                    '\u{2584}' => (false, true),
+                    _ => (false, false),
+                };
+                top.push(t == light_background);
+                bottom.push(b == light_background);
+            }
+            rows.push(top);
+            rows.push(bottom);
+        } else if !rows.is_empty() {
+            blocks.push(std::mem::take(&mut rows));
+        }
+    }
+    blocks
+}
+
+fn decode(rows: &[Vec<bool>]) -> String {
+    const S: usize = 4;
+    let (h, w) = (rows.len(), rows[0].len());
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w * S, h * S, |x, y| {
+        if rows[y / S].get(x / S).copied().unwrap_or(false) {
+            0
+        } else {
+            255
+        }
+    });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code expected");
+    grids[0].decode().expect("decodes").1
+}
+
+fn decode_png(path: &Path) -> String {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(
+        info.width as usize,
+        info.height as usize,
+        |x, y| buf[y * info.line_size + x],
+    );
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1);
+    grids[0].decode().unwrap().1
+}
+
+#[test]
+fn qr_codes_decode_to_the_exact_link_and_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+
+    // One channel, dark background (the default), plus a PNG.
+    let png = dir.path().join("link.png");
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://q",
+            "--kdf",
+            "test",
+            "--qr",
+            "--qr-png",
+            png.to_str().unwrap(),
+        ],
+        &pass,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let link = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("link: "))
+        .unwrap()
+        .to_string();
+    let blocks = qr_blocks(&stdout, false);
+    assert_eq!(blocks.len(), 1, "{stdout}");
+    assert_eq!(decode(&blocks[0]), link);
+    assert_eq!(decode_png(&png), link);
+    // The decoded link works.
+    let acc = rdv(&["accept", "--direct", &decode(&blocks[0])], &[]);
+    assert_eq!(String::from_utf8_lossy(&acc.stdout).trim(), "smp://q");
+    // The PNG is never overwritten: refused before anything is stored.
+    let again = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://q",
+            "--kdf",
+            "test",
+            "--qr-png",
+            png.to_str().unwrap(),
+        ],
+        &pass,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    // Two channels, light background: the link and the passphrase in two separate codes.
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://q",
+            "--kdf",
+            "test",
+            "--qr",
+            "--qr-invert",
+            "--two-channel",
+        ],
+        &pass,
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let link = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("link: "))
+        .unwrap();
+    let blocks = qr_blocks(&stdout, true);
+    assert_eq!(blocks.len(), 2, "{stdout}");
+    assert_eq!(decode(&blocks[0]), link);
+    assert_eq!(decode(&blocks[1]), pass[0].1);
+    assert!(!decode(&blocks[0]).contains("&p="));
+}
+
+#[test]
+fn completions_and_manual_page_are_generated() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = rdv(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        // Every subcommand and a flag of each kind are offered.
+        for word in [
+            "serve",
+            "offer",
+            "accept",
+            "collect",
+            "keygen",
+            "two-channel",
+            "json",
+            "client-key",
+        ] {
+            assert!(text.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let out = rdv(&["completions", "bash"], &[]);
+    let mut bash = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("bash");
+    bash.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(
+        bash.wait().unwrap().success(),
+        "bash -n rejects the completion script"
+    );
+    let bad = rdv(&["completions", "tcsh"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let man = String::from_utf8(rdv(&["man"], &[]).stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH rdv 1"),
+        "{man:.200}"
+    );
+    assert!(man.contains(".TH rdv 1") && man.contains("arti-client"));
+    for word in ["serve", "offer", "accept"] {
+        assert!(man.contains(word));
+    }
+    let v = String::from_utf8(rdv(&["--version"], &[]).stdout).unwrap();
+    assert!(
+        v.starts_with("rdv ") && v.contains("(arti-client 0."),
+        "{v}"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_the_public_line() {
+    const ONION: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    let k = key.to_str().unwrap();
+    let out = rdv(
+        &["keygen", "--server", &format!("{ONION}:7625"), "--out", k],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap();
+    let public = public.trim();
+    assert!(
+        public.starts_with("descriptor:x25519:") && public.len() == 18 + 52,
+        "{public}"
+    );
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(secret.starts_with(&format!("{}:descriptor:x25519:", &ONION[..56])));
+    // The secret never reaches the terminal, and the public line is not the secret.
+    let b32 = secret.trim().rsplit(':').next().unwrap();
+    assert!(!public.contains(b32));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Never overwritten; a bad address is refused, nothing written.
+    let again = rdv(&["keygen", "--server", ONION, "--out", k], &[]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), secret);
+    let bad = dir.path().join("bad.key");
+    let out = rdv(
+        &[
+            "--json",
+            "keygen",
+            "--server",
+            "example.com",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    err(&out, "client_key", "bad-input");
+    assert!(!bad.exists());
+    // JSON: the public line and where the secret is.
+    let other = dir.path().join("bob.key");
+    let v = ok(
+        &rdv(
+            &[
+                "--json",
+                "keygen",
+                "--server",
+                ONION,
+                "--out",
+                other.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "keygen",
+    );
+    assert_eq!(str_of(&v, "service"), ONION);
+    assert!(str_of(&v, "public_key").starts_with("descriptor:x25519:"));
+    // A client key for another service is refused before Tor starts.
+    let other_onion = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaam2dqd.onion:7625";
+    let tor_dir = dir.path().join("t");
+    let out = rdv(
+        &[
+            "info",
+            other_onion,
+            "--client-key",
+            k,
+            "--tor-dir",
+            tor_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains(&format!("the key is for {ONION}")), "{e}");
+    assert!(!tor_dir.exists(), "nothing started");
+    // A file that is not a key is named as such.
+    let out = rdv(&["info", other_onion, "--client-key", "/etc/hostname"], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--client-key") && e.contains("expected"), "{e}");
+}
+
+/// A serve process from a configuration file: its summary and its listener.
+#[test]
+fn serve_runs_from_a_configuration_file_and_flags_override_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rdv.toml");
+    std::fs::write(
+        &cfg,
+        "data = \"data\"\nlisten = [\"127.0.0.1:0\"]\n[onion]\nenabled = false\n\
+         [store]\nopen_window = \"3m\"\nttl = \"2h\"\nmax_links = 500\n[limits]\nrate = 9\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--rate", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{text}");
+        text.push_str(&line);
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            break a.to_string();
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // The data directory, relative to the file, was used.
+    assert!(dir.path().join("data").is_dir());
+    // The summary states the file's settings and the flag's override, and nothing secret.
+    assert!(text.contains("buckets open 3m, kept 2h"), "{text}");
+    assert!(text.contains("quota 500 links"), "{text}");
+    assert!(text.contains("4 requests/s per connection"), "{text}");
+    assert!(text.contains("no onion service"), "{text}");
+    assert!(addr.starts_with("127.0.0.1:"));
+
+    // The round trip through --print-config keeps every setting.
+    let p = rdv(
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rate",
+            "4",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert!(p.status.success());
+    let printed = String::from_utf8(p.stdout).unwrap();
+    assert!(
+        printed.contains("rate = 4") && printed.contains("ttl = \"2h\""),
+        "{printed}"
+    );
+    let cfg2 = dir.path().join("again.toml");
+    std::fs::write(&cfg2, &printed).unwrap();
+    let p2 = rdv(
+        &[
+            "serve",
+            "--config",
+            cfg2.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    );
+    assert_eq!(String::from_utf8(p2.stdout).unwrap(), printed);
+
+    // Unknown keys and refused values are errors naming the key; the server does not start.
+    std::fs::write(&cfg2, "data = \"d\"\n[limits]\nrate_limit = 3\n").unwrap();
+    let bad = rdv(&["serve", "--config", cfg2.to_str().unwrap()], &[]);
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("rate_limit") && e.contains("again.toml"), "{e}");
+    std::fs::write(&cfg2, "data = \"d\"\n[store]\nopen_window = \"0s\"\n").unwrap();
+    let bad = rdv(
+        &[
+            "serve",
+            "--config",
+            cfg2.to_str().unwrap(),
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(e.contains("again.toml (store.open_window)"), "{e}");
+    // Without a data directory anywhere: a clear error.
+    let bad = rdv(&["serve", "--no-onion", "--listen", "127.0.0.1:0"], &[]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--data DIR"));
+}
+
+#[test]
+fn a_private_server_needs_a_valid_authorized_clients_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let clients = dir.path().join("clients");
+    std::fs::create_dir(&clients).unwrap();
+    let c = clients.to_str().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    // A directory others can read: arti would ignore it, so rdv refuses it.
+    std::fs::set_permissions(&clients, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = rdv(&["serve", "--data", d, "--authorized-clients", c], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("chmod 700"), "{e}");
+    std::fs::set_permissions(&clients, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A malformed key file is named, and the server does not start.
+    std::fs::write(clients.join("alice.auth"), "descriptor:x25519:tooshort\n").unwrap();
+    std::fs::set_permissions(
+        clients.join("alice.auth"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let out = rdv(&["serve", "--data", d, "--authorized-clients", c], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("alice.auth"), "{e}");
+    // So is a bad file name (arti would skip it without a word).
+    std::fs::remove_file(clients.join("alice.auth")).unwrap();
+    std::fs::write(clients.join("Alice Smith.auth"), "descriptor:x25519:AAAA\n").unwrap();
+    let out = rdv(&["serve", "--data", d, "--authorized-clients", c], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("Alice Smith.auth"),
+        "{e}"
+    );
+    // A directory that does not exist.
+    let out = rdv(
+        &[
+            "serve",
+            "--data",
+            d,
+            "--authorized-clients",
+            "/nonexistent/clients",
+        ],
+        &[],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("--authorized-clients"),
+        "{e}"
+    );
+    // Restricting an onion service that is off makes no sense.
+    let out = rdv(
+        &[
+            "serve",
+            "--data",
+            d,
+            "--authorized-clients",
+            c,
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("onion service is off"));
+}
