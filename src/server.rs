@@ -3,10 +3,12 @@
 //! [`Server::serve_stream`] runs the protocol on one stream (TCP connection, Tor stream, in-memory
 //! duplex). Listeners ([`tcp`], [`onion`]) only accept streams and hand them over.
 
+pub mod adversary;
 mod conn;
 mod handle;
 pub mod health;
 mod limits;
+pub mod metrics;
 
 pub use limits::Source;
 #[cfg(feature = "tor")]
@@ -52,6 +54,8 @@ pub struct ServerConfig {
     pub gc_batch: usize,
     /// How long shutdown waits for open connections. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// **Testing only**: misbehave on purpose (see [`adversary`]). Default: `None`.
+    pub adversary: Option<adversary::Adversary>,
 }
 
 impl ServerConfig {
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             gc_interval: Duration::from_secs(60),
             gc_batch: 1_000,
             shutdown_grace: Duration::from_secs(5),
+            adversary: None,
         }
     }
 }
@@ -132,6 +137,7 @@ pub struct Server<S: BucketStore> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slots: limits::Slots,
     pub(crate) store_gate: limits::StoreGate,
+    pub(crate) metrics: metrics::Metrics,
     /// Expiry never runs ahead of elapsed time since the start.
     guard: TimeGuard,
     /// The wall clock was last seen this far ahead of elapsed time (for one warning per jump).
@@ -150,7 +156,9 @@ impl<S: BucketStore> Server<S> {
         config.validate()?;
         store.params().validate()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let p = store.params();
         Ok(Arc::new(Server {
+            metrics: metrics::Metrics::new(p.open_window_secs, p.ttl_secs),
             slots: limits::Slots::new(config.max_connections, config.waiting_room),
             store_gate: limits::StoreGate::new(),
             guard: TimeGuard::start(&*clock),
@@ -176,6 +184,17 @@ impl<S: BucketStore> Server<S> {
     /// Connections holding a slot now.
     pub fn slot_holders(&self) -> usize {
         self.slots.holders()
+    }
+
+    /// The metrics in Prometheus' text format (aggregates only: see [`metrics`]).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode(
+            self.clock.now(),
+            self.open_connections(),
+            self.slot_holders(),
+            self.store.link_count(),
+            self.store.params().max_links,
+        )
     }
 
     /// Ask every listener and connection to stop.

@@ -781,3 +781,62 @@ fn a_private_server_needs_a_valid_authorized_clients_directory() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("onion service is off"));
 }
+
+#[test]
+fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "3s"]);
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        &pass,
+    );
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("the bucket closes at ") && e.contains("--hold"),
+        "{e}"
+    );
+
+    let v = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--hold",
+                "--direct",
+                &addr,
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    // The link came out only once the bucket had closed (same machine, same clock).
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let closes = v["bucket_closes_at"].as_u64().unwrap();
+    assert!(
+        now >= closes,
+        "printed at {now}, the bucket closes at {closes}"
+    );
+    assert_eq!(v["held"], true);
+    // The held link still opens.
+    let link = str_of(&v, "link").to_string();
+    let a = ok(
+        &rdv(&["accept", "--json", "--direct", &link], &[]),
+        "accept",
+    );
+    assert_eq!(str_of(&a, "payload"), "p");
+}

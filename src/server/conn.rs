@@ -33,6 +33,7 @@ impl<S: BucketStore> Server<S> {
         mut stream: T,
         source: Source,
     ) {
+        self.metrics.connection();
         let slot = self.slots.arrive();
         if let Err(e) = self.connection_loop(&mut stream, &source, &slot).await {
             tracing::debug!(error = %e, "connection ended with an error");

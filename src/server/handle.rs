@@ -3,7 +3,9 @@
 use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
+use crate::proto::{BucketId, SealedLink, SEALED_LINK_LEN};
 use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
+use crate::server::adversary::Adversary;
 use crate::store::{BucketStore, PutAnswer, StoreError};
 
 impl<S: BucketStore> Server<S> {
@@ -31,14 +33,28 @@ impl<S: BucketStore> Server<S> {
                 loop {
                     let now = self.clock.now();
                     match self.store.store(link.clone(), delete_check, now).await {
-                        Ok(id) => return Response::Stored { id },
+                        Ok(id) => {
+                            self.metrics.stored(id, now);
+                            source.set_last_stored(id.locator());
+                            if let Some(a) = self.config.adversary {
+                                return self.misbehave_on_store(a, id, now).await;
+                            }
+                            return Response::Stored { id };
+                        }
                         // Full for this second: wait for the next one, keeping the turn.
                         Err(StoreError::Overloaded(_))
                             if tokio::time::Instant::now() + STORE_RETRY < deadline =>
                         {
                             tokio::time::sleep(STORE_RETRY).await
                         }
-                        Err(e) => return store_error(e),
+                        Err(e) => {
+                            self.metrics.store_refused(match e {
+                                StoreError::QuotaExceeded { .. } => "quota",
+                                StoreError::Overloaded(_) => "overloaded",
+                                _ => "failed",
+                            });
+                            return store_error(e);
+                        }
                     }
                 }
             }
@@ -46,15 +62,26 @@ impl<S: BucketStore> Server<S> {
                 match self.store.fetch(locator, self.expiry_now()).await {
                     Ok(Some(mut links)) => {
                         links.truncate(MAX_LINKS_PER_BUCKET);
+                        self.metrics
+                            .fetched(&locator, links.len(), self.clock.now());
                         let filler = self.filler(&locator, links.len());
                         links.extend(filler);
+                        if self.config.adversary == Some(Adversary::Truncate) {
+                            links.truncate(MAX_LINKS_PER_BUCKET - 1);
+                        }
                         Response::Bucket { links }
                     }
-                    Ok(None) => error(
-                        ErrorCode::NotFound,
-                        "no such bucket (never existed, or expired)",
-                    ),
-                    Err(e) => store_error(e),
+                    Ok(None) => {
+                        self.metrics.fetch_missed("not_found");
+                        error(
+                            ErrorCode::NotFound,
+                            "no such bucket (never existed, or expired)",
+                        )
+                    }
+                    Err(e) => {
+                        self.metrics.fetch_missed("failed");
+                        store_error(e)
+                    }
                 }
             }
             Request::Delete { locator, token } => {
@@ -63,12 +90,22 @@ impl<S: BucketStore> Server<S> {
                     .delete(locator, token.check(), self.expiry_now())
                     .await
                 {
-                    Ok(true) => Response::Deleted,
-                    Ok(false) => error(
-                        ErrorCode::NotFound,
-                        "no link with this deletion token in this bucket",
-                    ),
-                    Err(e) => store_error(e),
+                    Ok(true) => {
+                        let same = source.last_stored_is(&locator);
+                        self.metrics.deleted(&locator, self.clock.now(), same);
+                        Response::Deleted
+                    }
+                    Ok(false) => {
+                        self.metrics.delete_missed("nothing");
+                        error(
+                            ErrorCode::NotFound,
+                            "no link with this deletion token in this bucket",
+                        )
+                    }
+                    Err(e) => {
+                        self.metrics.delete_missed("failed");
+                        store_error(e)
+                    }
                 }
             }
             Request::PutAnswer { mailbox, answer } => {
@@ -81,26 +118,67 @@ impl<S: BucketStore> Server<S> {
                     .put_answer(mailbox, answer, self.expiry_now())
                     .await
                 {
-                    Ok(PutAnswer::Stored) => Response::AnswerStored,
-                    Ok(PutAnswer::AlreadyAnswered) => error(
-                        ErrorCode::AlreadyAnswered,
-                        "this mailbox holds an answer already; the first one stays",
-                    ),
-                    Err(e) => store_error(e),
+                    Ok(PutAnswer::Stored) => {
+                        self.metrics.answer("put_stored");
+                        Response::AnswerStored
+                    }
+                    Ok(PutAnswer::AlreadyAnswered) => {
+                        self.metrics.answer("put_already");
+                        error(
+                            ErrorCode::AlreadyAnswered,
+                            "this mailbox holds an answer already; the first one stays",
+                        )
+                    }
+                    Err(e) => {
+                        self.metrics.answer("failed");
+                        store_error(e)
+                    }
                 }
             }
             Request::FetchAnswer { mailbox } => {
                 match self.store.fetch_answer(mailbox, self.expiry_now()).await {
-                    Ok(Some(answer)) => Response::Answer { answer },
-                    Ok(None) => Response::Answer {
-                        answer: crate::proto::padding::answer_filler(
-                            self.store.filler_secret(),
-                            &mailbox,
-                        ),
-                    },
-                    Err(e) => store_error(e),
+                    Ok(Some(answer)) => {
+                        self.metrics.answer("fetch_found");
+                        Response::Answer { answer }
+                    }
+                    Ok(None) => {
+                        self.metrics.answer("fetch_empty");
+                        Response::Answer {
+                            answer: crate::proto::padding::answer_filler(
+                                self.store.filler_secret(),
+                                &mailbox,
+                            ),
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.answer("failed");
+                        store_error(e)
+                    }
                 }
             }
+        }
+    }
+}
+
+impl<S: BucketStore> Server<S> {
+    /// The adversarial server's answer to a store that went into `id`.
+    async fn misbehave_on_store(&self, a: Adversary, id: BucketId, now: u64) -> Response {
+        if a == Adversary::Dummies {
+            // Fill the rest of the bucket with random links nobody can open.
+            for _ in 1..MAX_LINKS_PER_BUCKET {
+                let mut bytes = [0u8; SEALED_LINK_LEN];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                let mut check = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut check);
+                let check = crate::proto::DeleteToken::from_bytes(check).check();
+                match self.store.store(SealedLink(bytes), check, now).await {
+                    Ok(other) if other == id => {}
+                    _ => break,
+                }
+            }
+        }
+        Response::Stored {
+            id: a.rewrite_id(id),
         }
     }
 }

@@ -11,12 +11,30 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, Default)]
 pub struct Source {
     lane: Arc<Mutex<()>>,
+    /// The locator of the latest link stored from this source, for the metrics' count of
+    /// refusals (a delete of it from the same source). Never leaves the server's memory.
+    last_stored: Arc<std::sync::Mutex<Option<crate::proto::Locator>>>,
 }
 
 impl Source {
     /// A new, independent source.
     pub fn new() -> Self {
         Source::default()
+    }
+
+    /// Remember the latest link stored from this source.
+    pub(crate) fn set_last_stored(&self, l: crate::proto::Locator) {
+        if let Ok(mut g) = self.last_stored.lock() {
+            *g = Some(l);
+        }
+    }
+
+    /// Whether `l` is the latest link stored from this source.
+    pub(crate) fn last_stored_is(&self, l: &crate::proto::Locator) -> bool {
+        self.last_stored
+            .lock()
+            .map(|g| g.as_ref() == Some(l))
+            .unwrap_or(false)
     }
 }
 

@@ -54,3 +54,75 @@ impl<S: BucketStore> Server<S> {
         }
     }
 }
+
+/// Scrapes served at once; more are closed unanswered.
+const MAX_SCRAPES: usize = 4;
+/// Longest time a scrape may take, request and answer.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest HTTP request head read.
+const MAX_REQUEST_HEAD: usize = 8192;
+
+impl<S: BucketStore> Server<S> {
+    /// Serve the metrics over HTTP on `listener` until shutdown: `GET /metrics` answers the
+    /// text of [`Server::metrics_text`]; anything else gets 404 (or 405 for another method).
+    /// Bounded: at most 4 scrapes at once, 5 s each, 8 KiB of request head.
+    pub async fn run_metrics(self: Arc<Self>, listener: TcpListener) {
+        let scrapes = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = self.shutdown_requested() => return,
+            };
+            let Ok((stream, _)) = accepted else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(permit) = scrapes.clone().try_acquire_owned() else {
+                continue;
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, server.scrape(stream)).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn scrape(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || head.len() + n > MAX_REQUEST_HEAD {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut words = line.split(|b| *b == b' ');
+        let (method, path) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        let (status, ctype, body) = match (method, path) {
+            (b"GET", b"/metrics") => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics_text(),
+            ),
+            (b"GET", _) => (
+                "404 Not Found",
+                "text/plain",
+                "not found: try /metrics\n".into(),
+            ),
+            _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await
+    }
+}

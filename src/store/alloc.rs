@@ -30,11 +30,18 @@ pub struct Exhausted {
 }
 
 /// Keeps the one open bucket and hands out bucket IDs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocator {
     open: Option<(BucketId, usize)>,
     last: Option<BucketId>,
     floor: Option<u64>,
+    capacity: usize,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator::resume(None, None)
+    }
 }
 
 impl Allocator {
@@ -45,7 +52,16 @@ impl Allocator {
             open: None,
             last,
             floor,
+            capacity: MAX_LINKS_PER_BUCKET,
         }
+    }
+
+    /// Fill buckets only up to `capacity` links (from 1 to 64). Honest servers use 64; 1 gives
+    /// every link a bucket of its own, which is what an isolating server does (the adversarial
+    /// server's `isolate` mode, for testing clients).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.clamp(1, MAX_LINKS_PER_BUCKET);
+        self
     }
 
     /// The newest bucket ID handed out.
@@ -73,7 +89,7 @@ impl Allocator {
         mut used: impl FnMut(u64) -> Result<Option<u16>, E>,
     ) -> Result<Result<BucketId, Exhausted>, E> {
         if let Some((id, n)) = &mut self.open {
-            let has_room = *n < MAX_LINKS_PER_BUCKET;
+            let has_room = *n < self.capacity;
             let in_window = now < id.created.saturating_add(params.open_window_secs);
             let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
             if has_room && in_window && not_future {

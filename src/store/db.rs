@@ -41,6 +41,9 @@ pub struct DiskStoreConfig {
     /// redb page cache of the readers' handle, bytes (the writer's handle gets a quarter of it).
     /// Default: 64 MiB.
     pub cache_bytes: usize,
+    /// Links per bucket before a new one opens. Default: 64. **Testing only**: less is what an
+    /// isolating server does (`rdv serve --adversary isolate`); honest servers keep 64.
+    pub bucket_capacity: usize,
 }
 
 impl Default for DiskStoreConfig {
@@ -50,6 +53,7 @@ impl Default for DiskStoreConfig {
             commit_per_store: false,
             max_batch: 1024,
             cache_bytes: 64 * 1024 * 1024,
+            bucket_capacity: crate::proto::MAX_LINKS_PER_BUCKET,
         }
     }
 }
@@ -60,6 +64,12 @@ impl DiskStoreConfig {
         self.params.validate()?;
         if self.max_batch == 0 {
             return Err(crate::ConfigError::new("max_batch", "must be at least 1"));
+        }
+        if !(1..=crate::proto::MAX_LINKS_PER_BUCKET).contains(&self.bucket_capacity) {
+            return Err(crate::ConfigError::new(
+                "bucket_capacity",
+                "must be from 1 to 64",
+            ));
         }
         Ok(())
     }
@@ -188,7 +198,8 @@ impl DiskStore {
             retry_at: std::time::Instant::now() + retry,
             retry,
             down_since: down.then(std::time::Instant::now),
-            alloc: Allocator::resume(meta.last, meta.floor),
+            alloc: Allocator::resume(meta.last, meta.floor).with_capacity(config.bucket_capacity),
+            capacity: config.bucket_capacity,
             links: links.clone(),
             answers: answers.clone(),
             commits: commits.clone(),

@@ -58,6 +58,18 @@ pub(crate) struct ServeFile {
     pub(crate) limits: LimitsSection,
     #[serde(default)]
     pub(crate) health: HealthSection,
+    #[serde(default)]
+    pub(crate) metrics: MetricsSection,
+}
+
+/// `[metrics]`.
+#[derive(Default, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) allow_remote: Option<bool>,
 }
 
 /// `[onion]`.
@@ -318,6 +330,14 @@ pub(crate) fn apply(
         "health.exit_when_unreachable",
         a.exit_when_unreachable
     );
+    let m = f.metrics;
+    set!(m.listen.map(Some), "metrics", "metrics.listen", a.metrics);
+    set!(
+        m.allow_remote,
+        "metrics_allow_remote",
+        "metrics.allow_remote",
+        a.metrics_allow_remote
+    );
     if !origins.keys.is_empty() {
         origins.file = Some(base.to_path_buf());
     }
@@ -393,6 +413,10 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
             warn_unreachable_after: Some(Dur(a.warn_unreachable_after)),
             exit_when_unreachable: a.exit_when_unreachable.map(Dur),
         },
+        metrics: MetricsSection {
+            listen: a.metrics.clone(),
+            allow_remote: Some(a.metrics_allow_remote),
+        },
     }
 }
 
@@ -401,7 +425,7 @@ pub(crate) fn effective_text(a: &ServeArgs) -> Result<String> {
     let mut text = String::from(
         "# rdv serve: effective settings (rdv serve --print-config).\n\
          # max_links absent: half of the free disk space at start.\n\
-         # exit_when_unreachable absent: keep running.\n",
+         # exit_when_unreachable absent: keep running. metrics.listen absent: no metrics.\n",
     );
     text.push_str(&toml::to_string(&effective(a)).context("writing the settings as TOML")?);
     Ok(text)
@@ -440,7 +464,7 @@ mod tests {
              [onion]\nenabled = false\nport = 80\nvanguards = \"full\"\nauthorized_clients = \"/abs/clients\"\n\
              [store]\nttl = \"2days\"\nopen_window = \"5m\"\nmax_links = 77\n\
              [limits]\nrate = 7\nmax_connections = 9\n\
-             [health]\nexit_when_unreachable = \"1h\"\n\
+             [health]\nexit_when_unreachable = \"1h\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\
              [tor]\nconfig = \"arti.toml\"\n",
         );
         let (a, o) = serve(&["--config", &f, "--rate", "3", "--listen", "127.0.0.1:1"]).unwrap();
@@ -462,6 +486,7 @@ mod tests {
         assert_eq!(a.max_links, Some(77));
         assert_eq!(a.max_connections, 9);
         assert_eq!(a.exit_when_unreachable, Some(Duration::from_secs(3600)));
+        assert_eq!(a.metrics.as_deref(), Some("127.0.0.1:9464"));
         // The command line wins, lists included.
         assert_eq!(a.rate, 3);
         assert_eq!(a.listen, ["127.0.0.1:1"]);

@@ -123,6 +123,22 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         offer.bucket.seq,
         a.max_seq
     );
+    // When the bucket stops taking links, on the server's clock, and so here.
+    let window = offer.server_info.open_window_secs;
+    let closes_at = offer.bucket.created.saturating_add(window);
+    let closes_in = closes_at.saturating_sub(offer.server_info.server_time);
+    let local_close = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            rdv::clock::Clock::now(&rdv::clock::SystemClock).saturating_add(closes_in),
+        );
+    let when = humantime::format_rfc3339_seconds(local_close);
+    let minutes = closes_in.div_ceil(60);
+    if a.hold {
+        note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
+        tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1)).await;
+    } else {
+        note!("the bucket closes at {when} (in {minutes} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
+    }
     let token = offer.delete_token.to_text();
     let link_text = if a.two_channel {
         offer.link.without_passphrase().to_uri()
@@ -147,6 +163,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             "delete_token" => &*token,
             "two_channel" => a.two_channel,
             "bucket_seq" => offer.bucket.seq,
+            "bucket_closes_at" => closes_at,
+            "bucket_closes_in_secs" => if a.hold { 0 } else { closes_in },
+            "held" => a.hold,
             "answer_expected" => a.expect_answer,
         };
         if a.two_channel {

@@ -165,6 +165,14 @@ fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
 pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     let (mut store_config, mut config) = settings(&a).map_err(|e| setting_error(e, &origins))?;
     let (mut onion, health) = onion_settings(&a).map_err(|e| setting_error(e, &origins))?;
+    if let Some(mode) = a.adversary {
+        if !a.testing_only {
+            bail!("--adversary {mode} makes the server attack its clients; it runs only with --testing-only as well, and never for real users");
+        }
+        eprintln!("WARNING: ADVERSARIAL SERVER ({mode}): this server misbehaves on purpose to test clients. Never use it for real rendezvous.");
+        config.adversary = Some(mode);
+        store_config.bucket_capacity = mode.bucket_capacity();
+    }
     if a.print_config {
         print!("{}", crate::config::effective_text(&a)?);
         return Ok(());
@@ -239,6 +247,11 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         let local = listener.local_addr()?;
         println!("listening on {local}");
         tasks.spawn(server.clone().run_tcp(listener));
+    }
+    if let Some(addr) = &a.metrics {
+        let listener = bind_metrics(addr, a.metrics_allow_remote, &origins).await?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        tasks.spawn(server.clone().run_metrics(listener));
     }
     let _ = std::io::stdout().flush();
     tasks.spawn(server.clone().run_gc());
@@ -430,4 +443,22 @@ fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64) -> Strin
         ));
     }
     s
+}
+
+/// Bind the metrics listener: an IP address and port, loopback unless allowed otherwise.
+async fn bind_metrics(
+    addr: &str,
+    allow_remote: bool,
+    origins: &Origins,
+) -> Result<tokio::net::TcpListener> {
+    let name = origins.name("metrics");
+    let sa: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{name} {addr:?}: expected IP:PORT, e.g. 127.0.0.1:9464"))?;
+    if !sa.ip().is_loopback() && !allow_remote {
+        bail!("{name} {addr}: not a loopback address; metrics are for the operator (add --metrics-allow-remote, or metrics.allow_remote = true, to serve them there anyway)");
+    }
+    tokio::net::TcpListener::bind(sa)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))
 }

@@ -518,6 +518,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             retry: Duration::from_secs(1),
             down_since: None,
             alloc: Allocator::default(),
+            capacity: crate::proto::MAX_LINKS_PER_BUCKET,
             links: Arc::new(AtomicU64::new(0)),
             answers: Arc::new(AtomicU64::new(0)),
             commits: counter.clone(),

@@ -121,6 +121,8 @@ pub(super) struct Writer {
     /// Why the database went down (logged once, not on every retry).
     pub(super) down_since: Option<Instant>,
     pub(super) alloc: Allocator,
+    /// Links per bucket (see `DiskStoreConfig::bucket_capacity`).
+    pub(super) capacity: usize,
     pub(super) links: Arc<AtomicU64>,
     pub(super) answers: Arc<AtomicU64>,
     pub(super) commits: Arc<AtomicU64>,
@@ -199,7 +201,7 @@ impl Writer {
         });
         match reopened {
             Ok((db, meta)) => {
-                self.alloc = Allocator::resume(meta.last, meta.floor);
+                self.alloc = Allocator::resume(meta.last, meta.floor).with_capacity(self.capacity);
                 self.links.store(meta.links, Ordering::Relaxed);
                 self.answers.store(meta.answers, Ordering::Relaxed);
                 self.db = Some(db);

@@ -149,6 +149,10 @@ pub(crate) struct OfferArgs {
     /// Two-channel mode: print the link without the passphrase, and the passphrase separately.
     #[arg(long)]
     pub(crate) two_channel: bool,
+    /// Wait until the bucket's open window ends before printing the link: handed over after
+    /// that, the accepter's fetch hides among every link the bucket got (see docs/ANONYMITY.md).
+    #[arg(long)]
+    pub(crate) hold: bool,
     /// Also show the link (and, with --two-channel, the passphrase separately) as QR codes on
     /// the terminal, for a phone's camera. Drawn for a dark terminal background (light modules
     /// as blocks); --qr-invert for a light one.

@@ -104,6 +104,22 @@ pub(crate) struct ServeArgs {
     /// changing the directory.
     #[arg(long, value_name = "DIR", help_heading = "Onion service")]
     pub(crate) authorized_clients: Option<PathBuf>,
+    /// Serve Prometheus metrics (aggregates only: bucket sizes at close and at fetch, delays,
+    /// counts by outcome; never an ID, a locator or a time of a request) over HTTP at
+    /// ADDR:PORT/metrics. Loopback only unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR:PORT", help_heading = "Metrics")]
+    pub(crate) metrics: Option<String>,
+    /// Allow --metrics on an address that is not loopback (put it behind a firewall).
+    #[arg(long, help_heading = "Metrics")]
+    pub(crate) metrics_allow_remote: bool,
+    /// TESTING ONLY: misbehave on purpose, to test clients: isolate (a bucket per link),
+    /// future-ids, stale-ids, seq-inflation, dummies (buckets filled with dummy links), truncate
+    /// (63-entry fetch answers). Needs --testing-only too; never for real users.
+    #[arg(long, value_name = "MODE", value_parser = parse_adversary, help_heading = "Testing")]
+    pub(crate) adversary: Option<rdv::server::adversary::Adversary>,
+    /// Confirm that this server is for testing clients (required by --adversary).
+    #[arg(long, help_heading = "Testing")]
+    pub(crate) testing_only: bool,
     /// How often the server checks, through Tor on a circuit of its own, that its onion service
     /// answers (once it has answered; before that, every 10 s).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
@@ -127,4 +143,13 @@ pub(crate) fn parse_vanguards(s: &str) -> Result<rdv::tor::Vanguards, String> {
         "disabled" => Ok(Vanguards::Disabled),
         _ => Err("expected lite, full or disabled".into()),
     }
+}
+
+/// An adversary mode's name.
+fn parse_adversary(s: &str) -> Result<rdv::server::adversary::Adversary, String> {
+    use rdv::server::adversary::Adversary;
+    Adversary::parse(s).ok_or_else(|| {
+        let names: Vec<_> = Adversary::ALL.iter().map(|a| a.as_str()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }

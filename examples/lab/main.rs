@@ -1,0 +1,263 @@
+//! The metadata lab: how many other links a user's link hides among, measured on a real server
+//! under a traffic model, and how well an honest-but-curious server can link accepts to offers.
+//!
+//! ```sh
+//! cargo run --release --example lab                 # the full set (about a minute)
+//! cargo run --release --example lab -- --quick      # fewer, shorter runs
+//! cargo run --release --example lab -- --out docs/lab
+//! ```
+//!
+//! Prints Markdown tables and writes SVG plots (`k_vs_rate.svg`, `degree_vs_delay.svg`) into
+//! `--out` (default `target/lab`). docs/ANONYMITY.md explains the model, the attack and the
+//! figures. Each run drives an in-process server over the redb store through the library client
+//! (`sim.rs`); the attack sees only the server's request stream (`attack.rs`); the server's own
+//! metrics are read back and must agree with the lab's count.
+
+mod adversary;
+mod attack;
+mod plot;
+mod sim;
+
+use anyhow::{ensure, Result};
+use attack::TimingModel;
+use sim::Model;
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+/// Expected real links per bucket when every link opens or joins the current bucket and
+/// buckets hold at most 64: the first link opens it, then N ~ Poisson(λ·W) more arrive in its
+/// window, so E[min(64, 1 + N)] (which is about min(64, 1 + λ·W) away from the cap).
+fn expected_k_close(rate_per_min: f64, window: u64) -> f64 {
+    let mu = rate_per_min / 60.0 * window as f64;
+    // P(N = n) by recurrence; the tail beyond 63 counts as 64.
+    let mut p = (-mu).exp();
+    let (mut e, mut below) = (0.0, 0.0);
+    for n in 0..63u32 {
+        e += p * f64::from(1 + n);
+        below += p;
+        p *= mu / f64::from(n + 1);
+    }
+    e + (1.0 - below) * 64.0
+}
+
+struct Row {
+    label: String,
+    rate: f64,
+    window: u64,
+    k_close: f64,
+    k_fetch: f64,
+    degree: f64,
+    /// Mean of 2^entropy: the number of equally likely candidates the attacker is left with.
+    effective: f64,
+    top_right: f64,
+    accepts: usize,
+}
+
+async fn measure(label: &str, m: Model) -> Result<Row> {
+    let o = sim::run(&m).await?;
+    // The server's own histograms count what the lab counts.
+    let lab_close: f64 = o.k_close.iter().map(|k| *k as f64).sum();
+    let lab_fetch: f64 = o.accepts.iter().map(|a| a.candidates as f64).sum();
+    ensure!(
+        o.server_k_close == (lab_close, o.k_close.len() as f64),
+        "{label}: the server's rdv_bucket_links_at_close {:?} != the lab's ({lab_close}, {})",
+        o.server_k_close,
+        o.k_close.len()
+    );
+    ensure!(
+        o.server_k_fetch == (lab_fetch, o.accepts.len() as f64),
+        "{label}: the server's rdv_fetch_candidates {:?} != the lab's ({lab_fetch}, {})",
+        o.server_k_fetch,
+        o.accepts.len()
+    );
+    Ok(Row {
+        label: label.to_string(),
+        rate: m.rate_per_min,
+        window: m.window,
+        k_close: mean(o.k_close.iter().map(|k| *k as f64)),
+        k_fetch: mean(o.accepts.iter().map(|a| a.candidates as f64)),
+        degree: mean(o.accepts.iter().map(|a| a.degree)),
+        effective: mean(o.accepts.iter().map(|a| a.entropy.exp2())),
+        top_right: mean(
+            o.accepts
+                .iter()
+                .map(|a| f64::from(u8::from(a.top_guess_right))),
+        ),
+        accepts: o.accepts.len(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/lab".into());
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: lab [--quick] [--out DIR]");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&out)?;
+    let duration = if quick { 3600 } else { 4 * 3600 };
+    let base = TimingModel {
+        mean_accept_delay: 600.0,
+        hold: false,
+        mean_delete_delay: None,
+    };
+
+    // 1. Links per bucket against the offer rate, for two open windows.
+    let rates: &[f64] = if quick {
+        &[1.0, 6.0]
+    } else {
+        &[0.5, 1.0, 2.0, 6.0, 20.0]
+    };
+    let mut rows = Vec::new();
+    for &window in &[120u64, 600] {
+        for (i, &rate) in rates.iter().enumerate() {
+            let m = Model {
+                rate_per_min: rate,
+                window,
+                duration,
+                timing: base,
+                seed: 1000 + i as u64 + window,
+            };
+            rows.push(measure(&format!("W={}m λ={rate}/min", window / 60), m).await?);
+        }
+    }
+    println!("## Links per bucket (accept delay: exponential, mean 10 min; no hold, no delete)\n");
+    println!("| run | offers/min | window | mean k_close | expected E[min(64, 1+Poisson(λW))] | mean k_fetch | degree | effective set 2^H | attacker's top guess right | accepts |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} min | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} % | {} |",
+            r.label,
+            r.rate,
+            r.window / 60,
+            r.k_close,
+            expected_k_close(r.rate, r.window),
+            r.k_fetch,
+            r.degree,
+            r.effective,
+            100.0 * r.top_right,
+            r.accepts
+        );
+    }
+    let series: Vec<plot::Series> = [120u64, 600]
+        .iter()
+        .flat_map(|&w| {
+            let pts = |f: &dyn Fn(&Row) -> f64| {
+                rows.iter()
+                    .filter(|r| r.window == w)
+                    .map(|r| (r.rate, f(r)))
+                    .collect::<Vec<_>>()
+            };
+            [
+                plot::Series::new(format!("k_close, W={} min", w / 60), pts(&|r| r.k_close)),
+                plot::Series::new(format!("k_fetch, W={} min", w / 60), pts(&|r| r.k_fetch)),
+                plot::Series::dashed(
+                    format!("expected, W={} min", w / 60),
+                    pts(&|r| expected_k_close(r.rate, w)),
+                ),
+            ]
+        })
+        .collect();
+    plot::lines(
+        &format!("{out}/k_vs_rate.svg"),
+        "Real links per bucket vs offer rate",
+        "offers per minute",
+        "links",
+        true,
+        &series,
+    )?;
+
+    // 2. Degree of anonymity against the accept delay, for the client's choices.
+    let delays: &[f64] = if quick {
+        &[120.0, 1200.0]
+    } else {
+        &[60.0, 300.0, 1200.0, 3600.0]
+    };
+    let policies = [
+        ("hand over at once", false, None),
+        ("--hold", true, None),
+        ("delete 30 s after accept", false, Some(30.0)),
+        ("--hold, delete 30 s after", true, Some(30.0)),
+    ];
+    let mut table = Vec::new();
+    let mut series = Vec::new();
+    for (name, hold, del) in policies {
+        let mut pts = Vec::new();
+        for (i, &delay) in delays.iter().enumerate() {
+            let m = Model {
+                rate_per_min: 6.0,
+                window: 600,
+                duration,
+                timing: TimingModel {
+                    mean_accept_delay: delay,
+                    hold,
+                    mean_delete_delay: del,
+                },
+                seed: 2000 + i as u64,
+            };
+            let r = measure(name, m).await?;
+            pts.push((delay / 60.0, r.degree));
+            table.push((name, delay, r));
+        }
+        series.push(plot::Series::new(name.to_string(), pts));
+    }
+    println!("\n## Degree of anonymity vs accept delay (6 offers/min, window 10 min)\n");
+    println!("| policy | mean accept delay | mean k_fetch | degree | effective set 2^H | attacker's top guess right | accepts |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, delay, r) in &table {
+        println!(
+            "| {name} | {:.0} min | {:.1} | {:.2} | {:.1} | {:.0} % | {} |",
+            delay / 60.0,
+            r.k_fetch,
+            r.degree,
+            r.effective,
+            100.0 * r.top_right,
+            r.accepts
+        );
+    }
+    plot::lines(
+        &format!("{out}/degree_vs_delay.svg"),
+        "Degree of anonymity vs accept delay (6 offers/min, W = 10 min)",
+        "mean accept delay, minutes",
+        "degree of anonymity",
+        true,
+        &series,
+    )?;
+
+    // 3. The client against an adversarial server.
+    println!("\n## The client against an adversarial server\n");
+    println!("| server | traffic | offers | detected by the client | throttled (Overloaded) | accepts that opened | other real links in the accepter's bucket |");
+    println!("|---|---|---|---|---|---|---|");
+    for d in adversary::table().await? {
+        println!(
+            "| {} | {} | {} | {} ({:.0} %) | {} | {} | {:.1} |",
+            d.mode,
+            match d.level {
+                "low" => "1 offer / 10 s",
+                _ => "40 offers in 1 s",
+            },
+            d.offers,
+            d.detected,
+            100.0 * d.detected as f64 / d.offers as f64,
+            d.throttled,
+            d.opened,
+            d.others
+        );
+    }
+    println!("\nplots: {out}/k_vs_rate.svg, {out}/degree_vs_delay.svg");
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! Privacy-safe server metrics: aggregates of what the server sees anyway, in Prometheus'
+//! (OpenMetrics) text format.
+//!
+//! No metric has a bucket ID, a locator, a client or a timestamp in it: only counts and
+//! histograms with coarse bounds. The anonymity measures (docs/ANONYMITY.md):
+//! - `rdv_bucket_links_at_close`: real links in a bucket when its open window ends (k_close);
+//! - `rdv_fetch_candidates`: real links in the bucket a fetch returns, at that moment (k_fetch:
+//!   the set the fetched link hides in, since it was stored before the fetch);
+//! - `rdv_delete_after_fetch_seconds`: time from a bucket's latest fetch to a delete in it (a
+//!   short one ties the delete to that fetch).
+//!
+//! To compute them the server keeps, in memory only, a small record per recent bucket (its
+//! window, its count of real links, its latest fetch), at most [`MAX_TRACKED`] of them, dropped
+//! once the bucket expires. After a restart the records start empty.
+
+use crate::proto::{BucketId, Locator};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Most buckets tracked at once (about 100 bytes each); the oldest go first.
+pub const MAX_TRACKED: usize = 200_000;
+
+/// Bounds of the link-count histograms (1 to 64 links).
+const LINK_BOUNDS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0];
+/// Bounds of the delete-after-fetch histogram: 1 s to a week.
+const DELAY_BOUNDS: [f64; 10] = [
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    6.0 * 3600.0,
+    86400.0,
+    3.0 * 86400.0,
+    7.0 * 86400.0,
+];
+
+/// An operation's outcome, the only label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// What the server knows about one recent bucket.
+#[derive(Debug)]
+struct Tracked {
+    /// Real links now (stores minus deletes).
+    links: u64,
+    closed: bool,
+    last_fetch: Option<u64>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    buckets: HashMap<Locator, Tracked>,
+    /// Buckets by creation, for dropping expired ones and the oldest.
+    order: VecDeque<(u64, Locator)>,
+    /// Buckets whose window has not been closed yet, by the end of their window.
+    open: VecDeque<(u64, Locator)>,
+}
+
+/// Insert into a queue kept sorted by its first element (items come in order, except after a
+/// clock step back).
+fn insert_sorted(q: &mut VecDeque<(u64, Locator)>, item: (u64, Locator)) {
+    let at = q.partition_point(|(k, _)| *k <= item.0);
+    q.insert(at, item);
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    links_at_close: Histogram,
+    fetch_candidates: Histogram,
+    delete_after_fetch: Histogram,
+    buckets_opened: Counter,
+    stores: Family<Outcome, Counter>,
+    fetches: Family<Outcome, Counter>,
+    deletes: Family<Outcome, Counter>,
+    answers: Family<Outcome, Counter>,
+    refusals_seen: Counter,
+    connections: Counter,
+    slots_in_use: Gauge,
+    connections_open: Gauge,
+    links_stored: Gauge,
+    links_quota: Gauge,
+    tracker: Mutex<Tracker>,
+    open_window: u64,
+    ttl: u64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics for a store with this open window and TTL (seconds).
+    pub fn new(open_window: u64, ttl: u64) -> Self {
+        let mut registry = Registry::with_prefix("rdv");
+        let links_at_close = Histogram::new(LINK_BOUNDS);
+        let fetch_candidates = Histogram::new(LINK_BOUNDS);
+        let delete_after_fetch = Histogram::new(DELAY_BOUNDS);
+        let m = Metrics {
+            links_at_close,
+            fetch_candidates,
+            delete_after_fetch,
+            buckets_opened: Counter::default(),
+            stores: Family::default(),
+            fetches: Family::default(),
+            deletes: Family::default(),
+            answers: Family::default(),
+            refusals_seen: Counter::default(),
+            connections: Counter::default(),
+            slots_in_use: Gauge::default(),
+            connections_open: Gauge::default(),
+            links_stored: Gauge::default(),
+            links_quota: Gauge::default(),
+            tracker: Mutex::default(),
+            open_window,
+            ttl,
+            registry: Registry::default(),
+        };
+        registry.register(
+            "bucket_links_at_close",
+            "Real links in a bucket when its open window ends (k_close)",
+            m.links_at_close.clone(),
+        );
+        registry.register(
+            "fetch_candidates",
+            "Real links in the fetched bucket at the moment of each fetch (k_fetch)",
+            m.fetch_candidates.clone(),
+        );
+        registry.register(
+            "delete_after_fetch_seconds",
+            "Time from a bucket's latest fetch to a delete in it",
+            m.delete_after_fetch.clone(),
+        );
+        registry.register(
+            "buckets_opened",
+            "Buckets opened (a store into a bucket not seen before) since the server started",
+            m.buckets_opened.clone(),
+        );
+        registry.register("stores", "Store requests by outcome", m.stores.clone());
+        registry.register("fetches", "Fetch requests by outcome", m.fetches.clone());
+        registry.register("deletes", "Delete requests by outcome", m.deletes.clone());
+        registry.register(
+            "answers",
+            "Answer mailbox requests by kind and outcome",
+            m.answers.clone(),
+        );
+        registry.register(
+            "refusals_seen",
+            "Deletes of a link stored on the same connection or circuit (what a client refusing its bucket looks like)",
+            m.refusals_seen.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections (or onion streams) accepted",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "slots_in_use",
+            "Connection slots held now",
+            m.slots_in_use.clone(),
+        );
+        registry.register(
+            "links_stored",
+            "Links stored now (every bucket)",
+            m.links_stored.clone(),
+        );
+        registry.register(
+            "links_quota",
+            "Most links stored at once (0: no quota)",
+            m.links_quota.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Close the windows that have ended by `now`, and forget expired buckets.
+    fn sweep(&self, t: &mut Tracker, now: u64) {
+        while let Some(&(open_until, loc)) = t.open.front() {
+            if open_until > now {
+                break;
+            }
+            t.open.pop_front();
+            if let Some(b) = t.buckets.get_mut(&loc) {
+                if !b.closed {
+                    b.closed = true;
+                    self.links_at_close.observe(b.links as f64);
+                }
+            }
+        }
+        while let Some(&(created, loc)) = t.order.front() {
+            let expired = created.saturating_add(self.ttl) <= now;
+            if !expired && t.order.len() <= MAX_TRACKED {
+                break;
+            }
+            t.order.pop_front();
+            if let Some(b) = t.buckets.remove(&loc) {
+                if !b.closed {
+                    self.links_at_close.observe(b.links as f64);
+                }
+            }
+        }
+    }
+
+    /// A store was acknowledged into bucket `id`.
+    pub(crate) fn stored(&self, id: BucketId, now: u64) {
+        self.stores
+            .get_or_create(&Outcome { outcome: "stored" })
+            .inc();
+        let mut t = self.tracker();
+        self.sweep(&mut t, now);
+        let loc = id.locator();
+        let open_until = id.created.saturating_add(self.open_window);
+        let t = &mut *t;
+        match t.buckets.get_mut(&loc) {
+            Some(b) => b.links += 1,
+            None => {
+                self.buckets_opened.inc();
+                t.buckets.insert(
+                    loc,
+                    Tracked {
+                        links: 1,
+                        closed: open_until <= now,
+                        last_fetch: None,
+                    },
+                );
+                insert_sorted(&mut t.order, (id.created, loc));
+                if open_until > now {
+                    insert_sorted(&mut t.open, (open_until, loc));
+                }
+            }
+        }
+    }
+
+    /// A store was refused (`outcome`: `quota`, `overloaded`, `failed`).
+    pub(crate) fn store_refused(&self, outcome: &'static str) {
+        self.stores.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// A fetch found a bucket with `real` links.
+    pub(crate) fn fetched(&self, locator: &Locator, real: usize, now: u64) {
+        self.fetches
+            .get_or_create(&Outcome { outcome: "found" })
+            .inc();
+        self.fetch_candidates.observe(real as f64);
+        let mut t = self.tracker();
+        self.sweep(&mut t, now);
+        if let Some(b) = t.buckets.get_mut(locator) {
+            b.last_fetch = Some(now);
+            if b.links != real as u64 {
+                // Stored before a restart, or collected: trust the store.
+                b.links = real as u64;
+            }
+        }
+    }
+
+    /// A fetch found nothing (`not_found`) or failed (`failed`).
+    pub(crate) fn fetch_missed(&self, outcome: &'static str) {
+        self.fetches.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// A delete removed a link; `same_source` when the link was stored on the same connection
+    /// or circuit.
+    pub(crate) fn deleted(&self, locator: &Locator, now: u64, same_source: bool) {
+        self.deletes
+            .get_or_create(&Outcome { outcome: "deleted" })
+            .inc();
+        if same_source {
+            self.refusals_seen.inc();
+        }
+        let mut t = self.tracker();
+        self.sweep(&mut t, now);
+        if let Some(b) = t.buckets.get_mut(locator) {
+            b.links = b.links.saturating_sub(1);
+            if let Some(f) = b.last_fetch {
+                self.delete_after_fetch
+                    .observe(now.saturating_sub(f) as f64);
+            }
+        }
+    }
+
+    /// A delete matched nothing (`nothing`) or failed (`failed`).
+    pub(crate) fn delete_missed(&self, outcome: &'static str) {
+        self.deletes.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// An answer-mailbox request and its outcome (`put_stored`, `put_already`, `fetch_found`,
+    /// `fetch_empty`, `failed`).
+    pub(crate) fn answer(&self, outcome: &'static str) {
+        self.answers.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// A connection or stream was accepted.
+    pub(crate) fn connection(&self) {
+        self.connections.inc();
+    }
+
+    /// The text exposition at `now`, with the current gauges.
+    pub fn encode(
+        &self,
+        now: u64,
+        open: usize,
+        slots: usize,
+        stored: u64,
+        quota: Option<u64>,
+    ) -> String {
+        {
+            let mut t = self.tracker();
+            self.sweep(&mut t, now);
+        }
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.connections_open.set(as_gauge(open as u64));
+        self.slots_in_use.set(as_gauge(slots as u64));
+        self.links_stored.set(as_gauge(stored));
+        self.links_quota.set(as_gauge(quota.unwrap_or(0)));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Buckets tracked now (for tests of the memory bound).
+    pub fn tracked(&self) -> usize {
+        self.tracker().buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(created: u64, seq: u16) -> BucketId {
+        BucketId { created, seq }
+    }
+
+    /// The value of a sample line `name value`.
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn windows_close_with_their_count_and_fetches_see_theirs() {
+        let m = Metrics::new(600, 3600);
+        let a = id(1000, 0);
+        for _ in 0..3 {
+            m.stored(a, 1000);
+        }
+        m.fetched(&a.locator(), 3, 1010);
+        m.deleted(&a.locator(), 1070, false);
+        // Still open: nothing closed yet.
+        let text = m.encode(1599, 0, 0, 2, None);
+        assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 0.0);
+        let text = m.encode(1600, 0, 0, 2, None);
+        assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
+        assert_eq!(value(&text, "rdv_bucket_links_at_close_sum"), 2.0);
+        assert_eq!(value(&text, "rdv_fetch_candidates_sum"), 3.0);
+        assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_sum"), 60.0);
+        assert_eq!(value(&text, "rdv_buckets_opened_total"), 1.0);
+        // Expired buckets are forgotten.
+        m.encode(1000 + 3600, 0, 0, 0, None);
+        assert_eq!(m.tracked(), 0);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let m = Metrics::new(1, 1 << 40);
+        for i in 0..(MAX_TRACKED as u64 + 1000) {
+            m.stored(id(i / 33, (i % 33) as u16), i / 33);
+        }
+        assert!(m.tracked() <= MAX_TRACKED + 1, "{}", m.tracked());
+    }
+}
