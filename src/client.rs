@@ -10,6 +10,7 @@
 mod answer;
 pub mod direct;
 mod error;
+mod multi;
 pub mod pipe;
 #[cfg(feature = "tor")]
 pub mod socks;
@@ -389,8 +390,38 @@ impl Client {
             Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce)?,
         };
 
+        let (id, info) = self
+            .store_sealed(server, sealed, &token, answer_to.is_some())
+            .await?;
+        let link = RdvLink {
+            server: server.clone(),
+            locator: id.locator(),
+            mirrors: Vec::new(),
+            salt,
+            kdf,
+            passphrase: Some(passphrase),
+        };
+        let offer = Offer {
+            link,
+            bucket: id,
+            delete_token: token,
+            server_info: info,
+        };
+        Ok((offer, key))
+    }
+
+    /// Store one sealed link on `server` with `token`'s check, and check the bucket ID it gets
+    /// against the policy (a refused ID gets the link deleted again). The bucket and the
+    /// server's parameters.
+    pub(crate) async fn store_sealed(
+        &self,
+        server: &ServerAddr,
+        sealed: SealedLink,
+        token: &DeleteToken,
+        needs_mailboxes: bool,
+    ) -> Result<(BucketId, ServerInfo), OfferError> {
         let mut c = self.connect(server).await?;
-        if answer_to.is_some() && c.version() < crate::proto::wire::ANSWER_VERSION {
+        if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
             return Err(OfferError::NoMailboxes {
                 version: c.version(),
             });
@@ -433,20 +464,7 @@ impl Client {
             let deleted = matches!(c.request(&delete).await, Ok(Response::Deleted));
             return Err(OfferError::Refused { violation, deleted });
         }
-        let link = RdvLink {
-            server: server.clone(),
-            locator: id.locator(),
-            salt,
-            kdf,
-            passphrase: Some(passphrase),
-        };
-        let offer = Offer {
-            link,
-            bucket: id,
-            delete_token: token,
-            server_info: info,
-        };
-        Ok((offer, key))
+        Ok((id, info))
     }
 
     /// Fetch the link's bucket and trial-decrypt it.
@@ -472,7 +490,10 @@ impl Client {
             .await
             .map_err(AcceptError::KdfTask)??;
         drop(passphrase);
-        let links = self.fetch(link).await?;
+        if !link.mirrors.is_empty() {
+            return self.accept_from_any(link, key).await;
+        }
+        let links = self.fetch_at(&link.server, link.locator).await?;
         let tried = links.len();
         tracing::debug!(entries = tried, "bucket fetched; trial decryption");
         match seal::trial_open(&key, &links) {
@@ -490,11 +511,13 @@ impl Client {
         }
     }
 
-    async fn fetch(&self, link: &RdvLink) -> Result<Vec<SealedLink>, AcceptError> {
-        let mut c = self.connect(&link.server).await?;
-        let fetch = Request::Fetch {
-            locator: link.locator,
-        };
+    pub(crate) async fn fetch_at(
+        &self,
+        server: &ServerAddr,
+        locator: crate::proto::Locator,
+    ) -> Result<Vec<SealedLink>, AcceptError> {
+        let mut c = self.connect(server).await?;
+        let fetch = Request::Fetch { locator };
         match c.request(&fetch).await {
             Ok(Response::Bucket { links }) => {
                 // An rdv server pads every answer to a full bucket; anything else is not one.
@@ -516,12 +539,16 @@ impl Client {
         }
     }
 
-    /// Delete the link stored with `token` from the link's bucket.
+    /// Delete the link stored with `token` from the link's bucket (from every server's, for a
+    /// multi-server link).
     pub async fn delete(&self, link: &RdvLink, token: &DeleteToken) -> Result<(), DeleteError> {
+        if !link.mirrors.is_empty() {
+            return self.delete_everywhere(link, token).await;
+        }
         self.delete_at(&link.server, link.locator, token).await
     }
 
-    async fn delete_at(
+    pub(crate) async fn delete_at(
         &self,
         server: &ServerAddr,
         locator: crate::proto::Locator,

@@ -840,3 +840,67 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
     );
     assert_eq!(str_of(&a, "payload"), "p");
 }
+
+#[test]
+fn a_multi_server_link_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start(&dir.path().join("a"), &[]);
+    let b = ServerProcess::start(&dir.path().join("b"), &[]);
+    let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let v = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                "--server",
+                &aa,
+                "--server",
+                &ba,
+                "--payload",
+                "smp://both",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    let link = str_of(&v, "link").to_string();
+    assert!(link.contains(&format!("@{ba}")), "{link}");
+    assert_eq!(v["servers"], serde_json::json!([aa, ba]));
+    // One server gone: the other answers.
+    a.kill();
+    let acc = ok(
+        &rdv(&["accept", "--json", "--direct", &link], &[]),
+        "accept",
+    );
+    assert_eq!(str_of(&acc, "payload"), "smp://both");
+    // Both gone: one error naming each.
+    b.kill();
+    let e = err(
+        &rdv(&["accept", "--json", "--direct", &link], &[]),
+        "all_servers_failed",
+        "bad-input",
+    );
+    let m = str_of(&e["error"], "message");
+    assert!(m.contains(&aa) && m.contains(&ba), "{m}");
+    // --direct HOST:PORT with several servers would send every copy to one place.
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &aa,
+            "--server",
+            &aa,
+            "--server",
+            &ba,
+            "--payload",
+            "p",
+        ],
+        &pass,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--direct without a value"));
+}

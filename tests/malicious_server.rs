@@ -320,6 +320,7 @@ async fn hostile_fetch_answers_are_refused() {
     let link = || RdvLink {
         server: pipe_addr(),
         locator: Locator([1; 32]),
+        mirrors: Vec::new(),
         salt: Salt::from_bytes([2; 16]),
         kdf: KdfProfile::Test,
         passphrase: Some(Passphrase::new("pw")),

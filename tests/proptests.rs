@@ -110,7 +110,7 @@ proptest! {
 
     #[test]
     fn links_round_trip(h in host(), port in 1u16.., loc in any::<[u8; 32]>(), salt in any::<[u8; 16]>(), k in kdf(), pass in proptest::option::of(".{1,40}")) {
-        let link = RdvLink { server: ServerAddr { host: h, port }, locator: Locator(loc), salt: Salt::from_bytes(salt), kdf: k, passphrase: pass.map(Passphrase::new) };
+        let link = RdvLink { server: ServerAddr { host: h, port }, locator: Locator(loc), mirrors: Vec::new(), salt: Salt::from_bytes(salt), kdf: k, passphrase: pass.map(Passphrase::new) };
         let uri = link.to_uri();
         prop_assert_eq!(RdvLink::parse(&uri).unwrap(), link);
     }

@@ -210,12 +210,28 @@ pub enum OfferError {
         /// The version the server agreed on.
         version: u16,
     },
+    /// The list of servers of a multi-server offer is unusable (none, more than five, or one
+    /// named twice); nothing was stored.
+    #[error("{0}; nothing was stored")]
+    Servers(&'static str),
+    /// One server of a multi-server offer failed; the copies already stored on the others were
+    /// deleted again (as far as they could be).
+    #[error("at {server} (the copies on the other servers were deleted again)")]
+    AtServer {
+        /// The server.
+        server: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<OfferError>,
+    },
 }
 
 impl OfferError {
     /// What to do about it.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            OfferError::AtServer { source, .. } => source.kind(),
+            OfferError::Servers(_) => ErrorKind::BadInput,
             OfferError::Connection(e) => e.kind(),
             OfferError::Refused { .. } | OfferError::UnacceptableServer(_) => {
                 ErrorKind::ServerMisbehaved
@@ -257,6 +273,32 @@ pub enum AcceptError {
     /// be checked against each other, so this is refused rather than guessed.
     #[error("this link carries its own passphrase, and another one was given separately: refusing to choose (a link that carries a passphrase can come from anyone who controls the link channel)")]
     PassphraseConflict,
+    /// Every server of a multi-server link failed, each in its own way.
+    #[error("no server of the link gave the payload: {}", failures_text(.0))]
+    AllServers(Vec<(String, AcceptError)>),
+}
+
+/// `server: error; server: error` with each error's chain.
+fn failures_text<E: std::error::Error + 'static>(f: &[(String, E)]) -> String {
+    f.iter()
+        .map(|(s, e)| format!("{s}: {}", crate::config::report(e)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The kind of a set of failures: retrying helps if it helps for any of them.
+fn kind_of_all(kinds: impl Iterator<Item = ErrorKind>) -> ErrorKind {
+    let kinds: Vec<_> = kinds.collect();
+    for k in [
+        ErrorKind::Transient,
+        ErrorKind::ServerMisbehaved,
+        ErrorKind::BadInput,
+    ] {
+        if kinds.contains(&k) {
+            return k;
+        }
+    }
+    ErrorKind::Local
 }
 
 impl AcceptError {
@@ -270,6 +312,7 @@ impl AcceptError {
             | AcceptError::PassphraseRequired
             | AcceptError::PassphraseConflict => ErrorKind::BadInput,
             AcceptError::KdfTask(_) => ErrorKind::Local,
+            AcceptError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }
 }
@@ -285,6 +328,9 @@ pub enum DeleteError {
     /// already deleted).
     #[error("nothing to delete: no link with this token in this bucket (already deleted, wrong token, or the bucket expired)")]
     NothingToDelete,
+    /// No server of a multi-server link deleted its copy.
+    #[error("no server of the link deleted its copy: {}", failures_text(.0))]
+    AllServers(Vec<(String, DeleteError)>),
 }
 
 impl DeleteError {
@@ -293,6 +339,7 @@ impl DeleteError {
         match self {
             DeleteError::Connection(e) => e.kind(),
             DeleteError::NothingToDelete => ErrorKind::BadInput,
+            DeleteError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }
 }

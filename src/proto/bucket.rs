@@ -10,6 +10,8 @@ pub const MAX_LINKS_PER_BUCKET: usize = 64;
 
 /// Domain separation label of the locator hash.
 const LOCATOR_LABEL: &[u8] = b"rdv locator v1";
+/// Domain separation label of the per-server deletion tokens of a multi-server link.
+const SERVER_TOKEN_LABEL: &[u8] = b"rdv server token v1";
 /// Domain separation label of the deletion check hash.
 const DELETE_LABEL: &[u8] = b"rdv delete v1";
 
@@ -93,6 +95,20 @@ impl DeleteToken {
         let b: [u8; 32] = v.as_slice().try_into().ok()?;
         let t = DeleteToken(b);
         (*t.to_text() == text).then_some(t)
+    }
+
+    /// The token for the `index`-th server of a multi-server link: the token itself for the
+    /// first (so single-server links are unchanged), SHA3-256 over a label, the token and the
+    /// index (one byte) for the others, so no two servers can match their links by token.
+    pub fn for_server(&self, index: u8) -> DeleteToken {
+        if index == 0 {
+            return self.clone();
+        }
+        let mut h = Sha3_256::new();
+        h.update(SERVER_TOKEN_LABEL);
+        h.update(self.0);
+        h.update([index]);
+        DeleteToken(h.finalize().into())
     }
 
     /// The check value the server stores with the link.

@@ -1,13 +1,16 @@
 //! The `rdv1:` link: what the initiator hands to the accepter.
 //!
 //! ```text
-//! rdv1:HOST:PORT?l=LOCATOR&s=SALT&k=KDF[&p=PASSPHRASE]
+//! rdv1:HOST:PORT?l=LOCATOR&s=SALT&k=KDF[&m=LOCATOR@HOST:PORT]...[&p=PASSPHRASE]
 //! ```
 //!
 //! - `HOST` is a v3 `.onion` address, a DNS name, an IPv4 address or a bracketed IPv6 address,
 //!   lower case; `PORT` is decimal.
 //! - `l` is the bucket locator (32 bytes) and `s` the salt (16 bytes), both unpadded base64url.
 //! - `k` is the KDF profile (`default`, `moderate`, `test` or `argon2id:m=KIB,t=T,p=P`).
+//! - `m`, up to [`MAX_MIRRORS`] times, names a further server holding its own sealed copy of
+//!   the payload, in the bucket with that locator (a multi-server link); every server in a link
+//!   is different.
 //! - `p`, present only in one-channel mode, is the passphrase, percent-encoded (every byte outside
 //!   `A-Z a-z 0-9 - . _ ~` as `%XX`).
 //!
@@ -137,6 +140,18 @@ impl fmt::Display for ServerAddr {
     }
 }
 
+/// The most further servers (`m` fields) a link names: five servers in all.
+pub const MAX_MIRRORS: usize = 4;
+
+/// A further server of a multi-server link, with the locator of its copy's bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// The server.
+    pub server: ServerAddr,
+    /// The bucket of the copy on it.
+    pub locator: Locator,
+}
+
 /// A parsed `rdv1:` link. Its `Debug` output is redacted; [`RdvLink::to_uri`] writes it out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RdvLink {
@@ -144,6 +159,8 @@ pub struct RdvLink {
     pub server: ServerAddr,
     /// The bucket's locator.
     pub locator: Locator,
+    /// Further servers, each with its own copy (empty for a single-server link).
+    pub mirrors: Vec<Mirror>,
     /// The KDF salt.
     pub salt: Salt,
     /// The KDF profile.
@@ -156,6 +173,10 @@ impl fmt::Debug for RdvLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RdvLink")
             .field("server", &self.server)
+            .field(
+                "mirrors",
+                &self.mirrors.iter().map(|m| &m.server).collect::<Vec<_>>(),
+            )
             .field("kdf", &self.kdf)
             .field(
                 "passphrase",
@@ -189,7 +210,7 @@ pub enum LinkError {
     MissingField(&'static str),
     /// A field is unknown, duplicated, or out of order.
     #[error(
-        "unexpected field {0:?} (expected l, s, k and optionally p, in that order, each once)"
+        "unexpected field {0:?} (expected l, s, k, then m up to 4 times, and optionally p, in that order)"
     )]
     UnexpectedField(String),
     /// The locator is not 32 bytes of canonical base64url.
@@ -204,6 +225,9 @@ pub enum LinkError {
     /// The passphrase encoding is wrong.
     #[error("passphrase (p): {0}")]
     BadPassphrase(&'static str),
+    /// A further server (`m`) is malformed, repeated, or one too many.
+    #[error("further server (m): {0}")]
+    BadMirror(String),
 }
 
 impl From<super::kdf::KdfError> for LinkError {
@@ -246,6 +270,7 @@ impl LinkError {
             LinkError::BadSalt(_) => "salt",
             LinkError::BadKdf(_) => "kdf",
             LinkError::BadPassphrase(_) => "passphrase",
+            LinkError::BadMirror(_) => "mirror",
         }
     }
 }
@@ -290,7 +315,33 @@ impl RdvLink {
         if kdf.to_string() != k {
             return Err(LinkError::BadKdf(super::kdf::KdfError::BadParams));
         }
-        let passphrase = match fields.next() {
+        let mut mirrors: Vec<Mirror> = Vec::new();
+        let mut after = fields.next();
+        while let Some(("m", v)) = after {
+            if mirrors.len() == MAX_MIRRORS {
+                return Err(LinkError::BadMirror(format!(
+                    "at most {MAX_MIRRORS} further servers"
+                )));
+            }
+            let (l, a) = v
+                .split_once('@')
+                .ok_or_else(|| LinkError::BadMirror("expected LOCATOR@HOST:PORT".into()))?;
+            let locator = decode_fixed::<32>(l)
+                .map(Locator)
+                .map_err(|p| LinkError::BadMirror(format!("locator {p}")))?;
+            let other = ServerAddr::parse(a).map_err(|e| LinkError::BadMirror(e.to_string()))?;
+            if other == server || mirrors.iter().any(|m| m.server == other) {
+                return Err(LinkError::BadMirror(format!(
+                    "the server {other} is named twice"
+                )));
+            }
+            mirrors.push(Mirror {
+                server: other,
+                locator,
+            });
+            after = fields.next();
+        }
+        let passphrase = match after {
             None => None,
             Some(("p", v)) => {
                 let p = Passphrase::new(percent_decode(v)?);
@@ -309,6 +360,7 @@ impl RdvLink {
         Ok(RdvLink {
             server,
             locator,
+            mirrors,
             salt,
             kdf,
             passphrase,
@@ -324,11 +376,25 @@ impl RdvLink {
             URL_SAFE_NO_PAD.encode(self.salt.expose()),
             self.kdf
         ));
+        for m in &self.mirrors {
+            s.push_str(&format!(
+                "&m={}@{}",
+                URL_SAFE_NO_PAD.encode(m.locator.0),
+                m.server
+            ));
+        }
         if let Some(p) = &self.passphrase {
             s.push_str("&p=");
             s.push_str(&Zeroizing::new(percent_encode(p.expose())));
         }
         s
+    }
+
+    /// Every server of the link with its copy's locator, the first server first.
+    pub fn servers(&self) -> Vec<(ServerAddr, Locator)> {
+        std::iter::once((self.server.clone(), self.locator))
+            .chain(self.mirrors.iter().map(|m| (m.server.clone(), m.locator)))
+            .collect()
     }
 
     /// The same link without its passphrase (two-channel mode).
@@ -432,6 +498,7 @@ mod tests {
                 port: 7000,
             },
             locator: Locator([7; 32]),
+            mirrors: Vec::new(),
             salt: Salt::from_bytes([9; 16]),
             kdf: KdfProfile::Test,
             passphrase: pass.map(Passphrase::new),

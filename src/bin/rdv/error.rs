@@ -69,26 +69,19 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
                 AcceptError::PassphraseRequired => "passphrase_required",
                 AcceptError::PassphraseConflict => "passphrase_conflict",
                 AcceptError::Kdf(_) => "kdf_unacceptable",
+                AcceptError::AllServers(_) => "all_servers_failed",
                 AcceptError::Connection(c) => connection_code(c),
                 _ => "local",
             };
             return (code, e.kind());
         }
         if let Some(e) = cause.downcast_ref::<OfferError>() {
-            let code = match e {
-                OfferError::Refused { .. } => "bucket_refused",
-                OfferError::UnacceptableServer(_) => "server_unacceptable",
-                OfferError::Kdf(_) => "kdf_unacceptable",
-                OfferError::Seal(_) => "payload_invalid",
-                OfferError::NoMailboxes { .. } => "no_mailboxes",
-                OfferError::Connection(c) => connection_code(c),
-                _ => "local",
-            };
-            return (code, e.kind());
+            return (offer_code(e), e.kind());
         }
         if let Some(e) = cause.downcast_ref::<DeleteError>() {
             let code = match e {
                 DeleteError::NothingToDelete => "nothing_to_delete",
+                DeleteError::AllServers(_) => "all_servers_failed",
                 DeleteError::Connection(c) => connection_code(c),
                 _ => "local",
             };
@@ -150,6 +143,21 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
         }
     }
     ("invalid_input", BadInput)
+}
+
+/// The code of an offer's failure (at the server of a multi-server offer that failed).
+fn offer_code(e: &OfferError) -> &'static str {
+    match e {
+        OfferError::Refused { .. } => "bucket_refused",
+        OfferError::UnacceptableServer(_) => "server_unacceptable",
+        OfferError::Kdf(_) => "kdf_unacceptable",
+        OfferError::Seal(_) => "payload_invalid",
+        OfferError::NoMailboxes { .. } => "no_mailboxes",
+        OfferError::Servers(_) => "invalid_input",
+        OfferError::AtServer { source, .. } => offer_code(source),
+        OfferError::Connection(c) => connection_code(c),
+        _ => "local",
+    }
 }
 
 /// The code of a failure to connect.
@@ -227,6 +235,10 @@ fn connect_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a
         })
         .or_else(|| match cause.downcast_ref::<OfferError>()? {
             OfferError::Connection(c) => Some(c),
+            OfferError::AtServer { source, .. } => match &**source {
+                OfferError::Connection(c) => Some(c),
+                _ => None,
+            },
             _ => None,
         })
         .or_else(|| match cause.downcast_ref::<DeleteError>()? {

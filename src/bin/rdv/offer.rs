@@ -7,7 +7,7 @@ use crate::error::CliError;
 use crate::out::{fields, note};
 use crate::term::escape_for_terminal;
 use crate::transport::make_client;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rdv::client::{generate_passphrase, Client, PendingAnswer};
 use rdv::proto::{ClientPolicy, KdfProfile, Passphrase, ServerAddr};
 use std::io::{IsTerminal, Read, Write};
@@ -59,17 +59,26 @@ fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 
 /// Run `rdv offer`.
 pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
-    let server_text = a
-        .server
-        .clone()
-        .or_else(|| a.transport.direct.clone().filter(|d| !d.is_empty()))
-        .ok_or_else(|| {
-            anyhow!(
-                "give the server with --server HOST:PORT (or --direct HOST:PORT for local tests)"
-            )
-        })?;
-    let server =
-        ServerAddr::parse(&server_text).with_context(|| format!("--server {server_text:?}"))?;
+    let direct_to = a.transport.direct.clone().filter(|d| !d.is_empty());
+    let texts: Vec<String> = if a.server.is_empty() {
+        direct_to.clone().into_iter().collect()
+    } else {
+        a.server.clone()
+    };
+    if texts.is_empty() {
+        bail!("give the server with --server HOST:PORT (or --direct HOST:PORT for local tests)");
+    }
+    if texts.len() > 1 && direct_to.is_some() && !a.server.is_empty() {
+        bail!("with several --server, use --direct without a value (each server is reached at its own address)");
+    }
+    if texts.len() > 1 && a.expect_answer {
+        bail!("--expect-answer works with one server only (the answer mailbox is on the link's server)");
+    }
+    let servers = texts
+        .iter()
+        .map(|t| ServerAddr::parse(t).with_context(|| format!("--server {t:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let server = servers[0].clone();
     let kdf = KdfProfile::parse(&a.kdf).context("--kdf")?;
     rdv::proto::kdf::check_profile(kdf, &rdv::proto::KdfLimits::default()).context("--kdf")?;
     if kdf == KdfProfile::Test {
@@ -113,7 +122,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         (o, Some(p))
     } else {
         (
-            client.offer(&server, &payload, passphrase, kdf).await?,
+            client
+                .offer_to_all(&servers, &payload, passphrase, kdf)
+                .await?,
             None,
         )
     };
@@ -123,6 +134,12 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         offer.bucket.seq,
         a.max_seq
     );
+    if !offer.link.mirrors.is_empty() {
+        note!(
+            "a copy is on each of the {} servers; the accepter needs only one of them to answer",
+            offer.link.mirrors.len() + 1
+        );
+    }
     // When the bucket stops taking links, on the server's clock, and so here.
     let window = offer.server_info.open_window_secs;
     let closes_at = offer.bucket.created.saturating_add(window);
@@ -167,6 +184,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             "bucket_closes_in_secs" => if a.hold { 0 } else { closes_in },
             "held" => a.hold,
             "answer_expected" => a.expect_answer,
+            "servers" => offer.link.servers().iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>(),
         };
         if a.two_channel {
             f.insert("passphrase".into(), pass.as_str().into());

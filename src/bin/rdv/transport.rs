@@ -98,14 +98,14 @@ pub(crate) async fn make_client(
         return Ok(client_with(connector, t, policy, t.connect_timeout).into());
     }
     let connector: Arc<dyn Connector> = match &t.direct {
+        Some(target) if target.is_empty() => {
+            // To each server the link (or the command line) names.
+            eprintln!("WARNING: --direct bypasses Tor: the server at {server} sees your IP address. Use it for local testing only.");
+            Arc::new(DirectConnector::default())
+        }
         Some(target) => {
-            let target = if target.is_empty() {
-                server.to_string()
-            } else {
-                target.clone()
-            };
             eprintln!("WARNING: --direct bypasses Tor: the server at {target} sees your IP address. Use it for local testing only.");
-            Arc::new(DirectConnector::to(target))
+            Arc::new(DirectConnector::to(target.clone()))
         }
         None => {
             let dir = match &t.tor_dir {

@@ -133,9 +133,10 @@ pub(crate) struct TransportArgs {
 
 #[derive(Args)]
 pub(crate) struct OfferArgs {
-    /// The rendezvous server, HOST:PORT (an .onion address normally).
+    /// The rendezvous server, HOST:PORT (an .onion address normally). Repeat it (up to 5) for
+    /// a multi-server link: a copy on each, and the accepter needs only one of them to answer.
     #[arg(long, value_name = "HOST:PORT")]
-    pub(crate) server: Option<String>,
+    pub(crate) server: Vec<String>,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
     #[arg(long, conflicts_with = "payload_file")]
     pub(crate) payload: Option<String>,

@@ -1,0 +1,184 @@
+//! Multi-server links: one payload on several rendezvous servers, so that one server down or
+//! blocked does not stop the rendezvous.
+//!
+//! Each server gets its own sealed copy (the same link key, a fresh nonce, so the copies have
+//! nothing in common that servers comparing blobs could match) in a bucket of its own, with a
+//! delete token of its own derived from the offer's token. The accepter asks every server at
+//! once, each over its own connection (its own circuit over Tor), takes the first copy that
+//! opens, and fails only when all fail, saying how each failed.
+
+use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError};
+use crate::proto::link::{Mirror, MAX_MIRRORS};
+use crate::proto::seal::{self, NONCE_LEN};
+use crate::proto::{KdfProfile, LinkKey, Passphrase, RdvLink, Salt, ServerAddr};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::RngCore;
+
+impl Client {
+    /// Seal `payload` under `passphrase` and store a copy on every server of `servers` (the
+    /// first one is the link's main server), checking each bucket ID against the policy. If any
+    /// server fails, the copies already stored are deleted again and the error names the server.
+    /// One server: the same as [`Client::offer`].
+    pub async fn offer_to_all(
+        &self,
+        servers: &[ServerAddr],
+        payload: &[u8],
+        passphrase: Passphrase,
+        kdf: KdfProfile,
+    ) -> Result<Offer, OfferError> {
+        let (first, rest) = match servers {
+            [] => return Err(OfferError::Servers("no server given")),
+            [only] => return self.offer(only, payload, passphrase, kdf).await,
+            [first, rest @ ..] => (first, rest),
+        };
+        if rest.len() > MAX_MIRRORS {
+            return Err(OfferError::Servers("at most 5 servers in one link"));
+        }
+        if servers
+            .iter()
+            .enumerate()
+            .any(|(i, a)| servers[..i].contains(a))
+        {
+            return Err(OfferError::Servers("a server is named twice"));
+        }
+        // The first server's offer draws the salt and the token and derives the key; the other
+        // copies reuse the key with nonces of their own.
+        let mut offer = self
+            .offer(first, payload, passphrase.clone(), kdf)
+            .await
+            .map_err(|e| OfferError::AtServer {
+                server: first.to_string(),
+                source: Box::new(e),
+            })?;
+        let key = match self.key_for(&passphrase, &offer.link.salt, kdf).await {
+            Ok(k) => k,
+            Err(e) => {
+                self.take_back(&offer, &[]).await;
+                return Err(e);
+            }
+        };
+        let mut stored: Vec<Mirror> = Vec::new();
+        for (i, server) in rest.iter().enumerate() {
+            let mut nonce = [0u8; NONCE_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+            let token = offer.delete_token.for_server((i + 1) as u8);
+            let result = match seal::seal(&key, payload, nonce) {
+                Ok(sealed) => self.store_sealed(server, sealed, &token, false).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok((id, _)) => stored.push(Mirror {
+                    server: server.clone(),
+                    locator: id.locator(),
+                }),
+                Err(e) => {
+                    self.take_back(&offer, &stored).await;
+                    return Err(OfferError::AtServer {
+                        server: server.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        offer.link.mirrors = stored;
+        Ok(offer)
+    }
+
+    /// The link key again (for the further copies of a multi-server offer).
+    async fn key_for(
+        &self,
+        passphrase: &Passphrase,
+        salt: &Salt,
+        kdf: KdfProfile,
+    ) -> Result<LinkKey, OfferError> {
+        self.derive_key(passphrase, salt, kdf)
+            .await
+            .map_err(OfferError::KdfTask)?
+            .map_err(OfferError::from)
+    }
+
+    /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).
+    async fn take_back(&self, offer: &Offer, mirrors: &[Mirror]) {
+        let _ = self
+            .delete_at(&offer.link.server, offer.link.locator, &offer.delete_token)
+            .await;
+        for (i, m) in mirrors.iter().enumerate() {
+            let token = offer.delete_token.for_server((i + 1) as u8);
+            let _ = self.delete_at(&m.server, m.locator, &token).await;
+        }
+    }
+
+    /// Accept a multi-server link: every server at once, the first copy that opens wins.
+    pub(crate) async fn accept_from_any(
+        &self,
+        link: &RdvLink,
+        key: LinkKey,
+    ) -> Result<Accepted, AcceptError> {
+        let mut tries: FuturesUnordered<_> = link
+            .servers()
+            .into_iter()
+            .map(|(server, locator)| {
+                let key = &key;
+                async move {
+                    let result = match self.fetch_at(&server, locator).await {
+                        Ok(links) => match seal::trial_open(key, &links) {
+                            Some((index, opened)) => Ok(Accepted {
+                                payload: opened.payload,
+                                tried: links.len(),
+                                index,
+                                reply: opened.answer_to.map(|to| super::ReplyTo {
+                                    server: server.clone(),
+                                    key: key.clone(),
+                                    to,
+                                }),
+                            }),
+                            None => Err(AcceptError::NoMatch { tried: links.len() }),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    (server, result)
+                }
+            })
+            .collect();
+        let mut failures = Vec::new();
+        while let Some((server, result)) = tries.next().await {
+            match result {
+                Ok(a) => return Ok(a),
+                Err(e) => {
+                    tracing::debug!(error = %crate::config::report(&e), "a server of the link failed");
+                    failures.push((server.to_string(), e));
+                }
+            }
+        }
+        // In the link's order, so that the message reads like the link.
+        let order: Vec<String> = link.servers().iter().map(|(s, _)| s.to_string()).collect();
+        failures.sort_by_key(|(s, _)| order.iter().position(|o| o == s));
+        Err(AcceptError::AllServers(failures))
+    }
+
+    /// Delete every copy of a multi-server link; done when at least one server deleted its copy.
+    pub(crate) async fn delete_everywhere(
+        &self,
+        link: &RdvLink,
+        token: &crate::proto::DeleteToken,
+    ) -> Result<(), DeleteError> {
+        let mut failures = Vec::new();
+        let mut deleted = 0;
+        for (i, (server, locator)) in link.servers().into_iter().enumerate() {
+            match self
+                .delete_at(&server, locator, &token.for_server(i as u8))
+                .await
+            {
+                Ok(()) => deleted += 1,
+                Err(e) => failures.push((server.to_string(), e)),
+            }
+        }
+        if deleted == 0 {
+            return Err(DeleteError::AllServers(failures));
+        }
+        for (server, e) in &failures {
+            tracing::warn!(%server, error = %crate::config::report(e), "this server's copy was not deleted");
+        }
+        Ok(())
+    }
+}

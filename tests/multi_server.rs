@@ -1,0 +1,204 @@
+//! Multi-server links against real servers on disk over loopback TCP: a copy on each server
+//! (copies that share nothing), accept from any, one server down or hostile, all down, delete
+//! everywhere, and an offer that fails at one server taking its other copies back.
+
+mod common;
+
+use common::{manual_clock, start_default};
+use rdv::client::direct::DirectConnector;
+use rdv::client::{AcceptError, Client, ClientConfig, OfferError};
+use rdv::clock::ManualClock;
+use rdv::proto::{KdfProfile, Passphrase, RdvLink, ServerAddr};
+use rdv::store::BucketStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+fn client(clock: &ManualClock) -> Client {
+    Client::new(
+        Arc::new(DirectConnector::default()),
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            retry_budget: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(clock.clone()),
+    )
+}
+
+fn addr(a: std::net::SocketAddr) -> ServerAddr {
+    ServerAddr::parse(&a.to_string()).unwrap()
+}
+
+/// A TCP server that answers every connection with garbage.
+async fn hostile() -> ServerAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(&[0xFF; 64]).await;
+            });
+        }
+    });
+    addr(a)
+}
+
+/// An address where nothing listens.
+async fn down() -> ServerAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    addr(a)
+}
+
+/// The single-server link to copy `i` of a multi-server link.
+fn only(link: &RdvLink, i: usize) -> RdvLink {
+    let (server, locator) = link.servers()[i].clone();
+    RdvLink {
+        server,
+        locator,
+        mirrors: Vec::new(),
+        ..link.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_copy_on_every_server_and_any_one_is_enough() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let c = client(&clock);
+    let offer = c
+        .offer_to_all(
+            &addrs,
+            b"smp://multi",
+            Passphrase::new("multi pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let link = offer.link.clone();
+    assert_eq!(link.mirrors.len(), 2);
+    assert_eq!(RdvLink::parse(&link.to_uri()).unwrap(), link);
+    for s in &servers {
+        assert_eq!(s.store().link_count(), 1);
+    }
+    // Every copy opens on its own, and the copies share no byte pattern a server could match:
+    // each server's stored blob is different.
+    let mut blobs = Vec::new();
+    for i in 0..3 {
+        let a = c.accept(&only(&link, i), None).await.unwrap();
+        assert_eq!(a.payload.as_slice(), b"smp://multi");
+        blobs.push(a.index);
+    }
+    let raw: Vec<Vec<u8>> = {
+        use rdv::framed::{read_msg, write_msg};
+        use rdv::proto::{wire::DEFAULT_MAX_FRAME, Request, Response};
+        let mut v = Vec::new();
+        for (i, (server, locator)) in link.servers().into_iter().enumerate() {
+            let mut s = tokio::net::TcpStream::connect(server.to_string())
+                .await
+                .unwrap();
+            assert!(common::raw_hello(&mut s).await);
+            write_msg(&mut s, &Request::Fetch { locator }, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            let Ok(Response::Bucket { links }) = read_msg(&mut s, u32::MAX).await else {
+                panic!("no bucket")
+            };
+            v.push(links[blobs[i]].0.to_vec());
+        }
+        v
+    };
+    assert!(raw[0] != raw[1] && raw[1] != raw[2] && raw[0] != raw[2]);
+    for w in raw[0].windows(16) {
+        assert!(
+            !raw[1].windows(16).any(|x| x == w),
+            "copies share a 16-byte run"
+        );
+    }
+
+    // The whole link: any server will do, even when the others are down or hostile.
+    assert_eq!(
+        c.accept(&link, None).await.unwrap().payload.as_slice(),
+        b"smp://multi"
+    );
+    let mut broken = link.clone();
+    broken.server = down().await;
+    broken.mirrors[0].server = hostile().await;
+    let a = c.accept(&broken, None).await.unwrap();
+    assert_eq!(a.payload.as_slice(), b"smp://multi");
+
+    // All down or hostile: an error naming each, in the link's order.
+    broken.mirrors[1].server = down().await;
+    match c.accept(&broken, None).await {
+        Err(AcceptError::AllServers(f)) => {
+            let names: Vec<_> = f.iter().map(|(s, _)| s.clone()).collect();
+            let want: Vec<_> = broken
+                .servers()
+                .iter()
+                .map(|(s, _)| s.to_string())
+                .collect();
+            assert_eq!(names, want);
+            let text = AcceptError::AllServers(f).to_string();
+            for w in &want {
+                assert!(text.contains(w.as_str()), "{text}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Delete removes every copy (each with its own token).
+    c.delete(&link, &offer.delete_token).await.unwrap();
+    for s in &servers {
+        assert_eq!(s.store().link_count(), 0);
+    }
+    // A copy's token is not another server's token.
+    assert_ne!(
+        offer.delete_token.for_server(1).check(),
+        offer.delete_token.for_server(2).check()
+    );
+    assert!(c.accept(&link, None).await.is_err());
+}
+
+#[tokio::test]
+async fn an_offer_that_fails_at_one_server_takes_its_copies_back() {
+    let clock = manual_clock();
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (s1, a1) = start_default(d1.path(), Arc::new(clock.clone())).await;
+    let (s2, a2) = start_default(d2.path(), Arc::new(clock.clone())).await;
+    let c = client(&clock);
+    let dead = down().await;
+    let servers = [addr(a1), addr(a2), dead.clone()];
+    match c
+        .offer_to_all(
+            &servers,
+            b"p",
+            Passphrase::new("pw pw pw"),
+            KdfProfile::Test,
+        )
+        .await
+    {
+        Err(OfferError::AtServer { server, .. }) => assert_eq!(server, dead.to_string()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s1.store().link_count(), 0, "the first copy was taken back");
+    assert_eq!(s2.store().link_count(), 0, "the second copy was taken back");
+    // Bad lists are refused before anything is stored.
+    for bad in [vec![], vec![addr(a1), addr(a1)], vec![addr(a1); 6]] {
+        assert!(matches!(
+            c.offer_to_all(&bad, b"p", Passphrase::new("pw pw pw"), KdfProfile::Test)
+                .await,
+            Err(OfferError::Servers(_))
+        ));
+    }
+    assert_eq!(s1.store().link_count(), 0);
+}
