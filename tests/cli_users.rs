@@ -904,3 +904,58 @@ fn a_multi_server_link_on_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--direct without a value"));
 }
+
+#[test]
+fn cancelling_a_hold_takes_the_link_down() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "10m"]);
+    let addr = server.addr.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "offer",
+            "--hold",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ])
+        .env("RDV_PASSPHRASE", "correct horse battery staple river")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "no hold note in {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("holding the link") {
+            break;
+        }
+    }
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        rest.contains("the link was deleted from the server"),
+        "{rest}"
+    );
+    // Nothing reached standard output: the link was never handed out.
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(!out.contains("link:"), "{out}");
+}

@@ -152,7 +152,17 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let minutes = closes_in.div_ceil(60);
     if a.hold {
         note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
-        tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1)).await;
+        let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1));
+        tokio::select! {
+            _ = hold => {}
+            _ = crate::serve::wait_for_signal() => {
+                // Nobody has the link yet: take it down rather than leave it behind.
+                return match client.delete(&offer.link, &offer.delete_token).await {
+                    Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),
+                    Err(e) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, format!("cancelled while holding; the link could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))).into()),
+                };
+            }
+        }
     } else {
         note!("the bucket closes at {when} (in {minutes} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
     }
