@@ -320,7 +320,46 @@ fn wire_rows() -> Vec<(&'static str, Body)> {
         store_frame.len(),
         bucket_frame.len()
     );
+    // The server's metrics on every store and fetch, with the tracker as full as it gets.
+    let metrics = std::rc::Rc::new(rdv::server::metrics::Metrics::new(600, 7 * 86400));
+    let base = 1_700_000_000u64;
+    for i in 0..rdv::server::metrics::MAX_TRACKED as u64 {
+        metrics.stored(
+            BucketId {
+                created: base + i / 33,
+                seq: (i % 33) as u16,
+            },
+            base + i / 33,
+        );
+    }
+    let now = base + rdv::server::metrics::MAX_TRACKED as u64 / 33;
+    let known = BucketId {
+        created: now - 1,
+        seq: 0,
+    }
+    .locator();
+    let (m1, m2) = (metrics.clone(), metrics.clone());
     vec![
+        (
+            "metrics: record a fetch (200 000 buckets tracked)",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    m1.fetched(black_box(&known), 17, now);
+                }
+            }),
+        ),
+        (
+            "metrics: record a store (200 000 buckets tracked)",
+            Box::new(move |n| {
+                for i in 0..n {
+                    let id = BucketId {
+                        created: now,
+                        seq: (i % 33) as u16,
+                    };
+                    m2.stored(black_box(id), now);
+                }
+            }),
+        ),
         (
             "BucketId::locator",
             Box::new(|n| {
@@ -524,6 +563,20 @@ fn main() {
     println!();
     println!("ratios (same run, interleaved batches):");
     let raw64 = "raw xchacha20poly1305 decrypt 64 (right key)";
+    ratio_line(
+        &h,
+        "metrics on a fetch / encoding its Bucket answer",
+        "metrics: record a fetch (200 000 buckets tracked)",
+        "encode_frame Bucket response (64 links)",
+        Some(0.5),
+    );
+    ratio_line(
+        &h,
+        "metrics on a store / encoding a Store request",
+        "metrics: record a store (200 000 buckets tracked)",
+        "encode_frame Store request",
+        None,
+    );
     ratio_line(
         &h,
         "trial_open 64 (right one last) / raw decrypt 64",

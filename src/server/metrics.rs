@@ -222,7 +222,7 @@ impl Metrics {
     }
 
     /// A store was acknowledged into bucket `id`.
-    pub(crate) fn stored(&self, id: BucketId, now: u64) {
+    pub fn stored(&self, id: BucketId, now: u64) {
         self.stores
             .get_or_create(&Outcome { outcome: "stored" })
             .inc();
@@ -257,7 +257,7 @@ impl Metrics {
     }
 
     /// A fetch found a bucket with `real` links.
-    pub(crate) fn fetched(&self, locator: &Locator, real: usize, now: u64) {
+    pub fn fetched(&self, locator: &Locator, real: usize, now: u64) {
         self.fetches
             .get_or_create(&Outcome { outcome: "found" })
             .inc();
@@ -280,7 +280,7 @@ impl Metrics {
 
     /// A delete removed a link; `same_source` when the link was stored on the same connection
     /// or circuit.
-    pub(crate) fn deleted(&self, locator: &Locator, now: u64, same_source: bool) {
+    pub fn deleted(&self, locator: &Locator, now: u64, same_source: bool) {
         self.deletes
             .get_or_create(&Outcome { outcome: "deleted" })
             .inc();
