@@ -151,11 +151,12 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let when = humantime::format_rfc3339_seconds(local_close);
     let minutes = closes_in.div_ceil(60);
     if a.hold {
+        let signalled = crate::serve::signal_listener();
         note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
         let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1));
         tokio::select! {
             _ = hold => {}
-            _ = crate::serve::wait_for_signal() => {
+            _ = signalled => {
                 // Nobody has the link yet: take it down rather than leave it behind.
                 return match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),

@@ -239,6 +239,9 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     let summary = summary(&a, &config, store.params(), store.link_count());
     let server = Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
     println!("{summary}");
+    // Listening for SIGINT/SIGTERM before anything is announced: a supervisor that stops the
+    // server right after "listening on" gets the graceful shutdown.
+    let mut signalled = signal_listener();
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &a.listen {
         let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))
@@ -259,11 +262,11 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     if !a.no_onion {
         tokio::select! {
             r = start_onion(tor_settings, onion, health, probe_key, server.clone(), give_up_tx) => r?,
-            _ = wait_for_signal() => return Ok(()),
+            _ = &mut signalled => return Ok(()),
         }
     }
     let reason = tokio::select! {
-        _ = wait_for_signal() => None,
+        _ = &mut signalled => None,
         r = give_up.recv() => r,
     };
     eprintln!("shutting down: no new connections, finishing open ones");
@@ -372,6 +375,27 @@ async fn probe(
         }
         tokio::time::sleep(health.next_probe_in()).await;
     }
+}
+
+/// A future that resolves on SIGINT or SIGTERM, listening from the moment it is made (not
+/// from its first poll), so that a signal right after a message announcing it is not missed.
+pub(crate) fn signal_listener() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
+        }
+    }
+    Box::pin(wait_for_signal())
 }
 
 /// Resolves on SIGINT or SIGTERM.
