@@ -959,3 +959,46 @@ fn cancelling_a_hold_takes_the_link_down() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     assert!(!out.contains("link:"), "{out}");
 }
+
+#[test]
+fn a_client_key_copy_left_by_a_killed_client_is_removed() {
+    const ONION: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    assert!(rdv(
+        &["keygen", "--server", ONION, "--out", key.to_str().unwrap()],
+        &[]
+    )
+    .status
+    .success());
+    let tor_dir = dir.path().join("tor");
+    let stale = tor_dir.join("client-auth-AbCdEf");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::copy(&key, stale.join("rdv.auth_private")).unwrap();
+    // The run stops at the (missing) Tor configuration, after the key was handled.
+    let out = rdv(
+        &[
+            "info",
+            &format!("{ONION}:7625"),
+            "--client-key",
+            key.to_str().unwrap(),
+            "--tor-dir",
+            tor_dir.to_str().unwrap(),
+            "--tor-config",
+            "/nonexistent/arti.toml",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/arti.toml"));
+    assert!(
+        !stale.exists(),
+        "the stale copy of the secret key is still there"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tor_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("client-auth-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -38,6 +38,9 @@ impl From<Client> for Session {
     }
 }
 
+/// The name of the private copies of `--client-key` under arti's directory.
+const KEY_COPY_PREFIX: &str = "client-auth-";
+
 /// `--client-key FILE`, checked against the server, copied into a private directory under
 /// arti's for arti's C-tor-format client keystore (removed when the session ends).
 fn client_key_dir(
@@ -58,8 +61,17 @@ fn client_key_dir(
         );
     }
     std::fs::create_dir_all(tor_dir).with_context(|| format!("creating {}", tor_dir.display()))?;
+    // A client killed before it could clean up leaves its copy behind; one client uses a tor
+    // directory at a time (arti locks it), so every copy there now is stale.
+    if let Ok(entries) = std::fs::read_dir(tor_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(KEY_COPY_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let dir = tempfile::Builder::new()
-        .prefix("client-auth-")
+        .prefix(KEY_COPY_PREFIX)
         .tempdir_in(tor_dir)
         .with_context(|| format!("creating a key directory in {}", tor_dir.display()))?;
     // arti refuses a keystore that others can read.
