@@ -4,28 +4,10 @@
 mod common;
 
 use common::ServerProcess;
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(args)
-        .env_remove("RDV_PASSPHRASE")
-        .env_remove("RDV_LINK")
-        .env_remove("RDV_DELETE_TOKEN")
-        .env_remove("RDV_ANSWER")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    common::run_rdv(args, stdin, env)
 }
 
 fn field(out: &Output, name: &str) -> String {

@@ -11,20 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn rdv(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(args)
-        .env_remove("RDV_PASSPHRASE")
-        .env_remove("RDV_LINK")
-        .env_remove("RDV_DELETE_TOKEN")
-        .env_remove("RDV_ANSWER")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    common::run_rdv(args, None, env)
 }
 
 /// The one JSON object a `--json` run prints: stdout must be exactly one line of JSON.

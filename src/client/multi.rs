@@ -10,7 +10,7 @@
 use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError};
 use crate::proto::link::{Mirror, MAX_MIRRORS};
 use crate::proto::seal::{self, NONCE_LEN};
-use crate::proto::{KdfProfile, LinkKey, Passphrase, RdvLink, Salt, ServerAddr};
+use crate::proto::{KdfProfile, LinkKey, Passphrase, RdvLink, ServerAddr};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngCore;
 
@@ -43,20 +43,14 @@ impl Client {
         }
         // The first server's offer draws the salt and the token and derives the key; the other
         // copies reuse the key with nonces of their own.
-        let mut offer = self
-            .offer(first, payload, passphrase.clone(), kdf)
+        let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
+        let (mut offer, key) = self
+            .offer_with(first, payload, passphrase, kdf, secrets, None)
             .await
             .map_err(|e| OfferError::AtServer {
                 server: first.to_string(),
                 source: Box::new(e),
             })?;
-        let key = match self.key_for(&passphrase, &offer.link.salt, kdf).await {
-            Ok(k) => k,
-            Err(e) => {
-                self.take_back(&offer, &[]).await;
-                return Err(e);
-            }
-        };
         let mut stored: Vec<Mirror> = Vec::new();
         for (i, server) in rest.iter().enumerate() {
             let mut nonce = [0u8; NONCE_LEN];
@@ -82,19 +76,6 @@ impl Client {
         }
         offer.link.mirrors = stored;
         Ok(offer)
-    }
-
-    /// The link key again (for the further copies of a multi-server offer).
-    async fn key_for(
-        &self,
-        passphrase: &Passphrase,
-        salt: &Salt,
-        kdf: KdfProfile,
-    ) -> Result<LinkKey, OfferError> {
-        self.derive_key(passphrase, salt, kdf)
-            .await
-            .map_err(OfferError::KdfTask)?
-            .map_err(OfferError::from)
     }
 
     /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).

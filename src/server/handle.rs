@@ -34,8 +34,9 @@ impl<S: BucketStore> Server<S> {
                     let now = self.clock.now();
                     match self.store.store(link.clone(), delete_check, now).await {
                         Ok(id) => {
-                            self.metrics.stored(id, now);
-                            source.set_last_stored(id.locator());
+                            let locator = id.locator();
+                            self.metrics.stored(id, locator, now);
+                            source.set_last_stored(locator);
                             if let Some(a) = self.config.adversary {
                                 return self.misbehave_on_store(a, id, now).await;
                             }

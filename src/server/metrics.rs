@@ -221,14 +221,14 @@ impl Metrics {
         }
     }
 
-    /// A store was acknowledged into bucket `id`.
-    pub fn stored(&self, id: BucketId, now: u64) {
+    /// A store was acknowledged into bucket `id`, whose locator is `loc` (the caller has it
+    /// already).
+    pub fn stored(&self, id: BucketId, loc: Locator, now: u64) {
         self.stores
             .get_or_create(&Outcome { outcome: "stored" })
             .inc();
         let mut t = self.tracker();
         self.sweep(&mut t, now);
-        let loc = id.locator();
         let open_until = id.created.saturating_add(self.open_window);
         let t = &mut *t;
         match t.buckets.get_mut(&loc) {
@@ -364,7 +364,7 @@ mod tests {
         let m = Metrics::new(600, 3600);
         let a = id(1000, 0);
         for _ in 0..3 {
-            m.stored(a, 1000);
+            m.stored(a, a.locator(), 1000);
         }
         m.fetched(&a.locator(), 3, 1010);
         m.deleted(&a.locator(), 1070, false);
@@ -386,7 +386,8 @@ mod tests {
     fn memory_stays_bounded() {
         let m = Metrics::new(1, 1 << 40);
         for i in 0..(MAX_TRACKED as u64 + 1000) {
-            m.stored(id(i / 33, (i % 33) as u16), i / 33);
+            let b = id(i / 33, (i % 33) as u16);
+            m.stored(b, b.locator(), i / 33);
         }
         assert!(m.tracked() <= MAX_TRACKED + 1, "{}", m.tracked());
     }

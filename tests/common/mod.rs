@@ -193,3 +193,28 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// Run the `rdv` binary with `args`, `stdin` as its standard input (empty if `None`) and `env`
+/// on top of an environment without any of rdv's secret variables; wait for it.
+pub fn run_rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .env_remove("RDV_PASSPHRASE")
+        .env_remove("RDV_LINK")
+        .env_remove("RDV_DELETE_TOKEN")
+        .env_remove("RDV_ANSWER")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rdv");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait for rdv")
+}

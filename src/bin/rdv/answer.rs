@@ -19,14 +19,7 @@ const STATE_LIMIT: u64 = 4096;
 
 /// Write the state file: created new (an existing file is never overwritten) with mode 0600.
 pub(crate) fn write_state(path: &Path, pending: &PendingAnswer) -> Result<()> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(path).with_context(|| {
+    let mut f = crate::term::create_private(path).with_context(|| {
         format!(
             "creating the state file {} (it must not exist yet)",
             path.display()

@@ -13,15 +13,7 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
     let key = ClientKey::from_random(&a.server, random).context("--server")?;
     zeroize::Zeroize::zeroize(&mut random);
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o
-        .open(&a.out)
+    let mut f = crate::term::create_private(&a.out)
         .with_context(|| format!("creating {} (it must not exist yet)", a.out.display()))?;
     let line = key.to_private_line();
     f.write_all(line.as_bytes())

@@ -157,3 +157,16 @@ pub(crate) fn escape_for_terminal(bytes: &[u8]) -> (String, bool) {
 pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
+
+/// Create a new file only its owner can read (mode 0600 on Unix); an existing file is never
+/// overwritten. For files that hold secrets: state files, client keys.
+pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}

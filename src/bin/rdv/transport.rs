@@ -82,15 +82,8 @@ fn client_key_dir(
             .with_context(|| format!("restricting {}", dir.path().display()))?;
     }
     let path = dir.path().join("rdv.auth_private");
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
     use std::io::Write;
-    o.open(&path)
+    crate::term::create_private(&path)
         .and_then(|mut f| f.write_all(key.to_private_line().as_bytes()))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(Some(dir))
