@@ -7,8 +7,11 @@
 //! backend so that they cannot drift apart.
 
 pub mod alloc;
+mod codec;
 pub mod db;
 pub mod memory;
+mod ops;
+pub mod pg;
 
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
@@ -18,6 +21,7 @@ use std::sync::Arc;
 
 pub use db::{DiskStore, DiskStoreConfig};
 pub use memory::MemoryStore;
+pub use pg::{PgStore, PgStoreConfig};
 
 /// The store's retention settings, advertised to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,17 @@
-//! The on-disk store directly: group commit, durability across reopen, model agreement with the
-//! in-memory store.
+//! The store conformance suite: the same tests against every backend through the public
+//! `BucketStore` API (redb on disk; PostgreSQL started by the test), each also checked against
+//! the in-memory model. Group commit, durability across reopen, answers, quota, GC.
 
+mod common;
+
+use common::pg::Postgres;
 use futures::future::join_all;
 use rdv::proto::padding::FillerSecret;
-use rdv::proto::{DeleteToken, SealedLink};
-use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, MemoryStore, StoreParams};
+use rdv::proto::{DeleteToken, MailboxAddr, SealedAnswer, SealedLink};
+use rdv::store::{
+    BucketStore, DiskStore, DiskStoreConfig, MemoryStore, PgStore, PgStoreConfig, PutAnswer,
+    StoreError, StoreParams,
+};
 
 const T0: u64 = 1_800_000_000;
 
@@ -16,17 +23,98 @@ fn link(i: u32) -> (SealedLink, DeleteToken) {
     (SealedLink(b), DeleteToken::from_bytes(t))
 }
 
-async fn concurrent_stores(commit_per_store: bool) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let store = DiskStore::open(
-        dir.path(),
-        DiskStoreConfig {
-            commit_per_store,
-            ..Default::default()
-        },
-        FillerSecret::from_bytes([0; 32]),
-    )
-    .unwrap();
+fn mailbox(i: u32) -> (MailboxAddr, SealedAnswer) {
+    let mut m = [0u8; 32];
+    m[..4].copy_from_slice(&i.to_be_bytes());
+    let mut a = [0x5au8; 256];
+    a[..4].copy_from_slice(&i.to_be_bytes());
+    (MailboxAddr(m), SealedAnswer(a))
+}
+
+/// A backend under test: opens stores on one persistent place (a directory, a database), again
+/// and again.
+trait Backend {
+    type S: BucketStore + Clone;
+    /// Open (or reopen) the store with these settings.
+    async fn open(&self, params: StoreParams, commit_per_store: bool, seed: u8) -> Self::S;
+    /// Check the stored data; (buckets, links).
+    async fn verify(&self, s: &Self::S) -> (u64, u64);
+    /// Write transactions committed by this handle.
+    fn commits(s: &Self::S) -> u64;
+}
+
+struct Redb(tempfile::TempDir);
+
+impl Backend for Redb {
+    type S = DiskStore;
+    async fn open(&self, params: StoreParams, commit_per_store: bool, seed: u8) -> DiskStore {
+        DiskStore::open(
+            self.0.path(),
+            DiskStoreConfig {
+                params,
+                commit_per_store,
+                ..Default::default()
+            },
+            FillerSecret::from_bytes([seed; 32]),
+        )
+        .expect("open redb store")
+    }
+    async fn verify(&self, s: &DiskStore) -> (u64, u64) {
+        s.verify().expect("verify")
+    }
+    fn commits(s: &DiskStore) -> u64 {
+        s.commits()
+    }
+}
+
+struct Pg {
+    server: Postgres,
+    db: String,
+}
+
+impl Pg {
+    fn config(&self, params: StoreParams, commit_per_store: bool) -> PgStoreConfig {
+        let mut c = PgStoreConfig::new(&self.server.url(&self.db)).expect("url");
+        c.params = params;
+        c.commit_per_store = commit_per_store;
+        c
+    }
+}
+
+impl Backend for Pg {
+    type S = PgStore;
+    async fn open(&self, params: StoreParams, commit_per_store: bool, seed: u8) -> PgStore {
+        PgStore::open(
+            self.config(params, commit_per_store),
+            FillerSecret::from_bytes([seed; 32]),
+        )
+        .await
+        .expect("open PostgreSQL store")
+    }
+    async fn verify(&self, s: &PgStore) -> (u64, u64) {
+        s.verify().await.expect("verify")
+    }
+    fn commits(s: &PgStore) -> u64 {
+        s.commits()
+    }
+}
+
+fn redb() -> Redb {
+    Redb(tempfile::tempdir().unwrap())
+}
+
+fn pg() -> Pg {
+    let server = Postgres::start();
+    server.create_db("rdv");
+    Pg {
+        server,
+        db: "rdv".into(),
+    }
+}
+
+async fn concurrent_stores<B: Backend>(b: &B, commit_per_store: bool) -> u64 {
+    let store = b.open(StoreParams::default(), commit_per_store, 0).await;
+    let before = b.verify(&store).await.1;
     let ids = join_all((0..200).map(|i| {
         let s = store.clone();
         async move {
@@ -36,29 +124,26 @@ async fn concurrent_stores(commit_per_store: bool) -> u64 {
     }))
     .await;
     assert_eq!(ids.len(), 200);
-    assert_eq!(store.link_count(), 200);
-    assert_eq!(
-        store.verify().unwrap(),
-        (4, 200),
-        "200 links in ceil(200/64) buckets"
-    );
-    store.commits()
+    assert_eq!(store.link_count(), before + 200);
+    let (_, links) = b.verify(&store).await;
+    assert_eq!(links, before + 200);
+    let mut buckets: Vec<_> = ids.clone();
+    buckets.sort();
+    buckets.dedup();
+    assert_eq!(buckets.len(), 4, "200 links in ceil(200/64) buckets");
+    B::commits(&store)
 }
 
-/// Concurrent stores through the public API: every one is acknowledged and stored, in either
-/// commit mode. (How batches form depends on scheduling; the exact batching is pinned
-/// deterministically by `src/store/db/tests.rs::queued_stores_share_commits_batch_by_batch`.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_stores_all_land_in_either_commit_mode() {
-    let grouped = concurrent_stores(false).await;
-    let single = concurrent_stores(true).await;
+/// Concurrent stores: every one is acknowledged and stored, in either commit mode, and group
+/// commit shares transactions. (How batches form depends on scheduling.)
+async fn concurrent_stores_all_land_in_either_commit_mode<B: Backend>(b: B) {
+    let grouped = concurrent_stores(&b, false).await;
+    let single = concurrent_stores(&b, true).await;
     assert_eq!(single, 200, "commit-per-store mode commits every store");
     assert!((1..=200).contains(&grouped), "{grouped} commits");
 }
 
-#[tokio::test]
-async fn reopen_keeps_everything_and_continues_ids() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopen_keeps_everything_and_continues_ids<B: Backend>(b: B) {
     let params = StoreParams {
         open_window_secs: 60,
         ttl_secs: 1000,
@@ -67,69 +152,46 @@ async fn reopen_keeps_everything_and_continues_ids() {
     };
     let mut ids = Vec::new();
     {
-        let store = DiskStore::open(
-            dir.path(),
-            DiskStoreConfig {
-                params,
-                ..Default::default()
-            },
-            FillerSecret::from_bytes([1; 32]),
-        )
-        .unwrap();
+        let store = b.open(params, false, 1).await;
         for i in 0..100 {
             let (l, t) = link(i);
             ids.push(store.store(l, t.check(), T0).await.unwrap());
         }
     }
-    let store = DiskStore::open(
-        dir.path(),
-        DiskStoreConfig {
-            params,
-            ..Default::default()
-        },
-        FillerSecret::from_bytes([2; 32]),
-    )
-    .unwrap();
+    let store = b.open(params, false, 2).await;
     assert_eq!(
         store.filler_secret(),
         &FillerSecret::from_bytes([1; 32]),
         "the filler secret persists"
     );
-    assert_eq!(store.verify().unwrap(), (2, 100));
+    assert_eq!(store.link_count(), 100);
+    assert_eq!(b.verify(&store).await, (2, 100));
     for (i, id) in ids.iter().enumerate() {
         let links = store.fetch(id.locator(), T0).await.unwrap().unwrap();
         assert!(links.contains(&link(i as u32).0));
     }
     let (l, t) = link(1000);
-    let next = store.store(l, t.check(), T0).await.unwrap();
+    let next = store.store(l, t.check(), T0 + 1).await.unwrap();
     assert!(
-        ids.iter().all(|id| *id < next),
-        "new bucket after reopen, IDs keep growing"
+        ids.iter().all(|id| *id <= next),
+        "IDs keep growing after a reopen"
     );
 }
 
-/// The disk store and the in-memory store agree on a mixed sequence of operations.
-#[tokio::test]
-async fn disk_store_matches_memory_model() {
-    let dir = tempfile::tempdir().unwrap();
+/// The backend and the in-memory model agree on a long mixed sequence of stores, deletes,
+/// fetches, answers, GC and time steps, through quota refusals and expiry.
+async fn matches_memory_model<B: Backend>(b: B) {
     let params = StoreParams {
         open_window_secs: 5,
         ttl_secs: 40,
         max_links: Some(150),
         ..Default::default()
     };
-    let disk = DiskStore::open(
-        dir.path(),
-        DiskStoreConfig {
-            params,
-            ..Default::default()
-        },
-        FillerSecret::from_bytes([0; 32]),
-    )
-    .unwrap();
+    let store = b.open(params, false, 0).await;
     let mem = MemoryStore::new(params);
     let mut now = T0;
     let mut stored = Vec::new();
+    let mut boxes = Vec::new();
     let mut seed = 0x1234_5678u64;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -137,40 +199,181 @@ async fn disk_store_matches_memory_model() {
         seed ^= seed << 17;
         seed
     };
-    for i in 0..600u32 {
-        match rnd() % 10 {
+    let (mut refused, mut collected) = (0, 0);
+    for i in 0..700u32 {
+        match rnd() % 12 {
             0..=5 => {
                 let (l, t) = link(i);
-                let a = disk.store(l.clone(), t.check(), now).await;
-                let b = mem.store(l, t.check(), now).await;
-                assert_eq!(a.as_ref().ok(), b.as_ref().ok(), "store {i}");
-                if let Ok(id) = a {
-                    stored.push((id, t));
+                let a = store.store(l.clone(), t.check(), now).await;
+                let m = mem.store(l, t.check(), now).await;
+                assert_eq!(a.as_ref().ok(), m.as_ref().ok(), "store {i}");
+                match a {
+                    Ok(id) => stored.push((id, t)),
+                    Err(StoreError::QuotaExceeded { .. }) => refused += 1,
+                    Err(e) => panic!("store {i}: {e}"),
                 }
             }
             6 if !stored.is_empty() => {
                 let (id, t) = &stored[(rnd() as usize) % stored.len()];
                 assert_eq!(
-                    disk.delete(id.locator(), t.check(), now).await.unwrap(),
-                    mem.delete(id.locator(), t.check(), now).await.unwrap()
+                    store.delete(id.locator(), t.check(), now).await.unwrap(),
+                    mem.delete(id.locator(), t.check(), now).await.unwrap(),
+                    "delete {i}"
                 );
             }
             7 if !stored.is_empty() => {
                 let (id, _) = &stored[(rnd() as usize) % stored.len()];
                 assert_eq!(
-                    disk.fetch(id.locator(), now).await.unwrap(),
-                    mem.fetch(id.locator(), now).await.unwrap()
+                    store.fetch(id.locator(), now).await.unwrap(),
+                    mem.fetch(id.locator(), now).await.unwrap(),
+                    "fetch {i}"
                 );
             }
             8 => {
+                let n = (rnd() % 6) as u32;
+                let (m, a) = mailbox(i % 40 + n);
+                let x = store.put_answer(m, a, now).await;
+                let y = mem.put_answer(m, a, now).await;
+                assert_eq!(x.as_ref().ok(), y.as_ref().ok(), "answer {i}");
+                boxes.push(m);
+            }
+            9 if !boxes.is_empty() => {
+                let m = boxes[(rnd() as usize) % boxes.len()];
                 assert_eq!(
-                    disk.collect_garbage(now, 3).await.unwrap(),
-                    mem.collect_garbage(now, 3).await.unwrap()
+                    store.fetch_answer(m, now).await.unwrap(),
+                    mem.fetch_answer(m, now).await.unwrap(),
+                    "fetch answer {i}"
                 );
+            }
+            10 => {
+                let g = store.collect_garbage(now, 3).await.unwrap();
+                assert_eq!(g, mem.collect_garbage(now, 3).await.unwrap(), "gc {i}");
+                collected += g;
             }
             _ => now += rnd() % 4,
         }
-        assert_eq!(disk.link_count(), mem.link_count(), "after op {i}");
+        assert_eq!(store.link_count(), mem.link_count(), "links after op {i}");
+        assert_eq!(
+            store.answer_count(),
+            mem.answer_count(),
+            "answers after op {i}"
+        );
     }
-    disk.verify().unwrap();
+    assert!(refused > 0, "the quota was reached");
+    assert!(collected > 0, "something expired and was collected");
+    b.verify(&store).await;
 }
+
+/// Answers: write-once, an expired answer frees its mailbox, GC removes expired answers, and
+/// all of it survives a reopen.
+async fn answers_are_write_once_expire_and_are_collected<B: Backend>(b: B) {
+    let params = StoreParams {
+        open_window_secs: 10,
+        ttl_secs: 100,
+        ..Default::default()
+    };
+    let store = b.open(params, false, 1).await;
+    let (m1, a1) = mailbox(1);
+    let (m2, a2) = mailbox(2);
+    assert_eq!(store.fetch_answer(m1, T0).await.unwrap(), None);
+    assert_eq!(
+        store.put_answer(m1, a1, T0).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(
+        store.put_answer(m1, a2, T0 + 99).await.unwrap(),
+        PutAnswer::AlreadyAnswered
+    );
+    assert_eq!(store.fetch_answer(m1, T0 + 99).await.unwrap(), Some(a1));
+    assert_eq!(store.fetch_answer(m1, T0 + 100).await.unwrap(), None);
+    assert_eq!(
+        store.put_answer(m1, a2, T0 + 100).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(
+        store.put_answer(m2, a2, T0 + 150).await.unwrap(),
+        PutAnswer::Stored
+    );
+    assert_eq!(store.answer_count(), 2);
+    b.verify(&store).await;
+    assert_eq!(store.collect_garbage(T0 + 200, 10).await.unwrap(), 1);
+    assert_eq!(store.fetch_answer(m2, T0 + 200).await.unwrap(), Some(a2));
+    assert_eq!(store.answer_count(), 1);
+    drop(store);
+    let store = b.open(params, false, 2).await;
+    assert_eq!(store.answer_count(), 1);
+    b.verify(&store).await;
+    assert_eq!(store.fetch_answer(m2, T0 + 200).await.unwrap(), Some(a2));
+}
+
+/// Buckets expire at their TTL for fetch and delete, and GC removes them oldest first, at most
+/// `limit` per call; no new bucket ever reuses a collected second.
+async fn expiry_and_gc<B: Backend>(b: B) {
+    let params = StoreParams {
+        open_window_secs: 1,
+        ttl_secs: 10,
+        ..Default::default()
+    };
+    let store = b.open(params, false, 0).await;
+    let mut ids = Vec::new();
+    for i in 0..5u32 {
+        let (l, t) = link(i);
+        ids.push((
+            store.store(l, t.check(), T0 + u64::from(i)).await.unwrap(),
+            t,
+        ));
+    }
+    assert_eq!(b.verify(&store).await, (5, 5));
+    let (first, t) = &ids[0];
+    assert!(store
+        .fetch(first.locator(), T0 + 9)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .fetch(first.locator(), T0 + 10)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .delete(first.locator(), t.check(), T0 + 10)
+        .await
+        .unwrap());
+    assert_eq!(store.collect_garbage(T0 + 14, 2).await.unwrap(), 2);
+    assert_eq!(store.collect_garbage(T0 + 14, 10).await.unwrap(), 3);
+    assert_eq!(store.link_count(), 0);
+    // The clock went back before the collected seconds: the new bucket comes after them.
+    let (l, t) = link(99);
+    let id = store.store(l, t.check(), T0).await.unwrap();
+    assert!(id.created > T0 + 4, "{id:?}");
+    assert_eq!(b.verify(&store).await, (1, 1));
+}
+
+macro_rules! conformance {
+    ($($name:ident),*) => {
+        mod redb_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::redb()).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::pg()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    concurrent_stores_all_land_in_either_commit_mode,
+    reopen_keeps_everything_and_continues_ids,
+    matches_memory_model,
+    answers_are_write_once_expire_and_are_collected,
+    expiry_and_gc
+);

@@ -5,7 +5,7 @@
 //! Rules (PROTOCOL.md §10.1):
 //! - one open bucket: a link goes into it while it has room, its window has not passed, and it
 //!   is not from the future (a wall clock that jumped ahead and came back must not keep handing
-//!   out a bucket that clients refuse);
+//!   out a bucket that clients refuse), and has not been collected;
 //! - a new bucket is `(created, seq)` with `created` the current second (but after every
 //!   collected bucket) and `seq` one more than the highest used in that second, so IDs stay
 //!   unique whatever the clock does;
@@ -88,42 +88,87 @@ impl Allocator {
         params: &StoreParams,
         mut used: impl FnMut(u64) -> Result<Option<u16>, E>,
     ) -> Result<Result<BucketId, Exhausted>, E> {
+        match self.begin(now, params) {
+            Ok(Step::Joined(id)) => Ok(Ok(id)),
+            Ok(Step::NewIn(created)) => Ok(self.open_in(created, used(created)?, params)),
+            Err(full) => Ok(Err(full)),
+        }
+    }
+
+    /// [`Allocator::assign`] in two steps, for a store that asks its storage asynchronously:
+    /// first the open bucket, if it takes the link; otherwise the second a new bucket must be
+    /// created in, for which the caller looks up the highest sequence number used and calls
+    /// [`Allocator::open_in`].
+    pub fn begin(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
         if let Some((id, n)) = &mut self.open {
             let has_room = *n < self.capacity;
             let in_window = now < id.created.saturating_add(params.open_window_secs);
             let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
-            if has_room && in_window && not_future {
+            // Collected already (a wall clock far behind the expiry clock): never hand it out
+            // again, its ID would be reused and its link collected at once.
+            let not_collected = self.floor.is_none_or(|f| id.created > f);
+            if has_room && in_window && not_future && not_collected {
                 *n += 1;
-                return Ok(Ok(*id));
+                return Ok(Step::Joined(*id));
             }
         }
-        let created = match self.floor {
+        match self.floor {
             Some(f) if now <= f => match f.checked_add(1) {
-                Some(c) => c,
-                None => {
-                    return Ok(Err(Exhausted {
-                        second: now,
-                        max_seq: params.max_seq,
-                    }))
-                }
+                Some(c) => Ok(Step::NewIn(c)),
+                None => Err(Exhausted {
+                    second: now,
+                    max_seq: params.max_seq,
+                }),
             },
-            _ => now,
-        };
-        let seq = match used(created)? {
+            _ => Ok(Step::NewIn(now)),
+        }
+    }
+
+    /// Open a new bucket in second `created` (from [`Allocator::begin`]), where `highest_used`
+    /// is the highest sequence number of a bucket created in that second, if any.
+    pub fn open_in(
+        &mut self,
+        created: u64,
+        highest_used: Option<u16>,
+        params: &StoreParams,
+    ) -> Result<BucketId, Exhausted> {
+        let seq = match highest_used {
             None => 0,
             Some(s) if s < params.max_seq => s + 1,
             Some(_) => {
-                return Ok(Err(Exhausted {
+                return Err(Exhausted {
                     second: created,
                     max_seq: params.max_seq,
-                }))
+                })
             }
         };
         let id = BucketId { created, seq };
         self.open = Some((id, 1));
         self.last = Some(self.last.map_or(id, |l| l.max(id)));
-        Ok(Ok(id))
+        Ok(id)
     }
+
+    /// The open bucket and how many links were assigned to it, if one is open.
+    pub fn open_bucket(&self) -> Option<(BucketId, usize)> {
+        self.open
+    }
+
+    /// Continue with `open` as the open bucket (its ID and the links assigned to it): a store
+    /// shared by several processes keeps the open bucket in storage, so that all of them fill
+    /// the same one.
+    pub fn with_open_bucket(mut self, open: Option<(BucketId, usize)>) -> Self {
+        self.open = open;
+        self
+    }
+}
+
+/// The first step of an assignment ([`Allocator::begin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The link goes into the open bucket.
+    Joined(BucketId),
+    /// A new bucket must be opened in this second.
+    NewIn(u64),
 }
 
 #[cfg(test)]
@@ -280,8 +325,44 @@ mod tests {
         w.alloc.collected(1000);
         assert_eq!(w.assign(900, &p), Ok(id(1001, 0)));
         assert_eq!(w.alloc.floor(), Some(1000));
+        // The open bucket itself collected: a new one after it.
+        let open = w.alloc.open_bucket().unwrap().0;
+        w.alloc.collected(open.created);
+        assert_eq!(w.assign(900, &p), Ok(id(1002, 0)));
         let mut top = Allocator::resume(None, Some(u64::MAX));
         let r = top.assign(5, &p, |_| Ok::<_, Infallible>(None));
         assert!(matches!(r, Ok(Err(_))), "no overflow at u64::MAX: {r:?}");
+    }
+
+    #[test]
+    fn the_open_bucket_carries_over_between_allocators() {
+        // Two processes sharing one store: each loads the allocator state the other saved.
+        let p = params(600, 32);
+        let mut ids = BTreeSet::new();
+        let mut saved = (None, None, None);
+        for i in 0..200u32 {
+            let (open, last, floor) = saved;
+            let mut a = Allocator::resume(last, floor).with_open_bucket(open);
+            let id = match a
+                .assign(7_000 + u64::from(i / 100), &p, |c| {
+                    Ok::<_, Infallible>(
+                        ids.range(id(c, 0)..=id(c, u16::MAX))
+                            .next_back()
+                            .map(|b: &BucketId| b.seq),
+                    )
+                })
+                .unwrap()
+            {
+                Ok(id) => id,
+                Err(e) => panic!("{e}"),
+            };
+            ids.insert(id);
+            saved = (a.open_bucket(), a.last(), a.floor());
+        }
+        assert_eq!(
+            ids.into_iter().collect::<Vec<_>>(),
+            vec![id(7_000, 0), id(7_000, 1), id(7_001, 0), id(7_001, 1)],
+            "200 links alternating between processes fill buckets of 64 as one process would"
+        );
     }
 }

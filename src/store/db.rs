@@ -15,6 +15,7 @@ mod tests;
 mod writer;
 
 use super::alloc::Allocator;
+use super::ops::Op;
 use super::{BucketStore, PutAnswer, StoreError, StoreParams};
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use writer::{Op, Writer};
+use writer::Writer;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "rdv.redb";

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod pg;
 pub mod tornet;
 
 /// A fixed, plausible "now" for tests with a manual clock.

@@ -115,6 +115,8 @@ pub(crate) struct TorSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreSection {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) open_window: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ttl: Option<Dur>,
@@ -161,6 +163,11 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
+    /// Whether the setting with this flag's id came from the file.
+    pub(crate) fn in_file(&self, flag_id: &str) -> bool {
+        self.keys.contains_key(flag_id)
+    }
+
     /// Name a setting for an error message: `FILE: store.ttl` if it came from the file,
     /// `--ttl` otherwise.
     pub(crate) fn name(&self, flag_id: &str) -> String {
@@ -271,6 +278,7 @@ pub(crate) fn apply(
         a.bootstrap_timeout
     );
     let s = f.store;
+    set!(s.backend, "store", "store.backend", a.store);
     set!(
         s.open_window.map(|d| d.0),
         "open_window",
@@ -396,6 +404,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
             bootstrap_timeout: Some(Dur(a.bootstrap_timeout)),
         },
         store: StoreSection {
+            backend: Some(redacted_backend(&a.store)),
             open_window: Some(Dur(a.open_window)),
             ttl: Some(Dur(a.ttl)),
             max_links: a.max_links,
@@ -424,11 +433,20 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
 pub(crate) fn effective_text(a: &ServeArgs) -> Result<String> {
     let mut text = String::from(
         "# rdv serve: effective settings (rdv serve --print-config).\n\
-         # max_links absent: half of the free disk space at start.\n\
+         # max_links absent: half of the free disk space at start (redb), 10000000 (PostgreSQL).\n\
          # exit_when_unreachable absent: keep running. metrics.listen absent: no metrics.\n",
     );
     text.push_str(&toml::to_string(&effective(a)).context("writing the settings as TOML")?);
     Ok(text)
+}
+
+/// `--store` for `--print-config`: a password is never printed (write it back by hand, or use
+/// PGPASSWORD).
+fn redacted_backend(backend: &str) -> String {
+    match rdv::store::PgStoreConfig::new(backend) {
+        Ok(c) if backend != "redb" && c.database.get_password().is_some() => c.describe(),
+        _ => backend.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -501,6 +519,41 @@ mod tests {
         assert_eq!(a.ttl, Duration::from_secs(7 * 86400));
         let (a, _) = serve(&["--config", &f, "--onion-port", "7625"]).unwrap();
         assert_eq!(a.onion_port, 7625);
+    }
+
+    #[test]
+    fn the_store_backend_comes_from_the_file_and_a_password_never_from_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "postgres://rdv:pw-in-file@127.0.0.1:5432/rdv";
+        let f = write(
+            dir.path(),
+            "pg.toml",
+            &format!("data = \"d\"\n[store]\nbackend = \"{url}\"\n"),
+        );
+        let (a, o) = serve(&["--config", &f]).unwrap();
+        assert_eq!(a.store, url);
+        crate::store::refuse_password_in_argv(&a, &o).expect("a password in the file is fine");
+        assert!(matches!(
+            crate::serve::settings(&a).unwrap().0,
+            crate::store::StoreChoice::Postgres(_)
+        ));
+        // --print-config never writes the password out.
+        let text = effective_text(&a).unwrap();
+        assert!(!text.contains("pw-in-file"), "{text}");
+        assert!(
+            text.contains("backend = \"postgres://rdv@127.0.0.1:5432/rdv\""),
+            "{text}"
+        );
+        // On the command line a password is refused, without one it is taken.
+        let (a, o) = serve(&["--data", "d", "--store", url]).unwrap();
+        let e = crate::store::refuse_password_in_argv(&a, &o).unwrap_err();
+        assert!(e.to_string().contains("process list"), "{e}");
+        let (a, o) = serve(&["--data", "d", "--store", "postgres://rdv@127.0.0.1/rdv"]).unwrap();
+        crate::store::refuse_password_in_argv(&a, &o).unwrap();
+        // Neither redb nor a connection string: named.
+        let (a, _) = serve(&["--data", "d", "--store", "sqlite"]).unwrap();
+        let e = crate::serve::settings(&a).err().expect("refused");
+        assert_eq!(e.key, "store");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod offer;
 mod out;
 mod qr;
 mod serve;
+mod store;
 mod term;
 mod transport;
 

@@ -4,6 +4,7 @@
 use crate::cli::ServeArgs;
 use crate::config::Origins;
 use crate::error::CliError;
+use crate::store::StoreChoice;
 use crate::term::progress_printer;
 use anyhow::{bail, Context, Result};
 use rdv::client::tor::TorConnector;
@@ -15,7 +16,7 @@ use rdv::proto::ServerAddr;
 use rdv::server::health::{Health, HealthEvent, HealthPolicy};
 use rdv::server::onion::OnionSettings;
 use rdv::server::{Server, ServerConfig};
-use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, StoreParams};
+use rdv::store::{BucketStore, DiskStore, PgStore, StoreParams};
 use rdv::tor::{self, TorSettings};
 use rdv::ConfigError;
 use std::io::Write;
@@ -37,19 +38,14 @@ fn whole_secs(key: &'static str, d: Duration) -> Result<u64, ConfigError> {
 }
 
 /// The store and server settings the flags ask for.
-pub(crate) fn settings(a: &ServeArgs) -> Result<(DiskStoreConfig, ServerConfig), ConfigError> {
+pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), ConfigError> {
     let params = StoreParams {
         open_window_secs: whole_secs("open_window", a.open_window)?,
         ttl_secs: whole_secs("ttl", a.ttl)?,
         max_links: a.max_links,
         max_seq: a.max_seq,
     };
-    let store = DiskStoreConfig {
-        params,
-        commit_per_store: a.commit_per_store,
-        ..Default::default()
-    };
-    store.validate()?;
+    let store = crate::store::choose(a, params)?;
     let server = ServerConfig {
         max_connections: a.max_connections,
         waiting_room: a.waiting_room,
@@ -163,6 +159,7 @@ fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
 /// Run the server until SIGINT or SIGTERM (or, with `--exit-when-unreachable`, until its onion
 /// service has been unreachable too long).
 pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
+    crate::store::refuse_password_in_argv(&a, &origins)?;
     let (mut store_config, mut config) = settings(&a).map_err(|e| setting_error(e, &origins))?;
     let (mut onion, health) = onion_settings(&a).map_err(|e| setting_error(e, &origins))?;
     if let Some(mode) = a.adversary {
@@ -171,7 +168,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         }
         eprintln!("WARNING: ADVERSARIAL SERVER ({mode}): this server misbehaves on purpose to test clients. Never use it for real rendezvous.");
         config.adversary = Some(mode);
-        store_config.bucket_capacity = mode.bucket_capacity();
+        store_config.set_bucket_capacity(mode.bucket_capacity());
     }
     if a.print_config {
         print!("{}", crate::config::effective_text(&a)?);
@@ -226,66 +223,123 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         tor::load_config(&tor_settings)?;
     }
     fit_file_limit(&mut config);
-    if store_config.params.max_links.is_none() {
-        std::fs::create_dir_all(&data)
-            .with_context(|| format!("creating the data directory {}", data.display()))?;
-        store_config.params.max_links = default_quota(&data);
-    }
+    let run = Prepared {
+        a,
+        origins,
+        config,
+        tor_settings,
+        onion,
+        health,
+        probe_key,
+    };
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let store = DiskStore::open(&data, store_config, FillerSecret::from_bytes(seed))
-        .with_context(|| format!("opening the store in {}", data.display()))?;
+    let filler = FillerSecret::from_bytes(seed);
     zeroize::Zeroize::zeroize(&mut seed);
-    let summary = summary(&a, &config, store.params(), store.link_count());
-    let server = Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
-    println!("{summary}");
-    // Listening for SIGINT/SIGTERM before anything is announced: a supervisor that stops the
-    // server right after "listening on" gets the graceful shutdown.
-    let mut signalled = signal_listener();
-    let mut tasks = tokio::task::JoinSet::new();
-    for addr in &a.listen {
-        let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
-        println!("listening on {local}");
-        tasks.spawn(server.clone().run_tcp(listener));
-    }
-    if let Some(addr) = &a.metrics {
-        let listener = bind_metrics(addr, a.metrics_allow_remote, &origins).await?;
-        println!("metrics on http://{}/metrics", listener.local_addr()?);
-        tasks.spawn(server.clone().run_metrics(listener));
-    }
-    let _ = std::io::stdout().flush();
-    tasks.spawn(server.clone().run_gc());
-    let (give_up_tx, mut give_up) = tokio::sync::mpsc::channel::<String>(1);
-    if !a.no_onion {
-        tokio::select! {
-            r = start_onion(tor_settings, onion, health, probe_key, server.clone(), give_up_tx) => r?,
-            _ = &mut signalled => return Ok(()),
+    match store_config {
+        StoreChoice::Redb(mut c) => {
+            if c.params.max_links.is_none() {
+                std::fs::create_dir_all(&data)
+                    .with_context(|| format!("creating the data directory {}", data.display()))?;
+                c.params.max_links = default_quota(&data);
+            }
+            let store = DiskStore::open(&data, c, filler)
+                .with_context(|| format!("opening the store in {}", data.display()))?;
+            let place = format!("redb in {}", data.display());
+            run.serve(store, place).await
+        }
+        StoreChoice::Postgres(mut c) => {
+            if c.params.max_links.is_none() {
+                c.params.max_links = Some(crate::store::PG_DEFAULT_QUOTA);
+            }
+            let place = c.describe();
+            let store = PgStore::open(*c, filler)
+                .await
+                .map_err(|e| match e {
+                    rdv::store::StoreError::Config(c) => setting_error(c, &run.origins),
+                    e => anyhow::Error::new(e),
+                })
+                .with_context(|| format!("opening the store in PostgreSQL at {place}"))?;
+            run.serve(store, place).await
         }
     }
-    let reason = tokio::select! {
-        _ = &mut signalled => None,
-        r = give_up.recv() => r,
-    };
-    eprintln!("shutting down: no new connections, finishing open ones");
-    server.shutdown();
-    server.drain().await;
-    tasks.abort_all();
-    match reason {
-        Some(why) => bail!("{why}"),
-        None => Ok(()),
+}
+
+/// Everything `serve` needs once its settings are checked, but the store.
+struct Prepared {
+    a: ServeArgs,
+    origins: Origins,
+    config: ServerConfig,
+    tor_settings: TorSettings,
+    onion: OnionSettings,
+    health: HealthPolicy,
+    probe_key: Option<rdv::tor::auth::ProbeKey>,
+}
+
+impl Prepared {
+    /// Serve over `store` (`place` says where it is, for the summary) until a signal.
+    async fn serve<S: BucketStore>(self, store: S, place: String) -> Result<()> {
+        let Prepared {
+            a,
+            origins,
+            config,
+            tor_settings,
+            onion,
+            health,
+            probe_key,
+        } = self;
+        let summary = summary(&a, &config, store.params(), store.link_count(), &place);
+        let server =
+            Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
+        println!("{summary}");
+        // Listening for SIGINT/SIGTERM before anything is announced: a supervisor that stops the
+        // server right after "listening on" gets the graceful shutdown.
+        let mut signalled = signal_listener();
+        let mut tasks = tokio::task::JoinSet::new();
+        for addr in &a.listen {
+            let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            println!("listening on {local}");
+            tasks.spawn(server.clone().run_tcp(listener));
+        }
+        if let Some(addr) = &a.metrics {
+            let listener = bind_metrics(addr, a.metrics_allow_remote, &origins).await?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            tasks.spawn(server.clone().run_metrics(listener));
+        }
+        let _ = std::io::stdout().flush();
+        tasks.spawn(server.clone().run_gc());
+        let (give_up_tx, mut give_up) = tokio::sync::mpsc::channel::<String>(1);
+        if !a.no_onion {
+            tokio::select! {
+                r = start_onion(tor_settings, onion, health, probe_key, server.clone(), give_up_tx) => r?,
+                _ = &mut signalled => return Ok(()),
+            }
+        }
+        let reason = tokio::select! {
+            _ = &mut signalled => None,
+            r = give_up.recv() => r,
+        };
+        eprintln!("shutting down: no new connections, finishing open ones");
+        server.shutdown();
+        server.drain().await;
+        tasks.abort_all();
+        match reason {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
     }
 }
 
 /// Bootstrap Tor, launch the onion service and serve it (on spawned tasks), with its health probe.
-async fn start_onion(
+async fn start_onion<S: BucketStore>(
     settings: TorSettings,
     onion: OnionSettings,
     health: HealthPolicy,
     probe_key: Option<rdv::tor::auth::ProbeKey>,
-    server: Arc<Server<DiskStore>>,
+    server: Arc<Server<S>>,
     give_up: tokio::sync::mpsc::Sender<String>,
 ) -> Result<()> {
     let tor = tor::bootstrap(&settings, progress_printer("Tor bootstrap")).await?;
@@ -423,13 +477,13 @@ pub(crate) async fn wait_for_signal() {
 
 /// What the server runs with, in a few lines for the start (no secrets: the settings and counts
 /// only).
-fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64) -> String {
+fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &str) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let quota = p
         .max_links
         .map_or("unlimited".to_string(), |m| m.to_string());
     let mut s = format!(
-        "settings: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
+        "settings: store {place}: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
          settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection",
         d(Duration::from_secs(p.open_window_secs)),
         d(Duration::from_secs(p.ttl_secs)),

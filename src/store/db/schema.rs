@@ -15,7 +15,7 @@
 
 use crate::proto::padding::FillerSecret;
 use crate::proto::BucketId;
-use crate::store::{StoreError, StoredAnswer, StoredBucket};
+use crate::store::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 pub(super) const BUCKETS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("buckets");
@@ -176,26 +176,7 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Decode one stored bucket.
-pub(super) fn decode(bytes: &[u8]) -> Result<StoredBucket, StoreError> {
-    Ok(postcard::from_bytes(bytes)?)
-}
-
-/// Encode one bucket for storage.
-pub(super) fn encode(b: &StoredBucket) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(b).map_err(|e| StoreError::corrupt("a bucket does not encode", e))
-}
-
-/// Decode one stored answer.
-pub(super) fn decode_answer(bytes: &[u8]) -> Result<StoredAnswer, StoreError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| StoreError::corrupt("a stored answer does not decode", e))
-}
-
-/// Encode one answer for storage.
-pub(super) fn encode_answer(a: &StoredAnswer) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(a).map_err(|e| StoreError::corrupt("an answer does not encode", e))
-}
+pub(super) use crate::store::codec::{decode, decode_answer, encode, encode_answer};
 
 /// A table of a read transaction, `None` if it does not exist yet.
 pub(super) fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(

@@ -497,8 +497,9 @@ async fn batched_writes_match_a_model_through_injected_failures() {
 /// them in batches of `max_batch` and commits each batch once.
 #[test]
 fn queued_stores_share_commits_batch_by_batch() {
-    use super::writer::{Op, Writer};
+    use super::writer::Writer;
     use crate::store::alloc::Allocator;
+    use crate::store::ops::Op;
     use std::sync::atomic::{AtomicU64, Ordering};
     for (max_batch, commits) in [(64, 4), (1, 200), (1024, 1)] {
         let dir = tempfile::tempdir().unwrap();

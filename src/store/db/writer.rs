@@ -15,6 +15,7 @@ use super::schema::{self, Meta, BUCKETS, EXPIRY, MAILBOXES, MAILBOX_EXPIRY};
 use super::slot::DbPath;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
 use crate::store::alloc::Allocator;
+use crate::store::ops::{Op, Outcome};
 use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
@@ -22,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{mpsc, oneshot};
 
 /// How often a failed writer tries to reopen the database.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
@@ -34,80 +35,6 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, thiserror::Error)]
 #[error("writes are suspended after a storage failure; the database is reopened every second")]
 pub(super) struct Suspended;
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// One queued write.
-#[allow(clippy::large_enum_variant)] // a store carries its 256-byte link inline on purpose
-pub(super) enum Op {
-    Store {
-        link: SealedLink,
-        check: DeleteCheck,
-        now: u64,
-        reply: Reply<BucketId>,
-    },
-    Delete {
-        locator: Locator,
-        check: DeleteCheck,
-        now: u64,
-        reply: Reply<bool>,
-    },
-    PutAnswer {
-        mailbox: MailboxAddr,
-        answer: SealedAnswer,
-        now: u64,
-        reply: Reply<PutAnswer>,
-    },
-    Gc {
-        now: u64,
-        limit: usize,
-        reply: Reply<usize>,
-    },
-}
-
-impl Op {
-    /// Answer with an error without doing anything.
-    fn fail(self, e: &StoreError) {
-        // A caller that went away does not mind.
-        match self {
-            Op::Store { reply, .. } => drop(reply.send(Err(e.clone()))),
-            Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
-            Op::PutAnswer { reply, .. } => drop(reply.send(Err(e.clone()))),
-            Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),
-        }
-    }
-}
-
-/// The answer to one operation, held back until its batch has committed.
-enum Outcome {
-    Store(Reply<BucketId>, Result<BucketId, StoreError>),
-    Delete(Reply<bool>, Result<bool, StoreError>),
-    PutAnswer(Reply<PutAnswer>, Result<PutAnswer, StoreError>),
-    Gc(Reply<usize>, Result<usize, StoreError>),
-}
-
-impl Outcome {
-    fn send(self) {
-        match self {
-            Outcome::Store(tx, r) => drop(tx.send(r)),
-            Outcome::Delete(tx, r) => drop(tx.send(r)),
-            Outcome::PutAnswer(tx, r) => drop(tx.send(r)),
-            Outcome::Gc(tx, r) => drop(tx.send(r)),
-        }
-    }
-
-    /// The batch did not commit: what would have succeeded fails with `e`; refusals (quota) stay
-    /// what they were, they are still true.
-    fn fail(self, e: &StoreError) {
-        match self {
-            Outcome::Store(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
-            Outcome::Delete(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
-            Outcome::PutAnswer(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
-            Outcome::Gc(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
-            other => other.send(),
-        }
-    }
-}
 
 /// The writer's state; runs on its own thread.
 pub(super) struct Writer {

@@ -34,6 +34,11 @@ pub(crate) struct ServeArgs {
     /// arti TOML configuration (e.g. a private Tor network's); default: the public Tor network.
     #[arg(long, value_name = "FILE")]
     pub(crate) tor_config: Option<PathBuf>,
+    /// Where buckets are stored: redb (a database file in the data directory), or a PostgreSQL
+    /// connection string (postgres://USER@HOST:PORT/DB) for a database several frontends share.
+    /// A password goes in the config file or in PGPASSWORD, never on the command line.
+    #[arg(long, value_name = "BACKEND", default_value = "redb")]
+    pub(crate) store: String,
     /// How long a bucket accepts new links (e.g. 10m).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub(crate) open_window: Duration,

@@ -1,0 +1,80 @@
+//! The write operations a backend's writer takes off its queue, and their answers held back
+//! until the batch that holds them has committed (group commit, shared by every backend).
+
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::store::{PutAnswer, StoreError};
+use tokio::sync::oneshot;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One queued write.
+#[allow(clippy::large_enum_variant)] // a store carries its 256-byte link inline on purpose
+pub(crate) enum Op {
+    Store {
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+        reply: Reply<BucketId>,
+    },
+    Delete {
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+        reply: Reply<bool>,
+    },
+    PutAnswer {
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+        reply: Reply<PutAnswer>,
+    },
+    Gc {
+        now: u64,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+}
+
+impl Op {
+    /// Answer with an error without doing anything.
+    pub(crate) fn fail(self, e: &StoreError) {
+        // A caller that went away does not mind.
+        match self {
+            Op::Store { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::PutAnswer { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// The answer to one operation, held back until its batch has committed.
+pub(crate) enum Outcome {
+    Store(Reply<BucketId>, Result<BucketId, StoreError>),
+    Delete(Reply<bool>, Result<bool, StoreError>),
+    PutAnswer(Reply<PutAnswer>, Result<PutAnswer, StoreError>),
+    Gc(Reply<usize>, Result<usize, StoreError>),
+}
+
+impl Outcome {
+    pub(crate) fn send(self) {
+        match self {
+            Outcome::Store(tx, r) => drop(tx.send(r)),
+            Outcome::Delete(tx, r) => drop(tx.send(r)),
+            Outcome::PutAnswer(tx, r) => drop(tx.send(r)),
+            Outcome::Gc(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    /// The batch did not commit: what would have succeeded fails with `e`; refusals (quota) stay
+    /// what they were, they are still true.
+    pub(crate) fn fail(self, e: &StoreError) {
+        match self {
+            Outcome::Store(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::Delete(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::PutAnswer(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::Gc(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            other => other.send(),
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The shared store: buckets in PostgreSQL, for several `rdv serve` frontends on one database.
+//!
+//! - [`schema`]: tables, the meta row (counters, allocator state, settings, filler secret),
+//!   creation and verification;
+//! - [`writer`]: the writer task of one frontend, which groups its concurrent writes into
+//!   shared transactions and reconnects by itself after a failure.
+//!
+//! The semantics are those of the redb store ([`super::DiskStore`]): a write is acknowledged only
+//! after the transaction that holds it has committed (PostgreSQL's commit is durable with the
+//! server's default `synchronous_commit = on`); a failed transaction fails every operation of its
+//! batch and keeps nothing of it. What sharing adds: every write transaction of every frontend
+//! first locks the one meta row (`SELECT … FOR UPDATE`), which holds the open bucket, the newest
+//! bucket ID, the GC floor and the counters. So the whole cluster fills one open bucket at a
+//! time, bucket IDs are unique and only grow cluster-wide, the quota counts every frontend's
+//! links, and garbage collection (part of a write transaction) never runs twice at once. The
+//! filler secret is written once, by the first frontend, and read by every other one, so a fetch
+//! is padded the same whichever frontend answers.
+//!
+//! Reads (fetches) go through a few connections of their own and never wait for the lock.
+
+mod schema;
+mod writer;
+
+use super::ops::Op;
+use super::{BucketStore, PutAnswer, StoreError, StoreParams};
+use crate::proto::padding::FillerSecret;
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Settings of the PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStoreConfig {
+    /// Where the database is (parsed from a `postgres://` URL or a `key=value` string).
+    pub database: tokio_postgres::Config,
+    /// Retention settings. Every frontend of one database must use the same (the first one
+    /// records them; a frontend with others is refused).
+    pub params: StoreParams,
+    /// Commit every write on its own instead of grouping (only to measure what group commit
+    /// saves). Default: `false`.
+    pub commit_per_store: bool,
+    /// Most operations in one transaction. Default: 1024.
+    pub max_batch: usize,
+    /// Connections for reads. Default: 4.
+    pub read_connections: usize,
+    /// Links per bucket before a new one opens. Default: 64. **Testing only** (see
+    /// [`super::DiskStoreConfig::bucket_capacity`]).
+    pub bucket_capacity: usize,
+}
+
+impl std::fmt::Debug for PgStoreConfig {
+    /// Never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStoreConfig")
+            .field("database", &describe(&self.database))
+            .field("params", &self.params)
+            .field("commit_per_store", &self.commit_per_store)
+            .field("max_batch", &self.max_batch)
+            .field("read_connections", &self.read_connections)
+            .field("bucket_capacity", &self.bucket_capacity)
+            .finish()
+    }
+}
+
+impl PgStoreConfig {
+    /// Settings for the database at `url` (`postgres://USER@HOST:PORT/DBNAME`, a socket
+    /// directory as `host=/run/postgresql`, or any connection string PostgreSQL's libpq takes
+    /// in those two forms), with the defaults otherwise.
+    pub fn new(url: &str) -> Result<Self, crate::ConfigError> {
+        let mut database = tokio_postgres::Config::from_str(url).map_err(|e| {
+            crate::ConfigError::new(
+                "store",
+                format!("not a PostgreSQL connection string ({e}); write it like postgres://rdv@127.0.0.1:5432/rdv"),
+            )
+        })?;
+        if database.get_connect_timeout().is_none() {
+            database.connect_timeout(Duration::from_secs(10));
+        }
+        Ok(PgStoreConfig {
+            database,
+            params: StoreParams::default(),
+            commit_per_store: false,
+            max_batch: 1024,
+            read_connections: 4,
+            bucket_capacity: crate::proto::MAX_LINKS_PER_BUCKET,
+        })
+    }
+
+    /// Check the settings.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        self.params.validate()?;
+        if self.max_batch == 0 {
+            return Err(crate::ConfigError::new("max_batch", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.read_connections) {
+            return Err(crate::ConfigError::new(
+                "read_connections",
+                "must be from 1 to 64",
+            ));
+        }
+        if !(1..=crate::proto::MAX_LINKS_PER_BUCKET).contains(&self.bucket_capacity) {
+            return Err(crate::ConfigError::new(
+                "bucket_capacity",
+                "must be from 1 to 64",
+            ));
+        }
+        if self.database.get_hosts().is_empty() {
+            return Err(crate::ConfigError::new(
+                "store",
+                "the connection string names no host (add @HOST:PORT or host=...)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database's address for messages: user, host, port and database name, never the
+    /// password.
+    pub fn describe(&self) -> String {
+        describe(&self.database)
+    }
+}
+
+/// `postgres://USER@HOST:PORT/DBNAME`, without the password.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match c.get_ports().get(i).or(c.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = c.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = c.get_dbname().unwrap_or("");
+    format!("postgres://{user}{}/{db}", hosts.join(","))
+}
+
+/// The database could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to PostgreSQL at {at}")]
+struct Connect {
+    at: String,
+    #[source]
+    source: tokio_postgres::Error,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::backend(e)
+    }
+}
+
+/// Connect, and run the connection on a task of its own (it ends when the client is dropped or
+/// the server goes away).
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
+    let (client, conn) = config.connect(NoTls).await.map_err(|source| {
+        StoreError::backend(Connect {
+            at: describe(config),
+            source,
+        })
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// A read connection with its prepared statements.
+struct ReadConn {
+    client: Client,
+    bucket: Statement,
+    answer: Statement,
+}
+
+impl ReadConn {
+    async fn open(config: &tokio_postgres::Config) -> Result<Self, StoreError> {
+        let client = connect(config).await?;
+        let bucket = client.prepare(schema::GET_BUCKET).await?;
+        let answer = client.prepare(schema::GET_ANSWER).await?;
+        Ok(ReadConn {
+            client,
+            bucket,
+            answer,
+        })
+    }
+}
+
+/// The read connections, each (re)opened when first needed.
+struct Readers {
+    config: tokio_postgres::Config,
+    slots: Vec<Mutex<Option<Arc<ReadConn>>>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// A connection, round robin; a closed one is opened again.
+    async fn get(&self) -> Result<(usize, Arc<ReadConn>), StoreError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        if let Some(c) = self.slot(i).as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok((i, c.clone()));
+        }
+        let fresh = Arc::new(ReadConn::open(&self.config).await?);
+        *self.slot(i) = Some(fresh.clone());
+        Ok((i, fresh))
+    }
+
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Arc<ReadConn>>> {
+        self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run a read; if it fails because its connection went away, once more on a fresh one.
+    async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Arc<ReadConn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let (i, conn) = self.get().await?;
+        match f(conn.clone()).await {
+            Err(StoreError::Backend(_)) if conn.client.is_closed() => {
+                self.slot(i).take();
+                let (_, conn) = self.get().await?;
+                f(conn).await
+            }
+            r => r,
+        }
+    }
+}
+
+/// The PostgreSQL-backed store of one frontend. Cheap to clone; its writer task ends when the
+/// last clone is dropped (after finishing what is queued).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    readers: Readers,
+    tx: mpsc::Sender<Op>,
+    params: StoreParams,
+    filler: FillerSecret,
+    counters: Arc<writer::Counters>,
+    describe: String,
+}
+
+impl PgStore {
+    /// Connect to the database, create the tables if they do not exist yet, and start the
+    /// writer. `filler_seed` becomes the fetch-padding secret if this is the database's first
+    /// frontend; otherwise the secret already there is used.
+    pub async fn open(
+        config: PgStoreConfig,
+        filler_seed: FillerSecret,
+    ) -> Result<Self, StoreError> {
+        config.validate()?;
+        let mut client = connect(&config.database).await?;
+        let (meta, filler) = schema::init(&mut client, &config.params, filler_seed).await?;
+        let counters = Arc::new(writer::Counters {
+            links: AtomicU64::new(meta.links),
+            answers: AtomicU64::new(meta.answers),
+            commits: AtomicU64::new(0),
+        });
+        let max_batch = if config.commit_per_store {
+            1
+        } else {
+            config.max_batch
+        };
+        let (tx, rx) = mpsc::channel(4 * max_batch);
+        let w = writer::Writer::new(
+            config.database.clone(),
+            client,
+            config.params,
+            config.bucket_capacity,
+            max_batch,
+            counters.clone(),
+        )
+        .await?;
+        tokio::spawn(w.run(rx));
+        let readers = Readers {
+            config: config.database.clone(),
+            slots: (0..config.read_connections)
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        };
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                readers,
+                tx,
+                params: config.params,
+                filler,
+                counters,
+                describe: config.describe(),
+            }),
+        })
+    }
+
+    /// Where the database is (never the password).
+    pub fn describe(&self) -> &str {
+        &self.inner.describe
+    }
+
+    /// Write transactions this frontend committed since it opened the store.
+    pub fn commits(&self) -> u64 {
+        self.inner.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// Check that every bucket and answer in the database decodes, sits under its own key, and
+    /// that the counters of the meta row agree; returns (buckets, links).
+    pub async fn verify(&self) -> Result<(u64, u64), StoreError> {
+        let mut client = connect(&self.inner.readers.config).await?;
+        schema::verify(&mut client).await
+    }
+
+    async fn send<T>(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.inner
+            .tx
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl BucketStore for PgStore {
+    async fn store(
+        &self,
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<BucketId, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Store {
+            link,
+            check,
+            now,
+            reply,
+        };
+        self.send(op, rx).await
+    }
+
+    async fn fetch(
+        &self,
+        locator: Locator,
+        now: u64,
+    ) -> Result<Option<Vec<SealedLink>>, StoreError> {
+        let ttl = self.inner.params.ttl_secs;
+        self.inner
+            .readers
+            .read(|c| async move {
+                let key: &[u8] = &locator.0;
+                let Some(row) = c.client.query_opt(&c.bucket, &[&key]).await? else {
+                    return Ok(None);
+                };
+                let b = super::codec::decode(row.try_get::<_, &[u8]>(0)?)?;
+                if b.id.locator() != locator {
+                    return Err(StoreError::Corrupt {
+                        what: "a bucket is stored under a wrong locator",
+                        source: None,
+                    });
+                }
+                if b.expired(now, ttl) {
+                    return Ok(None);
+                }
+                Ok(Some(b.links.into_iter().map(|l| l.link).collect()))
+            })
+            .await
+    }
+
+    async fn delete(
+        &self,
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Delete {
+            locator,
+            check,
+            now,
+            reply,
+        };
+        self.send(op, rx).await
+    }
+
+    async fn put_answer(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> Result<PutAnswer, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::PutAnswer {
+            mailbox,
+            answer,
+            now,
+            reply,
+        };
+        self.send(op, rx).await
+    }
+
+    async fn fetch_answer(
+        &self,
+        mailbox: MailboxAddr,
+        now: u64,
+    ) -> Result<Option<SealedAnswer>, StoreError> {
+        let ttl = self.inner.params.ttl_secs;
+        self.inner
+            .readers
+            .read(|c| async move {
+                let key: &[u8] = &mailbox.0;
+                let Some(row) = c.client.query_opt(&c.answer, &[&key]).await? else {
+                    return Ok(None);
+                };
+                let a = super::codec::decode_answer(row.try_get::<_, &[u8]>(1)?)?;
+                Ok((!a.expired(now, ttl)).then_some(a.answer))
+            })
+            .await
+    }
+
+    async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Gc { now, limit, reply }, rx).await
+    }
+
+    fn params(&self) -> StoreParams {
+        self.inner.params
+    }
+
+    fn filler_secret(&self) -> &FillerSecret {
+        &self.inner.filler
+    }
+
+    /// Links stored in the whole database, as of this frontend's last write transaction
+    /// (garbage collection runs one every `gc_interval` even when nothing expired).
+    fn link_count(&self) -> u64 {
+        self.inner.counters.links.load(Ordering::Relaxed)
+    }
+
+    fn answer_count(&self) -> u64 {
+        self.inner.counters.answers.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_shows() {
+        let c = PgStoreConfig::new("postgres://rdv:hunter2secret@127.0.0.1:5432/rdvdb").unwrap();
+        assert_eq!(c.describe(), "postgres://rdv@127.0.0.1:5432/rdvdb");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2secret"), "{debug}");
+        let kv =
+            PgStoreConfig::new("host=/run/postgresql user=rdv password=hunter2secret dbname=x")
+                .unwrap();
+        assert!(!format!("{kv:?}").contains("hunter2secret"));
+        assert_eq!(kv.describe(), "postgres://rdv@/run/postgresql/x");
+    }
+
+    #[test]
+    fn bad_connection_strings_are_named() {
+        let e = PgStoreConfig::new("postgres://[::1").unwrap_err();
+        assert_eq!(e.key, "store");
+        assert!(e.reason.contains("postgres://"), "{}", e.reason);
+        let no_host = PgStoreConfig::new("user=rdv dbname=x").unwrap();
+        assert_eq!(no_host.validate().unwrap_err().key, "store");
+    }
+}

@@ -1,0 +1,347 @@
+//! The database layout: tables, the meta row, creation and verification.
+//!
+//! Tables (all names start with `rdv_`, so that the database can hold other things):
+//! - `rdv_meta`: one row (`id = 1`): the format version, the filler secret, the store settings
+//!   every frontend must share, the link and answer counters, the newest bucket ID, the GC floor
+//!   and the open bucket (ID and links assigned to it);
+//! - `rdv_buckets`: locator → postcard bucket (the same bytes as the redb store's), with its ID
+//!   in columns for the allocator and for garbage collection;
+//! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column.
+
+use crate::proto::padding::FillerSecret;
+use crate::proto::BucketId;
+use crate::store::codec::{decode, decode_answer};
+use crate::store::{StoreError, StoreParams};
+use tokio_postgres::{Client, GenericClient, Row};
+
+/// The layout this code reads and writes.
+const FORMAT_VERSION: i32 = 1;
+
+/// Session advisory lock held while the tables are created, so that frontends starting at once
+/// do not race on `CREATE TABLE` ("rdv" in ASCII).
+const INIT_LOCK: i64 = 0x0072_6476;
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS rdv_meta (
+    id integer PRIMARY KEY CHECK (id = 1),
+    format integer NOT NULL,
+    filler bytea NOT NULL CHECK (length(filler) = 32),
+    open_window bigint NOT NULL,
+    ttl bigint NOT NULL,
+    max_seq integer NOT NULL,
+    max_links bigint,
+    links bigint NOT NULL CHECK (links >= 0),
+    answers bigint NOT NULL CHECK (answers >= 0),
+    last_created bigint,
+    last_seq integer,
+    gc_floor bigint,
+    open_created bigint,
+    open_seq integer,
+    open_count integer
+);
+CREATE TABLE IF NOT EXISTS rdv_buckets (
+    locator bytea PRIMARY KEY,
+    created bigint NOT NULL,
+    seq integer NOT NULL,
+    body bytea NOT NULL,
+    UNIQUE (created, seq)
+);
+CREATE TABLE IF NOT EXISTS rdv_mailboxes (
+    mailbox bytea PRIMARY KEY,
+    created bigint NOT NULL,
+    body bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rdv_mailboxes_created ON rdv_mailboxes (created);
+";
+
+pub(super) const LOCK_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
+     open_created, open_seq, open_count FROM rdv_meta WHERE id = 1 FOR UPDATE";
+pub(super) const WRITE_META: &str = "UPDATE rdv_meta SET links = $1, answers = $2, \
+     last_created = $3, last_seq = $4, gc_floor = $5, open_created = $6, open_seq = $7, \
+     open_count = $8 WHERE id = 1";
+pub(super) const GET_BUCKET: &str = "SELECT body FROM rdv_buckets WHERE locator = $1";
+pub(super) const MAX_SEQ: &str = "SELECT max(seq) FROM rdv_buckets WHERE created = $1";
+pub(super) const INSERT_BUCKET: &str =
+    "INSERT INTO rdv_buckets (locator, created, seq, body) VALUES ($1, $2, $3, $4)";
+pub(super) const UPDATE_BUCKET: &str = "UPDATE rdv_buckets SET body = $2 WHERE locator = $1";
+pub(super) const GET_ANSWER: &str = "SELECT created, body FROM rdv_mailboxes WHERE mailbox = $1";
+pub(super) const DELETE_ANSWER: &str = "DELETE FROM rdv_mailboxes WHERE mailbox = $1";
+pub(super) const INSERT_ANSWER: &str =
+    "INSERT INTO rdv_mailboxes (mailbox, created, body) VALUES ($1, $2, $3)";
+/// Oldest first, at most `$2`.
+pub(super) const GC_BUCKETS: &str = "DELETE FROM rdv_buckets WHERE locator IN \
+     (SELECT locator FROM rdv_buckets WHERE created <= $1 ORDER BY created, seq LIMIT $2) \
+     RETURNING created, body";
+pub(super) const GC_ANSWERS: &str = "DELETE FROM rdv_mailboxes WHERE mailbox IN \
+     (SELECT mailbox FROM rdv_mailboxes WHERE created <= $1 ORDER BY created LIMIT $2) \
+     RETURNING created";
+
+/// The meta row's changing part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Meta {
+    pub(super) links: u64,
+    pub(super) answers: u64,
+    /// The newest bucket ID ever handed out.
+    pub(super) last: Option<BucketId>,
+    /// The newest creation second of a collected bucket.
+    pub(super) floor: Option<u64>,
+    /// The open bucket and the links assigned to it.
+    pub(super) open: Option<(BucketId, usize)>,
+}
+
+/// A time or counter as PostgreSQL's `bigint`.
+pub(super) fn int(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: "a time or counter is beyond what the database column holds",
+        source: None,
+    })
+}
+
+/// A `bigint` read back as unsigned.
+fn uint(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: "a negative time or counter in the database",
+        source: None,
+    })
+}
+
+/// A sequence number read back.
+fn seq(v: i32) -> Result<u16, StoreError> {
+    u16::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: "a bucket sequence number out of range in the database",
+        source: None,
+    })
+}
+
+fn id(created: Option<i64>, s: Option<i32>) -> Result<Option<BucketId>, StoreError> {
+    Ok(match (created, s) {
+        (Some(c), Some(s)) => Some(BucketId {
+            created: uint(c)?,
+            seq: seq(s)?,
+        }),
+        _ => None,
+    })
+}
+
+/// The meta row as [`LOCK_META`] selects it.
+pub(super) fn meta_from_row(r: &Row) -> Result<Meta, StoreError> {
+    let open = match id(r.try_get(5)?, r.try_get(6)?)? {
+        Some(b) => {
+            let n: Option<i32> = r.try_get(7)?;
+            let n = usize::try_from(n.unwrap_or(0)).map_err(|_| StoreError::Corrupt {
+                what: "a negative open-bucket count in the database",
+                source: None,
+            })?;
+            Some((b, n))
+        }
+        None => None,
+    };
+    Ok(Meta {
+        links: uint(r.try_get(0)?)?,
+        answers: uint(r.try_get(1)?)?,
+        last: id(r.try_get(2)?, r.try_get(3)?)?,
+        floor: r.try_get::<_, Option<i64>>(4)?.map(uint).transpose()?,
+        open,
+    })
+}
+
+/// Write the meta row's changing part (inside the transaction that locked it).
+pub(super) async fn write_meta(
+    t: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    m: &Meta,
+) -> Result<(), StoreError> {
+    let links = int(m.links)?;
+    let answers = int(m.answers)?;
+    let last_created = m.last.map(|b| int(b.created)).transpose()?;
+    let last_seq = m.last.map(|b| i32::from(b.seq));
+    let floor = m.floor.map(int).transpose()?;
+    let open_created = m.open.map(|(b, _)| int(b.created)).transpose()?;
+    let open_seq = m.open.map(|(b, _)| i32::from(b.seq));
+    let open_count = m.open.map(|(_, n)| i32::try_from(n).unwrap_or(i32::MAX));
+    t.execute(
+        stmt,
+        &[
+            &links,
+            &answers,
+            &last_created,
+            &last_seq,
+            &floor,
+            &open_created,
+            &open_seq,
+            &open_count,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Create the tables if needed and the meta row if this is the first frontend (with
+/// `filler_seed` as the filler secret and `params` as the shared settings); check the format
+/// and that `params` match the recorded settings. Returns the meta row and the filler secret.
+pub(super) async fn init(
+    client: &mut Client,
+    params: &StoreParams,
+    filler_seed: FillerSecret,
+) -> Result<(Meta, FillerSecret), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&INIT_LOCK])
+        .await?;
+    let r = init_locked(client, params, filler_seed).await;
+    // Also released when the connection closes, should this fail.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&INIT_LOCK])
+        .await;
+    let r = r?;
+    unlocked?;
+    Ok(r)
+}
+
+async fn init_locked(
+    client: &mut Client,
+    params: &StoreParams,
+    filler_seed: FillerSecret,
+) -> Result<(Meta, FillerSecret), StoreError> {
+    let t = client.transaction().await?;
+    t.batch_execute(CREATE).await?;
+    let max_links = params.max_links.map(int).transpose()?;
+    t.execute(
+        "INSERT INTO rdv_meta (id, format, filler, open_window, ttl, max_seq, max_links, links, answers) \
+         VALUES (1, $1, $2, $3, $4, $5, $6, 0, 0) ON CONFLICT (id) DO NOTHING",
+        &[
+            &FORMAT_VERSION,
+            &filler_seed.expose().as_slice(),
+            &int(params.open_window_secs)?,
+            &int(params.ttl_secs)?,
+            &i32::from(params.max_seq),
+            &max_links,
+        ],
+    )
+    .await?;
+    let row = t
+        .query_one(
+            "SELECT format, filler, open_window, ttl, max_seq, max_links FROM rdv_meta WHERE id = 1",
+            &[],
+        )
+        .await?;
+    let format: i32 = row.try_get(0)?;
+    if format != FORMAT_VERSION {
+        return Err(StoreError::Corrupt {
+            what: "the database has a store format this version does not know",
+            source: None,
+        });
+    }
+    let filler: &[u8] = row.try_get(1)?;
+    let filler: [u8; 32] = filler.try_into().map_err(|_| StoreError::Corrupt {
+        what: "the filler secret in the database is not 32 bytes",
+        source: None,
+    })?;
+    let recorded = StoreParams {
+        open_window_secs: uint(row.try_get(2)?)?,
+        ttl_secs: uint(row.try_get(3)?)?,
+        max_seq: seq(row.try_get(4)?)?,
+        max_links: row.try_get::<_, Option<i64>>(5)?.map(uint).transpose()?,
+    };
+    check_same(params, &recorded)?;
+    let meta = meta_from_row(&t.query_one(LOCK_META, &[]).await?)?;
+    t.commit().await?;
+    Ok((meta, FillerSecret::from_bytes(filler)))
+}
+
+/// Every frontend of one database keeps the same settings: a bucket one of them considers
+/// expired must not be served by another, and the quota is one for all.
+fn check_same(mine: &StoreParams, recorded: &StoreParams) -> Result<(), StoreError> {
+    fn show(v: Option<u64>) -> String {
+        v.map_or("no limit".into(), |v| v.to_string())
+    }
+    let differs: [(&'static str, String, String); 4] = [
+        (
+            "open_window",
+            format!("{} s", mine.open_window_secs),
+            format!("{} s", recorded.open_window_secs),
+        ),
+        (
+            "ttl",
+            format!("{} s", mine.ttl_secs),
+            format!("{} s", recorded.ttl_secs),
+        ),
+        ("max_links", show(mine.max_links), show(recorded.max_links)),
+        (
+            "max_seq",
+            mine.max_seq.to_string(),
+            recorded.max_seq.to_string(),
+        ),
+    ];
+    for (key, a, b) in differs {
+        if a != b {
+            return Err(StoreError::Config(crate::ConfigError::new(
+                key,
+                format!(
+                    "is {a} here but {b} in the shared database: every frontend of one database must use the same store settings (change them in rdv_meta with every frontend stopped)"
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// See [`super::PgStore::verify`].
+pub(super) async fn verify(c: &mut Client) -> Result<(u64, u64), StoreError> {
+    let t = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let meta = t
+        .query_one("SELECT links, answers FROM rdv_meta WHERE id = 1", &[])
+        .await?;
+    let (mut buckets, mut links) = (0u64, 0u64);
+    for row in t
+        .query("SELECT locator, created, seq, body FROM rdv_buckets", &[])
+        .await?
+    {
+        let b = decode(row.try_get(3)?)?;
+        let locator: &[u8] = row.try_get(0)?;
+        let columns = BucketId {
+            created: uint(row.try_get(1)?)?,
+            seq: seq(row.try_get(2)?)?,
+        };
+        if b.id.locator().0 != locator || columns != b.id {
+            return Err(StoreError::Corrupt {
+                what: "a bucket is stored under a wrong locator or ID",
+                source: None,
+            });
+        }
+        buckets += 1;
+        links += b.links.len() as u64;
+    }
+    if links != uint(meta.try_get(0)?)? {
+        return Err(StoreError::Corrupt {
+            what: "the link counter disagrees with the stored links",
+            source: None,
+        });
+    }
+    let mut answers = 0u64;
+    for row in t
+        .query("SELECT created, body FROM rdv_mailboxes", &[])
+        .await?
+    {
+        let a = decode_answer(row.try_get(1)?)?;
+        if int(a.created)? != row.try_get::<_, i64>(0)? {
+            return Err(StoreError::Corrupt {
+                what: "an answer's creation time disagrees with its column",
+                source: None,
+            });
+        }
+        answers += 1;
+    }
+    if answers != uint(meta.try_get(1)?)? {
+        return Err(StoreError::Corrupt {
+            what: "the answer counter disagrees with the stored answers",
+            source: None,
+        });
+    }
+    t.commit().await?;
+    Ok((buckets, links))
+}

@@ -1,0 +1,502 @@
+//! The writer task of one frontend: group commit over PostgreSQL.
+//!
+//! Every write of this frontend is an [`Op`] queued to one task. The task takes everything
+//! queued, runs it in one transaction that starts by locking the meta row (so the frontends of
+//! one database write one after the other, each with the allocator state the previous one left),
+//! commits, and only then answers each caller. If the transaction or its commit fails, every
+//! operation of the batch gets the error. When the connection is lost, the writer reconnects, at
+//! most once per [`RETRY`]; writes that arrive in between fail at once.
+
+use super::connect;
+use super::schema::{self, int, Meta};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::store::alloc::{Allocator, Step};
+use crate::store::codec::{decode, decode_answer, encode, encode_answer};
+use crate::store::ops::{Op, Outcome};
+use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_postgres::{Client, Statement, Transaction};
+
+/// How often a writer without a connection tries to connect again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Writes are suspended: the connection to the database was lost.
+#[derive(Debug, thiserror::Error)]
+#[error("writes are suspended: the connection to PostgreSQL was lost; reconnecting every second")]
+struct Suspended;
+
+/// Counters shared with the store handle.
+pub(super) struct Counters {
+    pub(super) links: AtomicU64,
+    pub(super) answers: AtomicU64,
+    pub(super) commits: AtomicU64,
+}
+
+impl Counters {
+    fn set(&self, links: u64, answers: u64) {
+        self.links.store(links, Ordering::Relaxed);
+        self.answers.store(answers, Ordering::Relaxed);
+    }
+}
+
+/// The prepared statements of the writer's connection.
+struct Stmts {
+    lock_meta: Statement,
+    write_meta: Statement,
+    get_bucket: Statement,
+    max_seq: Statement,
+    insert_bucket: Statement,
+    update_bucket: Statement,
+    get_answer: Statement,
+    delete_answer: Statement,
+    insert_answer: Statement,
+    gc_buckets: Statement,
+    gc_answers: Statement,
+}
+
+impl Stmts {
+    async fn prepare(c: &Client) -> Result<Self, StoreError> {
+        Ok(Stmts {
+            lock_meta: c.prepare(schema::LOCK_META).await?,
+            write_meta: c.prepare(schema::WRITE_META).await?,
+            get_bucket: c.prepare(schema::GET_BUCKET).await?,
+            max_seq: c.prepare(schema::MAX_SEQ).await?,
+            insert_bucket: c.prepare(schema::INSERT_BUCKET).await?,
+            update_bucket: c.prepare(schema::UPDATE_BUCKET).await?,
+            get_answer: c.prepare(schema::GET_ANSWER).await?,
+            delete_answer: c.prepare(schema::DELETE_ANSWER).await?,
+            insert_answer: c.prepare(schema::INSERT_ANSWER).await?,
+            gc_buckets: c.prepare(schema::GC_BUCKETS).await?,
+            gc_answers: c.prepare(schema::GC_ANSWERS).await?,
+        })
+    }
+}
+
+/// What a batch runs with.
+struct Settings {
+    params: StoreParams,
+    capacity: usize,
+}
+
+pub(super) struct Writer {
+    database: tokio_postgres::Config,
+    conn: Option<(Client, Stmts)>,
+    retry_at: Instant,
+    settings: Settings,
+    max_batch: usize,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub(super) async fn new(
+        database: tokio_postgres::Config,
+        client: Client,
+        params: StoreParams,
+        capacity: usize,
+        max_batch: usize,
+        counters: Arc<Counters>,
+    ) -> Result<Self, StoreError> {
+        let stmts = Stmts::prepare(&client).await?;
+        Ok(Writer {
+            database,
+            conn: Some((client, stmts)),
+            retry_at: Instant::now(),
+            settings: Settings { params, capacity },
+            max_batch,
+            counters,
+        })
+    }
+
+    /// Take batches off the queue until every sender is gone.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Whether there is a connection, reconnecting if it was lost and a retry is due.
+    async fn connect(&mut self) -> bool {
+        if self.conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            self.conn = None;
+            self.retry_at = Instant::now();
+        }
+        if self.conn.is_none() && Instant::now() >= self.retry_at {
+            self.retry_at = Instant::now() + RETRY;
+            let fresh = async {
+                let c = connect(&self.database).await?;
+                let s = Stmts::prepare(&c).await?;
+                Ok::<_, StoreError>((c, s))
+            };
+            match fresh.await {
+                Ok(conn) => {
+                    tracing::info!("reconnected to PostgreSQL; writes resume");
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::config::report(&e), "PostgreSQL cannot be reached yet")
+                }
+            }
+        }
+        self.conn.is_some()
+    }
+
+    async fn apply(&mut self, ops: Vec<Op>) {
+        let connected = self.connect().await;
+        let Some((client, stmts)) = self.conn.as_mut().filter(|_| connected) else {
+            let e = StoreError::backend(Suspended);
+            ops.into_iter().for_each(|op| op.fail(&e));
+            return;
+        };
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let settings = &self.settings;
+        match apply_in_txn(client, stmts, settings, &self.counters, ops, &mut outcomes).await {
+            Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+            Err((e, rest)) => {
+                tracing::warn!(error = %crate::config::report(&e), "store transaction failed; nothing of this batch was stored");
+                if client.is_closed() {
+                    tracing::warn!("the connection to PostgreSQL was lost; reconnecting");
+                }
+                outcomes.into_iter().for_each(|o| o.fail(&e));
+                rest.into_iter().for_each(|op| op.fail(&e));
+            }
+        }
+    }
+}
+
+/// Apply `ops` in one transaction and commit it. On failure, returns the error and the
+/// operations not reached yet.
+async fn apply_in_txn(
+    client: &mut Client,
+    stmts: &Stmts,
+    settings: &Settings,
+    counters: &Counters,
+    ops: Vec<Op>,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), (StoreError, Vec<Op>)> {
+    let mut ops = ops.into_iter();
+    let t = match client.transaction().await {
+        Ok(t) => t,
+        Err(e) => return Err((e.into(), ops.collect())),
+    };
+    match run_ops(&t, stmts, settings, counters, &mut ops, outcomes).await {
+        Ok(None) => {
+            // Nothing changed: no commit, no fsync; the answers stand as they are.
+            drop(t.rollback().await);
+            Ok(())
+        }
+        Ok(Some(meta)) => {
+            t.commit().await.map_err(|e| (e.into(), Vec::new()))?;
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.set(meta.links, meta.answers);
+            Ok(())
+        }
+        Err(e) => {
+            drop(t.rollback().await);
+            Err((e, ops.collect()))
+        }
+    }
+}
+
+/// Run the operations; the new meta row if anything is to be committed.
+async fn run_ops(
+    t: &Transaction<'_>,
+    stmts: &Stmts,
+    settings: &Settings,
+    counters: &Counters,
+    ops: &mut std::vec::IntoIter<Op>,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<Option<Meta>, StoreError> {
+    let meta = schema::meta_from_row(&t.query_one(&stmts.lock_meta, &[]).await?)?;
+    // What the other frontends wrote shows here, even if this batch changes nothing.
+    counters.set(meta.links, meta.answers);
+    let alloc = Allocator::resume(meta.last, meta.floor)
+        .with_capacity(settings.capacity)
+        .with_open_bucket(meta.open);
+    let mut b = Batch {
+        t,
+        s: stmts,
+        params: &settings.params,
+        alloc,
+        touched: HashMap::new(),
+        dirty: HashSet::new(),
+        links: meta.links,
+        answers: meta.answers,
+        changed: false,
+    };
+    for op in ops.by_ref() {
+        match op {
+            Op::Store {
+                link,
+                check,
+                now,
+                reply,
+            } => {
+                let r = b.store(link, check, now).await?;
+                outcomes.push(Outcome::Store(reply, r));
+            }
+            Op::Delete {
+                locator,
+                check,
+                now,
+                reply,
+            } => {
+                let r = b.delete(locator, check, now).await?;
+                outcomes.push(Outcome::Delete(reply, Ok(r)));
+            }
+            Op::PutAnswer {
+                mailbox,
+                answer,
+                now,
+                reply,
+            } => {
+                let r = b.put_answer(mailbox, answer, now).await?;
+                outcomes.push(Outcome::PutAnswer(reply, r));
+            }
+            Op::Gc { now, limit, reply } => {
+                let r = b.gc(now, limit).await?;
+                outcomes.push(Outcome::Gc(reply, Ok(r)));
+            }
+        }
+    }
+    b.flush().await?;
+    if !b.changed {
+        return Ok(None);
+    }
+    let meta = Meta {
+        links: b.links,
+        answers: b.answers,
+        last: b.alloc.last(),
+        floor: b.alloc.floor(),
+        open: b.alloc.open_bucket(),
+    };
+    schema::write_meta(t, &stmts.write_meta, &meta).await?;
+    Ok(Some(meta))
+}
+
+/// One transaction's state: the allocator loaded from the meta row, and the buckets loaded.
+struct Batch<'a, 't> {
+    t: &'a Transaction<'t>,
+    s: &'a Stmts,
+    params: &'a StoreParams,
+    alloc: Allocator,
+    /// Buckets read (and maybe changed) in this batch, written back at the end.
+    touched: HashMap<Locator, StoredBucket>,
+    /// Which of `touched` changed.
+    dirty: HashSet<Locator>,
+    links: u64,
+    answers: u64,
+    changed: bool,
+}
+
+impl Batch<'_, '_> {
+    /// The quota check shared by stores and answers.
+    fn over_quota(&self) -> Option<StoreError> {
+        let max = self.params.max_links?;
+        (self.links + self.answers >= max).then_some(StoreError::QuotaExceeded { max })
+    }
+
+    /// The bucket at `loc`, loaded into the batch once.
+    async fn load(&mut self, loc: Locator) -> Result<Option<&mut StoredBucket>, StoreError> {
+        if !self.touched.contains_key(&loc) {
+            let key: &[u8] = &loc.0;
+            match self.t.query_opt(&self.s.get_bucket, &[&key]).await? {
+                Some(row) => {
+                    let b = decode(row.try_get(0)?)?;
+                    self.touched.insert(loc, b);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.touched.get_mut(&loc))
+    }
+
+    /// A new, empty bucket row (inserted at once, so that the next `max(seq)` of its second
+    /// sees it).
+    async fn create(&mut self, id: BucketId) -> Result<(), StoreError> {
+        let loc = id.locator();
+        let empty = StoredBucket {
+            id,
+            links: Vec::new(),
+        };
+        let key: &[u8] = &loc.0;
+        self.t
+            .execute(
+                &self.s.insert_bucket,
+                &[
+                    &key,
+                    &int(id.created)?,
+                    &i32::from(id.seq),
+                    &encode(&empty)?,
+                ],
+            )
+            .await?;
+        self.touched.insert(loc, empty);
+        Ok(())
+    }
+
+    /// One store. The outer error aborts the batch; the inner one is this store's refusal.
+    async fn store(
+        &mut self,
+        link: SealedLink,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<Result<BucketId, StoreError>, StoreError> {
+        if let Some(e) = self.over_quota() {
+            return Ok(Err(e));
+        }
+        let id = match self.alloc.begin(now, self.params) {
+            Ok(Step::Joined(id)) => id,
+            Ok(Step::NewIn(created)) => {
+                let row = self.t.query_one(&self.s.max_seq, &[&int(created)?]).await?;
+                let used = row
+                    .try_get::<_, Option<i32>>(0)?
+                    .map(|s| {
+                        u16::try_from(s).map_err(|_| StoreError::Corrupt {
+                            what: "a bucket sequence number out of range in the database",
+                            source: None,
+                        })
+                    })
+                    .transpose()?;
+                match self.alloc.open_in(created, used, self.params) {
+                    Ok(id) => {
+                        self.create(id).await?;
+                        id
+                    }
+                    Err(full) => return Ok(Err(full.into())),
+                }
+            }
+            Err(full) => return Ok(Err(full.into())),
+        };
+        let loc = id.locator();
+        if self.load(loc).await?.is_none() {
+            // The open bucket's row is gone (it cannot have expired while open): start it again.
+            self.create(id).await?;
+        }
+        if let Some(b) = self.touched.get_mut(&loc) {
+            b.links.push(StoredLink { link, check });
+        }
+        self.dirty.insert(loc);
+        self.links += 1;
+        self.changed = true;
+        Ok(Ok(id))
+    }
+
+    /// One delete: removes the first link whose check matches, if the bucket is not expired.
+    async fn delete(
+        &mut self,
+        locator: Locator,
+        check: DeleteCheck,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let ttl = self.params.ttl_secs;
+        let Some(b) = self.load(locator).await? else {
+            return Ok(false);
+        };
+        if b.expired(now, ttl) {
+            return Ok(false);
+        }
+        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+            return Ok(false);
+        };
+        b.links.remove(i);
+        self.dirty.insert(locator);
+        self.links = self.links.saturating_sub(1);
+        self.changed = true;
+        Ok(true)
+    }
+
+    /// One answer. The outer error aborts the batch; the inner one is this answer's refusal.
+    async fn put_answer(
+        &mut self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
+        let key: &[u8] = &mailbox.0;
+        if let Some(row) = self.t.query_opt(&self.s.get_answer, &[&key]).await? {
+            let old = decode_answer(row.try_get(1)?)?;
+            if !old.expired(now, self.params.ttl_secs) {
+                return Ok(Ok(PutAnswer::AlreadyAnswered));
+            }
+            // An expired answer not collected yet: the mailbox is free again.
+            self.t.execute(&self.s.delete_answer, &[&key]).await?;
+            self.answers = self.answers.saturating_sub(1);
+            self.changed = true;
+        }
+        if let Some(e) = self.over_quota() {
+            return Ok(Err(e));
+        }
+        let bytes = encode_answer(&StoredAnswer {
+            created: now,
+            answer,
+        })?;
+        self.t
+            .execute(&self.s.insert_answer, &[&key, &int(now)?, &bytes])
+            .await?;
+        self.answers += 1;
+        self.changed = true;
+        Ok(Ok(PutAnswer::Stored))
+    }
+
+    /// Garbage collection: at most `limit` expired buckets and `limit` expired answers, oldest
+    /// first.
+    async fn gc(&mut self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let ttl = self.params.ttl_secs;
+        if now < ttl {
+            return Ok(0);
+        }
+        // Write out what this batch changed so far: GC may remove those buckets.
+        self.flush().await?;
+        let cutoff = int(now - ttl)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let gone = self.t.query(&self.s.gc_buckets, &[&cutoff, &limit]).await?;
+        for row in &gone {
+            let b = decode(row.try_get(1)?)?;
+            self.alloc.collected(b.id.created);
+            self.touched.remove(&b.id.locator());
+            self.links = self.links.saturating_sub(b.links.len() as u64);
+        }
+        let answers = self
+            .t
+            .query(&self.s.gc_answers, &[&cutoff, &limit])
+            .await?
+            .len();
+        self.answers = self.answers.saturating_sub(answers as u64);
+        if !gone.is_empty() || answers > 0 {
+            self.changed = true;
+        }
+        Ok(gone.len() + answers)
+    }
+
+    /// Write the changed buckets back.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let mut writes = Vec::new();
+        for loc in std::mem::take(&mut self.dirty) {
+            if let Some(b) = self.touched.get(&loc) {
+                writes.push((loc, encode(b)?));
+            }
+        }
+        // Sent together: the connection pipelines them.
+        let t = self.t;
+        let update = &self.s.update_bucket;
+        futures::future::try_join_all(writes.iter().map(|(loc, body)| async move {
+            let key: &[u8] = &loc.0;
+            t.execute(update, &[&key, body]).await
+        }))
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The PostgreSQL store as a shared store: several frontends (store handles with connections of
+//! their own) on one real database, started by the test. One open bucket for all, one quota,
+//! one filler secret, IDs unique cluster-wide; the same settings enforced; a database crash
+//! loses no acknowledged write; a lost database is an error, not a hang, and writes resume.
+
+mod common;
+
+use common::pg::Postgres;
+use futures::future::join_all;
+use rdv::proto::padding::FillerSecret;
+use rdv::proto::{BucketId, DeleteToken, SealedLink};
+use rdv::store::{BucketStore, PgStore, PgStoreConfig, StoreError, StoreParams};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const T0: u64 = 1_800_000_000;
+
+fn link(i: u32) -> (SealedLink, DeleteToken) {
+    let mut b = [0u8; 256];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    let mut t = [0u8; 32];
+    t[..4].copy_from_slice(&i.to_be_bytes());
+    (SealedLink(b), DeleteToken::from_bytes(t))
+}
+
+fn config(pg: &Postgres, db: &str, params: StoreParams) -> PgStoreConfig {
+    let mut c = PgStoreConfig::new(&pg.url(db)).unwrap();
+    c.params = params;
+    c
+}
+
+async fn open(pg: &Postgres, db: &str, params: StoreParams, seed: u8) -> PgStore {
+    PgStore::open(config(pg, db, params), FillerSecret::from_bytes([seed; 32]))
+        .await
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
+    let pg = Postgres::start();
+    pg.create_db("shared");
+    let params = StoreParams::default();
+    // Three frontends opening at once (the tables are created once, under a lock).
+    let fronts = join_all((0..3u8).map(|i| open(&pg, "shared", params, i + 1))).await;
+    let secret = fronts[0].filler_secret();
+    assert!(
+        fronts.iter().all(|f| f.filler_secret() == secret),
+        "every frontend pads fetches with the same secret"
+    );
+    let n = 300u32;
+    let ids = join_all((0..n).map(|i| {
+        let f = fronts[(i % 3) as usize].clone();
+        async move {
+            let (l, t) = link(i);
+            (i, f.store(l, t.check(), T0).await.expect("store"))
+        }
+    }))
+    .await;
+    let buckets: BTreeSet<BucketId> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        buckets.len(),
+        n.div_ceil(64) as usize,
+        "links from every frontend fill one open bucket after the other: {buckets:?}"
+    );
+    assert_eq!(
+        buckets.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        (0..buckets.len() as u16).collect::<Vec<_>>(),
+        "IDs unique and consecutive cluster-wide"
+    );
+    // Every link through every frontend.
+    for f in &fronts {
+        for (i, id) in &ids {
+            let links = f.fetch(id.locator(), T0).await.unwrap().expect("bucket");
+            assert!(links.contains(&link(*i).0));
+        }
+    }
+    assert_eq!(
+        fronts[0].verify().await.unwrap(),
+        (buckets.len() as u64, n as u64)
+    );
+    // A later frontend continues after every ID handed out.
+    let (l, t) = link(9_999);
+    let later = fronts[1].store(l, t.check(), T0 + 700).await.unwrap();
+    assert!(buckets.iter().all(|b| *b < later));
+
+    // One quota for the cluster: 90 concurrent stores through three frontends, 50 allowed.
+    pg.create_db("quota");
+    let params = StoreParams {
+        max_links: Some(50),
+        ..Default::default()
+    };
+    let fronts = join_all((0..3u8).map(|i| open(&pg, "quota", params, i))).await;
+    let results = join_all((0..90u32).map(|i| {
+        let f = fronts[(i % 3) as usize].clone();
+        async move {
+            let (l, t) = link(i);
+            f.store(l, t.check(), T0).await
+        }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::QuotaExceeded { max: 50 })))
+        .count();
+    assert_eq!((ok, refused), (50, 40), "{results:?}");
+    assert_eq!(fronts[2].verify().await.unwrap().1, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_with_other_store_settings_is_refused() {
+    let pg = Postgres::start();
+    let first = StoreParams {
+        ttl_secs: 1000,
+        ..Default::default()
+    };
+    let _a = open(&pg, "postgres", first, 1).await;
+    let other = StoreParams {
+        ttl_secs: 2000,
+        ..Default::default()
+    };
+    let e = PgStore::open(
+        config(&pg, "postgres", other),
+        FillerSecret::from_bytes([2; 32]),
+    )
+    .await
+    .err()
+    .expect("refused");
+    match &e {
+        StoreError::Config(c) => {
+            assert_eq!(c.key, "ttl");
+            assert!(
+                c.reason.contains("2000 s") && c.reason.contains("1000 s"),
+                "{}",
+                c.reason
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://rdv:s3cretpass@127.0.0.1:{port}/rdv");
+    let e = PgStore::open(
+        PgStoreConfig::new(&url).unwrap(),
+        FillerSecret::from_bytes([0; 32]),
+    )
+    .await
+    .err()
+    .expect("no database there");
+    let text = rdv::config::report(&e).to_string();
+    assert!(
+        text.contains(&format!(
+            "cannot connect to PostgreSQL at postgres://rdv@127.0.0.1:{port}/rdv"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("s3cretpass"), "{text}");
+    assert!(!format!("{e:?}").contains("s3cretpass"));
+}
+
+/// Stores from many tasks while the database crashes (immediate shutdown: no checkpoint, WAL
+/// recovery at the restart) and comes back: every acknowledged store is there afterwards,
+/// failures during the outage are errors (never a hang), and writes resume by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_crash_loses_no_acknowledged_store_and_writes_resume() {
+    let pg = Postgres::start();
+    let store = open(&pg, "postgres", StoreParams::default(), 1).await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8u32)
+        .map(|w| {
+            let (store, acked, stop) = (store.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failed = 0u32;
+                // Bounded: at most 400 stores per task.
+                for k in 0..400u32 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = w * 1000 + k;
+                    let (l, t) = link(i);
+                    match store.store(l, t.check(), T0).await {
+                        Ok(id) => acked.lock().unwrap().push((i, id)),
+                        Err(StoreError::Backend(_)) => {
+                            failed += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    // Let some stores land, then crash the database.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "no progress before the crash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pg.crash();
+    let during = acked.lock().unwrap().len();
+    // While it is down, writes fail fast.
+    let (l, t) = link(999_999);
+    let down = tokio::time::timeout(Duration::from_secs(60), store.store(l, t.check(), T0))
+        .await
+        .expect("a write to a lost database fails instead of hanging");
+    assert!(matches!(down, Err(StoreError::Backend(_))), "{down:?}");
+    pg.restart();
+    // Writes resume by themselves.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (l, t) = link(888_888);
+        if store.store(l, t.check(), T0).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed = 0;
+    for w in writers {
+        failed += w.await.unwrap();
+    }
+    assert!(failed > 0, "some stores hit the outage");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= during);
+    for (i, id) in &acked {
+        let links = store
+            .fetch(id.locator(), T0)
+            .await
+            .unwrap()
+            .expect("acknowledged bucket");
+        assert!(links.contains(&link(*i).0), "acknowledged link {i} lost");
+    }
+    store.verify().await.unwrap();
+}
