@@ -13,6 +13,8 @@
 #   stop    kill exactly the processes recorded in DIR/pids
 #   hs      run a C tor onion service that forwards to a local port
 #   client  run a C tor client with a SOCKS port on 127.0.0.1
+#   ob-key  create an Onionbalance front key (its .onion address is the front address)
+#   ob      publish backend onion services under the front address with Onionbalance
 #   stop-relays  stop the authorities and relays only (an outage)
 #   status  show recorded processes and the latest consensus
 #
@@ -25,7 +27,11 @@
 #   redirected to files: a caller doing `onion=$(tornet.sh hs ...)` must not
 #   be kept waiting by a tor process holding its pipe open.
 # * `stop` only ever signals PIDs listed in DIR/pids whose command line is a
-#   tor started with a torrc under DIR (guards against PID reuse).
+#   tor (or Onionbalance) started with a file under DIR (guards against PID
+#   reuse).
+# * Onionbalance runs with --is-testnet, which hard-codes a 20 s voting
+#   interval: keep V3AuthVotingInterval at 20 below, or its blinded keys and
+#   HSDir choices stop matching tor's.
 #
 # Port layout, relative to the base port P (default 15000):
 #   P+0   .. P+2      authority ORPorts
@@ -54,11 +60,22 @@ Usage:
   $PROG stop DIR
       Stop every process recorded in DIR/pids (TERM, then KILL after 10 s).
       Idempotent.
-  $PROG hs DIR NAME TARGET_PORT [VIRTUAL_PORT]
+  $PROG hs DIR NAME TARGET_PORT [VIRTUAL_PORT] [--ob-master FRONT.onion]
       Start a C tor onion service (state in DIR/hs-NAME, keys in
       DIR/hs-NAME/hs, kept across restarts) forwarding VIRTUAL_PORT
       (default TARGET_PORT) to 127.0.0.1:TARGET_PORT.  Prints the .onion
-      hostname once it exists (timeout 60 s).
+      hostname once it exists (timeout 60 s).  With --ob-master, it is an
+      Onionbalance instance (backend) of that front address.
+  $PROG ob-key DIR NAME
+      Create the key of an Onionbalance front (DIR/ob-NAME/key, kept) and
+      print its .onion address.  Needs onionbalance-config (from
+      scripts/onionbalance-install.sh; ONIONBALANCE_BIN names its directory).
+  $PROG ob DIR NAME CONTROL_PORT BACKEND...
+      Start a C tor with a control port on 127.0.0.1:CONTROL_PORT and
+      Onionbalance (--is-testnet) publishing the backends (names given to
+      'hs ... --ob-master') under ob-NAME's front address.  Waits until
+      Onionbalance has uploaded a front descriptor (timeout 180 s) and prints
+      the front .onion address.
   $PROG client DIR NAME [SOCKS_PORT] [--control-port PORT]
       Start a C tor client (state in DIR/client-NAME) with a SOCKS port on
       127.0.0.1 (default: P+200+k) and, if asked, an unauthenticated control
@@ -72,7 +89,8 @@ Usage:
       consensus (as seen by auth0) lists.
   $PROG --help
 
-Environment: TOR_BIN, TOR_GENCERT_BIN override the tor / tor-gencert paths.
+Environment: TOR_BIN, TOR_GENCERT_BIN override the tor / tor-gencert paths;
+ONIONBALANCE_BIN the directory of onionbalance and onionbalance-config.
 Example:
   $PROG start /tmp/tornet && . /tmp/tornet/env
   onion=\$($PROG hs /tmp/tornet web 8080 80)
@@ -119,7 +137,8 @@ pid_is_our_tor() {
     local a
     mapfile -d '' -t args 2>/dev/null <"/proc/$1/cmdline" || return 1
     ((${#args[@]} > 1)) || return 1
-    [[ ${args[0]##*/} == *tor* ]] || return 1
+    # tor itself, or Onionbalance (python running the onionbalance script).
+    [[ ${args[0]##*/} == *tor* || ${args[1]##*/} == onionbalance ]] || return 1
     for a in "${args[@]:1}"; do
         if [[ $a == "$2/"* ]]; then return 0; fi
     done
@@ -554,7 +573,13 @@ EOF
 # --------------------------------------------------------------- hs/client --
 
 cmd_hs() {
-    (($# == 3 || $# == 4)) || die "usage: $PROG hs DIR NAME TARGET_PORT [VIRTUAL_PORT]"
+    local master=''
+    if (($# >= 2)) && [[ ${*: -2:1} == --ob-master ]]; then
+        master=${*: -1}
+        set -- "${@:1:$#-2}"
+        [[ $master =~ ^[a-z2-7]{56}\.onion$ ]] || die "--ob-master needs a v3 .onion address"
+    fi
+    (($# == 3 || $# == 4)) || die "usage: $PROG hs DIR NAME TARGET_PORT [VIRTUAL_PORT] [--ob-master FRONT.onion]"
     load_dir "$1"
     local name=$2 target=$3 vport=${4:-$3}
     check_name "$name"; check_port "$target"; check_port "$vport"
@@ -575,7 +600,15 @@ SocksPort 0
 HiddenServiceDir $d/hs
 HiddenServicePort $vport 127.0.0.1:$target
 EOF
+        if [[ -n $master ]]; then
+            echo "HiddenServiceOnionbalanceInstance 1"
+        fi
     } >"$d/torrc"
+    if [[ -n $master ]]; then
+        echo "MasterOnionAddress $master" >"$d/hs/ob_config"
+    else
+        rm -f "$d/hs/ob_config"
+    fi
     launch_tor "$d/torrc" "$d/stdout.log"
     local pid=$LAUNCHED_PID
     record_pid "$pid" "hs-$name"
@@ -645,6 +678,118 @@ EOF
     echo "127.0.0.1:$port"
 }
 
+# ------------------------------------------------------------- onionbalance --
+
+ob_bin() {
+    local dir=${ONIONBALANCE_BIN:-}
+    if [[ -z $dir ]]; then
+        if command -v onionbalance >/dev/null 2>&1; then
+            dir=$(dirname "$(command -v onionbalance)")
+        else
+            dir=${HOME:-/root}/.cache/rdv/onionbalance-0.2.4/bin
+        fi
+    fi
+    [[ -x $dir/$1 ]] || die "$1 not found in $dir (run scripts/onionbalance-install.sh, or set ONIONBALANCE_BIN)"
+    echo "$dir/$1"
+}
+
+cmd_ob_key() {
+    (($# == 2)) || die "usage: $PROG ob-key DIR NAME"
+    load_dir "$1"
+    local name=$2
+    check_name "$name"
+    local d=$DIR/ob-$name
+    mkdir -p -m 700 "$d"
+    if [[ ! -s $d/address ]]; then
+        local cfg tmp key addr
+        cfg=$(ob_bin onionbalance-config)
+        tmp=$(mktemp -d "$d/gen.XXXXXX")
+        "$cfg" --no-interactive -n 1 --output "$tmp/out" >"$d/ob-config.log" 2>&1 ||
+            { cat "$d/ob-config.log" >&2; die "onionbalance-config failed"; }
+        key=$(find "$tmp/out" -maxdepth 1 -name '*.key' | head -n 1)
+        [[ -n $key ]] || die "onionbalance-config wrote no key"
+        addr=${key##*/}
+        addr=${addr%.key}
+        mv -- "$key" "$d/key"
+        chmod 600 "$d/key"
+        rm -rf -- "$tmp"
+        echo "$addr.onion" >"$d/address"
+    fi
+    cat "$d/address"
+}
+
+cmd_ob() {
+    (($# >= 4)) || die "usage: $PROG ob DIR NAME CONTROL_PORT BACKEND..."
+    load_dir "$1"
+    local name=$2 control=$3
+    shift 3
+    check_name "$name"; check_port "$control"
+    local d=$DIR/ob-$name
+    [[ -s $d/address && -s $d/key ]] || die "no front key for $name (run: $PROG ob-key DIR $name)"
+    check_not_running "ob-$name"
+    check_not_running "obtor-$name"
+    port_in_use "$control" && die "port 127.0.0.1:$control is already in use"
+    local ob master be host
+    ob=$(ob_bin onionbalance)
+    master=$(cat "$d/address")
+    {
+        echo "# generated by $PROG for Onionbalance front $name"
+        echo "services:"
+        echo "- key: $d/key"
+        echo "  instances:"
+        for be in "$@"; do
+            check_name "$be"
+            host=$DIR/hs-$be/hs/hostname
+            [[ -s $host ]] || die "backend $be has no hostname (start it with: $PROG hs DIR $be PORT VPORT --ob-master $master)"
+            grep -qx "MasterOnionAddress $master" "$DIR/hs-$be/hs/ob_config" 2>/dev/null ||
+                die "backend $be is not an instance of $master (start it with --ob-master $master)"
+            echo "  - address: $(sed 's/\.onion$//' "$host")"
+            echo "    name: $be"
+        done
+    } >"$d/config.yaml"
+
+    # Onionbalance's own tor: a client with an unauthenticated control port on loopback.
+    local td=$DIR/obtor-$name t0
+    t0=$(now_ms)
+    mkdir -p -m 700 "$td"
+    seed_directory_cache "$td"
+    {
+        echo "# generated by $PROG for Onionbalance front $name"
+        common_torrc | grep -v '^ControlPort 0$'
+        cat <<EOF
+DataDirectory $td
+Log notice file $td/notice.log
+SocksPort 0
+ControlPort 127.0.0.1:$control
+CookieAuthentication 0
+EOF
+    } >"$td/torrc"
+    rm -f "$td/notice.log"
+    launch_tor "$td/torrc" "$td/stdout.log"
+    local tpid=$LAUNCHED_PID
+    record_pid "$tpid" "obtor-$name"
+    local deadline=$(($(date +%s) + 60))
+    until grep -q 'Bootstrapped 100%' "$td/notice.log" 2>/dev/null; do
+        if ! pid_alive "$tpid"; then show_log_tail "$td"; die "Onionbalance's tor exited"; fi
+        (($(date +%s) < deadline)) || { show_log_tail "$td"; die "Onionbalance's tor not bootstrapped after 60 s"; }
+        sleep 0.2
+    done
+
+    # -s /nonexistent: never the system's control socket, only our port.
+    (cd "$d" && exec "$ob" --is-testnet -i 127.0.0.1 -p "$control" -s /nonexistent \
+        -c "$d/config.yaml" -v debug </dev/null >"$d/onionbalance.log" 2>&1) &
+    local pid=$!
+    record_pid "$pid" "ob-$name"
+    deadline=$(($(date +%s) + 180))
+    until grep -q 'Successfully uploaded descriptor' "$d/onionbalance.log" 2>/dev/null; do
+        if ! pid_alive "$pid"; then tail -n 20 "$d/onionbalance.log" >&2; die "Onionbalance exited"; fi
+        (($(date +%s) < deadline)) || { tail -n 20 "$d/onionbalance.log" >&2; die "Onionbalance uploaded no front descriptor after 180 s"; }
+        sleep 0.5
+    done
+    log "ob $name (pid $pid): front descriptor uploaded after $(fmt_ms $(($(now_ms) - t0))); backends: $*"
+    echo "$master"
+}
+
 # ----------------------------------------------------------------- status --
 
 cmd_status() {
@@ -686,6 +831,8 @@ main() {
         stop)   cmd_stop "$@" ;;
         hs)     cmd_hs "$@" ;;
         client) cmd_client "$@" ;;
+        ob-key) cmd_ob_key "$@" ;;
+        ob)     cmd_ob "$@" ;;
         stop-relays) cmd_stop_relays "$@" ;;
         status) cmd_status "$@" ;;
         *) usage >&2; exit 2 ;;

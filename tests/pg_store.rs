@@ -242,3 +242,86 @@ async fn a_database_crash_loses_no_acknowledged_store_and_writes_resume() {
     }
     store.verify().await.unwrap();
 }
+
+/// A frontend frozen while it holds the meta-row lock (here: a session that locked it and went
+/// silent) does not stop the cluster: the database ends the idle transaction, and the other
+/// frontends' stores go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lock_holder_does_not_stop_the_cluster() {
+    let pg = Postgres::start();
+    let store = open(&pg, "postgres", StoreParams::default(), 1).await;
+    let (mut frozen, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    // As a frontend's writer would, with the idle limit rdv sets for its own sessions.
+    frozen
+        .batch_execute("SET idle_in_transaction_session_timeout = '15s'")
+        .await
+        .unwrap();
+    let t = frozen.transaction().await.unwrap();
+    t.query_one("SELECT links FROM rdv_meta WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (l, tok) = link(1);
+    let stored = tokio::time::timeout(Duration::from_secs(120), store.store(l, tok.check(), T0))
+        .await
+        .expect("the store waits for the lock, but not forever");
+    // Bounded by the session limits (15 s), whichever way it ended: the store went through
+    // once the frozen transaction was ended, or failed on the lock timeout and the next works.
+    if stored.is_err() {
+        let (l, tok) = link(2);
+        store
+            .store(l, tok.check(), T0)
+            .await
+            .expect("after the lock is gone");
+    }
+    eprintln!("stores resumed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "the lock was really held"
+    );
+    drop(t);
+    drop(frozen);
+    let _ = conn.await;
+}
+
+/// The database server stops answering altogether (every one of its processes SIGSTOPped: TCP
+/// stays up, nothing replies): stores and fetches fail after a bounded time instead of hanging,
+/// and work again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_is_an_error_not_a_hang() {
+    let pg = Postgres::start();
+    let store = open(&pg, "postgres", StoreParams::default(), 1).await;
+    let (l, tok) = link(1);
+    let id = store.store(l, tok.check(), T0).await.unwrap();
+    assert!(store.fetch(id.locator(), T0).await.unwrap().is_some());
+    pg.freeze();
+    let started = Instant::now();
+    let (l, tok) = link(2);
+    let (stored, fetched) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(120), store.store(l, tok.check(), T0)),
+        tokio::time::timeout(Duration::from_secs(120), store.fetch(id.locator(), T0)),
+    );
+    pg.thaw();
+    let stored = stored.expect("a store to a silent database ends");
+    let fetched = fetched.expect("a fetch from a silent database ends");
+    assert!(matches!(stored, Err(StoreError::Backend(_))), "{stored:?}");
+    assert!(
+        matches!(fetched, Err(StoreError::Backend(_))),
+        "{fetched:?}"
+    );
+    eprintln!("failed after {:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (l, tok) = link(3);
+        if store.store(l, tok.check(), T0).await.is_ok()
+            && store.fetch(id.locator(), T0).await.is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -27,11 +27,15 @@ use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, NoTls, Statement};
+
+/// How long a statement, a lock wait, an idle transaction or unacknowledged TCP data may last
+/// before the database (or the kernel) gives up on it; a batch gets twice this.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Settings of the PostgreSQL store.
 #[derive(Clone)]
@@ -81,6 +85,20 @@ impl PgStoreConfig {
         if database.get_connect_timeout().is_none() {
             database.connect_timeout(Duration::from_secs(10));
         }
+        // A database that stops answering is an error, not a hang: TCP gives up on unacknowledged
+        // data and on a silent peer within seconds, and the server ends a statement, a lock wait
+        // or a transaction left idle (a frontend frozen while holding the meta-row lock) itself.
+        database.tcp_user_timeout(SESSION_TIMEOUT);
+        database.keepalives_idle(Duration::from_secs(10));
+        let ours = format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={ms} -c synchronous_commit=on -c default_transaction_isolation=read\\ committed -c client_min_messages=warning",
+            ms = SESSION_TIMEOUT.as_millis()
+        );
+        let options = match database.get_options() {
+            Some(theirs) => format!("{theirs} {ours}"),
+            None => ours,
+        };
+        database.options(options);
         Ok(PgStoreConfig {
             database,
             params: StoreParams::default(),
@@ -115,6 +133,23 @@ impl PgStoreConfig {
                 "the connection string names no host (add @HOST:PORT or host=...)",
             ));
         }
+        // rdv speaks to PostgreSQL without TLS: over the network that would hand the password,
+        // the filler secret and every answer to whoever is on the path, unless the operator
+        // says the path is protected otherwise (a VPN, a tunnel) with sslmode=disable.
+        let remote = self.database.get_hosts().iter().find(|h| match h {
+            Host::Tcp(name) => !is_loopback(name),
+            #[cfg(unix)]
+            Host::Unix(_) => false,
+        });
+        if let (Some(Host::Tcp(name)), false) = (
+            remote,
+            self.database.get_ssl_mode() == tokio_postgres::config::SslMode::Disable,
+        ) {
+            return Err(crate::ConfigError::new(
+                "store",
+                format!("{name} is not a loopback address and rdv connects without TLS: use a Unix socket (host=/run/postgresql), loopback, or a protected path (VPN, SSH tunnel) and say so with sslmode=disable"),
+            ));
+        }
         Ok(())
     }
 
@@ -123,6 +158,16 @@ impl PgStoreConfig {
     pub fn describe(&self) -> String {
         describe(&self.database)
     }
+}
+
+/// Whether a host name is a loopback address.
+fn is_loopback(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `postgres://USER@HOST:PORT/DBNAME`, without the password.
@@ -163,15 +208,26 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
+/// PostgreSQL did not answer in time.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL did not answer within {} s", 2 * SESSION_TIMEOUT.as_secs())]
+pub(super) struct TimedOut;
+
 /// Connect, and run the connection on a task of its own (it ends when the client is dropped or
 /// the server goes away).
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    let (client, conn) = config.connect(NoTls).await.map_err(|source| {
-        StoreError::backend(Connect {
-            at: describe(config),
-            source,
-        })
-    })?;
+    // The connect timeout covers the TCP handshake only: a server that accepts and then says
+    // nothing (stopped, overloaded) would hold the startup exchange forever.
+    let connecting = tokio::time::timeout(2 * SESSION_TIMEOUT, config.connect(NoTls));
+    let (client, conn) = connecting
+        .await
+        .map_err(|_| StoreError::backend(TimedOut))?
+        .map_err(|source| {
+            StoreError::backend(Connect {
+                at: describe(config),
+                source,
+            })
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "a PostgreSQL connection ended");
@@ -190,8 +246,14 @@ struct ReadConn {
 impl ReadConn {
     async fn open(config: &tokio_postgres::Config) -> Result<Self, StoreError> {
         let client = connect(config).await?;
-        let bucket = client.prepare(schema::GET_BUCKET).await?;
-        let answer = client.prepare(schema::GET_ANSWER).await?;
+        let prepare = async {
+            let bucket = client.prepare(schema::GET_BUCKET).await?;
+            let answer = client.prepare(schema::GET_ANSWER).await?;
+            Ok::<_, StoreError>((bucket, answer))
+        };
+        let (bucket, answer) = tokio::time::timeout(2 * SESSION_TIMEOUT, prepare)
+            .await
+            .map_err(|_| StoreError::backend(TimedOut))??;
         Ok(ReadConn {
             client,
             bucket,
@@ -203,24 +265,22 @@ impl ReadConn {
 /// The read connections, each (re)opened when first needed.
 struct Readers {
     config: tokio_postgres::Config,
-    slots: Vec<Mutex<Option<Arc<ReadConn>>>>,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
     next: AtomicUsize,
 }
 
 impl Readers {
-    /// A connection, round robin; a closed one is opened again.
+    /// A connection, round robin; a closed one is opened again (once: concurrent readers of
+    /// the slot wait for that one connection instead of each opening their own).
     async fn get(&self) -> Result<(usize, Arc<ReadConn>), StoreError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        if let Some(c) = self.slot(i).as_ref().filter(|c| !c.client.is_closed()) {
+        let mut slot = self.slots[i].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok((i, c.clone()));
         }
         let fresh = Arc::new(ReadConn::open(&self.config).await?);
-        *self.slot(i) = Some(fresh.clone());
+        *slot = Some(fresh.clone());
         Ok((i, fresh))
-    }
-
-    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Arc<ReadConn>>> {
-        self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Run a read; if it fails because its connection went away, once more on a fresh one.
@@ -230,11 +290,17 @@ impl Readers {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let (i, conn) = self.get().await?;
-        match f(conn.clone()).await {
+        let f = &f;
+        let timed = |conn| async move {
+            tokio::time::timeout(2 * SESSION_TIMEOUT, f(conn))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::backend(TimedOut)))
+        };
+        match timed(conn.clone()).await {
             Err(StoreError::Backend(_)) if conn.client.is_closed() => {
-                self.slot(i).take();
+                self.slots[i].lock().await.take();
                 let (_, conn) = self.get().await?;
-                f(conn).await
+                timed(conn).await
             }
             r => r,
         }
@@ -292,7 +358,7 @@ impl PgStore {
         let readers = Readers {
             config: config.database.clone(),
             slots: (0..config.read_connections)
-                .map(|_| Mutex::new(None))
+                .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
         };
@@ -335,7 +401,9 @@ impl PgStore {
             .send(op)
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        // A reply dropped unanswered: the writer gave up on the batch (the database stopped
+        // answering, see `SESSION_TIMEOUT`).
+        rx.await.map_err(|_| StoreError::backend(TimedOut))?
     }
 }
 
@@ -474,6 +542,23 @@ mod tests {
                 .unwrap();
         assert!(!format!("{kv:?}").contains("hunter2secret"));
         assert_eq!(kv.describe(), "postgres://rdv@/run/postgresql/x");
+    }
+
+    #[test]
+    fn a_remote_database_without_tls_needs_sslmode_disable() {
+        let remote = PgStoreConfig::new("postgres://rdv@db.example:5432/rdv").unwrap();
+        let e = remote.validate().unwrap_err();
+        assert_eq!(e.key, "store");
+        assert!(e.reason.contains("sslmode=disable"), "{}", e.reason);
+        for ok in [
+            "postgres://rdv@db.example:5432/rdv?sslmode=disable",
+            "postgres://rdv@127.0.0.1:5432/rdv",
+            "postgres://rdv@[::1]:5432/rdv",
+            "postgres://rdv@localhost/rdv",
+            "host=/run/postgresql user=rdv dbname=rdv",
+        ] {
+            PgStoreConfig::new(ok).unwrap().validate().unwrap();
+        }
     }
 
     #[test]

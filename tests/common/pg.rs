@@ -175,6 +175,55 @@ impl Postgres {
             .output();
     }
 
+    /// The server's processes: the postmaster (first line of postmaster.pid) and its children.
+    fn pids(&self) -> Vec<u32> {
+        let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return Vec::new();
+        };
+        let Some(main) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // Field 4, after the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn signal(&self, sig: &str) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
+    /// Stop every process of the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let it run again after [`Postgres::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
     /// Start it again after [`Postgres::stop`] or [`Postgres::crash`], on the same port.
     pub fn restart(&self) {
         self.pg_ctl_start();
@@ -243,6 +292,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.thaw();
         let _ = self
             .command("pg_ctl")
             .arg("-D")

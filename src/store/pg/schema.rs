@@ -54,8 +54,13 @@ CREATE TABLE IF NOT EXISTS rdv_mailboxes (
 CREATE INDEX IF NOT EXISTS rdv_mailboxes_created ON rdv_mailboxes (created);
 ";
 
+/// The meta row, locked, and the transaction's ID (to ask about its fate if the answer to its
+/// commit is lost).
 pub(super) const LOCK_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
-     open_created, open_seq, open_count FROM rdv_meta WHERE id = 1 FOR UPDATE";
+     open_created, open_seq, open_count, txid_current() FROM rdv_meta WHERE id = 1 FOR UPDATE";
+/// The meta row without locking it.
+const READ_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
+     open_created, open_seq, open_count FROM rdv_meta WHERE id = 1";
 pub(super) const WRITE_META: &str = "UPDATE rdv_meta SET links = $1, answers = $2, \
      last_created = $3, last_seq = $4, gc_floor = $5, open_created = $6, open_seq = $7, \
      open_count = $8 WHERE id = 1";
@@ -203,7 +208,15 @@ async fn init_locked(
     filler_seed: FillerSecret,
 ) -> Result<(Meta, FillerSecret), StoreError> {
     let t = client.transaction().await?;
-    t.batch_execute(CREATE).await?;
+    // The tables are created once. Not every start: CREATE INDEX IF NOT EXISTS would lock a
+    // table running frontends write to, and a frontend's role need not own the tables.
+    let exists: bool = t
+        .query_one("SELECT to_regclass('rdv_meta') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        t.batch_execute(CREATE).await?;
+    }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
         "INSERT INTO rdv_meta (id, format, filler, open_window, ttl, max_seq, max_links, links, answers) \
@@ -243,9 +256,29 @@ async fn init_locked(
         max_links: row.try_get::<_, Option<i64>>(5)?.map(uint).transpose()?,
     };
     check_same(params, &recorded)?;
-    let meta = meta_from_row(&t.query_one(LOCK_META, &[]).await?)?;
+    let meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
+    let db_now: f64 = t
+        .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+        .await?
+        .try_get(0)?;
     t.commit().await?;
+    warn_on_clock_skew(db_now);
     Ok((meta, FillerSecret::from_bytes(filler)))
+}
+
+/// Frontends whose clocks disagree split the open bucket (each sees the other's as from the
+/// future or past its window): compare ours with the database's, which they all share.
+fn warn_on_clock_skew(db_now: f64) {
+    use crate::clock::Clock;
+    let ours = crate::clock::SystemClock.now() as f64;
+    let skew = ours - db_now;
+    // 5 s, plus the second our reading is truncated to.
+    if skew.abs() > 6.0 {
+        tracing::warn!(
+            skew_secs = skew.round(),
+            "this machine's clock and the database server's differ: frontends with different clocks split the open bucket (and so the anonymity set); keep every frontend's clock synchronized (NTP)"
+        );
+    }
 }
 
 /// Every frontend of one database keeps the same settings: a bucket one of them considers

@@ -137,7 +137,9 @@ impl Writer {
             self.retry_at = Instant::now() + RETRY;
             let fresh = async {
                 let c = connect(&self.database).await?;
-                let s = Stmts::prepare(&c).await?;
+                let s = tokio::time::timeout(2 * super::SESSION_TIMEOUT, Stmts::prepare(&c))
+                    .await
+                    .map_err(|_| StoreError::backend(super::TimedOut))??;
                 Ok::<_, StoreError>((c, s))
             };
             match fresh.await {
@@ -161,18 +163,69 @@ impl Writer {
             return;
         };
         let mut outcomes = Vec::with_capacity(ops.len());
+        let mut txid = None;
         let settings = &self.settings;
-        match apply_in_txn(client, stmts, settings, &self.counters, ops, &mut outcomes).await {
+        let counters = &self.counters;
+        let run = apply_in_txn(
+            client,
+            stmts,
+            settings,
+            counters,
+            ops,
+            &mut outcomes,
+            &mut txid,
+        );
+        let result = match tokio::time::timeout(2 * super::SESSION_TIMEOUT, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The connection is dropped below, which rolls the transaction back (if the
+                // server had not ended it already).
+                self.conn = None;
+                Err((StoreError::backend(super::TimedOut), Vec::new()))
+            }
+        };
+        match result {
             Ok(()) => outcomes.into_iter().for_each(Outcome::send),
             Err((e, rest)) => {
+                let lost = self.conn.as_ref().is_none_or(|(c, _)| c.is_closed());
+                // A commit whose answer was lost may have happened: ask the database.
+                if lost && rest.is_empty() && !outcomes.is_empty() {
+                    if let Some(id) = txid {
+                        if self.committed(id).await {
+                            tracing::info!("the connection was lost after a commit, which the database confirms");
+                            outcomes.into_iter().for_each(Outcome::send);
+                            return;
+                        }
+                    }
+                }
                 tracing::warn!(error = %crate::config::report(&e), "store transaction failed; nothing of this batch was stored");
-                if client.is_closed() {
+                if lost {
                     tracing::warn!("the connection to PostgreSQL was lost; reconnecting");
                 }
                 outcomes.into_iter().for_each(|o| o.fail(&e));
                 rest.into_iter().for_each(|op| op.fail(&e));
             }
         }
+    }
+
+    /// Whether transaction `id` committed, asked on a fresh connection (which stays the
+    /// writer's). `false` when that cannot be known: then the batch is failed, and what it
+    /// stored (if anything) stays as unacknowledged links until they expire.
+    async fn committed(&mut self, id: i64) -> bool {
+        self.conn = None;
+        self.retry_at = Instant::now();
+        if !self.connect().await {
+            return false;
+        }
+        let Some((client, _)) = self.conn.as_ref() else {
+            return false;
+        };
+        let status = client
+            .query_one("SELECT txid_status($1)", &[&id])
+            .await
+            .ok()
+            .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten());
+        status.as_deref() == Some("committed")
     }
 }
 
@@ -185,13 +238,19 @@ async fn apply_in_txn(
     counters: &Counters,
     ops: Vec<Op>,
     outcomes: &mut Vec<Outcome>,
+    txid: &mut Option<i64>,
 ) -> Result<(), (StoreError, Vec<Op>)> {
     let mut ops = ops.into_iter();
-    let t = match client.transaction().await {
+    let t = match client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+    {
         Ok(t) => t,
         Err(e) => return Err((e.into(), ops.collect())),
     };
-    match run_ops(&t, stmts, settings, counters, &mut ops, outcomes).await {
+    match run_ops(&t, stmts, settings, counters, &mut ops, outcomes, txid).await {
         Ok(None) => {
             // Nothing changed: no commit, no fsync; the answers stand as they are.
             drop(t.rollback().await);
@@ -218,8 +277,11 @@ async fn run_ops(
     counters: &Counters,
     ops: &mut std::vec::IntoIter<Op>,
     outcomes: &mut Vec<Outcome>,
+    txid: &mut Option<i64>,
 ) -> Result<Option<Meta>, StoreError> {
-    let meta = schema::meta_from_row(&t.query_one(&stmts.lock_meta, &[]).await?)?;
+    let row = t.query_one(&stmts.lock_meta, &[]).await?;
+    *txid = Some(row.try_get(8)?);
+    let meta = schema::meta_from_row(&row)?;
     // What the other frontends wrote shows here, even if this batch changes nothing.
     counters.set(meta.links, meta.answers);
     let alloc = Allocator::resume(meta.last, meta.floor)
@@ -492,11 +554,18 @@ impl Batch<'_, '_> {
         // Sent together: the connection pipelines them.
         let t = self.t;
         let update = &self.s.update_bucket;
-        futures::future::try_join_all(writes.iter().map(|(loc, body)| async move {
+        let updated = futures::future::try_join_all(writes.iter().map(|(loc, body)| async move {
             let key: &[u8] = &loc.0;
             t.execute(update, &[&key, body]).await
         }))
         .await?;
+        if updated.iter().any(|n| *n != 1) {
+            // The row vanished under us (removed by hand?): never acknowledge a link into it.
+            return Err(StoreError::Corrupt {
+                what: "a bucket being written is missing from the database",
+                source: None,
+            });
+        }
         Ok(())
     }
 }
