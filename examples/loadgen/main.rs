@@ -18,6 +18,9 @@
 //! - `gc`: fetch and store latency while the server garbage-collects millions of expired links,
 //!   against the same load on the same data with nothing expired; `--lib-gc-batches` repeats the
 //!   GC phase with the library's server at other GC transaction sizes.
+//! - `cluster`: the PostgreSQL store against redb (capacity with the admission cap lifted, and at
+//!   the cap), fetches/s through one against three frontends on one database, and the time a
+//!   SIGKILLed frontend's clients need to succeed elsewhere; starts its own PostgreSQL server.
 //! - `tor`: over the private Tor network (scripts/tornet.sh, needs Debian's `tor`): concurrent
 //!   accepts and offers/s through the embedded arti onion service against a C tor onion service
 //!   in front of `rdv serve --listen`, with server CPU.
@@ -68,6 +71,8 @@ pub(crate) enum Cmd {
     Gc(GcArgs),
     /// Over the private Tor network: arti onion service against C tor onion service, same run.
     Tor(TorArgs),
+    /// PostgreSQL against redb; one against three frontends on one database; failover.
+    Cluster(ClusterArgs),
     /// (Internal) the library's server with settable GC batch and accept backlog, for
     /// `gc --lib-gc-batches` and `load --lib-backlog`.
     #[command(hide = true)]
@@ -166,6 +171,18 @@ pub(crate) struct TorArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ClusterArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Measurement rounds, alternating between the servers compared.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) rounds: usize,
+    /// Links preloaded for the fetch measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) preload: u64,
+}
+
+#[derive(Args)]
 pub(crate) struct GcArgs {
     #[command(flatten)]
     pub(crate) common: Common,
@@ -221,6 +238,7 @@ fn main() -> Result<()> {
             Cmd::Scale(a) => scenario::scale::run(a).await,
             Cmd::Gc(a) => scenario::gc::run(a).await,
             Cmd::Tor(a) => scenario::tor::run(a).await,
+            Cmd::Cluster(a) => scenario::cluster::run(a).await,
             Cmd::LibServe(a) => lib_serve::run(a).await,
         }
     })

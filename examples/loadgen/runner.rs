@@ -22,6 +22,8 @@ pub(crate) enum Targets {
     Preloaded { first_created: u64, buckets: u64 },
     /// Always this one bucket.
     Fixed(Locator),
+    /// One of these buckets, at random.
+    List(Arc<Vec<Locator>>),
 }
 
 impl Targets {
@@ -33,6 +35,8 @@ impl Targets {
                 buckets,
             } => Some(preloaded_id(*first_created, rng.gen_range(0..*buckets)).locator()),
             Targets::Fixed(l) => Some(*l),
+            Targets::List(ls) if !ls.is_empty() => Some(ls[rng.gen_range(0..ls.len())]),
+            Targets::List(_) => None,
         }
     }
 }

@@ -161,6 +161,14 @@ impl ServerProcess {
             assert!(line.starts_with("settings: "), "unexpected output {line:?}");
             seen.push_str(&line);
         };
+        // Keep reading: a server whose standard output is closed dies at its next line (the
+        // `metrics on` line, for one).
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
         ServerProcess { child, addr }
     }
 
