@@ -325,3 +325,42 @@ async fn a_database_that_stops_answering_is_an_error_not_a_hang() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A bucket whose stored body no longer decodes (damaged by hand, a bad restore): a fetch of it
+/// is a clear error, stores go on, and garbage collection still removes it once it expires
+/// (it reads only the ID and link-count columns), so it cannot block every frontend's GC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_bucket_neither_panics_nor_blocks_garbage_collection() {
+    let pg = Postgres::start();
+    let params = StoreParams {
+        open_window_secs: 5,
+        ttl_secs: 100,
+        ..Default::default()
+    };
+    let store = open(&pg, "postgres", params, 1).await;
+    let (l, tok) = link(1);
+    let damaged = store.store(l, tok.check(), T0).await.unwrap();
+    let (l, tok) = link(2);
+    let fine = store.store(l, tok.check(), T0 + 10).await.unwrap();
+    assert_ne!(damaged, fine);
+    pg.psql(
+        "postgres",
+        &format!(
+            "UPDATE rdv_buckets SET body = '\\xdeadbeef' WHERE created = {} AND seq = {}",
+            damaged.created, damaged.seq
+        ),
+    );
+    let e = store.fetch(damaged.locator(), T0 + 20).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(store
+        .fetch(fine.locator(), T0 + 20)
+        .await
+        .unwrap()
+        .is_some());
+    let (l, tok) = link(3);
+    store.store(l, tok.check(), T0 + 20).await.unwrap();
+    // Expired: collected like any other, with its link counted off.
+    assert_eq!(store.collect_garbage(T0 + 100, 10).await.unwrap(), 1);
+    assert_eq!(store.link_count(), 2);
+    store.verify().await.unwrap();
+}

@@ -163,6 +163,11 @@ pub(crate) struct Origins {
 }
 
 impl Origins {
+    /// The configuration file, if a setting came from it.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
     /// Whether the setting with this flag's id came from the file.
     pub(crate) fn in_file(&self, flag_id: &str) -> bool {
         self.keys.contains_key(flag_id)
@@ -181,8 +186,9 @@ impl Origins {
 /// Parse a configuration file's text (`file` names it in errors).
 pub(crate) fn parse(text: &str, file: &Path) -> Result<ServeFile> {
     toml::from_str(text).map_err(|e| {
-        // toml's message names the key and points at the line.
-        anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end())
+        // toml's message names the key and quotes the line (never a password from it).
+        let message = crate::store::redact_passwords(e.to_string().trim_end());
+        anyhow::anyhow!("{}: {message}", file.display())
     })
 }
 
@@ -550,6 +556,15 @@ mod tests {
         assert!(e.to_string().contains("process list"), "{e}");
         let (a, o) = serve(&["--data", "d", "--store", "postgres://rdv@127.0.0.1/rdv"]).unwrap();
         crate::store::refuse_password_in_argv(&a, &o).unwrap();
+        // A syntax error on that line: toml quotes the line, never with the password.
+        let bad = write(
+            dir.path(),
+            "bad.toml",
+            "[store]\nbackend = \"postgres://rdv:pw\\qin-file@127.0.0.1/rdv\"\n",
+        );
+        let e = format!("{:#}", serve(&["--config", &bad]).unwrap_err());
+        assert!(e.contains("postgres://rdv:****@"), "{e}");
+        assert!(!e.contains("in-file"), "{e}");
         // Neither redb nor a connection string: named.
         let (a, _) = serve(&["--data", "d", "--store", "sqlite"]).unwrap();
         let e = crate::serve::settings(&a).err().expect("refused");

@@ -68,16 +68,93 @@ pub(crate) fn choose(a: &ServeArgs, params: StoreParams) -> Result<StoreChoice, 
 }
 
 /// A password written into `--store` on the command line is readable by every user of the
-/// machine (the process list): refuse it, and say where it goes instead.
+/// machine (the process list): refuse it, and say where it goes instead. In the configuration
+/// file it is fine, if only its owner can read the file (a warning otherwise).
 pub(crate) fn refuse_password_in_argv(a: &ServeArgs, origins: &Origins) -> Result<()> {
-    if origins.in_file("store") || !is_postgres(&a.store) {
+    if !is_postgres(&a.store) {
         return Ok(());
     }
     let has_password = PgStoreConfig::new(&a.store)
         .map(|c| c.database.get_password().is_some())
         .unwrap_or(false);
-    if has_password {
+    if !has_password {
+        return Ok(());
+    }
+    if !origins.in_file("store") {
         bail!("--store holds a password, which every user of this machine can read in the process list: put the connection string in the configuration file (store.backend, --config FILE) or the password in the PGPASSWORD environment variable");
     }
+    #[cfg(unix)]
+    if let Some(file) = origins.file() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(file) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "WARNING: {} holds the database password (store.backend) and other users can read it: chmod 600 it",
+                    file.display()
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// `text` with every password of a connection string in it replaced by `****` (the
+/// `user:PASSWORD@` of a URL, a `password=` pair): for messages that quote what the user wrote,
+/// such as the configuration file parser's, which shows the offending line.
+pub(crate) fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon + 1]);
+                out.push_str("****");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut redacted = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("password=") {
+        let (head, tail) = rest.split_at(i + "password=".len());
+        redacted.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '&')
+            .unwrap_or(tail.len());
+        redacted.push_str("****");
+        rest = &tail[end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_passwords;
+
+    #[test]
+    fn passwords_are_redacted_from_quoted_text() {
+        let line = r#"backend = "postgres://rdv:s3cr\et@db:5432/x" extra"#;
+        let r = redact_passwords(line);
+        assert!(!r.contains("s3cr"), "{r}");
+        assert!(r.contains("postgres://rdv:****@db:5432/x"), "{r}");
+        let kv = redact_passwords("host=db password=s3cret user=rdv");
+        assert_eq!(kv, "host=db password=**** user=rdv");
+        let q = redact_passwords("postgres://db/x?password=s3cret&sslmode=disable");
+        assert_eq!(q, "postgres://db/x?password=****&sslmode=disable");
+        assert_eq!(
+            redact_passwords("postgres://rdv@db/x"),
+            "postgres://rdv@db/x"
+        );
+        assert_eq!(redact_passwords("no url here"), "no url here");
+    }
 }

@@ -5,7 +5,7 @@
 //!   every frontend must share, the link and answer counters, the newest bucket ID, the GC floor
 //!   and the open bucket (ID and links assigned to it);
 //! - `rdv_buckets`: locator → postcard bucket (the same bytes as the redb store's), with its ID
-//!   in columns for the allocator and for garbage collection;
+//!   and its number of links in columns for the allocator and for garbage collection;
 //! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column.
 
 use crate::proto::padding::FillerSecret;
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS rdv_buckets (
     locator bytea PRIMARY KEY,
     created bigint NOT NULL,
     seq integer NOT NULL,
+    links integer NOT NULL CHECK (links >= 0),
     body bytea NOT NULL,
     UNIQUE (created, seq)
 );
@@ -67,16 +68,18 @@ pub(super) const WRITE_META: &str = "UPDATE rdv_meta SET links = $1, answers = $
 pub(super) const GET_BUCKET: &str = "SELECT body FROM rdv_buckets WHERE locator = $1";
 pub(super) const MAX_SEQ: &str = "SELECT max(seq) FROM rdv_buckets WHERE created = $1";
 pub(super) const INSERT_BUCKET: &str =
-    "INSERT INTO rdv_buckets (locator, created, seq, body) VALUES ($1, $2, $3, $4)";
-pub(super) const UPDATE_BUCKET: &str = "UPDATE rdv_buckets SET body = $2 WHERE locator = $1";
+    "INSERT INTO rdv_buckets (locator, created, seq, links, body) VALUES ($1, $2, $3, 0, $4)";
+pub(super) const UPDATE_BUCKET: &str =
+    "UPDATE rdv_buckets SET links = $2, body = $3 WHERE locator = $1";
 pub(super) const GET_ANSWER: &str = "SELECT created, body FROM rdv_mailboxes WHERE mailbox = $1";
 pub(super) const DELETE_ANSWER: &str = "DELETE FROM rdv_mailboxes WHERE mailbox = $1";
 pub(super) const INSERT_ANSWER: &str =
     "INSERT INTO rdv_mailboxes (mailbox, created, body) VALUES ($1, $2, $3)";
-/// Oldest first, at most `$2`.
+/// Oldest first, at most `$2`. The columns are enough: a body that no longer decodes does not
+/// stop garbage collection (which would fail every batch holding a GC, on every frontend).
 pub(super) const GC_BUCKETS: &str = "DELETE FROM rdv_buckets WHERE locator IN \
      (SELECT locator FROM rdv_buckets WHERE created <= $1 ORDER BY created, seq LIMIT $2) \
-     RETURNING created, body";
+     RETURNING created, links";
 pub(super) const GC_ANSWERS: &str = "DELETE FROM rdv_mailboxes WHERE mailbox IN \
      (SELECT mailbox FROM rdv_mailboxes WHERE created <= $1 ORDER BY created LIMIT $2) \
      RETURNING created";
@@ -331,10 +334,19 @@ pub(super) async fn verify(c: &mut Client) -> Result<(u64, u64), StoreError> {
         .await?;
     let (mut buckets, mut links) = (0u64, 0u64);
     for row in t
-        .query("SELECT locator, created, seq, body FROM rdv_buckets", &[])
+        .query(
+            "SELECT locator, created, seq, body, links FROM rdv_buckets",
+            &[],
+        )
         .await?
     {
         let b = decode(row.try_get(3)?)?;
+        if i64::from(row.try_get::<_, i32>(4)?) != b.links.len() as i64 {
+            return Err(StoreError::Corrupt {
+                what: "a bucket's link count column disagrees with its links",
+                source: None,
+            });
+        }
         let locator: &[u8] = row.try_get(0)?;
         let columns = BucketId {
             created: uint(row.try_get(1)?)?,

@@ -526,11 +526,13 @@ impl Batch<'_, '_> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let gone = self.t.query(&self.s.gc_buckets, &[&cutoff, &limit]).await?;
         for row in &gone {
-            let b = decode(row.try_get(1)?)?;
-            self.alloc.collected(b.id.created);
-            self.touched.remove(&b.id.locator());
-            self.links = self.links.saturating_sub(b.links.len() as u64);
+            let created = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
+            let links = u64::try_from(row.try_get::<_, i32>(1)?).unwrap_or(0);
+            self.alloc.collected(created);
+            self.links = self.links.saturating_sub(links);
         }
+        // Whatever this batch loaded may be gone now: load again if needed.
+        self.touched.clear();
         let answers = self
             .t
             .query(&self.s.gc_answers, &[&cutoff, &limit])
@@ -548,17 +550,19 @@ impl Batch<'_, '_> {
         let mut writes = Vec::new();
         for loc in std::mem::take(&mut self.dirty) {
             if let Some(b) = self.touched.get(&loc) {
-                writes.push((loc, encode(b)?));
+                let n = i32::try_from(b.links.len()).unwrap_or(i32::MAX);
+                writes.push((loc, n, encode(b)?));
             }
         }
         // Sent together: the connection pipelines them.
         let t = self.t;
         let update = &self.s.update_bucket;
-        let updated = futures::future::try_join_all(writes.iter().map(|(loc, body)| async move {
-            let key: &[u8] = &loc.0;
-            t.execute(update, &[&key, body]).await
-        }))
-        .await?;
+        let updated =
+            futures::future::try_join_all(writes.iter().map(|(loc, n, body)| async move {
+                let key: &[u8] = &loc.0;
+                t.execute(update, &[&key, n, body]).await
+            }))
+            .await?;
         if updated.iter().any(|n| *n != 1) {
             // The row vanished under us (removed by hand?): never acknowledge a link into it.
             return Err(StoreError::Corrupt {
