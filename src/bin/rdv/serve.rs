@@ -259,7 +259,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
                     rdv::store::StoreError::Config(c) => setting_error(c, &run.origins),
                     e => anyhow::Error::new(e),
                 })
-                .with_context(|| format!("opening the store in PostgreSQL at {place}"))?;
+                .context("opening the PostgreSQL store")?;
             run.serve(store, place).await
         }
     }
