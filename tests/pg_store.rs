@@ -364,3 +364,54 @@ async fn a_damaged_bucket_neither_panics_nor_blocks_garbage_collection() {
     assert_eq!(store.link_count(), 2);
     store.verify().await.unwrap();
 }
+
+/// Write-once across frontends: many accepters racing to answer one mailbox through different
+/// frontends get exactly one `Stored`; every frontend then returns that one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_answer_per_mailbox_across_frontends() {
+    use rdv::proto::{MailboxAddr, SealedAnswer};
+    use rdv::store::PutAnswer;
+    let pg = Postgres::start();
+    let fronts = join_all((0..3u8).map(|i| open(&pg, "postgres", StoreParams::default(), i))).await;
+    let mailbox = MailboxAddr([9; 32]);
+    let results = join_all((0..30u8).map(|i| {
+        let f = fronts[usize::from(i % 3)].clone();
+        async move {
+            let mut a = [0u8; 256];
+            a[0] = i;
+            (a, f.put_answer(mailbox, SealedAnswer(a), T0).await.unwrap())
+        }
+    }))
+    .await;
+    let stored: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| *r == PutAnswer::Stored)
+        .map(|(a, _)| *a)
+        .collect();
+    assert_eq!(stored.len(), 1, "exactly one answer wins: {results:?}");
+    for f in &fronts {
+        assert_eq!(
+            f.fetch_answer(mailbox, T0).await.unwrap(),
+            Some(SealedAnswer(stored[0]))
+        );
+    }
+    assert_eq!(fronts[0].verify().await.unwrap(), (0, 0));
+}
+
+/// A testing-only isolating frontend (`--adversary isolate`: one link per bucket) cannot join a
+/// database honest frontends use, nor the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolating_frontend_cannot_join_an_honest_cluster() {
+    let pg = Postgres::start();
+    let _honest = open(&pg, "postgres", StoreParams::default(), 1).await;
+    let mut c = config(&pg, "postgres", StoreParams::default());
+    c.bucket_capacity = 1;
+    let e = PgStore::open(c, FillerSecret::from_bytes([2; 32]))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&e, StoreError::Config(c) if c.key == "bucket_capacity"),
+        "{e:?}"
+    );
+}

@@ -333,7 +333,13 @@ impl PgStore {
     ) -> Result<Self, StoreError> {
         config.validate()?;
         let mut client = connect(&config.database).await?;
-        let (meta, filler) = schema::init(&mut client, &config.params, filler_seed).await?;
+        let (meta, filler) = schema::init(
+            &mut client,
+            &config.params,
+            config.bucket_capacity,
+            filler_seed,
+        )
+        .await?;
         let counters = Arc::new(writer::Counters {
             links: AtomicU64::new(meta.links),
             answers: AtomicU64::new(meta.answers),

@@ -147,6 +147,7 @@ fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
     let id = match e.key {
         "max_rendezvous_in_flight" => "max_rendezvous",
         "rate_burst" => "rate",
+        "bucket_capacity" => "adversary",
         k => k,
     };
     anyhow::Error::new(CliError::new(

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS rdv_meta (
     ttl bigint NOT NULL,
     max_seq integer NOT NULL,
     max_links bigint,
+    bucket_capacity integer NOT NULL,
     links bigint NOT NULL CHECK (links >= 0),
     answers bigint NOT NULL CHECK (answers >= 0),
     last_created bigint,
@@ -190,12 +191,13 @@ pub(super) async fn write_meta(
 pub(super) async fn init(
     client: &mut Client,
     params: &StoreParams,
+    capacity: usize,
     filler_seed: FillerSecret,
 ) -> Result<(Meta, FillerSecret), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&INIT_LOCK])
         .await?;
-    let r = init_locked(client, params, filler_seed).await;
+    let r = init_locked(client, params, capacity, filler_seed).await;
     // Also released when the connection closes, should this fail.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&INIT_LOCK])
@@ -208,8 +210,10 @@ pub(super) async fn init(
 async fn init_locked(
     client: &mut Client,
     params: &StoreParams,
+    capacity: usize,
     filler_seed: FillerSecret,
 ) -> Result<(Meta, FillerSecret), StoreError> {
+    let capacity = i32::try_from(capacity).unwrap_or(i32::MAX);
     let t = client.transaction().await?;
     // The tables are created once. Not every start: CREATE INDEX IF NOT EXISTS would lock a
     // table running frontends write to, and a frontend's role need not own the tables.
@@ -222,8 +226,8 @@ async fn init_locked(
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
-        "INSERT INTO rdv_meta (id, format, filler, open_window, ttl, max_seq, max_links, links, answers) \
-         VALUES (1, $1, $2, $3, $4, $5, $6, 0, 0) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO rdv_meta (id, format, filler, open_window, ttl, max_seq, max_links, bucket_capacity, links, answers) \
+         VALUES (1, $1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (id) DO NOTHING",
         &[
             &FORMAT_VERSION,
             &filler_seed.expose().as_slice(),
@@ -231,12 +235,13 @@ async fn init_locked(
             &int(params.ttl_secs)?,
             &i32::from(params.max_seq),
             &max_links,
+            &capacity,
         ],
     )
     .await?;
     let row = t
         .query_one(
-            "SELECT format, filler, open_window, ttl, max_seq, max_links FROM rdv_meta WHERE id = 1",
+            "SELECT format, filler, open_window, ttl, max_seq, max_links, bucket_capacity FROM rdv_meta WHERE id = 1",
             &[],
         )
         .await?;
@@ -259,6 +264,15 @@ async fn init_locked(
         max_links: row.try_get::<_, Option<i64>>(5)?.map(uint).transpose()?,
     };
     check_same(params, &recorded)?;
+    let recorded_capacity: i32 = row.try_get(6)?;
+    if recorded_capacity != capacity {
+        // An isolating (adversarial, testing-only) frontend must never fill an honest
+        // cluster's buckets, nor an honest one a test cluster's.
+        return Err(StoreError::Config(crate::ConfigError::new(
+            "bucket_capacity",
+            format!("is {capacity} links per bucket here but {recorded_capacity} in the shared database: a testing-only adversarial frontend and honest ones never share a database"),
+        )));
+    }
     let meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
     let db_now: f64 = t
         .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
