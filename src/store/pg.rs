@@ -302,6 +302,15 @@ impl Readers {
                 let (_, conn) = self.get().await?;
                 timed(conn).await
             }
+            Err(StoreError::Backend(e)) if e.is::<TimedOut>() => {
+                // Requests queued behind the one that hung would hang too: this slot gets a
+                // fresh connection at its next read.
+                let mut slot = self.slots[i].lock().await;
+                if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                    slot.take();
+                }
+                Err(StoreError::Backend(e))
+            }
             r => r,
         }
     }
