@@ -11,11 +11,11 @@
 mod common;
 
 use common::pg::Postgres;
-use common::tornet::{require_tor, script, Tornet};
+use common::tornet::{field, rdv, require_tor, script, Tornet};
 use common::ServerProcess;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BASE_PORT: u16 = 16700;
@@ -47,24 +47,6 @@ fn tornet(args: &[&str], net: &Path) -> String {
         .expect("run tornet.sh");
     assert!(out.status.success(), "tornet.sh {args:?} failed");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn rdv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rdv")
-}
-
-fn field(out: &Output, name: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
-        .trim()
-        .to_string()
 }
 
 /// A sample of a frontend's metrics (0 if absent). The metrics listener starts right after the

@@ -30,32 +30,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::tornet::{require_tor, script, tail, Serve, Tornet};
+use common::tornet::{field, rdv, require_tor, script, tail, Serve, Tornet};
 
 const BASE_PORT: u16 = 16300;
-
-fn rdv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rdv")
-}
-
-fn field(out: &Output, name: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name:?} in output:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-        .trim()
-        .to_string()
-}
 
 struct Offered {
     link: String,

@@ -272,13 +272,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let mut waits = Vec::with_capacity(links.len());
         for (link, check) in links {
-            let (reply, rx) = oneshot::channel();
-            let op = Op::Store {
-                link,
-                check,
-                now,
-                reply,
-            };
+            let (op, rx) = Op::store(link, check, now);
             self.inner
                 .tx
                 .send(op)
@@ -348,13 +342,7 @@ impl BucketStore for DiskStore {
         check: DeleteCheck,
         now: u64,
     ) -> Result<BucketId, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Store {
-            link,
-            check,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::store(link, check, now);
         self.send(op, rx).await
     }
 
@@ -387,13 +375,7 @@ impl BucketStore for DiskStore {
         check: DeleteCheck,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Delete {
-            locator,
-            check,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::delete(locator, check, now);
         self.send(op, rx).await
     }
 
@@ -403,13 +385,7 @@ impl BucketStore for DiskStore {
         answer: SealedAnswer,
         now: u64,
     ) -> Result<PutAnswer, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::PutAnswer {
-            mailbox,
-            answer,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::put_answer(mailbox, answer, now);
         self.send(op, rx).await
     }
 
@@ -435,8 +411,8 @@ impl BucketStore for DiskStore {
     }
 
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Gc { now, limit, reply }, rx).await
+        let (op, rx) = Op::gc(now, limit);
+        self.send(op, rx).await
     }
 
     fn params(&self) -> StoreParams {

@@ -35,7 +35,56 @@ pub(crate) enum Op {
     },
 }
 
+/// The answer to a queued operation.
+pub(crate) type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
+
 impl Op {
+    /// A store, and where its answer comes.
+    pub(crate) fn store(link: SealedLink, check: DeleteCheck, now: u64) -> (Op, Answer<BucketId>) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Store {
+            link,
+            check,
+            now,
+            reply,
+        };
+        (op, rx)
+    }
+
+    /// A delete, and where its answer comes.
+    pub(crate) fn delete(locator: Locator, check: DeleteCheck, now: u64) -> (Op, Answer<bool>) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Delete {
+            locator,
+            check,
+            now,
+            reply,
+        };
+        (op, rx)
+    }
+
+    /// An answer to put, and where the result comes.
+    pub(crate) fn put_answer(
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+    ) -> (Op, Answer<PutAnswer>) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::PutAnswer {
+            mailbox,
+            answer,
+            now,
+            reply,
+        };
+        (op, rx)
+    }
+
+    /// A garbage collection, and where its count comes.
+    pub(crate) fn gc(now: u64, limit: usize) -> (Op, Answer<usize>) {
+        let (reply, rx) = oneshot::channel();
+        (Op::Gc { now, limit, reply }, rx)
+    }
+
     /// Answer with an error without doing anything.
     pub(crate) fn fail(self, e: &StoreError) {
         // A caller that went away does not mind.

@@ -429,13 +429,7 @@ impl BucketStore for PgStore {
         check: DeleteCheck,
         now: u64,
     ) -> Result<BucketId, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Store {
-            link,
-            check,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::store(link, check, now);
         self.send(op, rx).await
     }
 
@@ -473,13 +467,7 @@ impl BucketStore for PgStore {
         check: DeleteCheck,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Delete {
-            locator,
-            check,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::delete(locator, check, now);
         self.send(op, rx).await
     }
 
@@ -489,13 +477,7 @@ impl BucketStore for PgStore {
         answer: SealedAnswer,
         now: u64,
     ) -> Result<PutAnswer, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::PutAnswer {
-            mailbox,
-            answer,
-            now,
-            reply,
-        };
+        let (op, rx) = Op::put_answer(mailbox, answer, now);
         self.send(op, rx).await
     }
 
@@ -519,8 +501,8 @@ impl BucketStore for PgStore {
     }
 
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Op::Gc { now, limit, reply }, rx).await
+        let (op, rx) = Op::gc(now, limit);
+        self.send(op, rx).await
     }
 
     fn params(&self) -> StoreParams {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -157,4 +157,29 @@ pub fn tail(p: &Path) -> String {
     let s = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Run the `rdv` binary with `args` (no standard input) and wait for it.
+pub fn rdv(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rdv")
+}
+
+/// The rest of the first standard output line of `out` starting with `name`.
+pub fn field(out: &Output, name: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name:?} in output:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .trim()
+        .to_string()
 }
