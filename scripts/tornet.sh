@@ -27,8 +27,8 @@
 #   redirected to files: a caller doing `onion=$(tornet.sh hs ...)` must not
 #   be kept waiting by a tor process holding its pipe open.
 # * `stop` only ever signals PIDs listed in DIR/pids whose command line is a
-#   tor (or Onionbalance) started with a file under DIR (guards against PID
-#   reuse).
+#   tor started with a file under DIR, or Onionbalance running in a directory
+#   under DIR (guards against PID reuse).
 # * Onionbalance runs with --is-testnet, which hard-codes a 20 s voting
 #   interval: keep V3AuthVotingInterval at 20 below, or its blinded keys and
 #   HSDir choices stop matching tor's.
@@ -136,9 +136,17 @@ pid_is_our_tor() {
     local -a args=()
     local a
     mapfile -d '' -t args 2>/dev/null <"/proc/$1/cmdline" || return 1
+    ((${#args[@]} > 0)) || return 1
+    # Onionbalance rewrites its command line to "onionbalance" (setproctitle): recognise it by
+    # that and by its working directory, which `ob` sets inside DIR.
+    if [[ ${args[0]##*/} == onionbalance* || ${args[1]:-} == */onionbalance ]]; then
+        local cwd
+        cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || return 1
+        [[ $cwd == "$2/"* ]]
+        return
+    fi
     ((${#args[@]} > 1)) || return 1
-    # tor itself, or Onionbalance (python running the onionbalance script).
-    [[ ${args[0]##*/} == *tor* || ${args[1]##*/} == onionbalance ]] || return 1
+    [[ ${args[0]##*/} == *tor* ]] || return 1
     for a in "${args[@]:1}"; do
         if [[ $a == "$2/"* ]]; then return 0; fi
     done

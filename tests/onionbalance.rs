@@ -276,4 +276,32 @@ fn offers_and_accepts_through_one_front_address_reach_both_frontends() {
     for f in fronts {
         assert!(f.terminate().success());
     }
+    // Stopping the network stops Onionbalance too (it renames its process, so the script must
+    // recognise it another way than by its command line).
+    let ob: u32 = std::fs::read_to_string(net.dir.join("pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, name)| *name == "ob-front")
+        .map(|(pid, _)| pid.parse().unwrap())
+        .next_back()
+        .expect("Onionbalance in the network's pid file");
+    drop(net);
+    let gone = Instant::now() + Duration::from_secs(30);
+    // Gone, or a zombie (orphans are reaped by PID 1, which in a container may never do it).
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{ob}/stat"))
+            .map(|st| {
+                st.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    while running() {
+        assert!(
+            Instant::now() < gone,
+            "Onionbalance (pid {ob}) still runs after tornet.sh stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
