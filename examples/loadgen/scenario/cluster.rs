@@ -134,22 +134,7 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<()> {
     let url = pg.url("fetch");
     let targets = preload(&url, a.preload).await?;
     println!("preloaded {} full buckets through PgStore", targets.len());
-    let dirs: Vec<_> = (0..3)
-        .map(|i| fresh_dir(&c.data_root, &format!("rdv-loadgen-front{i}")))
-        .collect::<Result<_>>()?;
-    let fronts: Vec<ServerProc> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            ServerProc::spawn(
-                &format!("frontend {i}"),
-                &c.bin,
-                d,
-                &["--store", url.as_str()],
-                c.verbose,
-            )
-        })
-        .collect::<Result<_>>()?;
+    let (dirs, fronts) = three_frontends(c, &url, "front")?;
     let fetch_spec = |clients: usize| LoadSpec {
         persistent: false,
         clients,
@@ -218,23 +203,8 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<()> {
     // 4: failover.
     println!();
     let url = pg.url("failover");
-    let dirs: Vec<_> = (0..3)
-        .map(|i| fresh_dir(&c.data_root, &format!("rdv-loadgen-fail{i}")))
-        .collect::<Result<_>>()?;
-    let mut fronts: Vec<Option<ServerProc>> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            ServerProc::spawn(
-                &format!("frontend {i}"),
-                &c.bin,
-                d,
-                &["--store", url.as_str()],
-                c.verbose,
-            )
-            .map(Some)
-        })
-        .collect::<Result<_>>()?;
+    let (dirs, fronts) = three_frontends(c, &url, "fail")?;
+    let mut fronts: Vec<Option<ServerProc>> = fronts.into_iter().map(Some).collect();
     let addrs: Vec<_> = fronts.iter().flatten().map(|f| f.addr).collect();
     let killed_at = Arc::new(std::sync::OnceLock::<Instant>::new());
     let end = Instant::now() + c.duration;
@@ -304,6 +274,31 @@ pub(crate) async fn run(a: ClusterArgs) -> Result<()> {
         remove_dir(d, c.keep);
     }
     Ok(())
+}
+
+/// Three `rdv serve --store URL` frontends, each on a fresh data directory.
+fn three_frontends(
+    c: &crate::Common,
+    url: &str,
+    name: &str,
+) -> Result<(Vec<std::path::PathBuf>, Vec<ServerProc>)> {
+    let dirs: Vec<_> = (0..3)
+        .map(|i| fresh_dir(&c.data_root, &format!("rdv-loadgen-{name}{i}")))
+        .collect::<Result<_>>()?;
+    let fronts = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            ServerProc::spawn(
+                &format!("frontend {i}"),
+                &c.bin,
+                d,
+                &["--store", url],
+                c.verbose,
+            )
+        })
+        .collect::<Result<_>>()?;
+    Ok((dirs, fronts))
 }
 
 /// `n` links (rounded down to full buckets) stored through the library's PgStore with the
