@@ -75,6 +75,18 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The PID tornet.sh recorded last for process `name` of the network in `dir`.
+fn recorded_pid(dir: &Path, name: &str) -> u32 {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, n)| *n == name)
+        .map(|(pid, _)| pid.parse().unwrap())
+        .next_back()
+        .unwrap_or_else(|| panic!("no {name} in the network's pid file"))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -229,14 +241,7 @@ fn offers_and_accepts_through_one_front_address_reach_both_frontends() {
     // the front address still succeed, on the other frontend; how long they take is printed
     // (the dead instance's introduction points stay in the front descriptor for a while, and a
     // client that picks one of them first has to try another).
-    let pids = std::fs::read_to_string(net.dir.join("pids")).unwrap();
-    let be1_tor: u32 = pids
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, name)| *name == "hs-be1")
-        .map(|(pid, _)| pid.parse().unwrap())
-        .next_back()
-        .expect("be1's tor in the network's pid file");
+    let be1_tor = recorded_pid(&net.dir, "hs-be1");
     let mut fronts = fronts;
     let dead = fronts.pop().unwrap();
     assert!(Command::new("kill")
@@ -278,14 +283,7 @@ fn offers_and_accepts_through_one_front_address_reach_both_frontends() {
     }
     // Stopping the network stops Onionbalance too (it renames its process, so the script must
     // recognise it another way than by its command line).
-    let ob: u32 = std::fs::read_to_string(net.dir.join("pids"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, name)| *name == "ob-front")
-        .map(|(pid, _)| pid.parse().unwrap())
-        .next_back()
-        .expect("Onionbalance in the network's pid file");
+    let ob = recorded_pid(&net.dir, "ob-front");
     drop(net);
     let gone = Instant::now() + Duration::from_secs(30);
     // Gone, or a zombie (orphans are reaped by PID 1, which in a container may never do it).
