@@ -502,7 +502,7 @@ impl Client {
                 tried,
                 index,
                 reply: opened.answer_to.map(|to| ReplyTo {
-                    server: link.server.clone(),
+                    servers: vec![link.server.clone()],
                     key,
                     to,
                 }),

@@ -12,6 +12,7 @@ pub mod kdf;
 pub mod link;
 pub mod padding;
 pub mod policy;
+pub mod schedule;
 pub mod seal;
 pub mod wire;
 pub mod words;

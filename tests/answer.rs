@@ -9,6 +9,7 @@ use rdv::client::{AnswerError, CollectError, ErrorKind, PendingAnswer};
 use rdv::clock::{Clock, SystemClock};
 use rdv::framed::{read_msg, write_msg};
 use rdv::proto::answer::{self, AnswerSecret, MAX_ANSWER};
+use rdv::proto::schedule::LookSchedule;
 use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{ErrorCode, KdfProfile, MailboxAddr, Passphrase, Request, Response, SealedAnswer};
 use rdv::server::ServerConfig;
@@ -311,10 +312,27 @@ async fn answers_count_against_the_storage_quota() {
     assert!(e.to_string().contains("quota"), "{e}");
 }
 
+/// Looks into the mailbox answered `fetch_empty` or `fetch_found` so far, by the server's count.
+fn looks(server: &Arc<rdv::server::Server<rdv::store::MemoryStore>>) -> f64 {
+    let text = server.metrics_text();
+    ["fetch_empty", "fetch_found"]
+        .iter()
+        .map(|o| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("rdv_answers_total{{outcome=\"{o}\"}} "))?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
 #[tokio::test(start_paused = true)]
-async fn collecting_waits_for_the_answer_within_the_given_time() {
+async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments() {
     let clock = manual_clock();
-    let (_server, c) = pipe_server(
+    let (server, c) = pipe_server(
         StoreParams::default(),
         ServerConfig::default(),
         Arc::new(clock),
@@ -324,29 +342,60 @@ async fn collecting_waits_for_the_answer_within_the_given_time() {
         .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
-    let e = c
-        .collect_within(&pending, Duration::from_secs(30), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
-    let c2 = c.clone();
-    let accepter = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        let r = c2.accept(&offer.link, None).await.unwrap().reply.unwrap();
-        c2.answer(&r, b"late answer").await.unwrap();
-    });
+    let window = StoreParams::default().open_window_secs;
+    assert_eq!(pending.polls_from(), T0 + window, "the bucket opened at T0");
+    let schedule = LookSchedule {
+        mean: Duration::from_secs(5),
+        early: false,
+    };
+    // No answer: nothing is looked at before the close, then looks until the wait ends, the
+    // last one at its end.
     let t = tokio::time::Instant::now();
+    let c2 = c.clone();
+    let waiting = tokio::spawn(async move {
+        c2.collect_scheduled(&pending, schedule, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|e| (e, pending))
+    });
+    tokio::time::sleep(Duration::from_secs(window - 1)).await;
+    assert_eq!(looks(&server), 0.0, "a look before the bucket closed");
+    let (e, pending) = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+    assert_eq!(t.elapsed(), Duration::from_secs(window + 30));
+    let n = looks(&server);
+    assert!(n >= 2.0, "looks at random moments and at the end: {n}");
+
+    // The accepter answers; the next looks find it.
+    let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&r, b"late answer").await.unwrap();
     let a = c
-        .collect_within(&pending, Duration::from_secs(60), Duration::from_secs(5))
+        .collect_scheduled(&pending, schedule, Duration::from_secs(600))
         .await
         .unwrap();
     assert_eq!(&a[..], b"late answer");
-    assert_eq!(
-        t.elapsed(),
-        Duration::from_secs(15),
-        "found at the 4th look"
-    );
-    accepter.await.unwrap();
+
+    // Looking early starts at once (what --early does, at its cost).
+    let (_o, early) = c
+        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let before = looks(&server);
+    let t = tokio::time::Instant::now();
+    let e = c
+        .collect_scheduled(
+            &early,
+            LookSchedule {
+                early: true,
+                ..schedule
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+    assert_eq!(t.elapsed(), Duration::from_secs(10));
+    assert!(looks(&server) > before);
 }
 
 #[test]
@@ -376,9 +425,22 @@ fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
             &c.collect(&back).await.unwrap().unwrap()[..],
             b"through the file"
         );
+        // A state file of version 1 (rdv 0.1, without polls-from) is still read: looking may
+        // start at once. Version 2 needs the line.
+        let without_polls_from = text
+            .lines()
+            .filter(|l| !l.starts_with("polls-from "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        let v1 = without_polls_from.replace("rdv-pending-answer 2", "rdv-pending-answer 1");
+        assert_eq!(PendingAnswer::from_text(&v1).unwrap().polls_from(), 0);
+        assert!(PendingAnswer::from_text(&without_polls_from).is_err());
+        assert!(back.polls_from() > 0);
         for bad in [
             String::new(),
             "rdv-pending-answer 2\n".into(),
+            "rdv-pending-answer 3\n".into(),
+            text.replace("locator ", "mirror 127.0.0.1:1 AAAA\nlocator "),
             text.replace("secret ", "secrets "),
             text.replace("key ", "key x"),
             text.replacen("link-expires ", "link-expires -", 1),

@@ -163,8 +163,9 @@ fn a_delete_token_from_a_file_or_the_environment() {
 }
 
 /// The answer channel on the command line: offer with a state file, accept with an answer,
-/// collect (the state file is removed, the link deleted); the mistakes a user can make get a
-/// non-zero exit and say what to do.
+/// collect (too early before the bucket closes; with --early and --delete-now the state file is
+/// removed and the link deleted); the mistakes a user can make get a non-zero exit and say what
+/// to do.
 #[test]
 fn offer_accept_answer_collect_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,10 +221,23 @@ fn offer_accept_answer_collect_on_the_command_line() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
 
-    // Nothing to collect yet: a non-zero exit, the state file stays.
+    // Too early to look: the bucket is open (a look now would tie the mailbox to the store).
     let out = rdv(&["collect", "--direct", "--state", state_s], None, &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the link's bucket closes at"), "{err}");
+    // Looking anyway (--early): nothing to collect yet, a non-zero exit, the state file stays.
+    let out = rdv(
+        &["collect", "--direct", "--state", state_s, "--early"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no answer yet") && err.contains("warning: --early"),
+        "{err}"
+    );
     assert!(state.exists());
 
     // Accepting without an answer says that one is asked for.
@@ -251,12 +265,24 @@ fn offer_accept_answer_collect_on_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("answered already"));
 
-    let out = rdv(&["collect", "--direct", "--state", state_s], None, &[]);
+    let out = rdv(
+        &[
+            "collect",
+            "--direct",
+            "--state",
+            state_s,
+            "--early",
+            "--delete-now",
+        ],
+        None,
+        &[],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: --delete-now"));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "smp://b/reply\n");
     assert!(
         !state.exists(),
@@ -292,7 +318,8 @@ fn offer_accept_answer_collect_on_the_command_line() {
 fn offer_waits_for_the_answer() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
+    // A short window: the first look waits for the bucket to close.
+    let server = ServerProcess::start(dir.path(), &["--open-window", "2s"]);
     let addr = server.addr.to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args([
@@ -381,7 +408,7 @@ fn the_demo_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("the initiator collects it: simplex:"),
+        stdout.contains("the initiator collects it after") && stdout.contains("s: simplex:"),
         "{stdout}"
     );
     assert!(stdout.contains("a second answer is refused"), "{stdout}");

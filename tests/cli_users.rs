@@ -223,12 +223,20 @@ fn json_on_every_command_with_results_and_errors() {
     );
     assert_eq!(o3["answer_expected"], true);
     assert_eq!(str_of(&o3, "state_file"), st);
+    assert_eq!(o3["event"], "stored");
     let link3 = str_of(&o3, "link").to_string();
+    // One look now, before the bucket closes, would tie the mailbox to the store.
     err(
         &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
-        "no_answer_yet",
+        "too_early",
         "transient",
     );
+    let early = rdv(
+        &["collect", "--json", "--direct", "--state", st, "--early"],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&early.stderr).contains("warning: --early"));
+    err(&early, "no_answer_yet", "transient");
     let a3 = ok(
         &rdv(
             &[
@@ -261,11 +269,15 @@ fn json_on_every_command_with_results_and_errors() {
         "bad-input",
     );
     let c = ok(
-        &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
+        &rdv(
+            &["collect", "--json", "--direct", "--state", st, "--early"],
+            &[],
+        ),
         "collect",
     );
+    assert_eq!(c["event"], "answer");
     assert_eq!(str_of(&c, "answer"), "smp://back");
-    assert_eq!(c["link_kept"], false);
+    assert_eq!(c["link_kept"], true);
     assert!(!state.exists());
     err(
         &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
@@ -794,23 +806,32 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         "{e}"
     );
 
-    let v = ok(
-        &rdv(
-            &[
-                "offer",
-                "--json",
-                "--hold",
-                "--direct",
-                &addr,
-                "--payload",
-                "p",
-                "--kdf",
-                "test",
-            ],
-            &pass,
-        ),
-        "offer",
+    let out = rdv(
+        &[
+            "offer",
+            "--json",
+            "--hold",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        &pass,
     );
+    assert!(out.status.success());
+    // JSON lines: a `holding` event at once, the `stored` one with the link at the close.
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["event"], "holding");
+    assert!(lines[0].get("link").is_none(), "no link before the close");
+    let v = lines[1].clone();
+    assert_eq!(v["event"], "stored");
+    assert_eq!(v["bucket_closes_at"], lines[0]["bucket_closes_at"]);
     // The link came out only once the bucket had closed (same machine, same clock).
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     let closes = v["bucket_closes_at"].as_u64().unwrap();

@@ -177,7 +177,7 @@ fn no_answer_secret_reaches_a_log_line() {
     let log_path = dir.path().join("server.log");
     let server = ServerProcess::start_with(
         &dir.path().join("data"),
-        &[],
+        &["--open-window", "2s"],
         &[("RUST_LOG", "trace")],
         std::fs::File::create(&log_path).unwrap().into(),
     );
@@ -224,7 +224,16 @@ fn no_answer_secret_reaches_a_log_line() {
         &rdv::proto::AnswerSecret::from_bytes(secret).public(),
     );
     let accept = rdv(&["accept", &link, "--direct", "--answer", answer]);
-    let collect = rdv(&["collect", "--direct", "--state", state.to_str().unwrap()]);
+    let collect = rdv(&[
+        "collect",
+        "--direct",
+        "--state",
+        state.to_str().unwrap(),
+        "--wait",
+        "1m",
+        "--poll-every",
+        "1s",
+    ]);
     assert_eq!(String::from_utf8_lossy(&collect.stdout).trim(), answer);
     server.kill();
     let secrets = [

@@ -202,3 +202,75 @@ async fn an_offer_that_fails_at_one_server_takes_its_copies_back() {
     }
     assert_eq!(s1.store().link_count(), 0);
 }
+
+/// A multi-server link that expects an answer: the answer is left on every server the accepter
+/// reaches and looked for on all of them, so that one server down (the link's main one, here)
+/// loses nothing (PROTOCOL.md §15.4).
+#[tokio::test]
+async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let c = client(&clock);
+    let (offer, pending) = c
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://multi-answer",
+            Passphrase::new("multi answer pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.servers().count(), 3);
+    // Every copy is a format-2 link with the answer key.
+    for i in 0..3 {
+        let a = c.accept(&only(&offer.link, i), None).await.unwrap();
+        assert!(a.reply.is_some(), "copy {i} expects an answer");
+    }
+    // The state file keeps every server.
+    let text = pending.to_text();
+    assert_eq!(text.lines().filter(|l| l.starts_with("mirror ")).count(), 2);
+    let pending = rdv::client::PendingAnswer::from_text(&text).unwrap();
+    assert_eq!(c.collect(&pending).await.unwrap(), None, "no answer yet");
+
+    // The link's main server goes down; the accepter still gets the payload and answers.
+    servers[0].shutdown();
+    let found = c.accept(&offer.link, None).await.unwrap();
+    let reply = found.reply.unwrap();
+    c.answer(&reply, b"smp://reply").await.unwrap();
+    assert_eq!(servers[1].store().answer_count(), 1);
+    assert_eq!(servers[2].store().answer_count(), 1);
+    match c.answer(&reply, b"smp://second").await {
+        Err(rdv::client::AnswerError::AlreadyAnswered) => {}
+        other => panic!("{other:?}"),
+    }
+    // The initiator looks on every server: the main one is down, the others have it.
+    let got = c.collect(&pending).await.unwrap().expect("the answer");
+    assert_eq!(&got[..], b"smp://reply");
+    // Retiring deletes the copies that can be reached.
+    c.retire(&pending).await.unwrap();
+    assert_eq!(servers[1].store().link_count(), 0);
+    assert_eq!(servers[2].store().link_count(), 0);
+
+    // Every server down: answering and looking fail, naming each server.
+    servers[1].shutdown();
+    servers[2].shutdown();
+    match c.answer(&reply, b"smp://late").await {
+        Err(e @ rdv::client::AnswerError::AllServers(_)) => {
+            for a in &addrs {
+                assert!(e.to_string().contains(&a.to_string()), "{e}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.collect(&pending).await {
+        Err(rdv::client::CollectError::AllServers(f)) => assert_eq!(f.len(), 3),
+        other => panic!("{other:?}"),
+    }
+}

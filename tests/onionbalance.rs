@@ -12,7 +12,7 @@ mod common;
 
 use common::pg::Postgres;
 use common::tornet::{field, rdv, require_tor, script, Tornet};
-use common::ServerProcess;
+use common::{free_port, metric, ServerProcess};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -49,32 +49,6 @@ fn tornet(args: &[&str], net: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A sample of a frontend's metrics (0 if absent). The metrics listener starts right after the
-/// TCP listener: retried for a while.
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let scrape = std::net::TcpStream::connect(addr).and_then(|mut s| {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        });
-        match scrape {
-            Ok(text) => break text,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("metrics at {addr} not there yet: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("metrics at {addr}: {e}"),
-        }
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The PID tornet.sh recorded last for process `name` of the network in `dir`.
 fn recorded_pid(dir: &Path, name: &str) -> u32 {
     std::fs::read_to_string(dir.join("pids"))
@@ -85,14 +59,6 @@ fn recorded_pid(dir: &Path, name: &str) -> u32 {
         .map(|(pid, _)| pid.parse().unwrap())
         .next_back()
         .unwrap_or_else(|| panic!("no {name} in the network's pid file"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -42,16 +42,9 @@ pub struct Linking {
     pub entropy: f64,
     /// Entropy over log2(candidates); 0 with a single candidate.
     pub degree: f64,
-    /// Whether the attacker's most likely candidate is the right one.
-    pub top_guess_right: bool,
-}
-
-fn exp_density(x: f64, mean: f64) -> f64 {
-    if x < 0.0 {
-        0.0
-    } else {
-        (-x / mean).exp() / mean
-    }
+    /// The chance that the attacker's first guess (its most likely candidate, ties broken at
+    /// random) is the right one.
+    pub top_guess: f64,
 }
 
 /// The attack on one accept: a fetch at `fetched` of bucket `bucket` whose true link is
@@ -86,9 +79,15 @@ pub fn link(
         }
         weights.push(w);
     }
+    score(&weights, target_pos)
+}
+
+/// The attacker's distribution over candidates from their (unnormalized) weights, and how it
+/// fares against the true candidate at `target_pos`.
+pub fn score(weights: &[f64], target_pos: Option<usize>) -> Linking {
     let candidates = weights.len();
     let total: f64 = weights.iter().sum();
-    let probs: Vec<f64> = if total > 0.0 {
+    let probs: Vec<f64> = if total > 0.0 && total.is_finite() {
         weights.iter().map(|w| w / total).collect()
     } else {
         // The model explains none of them: the attacker is left with a uniform guess.
@@ -104,16 +103,28 @@ pub fn link(
     } else {
         0.0
     };
-    let best = probs
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i);
+    let top = probs.iter().copied().fold(0.0, f64::max);
+    // Equal within rounding: a tie.
+    let tied = |p: f64| p >= top * (1.0 - 1e-9);
+    let ties = probs.iter().filter(|p| tied(**p)).count().max(1);
+    let top_guess = match target_pos {
+        Some(t) if tied(probs[t]) => 1.0 / ties as f64,
+        _ => 0.0,
+    };
     Linking {
         candidates,
         entropy,
         degree,
-        top_guess_right: best.is_some() && best == target_pos,
+        top_guess,
+    }
+}
+
+/// The density of an exponential distribution of mean `mean` at `x`.
+pub fn exp_density(x: f64, mean: f64) -> f64 {
+    if x < 0.0 {
+        0.0
+    } else {
+        (-x / mean).exp() / mean
     }
 }
 
@@ -140,6 +151,8 @@ mod tests {
         let r = link(&links, &[100.0], 0, 150.0, 3, &m);
         assert_eq!(r.candidates, 8);
         assert!((r.degree - 1.0).abs() < 1e-9 && (r.entropy - 3.0).abs() < 1e-9);
+        // Eight equally likely candidates: the first guess is right one time in eight.
+        assert!((r.top_guess - 0.125).abs() < 1e-12);
     }
 
     #[test]
@@ -154,7 +167,7 @@ mod tests {
         let r = link(&links, &[600.0], 0, 200.0, 5, &m);
         assert_eq!(r.candidates, 8);
         assert_eq!(r.degree, 0.0);
-        assert!(r.top_guess_right);
+        assert_eq!(r.top_guess, 1.0);
     }
 
     #[test]
@@ -166,6 +179,6 @@ mod tests {
             mean_delete_delay: None,
         };
         let r = link(&links, &[600.0], 0, 300.0, 1, &m);
-        assert!(r.top_guess_right && r.degree < 0.1, "{r:?}");
+        assert!(r.top_guess == 1.0 && r.degree < 0.1, "{r:?}");
     }
 }

@@ -8,6 +8,9 @@ pub struct Series {
     name: String,
     points: Vec<(f64, f64)>,
     dashed: bool,
+    /// The colour's index, when set; else one colour per three series (more than four) or per
+    /// series.
+    color: Option<usize>,
 }
 
 impl Series {
@@ -16,6 +19,7 @@ impl Series {
             name,
             points,
             dashed: false,
+            color: None,
         }
     }
     pub fn dashed(name: String, points: Vec<(f64, f64)>) -> Self {
@@ -23,7 +27,13 @@ impl Series {
             name,
             points,
             dashed: true,
+            color: None,
         }
+    }
+    /// Draw in the colour of index `c` (series of one group share it).
+    pub fn color(mut self, c: usize) -> Self {
+        self.color = Some(c);
+        self
     }
 }
 
@@ -63,7 +73,8 @@ pub fn lines(
                 .draw()
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
-                let color = colors[(i / if series.len() > 4 { 3 } else { 1 }) % colors.len()];
+                let color = colors
+                    [s.color.unwrap_or(i / if series.len() > 4 { 3 } else { 1 }) % colors.len()];
                 let style = ShapeStyle::from(color).stroke_width(2);
                 let points = s.points.clone();
                 if s.dashed {

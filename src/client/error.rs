@@ -364,6 +364,9 @@ pub enum AnswerError {
         /// The version the server agreed on.
         version: u16,
     },
+    /// No server of a multi-server link took the answer.
+    #[error("no server of the link took the answer: {}", failures_text(.0))]
+    AllServers(Vec<(String, AnswerError)>),
 }
 
 impl AnswerError {
@@ -373,6 +376,7 @@ impl AnswerError {
             AnswerError::Connection(e) => e.kind(),
             AnswerError::Seal(_) | AnswerError::AlreadyAnswered => ErrorKind::BadInput,
             AnswerError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
+            AnswerError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }
 }
@@ -395,6 +399,9 @@ pub enum CollectError {
         "no answer arrived in time (the mailbox held nothing that opens with this offer's keys)"
     )]
     NoAnswerYet,
+    /// No server of a multi-server link could be asked.
+    #[error("no server of the link could be asked for the answer: {}", failures_text(.0))]
+    AllServers(Vec<(String, CollectError)>),
 }
 
 impl CollectError {
@@ -404,6 +411,7 @@ impl CollectError {
             CollectError::Connection(e) => e.kind(),
             CollectError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
             CollectError::NoAnswerYet => ErrorKind::Transient,
+            CollectError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }
 }

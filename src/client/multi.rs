@@ -10,7 +10,7 @@
 use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError};
 use crate::proto::link::{Mirror, MAX_MIRRORS};
 use crate::proto::seal::{self, NONCE_LEN};
-use crate::proto::{KdfProfile, LinkKey, Passphrase, RdvLink, ServerAddr};
+use crate::proto::{AnswerPublic, KdfProfile, LinkKey, Locator, Passphrase, RdvLink, ServerAddr};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngCore;
 
@@ -26,9 +26,29 @@ impl Client {
         passphrase: Passphrase,
         kdf: KdfProfile,
     ) -> Result<Offer, OfferError> {
+        self.offer_to_all_with(servers, payload, passphrase, kdf, None)
+            .await
+            .map(|(offer, _key)| offer)
+    }
+
+    /// [`Client::offer_to_all`], every copy sealed with `answer_to` inside when given (and then
+    /// stored only on servers with mailboxes): the offer and the link key.
+    pub(super) async fn offer_to_all_with(
+        &self,
+        servers: &[ServerAddr],
+        payload: &[u8],
+        passphrase: Passphrase,
+        kdf: KdfProfile,
+        answer_to: Option<&AnswerPublic>,
+    ) -> Result<(Offer, LinkKey), OfferError> {
+        let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
         let (first, rest) = match servers {
             [] => return Err(OfferError::Servers("no server given")),
-            [only] => return self.offer(only, payload, passphrase, kdf).await,
+            [only] => {
+                return self
+                    .offer_with(only, payload, passphrase, kdf, secrets, answer_to)
+                    .await
+            }
             [first, rest @ ..] => (first, rest),
         };
         if rest.len() > MAX_MIRRORS {
@@ -43,9 +63,8 @@ impl Client {
         }
         // The first server's offer draws the salt and the token and derives the key; the other
         // copies reuse the key with nonces of their own.
-        let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
         let (mut offer, key) = self
-            .offer_with(first, payload, passphrase, kdf, secrets, None)
+            .offer_with(first, payload, passphrase, kdf, secrets, answer_to)
             .await
             .map_err(|e| OfferError::AtServer {
                 server: first.to_string(),
@@ -56,8 +75,15 @@ impl Client {
             let mut nonce = [0u8; NONCE_LEN];
             rand::rngs::OsRng.fill_bytes(&mut nonce);
             let token = offer.delete_token.for_server((i + 1) as u8);
-            let result = match seal::seal(&key, payload, nonce) {
-                Ok(sealed) => self.store_sealed(server, sealed, &token, false).await,
+            let sealed = match answer_to {
+                None => seal::seal(&key, payload, nonce),
+                Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce),
+            };
+            let result = match sealed {
+                Ok(sealed) => {
+                    self.store_sealed(server, sealed, &token, answer_to.is_some())
+                        .await
+                }
                 Err(e) => Err(e.into()),
             };
             match result {
@@ -75,7 +101,7 @@ impl Client {
             }
         }
         offer.link.mirrors = stored;
-        Ok(offer)
+        Ok((offer, key))
     }
 
     /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).
@@ -108,7 +134,7 @@ impl Client {
                                 tried: links.len(),
                                 index,
                                 reply: opened.answer_to.map(|to| super::ReplyTo {
-                                    server: server.clone(),
+                                    servers: link.servers().into_iter().map(|(s, _)| s).collect(),
                                     key: key.clone(),
                                     to,
                                 }),
@@ -143,11 +169,21 @@ impl Client {
         link: &RdvLink,
         token: &crate::proto::DeleteToken,
     ) -> Result<(), DeleteError> {
+        self.delete_copies(&link.servers(), token).await
+    }
+
+    /// Delete the copies at `copies` (the link's servers and buckets, in link order, so that
+    /// each gets its own token); done when at least one server deleted its copy.
+    pub(crate) async fn delete_copies(
+        &self,
+        copies: &[(ServerAddr, Locator)],
+        token: &crate::proto::DeleteToken,
+    ) -> Result<(), DeleteError> {
         let mut failures = Vec::new();
         let mut deleted = 0;
-        for (i, (server, locator)) in link.servers().into_iter().enumerate() {
+        for (i, (server, locator)) in copies.iter().enumerate() {
             match self
-                .delete_at(&server, locator, &token.for_server(i as u8))
+                .delete_at(server, *locator, &token.for_server(i as u8))
                 .await
             {
                 Ok(()) => deleted += 1,

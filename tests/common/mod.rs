@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod pg;
+#[allow(unused_imports)]
+pub use pg::free_port;
 pub mod tornet;
 
 /// A fixed, plausible "now" for tests with a manual clock.
@@ -226,4 +228,31 @@ pub fn run_rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std:
     }
     drop(input);
     child.wait_with_output().expect("wait for rdv")
+}
+
+/// A sample of a server's metrics at `addr` (0 if absent). The metrics listener starts right
+/// after the TCP listener: retried for a while.
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let scrape = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match scrape {
+            Ok(text) => break text,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("metrics at {addr} not there yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("metrics at {addr}: {e}"),
+        }
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

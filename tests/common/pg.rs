@@ -60,8 +60,8 @@ fn postgres_ids() -> (u32, u32) {
     (out("-u"), out("-g"))
 }
 
-/// A free loopback port (bound and released: PostgreSQL binds it right after).
-fn free_port() -> u16 {
+/// A free loopback port (bound and released: the program that needs it binds it right after).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

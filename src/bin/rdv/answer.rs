@@ -1,13 +1,15 @@
 //! The answer channel on the command line: `rdv collect`, the state file, and waiting for an
-//! answer (shared with `rdv offer --expect-answer --wait`).
+//! answer (shared with `rdv offer --expect-answer --wait`) on the look schedule of PROTOCOL.md
+//! §15.4: no look before the bucket closes, random pauses, the link left to expire.
 
-use crate::cli::CollectArgs;
+use crate::cli::{CollectArgs, LookArgs};
 use crate::error::CliError;
 use crate::out::{fields, note};
 use crate::term::{escape_for_terminal, stdout_is_terminal};
 use crate::transport::make_client;
 use anyhow::{bail, Context, Result};
 use rdv::client::{Client, CollectError, PendingAnswer};
+use rdv::proto::schedule::{LookSchedule, SHORT_MEAN_LOOK};
 use rdv::proto::ClientPolicy;
 use std::io::Write;
 use std::path::Path;
@@ -41,34 +43,91 @@ fn read_state(path: &Path) -> Result<PendingAnswer> {
     PendingAnswer::from_text(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// Look for the answer (once, or until `wait` has passed); `None` if none came. Once it is in,
-/// delete the link unless `keep_link`. Progress goes to standard error.
+/// The look schedule the flags ask for.
+pub(crate) fn schedule(look: &LookArgs) -> LookSchedule {
+    LookSchedule {
+        mean: look.poll_every,
+        early: look.early,
+    }
+}
+
+/// Tell the user what overriding the answer flow's defaults costs (on standard error, also with
+/// `--quiet` and `--json`).
+pub(crate) fn warn_costs(look: &LookArgs) {
+    if look.early {
+        eprintln!("warning: --early looks into the mailbox before the bucket closes: the first look, seconds after your store, tells the server which link the mailbox belongs to, and the accepter's answer then which fetch accepted your link; in the lab an answered link's effective anonymity set fell from 51 to 11 (docs/ANONYMITY.md, \"The answer flow\")");
+    }
+    if look.delete_now {
+        eprintln!("warning: --delete-now deletes the link right after the answer is in: the delete names your link and ties it to the accepter's answer, hence to the fetch that accepted it; in the lab an answered link's effective anonymity set fell from 51 to 2, the server's first guess right 97 % of the time (docs/ANONYMITY.md, \"The answer flow\"). Without it the link expires by itself.");
+    }
+    if look.poll_every < SHORT_MEAN_LOOK {
+        eprintln!("warning: --poll-every {}: every look is a Tor circuit and a request the server sees; looks this frequent make the moment you collect follow the accepter's answer within seconds (it costs no anonymity while the link is left to expire, and more with --delete-now)", humantime::format_duration(look.poll_every));
+    }
+}
+
+/// A unix time on this machine's clock, as RFC 3339.
+fn local_time(t: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()
+}
+
+/// Look for the answer (once now, or on the look schedule for up to `wait` once looking may
+/// start); `None` if none came. Once it is in, delete the link with `--delete-now`. Progress goes
+/// to standard error; with `--json` and a wait, a `waiting` event goes out first.
 pub(crate) async fn wait_for_answer(
+    command: &str,
     client: &Client,
     pending: &PendingAnswer,
+    look: &LookArgs,
     wait: Option<Duration>,
-    every: Duration,
-    keep_link: bool,
 ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    let schedule = schedule(look);
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     let answer = match wait {
-        None => client.collect(pending).await?,
+        None => {
+            if schedule.start(now, pending.polls_from()) > now {
+                return Err(CliError::new(
+                    "too_early",
+                    rdv::client::ErrorKind::Transient,
+                    format!(
+                        "the link's bucket closes at {}: a look before then would tell the server which link the mailbox belongs to; run rdv collect again after that (or --wait to wait here; --early looks anyway, at that cost)",
+                        local_time(pending.polls_from())
+                    ),
+                )
+                .into());
+            }
+            client.collect(pending).await?
+        }
         Some(w) => {
+            let from = schedule.start(now, pending.polls_from());
+            let until = from.saturating_add(w.as_secs());
+            if crate::out::json() {
+                crate::out::emit(
+                    command,
+                    fields! {
+                        "event" => "waiting",
+                        "looks_from" => from,
+                        "looks_until" => until,
+                    },
+                );
+            }
             note!(
-                "waiting up to {} for the answer (looking every {})",
-                humantime::format_duration(w),
-                humantime::format_duration(every)
+                "looking for the answer from {}{} until {}, at random moments ({} apart on average)",
+                local_time(from),
+                if from > now { " (when the bucket closes)" } else { "" },
+                local_time(until),
+                humantime::format_duration(look.poll_every)
             );
-            match client.collect_within(pending, w, every).await {
+            match client.collect_scheduled(pending, schedule, w).await {
                 Ok(a) => Some(a),
                 Err(CollectError::NoAnswerYet) => None,
                 Err(e) => return Err(e.into()),
             }
         }
     };
-    if answer.is_some() && !keep_link {
-        // The link has done its job. Failing to delete it is not worth losing the answer over.
+    if answer.is_some() && look.delete_now {
+        // Failing to delete it is not worth losing the answer over.
         match client.retire(pending).await {
-            Ok(()) => note!("the link was deleted from the server"),
+            Ok(()) => note!("the link was deleted from the server (--delete-now)"),
             Err(e) => eprintln!(
                 "warning: the link could not be deleted ({}); it expires by itself",
                 rdv::config::report(&e)
@@ -111,10 +170,9 @@ pub(crate) fn print_answer(answer: &[u8]) -> Result<()> {
 /// Run `rdv collect`.
 pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
     let pending = read_state(&a.state)?;
+    warn_costs(&a.look);
     let client = make_client(&a.transport, pending.server(), ClientPolicy::default()).await?;
-    let Some(answer) =
-        wait_for_answer(&client, &pending, a.wait, a.poll_every, a.keep_link).await?
-    else {
+    let Some(answer) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
         return Err(CliError::new(
             "no_answer_yet",
             rdv::client::ErrorKind::Transient,
@@ -126,7 +184,7 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         .with_context(|| format!("removing the state file {}", a.state.display()))?;
     drop(pending);
     if crate::out::json() {
-        let mut f = fields! { "link_kept" => a.keep_link };
+        let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
         crate::out::bytes_fields(&mut f, "answer", &answer);
         crate::out::emit("collect", f);
         return Ok(());

@@ -14,17 +14,19 @@ use std::time::Instant;
 
 const OTHERS: usize = 40;
 
+/// The demo server's open window, seconds: short, so that the initiator's first look for the
+/// answer (which waits for the bucket to close) comes within the demo.
+const WINDOW: u64 = 4;
+
 /// Run the demo.
 pub(crate) async fn run() -> Result<()> {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let store = DiskStore::open(
-        dir.path(),
-        DiskStoreConfig::default(),
-        FillerSecret::from_bytes(seed),
-    )?;
+    let mut config = DiskStoreConfig::default();
+    config.params.open_window_secs = WINDOW;
+    let store = DiskStore::open(dir.path(), config, FillerSecret::from_bytes(seed))?;
     let params = store.params();
     let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -34,7 +36,7 @@ pub(crate) async fn run() -> Result<()> {
         "1. rendezvous server on {addr} (plain TCP on loopback; in real use an onion service)"
     );
     println!(
-        "   data: {} (redb), open window {} s, ttl {} s",
+        "   data: {} (redb), open window {} s (a real server: 10 min), ttl {} s",
         dir.path().display(),
         params.open_window_secs,
         params.ttl_secs
@@ -112,12 +114,19 @@ pub(crate) async fn run() -> Result<()> {
         .as_ref()
         .context("the link should expect an answer")?;
     client.answer(reply, reply_link.as_bytes()).await?;
+    println!("   the initiator looks into the mailbox only once the bucket has closed (a look right after its store would tell the server which link the mailbox belongs to), then at random moments (here about a second apart; by default 30 s)");
+    let t = Instant::now();
+    let schedule = rdv::proto::schedule::LookSchedule {
+        mean: std::time::Duration::from_secs(1),
+        early: false,
+    };
     let answer = client
-        .collect(&pending)
-        .await?
+        .collect_scheduled(&pending, schedule, std::time::Duration::from_secs(30))
+        .await
         .context("the answer should be in the mailbox")?;
     println!(
-        "   the initiator collects it: {}",
+        "   the initiator collects it after {:.1} s: {}",
+        t.elapsed().as_secs_f64(),
         String::from_utf8_lossy(&answer)
     );
     if answer[..] != *reply_link.as_bytes() {
@@ -141,7 +150,7 @@ pub(crate) async fn run() -> Result<()> {
     }
 
     println!(
-        "8. the initiator deletes its link (one-time link) with its delete token {}…",
+        "8. the initiator can delete its link with its delete token {}… (by default it lets the link expire: a delete names the link, and right after the answer it would tie the link to the accepter's fetch; here it deletes now to show it)",
         &offer.delete_token.to_text()[..8]
     );
     client.delete(&link, &offer.delete_token).await?;

@@ -71,9 +71,6 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if texts.len() > 1 && direct_to.is_some() && !a.server.is_empty() {
         bail!("with several --server, use --direct without a value (each server is reached at its own address)");
     }
-    if texts.len() > 1 && a.expect_answer {
-        bail!("--expect-answer works with one server only (the answer mailbox is on the link's server)");
-    }
     let servers = texts
         .iter()
         .map(|t| ServerAddr::parse(t).with_context(|| format!("--server {t:?}")))
@@ -86,6 +83,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     if a.expect_answer && a.state.is_none() && a.wait.is_none() {
         bail!("--expect-answer needs --wait DURATION (wait for the answer here) or --state FILE (collect it later with rdv collect), or both");
+    }
+    if a.expect_answer {
+        crate::answer::warn_costs(&a.look);
     }
     if let Some(state) = &a.state {
         if state.exists() {
@@ -114,7 +114,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let client = make_client(&a.transport, &server, policy).await?;
     let (offer, pending) = if a.expect_answer {
         let (o, p) = client
-            .offer_expecting_answer(&server, &payload, passphrase, kdf)
+            .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)
             .await?;
         if let Some(state) = &a.state {
             write_state(state, &p)?;
@@ -153,6 +153,12 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if a.hold {
         let signalled = crate::serve::signal_listener();
         note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
+        if crate::out::json() {
+            crate::out::emit(
+                "offer",
+                fields! { "event" => "holding", "bucket_closes_at" => closes_at },
+            );
+        }
         let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1));
         tokio::select! {
             _ = hold => {}
@@ -187,6 +193,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     if crate::out::json() {
         let mut f = fields! {
+            "event" => "stored",
             "link" => &*link_text,
             "delete_token" => &*token,
             "two_channel" => a.two_channel,
@@ -213,11 +220,15 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 eprintln!("{}", crate::qr::terminal(&pass, a.qr_invert)?);
             }
         }
+        crate::out::emit("offer", f);
+        // The link goes out at once, so that a program can hand it over; the answer follows
+        // on a line of its own.
         if let (Some(pending), Some(wait)) = (&pending, a.wait) {
             let answer = wait_and_finish(&a, &client, pending, wait).await?;
+            let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
             crate::out::bytes_fields(&mut f, "answer", &answer);
+            crate::out::emit("offer", f);
         }
-        crate::out::emit("offer", f);
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -262,15 +273,15 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
 }
 
 /// `--wait`: wait for the answer; without one, say why and (without a state file) take the
-/// link down; with one, remove the state file.
+/// link down (at the end of the wait, a moment that has nothing to do with any fetch); with one,
+/// remove the state file.
 async fn wait_and_finish(
     a: &OfferArgs,
     client: &Client,
     pending: &PendingAnswer,
     wait: std::time::Duration,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let Some(answer) = wait_for_answer(client, pending, Some(wait), a.poll_every, false).await?
-    else {
+    let Some(answer) = wait_for_answer("offer", client, pending, &a.look, Some(wait)).await? else {
         let why = no_answer(pending);
         let no_answer = |msg: String| {
             anyhow::Error::new(CliError::new(

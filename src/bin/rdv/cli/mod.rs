@@ -181,7 +181,8 @@ pub(crate) struct OfferArgs {
     /// Ask the accepter for an answer (say, its own connection link), sealed so that only you can
     /// open it, and forward-secret: the link carries a fresh X25519 key whose secret stays with
     /// you until the answer is collected. Needs --wait or --state; the payload may then be at
-    /// most 181 bytes.
+    /// most 181 bytes. With several --server, the answer is left on every server the accepter
+    /// reaches, and looked for on all of them.
     #[arg(long, help_heading = "Answer")]
     pub(crate) expect_answer: bool,
     /// Write what collecting the answer needs to FILE (created with mode 0600, never
@@ -193,15 +194,42 @@ pub(crate) struct OfferArgs {
         help_heading = "Answer"
     )]
     pub(crate) state: Option<PathBuf>,
-    /// Wait up to this long for the answer, print it (escaped, on an `answer:` line) and delete
-    /// the link. With --state too, the state file is removed once the answer is in.
+    /// Look for the answer for up to this long once the bucket has closed, and print it (escaped,
+    /// on an `answer:` line). No look comes before the bucket closes: the first look at a new
+    /// mailbox would tell the server which link is yours. With --state too, the state file is
+    /// removed once the answer is in.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "expect_answer", help_heading = "Answer")]
     pub(crate) wait: Option<Duration>,
-    /// How often to look for the answer while waiting (each look is a fresh circuit).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
-    pub(crate) poll_every: Duration,
+    #[command(flatten)]
+    pub(crate) look: LookArgs,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
+}
+
+/// How the initiator looks for the answer, and what becomes of the link once it is in
+/// (PROTOCOL.md §15.4; what each choice costs: docs/ANONYMITY.md).
+#[derive(Args, Clone)]
+pub(crate) struct LookArgs {
+    /// Mean pause between two looks for the answer while waiting. The pauses are random
+    /// (exponential), so that looks keep no beat the server could tie together; each look is a
+    /// fresh circuit. Under 10s warns.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
+    pub(crate) poll_every: Duration,
+    /// Look before the bucket closes. COSTS ANONYMITY: the first look at a new mailbox, seconds
+    /// after your store, tells the server which link the mailbox belongs to, and the accepter's
+    /// answer then tells it which fetch accepted your link.
+    #[arg(long, help_heading = "Answer")]
+    pub(crate) early: bool,
+    /// Delete the link from the server as soon as the answer is in. COSTS ANONYMITY: the delete
+    /// names your link, and coming right after the accepter's answer it tells the server which
+    /// fetch accepted it. By default the link is left to expire (the mailbox takes one answer
+    /// only, so it cannot be answered twice).
+    #[arg(long, help_heading = "Answer")]
+    pub(crate) delete_now: bool,
+    /// Leave the link on the server once the answer is in: the default (kept for scripts that
+    /// pass it).
+    #[arg(long, hide = true, conflicts_with = "delete_now")]
+    pub(crate) keep_link: bool,
 }
 
 /// A poll interval: at least one second.
@@ -219,15 +247,12 @@ pub(crate) struct CollectArgs {
     /// answer is in (its secrets are what makes the answer readable).
     #[arg(long, value_name = "FILE")]
     pub(crate) state: PathBuf,
-    /// Wait up to this long for the answer. Default: look once.
+    /// Look for the answer for up to this long (from when the bucket closes, if it has not yet).
+    /// Default: look once, now (refused before the bucket closes, unless --early).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) wait: Option<Duration>,
-    /// How often to look while waiting (each look is a fresh circuit).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_poll)]
-    pub(crate) poll_every: Duration,
-    /// Leave the link on the server once the answer is in. Default: delete it.
-    #[arg(long)]
-    pub(crate) keep_link: bool,
+    #[command(flatten)]
+    pub(crate) look: LookArgs,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }
