@@ -210,6 +210,15 @@ impl Backoff {
     }
 }
 
+/// What [`Client::request_fresh`] got (short-lived: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Sent {
+    /// The server's answer.
+    Answer(Response),
+    /// The server agreed on this older version, which lacks the request: nothing was sent.
+    OldServer(u16),
+}
+
 /// Whether a server error says "busy, try again shortly".
 fn busy(e: &ConnectionError, codes: &[ErrorCode]) -> bool {
     matches!(e, ConnectionError::Server { code, .. } if codes.contains(code))
@@ -313,10 +322,56 @@ impl Client {
         }
     }
 
+    /// Open a connection to `server` and send `req` on it, if the server agreed on at least
+    /// `needs_version` (else [`Sent::OldServer`] with the version it agreed on). A `Busy` answer
+    /// (the server took the slot back between the version exchange and the request, or gave none
+    /// in time) means the request was not executed: it goes again on a fresh connection, with
+    /// growing pauses, within the retry budget.
+    pub(crate) async fn request_fresh(
+        &self,
+        server: &ServerAddr,
+        req: &Request,
+        needs_version: u16,
+    ) -> Result<Sent, ConnectionError> {
+        let mut backoff = Backoff::new(self.config.retry_budget);
+        loop {
+            let mut c = self.connect(server).await?;
+            if c.version() < needs_version {
+                return Ok(Sent::OldServer(c.version()));
+            }
+            match c.request(req).await {
+                Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
+                    tracing::debug!("the server took the connection's slot back; trying again");
+                }
+                r => return r.map(Sent::Answer),
+            }
+        }
+    }
+
+    /// [`Client::request_fresh`] for a request of every protocol version.
+    async fn request_any(
+        &self,
+        server: &ServerAddr,
+        req: &Request,
+    ) -> Result<Response, ConnectionError> {
+        match self
+            .request_fresh(server, req, MIN_PROTOCOL_VERSION)
+            .await?
+        {
+            Sent::Answer(r) => Ok(r),
+            // `connect` refuses versions below the minimum already.
+            Sent::OldServer(v) => Err(ConnectionError::Protocol(format!(
+                "the server agreed on version {v}"
+            ))),
+        }
+    }
+
     /// Ask a server for its parameters.
     pub async fn info(&self, addr: &ServerAddr) -> Result<ServerInfo, ConnectionError> {
-        let mut c = self.connect(addr).await?;
-        Self::info_on(&mut c).await
+        match self.request_any(addr, &Request::Info).await? {
+            Response::Info(i) => Ok(i),
+            r => Err(unexpected("Info", &r)),
+        }
     }
 
     async fn info_on(c: &mut Connection) -> Result<ServerInfo, ConnectionError> {
@@ -420,34 +475,45 @@ impl Client {
         token: &DeleteToken,
         needs_mailboxes: bool,
     ) -> Result<(BucketId, ServerInfo), OfferError> {
-        let mut c = self.connect(server).await?;
-        if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
-            return Err(OfferError::NoMailboxes {
-                version: c.version(),
-            });
-        }
-        let info = Self::info_on(&mut c).await?;
-        self.config
-            .policy
-            .check_window(info.open_window_secs)
-            .map_err(OfferError::UnacceptableServer)?;
         let store = Request::Store {
             link: sealed,
             delete_check: token.check(),
         };
-        // A server with no room this second says so instead of handing out an ID clients refuse.
+        // A server with no room this second says so instead of handing out an ID clients refuse;
+        // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
+        // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
-        let id = loop {
-            match c.request(&store).await {
-                Ok(Response::Stored { id }) => break id,
-                Ok(r) => return Err(unexpected("Stored", &r).into()),
-                Err(e)
-                    if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                        && backoff.wait().await =>
-                {
-                    tracing::debug!("the server has no room for a store now; retrying");
+        let (mut c, info, id) = 'connection: loop {
+            let mut c = self.connect(server).await?;
+            if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
+                return Err(OfferError::NoMailboxes {
+                    version: c.version(),
+                });
+            }
+            let info = match Self::info_on(&mut c).await {
+                Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => continue,
+                r => r?,
+            };
+            self.config
+                .policy
+                .check_window(info.open_window_secs)
+                .map_err(OfferError::UnacceptableServer)?;
+            loop {
+                match c.request(&store).await {
+                    Ok(Response::Stored { id }) => break 'connection (c, info, id),
+                    Ok(r) => return Err(unexpected("Stored", &r).into()),
+                    Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
+                        tracing::debug!("the server took the connection's slot back; retrying");
+                        continue 'connection;
+                    }
+                    Err(e)
+                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                            && backoff.wait().await =>
+                    {
+                        tracing::debug!("the server has no room for a store now; retrying");
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         };
         tracing::debug!("sealed link stored; checking the bucket ID against the policy");
@@ -516,9 +582,8 @@ impl Client {
         server: &ServerAddr,
         locator: crate::proto::Locator,
     ) -> Result<Vec<SealedLink>, AcceptError> {
-        let mut c = self.connect(server).await?;
         let fetch = Request::Fetch { locator };
-        match c.request(&fetch).await {
+        match self.request_any(server, &fetch).await {
             Ok(Response::Bucket { links }) => {
                 // An rdv server pads every answer to a full bucket; anything else is not one.
                 if links.len() != MAX_LINKS_PER_BUCKET {
@@ -554,12 +619,11 @@ impl Client {
         locator: crate::proto::Locator,
         token: &DeleteToken,
     ) -> Result<(), DeleteError> {
-        let mut c = self.connect(server).await?;
         let delete = Request::Delete {
             locator,
             token: token.clone(),
         };
-        match c.request(&delete).await {
+        match self.request_any(server, &delete).await {
             Ok(Response::Deleted) => Ok(()),
             Ok(r) => Err(unexpected("Deleted", &r).into()),
             Err(ConnectionError::Server {

@@ -329,7 +329,7 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
         rate_burst: 3,
         ..Default::default()
     };
-    let (server, c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
+    let (server, _) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
     let sa = pipe_addr();
 
     // No Hello first.
@@ -439,9 +439,14 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
     ));
     drop(s);
 
-    // Connection flood: 4 idle connections hold every slot; a newcomer is served anyway, and
-    // the connection idle the longest is the one closed to make room.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Connection flood: 4 idle connections hold every slot (of a server whose idle timeout is
+    // longer than the slot quantum); a newcomer waits in line until the longest-serving holder
+    // has had its slot for the quantum, then takes it.
+    let config = ServerConfig {
+        max_connections: 4,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = raw_pipe(&server);
@@ -450,7 +455,13 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(server.open_connections(), 4);
+    let t = tokio::time::Instant::now();
     c.info(&sa).await.expect("a newcomer gets a slot");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(9_950) && waited < Duration::from_secs(11),
+        "the newcomer waited {waited:?}: a holder keeps its slot for 10 s"
+    );
     let mut oldest = held.remove(0);
     let r = read_msg::<Response, _>(&mut oldest, u32::MAX)
         .await
@@ -478,13 +489,136 @@ async fn limits_give_clear_errors_and_others_keep_being_served() {
     assert_eq!(server.open_connections(), 0);
 }
 
-/// Only when every connection is executing a request is a newcomer refused with `Busy`: here
-/// four stores wait for room (the store admits 64 links per second and the clock stands still).
+/// Connections in line get slots in their order, each when a holder has had its own for the
+/// quantum (10 s); a busy holder never yields; one that waits longer than the line's limit (45 s)
+/// is refused with `Busy`.
 #[tokio::test(start_paused = true)]
-async fn a_newcomer_is_refused_only_when_every_slot_is_busy() {
+async fn connections_in_line_get_slots_in_order_and_are_refused_after_the_wait() {
     let clock = manual_clock();
     let config = ServerConfig {
-        max_connections: 4,
+        max_connections: 1,
+        rate_per_sec: 1000,
+        rate_burst: 1000,
+        ..Default::default()
+    };
+    let (server, _c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
+    let t0 = tokio::time::Instant::now();
+    let mut holder = raw_pipe(&server);
+    hello(&mut holder).await;
+    // Six newcomers speak at once: the first gets in at 10 s, the second at 20 s, …; the fifth
+    // and sixth would have to wait past 45 s.
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let server = server.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10 * (i + 1))).await;
+            let mut s = raw_pipe(&server);
+            let ok = raw_hello(&mut s).await;
+            (ok, tokio::time::Instant::now() - t0, s)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    for (i, (ok, at, _)) in results.iter().enumerate() {
+        let i = i as u64;
+        if i < 4 {
+            assert!(*ok, "newcomer {i} got a slot");
+            assert!(
+                *at >= Duration::from_secs(10 * (i + 1))
+                    && *at < Duration::from_secs(10 * (i + 1) + 1),
+                "newcomer {i} got its slot at {at:?}"
+            );
+        } else {
+            assert!(!*ok, "newcomer {i} is refused after the line's wait");
+            assert!(*at >= Duration::from_secs(45), "refused at {at:?}");
+        }
+    }
+    assert_eq!(server.slot_holders(), 1);
+}
+
+/// A server that took the connection's slot back answers the next request `Busy` without
+/// executing it: every client operation tries again on a fresh connection instead of failing.
+/// Here every other connection is such a one (it answers the version exchange, then `Busy`).
+#[tokio::test(start_paused = true)]
+async fn a_busy_answer_after_the_version_exchange_is_retried_on_a_fresh_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = manual_clock();
+    let server = rdv::server::Server::new(
+        rdv::store::MemoryStore::new(StoreParams::default()),
+        ServerConfig::default(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
+    let (n2, busy2) = (n.clone(), busy.clone());
+    let connector = rdv::client::pipe::PipeConnector::new(move |mut s| {
+        if n2.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            tokio::spawn(server.clone().serve_stream(s));
+            return;
+        }
+        let busy = busy2.clone();
+        tokio::spawn(async move {
+            let Ok(Request::Hello { max_version, .. }) =
+                read_msg::<Request, _>(&mut s, 1 << 20).await
+            else {
+                return;
+            };
+            let hello = Response::Hello {
+                version: max_version,
+            };
+            let _ = write_msg(&mut s, &hello, DEFAULT_MAX_FRAME).await;
+            if read_msg::<Request, _>(&mut s, 1 << 20).await.is_ok() {
+                busy.fetch_add(1, Ordering::SeqCst);
+                let no = Response::Error {
+                    code: ErrorCode::Busy,
+                    message: "this idle connection was closed to make room".into(),
+                };
+                let _ = write_msg(&mut s, &no, DEFAULT_MAX_FRAME).await;
+            }
+        });
+    });
+    let c = rdv::client::Client::new(
+        Arc::new(connector),
+        rdv::client::ClientConfig::default(),
+        Arc::new(clock),
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"busy", pass(1), KdfProfile::Test)
+        .await
+        .expect("offer");
+    let found = c.accept(&offer.link, None).await.expect("accept");
+    assert_eq!(&found.payload[..], b"busy");
+    c.answer(&found.reply.unwrap(), b"back")
+        .await
+        .expect("answer");
+    assert_eq!(
+        &c.collect(&pending)
+            .await
+            .expect("look")
+            .expect("the answer")[..],
+        b"back"
+    );
+    c.delete(&offer.link, &offer.delete_token)
+        .await
+        .expect("delete");
+    c.info(&pipe_addr()).await.expect("info");
+    assert_eq!(
+        busy.load(Ordering::SeqCst),
+        6,
+        "each operation met one Busy"
+    );
+}
+
+/// Stores that find no bucket ID the client policy accepts (here: one bucket a second, and the
+/// clock stands still) wait their turn and give up after the server's wait with the documented
+/// transient code; nothing was stored.
+#[tokio::test(start_paused = true)]
+async fn stores_without_room_wait_then_get_overloaded() {
+    let clock = manual_clock();
+    let config = ServerConfig {
         rate_per_sec: 1000,
         rate_burst: 1000,
         ..Default::default()
@@ -510,153 +644,13 @@ async fn a_newcomer_is_refused_only_when_every_slot_is_busy() {
         write_msg(&mut s, &store, DEFAULT_MAX_FRAME).await.unwrap();
         waiting.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // A newcomer waits without a slot until it speaks; its Hello finds every holder busy.
-    let mut s = raw_pipe(&server);
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(server.open_connections(), 5);
-    assert_eq!(server.slot_holders(), 4);
-    assert!(!raw_hello(&mut s).await, "refused");
-    let mut s = raw_pipe(&server);
-    let hello11 = Request::Hello {
-        min_version: 1,
-        max_version: 1,
-    };
-    write_msg(&mut s, &hello11, DEFAULT_MAX_FRAME)
-        .await
-        .unwrap();
-    assert_eq!(
-        code(read_msg(&mut s, u32::MAX).await.unwrap()),
-        ErrorCode::Busy
-    );
-    // The waiting stores give up after the server's wait with the documented transient code.
+    let t = tokio::time::Instant::now();
     for s in &mut waiting {
         assert_eq!(
             code(read_msg(&mut *s, u32::MAX).await.unwrap()),
             ErrorCode::Overloaded
         );
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn fetch_answers_are_full_size_and_stable() {
-    let clock = manual_clock();
-    let (server, c) = default_server(&clock);
-    let o = c
-        .offer(&pipe_addr(), b"x", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    let fetch = || async {
-        let mut s = raw_pipe(&server);
-        hello(&mut s).await;
-        let req = Request::Fetch {
-            locator: o.link.locator,
-        };
-        write_msg(&mut s, &req, DEFAULT_MAX_FRAME).await.unwrap();
-        match read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap() {
-            Response::Bucket { links } => links,
-            other => panic!("{other:?}"),
-        }
-    };
-    let a: Vec<SealedLink> = fetch().await;
-    let b = fetch().await;
-    assert_eq!(a.len(), 64);
-    assert_eq!(
-        a, b,
-        "filler is the same on every fetch, so diffing answers reveals nothing"
-    );
-    let distinct: std::collections::HashSet<Vec<u8>> = a.iter().map(|l| l.0.to_vec()).collect();
-    assert_eq!(distinct.len(), 64, "no repeated filler");
-}
-
-#[tokio::test(start_paused = true)]
-async fn expiry_frees_quota_and_nothing_is_evicted_early() {
-    let clock = manual_clock();
-    let params = StoreParams {
-        open_window_secs: 10,
-        ttl_secs: 100,
-        max_links: Some(70),
-        ..Default::default()
-    };
-    let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock.clone()));
-    let sa = pipe_addr();
-    // A flood of stores fills the quota: 70 fit, the rest are refused, none evicts an old link.
-    let mut kept = Vec::new();
-    let mut refused = 0;
-    for i in 0..100 {
-        match c
-            .offer(&sa, format!("f{i}").as_bytes(), pass(i), KdfProfile::Test)
-            .await
-        {
-            Ok(o) => kept.push((i, o)),
-            Err(OfferError::Connection(ConnectionError::Server {
-                code: ErrorCode::QuotaExceeded,
-                ..
-            })) => refused += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert_eq!((kept.len(), refused), (70, 30));
-    for (i, o) in &kept {
-        assert_eq!(
-            &c.accept(&o.link, None).await.unwrap().payload[..],
-            format!("f{i}").as_bytes()
-        );
-    }
-    // Once the buckets expire and are collected, the space is free again.
-    clock.advance(100);
-    assert_eq!(
-        server
-            .store()
-            .collect_garbage(clock.now(), 1000)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(server.store().link_count(), 0);
-    c.offer(&sa, b"after expiry", pass(1000), KdfProfile::Test)
-        .await
-        .unwrap();
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_peer_that_never_reads_is_dropped() {
-    let clock = manual_clock();
-    let config = ServerConfig {
-        idle_timeout: Duration::from_secs(5),
-        rate_per_sec: 100_000,
-        rate_burst: 100_000,
-        ..Default::default()
-    };
-    let (server, c) = pipe_server(StoreParams::default(), config, Arc::new(clock.clone()));
-    let o = c
-        .offer(&pipe_addr(), b"x", pass(1), KdfProfile::Test)
-        .await
-        .unwrap();
-    let mut s = raw_pipe(&server);
-    hello(&mut s).await;
-    // Fetches (16.5 KB answers each), never reading: the server's writes block on the full pipe.
-    let frame = encode_frame(
-        &Request::Fetch {
-            locator: o.link.locator,
-        },
-        DEFAULT_MAX_FRAME,
-    )
-    .unwrap();
-    let flood = tokio::time::timeout(Duration::from_secs(2), async {
-        for _ in 0..5000 {
-            if s.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    let _ = flood.await;
-    assert_eq!(server.open_connections(), 1);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(
-        server.open_connections(),
-        0,
-        "the slot is freed after the write timeout"
-    );
-    drop(s);
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(server.store().link_count(), 64);
 }

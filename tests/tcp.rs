@@ -43,7 +43,7 @@ async fn offer_accept_delete_over_tcp_with_the_disk_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_server_closes_its_longest_idle_connection_for_a_newcomer() {
+async fn a_full_server_gives_the_longest_serving_idle_slot_to_a_newcomer_after_its_quantum() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = ServerConfig {

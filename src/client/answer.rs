@@ -6,7 +6,7 @@
 //! the answer. The initiator's [`Client::collect`] fetches the mailbox and opens it. Every step
 //! runs on its own connection (over Tor: its own circuit).
 
-use super::{unexpected, Client, ConnectionError, Offer};
+use super::{unexpected, Client, ConnectionError, Offer, Sent};
 use super::{AnswerError, CollectError, DeleteError, OfferError};
 use crate::proto::answer::{self, AnswerSecret};
 use crate::proto::schedule::LookSchedule;
@@ -198,11 +198,6 @@ impl PendingAnswer {
     }
 }
 
-/// Whether an error is the server refusing a request for lack of mailboxes.
-fn no_mailboxes(c: &super::Connection) -> Option<u16> {
-    (c.version() < ANSWER_VERSION).then_some(c.version())
-}
-
 impl Client {
     /// [`Client::offer`] for a link that expects an answer: the link carries a fresh answer key,
     /// and the [`PendingAnswer`] holds what collecting the answer needs. The payload may be at
@@ -295,13 +290,10 @@ impl Client {
     }
 
     async fn put_answer_at(&self, server: &ServerAddr, put: &Request) -> Result<(), AnswerError> {
-        let mut c = self.connect(server).await?;
-        if let Some(version) = no_mailboxes(&c) {
-            return Err(AnswerError::NoMailboxes { version });
-        }
-        match c.request(put).await {
-            Ok(Response::AnswerStored) => Ok(()),
-            Ok(r) => Err(unexpected("AnswerStored", &r).into()),
+        match self.request_fresh(server, put, ANSWER_VERSION).await {
+            Ok(Sent::OldServer(version)) => Err(AnswerError::NoMailboxes { version }),
+            Ok(Sent::Answer(Response::AnswerStored)) => Ok(()),
+            Ok(Sent::Answer(r)) => Err(unexpected("AnswerStored", &r).into()),
             Err(ConnectionError::Server {
                 code: ErrorCode::AlreadyAnswered,
                 ..
@@ -350,15 +342,15 @@ impl Client {
         mailbox: MailboxAddr,
         pending: &PendingAnswer,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
-        let mut c = self.connect(server).await?;
-        if let Some(version) = no_mailboxes(&c) {
-            return Err(CollectError::NoMailboxes { version });
-        }
-        match c.request(&Request::FetchAnswer { mailbox }).await? {
-            Response::Answer { answer } => {
+        match self
+            .request_fresh(server, &Request::FetchAnswer { mailbox }, ANSWER_VERSION)
+            .await?
+        {
+            Sent::OldServer(version) => Err(CollectError::NoMailboxes { version }),
+            Sent::Answer(Response::Answer { answer }) => {
                 Ok(answer::open_answer(&pending.key, &pending.secret, &answer).ok())
             }
-            r => Err(unexpected("Answer", &r).into()),
+            Sent::Answer(r) => Err(unexpected("Answer", &r).into()),
         }
     }
 

@@ -18,8 +18,9 @@ const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<S: BucketStore> Server<S> {
     /// Serve one stream to its end, as a source of its own. The stream waits in the waiting room
-    /// until its first complete request, then takes a connection slot (see `limits.rs`); when
-    /// every slot holder is executing a request the peer gets `Busy` and the stream is closed.
+    /// until its first complete request, then takes a connection slot, waiting in line while
+    /// every slot is taken (see `limits.rs`); when none comes in time the peer gets `Busy` and
+    /// the stream is closed.
     pub async fn serve_stream<T: AsyncRead + AsyncWrite + Unpin + Send>(
         self: Arc<Self>,
         stream: T,
@@ -35,6 +36,10 @@ impl<S: BucketStore> Server<S> {
     ) {
         self.metrics.connection();
         let slot = self.slots.arrive();
+        if !slot.admitted() {
+            tracing::debug!("connection closed: the waiting room is full of connections in line");
+            return;
+        }
         if let Err(e) = self.connection_loop(&mut stream, &source, &slot).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
@@ -54,19 +59,27 @@ impl<S: BucketStore> Server<S> {
         Ok(())
     }
 
-    /// Write one response, giving a peer that does not read at most the idle timeout.
+    /// Write one response, giving a peer that does not read at most the idle timeout; a peer
+    /// that has not taken it after [`super::limits::STALL`] loses its slot to a connection in
+    /// line, if there is one.
     async fn send<T: AsyncWrite + Unpin>(
         &self,
         stream: &mut T,
         msg: &Response,
+        slot: &Slot<'_>,
     ) -> Result<(), FrameIoError> {
-        match tokio::time::timeout(self.config.idle_timeout, write_msg(stream, msg, u32::MAX)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(FrameIoError::Io(std::io::Error::new(
+        slot.sending();
+        let write =
+            tokio::time::timeout(self.config.idle_timeout, write_msg(stream, msg, u32::MAX));
+        let gone = || {
+            FrameIoError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the peer does not read its answers",
-            ))),
+            ))
+        };
+        tokio::select! {
+            r = write => r.unwrap_or_else(|_| Err(gone())),
+            _ = slot.evicted() => Err(gone()),
         }
     }
 
@@ -106,12 +119,12 @@ impl<S: BucketStore> Server<S> {
                     // Closed between frames, or broken in the middle of one: nobody to answer.
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(body)) => {
-                        match slot.busy() {
+                        match slot.busy().await {
                             Ok(true) => {}
                             Ok(false) => return self.send_evicted(stream).await,
                             Err(NoSlot) => {
                                 tracing::debug!(
-                                    "connection refused: every slot holder is executing a request"
+                                    "connection refused: no connection slot came free in time"
                                 );
                                 let _ = tokio::time::timeout(
                                     BUSY_WRITE_TIMEOUT,
@@ -128,8 +141,8 @@ impl<S: BucketStore> Server<S> {
                 }
             };
             match step {
-                Step::Reply(r) => self.send(stream, &r).await?,
-                Step::ReplyAndClose(r) => return self.send(stream, &r).await,
+                Step::Reply(r) => self.send(stream, &r, slot).await?,
+                Step::ReplyAndClose(r) => return self.send(stream, &r, slot).await,
                 Step::Handle(req) => {
                     let kind = req.kind();
                     let resp = self.handle(req, session.version(), source).await;
@@ -141,7 +154,7 @@ impl<S: BucketStore> Server<S> {
                             tracing::debug!(request = kind, response = r.kind(), "request answered")
                         }
                     }
-                    self.send(stream, &resp).await?;
+                    self.send(stream, &resp, slot).await?;
                 }
             }
         }

@@ -114,26 +114,46 @@ impl RateLimiter {
     }
 }
 
-/// The connection slots, and which connection yields its slot to a newcomer.
+/// A slot holder yields its slot to a connection in line only once it has held it this long,
+/// and only between requests: an honest session over Tor (a few requests, a circuit round trip
+/// apart) is over well within it.
+pub(crate) const SLOT_QUANTUM: Duration = Duration::from_secs(10);
+/// A slot holder whose answer has not been taken for this long yields its slot at once: an
+/// honest client reads each answer before its next request, and an answer fits in the socket's
+/// and the circuit's buffers.
+pub(crate) const STALL: Duration = Duration::from_secs(2);
+/// How long a connection with a complete first request waits in line for a slot before it is
+/// answered `Busy`.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(45);
+
+/// The connection slots, and who gets one when all are taken.
 ///
 /// A new connection first waits in a *waiting room* until its first complete request: sockets
 /// that never speak, or trickle a frame byte by byte, never hold a slot. When the waiting room is
-/// full, its oldest occupant is closed to make room. A connection takes a slot with its first
-/// complete request; when every slot is taken, the slot holder that has waited longest for its
-/// next complete request is closed instead (an idle keep-alive, say). Only when every slot holder
-/// is in the middle of a request is the newcomer refused. So old connections cannot starve new
-/// ones, and silent ones cannot even compete for slots. Pure state: the caller passes the time.
+/// full, its oldest silent occupant is closed to make room. A connection takes a slot with its
+/// first complete request. When every slot is taken, it gets in line (first come, first served)
+/// and takes the slot of a holder that has had its own for at least [`SLOT_QUANTUM`] and is
+/// between requests, the longest-serving first, or at once the slot of a holder that has not
+/// taken its answer for [`STALL`]. A holder is never closed in the middle of a request, nor
+/// within its quantum: a client paced by Tor's round trips keeps its slot for its whole session,
+/// whatever others do, and connections that hold slots for long take turns with those in line.
+/// After [`QUEUE_WAIT`] in line, the newcomer is refused. Pure state: the caller passes the time.
 #[derive(Debug)]
 pub(crate) struct SlotTable {
     max: usize,
     max_waiting: usize,
     next_id: u64,
+    next_ticket: u64,
     states: std::collections::HashMap<u64, SlotState>,
-    /// Waiting-room occupants by arrival.
+    /// Silent waiting-room occupants by arrival.
     waiting: std::collections::BTreeSet<(Instant, u64)>,
-    /// Idle slot holders by the time they started waiting.
+    /// Connections in line for a slot, by ticket.
+    line: std::collections::BTreeSet<(u64, u64)>,
+    /// Slot holders between requests, by when they got their slot.
     idle: std::collections::BTreeSet<(Instant, u64)>,
-    /// Slot holders (idle and busy).
+    /// Slot holders writing an answer, by when the write began.
+    sending: std::collections::BTreeSet<(Instant, u64)>,
+    /// Slot holders (idle, busy and sending).
     holders: usize,
 }
 
@@ -142,10 +162,25 @@ pub(crate) struct SlotTable {
 enum SlotState {
     /// In the waiting room since then: no complete request yet.
     Waiting(Instant),
-    /// Holds a slot, waiting for its next complete request since then.
-    Idle(Instant),
-    /// Holds a slot and executes a request.
-    Busy,
+    /// Has a complete first request and is in line for a slot, with this ticket.
+    InLine(u64),
+    /// Holds a slot (since `granted`) and waits for its next request.
+    Idle { granted: Instant },
+    /// Holds a slot (since `granted`) and executes a request.
+    Busy { granted: Instant },
+    /// Holds a slot (since `granted`) and writes an answer, since `since`.
+    Sending { granted: Instant, since: Instant },
+}
+
+impl SlotState {
+    fn granted(self) -> Option<Instant> {
+        match self {
+            SlotState::Idle { granted }
+            | SlotState::Busy { granted }
+            | SlotState::Sending { granted, .. } => Some(granted),
+            SlotState::Waiting(_) | SlotState::InLine(_) => None,
+        }
+    }
 }
 
 /// What happened to a new connection.
@@ -157,23 +192,25 @@ pub(crate) enum Arrival {
     Displaced {
         /// The newcomer.
         id: u64,
-        /// The oldest waiting connection.
+        /// The oldest silent waiting connection.
         victim: u64,
     },
+    /// The waiting room is full of connections in line: the newcomer must close.
+    Full,
 }
 
-/// What happened to a connection with its first complete request.
+/// What happened to a connection with a complete request and no slot yet.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Promotion {
     /// It holds a slot now.
     Granted,
     /// It holds the slot of `victim`, which must close.
     Evicted {
-        /// The slot holder idle the longest.
+        /// The holder that yielded.
         victim: u64,
     },
-    /// Every slot holder is executing a request.
-    Refused,
+    /// No slot yet: it is in line.
+    InLine,
     /// It was closed meanwhile.
     Gone,
 }
@@ -184,9 +221,12 @@ impl SlotTable {
             max,
             max_waiting: max_waiting.max(1),
             next_id: 0,
+            next_ticket: 0,
             states: std::collections::HashMap::new(),
             waiting: std::collections::BTreeSet::new(),
+            line: std::collections::BTreeSet::new(),
             idle: std::collections::BTreeSet::new(),
+            sending: std::collections::BTreeSet::new(),
             holders: 0,
         }
     }
@@ -196,23 +236,31 @@ impl SlotTable {
         self.holders
     }
 
-    /// Connections open (waiting and holding slots).
+    /// Connections open (waiting, in line and holding slots).
     pub(crate) fn len(&self) -> usize {
         self.states.len()
     }
 
+    /// The connection first in line, if any.
+    pub(crate) fn first_in_line(&self) -> Option<u64> {
+        self.line.first().map(|(_, id)| *id)
+    }
+
     /// A new connection at `now`.
     pub(crate) fn arrive(&mut self, now: Instant) -> Arrival {
-        let id = self.next_id;
-        self.next_id += 1;
-        let victim = if self.waiting.len() >= self.max_waiting {
-            self.waiting.pop_first().map(|(_, v)| {
-                self.states.remove(&v);
-                v
-            })
+        let victim = if self.waiting.len() + self.line.len() >= self.max_waiting {
+            match self.waiting.pop_first() {
+                Some((_, v)) => {
+                    self.states.remove(&v);
+                    Some(v)
+                }
+                None => return Arrival::Full,
+            }
         } else {
             None
         };
+        let id = self.next_id;
+        self.next_id += 1;
         self.states.insert(id, SlotState::Waiting(now));
         self.waiting.insert((now, id));
         match victim {
@@ -221,56 +269,122 @@ impl SlotTable {
         }
     }
 
-    /// Connection `id` completed its first request at `now`; it executes it if it gets a slot.
+    /// The holder that yields its slot to the one first in line at `now`, if any: a stalled
+    /// writer first, else the longest-serving idle holder past its quantum.
+    fn yielding(&self, now: Instant) -> Option<u64> {
+        if let Some((since, v)) = self.sending.first() {
+            if now.saturating_duration_since(*since) >= STALL {
+                return Some(*v);
+            }
+        }
+        match self.idle.first() {
+            Some((granted, v)) if now.saturating_duration_since(*granted) >= SLOT_QUANTUM => {
+                Some(*v)
+            }
+            _ => None,
+        }
+    }
+
+    /// Give connection `id` (in the waiting room or in line) a slot if it can have one now.
+    fn grant(&mut self, id: u64, now: Instant) -> Option<Promotion> {
+        let mut victim = None;
+        if self.holders >= self.max {
+            let v = self.yielding(now)?;
+            self.release(v);
+            victim = Some(v);
+        }
+        match self.states.get(&id).copied() {
+            Some(SlotState::Waiting(t)) => {
+                self.waiting.remove(&(t, id));
+            }
+            Some(SlotState::InLine(ticket)) => {
+                self.line.remove(&(ticket, id));
+            }
+            _ => {}
+        }
+        self.states.insert(id, SlotState::Busy { granted: now });
+        self.holders += 1;
+        Some(match victim {
+            Some(victim) => Promotion::Evicted { victim },
+            None => Promotion::Granted,
+        })
+    }
+
+    /// Connection `id` completed its first request at `now`: it executes it if it gets a slot,
+    /// else it gets in line (behind anybody already there).
     pub(crate) fn promote(&mut self, id: u64, now: Instant) -> Promotion {
         let Some(SlotState::Waiting(since)) = self.states.get(&id).copied() else {
             return Promotion::Gone;
         };
-        let mut victim = None;
-        if self.holders >= self.max {
-            match self.idle.pop_first() {
-                Some((_, v)) => {
-                    self.states.remove(&v);
-                    self.holders -= 1;
-                    victim = Some(v);
-                }
-                None => return Promotion::Refused,
+        if self.line.is_empty() {
+            if let Some(p) = self.grant(id, now) {
+                return p;
             }
         }
-        let _ = now;
         self.waiting.remove(&(since, id));
-        self.states.insert(id, SlotState::Busy);
-        self.holders += 1;
-        match victim {
-            Some(victim) => Promotion::Evicted { victim },
-            None => Promotion::Granted,
-        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.states.insert(id, SlotState::InLine(ticket));
+        self.line.insert((ticket, id));
+        Promotion::InLine
     }
 
-    /// Slot holder `id` starts waiting for its next request at `now`.
-    pub(crate) fn idle(&mut self, id: u64, now: Instant) {
-        if let Some(s @ SlotState::Busy) = self.states.get_mut(&id) {
-            *s = SlotState::Idle(now);
-            self.idle.insert((now, id));
+    /// Connection `id`, in line, tries again at `now`: it gets a slot once it is first in line
+    /// and one is free or yields.
+    pub(crate) fn take(&mut self, id: u64, now: Instant) -> Promotion {
+        match self.states.get(&id) {
+            Some(SlotState::InLine(_)) => {}
+            Some(s) if s.granted().is_some() => return Promotion::Granted,
+            _ => return Promotion::Gone,
+        }
+        if self.first_in_line() != Some(id) {
+            return Promotion::InLine;
+        }
+        self.grant(id, now).unwrap_or(Promotion::InLine)
+    }
+
+    /// Slot holder `id` starts waiting for its next request.
+    pub(crate) fn idle(&mut self, id: u64) {
+        let granted = match self.states.get(&id).copied() {
+            Some(SlotState::Busy { granted }) => granted,
+            Some(SlotState::Sending { granted, since }) => {
+                self.sending.remove(&(since, id));
+                granted
+            }
+            _ => return,
+        };
+        self.states.insert(id, SlotState::Idle { granted });
+        self.idle.insert((granted, id));
+    }
+
+    /// Slot holder `id` writes an answer from `now` on.
+    pub(crate) fn sending(&mut self, id: u64, now: Instant) {
+        if let Some(SlotState::Busy { granted }) = self.states.get(&id).copied() {
+            self.states.insert(
+                id,
+                SlotState::Sending {
+                    granted,
+                    since: now,
+                },
+            );
+            self.sending.insert((now, id));
         }
     }
 
     /// Slot holder `id` executes a request. `false` if it was closed meanwhile.
     pub(crate) fn busy(&mut self, id: u64) -> bool {
-        match self.states.get_mut(&id) {
-            Some(s @ SlotState::Idle(_)) => {
-                if let SlotState::Idle(t) = *s {
-                    self.idle.remove(&(t, id));
-                }
-                *s = SlotState::Busy;
+        match self.states.get(&id).copied() {
+            Some(SlotState::Idle { granted }) => {
+                self.idle.remove(&(granted, id));
+                self.states.insert(id, SlotState::Busy { granted });
                 true
             }
-            Some(SlotState::Busy) => true,
-            Some(SlotState::Waiting(_)) | None => false,
+            Some(SlotState::Busy { .. } | SlotState::Sending { .. }) => true,
+            Some(SlotState::Waiting(_) | SlotState::InLine(_)) | None => false,
         }
     }
 
-    /// Whether `id` is still in the waiting room.
+    /// Whether `id` is still in the waiting room (no complete request yet).
     pub(crate) fn is_waiting(&self, id: u64) -> bool {
         matches!(self.states.get(&id), Some(SlotState::Waiting(_)))
     }
@@ -281,127 +395,195 @@ impl SlotTable {
             Some(SlotState::Waiting(t)) => {
                 self.waiting.remove(&(t, id));
             }
-            Some(SlotState::Idle(t)) => {
-                self.idle.remove(&(t, id));
+            Some(SlotState::InLine(ticket)) => {
+                self.line.remove(&(ticket, id));
+            }
+            Some(SlotState::Idle { granted }) => {
+                self.idle.remove(&(granted, id));
                 self.holders -= 1;
             }
-            Some(SlotState::Busy) => self.holders -= 1,
+            Some(SlotState::Sending { since, .. }) => {
+                self.sending.remove(&(since, id));
+                self.holders -= 1;
+            }
+            Some(SlotState::Busy { .. }) => self.holders -= 1,
             None => {}
         }
     }
 }
 
-/// The slot table shared by every connection, with a way to tell a connection that must close.
+/// The slot table shared by every connection, with a way to tell a connection that must close
+/// and one to wake the connection first in line.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    inner: std::sync::Mutex<(
-        SlotTable,
-        std::collections::HashMap<u64, Arc<tokio::sync::Notify>>,
-    )>,
+    inner: std::sync::Mutex<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    table: SlotTable,
+    /// Per connection: told when it must close.
+    evict: std::collections::HashMap<u64, Arc<tokio::sync::Notify>>,
+    /// Per connection: told when a slot may have come free for it.
+    turn: std::collections::HashMap<u64, Arc<tokio::sync::Notify>>,
+}
+
+impl Shared {
+    fn tell(&mut self, victim: u64) {
+        if let Some(n) = self.evict.remove(&victim) {
+            n.notify_one();
+        }
+    }
+
+    /// Something changed that may let the first in line in.
+    fn wake_line(&self) {
+        if let Some(first) = self.table.first_in_line() {
+            if let Some(n) = self.turn.get(&first) {
+                n.notify_one();
+            }
+        }
+    }
 }
 
 /// One connection's place; released when dropped.
 pub(crate) struct Slot<'a> {
     slots: &'a Slots,
-    id: u64,
+    id: Option<u64>,
     evicted: Arc<tokio::sync::Notify>,
+    turn: Arc<tokio::sync::Notify>,
 }
 
-/// A connection's first request found every slot holder busy.
+/// A connection's first request got no slot within [`QUEUE_WAIT`], or the waiting room is full
+/// of connections in line.
 #[derive(Debug)]
 pub(crate) struct NoSlot;
+
+/// How often the first in line looks again whether a holder's quantum has ended.
+const LINE_TICK: Duration = Duration::from_millis(100);
 
 impl Slots {
     pub(crate) fn new(max: usize, max_waiting: usize) -> Self {
         Slots {
-            inner: std::sync::Mutex::new((SlotTable::new(max, max_waiting), Default::default())),
+            inner: std::sync::Mutex::new(Shared {
+                table: SlotTable::new(max, max_waiting),
+                evict: Default::default(),
+                turn: Default::default(),
+            }),
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        (
-            SlotTable,
-            std::collections::HashMap<u64, Arc<tokio::sync::Notify>>,
-        ),
-    > {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         // The table stays consistent whatever a panicking holder did: every method keeps it so.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Connections open (in the waiting room or holding a slot).
+    /// Connections open (in the waiting room, in line or holding a slot).
     pub(crate) fn len(&self) -> usize {
-        self.lock().0.len()
+        self.lock().table.len()
     }
 
     /// Connections holding a slot.
     pub(crate) fn holders(&self) -> usize {
-        self.lock().0.holders()
+        self.lock().table.holders()
     }
 
-    fn tell(notify: &mut std::collections::HashMap<u64, Arc<tokio::sync::Notify>>, victim: u64) {
-        if let Some(n) = notify.remove(&victim) {
-            n.notify_one();
-        }
-    }
-
-    /// A place in the waiting room for a new connection (closing the oldest waiting one if the
-    /// room is full).
+    /// A place in the waiting room for a new connection (closing the oldest silent one if the
+    /// room is full; none if it is full of connections in line).
     pub(crate) fn arrive(&self) -> Slot<'_> {
         let mut g = self.lock();
-        let (table, notify) = &mut *g;
-        let id = match table.arrive(Instant::now()) {
-            Arrival::Waiting(id) => id,
+        let id = match g.table.arrive(Instant::now()) {
+            Arrival::Waiting(id) => Some(id),
             Arrival::Displaced { id, victim } => {
-                Self::tell(notify, victim);
-                id
+                g.tell(victim);
+                Some(id)
             }
+            Arrival::Full => None,
         };
         let evicted = Arc::new(tokio::sync::Notify::new());
-        notify.insert(id, evicted.clone());
+        let turn = Arc::new(tokio::sync::Notify::new());
+        if let Some(id) = id {
+            g.evict.insert(id, evicted.clone());
+            g.turn.insert(id, turn.clone());
+        }
         Slot {
             slots: self,
             id,
             evicted,
+            turn,
         }
     }
 }
 
 impl Slot<'_> {
+    /// Whether the connection got a place at all (the waiting room may be full of connections
+    /// in line).
+    pub(crate) fn admitted(&self) -> bool {
+        self.id.is_some()
+    }
+
     /// The connection starts waiting for its next request.
     pub(crate) fn idle(&self) {
-        self.slots.lock().0.idle(self.id, Instant::now());
-    }
-
-    /// The connection has a complete request to execute: take a slot with the first one.
-    /// `Ok(false)` if the connection was closed meanwhile, `Err` if no slot can be had.
-    pub(crate) fn busy(&self) -> Result<bool, NoSlot> {
+        let Some(id) = self.id else { return };
         let mut g = self.slots.lock();
-        let (table, notify) = &mut *g;
-        if !table.is_waiting(self.id) {
-            return Ok(table.busy(self.id));
-        }
-        match table.promote(self.id, Instant::now()) {
-            Promotion::Granted => Ok(true),
-            Promotion::Evicted { victim } => {
-                Self::tell_victim(notify, victim);
-                tracing::debug!(
-                    "all connection slots taken: closed the connection idle the longest"
-                );
-                Ok(true)
+        g.table.idle(id);
+        g.wake_line();
+    }
+
+    /// The connection starts writing an answer.
+    pub(crate) fn sending(&self) {
+        let Some(id) = self.id else { return };
+        self.slots.lock().table.sending(id, Instant::now());
+    }
+
+    /// One step of taking a slot; `None` while in line.
+    fn step(&self, first: bool) -> Option<Result<bool, NoSlot>> {
+        let Some(id) = self.id else {
+            return Some(Err(NoSlot));
+        };
+        let mut g = self.slots.lock();
+        let now = Instant::now();
+        let p = if first {
+            if !g.table.is_waiting(id) {
+                return Some(Ok(g.table.busy(id)));
             }
-            Promotion::Refused => Err(NoSlot),
-            Promotion::Gone => Ok(false),
+            g.table.promote(id, now)
+        } else {
+            g.table.take(id, now)
+        };
+        match p {
+            Promotion::Granted => Some(Ok(true)),
+            Promotion::Evicted { victim } => {
+                g.tell(victim);
+                tracing::debug!("all connection slots taken: a connection past its turn yielded");
+                Some(Ok(true))
+            }
+            Promotion::InLine => None,
+            Promotion::Gone => Some(Ok(false)),
         }
     }
 
-    fn tell_victim(
-        notify: &mut std::collections::HashMap<u64, Arc<tokio::sync::Notify>>,
-        victim: u64,
-    ) {
-        Slots::tell(notify, victim)
+    /// The connection has a complete request to execute: take a slot with the first one,
+    /// waiting in line if every slot is taken. `Ok(false)` if the connection was closed
+    /// meanwhile, `Err` if no slot came within [`QUEUE_WAIT`].
+    pub(crate) async fn busy(&self) -> Result<bool, NoSlot> {
+        if let Some(r) = self.step(true) {
+            return r;
+        }
+        let deadline = Instant::now() + QUEUE_WAIT;
+        loop {
+            let wait = LINE_TICK.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = self.turn.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.evicted.notified() => return Ok(false),
+            }
+            if let Some(r) = self.step(false) {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                return Err(NoSlot);
+            }
+        }
     }
 
     /// Resolves once the connection has lost its place to a newcomer.
@@ -412,9 +594,12 @@ impl Slot<'_> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        let Some(id) = self.id else { return };
         let mut g = self.slots.lock();
-        g.0.release(self.id);
-        g.1.remove(&self.id);
+        g.table.release(id);
+        g.evict.remove(&id);
+        g.turn.remove(&id);
+        g.wake_line();
     }
 }
 
@@ -436,19 +621,22 @@ mod tests {
         assert_eq!((0..10).filter(|_| l.allow(later)).count(), 4);
     }
 
+    fn w(a: Arrival) -> u64 {
+        match a {
+            Arrival::Waiting(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn silent_connections_never_hold_slots_and_the_longest_idle_holder_yields() {
+    fn silent_connections_never_hold_slots() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut s = SlotTable::new(2, 3);
-        let w = |a: Arrival| match a {
-            Arrival::Waiting(id) => id,
-            other => panic!("{other:?}"),
-        };
         let a = w(s.arrive(at(0)));
         let b = w(s.arrive(at(1)));
         let silent = w(s.arrive(at(2)));
-        // The waiting room is full: the oldest waiting connection (a) goes for a newcomer.
+        // The waiting room is full: the oldest silent connection (a) goes for a newcomer.
         let Arrival::Displaced { id: c, victim } = s.arrive(at(3)) else {
             panic!()
         };
@@ -458,19 +646,85 @@ mod tests {
         assert_eq!(s.promote(b, at(5)), Promotion::Granted);
         assert_eq!(s.promote(c, at(6)), Promotion::Granted);
         assert_eq!(s.holders(), 2);
-        s.idle(b, at(10));
-        s.idle(c, at(20));
-        // A third speaker: the holder idle the longest (b) yields its slot.
-        let d = w(s.arrive(at(30)));
-        assert_eq!(s.promote(d, at(31)), Promotion::Evicted { victim: b });
-        assert!(!s.busy(b), "an evicted connection has no slot");
-        // c is busy again, d busy: a fourth speaker is refused, the silent one still waits.
-        assert!(s.busy(c));
-        let e = w(s.arrive(at(40)));
-        assert_eq!(s.promote(e, at(41)), Promotion::Refused);
         assert!(s.is_waiting(silent));
-        s.release(d);
-        assert_eq!(s.promote(e, at(50)), Promotion::Granted);
-        assert_eq!(s.len(), 3);
+        s.release(b);
+        assert_eq!(s.holders(), 1);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_holder_keeps_its_slot_for_its_quantum_then_yields_to_the_first_in_line() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let q = SLOT_QUANTUM.as_millis() as u64;
+        let mut s = SlotTable::new(2, 10);
+        let (a, b) = (w(s.arrive(at(0))), w(s.arrive(at(0))));
+        assert_eq!(s.promote(a, at(0)), Promotion::Granted);
+        assert_eq!(s.promote(b, at(100)), Promotion::Granted);
+        s.idle(a);
+        s.idle(b);
+        // Two newcomers speak while both holders are within their quantum: they get in line,
+        // whatever the holders' pauses between requests.
+        let (c, d) = (w(s.arrive(at(200))), w(s.arrive(at(300))));
+        assert_eq!(s.promote(c, at(1_000)), Promotion::InLine);
+        assert_eq!(s.promote(d, at(1_100)), Promotion::InLine);
+        assert_eq!(s.take(c, at(q - 1)), Promotion::InLine);
+        // Past a's quantum: a yields to c, the first in line; d, second, cannot jump ahead.
+        assert_eq!(s.take(d, at(q)), Promotion::InLine);
+        assert_eq!(s.take(c, at(q)), Promotion::Evicted { victim: a });
+        assert!(!s.busy(a), "a has no slot any more");
+        // c is now protected by a fresh quantum; b (older) yields to d once past its own.
+        s.idle(c);
+        assert_eq!(s.take(d, at(q + 99)), Promotion::InLine);
+        assert_eq!(s.take(d, at(q + 100)), Promotion::Evicted { victim: b });
+        assert_eq!(s.holders(), 2);
+        // A busy holder never yields, even past its quantum.
+        assert!(s.busy(c));
+        s.idle(d);
+        let e = w(s.arrive(at(3 * q)));
+        assert_eq!(s.promote(e, at(3 * q)), Promotion::Evicted { victim: d });
+        let f = w(s.arrive(at(3 * q)));
+        assert_eq!(
+            s.promote(f, at(3 * q)),
+            Promotion::InLine,
+            "c is busy, e is new"
+        );
+        assert_eq!(s.take(f, at(10 * q)), Promotion::InLine);
+        s.release(c);
+        assert_eq!(s.take(f, at(10 * q)), Promotion::Granted);
+    }
+
+    #[test]
+    fn a_holder_that_does_not_take_its_answer_yields_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let stall = STALL.as_millis() as u64;
+        let mut s = SlotTable::new(1, 10);
+        let a = w(s.arrive(at(0)));
+        assert_eq!(s.promote(a, at(0)), Promotion::Granted);
+        s.sending(a, at(10));
+        let b = w(s.arrive(at(20)));
+        assert_eq!(s.promote(b, at(20)), Promotion::InLine);
+        assert_eq!(s.take(b, at(10 + stall - 1)), Promotion::InLine);
+        assert_eq!(s.take(b, at(10 + stall)), Promotion::Evicted { victim: a });
+        // A write that completes in time makes the holder an ordinary idle one.
+        s.sending(b, at(3_000));
+        s.idle(b);
+        let c = w(s.arrive(at(4_000)));
+        assert_eq!(s.promote(c, at(5_000)), Promotion::InLine);
+    }
+
+    #[test]
+    fn a_waiting_room_full_of_connections_in_line_turns_newcomers_away() {
+        let t0 = Instant::now();
+        let mut s = SlotTable::new(1, 2);
+        let a = w(s.arrive(t0));
+        assert_eq!(s.promote(a, t0), Promotion::Granted);
+        let (b, c) = (w(s.arrive(t0)), w(s.arrive(t0)));
+        assert_eq!(s.promote(b, t0), Promotion::InLine);
+        assert_eq!(s.promote(c, t0), Promotion::InLine);
+        assert_eq!(s.arrive(t0), Arrival::Full);
+        s.release(c);
+        assert!(matches!(s.arrive(t0), Arrival::Waiting(_)));
     }
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod pg;
+pub mod proxy;
 #[allow(unused_imports)]
 pub use pg::free_port;
 pub mod tornet;
