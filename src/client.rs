@@ -17,7 +17,7 @@ pub mod socks;
 #[cfg(feature = "tor")]
 pub mod tor;
 
-pub use answer::{PendingAnswer, PendingAnswerError, ReplyTo};
+pub use answer::{LinkCopy, PendingAnswer, PendingAnswerError, ReplyTo};
 pub use error::{
     AcceptError, AnswerError, CollectError, ConnectError, ConnectStage, ConnectionError,
     DeleteError, ErrorKind, OfferError,
@@ -208,6 +208,16 @@ impl Backoff {
         self.next = (self.next * 2).min(Self::MAX);
         true
     }
+}
+
+/// A link stored on one server.
+pub(crate) struct Stored {
+    /// Its bucket.
+    pub(crate) id: BucketId,
+    /// The server's parameters, as they were just before the store.
+    pub(crate) info: ServerInfo,
+    /// When the bucket closes, on this machine's clock (unix seconds).
+    pub(crate) closes_here: u64,
 }
 
 /// What [`Client::request_fresh`] got (short-lived: its size does not matter).
@@ -409,7 +419,7 @@ impl Client {
         let secrets = OfferSecrets::draw(&mut rand::rngs::OsRng);
         self.offer_with(server, payload, passphrase, kdf, secrets, None)
             .await
-            .map(|(offer, _key)| offer)
+            .map(|(offer, _key, _closes)| offer)
     }
 
     /// Store a link sealed with `answer_to` inside (the link's format 2), on a server that has
@@ -422,7 +432,7 @@ impl Client {
         kdf: KdfProfile,
         secrets: OfferSecrets,
         answer_to: Option<&AnswerPublic>,
-    ) -> Result<(Offer, LinkKey), OfferError> {
+    ) -> Result<(Offer, LinkKey, u64), OfferError> {
         let max = match answer_to {
             None => seal::MAX_PAYLOAD,
             Some(_) => seal::MAX_PAYLOAD_WITH_ANSWER,
@@ -445,7 +455,11 @@ impl Client {
             Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce)?,
         };
 
-        let (id, info) = self
+        let Stored {
+            id,
+            info,
+            closes_here,
+        } = self
             .store_sealed(server, sealed, &token, answer_to.is_some())
             .await?;
         let link = RdvLink {
@@ -462,19 +476,20 @@ impl Client {
             delete_token: token,
             server_info: info,
         };
-        Ok((offer, key))
+        Ok((offer, key, closes_here))
     }
 
     /// Store one sealed link on `server` with `token`'s check, and check the bucket ID it gets
-    /// against the policy (a refused ID gets the link deleted again). The bucket and the
-    /// server's parameters.
+    /// against the policy (a refused ID gets the link deleted again). The bucket, the server's
+    /// parameters, and when the bucket closes on this machine's clock (taken when the server's
+    /// parameters arrived, so that nothing after it, the store included, shifts it).
     pub(crate) async fn store_sealed(
         &self,
         server: &ServerAddr,
         sealed: SealedLink,
         token: &DeleteToken,
         needs_mailboxes: bool,
-    ) -> Result<(BucketId, ServerInfo), OfferError> {
+    ) -> Result<Stored, OfferError> {
         let store = Request::Store {
             link: sealed,
             delete_check: token.check(),
@@ -483,7 +498,7 @@ impl Client {
         // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
-        let (mut c, info, id) = 'connection: loop {
+        let (mut c, info, id, here) = 'connection: loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
                 return Err(OfferError::NoMailboxes {
@@ -494,13 +509,14 @@ impl Client {
                 Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => continue,
                 r => r?,
             };
+            let here = self.clock.now();
             self.config
                 .policy
                 .check_window(info.open_window_secs)
                 .map_err(OfferError::UnacceptableServer)?;
             loop {
                 match c.request(&store).await {
-                    Ok(Response::Stored { id }) => break 'connection (c, info, id),
+                    Ok(Response::Stored { id }) => break 'connection (c, info, id, here),
                     Ok(r) => return Err(unexpected("Stored", &r).into()),
                     Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
                         tracing::debug!("the server took the connection's slot back; retrying");
@@ -530,7 +546,16 @@ impl Client {
             let deleted = matches!(c.request(&delete).await, Ok(Response::Deleted));
             return Err(OfferError::Refused { violation, deleted });
         }
-        Ok((id, info))
+        // The server's clock and ours differ; the time until the close does not.
+        let closes_in = id
+            .created
+            .saturating_add(info.open_window_secs)
+            .saturating_sub(info.server_time);
+        Ok(Stored {
+            id,
+            info,
+            closes_here: here.saturating_add(closes_in),
+        })
     }
 
     /// Fetch the link's bucket and trial-decrypt it.

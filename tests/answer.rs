@@ -425,22 +425,33 @@ fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
             &c.collect(&back).await.unwrap().unwrap()[..],
             b"through the file"
         );
-        // A state file of version 1 (rdv 0.1, without polls-from) is still read: looking may
-        // start at once. Version 2 needs the line.
-        let without_polls_from = text
-            .lines()
-            .filter(|l| !l.starts_with("polls-from "))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>();
-        let v1 = without_polls_from.replace("rdv-pending-answer 2", "rdv-pending-answer 1");
-        assert_eq!(PendingAnswer::from_text(&v1).unwrap().polls_from(), 0);
-        assert!(PendingAnswer::from_text(&without_polls_from).is_err());
+        // A state file of version 1 (rdv 0.1: server and locator lines, no polls-from) is still
+        // read: looking may start at once.
+        let copy = text.lines().nth(1).unwrap().strip_prefix("copy ").unwrap();
+        let mut f = copy.split(' ');
+        let (server, locator) = (f.next().unwrap(), f.next().unwrap());
+        let rest: String = text.lines().skip(2).map(|l| format!("{l}\n")).collect();
+        let v1 = format!("rdv-pending-answer 1\nserver {server}\nlocator {locator}\n{rest}");
+        let old = PendingAnswer::from_text(&v1).unwrap();
+        assert_eq!(old.polls_from(), 0);
+        assert_eq!(old.server(), back.server());
         assert!(back.polls_from() > 0);
         for bad in [
             String::new(),
             "rdv-pending-answer 2\n".into(),
             "rdv-pending-answer 3\n".into(),
-            text.replace("locator ", "mirror 127.0.0.1:1 AAAA\nlocator "),
+            // No copy line; a copy line with a short locator, a signed or zero-padded time.
+            text.lines()
+                .filter(|l| !l.starts_with("copy "))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            text.replace(
+                &format!("copy {server} {locator}"),
+                &format!("copy {server} AAAA"),
+            ),
+            text.replace(&format!("{locator} "), &format!("{locator} +")),
+            text.replace(&format!("{locator} "), &format!("{locator} 0")),
+            text.replace("link-expires ", "link-expires 0"),
             text.replace("secret ", "secrets "),
             text.replace("key ", "key x"),
             text.replacen("link-expires ", "link-expires -", 1),
@@ -531,4 +542,106 @@ async fn answers_survive_a_restart_of_the_disk_store() {
         "{r:?}"
     );
     drop(offer);
+}
+
+/// A connector to in-process servers by address, for links with several servers on paused time.
+struct Route(std::collections::HashMap<String, Arc<rdv::server::Server<rdv::store::MemoryStore>>>);
+
+impl rdv::client::Connector for Route {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a rdv::proto::ServerAddr,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Box<dyn rdv::client::Stream>, rdv::client::ConnectError>,
+    > {
+        Box::pin(async move {
+            let server = self
+                .0
+                .get(&addr.to_string())
+                .expect("a known server")
+                .clone();
+            let (client, end) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(server.serve_stream(end));
+            Ok(Box::new(client) as Box<dyn rdv::client::Stream>)
+        })
+    }
+}
+
+/// Each copy of a multi-server link is looked for on a schedule of its own, from its own
+/// bucket's close: the server whose bucket closes later sees no look before its close.
+#[tokio::test(start_paused = true)]
+async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
+    let clock = manual_clock();
+    let server = |window: u64| {
+        rdv::server::Server::new(
+            rdv::store::MemoryStore::new(StoreParams {
+                open_window_secs: window,
+                ..Default::default()
+            }),
+            ServerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let (slow, fast) = (server(600), server(60));
+    let addrs = [
+        rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
+        rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
+    ];
+    let route = Route(
+        [
+            (addrs[0].to_string(), slow.clone()),
+            (addrs[1].to_string(), fast.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let c = rdv::client::Client::new(
+        Arc::new(route),
+        rdv::client::ClientConfig::default(),
+        Arc::new(clock.clone()),
+    );
+    let (offer, pending) = c
+        .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let closes: Vec<u64> = pending.copies().iter().map(|p| p.polls_from).collect();
+    assert_eq!(closes, [T0 + 600, T0 + 60]);
+    let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&r, b"from the fast one").await.unwrap();
+    let t = tokio::time::Instant::now();
+    let a = c
+        .collect_scheduled(&pending, LookSchedule::default(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(&a[..], b"from the fast one");
+    let took = t.elapsed();
+    // The fast copy's first look comes 60 s plus at most 12 mean pauses (360 s) after the offer.
+    assert!(
+        took >= Duration::from_secs(60) && took <= Duration::from_secs(420),
+        "{took:?}"
+    );
+    assert_eq!(
+        looks(&slow),
+        0.0,
+        "a look before the slow server's bucket closed"
+    );
+    assert!(looks(&fast) >= 1.0);
+    // One look now, before either bucket closes, is refused; after the fast one's close, it goes
+    // to the fast server only.
+    let (_o, p2) = c
+        .offer_to_all_expecting_answer(&addrs, b"q2", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let schedule = LookSchedule::default();
+    assert!(matches!(
+        c.look(&p2, schedule).await,
+        Err(CollectError::TooEarly { .. })
+    ));
+    let before = (looks(&slow), looks(&fast));
+    clock.advance(60);
+    assert_eq!(c.look(&p2, schedule).await.unwrap(), None);
+    assert_eq!(looks(&slow), before.0);
+    assert_eq!(looks(&fast), before.1 + 1.0);
 }

@@ -235,7 +235,10 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
     }
     // The state file keeps every server.
     let text = pending.to_text();
-    assert_eq!(text.lines().filter(|l| l.starts_with("mirror ")).count(), 2);
+    assert_eq!(text.lines().filter(|l| l.starts_with("copy ")).count(), 3);
+    // Each copy has its own close (its own bucket on its own server).
+    assert_eq!(pending.copies().len(), 3);
+    assert!(pending.copies().iter().all(|c| c.polls_from > 0));
     let pending = rdv::client::PendingAnswer::from_text(&text).unwrap();
     assert_eq!(c.collect(&pending).await.unwrap(), None, "no answer yet");
 

@@ -37,18 +37,29 @@ impl fmt::Debug for ReplyTo {
     }
 }
 
+/// One copy of a link that expects an answer: its server (which holds the mailbox too), its
+/// bucket, and when that bucket closes on this machine's clock (unix seconds; no look at this
+/// server comes before it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkCopy {
+    /// The server.
+    pub server: ServerAddr,
+    /// The copy's bucket.
+    pub locator: Locator,
+    /// When the copy's bucket closes here (0: unknown, from a state file of version 1).
+    pub polls_from: u64,
+}
+
 /// What the initiator keeps until it collects the answer: where the link's copies are, the link
-/// key, the answer secret, the link's deletion token, and when looking may start. Every secret
-/// is zeroized on drop; `Debug` is redacted.
+/// key, the answer secret and the link's deletion token. Every secret is zeroized on drop;
+/// `Debug` is redacted.
 pub struct PendingAnswer {
-    /// Every server holding a copy of the link and the copy's bucket, the link's main server
-    /// first (the mailbox is on each of them).
-    copies: Vec<(ServerAddr, Locator)>,
+    /// Every copy of the link, the main one first.
+    copies: Vec<LinkCopy>,
     token: DeleteToken,
     key: LinkKey,
     secret: AnswerSecret,
     link_expires: u64,
-    polls_from: u64,
 }
 
 impl fmt::Debug for PendingAnswer {
@@ -56,7 +67,6 @@ impl fmt::Debug for PendingAnswer {
         f.debug_struct("PendingAnswer")
             .field("servers", &self.servers().collect::<Vec<_>>())
             .field("link_expires", &self.link_expires)
-            .field("polls_from", &self.polls_from)
             .finish_non_exhaustive()
     }
 }
@@ -90,15 +100,30 @@ fn unb64_32(s: &str, what: &'static str) -> Result<Zeroizing<[u8; 32]>, PendingA
     Ok(out)
 }
 
+/// A decimal integer as the state file writes it: digits only, no sign, no leading zero.
+fn decimal(s: &str, what: &'static str) -> Result<u64, PendingAnswerError> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical
+        .then(|| s.parse().ok())
+        .flatten()
+        .ok_or(PendingAnswerError(what))
+}
+
 impl PendingAnswer {
     /// The link's main server.
     pub fn server(&self) -> &ServerAddr {
-        &self.copies[0].0
+        &self.copies[0].server
     }
 
     /// Every server holding the link (and the mailbox), the main one first.
     pub fn servers(&self) -> impl Iterator<Item = &ServerAddr> {
-        self.copies.iter().map(|(s, _)| s)
+        self.copies.iter().map(|c| &c.server)
+    }
+
+    /// Every copy of the link, the main one first.
+    pub fn copies(&self) -> &[LinkCopy] {
+        &self.copies
     }
 
     /// When the link expires (unix seconds): no accepter can fetch it after that, so an answer
@@ -107,47 +132,37 @@ impl PendingAnswer {
         self.link_expires
     }
 
-    /// When the link's bucket closes on this machine's clock (unix seconds): the first look into
-    /// the mailbox comes after it (PROTOCOL.md §15.4). 0 for a state file of version 1.
+    /// When the first copy's bucket closes on this machine's clock (unix seconds): the earliest
+    /// moment a look is allowed anywhere (PROTOCOL.md §15.4). 0 for a state file of version 1.
     pub fn polls_from(&self) -> u64 {
-        self.polls_from
+        self.copies.iter().map(|c| c.polls_from).min().unwrap_or(0)
     }
 
     /// The text form, for a state file (it holds secrets: keep it private, delete it after).
     /// PROTOCOL.md §15.4 describes it.
     pub fn to_text(&self) -> Zeroizing<String> {
-        let mut t = Zeroizing::new(format!(
-            "{TEXT_MAGIC}\nserver {}\nlocator {}\n",
-            self.copies[0].0,
-            b64(&self.copies[0].1 .0)
-        ));
-        for (server, locator) in &self.copies[1..] {
-            t.push_str(&format!("mirror {server} {}\n", b64(&locator.0)));
+        let mut t = Zeroizing::new(format!("{TEXT_MAGIC}\n"));
+        for c in &self.copies {
+            t.push_str(&format!(
+                "copy {} {} {}\n",
+                c.server,
+                b64(&c.locator.0),
+                c.polls_from
+            ));
         }
         t.push_str(&format!(
-            "token {}\nkey {}\nsecret {}\nlink-expires {}\npolls-from {}\n",
+            "token {}\nkey {}\nsecret {}\nlink-expires {}\n",
             self.token.to_text().as_str(),
             Zeroizing::new(b64(self.key.expose())).as_str(),
             Zeroizing::new(b64(self.secret.expose())).as_str(),
             self.link_expires,
-            self.polls_from,
         ));
         t
     }
 
-    /// Parse the text form (version 2, or version 1 without `mirror` and `polls-from` lines).
-    /// Fields come in the order [`PendingAnswer::to_text`] writes them.
+    /// Parse the text form (version 2, or version 1 with `server` and `locator` lines instead of
+    /// `copy` lines). Fields come in the order [`PendingAnswer::to_text`] writes them.
     pub fn from_text(s: &str) -> Result<Self, PendingAnswerError> {
-        let mut lines = s.lines().peekable();
-        let v1 = match lines.next() {
-            Some(TEXT_MAGIC) => false,
-            Some(TEXT_MAGIC_V1) => true,
-            _ => {
-                return Err(PendingAnswerError(
-                    "the first line is not \"rdv-pending-answer 2\" (or 1)",
-                ))
-            }
-        };
         fn value<'a>(
             l: Option<&'a str>,
             name: &'static str,
@@ -156,34 +171,49 @@ impl PendingAnswer {
                 .and_then(|l| l.strip_prefix(' '))
                 .ok_or(PendingAnswerError(name))
         }
-        let server = ServerAddr::parse(value(lines.next(), "server")?)
-            .map_err(|_| PendingAnswerError("server address"))?;
-        let locator = Locator(*unb64_32(value(lines.next(), "locator")?, "locator")?);
-        let mut copies = vec![(server, locator)];
-        while !v1 && lines.peek().is_some_and(|l| l.starts_with("mirror ")) {
-            let m = value(lines.next(), "mirror")?;
-            let (server, locator) = m.split_once(' ').ok_or(PendingAnswerError("mirror"))?;
-            let server =
-                ServerAddr::parse(server).map_err(|_| PendingAnswerError("mirror address"))?;
-            copies.push((server, Locator(*unb64_32(locator, "mirror locator")?)));
-        }
-        if copies.len() > 1 + crate::proto::link::MAX_MIRRORS {
-            return Err(PendingAnswerError("too many mirror lines"));
+        let mut lines = s.lines().peekable();
+        let mut copies = Vec::new();
+        match lines.next() {
+            Some(TEXT_MAGIC) => {
+                while lines.peek().is_some_and(|l| l.starts_with("copy ")) {
+                    let mut f = value(lines.next(), "copy")?.split(' ');
+                    let (Some(server), Some(locator), Some(from), None) =
+                        (f.next(), f.next(), f.next(), f.next())
+                    else {
+                        return Err(PendingAnswerError("copy"));
+                    };
+                    copies.push(LinkCopy {
+                        server: ServerAddr::parse(server)
+                            .map_err(|_| PendingAnswerError("copy server address"))?,
+                        locator: Locator(*unb64_32(locator, "copy locator")?),
+                        polls_from: decimal(from, "copy polls-from")?,
+                    });
+                }
+                if copies.is_empty() || copies.len() > 1 + crate::proto::link::MAX_MIRRORS {
+                    return Err(PendingAnswerError("copy lines (one to six)"));
+                }
+            }
+            Some(TEXT_MAGIC_V1) => {
+                let server = ServerAddr::parse(value(lines.next(), "server")?)
+                    .map_err(|_| PendingAnswerError("server address"))?;
+                let locator = Locator(*unb64_32(value(lines.next(), "locator")?, "locator")?);
+                copies.push(LinkCopy {
+                    server,
+                    locator,
+                    polls_from: 0,
+                });
+            }
+            _ => {
+                return Err(PendingAnswerError(
+                    "the first line is not \"rdv-pending-answer 2\" (or 1)",
+                ))
+            }
         }
         let token =
             DeleteToken::parse(value(lines.next(), "token")?).ok_or(PendingAnswerError("token"))?;
         let key = LinkKey::from_bytes(*unb64_32(value(lines.next(), "key")?, "key")?);
         let secret = AnswerSecret::from_bytes(*unb64_32(value(lines.next(), "secret")?, "secret")?);
-        let link_expires = value(lines.next(), "link-expires")?
-            .parse()
-            .map_err(|_| PendingAnswerError("link-expires"))?;
-        let polls_from = if v1 {
-            0
-        } else {
-            value(lines.next(), "polls-from")?
-                .parse()
-                .map_err(|_| PendingAnswerError("polls-from"))?
-        };
+        let link_expires = decimal(value(lines.next(), "link-expires")?, "link-expires")?;
         if lines.any(|l| !l.trim().is_empty()) {
             return Err(PendingAnswerError("unexpected lines at the end"));
         }
@@ -193,7 +223,6 @@ impl PendingAnswer {
             key,
             secret,
             link_expires,
-            polls_from,
         })
     }
 }
@@ -229,23 +258,28 @@ impl Client {
         rng.fill_bytes(&mut b[..]);
         let secret = AnswerSecret::from_bytes(*b);
         let to = secret.public();
-        let (offer, key) = self
+        let (offer, key, closes) = self
             .offer_to_all_with(servers, payload, passphrase, kdf, Some(&to))
             .await?;
-        // When the bucket closes, on this machine's clock.
-        let info = &offer.server_info;
-        let closes_in = offer
-            .bucket
-            .created
-            .saturating_add(info.open_window_secs)
-            .saturating_sub(info.server_time);
         let pending = PendingAnswer {
-            copies: offer.link.servers(),
+            copies: offer
+                .link
+                .servers()
+                .into_iter()
+                .zip(closes)
+                .map(|((server, locator), polls_from)| LinkCopy {
+                    server,
+                    locator,
+                    polls_from,
+                })
+                .collect(),
             token: offer.delete_token.clone(),
             key,
             secret,
-            link_expires: offer.bucket.created.saturating_add(info.ttl_secs),
-            polls_from: self.clock.now().saturating_add(closes_in),
+            link_expires: offer
+                .bucket
+                .created
+                .saturating_add(offer.server_info.ttl_secs),
         };
         Ok((offer, pending))
     }
@@ -305,16 +339,46 @@ impl Client {
     /// Look into the mailbox once, on every server of the link at once (each on its own
     /// connection): the answer, or `None` if nothing there opens (no answer yet; a server that
     /// answers with anything else than the real answer looks the same). An error only when no
-    /// server could be asked. This is one look now, whatever the schedule:
-    /// [`Client::collect_scheduled`] keeps the timing rules.
+    /// server could be asked. This is one look now at every copy, whatever the schedule:
+    /// [`Client::look`] and [`Client::collect_scheduled`] keep the timing rules.
     pub async fn collect(
         &self,
         pending: &PendingAnswer,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
+        self.look_at_copies(pending, &pending.copies).await
+    }
+
+    /// One look now, at the copies whose bucket has closed (every copy, if the schedule is
+    /// early): [`CollectError::TooEarly`] when none has.
+    pub async fn look(
+        &self,
+        pending: &PendingAnswer,
+        schedule: LookSchedule,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
+        let now = self.clock.now();
+        let open: Vec<LinkCopy> = pending
+            .copies
+            .iter()
+            .filter(|c| schedule.start(now, c.polls_from) <= now)
+            .cloned()
+            .collect();
+        if open.is_empty() {
+            return Err(CollectError::TooEarly {
+                polls_from: pending.polls_from(),
+            });
+        }
+        self.look_at_copies(pending, &open).await
+    }
+
+    async fn look_at_copies(
+        &self,
+        pending: &PendingAnswer,
+        copies: &[LinkCopy],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
         let mailbox = answer::mailbox(&pending.key, &pending.secret.public());
-        let mut looks: FuturesUnordered<_> = pending
-            .servers()
-            .map(|server| async move { (server, self.look_at(server, mailbox, pending).await) })
+        let mut looks: FuturesUnordered<_> = copies
+            .iter()
+            .map(|c| async move { (&c.server, self.look_at(&c.server, mailbox, pending).await) })
             .collect();
         let mut failures = Vec::new();
         while let Some((server, r)) = looks.next().await {
@@ -324,7 +388,7 @@ impl Client {
                 Err(e) => failures.push((server.to_string(), e)),
             }
         }
-        if failures.len() < pending.copies.len() {
+        if failures.len() < copies.len() {
             for (server, e) in &failures {
                 tracing::warn!(%server, error = %crate::config::report(e), "this server could not be asked for the answer");
             }
@@ -360,33 +424,78 @@ impl Client {
     pub async fn retire(&self, pending: &PendingAnswer) -> Result<(), DeleteError> {
         if pending.copies.len() == 1 {
             return self
-                .delete_at(pending.server(), pending.copies[0].1, &pending.token)
+                .delete_at(pending.server(), pending.copies[0].locator, &pending.token)
                 .await;
         }
-        self.delete_copies(&pending.copies, &pending.token).await
+        let copies: Vec<_> = pending
+            .copies
+            .iter()
+            .map(|c| (c.server.clone(), c.locator))
+            .collect();
+        self.delete_copies(&copies, &pending.token).await
     }
 
     /// Look into the mailbox on `schedule` until an answer opens or `wait` has passed since
-    /// looking started ([`CollectError::NoAnswerYet`]): no look before the bucket closes (unless
-    /// the schedule is early), then looks after exponential pauses, and a last one when the
-    /// wait ends. Transient connection failures in between are retried at the next look;
-    /// others end the wait.
+    /// looking started ([`CollectError::NoAnswerYet`]). Every copy of the link has a schedule of
+    /// its own, anchored to its own bucket: no look at a server before that copy's bucket closes
+    /// (unless the schedule is early), then looks after exponential pauses, and a last one when
+    /// the wait ends. Transient connection failures in between are retried at the next look;
+    /// others end that copy's looks. The first answer that opens wins.
     pub async fn collect_scheduled(
         &self,
         pending: &PendingAnswer,
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
+        let mut copies: FuturesUnordered<_> = pending
+            .copies
+            .iter()
+            .map(|c| async move {
+                (
+                    &c.server,
+                    self.collect_copy(pending, c, schedule, wait).await,
+                )
+            })
+            .collect();
+        let mut failures = Vec::new();
+        let mut unanswered = 0;
+        while let Some((server, r)) = copies.next().await {
+            match r {
+                Ok(a) => return Ok(a),
+                Err(CollectError::NoAnswerYet) => unanswered += 1,
+                Err(e) => failures.push((server.to_string(), e)),
+            }
+        }
+        if unanswered > 0 {
+            for (server, e) in &failures {
+                tracing::warn!(%server, error = %crate::config::report(e), "this server could not be asked for the answer");
+            }
+            return Err(CollectError::NoAnswerYet);
+        }
+        if failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        Err(CollectError::AllServers(failures))
+    }
+
+    /// [`Client::collect_scheduled`] for one copy.
+    async fn collect_copy(
+        &self,
+        pending: &PendingAnswer,
+        copy: &LinkCopy,
+        schedule: LookSchedule,
+        wait: Duration,
+    ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
         let now = self.clock.now();
-        let start = schedule.start(now, pending.polls_from);
-        let begin = tokio::time::Instant::now() + Duration::from_secs(start - now);
-        let until = begin + wait;
+        let start = schedule.start(now, copy.polls_from);
+        let until = tokio::time::Instant::now() + Duration::from_secs(start - now) + wait;
         let mut next = tokio::time::Instant::now()
-            + schedule.first_look_in(now, pending.polls_from, rand::random());
+            + schedule.first_look_in(now, copy.polls_from, rand::random());
+        let copies = std::slice::from_ref(copy);
         loop {
             let last = next >= until;
             tokio::time::sleep_until(next.min(until)).await;
-            match self.collect(pending).await {
+            match self.look_at_copies(pending, copies).await {
                 Ok(Some(a)) => return Ok(a),
                 Ok(None) => {}
                 Err(e) if e.kind() == super::ErrorKind::Transient && !last => {

@@ -402,6 +402,13 @@ pub enum CollectError {
     /// No server of a multi-server link could be asked.
     #[error("no server of the link could be asked for the answer: {}", failures_text(.0))]
     AllServers(Vec<(String, CollectError)>),
+    /// No copy's bucket has closed yet: a look now would tell the server which link the mailbox
+    /// belongs to (PROTOCOL.md §15.4).
+    #[error("too early to look: the link's bucket has not closed yet")]
+    TooEarly {
+        /// When the first copy's bucket closes, on this machine's clock (unix seconds).
+        polls_from: u64,
+    },
 }
 
 impl CollectError {
@@ -410,7 +417,7 @@ impl CollectError {
         match self {
             CollectError::Connection(e) => e.kind(),
             CollectError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
-            CollectError::NoAnswerYet => ErrorKind::Transient,
+            CollectError::NoAnswerYet | CollectError::TooEarly { .. } => ErrorKind::Transient,
             CollectError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }

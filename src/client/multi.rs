@@ -28,11 +28,12 @@ impl Client {
     ) -> Result<Offer, OfferError> {
         self.offer_to_all_with(servers, payload, passphrase, kdf, None)
             .await
-            .map(|(offer, _key)| offer)
+            .map(|(offer, _key, _closes)| offer)
     }
 
     /// [`Client::offer_to_all`], every copy sealed with `answer_to` inside when given (and then
-    /// stored only on servers with mailboxes): the offer and the link key.
+    /// stored only on servers with mailboxes): the offer, the link key, and when each copy's
+    /// bucket closes on this machine's clock (in link order).
     pub(super) async fn offer_to_all_with(
         &self,
         servers: &[ServerAddr],
@@ -40,7 +41,7 @@ impl Client {
         passphrase: Passphrase,
         kdf: KdfProfile,
         answer_to: Option<&AnswerPublic>,
-    ) -> Result<(Offer, LinkKey), OfferError> {
+    ) -> Result<(Offer, LinkKey, Vec<u64>), OfferError> {
         let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
         let (first, rest) = match servers {
             [] => return Err(OfferError::Servers("no server given")),
@@ -48,6 +49,7 @@ impl Client {
                 return self
                     .offer_with(only, payload, passphrase, kdf, secrets, answer_to)
                     .await
+                    .map(|(offer, key, closes)| (offer, key, vec![closes]))
             }
             [first, rest @ ..] => (first, rest),
         };
@@ -63,7 +65,7 @@ impl Client {
         }
         // The first server's offer draws the salt and the token and derives the key; the other
         // copies reuse the key with nonces of their own.
-        let (mut offer, key) = self
+        let (mut offer, key, closes) = self
             .offer_with(first, payload, passphrase, kdf, secrets, answer_to)
             .await
             .map_err(|e| OfferError::AtServer {
@@ -71,6 +73,7 @@ impl Client {
                 source: Box::new(e),
             })?;
         let mut stored: Vec<Mirror> = Vec::new();
+        let mut all_closes = vec![closes];
         for (i, server) in rest.iter().enumerate() {
             let mut nonce = [0u8; NONCE_LEN];
             rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -87,10 +90,13 @@ impl Client {
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok((id, _)) => stored.push(Mirror {
-                    server: server.clone(),
-                    locator: id.locator(),
-                }),
+                Ok(s) => {
+                    stored.push(Mirror {
+                        server: server.clone(),
+                        locator: s.id.locator(),
+                    });
+                    all_closes.push(s.closes_here);
+                }
                 Err(e) => {
                     self.take_back(&offer, &stored).await;
                     return Err(OfferError::AtServer {
@@ -101,7 +107,7 @@ impl Client {
             }
         }
         offer.link.mirrors = stored;
-        Ok((offer, key))
+        Ok((offer, key, all_closes))
     }
 
     /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).

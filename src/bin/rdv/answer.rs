@@ -83,20 +83,20 @@ pub(crate) async fn wait_for_answer(
     let schedule = schedule(look);
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     let answer = match wait {
-        None => {
-            if schedule.start(now, pending.polls_from()) > now {
+        None => match client.look(pending, schedule).await {
+            Err(CollectError::TooEarly { polls_from }) => {
                 return Err(CliError::new(
                     "too_early",
                     rdv::client::ErrorKind::Transient,
                     format!(
                         "the link's bucket closes at {}: a look before then would tell the server which link the mailbox belongs to; run rdv collect again after that (or --wait to wait here; --early looks anyway, at that cost)",
-                        local_time(pending.polls_from())
+                        local_time(polls_from)
                     ),
                 )
                 .into());
             }
-            client.collect(pending).await?
-        }
+            r => r?,
+        },
         Some(w) => {
             let from = schedule.start(now, pending.polls_from());
             let until = from.saturating_add(w.as_secs());

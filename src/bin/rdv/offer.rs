@@ -249,7 +249,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         note!("The link contains the passphrase: whoever sees it can open it. Use --two-channel to split them.");
     }
     writeln!(out, "delete-token: {}", &*token)?;
-    note!("Keep the delete token to remove the link later: rdv delete LINK --token TOKEN");
+    if a.expect_answer {
+        note!("Keep the delete token private. Let the link expire rather than delete it: a delete names your link, and after the answer it tells the server which fetch accepted it.");
+    } else {
+        note!("Keep the delete token private: with it, rdv delete LINK --token-file FILE (or RDV_DELETE_TOKEN) takes the link down, for example when it was not used. A delete soon after the accept tells the server which fetch took your link.");
+    }
     let Some(pending) = pending else {
         return Ok(());
     };
@@ -272,9 +276,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--wait`: wait for the answer; without one, say why and (without a state file) take the
-/// link down (at the end of the wait, a moment that has nothing to do with any fetch); with one,
-/// remove the state file.
+/// `--wait`: wait for the answer; without one, say why (the link stays: it expires by itself);
+/// with one, remove the state file.
 async fn wait_and_finish(
     a: &OfferArgs,
     client: &Client,
@@ -282,29 +285,19 @@ async fn wait_and_finish(
     wait: std::time::Duration,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let Some(answer) = wait_for_answer("offer", client, pending, &a.look, Some(wait)).await? else {
+        // The link is not taken down: a delete when the wait ends, right after its last look,
+        // would tie the link to its mailbox, and a server that withholds the answer could then
+        // tie it to the accepter's fetch. It expires by itself.
         let why = no_answer(pending);
-        let no_answer = |msg: String| {
-            anyhow::Error::new(CliError::new(
-                "no_answer_yet",
-                rdv::client::ErrorKind::Transient,
-                msg,
-            ))
+        let later = match &a.state {
+            Some(state) => format!("collect it later with: rdv collect --state {}", state.display()),
+            None => "without --state a later answer cannot be read; the link stays on the server until it expires (deleting it now would tell the server which mailbox is yours)".into(),
         };
-        if let Some(state) = &a.state {
-            return Err(no_answer(format!(
-                "{why}; collect it later with: rdv collect --state {}",
-                state.display()
-            )));
-        }
-        // Without a state file nobody could read a later answer: take the link down so that
-        // nobody answers into the void.
-        return Err(no_answer(match client.retire(pending).await {
-            Ok(()) => format!("{why}; without --state a later answer could not be read, so the link was deleted"),
-            Err(e) => format!(
-                "{why}; without --state a later answer could not be read, and the link could NOT be deleted ({}); it expires by itself",
-                rdv::config::report(&e)
-            ),
-        }));
+        return Err(anyhow::Error::new(CliError::new(
+            "no_answer_yet",
+            rdv::client::ErrorKind::Transient,
+            format!("{why}; {later}"),
+        )));
     };
     if let Some(state) = &a.state {
         std::fs::remove_file(state)
