@@ -27,7 +27,9 @@ use crate::clock::Clock;
 use crate::framed::{read_msg, write_msg, FrameIoError};
 use crate::proto::kdf::{self, KdfLimits};
 use crate::proto::seal::{self, SealError, NONCE_LEN};
-use crate::proto::wire::{sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION};
+use crate::proto::wire::{
+    sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION, STAMP_VERSION,
+};
 use crate::proto::{
     AnswerPublic, BucketId, ClientPolicy, DeleteToken, ErrorCode, KdfProfile, LinkKey, Passphrase,
     RdvLink, Request, Response, Salt, SealedLink, ServerAddr, ServerInfo, MAX_LINKS_PER_BUCKET,
@@ -69,6 +71,9 @@ pub struct ClientConfig {
     /// How long to keep retrying, with growing pauses, when the server answers that it is busy
     /// (no free connection slot, or no room for a store this second). Default: 60 s.
     pub retry_budget: Duration,
+    /// The newest protocol version offered in the version exchange. Default:
+    /// [`PROTOCOL_VERSION`]; lower only to act as an older client (tests, the lab).
+    pub max_version: u16,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +85,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(60),
             max_frame: DEFAULT_MAX_FRAME,
             retry_budget: Duration::from_secs(60),
+            max_version: PROTOCOL_VERSION,
         }
     }
 }
@@ -126,6 +132,10 @@ pub struct Accepted {
     pub index: usize,
     /// What answering needs, when the link expects an answer.
     pub reply: Option<ReplyTo>,
+    /// How many of the bucket's entries carry a valid stamp of at least the policy's effort
+    /// (protocol version 3): the real links this one hides among, itself included, as far as
+    /// the client can check. `None` from a server without stamps.
+    pub links_verified: Option<usize>,
 }
 
 impl std::fmt::Debug for Accepted {
@@ -138,6 +148,7 @@ impl std::fmt::Debug for Accepted {
             .field("tried", &self.tried)
             .field("index", &self.index)
             .field("expects_answer", &self.reply.is_some())
+            .field("links_verified", &self.links_verified)
             .finish()
     }
 }
@@ -218,6 +229,13 @@ pub(crate) struct Stored {
     pub(crate) info: ServerInfo,
     /// When the bucket closes, on this machine's clock (unix seconds).
     pub(crate) closes_here: u64,
+}
+
+/// A fetched bucket: its 64 entries, and how many carry a valid stamp (`None` from a server
+/// without stamps).
+pub(crate) struct Fetched {
+    pub(crate) links: Vec<SealedLink>,
+    pub(crate) verified: Option<usize>,
 }
 
 /// What [`Client::request_fresh`] got (short-lived: its size does not matter).
@@ -311,13 +329,17 @@ impl Client {
             timeout: self.config.request_timeout,
             version: MIN_PROTOCOL_VERSION,
         };
+        let max_version = self
+            .config
+            .max_version
+            .clamp(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION);
         let hello = Request::Hello {
             min_version: MIN_PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
+            max_version,
         };
         match c.request(&hello).await {
             Ok(Response::Hello { version })
-                if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
+                if (MIN_PROTOCOL_VERSION..=max_version).contains(&version) =>
             {
                 c.version = version;
                 Ok(c)
@@ -479,10 +501,13 @@ impl Client {
         Ok((offer, key, closes_here))
     }
 
-    /// Store one sealed link on `server` with `token`'s check, and check the bucket ID it gets
-    /// against the policy (a refused ID gets the link deleted again). The bucket, the server's
-    /// parameters, and when the bucket closes on this machine's clock (taken when the server's
-    /// parameters arrived, so that nothing after it, the store included, shifts it).
+    /// Store one sealed link on `server` with `token`'s check. Against a server of protocol
+    /// version 3: ask for a challenge, check its bucket ID and effort against the policy before
+    /// anything is stored, stamp the link and store it into that bucket. Against an older one:
+    /// store, then check the bucket ID it got (a refused ID gets the link deleted again). The
+    /// bucket, the server's parameters, and when the bucket closes on this machine's clock
+    /// (taken when the server's parameters arrived, so that nothing after it, the store
+    /// included, shifts it).
     pub(crate) async fn store_sealed(
         &self,
         server: &ServerAddr,
@@ -490,15 +515,11 @@ impl Client {
         token: &DeleteToken,
         needs_mailboxes: bool,
     ) -> Result<Stored, OfferError> {
-        let store = Request::Store {
-            link: sealed,
-            delete_check: token.check(),
-        };
         // A server with no room this second says so instead of handing out an ID clients refuse;
         // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
-        let (mut c, info, id, here) = 'connection: loop {
+        let (mut c, info, id, here) = loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
                 return Err(OfferError::NoMailboxes {
@@ -514,37 +535,45 @@ impl Client {
                 .policy
                 .check_window(info.open_window_secs)
                 .map_err(OfferError::UnacceptableServer)?;
-            loop {
-                match c.request(&store).await {
-                    Ok(Response::Stored { id }) => break 'connection (c, info, id, here),
-                    Ok(r) => return Err(unexpected("Stored", &r).into()),
-                    Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
-                        tracing::debug!("the server took the connection's slot back; retrying");
-                        continue 'connection;
-                    }
-                    Err(e)
-                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                            && backoff.wait().await =>
-                    {
-                        tracing::debug!("the server has no room for a store now; retrying");
-                    }
-                    Err(e) => return Err(e.into()),
+            let stored = if c.version() >= STAMP_VERSION {
+                self.stamped_store_on(&mut c, &sealed, token, &info, &mut backoff)
+                    .await
+            } else {
+                let store = Request::Store {
+                    link: sealed.clone(),
+                    delete_check: token.check(),
+                };
+                Self::store_on(&mut c, &store, &mut backoff)
+                    .await
+                    .map_err(OfferError::from)
+            };
+            match stored {
+                Ok(id) => break (c, info, id, here),
+                Err(OfferError::Connection(e))
+                    if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await =>
+                {
+                    tracing::debug!("the server took the connection's slot back; retrying");
                 }
+                Err(e) => return Err(e),
             }
         };
-        tracing::debug!("sealed link stored; checking the bucket ID against the policy");
-        if let Err(violation) =
-            self.config
-                .policy
-                .check(id, self.clock.now(), info.open_window_secs)
-        {
-            tracing::warn!("the bucket ID fails the anti-fingerprinting policy; deleting the link");
-            let delete = Request::Delete {
-                locator: id.locator(),
-                token: token.clone(),
-            };
-            let deleted = matches!(c.request(&delete).await, Ok(Response::Deleted));
-            return Err(OfferError::Refused { violation, deleted });
+        if c.version() < STAMP_VERSION {
+            tracing::debug!("sealed link stored; checking the bucket ID against the policy");
+            if let Err(violation) =
+                self.config
+                    .policy
+                    .check(id, self.clock.now(), info.open_window_secs)
+            {
+                tracing::warn!(
+                    "the bucket ID fails the anti-fingerprinting policy; deleting the link"
+                );
+                let delete = Request::Delete {
+                    locator: id.locator(),
+                    token: token.clone(),
+                };
+                let deleted = matches!(c.request(&delete).await, Ok(Response::Deleted));
+                return Err(OfferError::Refused { violation, deleted });
+            }
         }
         // The server's clock and ours differ; the time until the close does not.
         let closes_in = id
@@ -556,6 +585,106 @@ impl Client {
             info,
             closes_here: here.saturating_add(closes_in),
         })
+    }
+
+    /// A store without a stamp on `c` (protocol versions 1 and 2), retrying `Overloaded` and
+    /// `RateLimited` on the same connection.
+    async fn store_on(
+        c: &mut Connection,
+        store: &Request,
+        backoff: &mut Backoff,
+    ) -> Result<BucketId, ConnectionError> {
+        loop {
+            match c.request(store).await {
+                Ok(Response::Stored { id }) => return Ok(id),
+                Ok(r) => return Err(unexpected("Stored", &r)),
+                Err(e)
+                    if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                        && backoff.wait().await =>
+                {
+                    tracing::debug!("the server has no room for a store now; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Challenge, check, stamp and store on `c` (protocol version 3). A bucket that closes
+    /// before the stamp is ready gets a new challenge (a few times at most). A policy refusal
+    /// stores nothing.
+    async fn stamped_store_on(
+        &self,
+        c: &mut Connection,
+        sealed: &SealedLink,
+        token: &DeleteToken,
+        info: &ServerInfo,
+        backoff: &mut Backoff,
+    ) -> Result<BucketId, OfferError> {
+        const CHALLENGES: u32 = 5;
+        let policy = self.config.policy;
+        for _ in 0..CHALLENGES {
+            let challenge = loop {
+                match c.request(&Request::Challenge).await {
+                    Ok(Response::Challenge(ch)) => break ch,
+                    Ok(r) => return Err(unexpected("Challenge", &r).into()),
+                    Err(e)
+                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                            && backoff.wait().await => {}
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if let Err(v) =
+                policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
+            {
+                tracing::warn!(
+                    "the challenge's bucket fails the anti-fingerprinting policy; nothing stored"
+                );
+                return Err(OfferError::RefusedChallenge(v));
+            }
+            let ch = challenge;
+            let link = sealed.clone();
+            let mut start = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut start);
+            let stamp = tokio::task::spawn_blocking(move || {
+                crate::proto::stamp::solve(&ch, &link, start, u64::MAX)
+            })
+            .await
+            .map_err(OfferError::StampTask)?
+            .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
+            let store = Request::StampedStore {
+                link: sealed.clone(),
+                delete_check: token.check(),
+                id: challenge.id,
+                stamp,
+            };
+            loop {
+                match c.request(&store).await {
+                    Ok(Response::Stored { id }) if id == challenge.id => return Ok(id),
+                    Ok(Response::Stored { .. }) => {
+                        return Err(ConnectionError::Protocol(
+                            "the server stored the link in another bucket than its challenge named"
+                                .into(),
+                        )
+                        .into())
+                    }
+                    Ok(r) => return Err(unexpected("Stored", &r).into()),
+                    Err(ConnectionError::Server {
+                        code: ErrorCode::BucketClosed,
+                        ..
+                    }) => {
+                        tracing::debug!(
+                            "the bucket closed before the stamp was ready; a new challenge"
+                        );
+                        break;
+                    }
+                    Err(e)
+                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                            && backoff.wait().await => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(OfferError::BucketsKeptClosing(CHALLENGES))
     }
 
     /// Fetch the link's bucket and trial-decrypt it.
@@ -584,10 +713,10 @@ impl Client {
         if !link.mirrors.is_empty() {
             return self.accept_from_any(link, key).await;
         }
-        let links = self.fetch_at(&link.server, link.locator).await?;
-        let tried = links.len();
+        let fetched = self.fetch_at(&link.server, link.locator).await?;
+        let tried = fetched.links.len();
         tracing::debug!(entries = tried, "bucket fetched; trial decryption");
-        match seal::trial_open(&key, &links) {
+        match seal::trial_open(&key, &fetched.links) {
             Some((index, opened)) => Ok(Accepted {
                 payload: opened.payload,
                 tried,
@@ -597,28 +726,62 @@ impl Client {
                     key,
                     to,
                 }),
+                links_verified: fetched.verified,
             }),
             None => Err(AcceptError::NoMatch { tried }),
         }
+    }
+
+    /// How many entries of the link's bucket (on its main server) carry a valid stamp: what an
+    /// accepter would be told. For an initiator, one fetch of its own bucket, timed like an
+    /// accept (say, when the bucket closes). `None` from a server without stamps.
+    pub async fn verified_links(&self, link: &RdvLink) -> Result<Option<usize>, AcceptError> {
+        Ok(self.fetch_at(&link.server, link.locator).await?.verified)
     }
 
     pub(crate) async fn fetch_at(
         &self,
         server: &ServerAddr,
         locator: crate::proto::Locator,
-    ) -> Result<Vec<SealedLink>, AcceptError> {
+    ) -> Result<Fetched, AcceptError> {
         let fetch = Request::Fetch { locator };
+        // An rdv server pads every answer to a full bucket; anything else is not one.
+        let full = |n: usize| {
+            if n == MAX_LINKS_PER_BUCKET {
+                Ok(())
+            } else {
+                Err(ConnectionError::Protocol(format!(
+                    "a bucket answer with {n} entries (always exactly {MAX_LINKS_PER_BUCKET})"
+                )))
+            }
+        };
         match self.request_any(server, &fetch).await {
             Ok(Response::Bucket { links }) => {
-                // An rdv server pads every answer to a full bucket; anything else is not one.
-                if links.len() != MAX_LINKS_PER_BUCKET {
-                    return Err(ConnectionError::Protocol(format!(
-                        "a bucket answer with {} entries (always exactly {MAX_LINKS_PER_BUCKET})",
-                        links.len()
-                    ))
-                    .into());
-                }
-                Ok(links)
+                full(links.len())?;
+                Ok(Fetched {
+                    links,
+                    verified: None,
+                })
+            }
+            Ok(Response::StampedBucket { seed, entries }) => {
+                full(entries.len())?;
+                // About 50 µs per real entry: off the async runtime.
+                let min = self.config.policy.min_effort;
+                let (entries, verified) = tokio::task::spawn_blocking(move || {
+                    let n = crate::proto::stamp::count_verified(
+                        &locator,
+                        &seed,
+                        entries.iter().map(|e| (&e.link, &e.stamp)),
+                        min,
+                    );
+                    (entries, n)
+                })
+                .await
+                .map_err(AcceptError::StampTask)?;
+                Ok(Fetched {
+                    links: entries.into_iter().map(|e| e.link).collect(),
+                    verified: Some(verified),
+                })
             }
             Ok(r) => Err(unexpected("Bucket", &r).into()),
             Err(ConnectionError::Server {

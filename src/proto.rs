@@ -14,6 +14,7 @@ pub mod padding;
 pub mod policy;
 pub mod schedule;
 pub mod seal;
+pub mod stamp;
 pub mod wire;
 pub mod words;
 
@@ -23,4 +24,5 @@ pub use kdf::{KdfLimits, KdfParams, KdfProfile, LinkKey, Passphrase, Salt};
 pub use link::{RdvLink, ServerAddr};
 pub use policy::{ClientPolicy, PolicyViolation};
 pub use seal::{OpenError, Payload, SealError, SealedLink, MAX_PAYLOAD, SEALED_LINK_LEN};
+pub use stamp::{Stamp, StampSeed};
 pub use wire::{ErrorCode, Request, Response, ServerInfo, PROTOCOL_VERSION};

@@ -56,6 +56,17 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// **Testing only**: misbehave on purpose (see [`adversary`]). Default: `None`.
     pub adversary: Option<adversary::Adversary>,
+    /// **Testing only**: how many of an adversarial server's fake entries around each victim get
+    /// valid stamps, paid with real work (`isolate` adds them to the victim's own bucket,
+    /// `dummies` stamps that many of its dummies). Default: 0.
+    pub adversary_stamp_budget: usize,
+    /// The effort a challenge asks for (protocol version 3): a stamp takes about this many
+    /// Equi-X solutions, some 3 ms each. Default: 64 (about 0.2 s); from 1 to
+    /// [`ServerConfig::MAX_EFFORT`].
+    pub stamp_effort: u32,
+    /// Refuse stores without a stamp (every version-1 and version-2 client), so that every
+    /// store costs its client the work of a stamp. Default: `false`.
+    pub require_stamps: bool,
 }
 
 impl ServerConfig {
@@ -64,6 +75,8 @@ impl ServerConfig {
     pub const MAX_CONNECTIONS: usize = 1 << 20;
     /// The largest accepted `rate_per_sec` and `rate_burst`.
     pub const MAX_RATE: u32 = 1_000_000;
+    /// The largest accepted `stamp_effort` (hours of work per stamp).
+    pub const MAX_EFFORT: u32 = 1 << 20;
 
     /// Check the settings ([`Server::new`] does).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -106,6 +119,12 @@ impl ServerConfig {
         if self.gc_batch == 0 {
             return Err(ConfigError::new("gc_batch", "must be at least 1"));
         }
+        if !(1..=Self::MAX_EFFORT).contains(&self.stamp_effort) {
+            return Err(ConfigError::new(
+                "stamp_effort",
+                format!("must be from 1 to {}", Self::MAX_EFFORT),
+            ));
+        }
         Ok(())
     }
 }
@@ -126,6 +145,9 @@ impl Default for ServerConfig {
             gc_batch: 1_000,
             shutdown_grace: Duration::from_secs(5),
             adversary: None,
+            adversary_stamp_budget: 0,
+            stamp_effort: crate::proto::stamp::DEFAULT_EFFORT,
+            require_stamps: false,
         }
     }
 }
@@ -274,5 +296,10 @@ impl<S: BucketStore> Server<S> {
     /// Filler for a fetch answer (see [`crate::proto::padding::filler`]).
     pub(crate) fn filler(&self, locator: &Locator, have: usize) -> Vec<SealedLink> {
         crate::proto::padding::filler(self.store.filler_secret(), locator, have)
+    }
+
+    /// The stamp seed of bucket `id`.
+    pub(crate) fn seed(&self, id: crate::proto::BucketId) -> crate::proto::StampSeed {
+        crate::proto::stamp::bucket_seed(self.store.filler_secret(), id)
     }
 }

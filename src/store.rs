@@ -14,7 +14,7 @@ mod ops;
 pub mod pg;
 
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -83,17 +83,38 @@ impl StoreParams {
     }
 }
 
-/// One stored link and the hash of its deletion token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One stored link, the hash of its deletion token and its stamp, if it came with one.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredLink {
     /// The sealed link.
     pub link: SealedLink,
     /// Hash of the deletion token.
     pub check: DeleteCheck,
+    /// The stamp it was stored with (protocol version 3), verified by the server then.
+    pub stamp: Option<Stamp>,
 }
 
-/// A bucket as stored (postcard-encoded on disk).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl StoredLink {
+    /// What a fetch shows of it.
+    pub fn entry(self) -> Entry {
+        Entry {
+            link: self.link,
+            stamp: self.stamp,
+        }
+    }
+}
+
+/// One entry of a fetched bucket: a link and its stamp, if it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The sealed link.
+    pub link: SealedLink,
+    /// Its stamp.
+    pub stamp: Option<Stamp>,
+}
+
+/// A bucket as stored (postcard-encoded on disk, see `codec`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBucket {
     /// The bucket's ID.
     pub id: BucketId,
@@ -162,6 +183,13 @@ pub enum StoreError {
     /// Every bucket ID clients accept in this second is used: try again shortly.
     #[error(transparent)]
     Overloaded(#[from] alloc::Exhausted),
+    /// The bucket a stamped store names takes no more links (full, its window passed, or it is
+    /// not the open bucket): ask for a new challenge.
+    #[error("the bucket takes no more links; ask for a new challenge")]
+    BucketClosed,
+    /// The link is in the bucket already (a stamp replayed).
+    #[error("the link is in the bucket already")]
+    Duplicate,
     /// The store is shut down.
     #[error("the store is closed")]
     Closed,
@@ -209,14 +237,46 @@ pub trait BucketStore: Send + Sync + 'static {
         link: SealedLink,
         check: DeleteCheck,
         now: u64,
+    ) -> impl Future<Output = Result<BucketId, StoreError>> + Send {
+        self.store_in(link, check, None, now)
+    }
+
+    /// [`BucketStore::store`], or with `target` a stamped store (protocol version 3): into the
+    /// bucket its challenge named, with its stamp (verified by the caller), if that bucket is
+    /// still the open one and takes one more link ([`StoreError::BucketClosed`] otherwise) and
+    /// the link is not in it yet ([`StoreError::Duplicate`]).
+    fn store_in(
+        &self,
+        link: SealedLink,
+        check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
+        now: u64,
     ) -> impl Future<Output = Result<BucketId, StoreError>> + Send;
+
+    /// The bucket a store at `now` would go into (protocol version 3): the open one, or a new
+    /// one opened empty (which counts against the 33 buckets a second like any other).
+    fn challenge(&self, now: u64) -> impl Future<Output = Result<BucketId, StoreError>> + Send;
 
     /// The links of an unexpired bucket, or `None`.
     fn fetch(
         &self,
         locator: Locator,
         now: u64,
-    ) -> impl Future<Output = Result<Option<Vec<SealedLink>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Vec<SealedLink>>, StoreError>> + Send {
+        async move {
+            Ok(self
+                .fetch_entries(locator, now)
+                .await?
+                .map(|(_, v)| v.into_iter().map(|e| e.link).collect()))
+        }
+    }
+
+    /// The ID and the entries (links and their stamps) of an unexpired bucket, or `None`.
+    fn fetch_entries(
+        &self,
+        locator: Locator,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<(BucketId, Vec<Entry>)>, StoreError>> + Send;
 
     /// Remove the link whose check matches; `false` if there is none.
     fn delete(

@@ -121,14 +121,12 @@ async fn forward_jump_of_30_days_then_correction() {
     w.advance(10);
 
     // The server's clock jumps 30 days ahead: its new buckets lie in the future, and clients
-    // refuse them (unavoidable: the server cannot know its clock is wrong)...
+    // refuse them at the challenge, before storing anything (unavoidable: the server cannot know
+    // its clock is wrong)...
     w.server_clock.jump(30 * DAY);
     w.advance(WINDOW + 1); // the open bucket's window passes
     match w.offer("during the jump").await {
-        Err(OfferError::Refused {
-            violation: PolicyViolation::FromTheFuture { .. },
-            deleted: true,
-        }) => {}
+        Err(OfferError::RefusedChallenge(PolicyViolation::FromTheFuture { .. })) => {}
         other => panic!("expected a refusal of the future bucket, got {other:?}"),
     }
     let future = w.raw_store().await;
@@ -198,10 +196,7 @@ async fn backward_jump_of_30_days_then_correction() {
     // Buckets opened now are a month old to the clients: refused.
     w.advance(WINDOW + 1);
     match w.offer("during the backward jump").await {
-        Err(OfferError::Refused {
-            violation: PolicyViolation::TooOld { .. },
-            deleted: true,
-        }) => {}
+        Err(OfferError::RefusedChallenge(PolicyViolation::TooOld { .. })) => {}
         other => panic!("expected a refusal of the stale bucket, got {other:?}"),
     }
     let stale = w.raw_store().await;

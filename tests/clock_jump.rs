@@ -55,10 +55,8 @@ async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at
     for (jump, expect_refusal) in [("+1d", "future"), ("-30d", "old")] {
         set_offset(&offset, jump);
         match offer("during the jump").await {
-            Err(OfferError::Refused {
-                violation,
-                deleted: true,
-            }) => match (&violation, expect_refusal) {
+            // Refused at the challenge: nothing was stored.
+            Err(OfferError::RefusedChallenge(violation)) => match (&violation, expect_refusal) {
                 (PolicyViolation::FromTheFuture { .. }, "future")
                 | (PolicyViolation::TooOld { .. }, "old") => {}
                 _ => panic!("{jump}: unexpected refusal {violation}"),

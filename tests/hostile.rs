@@ -408,7 +408,7 @@ async fn a_store_flood_cannot_push_honest_offers_into_refused_buckets() {
                 .await;
             match r {
                 Ok(_) => Some(t.elapsed()),
-                Err(OfferError::Refused { .. }) => {
+                Err(OfferError::Refused { .. } | OfferError::RefusedChallenge(_)) => {
                     refused.fetch_add(1, Ordering::Relaxed);
                     None
                 }

@@ -149,3 +149,66 @@ fn x25519_rfc_7748() {
         &shared
     );
 }
+
+/// Equi-X, the puzzle under rdv's stamps: the solutions C tor's test suite publishes for its
+/// challenges (tor's test_crypto_equix), each solution's sixteen bytes as eight little-endian
+/// 16-bit items, and its verification through the interpreter (how rdv verifies).
+#[test]
+fn equix_matches_c_tor() {
+    let items = |s: &equix::Solution| -> Vec<u16> {
+        s.to_bytes()
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    };
+    for (challenge, want) in [
+        (
+            &b"zzz"[..],
+            vec![vec![
+                0xae21, 0xd392, 0x3215, 0xdd9c, 0x2f08, 0x93df, 0x232c, 0xe5dc,
+            ]],
+        ),
+        (
+            &b"rrr"[..],
+            vec![vec![
+                0x0873, 0x57a8, 0x73e0, 0x912e, 0x1ca8, 0xad96, 0x9abd, 0xd7de,
+            ]],
+        ),
+        (&b"qqq"[..], vec![]),
+        (&b"0123456789"[..], vec![]),
+        (
+            &b""[..],
+            vec![
+                vec![
+                    0x0098, 0x3a4d, 0xc489, 0xcfba, 0x7ef3, 0xa498, 0xa00f, 0xec20,
+                ],
+                vec![
+                    0x78d8, 0x8611, 0xa4df, 0xec19, 0x0927, 0xa729, 0x842f, 0xf771,
+                ],
+                vec![
+                    0x54b5, 0xcc11, 0x1593, 0xe624, 0x9357, 0xb339, 0xb138, 0xed99,
+                ],
+            ],
+        ),
+    ] {
+        let found = equix::solve(challenge).expect("a usable challenge");
+        let got: Vec<Vec<u16>> = found.iter().map(items).collect();
+        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(challenge));
+        let mut verifier = equix::EquiXBuilder::new();
+        verifier.runtime(equix::RuntimeOption::InterpretOnly);
+        for s in &found {
+            assert!(verifier.verify(challenge, s).is_ok());
+        }
+    }
+    // C tor's verify-only vector, and the same items out of order or changed.
+    let a = [
+        0x2227, 0xa173, 0x365a, 0xb47d, 0x1bb2, 0xa077, 0x0d5e, 0xf25f,
+    ];
+    assert!(equix::verify_array(b"a", &a).is_ok());
+    let mut swapped = a;
+    swapped.rotate_left(4);
+    assert!(equix::verify_array(b"a", &swapped).is_err());
+    let mut changed = a;
+    changed[0] = 0x2220;
+    assert!(equix::verify_array(b"a", &changed).is_err());
+}

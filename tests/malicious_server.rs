@@ -73,7 +73,9 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 return;
             }
             (Evil::WrongMailboxAnswer, Request::Hello { .. }) => Response::Hello { version: 2 },
-            (Evil::FutureVersion, Request::Hello { .. }) => Response::Hello { version: 3 },
+            (Evil::FutureVersion, Request::Hello { .. }) => Response::Hello {
+                version: rdv::proto::PROTOCOL_VERSION + 1,
+            },
             (_, Request::Hello { .. }) => Response::Hello { version: 1 },
             (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
             (_, Request::Info) => Response::Info(info(600)),
@@ -150,8 +152,14 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
             (_, Request::Fetch { .. }) => Response::Stored {
                 id: BucketId { created: 0, seq: 0 },
             },
-            // Only Evil::WrongMailboxAnswer agrees on version 2.
-            (_, Request::PutAnswer { .. } | Request::FetchAnswer { .. }) => Response::Deleted,
+            // Only Evil::WrongMailboxAnswer agrees on version 2, none on version 3.
+            (
+                _,
+                Request::PutAnswer { .. }
+                | Request::FetchAnswer { .. }
+                | Request::Challenge
+                | Request::StampedStore { .. },
+            ) => Response::Deleted,
         };
         if write_msg(&mut s, &resp, max).await.is_err() {
             return;

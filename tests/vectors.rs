@@ -9,11 +9,12 @@
 
 use rdv::proto::answer::{self, AnswerSecret};
 use rdv::proto::seal::{open, seal};
-use rdv::proto::wire::{decode_frame, encode_frame, DEFAULT_MAX_FRAME};
+use rdv::proto::stamp::{Challenge, STAMP_LEN};
+use rdv::proto::wire::{decode_frame, encode_frame, StampedEntry, DEFAULT_MAX_FRAME};
 use rdv::proto::{
     kdf, BucketId, DeleteCheck, DeleteToken, ErrorCode, KdfLimits, KdfProfile, LinkKey, Locator,
     MailboxAddr, Passphrase, RdvLink, Request, Response, Salt, SealedAnswer, SealedLink,
-    ServerInfo,
+    ServerInfo, Stamp, StampSeed,
 };
 use std::path::PathBuf;
 
@@ -128,6 +129,26 @@ fn requests() -> Vec<(&'static str, Request)> {
                 mailbox: MailboxAddr([0x44; 32]),
             },
         ),
+        (
+            "request.hello-v3",
+            Request::Hello {
+                min_version: 1,
+                max_version: 3,
+            },
+        ),
+        ("request.challenge", Request::Challenge),
+        (
+            "request.stamped-store",
+            Request::StampedStore {
+                link: SealedLink([0xab; 256]),
+                delete_check: DeleteCheck([0x11; 32]),
+                id: BucketId {
+                    created: 1_800_000_000,
+                    seq: 3,
+                },
+                stamp: Stamp([0x77; STAMP_LEN]),
+            },
+        ),
     ]
 }
 
@@ -180,6 +201,48 @@ fn responses() -> Vec<(&'static str, Response)> {
             "response.error-already-answered",
             Response::Error {
                 code: ErrorCode::AlreadyAnswered,
+                message: String::new(),
+            },
+        ),
+        ("response.hello-v3", Response::Hello { version: 3 }),
+        (
+            "response.challenge",
+            Response::Challenge(Challenge {
+                id: BucketId {
+                    created: 1_800_000_000,
+                    seq: 3,
+                },
+                seed: StampSeed([0x88; 32]),
+                effort: 64,
+            }),
+        ),
+        (
+            "response.stamped-bucket",
+            Response::StampedBucket {
+                seed: StampSeed([0x88; 32]),
+                entries: vec![
+                    StampedEntry {
+                        link: SealedLink([1; 256]),
+                        stamp: Stamp([0x77; STAMP_LEN]),
+                    },
+                    StampedEntry {
+                        link: SealedLink([2; 256]),
+                        stamp: Stamp([0x99; STAMP_LEN]),
+                    },
+                ],
+            },
+        ),
+        (
+            "response.error-bucket-closed",
+            Response::Error {
+                code: ErrorCode::BucketClosed,
+                message: String::new(),
+            },
+        ),
+        (
+            "response.error-bad-stamp",
+            Response::Error {
+                code: ErrorCode::BadStamp,
                 message: String::new(),
             },
         ),
@@ -407,4 +470,73 @@ fn link_vectors() {
         }
     }
     assert!(ok >= 4 && bad >= 10, "{ok} ok, {bad} failing vectors");
+}
+
+/// Stamps (PROTOCOL.md §16): a bucket's seed, one challenge's bytes, and the stamp found by
+/// trying nonces from zero, for fixed inputs; and what must not verify.
+#[test]
+fn stamp_vectors() {
+    use rdv::proto::padding::FillerSecret;
+    use rdv::proto::stamp::{self, StampError};
+    let secret = FillerSecret::from_bytes([0x11; 32]);
+    let id = BucketId {
+        created: 1_800_000_000,
+        seq: 3,
+    };
+    let seed = stamp::bucket_seed(&secret, id);
+    let link = SealedLink([0xab; 256]);
+    let challenge =
+        stamp::challenge_bytes(&id.locator(), &seed, &stamp::link_hash(&link), &[0; 16], 8);
+    let ch = Challenge {
+        id,
+        seed,
+        effort: 8,
+    };
+    let solved = stamp::solve(&ch, &link, [0; 16], 100_000).expect("a stamp");
+    check_ok_lines(
+        "stamp.txt",
+        &[
+            ("stamp.seed".into(), hex(&seed.0)),
+            ("stamp.challenge".into(), hex(&challenge)),
+            ("stamp.solved".into(), hex(&solved.0)),
+        ],
+    );
+    let loc = id.locator();
+    assert_eq!(stamp::verify(&loc, &seed, &link, &solved, 8), Ok(()));
+    // Another bucket of the same second, another link, a claim of more effort, a floor above
+    // the stamp's effort, a truncated or zeroed stamp: none verifies.
+    let other = BucketId { seq: 4, ..id };
+    assert!(stamp::verify(&other.locator(), &seed, &link, &solved, 8).is_err());
+    assert!(stamp::verify(&loc, &seed, &SealedLink([0xac; 256]), &solved, 8).is_err());
+    let mut dear = solved;
+    dear.0[32..].copy_from_slice(&9u32.to_be_bytes());
+    assert!(stamp::verify(&loc, &seed, &link, &dear, 8).is_err());
+    assert_eq!(
+        stamp::verify(&loc, &seed, &link, &solved, 9),
+        Err(StampError::TooCheap {
+            claimed: 8,
+            required: 9
+        })
+    );
+    let mut zero = solved;
+    zero.0[16..32].fill(0);
+    assert!(stamp::verify(&loc, &seed, &link, &zero, 8).is_err());
+    // A stamp is 36 bytes on the wire; 35 do not decode.
+    let mut frame = encode_frame(
+        &Request::StampedStore {
+            link: link.clone(),
+            delete_check: DeleteCheck([0x11; 32]),
+            id,
+            stamp: solved,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    let n = frame.len();
+    frame.truncate(n - 1);
+    frame[..4].copy_from_slice(&((n - 5) as u32).to_be_bytes());
+    let pos = frame.len() - 36;
+    assert_eq!(frame[pos], 36, "the stamp's length byte");
+    frame[pos] = 35;
+    assert!(decode_frame::<Request>(&frame, DEFAULT_MAX_FRAME).is_err());
 }

@@ -48,7 +48,7 @@ async fn run(
                 max_seq,
                 ..Default::default()
             },
-            bucket_capacity: mode.map_or(64, |m| m.bucket_capacity()),
+            bucket_capacity: mode.map_or(64, |m| m.bucket_capacity(0)),
             ..Default::default()
         },
         FillerSecret::from_bytes([7; 32]),
@@ -97,7 +97,11 @@ async fn run(
                 *buckets.entry(o.bucket).or_insert(0usize) += 1;
                 opened.push((o, payload));
             }
-            Err(OfferError::Refused { .. } | OfferError::UnacceptableServer(_)) => d.detected += 1,
+            Err(
+                OfferError::Refused { .. }
+                | OfferError::RefusedChallenge(_)
+                | OfferError::UnacceptableServer(_),
+            ) => d.detected += 1,
             Err(e) if e.kind() == ErrorKind::ServerMisbehaved => d.detected += 1,
             Err(e) if e.kind() == ErrorKind::Transient => d.throttled += 1,
             Err(e) => anyhow::bail!("{label}: offer {i}: {e}"),

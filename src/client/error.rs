@@ -194,6 +194,17 @@ pub enum OfferError {
     /// The server's advertised parameters fail the policy; nothing was stored.
     #[error("refused the server; nothing was stored")]
     UnacceptableServer(#[source] PolicyViolation),
+    /// The bucket a challenge named (or the effort it asked) failed the policy (protocol
+    /// version 3): nothing was stored.
+    #[error("refused the server's bucket; nothing was stored")]
+    RefusedChallenge(#[source] PolicyViolation),
+    /// The server closed every bucket it named before the stamp for it was ready, several
+    /// times in a row (protocol version 3); nothing was stored.
+    #[error("the server closed {0} buckets in a row before their stamps were ready; nothing was stored (a busy server, or one playing games)")]
+    BucketsKeptClosing(u32),
+    /// Solving a stamp failed to run.
+    #[error("solving the stamp failed to run")]
+    StampTask(#[source] tokio::task::JoinError),
     /// The KDF parameters are malformed or above the client's limits.
     #[error(transparent)]
     Kdf(#[from] KdfError),
@@ -233,9 +244,11 @@ impl OfferError {
             OfferError::AtServer { source, .. } => source.kind(),
             OfferError::Servers(_) => ErrorKind::BadInput,
             OfferError::Connection(e) => e.kind(),
-            OfferError::Refused { .. } | OfferError::UnacceptableServer(_) => {
-                ErrorKind::ServerMisbehaved
-            }
+            OfferError::Refused { .. }
+            | OfferError::UnacceptableServer(_)
+            | OfferError::RefusedChallenge(_) => ErrorKind::ServerMisbehaved,
+            OfferError::BucketsKeptClosing(_) => ErrorKind::Transient,
+            OfferError::StampTask(_) => ErrorKind::Local,
             OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
                 ErrorKind::BadInput
             }
@@ -257,6 +270,9 @@ pub enum AcceptError {
     /// The key derivation thread failed.
     #[error("key derivation failed to run")]
     KdfTask(#[source] tokio::task::JoinError),
+    /// Checking the bucket's stamps failed to run.
+    #[error("checking the stamps failed to run")]
+    StampTask(#[source] tokio::task::JoinError),
     /// Trial decryption found nothing.
     #[error("no link in this bucket opens with this passphrase (wrong passphrase, or the link was deleted)")]
     NoMatch {
@@ -311,7 +327,7 @@ impl AcceptError {
             | AcceptError::NotFound
             | AcceptError::PassphraseRequired
             | AcceptError::PassphraseConflict => ErrorKind::BadInput,
-            AcceptError::KdfTask(_) => ErrorKind::Local,
+            AcceptError::KdfTask(_) | AcceptError::StampTask(_) => ErrorKind::Local,
             AcceptError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }

@@ -134,18 +134,21 @@ impl Client {
                 let key = &key;
                 async move {
                     let result = match self.fetch_at(&server, locator).await {
-                        Ok(links) => match seal::trial_open(key, &links) {
+                        Ok(fetched) => match seal::trial_open(key, &fetched.links) {
                             Some((index, opened)) => Ok(Accepted {
                                 payload: opened.payload,
-                                tried: links.len(),
+                                tried: fetched.links.len(),
                                 index,
+                                links_verified: fetched.verified,
                                 reply: opened.answer_to.map(|to| super::ReplyTo {
                                     servers: link.servers().into_iter().map(|(s, _)| s).collect(),
                                     key: key.clone(),
                                     to,
                                 }),
                             }),
-                            None => Err(AcceptError::NoMatch { tried: links.len() }),
+                            None => Err(AcceptError::NoMatch {
+                                tried: fetched.links.len(),
+                            }),
                         },
                         Err(e) => Err(e),
                     };

@@ -11,6 +11,7 @@
 use super::answer::{MailboxAddr, SealedAnswer, SEALED_ANSWER_LEN};
 use super::bucket::{Locator, MAX_LINKS_PER_BUCKET};
 use super::seal::{SealedLink, SEALED_LINK_LEN};
+use super::stamp::{Stamp, STAMP_LEN};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 use sha3::{Digest, Sha3_256};
@@ -59,6 +60,24 @@ pub fn filler(secret: &FillerSecret, locator: &Locator, have: usize) -> Vec<Seal
             SealedLink(b)
         })
         .collect()
+}
+
+/// The stamp a server shows for entry `index` of the bucket at `locator` when the entry has
+/// none (filler, or a link stored without a stamp): 36 bytes of the ChaCha20 keystream (zero
+/// nonce) under `SHA3-256("rdv stamp filler v1" || secret || locator)`, from byte `36 * index`.
+/// Stable per bucket and position, like the filler links, and no valid stamp.
+pub fn stamp_filler(secret: &FillerSecret, locator: &Locator, index: usize) -> Stamp {
+    let mut h = Sha3_256::new();
+    h.update(b"rdv stamp filler v1");
+    h.update(secret.0);
+    h.update(locator.0);
+    let mut key: [u8; 32] = h.finalize().into();
+    let mut stream = ChaCha20::new(&key.into(), &[0u8; 12].into());
+    key.zeroize();
+    stream.seek((index * STAMP_LEN) as u64);
+    let mut b = [0u8; STAMP_LEN];
+    stream.apply_keystream(&mut b);
+    Stamp(b)
 }
 
 /// The filler a server answers for an empty mailbox: the first 256 bytes of the ChaCha20

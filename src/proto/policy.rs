@@ -18,6 +18,13 @@ pub struct ClientPolicy {
     pub max_open_window_secs: u64,
     /// The highest sequence number accepted.
     pub max_seq: u16,
+    /// The least effort a stamp must show to be counted as a real link (protocol version 3).
+    /// Default: 64. (A client stamps its own links with the effort the server asks: a server
+    /// that asks for less gets links that clients with this floor do not count.)
+    pub min_effort: u32,
+    /// The most effort the client spends on a stamp: a challenge asking for more is refused
+    /// before anything is stored. Default: 1024.
+    pub max_effort: u32,
 }
 
 impl Default for ClientPolicy {
@@ -26,6 +33,8 @@ impl Default for ClientPolicy {
             max_skew_secs: 120,
             max_open_window_secs: 3600,
             max_seq: 32,
+            min_effort: super::stamp::DEFAULT_EFFORT,
+            max_effort: super::stamp::DEFAULT_MAX_EFFORT,
         }
     }
 }
@@ -67,6 +76,14 @@ pub enum PolicyViolation {
         /// Allowed maximum.
         max: u64,
     },
+    /// A challenge asks for more work than the client spends.
+    #[error("the server asks for a stamp of effort {asked}, more than the allowed {max}")]
+    EffortTooHigh {
+        /// The effort asked.
+        asked: u32,
+        /// Allowed maximum.
+        max: u32,
+    },
 }
 
 impl ClientPolicy {
@@ -105,6 +122,24 @@ impl ClientPolicy {
             return Err(PolicyViolation::SeqTooHigh {
                 seq: id.seq,
                 max: self.max_seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a challenge (protocol version 3) before anything is stored: its bucket ID as
+    /// [`ClientPolicy::check`] does, and the effort it asks for.
+    pub fn check_challenge(
+        &self,
+        challenge: &super::stamp::Challenge,
+        now: u64,
+        advertised_window_secs: u64,
+    ) -> Result<(), PolicyViolation> {
+        self.check(challenge.id, now, advertised_window_secs)?;
+        if challenge.effort > self.max_effort {
+            return Err(PolicyViolation::EffortTooHigh {
+                asked: challenge.effort,
+                max: self.max_effort,
             });
         }
         Ok(())

@@ -8,15 +8,20 @@
 use super::answer::{MailboxAddr, SealedAnswer};
 use super::bucket::{BucketId, DeleteCheck, DeleteToken, Locator};
 use super::seal::SealedLink;
+use super::stamp::{Challenge, Stamp, StampSeed};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The newest protocol version this implementation speaks. Version 2 adds the answer mailboxes
-/// ([`Request::PutAnswer`], [`Request::FetchAnswer`]); everything of version 1 is unchanged.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// ([`Request::PutAnswer`], [`Request::FetchAnswer`]); version 3 adds stamps
+/// ([`Request::Challenge`], [`Request::StampedStore`], [`Response::StampedBucket`]); everything
+/// of the earlier versions is unchanged.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this implementation speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first version with answer mailboxes.
 pub const ANSWER_VERSION: u16 = 2;
+/// The first version with stamps.
+pub const STAMP_VERSION: u16 = 3;
 /// Length of the frame header.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Default maximum frame body, enough for a full bucket (64 × 256 bytes plus overhead).
@@ -68,6 +73,19 @@ pub enum Request {
         /// The mailbox.
         mailbox: MailboxAddr,
     },
+    /// Ask which bucket a store would go into, its seed and the effort asked (version 3).
+    Challenge,
+    /// Store a sealed link with its stamp in the bucket a challenge named (version 3).
+    StampedStore {
+        /// The link.
+        link: SealedLink,
+        /// Hash of the initiator's deletion token.
+        delete_check: DeleteCheck,
+        /// The bucket the challenge named.
+        id: BucketId,
+        /// The stamp for the link in that bucket.
+        stamp: Stamp,
+    },
 }
 
 /// A response from server to client.
@@ -110,6 +128,26 @@ pub enum Response {
         /// The answer or the filler.
         answer: SealedAnswer,
     },
+    /// The bucket a store goes into now (version 3).
+    Challenge(Challenge),
+    /// A bucket's entries with their stamps, padded to a full bucket like [`Response::Bucket`]
+    /// (version 3): entries without a valid stamp (filler, links stored without one) carry
+    /// filler bytes in its place.
+    StampedBucket {
+        /// The bucket's seed.
+        seed: StampSeed,
+        /// Exactly [`super::MAX_LINKS_PER_BUCKET`] entries.
+        entries: Vec<StampedEntry>,
+    },
+}
+
+/// One entry of a [`Response::StampedBucket`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampedEntry {
+    /// The sealed link (or filler).
+    pub link: SealedLink,
+    /// Its stamp (or filler).
+    pub stamp: Stamp,
 }
 
 impl Request {
@@ -123,6 +161,8 @@ impl Request {
             Request::Delete { .. } => "Delete",
             Request::PutAnswer { .. } => "PutAnswer",
             Request::FetchAnswer { .. } => "FetchAnswer",
+            Request::Challenge => "Challenge",
+            Request::StampedStore { .. } => "StampedStore",
         }
     }
 }
@@ -139,6 +179,8 @@ impl Response {
             Response::Error { .. } => "Error",
             Response::AnswerStored => "AnswerStored",
             Response::Answer { .. } => "Answer",
+            Response::Challenge(_) => "Challenge",
+            Response::StampedBucket { .. } => "StampedBucket",
         }
     }
 }
@@ -230,6 +272,12 @@ error_codes! {
     Overloaded = 13, transient: true;
     /// The mailbox holds an answer already; the first answer stays (version 2).
     AlreadyAnswered = 14, transient: false;
+    /// The bucket a stamped store names takes no more links (full, or its window has passed):
+    /// ask for a new challenge (version 3).
+    BucketClosed = 15, transient: true;
+    /// The stamp does not verify for this link in this bucket, claims less than the effort
+    /// asked, or the link is in the bucket already (version 3).
+    BadStamp = 16, transient: false;
 }
 
 impl Serialize for ErrorCode {
@@ -411,6 +459,15 @@ mod tests {
             links: vec![SealedLink([0xff; 256]); 64],
         };
         assert!(encode_frame(&r, DEFAULT_MAX_FRAME).is_ok());
+        let entry = StampedEntry {
+            link: SealedLink([0xff; 256]),
+            stamp: Stamp([0xff; super::super::stamp::STAMP_LEN]),
+        };
+        let r = Response::StampedBucket {
+            seed: StampSeed([0xff; 32]),
+            entries: vec![entry; 64],
+        };
+        assert!(encode_frame(&r, DEFAULT_MAX_FRAME).is_ok());
     }
 
     #[test]
@@ -449,10 +506,11 @@ mod tests {
     fn negotiation_picks_the_newest_common_version() {
         assert_eq!(negotiate(1, 1), Some(1));
         assert_eq!(negotiate(1, 2), Some(2));
-        assert_eq!(negotiate(1, 9), Some(2));
+        assert_eq!(negotiate(1, 9), Some(3));
         assert_eq!(negotiate(2, 2), Some(2));
+        assert_eq!(negotiate(3, 3), Some(3));
         assert_eq!(negotiate(0, 0), None);
-        assert_eq!(negotiate(3, 9), None);
+        assert_eq!(negotiate(4, 9), None);
         assert_eq!(negotiate(2, 1), None);
     }
 

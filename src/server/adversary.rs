@@ -20,17 +20,24 @@ pub enum Adversary {
     Dummies,
     /// Fetch answers with 63 entries instead of 64.
     Truncate,
+    /// Challenges ask each client for a different effort (within twice the server's own): a
+    /// per-client choice a server could try to mark clients with.
+    VaryEffort,
+    /// Challenges give each client a seed of its own instead of the bucket's.
+    VarySeed,
 }
 
 impl Adversary {
     /// Every mode.
-    pub const ALL: [Adversary; 6] = [
+    pub const ALL: [Adversary; 8] = [
         Adversary::Isolate,
         Adversary::FutureIds,
         Adversary::StaleIds,
         Adversary::SeqInflation,
         Adversary::Dummies,
         Adversary::Truncate,
+        Adversary::VaryEffort,
+        Adversary::VarySeed,
     ];
 
     /// The mode's name on the command line.
@@ -42,6 +49,8 @@ impl Adversary {
             Adversary::SeqInflation => "seq-inflation",
             Adversary::Dummies => "dummies",
             Adversary::Truncate => "truncate",
+            Adversary::VaryEffort => "vary-effort",
+            Adversary::VarySeed => "vary-seed",
         }
     }
 
@@ -50,10 +59,11 @@ impl Adversary {
         Adversary::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
-    /// Links per bucket the store should be opened with.
-    pub fn bucket_capacity(self) -> usize {
+    /// Links per bucket the store should be opened with, for a stamp budget of `budget` fakes
+    /// per victim (`isolate` keeps room for them beside the victim).
+    pub fn bucket_capacity(self, budget: usize) -> usize {
         match self {
-            Adversary::Isolate => 1,
+            Adversary::Isolate => (1 + budget).min(crate::proto::MAX_LINKS_PER_BUCKET),
             _ => crate::proto::MAX_LINKS_PER_BUCKET,
         }
     }

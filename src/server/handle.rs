@@ -3,7 +3,9 @@
 use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
-use crate::proto::{BucketId, SealedLink, SEALED_LINK_LEN};
+use crate::proto::stamp::{self, Challenge};
+use crate::proto::wire::{StampedEntry, STAMP_VERSION};
+use crate::proto::{padding, BucketId, DeleteCheck, SealedLink, Stamp, SEALED_LINK_LEN};
 use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
 use crate::server::adversary::Adversary;
 use crate::store::{BucketStore, PutAnswer, StoreError};
@@ -26,51 +28,95 @@ impl<S: BucketStore> Server<S> {
                 })
             }
             Request::Store { link, delete_check } => {
+                if self.config.require_stamps {
+                    self.metrics.store_refused("bad_stamp");
+                    return error(
+                        ErrorCode::BadStamp,
+                        "this server stores only links with a stamp (protocol version 3)",
+                    );
+                }
+                self.store_link(link, delete_check, None, source).await
+            }
+            Request::StampedStore {
+                link,
+                delete_check,
+                id,
+                stamp,
+            } => {
+                let seed = self.seed(id);
+                let effort = self.config.stamp_effort;
+                let verified = match self.config.adversary {
+                    // The adversary takes what it handed out.
+                    Some(Adversary::VarySeed) => Ok(()),
+                    _ => stamp::verify(&id.locator(), &seed, &link, &stamp, effort),
+                };
+                if let Err(e) = verified {
+                    self.metrics.store_refused("bad_stamp");
+                    return error(ErrorCode::BadStamp, e.to_string());
+                }
+                self.store_link(link, delete_check, Some((id, stamp)), source)
+                    .await
+            }
+            Request::Challenge => {
                 let Some(_turn) = self.store_gate.admit(source).await else {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
                 let deadline = tokio::time::Instant::now() + STORE_WAIT;
                 loop {
-                    let now = self.clock.now();
-                    match self.store.store(link.clone(), delete_check, now).await {
+                    match self.store.challenge(self.clock.now()).await {
                         Ok(id) => {
-                            let locator = id.locator();
-                            self.metrics.stored(id, locator, now);
-                            source.set_last_stored(locator);
-                            if let Some(a) = self.config.adversary {
-                                return self.misbehave_on_store(a, id, now).await;
-                            }
-                            return Response::Stored { id };
+                            // An adversary's trick shows in the challenge: the client checks the
+                            // bucket before it stores anything.
+                            let shown = self.config.adversary.map_or(id, |a| a.rewrite_id(id));
+                            let mut challenge = Challenge {
+                                id: shown,
+                                seed: self.seed(shown),
+                                effort: self.config.stamp_effort,
+                            };
+                            self.vary(&mut challenge);
+                            return Response::Challenge(challenge);
                         }
-                        // Full for this second: wait for the next one, keeping the turn.
                         Err(StoreError::Overloaded(_))
                             if tokio::time::Instant::now() + STORE_RETRY < deadline =>
                         {
                             tokio::time::sleep(STORE_RETRY).await
                         }
-                        Err(e) => {
-                            self.metrics.store_refused(match e {
-                                StoreError::QuotaExceeded { .. } => "quota",
-                                StoreError::Overloaded(_) => "overloaded",
-                                _ => "failed",
-                            });
-                            return store_error(e);
-                        }
+                        Err(e) => return store_error(e),
                     }
                 }
             }
             Request::Fetch { locator } => {
-                match self.store.fetch(locator, self.expiry_now()).await {
-                    Ok(Some(mut links)) => {
-                        links.truncate(MAX_LINKS_PER_BUCKET);
+                match self.store.fetch_entries(locator, self.expiry_now()).await {
+                    Ok(Some((id, mut entries))) => {
+                        entries.truncate(MAX_LINKS_PER_BUCKET);
                         self.metrics
-                            .fetched(&locator, links.len(), self.clock.now());
-                        let filler = self.filler(&locator, links.len());
-                        links.extend(filler);
+                            .fetched(&locator, entries.len(), self.clock.now());
+                        let secret = self.store.filler_secret();
+                        let filler = self.filler(&locator, entries.len());
+                        let mut entries: Vec<StampedEntry> = entries
+                            .into_iter()
+                            .map(|e| (e.link, e.stamp))
+                            .chain(filler.into_iter().map(|l| (l, None)))
+                            .enumerate()
+                            .map(|(i, (link, stamp))| StampedEntry {
+                                link,
+                                // Without a stamp: filler bytes in its place, as for filler.
+                                stamp: stamp
+                                    .unwrap_or_else(|| padding::stamp_filler(secret, &locator, i)),
+                            })
+                            .collect();
                         if self.config.adversary == Some(Adversary::Truncate) {
-                            links.truncate(MAX_LINKS_PER_BUCKET - 1);
+                            entries.truncate(MAX_LINKS_PER_BUCKET - 1);
                         }
-                        Response::Bucket { links }
+                        if version < STAMP_VERSION {
+                            return Response::Bucket {
+                                links: entries.into_iter().map(|e| e.link).collect(),
+                            };
+                        }
+                        Response::StampedBucket {
+                            seed: self.seed(id),
+                            entries,
+                        }
                     }
                     Ok(None) => {
                         self.metrics.fetch_missed("not_found");
@@ -162,24 +208,129 @@ impl<S: BucketStore> Server<S> {
 }
 
 impl<S: BucketStore> Server<S> {
-    /// The adversarial server's answer to a store that went into `id`.
-    async fn misbehave_on_store(&self, a: Adversary, id: BucketId, now: u64) -> Response {
-        if a == Adversary::Dummies {
-            // Fill the rest of the bucket with random links nobody can open.
-            for _ in 1..MAX_LINKS_PER_BUCKET {
-                let mut bytes = [0u8; SEALED_LINK_LEN];
-                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-                let mut check = [0u8; 32];
-                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut check);
-                let check = crate::proto::DeleteToken::from_bytes(check).check();
-                match self.store.store(SealedLink(bytes), check, now).await {
-                    Ok(other) if other == id => {}
-                    _ => break,
+    /// A store (stamped or not), with fair admission: one store per source waits its turn, and
+    /// a store that finds the second full waits for the next one, keeping its turn.
+    async fn store_link(
+        &self,
+        link: SealedLink,
+        delete_check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
+        source: &Source,
+    ) -> Response {
+        let Some(_turn) = self.store_gate.admit(source).await else {
+            return error(ErrorCode::ShuttingDown, "server is shutting down");
+        };
+        let deadline = tokio::time::Instant::now() + STORE_WAIT;
+        loop {
+            let now = self.clock.now();
+            match self
+                .store
+                .store_in(link.clone(), delete_check, target, now)
+                .await
+            {
+                Ok(id) => {
+                    let locator = id.locator();
+                    self.metrics.stored(id, locator, now);
+                    source.set_last_stored(locator);
+                    if let Some(a) = self.config.adversary {
+                        return self.misbehave_on_store(a, id, now).await;
+                    }
+                    return Response::Stored { id };
+                }
+                // Full for this second: wait for the next one, keeping the turn.
+                Err(StoreError::Overloaded(_))
+                    if tokio::time::Instant::now() + STORE_RETRY < deadline =>
+                {
+                    tokio::time::sleep(STORE_RETRY).await
+                }
+                Err(e) => {
+                    self.metrics.store_refused(match e {
+                        StoreError::QuotaExceeded { .. } => "quota",
+                        StoreError::Overloaded(_) => "overloaded",
+                        StoreError::BucketClosed => "bucket_closed",
+                        StoreError::Duplicate => "bad_stamp",
+                        _ => "failed",
+                    });
+                    return store_error(e);
                 }
             }
         }
+    }
+
+    /// The adversarial server's changes to a challenge: a different effort or seed for each.
+    fn vary(&self, c: &mut Challenge) {
+        match self.config.adversary {
+            Some(Adversary::VaryEffort) => {
+                let extra = rand::Rng::gen_range(&mut rand::rngs::OsRng, 0..=c.effort);
+                c.effort = c.effort.saturating_add(extra);
+            }
+            Some(Adversary::VarySeed) => {
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut c.seed.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// The adversarial server's answer to a store that went into `id`.
+    async fn misbehave_on_store(&self, a: Adversary, id: BucketId, now: u64) -> Response {
+        let budget = self.config.adversary_stamp_budget;
+        match a {
+            // Fill the rest of the bucket with random links nobody can open; with a budget, that
+            // many of them get valid stamps, paid with real work.
+            Adversary::Dummies => {
+                for i in 1..MAX_LINKS_PER_BUCKET {
+                    if !self.fake_entry(id, now, i <= budget).await {
+                        break;
+                    }
+                }
+            }
+            // The victim is alone in its bucket; with a budget, that many fakes join it, so
+            // that the count of stamped entries looks like company.
+            Adversary::Isolate => {
+                for _ in 0..budget {
+                    if !self.fake_entry(id, now, true).await {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
         Response::Stored {
             id: a.rewrite_id(id),
+        }
+    }
+
+    /// One fake entry in bucket `id` (stamped at the server's own effort when `stamped`);
+    /// `false` when the bucket takes no more.
+    async fn fake_entry(&self, id: BucketId, now: u64, stamped: bool) -> bool {
+        let mut bytes = [0u8; SEALED_LINK_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let mut check = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut check);
+        let check = crate::proto::DeleteToken::from_bytes(check).check();
+        let link = SealedLink(bytes);
+        let target = if stamped {
+            let challenge = Challenge {
+                id,
+                seed: self.seed(id),
+                effort: self.config.stamp_effort,
+            };
+            let mut start = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut start);
+            let l = link.clone();
+            let solved =
+                tokio::task::spawn_blocking(move || stamp::solve(&challenge, &l, start, u64::MAX))
+                    .await;
+            match solved {
+                Ok(Ok(stamp)) => Some((id, stamp)),
+                _ => return false,
+            }
+        } else {
+            None
+        };
+        match target {
+            Some(t) => self.store.store_in(link, check, Some(t), now).await.is_ok(),
+            None => matches!(self.store.store(link, check, now).await, Ok(other) if other == id),
         }
     }
 }
@@ -200,6 +351,11 @@ fn store_error(e: StoreError) -> Response {
             "the server admits no more stores this second; retry shortly",
         ),
         StoreError::Closed => error(ErrorCode::ShuttingDown, "server is shutting down"),
+        StoreError::BucketClosed => error(
+            ErrorCode::BucketClosed,
+            "the bucket takes no more links: ask for a new challenge",
+        ),
+        StoreError::Duplicate => error(ErrorCode::BadStamp, "the link is in the bucket already"),
         _ => {
             tracing::error!(error = %crate::config::report(&e), "store error");
             error(ErrorCode::Internal, "internal server error")

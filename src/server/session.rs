@@ -4,7 +4,9 @@
 //! every decision (version exchange, rate limit, which error closes the connection) is made here.
 
 use super::limits::RateLimiter;
-use crate::proto::wire::{self, negotiate, sanitize_message, ANSWER_VERSION, MIN_PROTOCOL_VERSION};
+use crate::proto::wire::{
+    self, negotiate, sanitize_message, ANSWER_VERSION, MIN_PROTOCOL_VERSION, STAMP_VERSION,
+};
 use crate::proto::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use tokio::time::Instant;
 
@@ -92,6 +94,17 @@ impl Session {
                     ErrorCode::UnsupportedVersion,
                     format!(
                         "{} needs protocol version {ANSWER_VERSION}; this connection agreed on {v}",
+                        req.kind()
+                    ),
+                ))
+            }
+            (Some(v), req @ (Request::Challenge | Request::StampedStore { .. }))
+                if v < STAMP_VERSION =>
+            {
+                Step::Reply(error(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "{} needs protocol version {STAMP_VERSION}; this connection agreed on {v}",
                         req.kind()
                     ),
                 ))
@@ -236,6 +249,12 @@ mod tests {
         let (mut s, now) = session();
         assert_eq!(
             s.on_frame(&hello(1, 5), now),
+            Step::Reply(Response::Hello { version: 3 })
+        );
+        assert_eq!(s.version(), 3);
+        let (mut s, now) = session();
+        assert_eq!(
+            s.on_frame(&hello(1, 2), now),
             Step::Reply(Response::Hello { version: 2 })
         );
         assert_eq!(s.version(), 2);
@@ -251,7 +270,7 @@ mod tests {
     fn hello_without_a_common_version_replies_unsupported_and_closes() {
         let (mut s, now) = session();
         assert_eq!(
-            code(&s.on_frame(&hello(3, 4), now)),
+            code(&s.on_frame(&hello(4, 5), now)),
             (ErrorCode::UnsupportedVersion, true)
         );
         let (mut s, now) = session();

@@ -95,22 +95,54 @@ impl Allocator {
         }
     }
 
+    /// [`Allocator::assign`] for a challenge (protocol version 3): the bucket a store at `now`
+    /// would go into, a new one opened empty if needed; no link is assigned to it.
+    pub fn challenge<E>(
+        &mut self,
+        now: u64,
+        params: &StoreParams,
+        mut used: impl FnMut(u64) -> Result<Option<u16>, E>,
+    ) -> Result<Result<BucketId, Exhausted>, E> {
+        match self.begin_challenge(now, params) {
+            Ok(Step::Joined(id)) => Ok(Ok(id)),
+            Ok(Step::NewIn(created)) => Ok(self.open_empty_in(created, used(created)?, params)),
+            Err(full) => Ok(Err(full)),
+        }
+    }
+
     /// [`Allocator::assign`] in two steps, for a store that asks its storage asynchronously:
     /// first the open bucket, if it takes the link; otherwise the second a new bucket must be
     /// created in, for which the caller looks up the highest sequence number used and calls
     /// [`Allocator::open_in`].
     pub fn begin(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
-        if let Some((id, n)) = &mut self.open {
-            let has_room = *n < self.capacity;
-            let in_window = now < id.created.saturating_add(params.open_window_secs);
-            let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
-            // Collected already (a wall clock far behind the expiry clock): never hand it out
-            // again, its ID would be reused and its link collected at once.
-            let not_collected = self.floor.is_none_or(|f| id.created > f);
-            if has_room && in_window && not_future && not_collected {
-                *n += 1;
-                return Ok(Step::Joined(*id));
+        self.take(now, params, 1)
+    }
+
+    /// [`Allocator::begin`] for a challenge (protocol version 3): the bucket a store would go
+    /// into, without assigning a link to it. A new bucket, if one is needed, is opened empty with
+    /// [`Allocator::open_empty_in`].
+    pub fn begin_challenge(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
+        self.take(now, params, 0)
+    }
+
+    /// The open bucket, if it takes one more link at `now`.
+    fn usable(&self, now: u64, params: &StoreParams) -> Option<BucketId> {
+        let (id, n) = self.open?;
+        let has_room = n < self.capacity;
+        let in_window = now < id.created.saturating_add(params.open_window_secs);
+        let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
+        // Collected already (a wall clock far behind the expiry clock): never hand it out
+        // again, its ID would be reused and its link collected at once.
+        let not_collected = self.floor.is_none_or(|f| id.created > f);
+        (has_room && in_window && not_future && not_collected).then_some(id)
+    }
+
+    fn take(&mut self, now: u64, params: &StoreParams, links: usize) -> Result<Step, Exhausted> {
+        if let Some(id) = self.usable(now, params) {
+            if let Some((_, n)) = &mut self.open {
+                *n += links;
             }
+            return Ok(Step::Joined(id));
         }
         match self.floor {
             Some(f) if now <= f => match f.checked_add(1) {
@@ -124,6 +156,19 @@ impl Allocator {
         }
     }
 
+    /// A stamped store for bucket `id` (named by a challenge): it joins `id` if that is still
+    /// the open bucket and takes one more link at `now`; `false` otherwise (the client asks for a
+    /// new challenge).
+    pub fn join(&mut self, id: BucketId, now: u64, params: &StoreParams) -> bool {
+        if self.usable(now, params) != Some(id) {
+            return false;
+        }
+        if let Some((_, n)) = &mut self.open {
+            *n += 1;
+        }
+        true
+    }
+
     /// Open a new bucket in second `created` (from [`Allocator::begin`]), where `highest_used`
     /// is the highest sequence number of a bucket created in that second, if any.
     pub fn open_in(
@@ -131,6 +176,26 @@ impl Allocator {
         created: u64,
         highest_used: Option<u16>,
         params: &StoreParams,
+    ) -> Result<BucketId, Exhausted> {
+        self.open_with(created, highest_used, params, 1)
+    }
+
+    /// [`Allocator::open_in`] without a link (for a challenge).
+    pub fn open_empty_in(
+        &mut self,
+        created: u64,
+        highest_used: Option<u16>,
+        params: &StoreParams,
+    ) -> Result<BucketId, Exhausted> {
+        self.open_with(created, highest_used, params, 0)
+    }
+
+    fn open_with(
+        &mut self,
+        created: u64,
+        highest_used: Option<u16>,
+        params: &StoreParams,
+        links: usize,
     ) -> Result<BucketId, Exhausted> {
         let seq = match highest_used {
             None => 0,
@@ -143,7 +208,7 @@ impl Allocator {
             }
         };
         let id = BucketId { created, seq };
-        self.open = Some((id, 1));
+        self.open = Some((id, links));
         self.last = Some(self.last.map_or(id, |l| l.max(id)));
         Ok(id)
     }
@@ -364,5 +429,52 @@ mod tests {
             vec![id(7_000, 0), id(7_000, 1), id(7_001, 0), id(7_001, 1)],
             "200 links alternating between processes fill buckets of 64 as one process would"
         );
+    }
+
+    #[test]
+    fn a_challenge_names_the_bucket_a_stamped_store_joins() {
+        let p = params(600, 32);
+        let mut w = World::default();
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        // A challenge on an empty store opens a bucket without a link in it.
+        let a = w.alloc.challenge(100, &p, none).unwrap().unwrap();
+        assert_eq!(
+            a,
+            BucketId {
+                created: 100,
+                seq: 0
+            }
+        );
+        assert_eq!(w.alloc.open_bucket(), Some((a, 0)));
+        // The next challenge names the same bucket; stamped stores join it.
+        assert_eq!(w.alloc.challenge(101, &p, none).unwrap().unwrap(), a);
+        assert!(w.alloc.join(a, 102, &p));
+        assert_eq!(w.alloc.open_bucket(), Some((a, 1)));
+        // Not another bucket, and not once the window has passed.
+        assert!(!w.alloc.join(
+            BucketId {
+                created: 100,
+                seq: 1
+            },
+            102,
+            &p
+        ));
+        assert!(!w.alloc.join(a, 700, &p));
+        // A full bucket takes no more: the challenge moves on to a new one.
+        let mut small = Allocator::default().with_capacity(2);
+        let b = small.challenge(200, &p, none).unwrap().unwrap();
+        assert!(small.join(b, 200, &p));
+        assert!(small.join(b, 200, &p));
+        assert!(!small.join(b, 200, &p));
+        let used_b = |_: u64| Ok::<_, Infallible>(Some(b.seq));
+        let c = small.challenge(200, &p, used_b).unwrap().unwrap();
+        assert_eq!(
+            c,
+            BucketId {
+                created: 200,
+                seq: 1
+            }
+        );
+        assert_eq!(small.last(), Some(c));
     }
 }

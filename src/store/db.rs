@@ -16,9 +16,9 @@ mod writer;
 
 use super::alloc::Allocator;
 use super::ops::Op;
-use super::{BucketStore, PutAnswer, StoreError, StoreParams};
+use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink};
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use slot::{DbPath, Reader};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,7 +272,7 @@ impl DiskStore {
     ) -> Result<(), StoreError> {
         let mut waits = Vec::with_capacity(links.len());
         for (link, check) in links {
-            let (op, rx) = Op::store(link, check, now);
+            let (op, rx) = Op::store(link, check, None, now);
             self.inner
                 .tx
                 .send(op)
@@ -287,13 +287,13 @@ impl DiskStore {
     }
 }
 
-/// The unexpired links of the bucket at `locator`.
+/// The ID and unexpired entries of the bucket at `locator`.
 fn read_bucket(
     t: &slot::BucketsTable,
     locator: Locator,
     now: u64,
     ttl: u64,
-) -> Result<Option<Vec<SealedLink>>, StoreError> {
+) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
     let Some(v) = t.get(&locator.0)? else {
         return Ok(None);
     };
@@ -301,7 +301,10 @@ fn read_bucket(
     if b.expired(now, ttl) {
         return Ok(None);
     }
-    Ok(Some(b.links.into_iter().map(|l| l.link).collect()))
+    Ok(Some((
+        b.id,
+        b.links.into_iter().map(StoredLink::entry).collect(),
+    )))
 }
 
 /// The unexpired answer in `mailbox`, from a fresh read transaction.
@@ -336,21 +339,27 @@ fn restrict_permissions(path: &Path, mode: u32) {
 }
 
 impl BucketStore for DiskStore {
-    async fn store(
+    async fn store_in(
         &self,
         link: SealedLink,
         check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
         now: u64,
     ) -> Result<BucketId, StoreError> {
-        let (op, rx) = Op::store(link, check, now);
+        let (op, rx) = Op::store(link, check, target, now);
         self.send(op, rx).await
     }
 
-    async fn fetch(
+    async fn challenge(&self, now: u64) -> Result<BucketId, StoreError> {
+        let (op, rx) = Op::challenge(now);
+        self.send(op, rx).await
+    }
+
+    async fn fetch_entries(
         &self,
         locator: Locator,
         now: u64,
-    ) -> Result<Option<Vec<SealedLink>>, StoreError> {
+    ) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let ttl = inner.params.ttl_secs;

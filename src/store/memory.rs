@@ -3,10 +3,10 @@
 
 use super::alloc::Allocator;
 use super::{
-    BucketStore, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+    BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
 };
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,6 +29,26 @@ struct State {
 }
 
 impl State {
+    /// The highest sequence number used in second `c`.
+    fn used(&self, c: u64) -> Option<u16> {
+        let range = BucketId { created: c, seq: 0 }..=BucketId {
+            created: c,
+            seq: u16::MAX,
+        };
+        self.order.range(range).next_back().map(|(id, _)| id.seq)
+    }
+
+    /// The bucket `id`, created empty if it is not there.
+    fn bucket(&mut self, id: BucketId) -> &mut StoredBucket {
+        self.order.insert(id, ());
+        self.buckets
+            .entry(id.locator())
+            .or_insert_with(|| StoredBucket {
+                id,
+                links: Vec::new(),
+            })
+    }
+
     fn quota(&self, params: &StoreParams) -> Result<(), StoreError> {
         match params.max_links {
             Some(max) if self.links + self.answers.len() as u64 >= max => {
@@ -61,48 +81,65 @@ impl MemoryStore {
 }
 
 impl BucketStore for MemoryStore {
-    async fn store(
+    async fn store_in(
         &self,
         link: SealedLink,
         check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
         now: u64,
     ) -> Result<BucketId, StoreError> {
         let mut s = self.state()?;
         s.quota(&self.params)?;
-        let order = &s.order;
-        let used = |c: u64| {
-            let range = BucketId { created: c, seq: 0 }..=BucketId {
-                created: c,
-                seq: u16::MAX,
-            };
-            Ok::<_, StoreError>(order.range(range).next_back().map(|(id, _)| id.seq))
-        };
         let mut alloc = s.alloc.clone();
-        let id = alloc.assign(now, &self.params, used)??;
+        let id = match target {
+            Some((id, _)) => {
+                if s.buckets
+                    .get(&id.locator())
+                    .is_some_and(|b| b.links.iter().any(|l| l.link == link))
+                {
+                    return Err(StoreError::Duplicate);
+                }
+                if !alloc.join(id, now, &self.params) {
+                    return Err(StoreError::BucketClosed);
+                }
+                id
+            }
+            None => alloc.assign(now, &self.params, |c| Ok::<_, StoreError>(s.used(c)))??,
+        };
         s.alloc = alloc;
-        s.order.insert(id, ());
-        s.buckets
-            .entry(id.locator())
-            .or_insert_with(|| StoredBucket {
-                id,
-                links: Vec::new(),
-            })
-            .links
-            .push(StoredLink { link, check });
+        s.bucket(id).links.push(StoredLink {
+            link,
+            check,
+            stamp: target.map(|(_, stamp)| stamp),
+        });
         s.links += 1;
         Ok(id)
     }
 
-    async fn fetch(
+    async fn challenge(&self, now: u64) -> Result<BucketId, StoreError> {
+        let mut s = self.state()?;
+        let mut alloc = s.alloc.clone();
+        let id = alloc.challenge(now, &self.params, |c| Ok::<_, StoreError>(s.used(c)))??;
+        s.alloc = alloc;
+        s.bucket(id);
+        Ok(id)
+    }
+
+    async fn fetch_entries(
         &self,
         locator: Locator,
         now: u64,
-    ) -> Result<Option<Vec<SealedLink>>, StoreError> {
+    ) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
         let s = self.state()?;
         Ok(s.buckets
             .get(&locator)
             .filter(|b| !b.expired(now, self.params.ttl_secs))
-            .map(|b| b.links.iter().map(|l| l.link.clone()).collect()))
+            .map(|b| {
+                (
+                    b.id,
+                    b.links.iter().cloned().map(StoredLink::entry).collect(),
+                )
+            }))
     }
 
     async fn delete(

@@ -1,7 +1,7 @@
 //! The write operations a backend's writer takes off its queue, and their answers held back
 //! until the batch that holds them has committed (group commit, shared by every backend).
 
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use crate::store::{PutAnswer, StoreError};
 use tokio::sync::oneshot;
 
@@ -13,6 +13,12 @@ pub(crate) enum Op {
     Store {
         link: SealedLink,
         check: DeleteCheck,
+        /// A stamped store: the bucket its challenge named, and the stamp.
+        target: Option<(BucketId, Stamp)>,
+        now: u64,
+        reply: Reply<BucketId>,
+    },
+    Challenge {
         now: u64,
         reply: Reply<BucketId>,
     },
@@ -40,15 +46,27 @@ pub(crate) type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
 
 impl Op {
     /// A store, and where its answer comes.
-    pub(crate) fn store(link: SealedLink, check: DeleteCheck, now: u64) -> (Op, Answer<BucketId>) {
+    pub(crate) fn store(
+        link: SealedLink,
+        check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
+        now: u64,
+    ) -> (Op, Answer<BucketId>) {
         let (reply, rx) = oneshot::channel();
         let op = Op::Store {
             link,
             check,
+            target,
             now,
             reply,
         };
         (op, rx)
+    }
+
+    /// A challenge, and where its bucket comes.
+    pub(crate) fn challenge(now: u64) -> (Op, Answer<BucketId>) {
+        let (reply, rx) = oneshot::channel();
+        (Op::Challenge { now, reply }, rx)
     }
 
     /// A delete, and where its answer comes.
@@ -89,7 +107,9 @@ impl Op {
     pub(crate) fn fail(self, e: &StoreError) {
         // A caller that went away does not mind.
         match self {
-            Op::Store { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Store { reply, .. } | Op::Challenge { reply, .. } => {
+                drop(reply.send(Err(e.clone())))
+            }
             Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::PutAnswer { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),

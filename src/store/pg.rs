@@ -22,9 +22,9 @@ mod schema;
 mod writer;
 
 use super::ops::Op;
-use super::{BucketStore, PutAnswer, StoreError, StoreParams};
+use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink};
 use crate::proto::padding::FillerSecret;
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -423,21 +423,27 @@ impl PgStore {
 }
 
 impl BucketStore for PgStore {
-    async fn store(
+    async fn store_in(
         &self,
         link: SealedLink,
         check: DeleteCheck,
+        target: Option<(BucketId, Stamp)>,
         now: u64,
     ) -> Result<BucketId, StoreError> {
-        let (op, rx) = Op::store(link, check, now);
+        let (op, rx) = Op::store(link, check, target, now);
         self.send(op, rx).await
     }
 
-    async fn fetch(
+    async fn challenge(&self, now: u64) -> Result<BucketId, StoreError> {
+        let (op, rx) = Op::challenge(now);
+        self.send(op, rx).await
+    }
+
+    async fn fetch_entries(
         &self,
         locator: Locator,
         now: u64,
-    ) -> Result<Option<Vec<SealedLink>>, StoreError> {
+    ) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
         let ttl = self.inner.params.ttl_secs;
         self.inner
             .readers
@@ -456,7 +462,10 @@ impl BucketStore for PgStore {
                 if b.expired(now, ttl) {
                     return Ok(None);
                 }
-                Ok(Some(b.links.into_iter().map(|l| l.link).collect()))
+                Ok(Some((
+                    b.id,
+                    b.links.into_iter().map(StoredLink::entry).collect(),
+                )))
             })
             .await
     }

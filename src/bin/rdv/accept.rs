@@ -39,13 +39,18 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     if link.passphrase.is_none() && passphrase.is_none() {
         return Err(rdv::client::AcceptError::PassphraseRequired.into());
     }
-    let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
+    let policy = ClientPolicy {
+        min_effort: a.min_effort,
+        ..ClientPolicy::default()
+    };
+    let client = make_client(&a.transport, &link.server, policy).await?;
     let found = client.accept(&link, passphrase).await?;
     note!(
         "opened link {} of {} in the bucket",
         found.index + 1,
         found.tried
     );
+    say_verified(found.links_verified);
     let json = crate::out::json();
     if !json {
         let mut out = std::io::stdout().lock();
@@ -85,6 +90,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         let mut f = fields! {
             "index" => found.index,
             "tried" => found.tried,
+            "links_verified" => found.links_verified,
             "answer_expected" => found.reply.is_some(),
             "answered" => answered,
         };
@@ -92,6 +98,15 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         crate::out::emit("accept", f);
     }
     Ok(())
+}
+
+/// Say how many real links the bucket proves: the set a link hides among (PROTOCOL.md §16).
+pub(crate) fn say_verified(k: Option<usize>) {
+    match k {
+        Some(k) if k <= 1 => eprintln!("WARNING: this link hides among {k} verified link(s): no other entry of its bucket carries a valid stamp, so whoever runs the server can tell whose link a fetch of this bucket is for (a quiet server, or one that isolates you; docs/ANONYMITY.md)"),
+        Some(k) => note!("this link hides among {k} verified links (entries whose stamps prove the work of a real client)"),
+        None => note!("the server proves none of its links (no stamps, protocol version below 3): how many real links this one hides among is unknown"),
+    }
 }
 
 /// Run `rdv delete`.

@@ -60,6 +60,18 @@ pub(crate) struct ServeFile {
     pub(crate) health: HealthSection,
     #[serde(default)]
     pub(crate) metrics: MetricsSection,
+    #[serde(default)]
+    pub(crate) stamps: StampsSection,
+}
+
+/// `[stamps]`.
+#[derive(Default, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StampsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) effort: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) required: Option<bool>,
 }
 
 /// `[metrics]`.
@@ -352,6 +364,14 @@ pub(crate) fn apply(
         "metrics.allow_remote",
         a.metrics_allow_remote
     );
+    let st = f.stamps;
+    set!(st.effort, "stamp_effort", "stamps.effort", a.stamp_effort);
+    set!(
+        st.required,
+        "require_stamps",
+        "stamps.required",
+        a.require_stamps
+    );
     if !origins.keys.is_empty() {
         origins.file = Some(base.to_path_buf());
     }
@@ -431,6 +451,10 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
         metrics: MetricsSection {
             listen: a.metrics.clone(),
             allow_remote: Some(a.metrics_allow_remote),
+        },
+        stamps: StampsSection {
+            effort: Some(a.stamp_effort),
+            required: Some(a.require_stamps),
         },
     }
 }

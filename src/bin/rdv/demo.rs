@@ -18,6 +18,10 @@ const OTHERS: usize = 40;
 /// answer (which waits for the bucket to close) comes within the demo.
 const WINDOW: u64 = 4;
 
+/// The demo's stamp effort: low, so that 41 stamps take a few seconds (a real server asks 64,
+/// about 0.2 s of one core per offer).
+const EFFORT: u32 = 8;
+
 /// Run the demo.
 pub(crate) async fn run() -> Result<()> {
     let t0 = Instant::now();
@@ -28,7 +32,11 @@ pub(crate) async fn run() -> Result<()> {
     config.params.open_window_secs = WINDOW;
     let store = DiskStore::open(dir.path(), config, FillerSecret::from_bytes(seed))?;
     let params = store.params();
-    let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock))?;
+    let config = ServerConfig {
+        stamp_effort: EFFORT,
+        ..ServerConfig::default()
+    };
+    let server = Server::new(store, config, Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(server.clone().run_tcp(listener));
@@ -43,13 +51,15 @@ pub(crate) async fn run() -> Result<()> {
     );
 
     let server_addr = ServerAddr::parse(&addr.to_string())?;
+    let mut client_config = ClientConfig::default();
+    client_config.policy.min_effort = EFFORT;
     let client = Client::new(
         Arc::new(DirectConnector::to(addr.to_string())),
-        ClientConfig::default(),
+        client_config,
         Arc::new(SystemClock),
     );
 
-    println!("2. {OTHERS} other initiators store their sealed links (cheap 'test' KDF to keep the demo quick)");
+    println!("2. {OTHERS} other initiators store their sealed links (cheap 'test' KDF to keep the demo quick), each with a stamp: proof of work bound to the bucket (effort {EFFORT} here, 64 on a real server)");
     let mut other_ids = std::collections::BTreeSet::new();
     for i in 0..OTHERS {
         let payload = format!("smp://other-server-{i}.example/queue-{i:04}");
@@ -101,6 +111,11 @@ pub(crate) async fn run() -> Result<()> {
         found.tried,
         found.index + 1,
         t.elapsed().as_secs_f64()
+    );
+    println!(
+        "   {} of the entries carry a valid stamp: this link hides among {} verified links (a server faking company would have to do the work of each)",
+        found.links_verified.unwrap_or(0),
+        found.links_verified.unwrap_or(0)
     );
     println!("   payload: {}", String::from_utf8_lossy(&found.payload));
     if found.payload[..] != *payload.as_bytes() {

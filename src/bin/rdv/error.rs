@@ -100,6 +100,7 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
         if let Some(e) = cause.downcast_ref::<CollectError>() {
             let code = match e {
                 CollectError::NoAnswerYet => "no_answer_yet",
+                CollectError::TooEarly { .. } => "too_early",
                 CollectError::NoMailboxes { .. } => "no_mailboxes",
                 CollectError::Connection(c) => connection_code(c),
                 _ => "local",
@@ -148,7 +149,8 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
 /// The code of an offer's failure (at the server of a multi-server offer that failed).
 fn offer_code(e: &OfferError) -> &'static str {
     match e {
-        OfferError::Refused { .. } => "bucket_refused",
+        OfferError::Refused { .. } | OfferError::RefusedChallenge(_) => "bucket_refused",
+        OfferError::BucketsKeptClosing(_) => "server_busy",
         OfferError::UnacceptableServer(_) => "server_unacceptable",
         OfferError::Kdf(_) => "kdf_unacceptable",
         OfferError::Seal(_) => "payload_invalid",
@@ -178,7 +180,8 @@ fn connection_code(c: &ConnectionError) -> &'static str {
         ConnectionError::Io(_) => "connection_lost",
         ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => "protocol_violation",
         ConnectionError::Server { code, .. } => match code {
-            ErrorCode::Busy | ErrorCode::RateLimited => "server_busy",
+            ErrorCode::Busy | ErrorCode::RateLimited | ErrorCode::BucketClosed => "server_busy",
+            ErrorCode::BadStamp => "stamp_refused",
             ErrorCode::QuotaExceeded => "server_full",
             ErrorCode::NotFound => "not_found",
             _ => "server_error",

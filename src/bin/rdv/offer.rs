@@ -110,6 +110,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_skew_secs: a.max_skew.as_secs(),
         max_open_window_secs: a.max_window.as_secs(),
         max_seq: a.max_seq,
+        min_effort: a.stamps.min_effort,
+        max_effort: a.stamps.max_effort,
     };
     let client = make_client(&a.transport, &server, policy).await?;
     let (offer, pending) = if a.expect_answer {
@@ -173,6 +175,27 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     } else {
         note!("the bucket closes at {when} (in {minutes} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
     }
+    // With --hold: what an accepter will be told, from one fetch of the closed bucket.
+    let verified = if a.hold {
+        let k = client.verified_links(&offer.link).await?;
+        crate::accept::say_verified(k);
+        if let Some(min) = a.min_k {
+            if k.is_none_or(|k| k < min) {
+                let why = match k {
+                    Some(k) => format!("only {k} verified link(s) in the bucket, fewer than --min-k {min}"),
+                    None => format!("the server proves none of its links (no stamps), and --min-k {min} asks for proof"),
+                };
+                return Err(match client.delete(&offer.link, &offer.delete_token).await {
+                    Ok(()) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over and was deleted from the server")),
+                    Err(e) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over, and could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))),
+                }
+                .into());
+            }
+        }
+        Some(k)
+    } else {
+        None
+    };
     let token = offer.delete_token.to_text();
     let link_text = if a.two_channel {
         offer.link.without_passphrase().to_uri()
@@ -204,6 +227,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             "answer_expected" => a.expect_answer,
             "servers" => offer.link.servers().iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>(),
         };
+        if let Some(k) = verified {
+            f.insert("links_verified".into(), serde_json::json!(k));
+        }
         if a.two_channel {
             f.insert("passphrase".into(), pass.as_str().into());
         }

@@ -54,6 +54,9 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         rate_burst: a.rate.saturating_mul(2),
         gc_interval: a.gc_interval,
         gc_batch: a.gc_batch,
+        stamp_effort: a.stamp_effort,
+        require_stamps: a.require_stamps,
+        adversary_stamp_budget: a.adversary_stamp_budget,
         ..Default::default()
     };
     server.validate()?;
@@ -169,7 +172,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         }
         eprintln!("WARNING: ADVERSARIAL SERVER ({mode}): this server misbehaves on purpose to test clients. Never use it for real rendezvous.");
         config.adversary = Some(mode);
-        store_config.set_bucket_capacity(mode.bucket_capacity());
+        store_config.set_bucket_capacity(mode.bucket_capacity(a.adversary_stamp_budget));
     }
     if a.print_config {
         print!("{}", crate::config::effective_text(&a)?);
@@ -485,13 +488,16 @@ fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &
         .map_or("unlimited".to_string(), |m| m.to_string());
     let mut s = format!(
         "settings: store {place}: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
-         settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection",
+         settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection\n\
+         settings: stamps of effort {}, {}",
         d(Duration::from_secs(p.open_window_secs)),
         d(Duration::from_secs(p.ttl_secs)),
         c.max_connections,
         c.waiting_room,
         d(c.idle_timeout),
         c.rate_per_sec,
+        c.stamp_effort,
+        if c.require_stamps { "required (links without one are refused)" } else { "optional (links without one are stored, and count for nobody)" },
     );
     if a.no_onion {
         s.push_str("\nsettings: no onion service (TCP listeners only)");

@@ -534,6 +534,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             tx.try_send(Op::Store {
                 link: l,
                 check: t.check(),
+                target: None,
                 now: T0,
                 reply,
             })

@@ -13,7 +13,7 @@
 
 use super::schema::{self, Meta, BUCKETS, EXPIRY, MAILBOXES, MAILBOX_EXPIRY};
 use super::slot::DbPath;
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::Allocator;
 use crate::store::ops::{Op, Outcome};
 use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
@@ -221,10 +221,25 @@ impl Writer {
                 Op::Store {
                     link,
                     check,
+                    target,
                     now,
                     reply,
                 } => {
-                    let r = batch.apply_store(&mut self.alloc, &self.params, link, check, now)?;
+                    let r = batch.apply_store(
+                        &mut self.alloc,
+                        &self.params,
+                        StoredLink {
+                            link,
+                            check,
+                            stamp: target.map(|(_, s)| s),
+                        },
+                        target.map(|(id, _)| id),
+                        now,
+                    )?;
+                    outcomes.push(Outcome::Store(reply, r));
+                }
+                Op::Challenge { now, reply } => {
+                    let r = batch.apply_challenge(&mut self.alloc, &self.params, now)?;
                     outcomes.push(Outcome::Store(reply, r));
                 }
                 Op::Delete {
@@ -368,30 +383,17 @@ impl<'t> Batch<'t> {
         Ok(self.touched.get_mut(&loc))
     }
 
-    /// One store. The outer error aborts the batch; the inner one is this store's refusal.
-    fn apply_store(
-        &mut self,
-        alloc: &mut Allocator,
-        params: &StoreParams,
-        link: SealedLink,
-        check: DeleteCheck,
-        now: u64,
-    ) -> Result<Result<BucketId, StoreError>, StoreError> {
-        if let Some(e) = self.over_quota(params) {
-            return Ok(Err(e));
-        }
-        let expiry = &self.expiry;
-        let used = |c: u64| -> Result<Option<u16>, StoreError> {
-            let last = expiry.range((c, 0)..=(c, u16::MAX))?.next_back();
-            Ok(match last {
-                Some(row) => Some(row?.0.value().1),
-                None => None,
-            })
-        };
-        let id = match alloc.assign(now, params, used)? {
-            Ok(id) => id,
-            Err(full) => return Ok(Err(full.into())),
-        };
+    /// The highest sequence number used in second `c`, from the expiry index.
+    fn used(&self, c: u64) -> Result<Option<u16>, StoreError> {
+        let last = self.expiry.range((c, 0)..=(c, u16::MAX))?.next_back();
+        Ok(match last {
+            Some(row) => Some(row?.0.value().1),
+            None => None,
+        })
+    }
+
+    /// The bucket at `id`'s locator, created empty (with its expiry entry) if it is not there.
+    fn ensure(&mut self, id: BucketId) -> Result<(), StoreError> {
         let loc = id.locator();
         if self.load(loc)?.is_none() {
             self.expiry.insert((id.created, id.seq), ())?;
@@ -402,13 +404,68 @@ impl<'t> Batch<'t> {
                     links: Vec::new(),
                 },
             );
+            self.dirty.insert(loc);
+            self.changed = true;
         }
+        Ok(())
+    }
+
+    /// One store (into the open bucket, or with `target` the bucket a challenge named). The
+    /// outer error aborts the batch; the inner one is this store's refusal.
+    fn apply_store(
+        &mut self,
+        alloc: &mut Allocator,
+        params: &StoreParams,
+        link: StoredLink,
+        target: Option<BucketId>,
+        now: u64,
+    ) -> Result<Result<BucketId, StoreError>, StoreError> {
+        if let Some(e) = self.over_quota(params) {
+            return Ok(Err(e));
+        }
+        let id = match target {
+            Some(id) => {
+                // A replayed stamp would put the same link into the bucket twice.
+                if self
+                    .load(id.locator())?
+                    .is_some_and(|b| b.links.iter().any(|l| l.link == link.link))
+                {
+                    return Ok(Err(StoreError::Duplicate));
+                }
+                if !alloc.join(id, now, params) {
+                    return Ok(Err(StoreError::BucketClosed));
+                }
+                id
+            }
+            None => match alloc.assign(now, params, |c| self.used(c))? {
+                Ok(id) => id,
+                Err(full) => return Ok(Err(full.into())),
+            },
+        };
+        self.ensure(id)?;
+        let loc = id.locator();
         if let Some(b) = self.touched.get_mut(&loc) {
-            b.links.push(StoredLink { link, check });
+            b.links.push(link);
         }
         self.dirty.insert(loc);
         self.links += 1;
         self.changed = true;
+        Ok(Ok(id))
+    }
+
+    /// One challenge: the bucket the next store goes into, a new one opened (and written,
+    /// empty) if needed.
+    fn apply_challenge(
+        &mut self,
+        alloc: &mut Allocator,
+        params: &StoreParams,
+        now: u64,
+    ) -> Result<Result<BucketId, StoreError>, StoreError> {
+        let id = match alloc.challenge(now, params, |c| self.used(c))? {
+            Ok(id) => id,
+            Err(full) => return Ok(Err(full.into())),
+        };
+        self.ensure(id)?;
         Ok(Ok(id))
     }
 

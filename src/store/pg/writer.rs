@@ -9,7 +9,7 @@
 
 use super::connect;
 use super::schema::{self, int, Meta};
-use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink};
+use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::{Allocator, Step};
 use crate::store::codec::{decode, decode_answer, encode, encode_answer};
 use crate::store::ops::{Op, Outcome};
@@ -303,10 +303,20 @@ async fn run_ops(
             Op::Store {
                 link,
                 check,
+                target,
                 now,
                 reply,
             } => {
-                let r = b.store(link, check, now).await?;
+                let link = StoredLink {
+                    link,
+                    check,
+                    stamp: target.map(|(_, s)| s),
+                };
+                let r = b.store(link, target.map(|(id, _)| id), now).await?;
+                outcomes.push(Outcome::Store(reply, r));
+            }
+            Op::Challenge { now, reply } => {
+                let r = b.challenge(now).await?;
                 outcomes.push(Outcome::Store(reply, r));
             }
             Op::Delete {
@@ -409,38 +419,81 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// One store. The outer error aborts the batch; the inner one is this store's refusal.
+    /// The highest sequence number used in second `created`.
+    async fn used(&self, created: u64) -> Result<Option<u16>, StoreError> {
+        let row = self.t.query_one(&self.s.max_seq, &[&int(created)?]).await?;
+        row.try_get::<_, Option<i32>>(0)?
+            .map(|s| {
+                u16::try_from(s).map_err(|_| StoreError::Corrupt {
+                    what: "a bucket sequence number out of range in the database",
+                    source: None,
+                })
+            })
+            .transpose()
+    }
+
+    /// The bucket a store would go into (`links`: 1 for a store, 0 for a challenge), a new one
+    /// created if needed.
+    async fn assign(
+        &mut self,
+        now: u64,
+        links: usize,
+    ) -> Result<Result<BucketId, StoreError>, StoreError> {
+        let step = match links {
+            0 => self.alloc.begin_challenge(now, self.params),
+            _ => self.alloc.begin(now, self.params),
+        };
+        Ok(match step {
+            Ok(Step::Joined(id)) => Ok(id),
+            Ok(Step::NewIn(created)) => {
+                let used = self.used(created).await?;
+                let opened = match links {
+                    0 => self.alloc.open_empty_in(created, used, self.params),
+                    _ => self.alloc.open_in(created, used, self.params),
+                };
+                match opened {
+                    Ok(id) => {
+                        self.create(id).await?;
+                        self.changed = true;
+                        Ok(id)
+                    }
+                    Err(full) => Err(full.into()),
+                }
+            }
+            Err(full) => Err(full.into()),
+        })
+    }
+
+    /// One store (into the open bucket, or with `target` the bucket a challenge named). The
+    /// outer error aborts the batch; the inner one is this store's refusal.
     async fn store(
         &mut self,
-        link: SealedLink,
-        check: DeleteCheck,
+        link: StoredLink,
+        target: Option<BucketId>,
         now: u64,
     ) -> Result<Result<BucketId, StoreError>, StoreError> {
         if let Some(e) = self.over_quota() {
             return Ok(Err(e));
         }
-        let id = match self.alloc.begin(now, self.params) {
-            Ok(Step::Joined(id)) => id,
-            Ok(Step::NewIn(created)) => {
-                let row = self.t.query_one(&self.s.max_seq, &[&int(created)?]).await?;
-                let used = row
-                    .try_get::<_, Option<i32>>(0)?
-                    .map(|s| {
-                        u16::try_from(s).map_err(|_| StoreError::Corrupt {
-                            what: "a bucket sequence number out of range in the database",
-                            source: None,
-                        })
-                    })
-                    .transpose()?;
-                match self.alloc.open_in(created, used, self.params) {
-                    Ok(id) => {
-                        self.create(id).await?;
-                        id
-                    }
-                    Err(full) => return Ok(Err(full.into())),
+        let id = match target {
+            Some(id) => {
+                // A replayed stamp would put the same link into the bucket twice.
+                if self
+                    .load(id.locator())
+                    .await?
+                    .is_some_and(|b| b.links.iter().any(|l| l.link == link.link))
+                {
+                    return Ok(Err(StoreError::Duplicate));
                 }
+                if !self.alloc.join(id, now, self.params) {
+                    return Ok(Err(StoreError::BucketClosed));
+                }
+                id
             }
-            Err(full) => return Ok(Err(full.into())),
+            None => match self.assign(now, 1).await? {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e)),
+            },
         };
         let loc = id.locator();
         if self.load(loc).await?.is_none() {
@@ -448,12 +501,17 @@ impl Batch<'_, '_> {
             self.create(id).await?;
         }
         if let Some(b) = self.touched.get_mut(&loc) {
-            b.links.push(StoredLink { link, check });
+            b.links.push(link);
         }
         self.dirty.insert(loc);
         self.links += 1;
         self.changed = true;
         Ok(Ok(id))
+    }
+
+    /// One challenge: the bucket the next store goes into, a new one created (empty) if needed.
+    async fn challenge(&mut self, now: u64) -> Result<Result<BucketId, StoreError>, StoreError> {
+        self.assign(now, 0).await
     }
 
     /// One delete: removes the first link whose check matches, if the bucket is not expired.

@@ -178,6 +178,14 @@ pub(crate) struct OfferArgs {
     /// Longest open window accepted from a server.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub(crate) max_window: Duration,
+    #[command(flatten)]
+    pub(crate) stamps: StampArgs,
+    /// With --hold: count the verified links in the bucket when it closes (one fetch, timed
+    /// like an accept), and refuse to hand the link over, deleting it, when fewer than N carry a
+    /// valid stamp (the link itself included). Against a server without stamps the count is
+    /// unknown and the link is refused too.
+    #[arg(long, value_name = "N", requires = "hold", help_heading = "Stamps")]
+    pub(crate) min_k: Option<usize>,
     /// Ask the accepter for an answer (say, its own connection link), sealed so that only you can
     /// open it, and forward-secret: the link carries a fresh X25519 key whose secret stays with
     /// you until the answer is collected. Needs --wait or --state; the payload may then be at
@@ -204,6 +212,19 @@ pub(crate) struct OfferArgs {
     pub(crate) look: LookArgs,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
+}
+
+/// How much work stamps may cost and must show (protocol version 3, PROTOCOL.md §16).
+#[derive(Args, Clone)]
+pub(crate) struct StampArgs {
+    /// Count a link as real only if its stamp shows at least this effort (an entry without
+    /// one could be a fake the server made for free); your own stamps show at least as much.
+    #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
+    pub(crate) min_effort: u32,
+    /// Refuse a server that asks for a stamp of more effort than this (about 3 ms of one core
+    /// per unit, 1024 being some 3 s); nothing is stored then.
+    #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().max_effort, help_heading = "Stamps")]
+    pub(crate) max_effort: u32,
 }
 
 /// How the initiator looks for the answer, and what becomes of the link once it is in
@@ -281,6 +302,10 @@ pub(crate) struct AcceptArgs {
     /// Read the answer from this file.
     #[arg(long, value_name = "FILE", help_heading = "Answer")]
     pub(crate) answer_file: Option<PathBuf>,
+    /// Count a link as real only if its stamp shows at least this effort (an entry without
+    /// one could be a fake the server made for free).
+    #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
+    pub(crate) min_effort: u32,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

@@ -117,14 +117,36 @@ pub(crate) struct ServeArgs {
     /// Allow --metrics on an address that is not loopback (put it behind a firewall).
     #[arg(long, help_heading = "Metrics")]
     pub(crate) metrics_allow_remote: bool,
+    /// The effort a stamp must show (protocol version 3): about this many Equi-X solutions,
+    /// some 3 ms of one core each, paid by every client per offer (and by a server per fake
+    /// entry it would pass off as real). Clients refuse more than 1024 by default, and count
+    /// entries below 64 as unproven.
+    #[arg(long, value_name = "EFFORT", default_value_t = rdv::proto::stamp::DEFAULT_EFFORT, help_heading = "Stamps")]
+    pub(crate) stamp_effort: u32,
+    /// Refuse links without a stamp (from clients older than protocol version 3), so that every
+    /// store costs its client the work of a stamp: a store flood gets expensive.
+    #[arg(long, help_heading = "Stamps")]
+    pub(crate) require_stamps: bool,
     /// TESTING ONLY: misbehave on purpose, to test clients: isolate (a bucket per link),
     /// future-ids, stale-ids, seq-inflation, dummies (buckets filled with dummy links), truncate
-    /// (63-entry fetch answers). Needs --testing-only too; never for real users.
+    /// (63-entry fetch answers), vary-effort (a different stamp effort per challenge), vary-seed
+    /// (a seed of its own per challenge). Needs --testing-only too; never for real users.
     #[arg(long, value_name = "MODE", value_parser = parse_adversary, help_heading = "Testing")]
     pub(crate) adversary: Option<rdv::server::adversary::Adversary>,
     /// Confirm that this server is for testing clients (required by --adversary).
     #[arg(long, help_heading = "Testing")]
     pub(crate) testing_only: bool,
+    /// TESTING ONLY, with --adversary isolate or dummies: give this many fake entries around
+    /// each victim valid stamps, computed for real, to measure what deceiving a client costs.
+    /// Default: none (the fakes carry no valid stamp and clients see through them).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "adversary",
+        help_heading = "Testing"
+    )]
+    pub(crate) adversary_stamp_budget: usize,
     /// How often the server checks, through Tor on a circuit of its own, that its onion service
     /// answers (once it has answered; before that, every 10 s).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]

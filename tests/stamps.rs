@@ -1,0 +1,452 @@
+//! Stamps (protocol version 3, PROTOCOL.md §16) against a real server over the disk store:
+//! honest buckets prove their links and the accepter counts them; a stamp proves nothing outside
+//! its bucket, link and effort; a challenge outside the client's bounds stores nothing; old and
+//! new clients and servers work together; isolation and dummies show as a bucket without
+//! company unless the server pays for every fake; a per-client challenge marks nobody.
+//!
+//! Stamps here are of low effort (a few milliseconds each) to keep the tests quick; the client
+//! counts from the same effort.
+
+mod common;
+
+use common::*;
+use rdv::client::pipe::PipeConnector;
+use rdv::client::{Client, ClientConfig, OfferError};
+use rdv::clock::ManualClock;
+use rdv::framed::{read_msg, write_msg};
+use rdv::proto::padding::FillerSecret;
+use rdv::proto::stamp::{self, Challenge};
+use rdv::proto::wire::DEFAULT_MAX_FRAME;
+use rdv::proto::{
+    DeleteToken, ErrorCode, KdfProfile, Passphrase, PolicyViolation, Request, Response, SealedLink,
+    ServerAddr, Stamp,
+};
+use rdv::server::adversary::Adversary;
+use rdv::server::{Server, ServerConfig};
+use rdv::store::{BucketStore, DiskStore, DiskStoreConfig};
+use std::sync::Arc;
+use tokio::io::DuplexStream;
+
+/// The effort of these tests' servers and the floor of their clients.
+const EFFORT: u32 = 2;
+
+struct Setup {
+    server: Arc<Server<DiskStore>>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(config: ServerConfig) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DiskStore::open(
+        dir.path(),
+        DiskStoreConfig {
+            bucket_capacity: config
+                .adversary
+                .map_or(rdv::proto::MAX_LINKS_PER_BUCKET, |a| {
+                    a.bucket_capacity(config.adversary_stamp_budget)
+                }),
+            ..Default::default()
+        },
+        FillerSecret::from_bytes([3; 32]),
+    )
+    .unwrap();
+    let clock = manual_clock();
+    let server = Server::new(
+        store,
+        ServerConfig {
+            stamp_effort: EFFORT,
+            ..config
+        },
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    Setup {
+        server,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// A client of protocol version `max_version` at most.
+    fn client(&self, max_version: u16) -> Client {
+        let mut config = ClientConfig {
+            max_version,
+            ..Default::default()
+        };
+        config.policy.min_effort = EFFORT;
+        Client::new(
+            Arc::new(PipeConnector::to_server(self.server.clone())),
+            config,
+            Arc::new(self.clock.clone()),
+        )
+    }
+
+    /// A raw stream after the version exchange at version 3.
+    async fn raw(&self) -> DuplexStream {
+        let mut s = raw_pipe(&self.server);
+        write_msg(
+            &mut s,
+            &Request::Hello {
+                min_version: 3,
+                max_version: 3,
+            },
+            DEFAULT_MAX_FRAME,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap(),
+            Response::Hello { version: 3 }
+        );
+        s
+    }
+}
+
+async fn ask(s: &mut DuplexStream, r: &Request) -> Response {
+    write_msg(s, r, DEFAULT_MAX_FRAME).await.unwrap();
+    read_msg(s, u32::MAX).await.unwrap()
+}
+
+fn code(r: Response) -> ErrorCode {
+    match r {
+        Response::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn addr() -> ServerAddr {
+    pipe_addr()
+}
+
+fn pass(i: usize) -> Passphrase {
+    Passphrase::new(format!("stamp test passphrase {i}"))
+}
+
+/// Offer `n` links with `c`; the offers.
+async fn offers(c: &Client, n: usize) -> Vec<rdv::client::Offer> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(
+            c.offer(
+                &addr(),
+                format!("payload {i}").as_bytes(),
+                pass(i),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_bucket_proves_its_links_and_only_stamped_ones_count() {
+    let s = setup(ServerConfig::default());
+    let new = s.client(3);
+    let old = s.client(2);
+    let stamped = offers(&new, 10).await;
+    // Links of an older client carry no stamp: stored, but proven by nothing.
+    let mut plain = Vec::new();
+    for i in 10..13 {
+        plain.push(
+            old.offer(&addr(), b"old", pass(i), KdfProfile::Test)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(stamped
+        .iter()
+        .chain(&plain)
+        .all(|o| o.bucket == stamped[0].bucket));
+    let a = new.accept(&stamped[3].link, None).await.unwrap();
+    assert_eq!(&a.payload[..], b"payload 3");
+    assert_eq!(a.links_verified, Some(10));
+    // An older accepter gets no stamps, hence no count; the link opens all the same.
+    let a = old.accept(&plain[0].link, None).await.unwrap();
+    assert_eq!(a.links_verified, None);
+    // The initiator's own count of its bucket, as `rdv offer --hold` makes it.
+    assert_eq!(
+        new.verified_links(&stamped[0].link).await.unwrap(),
+        Some(10)
+    );
+    // A higher floor than the server's effort counts nothing.
+    let mut strict = ClientConfig::default();
+    strict.policy.min_effort = EFFORT + 1;
+    let strict = Client::new(
+        Arc::new(PipeConnector::to_server(s.server.clone())),
+        strict,
+        Arc::new(s.clock.clone()),
+    );
+    assert_eq!(
+        strict.verified_links(&stamped[0].link).await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stamp_proves_nothing_outside_its_bucket_link_and_effort() {
+    let s = setup(ServerConfig::default());
+    let mut c = s.raw().await;
+    let Response::Challenge(ch) = ask(&mut c, &Request::Challenge).await else {
+        panic!("a challenge")
+    };
+    assert_eq!(ch.effort, EFFORT);
+    let link = SealedLink([0x42; 256]);
+    let check = DeleteToken::from_bytes([1; 32]).check();
+    let store = |id, stamp| Request::StampedStore {
+        link: link.clone(),
+        delete_check: check,
+        id,
+        stamp,
+    };
+    let solve = |ch: &Challenge, l: &SealedLink| stamp::solve(ch, l, [0; 16], 100_000).unwrap();
+    // A stamp for another bucket (the next one of the same second, with its own seed).
+    let other = rdv::proto::BucketId {
+        seq: ch.id.seq + 1,
+        ..ch.id
+    };
+    let other_ch = Challenge {
+        id: other,
+        seed: stamp::bucket_seed(&FillerSecret::from_bytes([3; 32]), other),
+        effort: EFFORT,
+    };
+    let foreign = solve(&other_ch, &link);
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, foreign)).await),
+        ErrorCode::BadStamp
+    );
+    // A stamp for another link.
+    let elsewhere = solve(&ch, &SealedLink([0x43; 256]));
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, elsewhere)).await),
+        ErrorCode::BadStamp
+    );
+    // Forged bytes; a stamp of less effort than asked.
+    let forged = Stamp([0x5a; stamp::STAMP_LEN]);
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, forged)).await),
+        ErrorCode::BadStamp
+    );
+    let cheap = solve(
+        &Challenge {
+            effort: EFFORT - 1,
+            ..ch
+        },
+        &link,
+    );
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, cheap)).await),
+        ErrorCode::BadStamp
+    );
+    assert_eq!(s.server.store().link_count(), 0, "nothing stored so far");
+    // The right one is stored; the same again is a replay.
+    let good = solve(&ch, &link);
+    assert_eq!(
+        ask(&mut c, &store(ch.id, good)).await,
+        Response::Stored { id: ch.id }
+    );
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, good)).await),
+        ErrorCode::BadStamp
+    );
+    assert_eq!(s.server.store().link_count(), 1);
+    // Once the bucket's window has passed, its stamps are good for nothing new.
+    s.clock.advance(601);
+    let late_link = SealedLink([0x44; 256]);
+    let late = solve(&ch, &late_link);
+    let r = ask(
+        &mut c,
+        &Request::StampedStore {
+            link: late_link,
+            delete_check: check,
+            id: ch.id,
+            stamp: late,
+        },
+    )
+    .await;
+    assert_eq!(code(r), ErrorCode::BucketClosed);
+    // Stamped requests on an older connection are refused as such.
+    let mut v2 = raw_pipe(&s.server);
+    assert!(raw_hello(&mut v2).await);
+    assert_eq!(
+        code(ask(&mut v2, &Request::Challenge).await),
+        ErrorCode::UnsupportedVersion
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_beyond_the_client_s_bounds_stores_nothing() {
+    // More effort than the client spends.
+    let s = setup(ServerConfig::default());
+    let mut config = ClientConfig::default();
+    config.policy.max_effort = EFFORT - 1;
+    let c = Client::new(
+        Arc::new(PipeConnector::to_server(s.server.clone())),
+        config,
+        Arc::new(s.clock.clone()),
+    );
+    match c.offer(&addr(), b"x", pass(0), KdfProfile::Test).await {
+        Err(OfferError::RefusedChallenge(PolicyViolation::EffortTooHigh { asked, max })) => {
+            assert_eq!((asked, max), (EFFORT, EFFORT - 1))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.server.store().link_count(), 0);
+    // A bucket from the future, or with too high a sequence number: refused at the challenge,
+    // so nothing is stored and nothing needs deleting.
+    for mode in [
+        Adversary::FutureIds,
+        Adversary::StaleIds,
+        Adversary::SeqInflation,
+    ] {
+        let s = setup(ServerConfig {
+            adversary: Some(mode),
+            ..Default::default()
+        });
+        match s
+            .client(3)
+            .offer(&addr(), b"x", pass(0), KdfProfile::Test)
+            .await
+        {
+            Err(e @ OfferError::RefusedChallenge(_)) => {
+                assert_eq!(e.kind(), rdv::client::ErrorKind::ServerMisbehaved)
+            }
+            other => panic!("{mode}: {other:?}"),
+        }
+        assert_eq!(s.server.store().link_count(), 0, "{mode}: nothing stored");
+    }
+}
+
+/// A connector to `server` whose version exchange is capped at `max` (an older server).
+fn older_server(server: Arc<Server<DiskStore>>, max: u16) -> PipeConnector {
+    PipeConnector::new(move |mut client_end| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let (mut mine, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(server.serve_stream(theirs));
+            // The Hello, rewritten; everything after it passes unchanged.
+            let Ok(Request::Hello { min_version, .. }) =
+                read_msg::<Request, _>(&mut client_end, 1 << 20).await
+            else {
+                return;
+            };
+            let hello = Request::Hello {
+                min_version,
+                max_version: max,
+            };
+            if write_msg(&mut mine, &hello, DEFAULT_MAX_FRAME)
+                .await
+                .is_ok()
+            {
+                let _ = tokio::io::copy_bidirectional(&mut client_end, &mut mine).await;
+            }
+        });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_and_new_clients_and_servers_work_together() {
+    let s = setup(ServerConfig::default());
+    // A new client against a version-2 server: the old flow (store, then check), no count.
+    let mut config = ClientConfig::default();
+    config.policy.min_effort = EFFORT;
+    let c = Client::new(
+        Arc::new(older_server(s.server.clone(), 2)),
+        config,
+        Arc::new(s.clock.clone()),
+    );
+    let o = c
+        .offer(&addr(), b"to an old server", pass(0), KdfProfile::Test)
+        .await
+        .unwrap();
+    let a = c.accept(&o.link, None).await.unwrap();
+    assert_eq!(&a.payload[..], b"to an old server");
+    assert_eq!(a.links_verified, None);
+    // Version 1 too.
+    let v1 = Client::new(
+        Arc::new(older_server(s.server.clone(), 1)),
+        ClientConfig::default(),
+        Arc::new(s.clock.clone()),
+    );
+    let o1 = v1
+        .offer(&addr(), b"v1", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(
+        v1.accept(&o1.link, None).await.unwrap().links_verified,
+        None
+    );
+    // An old client against the new server stores and fetches as before; a new accepter of the
+    // same bucket counts no stamp for those links.
+    let old = s.client(2);
+    let o2 = old
+        .offer(&addr(), b"old client", pass(2), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(
+        &old.accept(&o2.link, None).await.unwrap().payload[..],
+        b"old client"
+    );
+    assert_eq!(
+        s.client(3)
+            .accept(&o2.link, None)
+            .await
+            .unwrap()
+            .links_verified,
+        Some(0)
+    );
+    // A server that requires stamps refuses the old clients' stores, clearly.
+    let strict = setup(ServerConfig {
+        require_stamps: true,
+        ..Default::default()
+    });
+    match strict
+        .client(2)
+        .offer(&addr(), b"x", pass(3), KdfProfile::Test)
+        .await
+    {
+        Err(e) => assert!(e.to_string().contains("stamp"), "{e}"),
+        Ok(_) => panic!("stored without a stamp"),
+    }
+    strict
+        .client(3)
+        .offer(&addr(), b"x", pass(4), KdfProfile::Test)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
+    for (mode, budget, offered, seen) in [
+        // Alone in a bucket: the count says so.
+        (Adversary::Isolate, 0, 4, 1),
+        // Among 63 dummies without stamps: alone as well.
+        (Adversary::Dummies, 0, 1, 1),
+        // Paying for three fakes buys a count of four.
+        (Adversary::Isolate, 3, 2, 4),
+        (Adversary::Dummies, 3, 1, 4),
+        // A different effort per client marks nobody and hides nothing: every link counts.
+        (Adversary::VaryEffort, 0, 6, 6),
+        // A seed per client: the accepter checks every stamp against the bucket's one seed,
+        // so the clients' stamps prove nothing and the bucket shows no company.
+        (Adversary::VarySeed, 0, 6, 0),
+    ] {
+        let s = setup(ServerConfig {
+            adversary: Some(mode),
+            adversary_stamp_budget: budget,
+            ..Default::default()
+        });
+        let c = s.client(3);
+        let o = offers(&c, offered).await;
+        let a = c.accept(&o[0].link, None).await.unwrap();
+        assert_eq!(&a.payload[..], b"payload 0");
+        assert_eq!(
+            a.links_verified,
+            Some(seen),
+            "{mode} with a budget of {budget}"
+        );
+    }
+}
