@@ -445,6 +445,121 @@ fn filler_rows() -> Vec<(&'static str, Body)> {
     ]
 }
 
+/// Stamps: solving one (the initiator's work per offer), verifying one (the server's per
+/// stamped store), counting a bucket's (the accepter's per accept).
+fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
+    use rdv::proto::stamp::{self, Challenge};
+    let id = BucketId {
+        created: 1_700_000_000,
+        seq: 1,
+    };
+    let ch = Challenge {
+        id,
+        seed: rdv::proto::StampSeed([5; 32]),
+        effort,
+    };
+    let links: Vec<SealedLink> = (0..MAX_LINKS_PER_BUCKET)
+        .map(|i| SealedLink([i as u8; 256]))
+        .collect();
+    let stamps: Vec<rdv::proto::Stamp> = links
+        .iter()
+        .map(|l| stamp::solve(&ch, l, [0; 16], u64::MAX).expect("a stamp"))
+        .collect();
+    let filler: Vec<rdv::proto::Stamp> = (0..MAX_LINKS_PER_BUCKET)
+        .map(|i| rdv::proto::Stamp([i as u8 ^ 0x5a; stamp::STAMP_LEN]))
+        .collect();
+    let (l1, s1) = (links[0].clone(), stamps[0]);
+    let (l2, s2) = (links.clone(), stamps.clone());
+    let (l3, s3) = (links.clone(), filler);
+    let loc = id.locator();
+    let mut i = 0u8;
+    vec![
+        (
+            "stamp solve (effort 64)",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    i = i.wrapping_add(1);
+                    let l = SealedLink([i; 256]);
+                    black_box(stamp::solve(&ch, &l, [i; 16], u64::MAX).ok());
+                }
+            }),
+        ),
+        (
+            "stamp verify 1 (valid)",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    black_box(stamp::verify(&loc, &ch.seed, &l1, black_box(&s1), effort).ok());
+                }
+            }),
+        ),
+        (
+            "stamp count 64 (all valid)",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    black_box(stamp::count_verified(
+                        &loc,
+                        &ch.seed,
+                        l2.iter().zip(s2.iter()),
+                        effort,
+                    ));
+                }
+            }),
+        ),
+        (
+            "stamp count 64 (filler only)",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    black_box(stamp::count_verified(
+                        &loc,
+                        &ch.seed,
+                        l3.iter().zip(s3.iter()),
+                        effort,
+                    ));
+                }
+            }),
+        ),
+    ]
+}
+
+/// A whole offer in process (the default KDF, requests to a server through memory pipes), as a
+/// client of protocol `version`: 2 stores without a stamp, 3 solves one of the server's effort.
+fn offer_row(name: &'static str, version: u16) -> (&'static str, Body) {
+    use rdv::client::pipe::PipeConnector;
+    use rdv::client::{Client, ClientConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = rdv::server::Server::new(
+        rdv::store::MemoryStore::new(rdv::store::StoreParams::default()),
+        rdv::server::ServerConfig::default(),
+        std::sync::Arc::new(rdv::clock::SystemClock),
+    )
+    .expect("server");
+    let client = Client::new(
+        std::sync::Arc::new(PipeConnector::to_server(server)),
+        ClientConfig {
+            max_version: version,
+            ..Default::default()
+        },
+        std::sync::Arc::new(rdv::clock::SystemClock),
+    );
+    let addr = rdv::proto::ServerAddr::parse("bench.invalid:7625").expect("addr");
+    (
+        name,
+        Box::new(move |n| {
+            for _ in 0..n {
+                let pass = Passphrase::new("kobad-lisuf-mutag-ronif-zapol");
+                black_box(
+                    rt.block_on(client.offer(&addr, b"smp://bench", pass, KdfProfile::Default))
+                        .ok(),
+                );
+            }
+        }),
+    )
+}
+
 fn kdf_row(name: &'static str, profile: KdfProfile) -> (&'static str, Body) {
     let pass = Passphrase::new("kobad-lisuf-mutag-ronif-zapol");
     let salt = Salt::from_bytes([7; 16]);
@@ -465,6 +580,7 @@ fn all_rows() -> Vec<(&'static str, Body)> {
     rows.extend(single_rows());
     rows.extend(wire_rows());
     rows.extend(filler_rows());
+    rows.extend(stamp_rows(rdv::proto::stamp::DEFAULT_EFFORT));
     rows.push(kdf_row(
         "derive_key test (64 KiB, t=1, p=1)",
         KdfProfile::Test,
@@ -525,6 +641,9 @@ fn main() {
     h.group(Budget::FAST, single_rows());
     h.group(Budget::FAST, wire_rows());
     h.group(Budget::FAST, filler_rows());
+    let mut stamps = stamp_rows(rdv::proto::stamp::DEFAULT_EFFORT);
+    let solve = stamps.remove(0);
+    h.group(Budget::FAST, stamps);
     h.group(
         Budget::FAST,
         vec![kdf_row(
@@ -540,6 +659,9 @@ fn main() {
                 KdfProfile::Moderate,
             ),
             kdf_row("derive_key default (64 MiB, t=3, p=4)", KdfProfile::Default),
+            solve,
+            offer_row("offer, protocol 2 (no stamp)", 2),
+            offer_row("offer, protocol 3 (stamp of effort 64)", 3),
         ],
     );
 
@@ -619,6 +741,37 @@ fn main() {
             "{:<58} {:>6.0}× (median): the KDF dominates an accept",
             "derive_key default / trial_open 64",
             kdf.median_ns / trial.median_ns
+        );
+    }
+    if let (Some(solve), Some(kdf)) = (
+        h.get("stamp solve (effort 64)"),
+        h.get("derive_key default (64 MiB, t=3, p=4)"),
+    ) {
+        println!(
+            "{:<58} {:>6.2}× (median): an offer's stamp against its key derivation",
+            "stamp solve (effort 64) / derive_key default",
+            solve.median_ns / kdf.median_ns
+        );
+    }
+    ratio_line(
+        &h,
+        "offer with a stamp / offer without (default KDF both)",
+        "offer, protocol 3 (stamp of effort 64)",
+        "offer, protocol 2 (no stamp)",
+        None,
+    );
+    if let Some(v) = h.get("stamp verify 1 (valid)") {
+        println!(
+            "{:<58} {:>6.1} % of one core at 2112 stamped stores/s (the policy cap)",
+            "server: stamp verification per store",
+            100.0 * v.median_ns * 2112.0 / 1e9
+        );
+    }
+    if let Some(c) = h.get("stamp count 64 (all valid)") {
+        println!(
+            "{:<58} {:>6.2} ms (median; target ≤ 5 ms)",
+            "accepter: counting a full bucket of valid stamps",
+            c.median_ns / 1e6
         );
     }
     eprintln!("\ntotal bench time {:.1} s", start.elapsed().as_secs_f64());

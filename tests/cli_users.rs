@@ -840,13 +840,44 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         "printed at {now}, the bucket closes at {closes}"
     );
     assert_eq!(v["held"], true);
-    // The held link still opens.
+    // Counted at the close: both offers went into the bucket, both stamped.
+    assert_eq!(v["links_verified"], 2, "{v}");
+    // The held link still opens, and the accepter is shown the same count.
     let link = str_of(&v, "link").to_string();
     let a = ok(
         &rdv(&["accept", "--json", "--direct", &link], &[]),
         "accept",
     );
     assert_eq!(str_of(&a, "payload"), "p");
+    assert_eq!(a["links_verified"], 2, "{a}");
+
+    // --min-k: alone in a new bucket, the link is not handed over, and it is deleted.
+    let out = rdv(
+        &[
+            "offer",
+            "--json",
+            "--hold",
+            "--min-k",
+            "3",
+            "--direct",
+            &addr,
+            "--payload",
+            "alone",
+            "--kdf",
+            "test",
+        ],
+        &pass,
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("rdv1:"), "no link was handed over: {text}");
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "too_few_links", "{last}");
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only 1 verified link"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: this link hides among 1"));
 }
 
 #[test]

@@ -24,6 +24,7 @@ mod sim;
 
 use anyhow::{ensure, Result};
 use attack::TimingModel;
+use rdv::server::adversary::Adversary;
 use sim::Model;
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -92,6 +93,90 @@ async fn measure(label: &str, m: Model) -> Result<Row> {
         top_right: mean(o.accepts.iter().map(|a| a.top_guess)),
         accepts: o.accepts.len(),
     })
+}
+
+/// Section 4: the count of verified links an accepter is shown, against the real links in the
+/// bucket at its fetch, on an honest server at several rates.
+async fn stamps(duration: u64) -> Result<()> {
+    println!("\n## Verified links shown vs real links in the bucket (honest server, window 10 min, accept delay mean 10 min)\n");
+    println!("| offers/min | accepts | mean real links at the fetch (k_fetch) | mean verified links shown | accepts where the two differ |");
+    println!("|---|---|---|---|---|");
+    for (i, rate) in [0.5, 2.0, 6.0, 20.0].into_iter().enumerate() {
+        let m = Model {
+            rate_per_min: rate,
+            window: 600,
+            duration: duration.min(3600),
+            timing: TimingModel {
+                mean_accept_delay: 600.0,
+                hold: false,
+                mean_delete_delay: None,
+            },
+            seed: 5000 + i as u64,
+            stamps: true,
+        };
+        let o = sim::run(&m).await?;
+        let n = o.verified.len();
+        let differ = o.verified.iter().filter(|(k, v)| Some(*k) != *v).count();
+        println!(
+            "| {rate} | {n} | {:.1} | {:.1} | {differ} |",
+            mean(o.verified.iter().map(|(k, _)| *k as f64)),
+            mean(o.verified.iter().map(|(_, v)| v.unwrap_or(0) as f64)),
+        );
+        ensure!(
+            differ == 0,
+            "at {rate}/min the count differs from the bucket in {differ} accepts"
+        );
+    }
+    Ok(())
+}
+
+/// Section 5: the client against every adversarial mode, and what deception costs a server
+/// that pays for stamps on its fakes.
+async fn adversaries(quick: bool) -> Result<()> {
+    println!("\n## The client against an adversarial server\n");
+    println!("| server | traffic | offers | detected by the client's policy | throttled (Overloaded) | accepts that opened | other real links in the accepter's bucket | verified links shown (mean) | accepts shown no company (≤ 1) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for d in adversary::table().await? {
+        println!(
+            "| {} | {} | {} | {} ({:.0} %) | {} | {} | {:.1} | {:.1} | {} of {} |",
+            d.mode,
+            match d.level {
+                "low" => "1 offer / 10 s",
+                _ => "40 offers in 1 s",
+            },
+            d.offers,
+            d.detected,
+            100.0 * d.detected as f64 / d.offers as f64,
+            d.throttled,
+            d.opened,
+            d.others,
+            d.verified,
+            d.alone,
+            d.opened
+        );
+    }
+    let effort = rdv::proto::stamp::DEFAULT_EFFORT;
+    let per_stamp = adversary::stamp_seconds(effort, if quick { 5 } else { 20 });
+    println!("\n## What deceiving a client costs a server that stamps its fakes (effort {effort}; one stamp took {per_stamp:.3} s of one core in this run)\n");
+    println!("| mode | fakes stamped per victim | verified links the victim's accepter is shown | server seconds per deceived user | server cores kept busy deceiving one new victim every 10 s |");
+    println!("|---|---|---|---|---|");
+    let budgets: &[usize] = if quick { &[7] } else { &[7, 31, 63] };
+    for mode in [Adversary::Isolate, Adversary::Dummies] {
+        for &b in budgets {
+            let c = adversary::cost(mode, b, effort).await?;
+            // The victim's own stamp is its client's work, not the server's.
+            let server = (c.seconds - per_stamp).max(0.0);
+            println!(
+                "| {} | {} | {} | {:.1} | {:.2} |",
+                c.mode,
+                c.budget,
+                c.shown,
+                server,
+                server / 10.0
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The answer flow's policies: what rdv 0.1 did, today's default, and each override.
@@ -283,7 +368,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "target/lab".into());
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: lab [--quick] [--out DIR] [--only SECTION,...]");
-        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), adversary (the client against adversarial servers)");
+        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
         return Ok(());
     }
     let only: Option<Vec<String>> = args
@@ -316,6 +401,7 @@ async fn main() -> Result<()> {
                     duration,
                     timing: base,
                     seed: 1000 + i as u64 + window,
+                    stamps: false,
                 };
                 rows.push(measure(&format!("W={}m λ={rate}/min", window / 60), m).await?);
             }
@@ -397,6 +483,7 @@ async fn main() -> Result<()> {
                         mean_delete_delay: del,
                     },
                     seed: 2000 + i as u64,
+                    stamps: false,
                 };
                 let r = measure(name, m).await?;
                 pts.push((delay / 60.0, r.degree));
@@ -433,27 +520,14 @@ async fn main() -> Result<()> {
         answer_flow(&out, duration, quick).await?;
     }
 
-    // 4. The client against an adversarial server.
+    // 4. Stamps: what the accepter is shown against what the bucket holds.
+    if wants("stamps") {
+        stamps(duration).await?;
+    }
+
+    // 5. The client against an adversarial server.
     if wants("adversary") {
-        println!("\n## The client against an adversarial server\n");
-        println!("| server | traffic | offers | detected by the client | throttled (Overloaded) | accepts that opened | other real links in the accepter's bucket |");
-        println!("|---|---|---|---|---|---|---|");
-        for d in adversary::table().await? {
-            println!(
-                "| {} | {} | {} | {} ({:.0} %) | {} | {} | {:.1} |",
-                d.mode,
-                match d.level {
-                    "low" => "1 offer / 10 s",
-                    _ => "40 offers in 1 s",
-                },
-                d.offers,
-                d.detected,
-                100.0 * d.detected as f64 / d.offers as f64,
-                d.throttled,
-                d.opened,
-                d.others
-            );
-        }
+        adversaries(quick).await?;
     }
     println!("\nplots: {out}/k_vs_rate.svg, {out}/degree_vs_delay.svg, {out}/answer_flow.svg");
     Ok(())

@@ -34,6 +34,9 @@ pub struct Model {
     pub timing: TimingModel,
     /// Seed of the run's randomness.
     pub seed: u64,
+    /// Clients stamp their links and accepters count stamps (protocol version 3, at the
+    /// lowest effort: what is counted does not depend on it); otherwise they speak version 2.
+    pub stamps: bool,
 }
 
 /// A run's results.
@@ -46,6 +49,8 @@ pub struct Outcome {
     /// The server's own metrics at the end: (k_close sum, count), (k_fetch sum, count).
     pub server_k_close: (f64, f64),
     pub server_k_fetch: (f64, f64),
+    /// Per accept: the real links in the bucket (k_fetch) and what the accepter counted.
+    pub verified: Vec<(usize, Option<usize>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,10 +95,22 @@ pub async fn run(m: &Model) -> Result<Outcome> {
         FillerSecret::from_bytes([7; 32]),
     )
     .context("opening the store")?;
-    let server = Server::new(store, ServerConfig::default(), Arc::new(clock.clone()))?;
+    let server = Server::new(
+        store,
+        ServerConfig {
+            stamp_effort: 1,
+            ..Default::default()
+        },
+        Arc::new(clock.clone()),
+    )?;
+    let mut config = ClientConfig {
+        max_version: if m.stamps { 3 } else { 2 },
+        ..Default::default()
+    };
+    config.policy.min_effort = 1;
     let client = Client::new(
         Arc::new(PipeConnector::to_server(server.clone())),
-        ClientConfig::default(),
+        config,
         Arc::new(clock.clone()),
     );
     let addr = ServerAddr::parse("lab.invalid:7625")?;
@@ -166,7 +183,17 @@ pub async fn run(m: &Model) -> Result<Outcome> {
                     found.payload.as_slice() == format!("smp://lab/{i}").as_bytes(),
                     "accept {i} opened the wrong payload"
                 );
-                accepted_at.insert(i, at_now(now));
+                let at = at_now(now);
+                let real = links
+                    .iter()
+                    .filter(|l| {
+                        l.bucket == links[i].bucket
+                            && l.stored <= at
+                            && l.deleted.is_none_or(|d| d > at)
+                    })
+                    .count();
+                outcome.verified.push((real, found.links_verified));
+                accepted_at.insert(i, at);
                 if let Some(mean) = m.timing.mean_delete_delay {
                     let d = now as f64 + exp_sample(&mut rng, mean);
                     // The delete follows its accept.
