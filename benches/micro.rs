@@ -461,9 +461,11 @@ fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
     let links: Vec<SealedLink> = (0..MAX_LINKS_PER_BUCKET)
         .map(|i| SealedLink([i as u8; 256]))
         .collect();
+    let name =
+        stamp::ServerName::of(&rdv::proto::ServerAddr::parse("127.0.0.1:7625").expect("addr"));
     let stamps: Vec<rdv::proto::Stamp> = links
         .iter()
-        .map(|l| stamp::solve(&ch, l, [0; 16], u64::MAX).expect("a stamp"))
+        .map(|l| stamp::solve(&name, &ch, l, [0; 16], u64::MAX).expect("a stamp"))
         .collect();
     let filler: Vec<rdv::proto::Stamp> = (0..MAX_LINKS_PER_BUCKET)
         .map(|i| rdv::proto::Stamp([i as u8 ^ 0x5a; stamp::STAMP_LEN]))
@@ -480,7 +482,7 @@ fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
                 for _ in 0..n {
                     i = i.wrapping_add(1);
                     let l = SealedLink([i; 256]);
-                    black_box(stamp::solve(&ch, &l, [i; 16], u64::MAX).ok());
+                    black_box(stamp::solve(&name, &ch, &l, [i; 16], u64::MAX).ok());
                 }
             }),
         ),
@@ -488,7 +490,9 @@ fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
             "stamp verify 1 (valid)",
             Box::new(move |n| {
                 for _ in 0..n {
-                    black_box(stamp::verify(&loc, &ch.seed, &l1, black_box(&s1), effort).ok());
+                    black_box(
+                        stamp::verify(&name, &loc, &ch.seed, &l1, black_box(&s1), effort).ok(),
+                    );
                 }
             }),
         ),
@@ -497,6 +501,7 @@ fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
             Box::new(move |n| {
                 for _ in 0..n {
                     black_box(stamp::count_verified(
+                        &name,
                         &loc,
                         &ch.seed,
                         l2.iter().zip(s2.iter()),
@@ -510,6 +515,7 @@ fn stamp_rows(effort: u32) -> Vec<(&'static str, Body)> {
             Box::new(move |n| {
                 for _ in 0..n {
                     black_box(stamp::count_verified(
+                        &name,
                         &loc,
                         &ch.seed,
                         l3.iter().zip(s3.iter()),

@@ -27,6 +27,7 @@ use crate::clock::Clock;
 use crate::framed::{read_msg, write_msg, FrameIoError};
 use crate::proto::kdf::{self, KdfLimits};
 use crate::proto::seal::{self, SealError, NONCE_LEN};
+use crate::proto::stamp::ServerName;
 use crate::proto::wire::{
     sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION, STAMP_VERSION,
 };
@@ -134,7 +135,8 @@ pub struct Accepted {
     pub reply: Option<ReplyTo>,
     /// How many of the bucket's entries carry a valid stamp of at least the policy's effort
     /// (protocol version 3): the real links this one hides among, itself included, as far as
-    /// the client can check. `None` from a server without stamps.
+    /// the client can check; for a multi-server link the least over the copies that answered
+    /// within 10 s of the first. `None` from a server without stamps.
     pub links_verified: Option<usize>,
 }
 
@@ -365,34 +367,46 @@ impl Client {
         req: &Request,
         needs_version: u16,
     ) -> Result<Sent, ConnectionError> {
+        Ok(self.request_on_version(server, req, needs_version).await?.0)
+    }
+
+    /// [`Client::request_fresh`], with the protocol version the connection agreed on.
+    async fn request_on_version(
+        &self,
+        server: &ServerAddr,
+        req: &Request,
+        needs_version: u16,
+    ) -> Result<(Sent, u16), ConnectionError> {
         let mut backoff = Backoff::new(self.config.retry_budget);
         loop {
             let mut c = self.connect(server).await?;
-            if c.version() < needs_version {
-                return Ok(Sent::OldServer(c.version()));
+            let version = c.version();
+            if version < needs_version {
+                return Ok((Sent::OldServer(version), version));
             }
             match c.request(req).await {
                 Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => {
                     tracing::debug!("the server took the connection's slot back; trying again");
                 }
-                r => return r.map(Sent::Answer),
+                r => return r.map(|r| (Sent::Answer(r), version)),
             }
         }
     }
 
-    /// [`Client::request_fresh`] for a request of every protocol version.
+    /// [`Client::request_fresh`] for a request of every protocol version, with the version the
+    /// connection agreed on.
     async fn request_any(
         &self,
         server: &ServerAddr,
         req: &Request,
-    ) -> Result<Response, ConnectionError> {
+    ) -> Result<(Response, u16), ConnectionError> {
         match self
-            .request_fresh(server, req, MIN_PROTOCOL_VERSION)
+            .request_on_version(server, req, MIN_PROTOCOL_VERSION)
             .await?
         {
-            Sent::Answer(r) => Ok(r),
+            (Sent::Answer(r), v) => Ok((r, v)),
             // `connect` refuses versions below the minimum already.
-            Sent::OldServer(v) => Err(ConnectionError::Protocol(format!(
+            (Sent::OldServer(v), _) => Err(ConnectionError::Protocol(format!(
                 "the server agreed on version {v}"
             ))),
         }
@@ -400,7 +414,7 @@ impl Client {
 
     /// Ask a server for its parameters.
     pub async fn info(&self, addr: &ServerAddr) -> Result<ServerInfo, ConnectionError> {
-        match self.request_any(addr, &Request::Info).await? {
+        match self.request_any(addr, &Request::Info).await?.0 {
             Response::Info(i) => Ok(i),
             r => Err(unexpected("Info", &r)),
         }
@@ -536,7 +550,7 @@ impl Client {
                 .check_window(info.open_window_secs)
                 .map_err(OfferError::UnacceptableServer)?;
             let stored = if c.version() >= STAMP_VERSION {
-                self.stamped_store_on(&mut c, &sealed, token, &info, &mut backoff)
+                self.stamped_store_on(&mut c, server, &sealed, token, &info, &mut backoff)
                     .await
             } else {
                 let store = Request::Store {
@@ -615,6 +629,7 @@ impl Client {
     async fn stamped_store_on(
         &self,
         c: &mut Connection,
+        server: &ServerAddr,
         sealed: &SealedLink,
         token: &DeleteToken,
         info: &ServerInfo,
@@ -641,12 +656,15 @@ impl Client {
                 );
                 return Err(OfferError::RefusedChallenge(v));
             }
+            // Bound to the server as the link names it: a stamp made here proves nothing shown
+            // by another server.
+            let name = ServerName::of(server);
             let ch = challenge;
             let link = sealed.clone();
             let mut start = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut start);
             let stamp = tokio::task::spawn_blocking(move || {
-                crate::proto::stamp::solve(&ch, &link, start, u64::MAX)
+                crate::proto::stamp::solve(&name, &ch, &link, start, u64::MAX)
             })
             .await
             .map_err(OfferError::StampTask)?
@@ -655,6 +673,7 @@ impl Client {
                 link: sealed.clone(),
                 delete_check: token.check(),
                 id: challenge.id,
+                name,
                 stamp,
             };
             loop {
@@ -732,10 +751,13 @@ impl Client {
         }
     }
 
-    /// How many entries of the link's bucket (on its main server) carry a valid stamp: what an
-    /// accepter would be told. For an initiator, one fetch of its own bucket, timed like an
+    /// How many entries of the link's bucket carry a valid stamp (the least over the copies of a
+    /// multi-server link): what an accepter would be told. For an initiator, one fetch of its own bucket, timed like an
     /// accept (say, when the bucket closes). `None` from a server without stamps.
     pub async fn verified_links(&self, link: &RdvLink) -> Result<Option<usize>, AcceptError> {
+        if !link.mirrors.is_empty() {
+            return self.verified_copies(link).await;
+        }
         Ok(self.fetch_at(&link.server, link.locator).await?.verified)
     }
 
@@ -756,19 +778,29 @@ impl Client {
             }
         };
         match self.request_any(server, &fetch).await {
-            Ok(Response::Bucket { links }) => {
+            // A server that speaks stamps must show them: a plain bucket would hide how many of
+            // its entries are real behind "this server has no stamps".
+            Ok((Response::Bucket { .. }, v)) if v >= STAMP_VERSION => {
+                Err(ConnectionError::Protocol(format!(
+                    "a bucket without stamps on a version {v} connection"
+                ))
+                .into())
+            }
+            Ok((Response::Bucket { links }, _)) => {
                 full(links.len())?;
                 Ok(Fetched {
                     links,
                     verified: None,
                 })
             }
-            Ok(Response::StampedBucket { seed, entries }) => {
+            Ok((Response::StampedBucket { seed, entries }, v)) if v >= STAMP_VERSION => {
                 full(entries.len())?;
                 // About 50 µs per real entry: off the async runtime.
                 let min = self.config.policy.min_effort;
+                let name = ServerName::of(server);
                 let (entries, verified) = tokio::task::spawn_blocking(move || {
                     let n = crate::proto::stamp::count_verified(
+                        &name,
                         &locator,
                         &seed,
                         entries.iter().map(|e| (&e.link, &e.stamp)),
@@ -783,7 +815,7 @@ impl Client {
                     verified: Some(verified),
                 })
             }
-            Ok(r) => Err(unexpected("Bucket", &r).into()),
+            Ok((r, _)) => Err(unexpected("Bucket", &r).into()),
             Err(ConnectionError::Server {
                 code: ErrorCode::NotFound,
                 ..
@@ -811,7 +843,7 @@ impl Client {
             locator,
             token: token.clone(),
         };
-        match self.request_any(server, &delete).await {
+        match self.request_any(server, &delete).await.map(|(r, _)| r) {
             Ok(Response::Deleted) => Ok(()),
             Ok(r) => Err(unexpected("Deleted", &r).into()),
             Err(ConnectionError::Server {

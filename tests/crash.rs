@@ -26,7 +26,9 @@ async fn acknowledged_stores_survive_sigkill() {
     let mut counter = 0usize;
 
     for cycle in 0..CYCLES {
-        let srv = ServerProcess::start(dir.path(), &["--rate", "100000"]);
+        // Stamps at the least effort: the test needs many stores in a short time, and is about
+        // what survives a kill, not about proof of work.
+        let srv = ServerProcess::start(dir.path(), &["--rate", "100000", "--stamp-effort", "1"]);
         let addr = srv.addr;
         let client = Arc::new(client(addr, clock.clone()));
         // Everything acknowledged in earlier cycles is still there (a sample, all at the end).

@@ -140,8 +140,16 @@ async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
     let start = |data: &Path| {
         ServerProcess::start_with(
             data,
-            // The default quota would stop stores before the disk fills: lift it.
-            &["--rate", "100000", "--max-links", "100000000"],
+            // The default quota would stop stores before the disk fills: lift it. Stamps at the
+            // least effort: filling the disk takes thousands of stores.
+            &[
+                "--rate",
+                "100000",
+                "--max-links",
+                "100000000",
+                "--stamp-effort",
+                "1",
+            ],
             &[("RUST_LOG", "info")],
             std::fs::OpenOptions::new()
                 .create(true)

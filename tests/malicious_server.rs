@@ -37,6 +37,9 @@ enum Evil {
     WrongMailboxAnswer,
     /// Claims a version the client never offered.
     FutureVersion,
+    /// Speaks version 3 and answers a fetch with a bucket without stamps, as if it had none to
+    /// show (a real one full of its own dummies, say).
+    HidesStamps,
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
@@ -76,6 +79,7 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
             (Evil::FutureVersion, Request::Hello { .. }) => Response::Hello {
                 version: rdv::proto::PROTOCOL_VERSION + 1,
             },
+            (Evil::HidesStamps, Request::Hello { .. }) => Response::Hello { version: 3 },
             (_, Request::Hello { .. }) => Response::Hello { version: 1 },
             (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
             (_, Request::Info) => Response::Info(info(600)),
@@ -138,6 +142,9 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 seen.deleted.lock().unwrap().push((locator, token.check()));
                 Response::Deleted
             }
+            (Evil::HidesStamps, Request::Fetch { .. }) => Response::Bucket {
+                links: vec![SealedLink([1; 256]); 64],
+            },
             (Evil::TooManyLinks, Request::Fetch { .. }) => Response::Bucket {
                 links: vec![SealedLink([1; 256]); 65],
             },
@@ -152,7 +159,7 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
             (_, Request::Fetch { .. }) => Response::Stored {
                 id: BucketId { created: 0, seq: 0 },
             },
-            // Only Evil::WrongMailboxAnswer agrees on version 2, none on version 3.
+            // Only Evil::WrongMailboxAnswer agrees on version 2, only Evil::HidesStamps on 3.
             (
                 _,
                 Request::PutAnswer { .. }
@@ -338,6 +345,7 @@ async fn hostile_fetch_answers_are_refused() {
         Evil::GarbageFrame,
         Evil::OversizeFrame,
         Evil::FutureId,
+        Evil::HidesStamps,
     ] {
         let (connector, _) = evil_server(mode);
         let r = client_for(connector).accept(&link(), None).await;

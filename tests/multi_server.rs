@@ -277,3 +277,61 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Every server of a multi-server link sees the accepter's fetch, so the count an accepter is
+/// shown is the least over the copies: a busy main server does not hide a quiet mirror where
+/// the link is alone. The initiator's own count (`rdv offer --hold`) says the same.
+#[tokio::test]
+async fn the_count_shown_is_the_least_over_the_copies() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut addrs = Vec::new();
+    for d in &dirs {
+        let config = rdv::server::ServerConfig {
+            stamp_effort: 2,
+            ..Default::default()
+        };
+        let (_, a) = common::start_server(
+            d.path(),
+            Default::default(),
+            config,
+            Arc::new(clock.clone()),
+        )
+        .await;
+        addrs.push(addr(a));
+    }
+    let mut config = ClientConfig {
+        connect_timeout: Duration::from_secs(5),
+        retry_budget: Duration::ZERO,
+        ..Default::default()
+    };
+    config.policy.min_effort = 2;
+    let c = Client::new(
+        Arc::new(DirectConnector::default()),
+        config,
+        Arc::new(clock.clone()),
+    );
+    // Company on the main server only.
+    for i in 0..4 {
+        c.offer(
+            &addrs[0],
+            b"other",
+            Passphrase::new(format!("p{i}")),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    }
+    let offer = c
+        .offer_to_all(&addrs, b"both", Passphrase::new("mine"), KdfProfile::Test)
+        .await
+        .unwrap();
+    let main = c.accept(&only(&offer.link, 0), None).await.unwrap();
+    assert_eq!(main.links_verified, Some(5));
+    let mirror = c.accept(&only(&offer.link, 1), None).await.unwrap();
+    assert_eq!(mirror.links_verified, Some(1));
+    let a = c.accept(&offer.link, None).await.unwrap();
+    assert_eq!(a.payload.as_slice(), b"both");
+    assert_eq!(a.links_verified, Some(1), "the quiet mirror's count");
+    assert_eq!(c.verified_links(&offer.link).await.unwrap(), Some(1));
+}

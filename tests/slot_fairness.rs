@@ -167,6 +167,7 @@ async fn session(c: &Client, sa: &ServerAddr, i: u64) -> Result<(), String> {
         .await
     {
         Ok(Response::Bucket { links }) if links.len() == 64 => Ok(()),
+        Ok(Response::StampedBucket { entries, .. }) if entries.len() == 64 => Ok(()),
         other => Err(format!("fetch: {other:?}")),
     }
 }

@@ -15,7 +15,7 @@ use rdv::client::{Client, ClientConfig, OfferError};
 use rdv::clock::ManualClock;
 use rdv::framed::{read_msg, write_msg};
 use rdv::proto::padding::FillerSecret;
-use rdv::proto::stamp::{self, Challenge};
+use rdv::proto::stamp::{self, Challenge, ServerName};
 use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{
     DeleteToken, ErrorCode, KdfProfile, Passphrase, PolicyViolation, Request, Response, SealedLink,
@@ -172,6 +172,13 @@ async fn an_honest_bucket_proves_its_links_and_only_stamped_ones_count() {
         new.verified_links(&stamped[0].link).await.unwrap(),
         Some(10)
     );
+    // Another server that copied this bucket whole (entries, stamps, seed) and shows it under
+    // its own address: the link still opens, but none of the stamps counts there.
+    let mut borrowed = stamped[3].link.clone();
+    borrowed.server = ServerAddr::parse("10.9.9.9:7625").unwrap();
+    let a = new.accept(&borrowed, None).await.unwrap();
+    assert_eq!(&a.payload[..], b"payload 3");
+    assert_eq!(a.links_verified, Some(0));
     // A higher floor than the server's effort counts nothing.
     let mut strict = ClientConfig::default();
     strict.policy.min_effort = EFFORT + 1;
@@ -196,13 +203,16 @@ async fn a_stamp_proves_nothing_outside_its_bucket_link_and_effort() {
     assert_eq!(ch.effort, EFFORT);
     let link = SealedLink([0x42; 256]);
     let check = DeleteToken::from_bytes([1; 32]).check();
+    let name = ServerName::of(&addr());
     let store = |id, stamp| Request::StampedStore {
         link: link.clone(),
         delete_check: check,
         id,
+        name,
         stamp,
     };
-    let solve = |ch: &Challenge, l: &SealedLink| stamp::solve(ch, l, [0; 16], 100_000).unwrap();
+    let solve =
+        |ch: &Challenge, l: &SealedLink| stamp::solve(&name, ch, l, [0; 16], 100_000).unwrap();
     // A stamp for another bucket (the next one of the same second, with its own seed).
     let other = rdv::proto::BucketId {
         seq: ch.id.seq + 1,
@@ -222,6 +232,13 @@ async fn a_stamp_proves_nothing_outside_its_bucket_link_and_effort() {
     let elsewhere = solve(&ch, &SealedLink([0x43; 256]));
     assert_eq!(
         code(ask(&mut c, &store(ch.id, elsewhere)).await),
+        ErrorCode::BadStamp
+    );
+    // A stamp made for another server's name, shown under this one's.
+    let other_name = ServerName::of(&ServerAddr::parse("10.9.9.9:7625").unwrap());
+    let borrowed = stamp::solve(&other_name, &ch, &link, [0; 16], 100_000).unwrap();
+    assert_eq!(
+        code(ask(&mut c, &store(ch.id, borrowed)).await),
         ErrorCode::BadStamp
     );
     // Forged bytes; a stamp of less effort than asked.
@@ -263,6 +280,7 @@ async fn a_stamp_proves_nothing_outside_its_bucket_link_and_effort() {
             link: late_link,
             delete_check: check,
             id: ch.id,
+            name,
             stamp: late,
         },
     )

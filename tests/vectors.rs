@@ -9,7 +9,7 @@
 
 use rdv::proto::answer::{self, AnswerSecret};
 use rdv::proto::seal::{open, seal};
-use rdv::proto::stamp::{Challenge, STAMP_LEN};
+use rdv::proto::stamp::{Challenge, ServerName, STAMP_LEN};
 use rdv::proto::wire::{decode_frame, encode_frame, StampedEntry, DEFAULT_MAX_FRAME};
 use rdv::proto::{
     kdf, BucketId, DeleteCheck, DeleteToken, ErrorCode, KdfLimits, KdfProfile, LinkKey, Locator,
@@ -146,6 +146,7 @@ fn requests() -> Vec<(&'static str, Request)> {
                     created: 1_800_000_000,
                     seq: 3,
                 },
+                name: ServerName([0x55; 32]),
                 stamp: Stamp([0x77; STAMP_LEN]),
             },
         ),
@@ -485,34 +486,45 @@ fn stamp_vectors() {
     };
     let seed = stamp::bucket_seed(&secret, id);
     let link = SealedLink([0xab; 256]);
-    let challenge =
-        stamp::challenge_bytes(&id.locator(), &seed, &stamp::link_hash(&link), &[0; 16], 8);
+    let name = stamp::ServerName::of(&rdv::proto::ServerAddr::parse("127.0.0.1:7625").unwrap());
+    let challenge = stamp::challenge_bytes(
+        &name,
+        &id.locator(),
+        &seed,
+        &stamp::link_hash(&link),
+        &[0; 16],
+        8,
+    );
     let ch = Challenge {
         id,
         seed,
         effort: 8,
     };
-    let solved = stamp::solve(&ch, &link, [0; 16], 100_000).expect("a stamp");
+    let solved = stamp::solve(&name, &ch, &link, [0; 16], 100_000).expect("a stamp");
     check_ok_lines(
         "stamp.txt",
         &[
             ("stamp.seed".into(), hex(&seed.0)),
+            ("stamp.name".into(), hex(&name.0)),
             ("stamp.challenge".into(), hex(&challenge)),
             ("stamp.solved".into(), hex(&solved.0)),
         ],
     );
     let loc = id.locator();
-    assert_eq!(stamp::verify(&loc, &seed, &link, &solved, 8), Ok(()));
+    assert_eq!(stamp::verify(&name, &loc, &seed, &link, &solved, 8), Ok(()));
     // Another bucket of the same second, another link, a claim of more effort, a floor above
     // the stamp's effort, a truncated or zeroed stamp: none verifies.
     let other = BucketId { seq: 4, ..id };
-    assert!(stamp::verify(&other.locator(), &seed, &link, &solved, 8).is_err());
-    assert!(stamp::verify(&loc, &seed, &SealedLink([0xac; 256]), &solved, 8).is_err());
+    assert!(stamp::verify(&name, &other.locator(), &seed, &link, &solved, 8).is_err());
+    assert!(stamp::verify(&name, &loc, &seed, &SealedLink([0xac; 256]), &solved, 8).is_err());
+    let elsewhere =
+        stamp::ServerName::of(&rdv::proto::ServerAddr::parse("127.0.0.2:7625").unwrap());
+    assert!(stamp::verify(&elsewhere, &loc, &seed, &link, &solved, 8).is_err());
     let mut dear = solved;
     dear.0[32..].copy_from_slice(&9u32.to_be_bytes());
-    assert!(stamp::verify(&loc, &seed, &link, &dear, 8).is_err());
+    assert!(stamp::verify(&name, &loc, &seed, &link, &dear, 8).is_err());
     assert_eq!(
-        stamp::verify(&loc, &seed, &link, &solved, 9),
+        stamp::verify(&name, &loc, &seed, &link, &solved, 9),
         Err(StampError::TooCheap {
             claimed: 8,
             required: 9
@@ -520,13 +532,14 @@ fn stamp_vectors() {
     );
     let mut zero = solved;
     zero.0[16..32].fill(0);
-    assert!(stamp::verify(&loc, &seed, &link, &zero, 8).is_err());
+    assert!(stamp::verify(&name, &loc, &seed, &link, &zero, 8).is_err());
     // A stamp is 36 bytes on the wire; 35 do not decode.
     let mut frame = encode_frame(
         &Request::StampedStore {
             link: link.clone(),
             delete_check: DeleteCheck([0x11; 32]),
             id,
+            name,
             stamp: solved,
         },
         DEFAULT_MAX_FRAME,

@@ -5,7 +5,8 @@
 //! nothing in common that servers comparing blobs could match) in a bucket of its own, with a
 //! delete token of its own derived from the offer's token. The accepter asks every server at
 //! once, each over its own connection (its own circuit over Tor), takes the first copy that
-//! opens, and fails only when all fail, saying how each failed.
+//! opens, and fails only when all fail, saying how each failed. Every server learns of the
+//! fetch, so the count of verified links reported is the least any copy's bucket shows.
 
 use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError};
 use crate::proto::link::{Mirror, MAX_MIRRORS};
@@ -13,6 +14,17 @@ use crate::proto::seal::{self, NONCE_LEN};
 use crate::proto::{AnswerPublic, KdfProfile, LinkKey, Locator, Passphrase, RdvLink, ServerAddr};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngCore;
+
+/// How long an accept of a multi-server link waits for the other copies' counts once one copy
+/// opened.
+const OTHER_COPIES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The least of the copies' counts; unknown if any copy proves nothing.
+fn least_verified(counts: &[Option<usize>]) -> Option<usize> {
+    counts
+        .iter()
+        .try_fold(usize::MAX, |m, c| c.map(|c| m.min(c)))
+}
 
 impl Client {
     /// Seal `payload` under `passphrase` and store a copy on every server of `servers` (the
@@ -133,11 +145,12 @@ impl Client {
             .map(|(server, locator)| {
                 let key = &key;
                 async move {
-                    let result = match self.fetch_at(&server, locator).await {
-                        Ok(fetched) => match seal::trial_open(key, &fetched.links) {
-                            Some((index, opened)) => Ok(Accepted {
+                    let result = self.fetch_at(&server, locator).await.map(|fetched| {
+                        let tried = fetched.links.len();
+                        let opened =
+                            seal::trial_open(key, &fetched.links).map(|(index, opened)| Accepted {
                                 payload: opened.payload,
-                                tried: fetched.links.len(),
+                                tried,
                                 index,
                                 links_verified: fetched.verified,
                                 reply: opened.answer_to.map(|to| super::ReplyTo {
@@ -145,31 +158,73 @@ impl Client {
                                     key: key.clone(),
                                     to,
                                 }),
-                            }),
-                            None => Err(AcceptError::NoMatch {
-                                tried: fetched.links.len(),
-                            }),
-                        },
-                        Err(e) => Err(e),
-                    };
+                            });
+                        (fetched.verified, tried, opened)
+                    });
                     (server, result)
                 }
             })
             .collect();
         let mut failures = Vec::new();
+        let mut counts = Vec::new();
+        let mut accepted = None;
         while let Some((server, result)) = tries.next().await {
             match result {
-                Ok(a) => return Ok(a),
+                Ok((verified, tried, opened)) => {
+                    counts.push(verified);
+                    match opened {
+                        Some(a) => {
+                            accepted = Some(a);
+                            break;
+                        }
+                        None => failures.push((server.to_string(), AcceptError::NoMatch { tried })),
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %crate::config::report(&e), "a server of the link failed");
                     failures.push((server.to_string(), e));
                 }
             }
         }
+        if let Some(mut a) = accepted {
+            // Every server was asked, so each learnt of this fetch: the set is the smallest any
+            // of them shows. The others get a little longer to answer, then count as unknown.
+            let rest = async {
+                while let Some((_, result)) = tries.next().await {
+                    if let Ok((verified, _, _)) = result {
+                        counts.push(verified);
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(OTHER_COPIES_WAIT, rest).await;
+            a.links_verified = least_verified(&counts);
+            return Ok(a);
+        }
         // In the link's order, so that the message reads like the link.
         let order: Vec<String> = link.servers().iter().map(|(s, _)| s.to_string()).collect();
         failures.sort_by_key(|(s, _)| order.iter().position(|o| o == s));
         Err(AcceptError::AllServers(failures))
+    }
+
+    /// How many verified links every copy of `link` hides among, as [`Client::accept`] reports
+    /// it: the least count over the copies that answer (`None` if one answers without stamps);
+    /// an error only if none answers.
+    pub(crate) async fn verified_copies(
+        &self,
+        link: &RdvLink,
+    ) -> Result<Option<usize>, AcceptError> {
+        let mut counts = Vec::new();
+        let mut failures = Vec::new();
+        for (server, locator) in link.servers() {
+            match self.fetch_at(&server, locator).await {
+                Ok(f) => counts.push(f.verified),
+                Err(e) => failures.push((server.to_string(), e)),
+            }
+        }
+        if counts.is_empty() {
+            return Err(AcceptError::AllServers(failures));
+        }
+        Ok(least_verified(&counts))
     }
 
     /// Delete every copy of a multi-server link; done when at least one server deleted its copy.

@@ -7,7 +7,8 @@
 //! milliseconds of CPU and 2 MB of memory per attempt to solve, about 50 µs to verify) with an
 //! effort on top: a solution counts when `u32(SHA3-256(challenge || solution)[0..4]) * effort`
 //! does not exceed `2^32 - 1`, which takes `effort` solutions on average. The challenge binds the
-//! bucket's locator, the bucket's seed (secret to the server until the bucket exists), the
+//! server's name (as the link writes it: a stamp made for one server proves nothing on another),
+//! the bucket's locator, the bucket's seed (secret to the server until the bucket exists), the
 //! sealed link's hash, a nonce and the effort.
 
 use super::bucket::{BucketId, Locator};
@@ -22,8 +23,32 @@ pub const STAMP_LEN: usize = 36;
 const CHALLENGE_LABEL: &[u8; 12] = b"rdv stamp v1";
 /// Domain label of a bucket's seed.
 const SEED_LABEL: &[u8] = b"rdv stamp seed v1";
-/// Bytes of a challenge: label, locator, seed, link hash, nonce, effort.
-pub const CHALLENGE_LEN: usize = 12 + 32 + 32 + 32 + 16 + 4;
+/// Domain label of a server's name.
+const NAME_LABEL: &[u8] = b"rdv stamp server v1";
+/// Bytes of a challenge: label, server name, locator, seed, link hash, nonce, effort.
+pub const CHALLENGE_LEN: usize = 12 + 32 + 32 + 32 + 32 + 16 + 4;
+
+/// A server's name as stamps bind it: `SHA3-256("rdv stamp server v1" || HOST:PORT)`, the
+/// address as the link writes it (section 6 of PROTOCOL.md), so that a stamp made for one
+/// server proves nothing when another server shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerName(#[serde(with = "super::bytes")] pub [u8; 32]);
+
+impl std::fmt::Debug for ServerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerName(..)")
+    }
+}
+
+impl ServerName {
+    /// The name of the server at `addr`.
+    pub fn of(addr: &super::link::ServerAddr) -> Self {
+        let mut h = Sha3_256::new();
+        h.update(NAME_LABEL);
+        h.update(addr.to_string().as_bytes());
+        ServerName(h.finalize().into())
+    }
+}
 /// The least effort a client counts by default, and the server's default effort: a stamp then
 /// costs about 0.2 s of one core (docs/ANONYMITY.md, BENCHMARKS.md).
 pub const DEFAULT_EFFORT: u32 = 64;
@@ -93,9 +118,10 @@ pub struct Challenge {
     pub effort: u32,
 }
 
-/// The Equi-X challenge of one attempt:
-/// `"rdv stamp v1" || locator || seed || SHA3-256(sealed link) || nonce || effort (u32 BE)`.
+/// The Equi-X challenge of one attempt: `"rdv stamp v1" || server name || locator || seed ||
+/// SHA3-256(sealed link) || nonce || effort (u32 BE)`.
 pub fn challenge_bytes(
+    name: &ServerName,
     locator: &Locator,
     seed: &StampSeed,
     link_hash: &[u8; 32],
@@ -106,6 +132,7 @@ pub fn challenge_bytes(
     let mut at = 0;
     for part in [
         &CHALLENGE_LABEL[..],
+        &name.0,
         &locator.0,
         &seed.0,
         link_hash,
@@ -154,11 +181,12 @@ pub enum StampError {
     },
 }
 
-/// Verify `stamp` for `link` in the bucket at `locator` with `seed`, and that its effort is at
-/// least `min_effort`. The cheap effort check comes first, so that random bytes (filler) cost a
-/// hash, not an Equi-X verification. Never compiles code (the interpreter is as fast for one
-/// verification and needs no executable memory).
+/// Verify `stamp` for `link` in the bucket at `locator` with `seed` on the server named `name`,
+/// and that its effort is at least `min_effort`. The cheap effort check comes first, so that
+/// random bytes (filler) cost a hash, not an Equi-X verification. Never compiles code (the
+/// interpreter is as fast for one verification and needs no executable memory).
 pub fn verify(
+    name: &ServerName,
     locator: &Locator,
     seed: &StampSeed,
     link: &SealedLink,
@@ -172,7 +200,14 @@ pub fn verify(
             required: min_effort,
         });
     }
-    let c = challenge_bytes(locator, seed, &link_hash(link), &stamp.nonce(), effort);
+    let c = challenge_bytes(
+        name,
+        locator,
+        seed,
+        &link_hash(link),
+        &stamp.nonce(),
+        effort,
+    );
     let solution = stamp.solution();
     if !meets_effort(&c, &solution, effort) {
         return Err(StampError::Effort);
@@ -183,11 +218,12 @@ pub fn verify(
         .map_err(|_| StampError::Solution)
 }
 
-/// Look for a stamp for `link` in `challenge`'s bucket, trying nonces from `start` (counted up
-/// as a little-endian integer) for at most `attempts` Equi-X solves. `None` when the budget
-/// ran out: call again with the returned next nonce. Each attempt takes a few milliseconds;
-/// about `effort / 2` attempts are needed on average.
+/// Look for a stamp for `link` in `challenge`'s bucket on the server named `name`, trying nonces
+/// from `start` (counted up as a little-endian integer) for at most `attempts` Equi-X solves.
+/// `Err` with the next nonce when the budget ran out: call again with it. Each attempt takes a
+/// few milliseconds; about `effort / 2` attempts are needed on average.
 pub fn solve(
+    name: &ServerName,
     challenge: &Challenge,
     link: &SealedLink,
     start: [u8; 16],
@@ -198,7 +234,14 @@ pub fn solve(
     let mut nonce = start;
     let mut memory = equix::SolverMemory::new();
     for _ in 0..attempts {
-        let c = challenge_bytes(&locator, &challenge.seed, &hash, &nonce, challenge.effort);
+        let c = challenge_bytes(
+            name,
+            &locator,
+            &challenge.seed,
+            &hash,
+            &nonce,
+            challenge.effort,
+        );
         // A challenge whose hash program is unusable (about 2 in 100 000) has no solution.
         if let Ok(e) = equix::EquiX::new(&c) {
             for s in e.solve_with_memory(&mut memory) {
@@ -227,9 +270,10 @@ fn next_nonce(n: &mut [u8; 16]) {
     }
 }
 
-/// How many of a bucket's entries carry a valid stamp of at least `min_effort`, counting each
-/// sealed link once (a copy of an entry proves nothing new).
+/// How many of a bucket's entries carry a valid stamp of at least `min_effort` for the server
+/// named `name`, counting each sealed link once (a copy of an entry proves nothing new).
 pub fn count_verified<'a>(
+    name: &ServerName,
     locator: &Locator,
     seed: &StampSeed,
     entries: impl IntoIterator<Item = (&'a SealedLink, &'a Stamp)>,
@@ -238,7 +282,7 @@ pub fn count_verified<'a>(
     let mut seen = std::collections::HashSet::new();
     entries
         .into_iter()
-        .filter(|(link, stamp)| verify(locator, seed, link, stamp, min_effort).is_ok())
+        .filter(|(link, stamp)| verify(name, locator, seed, link, stamp, min_effort).is_ok())
         .filter(|(link, _)| seen.insert(link.0))
         .count()
 }
@@ -246,6 +290,10 @@ pub fn count_verified<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name() -> ServerName {
+        ServerName::of(&crate::proto::ServerAddr::parse("10.0.0.1:7625").unwrap())
+    }
 
     fn challenge(effort: u32) -> Challenge {
         Challenge {
@@ -262,13 +310,14 @@ mod tests {
     fn a_stamp_verifies_only_for_its_bucket_seed_link_and_effort() {
         let ch = challenge(4);
         let link = SealedLink([9; 256]);
-        let stamp = solve(&ch, &link, [0; 16], 10_000).expect("a stamp");
+        let n = name();
+        let stamp = solve(&n, &ch, &link, [0; 16], 10_000).expect("a stamp");
         let loc = ch.id.locator();
         assert_eq!(stamp.effort(), 4);
-        assert_eq!(verify(&loc, &ch.seed, &link, &stamp, 4), Ok(()));
-        assert_eq!(verify(&loc, &ch.seed, &link, &stamp, 1), Ok(()));
+        assert_eq!(verify(&n, &loc, &ch.seed, &link, &stamp, 4), Ok(()));
+        assert_eq!(verify(&n, &loc, &ch.seed, &link, &stamp, 1), Ok(()));
         assert_eq!(
-            verify(&loc, &ch.seed, &link, &stamp, 5),
+            verify(&n, &loc, &ch.seed, &link, &stamp, 5),
             Err(StampError::TooCheap {
                 claimed: 4,
                 required: 5
@@ -279,19 +328,25 @@ mod tests {
             created: 1_800_000_000,
             seq: 4,
         };
-        assert!(verify(&other.locator(), &ch.seed, &link, &stamp, 1).is_err());
-        assert!(verify(&loc, &StampSeed([6; 32]), &link, &stamp, 1).is_err());
-        assert!(verify(&loc, &ch.seed, &SealedLink([8; 256]), &stamp, 1).is_err());
+        assert!(verify(&n, &other.locator(), &ch.seed, &link, &stamp, 1).is_err());
+        assert!(verify(&n, &loc, &StampSeed([6; 32]), &link, &stamp, 1).is_err());
+        assert!(verify(&n, &loc, &ch.seed, &SealedLink([8; 256]), &stamp, 1).is_err());
+        // The same bucket, seed and link shown by another server: no.
+        let elsewhere = ServerName::of(&crate::proto::ServerAddr::parse("10.0.0.2:7625").unwrap());
+        assert!(verify(&elsewhere, &loc, &ch.seed, &link, &stamp, 1).is_err());
         // Every bit of the stamp matters: a flipped nonce or solution bit fails, and so does a
         // higher effort claimed for the same work (with overwhelming probability).
         for bit in 0..(32 * 8) {
             let mut s = stamp;
             s.0[bit / 8] ^= 1 << (bit % 8);
-            assert!(verify(&loc, &ch.seed, &link, &s, 1).is_err(), "bit {bit}");
+            assert!(
+                verify(&n, &loc, &ch.seed, &link, &s, 1).is_err(),
+                "bit {bit}"
+            );
         }
         let mut dear = stamp;
         dear.0[32..].copy_from_slice(&1_000_000u32.to_be_bytes());
-        assert!(verify(&loc, &ch.seed, &link, &dear, 1).is_err());
+        assert!(verify(&n, &loc, &ch.seed, &link, &dear, 1).is_err());
     }
 
     #[test]
@@ -301,15 +356,18 @@ mod tests {
         let links: Vec<SealedLink> = (0..3u8).map(|i| SealedLink([i; 256])).collect();
         let stamps: Vec<Stamp> = links
             .iter()
-            .map(|l| solve(&ch, l, [0; 16], 10_000).expect("a stamp"))
+            .map(|l| solve(&name(), &ch, l, [0; 16], 10_000).expect("a stamp"))
             .collect();
         let filler = (SealedLink([0xee; 256]), Stamp([0x5a; STAMP_LEN]));
         let mut entries: Vec<(&SealedLink, &Stamp)> = links.iter().zip(&stamps).collect();
         entries.push((&links[0], &stamps[0]));
         entries.push((&filler.0, &filler.1));
-        assert_eq!(count_verified(&loc, &ch.seed, entries.clone(), 2), 3);
         assert_eq!(
-            count_verified(&loc, &ch.seed, entries, 3),
+            count_verified(&name(), &loc, &ch.seed, entries.clone(), 2),
+            3
+        );
+        assert_eq!(
+            count_verified(&name(), &loc, &ch.seed, entries, 3),
             0,
             "below the floor"
         );
@@ -320,6 +378,7 @@ mod tests {
         let ch = challenge(1 << 20);
         let link = SealedLink([1; 256]);
         let next = solve(
+            &name(),
             &ch,
             &link,
             [0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],

@@ -8,7 +8,7 @@
 use super::answer::{MailboxAddr, SealedAnswer};
 use super::bucket::{BucketId, DeleteCheck, DeleteToken, Locator};
 use super::seal::SealedLink;
-use super::stamp::{Challenge, Stamp, StampSeed};
+use super::stamp::{Challenge, ServerName, Stamp, StampSeed};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The newest protocol version this implementation speaks. Version 2 adds the answer mailboxes
@@ -83,6 +83,8 @@ pub enum Request {
         delete_check: DeleteCheck,
         /// The bucket the challenge named.
         id: BucketId,
+        /// The name the client reached the server by, as its stamp binds it.
+        name: ServerName,
         /// The stamp for the link in that bucket.
         stamp: Stamp,
     },

@@ -3,7 +3,7 @@
 use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
-use crate::proto::stamp::{self, Challenge};
+use crate::proto::stamp::{self, Challenge, ServerName};
 use crate::proto::wire::{StampedEntry, STAMP_VERSION};
 use crate::proto::{padding, BucketId, DeleteCheck, SealedLink, Stamp, SEALED_LINK_LEN};
 use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
@@ -35,12 +35,14 @@ impl<S: BucketStore> Server<S> {
                         "this server stores only links with a stamp (protocol version 3)",
                     );
                 }
-                self.store_link(link, delete_check, None, source).await
+                self.store_link(link, delete_check, None, None, source)
+                    .await
             }
             Request::StampedStore {
                 link,
                 delete_check,
                 id,
+                name,
                 stamp,
             } => {
                 let seed = self.seed(id);
@@ -48,13 +50,13 @@ impl<S: BucketStore> Server<S> {
                 let verified = match self.config.adversary {
                     // The adversary takes what it handed out.
                     Some(Adversary::VarySeed) => Ok(()),
-                    _ => stamp::verify(&id.locator(), &seed, &link, &stamp, effort),
+                    _ => stamp::verify(&name, &id.locator(), &seed, &link, &stamp, effort),
                 };
                 if let Err(e) = verified {
                     self.metrics.store_refused("bad_stamp");
                     return error(ErrorCode::BadStamp, e.to_string());
                 }
-                self.store_link(link, delete_check, Some((id, stamp)), source)
+                self.store_link(link, delete_check, Some((id, stamp)), Some(name), source)
                     .await
             }
             Request::Challenge => {
@@ -215,6 +217,7 @@ impl<S: BucketStore> Server<S> {
         link: SealedLink,
         delete_check: DeleteCheck,
         target: Option<(BucketId, Stamp)>,
+        name: Option<ServerName>,
         source: &Source,
     ) -> Response {
         let Some(_turn) = self.store_gate.admit(source).await else {
@@ -233,7 +236,7 @@ impl<S: BucketStore> Server<S> {
                     self.metrics.stored(id, locator, now);
                     source.set_last_stored(locator);
                     if let Some(a) = self.config.adversary {
-                        return self.misbehave_on_store(a, id, now).await;
+                        return self.misbehave_on_store(a, id, now, name).await;
                     }
                     return Response::Stored { id };
                 }
@@ -271,15 +274,27 @@ impl<S: BucketStore> Server<S> {
         }
     }
 
-    /// The adversarial server's answer to a store that went into `id`.
-    async fn misbehave_on_store(&self, a: Adversary, id: BucketId, now: u64) -> Response {
-        let budget = self.config.adversary_stamp_budget;
+    /// The adversarial server's answer to a store that went into `id` (stamped for `name`, if
+    /// it was stamped: fakes are stamped for the name the victim's accepters check).
+    async fn misbehave_on_store(
+        &self,
+        a: Adversary,
+        id: BucketId,
+        now: u64,
+        name: Option<ServerName>,
+    ) -> Response {
+        let budget = if name.is_some() {
+            self.config.adversary_stamp_budget
+        } else {
+            0
+        };
         match a {
             // Fill the rest of the bucket with random links nobody can open; with a budget, that
             // many of them get valid stamps, paid with real work.
             Adversary::Dummies => {
                 for i in 1..MAX_LINKS_PER_BUCKET {
-                    if !self.fake_entry(id, now, i <= budget).await {
+                    let stamped = name.filter(|_| i <= budget);
+                    if !self.fake_entry(id, now, stamped).await {
                         break;
                     }
                 }
@@ -288,7 +303,7 @@ impl<S: BucketStore> Server<S> {
             // that the count of stamped entries looks like company.
             Adversary::Isolate => {
                 for _ in 0..budget {
-                    if !self.fake_entry(id, now, true).await {
+                    if !self.fake_entry(id, now, name).await {
                         break;
                     }
                 }
@@ -300,16 +315,16 @@ impl<S: BucketStore> Server<S> {
         }
     }
 
-    /// One fake entry in bucket `id` (stamped at the server's own effort when `stamped`);
-    /// `false` when the bucket takes no more.
-    async fn fake_entry(&self, id: BucketId, now: u64, stamped: bool) -> bool {
+    /// One fake entry in bucket `id` (stamped at the server's own effort for `stamped`'s name,
+    /// if given); `false` when the bucket takes no more.
+    async fn fake_entry(&self, id: BucketId, now: u64, stamped: Option<ServerName>) -> bool {
         let mut bytes = [0u8; SEALED_LINK_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
         let mut check = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut check);
         let check = crate::proto::DeleteToken::from_bytes(check).check();
         let link = SealedLink(bytes);
-        let target = if stamped {
+        let target = if let Some(name) = stamped {
             let challenge = Challenge {
                 id,
                 seed: self.seed(id),
@@ -318,9 +333,10 @@ impl<S: BucketStore> Server<S> {
             let mut start = [0u8; 16];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut start);
             let l = link.clone();
-            let solved =
-                tokio::task::spawn_blocking(move || stamp::solve(&challenge, &l, start, u64::MAX))
-                    .await;
+            let solved = tokio::task::spawn_blocking(move || {
+                stamp::solve(&name, &challenge, &l, start, u64::MAX)
+            })
+            .await;
             match solved {
                 Ok(Ok(stamp)) => Some((id, stamp)),
                 _ => return false,

@@ -29,10 +29,23 @@ pub struct Exhausted {
     pub max_seq: u16,
 }
 
+/// How long a challenge keeps a place in the open bucket for the stamped store it announces,
+/// seconds: long enough to solve a stamp at the highest effort a default client accepts.
+pub const RESERVE_SECS: u64 = 60;
+
+/// The places challenges keep in an open bucket ([`Allocator::kept`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept(Option<BucketId>, Vec<u64>);
+
 /// Keeps the one open bucket and hands out bucket IDs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocator {
     open: Option<(BucketId, usize)>,
+    /// Places in the open bucket that challenges keep for their stamped stores, by when they
+    /// lapse (unix seconds): stores without a stamp leave them free, so that a flood of such
+    /// stores cannot fill the bucket under clients solving their stamps. At most half a bucket
+    /// is kept this way, so that a flood of challenges cannot keep stores without a stamp out.
+    reserved: Vec<u64>,
     last: Option<BucketId>,
     floor: Option<u64>,
     capacity: usize,
@@ -50,6 +63,7 @@ impl Allocator {
     pub fn resume(last: Option<BucketId>, floor: Option<u64>) -> Self {
         Allocator {
             open: None,
+            reserved: Vec::new(),
             last,
             floor,
             capacity: MAX_LINKS_PER_BUCKET,
@@ -126,9 +140,17 @@ impl Allocator {
     }
 
     /// The open bucket, if it takes one more link at `now`.
-    fn usable(&self, now: u64, params: &StoreParams) -> Option<BucketId> {
+    /// The open bucket, if it takes one more link at `now`: a store without a stamp (`free`)
+    /// leaves the places challenges keep.
+    fn usable(&mut self, now: u64, params: &StoreParams, free: bool) -> Option<BucketId> {
+        self.reserved.retain(|until| *until > now);
         let (id, n) = self.open?;
-        let has_room = n < self.capacity;
+        let kept = if free {
+            self.reserved.len().min(self.capacity / 2)
+        } else {
+            0
+        };
+        let has_room = n + kept < self.capacity;
         let in_window = now < id.created.saturating_add(params.open_window_secs);
         let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
         // Collected already (a wall clock far behind the expiry clock): never hand it out
@@ -138,9 +160,13 @@ impl Allocator {
     }
 
     fn take(&mut self, now: u64, params: &StoreParams, links: usize) -> Result<Step, Exhausted> {
-        if let Some(id) = self.usable(now, params) {
+        // A store (one link) has no stamp; a challenge (none) announces a stamped one.
+        if let Some(id) = self.usable(now, params, links > 0) {
             if let Some((_, n)) = &mut self.open {
                 *n += links;
+            }
+            if links == 0 {
+                self.reserved.push(now.saturating_add(RESERVE_SECS));
             }
             return Ok(Step::Joined(id));
         }
@@ -156,15 +182,35 @@ impl Allocator {
         }
     }
 
-    /// A stamped store for bucket `id` (named by a challenge): it joins `id` if that is still
-    /// the open bucket and takes one more link at `now`; `false` otherwise (the client asks for a
-    /// new challenge).
-    pub fn join(&mut self, id: BucketId, now: u64, params: &StoreParams) -> bool {
-        if self.usable(now, params) != Some(id) {
+    /// A stamped store for bucket `id` (named by a challenge), which holds `links` links now
+    /// (`None`: no such bucket in storage): it joins `id` if that bucket is still in its open
+    /// window at `now` and takes one more link; `false` otherwise (the client asks for a new
+    /// challenge). The bucket need not be the open one (the server may have restarted, or
+    /// another frontend of a shared store opened the next, while the client solved its stamp):
+    /// the client gets into the bucket it did the work for while that has room.
+    pub fn join(
+        &mut self,
+        id: BucketId,
+        links: Option<usize>,
+        now: u64,
+        params: &StoreParams,
+    ) -> bool {
+        let Some(links) = links else { return false };
+        let has_room = links < self.capacity;
+        let in_window = now < id.created.saturating_add(params.open_window_secs);
+        let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
+        let not_collected = self.floor.is_none_or(|f| id.created > f);
+        if !(has_room && in_window && not_future && not_collected) {
             return false;
         }
-        if let Some((_, n)) = &mut self.open {
-            *n += 1;
+        if let Some((open, n)) = &mut self.open {
+            if *open == id {
+                *n = (*n).max(links) + 1;
+                // The place its challenge kept (the oldest one, if several are kept).
+                if !self.reserved.is_empty() {
+                    self.reserved.remove(0);
+                }
+            }
         }
         true
     }
@@ -209,8 +255,29 @@ impl Allocator {
         };
         let id = BucketId { created, seq };
         self.open = Some((id, links));
+        // A new bucket: the old one's kept places stay free for the stamped stores that come for
+        // it (stores without a stamp only ever go into the open bucket); a challenge keeps one
+        // place of this one.
+        self.reserved.clear();
+        if links == 0 {
+            self.reserved.push(created.saturating_add(RESERVE_SECS));
+        }
         self.last = Some(self.last.map_or(id, |l| l.max(id)));
         Ok(id)
+    }
+
+    /// The places challenges keep in the open bucket, for [`Allocator::with_kept`].
+    pub fn kept(&self) -> Kept {
+        Kept(self.open.map(|(id, _)| id), self.reserved.clone())
+    }
+
+    /// Continue with the places `kept` lists, if they are for the open bucket (a store shared by
+    /// several processes builds an allocator per transaction).
+    pub fn with_kept(mut self, kept: Kept) -> Self {
+        if kept.0.is_some() && kept.0 == self.open.map(|(id, _)| id) {
+            self.reserved = kept.1;
+        }
+        self
     }
 
     /// The open bucket and how many links were assigned to it, if one is open.
@@ -222,6 +289,9 @@ impl Allocator {
     /// shared by several processes keeps the open bucket in storage, so that all of them fill
     /// the same one.
     pub fn with_open_bucket(mut self, open: Option<(BucketId, usize)>) -> Self {
+        if open.map(|(id, _)| id) != self.open.map(|(id, _)| id) {
+            self.reserved.clear();
+        }
         self.open = open;
         self
     }
@@ -448,24 +518,25 @@ mod tests {
         assert_eq!(w.alloc.open_bucket(), Some((a, 0)));
         // The next challenge names the same bucket; stamped stores join it.
         assert_eq!(w.alloc.challenge(101, &p, none).unwrap().unwrap(), a);
-        assert!(w.alloc.join(a, 102, &p));
+        assert!(w.alloc.join(a, Some(0), 102, &p));
         assert_eq!(w.alloc.open_bucket(), Some((a, 1)));
-        // Not another bucket, and not once the window has passed.
+        // Not a bucket storage does not hold, and not once the window has passed.
         assert!(!w.alloc.join(
             BucketId {
                 created: 100,
                 seq: 1
             },
+            None,
             102,
             &p
         ));
-        assert!(!w.alloc.join(a, 700, &p));
+        assert!(!w.alloc.join(a, Some(1), 700, &p));
         // A full bucket takes no more: the challenge moves on to a new one.
         let mut small = Allocator::default().with_capacity(2);
         let b = small.challenge(200, &p, none).unwrap().unwrap();
-        assert!(small.join(b, 200, &p));
-        assert!(small.join(b, 200, &p));
-        assert!(!small.join(b, 200, &p));
+        assert!(small.join(b, Some(0), 200, &p));
+        assert!(small.join(b, Some(1), 200, &p));
+        assert!(!small.join(b, Some(2), 200, &p));
         let used_b = |_: u64| Ok::<_, Infallible>(Some(b.seq));
         let c = small.challenge(200, &p, used_b).unwrap().unwrap();
         assert_eq!(
@@ -476,5 +547,72 @@ mod tests {
             }
         );
         assert_eq!(small.last(), Some(c));
+    }
+
+    #[test]
+    fn a_stamped_store_joins_its_bucket_when_it_is_no_longer_the_open_one() {
+        let p = params(600, 32);
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        let mut a = Allocator::default();
+        let b = a.challenge(100, &p, none).unwrap().unwrap();
+        // The server restarts while the client solves its stamp: the open bucket is forgotten.
+        let mut a = Allocator::resume(a.last(), a.floor());
+        assert_eq!(a.open_bucket(), None);
+        // The stamped store still gets into the bucket it was stamped for, while it has room
+        // and is in its window.
+        assert!(a.join(b, Some(5), 101, &p));
+        assert_eq!(a.open_bucket(), None, "no bucket was opened for it");
+        assert!(!a.join(b, Some(MAX_LINKS_PER_BUCKET), 101, &p), "full");
+        assert!(!a.join(b, Some(5), 700, &p), "its window has passed");
+        // And not once garbage collection took its second.
+        a.collected(100);
+        assert!(!a.join(b, Some(5), 101, &p));
+    }
+
+    #[test]
+    fn challenges_keep_places_that_stores_without_a_stamp_leave_free() {
+        let p = params(600, 32);
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        let mut a = Allocator::default().with_capacity(4);
+        let b = a.challenge(100, &p, none).unwrap().unwrap();
+        // Three stores without a stamp fill what the challenge did not keep ...
+        for _ in 0..3 {
+            assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
+        }
+        // ... the fourth opens the next bucket, and the stamped store still gets its place.
+        let used = |_: u64| Ok::<_, Infallible>(Some(b.seq));
+        let next = a.assign(101, &p, used).unwrap().unwrap();
+        assert_ne!(next, b);
+        assert!(a.join(b, Some(3), 101, &p));
+        // A kept place lapses after RESERVE_SECS: then stores without a stamp may take it.
+        let mut a = Allocator::default().with_capacity(2);
+        let b = a.challenge(100, &p, none).unwrap().unwrap();
+        assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
+        assert_ne!(
+            a.clone()
+                .assign(100 + RESERVE_SECS - 1, &p, used)
+                .unwrap()
+                .unwrap(),
+            b
+        );
+        assert_eq!(a.assign(100 + RESERVE_SECS, &p, none).unwrap().unwrap(), b);
+        // A flood of challenges keeps at most half a bucket: stores without a stamp still get
+        // the other half, and challenges themselves never open a new bucket for kept places.
+        let mut a = Allocator::default();
+        let b = a.challenge(100, &p, none).unwrap().unwrap();
+        for _ in 0..1000 {
+            assert_eq!(a.challenge(100, &p, none).unwrap().unwrap(), b);
+        }
+        for _ in 0..MAX_LINKS_PER_BUCKET / 2 {
+            assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
+        }
+        assert_ne!(a.clone().assign(100, &p, used).unwrap().unwrap(), b);
+        assert_eq!(a.challenge(100, &p, none).unwrap().unwrap(), b);
+        // Carried over to another allocator of the same open bucket (PostgreSQL), not to one
+        // with another open bucket.
+        let fresh = Allocator::default().with_open_bucket(a.open_bucket());
+        assert_eq!(fresh.with_kept(a.kept()).kept(), a.kept());
+        let other = Allocator::default().with_open_bucket(Some((next, 1)));
+        assert_eq!(other.clone().with_kept(a.kept()), other);
     }
 }

@@ -93,13 +93,11 @@ impl BucketStore for MemoryStore {
         let mut alloc = s.alloc.clone();
         let id = match target {
             Some((id, _)) => {
-                if s.buckets
-                    .get(&id.locator())
-                    .is_some_and(|b| b.links.iter().any(|l| l.link == link))
-                {
+                let held = s.buckets.get(&id.locator());
+                if held.is_some_and(|b| b.links.iter().any(|l| l.link == link)) {
                     return Err(StoreError::Duplicate);
                 }
-                if !alloc.join(id, now, &self.params) {
+                if !alloc.join(id, held.map(|b| b.links.len()), now, &self.params) {
                     return Err(StoreError::BucketClosed);
                 }
                 id

@@ -353,6 +353,7 @@ impl PgStore {
             links: AtomicU64::new(meta.links),
             answers: AtomicU64::new(meta.answers),
             commits: AtomicU64::new(0),
+            kept: Default::default(),
         });
         let max_batch = if config.commit_per_store {
             1

@@ -105,7 +105,7 @@ pub(crate) fn say_verified(k: Option<usize>) {
     match k {
         Some(k) if k <= 1 => eprintln!("WARNING: this link hides among {k} verified link(s): no other entry of its bucket carries a valid stamp, so whoever runs the server can tell whose link a fetch of this bucket is for (a quiet server, or one that isolates you; docs/ANONYMITY.md)"),
         Some(k) => note!("this link hides among {k} verified links (entries whose stamps prove the work of a real client)"),
-        None => note!("the server proves none of its links (no stamps, protocol version below 3): how many real links this one hides among is unknown"),
+        None => eprintln!("WARNING: the server proves none of its links (no stamps, protocol version below 3): how many real links this one hides among is unknown, and a server that isolates you cannot be told from an honest one"),
     }
 }
 

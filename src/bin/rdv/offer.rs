@@ -161,7 +161,10 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 fields! { "event" => "holding", "bucket_closes_at" => closes_at },
             );
         }
-        let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1));
+        // Past the close by a random pause: a fetch of every held bucket right at its close
+        // would tell the server which buckets hold a waiting initiator's link.
+        let pause = rdv::proto::schedule::exponential(a.look.poll_every, rand::random::<f64>());
+        let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1) + pause);
         tokio::select! {
             _ = hold => {}
             _ = signalled => {

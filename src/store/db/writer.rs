@@ -426,13 +426,15 @@ impl<'t> Batch<'t> {
         let id = match target {
             Some(id) => {
                 // A replayed stamp would put the same link into the bucket twice.
-                if self
-                    .load(id.locator())?
-                    .is_some_and(|b| b.links.iter().any(|l| l.link == link.link))
-                {
+                let held = self.load(id.locator())?.map(|b| {
+                    let copy = b.links.iter().any(|l| l.link == link.link);
+                    (copy, b.links.len())
+                });
+                if held.is_some_and(|(copy, _)| copy) {
                     return Ok(Err(StoreError::Duplicate));
                 }
-                if !alloc.join(id, now, params) {
+                let links = held.map(|(_, n)| n);
+                if !alloc.join(id, links, now, params) {
                     return Ok(Err(StoreError::BucketClosed));
                 }
                 id

@@ -35,6 +35,10 @@ pub(super) struct Counters {
     pub(super) links: AtomicU64,
     pub(super) answers: AtomicU64,
     pub(super) commits: AtomicU64,
+    /// The places this process's challenges keep in the open bucket, carried from one
+    /// transaction's allocator to the next (they are not in the database: challenges that came
+    /// through another process do not keep places here).
+    pub(super) kept: std::sync::Mutex<crate::store::alloc::Kept>,
 }
 
 impl Counters {
@@ -284,9 +288,11 @@ async fn run_ops(
     let meta = schema::meta_from_row(&row)?;
     // What the other frontends wrote shows here, even if this batch changes nothing.
     counters.set(meta.links, meta.answers);
+    let kept = counters.kept.lock().map(|k| k.clone()).unwrap_or_default();
     let alloc = Allocator::resume(meta.last, meta.floor)
         .with_capacity(settings.capacity)
-        .with_open_bucket(meta.open);
+        .with_open_bucket(meta.open)
+        .with_kept(kept);
     let mut b = Batch {
         t,
         s: stmts,
@@ -344,6 +350,10 @@ async fn run_ops(
         }
     }
     b.flush().await?;
+    // Kept even if the commit then fails: a kept place only ever leaves room unused.
+    if let Ok(mut k) = counters.kept.lock() {
+        *k = b.alloc.kept();
+    }
     if !b.changed {
         return Ok(None);
     }
@@ -478,14 +488,15 @@ impl Batch<'_, '_> {
         let id = match target {
             Some(id) => {
                 // A replayed stamp would put the same link into the bucket twice.
-                if self
-                    .load(id.locator())
-                    .await?
-                    .is_some_and(|b| b.links.iter().any(|l| l.link == link.link))
-                {
+                let held = self.load(id.locator()).await?.map(|b| {
+                    let copy = b.links.iter().any(|l| l.link == link.link);
+                    (copy, b.links.len())
+                });
+                if held.is_some_and(|(copy, _)| copy) {
                     return Ok(Err(StoreError::Duplicate));
                 }
-                if !self.alloc.join(id, now, self.params) {
+                let links = held.map(|(_, n)| n);
+                if !self.alloc.join(id, links, now, self.params) {
                     return Ok(Err(StoreError::BucketClosed));
                 }
                 id

@@ -152,6 +152,9 @@ pub(crate) struct OfferArgs {
     pub(crate) two_channel: bool,
     /// Wait until the bucket's open window ends before printing the link: handed over after
     /// that, the accepter's fetch hides among every link the bucket got (see docs/ANONYMITY.md).
+    /// The link comes a random pause (mean --poll-every) after the close, with the count of
+    /// verified links from one fetch of the bucket: a fetch right at every held bucket's close
+    /// would tell the server which buckets hold a waiting initiator's link.
     #[arg(long)]
     pub(crate) hold: bool,
     /// Also show the link (and, with --two-channel, the passphrase separately) as QR codes on
@@ -180,7 +183,7 @@ pub(crate) struct OfferArgs {
     pub(crate) max_window: Duration,
     #[command(flatten)]
     pub(crate) stamps: StampArgs,
-    /// With --hold: count the verified links in the bucket when it closes (one fetch, timed
+    /// With --hold: count the verified links in the bucket once it closed (one fetch, timed
     /// like an accept), and refuse to hand the link over, deleting it, when fewer than N carry a
     /// valid stamp (the link itself included). Against a server without stamps the count is
     /// unknown and the link is refused too.
@@ -231,9 +234,9 @@ pub(crate) struct StampArgs {
 /// (PROTOCOL.md §15.4; what each choice costs: docs/ANONYMITY.md).
 #[derive(Args, Clone)]
 pub(crate) struct LookArgs {
-    /// Mean pause between two looks for the answer while waiting. The pauses are random
-    /// (exponential), so that looks keep no beat the server could tie together; each look is a
-    /// fresh circuit. Under 10s warns.
+    /// Mean pause between two looks for the answer while waiting (and, with --hold, after the
+    /// bucket's close). The pauses are random (exponential), so that looks keep no beat the
+    /// server could tie together; each look is a fresh circuit. Under 10s warns.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
     pub(crate) poll_every: Duration,
     /// Look before the bucket closes. COSTS ANONYMITY: the first look at a new mailbox, seconds
