@@ -8,6 +8,7 @@
 //! process), and with the `tor` feature `tor` (embedded arti) and `socks` (a tor already running).
 
 mod answer;
+mod cover;
 pub mod direct;
 mod error;
 mod multi;

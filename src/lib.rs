@@ -10,6 +10,8 @@
 //! - [`store`]: the bucket store (redb on disk with group commit; in memory for tests).
 //! - [`server`]: connection handling over any byte stream, TCP and onion-service listeners.
 //! - [`client`]: offer, accept and delete over Tor or direct TCP.
+//! - [`agent`]: the long-running client's API messages, state directory and cover schedule
+//!   (the process itself is `rdv agent`).
 //!
 //! ```
 //! use rdv::proto::{kdf, seal, KdfLimits, KdfProfile, Passphrase, Salt};
@@ -27,6 +29,7 @@
 #![warn(unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod client;
 pub mod clock;
 pub mod config;

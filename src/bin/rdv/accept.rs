@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The link from the argument, `RDV_LINK` or standard input, checked before anything else runs
 /// (its KDF parameters included: no Tor bootstrap for a link that asks too much).
-fn read_link(arg: Option<String>) -> Result<RdvLink> {
+pub(crate) fn read_link(arg: Option<String>) -> Result<RdvLink> {
     let text = arg_or_stdin(arg, "rdv1: link")?;
     let link = RdvLink::parse(text.trim()).context("invalid link")?;
     kdf::check_profile(link.kdf, &KdfLimits::default()).context("the link's KDF profile")?;
@@ -24,6 +24,9 @@ fn read_link(arg: Option<String>) -> Result<RdvLink> {
 
 /// Run `rdv accept`.
 pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
+    if let Some(path) = crate::via_agent::socket(&a.agent)? {
+        return crate::via_agent::accept(a, path).await;
+    }
     a.transport.take_link_from_direct(&mut a.link);
     let link = read_link(a.link.take())?;
     let answer = read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
@@ -43,7 +46,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         min_effort: a.min_effort,
         ..ClientPolicy::default()
     };
-    let client = make_client(&a.transport, &link.server, policy).await?;
+    let client = make_client(&a.transport, Some(&link.server), policy).await?;
     let found = client.accept(&link, passphrase).await?;
     note!(
         "opened link {} of {} in the bucket",
@@ -53,18 +56,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     say_verified(found.links_verified);
     let json = crate::out::json();
     if !json {
-        let mut out = std::io::stdout().lock();
-        if stdout_is_terminal() {
-            let (shown, escaped) = escape_for_terminal(&found.payload);
-            if escaped {
-                note!("note: the payload holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
-            }
-            writeln!(out, "{shown}")?;
-        } else {
-            out.write_all(&found.payload)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
+        show_payload(&found.payload)?;
     }
     let answered = match (&found.reply, answer) {
         (Some(reply), Some(answer)) => {
@@ -100,6 +92,23 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     Ok(())
 }
 
+/// Write the payload and a newline to standard output: exactly, or escaped on a terminal.
+pub(crate) fn show_payload(payload: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if stdout_is_terminal() {
+        let (shown, escaped) = escape_for_terminal(payload);
+        if escaped {
+            note!("note: the payload holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
+        }
+        writeln!(out, "{shown}")?;
+    } else {
+        out.write_all(payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Say how many real links the bucket proves: the set a link hides among (PROTOCOL.md §16).
 pub(crate) fn say_verified(k: Option<usize>) {
     match k {
@@ -111,21 +120,13 @@ pub(crate) fn say_verified(k: Option<usize>) {
 
 /// Run `rdv delete`.
 pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
+    if let Some(path) = crate::via_agent::socket(&a.agent)? {
+        return crate::via_agent::delete(a, path).await;
+    }
     a.transport.take_link_from_direct(&mut a.link);
     let link = read_link(a.link.take())?;
-    let text = match (a.token.take(), &a.token_file) {
-        (Some(t), _) => zeroize::Zeroizing::new(t),
-        (None, Some(f)) => zeroize::Zeroizing::new(
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        ),
-        (None, None) => {
-            anyhow::bail!("give the delete token with --token, --token-file or RDV_DELETE_TOKEN")
-        }
-    };
-    let token = DeleteToken::parse(text.trim()).ok_or_else(|| {
-        anyhow!("the delete token must be the 43 characters printed by rdv offer")
-    })?;
-    let client = make_client(&a.transport, &link.server, ClientPolicy::default()).await?;
+    let token = read_token(&mut a)?;
+    let client = make_client(&a.transport, Some(&link.server), ClientPolicy::default()).await?;
     client.delete(&link, &token).await?;
     if crate::out::json() {
         crate::out::emit("delete", fields! { "deleted" => true });
@@ -135,10 +136,25 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
+/// The deletion token from `--token`, `RDV_DELETE_TOKEN` or `--token-file`.
+pub(crate) fn read_token(a: &mut DeleteArgs) -> Result<DeleteToken> {
+    let text = match (a.token.take(), &a.token_file) {
+        (Some(t), _) => zeroize::Zeroizing::new(t),
+        (None, Some(f)) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        ),
+        (None, None) => {
+            anyhow::bail!("give the delete token with --token, --token-file or RDV_DELETE_TOKEN")
+        }
+    };
+    DeleteToken::parse(text.trim())
+        .ok_or_else(|| anyhow!("the delete token must be the 43 characters printed by rdv offer"))
+}
+
 /// Run `rdv info`.
 pub(crate) async fn info(a: InfoArgs) -> Result<()> {
     let server = ServerAddr::parse(&a.server).with_context(|| format!("server {:?}", a.server))?;
-    let client = make_client(&a.transport, &server, ClientPolicy::default()).await?;
+    let client = make_client(&a.transport, Some(&server), ClientPolicy::default()).await?;
     let i = client.info(&server).await?;
     if crate::out::json() {
         crate::out::emit(

@@ -169,9 +169,20 @@ pub(crate) fn print_answer(answer: &[u8]) -> Result<()> {
 
 /// Run `rdv collect`.
 pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
-    let pending = read_state(&a.state)?;
+    if let Some(path) = crate::via_agent::socket(&a.agent)? {
+        return crate::via_agent::collect(a, path).await;
+    }
+    let Some(state) = &a.state else {
+        anyhow::bail!("give the state file with --state FILE (or use --agent with --offer ID)");
+    };
+    let pending = read_state(state)?;
     warn_costs(&a.look);
-    let client = make_client(&a.transport, pending.server(), ClientPolicy::default()).await?;
+    let client = make_client(
+        &a.transport,
+        Some(pending.server()),
+        ClientPolicy::default(),
+    )
+    .await?;
     let Some(answer) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
         return Err(CliError::new(
             "no_answer_yet",
@@ -180,8 +191,8 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         )
         .into());
     };
-    std::fs::remove_file(&a.state)
-        .with_context(|| format!("removing the state file {}", a.state.display()))?;
+    std::fs::remove_file(state)
+        .with_context(|| format!("removing the state file {}", state.display()))?;
     drop(pending);
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };

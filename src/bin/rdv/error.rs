@@ -127,6 +127,12 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
                 _ => ("local", Local),
             };
         }
+        if let Some(e) = cause.downcast_ref::<rdv::agent::state::StateError>() {
+            return match e {
+                rdv::agent::state::StateError::BadId(_) => ("no_such_offer", BadInput),
+                _ => ("state", Local),
+            };
+        }
         if cause.downcast_ref::<AuthKeyError>().is_some() {
             return ("client_key", BadInput);
         }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+mod agent;
 mod answer;
 mod cli;
 mod config;
@@ -25,6 +26,7 @@ mod serve;
 mod store;
 mod term;
 mod transport;
+mod via_agent;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Cmd};
@@ -113,6 +115,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::Keygen(a) => return keygen::run(a),
         Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
         Cmd::Serve(_) if cli.json => return Err(unsupported("rdv serve")),
+        Cmd::Agent(_) if cli.json => return Err(unsupported("rdv agent")),
         _ => {}
     }
     term::init_logging(out::quiet());
@@ -131,6 +134,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             Cmd::Collect(a) => answer::collect(a).await,
             Cmd::Delete(a) => accept::delete(a).await,
             Cmd::Info(a) => accept::info(a).await,
+            Cmd::Agent(a) => agent::run(a).await,
             Cmd::Demo => demo::run().await,
             Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man => Ok(()),
         }

@@ -17,7 +17,7 @@ use std::io::{IsTerminal, Read, Write};
 const STDIN_LIMIT: u64 = 64 * 1024;
 
 /// The payload from `--payload`, `--payload-file` or standard input, trailing newlines removed.
-fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
+pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
     let mut p = if let Some(p) = &a.payload {
         p.as_bytes().to_vec()
     } else if let Some(f) = &a.payload_file {
@@ -43,7 +43,7 @@ fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
 }
 
 /// The given passphrase (warned about when weak) or a generated one.
-fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
+pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     match given {
         Some("") => bail!("the passphrase is empty"),
         Some(p) => {
@@ -59,6 +59,9 @@ fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 
 /// Run `rdv offer`.
 pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
+    if let Some(path) = crate::via_agent::socket(&a.agent)? {
+        return crate::via_agent::offer(a, path).await;
+    }
     let direct_to = a.transport.direct.clone().filter(|d| !d.is_empty());
     let texts: Vec<String> = if a.server.is_empty() {
         direct_to.clone().into_iter().collect()
@@ -113,7 +116,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         min_effort: a.stamps.min_effort,
         max_effort: a.stamps.max_effort,
     };
-    let client = make_client(&a.transport, &server, policy).await?;
+    let client = make_client(&a.transport, Some(&server), policy).await?;
     let (offer, pending) = if a.expect_answer {
         let (o, p) = client
             .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)

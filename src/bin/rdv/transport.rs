@@ -41,18 +41,18 @@ impl From<Client> for Session {
 /// The name of the private copies of `--client-key` under arti's directory.
 const KEY_COPY_PREFIX: &str = "client-auth-";
 
-/// `--client-key FILE`, checked against the server, copied into a private directory under
+/// `--client-key FILE`, checked against the server (if the client is for one), copied into a private directory under
 /// arti's for arti's C-tor-format client keystore (removed when the session ends).
 fn client_key_dir(
     t: &TransportArgs,
-    server: &ServerAddr,
+    server: Option<&ServerAddr>,
     tor_dir: &Path,
 ) -> Result<Option<tempfile::TempDir>> {
     let Some(file) = &t.client_key else {
         return Ok(None);
     };
     let key = ClientKey::read(file).context("--client-key")?;
-    if !key.is_for(&server.host) {
+    if let Some(server) = server.filter(|s| !key.is_for(&s.host)) {
         bail!(
             "--client-key {}: the key is for {}, not for {}",
             file.display(),
@@ -89,10 +89,11 @@ fn client_key_dir(
     Ok(Some(dir))
 }
 
-/// Build a client for `server` according to the transport flags.
+/// Build a client for `server` (or, for the agent, for any server) according to the transport
+/// flags.
 pub(crate) async fn make_client(
     t: &TransportArgs,
-    server: &ServerAddr,
+    server: Option<&ServerAddr>,
     policy: ClientPolicy,
 ) -> Result<Session> {
     if t.client_key.is_some() && t.socks.is_some() {
@@ -105,7 +106,8 @@ pub(crate) async fn make_client(
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) if target.is_empty() => {
             // To each server the link (or the command line) names.
-            eprintln!("WARNING: --direct bypasses Tor: the server at {server} sees your IP address. Use it for local testing only.");
+            let who = server.map_or("each server".to_owned(), |s| format!("the server at {s}"));
+            eprintln!("WARNING: --direct bypasses Tor: {who} sees your IP address. Use it for local testing only.");
             Arc::new(DirectConnector::default())
         }
         Some(target) => {
@@ -126,7 +128,7 @@ pub(crate) async fn make_client(
                 vanguards: rdv::tor::Vanguards::Lite,
                 client_auth_dir: keys.as_ref().map(|k| k.path().to_path_buf()),
             };
-            if !server.is_onion() {
+            if let Some(server) = server.filter(|s| !s.is_onion()) {
                 note!(
                     "note: {} is not an onion address; connecting through a Tor exit",
                     server.host

@@ -1,7 +1,9 @@
 //! The command line's schema: clap derives only, no behaviour.
 
+mod agent;
 mod serve;
 
+pub(crate) use agent::{AgentArgs, UseAgent};
 pub(crate) use serve::{parse_vanguards, ServeArgs};
 
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +59,10 @@ pub(crate) enum Cmd {
     Delete(DeleteArgs),
     /// Show a server's advertised parameters.
     Info(InfoArgs),
+    /// Run the agent: a long-running client with Tor kept warm, a local API for applications
+    /// and the other commands (--agent), and a scheduler for looks, later deletes and cover
+    /// traffic (docs/AGENT.md).
+    Agent(AgentArgs),
     /// Run a complete rendezvous on loopback: server, other initiators, offer, accept, answer.
     Demo,
     /// Make a client key for a server in restricted discovery mode (`serve --authorized-clients`).
@@ -214,6 +220,8 @@ pub(crate) struct OfferArgs {
     #[command(flatten)]
     pub(crate) look: LookArgs,
     #[command(flatten)]
+    pub(crate) agent: UseAgent,
+    #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }
 
@@ -257,7 +265,7 @@ pub(crate) struct LookArgs {
 }
 
 /// A poll interval: at least one second.
-fn parse_poll(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_secs(1) {
         return Err("must be at least 1s".into());
@@ -269,14 +277,25 @@ fn parse_poll(s: &str) -> Result<Duration, String> {
 pub(crate) struct CollectArgs {
     /// The state file `rdv offer --expect-answer --state FILE` wrote. It is removed once the
     /// answer is in (its secrets are what makes the answer readable).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) state: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "offer",
+        conflicts_with = "offer"
+    )]
+    pub(crate) state: Option<PathBuf>,
+    /// With --agent: the offer's ID, as `rdv offer --agent --expect-answer` printed it. The
+    /// agent keeps looking by itself; this takes the answer once it is in.
+    #[arg(long, value_name = "ID", requires = "agent")]
+    pub(crate) offer: Option<String>,
     /// Look for the answer for up to this long (from when the bucket closes, if it has not yet).
     /// Default: look once, now (refused before the bucket closes, unless --early).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
+    #[command(flatten)]
+    pub(crate) agent: UseAgent,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }
@@ -310,6 +329,8 @@ pub(crate) struct AcceptArgs {
     #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
     pub(crate) min_effort: u32,
     #[command(flatten)]
+    pub(crate) agent: UseAgent,
+    #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }
 
@@ -330,6 +351,12 @@ pub(crate) struct DeleteArgs {
     /// Read the deletion token from this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// With --agent: the agent deletes the link at a random moment within this long (default
+    /// an hour), a moment that has nothing to do with any fetch, even across its restarts.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = humantime::parse_duration, requires = "agent")]
+    pub(crate) later: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) agent: UseAgent,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

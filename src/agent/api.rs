@@ -1,0 +1,272 @@
+//! The agent's local API: JSON lines over a Unix socket (docs/AGENT.md describes every message).
+//!
+//! A client sends one request per line, each with an `id` of its choice and an `op`; the agent
+//! answers each with one line carrying the same `id`, `ok`, and a `result` or an `error`
+//! (`code`, `kind` and `message`, as the command line's `--json`, docs/JSON.md). After a
+//! `subscribe`, the agent also pushes event lines (no `id`, an `event` key) as things happen.
+//! Lines are at most [`MAX_LINE`] bytes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest request line the agent reads (a payload of 213 bytes in base64 with everything else
+/// fits many times over).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Read one request line: the caller's `id` (echoed in the reply; `null` when absent) and the
+/// request, or the `id` and why the line is no request.
+pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
+    let mut v: Value =
+        serde_json::from_str(line).map_err(|e| (Value::Null, format!("not JSON: {e}")))?;
+    let id = v
+        .as_object_mut()
+        .and_then(|o| o.remove("id"))
+        .unwrap_or(Value::Null);
+    let request = serde_json::from_value(v).map_err(|e| (id.clone(), e.to_string()))?;
+    Ok((id, request))
+}
+
+/// A request line (what the command line sends the agent).
+pub fn request_line(id: &Value, request: &Request) -> String {
+    let mut v = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("id".into(), id.clone());
+    }
+    v.to_string()
+}
+
+/// Bytes given either as text (`NAME`) or exactly (`NAME_base64`), as in the command line's JSON.
+pub fn bytes_of(
+    text: &Option<String>,
+    base64: &Option<String>,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    use base64::Engine;
+    match (text, base64) {
+        (Some(_), Some(_)) => Err("give the text or the base64 form, not both"),
+        (Some(t), None) => Ok(Some(t.as_bytes().to_vec())),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Some)
+            .map_err(|_| "not valid base64 (standard alphabet, padded)"),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Put `bytes` into a result as `NAME` (when UTF-8) and `NAME_base64`.
+pub fn put_bytes(o: &mut serde_json::Map<String, Value>, name: &str, bytes: &[u8]) {
+    use base64::Engine;
+    if let Ok(t) = std::str::from_utf8(bytes) {
+        o.insert(name.into(), Value::String(t.into()));
+    }
+    o.insert(
+        format!("{name}_base64"),
+        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    );
+}
+
+/// A request. Its `Debug` names the operation only: payloads, passphrases, answers and tokens
+/// never reach a log.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The agent's state: its transport, the offers it looks after. (Variants without fields
+    /// are written `{}` so that unknown fields are refused for them too.)
+    Status {},
+    /// Offer a payload (as `rdv offer`).
+    Offer {
+        /// The servers (one, or up to five for a multi-server link).
+        servers: Vec<String>,
+        /// The payload as text, or:
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<String>,
+        /// the payload's exact bytes in base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload_base64: Option<String>,
+        /// The passphrase; default: a generated one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<String>,
+        /// The KDF profile; default `default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kdf: Option<String>,
+        /// Return the link without its passphrase, and the passphrase apart.
+        #[serde(default)]
+        two_channel: bool,
+        /// Ask for an answer: the agent keeps the offer's secrets and looks for the answer on
+        /// the answer flow's schedule until it comes or the link expires.
+        #[serde(default)]
+        expect_answer: bool,
+        /// Reply only once the bucket has closed, with the count of verified links.
+        #[serde(default)]
+        hold: bool,
+    },
+    /// Accept a link (as `rdv accept`), and answer it when an answer is given.
+    Accept {
+        /// The `rdv1:` link.
+        link: String,
+        /// The passphrase of a two-channel link.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<String>,
+        /// The answer as text, or:
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<String>,
+        /// the answer's exact bytes in base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_base64: Option<String>,
+    },
+    /// Take the answer to an offer, if it has come (the offer is then forgotten).
+    Collect {
+        /// The offer's ID, from the offer's result.
+        offer: String,
+    },
+    /// Stop looking for an offer's answer and forget its secrets.
+    Forget {
+        /// The offer's ID.
+        offer: String,
+    },
+    /// Delete a link (as `rdv delete`): now, or with `later` at a random moment within
+    /// `within_secs` (default an hour, never past the link's expiry), a moment that has nothing
+    /// to do with any fetch; a later delete is kept across restarts of the agent.
+    Delete {
+        /// The `rdv1:` link.
+        link: String,
+        /// Its deletion token.
+        token: String,
+        /// Delete at a random moment later instead of now.
+        #[serde(default)]
+        later: bool,
+        /// With `later`: the moment is drawn uniformly from the next this many seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within_secs: Option<u64>,
+    },
+    /// Receive events on this connection from now on.
+    Subscribe {},
+}
+
+impl Request {
+    /// The operation's name.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status {} => "status",
+            Request::Offer { .. } => "offer",
+            Request::Accept { .. } => "accept",
+            Request::Collect { .. } => "collect",
+            Request::Forget { .. } => "forget",
+            Request::Delete { .. } => "delete",
+            Request::Subscribe {} => "subscribe",
+        }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request({})", self.op())
+    }
+}
+
+/// The error of a failed request, as the command line's `--json` gives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// Stable code (docs/JSON.md, docs/AGENT.md).
+    pub code: String,
+    /// What to do: `transient`, `bad-input`, `server` or `local`.
+    pub kind: String,
+    /// For people.
+    pub message: String,
+}
+
+/// A reply line.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request's `id`.
+    pub id: Value,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+/// The event names the agent pushes.
+pub mod event {
+    /// An answer to an offer came (`offer`, `answer`, `answer_base64`); it stays with the agent
+    /// until collected.
+    pub const ANSWERED: &str = "answered";
+    /// An offer's link expired without an answer (`offer`); the agent forgot it.
+    pub const EXPIRED: &str = "expired";
+    /// An offer was stored (`offer` when it expects an answer, `servers`, `bucket_closes_at`).
+    pub const STORED: &str = "stored";
+    /// A later delete was carried out (`delete`, `deleted`: false when the server had nothing to
+    /// delete any more).
+    pub const DELETED: &str = "deleted";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_as_documented_and_round_trip() {
+        let (id, r) = parse_line(
+            r#"{"id":7,"op":"offer","servers":["a.onion:7625"],"payload":"smp://x","expect_answer":true}"#,
+        )
+        .unwrap();
+        assert_eq!(id, serde_json::json!(7));
+        match &r {
+            Request::Offer {
+                servers,
+                payload,
+                payload_base64,
+                expect_answer,
+                two_channel,
+                ..
+            } => {
+                assert_eq!(servers, &["a.onion:7625"]);
+                assert_eq!(
+                    bytes_of(payload, payload_base64).unwrap().unwrap(),
+                    b"smp://x"
+                );
+                assert!(*expect_answer && !*two_channel);
+            }
+            other => panic!("{other:?}"),
+        }
+        let line = request_line(&id, &r);
+        let (id2, r2) = parse_line(&line).unwrap();
+        assert_eq!((id2, r2.op()), (id, "offer"));
+        let (_, r) =
+            parse_line(r#"{"id":"a","op":"accept","link":"rdv1:x","answer_base64":"AAE="}"#)
+                .unwrap();
+        match r {
+            Request::Accept {
+                answer,
+                answer_base64,
+                ..
+            } => assert_eq!(bytes_of(&answer, &answer_base64).unwrap().unwrap(), [0, 1]),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"id":1,"op":"launch"}"#,
+            r#"{"id":1,"op":"status","extra":1}"#,
+            r#"{"id":1,"op":"collect"}"#,
+            r#"[1,2]"#,
+            "not json",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_line(r#"{"id":9,"op":"nope"}"#).unwrap_err().0,
+            serde_json::json!(9),
+            "the id comes back with the error"
+        );
+        assert!(bytes_of(&Some("a".into()), &Some("YQ==".into())).is_err());
+        let r = Request::Delete {
+            link: "rdv1:secret".into(),
+            token: "secret-token".into(),
+            later: false,
+            within_secs: None,
+        };
+        assert_eq!(format!("{r:?}"), "Request(delete)");
+    }
+}

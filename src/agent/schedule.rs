@@ -1,0 +1,124 @@
+//! When the agent sends what, beyond the looks of each offer (which follow
+//! [`crate::proto::schedule::LookSchedule`], copy by copy): **cover traffic**. Pure: uniform
+//! draws come in.
+//!
+//! Cover requests look like real ones to the server, in their pattern as well as one by one:
+//! - a *decoy mailbox* is a mailbox nobody uses, looked into the way an initiator looks into its
+//!   own while it waits for an answer (after exponential pauses of the look schedule's mean, each
+//!   a fresh connection), for an exponential time of mean [`DECOY_MAILBOX_MEAN`]; an empty
+//!   mailbox answers filler, as one still waiting for its answer does;
+//! - a *decoy fetch* fetches a bucket the agent knows (one its own offers went into, or one it
+//!   accepted from) once, as a late accept of some link there would.
+//!
+//! Both start at memoryless random moments, at rates the user sets; docs/ANONYMITY.md measures
+//! what they buy.
+
+use crate::proto::schedule::exponential;
+use std::time::Duration;
+
+/// How long a decoy mailbox is looked into, on average: about as long as a real initiator waits
+/// for its answer when the accepter comes some ten minutes after the hand-over.
+pub const DECOY_MAILBOX_MEAN: Duration = Duration::from_secs(600);
+
+/// How much cover traffic the agent sends. Default: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cover {
+    /// Decoy mailboxes started per hour.
+    pub mailboxes_per_hour: f64,
+    /// Decoy fetches per hour.
+    pub fetches_per_hour: f64,
+}
+
+/// A kind of cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoy {
+    /// Start looking into a mailbox nobody uses.
+    Mailbox,
+    /// A fetch of a bucket the agent knows.
+    Fetch,
+}
+
+impl Cover {
+    /// Whether any cover is sent.
+    pub fn any(&self) -> bool {
+        self.mailboxes_per_hour > 0.0 || self.fetches_per_hour > 0.0
+    }
+
+    /// The pause until the next cover start and its kind, from two uniform draws in [0, 1):
+    /// the merged Poisson process of both kinds, the kind drawn by its share of the rate.
+    /// `None` without cover.
+    pub fn next(&self, u_time: f64, u_kind: f64) -> Option<(Duration, Decoy)> {
+        let total = self.mailboxes_per_hour.max(0.0) + self.fetches_per_hour.max(0.0);
+        if total <= 0.0 || !total.is_finite() {
+            return None;
+        }
+        let mean = Duration::from_secs_f64(3600.0 / total);
+        let kind = if u_kind * total < self.mailboxes_per_hour.max(0.0) {
+            Decoy::Mailbox
+        } else {
+            Decoy::Fetch
+        };
+        Some((exponential(mean, u_time), kind))
+    }
+
+    /// How long a decoy mailbox is looked into, from a uniform draw in [0, 1).
+    pub fn mailbox_lifetime(u: f64) -> Duration {
+        exponential(DECOY_MAILBOX_MEAN, u)
+    }
+}
+
+/// When a later delete happens: a moment drawn uniformly from `within` seconds after `now`,
+/// but not after `last` (the link's expiry, after which there is nothing to delete), from a
+/// uniform draw in [0, 1). Uniform, not tied to any event, so the delete's time says nothing
+/// about when the link was fetched or answered.
+pub fn delete_at(now: u64, within: u64, last: u64, u: f64) -> u64 {
+    let end = now.saturating_add(within).min(last.max(now));
+    let span = end - now;
+    now + ((u.clamp(0.0, 1.0) * span as f64) as u64).min(span)
+}
+
+/// An index into `n` choices from a uniform draw in [0, 1) (`None` when there is nothing to
+/// choose).
+pub fn pick(n: usize, u: f64) -> Option<usize> {
+    (n > 0).then(|| ((u.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cover_follows_its_rates() {
+        assert_eq!(Cover::default().next(0.5, 0.5), None);
+        let c = Cover {
+            mailboxes_per_hour: 30.0,
+            fetches_per_hour: 10.0,
+        };
+        // 40 an hour in all: a mean pause of 90 s.
+        let n = 40_000;
+        let mut looks = 0;
+        let mut total = 0.0;
+        for i in 0..n {
+            let u = (i as f64 + 0.5) / n as f64;
+            let (d, k) = c.next(u, (i as f64 * 0.618_033_988_7) % 1.0).unwrap();
+            total += d.as_secs_f64();
+            looks += usize::from(k == Decoy::Mailbox);
+        }
+        assert!((total / n as f64 - 90.0).abs() < 1.0);
+        assert!((looks as f64 / n as f64 - 0.75).abs() < 0.01);
+        assert_eq!(pick(0, 0.3), None);
+        assert_eq!(pick(4, 0.0), Some(0));
+        assert_eq!(pick(4, 0.99), Some(3));
+        assert_eq!(pick(4, 1.0), Some(3));
+        // Later deletes: within the span, never past the link's expiry.
+        assert_eq!(delete_at(1000, 3600, u64::MAX, 0.0), 1000);
+        assert_eq!(delete_at(1000, 3600, u64::MAX, 0.5), 2800);
+        assert_eq!(delete_at(1000, 3600, u64::MAX, 1.0), 4600);
+        assert_eq!(delete_at(1000, 3600, 1600, 0.9), 1540);
+        assert_eq!(
+            delete_at(1000, 3600, 500, 0.9),
+            1000,
+            "expired already: now"
+        );
+    }
+}

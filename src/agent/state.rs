@@ -1,0 +1,388 @@
+//! The agent's state directory: the secrets of the offers it looks after, and the answers that
+//! came for them, each in a file of its own, so that they survive a restart of the agent.
+//!
+//! ```text
+//! STATE/               mode 0700, owned by the agent's user (anything else is refused)
+//!   offers/ID.pending  the offer's state (the text form of a pending answer), mode 0600
+//!   answers/ID         an answer that came and was not collected yet, mode 0600
+//!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link`, `token` lines
+//! ```
+//!
+//! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
+//! file or the new one. Removing a file does not wipe its blocks on disk (docs/THREAT-MODEL.md).
+
+use crate::client::PendingAnswer;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory belongs to another user or others can read it.
+    #[error("{}: {why}; the agent keeps secrets there and uses only a directory of its own user that nobody else can read", path.display())]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A state file does not parse.
+    #[error("{}: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::client::PendingAnswerError,
+    },
+    /// An offer ID that the agent never hands out.
+    #[error("not an offer ID of this agent: {0:?}")]
+    BadId(String),
+    /// A delete file does not parse.
+    #[error("{}: not a delete file of this agent", path.display())]
+    BadDelete {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A delete the agent carries out later, at a moment that has nothing to do with any fetch.
+pub struct LaterDelete {
+    /// When (unix seconds).
+    pub at: u64,
+    /// The link, as text.
+    pub link: Zeroizing<String>,
+    /// Its deletion token, as text.
+    pub token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for LaterDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaterDelete")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The agent's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// An offer's ID: `o` and 16 lowercase hex digits.
+fn valid_id(id: &str) -> bool {
+    id.len() == 17
+        && id.starts_with('o')
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new offer ID from 8 random bytes.
+pub fn new_id(random: [u8; 8]) -> String {
+    let mut s = String::from("o");
+    for b in random {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl StateDir {
+    /// Open (and create, mode 0700) the state directory at `root`. A directory of another user,
+    /// or one others can read or enter, is refused rather than changed.
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        if !root.exists() {
+            std::fs::create_dir_all(root).map_err(io("creating", root))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io("restricting", root))?;
+            }
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(root).map_err(io("reading", root))?;
+            let me = rustix::process::getuid().as_raw();
+            if m.uid() != me {
+                return Err(StateError::NotPrivate {
+                    path: root.to_path_buf(),
+                    why: format!("it belongs to user {}, not to this one ({me})", m.uid()),
+                });
+            }
+            if m.mode() & 0o077 != 0 {
+                return Err(StateError::NotPrivate {
+                    path: root.to_path_buf(),
+                    why: format!(
+                        "its mode is {:o}; others can read or enter it (chmod 700 it)",
+                        m.mode() & 0o777
+                    ),
+                });
+            }
+        }
+        let dir = StateDir {
+            root: root.to_path_buf(),
+        };
+        for sub in [dir.offers(), dir.answers(), dir.deletes()] {
+            std::fs::create_dir_all(&sub).map_err(io("creating", &sub))?;
+        }
+        Ok(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn offers(&self) -> PathBuf {
+        self.root.join("offers")
+    }
+
+    fn answers(&self) -> PathBuf {
+        self.root.join("answers")
+    }
+
+    fn deletes(&self) -> PathBuf {
+        self.root.join("deletes")
+    }
+
+    fn offer_file(&self, id: &str) -> Result<PathBuf, StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        Ok(self.offers().join(format!("{id}.pending")))
+    }
+
+    fn answer_file(&self, id: &str) -> Result<PathBuf, StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        Ok(self.answers().join(id))
+    }
+
+    /// Write `bytes` to `path` as a new private file, atomically.
+    fn write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let mut f = o.open(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("renaming", path))?;
+        if let Some(dir) = path.parent() {
+            // The rename is durable once the directory is.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+
+    /// Keep an offer's state under `id`.
+    pub fn save_pending(&self, id: &str, pending: &PendingAnswer) -> Result<(), StateError> {
+        Self::write(&self.offer_file(id)?, pending.to_text().as_bytes())
+    }
+
+    /// Every offer kept, by ID.
+    pub fn pending(&self) -> Result<Vec<(String, PendingAnswer)>, StateError> {
+        let dir = self.offers();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
+            let e = e.map_err(io("reading", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".pending") else {
+                continue;
+            };
+            if !valid_id(id) {
+                continue;
+            }
+            let path = e.path();
+            let text =
+                Zeroizing::new(std::fs::read_to_string(&path).map_err(io("reading", &path))?);
+            let p = PendingAnswer::from_text(&text)
+                .map_err(|source| StateError::Corrupt { path, source })?;
+            out.push((id.to_owned(), p));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Keep the answer that came for `id` until it is collected.
+    pub fn save_answer(&self, id: &str, answer: &[u8]) -> Result<(), StateError> {
+        Self::write(&self.answer_file(id)?, answer)
+    }
+
+    /// The answer kept for `id`, if one came.
+    pub fn answer(&self, id: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StateError> {
+        let path = self.answer_file(id)?;
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(Zeroizing::new(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("reading", &path)(e)),
+        }
+    }
+
+    /// Whether an offer is kept under `id`.
+    pub fn has(&self, id: &str) -> bool {
+        self.offer_file(id).is_ok_and(|p| p.exists())
+    }
+
+    /// Keep a delete to carry out later under `id`.
+    pub fn save_delete(&self, id: &str, d: &LaterDelete) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let text = Zeroizing::new(format!(
+            "at {}\nlink {}\ntoken {}\n",
+            d.at,
+            d.link.as_str(),
+            d.token.as_str()
+        ));
+        Self::write(&self.deletes().join(id), text.as_bytes())
+    }
+
+    /// Every delete kept, by ID.
+    pub fn deletes_kept(&self) -> Result<Vec<(String, LaterDelete)>, StateError> {
+        let dir = self.deletes();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
+            let e = e.map_err(io("reading", &dir))?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !valid_id(&id) {
+                continue;
+            }
+            let path = e.path();
+            let text =
+                Zeroizing::new(std::fs::read_to_string(&path).map_err(io("reading", &path))?);
+            let mut at = None;
+            let (mut link, mut token) = (None, None);
+            for line in text.lines() {
+                match line.split_once(' ') {
+                    Some(("at", v)) => at = v.parse().ok(),
+                    Some(("link", v)) => link = Some(Zeroizing::new(v.to_owned())),
+                    Some(("token", v)) => token = Some(Zeroizing::new(v.to_owned())),
+                    _ => {}
+                }
+            }
+            let (Some(at), Some(link), Some(token)) = (at, link, token) else {
+                return Err(StateError::BadDelete { path });
+            };
+            out.push((id, LaterDelete { at, link, token }));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Forget a delete (done, or given up).
+    pub fn forget_delete(&self, id: &str) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let path = self.deletes().join(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &path)(e)),
+        }
+    }
+
+    /// Forget everything about `id`: its secrets and its answer.
+    pub fn forget(&self, id: &str) -> Result<(), StateError> {
+        for path in [self.offer_file(id)?, self.answer_file(id)?] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("removing", &path)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_so_that_no_path_escapes() {
+        let id = new_id([0xab; 8]);
+        assert_eq!(id, "oabababababababab");
+        assert!(valid_id(&id));
+        for bad in [
+            "",
+            "o",
+            "oABABABABABABABAB",
+            "o../../etc/passw",
+            "xabababababababab",
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_read_is_refused_and_a_new_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let fresh = t.path().join("state");
+        let d = StateDir::open(&fresh).unwrap();
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        d.save_answer(&new_id([1; 8]), b"answer").unwrap();
+        let f = std::fs::metadata(d.answers().join(new_id([1; 8]))).unwrap();
+        assert_eq!(f.permissions().mode() & 0o777, 0o600);
+        assert_eq!(&d.answer(&new_id([1; 8])).unwrap().unwrap()[..], b"answer");
+        d.forget(&new_id([1; 8])).unwrap();
+        assert!(d.answer(&new_id([1; 8])).unwrap().is_none());
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(
+            StateDir::open(&open),
+            Err(StateError::NotPrivate { .. })
+        ));
+        assert!(matches!(d.answer("../x"), Err(StateError::BadId(_))));
+        // A delete for later survives as a private file, and reads back.
+        let later = LaterDelete {
+            at: 1_800_000_123,
+            link: Zeroizing::new("rdv1:x".into()),
+            token: Zeroizing::new("tok".into()),
+        };
+        d.save_delete(&new_id([2; 8]), &later).unwrap();
+        let kept = d.deletes_kept().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1.at, 1_800_000_123);
+        assert_eq!(kept[0].1.link.as_str(), "rdv1:x");
+        assert!(!format!("{:?}", kept[0].1).contains("tok"));
+        d.forget_delete(&new_id([2; 8])).unwrap();
+        assert!(d.deletes_kept().unwrap().is_empty());
+    }
+}

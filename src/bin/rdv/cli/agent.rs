@@ -1,0 +1,58 @@
+//! `rdv agent`'s flags, and the flag by which the other commands use a running agent.
+
+use super::TransportArgs;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    /// The API socket [default: $XDG_RUNTIME_DIR/rdv/agent.sock, or
+    /// ~/.local/state/rdv/agent.sock]. Its directory is made private (0700), the socket 0600.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// Where the agent keeps the offers it looks after, their secrets and their answers, and
+    /// the deletes it carries out later [default: $XDG_STATE_HOME/rdv/agent, or
+    /// ~/.local/state/rdv/agent]. Created 0700; a directory others can read is refused.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Check that Tor (or --direct/--socks) is reachable, the state directory usable and the
+    /// socket free, then exit (0 when all is well).
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Mean pause between two looks for an offer's answer (and after a held bucket's close).
+    /// Random (exponential) pauses, each look a fresh circuit.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_poll)]
+    pub(crate) poll_every: Duration,
+    /// Cover traffic: decoy mailboxes started per hour, at random moments, on the servers the
+    /// agent knows. Each is a mailbox nobody uses, looked into as a waiting initiator looks into
+    /// its own (every --poll-every on average) for some ten minutes (docs/ANONYMITY.md).
+    #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
+    pub(crate) cover_mailboxes: f64,
+    /// Cover traffic: decoy fetches of buckets the agent knows, per hour, at random moments.
+    /// They hide when the real accepts come.
+    #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
+    pub(crate) cover_fetches: f64,
+    #[command(flatten)]
+    pub(crate) transport: TransportArgs,
+}
+
+/// A cover rate: 0 to 3600 an hour.
+fn per_hour(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(0.0..=3600.0).contains(&v) {
+        return Err("must be from 0 to 3600 an hour".into());
+    }
+    Ok(v)
+}
+
+/// Use a running `rdv agent` instead of a client of this process's own.
+#[derive(Args, Clone)]
+pub(crate) struct UseAgent {
+    /// Send the operation to a running `rdv agent` (its Tor is warm, and it looks after the
+    /// offer's answer and later deletes): at its socket PATH, or without a value at the default
+    /// socket. Also RDV_AGENT. The agent's own transport and policy apply; transport flags are
+    /// refused.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", help_heading = "Agent")]
+    pub(crate) agent: Option<PathBuf>,
+}

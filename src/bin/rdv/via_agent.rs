@@ -1,0 +1,408 @@
+//! `--agent`: `rdv offer`, `accept`, `collect` and `delete` sent to a running `rdv agent` over
+//! its socket (docs/AGENT.md), with the same output as without one.
+
+use crate::cli::{AcceptArgs, CollectArgs, DeleteArgs, OfferArgs, TransportArgs, UseAgent};
+use crate::error::CliError;
+use crate::out::{fields, note};
+use anyhow::{bail, Context, Result};
+use rdv::agent::api::{self, Reply, Request};
+use rdv::client::ErrorKind;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use zeroize::Zeroizing;
+
+/// The agent's socket, if the command is to use one.
+pub(crate) fn socket(u: &UseAgent) -> Result<Option<PathBuf>> {
+    match &u.agent {
+        None => Ok(None),
+        Some(p) if p.as_os_str().is_empty() => crate::agent::default_socket().map(Some),
+        Some(p) => Ok(Some(p.clone())),
+    }
+}
+
+/// With an agent, the agent's transport applies: a transport flag here would be ignored.
+fn refuse_transport(t: &TransportArgs) -> Result<()> {
+    let given = [
+        (t.direct.is_some(), "--direct"),
+        (t.socks.is_some(), "--socks"),
+        (t.tor_config.is_some(), "--tor-config"),
+        (t.client_key.is_some(), "--client-key"),
+        (t.tor_dir.is_some(), "--tor-dir"),
+    ];
+    if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
+        return Err(CliError::new(
+            "invalid_input",
+            ErrorKind::BadInput,
+            format!("{flag} has no effect with --agent: the agent reaches servers its own way (set it when starting rdv agent)"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A connection to the agent.
+struct Agent {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    wr: OwnedWriteHalf,
+    next_id: u64,
+    /// Events that came while a reply was awaited.
+    events: VecDeque<Value>,
+}
+
+impl Agent {
+    async fn connect(path: &std::path::Path) -> Result<Self> {
+        let s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+            CliError::new(
+                "agent_unreachable",
+                ErrorKind::Transient,
+                format!(
+                    "no agent answers on {} ({e}); start one with rdv agent, or leave out --agent and RDV_AGENT",
+                    path.display()
+                ),
+            )
+        })?;
+        let (rd, wr) = s.into_split();
+        Ok(Agent {
+            lines: BufReader::new(rd).lines(),
+            wr,
+            next_id: 1,
+            events: VecDeque::new(),
+        })
+    }
+
+    async fn line(&mut self) -> Result<Value> {
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .context("reading from the agent")?
+            .ok_or_else(|| {
+                CliError::new(
+                    "agent_unreachable",
+                    ErrorKind::Transient,
+                    "the agent closed the connection (did it stop?)",
+                )
+            })?;
+        serde_json::from_str(&line).context("the agent sent something that is not JSON")
+    }
+
+    /// Send `request` and wait for its reply: the result, or the agent's error with its code.
+    async fn call(&mut self, request: &Request) -> Result<Value> {
+        let id = Value::from(self.next_id);
+        self.next_id += 1;
+        let mut line = Zeroizing::new(api::request_line(&id, request));
+        line.push('\n');
+        self.wr
+            .write_all(line.as_bytes())
+            .await
+            .context("writing to the agent")?;
+        loop {
+            let v = self.line().await?;
+            if v.get("event").is_some() && v.get("id").is_none() {
+                self.events.push_back(v);
+                continue;
+            }
+            let reply: Reply = serde_json::from_value(v).context("a reply of the agent")?;
+            if reply.id != id {
+                continue;
+            }
+            if reply.ok {
+                return Ok(reply.result.unwrap_or(Value::Null));
+            }
+            let e = reply.error.unwrap_or(api::ApiError {
+                code: "agent_error".into(),
+                kind: "local".into(),
+                message: "the agent failed without saying why".into(),
+            });
+            let kind = match e.kind.as_str() {
+                "transient" => ErrorKind::Transient,
+                "bad-input" => ErrorKind::BadInput,
+                "server" => ErrorKind::ServerMisbehaved,
+                _ => ErrorKind::Local,
+            };
+            // The code comes from the agent's own list (docs/JSON.md); this process ends right
+            // after reporting it, so leaking its few bytes costs nothing.
+            let code: &'static str = Box::leak(e.code.into_boxed_str());
+            return Err(CliError::new(code, kind, format!("agent: {}", e.message)).into());
+        }
+    }
+
+    /// The next event pushed by the agent (after a `subscribe`).
+    async fn event(&mut self) -> Result<Value> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(e);
+        }
+        loop {
+            let v = self.line().await?;
+            if v.get("event").is_some() {
+                return Ok(v);
+            }
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The bytes of `NAME_base64` in a result.
+fn bytes_of(v: &Value, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+    use base64::Engine;
+    let b = v
+        .get(format!("{name}_base64"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow::anyhow!("the agent's result has no {name}"))?;
+    Ok(Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .context("the agent's base64")?,
+    ))
+}
+
+/// `rdv offer --agent`.
+pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
+    refuse_transport(&a.transport)?;
+    if a.server.is_empty() {
+        bail!("give the server with --server HOST:PORT");
+    }
+    if a.state.is_some() {
+        bail!("--state has no use with --agent: the agent keeps the offer's state itself (collect the answer with rdv collect --agent --offer ID)");
+    }
+    if a.expect_answer {
+        crate::answer::warn_costs(&a.look);
+    }
+    let payload = Zeroizing::new(crate::offer::read_payload(&a)?);
+    let given = a.passphrase.take().map(Zeroizing::new);
+    let passphrase = crate::offer::choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
+    let mut agent = Agent::connect(&path).await?;
+    if a.wait.is_some() {
+        agent.call(&Request::Subscribe {}).await?;
+    }
+    let mut put = serde_json::Map::new();
+    api::put_bytes(&mut put, "payload", &payload);
+    let request = Request::Offer {
+        servers: a.server.clone(),
+        payload: None,
+        payload_base64: put
+            .get("payload_base64")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        passphrase: Some(passphrase.expose().to_string()),
+        kdf: Some(a.kdf.clone()),
+        two_channel: a.two_channel,
+        expect_answer: a.expect_answer,
+        hold: a.hold,
+    };
+    if a.hold {
+        note!("holding the link until its bucket has closed (the agent holds it)");
+    }
+    let r = agent.call(&request).await?;
+    drop(request);
+    let link = Zeroizing::new(str_of(&r, "link").to_owned());
+    let offer_id = r.get("offer").and_then(Value::as_str).map(str::to_owned);
+    if let Some(k) = r.get("links_verified") {
+        crate::accept::say_verified(k.as_u64().map(|k| k as usize));
+    }
+    if let Some(png) = &a.qr_png {
+        crate::qr::write_png(&link, png).context("--qr-png")?;
+    }
+    if crate::out::json() {
+        let mut f = r.as_object().cloned().unwrap_or_default();
+        f.insert("event".into(), "stored".into());
+        crate::out::emit("offer", f);
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "link: {}", link.as_str())?;
+        if a.qr {
+            writeln!(out, "{}", crate::qr::terminal(&link, a.qr_invert)?)?;
+        }
+        if a.two_channel {
+            writeln!(out, "passphrase: {}", str_of(&r, "passphrase"))?;
+        }
+        writeln!(out, "delete-token: {}", str_of(&r, "delete_token"))?;
+        if let Some(id) = &offer_id {
+            writeln!(out, "offer: {id}")?;
+        }
+        out.flush()?;
+        if let Some(id) = &offer_id {
+            note!("the agent looks for the answer; take it with: rdv collect --agent --offer {id}");
+        }
+    }
+    let (Some(id), Some(wait)) = (offer_id, a.wait) else {
+        return Ok(());
+    };
+    let answer = wait_for(&mut agent, &id, wait).await?;
+    if crate::out::json() {
+        let mut f = fields! { "event" => "answer", "offer" => id };
+        crate::out::bytes_fields(&mut f, "answer", &answer);
+        crate::out::emit("offer", f);
+    } else {
+        let (shown, _) = crate::term::escape_for_terminal(&answer);
+        writeln!(std::io::stdout().lock(), "answer: {shown}")?;
+    }
+    Ok(())
+}
+
+/// Take the answer to offer `id` from the agent, waiting up to `wait` for it to come (the agent
+/// must have been subscribed to on this connection).
+async fn wait_for(
+    agent: &mut Agent,
+    id: &str,
+    wait: std::time::Duration,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        match agent
+            .call(&Request::Collect {
+                offer: id.to_owned(),
+            })
+            .await
+        {
+            Ok(r) => return bytes_of(&r, "answer"),
+            Err(e) if crate::error::code(&e).0 == "no_answer_yet" => {}
+            Err(e) => return Err(e),
+        }
+        // Until an event says the answer came (or the offer expired), or the wait ends.
+        let outcome = tokio::time::timeout_at(until, async {
+            loop {
+                let e = agent.event().await?;
+                if str_of(&e, "offer") == id {
+                    return Ok::<_, anyhow::Error>(str_of(&e, "event").to_owned());
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(name)) if name == api::event::ANSWERED => {}
+            Ok(Ok(name)) if name == api::event::EXPIRED => {
+                return Err(CliError::new(
+                    "no_answer_yet",
+                    ErrorKind::Transient,
+                    "the link expired without an answer; the agent forgot the offer",
+                )
+                .into())
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(CliError::new(
+                    "no_answer_yet",
+                    ErrorKind::Transient,
+                    format!(
+                        "no answer yet; the agent keeps looking (rdv collect --agent --offer {id})"
+                    ),
+                )
+                .into())
+            }
+        }
+    }
+}
+
+/// `rdv accept --agent`.
+pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
+    refuse_transport(&a.transport)?;
+    let link = crate::accept::read_link(a.link.take())?;
+    let answer = crate::answer::read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
+    let passphrase = match (&link.passphrase, a.passphrase.take()) {
+        (_, Some(p)) => Some(Zeroizing::new(p)),
+        (Some(_), None) => None,
+        (None, None) => crate::term::read_passphrase_interactive()?
+            .map(|p| Zeroizing::new(p.expose().to_string())),
+    };
+    let mut put = serde_json::Map::new();
+    if let Some(a) = &answer {
+        api::put_bytes(&mut put, "answer", a);
+    }
+    let request = Request::Accept {
+        link: link.to_uri().to_string(),
+        passphrase: passphrase.as_ref().map(|p| p.to_string()),
+        answer: None,
+        answer_base64: put
+            .get("answer_base64")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    let mut agent = Agent::connect(&path).await?;
+    let r = agent.call(&request).await?;
+    drop(request);
+    let payload = bytes_of(&r, "payload")?;
+    note!(
+        "opened link {} of {} in the bucket",
+        r.get("index").and_then(Value::as_u64).unwrap_or(0) + 1,
+        r.get("tried").and_then(Value::as_u64).unwrap_or(0)
+    );
+    crate::accept::say_verified(
+        r.get("links_verified")
+            .and_then(Value::as_u64)
+            .map(|k| k as usize),
+    );
+    if crate::out::json() {
+        crate::out::emit("accept", r.as_object().cloned().unwrap_or_default());
+        return Ok(());
+    }
+    crate::accept::show_payload(&payload)?;
+    if r.get("answered") == Some(&Value::Bool(true)) {
+        note!("answered: the initiator can now collect the answer");
+    } else if r.get("answer_expected") == Some(&Value::Bool(true)) {
+        note!("note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)");
+    }
+    Ok(())
+}
+
+/// `rdv collect --agent --offer ID`.
+pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
+    refuse_transport(&a.transport)?;
+    let Some(id) = a.offer.clone() else {
+        bail!("with --agent, name the offer with --offer ID (rdv offer --agent printed it)");
+    };
+    let mut agent = Agent::connect(&path).await?;
+    let answer = match a.wait {
+        Some(wait) => {
+            agent.call(&Request::Subscribe {}).await?;
+            wait_for(&mut agent, &id, wait).await?
+        }
+        None => bytes_of(
+            &agent.call(&Request::Collect { offer: id }).await?,
+            "answer",
+        )?,
+    };
+    if crate::out::json() {
+        let mut f = fields! { "event" => "answer", "link_kept" => true };
+        crate::out::bytes_fields(&mut f, "answer", &answer);
+        crate::out::emit("collect", f);
+        return Ok(());
+    }
+    crate::answer::print_answer(&answer)
+}
+
+/// `rdv delete --agent [--later]`.
+pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
+    refuse_transport(&a.transport)?;
+    let link = crate::accept::read_link(a.link.take())?;
+    let token = crate::accept::read_token(&mut a)?;
+    let request = Request::Delete {
+        link: link.to_uri().to_string(),
+        token: token.to_text().to_string(),
+        later: a.later.is_some(),
+        within_secs: a.later.map(|d| d.as_secs()),
+    };
+    let mut agent = Agent::connect(&path).await?;
+    let r = agent.call(&request).await?;
+    drop(request);
+    if crate::out::json() {
+        crate::out::emit("delete", r.as_object().cloned().unwrap_or_default());
+    } else if let Some(at) = r.get("at").and_then(Value::as_u64) {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+        println!(
+            "delete scheduled for {} (the agent carries it out, even across restarts)",
+            humantime::format_rfc3339_seconds(when)
+        );
+    } else {
+        println!("deleted");
+    }
+    Ok(())
+}

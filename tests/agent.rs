@@ -1,0 +1,496 @@
+//! `rdv agent` as a user runs it, over loopback (`--direct`): the command line through the
+//! agent (offer, accept with an answer, collect), an offer's answer collected after the agent
+//! was killed mid-wait and started again, later deletes, cover traffic the server can see, and
+//! the API against bad input and other users.
+
+mod common;
+
+use common::{metric, run_rdv, ServerProcess};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `rdv agent --direct`, ended (SIGKILL) when dropped.
+struct AgentProcess {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl AgentProcess {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let socket = dir.join("run").join("agent.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .arg("agent")
+            .arg("--direct")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rdv agent");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        assert!(
+            line.starts_with("agent listening on "),
+            "the agent did not start: {line:?}"
+        );
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        AgentProcess { child, socket }
+    }
+
+    fn socket(&self) -> &str {
+        self.socket.to_str().expect("UTF-8 path")
+    }
+
+    /// One API connection.
+    fn api(&self) -> Api {
+        let s = UnixStream::connect(&self.socket).expect("connect to the agent");
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        Api {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Api {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Api {
+    fn send(&mut self, line: &str) {
+        self.w.write_all(line.as_bytes()).unwrap();
+        self.w.write_all(b"\n").unwrap();
+    }
+
+    fn line(&mut self) -> Value {
+        let mut l = String::new();
+        self.r.read_line(&mut l).expect("a line from the agent");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l:?}"))
+    }
+
+    /// Send a request and read lines until its reply.
+    fn call(&mut self, id: u64, body: Value) -> Value {
+        let mut v = body;
+        v["id"] = id.into();
+        self.send(&v.to_string());
+        loop {
+            let r = self.line();
+            if r["id"] == id {
+                return r;
+            }
+        }
+    }
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "rdv failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name}: line in {text:?}"))
+}
+
+fn server(dir: &Path, metrics: Option<SocketAddr>) -> ServerProcess {
+    let m = metrics.map(|m| m.to_string());
+    let mut extra = vec!["--open-window", "3s", "--stamp-effort", "4"];
+    if let Some(m) = &m {
+        extra.extend(["--metrics", m.as_str()]);
+    }
+    ServerProcess::start(dir, &extra)
+}
+
+#[test]
+fn the_command_line_through_the_agent_offers_accepts_and_collects() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let via = ["--agent", agent.socket()];
+    let offered = ok(&run_rdv(
+        &[
+            &["offer", "--server", &addr, "--expect-answer"][..],
+            &via,
+            &["--payload", "smp://initiator", "--kdf", "test"],
+        ]
+        .concat(),
+        None,
+        &[],
+    ));
+    let link = field(&offered, "link").to_owned();
+    let offer = field(&offered, "offer").to_owned();
+    field(&offered, "delete-token");
+    // Before the answer: the agent says so, and keeps looking.
+    let early = run_rdv(
+        &[&["--json", "collect", "--offer", &offer][..], &via].concat(),
+        None,
+        &[],
+    );
+    assert!(!early.status.success());
+    let e: Value = serde_json::from_slice(&early.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_answer_yet", "{e}");
+    // The accepter, through the same agent (as a user with one agent would).
+    let accepted = ok(&run_rdv(
+        &[
+            &["accept"][..],
+            &via,
+            &["--answer", "smp://accepter", &link],
+        ]
+        .concat(),
+        None,
+        &[],
+    ));
+    assert_eq!(accepted.trim(), "smp://initiator");
+    // The agent finds the answer on its own schedule; collect waits for it.
+    let answer = ok(&run_rdv(
+        &[&["collect", "--offer", &offer, "--wait", "2m"][..], &via].concat(),
+        None,
+        &[],
+    ));
+    assert_eq!(answer.trim(), "smp://accepter");
+    // Collected once: the agent forgot it.
+    let again = run_rdv(
+        &[&["--json", "collect", "--offer", &offer][..], &via].concat(),
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_such_offer", "{e}");
+    // Transport flags are the agent's: refused here rather than ignored.
+    let refused = run_rdv(
+        &[
+            &["--json", "accept", "--socks", "127.0.0.1:9"][..],
+            &via,
+            &[&link],
+        ]
+        .concat(),
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "invalid_input", "{e}");
+    // No agent there: a clear, transient error.
+    let gone = run_rdv(
+        &[
+            "--json",
+            "accept",
+            "--agent",
+            dir.path().join("nothing.sock").to_str().unwrap(),
+            &link,
+        ],
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "agent_unreachable", "{e}");
+    assert_eq!(e["error"]["kind"], "transient", "{e}");
+}
+
+#[test]
+fn an_answer_is_collected_after_the_agent_was_killed_mid_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let offered = ok(&run_rdv(
+        &[
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+            "--expect-answer",
+            "--payload",
+            "smp://initiator",
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    ));
+    let offer = field(&offered, "offer").to_owned();
+    // The agent dies without warning while it waits for the answer ...
+    agent.kill();
+    // ... the accepter answers meanwhile (without an agent) ...
+    let link = field(&offered, "link").to_owned();
+    let accepted = ok(&run_rdv(
+        &["accept", "--direct", &link, "--answer", "smp://accepter"],
+        None,
+        &[],
+    ));
+    assert_eq!(accepted.trim(), "smp://initiator");
+    // ... and the agent started again picks the offer up from its state and finds the answer.
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut api = agent.api();
+    let status = api.call(1, serde_json::json!({"op": "status"}));
+    assert_eq!(status["ok"], true, "{status}");
+    let pending = status["result"]["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{status}");
+    assert_eq!(pending[0]["offer"], offer);
+    let answer = ok(&run_rdv(
+        &[
+            "collect",
+            "--agent",
+            agent.socket(),
+            "--offer",
+            &offer,
+            "--wait",
+            "2m",
+        ],
+        None,
+        &[],
+    ));
+    assert_eq!(answer.trim(), "smp://accepter");
+    // Collected: its secrets are gone from the state directory.
+    let left = std::fs::read_dir(dir.path().join("state").join("offers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_later_delete_happens_by_itself_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let offered = ok(&run_rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "to be deleted",
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    ));
+    let link = field(&offered, "link").to_owned();
+    let token = field(&offered, "delete-token").to_owned();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let scheduled = ok(&run_rdv(
+        &["delete", "--agent", agent.socket(), "--later", "20s", &link],
+        None,
+        &[("RDV_DELETE_TOKEN", token.as_str())],
+    ));
+    assert!(
+        scheduled.starts_with("delete scheduled for "),
+        "{scheduled}"
+    );
+    // Kept on disk, without the agent: killed now, started again, it still deletes.
+    agent.kill();
+    let kept = std::fs::read_dir(dir.path().join("state").join("deletes"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1);
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        assert!(Instant::now() < deadline, "no delete within 60 s");
+        let l = api.line();
+        if l["event"] == "deleted" {
+            break l;
+        }
+    };
+    assert_eq!(event["deleted"], true, "{event}");
+    let gone = run_rdv(&["--json", "accept", "--direct", &link], None, &[]);
+    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_match", "{e}");
+}
+
+#[test]
+fn cover_traffic_reaches_the_server_like_real_looks_and_fetches() {
+    let dir = tempfile::tempdir().unwrap();
+    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let srv = server(&dir.path().join("data"), Some(m));
+    let addr = srv.addr.to_string();
+    // 1800 an hour of each: one every two seconds, on average; decoy mailboxes looked into
+    // every second.
+    let agent = AgentProcess::start(
+        dir.path(),
+        &[
+            "--cover-mailboxes",
+            "1800",
+            "--cover-fetches",
+            "1800",
+            "--poll-every",
+            "1s",
+        ],
+    );
+    // Cover goes to servers the agent knows: one offer teaches it this one.
+    ok(&run_rdv(
+        &[
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let looks = metric(m, "rdv_answers_total{outcome=\"fetch_empty\"}");
+        let fetches = metric(m, "rdv_fetches_total{outcome=\"found\"}");
+        if looks >= 3.0 && fetches >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cover in 120 s: {looks} looks, {fetches} fetches"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_api_refuses_bad_input_and_keeps_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&agent.socket), 0o600);
+    assert_eq!(mode(agent.socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    let mut api = agent.api();
+    // Every bad line gets its error, with the caller's id where there is one; the connection
+    // stays usable.
+    api.send("not json");
+    let r = api.line();
+    assert_eq!(
+        (r["ok"].clone(), r["id"].clone()),
+        (false.into(), Value::Null)
+    );
+    assert_eq!(r["error"]["code"], "invalid_input");
+    for (id, body) in [
+        (2, serde_json::json!({"op": "launch"})),
+        (3, serde_json::json!({"op": "status", "extra": 1})),
+        (4, serde_json::json!({"op": "offer", "servers": []})),
+        (
+            5,
+            serde_json::json!({"op": "offer", "servers": ["x:1"], "payload": "p", "payload_base64": "cA=="}),
+        ),
+        (
+            6,
+            serde_json::json!({"op": "accept", "link": "rdv1:nonsense"}),
+        ),
+        (
+            7,
+            serde_json::json!({"op": "collect", "offer": "../../etc/passwd"}),
+        ),
+        (
+            8,
+            serde_json::json!({"op": "delete", "link": "rdv1:x", "token": "y"}),
+        ),
+    ] {
+        let r = api.call(id, body);
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"]["kind"], "bad-input", "{r}");
+    }
+    let r = api.call(9, serde_json::json!({"op": "status"}));
+    assert_eq!(r["result"]["transport"], "direct", "{r}");
+    // A line over the limit ends the connection after its error; the agent serves on.
+    let mut big = String::from("{\"op\":\"status\",\"pad\":\"");
+    big.push_str(&"x".repeat(rdv::agent::api::MAX_LINE + 1));
+    big.push_str("\"}");
+    api.send(&big);
+    let r = api.line();
+    assert_eq!(r["error"]["code"], "invalid_input", "{r}");
+    let mut rest = String::new();
+    let _ = api.r.read_to_string(&mut rest);
+    assert_eq!(
+        agent.api().call(10, serde_json::json!({"op": "status"}))["ok"],
+        true
+    );
+    // A second agent on the same socket is refused; the first one serves on.
+    let second = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--socket", agent.socket()])
+        .arg("--state-dir")
+        .arg(dir.path().join("state2"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another agent answers"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        agent.api().call(11, serde_json::json!({"op": "status"}))["ok"],
+        true
+    );
+    // A state directory others can read is refused, not changed.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check", "--state-dir"])
+        .arg(&open)
+        .arg("--socket")
+        .arg(dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(mode(&open), 0o755);
+    // --check on a good setup says so and exits 0.
+    let checked = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check", "--state-dir"])
+        .arg(dir.path().join("state3"))
+        .arg("--socket")
+        .arg(dir.path().join("check.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).starts_with("ok: direct ready"));
+}
