@@ -494,3 +494,56 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
     );
     assert!(String::from_utf8_lossy(&checked.stdout).starts_with("ok: direct ready"));
 }
+
+#[test]
+fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let offered = run_rdv(
+        &[
+            "--json",
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--delete-after-close",
+            "2s",
+        ],
+        None,
+        &[],
+    );
+    let o: Value = serde_json::from_slice(&offered.stdout).unwrap();
+    assert_eq!(o["ok"], true, "{o}");
+    let closes = o["bucket_closes_at"].as_u64().unwrap();
+    let at = o["delete_at"].as_u64().unwrap();
+    // Server and agent share this machine's clock: the delete is set for the close plus 2 s.
+    assert!((closes + 1..=closes + 3).contains(&at), "{o}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        assert!(Instant::now() < deadline, "no delete within 60 s");
+        let l = api.line();
+        if l["event"] == "deleted" {
+            break l;
+        }
+    };
+    assert_eq!(event["deleted"], true, "{event}");
+    assert_eq!(event["delete"], o["delete"]);
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    assert!(now >= at, "deleted at {now}, before its time {at}");
+    let link = o["link"].as_str().unwrap();
+    let gone = run_rdv(&["--json", "accept", "--direct", link], None, &[]);
+    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_match", "{e}");
+}

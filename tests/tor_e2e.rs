@@ -40,6 +40,24 @@ struct Offered {
 }
 
 /// Offer over Tor, retrying while the onion service's descriptor is not yet reachable.
+/// The v3 onion address of ed25519 public key `pk`: base32 of `pk || checksum || 03`, the
+/// checksum the first two bytes of SHA3-256(".onion checksum" || pk || 03).
+fn onion_of(pk: [u8; 32]) -> String {
+    use sha3::{Digest, Sha3_256};
+    let mut h = Sha3_256::new();
+    h.update(b".onion checksum");
+    h.update(pk);
+    h.update([3u8]);
+    let sum = h.finalize();
+    let mut raw = pk.to_vec();
+    raw.extend_from_slice(&sum[..2]);
+    raw.push(3);
+    format!(
+        "{}.onion",
+        data_encoding::BASE32_NOPAD.encode(&raw).to_lowercase()
+    )
+}
+
 fn offer(onion: &str, payload: &str, arti: &Path, tor_dir: &Path, patience: Duration) -> Offered {
     let deadline = Instant::now() + patience;
     loop {
@@ -421,6 +439,43 @@ fn offer_and_accept_over_a_private_tor_network() {
         "bad checksum:\n{bad_err}"
     );
 
+    // A valid address of a service that does not exist (the key is ed25519's base point, which
+    // nobody publishes a service for): no directory has a descriptor, and the client says so
+    // after 20 s rather than retrying for its whole budget (4 min here). The bounds below are
+    // far from both ends: a single attempt can still hang for its own 30 s (right after a
+    // stop, an introduction point may accept an introduction it can no longer pass on).
+    let patient = |target: &str| {
+        rdv(&[
+            "info",
+            target,
+            "--tor-config",
+            arti.to_str().unwrap(),
+            "--tor-dir",
+            t("prober").to_str().unwrap(),
+            "--connect-timeout",
+            "4m",
+        ])
+    };
+    let well_before_the_budget = Duration::from_secs(150);
+    let mut base = [0x66u8; 32];
+    base[0] = 0x58;
+    let nobody = format!("{}:7625", onion_of(base));
+    let t_nobody = Instant::now();
+    let missing = patient(&nobody);
+    let missing_err = String::from_utf8_lossy(&missing.stderr).to_string();
+    assert!(!missing.status.success());
+    assert!(
+        missing_err.contains("failed at: onion service descriptor")
+            && missing_err.contains("no directory has a descriptor"),
+        "a service that does not exist:
+{missing_err}"
+    );
+    assert!(
+        t_nobody.elapsed() < well_before_the_budget,
+        "a missing descriptor fails after its grace, not after the budget: {:?}",
+        t_nobody.elapsed()
+    );
+
     // (d) more streams on one circuit than allowed: that circuit is closed, others are served.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tor = lib_tor(&rt, &arti, &t("lib-client"));
@@ -428,6 +483,22 @@ fn offer_and_accept_over_a_private_tor_network() {
 
     // (c) restart on the same data dir: same onion address, earlier link still there.
     serve.stop();
+    // In between, the service is gone but its descriptor is not: every introduction point
+    // answers that it does not know the service, and the client says so in seconds.
+    let t_gone = Instant::now();
+    let gone = patient(&onion);
+    let gone_err = String::from_utf8_lossy(&gone.stderr).to_string();
+    assert!(!gone.status.success());
+    assert!(
+        gone_err.contains("failed at: onion service introduction")
+            && gone_err.contains("introduction points do not know it"),
+        "a service that stopped:\n{gone_err}"
+    );
+    assert!(
+        t_gone.elapsed() < well_before_the_budget,
+        "a stopped service fails well before the budget: {:?}\n{gone_err}",
+        t_gone.elapsed()
+    );
     let t4 = Instant::now();
     let serve = Serve::start(
         &["--tor-config", arti.to_str().unwrap()],
@@ -559,6 +630,20 @@ fn offer_and_accept_over_a_private_tor_network() {
         payload2,
         &arti,
         &t("accepter-ctor"),
+    );
+    // A port C tor does not serve: refused (END, reason DONE) and not retried.
+    let t_port = Instant::now();
+    let ctor_81 = patient(&format!("{host}:81"));
+    let ctor_81_err = String::from_utf8_lossy(&ctor_81.stderr).to_string();
+    assert!(!ctor_81.status.success());
+    assert!(
+        ctor_81_err.contains("failed at: stream"),
+        "C tor, port 81:\n{ctor_81_err}"
+    );
+    assert!(
+        t_port.elapsed() < Duration::from_secs(30),
+        "a port C tor refuses is not retried (118 s before): {:?}",
+        t_port.elapsed()
     );
     serve.stop();
 

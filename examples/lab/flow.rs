@@ -58,7 +58,7 @@ pub enum Delete {
 
 impl Policy {
     /// What the attacker knows of it.
-    fn model(&self, mean_accept_delay: f64) -> FlowModel {
+    fn model(&self, mean_accept_delay: f64, decoy_weight: f64) -> FlowModel {
         // "At once" still takes a moment: the attacker's model of it is a mean of a second.
         let at_once = |mean: f64| mean.max(1.0);
         FlowModel {
@@ -78,6 +78,7 @@ impl Policy {
                 Delete::AfterClose { all: true, .. } => DeleteModel::Never,
                 Delete::AfterClose { after, all: false } => DeleteModel::AfterClose(after),
             },
+            decoy_weight,
         }
     }
 }
@@ -97,6 +98,17 @@ pub struct FlowRun {
     pub answered_share: f64,
     pub policy: Policy,
     pub seed: u64,
+    /// Cover traffic on the whole server: decoy mailboxes started per hour (each looked into
+    /// like a real one for an exponential time of mean 10 min) and decoy fetches per hour, as
+    /// `rdv agent --cover-mailboxes/--cover-fetches` sends them.
+    pub cover: Cover,
+}
+
+/// Cover traffic (rates per hour, for the whole server).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cover {
+    pub mailboxes_per_hour: f64,
+    pub fetches_per_hour: f64,
 }
 
 /// A run's results.
@@ -108,6 +120,8 @@ pub struct FlowOutcome {
     pub looks_per_answer: f64,
     /// Mean time from the accepter's answer to the look that found it, seconds.
     pub answer_latency: f64,
+    /// Cover requests the server saw per hour (decoy looks and decoy fetches).
+    pub cover_per_hour: f64,
     /// From the server's own metrics: deletes within 60 s of their bucket's latest fetch, and
     /// deletes in all.
     pub server_deletes_within_60s: f64,
@@ -121,6 +135,11 @@ enum Event {
     Put(usize),
     Look(usize),
     Delete(usize),
+    /// A decoy mailbox starts (its index among decoys).
+    DecoyStart(usize),
+    /// A look into decoy mailbox `i`.
+    DecoyLook(usize),
+    DecoyFetch,
 }
 
 struct Link {
@@ -198,6 +217,33 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
         push(&mut queue, t, Event::Offer(n));
         n += 1;
     }
+    // Cover, from the first offer's time until nearly every accept has come.
+    let cover_end = (r.duration + r.window) as f64 + 3.0 * r.mean_accept_delay;
+    for (rate, ev) in [
+        (r.cover.mailboxes_per_hour, Event::DecoyStart(0)),
+        (r.cover.fetches_per_hour, Event::DecoyFetch),
+    ] {
+        if rate <= 0.0 {
+            continue;
+        }
+        let mut t = 0.0;
+        let mut k = 0;
+        loop {
+            t += draw(&mut rng, 3600.0 / rate);
+            if t >= cover_end {
+                break;
+            }
+            let ev = match ev {
+                Event::DecoyStart(_) => Event::DecoyStart(k),
+                e => e,
+            };
+            push(&mut queue, t, ev);
+            k += 1;
+        }
+    }
+    // Per decoy mailbox: its label and when its looks stop.
+    let mut decoys: HashMap<usize, (usize, f64)> = HashMap::new();
+    let mut cover_requests = 0usize;
 
     let mut view = FlowView::default();
     let mut links: Vec<Link> = Vec::with_capacity(n);
@@ -356,6 +402,57 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
                     }
                 }
             }
+            Event::DecoyStart(k) => {
+                let label = view.mailboxes;
+                view.mailboxes += 1;
+                let until = now as f64
+                    + draw(
+                        &mut rng,
+                        rdv::agent::schedule::DECOY_MAILBOX_MEAN.as_secs_f64(),
+                    );
+                decoys.insert(k, (label, until));
+                push(&mut queue, now as f64, Event::DecoyLook(k));
+            }
+            Event::DecoyLook(k) => {
+                let (label, until) = decoys[&k];
+                let mut mailbox = [0u8; 32];
+                rng.fill(&mut mailbox[..]);
+                mailbox[..8].copy_from_slice(&(k as u64).to_be_bytes());
+                client
+                    .decoy_look(&addr, rdv::proto::MailboxAddr(mailbox))
+                    .await
+                    .with_context(|| format!("decoy look {k}"))?;
+                cover_requests += 1;
+                view.looks.push(MailboxRequest {
+                    at: at_now(now),
+                    mailbox: label,
+                });
+                let next = now as f64 + draw(&mut rng, p.look_mean);
+                if next < until {
+                    push(&mut queue, next, Event::DecoyLook(k));
+                }
+            }
+            Event::DecoyFetch => {
+                // A bucket with links in it, as an agent knows the buckets it stored into.
+                if view.links.is_empty() {
+                    continue;
+                }
+                let b = view.links[rng.gen_range(0..view.links.len())].bucket;
+                let id = *buckets
+                    .iter()
+                    .find(|(_, v)| **v == b)
+                    .map(|(id, _)| id)
+                    .context("a known bucket")?;
+                client
+                    .decoy_fetch(&addr, id.locator())
+                    .await
+                    .context("decoy fetch")?;
+                cover_requests += 1;
+                view.fetches.push(Fetch {
+                    at: at_now(now),
+                    bucket: b,
+                });
+            }
             Event::Delete(i) => {
                 let offer = &links[i].offer;
                 client
@@ -369,7 +466,10 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
     let text = server.metrics_text();
     server.shutdown();
 
-    let model = p.model(r.mean_accept_delay);
+    // The attacker knows the cover's rate: a decoy mailbox explains a look as well as a link
+    // does, weighed by how many decoys there are per link that expects an answer.
+    let decoy_weight = r.cover.mailboxes_per_hour / 3600.0 / r.answered_share.max(1e-9);
+    let model = p.model(r.mean_accept_delay, decoy_weight);
     let prep = flow_attack::prepare(&view, &model);
     let mut outcome = FlowOutcome {
         server_deletes_within_60s: sample(
@@ -377,6 +477,7 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
             "rdv_delete_after_fetch_seconds_bucket{le=\"60.0\"}",
         ),
         server_deletes: sample(&text, "rdv_delete_after_fetch_seconds_count"),
+        cover_per_hour: cover_requests as f64 * 3600.0 / cover_end,
         ..Default::default()
     };
     let answered: Vec<&Link> = links.iter().filter(|l| l.pending.is_some()).collect();

@@ -68,6 +68,11 @@ pub struct FlowModel {
     pub put_mean: f64,
     /// When initiators that expect an answer delete their link.
     pub delete: DeleteModel,
+    /// Cover traffic: how much more likely a looked-into mailbox is a decoy than any one link's
+    /// (decoy mailboxes started per second, over the share of links that expect an answer; 0
+    /// without cover). Decoys start at uniformly random moments, so their weight does not
+    /// depend on the time of the first look.
+    pub decoy_weight: f64,
 }
 
 /// When initiators that expect an answer delete their link.
@@ -154,7 +159,8 @@ pub fn prepare(view: &FlowView, model: &FlowModel) -> Prepared {
                 }
             })
             .collect();
-        let total: f64 = weights.iter().sum();
+        // A decoy (cover traffic) is the other explanation of a mailbox.
+        let total: f64 = weights.iter().sum::<f64>() + model.decoy_weight;
         let list: Vec<(usize, f64)> = weights
             .iter()
             .enumerate()
@@ -302,6 +308,7 @@ mod tests {
             first_look_mean: if looks_from_close { 30.0 } else { 1.0 },
             put_mean: 1.0,
             delete,
+            decoy_weight: 0.0,
         }
     }
 

@@ -5,18 +5,19 @@
 //! cargo run --release --example lab                 # the full set (about ten minutes)
 //! cargo run --release --example lab -- --quick      # fewer, shorter runs
 //! cargo run --release --example lab -- --out docs/lab
-//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, adversary)
+//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, cover, stamps, adversary)
 //! ```
 //!
 //! Prints Markdown tables and writes SVG plots (`k_vs_rate.svg`, `degree_vs_delay.svg`,
 //! `answer_flow.svg`) into `--out` (default `target/lab`). docs/ANONYMITY.md explains the model,
 //! the attack and the figures. Each run drives an in-process server over the redb store through
-//! the library client (`sim.rs`; the answer flow in `flow.rs`); the attack sees only the server's
+//! the library client (`sim.rs`; the answer flow in `flow.rs`, with cover traffic, `cover.rs`); the attack sees only the server's
 //! request stream (`attack.rs`; `flow_attack.rs` for the answer flow); the server's own metrics
 //! are read back and must agree with the lab's count.
 
 mod adversary;
 mod attack;
+mod cover;
 mod flow;
 mod flow_attack;
 mod plot;
@@ -271,7 +272,8 @@ struct FlowRow {
     deletes: f64,
 }
 
-async fn measure_flow(run: flow::FlowRun) -> Result<FlowRow> {
+/// One run of the answer flow: its row, and the cover requests per hour the server saw.
+async fn measure_flow(run: flow::FlowRun) -> Result<(FlowRow, f64)> {
     let o = flow::run(&run).await?;
     let class = |answered: bool| {
         let v: Vec<_> = o.accepts.iter().filter(|(_, a)| *a == answered).collect();
@@ -280,14 +282,15 @@ async fn measure_flow(run: flow::FlowRun) -> Result<FlowRow> {
             mean(v.iter().map(|(l, _)| l.top_guess)),
         )
     };
-    Ok(FlowRow {
+    let row = FlowRow {
         answered: class(true),
         unanswered: class(false),
         looks: o.looks_per_answer,
         latency: o.answer_latency,
         deletes_60s: o.server_deletes_within_60s,
         deletes: o.server_deletes,
-    })
+    };
+    Ok((row, o.cover_per_hour))
 }
 
 /// Section 3: the answer flow at the reference traffic, and against the accept delay.
@@ -300,12 +303,13 @@ async fn answer_flow(out: &str, duration: u64, quick: bool) -> Result<()> {
         answered_share: 0.5,
         policy,
         seed,
+        cover: flow::Cover::default(),
     };
     println!("\n## The answer flow (6 offers/min, window 10 min, accept delay mean 10 min; half the offers expect an answer)\n");
     println!("| client policy | answered: effective set 2^H | answered: top guess right | never answered: effective set | never answered: top guess right | answered / never answered (set) | top guess, answered / never | looks per answer | answer found after (mean) | server: deletes within 60 s of a fetch / all deletes |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, policy) in flow_policies().into_iter().enumerate() {
-        let r = measure_flow(reference(policy, 600.0, 3000 + i as u64)).await?;
+        let (r, _) = measure_flow(reference(policy, 600.0, 3000 + i as u64)).await?;
         println!(
             "| {} | {:.1} | {:.0} % | {:.1} | {:.0} % | {:.2} | {:.1}× | {:.1} | {:.0} s | {} / {} |",
             policy.label,
@@ -339,7 +343,7 @@ async fn answer_flow(out: &str, duration: u64, quick: bool) -> Result<()> {
     {
         let (mut answered, mut unanswered) = (Vec::new(), Vec::new());
         for (i, &delay) in delays.iter().enumerate() {
-            let r = measure_flow(reference(policy, delay, 4000 + i as u64)).await?;
+            let (r, _) = measure_flow(reference(policy, delay, 4000 + i as u64)).await?;
             answered.push((delay / 60.0, r.answered.0));
             unanswered.push((delay / 60.0, r.unanswered.0));
         }
@@ -368,7 +372,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "target/lab".into());
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: lab [--quick] [--out DIR] [--only SECTION,...]");
-        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
+        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), cover (what the agent's cover traffic buys), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
         return Ok(());
     }
     let only: Option<Vec<String>> = args
@@ -518,6 +522,9 @@ async fn main() -> Result<()> {
     // 3. The answer flow: answered links next to never-answered ones, per client policy.
     if wants("flow") {
         answer_flow(&out, duration, quick).await?;
+    }
+    if wants("cover") {
+        cover::section(duration, quick).await?;
     }
 
     // 4. Stamps: what the accepter is shown against what the bucket holds.

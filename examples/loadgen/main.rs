@@ -73,6 +73,9 @@ pub(crate) enum Cmd {
     Tor(TorArgs),
     /// PostgreSQL against redb; one against three frontends on one database; failover.
     Cluster(ClusterArgs),
+    /// Over the private Tor network: offer and accept through `rdv agent` against a fresh
+    /// `rdv` process and against `--socks` (a running C tor), same run; then many at once.
+    Agent(AgentArgs),
     /// (Internal) the library's server with settable GC batch and accept backlog, for
     /// `gc --lib-gc-batches` and `load --lib-backlog`.
     #[command(hide = true)]
@@ -165,8 +168,26 @@ pub(crate) struct TorArgs {
     /// Seconds of offers at each concurrency level.
     #[arg(long, default_value_t = 20)]
     pub(crate) offer_secs: u64,
+    /// The arti services' rendezvous bounds (`rdv serve --max-rendezvous`): one service each.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub(crate) arti_max_rendezvous: Vec<usize>,
     /// First port of the private network (it uses this and the next 300).
     #[arg(long, default_value_t = 17000)]
+    pub(crate) base_port: u16,
+}
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Rounds of one offer and one accept per way of running the client.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rounds: usize,
+    /// Operations at once through one agent (and, for comparison, through `--socks`).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) at_once: usize,
+    /// First port of the private network (it uses this and the next 300).
+    #[arg(long, default_value_t = 18000)]
     pub(crate) base_port: u16,
 }
 
@@ -239,6 +260,7 @@ fn main() -> Result<()> {
             Cmd::Gc(a) => scenario::gc::run(a).await,
             Cmd::Tor(a) => scenario::tor::run(a).await,
             Cmd::Cluster(a) => scenario::cluster::run(a).await,
+            Cmd::Agent(a) => scenario::agent::run(a).await,
             Cmd::LibServe(a) => lib_serve::run(a).await,
         }
     })

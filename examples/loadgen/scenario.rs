@@ -1,5 +1,6 @@
 //! One subcommand each.
 
+pub(crate) mod agent;
 pub(crate) mod cluster;
 pub(crate) mod gc;
 pub(crate) mod group_commit;

@@ -98,6 +98,10 @@ pub enum Request {
         /// Reply only once the bucket has closed, with the count of verified links.
         #[serde(default)]
         hold: bool,
+        /// Delete the link this many seconds after its bucket closes, whatever happens to it
+        /// (decided now, so the delete's time says nothing about any fetch or answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delete_after_close_secs: Option<u64>,
     },
     /// Accept a link (as `rdv accept`), and answer it when an answer is given.
     Accept {

@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The private network; stopped (only the processes it started) when dropped.
-struct Tornet {
+pub(crate) struct Tornet {
     script: PathBuf,
     dir: PathBuf,
 }
 
 impl Tornet {
-    fn start(script: &Path, dir: &Path, base_port: u16) -> Result<Self> {
+    pub(crate) fn start(script: &Path, dir: &Path, base_port: u16) -> Result<Self> {
         let out = Command::new("bash")
             .arg(script)
             .arg("start")
@@ -65,6 +65,19 @@ impl Tornet {
         ))
     }
 
+    /// Start a C tor client `name` with a SOCKS port at `port`.
+    pub(crate) fn client(&self, name: &str, port: u16) -> Result<()> {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg("client")
+            .arg(&self.dir)
+            .args([name, &port.to_string()])
+            .stderr(Stdio::inherit())
+            .output()?;
+        ensure!(out.status.success(), "the C tor client did not start");
+        Ok(())
+    }
+
     /// PID of the C tor process of onion service `name`.
     fn hs_pid(&self, name: &str) -> Result<u32> {
         let pids = std::fs::read_to_string(self.dir.join("pids"))?;
@@ -88,13 +101,13 @@ impl Drop for Tornet {
 }
 
 /// An `rdv serve` child whose stdout lines arrive on a channel; killed when dropped.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Serve {
-    fn start(bin: &Path, args: &[&str], data: &Path, log: &Path) -> Result<Self> {
+    pub(crate) fn start(bin: &Path, args: &[&str], data: &Path, log: &Path) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--data")
@@ -121,7 +134,7 @@ impl Serve {
         Ok(Serve { child, lines })
     }
 
-    fn wait_line(&self, prefix: &str, timeout: Duration) -> Result<String> {
+    pub(crate) fn wait_line(&self, prefix: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -155,7 +168,7 @@ impl Drop for Serve {
     }
 }
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn pct(v: &mut [Duration], p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
@@ -171,7 +184,7 @@ fn cpu(pids: &[u32]) -> f64 {
 }
 
 struct Row {
-    service: &'static str,
+    service: String,
     what: String,
     ok: usize,
     failed: usize,
@@ -185,7 +198,7 @@ struct Row {
 async fn measure(
     client: &Arc<Client>,
     onion: &str,
-    service: &'static str,
+    service: &str,
     pids: &[u32],
     concurrency: usize,
     offer_secs: u64,
@@ -230,7 +243,7 @@ async fn measure(
     }
     let spent = cpu(pids) - c0;
     rows.push(Row {
-        service,
+        service: service.to_string(),
         what: format!("{concurrency} concurrent accepts"),
         ok: lat.len(),
         failed,
@@ -279,7 +292,7 @@ async fn measure(
     let secs = start.elapsed().as_secs_f64();
     let spent = cpu(pids) - c0;
     rows.push(Row {
-        service,
+        service: service.to_string(),
         what: format!("offers, {concurrency} at a time"),
         ok: lat.len(),
         failed,
@@ -303,14 +316,28 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
     let arti = t("net").join("arti.toml");
     let arti_s = arti.to_str().ok_or_else(|| anyhow!("path"))?.to_string();
 
-    let arti_srv = Serve::start(
-        &a.common.bin,
-        &["--tor-config", &arti_s],
-        &t("srv-arti"),
-        &t("srv-arti.log"),
-    )?;
-    let arti_onion = arti_srv.wait_line("onion address:", Duration::from_secs(120))?;
-    arti_srv.wait_line("onion service reachable:", Duration::from_secs(300))?;
+    // One arti service per rendezvous bound compared, started together.
+    let mut arti_srvs = Vec::new();
+    for &n in &a.arti_max_rendezvous {
+        let bound = n.to_string();
+        let srv = Serve::start(
+            &a.common.bin,
+            &["--tor-config", &arti_s, "--max-rendezvous", &bound],
+            &t(&format!("srv-arti-{n}")),
+            &t(&format!("srv-arti-{n}.log")),
+        )?;
+        arti_srvs.push((n, srv));
+    }
+    let mut artis = Vec::new();
+    for (n, srv) in &arti_srvs {
+        let onion = srv.wait_line("onion address:", Duration::from_secs(120))?;
+        srv.wait_line("onion service reachable:", Duration::from_secs(300))?;
+        artis.push((
+            format!("arti onion service (--max-rendezvous {n})"),
+            onion,
+            vec![srv.pid()],
+        ));
+    }
     let port = a.base_port + 280;
     let ctor_srv = Serve::start(
         &a.common.bin,
@@ -320,8 +347,7 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
     )?;
     ctor_srv.wait_line("listening on", Duration::from_secs(30))?;
     let ctor_onion = net.hs("bench", port)?;
-    let ctor_pids = [ctor_srv.pid(), net.hs_pid("bench")?];
-    let arti_pids = [arti_srv.pid()];
+    let ctor_pids = vec![ctor_srv.pid(), net.hs_pid("bench")?];
 
     let settings = TorSettings {
         config_file: Some(arti.clone()),
@@ -333,7 +359,13 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
     };
     let tor = rdv::tor::bootstrap(&settings, |_, _| {}).await?;
     let client = Arc::new(Client::new(
-        Arc::new(TorConnector::new(tor)),
+        Arc::new({
+            // The service's capacity is measured, not the client's patience with a descriptor
+            // that directories lose at the end of each (short, private-network) time period.
+            let mut c = TorConnector::new(tor);
+            c.absent_grace = Duration::from_secs(150);
+            c
+        }),
         ClientConfig {
             connect_timeout: Duration::from_secs(150),
             ..Default::default()
@@ -341,19 +373,30 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
         Arc::new(SystemClock),
     ));
     // Both services answer before anything is measured.
-    for onion in [&arti_onion, &ctor_onion] {
+    // (A service that has just started may not have published its descriptor yet, and a client
+    // says so at once rather than waiting: try again for a while.)
+    for onion in artis.iter().map(|(_, o, _)| o).chain([&ctor_onion]) {
         let addr = ServerAddr::parse(onion)?;
-        client
-            .info(&addr)
-            .await
-            .map_err(|e| anyhow!("warm-up {onion}: {}", rdv::config::report(&e)))?;
+        let until = Instant::now() + Duration::from_secs(180);
+        loop {
+            match client.info(&addr).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < until => {
+                    eprintln!("warm-up {onion}: {}; trying again", rdv::config::report(&e));
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => bail!("warm-up {onion}: {}", rdv::config::report(&e)),
+            }
+        }
     }
     let mut rows = Vec::new();
     for &n in &a.concurrency {
-        for (service, onion, pids) in [
-            ("arti onion service", &arti_onion, &arti_pids[..]),
-            ("C tor onion service", &ctor_onion, &ctor_pids[..]),
-        ] {
+        let ctor = (
+            "C tor onion service".to_string(),
+            ctor_onion.clone(),
+            ctor_pids.clone(),
+        );
+        for (service, onion, pids) in artis.iter().chain([&ctor]) {
             eprintln!("{service}: {n} at a time");
             measure(&client, onion, service, pids, n, a.offer_secs, &mut rows).await?;
         }
@@ -374,7 +417,7 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
             .iter()
             .map(|r| {
                 vec![
-                    r.service.to_string(),
+                    r.service.clone(),
                     r.what.clone(),
                     r.ok.to_string(),
                     r.failed.to_string(),
@@ -387,7 +430,7 @@ pub(crate) async fn run(a: TorArgs) -> Result<()> {
             .collect::<Vec<_>>(),
     );
     println!("(server CPU: the rdv serve process; for the C tor service plus its tor process)");
-    drop(arti_srv);
+    drop(arti_srvs);
     drop(ctor_srv);
     drop(net);
     Ok(())

@@ -280,6 +280,7 @@ impl Agent {
                 two_channel,
                 expect_answer,
                 hold,
+                delete_after_close_secs,
             } => {
                 let payload = api::bytes_of(&payload, &payload_base64)
                     .map_err(|e| bad_input(format!("payload: {e}")))?
@@ -294,6 +295,7 @@ impl Agent {
                     two_channel,
                     expect_answer,
                     hold,
+                    delete_after_close_secs,
                 })
                 .await
             }
@@ -439,6 +441,25 @@ impl Agent {
         for (server, locator) in offer.link.servers() {
             self.remember(server, locator, expires);
         }
+        // A delete decided at the offer, at a fixed time after the close: it follows no fetch
+        // and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the
+        // set). Past the link's expiry there is nothing left to delete.
+        let mut scheduled_delete = None;
+        if let Some(after) = r.delete_after_close_secs {
+            let close_here = now().saturating_add(closes_at.saturating_sub(info.server_time));
+            let at = close_here.saturating_add(after);
+            if at < expires {
+                let id = random_id();
+                let d = LaterDelete {
+                    at,
+                    link: zeroize::Zeroizing::new(offer.link.to_uri().to_string()),
+                    token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
+                };
+                self.state.save_delete(&id, &d)?;
+                self.delete_later(id.clone(), d);
+                scheduled_delete = Some((id, at));
+            }
+        }
         let id = match pending {
             Some(p) => {
                 let id = random_id();
@@ -496,6 +517,10 @@ impl Agent {
         }
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
+        }
+        if let Some((id, at)) = scheduled_delete {
+            f.insert("delete".into(), json!(id));
+            f.insert("delete_at".into(), json!(at));
         }
         Ok(Value::Object(f))
     }
@@ -563,6 +588,7 @@ struct OfferRequest {
     two_channel: bool,
     expect_answer: bool,
     hold: bool,
+    delete_after_close_secs: Option<u64>,
 }
 
 /// Serve one API connection: requests run concurrently, replies and events go out as lines.

@@ -196,6 +196,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         two_channel: a.two_channel,
         expect_answer: a.expect_answer,
         hold: a.hold,
+        delete_after_close_secs: a.delete_after_close.map(|d| d.as_secs()),
     };
     if a.hold {
         note!("holding the link until its bucket has closed (the agent holds it)");
@@ -230,6 +231,15 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         out.flush()?;
         if let Some(id) = &offer_id {
             note!("the agent looks for the answer; take it with: rdv collect --agent --offer {id}");
+        }
+        if let Some(at) = r.get("delete_at").and_then(Value::as_u64) {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+            note!(
+                "the agent deletes the link at {} (a fixed time after its bucket's close)",
+                humantime::format_rfc3339_seconds(when)
+            );
+        } else if a.delete_after_close.is_some() {
+            note!("no delete scheduled: the link expires before that time");
         }
     }
     let (Some(id), Some(wait)) = (offer_id, a.wait) else {

@@ -219,6 +219,11 @@ pub(crate) struct OfferArgs {
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
+    /// With --agent: the agent deletes the link this long after its bucket closes, whatever
+    /// happens to it. Decided now, the delete's time tells the server nothing about the
+    /// accepter's fetch or answer (a delete after the answer does; docs/ANONYMITY.md).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "agent", help_heading = "Agent")]
+    pub(crate) delete_after_close: Option<Duration>,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]
@@ -352,7 +357,9 @@ pub(crate) struct DeleteArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
     /// With --agent: the agent deletes the link at a random moment within this long (default
-    /// an hour), a moment that has nothing to do with any fetch, even across its restarts.
+    /// an hour), even across its restarts. The moment still follows your request: asked right
+    /// after an answer, it still points to the answered link (rdv offer --agent
+    /// --delete-after-close decides the delete at the offer instead).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = humantime::parse_duration, requires = "agent")]
     pub(crate) later: Option<Duration>,
     #[command(flatten)]
