@@ -2,8 +2,9 @@
 //!
 //! A [`Clock`] gives two readings: wall time (unix seconds, which bucket IDs carry and clients
 //! compare with their own clocks) and elapsed time (monotonic, which cannot jump). Wall time is
-//! input, not truth: [`TimeGuard`] bounds every expiry decision by the elapsed time, so a wall
-//! clock that jumps ahead never makes the server collect a link early.
+//! input, not truth: [`TimeGuard`] bounds every expiry decision by the elapsed time, and at a
+//! start by the last expiry time the store used, so a wall clock that jumps ahead, or is ahead
+//! when the server starts, never makes the server collect a link early.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -96,7 +97,11 @@ pub const JUMP_TOLERANCE: Duration = Duration::from_secs(60);
 ///
 /// Anchored at one reading of both clocks (the server's start), it answers `min(wall, anchor +
 /// elapsed + tolerance)`: a wall clock that jumps ahead is ignored for expiry, one that goes back
-/// is followed (links then live longer, never shorter). Pure: the readings are arguments.
+/// is followed (links then live longer, never shorter). With the store's *mark* (the latest
+/// expiry time it used, [`TimeGuard::resume`]) the anchor is also kept within
+/// [`RESTART_CREDIT`] of the mark: a clock that is ahead when the server starts counts as a
+/// jump, not as the time, and one that is behind resumes from the mark once corrected. Pure: the
+/// readings are arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeGuard {
     anchor_wall: u64,
@@ -112,7 +117,32 @@ pub struct ExpiryTime {
     pub wall_ahead: u64,
 }
 
+/// How much of the time between the store's last expiry time and a start is taken to have
+/// passed, at most: a restart's seconds, not a clock that booted a day ahead. Time the server was
+/// down beyond it does not count toward the TTL (links then live that much longer, never
+/// shorter), unless the operator says the clock is right (`rdv serve --trust-clock`).
+pub const RESTART_CREDIT: Duration = Duration::from_secs(600);
+
 impl TimeGuard {
+    /// Anchor at one reading of both clocks, resuming from the store's `mark` (the latest expiry
+    /// time it used, if it records one): the anchor is the wall clock, but at least the mark and
+    /// at most [`RESTART_CREDIT`] past it.
+    pub fn resume(wall: u64, elapsed: Duration, mark: Option<u64>) -> Self {
+        let anchor_wall = match mark {
+            Some(m) => wall.clamp(m, m.saturating_add(RESTART_CREDIT.as_secs())),
+            None => wall,
+        };
+        TimeGuard {
+            anchor_wall,
+            anchor_elapsed: elapsed,
+        }
+    }
+
+    /// The expiry time at the anchor (unix seconds).
+    pub fn anchor(&self) -> u64 {
+        self.anchor_wall
+    }
+
     /// Anchor at one reading of both clocks.
     pub fn new(wall: u64, elapsed: Duration) -> Self {
         TimeGuard {
@@ -166,5 +196,35 @@ mod tests {
             "a clock that went back is followed"
         );
         assert_eq!(c.jumped(), -30 * 86_400);
+    }
+
+    #[test]
+    fn a_start_resumes_from_the_store_s_mark_whichever_way_the_clock_is_off() {
+        let credit = RESTART_CREDIT.as_secs();
+        let tol = JUMP_TOLERANCE.as_secs();
+        let mark = 1_000_000;
+        // A restart of a minute: the wall clock is taken as it is.
+        let g = TimeGuard::resume(mark + 60, Duration::ZERO, Some(mark));
+        assert_eq!(g.expiry_now(mark + 60, Duration::ZERO).now, mark + 60);
+        // Booted a day ahead: expiry goes on from the mark (plus the credit), at the pace of
+        // elapsed time, and says how far ahead the wall clock is.
+        let g = TimeGuard::resume(mark + 86_400, Duration::ZERO, Some(mark));
+        assert_eq!(g.anchor(), mark + credit);
+        let e = g.expiry_now(mark + 86_400 + 3600, Duration::from_secs(3600));
+        assert_eq!(e.now, mark + credit + 3600 + tol);
+        assert_eq!(e.wall_ahead, 86_400 - credit - tol);
+        // Booted a day behind: expiry follows the (behind) wall clock, and once the clock is
+        // corrected it is back at the mark plus elapsed time, not stuck a day behind.
+        let g = TimeGuard::resume(mark - 86_400, Duration::ZERO, Some(mark));
+        assert_eq!(
+            g.expiry_now(mark - 86_400 + 60, Duration::from_secs(60))
+                .now,
+            mark - 86_400 + 60
+        );
+        let e = g.expiry_now(mark + 3600, Duration::from_secs(3600));
+        assert_eq!(e.now, mark + 3600);
+        assert_eq!(e.wall_ahead, 0);
+        // No mark (a new store): the wall clock.
+        assert_eq!(TimeGuard::resume(5, Duration::ZERO, None).anchor(), 5);
     }
 }

@@ -67,6 +67,11 @@ pub struct ServerConfig {
     /// Refuse stores without a stamp (every version-1 and version-2 client), so that every
     /// store costs its client the work of a stamp. Default: `false`.
     pub require_stamps: bool,
+    /// Take the wall clock at the start as it is for expiry, even far past the store's last
+    /// expiry time (after a long downtime the operator knows of). Default: `false`: expiry
+    /// resumes from the store's mark ([`crate::clock::TimeGuard::resume`]), so that a clock that
+    /// is ahead at boot cannot collect links early.
+    pub trust_clock: bool,
 }
 
 impl ServerConfig {
@@ -148,6 +153,7 @@ impl Default for ServerConfig {
             adversary_stamp_budget: 0,
             stamp_effort: crate::proto::stamp::DEFAULT_EFFORT,
             require_stamps: false,
+            trust_clock: false,
         }
     }
 }
@@ -179,11 +185,24 @@ impl<S: BucketStore> Server<S> {
         store.params().validate()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let p = store.params();
+        let mark = store.expiry_mark().filter(|_| !config.trust_clock);
+        let wall = clock.now();
+        let guard = TimeGuard::resume(wall, clock.elapsed(), mark);
+        if wall
+            > guard
+                .anchor()
+                .saturating_add(crate::clock::JUMP_TOLERANCE.as_secs())
+        {
+            tracing::warn!(
+                ahead_secs = wall - guard.anchor(),
+                "the wall clock is far ahead of the store's last expiry time: expiry resumes from that time, so no link is collected early; time the server was down does not count toward the TTL (links live that much longer). If the clock is right and the server was down that long, start once with --trust-clock"
+            );
+        }
         Ok(Arc::new(Server {
             metrics: metrics::Metrics::new(p.open_window_secs, p.ttl_secs),
             slots: limits::Slots::new(config.max_connections, config.waiting_room),
             store_gate: limits::StoreGate::new(),
-            guard: TimeGuard::start(&*clock),
+            guard,
             jump_seen: std::sync::atomic::AtomicU64::new(0),
             store,
             config,

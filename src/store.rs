@@ -322,4 +322,12 @@ pub trait BucketStore: Send + Sync + 'static {
 
     /// Number of answers stored.
     fn answer_count(&self) -> u64;
+
+    /// The latest expiry time garbage collection has used (unix seconds; `None` before the
+    /// first pass, or for a store that does not keep it). A server starts its expiry clock from
+    /// it, so that a wall clock that is ahead at the start cannot collect links early
+    /// ([`crate::clock::TimeGuard::resume`]).
+    fn expiry_mark(&self) -> Option<u64> {
+        None
+    }
 }

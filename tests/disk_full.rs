@@ -204,3 +204,69 @@ async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
     stored.push((link, "after the disk grew".into()));
     all_open(&c, &stored, "after the recovery").await;
 }
+
+/// With the default quota (half of the space the store can use), a restart while another
+/// program has filled the disk: the quota is not derived as "almost nothing" and frozen, and
+/// once the space returns stores go in again without a restart. (The quota used to become 1
+/// link at such a start, and every store `QuotaExceeded` until the next restart.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(&tmp.path().join("mnt"), "8m");
+    let data = fs.0.join("data");
+    // The quota is derived again every garbage-collection interval.
+    let start = |data: &Path| {
+        ServerProcess::start(
+            data,
+            &[
+                "--rate",
+                "100000",
+                "--stamp-effort",
+                "1",
+                "--gc-interval",
+                "1s",
+            ],
+        )
+    };
+    let server = start(&data);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut stored = Vec::new();
+    {
+        let c = client(server.addr, clock.clone());
+        let sa = server_addr(server.addr);
+        for i in 0..20 {
+            let text = format!("before {i}");
+            stored.push((offer(&c, &sa, &text).await.expect("a store"), text));
+        }
+    }
+    // Another program fills the disk.
+    let hog = fs.0.join("hog");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&hog).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    assert!(server.terminate().success());
+    let server = start(&data);
+    let c = client(server.addr, clock.clone());
+    let sa = server_addr(server.addr);
+    all_open(&c, &stored, "after a restart on the full disk").await;
+    // Space returns: stores go in again (the writer reopens, the quota follows the disk).
+    std::fs::remove_file(&hog).unwrap();
+    let mut last = None;
+    for _ in 0..60 {
+        match offer(&c, &sa, "after the space returned").await {
+            Ok(link) => {
+                stored.push((link, "after the space returned".into()));
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(last.is_none(), "no store went in within 30 s: {last:?}");
+    all_open(&c, &stored, "after the recovery").await;
+}

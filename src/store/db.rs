@@ -108,6 +108,10 @@ struct Inner {
     links: Arc<AtomicU64>,
     answers: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    /// The latest expiry time garbage collection used (0: none yet).
+    mark: Arc<AtomicU64>,
+    /// The storage quota in links (`u64::MAX`: none).
+    quota: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -185,6 +189,8 @@ impl DiskStore {
         let links = Arc::new(AtomicU64::new(meta.links));
         let answers = Arc::new(AtomicU64::new(meta.answers));
         let commits = Arc::new(AtomicU64::new(0));
+        let mark = Arc::new(AtomicU64::new(meta.mark.unwrap_or(0)));
+        let quota = Arc::new(AtomicU64::new(config.params.max_links.unwrap_or(u64::MAX)));
         let reader = Reader::open(at.clone(), commits.clone())?;
         let max_batch = if config.commit_per_store {
             1
@@ -204,6 +210,8 @@ impl DiskStore {
             links: links.clone(),
             answers: answers.clone(),
             commits: commits.clone(),
+            mark: mark.clone(),
+            quota: quota.clone(),
             params: config.params,
             max_batch,
         };
@@ -220,9 +228,24 @@ impl DiskStore {
                 links,
                 answers,
                 commits,
+                mark,
+                quota,
                 writer: Some(writer),
             }),
         })
+    }
+
+    /// The storage quota in links now (`None`: none).
+    pub fn quota(&self) -> Option<u64> {
+        Some(self.inner.quota.load(Ordering::Relaxed)).filter(|q| *q != u64::MAX)
+    }
+
+    /// Change the storage quota while the store runs (a quota derived from free disk space is
+    /// derived again as space comes and goes); the next write transaction applies it.
+    pub fn set_quota(&self, max_links: Option<u64>) {
+        self.inner
+            .quota
+            .store(max_links.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Write transactions committed since the store was opened (group commit makes this far
@@ -425,7 +448,10 @@ impl BucketStore for DiskStore {
     }
 
     fn params(&self) -> StoreParams {
-        self.inner.params
+        StoreParams {
+            max_links: self.quota(),
+            ..self.inner.params
+        }
     }
 
     fn filler_secret(&self) -> &FillerSecret {
@@ -438,5 +464,9 @@ impl BucketStore for DiskStore {
 
     fn answer_count(&self) -> u64 {
         self.inner.answers.load(Ordering::Relaxed)
+    }
+
+    fn expiry_mark(&self) -> Option<u64> {
+        Some(self.inner.mark.load(Ordering::Relaxed)).filter(|m| *m > 0)
     }
 }

@@ -26,6 +26,8 @@ struct State {
     links: u64,
     answers: HashMap<MailboxAddr, StoredAnswer>,
     answer_order: BTreeSet<(u64, MailboxAddr)>,
+    /// The latest expiry time garbage collection used.
+    mark: Option<u64>,
 }
 
 impl State {
@@ -204,6 +206,7 @@ impl BucketStore for MemoryStore {
 
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let mut s = self.state()?;
+        s.mark = s.mark.max(Some(now));
         let ttl = self.params.ttl_secs;
         let old_answers: Vec<(u64, MailboxAddr)> = s
             .answer_order
@@ -243,6 +246,10 @@ impl BucketStore for MemoryStore {
 
     fn link_count(&self) -> u64 {
         self.inner.lock().map(|s| s.links).unwrap_or(0)
+    }
+
+    fn expiry_mark(&self) -> Option<u64> {
+        self.state().ok()?.mark
     }
 
     fn answer_count(&self) -> u64 {

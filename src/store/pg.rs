@@ -330,6 +330,9 @@ struct Inner {
     filler: FillerSecret,
     counters: Arc<writer::Counters>,
     describe: String,
+    /// The database server's clock when the store was opened: the cluster's shared measure of
+    /// time, from which a frontend starts its expiry clock.
+    db_clock_at_open: u64,
 }
 
 impl PgStore {
@@ -342,7 +345,7 @@ impl PgStore {
     ) -> Result<Self, StoreError> {
         config.validate()?;
         let mut client = connect(&config.database).await?;
-        let (meta, filler) = schema::init(
+        let (meta, filler, db_now) = schema::init(
             &mut client,
             &config.params,
             config.bucket_capacity,
@@ -386,6 +389,7 @@ impl PgStore {
                 filler,
                 counters,
                 describe: config.describe(),
+                db_clock_at_open: db_now,
             }),
         })
     }
@@ -527,6 +531,10 @@ impl BucketStore for PgStore {
     /// (garbage collection runs one every `gc_interval` even when nothing expired).
     fn link_count(&self) -> u64 {
         self.inner.counters.links.load(Ordering::Relaxed)
+    }
+
+    fn expiry_mark(&self) -> Option<u64> {
+        Some(self.inner.db_clock_at_open)
     }
 
     fn answer_count(&self) -> u64 {

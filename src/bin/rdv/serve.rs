@@ -56,6 +56,7 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         gc_batch: a.gc_batch,
         stamp_effort: a.stamp_effort,
         require_stamps: a.require_stamps,
+        trust_clock: a.trust_clock,
         adversary_stamp_budget: a.adversary_stamp_budget,
         ..Default::default()
     };
@@ -67,14 +68,24 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
 /// disk; the rest is room for the database's own overhead and growth).
 const QUOTA_BYTES_PER_LINK: u64 = 1024;
 
-/// The default storage quota: half of the free space under `dir` at start, at
-/// [`QUOTA_BYTES_PER_LINK`] per link, so that anonymous clients cannot fill the disk.
-fn default_quota(dir: &std::path::Path) -> Option<u64> {
+/// The default storage quota: half of the space the store can use under `dir` (the free space
+/// plus what the data directory's files take already), at [`QUOTA_BYTES_PER_LINK`] per link, so
+/// that anonymous clients cannot fill the disk. Counting the store's own files keeps a restart on
+/// a full disk from deriving a quota of almost nothing; the server derives it again every
+/// garbage-collection interval, so that it follows the disk as space comes and goes.
+pub(crate) fn default_quota(dir: &std::path::Path) -> Option<u64> {
     #[cfg(unix)]
     {
         let st = rustix::fs::statvfs(dir).ok()?;
         let free = st.f_bavail.saturating_mul(st.f_frsize);
-        Some((free / 2 / QUOTA_BYTES_PER_LINK).max(1))
+        let own: u64 = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        Some((free.saturating_add(own) / 2 / QUOTA_BYTES_PER_LINK).max(1))
     }
     #[cfg(not(unix))]
     {
@@ -242,13 +253,34 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     zeroize::Zeroize::zeroize(&mut seed);
     match store_config {
         StoreChoice::Redb(mut c) => {
-            if c.params.max_links.is_none() {
+            let derived = c.params.max_links.is_none();
+            if derived {
                 std::fs::create_dir_all(&data)
                     .with_context(|| format!("creating the data directory {}", data.display()))?;
                 c.params.max_links = default_quota(&data);
             }
             let store = DiskStore::open(&data, c, filler)
                 .with_context(|| format!("opening the store in {}", data.display()))?;
+            if derived {
+                // Derived from the disk, derived again as the disk changes (never frozen at the
+                // moment of a start on a full disk).
+                let (store, data, every) = (store.clone(), data.clone(), run.config.gc_interval);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        let q = default_quota(&data);
+                        if q != store.quota() {
+                            tracing::info!(
+                                links = q,
+                                "storage quota derived again from the free disk space"
+                            );
+                            store.set_quota(q);
+                        }
+                    }
+                });
+            }
             let place = format!("redb in {}", data.display());
             run.serve(store, place).await
         }

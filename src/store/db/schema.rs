@@ -3,8 +3,8 @@
 //! Tables:
 //! - `buckets`: locator (32 bytes) → postcard [`StoredBucket`]
 //! - `expiry`: (created, seq) → () — bucket IDs in creation order, for garbage collection
-//! - `meta`: the format version, the link and answer counters, the newest bucket ID and the GC
-//!   floor
+//! - `meta`: the format version, the link and answer counters, the newest bucket ID, the GC
+//!   floor and the expiry mark (the latest expiry time garbage collection used)
 //! - `secrets`: the fetch-padding secret
 //! - `mailboxes`: mailbox address (32 bytes) → postcard [`StoredAnswer`]
 //! - `mailbox_expiry`: (created, mailbox address) → () — answers in creation order
@@ -31,6 +31,7 @@ const META_ANSWERS: &str = "answers";
 const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
 const META_GC_FLOOR: &str = "gc_floor";
+const META_EXPIRY_MARK: &str = "expiry_mark";
 const META_FORMAT: &str = "format";
 const SECRET_FILLER: &str = "filler";
 /// The on-disk format this code reads and writes.
@@ -47,6 +48,8 @@ pub(super) struct Meta {
     pub(super) answers: u64,
     /// The newest creation second of a collected bucket.
     pub(super) floor: Option<u64>,
+    /// The latest expiry time garbage collection used (unix seconds).
+    pub(super) mark: Option<u64>,
 }
 
 /// The meta data and filler secret of an initialised database, checking its format; `None` for a
@@ -158,6 +161,7 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
         links: get(META_LINKS)?.unwrap_or(0),
         answers: get(META_ANSWERS)?.unwrap_or(0),
         floor: get(META_GC_FLOOR)?,
+        mark: get(META_EXPIRY_MARK)?,
     })
 }
 
@@ -172,6 +176,9 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     }
     if let Some(floor) = m.floor {
         meta.insert(META_GC_FLOOR, floor)?;
+    }
+    if let Some(mark) = m.mark {
+        meta.insert(META_EXPIRY_MARK, mark)?;
     }
     Ok(())
 }

@@ -523,6 +523,8 @@ fn queued_stores_share_commits_batch_by_batch() {
             links: Arc::new(AtomicU64::new(0)),
             answers: Arc::new(AtomicU64::new(0)),
             commits: counter.clone(),
+            mark: Arc::new(AtomicU64::new(0)),
+            quota: Arc::new(AtomicU64::new(u64::MAX)),
             params: StoreParams::default(),
             max_batch,
         };

@@ -53,6 +53,11 @@ pub(super) struct Writer {
     pub(super) links: Arc<AtomicU64>,
     pub(super) answers: Arc<AtomicU64>,
     pub(super) commits: Arc<AtomicU64>,
+    /// The expiry mark (0: none yet), shared with the store handle.
+    pub(super) mark: Arc<AtomicU64>,
+    /// The storage quota in links (`u64::MAX`: none), shared with the store handle, which may
+    /// change it while the store runs ([`crate::store::DiskStore::set_quota`]).
+    pub(super) quota: Arc<AtomicU64>,
     pub(super) params: StoreParams,
     pub(super) max_batch: usize,
 }
@@ -90,6 +95,7 @@ impl Writer {
     }
 
     fn apply(&mut self, ops: Vec<Op>) {
+        self.params.max_links = Some(self.quota.load(Ordering::Relaxed)).filter(|q| *q != u64::MAX);
         self.try_recover();
         if self.db.is_none() {
             let e = StoreError::backend(Suspended);
@@ -216,6 +222,7 @@ impl Writer {
             answers,
             changed: false,
         };
+        let mut mark = Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m > 0);
         for op in ops.by_ref() {
             match op {
                 Op::Store {
@@ -263,6 +270,11 @@ impl Writer {
                 Op::Gc { now, limit, reply } => {
                     let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit)?;
                     outcomes.push(Outcome::Gc(reply, Ok(r)));
+                    // The mark moves on even when nothing expired: a restart resumes from it.
+                    if now > mark.unwrap_or(0) {
+                        mark = Some(now);
+                        batch.changed = true;
+                    }
                 }
             }
         }
@@ -279,8 +291,12 @@ impl Writer {
                 links,
                 answers,
                 floor: self.alloc.floor(),
+                mark,
             },
         )?;
+        if let Some(m) = mark {
+            self.mark.store(m, Ordering::Relaxed);
+        }
         Ok(Some((links, answers)))
     }
 }

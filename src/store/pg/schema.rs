@@ -187,13 +187,14 @@ pub(super) async fn write_meta(
 
 /// Create the tables if needed and the meta row if this is the first frontend (with
 /// `filler_seed` as the filler secret and `params` as the shared settings); check the format
-/// and that `params` match the recorded settings. Returns the meta row and the filler secret.
+/// and that `params` match the recorded settings. Returns the meta row, the filler secret and
+/// the database server's clock (unix seconds).
 pub(super) async fn init(
     client: &mut Client,
     params: &StoreParams,
     capacity: usize,
     filler_seed: FillerSecret,
-) -> Result<(Meta, FillerSecret), StoreError> {
+) -> Result<(Meta, FillerSecret, u64), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&INIT_LOCK])
         .await?;
@@ -212,7 +213,7 @@ async fn init_locked(
     params: &StoreParams,
     capacity: usize,
     filler_seed: FillerSecret,
-) -> Result<(Meta, FillerSecret), StoreError> {
+) -> Result<(Meta, FillerSecret, u64), StoreError> {
     let capacity = i32::try_from(capacity).unwrap_or(i32::MAX);
     let t = client.transaction().await?;
     // The tables are created once. Not every start: CREATE INDEX IF NOT EXISTS would lock a
@@ -280,7 +281,11 @@ async fn init_locked(
         .try_get(0)?;
     t.commit().await?;
     warn_on_clock_skew(db_now);
-    Ok((meta, FillerSecret::from_bytes(filler)))
+    Ok((
+        meta,
+        FillerSecret::from_bytes(filler),
+        db_now.max(0.0) as u64,
+    ))
 }
 
 /// Frontends whose clocks disagree split the open bucket (each sees the other's as from the

@@ -586,6 +586,15 @@ impl Batch<'_, '_> {
     /// first.
     async fn gc(&mut self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let ttl = self.params.ttl_secs;
+        // Every frontend deletes for all of them: only what has expired by the database
+        // server's clock too, so that one frontend whose clock is ahead cannot collect the
+        // cluster's links early.
+        let db_now: i64 = self
+            .t
+            .query_one("SELECT floor(extract(epoch FROM now()))::bigint", &[])
+            .await?
+            .try_get(0)?;
+        let now = now.min(u64::try_from(db_now).unwrap_or(0));
         if now < ttl {
             return Ok(0);
         }

@@ -46,7 +46,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub(crate) ttl: Duration,
     /// Most links stored at once; further stores are refused until buckets expire. Default: half
-    /// of the free disk space at start, at 1 KiB per link.
+    /// of the space the store can use (free disk space plus its own files), at 1 KiB per link,
+    /// derived again every --gc-interval.
     #[arg(long)]
     pub(crate) max_links: Option<u64>,
     /// Connections served at once. When all are taken, the one idle the longest is closed for a
@@ -127,6 +128,12 @@ pub(crate) struct ServeArgs {
     /// store costs its client the work of a stamp: a store flood gets expensive.
     #[arg(long, help_heading = "Stamps")]
     pub(crate) require_stamps: bool,
+    /// Take this start's wall clock as right for expiry even when it is far ahead of the store's
+    /// last expiry time. Without it, expiry resumes from that time (plus 10 minutes), so that a
+    /// clock that is ahead at boot cannot collect links early, and time the server was down does
+    /// not count toward the TTL. For once, after a long downtime you know of.
+    #[arg(long)]
+    pub(crate) trust_clock: bool,
     /// TESTING ONLY: misbehave on purpose, to test clients: isolate (a bucket per link),
     /// future-ids, stale-ids, seq-inflation, dummies (buckets filled with dummy links), truncate
     /// (63-entry fetch answers), vary-effort (a different stamp effort per challenge), vary-seed

@@ -1,0 +1,182 @@
+//! A server that starts with its wall clock off collects no link before its TTL has passed by
+//! every measure it has: its own store's last expiry time (redb), and for a cluster the database
+//! server's clock (PostgreSQL). Both directions: a clock ahead at boot (which used to wipe the
+//! store at the first garbage collection), and one behind at boot that is corrected while the
+//! server runs (which used to stop expiry until a restart).
+
+mod common;
+
+use common::pg::Postgres;
+use common::{manual_clock, T0};
+use rdv::clock::{Clock, ManualClock, SystemClock, RESTART_CREDIT};
+use rdv::proto::padding::FillerSecret;
+use rdv::proto::{BucketId, DeleteToken, SealedLink};
+use rdv::server::{Server, ServerConfig};
+use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, PgStore, PgStoreConfig, StoreParams};
+use std::path::Path;
+use std::sync::Arc;
+
+const TTL: u64 = 86_400;
+const DAY: i64 = 86_400;
+
+fn params() -> StoreParams {
+    StoreParams {
+        ttl_secs: TTL,
+        ..Default::default()
+    }
+}
+
+fn open(dir: &Path) -> DiskStore {
+    DiskStore::open(
+        dir,
+        DiskStoreConfig {
+            params: params(),
+            ..Default::default()
+        },
+        FillerSecret::from_bytes([1; 32]),
+    )
+    .unwrap()
+}
+
+fn link(i: u8) -> (SealedLink, DeleteToken) {
+    (SealedLink([i; 256]), DeleteToken::from_bytes([i; 32]))
+}
+
+fn server<S: BucketStore>(store: S, clock: &ManualClock, trust_clock: bool) -> Arc<Server<S>> {
+    Server::new(
+        store,
+        ServerConfig {
+            trust_clock,
+            ..Default::default()
+        },
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+/// Store a link at the clock's time, collect garbage once (the store records its expiry time),
+/// and close the store: a server that ran for a while and stopped.
+async fn a_server_ran(dir: &Path, clock: &ManualClock) -> BucketId {
+    let s = server(open(dir), clock, false);
+    let (l, t) = link(1);
+    let id = s.store().store(l, t.check(), clock.now()).await.unwrap();
+    clock.advance(120);
+    assert_eq!(s.collect_expired().await.unwrap(), 0);
+    s.shutdown();
+    id
+}
+
+async fn present<S: BucketStore>(s: &Server<S>, id: BucketId, now: u64) -> bool {
+    s.store().fetch(id.locator(), now).await.unwrap().is_some()
+}
+
+#[tokio::test]
+async fn a_clock_ahead_at_boot_collects_nothing_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let id = a_server_ran(dir.path(), &clock).await;
+    // The server comes back a minute later, its clock two days ahead.
+    clock.advance(60);
+    clock.jump(2 * DAY);
+    let s = server(open(dir.path()), &clock, false);
+    assert_eq!(
+        s.collect_expired().await.unwrap(),
+        0,
+        "nothing is collected"
+    );
+    assert!(present(&s, id, T0).await);
+    // Expiry goes on from the store's last expiry time: the link goes once its TTL has passed
+    // in elapsed time (and the restart's credit), not before.
+    clock.advance(TTL - 120 - 60 - RESTART_CREDIT.as_secs() - 61);
+    assert_eq!(s.collect_expired().await.unwrap(), 0, "not a second early");
+    clock.advance(2 * RESTART_CREDIT.as_secs() + 120);
+    assert_eq!(
+        s.collect_expired().await.unwrap(),
+        1,
+        "collected once its TTL passed"
+    );
+    // Restarting again changes nothing: the mark moved on with elapsed time.
+    s.shutdown();
+    drop(s);
+    let (l, t) = link(2);
+    let s = server(open(dir.path()), &clock, false);
+    let id2 = s.store().store(l, t.check(), clock.now()).await.unwrap();
+    assert_eq!(s.collect_expired().await.unwrap(), 0);
+    assert!(present(&s, id2, T0 + TTL).await);
+}
+
+#[tokio::test]
+async fn trust_clock_takes_the_wall_clock_after_a_long_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let id = a_server_ran(dir.path(), &clock).await;
+    // Really down for two days (wall and elapsed time both move), restarted with --trust-clock:
+    // the link, past its TTL, goes at the first collection.
+    clock.advance(2 * TTL);
+    let s = server(open(dir.path()), &clock, true);
+    assert_eq!(s.collect_expired().await.unwrap(), 1);
+    assert!(!present(&s, id, clock.now()).await);
+}
+
+#[tokio::test]
+async fn a_clock_behind_at_boot_resumes_expiry_once_corrected() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let id = a_server_ran(dir.path(), &clock).await;
+    // Back a minute later with the clock a day behind; an hour later NTP corrects it.
+    clock.advance(60);
+    clock.jump(-DAY);
+    let s = server(open(dir.path()), &clock, false);
+    clock.advance(3600);
+    clock.jump(DAY);
+    assert_eq!(s.collect_expired().await.unwrap(), 0);
+    // Expiry is not stuck a day behind: the link goes when its TTL has passed (within the
+    // tolerance of a jump), without a restart.
+    clock.advance(TTL - 120 - 60 - 3600 + 120);
+    assert_eq!(s.collect_expired().await.unwrap(), 1);
+    assert!(!present(&s, id, clock.now()).await);
+}
+
+/// A cluster: three frontends on one PostgreSQL, one of them with its clock two hours ahead
+/// (TTL one hour). Its garbage collection and its expiry checks follow the database server's
+/// clock too, so the links stored through the others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_with_its_clock_ahead_does_not_wipe_the_cluster() {
+    let pg = Postgres::start();
+    pg.create_db("skew");
+    let params = StoreParams {
+        ttl_secs: 3600,
+        ..Default::default()
+    };
+    let open = |seed: u8| {
+        let mut c = PgStoreConfig::new(&pg.url("skew")).unwrap();
+        c.params = params;
+        PgStore::open(c, FillerSecret::from_bytes([seed; 32]))
+    };
+    let honest: Vec<PgStore> = vec![open(1).await.unwrap(), open(2).await.unwrap()];
+    let now = SystemClock.now();
+    let mut ids = Vec::new();
+    for (i, f) in honest.iter().enumerate() {
+        let (l, t) = link(i as u8 + 10);
+        ids.push(f.store(l, t.check(), now).await.unwrap());
+    }
+    let skewed_clock = ManualClock::new(now + 2 * 3600);
+    let skewed = server(open(3).await.unwrap(), &skewed_clock, false);
+    // Straight at the store, with its own (wrong) time: the database's clock says no.
+    assert_eq!(
+        skewed
+            .store()
+            .collect_garbage(now + 2 * 3600, 1000)
+            .await
+            .unwrap(),
+        0
+    );
+    // Through the server: its expiry clock starts from the database's clock, not its own.
+    assert_eq!(skewed.collect_expired().await.unwrap(), 0);
+    for id in &ids {
+        for f in &honest {
+            assert!(f.fetch(id.locator(), now).await.unwrap().is_some());
+        }
+        assert!(present(&skewed, *id, now).await);
+    }
+}
