@@ -300,19 +300,53 @@ async fn a_database_that_stops_answering_is_an_error_not_a_hang() {
     assert!(store.fetch(id.locator(), T0).await.unwrap().is_some());
     pg.freeze();
     let started = Instant::now();
+    // Each operation fails within the documented limit from its own start, one that queues
+    // behind a hanging batch included (it used to wait for that batch and then for a reconnect
+    // attempt that hung as long again: 40-60 s).
+    let limit = 2 * rdv::store::pg::SESSION_TIMEOUT + Duration::from_secs(3);
+    let timed = |f| async move {
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(120), f)
+            .await
+            .expect("an operation on a silent database ends");
+        (r, t.elapsed())
+    };
     let (l, tok) = link(2);
-    let (stored, fetched) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(120), store.store(l, tok.check(), T0)),
-        tokio::time::timeout(Duration::from_secs(120), store.fetch(id.locator(), T0)),
+    let (l2, tok2) = link(4);
+    let later = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        timed(store.store(l2, tok2.check(), T0)).await
+    };
+    let ((stored, t_stored), (fetched, t_fetched), (queued, t_queued)) = tokio::join!(
+        timed(store.store(l, tok.check(), T0)),
+        async {
+            let t = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(120), store.fetch(id.locator(), T0))
+                .await
+                .expect("a fetch from a silent database ends");
+            (r, t.elapsed())
+        },
+        later,
     );
+    // And one more right after: a reconnect attempt is under way, and hangs.
+    let (l3, tok3) = link(5);
+    let (again, t_again) = timed(store.store(l3, tok3.check(), T0)).await;
     pg.thaw();
-    let stored = stored.expect("a store to a silent database ends");
-    let fetched = fetched.expect("a fetch from a silent database ends");
     assert!(matches!(stored, Err(StoreError::Backend(_))), "{stored:?}");
     assert!(
         matches!(fetched, Err(StoreError::Backend(_))),
         "{fetched:?}"
     );
+    assert!(matches!(queued, Err(StoreError::Backend(_))), "{queued:?}");
+    assert!(matches!(again, Err(StoreError::Backend(_))), "{again:?}");
+    for (what, t) in [
+        ("store", t_stored),
+        ("fetch", t_fetched),
+        ("store queued behind it", t_queued),
+        ("store after", t_again),
+    ] {
+        assert!(t <= limit, "{what} failed after {t:?}, more than {limit:?}");
+    }
     eprintln!("failed after {:?}", started.elapsed());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -679,6 +679,13 @@ fn offer_and_accept_over_a_private_tor_network() {
         .wait_exit(Duration::from_secs(240))
         .expect("the server exits on its own once unreachable for 60 s");
     assert!(!status.success(), "it exits with an error status");
+    // The outage counts from the start of the first probe that failed (at most 5 s after the
+    // stop), and the exit comes when due even while a probe hangs: 60-65 s, not 125 s.
+    assert!(
+        t8.elapsed() < Duration::from_secs(90),
+        "the exit came {:?} after the relays stopped, for --exit-when-unreachable 60s",
+        t8.elapsed()
+    );
     let log = std::fs::read_to_string(t("srv3.log")).unwrap();
     assert!(
         log.contains("not reachable through Tor any more"),

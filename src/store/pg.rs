@@ -416,14 +416,22 @@ impl PgStore {
         op: Op,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.inner
-            .tx
-            .send(op)
+        // Bounded as a whole, the wait in the queue behind a batch that hangs included: no
+        // write waits longer than the documented limit. (An operation given up on here may
+        // still be applied later, as one whose commit answer was lost may have been.)
+        let sent = async {
+            self.inner
+                .tx
+                .send(op)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            // A reply dropped unanswered: the writer gave up on the batch (the database
+            // stopped answering, see `SESSION_TIMEOUT`).
+            rx.await.map_err(|_| StoreError::backend(TimedOut))?
+        };
+        tokio::time::timeout(2 * SESSION_TIMEOUT, sent)
             .await
-            .map_err(|_| StoreError::Closed)?;
-        // A reply dropped unanswered: the writer gave up on the batch (the database stopped
-        // answering, see `SESSION_TIMEOUT`).
-        rx.await.map_err(|_| StoreError::backend(TimedOut))?
+            .map_err(|_| StoreError::backend(TimedOut))?
     }
 }
 

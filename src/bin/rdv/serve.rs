@@ -409,13 +409,15 @@ async fn probe(
     let Ok(addr) = ServerAddr::parse(&address) else {
         return;
     };
+    let budget = policy.probe_budget();
     let mut connector = TorConnector::new(tor);
-    connector.budget = Duration::from_secs(60);
+    connector.budget = budget;
+    connector.attempt_timeout = connector.attempt_timeout.min(budget);
     let client = Client::new(
         Arc::new(connector),
         ClientConfig {
-            connect_timeout: Duration::from_secs(70),
-            request_timeout: Duration::from_secs(30),
+            connect_timeout: budget + Duration::from_secs(10),
+            request_timeout: budget.min(Duration::from_secs(30)),
             retry_budget: Duration::ZERO,
             ..Default::default()
         },
@@ -424,11 +426,27 @@ async fn probe(
     let clock = SystemClock;
     let mut health = Health::new(policy, clock.elapsed());
     loop {
-        let result = client.info(&addr).await;
-        if let Err(e) = &result {
-            tracing::debug!(error = %rdv::config::report(e), "onion health probe failed");
-        }
-        for event in health.observe(result.is_ok(), clock.elapsed()) {
+        let started = clock.elapsed();
+        let probe = async {
+            let result = client.info(&addr).await;
+            if let Err(e) = &result {
+                tracing::debug!(error = %rdv::config::report(e), "onion health probe failed");
+            }
+            result.is_ok()
+        };
+        // While unreachable, a warning or the exit comes when it is due, not when a probe
+        // that hangs ends.
+        let events = match health.due_in(started) {
+            Some(due) => tokio::select! {
+                ok = probe => health.observe(ok, started, clock.elapsed()),
+                () = tokio::time::sleep(due) => health.tick(clock.elapsed()),
+            },
+            None => {
+                let ok = probe.await;
+                health.observe(ok, started, clock.elapsed())
+            }
+        };
+        for event in events {
             let fmt = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
             match event {
                 HealthEvent::FirstReachable(after) => {

@@ -4,8 +4,10 @@
 //! queued, runs it in one transaction that starts by locking the meta row (so the frontends of
 //! one database write one after the other, each with the allocator state the previous one left),
 //! commits, and only then answers each caller. If the transaction or its commit fails, every
-//! operation of the batch gets the error. When the connection is lost, the writer reconnects, at
-//! most once per [`RETRY`]; writes that arrive in between fail at once.
+//! operation of the batch gets the error. When the connection is lost, the writer reconnects in
+//! the background (an attempt can hang as long as the database does), starting a new attempt at
+//! most once per [`RETRY`] after the last one ended; writes that arrive in between wait for it
+//! [`RECONNECT_WAIT`] at most, so that no write waits for more than one batch's time limit.
 
 use super::connect;
 use super::schema::{self, int, Meta};
@@ -24,6 +26,9 @@ use tokio_postgres::{Client, Statement, Transaction};
 
 /// How often a writer without a connection tries to connect again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How long a batch waits for a reconnect under way before it fails.
+const RECONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes are suspended: the connection to the database was lost.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +92,15 @@ struct Settings {
     capacity: usize,
 }
 
+/// A connection attempt running on a task of its own.
+type Reconnecting = tokio::task::JoinHandle<Result<(Client, Stmts), StoreError>>;
+
 pub(super) struct Writer {
     database: tokio_postgres::Config,
     conn: Option<(Client, Stmts)>,
+    /// When a new connection attempt may start: [`RETRY`] after the last one ended.
     retry_at: Instant,
+    reconnecting: Option<Reconnecting>,
     settings: Settings,
     max_batch: usize,
     counters: Arc<Counters>,
@@ -110,6 +120,7 @@ impl Writer {
             database,
             conn: Some((client, stmts)),
             retry_at: Instant::now(),
+            reconnecting: None,
             settings: Settings { params, capacity },
             max_batch,
             counters,
@@ -131,36 +142,62 @@ impl Writer {
         }
     }
 
-    /// Whether there is a connection, reconnecting if it was lost and a retry is due.
-    async fn connect(&mut self) -> bool {
+    /// Whether there is a connection. When it was lost, a reconnect runs in the background;
+    /// this waits for it until `deadline` at most.
+    async fn connect(&mut self, deadline: Instant) -> bool {
         if self.conn.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.conn = None;
-            self.retry_at = Instant::now();
         }
-        if self.conn.is_none() && Instant::now() >= self.retry_at {
-            self.retry_at = Instant::now() + RETRY;
-            let fresh = async {
-                let c = connect(&self.database).await?;
+        if self.conn.is_some() {
+            return true;
+        }
+        if self.reconnecting.is_none() && Instant::now() >= self.retry_at {
+            let database = self.database.clone();
+            self.reconnecting = Some(tokio::spawn(async move {
+                let c = connect(&database).await?;
                 let s = tokio::time::timeout(2 * super::SESSION_TIMEOUT, Stmts::prepare(&c))
                     .await
                     .map_err(|_| StoreError::backend(super::TimedOut))??;
-                Ok::<_, StoreError>((c, s))
-            };
-            match fresh.await {
-                Ok(conn) => {
-                    tracing::info!("reconnected to PostgreSQL; writes resume");
-                    self.conn = Some(conn);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %crate::config::report(&e), "PostgreSQL cannot be reached yet")
-                }
+                Ok((c, s))
+            }));
+        }
+        let Some(attempt) = self.reconnecting.as_mut() else {
+            return false;
+        };
+        let Ok(ended) = tokio::time::timeout_at(deadline, attempt).await else {
+            return false;
+        };
+        self.reconnecting = None;
+        self.retry_at = Instant::now() + RETRY;
+        match ended {
+            Ok(Ok(conn)) => {
+                tracing::info!("reconnected to PostgreSQL; writes resume");
+                self.conn = Some(conn);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %crate::config::report(&e), "PostgreSQL cannot be reached yet");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a PostgreSQL reconnect attempt failed");
+                false
             }
         }
-        self.conn.is_some()
     }
 
     async fn apply(&mut self, ops: Vec<Op>) {
-        let connected = self.connect().await;
+        // The batch's whole time: waiting for a reconnect, the transaction, and asking whether
+        // a commit whose answer was lost happened.
+        let deadline = Instant::now() + 2 * super::SESSION_TIMEOUT;
+        // A lost connection is waited for briefly (a database that restarted is back in
+        // moments); one that does not come back fails the batch in [`RECONNECT_WAIT`].
+        let wait = if self.conn.is_some() {
+            deadline
+        } else {
+            deadline.min(Instant::now() + RECONNECT_WAIT)
+        };
+        let connected = self.connect(wait).await;
         let Some((client, stmts)) = self.conn.as_mut().filter(|_| connected) else {
             let e = StoreError::backend(Suspended);
             ops.into_iter().for_each(|op| op.fail(&e));
@@ -179,7 +216,7 @@ impl Writer {
             &mut outcomes,
             &mut txid,
         );
-        let result = match tokio::time::timeout(2 * super::SESSION_TIMEOUT, run).await {
+        let result = match tokio::time::timeout_at(deadline, run).await {
             Ok(r) => r,
             Err(_) => {
                 // The connection is dropped below, which rolls the transaction back (if the
@@ -195,7 +232,7 @@ impl Writer {
                 // A commit whose answer was lost may have happened: ask the database.
                 if lost && rest.is_empty() && !outcomes.is_empty() {
                     if let Some(id) = txid {
-                        if self.committed(id).await {
+                        if self.committed(id, deadline).await {
                             tracing::info!("the connection was lost after a commit, which the database confirms");
                             outcomes.into_iter().for_each(Outcome::send);
                             return;
@@ -213,22 +250,23 @@ impl Writer {
     }
 
     /// Whether transaction `id` committed, asked on a fresh connection (which stays the
-    /// writer's). `false` when that cannot be known: then the batch is failed, and what it
-    /// stored (if anything) stays as unacknowledged links until they expire.
-    async fn committed(&mut self, id: i64) -> bool {
+    /// writer's) before `deadline`. `false` when that cannot be known: then the batch is
+    /// failed, and what it stored (if anything) stays as unacknowledged links until they expire.
+    async fn committed(&mut self, id: i64, deadline: Instant) -> bool {
         self.conn = None;
         self.retry_at = Instant::now();
-        if !self.connect().await {
+        if !self.connect(deadline).await {
             return false;
         }
         let Some((client, _)) = self.conn.as_ref() else {
             return false;
         };
-        let status = client
-            .query_one("SELECT txid_status($1)", &[&id])
-            .await
-            .ok()
-            .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten());
+        let status =
+            tokio::time::timeout_at(deadline, client.query_one("SELECT txid_status($1)", &[&id]))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten());
         status.as_deref() == Some("committed")
     }
 }
