@@ -668,7 +668,7 @@ cmd_client() {
         cat <<EOF
 DataDirectory $d
 Log notice file $d/notice.log
-SocksPort 127.0.0.1:$port
+SocksPort 127.0.0.1:$port ExtendedErrors
 EOF
     } >"$d/torrc"
     rm -f "$d/notice.log"   # so the bootstrap check below sees only this run

@@ -159,6 +159,24 @@ fn json_on_every_command_with_results_and_errors() {
         "invalid_link",
         "bad-input",
     );
+    // A mistyped onion address (version byte 0, so no checksum either): refused before Tor
+    // starts, which would create its directory and bootstrap for minutes.
+    let tor_dir = dir.path().join("never-made");
+    let tor_dir = tor_dir.to_str().unwrap();
+    let v0 = format!("{}.onion:7625", "a".repeat(56));
+    for target in [
+        v0,
+        "2gzzxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:7625".into(),
+    ] {
+        let e = err(
+            &rdv(&["info", "--json", &target, "--tor-dir", tor_dir], &[]),
+            "bad_address",
+            "bad-input",
+        );
+        let m = e["error"]["message"].as_str().unwrap();
+        assert!(m.contains("version 3") || m.contains("checksum"), "{m}");
+        assert!(!std::path::Path::new(tor_dir).exists(), "Tor was started");
+    }
     err(
         &rdv(&["accept", "--json", "--direct", "127.0.0.1:1", &link], &[]),
         "refused",
@@ -278,7 +296,22 @@ fn json_on_every_command_with_results_and_errors() {
     assert_eq!(c["event"], "answer");
     assert_eq!(str_of(&c, "answer"), "smp://back");
     assert_eq!(c["link_kept"], true);
-    assert!(!state.exists());
+    // The keys are gone from the state file; a second collect says the answer is in.
+    let note = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        note.starts_with("rdv-answer-collected ") && note.lines().count() == 1,
+        "{note}"
+    );
+    let again = err(
+        &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
+        "already_collected",
+        "bad-input",
+    );
+    assert!(again["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already collected"));
+    std::fs::remove_file(&state).unwrap();
     err(
         &rdv(&["collect", "--json", "--direct", "--state", st], &[]),
         "io",
@@ -1044,4 +1077,92 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("client-auth-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Nothing half-done: an output file that cannot be written is refused before anything is
+/// stored, and one that fails after the store takes the stored link back down.
+#[test]
+fn an_output_that_fails_leaves_no_link_behind() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "3s"]);
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let missing = dir.path().join("no-such-dir");
+    let state = missing.join("state");
+    let state = state.to_str().unwrap();
+    let png = missing.join("link.png");
+    let png = png.to_str().unwrap();
+    for args in [
+        vec!["--expect-answer", "--state", state],
+        vec!["--qr-png", png],
+    ] {
+        let mut all = vec![
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ];
+        all.extend(args);
+        let out = rdv(&all, &pass);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(!e.contains("stored"), "refused before the store: {e}");
+    }
+    assert!(!missing.exists());
+
+    // The directory goes away while the link is held: the QR code cannot be written after the
+    // store, so the link is deleted again (the server confirms it) and no link is printed.
+    let sub = dir.path().join("out");
+    std::fs::create_dir(&sub).unwrap();
+    let png = sub.join("link.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "offer",
+            "--hold",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ])
+        .arg("--qr-png")
+        .arg(&png)
+        .env("RDV_PASSPHRASE", pass[0].1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "no hold note in {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("holding the link") {
+            break;
+        }
+    }
+    std::fs::remove_dir(&sub).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{rest}");
+    assert!(
+        rest.contains("--qr-png") && rest.contains("the link was deleted from the server"),
+        "{rest}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("rdv1:"),
+        "no link handed out"
+    );
 }

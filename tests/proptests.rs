@@ -79,7 +79,7 @@ fn kdf() -> impl Strategy<Value = KdfProfile> {
 
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
-        "[a-z2-7]{56}\\.onion",
+        any::<[u8; 32]>().prop_map(|k| rdv::proto::link::onion_host(&k)),
         "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z0-9]{1,8}){0,3}",
         any::<[u8; 4]>().prop_map(|b| std::net::Ipv4Addr::from(b).to_string()),
         any::<[u16; 8]>().prop_map(|b| std::net::Ipv6Addr::from(b).to_string()),

@@ -90,7 +90,7 @@ fn a_broken_tor_configuration_is_a_clear_error_and_the_server_does_not_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args([
             "info",
-            "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion:7625",
+            "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:7625",
         ])
         .arg("--tor-config")
         .arg(&bad)

@@ -353,6 +353,16 @@ fn seal_and_kdf_vectors() {
             ),
         ));
     }
+    // Per-server deletion tokens of a multi-server link (PROTOCOL.md section 5), with the check
+    // value each server stores.
+    let token = rdv::proto::DeleteToken::from_bytes([0x33; 32]);
+    for i in 0..=4u8 {
+        let t = token.for_server(i);
+        computed.push((
+            format!("token.server.{i}"),
+            format!("token={} check={}", hex(t.expose()), hex(&t.check().0)),
+        ));
+    }
     check_ok_lines("seal.txt", &computed);
     // Failure vectors: the stored blob must not open with the vector key.
     let mut failures = 0;

@@ -33,8 +33,18 @@ impl SocksConnector {
 
 /// The proxy answered, but not with success.
 #[derive(Debug, thiserror::Error)]
-#[error("the SOCKS proxy refused: {0}")]
+#[error("the SOCKS proxy refused: {0}{hint}", hint = hint(*.0))]
 struct Refused(SocksStatus);
+
+/// C tor says why an onion service connection failed (no descriptor, a missing client key, a
+/// bad address…) only on a SocksPort with the `ExtendedErrors` flag; otherwise "general failure".
+fn hint(status: SocksStatus) -> &'static str {
+    if status == SocksStatus::GENERAL_FAILURE {
+        " (for the reason, add ExtendedErrors to the tor client's SocksPort line, e.g. `SocksPort 9050 ExtendedErrors`)"
+    } else {
+        ""
+    }
+}
 
 /// Where a refusal code puts the failure, and whether retrying can help.
 fn stage_of(status: SocksStatus) -> (ConnectStage, bool) {
@@ -115,4 +125,72 @@ impl Connector for SocksConnector {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A SOCKS5 proxy on loopback that takes one username/password handshake and answers the
+    /// request with `code`.
+    async fn refusing_proxy(code: u8) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = [0u8; 2];
+            s.read_exact(&mut head).await.unwrap();
+            let mut methods = vec![0u8; usize::from(head[1])];
+            s.read_exact(&mut methods).await.unwrap();
+            assert!(methods.contains(&2), "fresh credentials for isolation");
+            s.write_all(&[5, 2]).await.unwrap();
+            let mut v = [0u8; 2];
+            s.read_exact(&mut v).await.unwrap();
+            let mut user = vec![0u8; usize::from(v[1])];
+            s.read_exact(&mut user).await.unwrap();
+            let mut plen = [0u8; 1];
+            s.read_exact(&mut plen).await.unwrap();
+            let mut pass = vec![0u8; usize::from(plen[0])];
+            s.read_exact(&mut pass).await.unwrap();
+            s.write_all(&[1, 0]).await.unwrap();
+            let mut req = [0u8; 5];
+            s.read_exact(&mut req).await.unwrap();
+            assert_eq!(req[3], 3, "a host name, resolved by the proxy");
+            let mut rest = vec![0u8; usize::from(req[4]) + 2];
+            s.read_exact(&mut rest).await.unwrap();
+            s.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0])
+                .await
+                .unwrap();
+        });
+        addr
+    }
+
+    fn target() -> ServerAddr {
+        ServerAddr::parse("2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:7625")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_general_failure_says_how_to_learn_the_reason() {
+        let c = SocksConnector::new(refusing_proxy(1).await);
+        let Err(e) = c.connect(&target()).await else {
+            panic!("the proxy refused")
+        };
+        let text = crate::config::report(&e).to_string();
+        assert!(text.contains("ExtendedErrors"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_client_key_is_not_retried() {
+        let c = SocksConnector::new(refusing_proxy(0xF4).await);
+        let Err(e) = c.connect(&target()).await else {
+            panic!("the proxy refused")
+        };
+        assert_eq!(e.stage, ConnectStage::Descriptor);
+        assert!(!e.retryable);
+        assert!(!crate::config::report(&e)
+            .to_string()
+            .contains("ExtendedErrors"));
+    }
 }

@@ -111,7 +111,7 @@ fn validate_host(h: &str) -> Result<(), LinkError> {
                 "an onion address must be 56 base32 characters (a-z, 2-7) before .onion",
             ));
         }
-        return Ok(());
+        return check_onion(name);
     }
     for label in h.split('.') {
         let ok = !label.is_empty()
@@ -128,6 +128,63 @@ fn validate_host(h: &str) -> Result<(), LinkError> {
         }
     }
     Ok(())
+}
+
+/// The length of a v3 onion address's decoded name: key, checksum, version.
+const ONION_NAME_LEN: usize = 35;
+
+/// Version and checksum of a v3 onion address (`name` is its 56 base32 characters), so that a
+/// mistyped address fails at once instead of after a search of the Tor network.
+fn check_onion(name: &str) -> Result<(), LinkError> {
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(name.to_ascii_uppercase().as_bytes())
+        .map_err(|_| {
+            LinkError::BadAddress(
+                "an onion address must be 56 base32 characters (a-z, 2-7) before .onion",
+            )
+        })?;
+    let Ok(bytes) = <[u8; ONION_NAME_LEN]>::try_from(bytes) else {
+        return Err(LinkError::BadAddress(
+            "an onion address must be 56 base32 characters (a-z, 2-7) before .onion",
+        ));
+    };
+    if bytes[34] != 3 {
+        return Err(LinkError::BadAddress(
+            "not a version 3 onion address (those end in 'd' before .onion)",
+        ));
+    }
+    let key: [u8; 32] = bytes[..32].try_into().expect("32 of 35 bytes");
+    if onion_checksum(&key) != bytes[32..34] {
+        return Err(LinkError::BadAddress(
+            "the onion address's checksum does not match: a character is mistyped",
+        ));
+    }
+    Ok(())
+}
+
+/// The first two bytes of SHA3-256(".onion checksum" || key || 3).
+fn onion_checksum(key: &[u8; 32]) -> [u8; 2] {
+    use sha3::{Digest, Sha3_256};
+    let mut h = Sha3_256::new();
+    h.update(b".onion checksum");
+    h.update(key);
+    h.update([3u8]);
+    let d = h.finalize();
+    [d[0], d[1]]
+}
+
+/// The v3 onion host name (with `.onion`) of the service whose identity key is `key`.
+pub fn onion_host(key: &[u8; 32]) -> String {
+    let mut bytes = [0u8; ONION_NAME_LEN];
+    bytes[..32].copy_from_slice(key);
+    bytes[32..34].copy_from_slice(&onion_checksum(key));
+    bytes[34] = 3;
+    format!(
+        "{}.onion",
+        data_encoding::BASE32_NOPAD
+            .encode(&bytes)
+            .to_ascii_lowercase()
+    )
 }
 
 impl fmt::Display for ServerAddr {
@@ -517,8 +574,17 @@ mod tests {
     fn ipv6_and_onion_hosts() {
         let a = ServerAddr::parse("[::1]:80").unwrap();
         assert_eq!(a.to_string(), "[::1]:80");
-        let onion = format!("{}.onion:80", "a".repeat(56));
+        let onion = format!("{}:80", onion_host(&[7; 32]));
         assert!(ServerAddr::parse(&onion).unwrap().is_onion());
+        // An arti-made address, and what a typo does to it.
+        let real = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:7625";
+        assert!(ServerAddr::parse(real).is_ok());
+        let typo = real.replacen("2gzy", "2gzz", 1);
+        let e = ServerAddr::parse(&typo).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+        let v0 = format!("{}.onion:7625", "a".repeat(56));
+        let e = ServerAddr::parse(&v0).unwrap_err().to_string();
+        assert!(e.contains("version 3"), "{e}");
         assert!(ServerAddr::parse(&format!("{}.onion:80", "a".repeat(55))).is_err());
         assert!(ServerAddr::parse(&format!("x_y:z.{}.onion:80", "a".repeat(56))).is_err());
         assert!(ServerAddr::parse(&format!("www.{}.onion:80", "a".repeat(56))).is_err());

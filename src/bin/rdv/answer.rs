@@ -27,9 +27,43 @@ pub(crate) fn write_state(path: &Path, pending: &PendingAnswer) -> Result<()> {
             path.display()
         )
     })?;
-    f.write_all(pending.to_text().as_bytes())
+    if let Err(e) = f
+        .write_all(pending.to_text().as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing the state file {}", path.display()))?;
+    {
+        // Half a state file is no use to anyone: take it away.
+        let _ = std::fs::remove_file(path);
+        return Err(
+            anyhow::Error::new(e).context(format!("writing the state file {}", path.display()))
+        );
+    }
+    Ok(())
+}
+
+/// What a state file holds once its answer is in: no keys, only the time of the collect.
+const COLLECTED: &str = "rdv-answer-collected";
+
+/// Replace the state file's keys, once the answer is in, with a note saying so (atomically: a
+/// crash leaves either the state or the note), so that a second collect says what happened.
+pub(crate) fn mark_collected(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rdv-state-")
+        .tempfile_in(dir)
+        .and_then(|mut t| {
+            writeln!(t, "{COLLECTED} {when}")?;
+            t.as_file().sync_all()?;
+            Ok(t)
+        })
+        .with_context(|| format!("clearing the state file {}", path.display()))?;
+    tmp.flush()?;
+    tmp.persist(path)
+        .with_context(|| format!("clearing the state file {}", path.display()))?;
     Ok(())
 }
 
@@ -40,6 +74,18 @@ fn read_state(path: &Path) -> Result<PendingAnswer> {
     std::fs::File::open(path)
         .and_then(|f| f.take(STATE_LIMIT).read_to_string(&mut text))
         .with_context(|| format!("reading the state file {}", path.display()))?;
+    if let Some(when) = text.strip_prefix(COLLECTED) {
+        return Err(CliError::new(
+            "already_collected",
+            rdv::client::ErrorKind::BadInput,
+            format!(
+                "{}: the answer was already collected (at {}); the file holds no keys any more and can be removed",
+                path.display(),
+                escape_for_terminal(when.trim().as_bytes()).0
+            ),
+        )
+        .into());
+    }
     PendingAnswer::from_text(&text).with_context(|| format!("{}", path.display()))
 }
 
@@ -191,8 +237,7 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         )
         .into());
     };
-    std::fs::remove_file(state)
-        .with_context(|| format!("removing the state file {}", state.display()))?;
+    mark_collected(state)?;
     drop(pending);
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };

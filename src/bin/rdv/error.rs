@@ -136,11 +136,11 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
         if cause.downcast_ref::<AuthKeyError>().is_some() {
             return ("client_key", BadInput);
         }
-        if cause
-            .downcast_ref::<rdv::proto::link::LinkError>()
-            .is_some()
-        {
-            return ("invalid_link", BadInput);
+        if let Some(e) = cause.downcast_ref::<rdv::proto::link::LinkError>() {
+            return match e {
+                rdv::proto::link::LinkError::BadAddress(_) => ("bad_address", BadInput),
+                _ => ("invalid_link", BadInput),
+            };
         }
         if cause.downcast_ref::<rdv::proto::kdf::KdfError>().is_some() {
             return ("kdf_unacceptable", BadInput);

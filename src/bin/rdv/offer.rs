@@ -42,6 +42,71 @@ pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
     Ok(p)
 }
 
+/// Refuse an output file that exists, whose directory is missing, or where nothing can be
+/// created, before anything is stored.
+fn check_output(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        bail!(
+            "{flag} {}: the file exists already (it is never overwritten)",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{flag} {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".rdv-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{flag} {}: cannot create a file in {}",
+                path.display(),
+                dir.display()
+            )
+        })
+}
+
+/// An output failed after the link was stored: delete the link (nobody has it), or, when that
+/// fails too, say how to delete it later.
+async fn take_back(
+    client: &Client,
+    offer: &rdv::client::Offer,
+    why: anyhow::Error,
+) -> anyhow::Error {
+    let why = rdv::config::report(&*why).to_string();
+    let (msg, code) = match client.delete(&offer.link, &offer.delete_token).await {
+        Ok(()) => (
+            format!("{why}: nothing was handed over, and the link was deleted from the server"),
+            "io",
+        ),
+        Err(e) => {
+            // The user needs the link and its token to delete it; shown on the terminal only.
+            eprintln!(
+                "the stored link, to delete with `rdv delete LINK --token-file FILE`:\n  link:  {}\n  token: {}",
+                offer.link.to_uri().as_str(),
+                offer.delete_token.to_text().as_str()
+            );
+            (
+                format!(
+                    "{why}; the link could NOT be deleted ({}): delete it with the link and token above, or it expires by itself",
+                    rdv::config::report(&e)
+                ),
+                "io",
+            )
+        }
+    };
+    CliError::new(code, rdv::client::ErrorKind::Local, msg).into()
+}
+
 /// The given passphrase (warned about when weak) or a generated one.
 pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     match given {
@@ -90,21 +155,13 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if a.expect_answer {
         crate::answer::warn_costs(&a.look);
     }
+    // Every output path is checked before anything is stored: a link on the server that the
+    // user never got (or cannot collect the answer for) is worse than no offer.
     if let Some(state) = &a.state {
-        if state.exists() {
-            bail!(
-                "--state {}: the file exists already (a state file is never overwritten)",
-                state.display()
-            );
-        }
+        check_output("--state", state)?;
     }
     if let Some(png) = &a.qr_png {
-        if png.exists() {
-            bail!(
-                "--qr-png {}: the file exists already (it is never overwritten)",
-                png.display()
-            );
-        }
+        check_output("--qr-png", png)?;
     }
     let payload = read_payload(&a)?;
     let given = a.passphrase.take().map(zeroize::Zeroizing::new);
@@ -122,7 +179,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)
             .await?;
         if let Some(state) = &a.state {
-            write_state(state, &p)?;
+            if let Err(e) = write_state(state, &p) {
+                return Err(take_back(&client, &o, e.context("--state")).await);
+            }
         }
         (o, Some(p))
     } else {
@@ -217,7 +276,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             .unwrap_or_default(),
     );
     if let Some(png) = &a.qr_png {
-        crate::qr::write_png(&link_text, png).context("--qr-png")?;
+        if let Err(e) = crate::qr::write_png(&link_text, png) {
+            return Err(take_back(&client, &offer, e.context("--qr-png")).await);
+        }
         note!("wrote the link's QR code to {}", png.display());
     }
     if crate::out::json() {
@@ -276,9 +337,12 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if a.two_channel {
         writeln!(out, "passphrase: {}", pass.as_str())?;
         qr(&pass, &mut out)?;
-        note!("Send the link and the passphrase through two different channels.");
+        note!("Send the other person the link through one channel and the passphrase through another (never both in one message). They run `rdv accept`, paste the link, then type the passphrase.");
     } else {
-        note!("The link contains the passphrase: whoever sees it can open it. Use --two-channel to split them.");
+        note!("Send the other person the link; it contains the passphrase, so whoever sees it can open it (--two-channel splits them). They run `rdv accept` and paste the link.");
+    }
+    if a.expect_answer {
+        note!("To answer, they add --answer-file FILE (or --answer TEXT) to rdv accept.");
     }
     writeln!(out, "delete-token: {}", &*token)?;
     if a.expect_answer {
@@ -332,8 +396,7 @@ async fn wait_and_finish(
         )));
     };
     if let Some(state) = &a.state {
-        std::fs::remove_file(state)
-            .with_context(|| format!("removing the state file {}", state.display()))?;
+        crate::answer::mark_collected(state)?;
     }
     Ok(answer)
 }
