@@ -70,3 +70,55 @@ async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at
     let got = c.accept(&kept.link, None).await.unwrap();
     assert_eq!(&got.payload[..], b"stored before any jump");
 }
+
+/// A fresh store started with its clock a day ahead (nothing to tell it otherwise) collects
+/// buckets of the wrong seconds; once the clock is corrected, new buckets used to start after
+/// those, a day in the future, and clients refused them until real time caught up. Now the very
+/// next offer is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_corrected_after_garbage_collection_ran_ahead_hands_out_acceptable_ids() {
+    assert!(Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} is missing");
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    set_offset(&offset, "+1d");
+    let offset_path = offset.to_str().unwrap().to_string();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &["--open-window", "2s", "--ttl", "3s", "--gc-interval", "1s"],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        std::process::Stdio::null(),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let c = client(server.addr, clock);
+    let sa = server_addr(server.addr);
+    // Refused by the client (from the future), but the challenge opened a bucket in the wrong
+    // second; it expires and is collected on the server's clock.
+    let early = c
+        .offer(&sa, b"x", Passphrase::new("ahead-pass-1"), KdfProfile::Test)
+        .await;
+    assert!(
+        matches!(
+            early,
+            Err(OfferError::RefusedChallenge(
+                PolicyViolation::FromTheFuture { .. }
+            ))
+        ),
+        "{early:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    set_offset(&offset, "+0");
+    let after = c
+        .offer(
+            &sa,
+            b"right after the correction",
+            Passphrase::new("ahead-pass-2"),
+            KdfProfile::Test,
+        )
+        .await;
+    assert!(after.is_ok(), "{after:?}");
+}

@@ -7,8 +7,10 @@
 //!   is not from the future (a wall clock that jumped ahead and came back must not keep handing
 //!   out a bucket that clients refuse), and has not been collected;
 //! - a new bucket is `(created, seq)` with `created` the current second (but after every
-//!   collected bucket) and `seq` one more than the highest used in that second, so IDs stay
-//!   unique whatever the clock does;
+//!   collected bucket, unless that lies a minute or more ahead) and `seq` one more than the
+//!   highest used in that second, so IDs stay unique whatever the clock does, except that a
+//!   clock corrected far behind collected buckets reuses their IDs rather than hand out IDs
+//!   clients refuse;
 //! - never a sequence number above `max_seq`: the client policy would refuse the bucket, so the
 //!   store says it is full for this second instead.
 
@@ -171,13 +173,24 @@ impl Allocator {
             return Ok(Step::Joined(id));
         }
         match self.floor {
-            Some(f) if now <= f => match f.checked_add(1) {
+            // Just behind a collected second (a small clock correction): after it, a few
+            // seconds in the future, which clients accept, and no ID is ever used twice.
+            Some(f) if now <= f && f - now < FUTURE_TOLERANCE_SECS => match f.checked_add(1) {
                 Some(c) => Ok(Step::NewIn(c)),
                 None => Err(Exhausted {
                     second: now,
                     max_seq: params.max_seq,
                 }),
             },
+            // Far behind (the clock ran ahead for longer than the TTL, and garbage collection
+            // took buckets of its wrong seconds, before it was corrected): in the present, or
+            // clients would refuse every new bucket until real time caught up. The ID of a
+            // collected bucket may come again; its links are gone, and an old link finds
+            // nothing it can open.
+            Some(f) if now <= f => {
+                self.floor = Some(now.saturating_sub(1));
+                Ok(Step::NewIn(now))
+            }
             _ => Ok(Step::NewIn(now)),
         }
     }
@@ -458,15 +471,36 @@ mod tests {
         let mut w = World::default();
         let p = params(600, 32);
         w.alloc.collected(1000);
-        assert_eq!(w.assign(900, &p), Ok(id(1001, 0)));
+        assert_eq!(w.assign(950, &p), Ok(id(1001, 0)));
         assert_eq!(w.alloc.floor(), Some(1000));
         // The open bucket itself collected: a new one after it.
         let open = w.alloc.open_bucket().unwrap().0;
         w.alloc.collected(open.created);
-        assert_eq!(w.assign(900, &p), Ok(id(1002, 0)));
+        assert_eq!(w.assign(950, &p), Ok(id(1002, 0)));
         let mut top = Allocator::resume(None, Some(u64::MAX));
-        let r = top.assign(5, &p, |_| Ok::<_, Infallible>(None));
+        let r = top.assign(u64::MAX - 5, &p, |_| Ok::<_, Infallible>(None));
         assert!(matches!(r, Ok(Err(_))), "no overflow at u64::MAX: {r:?}");
+    }
+
+    /// A clock that ran a day ahead for longer than the TTL: garbage collection took buckets of
+    /// its wrong seconds. Once corrected, new buckets used to start after those, 86 371 s in
+    /// the future, and clients refused them for a day.
+    #[test]
+    fn a_clock_corrected_after_running_ahead_past_the_ttl_gets_present_ids() {
+        let p = params(600, 32);
+        let policy = crate::proto::ClientPolicy::default();
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        let t = 1_800_000_000;
+        let mut a = Allocator::default();
+        a.collected(t + 86_400 - 30);
+        let new = a.assign(t, &p, none).unwrap().unwrap();
+        assert_eq!(new, id(t, 0), "in the present");
+        assert!(policy.check(new, t, p.open_window_secs).is_ok());
+        assert_eq!(a.assign(t + 1, &p, none), Ok(Ok(new)), "and filled");
+        assert!(a.floor() < Some(t));
+        // The lowered floor is what a restart resumes from.
+        let mut b = Allocator::resume(a.last(), a.floor());
+        assert_eq!(b.assign(t + 2, &p, none), Ok(Ok(id(t + 2, 0))));
     }
 
     #[test]
