@@ -55,8 +55,18 @@ async fn delete(s: &mut TcpStream, locator: Locator, n: u8) -> Response {
 }
 
 async fn scrape(addr: SocketAddr, path: &str) -> (String, String) {
+    scrape_with(
+        addr,
+        path,
+        "Host: 127.0.0.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n",
+    )
+    .await
+}
+
+/// A scrape with the given header lines (each ending in CRLF).
+async fn scrape_with(addr: SocketAddr, path: &str, headers: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\n{headers}\r\n").as_bytes())
         .await
         .unwrap();
     let mut text = String::new();
@@ -245,4 +255,91 @@ async fn stuck_scrapers_do_not_block_the_endpoint_forever() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     drop(stuck);
+}
+
+/// What Prometheus asks for (OpenMetrics) it gets; anything else, the classic text format,
+/// which `promtool check metrics` accepts (it found four counters without HELP before); a Host
+/// that is not an address or localhost (DNS rebinding from a browser) is refused.
+#[tokio::test]
+async fn scrapes_get_the_format_they_ask_for_and_only_by_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start_default(dir.path(), Arc::new(manual_clock())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = listener.local_addr().unwrap();
+    tokio::spawn(server.clone().run_metrics(listener));
+    // Samples in every family: a store, a fetch, a delete.
+    let mut c = connect(addr).await;
+    let a = store(&mut c, 1).await;
+    fetch(&mut c, a.locator()).await;
+    delete(&mut c, a.locator(), 1).await;
+
+    let (head, open) = scrape(maddr, "/metrics").await;
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(open.ends_with("# EOF\n"));
+    let (head, classic) = scrape_with(maddr, "/metrics", "Host: localhost:9100\r\n").await;
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(!classic.contains("# EOF"));
+    assert!(
+        classic.contains("# TYPE rdv_buckets_opened_total counter"),
+        "{classic}"
+    );
+    assert_eq!(
+        value(&classic, "rdv_buckets_opened_total"),
+        value(&open, "rdv_buckets_opened_total")
+    );
+    // Every sample's family has its HELP and TYPE, by the classic format's naming.
+    for sample in classic.lines().filter(|l| !l.starts_with('#')) {
+        let name = sample.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                let f = name.strip_suffix(s)?;
+                classic
+                    .contains(&format!("# TYPE {f} histogram"))
+                    .then_some(f)
+            })
+            .unwrap_or(name);
+        assert!(
+            classic.contains(&format!("# HELP {family} "))
+                && classic.contains(&format!("# TYPE {family} ")),
+            "{name} has no HELP or TYPE in\n{classic}"
+        );
+    }
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: install Debian's prometheus package (scripts/test does)");
+    let mut child = promtool;
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(classic.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for host in [
+        "Host: attacker.example\r\n",
+        "Host: attacker.example:80\r\n",
+    ] {
+        let (head, body) = scrape_with(maddr, "/metrics", host).await;
+        assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+        assert!(!body.contains("rdv_"));
+    }
+    for host in ["Host: [::1]:9100\r\n", "Host: 127.0.0.1\r\n", ""] {
+        let (head, _) = scrape_with(maddr, "/metrics", host).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{host}: {head}");
+    }
 }

@@ -28,6 +28,8 @@ fn the_unit_keeps_its_sandbox_and_runs_the_config_file() {
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallFilter=@system-service",
         "MemoryDenyWriteExecute=yes",
+        "PrivateMounts=yes",
+        "After=network-online.target time-sync.target",
     ] {
         assert!(
             unit.lines().any(|l| l == line),
