@@ -1166,3 +1166,59 @@ fn an_output_that_fails_leaves_no_link_behind() {
         "no link handed out"
     );
 }
+
+/// `rdv serve --check-config` lists every problem (each named by file and key or by flag) and
+/// exits non-zero, without starting anything; `--print-config` refuses what would not run.
+#[test]
+fn check_config_lists_every_problem_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rdv.toml");
+    std::fs::write(
+        &cfg,
+        "data = \"data\"\nlisten = [\"localhost\"]\n[store]\nopen_window = \"2h\"\nttl = \"1h\"\n\
+         [metrics]\nlisten = \"0.0.0.0:9464\"\n",
+    )
+    .unwrap();
+    let arti = dir.path().join("arti.toml");
+    std::fs::write(&arti, "[storage]\ncache_dirx = \"x\"\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let arti_s = arti.to_str().unwrap();
+    for mode in ["--check-config", "--print-config"] {
+        let out = rdv(
+            &["serve", "--config", cfg_s, "--tor-config", arti_s, mode],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let m = String::from_utf8_lossy(&out.stderr);
+        assert!(m.starts_with("error: 4 problems"), "{m}");
+        for part in [
+            "rdv.toml (store.open_window)",
+            "rdv.toml (listen) \"localhost\": needs HOST:PORT",
+            "rdv.toml (metrics.listen)",
+            "cache_dirx",
+        ] {
+            assert!(m.contains(part), "{part} missing in {m}");
+        }
+        assert!(out.stdout.is_empty(), "nothing printed but the error");
+    }
+    assert!(!dir.path().join("data").exists(), "nothing started");
+    let good = rdv(
+        &[
+            "serve",
+            "--data",
+            dir.path().join("d2").to_str().unwrap(),
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+            "--check-config",
+        ],
+        &[],
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("the settings are fine"));
+    assert!(!dir.path().join("d2").exists(), "nothing started");
+}

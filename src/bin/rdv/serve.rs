@@ -1,6 +1,8 @@
 //! `rdv serve`: flags → library settings (checked by the library), the store, the listeners and
 //! the onion service.
 
+mod check;
+
 use crate::cli::ServeArgs;
 use crate::config::Origins;
 use crate::error::CliError;
@@ -175,6 +177,22 @@ fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
 /// service has been unreachable too long).
 pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     crate::store::refuse_password_in_argv(&a, &origins)?;
+    if a.check_config || a.print_config {
+        // Every problem at once, each named by its flag or by file and key; nothing starts.
+        check::refuse_problems(&a, &origins).await?;
+        if a.print_config {
+            print!("{}", crate::config::effective_text(&a)?);
+        } else {
+            println!(
+                "the settings are fine{}",
+                origins
+                    .file()
+                    .map(|f| format!(" ({} and the command line)", f.display()))
+                    .unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
     let (mut store_config, mut config) = settings(&a).map_err(|e| setting_error(e, &origins))?;
     let (mut onion, health) = onion_settings(&a).map_err(|e| setting_error(e, &origins))?;
     if let Some(mode) = a.adversary {
@@ -185,10 +203,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         config.adversary = Some(mode);
         store_config.set_bucket_capacity(mode.bucket_capacity(a.adversary_stamp_budget));
     }
-    if a.print_config {
-        print!("{}", crate::config::effective_text(&a)?);
-        return Ok(());
-    }
+
     let Some(data) = a.data.clone() else {
         bail!("give the data directory with --data DIR or `data = \"DIR\"` in the --config file");
     };
@@ -335,7 +350,9 @@ impl Prepared {
         for addr in &a.listen {
             let listener = rdv::server::tcp::bind(addr, a.max_connections.max(1024))
                 .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
+                .with_context(|| {
+                    format!("{} {addr:?}: cannot listen there", origins.name("listen"))
+                })?;
             let local = listener.local_addr()?;
             println!("listening on {local}");
             tasks.spawn(server.clone().run_tcp(listener));
@@ -586,6 +603,18 @@ async fn bind_metrics(
     allow_remote: bool,
     origins: &Origins,
 ) -> Result<tokio::net::TcpListener> {
+    let sa = metrics_address(addr, allow_remote, origins)?;
+    tokio::net::TcpListener::bind(sa)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))
+}
+
+/// The metrics address, checked: `IP:PORT`, loopback unless remote is allowed.
+fn metrics_address(
+    addr: &str,
+    allow_remote: bool,
+    origins: &Origins,
+) -> Result<std::net::SocketAddr> {
     let name = origins.name("metrics");
     let sa: std::net::SocketAddr = addr
         .parse()
@@ -593,7 +622,5 @@ async fn bind_metrics(
     if !sa.ip().is_loopback() && !allow_remote {
         bail!("{name} {addr}: not a loopback address; metrics are for the operator (add --metrics-allow-remote, or metrics.allow_remote = true, to serve them there anyway)");
     }
-    tokio::net::TcpListener::bind(sa)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))
+    Ok(sa)
 }

@@ -12,9 +12,14 @@ pub(crate) struct ServeArgs {
     /// Read settings from this TOML file (see rdv.example.toml); flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// Print the effective settings (file and flags together) as a configuration file, and exit.
-    #[arg(long)]
+    /// Print the effective settings (file and flags together) as a configuration file, and exit
+    /// (non-zero, with every problem listed, if they would not run).
+    #[arg(long, conflicts_with = "check_config")]
     pub(crate) print_config: bool,
+    /// Check the settings (file and flags together, the --tor-config file and the authorized
+    /// clients included) without starting anything: every problem listed, exit non-zero if any.
+    #[arg(long)]
+    pub(crate) check_config: bool,
     /// Data directory: the database and the onion service's keys (the address stays stable).
     /// Required, here or in the configuration file.
     #[arg(long, value_name = "DIR")]
