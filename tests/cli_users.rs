@@ -1222,3 +1222,35 @@ fn check_config_lists_every_problem_and_starts_nothing() {
     assert!(String::from_utf8_lossy(&good.stdout).contains("the settings are fine"));
     assert!(!dir.path().join("d2").exists(), "nothing started");
 }
+
+/// Every page rdv(1) refers to exists: `rdv man --dir` writes rdv.1 and one page per command,
+/// `rdv man COMMAND` prints that page, and an unknown command is an error naming the others.
+#[test]
+fn every_manual_page_rdv_1_names_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rdv(&["man", "--dir", dir.path().to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let top = std::fs::read_to_string(dir.path().join("rdv.1")).unwrap();
+    let named: Vec<String> = top
+        .split("rdv\\-")
+        .skip(1)
+        .filter_map(|rest| Some(rest.split_once("(1)")?.0.to_string()))
+        .filter(|n| n.chars().all(|c| c.is_ascii_lowercase()))
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    for name in &named {
+        let page = std::fs::read_to_string(dir.path().join(format!("rdv-{name}.1")))
+            .unwrap_or_else(|e| panic!("rdv-{name}.1: {e}"));
+        assert!(page.contains(&format!(".TH rdv-{name} 1")), "{page}");
+        let single = rdv(&["man", name], &[]);
+        assert!(single.status.success());
+        assert_eq!(String::from_utf8_lossy(&single.stdout), page);
+    }
+    let bad = rdv(&["man", "nope"], &[]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("the commands are: serve, offer"));
+}

@@ -104,13 +104,11 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             clap_complete::generate(a.shell, &mut Cli::command(), "rdv", &mut text);
             return write_stdout(&text);
         }
-        Cmd::Man => {
+        Cmd::Man(a) => {
             if cli.json {
                 return Err(unsupported("rdv man"));
             }
-            let mut text = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
-            return write_stdout(&text);
+            return man(a);
         }
         Cmd::Keygen(a) => return keygen::run(a),
         Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
@@ -136,7 +134,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             Cmd::Info(a) => accept::info(a).await,
             Cmd::Agent(a) => agent::run(a).await,
             Cmd::Demo => demo::run().await,
-            Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man => Ok(()),
+            Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man(_) => Ok(()),
         }
     });
     // arti keeps background tasks; do not wait for them.
@@ -152,4 +150,59 @@ fn write_stdout(text: &[u8]) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// `rdv man`: rdv(1), one command's page, or every page into a directory.
+fn man(a: &cli::ManArgs) -> anyhow::Result<()> {
+    // Built, so that clap's own `help` command (which rdv(1) names too) is among them.
+    let mut top = Cli::command();
+    top.build();
+    let version = top.get_version().unwrap_or_default().to_string();
+    // A command's page is titled rdv-COMMAND, as rdv(1)'s SEE ALSO names it.
+    let page = |name: &str| -> Option<clap::Command> {
+        top.find_subcommand(name).map(|c| {
+            c.clone()
+                .name(format!("rdv-{name}"))
+                .version(version.clone())
+        })
+    };
+    let render = |cmd: clap::Command| -> anyhow::Result<Vec<u8>> {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut text)?;
+        Ok(text)
+    };
+    if let Some(dir) = &a.dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--dir {}: not a directory", dir.display());
+        }
+        let mut pages = vec![("rdv.1".to_string(), render(top.clone())?)];
+        for sub in top.get_subcommands() {
+            let name = sub.get_name();
+            if let Some(cmd) = page(name) {
+                pages.push((format!("rdv-{name}.1"), render(cmd)?));
+            }
+        }
+        for (file, text) in pages {
+            let path = dir.join(&file);
+            anyhow::Context::with_context(std::fs::write(&path, text), || {
+                format!("writing {}", path.display())
+            })?;
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
+    let text = match &a.command {
+        None => render(top.clone())?,
+        Some(name) => match page(name) {
+            Some(cmd) => render(cmd)?,
+            None => anyhow::bail!(
+                "no command {name:?}; the commands are: {}",
+                top.get_subcommands()
+                    .map(|c| c.get_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    write_stdout(&text)
 }

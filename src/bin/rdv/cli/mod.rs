@@ -69,8 +69,21 @@ pub(crate) enum Cmd {
     Keygen(KeygenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions(CompletionsArgs),
-    /// Print the manual page (roff; e.g. `rdv man > rdv.1`, then `man ./rdv.1`).
-    Man,
+    /// Print a manual page (roff; e.g. `rdv man > rdv.1`, then `man ./rdv.1`): rdv(1), or with a
+    /// command's name its own page (`rdv man offer` is rdv-offer(1)); or write them all into a
+    /// directory (`rdv man --dir /usr/local/share/man/man1`).
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ManArgs {
+    /// The command whose page to print (offer, accept, serve, …); without it, rdv(1).
+    #[arg(value_name = "COMMAND", conflicts_with = "dir")]
+    pub(crate) command: Option<String>,
+    /// Write rdv.1 and one rdv-COMMAND.1 per command into this directory (it must exist;
+    /// existing pages are replaced), and list the files written.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
