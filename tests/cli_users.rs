@@ -1254,3 +1254,78 @@ fn every_manual_page_rdv_1_names_exists() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the commands are: serve, offer"));
 }
+
+/// The client configuration: a default server and KDF profile from
+/// $XDG_CONFIG_HOME/rdv/config.toml, RDV_SERVER over the file, a flag over both; `rdv config`
+/// says where each value comes from; a mistake in the file is an error naming file and key.
+#[test]
+fn offers_take_their_server_and_kdf_from_the_client_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let addr = server.addr.to_string();
+    let home = dir.path().join("config");
+    std::fs::create_dir_all(home.join("rdv")).unwrap();
+    std::fs::write(
+        home.join("rdv").join("config.toml"),
+        format!("server = \"{addr}\"\nkdf = \"argon2id:m=1024,t=1,p=1\"\n[tor]\nconnect_timeout = \"7s\"\n"),
+    )
+    .unwrap();
+    let home_s = home.to_str().unwrap();
+    let pass = ("RDV_PASSPHRASE", "correct horse battery staple river");
+    let env = [("XDG_CONFIG_HOME", home_s), pass];
+    // No --server: the file's; no --kdf: the file's, as the link says.
+    let o = ok(
+        &rdv(&["offer", "--json", "--direct", "--payload", "cfg"], &env),
+        "offer",
+    );
+    let link = str_of(&o, "link").to_string();
+    assert!(
+        link.contains(&addr) && link.contains("k=argon2id:m=1024,t=1,p=1"),
+        "{link}"
+    );
+    // A flag wins over the file.
+    let o = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                "--payload",
+                "cfg",
+                "--kdf",
+                "test",
+            ],
+            &env,
+        ),
+        "offer",
+    );
+    assert!(str_of(&o, "link").contains("k=test"), "{o}");
+    // rdv config names the origins; RDV_SERVER wins over the file.
+    let c = ok(
+        &rdv(
+            &["config", "--json"],
+            &[("XDG_CONFIG_HOME", home_s), ("RDV_SERVER", "127.0.0.1:9")],
+        ),
+        "config",
+    );
+    assert_eq!(c["settings"]["server"]["value"], "127.0.0.1:9");
+    assert_eq!(c["settings"]["server"]["from"], "environment (RDV_SERVER)");
+    assert_eq!(c["settings"]["kdf"]["from"], "config file (kdf)");
+    assert_eq!(c["settings"]["tor.connect_timeout"]["value"], "7s");
+    assert_eq!(c["settings"]["tor.bootstrap_timeout"]["from"], "default");
+    let refused = rdv(
+        &["offer", "--json", "--direct", "--payload", "cfg"],
+        &[
+            ("XDG_CONFIG_HOME", home_s),
+            ("RDV_SERVER", "127.0.0.1:9"),
+            pass,
+        ],
+    );
+    assert!(!refused.status.success(), "RDV_SERVER was used");
+    // A misspelled key: the file and the key are named, nothing is sent.
+    std::fs::write(home.join("rdv").join("config.toml"), "sever = \"x\"\n").unwrap();
+    let out = rdv(&["offer", "--direct", "--payload", "cfg"], &env);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains("config.toml") && e.contains("sever"), "{e}");
+}

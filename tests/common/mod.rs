@@ -217,6 +217,10 @@ pub fn run_rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std:
         .env_remove("RDV_LINK")
         .env_remove("RDV_DELETE_TOKEN")
         .env_remove("RDV_ANSWER")
+        // The user's own client configuration stays out of the tests unless they set one.
+        .env_remove("RDV_SERVER")
+        .env("RDV_CONFIG", "")
+        .env("XDG_CONFIG_HOME", "/nonexistent/rdv-tests")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

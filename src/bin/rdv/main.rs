@@ -15,6 +15,7 @@ mod accept;
 mod agent;
 mod answer;
 mod cli;
+mod client_config;
 mod config;
 mod demo;
 mod error;
@@ -110,6 +111,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             }
             return man(a);
         }
+        Cmd::Config => return client_config::print(),
         Cmd::Keygen(a) => return keygen::run(a),
         Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
         Cmd::Serve(_) if cli.json => return Err(unsupported("rdv serve")),
@@ -127,14 +129,37 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 let origins = config::load(&mut a, matches.subcommand_matches("serve"))?;
                 serve::run(a, origins).await
             }
-            Cmd::Offer(a) => offer::run(a).await,
-            Cmd::Accept(a) => accept::run(a).await,
-            Cmd::Collect(a) => answer::collect(a).await,
-            Cmd::Delete(a) => accept::delete(a).await,
-            Cmd::Info(a) => accept::info(a).await,
-            Cmd::Agent(a) => agent::run(a).await,
+            Cmd::Offer(mut a) => {
+                client_config::load()?.apply_offer(&mut a, matches.subcommand_matches("offer"));
+                offer::run(a).await
+            }
+            Cmd::Accept(mut a) => {
+                client_config::load()?
+                    .apply_transport(&mut a.transport, matches.subcommand_matches("accept"));
+                accept::run(a).await
+            }
+            Cmd::Collect(mut a) => {
+                client_config::load()?
+                    .apply_transport(&mut a.transport, matches.subcommand_matches("collect"));
+                answer::collect(a).await
+            }
+            Cmd::Delete(mut a) => {
+                client_config::load()?
+                    .apply_transport(&mut a.transport, matches.subcommand_matches("delete"));
+                accept::delete(a).await
+            }
+            Cmd::Info(mut a) => {
+                client_config::load()?
+                    .apply_transport(&mut a.transport, matches.subcommand_matches("info"));
+                accept::info(a).await
+            }
+            Cmd::Agent(mut a) => {
+                client_config::load()?
+                    .apply_transport(&mut a.transport, matches.subcommand_matches("agent"));
+                agent::run(a).await
+            }
             Cmd::Demo => demo::run().await,
-            Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man(_) => Ok(()),
+            Cmd::Keygen(_) | Cmd::Completions(_) | Cmd::Man(_) | Cmd::Config => Ok(()),
         }
     });
     // arti keeps background tasks; do not wait for them.

@@ -67,6 +67,10 @@ pub(crate) enum Cmd {
     Demo,
     /// Make a client key for a server in restricted discovery mode (`serve --authorized-clients`).
     Keygen(KeygenArgs),
+    /// Print the effective client settings (server, KDF profile, Tor) and where each comes
+    /// from: $XDG_CONFIG_HOME/rdv/config.toml (~/.config/rdv/config.toml, or the file RDV_CONFIG
+    /// names), RDV_SERVER, or the defaults. Flags of a command win over all of them.
+    Config,
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     Completions(CompletionsArgs),
     /// Print a manual page (roff; e.g. `rdv man > rdv.1`, then `man ./rdv.1`): rdv(1), or with a
@@ -154,6 +158,7 @@ pub(crate) struct TransportArgs {
 pub(crate) struct OfferArgs {
     /// The rendezvous server, HOST:PORT (an .onion address normally). Repeat it (up to 5) for
     /// a multi-server link: a copy on each, and the accepter needs only one of them to answer.
+    /// Default: RDV_SERVER, or `server` in the client configuration (see rdv config).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) server: Vec<String>,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
