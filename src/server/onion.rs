@@ -225,23 +225,39 @@ impl OnionListener {
     }
 
     /// Log the service's state changes (and whether arti considers it reachable) until it shuts
-    /// down.
+    /// down: the first time it runs and every time it breaks at INFO, the rest (arti moves
+    /// between running, degraded and recovering every half minute or so as it republishes) at
+    /// DEBUG. Whether clients can really reach it is the health probe's to say.
     pub fn spawn_status_logger(&self) -> tokio::task::JoinHandle<()> {
         let mut events = self.service.status_events();
         tokio::spawn(async move {
             let mut last: Option<State> = None;
+            let mut ran = false;
             while let Some(status) = events.next().await {
                 let state = status.state();
-                if last != Some(state) {
-                    let name = state_name(state);
-                    let reachable = state.is_fully_reachable();
-                    match status.current_problem().map(|p| format!("{p:?}")) {
-                        Some(p) => {
-                            tracing::info!(state = name, reachable, problem = %p, "onion service status")
-                        }
-                        None => tracing::info!(state = name, reachable, "onion service status"),
-                    }
-                    last = Some(state);
+                if last == Some(state) {
+                    continue;
+                }
+                last = Some(state);
+                let name = state_name(state);
+                let reachable = state.is_fully_reachable();
+                let problem = status.current_problem().map(|p| format!("{p:?}"));
+                let first_run = state == State::Running && !ran;
+                ran |= state == State::Running;
+                if first_run || state == State::Broken {
+                    tracing::info!(
+                        state = name,
+                        reachable,
+                        problem = problem.as_deref(),
+                        "onion service status"
+                    );
+                } else {
+                    tracing::debug!(
+                        state = name,
+                        reachable,
+                        problem = problem.as_deref(),
+                        "onion service status"
+                    );
                 }
             }
         })

@@ -4,49 +4,159 @@ use anyhow::Result;
 use rdv::proto::Passphrase;
 use std::io::IsTerminal;
 
-/// How often one arti warning (one place in arti's code) may be repeated in the default log.
+/// How often one arti warning (one place in arti's code) is shown in the default log; the
+/// repeats in between are counted and the count is shown with the next one.
 const ARTI_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest arti warning line shown (arti's reports can run to 18 lines of weights).
+const ARTI_LINE_MAX: usize = 240;
+
+/// The progress bar on screen, if any: log lines are printed around it, not into it.
+static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Print a line on standard error without tearing a progress bar.
+fn print_line(line: &str) {
+    let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) if !bar.is_finished() => bar.suspend(|| eprintln!("{line}")),
+        _ => eprintln!("{line}"),
+    }
+}
+
+/// Whether colour may be used on standard error: a terminal, and no `NO_COLOR` (no-color.org).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn arti_warning(m: &tracing::Metadata<'_>) -> bool {
+    (m.target().starts_with("tor_") || m.target().starts_with("arti_"))
+        && *m.level() == tracing::Level::WARN
+}
 
 /// Log to standard error. `RUST_LOG` overrides the default filter and shows everything it asks
-/// for; without it, warnings from arti's crates pass at most once per 10 minutes per place in
-/// arti's code (on small networks arti repeats guard warnings with long weight dumps about once a
-/// second).
+/// for, as it comes. Without it, each of arti's warnings (on a small or unreachable network arti
+/// repeats multi-line reports every few seconds) is one plain line, shown at most once per
+/// 10 minutes per place in arti's code, with the number of repeats left out in between; with
+/// `--quiet`, arti's warnings are not shown at all (rdv's own final error says what failed).
+/// `NO_COLOR` turns colour off.
 pub(crate) fn init_logging(quiet: bool) {
     use tracing_subscriber::filter::{filter_fn, EnvFilter};
     use tracing_subscriber::prelude::*;
-    let explicit = std::env::var_os("RUST_LOG").is_some();
-    let env = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(if quiet {
-            "warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error"
+    let given = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| EnvFilter::try_new(d).is_ok());
+    let explicit = given.is_some();
+    let directives = given.unwrap_or_else(|| {
+        if quiet {
+            "warn,arti_client=error,tor_=error".into()
         } else {
-            "info,arti_client=warn,tor_=warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error"
-        })
-    });
-    let seen = std::sync::Mutex::new(std::collections::HashMap::new());
-    let repeat_limit = filter_fn(move |m| {
-        let from_arti = m.target().starts_with("tor_") || m.target().starts_with("arti_");
-        if explicit || !m.is_event() || !from_arti || *m.level() != tracing::Level::WARN {
-            return true;
-        }
-        let Ok(mut seen) = seen.lock() else {
-            return true;
-        };
-        let now = std::time::Instant::now();
-        match seen.get(&m.callsite()) {
-            Some(last) if now.duration_since(*last) < ARTI_WARNING_EVERY => false,
-            _ => {
-                seen.insert(m.callsite(), now);
-                true
-            }
+            "info,arti_client=warn,tor_=warn,tor_guardmgr=error,tor_relay_selection=error,tor_circmgr=error".into()
         }
     });
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour())
         .with_target(false)
-        .with_filter(env)
-        .with_filter(repeat_limit);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+        .with_filter(EnvFilter::new(&directives))
+        .with_filter(filter_fn(move |m| explicit || !arti_warning(m)));
+    let folded = ArtiFold::default()
+        .with_filter(EnvFilter::new(&directives))
+        .with_filter(filter_fn(move |m| !explicit && arti_warning(m)));
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(folded)
+        .try_init();
+}
+
+/// arti's warnings, one line each, repeats counted (see [`init_logging`]). The decision is made
+/// for every event, not once per place in the code (a filter's answer would be cached).
+#[derive(Default)]
+struct ArtiFold {
+    seen: std::sync::Mutex<
+        std::collections::HashMap<tracing::callsite::Identifier, (std::time::Instant, u64)>,
+    >,
+}
+
+impl ArtiFold {
+    /// The line to show for a warning from `place` at `now`, if one is due: shown when that
+    /// place was last shown [`ARTI_WARNING_EVERY`] ago or never, counted otherwise.
+    fn fold<K: std::hash::Hash + Eq>(
+        seen: &mut std::collections::HashMap<K, (std::time::Instant, u64)>,
+        place: K,
+        now: std::time::Instant,
+        message: &str,
+    ) -> Option<String> {
+        let entry = seen.entry(place).or_insert((now, u64::MAX));
+        let repeats = match entry.1 {
+            u64::MAX => 0,
+            _ if now.duration_since(entry.0) < ARTI_WARNING_EVERY => {
+                entry.1 += 1;
+                return None;
+            }
+            n => n,
+        };
+        *entry = (now, 0);
+        let mut line = one_line(message, ARTI_LINE_MAX);
+        if repeats > 0 {
+            line.push_str(&format!(
+                " (and {repeats} more like it since it was last shown)"
+            ));
+        }
+        Some(format!("warning (Tor): {line}"))
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ArtiFold {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let line = {
+            let Ok(mut seen) = self.seen.lock() else {
+                return;
+            };
+            Self::fold(
+                &mut seen,
+                event.metadata().callsite(),
+                std::time::Instant::now(),
+                &message.0,
+            )
+        };
+        if let Some(line) = line {
+            print_line(&line);
+        }
+    }
+}
+
+/// The `message` of an event.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
+    }
+}
+
+/// `text` on one line: whitespace runs (newlines included) as one space, control characters
+/// dropped, at most `max` characters (cut with an ellipsis).
+fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().filter(|c| !c.is_control()));
+    }
+    if out.chars().count() > max {
+        out = out.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+    }
+    out
 }
 
 /// A progress callback for arti's bootstrap: a progress bar on a terminal, one plain line per
@@ -70,6 +180,9 @@ pub(crate) fn progress_printer(what: &'static str) -> impl Fn(f32, &str) + Send 
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(what);
+        if let Ok(mut active) = ACTIVE_BAR.lock() {
+            *active = Some(bar.clone());
+        }
         Shown::Bar(bar)
     } else {
         Shown::Lines(std::sync::Mutex::new(String::new()))
@@ -169,4 +282,52 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
         o.mode(0o600);
     }
     o.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_line, ArtiFold, ARTI_WARNING_EVERY};
+
+    #[test]
+    fn repeated_arti_warnings_are_counted_and_shown_once_per_period() {
+        let mut seen = std::collections::HashMap::new();
+        let t = std::time::Instant::now();
+        let report = "Requested 3 relays, but only 1 were usable\nweights: {\n  x\n}";
+        let first = ArtiFold::fold(&mut seen, "netdir", t, report).unwrap();
+        assert_eq!(
+            first,
+            "warning (Tor): Requested 3 relays, but only 1 were usable weights: { x }"
+        );
+        // 664 more within the period (what 10 minutes of a serving server gave): none shown.
+        for k in 1..=664u64 {
+            let at = t + ARTI_WARNING_EVERY * u32::try_from(k).unwrap() / 665;
+            assert_eq!(ArtiFold::fold(&mut seen, "netdir", at, report), None);
+        }
+        // Another place in arti's code is its own.
+        assert!(ArtiFold::fold(&mut seen, "guardmgr", t, "other").is_some());
+        let next = ArtiFold::fold(&mut seen, "netdir", t + ARTI_WARNING_EVERY, report).unwrap();
+        assert!(
+            next.ends_with("(and 664 more like it since it was last shown)"),
+            "{next}"
+        );
+        assert_eq!(
+            ArtiFold::fold(&mut seen, "netdir", t + ARTI_WARNING_EVERY * 2, report).unwrap(),
+            first,
+            "no repeats in between, no count"
+        );
+    }
+
+    #[test]
+    fn an_arti_report_becomes_one_short_line() {
+        let report = "Requested 3 relays, but only 1 were usable\n  weights: {\n\tbw: 1\x1b[31m\n}";
+        let l = one_line(report, 100);
+        assert_eq!(
+            l,
+            "Requested 3 relays, but only 1 were usable weights: { bw: 1[31m }"
+        );
+        assert!(!l.contains('\n') && !l.contains('\x1b'));
+        let long = one_line(&"x ".repeat(500), 20);
+        assert_eq!(long.chars().count(), 20);
+        assert!(long.ends_with('…'));
+    }
 }
