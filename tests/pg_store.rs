@@ -450,3 +450,61 @@ async fn an_isolating_frontend_cannot_join_an_honest_cluster() {
         "{e:?}"
     );
 }
+
+/// A failover: the primary becomes read-only (SQLSTATE 25006 for every write) and another server
+/// takes writes. With both in the connection string and target_session_attrs=read-write, the
+/// writer reconnects to the one that takes writes (it used to keep its read-only connection,
+/// and every store failed, until a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_writes_go_to_the_new_primary() {
+    let old = Postgres::start();
+    let new = Postgres::start();
+    // The new primary has the schema already (it was a replica).
+    drop(open(&new, "postgres", StoreParams::default(), 1).await);
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=rdv dbname=postgres target_session_attrs=read-write",
+        old.port, new.port
+    );
+    let mut c = PgStoreConfig::new(&url).unwrap();
+    c.params = StoreParams::default();
+    let store = PgStore::open(c, FillerSecret::from_bytes([1; 32]))
+        .await
+        .unwrap();
+    let (l, tok) = link(1);
+    store.store(l, tok.check(), T0).await.unwrap();
+    old.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    old.psql("postgres", "SELECT pg_reload_conf()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 0;
+    loop {
+        let (l, tok) = link(2);
+        match store.store(l, tok.check(), T0 + 1).await {
+            Ok(_) => break,
+            Err(e) => {
+                refused += 1;
+                if refused < 4 {
+                    eprintln!("refused: {}", rdv::config::report(&e));
+                }
+                assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never moved to the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        refused <= 3,
+        "{refused} stores refused before the reconnect"
+    );
+    assert_eq!(
+        new.psql("postgres", "SELECT count(*) FROM rdv_buckets")
+            .trim(),
+        "1",
+        "the store went to the new primary"
+    );
+}

@@ -141,7 +141,18 @@ impl PgStoreConfig {
             #[cfg(unix)]
             Host::Unix(_) => false,
         });
-        if let (Some(Host::Tcp(name)), false) = (
+        // hostaddr= is where the connection really goes, whatever host= says.
+        let remote = self
+            .database
+            .get_hostaddrs()
+            .iter()
+            .find(|ip| !ip.is_loopback())
+            .map(|ip| ip.to_string())
+            .or_else(|| match remote {
+                Some(Host::Tcp(name)) => Some(name.clone()),
+                _ => None,
+            });
+        if let (Some(name), false) = (
             remote,
             self.database.get_ssl_mode() == tokio_postgres::config::SslMode::Disable,
         ) {
@@ -573,6 +584,15 @@ mod tests {
         let e = remote.validate().unwrap_err();
         assert_eq!(e.key, "store");
         assert!(e.reason.contains("sslmode=disable"), "{}", e.reason);
+        // host= says loopback, hostaddr= (where the connection goes) does not.
+        let hidden =
+            PgStoreConfig::new("host=localhost hostaddr=10.0.0.5 user=rdv dbname=rdv").unwrap();
+        let e = hidden.validate().unwrap_err();
+        assert!(e.reason.contains("10.0.0.5"), "{}", e.reason);
+        PgStoreConfig::new("host=localhost hostaddr=127.0.0.1 user=rdv dbname=rdv")
+            .unwrap()
+            .validate()
+            .unwrap();
         for ok in [
             "postgres://rdv@db.example:5432/rdv?sslmode=disable",
             "postgres://rdv@127.0.0.1:5432/rdv",

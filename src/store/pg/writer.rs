@@ -228,9 +228,22 @@ impl Writer {
         match result {
             Ok(()) => outcomes.into_iter().for_each(Outcome::send),
             Err((e, rest)) => {
+                let refused = read_only(&e);
+                if refused {
+                    // After a failover the old primary takes no writes (SQLSTATE 25006): a new
+                    // connection finds the new one (target_session_attrs=read-write, or a name
+                    // that now points to it).
+                    tracing::warn!(
+                        "PostgreSQL refused a write as read-only (a failover?); reconnecting"
+                    );
+                    self.conn = None;
+                    self.retry_at = Instant::now();
+                }
                 let lost = self.conn.as_ref().is_none_or(|(c, _)| c.is_closed());
                 // A commit whose answer was lost may have happened: ask the database.
-                if lost && rest.is_empty() && !outcomes.is_empty() {
+                // (Not after a read-only refusal: nothing committed, and the new connection may
+                // be to another server, where the transaction ID means something else.)
+                if lost && !refused && rest.is_empty() && !outcomes.is_empty() {
                     if let Some(id) = txid {
                         if self.committed(id, deadline).await {
                             tracing::info!("the connection was lost after a commit, which the database confirms");
@@ -269,6 +282,24 @@ impl Writer {
                 .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten());
         status.as_deref() == Some("committed")
     }
+}
+
+/// Whether the database refused a write because the server is read-only (a standby).
+fn read_only(e: &StoreError) -> bool {
+    let StoreError::Backend(inner) = e else {
+        return false;
+    };
+    // From the backend's own error (the shared handle around it hides its type).
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**inner);
+    while let Some(err) = cur {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+            if pg.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Apply `ops` in one transaction and commit it. On failure, returns the error and the
