@@ -268,8 +268,14 @@ impl Writer {
     async fn committed(&mut self, id: i64, deadline: Instant) -> bool {
         self.conn = None;
         self.retry_at = Instant::now();
-        if !self.connect(deadline).await {
-            return false;
+        // Asked again until the deadline: right after a crash the database is still down (or
+        // recovering) for a few seconds, and a commit that happened must not be reported as a
+        // failure for want of asking once more.
+        while !self.connect(deadline).await {
+            if Instant::now() >= deadline || self.retry_at >= deadline {
+                return false;
+            }
+            tokio::time::sleep_until(self.retry_at).await;
         }
         let Some((client, _)) = self.conn.as_ref() else {
             return false;
