@@ -159,6 +159,31 @@ fn json_on_every_command_with_results_and_errors() {
         "invalid_link",
         "bad-input",
     );
+    // An answer too long for a mailbox, refused before anything is sent.
+    let long = "x".repeat(rdv::proto::answer::MAX_ANSWER + 1);
+    err(
+        &rdv(
+            &["accept", "--json", "--direct", &link, "--answer", &long],
+            &[],
+        ),
+        "answer_invalid",
+        "bad-input",
+    );
+    err(
+        &rdv(
+            &[
+                "--json",
+                "keygen",
+                "--server",
+                "2gzzxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion",
+                "--out",
+                "/nonexistent/k",
+            ],
+            &[],
+        ),
+        "bad_address",
+        "bad-input",
+    );
     // A mistyped onion address (version byte 0, so no checksum either): refused before Tor
     // starts, which would create its directory and bootstrap for minutes.
     let tor_dir = dir.path().join("never-made");
@@ -607,7 +632,7 @@ fn keygen_writes_a_private_key_and_prints_the_public_line() {
         ],
         &[],
     );
-    err(&out, "client_key", "bad-input");
+    err(&out, "bad_address", "bad-input");
     assert!(!bad.exists());
     // JSON: the public line and where the secret is.
     let other = dir.path().join("bob.key");
@@ -1328,4 +1353,56 @@ fn offers_take_their_server_and_kdf_from_the_client_configuration() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(e.contains("config.toml") && e.contains("sever"), "{e}");
+}
+
+/// A multi-server link deleted while one of its servers is down: not reported as deleted (a
+/// copy is still there to fetch), but as partly deleted, naming the server; run again once the
+/// server is back, the rest goes.
+#[test]
+fn a_delete_that_misses_a_server_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ServerProcess::start(&dir.path().join("a"), &[]);
+    let b = ServerProcess::start(&dir.path().join("b"), &[]);
+    let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let o = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                "--server",
+                &addr_a,
+                "--server",
+                &addr_b,
+                "--payload",
+                "two",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    let link = str_of(&o, "link").to_string();
+    let token = str_of(&o, "delete_token").to_string();
+    b.kill();
+    let out = rdv(
+        &["delete", "--json", "--direct", &link, "--token", &token],
+        &[],
+    );
+    let v = err(&out, "partly_deleted", "transient");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains(&format!("NOT on {addr_b}")), "{m}");
+    assert!(m.contains(&format!("deleted on {addr_a}")), "{m}");
+    // The copy on the server that answered is gone: only the other one was left.
+    let again = rdv(
+        &["delete", "--json", "--direct", &link, "--token", &token],
+        &[],
+    );
+    let v = err(&again, "partly_deleted", "transient");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("NOT on {addr_b}")));
 }

@@ -228,6 +228,31 @@ impl Client {
     }
 
     /// Delete every copy of a multi-server link; done when at least one server deleted its copy.
+    /// Delete every copy of `link` and say how each went, in link order (a caller that must
+    /// know whether a copy is left, not only whether one was deleted).
+    pub async fn delete_each(
+        &self,
+        link: &RdvLink,
+        token: &crate::proto::DeleteToken,
+    ) -> Vec<(ServerAddr, Result<(), DeleteError>)> {
+        self.delete_each_copy(&link.servers(), token).await
+    }
+
+    async fn delete_each_copy(
+        &self,
+        copies: &[(ServerAddr, Locator)],
+        token: &crate::proto::DeleteToken,
+    ) -> Vec<(ServerAddr, Result<(), DeleteError>)> {
+        let mut out = Vec::with_capacity(copies.len());
+        for (i, (server, locator)) in copies.iter().enumerate() {
+            let r = self
+                .delete_at(server, *locator, &token.for_server(i as u8))
+                .await;
+            out.push((server.clone(), r));
+        }
+        out
+    }
+
     pub(crate) async fn delete_everywhere(
         &self,
         link: &RdvLink,
@@ -245,11 +270,8 @@ impl Client {
     ) -> Result<(), DeleteError> {
         let mut failures = Vec::new();
         let mut deleted = 0;
-        for (i, (server, locator)) in copies.iter().enumerate() {
-            match self
-                .delete_at(server, *locator, &token.for_server(i as u8))
-                .await
-            {
+        for (server, outcome) in self.delete_each_copy(copies, token).await {
+            match outcome {
                 Ok(()) => deleted += 1,
                 Err(e) => failures.push((server.to_string(), e)),
             }

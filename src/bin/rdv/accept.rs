@@ -127,7 +127,47 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     let link = read_link(a.link.take())?;
     let token = read_token(&mut a)?;
     let client = make_client(&a.transport, Some(&link.server), ClientPolicy::default()).await?;
-    client.delete(&link, &token).await?;
+    if link.mirrors.is_empty() {
+        client.delete(&link, &token).await?;
+    } else {
+        // Every copy: one left on a server that was down is still there to be fetched, and the
+        // user must hear so (and run the delete again later).
+        let outcomes = client.delete_each(&link, &token).await;
+        // A copy that is not there any more (deleted before, expired) is not left over.
+        let gone = |r: &Result<(), rdv::client::DeleteError>| {
+            matches!(r, Ok(()) | Err(rdv::client::DeleteError::NothingToDelete))
+        };
+        let deleted_now = outcomes.iter().any(|(_, r)| r.is_ok());
+        let (done, left): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, r)| gone(r));
+        if !deleted_now && (left.is_empty() || done.is_empty()) {
+            let left = done.into_iter().chain(left);
+            let failures = left
+                .filter_map(|(s, r)| Some((s.to_string(), r.err()?)))
+                .collect();
+            return Err(rdv::client::DeleteError::AllServers(failures).into());
+        }
+        if !left.is_empty() {
+            let list = |v: &[(ServerAddr, Result<(), rdv::client::DeleteError>)]| {
+                v.iter()
+                    .map(|(s, r)| match r {
+                        Ok(()) | Err(rdv::client::DeleteError::NothingToDelete) => s.to_string(),
+                        Err(e) => format!("{s} ({})", rdv::config::report(e)),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(CliError::new(
+                "partly_deleted",
+                rdv::client::ErrorKind::Transient,
+                format!(
+                    "deleted on {}, but NOT on {}: run the same rdv delete again later for the rest (a copy expires by itself otherwise)",
+                    list(&done),
+                    list(&left)
+                ),
+            )
+            .into());
+        }
+    }
     if crate::out::json() {
         crate::out::emit("delete", fields! { "deleted" => true });
     } else {

@@ -267,11 +267,16 @@ pub(crate) fn read_answer_arg(
         bail!("the answer is empty");
     }
     if a.len() > rdv::proto::answer::MAX_ANSWER {
-        bail!(
-            "the answer is {} bytes, an answer holds at most {}",
-            a.len(),
-            rdv::proto::answer::MAX_ANSWER
-        );
+        return Err(CliError::new(
+            "answer_invalid",
+            rdv::client::ErrorKind::BadInput,
+            format!(
+                "the answer is {} bytes, an answer holds at most {}",
+                a.len(),
+                rdv::proto::answer::MAX_ANSWER
+            ),
+        )
+        .into());
     }
     Ok(Some(a))
 }

@@ -133,8 +133,11 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
                 _ => ("state", Local),
             };
         }
-        if cause.downcast_ref::<AuthKeyError>().is_some() {
-            return ("client_key", BadInput);
+        if let Some(e) = cause.downcast_ref::<AuthKeyError>() {
+            return match e {
+                AuthKeyError::BadAddress(_) => ("bad_address", BadInput),
+                _ => ("client_key", BadInput),
+            };
         }
         if let Some(e) = cause.downcast_ref::<rdv::proto::link::LinkError>() {
             return match e {
