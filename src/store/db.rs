@@ -127,6 +127,75 @@ impl Drop for Inner {
     }
 }
 
+/// What rdv itself keeps in a data directory; a directory that holds anything else is not
+/// rdv's own, and its permissions are not rdv's to change.
+pub const DATA_DIR_ENTRIES: &[&str] = &[DB_FILE, "arti", "health-probe"];
+
+/// The data directory is not one rdv may make private.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// Another user's.
+    #[error("the data directory {path} belongs to another user (uid {owner}); give rdv a directory of its own")]
+    NotOurs {
+        /// The directory.
+        path: String,
+        /// Its owner.
+        owner: u32,
+    },
+    /// Readable by others and holding other files (a home directory, /tmp).
+    #[error("the data directory {path} is open to other users and holds files that are not rdv's ({example}, …): rdv keeps keys there and would have to close it to everyone; give it a directory of its own (mkdir -m 700 DIR)")]
+    Shared {
+        /// The directory.
+        path: String,
+        /// One entry that is not rdv's.
+        example: String,
+    },
+}
+
+/// Create `dir` (mode 0700), or check that an existing one is rdv's to make private: owned by
+/// this user, and either closed to others already or holding nothing but rdv's own files (then
+/// it is made 0700). Never changes the mode of someone else's directory or of a shared one.
+pub fn claim_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let create = |source| {
+        StoreError::backend(CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(create)?;
+        restrict_permissions(dir, 0o700);
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(dir).map_err(create)?;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(StoreError::backend(DataDirError::NotOurs {
+                path: dir.display().to_string(),
+                owner: meta.uid(),
+            }));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            let foreign = std::fs::read_dir(dir)
+                .map_err(create)?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| !DATA_DIR_ENTRIES.contains(&n.as_str()));
+            if let Some(example) = foreign {
+                return Err(StoreError::backend(DataDirError::Shared {
+                    path: dir.display().to_string(),
+                    example,
+                }));
+            }
+            restrict_permissions(dir, 0o700);
+        }
+    }
+    Ok(())
+}
+
 /// The data directory could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the data directory {path}")]
@@ -156,13 +225,7 @@ impl DiskStore {
         retry: std::time::Duration,
     ) -> Result<Self, StoreError> {
         config.validate()?;
-        std::fs::create_dir_all(dir).map_err(|source| {
-            StoreError::backend(CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })
-        })?;
-        restrict_permissions(dir, 0o700);
+        claim_private_dir(dir)?;
         let at = DbPath {
             path: dir.join(DB_FILE),
             read_cache: config.cache_bytes,

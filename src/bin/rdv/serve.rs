@@ -207,6 +207,8 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     let Some(data) = a.data.clone() else {
         bail!("give the data directory with --data DIR or `data = \"DIR\"` in the --config file");
     };
+    // Before anything is written there: rdv makes it 0700, so it must be rdv's own.
+    rdv::store::db::claim_private_dir(&data).with_context(|| origins.name("data"))?;
     if a.no_onion && a.listen.is_empty() {
         bail!("--no-onion (onion.enabled = false) needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
     }

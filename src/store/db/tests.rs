@@ -758,3 +758,57 @@ async fn a_damaged_expired_bucket_does_not_stop_garbage_collection() {
     assert_eq!(store.collect_garbage(T0 + 150, 10).await.unwrap(), 1);
     assert_eq!(store.link_count(), 1);
 }
+
+/// The data directory is made private only when it is rdv's own: a shared directory that holds
+/// other files (a home directory, /tmp) is refused and left as it was.
+#[test]
+fn a_shared_data_directory_is_refused_not_closed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes.txt"), "mine").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = super::claim_private_dir(&shared).unwrap_err();
+    assert!(
+        crate::config::report(&e).to_string().contains("notes.txt"),
+        "{}",
+        crate::config::report(&e)
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "left as it was");
+    assert!(DiskStore::open(
+        &shared,
+        DiskStoreConfig::default(),
+        FillerSecret::from_bytes([1; 32])
+    )
+    .is_err());
+    // rdv's own directory, opened up by someone: closed again.
+    let own = dir.path().join("own");
+    drop(
+        DiskStore::open(
+            &own,
+            DiskStoreConfig::default(),
+            FillerSecret::from_bytes([1; 32]),
+        )
+        .unwrap(),
+    );
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(
+        DiskStore::open(
+            &own,
+            DiskStoreConfig::default(),
+            FillerSecret::from_bytes([1; 32]),
+        )
+        .unwrap(),
+    );
+    let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // A new one is made private.
+    let fresh = dir.path().join("fresh");
+    super::claim_private_dir(&fresh).unwrap();
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
