@@ -92,12 +92,15 @@ impl Default for ClientConfig {
     }
 }
 
-fn from_frame(e: FrameIoError) -> ConnectionError {
+fn from_frame(e: FrameIoError, server: &str) -> ConnectionError {
     match e {
         FrameIoError::Closed => {
-            ConnectionError::Protocol("the server closed the connection without answering".into())
+            ConnectionError::Protocol(format!("{server} closed the connection without answering"))
         }
-        FrameIoError::Io(e) => ConnectionError::Io(e),
+        FrameIoError::Io(source) => ConnectionError::Io {
+            server: server.to_string(),
+            source,
+        },
         FrameIoError::Frame(e) => ConnectionError::Protocol(e.to_string()),
     }
 }
@@ -159,6 +162,8 @@ impl std::fmt::Debug for Accepted {
 /// One open connection after the version exchange.
 pub struct Connection {
     stream: Box<dyn Stream>,
+    /// The server, for errors.
+    server: String,
     max_frame: u32,
     timeout: Duration,
     version: u16,
@@ -172,13 +177,16 @@ impl Connection {
 
     /// Send a request and read the answer; server errors become [`ConnectionError::Server`].
     pub async fn request(&mut self, req: &Request) -> Result<Response, ConnectionError> {
-        let fut = async {
-            write_msg(&mut self.stream, req, self.max_frame)
+        let server = &self.server;
+        let stream = &mut self.stream;
+        let max_frame = self.max_frame;
+        let fut = async move {
+            write_msg(stream, req, max_frame)
                 .await
-                .map_err(from_frame)?;
-            read_msg::<Response, _>(&mut self.stream, self.max_frame)
+                .map_err(|e| from_frame(e, server))?;
+            read_msg::<Response, _>(stream, max_frame)
                 .await
-                .map_err(from_frame)
+                .map_err(|e| from_frame(e, server))
         };
         let resp = tokio::time::timeout(self.timeout, fut)
             .await
@@ -328,6 +336,7 @@ impl Client {
                 .map_err(|_| ConnectionError::Timeout("connecting to the server"))??;
         let mut c = Connection {
             stream,
+            server: addr.to_string(),
             max_frame: self.config.max_frame,
             timeout: self.config.request_timeout,
             version: MIN_PROTOCOL_VERSION,

@@ -286,7 +286,9 @@ async fn broken_frames_are_protocol_errors() {
         matches!(
             e,
             OfferError::Connection(
-                ConnectionError::NotRdv(_) | ConnectionError::Protocol(_) | ConnectionError::Io(_)
+                ConnectionError::NotRdv(_)
+                    | ConnectionError::Protocol(_)
+                    | ConnectionError::Io { .. }
             )
         ),
         "{e:?}"
@@ -418,4 +420,46 @@ async fn the_answer_channel_against_old_and_broken_servers() {
         "{e:?}"
     );
     assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+}
+
+/// A server that dies in the middle of a request (its connection reset after the version
+/// exchange): the error names the server and that the connection broke during a request (it
+/// used to be "the connection to the server failed: Stream not connected", no address).
+#[tokio::test]
+async fn a_server_that_dies_mid_request_is_named() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let hello: Request = read_msg(&mut s, 1 << 16).await.unwrap();
+        let Request::Hello { max_version, .. } = hello else {
+            panic!("{hello:?}")
+        };
+        write_msg(
+            &mut s,
+            &Response::Hello {
+                version: max_version,
+            },
+            1 << 16,
+        )
+        .await
+        .unwrap();
+        let _: Request = read_msg(&mut s, 1 << 16).await.unwrap();
+        // Gone without a word, as a killed process: a reset, not a clean close.
+        s.set_zero_linger().unwrap();
+        drop(s);
+    });
+    let c = Client::new(
+        Arc::new(rdv::client::direct::DirectConnector::default()),
+        ClientConfig {
+            retry_budget: Duration::ZERO,
+            ..ClientConfig::default()
+        },
+        Arc::new(ManualClock::new(T0)),
+    );
+    let server = rdv::proto::ServerAddr::parse(&addr.to_string()).unwrap();
+    let e = c.info(&server).await.unwrap_err();
+    let text = rdv::config::report(&e).to_string();
+    assert!(text.contains(&addr.to_string()), "{text}");
+    assert_eq!(e.kind(), ErrorKind::Transient, "{text}");
 }

@@ -116,9 +116,16 @@ pub enum ConnectionError {
     /// Connecting, or waiting for an answer, took too long.
     #[error("timed out {0}")]
     Timeout(&'static str),
-    /// The connection broke.
-    #[error("the connection to the server failed")]
-    Io(#[source] std::io::Error),
+    /// The connection broke after it was set up (the server went away mid-request, or the
+    /// circuit to it broke).
+    #[error("the connection to {server} broke during a request")]
+    Io {
+        /// The server (`HOST:PORT`).
+        server: String,
+        /// What broke.
+        #[source]
+        source: std::io::Error,
+    },
     /// The other side sent something that is not a valid rdv answer.
     #[error("the server broke the protocol: {0}")]
     Protocol(String),
@@ -147,9 +154,9 @@ impl ConnectionError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectionError::Connect(e) if !e.retryable => ErrorKind::BadInput,
-            ConnectionError::Connect(_) | ConnectionError::Timeout(_) | ConnectionError::Io(_) => {
-                ErrorKind::Transient
-            }
+            ConnectionError::Connect(_)
+            | ConnectionError::Timeout(_)
+            | ConnectionError::Io { .. } => ErrorKind::Transient,
             ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => {
                 ErrorKind::ServerMisbehaved
             }

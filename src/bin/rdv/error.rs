@@ -186,7 +186,7 @@ fn connection_code(c: &ConnectionError) -> &'static str {
     match c {
         ConnectionError::Connect(e) => connect_code(e),
         ConnectionError::Timeout(_) => "timeout",
-        ConnectionError::Io(_) => "connection_lost",
+        ConnectionError::Io { .. } => "connection_lost",
         ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => "protocol_violation",
         ConnectionError::Server { code, .. } => match code {
             ErrorCode::Busy | ErrorCode::RateLimited | ErrorCode::BucketClosed => "server_busy",
