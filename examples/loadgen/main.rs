@@ -169,7 +169,7 @@ pub(crate) struct TorArgs {
     #[arg(long, default_value_t = 20)]
     pub(crate) offer_secs: u64,
     /// The arti services' rendezvous bounds (`rdv serve --max-rendezvous`): one service each.
-    #[arg(long, value_delimiter = ',', default_value = "16")]
+    #[arg(long, value_delimiter = ',', default_value = "64")]
     pub(crate) arti_max_rendezvous: Vec<usize>,
     /// First port of the private network (it uses this and the next 300).
     #[arg(long, default_value_t = 17000)]

@@ -58,7 +58,7 @@ impl Default for OnionSettings {
             max_streams_per_circuit: 16,
             intro_rate: Some((25, 200)),
             intro_points: 3,
-            max_rendezvous_in_flight: 16,
+            max_rendezvous_in_flight: 64,
             pow: false,
             authorized_clients: Vec::new(),
         }
