@@ -243,7 +243,7 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
         let scrape = std::net::TcpStream::connect(addr).and_then(|mut s| {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
             Ok(text)
