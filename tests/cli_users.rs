@@ -1008,7 +1008,6 @@ fn a_multi_server_link_on_the_command_line() {
 
 #[test]
 fn cancelling_a_hold_takes_the_link_down() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "10m"]);
     let addr = server.addr.to_string();
@@ -1030,18 +1029,7 @@ fn cancelling_a_hold_takes_the_link_down() {
         .spawn()
         .unwrap();
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "no hold note in {seen}"
-        );
-        seen.push_str(&line);
-        if line.contains("holding the link") {
-            break;
-        }
-    }
+    wait_for_hold(&mut err);
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -1108,7 +1096,6 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
 /// stored, and one that fails after the store takes the stored link back down.
 #[test]
 fn an_output_that_fails_leaves_no_link_behind() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "3s"]);
     let addr = server.addr.to_string();
@@ -1165,18 +1152,7 @@ fn an_output_that_fails_leaves_no_link_behind() {
         .spawn()
         .unwrap();
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "no hold note in {seen}"
-        );
-        seen.push_str(&line);
-        if line.contains("holding the link") {
-            break;
-        }
-    }
+    wait_for_hold(&mut err);
     std::fs::remove_dir(&sub).unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
@@ -1405,4 +1381,20 @@ fn a_delete_that_misses_a_server_says_so() {
         .as_str()
         .unwrap()
         .contains(&format!("NOT on {addr_b}")));
+}
+
+/// Read `rdv offer --hold`'s standard error until it says it holds the link.
+fn wait_for_hold(err: &mut impl std::io::BufRead) {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "no hold note in {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("holding the link") {
+            break;
+        }
+    }
 }

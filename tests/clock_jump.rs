@@ -19,6 +19,22 @@ fn set_offset(file: &Path, offset: &str) {
     std::fs::write(file, format!("{offset}\n")).unwrap();
 }
 
+/// `rdv serve` in `dir/data` with its wall clock offset by what `offset` says (read anew at
+/// every reading), elapsed time real.
+fn faked_server(dir: &Path, offset: &Path, args: &[&str]) -> ServerProcess {
+    ServerProcess::start_with(
+        &dir.join("data"),
+        args,
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        std::process::Stdio::null(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at_once() {
     assert!(
@@ -28,18 +44,7 @@ async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at
     let dir = tempfile::tempdir().unwrap();
     let offset = dir.path().join("faketime");
     set_offset(&offset, "+0");
-    let offset_path = offset.to_str().unwrap().to_string();
-    let server = ServerProcess::start_with(
-        &dir.path().join("data"),
-        &["--open-window", "10m"],
-        &[
-            ("LD_PRELOAD", LIBFAKETIME),
-            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
-            ("FAKETIME_NO_CACHE", "1"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-        std::process::Stdio::null(),
-    );
+    let server = faked_server(dir.path(), &offset, &["--open-window", "10m"]);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = client(server.addr, clock);
     let sa = server_addr(server.addr);
@@ -81,17 +86,10 @@ async fn a_clock_corrected_after_garbage_collection_ran_ahead_hands_out_acceptab
     let dir = tempfile::tempdir().unwrap();
     let offset = dir.path().join("faketime");
     set_offset(&offset, "+1d");
-    let offset_path = offset.to_str().unwrap().to_string();
-    let server = ServerProcess::start_with(
-        &dir.path().join("data"),
+    let server = faked_server(
+        dir.path(),
+        &offset,
         &["--open-window", "2s", "--ttl", "3s", "--gc-interval", "1s"],
-        &[
-            ("LD_PRELOAD", LIBFAKETIME),
-            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
-            ("FAKETIME_NO_CACHE", "1"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-        std::process::Stdio::null(),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = client(server.addr, clock);

@@ -406,7 +406,7 @@ fn offer_and_accept_over_a_private_tor_network() {
     );
 
     // Only the advertised virtual port is served: `rdv info` works on it, not on another port.
-    let probe = |target: &str| {
+    let info_within = |target: &str, budget: &str| {
         rdv(&[
             "info",
             target,
@@ -415,9 +415,10 @@ fn offer_and_accept_over_a_private_tor_network() {
             "--tor-dir",
             t("prober").to_str().unwrap(),
             "--connect-timeout",
-            "20s",
+            budget,
         ])
     };
+    let probe = |target: &str| info_within(target, "20s");
     let right = probe(&onion);
     assert!(
         right.status.success(),
@@ -458,18 +459,7 @@ fn offer_and_accept_over_a_private_tor_network() {
     // after 20 s rather than retrying for its whole budget (4 min here). The bounds below are
     // far from both ends: a single attempt can still hang for its own 30 s (right after a
     // stop, an introduction point may accept an introduction it can no longer pass on).
-    let patient = |target: &str| {
-        rdv(&[
-            "info",
-            target,
-            "--tor-config",
-            arti.to_str().unwrap(),
-            "--tor-dir",
-            t("prober").to_str().unwrap(),
-            "--connect-timeout",
-            "4m",
-        ])
-    };
+    let patient = |target: &str| info_within(target, "4m");
     let well_before_the_budget = Duration::from_secs(150);
     let mut base = [0x66u8; 32];
     base[0] = 0x58;

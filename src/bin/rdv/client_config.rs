@@ -6,15 +6,12 @@
 //! `rdv config` prints the effective values and where each came from.
 
 use crate::cli::{OfferArgs, TransportArgs};
+use crate::config::given;
 use crate::config::Dur;
-use anyhow::{Context, Result};
-use clap::parser::ValueSource;
+use anyhow::Result;
 use clap::ArgMatches;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-
-/// Most bytes read from the file.
-const FILE_LIMIT: u64 = 1 << 20;
 
 /// The file.
 #[derive(Default, Debug, Deserialize)]
@@ -122,13 +119,7 @@ pub(crate) fn load() -> Result<Loaded> {
             file: ClientFile::default(),
         });
     }
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(&p)
-        .and_then(|f| f.take(FILE_LIMIT).read_to_string(&mut text))
-        .with_context(|| format!("reading the client configuration {}", p.display()))?;
-    let mut file: ClientFile = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", p.display(), e.to_string().trim_end()))?;
+    let mut file: ClientFile = crate::config::read(&p)?;
     // Relative paths are relative to the file's directory.
     let base = p.parent().unwrap_or(Path::new("."));
     for d in [&mut file.tor.config, &mut file.tor.dir]
@@ -144,11 +135,6 @@ pub(crate) fn load() -> Result<Loaded> {
         found: true,
         file,
     })
-}
-
-fn given(m: Option<&ArgMatches>, id: &str) -> bool {
-    m.and_then(|m| m.value_source(id))
-        .is_some_and(|s| s == ValueSource::CommandLine || s == ValueSource::EnvVariable)
 }
 
 impl Loaded {

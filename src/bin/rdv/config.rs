@@ -196,7 +196,7 @@ impl Origins {
 }
 
 /// Parse a configuration file's text (`file` names it in errors).
-pub(crate) fn parse(text: &str, file: &Path) -> Result<ServeFile> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
     toml::from_str(text).map_err(|e| {
         // toml's message names the key and quotes the line (never a password from it).
         let message = crate::store::redact_passwords(e.to_string().trim_end());
@@ -204,8 +204,8 @@ pub(crate) fn parse(text: &str, file: &Path) -> Result<ServeFile> {
     })
 }
 
-/// Read and parse a configuration file.
-pub(crate) fn read(file: &Path) -> Result<ServeFile> {
+/// Read and parse a configuration file (the server's, or the client's).
+pub(crate) fn read<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(file)
@@ -378,20 +378,24 @@ pub(crate) fn apply(
     Ok(origins)
 }
 
+/// Whether the flag with clap id `id` was given on the command line (or in its environment
+/// variable), so that a configuration file must not override it.
+pub(crate) fn given(matches: Option<&ArgMatches>, id: &str) -> bool {
+    matches.is_some_and(|m| {
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    })
+}
+
 /// Read `--config` (if given) into the flags, with the command line winning.
 pub(crate) fn load(a: &mut ServeArgs, matches: Option<&ArgMatches>) -> Result<Origins> {
     let Some(file) = a.config.clone() else {
         return Ok(Origins::default());
     };
-    let parsed = read(&file)?;
-    let from_cli = |id: &str| {
-        matches.is_some_and(|m| {
-            matches!(
-                m.value_source(id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            )
-        })
-    };
+    let parsed: ServeFile = read(&file)?;
+    let from_cli = |id: &str| given(matches, id);
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() {
         PathBuf::from(".")

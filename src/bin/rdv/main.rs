@@ -124,38 +124,39 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let result = rt.block_on(async move {
+        // The client commands take the client configuration under their flags.
+        let sub = matches.subcommand().map(|(_, m)| m);
+        let configured = |t: &mut cli::TransportArgs| -> anyhow::Result<()> {
+            client_config::load()?.apply_transport(t, sub);
+            Ok(())
+        };
         match cli.cmd {
             Cmd::Serve(mut a) => {
-                let origins = config::load(&mut a, matches.subcommand_matches("serve"))?;
+                let origins = config::load(&mut a, sub)?;
                 serve::run(a, origins).await
             }
             Cmd::Offer(mut a) => {
-                client_config::load()?.apply_offer(&mut a, matches.subcommand_matches("offer"));
+                client_config::load()?.apply_offer(&mut a, sub);
                 offer::run(a).await
             }
             Cmd::Accept(mut a) => {
-                client_config::load()?
-                    .apply_transport(&mut a.transport, matches.subcommand_matches("accept"));
+                configured(&mut a.transport)?;
                 accept::run(a).await
             }
             Cmd::Collect(mut a) => {
-                client_config::load()?
-                    .apply_transport(&mut a.transport, matches.subcommand_matches("collect"));
+                configured(&mut a.transport)?;
                 answer::collect(a).await
             }
             Cmd::Delete(mut a) => {
-                client_config::load()?
-                    .apply_transport(&mut a.transport, matches.subcommand_matches("delete"));
+                configured(&mut a.transport)?;
                 accept::delete(a).await
             }
             Cmd::Info(mut a) => {
-                client_config::load()?
-                    .apply_transport(&mut a.transport, matches.subcommand_matches("info"));
+                configured(&mut a.transport)?;
                 accept::info(a).await
             }
             Cmd::Agent(mut a) => {
-                client_config::load()?
-                    .apply_transport(&mut a.transport, matches.subcommand_matches("agent"));
+                configured(&mut a.transport)?;
                 agent::run(a).await
             }
             Cmd::Demo => demo::run().await,

@@ -241,14 +241,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
         }
         _ => None,
     };
-    let tor_settings = TorSettings {
-        config_file: a.tor_config.clone(),
-        state_dir: data.join("arti").join("state"),
-        cache_dir: data.join("arti").join("cache"),
-        bootstrap_timeout: a.bootstrap_timeout,
-        vanguards: a.vanguards,
-        client_auth_dir: probe_key.as_ref().map(|k| k.client_dir()),
-    };
+    let tor_settings = tor_settings(&a, &data, probe_key.as_ref().map(|k| k.client_dir()));
     if !a.no_onion {
         // A broken Tor configuration stops the server before anything starts: it never runs
         // without the onion service it was asked for.
@@ -609,6 +602,22 @@ async fn bind_metrics(
     tokio::net::TcpListener::bind(sa)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))
+}
+
+/// arti's settings for the server: its state and cache under `DATA/arti`.
+fn tor_settings(
+    a: &ServeArgs,
+    data: &std::path::Path,
+    client_auth_dir: Option<std::path::PathBuf>,
+) -> TorSettings {
+    TorSettings {
+        config_file: a.tor_config.clone(),
+        state_dir: data.join("arti").join("state"),
+        cache_dir: data.join("arti").join("cache"),
+        bootstrap_timeout: a.bootstrap_timeout,
+        vanguards: a.vanguards,
+        client_auth_dir,
+    }
 }
 
 /// The metrics address, checked: `IP:PORT`, loopback unless remote is allowed.

@@ -57,14 +57,7 @@ pub(crate) async fn problems(a: &ServeArgs, origins: &Origins) -> Vec<String> {
     }
     if !a.no_onion {
         let data = a.data.clone().unwrap_or_default();
-        let tor = rdv::tor::TorSettings {
-            config_file: a.tor_config.clone(),
-            state_dir: data.join("arti").join("state"),
-            cache_dir: data.join("arti").join("cache"),
-            bootstrap_timeout: a.bootstrap_timeout,
-            vanguards: a.vanguards,
-            client_auth_dir: None,
-        };
+        let tor = super::tor_settings(a, &data, None);
         if let Err(e) = rdv::tor::load_config(&tor) {
             note(anyhow::Error::new(e).context(origins.name("tor_config")));
         }
