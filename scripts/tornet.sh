@@ -668,6 +668,7 @@ cmd_client() {
         cat <<EOF
 DataDirectory $d
 Log notice file $d/notice.log
+Log info file $d/info.log
 SocksPort 127.0.0.1:$port ExtendedErrors
 EOF
     } >"$d/torrc"

@@ -14,6 +14,8 @@ mod error;
 mod multi;
 pub mod pipe;
 #[cfg(feature = "tor")]
+mod retry;
+#[cfg(feature = "tor")]
 pub mod socks;
 #[cfg(feature = "tor")]
 pub mod tor;

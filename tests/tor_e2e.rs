@@ -356,6 +356,24 @@ fn offer_and_accept_over_a_private_tor_network() {
     let net = Tornet::start(&t("tornet"), BASE_PORT);
     times.push(("private network start", t0.elapsed()));
     let arti = net.arti_toml();
+    // The C tor client for the SOCKS path (e), with a control port, started now as a system tor
+    // would be: long before rdv uses it.
+    let control = BASE_PORT + 260;
+    let socks = Command::new("bash")
+        .arg(script())
+        .arg("client")
+        .arg(&net.dir)
+        .args([
+            "socksuser",
+            &(BASE_PORT + 261).to_string(),
+            "--control-port",
+            &control.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("start C tor client");
+    assert!(socks.status.success(), "C tor client did not start");
+    let socks_addr = String::from_utf8_lossy(&socks.stdout).trim().to_string();
 
     // (a) arti onion service; offer and accept as separate arti clients.
     let t1 = Instant::now();
@@ -532,23 +550,7 @@ fn offer_and_accept_over_a_private_tor_network() {
     answer_cycle(&rt, &tor, &onion);
     times.push(("offer, accept, answer, collect, retire", t8.elapsed()));
 
-    // (e) the SOCKS path: a C tor client with a control port; each operation on its own circuit.
-    let control = BASE_PORT + 260;
-    let socks = Command::new("bash")
-        .arg(script())
-        .arg("client")
-        .arg(&net.dir)
-        .args([
-            "socksuser",
-            &(BASE_PORT + 261).to_string(),
-            "--control-port",
-            &control.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("start C tor client");
-    assert!(socks.status.success(), "C tor client did not start");
-    let socks_addr = String::from_utf8_lossy(&socks.stdout).trim().to_string();
+    // (e) the SOCKS path: each operation on its own circuit of the C tor client.
     let host = onion.rsplit_once(':').unwrap().0.to_string();
     let streams = watch_streams(control, host.clone());
     let t7 = Instant::now();
@@ -568,6 +570,9 @@ fn offer_and_accept_over_a_private_tor_network() {
         "test",
     ]);
     let off_err = String::from_utf8_lossy(&off.stderr).to_string();
+    if !off.status.success() {
+        print_tor_log(&net.dir.join("client-socksuser/info.log"));
+    }
     assert!(off.status.success(), "offer via SOCKS:\n{off_err}");
     assert!(
         !off_err.contains("bypasses Tor"),
@@ -718,4 +723,20 @@ fn offer_and_accept_over_a_private_tor_network() {
         eprintln!("  {what:<42} {:>6.1} s", d.as_secs_f64());
     }
     drop(net);
+}
+
+/// The onion-service lines of a C tor client's info log, for a failed SOCKS operation.
+fn print_tor_log(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("hs") || l.contains("desc") || l.contains("onion") || l.contains("consensus")
+        })
+        .collect();
+    eprintln!("----- {} (onion lines, last 60) -----", path.display());
+    for l in &lines[lines.len().saturating_sub(60)..] {
+        eprintln!("{l}");
+    }
 }

@@ -100,8 +100,11 @@ pub(crate) async fn make_client(
         bail!("--client-key works with the embedded Tor; with --socks, put the key file (it is in C tor's format) in tor's ClientOnionAuthDir instead");
     }
     if let Some(proxy) = &t.socks {
-        let connector = Arc::new(SocksConnector::new(proxy.clone()));
-        return Ok(client_with(connector, t, policy, t.connect_timeout).into());
+        let mut c = SocksConnector::new(proxy.clone());
+        c.budget = t.connect_timeout;
+        // As with the embedded Tor: the connector keeps to the budget and names the stage.
+        let timeout = t.connect_timeout + std::time::Duration::from_secs(10);
+        return Ok(client_with(Arc::new(c), t, policy, timeout).into());
     }
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) if target.is_empty() => {
