@@ -72,6 +72,9 @@ fn json_on_every_command_with_results_and_errors() {
     assert_eq!(v["links_per_bucket"], 64);
     assert_eq!(v["open_window_secs"], 600);
     assert!(v["protocol_version"].as_u64().is_some() && v["server_time"].as_u64().is_some());
+    // The address as --direct's value is the server to ask.
+    let v = ok(&rdv(&["--json", "info", "--direct", &addr], &[]), "info");
+    assert_eq!(v["server"], addr);
 
     // offer, one channel: link with its passphrase, no separate passphrase field.
     let o = ok(
@@ -222,7 +225,14 @@ fn json_on_every_command_with_results_and_errors() {
         "bad-input",
     );
     assert!(u.get("command").is_none());
-    assert_eq!(rdv(&["--json", "info"], &[]).status.code(), Some(2));
+    let e = err(&rdv(&["--json", "info"], &[]), "invalid_input", "bad-input");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("give the server"),
+        "{e}"
+    );
 
     // delete, then delete again: nothing to delete.
     let d = ok(
@@ -837,6 +847,11 @@ fn a_private_server_needs_a_valid_authorized_clients_directory() {
         &[],
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("onion service is off"));
+    // Each refusal came before anything was written: no data directory was left behind.
+    assert!(!data.exists(), "a refused serve created {}", data.display());
+    let out = rdv(&["serve", "--data", d, "--no-onion"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs at least one --listen"));
+    assert!(!data.exists(), "a refused serve created {}", data.display());
 }
 
 #[test]

@@ -193,7 +193,12 @@ pub(crate) fn read_token(a: &mut DeleteArgs) -> Result<DeleteToken> {
 
 /// Run `rdv info`.
 pub(crate) async fn info(a: InfoArgs) -> Result<()> {
-    let server = ServerAddr::parse(&a.server).with_context(|| format!("server {:?}", a.server))?;
+    // `rdv info --direct HOST:PORT`: clap takes the address as --direct's value.
+    let direct_to = a.transport.direct.clone().filter(|d| !d.is_empty());
+    let Some(text) = a.server.clone().or(direct_to) else {
+        anyhow::bail!("give the server: rdv info HOST:PORT (or set RDV_SERVER, or `server` in the client configuration)");
+    };
+    let server = ServerAddr::parse(&text).with_context(|| format!("server {text:?}"))?;
     let client = make_client(&a.transport, Some(&server), ClientPolicy::default()).await?;
     let i = client.info(&server).await?;
     if crate::out::json() {

@@ -5,7 +5,7 @@
 //! command line wins, then the environment, then the file, then the built-in default.
 //! `rdv config` prints the effective values and where each came from.
 
-use crate::cli::{OfferArgs, TransportArgs};
+use crate::cli::{InfoArgs, OfferArgs, TransportArgs};
 use crate::config::given;
 use crate::config::Dur;
 use anyhow::Result;
@@ -169,6 +169,19 @@ impl Loaded {
             if let (Some(v), false) = (v, given(m, id)) {
                 *slot = v.0;
             }
+        }
+    }
+
+    /// The server `rdv info` asks when none is given, on the command line or as --direct's
+    /// value: the first configured one.
+    pub(crate) fn apply_info(&self, a: &mut InfoArgs, m: Option<&ArgMatches>) {
+        self.apply_transport(&mut a.transport, m);
+        let direct_target = a.transport.direct.as_ref().is_some_and(|d| !d.is_empty());
+        if a.server.is_none() && !direct_target {
+            a.server = env_server().or_else(|| {
+                let list = self.file.server.as_ref()?.list();
+                list.into_iter().next()
+            });
         }
     }
 

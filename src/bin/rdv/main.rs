@@ -152,7 +152,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 accept::delete(a).await
             }
             Cmd::Info(mut a) => {
-                configured(&mut a.transport)?;
+                client_config::load()?.apply_info(&mut a, sub);
                 accept::info(a).await
             }
             Cmd::Agent(mut a) => {

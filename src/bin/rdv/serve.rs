@@ -207,8 +207,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     let Some(data) = a.data.clone() else {
         bail!("give the data directory with --data DIR or `data = \"DIR\"` in the --config file");
     };
-    // Before anything is written there: rdv makes it 0700, so it must be rdv's own.
-    rdv::store::db::claim_private_dir(&data).with_context(|| origins.name("data"))?;
+    // Usage errors first: a command that is refused leaves no directory behind.
     if a.no_onion && a.listen.is_empty() {
         bail!("--no-onion (onion.enabled = false) needs at least one --listen ADDR:PORT, or the server would not be reachable at all");
     }
@@ -227,6 +226,8 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
             );
         }
     }
+    // Before anything is written there: rdv makes it 0700, so it must be rdv's own.
+    rdv::store::db::claim_private_dir(&data).with_context(|| origins.name("data"))?;
     // A restricted service answers only authorized clients, its own health probe included:
     // the probe gets a key of its own, fresh at every start.
     let probe_key = match (a.no_onion, &a.authorized_clients) {

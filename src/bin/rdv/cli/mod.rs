@@ -388,8 +388,9 @@ pub(crate) struct DeleteArgs {
 
 #[derive(Args)]
 pub(crate) struct InfoArgs {
-    /// The server, HOST:PORT.
-    pub(crate) server: String,
+    /// The server, HOST:PORT [default: the --direct HOST:PORT, else RDV_SERVER or the client
+    /// configuration's first server].
+    pub(crate) server: Option<String>,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

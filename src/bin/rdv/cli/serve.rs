@@ -55,8 +55,10 @@ pub(crate) struct ServeArgs {
     /// derived again every --gc-interval.
     #[arg(long)]
     pub(crate) max_links: Option<u64>,
-    /// Connections served at once. When all are taken, the one idle the longest is closed for a
-    /// newcomer; only when all are executing a request is a newcomer told Busy.
+    /// Connections served at once. When all are taken, newcomers get in line (first come, first
+    /// served) and take the slot of a holder that has had its own for 10 s and is between
+    /// requests, or of one that does not read its answers; one still in line after 45 s is told
+    /// Busy.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_connections: usize,
     /// Connections that have not completed a first request yet, held apart so that silent
