@@ -158,6 +158,12 @@ impl Default for ServerConfig {
     }
 }
 
+/// The most answers stored per second: as many as links can be (`max_seq + 1` buckets a
+/// second, each full).
+pub(crate) fn answers_per_second(p: &crate::store::StoreParams) -> u32 {
+    (u32::from(p.max_seq) + 1) * crate::proto::MAX_LINKS_PER_BUCKET as u32
+}
+
 /// A server over a store.
 pub struct Server<S: BucketStore> {
     pub(crate) store: S,
@@ -165,6 +171,9 @@ pub struct Server<S: BucketStore> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slots: limits::Slots,
     pub(crate) store_gate: limits::StoreGate,
+    /// Answers stored per second, capped at the rate new links can be stored (one second's
+    /// buckets, each full): answers share the quota, and must not fill it faster than links.
+    pub(crate) answer_rate: std::sync::Mutex<limits::RateLimiter>,
     pub(crate) metrics: metrics::Metrics,
     /// Expiry never runs ahead of elapsed time since the start.
     guard: TimeGuard,
@@ -202,6 +211,11 @@ impl<S: BucketStore> Server<S> {
             metrics: metrics::Metrics::new(p.open_window_secs, p.ttl_secs),
             slots: limits::Slots::new(config.max_connections, config.waiting_room),
             store_gate: limits::StoreGate::new(),
+            answer_rate: std::sync::Mutex::new(limits::RateLimiter::new(
+                answers_per_second(&p),
+                answers_per_second(&p),
+                tokio::time::Instant::now(),
+            )),
             guard,
             jump_seen: std::sync::atomic::AtomicU64::new(0),
             store,

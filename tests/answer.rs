@@ -645,3 +645,68 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     assert_eq!(looks(&slow), before.0);
     assert_eq!(looks(&fast), before.1 + 1.0);
 }
+
+/// Answers share the quota with links, so a flood of answers must not fill it faster than links
+/// can: the server takes at most as many answers a second as links (`max_seq + 1` full buckets;
+/// 64 here). An attacker on more connections than that, each sending as fast as it can, gets its
+/// answers stored at that rate and no faster, and none is lost or refused on the way.
+#[tokio::test(start_paused = true)]
+async fn answers_are_stored_no_faster_than_links_can_be() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        max_seq: 0,
+        ..Default::default()
+    };
+    let config = ServerConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..Default::default()
+    };
+    let (server, _c) = pipe_server(params, config, Arc::new(clock));
+    const CONNECTIONS: usize = 80;
+    const EACH: usize = 8;
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|k| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let mut s = raw_pipe(&server);
+                hello_v2(&mut s).await;
+                let mut done = Vec::new();
+                for i in 0..EACH {
+                    let mut mailbox = [0u8; 32];
+                    mailbox[..8].copy_from_slice(&((k * EACH + i) as u64).to_le_bytes());
+                    let r = request(
+                        &mut s,
+                        &Request::PutAnswer {
+                            mailbox: MailboxAddr(mailbox),
+                            answer: SealedAnswer([7; 256]),
+                        },
+                    )
+                    .await;
+                    assert_eq!(r, Response::AnswerStored, "answer {i} of connection {k}");
+                    done.push(start.elapsed());
+                }
+                done
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for t in tasks {
+        times.extend(t.await.unwrap());
+    }
+    times.sort();
+    assert_eq!(times.len(), CONNECTIONS * EACH);
+    // By any moment t, at most one second's worth (the burst) plus 64 a second since.
+    for (n, t) in times.iter().enumerate() {
+        let allowed = 64.0 + 64.0 * t.as_secs_f64();
+        assert!(
+            (n + 1) as f64 <= allowed + 1.0,
+            "{} answers stored by {t:?}: more than links could be",
+            n + 1
+        );
+    }
+    let took = start.elapsed().as_secs_f64();
+    let floor = (CONNECTIONS * EACH - 64) as f64 / 64.0;
+    assert!(took >= floor, "{took} s for {} answers", CONNECTIONS * EACH);
+}

@@ -324,7 +324,21 @@ impl Client {
     }
 
     async fn put_answer_at(&self, server: &ServerAddr, put: &Request) -> Result<(), AnswerError> {
-        match self.request_fresh(server, put, ANSWER_VERSION).await {
+        // A server with no room for another answer this second said so without storing it:
+        // again, with growing pauses, as for a store.
+        let mut backoff = super::Backoff::new(self.config.retry_budget);
+        let sent = loop {
+            match self.request_fresh(server, put, ANSWER_VERSION).await {
+                Err(e)
+                    if super::busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                        && backoff.wait().await =>
+                {
+                    tracing::debug!("the server has no room for an answer now; retrying");
+                }
+                r => break r,
+            }
+        };
+        match sent {
             Ok(Sent::OldServer(version)) => Err(AnswerError::NoMailboxes { version }),
             Ok(Sent::Answer(Response::AnswerStored)) => Ok(()),
             Ok(Sent::Answer(r)) => Err(unexpected("AnswerStored", &r).into()),

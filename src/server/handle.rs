@@ -158,10 +158,22 @@ impl<S: BucketStore> Server<S> {
                 }
             }
             Request::PutAnswer { mailbox, answer } => {
-                // A write like a store: the same fair admission.
+                // A write like a store: the same fair admission, and no more answers a second
+                // than links (it waits for the next second like a store, keeping its turn).
                 let Some(_turn) = self.store_gate.admit(source).await else {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
+                let deadline = tokio::time::Instant::now() + STORE_WAIT;
+                while !self.answer_rate_allows() {
+                    if tokio::time::Instant::now() + STORE_RETRY >= deadline {
+                        self.metrics.answer("put_overloaded");
+                        return error(
+                            ErrorCode::Overloaded,
+                            "too many answers this second; try again",
+                        );
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
                 match self
                     .store
                     .put_answer(mailbox, answer, self.expiry_now())
@@ -210,6 +222,15 @@ impl<S: BucketStore> Server<S> {
 }
 
 impl<S: BucketStore> Server<S> {
+    /// Take one answer's place in this second's cap.
+    fn answer_rate_allows(&self) -> bool {
+        let mut r = self
+            .answer_rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.allow(tokio::time::Instant::now())
+    }
+
     /// A store (stamped or not), with fair admission: one store per source waits its turn, and
     /// a store that finds the second full waits for the next one, keeping its turn.
     async fn store_link(

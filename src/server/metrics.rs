@@ -303,8 +303,8 @@ impl Metrics {
         self.deletes.get_or_create(&Outcome { outcome }).inc();
     }
 
-    /// An answer-mailbox request and its outcome (`put_stored`, `put_already`, `fetch_found`,
-    /// `fetch_empty`, `failed`).
+    /// An answer-mailbox request and its outcome (`put_stored`, `put_already`,
+    /// `put_overloaded`, `fetch_found`, `fetch_empty`, `failed`).
     pub(crate) fn answer(&self, outcome: &'static str) {
         self.answers.get_or_create(&Outcome { outcome }).inc();
     }
