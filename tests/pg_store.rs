@@ -306,6 +306,63 @@ async fn a_frozen_lock_holder_does_not_stop_the_cluster() {
     let _ = conn.await;
 }
 
+/// A delete that has nothing to delete (a wrong token, an unknown bucket) is answered without
+/// the cluster's write lock: a flood of them cannot queue behind, or hold up, the cluster's
+/// writes. Here another session holds the lock the whole time; the no-op deletes still answer,
+/// and a real delete waits for the lock and then goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_with_nothing_to_delete_do_not_take_the_cluster_lock() {
+    let pg = Postgres::start();
+    let store = open(&pg, "postgres", StoreParams::default(), 1).await;
+    let (l, tok) = link(1);
+    let id = store.store(l, tok.check(), T0).await.unwrap();
+    let (holder, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    holder
+        .batch_execute("BEGIN; SELECT links FROM rdv_meta WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let (_, wrong) = link(2);
+    for (what, locator) in [
+        ("a wrong token", id.locator()),
+        (
+            "an unknown bucket",
+            BucketId {
+                created: T0,
+                seq: 9,
+            }
+            .locator(),
+        ),
+    ] {
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            store.delete(locator, wrong.check(), T0),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a delete with {what} waited for the lock"));
+        assert!(matches!(r, Ok(false)), "{what}: {r:?}");
+    }
+    // The real delete needs the lock: it goes through once the holder lets go.
+    let check = tok.check();
+    let real = tokio::spawn(async move {
+        let r = store.delete(id.locator(), check, T0).await;
+        (r, store)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!real.is_finished(), "a real delete waits for the lock");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let (r, store) = real.await.unwrap();
+    assert!(matches!(r, Ok(true)), "{r:?}");
+    assert!(matches!(
+        store.delete(id.locator(), check, T0).await,
+        Ok(false)
+    ));
+    drop(holder);
+    let _ = conn.await;
+}
+
 /// The database server stops answering altogether (every one of its processes SIGSTOPped: TCP
 /// stays up, nothing replies): stores and fetches fail after a bounded time instead of hanging,
 /// and work again once it answers.

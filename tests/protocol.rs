@@ -654,3 +654,135 @@ async fn stores_without_room_wait_then_get_overloaded() {
     assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
     assert_eq!(server.store().link_count(), 64);
 }
+
+/// A memory store whose deletes wait at a gate, counting how many are inside at once.
+struct GatedDeletes {
+    inner: rdv::store::MemoryStore,
+    inside: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl BucketStore for GatedDeletes {
+    async fn store_in(
+        &self,
+        link: SealedLink,
+        check: rdv::proto::DeleteCheck,
+        target: Option<(BucketId, rdv::proto::stamp::Stamp)>,
+        now: u64,
+    ) -> Result<BucketId, rdv::store::StoreError> {
+        self.inner.store_in(link, check, target, now).await
+    }
+    async fn challenge(&self, now: u64) -> Result<BucketId, rdv::store::StoreError> {
+        self.inner.challenge(now).await
+    }
+    async fn fetch_entries(
+        &self,
+        locator: rdv::proto::Locator,
+        now: u64,
+    ) -> Result<Option<(BucketId, Vec<rdv::store::Entry>)>, rdv::store::StoreError> {
+        self.inner.fetch_entries(locator, now).await
+    }
+    async fn delete(
+        &self,
+        locator: rdv::proto::Locator,
+        check: rdv::proto::DeleteCheck,
+        now: u64,
+    ) -> Result<bool, rdv::store::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.inside.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        let _pass = self.gate.acquire().await;
+        self.inside.fetch_sub(1, SeqCst);
+        self.inner.delete(locator, check, now).await
+    }
+    async fn put_answer(
+        &self,
+        mailbox: rdv::proto::MailboxAddr,
+        answer: rdv::proto::SealedAnswer,
+        now: u64,
+    ) -> Result<rdv::store::PutAnswer, rdv::store::StoreError> {
+        self.inner.put_answer(mailbox, answer, now).await
+    }
+    async fn fetch_answer(
+        &self,
+        mailbox: rdv::proto::MailboxAddr,
+        now: u64,
+    ) -> Result<Option<rdv::proto::SealedAnswer>, rdv::store::StoreError> {
+        self.inner.fetch_answer(mailbox, now).await
+    }
+    async fn collect_garbage(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, rdv::store::StoreError> {
+        self.inner.collect_garbage(now, limit).await
+    }
+    fn params(&self) -> StoreParams {
+        self.inner.params()
+    }
+    fn filler_secret(&self) -> &rdv::proto::padding::FillerSecret {
+        self.inner.filler_secret()
+    }
+    fn link_count(&self) -> u64 {
+        self.inner.link_count()
+    }
+    fn answer_count(&self) -> u64 {
+        self.inner.answer_count()
+    }
+}
+
+/// Deletes are writes: like stores they are admitted fairly, one per source at a time. A
+/// flooder with many streams on one circuit (one source) has one delete in the store at once,
+/// not one per stream, so it cannot crowd out other sources' writes.
+#[tokio::test(start_paused = true)]
+async fn deletes_are_admitted_one_per_source_like_stores() {
+    let clock = manual_clock();
+    let store = GatedDeletes {
+        inner: rdv::store::MemoryStore::new(StoreParams::default()),
+        inside: Default::default(),
+        most: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    };
+    let config = ServerConfig {
+        max_connections: 64,
+        ..Default::default()
+    };
+    let server = rdv::server::Server::new(store, config, Arc::new(clock)).unwrap();
+    let source = rdv::server::Source::new();
+    const STREAMS: usize = 20;
+    let mut tasks = Vec::new();
+    for i in 0..STREAMS {
+        let (mut s, end) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(server.clone().serve_stream_from(end, source.clone()));
+        tasks.push(tokio::spawn(async move {
+            hello(&mut s).await;
+            let mut token = [0u8; 32];
+            token[0] = i as u8;
+            let req = Request::Delete {
+                locator: BucketId {
+                    created: T0,
+                    seq: 0,
+                }
+                .locator(),
+                token: DeleteToken::from_bytes(token),
+            };
+            write_msg(&mut s, &req, DEFAULT_MAX_FRAME).await.unwrap();
+            read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap()
+        }));
+    }
+    // Everything that can run runs (paused time moves on only when all tasks wait).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let most = || {
+        server
+            .store()
+            .most
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(most(), 1, "deletes of one source inside the store at once");
+    server.store().gate.add_permits(STREAMS);
+    for t in tasks {
+        assert_eq!(code(t.await.unwrap()), ErrorCode::NotFound);
+    }
+    assert_eq!(most(), 1);
+}

@@ -134,6 +134,10 @@ impl<S: BucketStore> Server<S> {
                 }
             }
             Request::Delete { locator, token } => {
+                // A write like a store: the same fair admission, one per source at a time.
+                let Some(_turn) = self.store_gate.admit(source).await else {
+                    return error(ErrorCode::ShuttingDown, "server is shutting down");
+                };
                 match self
                     .store
                     .delete(locator, token.check(), self.expiry_now())

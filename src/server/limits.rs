@@ -38,9 +38,9 @@ impl Source {
     }
 }
 
-/// Fair admission of stores.
+/// Fair admission of writes (stores and challenges, answers, deletes).
 ///
-/// A source has at most one store waiting for admission at a time (its other connections queue
+/// A source has at most one write waiting for admission at a time (its other connections queue
 /// behind it, in its lane), and sources are admitted first come, first served (tokio's semaphore
 /// is FIFO). So a flooder with many connections or streams gets no more turns than anybody else:
 /// an honest store waits behind at most one store per other source.

@@ -500,6 +500,26 @@ impl BucketStore for PgStore {
         check: DeleteCheck,
         now: u64,
     ) -> Result<bool, StoreError> {
+        // Nothing to delete (no such bucket, expired, no link with this check) is answered from
+        // a read of committed state: only a delete that will change something takes the
+        // cluster's write lock, so a flood of wrong tokens cannot hold up the cluster's writes.
+        // (A store is acknowledged only once committed, so its link is already visible here.)
+        let ttl = self.inner.params.ttl_secs;
+        let there = self
+            .inner
+            .readers
+            .read(|c| async move {
+                let key: &[u8] = &locator.0;
+                let Some(row) = c.client.query_opt(&c.bucket, &[&key]).await? else {
+                    return Ok(false);
+                };
+                let b = super::codec::decode(row.try_get::<_, &[u8]>(0)?)?;
+                Ok(!b.expired(now, ttl) && b.links.iter().any(|l| l.check == check))
+            })
+            .await?;
+        if !there {
+            return Ok(false);
+        }
         let (op, rx) = Op::delete(locator, check, now);
         self.send(op, rx).await
     }
