@@ -1076,9 +1076,26 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
     .status
     .success());
     let tor_dir = dir.path().join("tor");
+    // Left by a killed client: its lock file is there, and nobody holds the lock.
     let stale = tor_dir.join("client-auth-AbCdEf");
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::copy(&key, stale.join("rdv.auth_private")).unwrap();
+    std::fs::write(tor_dir.join("client-auth-AbCdEf.lock"), "").unwrap();
+    // Left by an older rdv (no lock file), long ago.
+    let old = tor_dir.join("client-auth-GhIjKl");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::copy(&key, old.join("rdv.auth_private")).unwrap();
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    // A client running right now, with the same tor directory: its copy must stay.
+    let live = tor_dir.join("client-auth-MnOpQr");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::copy(&key, live.join("rdv.auth_private")).unwrap();
+    let held = std::fs::File::create(tor_dir.join("client-auth-MnOpQr.lock")).unwrap();
+    held.lock().unwrap();
     // The run stops at the (missing) Tor configuration, after the key was handled.
     let out = rdv(
         &[
@@ -1096,15 +1113,22 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/arti.toml"));
     assert!(
-        !stale.exists(),
-        "the stale copy of the secret key is still there"
+        !stale.exists() && !old.exists(),
+        "a stale copy of the secret key is still there"
     );
-    let left: Vec<_> = std::fs::read_dir(&tor_dir)
+    assert!(
+        live.join("rdv.auth_private").exists(),
+        "a running client's copy was removed"
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&tor_dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("client-auth-"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("client-auth-"))
         .collect();
-    assert!(left.is_empty(), "{left:?}");
+    left.sort();
+    assert_eq!(left, ["client-auth-MnOpQr", "client-auth-MnOpQr.lock"]);
+    drop(held);
 }
 
 /// Nothing half-done: an output file that cannot be written is refused before anything is

@@ -19,8 +19,42 @@ use std::sync::Arc;
 /// A client, and what must live as long as it does (a private copy of the client key).
 pub(crate) struct Session {
     client: Client,
-    _client_key_dir: Option<tempfile::TempDir>,
+    _client_key_dir: Option<KeyCopy>,
 }
+
+/// A private copy of `--client-key` for arti, removed when dropped. A lock file beside it
+/// (`NAME.lock`, outside arti's keystore) stays locked while the client runs, so that another
+/// client's clean-up can tell it from a stale copy.
+pub(crate) struct KeyCopy {
+    // Dropped in this order: the directory goes first, then the lock file.
+    dir: tempfile::TempDir,
+    lock: Option<(PathBuf, std::fs::File)>,
+}
+
+impl KeyCopy {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for KeyCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.dir.path());
+        if let Some((path, _file)) = self.lock.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The lock file of the key copy in `dir`.
+fn key_copy_lock(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// A key copy without a lock file younger than this may be one being set up right now.
+const KEY_COPY_SETUP: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::ops::Deref for Session {
     type Target = Client;
@@ -47,7 +81,7 @@ fn client_key_dir(
     t: &TransportArgs,
     server: Option<&ServerAddr>,
     tor_dir: &Path,
-) -> Result<Option<tempfile::TempDir>> {
+) -> Result<Option<KeyCopy>> {
     let Some(file) = &t.client_key else {
         return Ok(None);
     };
@@ -61,15 +95,7 @@ fn client_key_dir(
         );
     }
     std::fs::create_dir_all(tor_dir).with_context(|| format!("creating {}", tor_dir.display()))?;
-    // A client killed before it could clean up leaves its copy behind; one client uses a tor
-    // directory at a time (arti locks it), so every copy there now is stale.
-    if let Ok(entries) = std::fs::read_dir(tor_dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(KEY_COPY_PREFIX) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    remove_stale_key_copies(tor_dir);
     let dir = tempfile::Builder::new()
         .prefix(KEY_COPY_PREFIX)
         .tempdir_in(tor_dir)
@@ -81,12 +107,60 @@ fn client_key_dir(
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.path().display()))?;
     }
-    let path = dir.path().join("rdv.auth_private");
+    // Locked before the key is written: a copy with a lock nobody holds is never a live one.
+    let lock_path = key_copy_lock(dir.path());
+    let lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let copy = KeyCopy {
+        dir,
+        lock: Some((lock_path, lock)),
+    };
+    let path = copy.path().join("rdv.auth_private");
     use std::io::Write;
     crate::term::create_private(&path)
         .and_then(|mut f| f.write_all(key.to_private_line().as_bytes()))
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(Some(dir))
+    Ok(Some(copy))
+}
+
+/// Remove the key copies that clients killed before they could clean up left in `tor_dir`:
+/// those whose lock no running client holds (or, without a lock file, older than a minute: a
+/// copy is locked right after it is made, before its key is written).
+fn remove_stale_key_copies(tor_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(tor_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(KEY_COPY_PREFIX) || name.ends_with(".lock") {
+            continue;
+        }
+        let lock_path = key_copy_lock(&e.path());
+        let held = match std::fs::File::open(&lock_path) {
+            Ok(f) => match f.try_lock() {
+                Ok(()) => Some(f),
+                // A running client's.
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(_)) => None,
+            },
+            Err(_) => {
+                let young = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < KEY_COPY_SETUP);
+                if young {
+                    continue;
+                }
+                None
+            }
+        };
+        let _ = std::fs::remove_dir_all(e.path());
+        let _ = std::fs::remove_file(&lock_path);
+        drop(held);
+    }
 }
 
 /// Build a client for `server` (or, for the agent, for any server) according to the transport
