@@ -82,6 +82,17 @@ struct Attempts {
     last: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// The budget ran out during an attempt; the error of the latest attempt that failed with an
+/// answer.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection within {} ({attempts} attempts; the last one was cut short, an earlier one failed)", humantime::format_duration(*.budget))]
+struct BudgetSpent {
+    attempts: u32,
+    budget: Duration,
+    #[source]
+    last: Box<dyn std::error::Error + Send + Sync>,
+}
+
 /// The service is not there (see [`Absence`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{why} ({attempts} attempts)")]
@@ -106,10 +117,13 @@ where
     let mut attempts = 0u32;
     let mut unknown = 0u32;
     let mut no_descriptor_since: Option<Instant> = None;
+    // The latest attempt that failed with an answer, for when the budget cuts one short.
+    let mut answered: Option<(ConnectStage, bool, Box<dyn std::error::Error + Send + Sync>)> = None;
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = patience.attempt_timeout.min(left);
+        let mut got_answer = false;
         let (stage, retryable, err): (_, _, Box<dyn std::error::Error + Send + Sync>) =
             match tokio::time::timeout(limit, attempt()).await {
                 Ok(Ok(s)) => return Ok(s),
@@ -142,8 +156,20 @@ where
                             },
                         ));
                     }
+                    got_answer = true;
                     let last = f.error;
                     (f.stage, f.retryable, Box::new(Attempts { attempts, last }))
+                }
+                // Cut short by the budget: the attempt before it, which did fail with an answer
+                // (an introduction refused, say), says more than "no connection within 1 s".
+                Err(_) if limit < patience.attempt_timeout && answered.is_some() => {
+                    let (stage, retryable, last) = answered.take().expect("checked");
+                    let e = BudgetSpent {
+                        attempts,
+                        budget: patience.budget,
+                        last,
+                    };
+                    return Err(ConnectError::new(name, stage, retryable, e));
                 }
                 Err(_) => (
                     ConnectStage::Rendezvous,
@@ -161,6 +187,9 @@ where
             return Err(ConnectError::new(name, stage, retryable, err));
         }
         tracing::info!(attempt = attempts, stage = %stage, error = %crate::config::report(&*err), "connecting failed; retrying");
+        if got_answer {
+            answered = Some((stage, retryable, err));
+        }
         tokio::time::sleep(pause).await;
     }
 }
@@ -276,5 +305,42 @@ mod tests {
         assert!(start.elapsed() <= patience().budget);
         let n = times.lock().unwrap().len();
         assert!(n > 10, "{n} attempts");
+    }
+
+    /// A server that crashed: the first attempts are refused at the introduction, the last one
+    /// hangs until the budget cuts it short. The error names the introduction, not "no
+    /// connection within 1 s" at the rendezvous.
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_cut_short_by_the_budget_reports_the_one_before() {
+        let p = Patience {
+            attempt_timeout: Duration::from_secs(30),
+            budget: Duration::from_secs(10),
+            absent_grace: Duration::from_secs(20),
+        };
+        let mut n = 0;
+        let attempt = move || {
+            n += 1;
+            let first = n == 1;
+            Box::pin(async move {
+                if first {
+                    return Err(Failure {
+                        stage: ConnectStage::Introduction,
+                        retryable: true,
+                        absence: None,
+                        error: Box::new(Refused),
+                    });
+                }
+                futures::future::pending().await
+            }) as Attempt
+        };
+        let Err(e) = connect_with_retries("x.onion:1", p, attempt).await else {
+            panic!("never connects")
+        };
+        assert_eq!(e.stage, ConnectStage::Introduction);
+        let text = crate::config::report(&e).to_string();
+        assert!(
+            text.contains("refused") && text.contains("cut short"),
+            "{text}"
+        );
     }
 }
