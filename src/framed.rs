@@ -24,6 +24,23 @@ pub async fn read_frame_body<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
 ) -> Result<Vec<u8>, FrameIoError> {
+    let mut body = Vec::new();
+    read_frame_body_into(r, max, &mut body).await?;
+    Ok(body)
+}
+
+/// Room reserved for a body before its bytes arrive: every request but a batch fits.
+const FIRST_RESERVE: usize = 512;
+
+/// [`read_frame_body`] into `body` (cleared first). The buffer grows with the bytes that
+/// arrive, not with the length the header announces: a peer that announces the largest frame
+/// and then sends a byte a second holds a few hundred bytes, not `max`.
+pub async fn read_frame_body_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+    body: &mut Vec<u8>,
+) -> Result<(), FrameIoError> {
+    body.clear();
     let mut header = [0u8; FRAME_HEADER_LEN];
     // Distinguish a clean close between frames from a truncated frame.
     let n = r.read(&mut header).await?;
@@ -32,9 +49,12 @@ pub async fn read_frame_body<R: AsyncRead + Unpin>(
     }
     r.read_exact(&mut header[n..]).await?;
     let len = wire::parse_header(header, max)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(body)
+    body.reserve(len.min(FIRST_RESERVE));
+    let got = (&mut *r).take(len as u64).read_to_end(body).await?;
+    if got < len {
+        return Err(FrameIoError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
 }
 
 /// Read and decode one message.
@@ -56,4 +76,61 @@ pub async fn write_msg<T: Serialize, W: AsyncWrite + Unpin>(
     w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+
+    /// Gives `data`, then nothing, ever (a slow-drip peer).
+    struct Drip {
+        data: Vec<u8>,
+    }
+
+    impl AsyncRead for Drip {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.data.is_empty() {
+                return Poll::Pending;
+            }
+            let n = self.data.len().min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A peer announces the largest frame and sends ten bytes of it: what it holds on the
+    /// server is about those bytes, not the announced size.
+    #[tokio::test]
+    async fn an_announced_frame_costs_only_what_arrived() {
+        let max = wire::DEFAULT_MAX_FRAME;
+        let mut data = max.to_be_bytes()[4 - FRAME_HEADER_LEN..].to_vec();
+        data.extend_from_slice(&[0x42; 10]);
+        let mut peer = Drip { data };
+        let mut body = Vec::new();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            read_frame_body_into(&mut peer, max, &mut body),
+        )
+        .await;
+        assert!(r.is_err(), "the frame never completes");
+        assert_eq!(body.len(), 10);
+        assert!(body.capacity() <= 1024, "{} bytes held", body.capacity());
+    }
+
+    /// A frame cut short by the peer is an error, not a short body.
+    #[tokio::test]
+    async fn a_truncated_frame_is_an_error() {
+        let mut data = 300u32.to_be_bytes()[4 - FRAME_HEADER_LEN..].to_vec();
+        data.extend_from_slice(&[1; 100]);
+        let r = read_frame_body(&mut &data[..], 1000).await;
+        assert!(matches!(r, Err(FrameIoError::Io(_))), "{r:?}");
+    }
 }
