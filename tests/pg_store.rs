@@ -583,3 +583,38 @@ async fn after_a_failover_writes_go_to_the_new_primary() {
         "the store went to the new primary"
     );
 }
+
+/// A database error reaches messages and logs with its SQLSTATE and primary message only: the
+/// DETAIL of a key violation quotes the key (for rdv's tables, a locator), and it never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_error_details_never_reach_messages() {
+    let pg = Postgres::start();
+    let (c, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    c.batch_execute(
+        "CREATE TEMP TABLE t (k bytea PRIMARY KEY); INSERT INTO t VALUES ('\\xc0ffee15')",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO t VALUES ('\\xc0ffee15')")
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap()
+            .contains("c0ffee15"),
+        "PostgreSQL's own detail names the key: {e:?}"
+    );
+    let e: StoreError = e.into();
+    let text = rdv::config::report(&e).to_string();
+    assert!(text.contains("23505"), "{text}");
+    assert!(!text.contains("c0ffee15"), "{text}");
+    assert!(!format!("{e:?}").contains("c0ffee15"), "{e:?}");
+    drop(c);
+    let _ = conn.await;
+}

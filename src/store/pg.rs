@@ -210,12 +210,67 @@ fn describe(c: &tokio_postgres::Config) -> String {
 struct Connect {
     at: String,
     #[source]
-    source: tokio_postgres::Error,
+    source: PgError,
+}
+
+/// A PostgreSQL error as rdv reports and logs it: the SQLSTATE and the primary message of a
+/// database error, never its DETAIL, HINT or CONTEXT, which can quote row values (a key
+/// violation names the key: a locator) or the statement.
+#[derive(Debug)]
+pub(crate) struct PgError {
+    code: Option<tokio_postgres::error::SqlState>,
+    text: String,
+}
+
+impl PgError {
+    /// The SQLSTATE of a database error.
+    pub(crate) fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        self.code.as_ref()
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => PgError {
+                code: Some(db.code().clone()),
+                text: format!(
+                    "database error {} ({}): {}",
+                    db.code().code(),
+                    db.severity(),
+                    db.message()
+                ),
+            },
+            None => {
+                // Not from the database (a closed connection, a timeout, an IO error): the
+                // whole chain, which holds no row data.
+                let mut text = e.to_string();
+                let mut cur = std::error::Error::source(&e);
+                while let Some(s) = cur {
+                    let part = s.to_string();
+                    if !text.contains(&part) {
+                        text.push_str(": ");
+                        text.push_str(&part);
+                    }
+                    cur = s.source();
+                }
+                PgError { code: None, text }
+            }
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::backend(e)
+        StoreError::backend(PgError::from(e))
     }
 }
 
@@ -236,12 +291,12 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> 
         .map_err(|source| {
             StoreError::backend(Connect {
                 at: describe(config),
-                source,
+                source: source.into(),
             })
         })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "a PostgreSQL connection ended");
+            tracing::debug!(error = %PgError::from(e), "a PostgreSQL connection ended");
         }
     });
     Ok(client)

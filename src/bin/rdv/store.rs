@@ -102,39 +102,69 @@ pub(crate) fn refuse_password_in_argv(a: &ServeArgs, origins: &Origins) -> Resul
 /// `user:PASSWORD@` of a URL, a `password=` pair): for messages that quote what the user wrote,
 /// such as the configuration file parser's, which shows the offending line.
 pub(crate) fn redact_passwords(text: &str) -> String {
+    redact_key_values(&redact_urls(text))
+}
+
+/// The `user:PASSWORD@` of every URL in `text`. The password may hold any character but
+/// white space and quotes (a raw `/`, `?` or `@` included): everything from the first `:` after
+/// `://` to the last `@` of the URL goes.
+fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
         let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/')
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
             .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon + 1]);
+        let url = &tail[..end];
+        match (url.find(':'), url.rfind('@')) {
+            (Some(colon), Some(at)) if colon < at && !url[..colon].contains('/') => {
+                out.push_str(&url[..colon + 1]);
                 out.push_str("****");
-                out.push_str(&authority[at..]);
+                out.push_str(&url[at..]);
             }
-            _ => out.push_str(authority),
+            _ => out.push_str(url),
         }
         rest = &tail[end..];
     }
     out.push_str(rest);
-    let mut redacted = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(i) = rest.find("password=") {
-        let (head, tail) = rest.split_at(i + "password=".len());
-        redacted.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '&')
-            .unwrap_or(tail.len());
-        redacted.push_str("****");
-        rest = &tail[end..];
+    out
+}
+
+/// The value of every `password=` pair (libpq's key/value form and URL query parameters), with
+/// white space around `=` allowed and a single-quoted value (backslash escapes in it) taken whole.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("password") {
+        let (head, tail) = rest.split_at(i + "password".len());
+        out.push_str(head);
+        let after_key = tail.trim_start();
+        let Some(value) = after_key.strip_prefix('=') else {
+            rest = tail;
+            continue;
+        };
+        let value = value.trim_start();
+        out.push_str(&tail[..tail.len() - value.len()]);
+        out.push_str("****");
+        let len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            let close = quoted.char_indices().find(|&(_, c)| {
+                let end = !escaped && c == '\'';
+                escaped = !escaped && c == '\\';
+                end
+            });
+            close.map_or(value.len(), |(j, _)| j + 2)
+        } else {
+            value
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '&')
+                .unwrap_or(value.len())
+        };
+        rest = &value[len..];
     }
-    redacted.push_str(rest);
-    redacted
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -156,5 +186,27 @@ mod tests {
             "postgres://rdv@db/x"
         );
         assert_eq!(redact_passwords("no url here"), "no url here");
+    }
+
+    /// The forms that slipped through before: a raw `/` or `@` in a URL's password, spaces
+    /// around `=`, a quoted value with spaces and an escaped quote.
+    #[test]
+    fn passwords_with_awkward_characters_are_redacted_whole() {
+        let r = redact_passwords("postgres://rdv:pa/ss@w?rd@db:5432/x");
+        assert_eq!(r, "postgres://rdv:****@db:5432/x");
+        let r = redact_passwords("host=db password = s3cret user=rdv");
+        assert_eq!(r, "host=db password = **** user=rdv");
+        let r = redact_passwords(r"host=db password='s3 cr\'et' user=rdv");
+        assert_eq!(r, "host=db password=**** user=rdv");
+        assert!(!redact_passwords("password=' open ended").contains("open"));
+        // A port and a path are not a password.
+        assert_eq!(
+            redact_passwords("postgres://db:5432/x"),
+            "postgres://db:5432/x"
+        );
+        assert_eq!(
+            redact_passwords("the password is required"),
+            "the password is required"
+        );
     }
 }

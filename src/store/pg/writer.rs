@@ -298,7 +298,7 @@ fn read_only(e: &StoreError) -> bool {
     // From the backend's own error (the shared handle around it hides its type).
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**inner);
     while let Some(err) = cur {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+        if let Some(pg) = err.downcast_ref::<super::PgError>() {
             if pg.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
                 return true;
             }
