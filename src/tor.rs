@@ -96,6 +96,14 @@ pub enum TorError {
         /// The keys, as dotted paths.
         keys: Vec<String>,
     },
+    /// The arti configuration sets what rdv sets itself (it would be overridden without a word).
+    #[error("the arti configuration{} sets {}, which rdv sets itself (state and cache: the data directory or --tor-dir; vanguards: --vanguards; client keys: --client-key); remove {} from the file", in_file(.file), .keys.join(", "), if .keys.len() == 1 { "it" } else { "them" })]
+    OwnKeys {
+        /// The file.
+        file: Option<PathBuf>,
+        /// The keys, as dotted paths.
+        keys: Vec<String>,
+    },
     /// arti failed to start.
     #[error("cannot start arti")]
     Create(#[source] arti_client::Error),
@@ -135,6 +143,13 @@ pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> 
         if !f.is_file() {
             return Err(TorError::ConfigMissing(f.clone()));
         }
+        let own = own_keys(f, settings.client_auth_dir.is_some());
+        if !own.is_empty() {
+            return Err(TorError::OwnKeys {
+                file: Some(f.clone()),
+                keys: own,
+            });
+        }
         sources.push_source(ConfigurationSource::from_path(f), MustRead::MustRead);
     }
     sources.push_option(format!(
@@ -172,6 +187,41 @@ pub fn load_config(settings: &TorSettings) -> Result<TorClientConfig, TorError> 
         });
     }
     Ok(resolved.value)
+}
+
+/// The keys of the arti configuration file `f` that rdv sets itself, and would override: the
+/// state and cache directories, the vanguards mode, and (with `client_keys`) the C-tor-format
+/// client keystores. A file that does not parse is left to arti to report.
+fn own_keys(f: &Path, client_keys: bool) -> Vec<String> {
+    let Some(table) = std::fs::read_to_string(f)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+    else {
+        return Vec::new();
+    };
+    let has = |path: &[&str]| {
+        let mut cur = &table;
+        for (i, k) in path.iter().enumerate() {
+            match cur.get(*k) {
+                Some(toml::Value::Table(t)) if i + 1 < path.len() => cur = t,
+                Some(_) if i + 1 == path.len() => return true,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut keys = vec![
+        &["storage", "state_dir"][..],
+        &["storage", "cache_dir"][..],
+        &["vanguards", "mode"][..],
+    ];
+    if client_keys {
+        keys.push(&["storage", "keystore", "ctor", "clients"][..]);
+    }
+    keys.into_iter()
+        .filter(|p| has(p))
+        .map(|p| p.join("."))
+        .collect()
 }
 
 /// Create a Tor client and bootstrap it, reporting progress through `progress` (a fraction from 0

@@ -57,6 +57,17 @@ fn a_broken_tor_configuration_is_a_clear_error_and_the_server_does_not_start() {
             "[override_net_params]\nhsdir_interval = \"eight\"\n",
             vec!["type.toml"],
         ),
+        // What rdv sets itself would be overridden without a word: refused, named.
+        (
+            "own.toml",
+            "[storage]\nstate_dir = \"/tmp/x\"\n[vanguards]\nmode = \"full\"\n",
+            vec![
+                "own.toml",
+                "storage.state_dir",
+                "vanguards.mode",
+                "--vanguards",
+            ],
+        ),
     ];
     for (name, text, wanted) in cases {
         let f = dir.path().join(name);

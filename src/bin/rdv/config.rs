@@ -218,6 +218,7 @@ pub(crate) fn read<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T> {
 /// `from_cli(id)` says whether the flag with clap id `id` was given on the command line.
 pub(crate) fn apply(
     f: ServeFile,
+    file: &Path,
     base: &Path,
     a: &mut ServeArgs,
     from_cli: impl Fn(&str) -> bool,
@@ -272,7 +273,7 @@ pub(crate) fn apply(
     );
     if let Some(v) = &o.vanguards {
         let parsed = parse_vanguards(v)
-            .map_err(|e| anyhow::anyhow!("{}: onion.vanguards = {v:?}: {e}", base.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: onion.vanguards = {v:?}: {e}", file.display()))?;
         set!(Some(parsed), "vanguards", "onion.vanguards", a.vanguards);
     }
     set!(o.pow, "pow", "onion.pow", a.pow);
@@ -402,7 +403,7 @@ pub(crate) fn load(a: &mut ServeArgs, matches: Option<&ArgMatches>) -> Result<Or
     } else {
         base
     };
-    let mut origins = apply(parsed, &base, a, from_cli)?;
+    let mut origins = apply(parsed, &file, &base, a, from_cli)?;
     if origins.file.is_some() {
         origins.file = Some(file);
     }
@@ -649,6 +650,7 @@ mod tests {
             e.contains("onion.vanguards") && e.contains("lite, full or disabled"),
             "{e}"
         );
+        assert!(e.contains("v.toml"), "the file is named: {e}");
         let e = format!(
             "{:#}",
             serve(&["--config", "/nonexistent/rdv.toml"]).unwrap_err()

@@ -120,6 +120,7 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
             return match t {
                 TorError::Config { .. }
                 | TorError::UnknownKeys { .. }
+                | TorError::OwnKeys { .. }
                 | TorError::ConfigMissing(_) => ("tor_config", BadInput),
                 TorError::Bootstrap(_) | TorError::BootstrapTimeout { .. } => {
                     ("tor_bootstrap", Transient)
