@@ -58,6 +58,9 @@ pub(crate) struct Failure {
     pub retryable: bool,
     /// Whether the network said the service is not there.
     pub absence: Option<Absence>,
+    /// At most this many attempts for an answer like this one (`None`: as many as the budget
+    /// allows), for answers that say too little to be worth many more tries.
+    pub most_attempts: Option<u32>,
     /// The transport's own error.
     pub error: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -113,7 +116,10 @@ pub(crate) async fn connect_with_retries<F>(
 where
     F: FnMut() -> Attempt,
 {
-    let deadline = Instant::now() + patience.budget;
+    // An absurd budget (a --connect-timeout of centuries) is a very long one, not a panic.
+    let deadline = Instant::now()
+        .checked_add(patience.budget)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(10 * 365 * 86_400));
     let mut attempts = 0u32;
     let mut unknown = 0u32;
     let mut no_descriptor_since: Option<Instant> = None;
@@ -158,7 +164,13 @@ where
                     }
                     got_answer = true;
                     let last = f.error;
-                    (f.stage, f.retryable, Box::new(Attempts { attempts, last }))
+                    let retryable = f.retryable && f.most_attempts.is_none_or(|n| attempts < n);
+                    if f.retryable && !retryable {
+                        // Tried enough; still a transient failure for whoever reports it.
+                        let e = Attempts { attempts, last };
+                        return Err(ConnectError::new(name, f.stage, true, e));
+                    }
+                    (f.stage, retryable, Box::new(Attempts { attempts, last }))
                 }
                 // Cut short by the budget: the attempt before it, which did fail with an answer
                 // (an introduction refused, say), says more than "no connection within 1 s".
@@ -187,9 +199,8 @@ where
             return Err(ConnectError::new(name, stage, retryable, err));
         }
         tracing::info!(attempt = attempts, stage = %stage, error = %crate::config::report(&*err), "connecting failed; retrying");
-        if got_answer {
-            answered = Some((stage, retryable, err));
-        }
+        // A full-length timeout since then makes an older answer stale.
+        answered = got_answer.then_some((stage, retryable, err));
         tokio::time::sleep(pause).await;
     }
 }
@@ -222,6 +233,7 @@ mod tests {
                         stage,
                         retryable,
                         absence,
+                        most_attempts: None,
                         error: Box::new(Refused),
                     }),
                     None => Ok(Box::new(tokio::io::duplex(64).0) as Box<dyn Stream>),
@@ -327,6 +339,7 @@ mod tests {
                         stage: ConnectStage::Introduction,
                         retryable: true,
                         absence: None,
+                        most_attempts: None,
                         error: Box::new(Refused),
                     });
                 }

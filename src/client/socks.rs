@@ -7,8 +7,9 @@
 //! tor tries every directory and introduction point itself before it refuses; rdv still tries
 //! again, within the budget, what can change in seconds (see [`super::retry`]): a descriptor no
 //! directory had (the service may publish it now, and a tor that has just started learns which
-//! directories to ask), a lost rendezvous. A refused port, a missing client key or a bad address
-//! are not retried.
+//! directories to ask), a lost rendezvous; "introduction failed" three times at most, and
+//! "general failure" (all a SocksPort without `ExtendedErrors` ever says) twice. A refused port,
+//! a missing client key, a bad address or a proxy that cannot do the request are not retried.
 
 use super::retry::{connect_with_retries, Absence, Failure, Patience};
 use super::{ConnectError, ConnectStage, Connector, Stream};
@@ -62,26 +63,53 @@ fn hint(status: SocksStatus) -> &'static str {
     }
 }
 
+/// How to treat one refusal code.
+struct Refusal {
+    stage: ConnectStage,
+    retryable: bool,
+    absence: Option<Absence>,
+    most_attempts: Option<u32>,
+}
+
 /// Where a refusal code puts the failure, whether retrying can help, and whether it says the
-/// service is not there. (tor answers "introduction failed" once every introduction point of the
-/// descriptor failed, and it refetched the descriptor itself when they did not know the service.)
-fn stage_of(status: SocksStatus) -> (ConnectStage, bool, Option<Absence>) {
+/// service is not there.
+fn refusal(status: SocksStatus) -> Refusal {
+    let r = |stage, retryable, absence, most_attempts| Refusal {
+        stage,
+        retryable,
+        absence,
+        most_attempts,
+    };
     match status {
-        SocksStatus::HS_DESC_NOT_FOUND => {
-            (ConnectStage::Descriptor, true, Some(Absence::NoDescriptor))
-        }
-        SocksStatus::HS_DESC_INVALID => (ConnectStage::Descriptor, true, None),
+        SocksStatus::HS_DESC_NOT_FOUND => r(
+            ConnectStage::Descriptor,
+            true,
+            Some(Absence::NoDescriptor),
+            None,
+        ),
+        SocksStatus::HS_DESC_INVALID => r(ConnectStage::Descriptor, true, None, None),
         SocksStatus::HS_MISSING_CLIENT_AUTH | SocksStatus::HS_WRONG_CLIENT_AUTH => {
-            (ConnectStage::Descriptor, false, None)
+            r(ConnectStage::Descriptor, false, None, None)
         }
-        SocksStatus::HS_INTRO_FAILED => (ConnectStage::Introduction, true, Some(Absence::Unknown)),
-        SocksStatus::HS_INTRO_TIMEOUT => (ConnectStage::Introduction, true, None),
-        SocksStatus::HS_REND_FAILED => (ConnectStage::Rendezvous, true, None),
-        SocksStatus::HS_BAD_ADDRESS => (ConnectStage::Address, false, None),
+        // Every introduction point of the descriptor failed (unknown to it, unreachable, or
+        // refusing): tor has already refetched the descriptor and tried them all, and it
+        // remembers the failed ones for a while. A few more tries, for a service that is
+        // publishing anew.
+        SocksStatus::HS_INTRO_FAILED => r(ConnectStage::Introduction, true, None, Some(3)),
+        SocksStatus::HS_INTRO_TIMEOUT => r(ConnectStage::Introduction, true, None, None),
+        SocksStatus::HS_REND_FAILED => r(ConnectStage::Rendezvous, true, None, None),
+        SocksStatus::HS_BAD_ADDRESS => r(ConnectStage::Address, false, None, None),
         SocksStatus::CONNECTION_REFUSED | SocksStatus::NOT_ALLOWED => {
-            (ConnectStage::Stream, false, None)
+            r(ConnectStage::Stream, false, None, None)
         }
-        _ => (ConnectStage::Stream, true, None),
+        // Not a tor SOCKS port (or not one that speaks this): no try will change it.
+        SocksStatus::COMMAND_NOT_SUPPORTED | SocksStatus::ADDRTYPE_NOT_SUPPORTED => {
+            r(ConnectStage::Socks, false, None, None)
+        }
+        // Without the ExtendedErrors flag every onion failure is this, a missing client key and
+        // a service that does not exist included: one more try, not the whole budget.
+        SocksStatus::GENERAL_FAILURE => r(ConnectStage::Stream, true, None, Some(2)),
+        _ => r(ConnectStage::Stream, true, None, None),
     }
 }
 
@@ -110,10 +138,15 @@ async fn attempt(proxy: String, addr: ServerAddr) -> Result<Box<dyn Stream>, Fai
         stage,
         retryable,
         absence: None,
+        most_attempts: None,
         error: e,
     };
     let mut sock = TcpStream::connect(&proxy).await.map_err(|e| {
-        let retryable = e.kind() != std::io::ErrorKind::ConnectionRefused;
+        // Nothing listens there, or `--socks` is not an address: asking again will not help.
+        let retryable = !matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::InvalidInput
+        );
         fail(ConnectStage::Socks, retryable, Box::new(e))
     })?;
     let _ = sock.set_nodelay(true);
@@ -152,11 +185,12 @@ async fn attempt(proxy: String, addr: ServerAddr) -> Result<Box<dyn Stream>, Fai
         }
     };
     if reply.status() != SocksStatus::SUCCEEDED {
-        let (stage, retryable, absence) = stage_of(reply.status());
+        let r = refusal(reply.status());
         return Err(Failure {
-            stage,
-            retryable,
-            absence,
+            stage: r.stage,
+            retryable: r.retryable,
+            absence: r.absence,
+            most_attempts: r.most_attempts,
             error: Box::new(Refused(reply.status())),
         });
     }
@@ -229,12 +263,18 @@ mod tests {
             .unwrap()
     }
 
+    /// Without ExtendedErrors every failure is "general failure": tried twice, not for the
+    /// whole budget, and the error says how to learn more.
     #[tokio::test]
     async fn a_general_failure_says_how_to_learn_the_reason() {
-        let c = impatient(scripted_proxy(vec![1]).await.0);
+        let (proxy, served) = scripted_proxy(vec![1]).await;
+        let mut c = SocksConnector::new(proxy);
+        c.budget = Duration::from_secs(60);
         let Err(e) = c.connect(&target()).await else {
             panic!("the proxy refused")
         };
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+        assert!(e.retryable, "transient as far as anyone can tell");
         let text = crate::config::report(&e).to_string();
         assert!(text.contains("ExtendedErrors"), "{text}");
     }
@@ -285,5 +325,31 @@ mod tests {
         let text = crate::config::report(&e).to_string();
         assert!(text.contains("no directory has a descriptor"), "{text}");
         assert!(text.contains("HS_DESC_NOT_FOUND"), "{text}");
+    }
+
+    /// A proxy that is not a tor SOCKS port (it does not do hostname CONNECT): one attempt.
+    #[tokio::test]
+    async fn a_proxy_that_cannot_do_it_is_not_asked_again() {
+        let (proxy, served) = scripted_proxy(vec![8]).await;
+        let mut c = SocksConnector::new(proxy);
+        c.budget = Duration::from_secs(60);
+        let Err(e) = c.connect(&target()).await else {
+            panic!("refused")
+        };
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert!(!e.retryable);
+    }
+
+    /// "Introduction failed" is not taken for "the service is down" at once: three tries.
+    #[tokio::test]
+    async fn introduction_failures_are_tried_three_times() {
+        let (proxy, served) = scripted_proxy(vec![0xF2]).await;
+        let mut c = SocksConnector::new(proxy);
+        c.budget = Duration::from_secs(60);
+        let Err(e) = c.connect(&target()).await else {
+            panic!("refused")
+        };
+        assert_eq!(served.load(Ordering::SeqCst), 3);
+        assert_eq!(e.stage, ConnectStage::Introduction);
     }
 }

@@ -156,6 +156,7 @@ impl Connector for TorConnector {
                                 stage,
                                 retryable,
                                 absence: service_absent(&e),
+                                most_attempts: None,
                                 error: Box::new(e),
                             })
                         }
