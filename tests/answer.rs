@@ -710,3 +710,47 @@ async fn answers_are_stored_no_faster_than_links_can_be() {
     let floor = (CONNECTIONS * EACH - 64) as f64 / 64.0;
     assert!(took >= floor, "{took} s for {} answers", CONNECTIONS * EACH);
 }
+
+/// Answers waiting for room in the answer cap hold up only their own sources: with more waiting
+/// answers than writes in flight (64), a store from another source still goes through at once.
+#[tokio::test(start_paused = true)]
+async fn answers_waiting_for_room_do_not_hold_up_stores() {
+    let clock = manual_clock();
+    let params = StoreParams {
+        max_seq: 0,
+        ..Default::default()
+    };
+    let (server, c) = pipe_server(params, ServerConfig::default(), Arc::new(clock));
+    // 200 sources, one answer each: 64 go in at once, the rest wait for room.
+    let mut answers = Vec::new();
+    for k in 0..200u32 {
+        let server = server.clone();
+        answers.push(tokio::spawn(async move {
+            let mut s = raw_pipe(&server);
+            hello_v2(&mut s).await;
+            let mut mailbox = [0u8; 32];
+            mailbox[..4].copy_from_slice(&k.to_le_bytes());
+            request(
+                &mut s,
+                &Request::PutAnswer {
+                    mailbox: MailboxAddr(mailbox),
+                    answer: SealedAnswer([7; 256]),
+                },
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let t = tokio::time::Instant::now();
+    c.offer(&pipe_addr(), b"meanwhile", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_millis(100),
+        "the store waited {waited:?} behind answers"
+    );
+    for a in answers {
+        assert_eq!(a.await.unwrap(), Response::AnswerStored);
+    }
+}

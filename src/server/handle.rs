@@ -163,10 +163,9 @@ impl<S: BucketStore> Server<S> {
             }
             Request::PutAnswer { mailbox, answer } => {
                 // A write like a store: the same fair admission, and no more answers a second
-                // than links (it waits for the next second like a store, keeping its turn).
-                let Some(_turn) = self.store_gate.admit(source).await else {
-                    return error(ErrorCode::ShuttingDown, "server is shutting down");
-                };
+                // than links. An answer beyond that waits for room holding only its source's
+                // lane, not a place among the writes in flight: stores and deletes go on.
+                let lane = self.store_gate.lane(source).await;
                 let deadline = tokio::time::Instant::now() + STORE_WAIT;
                 while !self.answer_rate_allows() {
                     if tokio::time::Instant::now() + STORE_RETRY >= deadline {
@@ -178,6 +177,9 @@ impl<S: BucketStore> Server<S> {
                     }
                     tokio::time::sleep(STORE_RETRY).await;
                 }
+                let Some(_turn) = self.store_gate.admit_in(lane).await else {
+                    return error(ErrorCode::ShuttingDown, "server is shutting down");
+                };
                 match self
                     .store
                     .put_answer(mailbox, answer, self.expiry_now())

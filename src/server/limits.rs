@@ -56,6 +56,9 @@ pub(crate) const STORE_WAIT: Duration = Duration::from_secs(5);
 /// Pause between such retries.
 pub(crate) const STORE_RETRY: Duration = Duration::from_millis(100);
 
+/// A source's lane, held: its other writes wait behind this one.
+pub(crate) struct Lane(OwnedMutexGuard<()>);
+
 /// A store's turn; ends when dropped.
 pub(crate) struct Admitted<'a> {
     _lane: OwnedMutexGuard<()>,
@@ -71,10 +74,22 @@ impl StoreGate {
 
     /// Wait for `source`'s turn.
     pub(crate) async fn admit(&self, source: &Source) -> Option<Admitted<'_>> {
-        let lane = source.lane.clone().lock_owned().await;
+        let lane = self.lane(source).await;
+        self.admit_in(lane).await
+    }
+
+    /// The first half of [`StoreGate::admit`]: `source`'s lane, without a place among the
+    /// writes in flight (for a write that must wait for something else first, holding up only
+    /// its own source).
+    pub(crate) async fn lane(&self, source: &Source) -> Lane {
+        Lane(source.lane.clone().lock_owned().await)
+    }
+
+    /// The second half: a place among the writes in flight, for the holder of `lane`.
+    pub(crate) async fn admit_in(&self, lane: Lane) -> Option<Admitted<'_>> {
         let permit = self.permits.acquire().await.ok()?;
         Some(Admitted {
-            _lane: lane,
+            _lane: lane.0,
             _permit: permit,
         })
     }
