@@ -106,17 +106,15 @@ pub(crate) fn redact_passwords(text: &str) -> String {
 }
 
 /// The `user:PASSWORD@` of every URL in `text`. The password may hold any character but
-/// white space and quotes (a raw `/`, `?` or `@` included): everything from the first `:` after
-/// `://` to the last `@` of the URL goes.
+/// white space (a raw `/`, `?`, `@` or quote included): everything from the first `:` after
+/// `://` to the last `@` before the next white space goes.
 fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
+        let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
         let url = &tail[..end];
         match (url.find(':'), url.rfind('@')) {
             (Some(colon), Some(at)) if colon < at && !url[..colon].contains('/') => {
@@ -133,7 +131,9 @@ fn redact_urls(text: &str) -> String {
 }
 
 /// The value of every `password=` pair (libpq's key/value form and URL query parameters), with
-/// white space around `=` allowed and a single-quoted value (backslash escapes in it) taken whole.
+/// white space around `=` allowed, as libpq reads it: a single-quoted value up to its closing
+/// quote, any other up to the next white space that no backslash escapes (so the rest of a URL
+/// query after it goes too).
 fn redact_key_values(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -148,18 +148,20 @@ fn redact_key_values(text: &str) -> String {
         let value = value.trim_start();
         out.push_str(&tail[..tail.len() - value.len()]);
         out.push_str("****");
-        let len = if let Some(quoted) = value.strip_prefix('\'') {
-            let mut escaped = false;
-            let close = quoted.char_indices().find(|&(_, c)| {
-                let end = !escaped && c == '\'';
-                escaped = !escaped && c == '\\';
-                end
-            });
-            close.map_or(value.len(), |(j, _)| j + 2)
-        } else {
-            value
-                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '&')
-                .unwrap_or(value.len())
+        let (body, quote) = match value.strip_prefix('\'') {
+            Some(quoted) => (quoted, true),
+            None => (value, false),
+        };
+        let mut escaped = false;
+        let end = body.char_indices().find(|&(_, c)| {
+            let end = !escaped && if quote { c == '\'' } else { c.is_whitespace() };
+            escaped = !escaped && c == '\\';
+            end
+        });
+        let len = match (end, quote) {
+            (Some((j, _)), true) => j + 2,
+            (Some((j, _)), false) => j,
+            (None, _) => value.len(),
         };
         rest = &value[len..];
     }
@@ -180,7 +182,7 @@ mod tests {
         let kv = redact_passwords("host=db password=s3cret user=rdv");
         assert_eq!(kv, "host=db password=**** user=rdv");
         let q = redact_passwords("postgres://db/x?password=s3cret&sslmode=disable");
-        assert_eq!(q, "postgres://db/x?password=****&sslmode=disable");
+        assert_eq!(q, "postgres://db/x?password=****");
         assert_eq!(
             redact_passwords("postgres://rdv@db/x"),
             "postgres://rdv@db/x"
@@ -199,6 +201,15 @@ mod tests {
         let r = redact_passwords(r"host=db password='s3 cr\'et' user=rdv");
         assert_eq!(r, "host=db password=**** user=rdv");
         assert!(!redact_passwords("password=' open ended").contains("open"));
+        // libpq ends an unquoted value only at white space, and a backslash escapes it.
+        assert_eq!(redact_passwords("password=pa&ss x"), "password=**** x");
+        assert_eq!(redact_passwords(r"password=sec\ ret x"), "password=**** x");
+        assert_eq!(redact_passwords("password=\"abc x"), "password=**** x");
+        let r = redact_passwords("postgres://rdv:pa'ss@db/x");
+        assert_eq!(r, "postgres://rdv:****@db/x");
+        // Not a char boundary anywhere near: no panic on other scripts.
+        let r = redact_passwords("пароль password=секрет postgres://ю:я@db/x");
+        assert!(!r.contains("секрет") && !r.contains(":я@"), "{r}");
         // A port and a path are not a password.
         assert_eq!(
             redact_passwords("postgres://db:5432/x"),
