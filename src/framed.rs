@@ -49,10 +49,17 @@ pub async fn read_frame_body_into<R: AsyncRead + Unpin>(
     }
     r.read_exact(&mut header[n..]).await?;
     let len = wire::parse_header(header, max)?;
-    body.reserve(len.min(FIRST_RESERVE));
-    let got = (&mut *r).take(len as u64).read_to_end(body).await?;
-    if got < len {
-        return Err(FrameIoError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            // Double what arrived (512 bytes first), never past the announced length.
+            let more = body.len().max(FIRST_RESERVE).min(len - body.len());
+            body.reserve_exact(more);
+        }
+        let room = body.capacity().min(len) - body.len();
+        let n = (&mut *r).take(room as u64).read_buf(body).await?;
+        if n == 0 {
+            return Err(FrameIoError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
     }
     Ok(())
 }
@@ -123,6 +130,24 @@ mod tests {
         assert!(r.is_err(), "the frame never completes");
         assert_eq!(body.len(), 10);
         assert!(body.capacity() <= 1024, "{} bytes held", body.capacity());
+    }
+
+    /// A whole frame read in small pieces ends in a buffer no larger than the frame.
+    #[tokio::test]
+    async fn a_frame_read_in_pieces_is_exact_and_holds_no_more_than_it() {
+        let len = 20_000u32;
+        let mut data = len.to_be_bytes().to_vec();
+        data.extend((0..len).map(|i| i as u8));
+        let (mut w, mut r) = tokio::io::duplex(97);
+        let writer = tokio::spawn(async move { w.write_all(&data).await.unwrap() });
+        let mut body = Vec::new();
+        read_frame_body_into(&mut r, wire::DEFAULT_MAX_FRAME, &mut body)
+            .await
+            .unwrap();
+        writer.await.unwrap();
+        assert_eq!(body.len(), len as usize);
+        assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8));
+        assert!(body.capacity() <= len as usize, "{}", body.capacity());
     }
 
     /// A frame cut short by the peer is an error, not a short body.
