@@ -1090,6 +1090,11 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
         .unwrap()
         .set_modified(long_ago)
         .unwrap();
+    // A lock file whose copy is gone (a kill between the two removals), free.
+    std::fs::write(tor_dir.join("client-auth-StUvWx.lock"), "").unwrap();
+    // A copy without a lock file made just now (an older rdv running right now): kept.
+    let young = tor_dir.join("client-auth-YzAbCd");
+    std::fs::create_dir_all(&young).unwrap();
     // A client running right now, with the same tor directory: its copy must stay.
     let live = tor_dir.join("client-auth-MnOpQr");
     std::fs::create_dir_all(&live).unwrap();
@@ -1127,7 +1132,14 @@ fn a_client_key_copy_left_by_a_killed_client_is_removed() {
         .filter(|n| n.starts_with("client-auth-"))
         .collect();
     left.sort();
-    assert_eq!(left, ["client-auth-MnOpQr", "client-auth-MnOpQr.lock"]);
+    assert_eq!(
+        left,
+        [
+            "client-auth-MnOpQr",
+            "client-auth-MnOpQr.lock",
+            "client-auth-YzAbCd"
+        ]
+    );
     drop(held);
 }
 

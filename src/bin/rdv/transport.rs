@@ -23,23 +23,24 @@ pub(crate) struct Session {
 }
 
 /// A private copy of `--client-key` for arti, removed when dropped. A lock file beside it
-/// (`NAME.lock`, outside arti's keystore) stays locked while the client runs, so that another
-/// client's clean-up can tell it from a stale copy.
+/// (`NAME.lock`, outside arti's keystore) is made and locked before the directory, and stays
+/// locked while the client runs, so that another client's clean-up can tell a live copy from
+/// a stale one.
 pub(crate) struct KeyCopy {
-    // Dropped in this order: the directory goes first, then the lock file.
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     lock: Option<(PathBuf, std::fs::File)>,
 }
 
 impl KeyCopy {
     fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
 impl Drop for KeyCopy {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.dir.path());
+        // The directory first, then the lock file, unlocked last.
+        let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((path, _file)) = self.lock.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -53,8 +54,8 @@ fn key_copy_lock(dir: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A key copy without a lock file younger than this may be one being set up right now.
-const KEY_COPY_SETUP: std::time::Duration = std::time::Duration::from_secs(60);
+/// A key copy without a lock file (made by an rdv before lock files) older than this is stale.
+const KEY_COPY_OLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::ops::Deref for Session {
     type Target = Client;
@@ -96,26 +97,33 @@ fn client_key_dir(
     }
     std::fs::create_dir_all(tor_dir).with_context(|| format!("creating {}", tor_dir.display()))?;
     remove_stale_key_copies(tor_dir);
-    let dir = tempfile::Builder::new()
-        .prefix(KEY_COPY_PREFIX)
-        .tempdir_in(tor_dir)
-        .with_context(|| format!("creating a key directory in {}", tor_dir.display()))?;
-    // arti refuses a keystore that others can read.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.path().display()))?;
-    }
-    // Locked before the key is written: a copy with a lock nobody holds is never a live one.
-    let lock_path = key_copy_lock(dir.path());
-    let lock = std::fs::File::create(&lock_path)
+    // A fresh name; its lock file first, made new (never an existing file or a symlink) and
+    // locked, then the directory: no moment where the copy exists and its lock is free.
+    let mut random = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+    let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = tor_dir.join(format!("{KEY_COPY_PREFIX}{name}"));
+    let lock_path = key_copy_lock(&dir);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock_path)
         .and_then(|f| f.lock().map(|()| f))
-        .with_context(|| format!("locking {}", lock_path.display()))?;
-    let copy = KeyCopy {
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let mut copy = KeyCopy {
         dir,
         lock: Some((lock_path, lock)),
     };
+    let mut builder = std::fs::DirBuilder::new();
+    // arti refuses a keystore that others can read.
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    if let Err(e) = builder.create(&copy.dir) {
+        // Not ours: nothing to remove but the lock file.
+        let dir = std::mem::take(&mut copy.dir);
+        drop(copy);
+        return Err(e).with_context(|| format!("creating {}", dir.display()));
+    }
     let path = copy.path().join("rdv.auth_private");
     use std::io::Write;
     crate::term::create_private(&path)
@@ -124,40 +132,56 @@ fn client_key_dir(
     Ok(Some(copy))
 }
 
-/// Remove the key copies that clients killed before they could clean up left in `tor_dir`:
-/// those whose lock no running client holds (or, without a lock file, older than a minute: a
-/// copy is locked right after it is made, before its key is written).
+/// Remove what clients killed before they could clean up left in `tor_dir`: key copies whose
+/// lock no running client holds, lock files whose copy is gone and whose lock is free, and
+/// copies without a lock file (from an rdv before lock files) older than a minute. Anything
+/// else (a lock that cannot be opened or tried) is left alone.
 fn remove_stale_key_copies(tor_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(tor_dir) else {
         return;
     };
+    let free = |lock: &Path| -> Option<std::fs::File> {
+        let f = std::fs::File::open(lock).ok()?;
+        f.try_lock().ok().map(|()| f)
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(KEY_COPY_PREFIX) || name.ends_with(".lock") {
+        if !name.starts_with(KEY_COPY_PREFIX) {
             continue;
         }
-        let lock_path = key_copy_lock(&e.path());
-        let held = match std::fs::File::open(&lock_path) {
-            Ok(f) => match f.try_lock() {
-                Ok(()) => Some(f),
-                // A running client's.
-                Err(std::fs::TryLockError::WouldBlock) => continue,
-                Err(std::fs::TryLockError::Error(_)) => None,
+        let path = e.path();
+        if let Some(dir) = name.strip_suffix(".lock") {
+            // A lock file left alone by a kill between the two removals.
+            if !tor_dir.join(dir).exists() {
+                if let Some(held) = free(&path) {
+                    let _ = std::fs::remove_file(&path);
+                    drop(held);
+                }
+            }
+            continue;
+        }
+        let lock_path = key_copy_lock(&path);
+        let held = match std::fs::symlink_metadata(&lock_path) {
+            Ok(_) => match free(&lock_path) {
+                Some(f) => f,
+                // A running client's, or a lock that cannot be tried: keep.
+                None => continue,
             },
-            Err(_) => {
-                let young = e
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let old = e
                     .metadata()
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age < KEY_COPY_SETUP);
-                if young {
-                    continue;
+                    .is_some_and(|age| age >= KEY_COPY_OLD);
+                if old {
+                    let _ = std::fs::remove_dir_all(&path);
                 }
-                None
+                continue;
             }
+            Err(_) => continue,
         };
-        let _ = std::fs::remove_dir_all(e.path());
+        let _ = std::fs::remove_dir_all(&path);
         let _ = std::fs::remove_file(&lock_path);
         drop(held);
     }
