@@ -28,9 +28,10 @@ use tokio::sync::watch;
 /// Server limits and housekeeping settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Connections served at once. When all are taken, the connection idle the longest is closed
-    /// to make room; only when every connection is executing a request is a newcomer answered
-    /// `Busy`. Default: 256; at most [`ServerConfig::MAX_CONNECTIONS`].
+    /// Connections served at once. When all are taken, newcomers get in line (first come,
+    /// first served) and take the slot of a holder that has had its own for 10 s and is between
+    /// requests, or of one that does not read its answers; one still in line after 45 s is
+    /// answered `Busy`. Default: 256; at most [`ServerConfig::MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// Connections that have not completed their first request yet, held apart so that silent
     /// sockets never take a slot; when full, the oldest of them is closed for a newcomer.
@@ -72,6 +73,10 @@ pub struct ServerConfig {
     /// resumes from the store's mark ([`crate::clock::TimeGuard::resume`]), so that a clock that
     /// is ahead at boot cannot collect links early.
     pub trust_clock: bool,
+    /// Values of each anonymity histogram of the metrics released together
+    /// ([`metrics::Metrics::with_batch`]), so that two scrapes around one request do not show
+    /// its values. Default: 8; from 1 (each at once: for a lab) to 10 000.
+    pub metrics_batch: usize,
 }
 
 impl ServerConfig {
@@ -130,6 +135,9 @@ impl ServerConfig {
                 format!("must be from 1 to {}", Self::MAX_EFFORT),
             ));
         }
+        if !(1..=10_000).contains(&self.metrics_batch) {
+            return Err(ConfigError::new("metrics_batch", "must be from 1 to 10000"));
+        }
         Ok(())
     }
 }
@@ -154,6 +162,7 @@ impl Default for ServerConfig {
             stamp_effort: crate::proto::stamp::DEFAULT_EFFORT,
             require_stamps: false,
             trust_clock: false,
+            metrics_batch: metrics::DEFAULT_BATCH,
         }
     }
 }
@@ -208,7 +217,8 @@ impl<S: BucketStore> Server<S> {
             );
         }
         Ok(Arc::new(Server {
-            metrics: metrics::Metrics::new(p.open_window_secs, p.ttl_secs),
+            metrics: metrics::Metrics::new(p.open_window_secs, p.ttl_secs)
+                .with_batch(config.metrics_batch),
             slots: limits::Slots::new(config.max_connections, config.waiting_room),
             store_gate: limits::StoreGate::new(),
             answer_rate: std::sync::Mutex::new(limits::RateLimiter::new(

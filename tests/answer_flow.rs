@@ -119,7 +119,14 @@ fn the_default_answer_flow_leaves_no_delete_near_a_fetch() {
     let m: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let server = ServerProcess::start(
         dir.path(),
-        &["--open-window", "30s", "--metrics", &m.to_string()],
+        &[
+            "--open-window",
+            "30s",
+            "--metrics",
+            &m.to_string(),
+            "--metrics-batch",
+            "1",
+        ],
     );
     let errs = rendezvous(server.addr, 12, &[], Duration::from_secs(40));
     for e in &errs {
@@ -145,7 +152,14 @@ fn delete_now_is_seen_by_the_metric_and_warned_about() {
     let m: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let server = ServerProcess::start(
         dir.path(),
-        &["--open-window", "5s", "--metrics", &m.to_string()],
+        &[
+            "--open-window",
+            "5s",
+            "--metrics",
+            &m.to_string(),
+            "--metrics-batch",
+            "1",
+        ],
     );
     let errs = rendezvous(
         server.addr,

@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{manual_clock, raw_hello, start_default, T0};
+use common::{manual_clock, raw_hello, start_default, start_server, T0};
 use rdv::framed::{read_msg, write_msg};
 use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{BucketId, DeleteToken, Locator, Request, Response, SealedLink, SEALED_LINK_LEN};
+use rdv::server::ServerConfig;
+use rdv::store::StoreParams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,7 +88,19 @@ fn value(text: &str, name: &str) -> f64 {
 async fn every_count_is_exact_and_nothing_identifies_a_bucket() {
     let dir = tempfile::tempdir().unwrap();
     let clock = manual_clock();
-    let (server, addr) = start_default(dir.path(), Arc::new(clock.clone())).await;
+    // Each value released at once, for exact counts (the default batch is tested in
+    // src/server/metrics.rs).
+    let config = ServerConfig {
+        metrics_batch: 1,
+        ..Default::default()
+    };
+    let (server, addr) = start_server(
+        dir.path(),
+        StoreParams::default(),
+        config,
+        Arc::new(clock.clone()),
+    )
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let maddr = listener.local_addr().unwrap();
     tokio::spawn(server.clone().run_metrics(listener));

@@ -186,7 +186,12 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
         FillerSecret::from_bytes([7; 32]),
     )
     .context("opening the store")?;
-    let server = Server::new(store, ServerConfig::default(), Arc::new(clock.clone()))?;
+    // Each metrics value at once: the lab reads the server's exact figures.
+    let config = ServerConfig {
+        metrics_batch: 1,
+        ..Default::default()
+    };
+    let server = Server::new(store, config, Arc::new(clock.clone()))?;
     // The answer flow does not depend on stamps: the clients speak version 2.
     let client = Client::new(
         Arc::new(PipeConnector::to_server(server.clone())),

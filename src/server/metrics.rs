@@ -12,6 +12,13 @@
 //! To compute them the server keeps, in memory only, a small record per recent bucket (its
 //! window, its count of real links, its latest fetch), at most [`MAX_TRACKED`] of them, dropped
 //! once the bucket expires. After a restart the records start empty.
+//!
+//! The three histograms are released in batches: each value waits in memory until
+//! [`Metrics::with_batch`] values (8 by default) of its histogram are waiting, and then all go
+//! in at once. So two scrapes around one fetch or delete do not show that request's count or
+//! delay: whoever scrapes sees values at least a batch at a time. (Someone who makes all but
+//! one request of a batch itself still learns the last one's: batching raises the cost, it does
+//! not remove the need to keep the endpoint to the operator.)
 
 use crate::proto::{BucketId, Locator};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -57,8 +64,18 @@ struct Tracked {
     last_fetch: Option<u64>,
 }
 
+/// The histograms that are released in batches.
+#[derive(Clone, Copy)]
+enum Batched {
+    LinksAtClose = 0,
+    FetchCandidates = 1,
+    DeleteAfterFetch = 2,
+}
+
 #[derive(Default)]
 struct Tracker {
+    /// Values not released into their histogram yet, by [`Batched`].
+    pending: [Vec<f64>; 3],
     buckets: HashMap<Locator, Tracked>,
     /// Buckets by creation, for dropping expired ones and the oldest.
     order: VecDeque<(u64, Locator)>,
@@ -93,7 +110,12 @@ pub struct Metrics {
     tracker: Mutex<Tracker>,
     open_window: u64,
     ttl: u64,
+    /// Values of one histogram released together.
+    batch: usize,
 }
+
+/// Values of one anonymity histogram released together, by default.
+pub const DEFAULT_BATCH: usize = 8;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +148,7 @@ impl Metrics {
             tracker: Mutex::default(),
             open_window,
             ttl,
+            batch: DEFAULT_BATCH,
             registry: Registry::default(),
         };
         registry.register(
@@ -189,6 +212,29 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Release the anonymity histograms' values `batch` at a time (at least 1; 1 releases each
+    /// at once, for a lab that compares exact figures).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Hold `v` for `which`; release that histogram's values once a batch is waiting.
+    fn observe(&self, t: &mut Tracker, which: Batched, v: f64) {
+        let pending = &mut t.pending[which as usize];
+        pending.push(v);
+        if pending.len() >= self.batch {
+            let h = match which {
+                Batched::LinksAtClose => &self.links_at_close,
+                Batched::FetchCandidates => &self.fetch_candidates,
+                Batched::DeleteAfterFetch => &self.delete_after_fetch,
+            };
+            for v in pending.drain(..) {
+                h.observe(v);
+            }
+        }
+    }
+
     fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -200,11 +246,13 @@ impl Metrics {
                 break;
             }
             t.open.pop_front();
-            if let Some(b) = t.buckets.get_mut(&loc) {
-                if !b.closed {
-                    b.closed = true;
-                    self.links_at_close.observe(b.links as f64);
-                }
+            let links = t.buckets.get_mut(&loc).and_then(|b| {
+                let first = !b.closed;
+                b.closed = true;
+                first.then_some(b.links)
+            });
+            if let Some(links) = links {
+                self.observe(t, Batched::LinksAtClose, links as f64);
             }
         }
         while let Some(&(created, loc)) = t.order.front() {
@@ -215,7 +263,7 @@ impl Metrics {
             t.order.pop_front();
             if let Some(b) = t.buckets.remove(&loc) {
                 if !b.closed {
-                    self.links_at_close.observe(b.links as f64);
+                    self.observe(t, Batched::LinksAtClose, b.links as f64);
                 }
             }
         }
@@ -261,9 +309,9 @@ impl Metrics {
         self.fetches
             .get_or_create(&Outcome { outcome: "found" })
             .inc();
-        self.fetch_candidates.observe(real as f64);
         let mut t = self.tracker();
         self.sweep(&mut t, now);
+        self.observe(&mut t, Batched::FetchCandidates, real as f64);
         if let Some(b) = t.buckets.get_mut(locator) {
             b.last_fetch = Some(now);
             if b.links != real as u64 {
@@ -289,12 +337,12 @@ impl Metrics {
         }
         let mut t = self.tracker();
         self.sweep(&mut t, now);
-        if let Some(b) = t.buckets.get_mut(locator) {
+        let since_fetch = t.buckets.get_mut(locator).and_then(|b| {
             b.links = b.links.saturating_sub(1);
-            if let Some(f) = b.last_fetch {
-                self.delete_after_fetch
-                    .observe(now.saturating_sub(f) as f64);
-            }
+            b.last_fetch.map(|f| now.saturating_sub(f))
+        });
+        if let Some(d) = since_fetch {
+            self.observe(&mut t, Batched::DeleteAfterFetch, d as f64);
         }
     }
 
@@ -361,7 +409,7 @@ mod tests {
 
     #[test]
     fn windows_close_with_their_count_and_fetches_see_theirs() {
-        let m = Metrics::new(600, 3600);
+        let m = Metrics::new(600, 3600).with_batch(1);
         let a = id(1000, 0);
         for _ in 0..3 {
             m.stored(a, a.locator(), 1000);
@@ -390,5 +438,35 @@ mod tests {
             m.stored(b, b.locator(), i / 33);
         }
         assert!(m.tracked() <= MAX_TRACKED + 1, "{}", m.tracked());
+    }
+
+    /// Two scrapes around one fetch and one delete show neither the fetch's count nor the
+    /// delete's delay; a batch later they are all in, exactly.
+    #[test]
+    fn two_scrapes_around_one_request_reveal_nothing_of_it() {
+        let m = Metrics::new(600, 7 * 86400);
+        let a = id(1000, 0);
+        m.stored(a, a.locator(), 1000);
+        let before = m.encode(1001, 0, 0, 1, None);
+        m.fetched(&a.locator(), 3, 1002);
+        m.deleted(&a.locator(), 1006, false);
+        let after = m.encode(1007, 0, 0, 1, None);
+        let anonymity = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("rdv_fetch_candidates") || l.starts_with("rdv_delete_after_fetch")
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(anonymity(&before), anonymity(&after));
+        // Seven more fetches: the batch of eight goes in together.
+        for i in 0..7 {
+            m.fetched(&a.locator(), 1, 1010 + i);
+        }
+        let text = m.encode(1020, 0, 0, 1, None);
+        assert_eq!(value(&text, "rdv_fetch_candidates_count"), 8.0);
+        assert_eq!(value(&text, "rdv_fetch_candidates_sum"), 10.0);
+        assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_count"), 0.0);
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct MetricsSection {
     pub(crate) listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) allow_remote: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) batch: Option<usize>,
 }
 
 /// `[onion]`.
@@ -365,6 +367,7 @@ pub(crate) fn apply(
         "metrics.allow_remote",
         a.metrics_allow_remote
     );
+    set!(m.batch, "metrics_batch", "metrics.batch", a.metrics_batch);
     let st = f.stamps;
     set!(st.effort, "stamp_effort", "stamps.effort", a.stamp_effort);
     set!(
@@ -456,6 +459,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
         metrics: MetricsSection {
             listen: a.metrics.clone(),
             allow_remote: Some(a.metrics_allow_remote),
+            batch: Some(a.metrics_batch),
         },
         stamps: StampsSection {
             effort: Some(a.stamp_effort),

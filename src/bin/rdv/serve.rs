@@ -59,6 +59,7 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         stamp_effort: a.stamp_effort,
         require_stamps: a.require_stamps,
         trust_clock: a.trust_clock,
+        metrics_batch: a.metrics_batch,
         adversary_stamp_budget: a.adversary_stamp_budget,
         ..Default::default()
     };

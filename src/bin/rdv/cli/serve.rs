@@ -124,6 +124,11 @@ pub(crate) struct ServeArgs {
     /// ADDR:PORT/metrics. Loopback only unless --metrics-allow-remote.
     #[arg(long, value_name = "ADDR:PORT", help_heading = "Metrics")]
     pub(crate) metrics: Option<String>,
+    /// Values of each anonymity histogram (bucket sizes at close and at fetch, delete delays)
+    /// released together, so that two scrapes around one request do not show its values; 1
+    /// releases each at once (for a lab that compares exact figures).
+    #[arg(long, default_value_t = rdv::server::metrics::DEFAULT_BATCH, value_name = "N")]
+    pub(crate) metrics_batch: usize,
     /// Allow --metrics on an address that is not loopback (put it behind a firewall).
     #[arg(long, help_heading = "Metrics")]
     pub(crate) metrics_allow_remote: bool,
