@@ -759,6 +759,48 @@ async fn a_damaged_expired_bucket_does_not_stop_garbage_collection() {
     assert_eq!(store.link_count(), 1);
 }
 
+/// A delete in a damaged bucket fails with the damage, alone: it used to abort its whole group
+/// commit (the stores sent with it failed too) and its own caller got a dropped reply ("closed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_bucket_fails_only_the_delete_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DiskStoreConfig::default();
+    let store = DiskStore::open(
+        dir.path(),
+        config.clone(),
+        FillerSecret::from_bytes([1; 32]),
+    )
+    .unwrap();
+    let (l, t) = link(1);
+    let damaged = store.store(l, t.check(), T0).await.unwrap();
+    drop(store);
+    {
+        let db = redb::Database::open(dir.path().join(super::DB_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut table = w.open_table(super::schema::BUCKETS).unwrap();
+            let key = damaged.locator().0;
+            table
+                .insert(&key, [0xde, 0xad, 0xbe, 0xef].as_slice())
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let store = DiskStore::open(dir.path(), config, FillerSecret::from_bytes([1; 32])).unwrap();
+    for round in 0..5u32 {
+        let delete = store.delete(damaged.locator(), t.check(), T0 + 1);
+        let stores = (0..16u32).map(|i| {
+            let (l, t) = link(100 + round * 16 + i);
+            store.store(l, t.check(), T0 + 700)
+        });
+        let (d, stored) = tokio::join!(delete, futures::future::join_all(stores));
+        assert!(matches!(d, Err(StoreError::Corrupt { .. })), "{d:?}");
+        for r in stored {
+            r.expect("a store beside the failed delete");
+        }
+    }
+}
+
 /// The data directory is made private only when it is rdv's own: a shared directory that holds
 /// other files (a home directory, /tmp) is refused and left as it was.
 #[test]

@@ -223,6 +223,20 @@ impl Writer {
             changed: false,
         };
         let mut mark = Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m > 0);
+        // An operation's result: its own (a refusal included) is its outcome; an error that
+        // aborts the batch is its outcome too (so its caller hears it, not a dropped reply) and
+        // ends the batch.
+        macro_rules! settle {
+            ($kind:ident, $reply:expr, $r:expr) => {
+                match $r {
+                    Ok(r) => outcomes.push(Outcome::$kind($reply, r)),
+                    Err(e) => {
+                        outcomes.push(Outcome::$kind($reply, Err(e.clone())));
+                        return Err(e);
+                    }
+                }
+            };
+        }
         for op in ops.by_ref() {
             match op {
                 Op::Store {
@@ -242,12 +256,12 @@ impl Writer {
                         },
                         target.map(|(id, _)| id),
                         now,
-                    )?;
-                    outcomes.push(Outcome::Store(reply, r));
+                    );
+                    settle!(Store, reply, r);
                 }
                 Op::Challenge { now, reply } => {
-                    let r = batch.apply_challenge(&mut self.alloc, &self.params, now)?;
-                    outcomes.push(Outcome::Store(reply, r));
+                    let r = batch.apply_challenge(&mut self.alloc, &self.params, now);
+                    settle!(Store, reply, r);
                 }
                 Op::Delete {
                     locator,
@@ -255,8 +269,19 @@ impl Writer {
                     now,
                     reply,
                 } => {
-                    let r = batch.apply_delete(&self.params, locator, check, now)?;
-                    outcomes.push(Outcome::Delete(reply, Ok(r)));
+                    let r = batch.apply_delete(&self.params, locator, check, now);
+                    match r {
+                        Ok(r) => outcomes.push(Outcome::Delete(reply, Ok(r))),
+                        // A damaged bucket is this delete's failure, not the whole batch's:
+                        // nothing was changed before the bucket failed to decode.
+                        Err(e @ StoreError::Corrupt { .. }) => {
+                            outcomes.push(Outcome::Delete(reply, Err(e)))
+                        }
+                        Err(e) => {
+                            outcomes.push(Outcome::Delete(reply, Err(e.clone())));
+                            return Err(e);
+                        }
+                    }
                 }
                 Op::PutAnswer {
                     mailbox,
@@ -264,12 +289,12 @@ impl Writer {
                     now,
                     reply,
                 } => {
-                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now)?;
-                    outcomes.push(Outcome::PutAnswer(reply, r));
+                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now);
+                    settle!(PutAnswer, reply, r);
                 }
                 Op::Gc { now, limit, reply } => {
-                    let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit)?;
-                    outcomes.push(Outcome::Gc(reply, Ok(r)));
+                    let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit);
+                    settle!(Gc, reply, r.map(Ok));
                     // The mark moves on even when nothing expired: a restart resumes from it.
                     if now > mark.unwrap_or(0) {
                         mark = Some(now);

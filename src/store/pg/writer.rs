@@ -379,6 +379,19 @@ async fn run_ops(
         answers: meta.answers,
         changed: false,
     };
+    // An operation's result: its own (a refusal included) is its outcome; an error that aborts
+    // the batch is its outcome too (so its caller hears it, not a dropped reply) and ends it.
+    macro_rules! settle {
+        ($kind:ident, $reply:expr, $r:expr) => {
+            match $r {
+                Ok(r) => outcomes.push(Outcome::$kind($reply, r)),
+                Err(e) => {
+                    outcomes.push(Outcome::$kind($reply, Err(e.clone())));
+                    return Err(e);
+                }
+            }
+        };
+    }
     for op in ops.by_ref() {
         match op {
             Op::Store {
@@ -393,12 +406,12 @@ async fn run_ops(
                     check,
                     stamp: target.map(|(_, s)| s),
                 };
-                let r = b.store(link, target.map(|(id, _)| id), now).await?;
-                outcomes.push(Outcome::Store(reply, r));
+                let r = b.store(link, target.map(|(id, _)| id), now).await;
+                settle!(Store, reply, r);
             }
             Op::Challenge { now, reply } => {
-                let r = b.challenge(now).await?;
-                outcomes.push(Outcome::Store(reply, r));
+                let r = b.challenge(now).await;
+                settle!(Store, reply, r);
             }
             Op::Delete {
                 locator,
@@ -406,8 +419,18 @@ async fn run_ops(
                 now,
                 reply,
             } => {
-                let r = b.delete(locator, check, now).await?;
-                outcomes.push(Outcome::Delete(reply, Ok(r)));
+                match b.delete(locator, check, now).await {
+                    Ok(r) => outcomes.push(Outcome::Delete(reply, Ok(r))),
+                    // A damaged bucket (it does not decode) is this delete's failure, not the
+                    // batch's: nothing was changed before, and the transaction is sound.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        outcomes.push(Outcome::Delete(reply, Err(e)))
+                    }
+                    Err(e) => {
+                        outcomes.push(Outcome::Delete(reply, Err(e.clone())));
+                        return Err(e);
+                    }
+                }
             }
             Op::PutAnswer {
                 mailbox,
@@ -415,12 +438,12 @@ async fn run_ops(
                 now,
                 reply,
             } => {
-                let r = b.put_answer(mailbox, answer, now).await?;
-                outcomes.push(Outcome::PutAnswer(reply, r));
+                let r = b.put_answer(mailbox, answer, now).await;
+                settle!(PutAnswer, reply, r);
             }
             Op::Gc { now, limit, reply } => {
-                let r = b.gc(now, limit).await?;
-                outcomes.push(Outcome::Gc(reply, Ok(r)));
+                let r = b.gc(now, limit).await.map(Ok);
+                settle!(Gc, reply, r);
             }
         }
     }
