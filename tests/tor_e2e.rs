@@ -512,19 +512,32 @@ fn offer_and_accept_over_a_private_tor_network() {
     serve.stop();
     // In between, the service is gone but its descriptor is not: every introduction point
     // answers that it does not know the service, and the client says so in seconds.
-    let t_gone = Instant::now();
-    let gone = patient(&onion);
-    let gone_err = String::from_utf8_lossy(&gone.stderr).to_string();
-    assert!(!gone.status.success());
+    // A client whose directory is incomplete at that moment (this network votes every 20 s;
+    // one run saw arti with "0 usable" relays just then) can ask the wrong directories and
+    // hear "no descriptor" instead: also a prompt, clear "not there", so the check runs once
+    // more for the introduction points' answer it is about.
+    let mut tries = 0;
+    let gone_err = loop {
+        tries += 1;
+        let t_gone = Instant::now();
+        let gone = patient(&onion);
+        let err = String::from_utf8_lossy(&gone.stderr).to_string();
+        assert!(!gone.status.success());
+        assert!(
+            t_gone.elapsed() < well_before_the_budget,
+            "a stopped service fails well before the budget: {:?}\n{err}",
+            t_gone.elapsed()
+        );
+        if tries < 2 && err.contains("no directory has a descriptor") {
+            eprintln!("a stopped service: no descriptor found this time; asking again:\n{err}");
+            continue;
+        }
+        break err;
+    };
     assert!(
         gone_err.contains("failed at: onion service introduction")
             && gone_err.contains("introduction points do not know it"),
         "a service that stopped:\n{gone_err}"
-    );
-    assert!(
-        t_gone.elapsed() < well_before_the_budget,
-        "a stopped service fails well before the budget: {:?}\n{gone_err}",
-        t_gone.elapsed()
     );
     let t4 = Instant::now();
     let serve = Serve::start(
