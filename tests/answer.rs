@@ -646,6 +646,16 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     assert_eq!(looks(&fast), before.1 + 1.0);
 }
 
+/// A `PutAnswer` into mailbox number `n` (its first 8 bytes), with fixed answer bytes.
+fn put_answer(n: u64) -> Request {
+    let mut mailbox = [0u8; 32];
+    mailbox[..8].copy_from_slice(&n.to_le_bytes());
+    Request::PutAnswer {
+        mailbox: MailboxAddr(mailbox),
+        answer: SealedAnswer([7; 256]),
+    }
+}
+
 /// Answers share the quota with links, so a flood of answers must not fill it faster than links
 /// can: the server takes at most as many answers a second as links (`max_seq + 1` full buckets;
 /// 64 here). An attacker on more connections than that, each sending as fast as it can, gets its
@@ -674,16 +684,7 @@ async fn answers_are_stored_no_faster_than_links_can_be() {
                 hello_v2(&mut s).await;
                 let mut done = Vec::new();
                 for i in 0..EACH {
-                    let mut mailbox = [0u8; 32];
-                    mailbox[..8].copy_from_slice(&((k * EACH + i) as u64).to_le_bytes());
-                    let r = request(
-                        &mut s,
-                        &Request::PutAnswer {
-                            mailbox: MailboxAddr(mailbox),
-                            answer: SealedAnswer([7; 256]),
-                        },
-                    )
-                    .await;
+                    let r = request(&mut s, &put_answer((k * EACH + i) as u64)).await;
                     assert_eq!(r, Response::AnswerStored, "answer {i} of connection {k}");
                     done.push(start.elapsed());
                 }
@@ -728,16 +729,7 @@ async fn answers_waiting_for_room_do_not_hold_up_stores() {
         answers.push(tokio::spawn(async move {
             let mut s = raw_pipe(&server);
             hello_v2(&mut s).await;
-            let mut mailbox = [0u8; 32];
-            mailbox[..4].copy_from_slice(&k.to_le_bytes());
-            request(
-                &mut s,
-                &Request::PutAnswer {
-                    mailbox: MailboxAddr(mailbox),
-                    answer: SealedAnswer([7; 256]),
-                },
-            )
-            .await
+            request(&mut s, &put_answer(u64::from(k))).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(10)).await;

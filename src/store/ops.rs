@@ -147,3 +147,37 @@ impl Outcome {
         }
     }
 }
+
+/// Record one operation's result in `outcomes`. `r`'s outer error aborts the batch: it becomes
+/// the operation's answer too (so its caller hears it, not a dropped reply) and is returned;
+/// its inner result (a refusal included) is the operation's own. `outcome` pairs a result
+/// with the operation's reply.
+pub(crate) fn settle<T>(
+    outcomes: &mut Vec<Outcome>,
+    outcome: impl FnOnce(Result<T, StoreError>) -> Outcome,
+    r: Result<Result<T, StoreError>, StoreError>,
+) -> Result<(), StoreError> {
+    match r {
+        Ok(r) => {
+            outcomes.push(outcome(r));
+            Ok(())
+        }
+        Err(e) => {
+            outcomes.push(outcome(Err(e.clone())));
+            Err(e)
+        }
+    }
+}
+
+/// A delete's result, for [`settle`]: a damaged bucket (it does not decode) is that delete's
+/// failure, not the batch's (nothing was changed before the bucket failed to decode); any other
+/// error aborts the batch.
+pub(crate) fn delete_result(
+    r: Result<bool, StoreError>,
+) -> Result<Result<bool, StoreError>, StoreError> {
+    match r {
+        Ok(found) => Ok(Ok(found)),
+        Err(e @ StoreError::Corrupt { .. }) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}

@@ -402,6 +402,32 @@ struct Inner {
 }
 
 impl PgStore {
+    /// The unexpired bucket at `locator`, from committed state (a reader connection).
+    async fn read_bucket(
+        &self,
+        locator: Locator,
+        now: u64,
+    ) -> Result<Option<super::StoredBucket>, StoreError> {
+        let ttl = self.inner.params.ttl_secs;
+        self.inner
+            .readers
+            .read(|c| async move {
+                let key: &[u8] = &locator.0;
+                let Some(row) = c.client.query_opt(&c.bucket, &[&key]).await? else {
+                    return Ok(None);
+                };
+                let b = super::codec::decode(row.try_get::<_, &[u8]>(0)?)?;
+                if b.id.locator() != locator {
+                    return Err(StoreError::Corrupt {
+                        what: "a bucket is stored under a wrong locator",
+                        source: None,
+                    });
+                }
+                Ok((!b.expired(now, ttl)).then_some(b))
+            })
+            .await
+    }
+
     /// Connect to the database, create the tables if they do not exist yet, and start the
     /// writer. `filler_seed` becomes the fetch-padding secret if this is the database's first
     /// frontend; otherwise the secret already there is used.
@@ -523,30 +549,10 @@ impl BucketStore for PgStore {
         locator: Locator,
         now: u64,
     ) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
-        let ttl = self.inner.params.ttl_secs;
-        self.inner
-            .readers
-            .read(|c| async move {
-                let key: &[u8] = &locator.0;
-                let Some(row) = c.client.query_opt(&c.bucket, &[&key]).await? else {
-                    return Ok(None);
-                };
-                let b = super::codec::decode(row.try_get::<_, &[u8]>(0)?)?;
-                if b.id.locator() != locator {
-                    return Err(StoreError::Corrupt {
-                        what: "a bucket is stored under a wrong locator",
-                        source: None,
-                    });
-                }
-                if b.expired(now, ttl) {
-                    return Ok(None);
-                }
-                Ok(Some((
-                    b.id,
-                    b.links.into_iter().map(StoredLink::entry).collect(),
-                )))
-            })
-            .await
+        Ok(self.read_bucket(locator, now).await?.map(|b| {
+            let entries = b.links.into_iter().map(StoredLink::entry).collect();
+            (b.id, entries)
+        }))
     }
 
     async fn delete(
@@ -559,19 +565,10 @@ impl BucketStore for PgStore {
         // a read of committed state: only a delete that will change something takes the
         // cluster's write lock, so a flood of wrong tokens cannot hold up the cluster's writes.
         // (A store is acknowledged only once committed, so its link is already visible here.)
-        let ttl = self.inner.params.ttl_secs;
         let there = self
-            .inner
-            .readers
-            .read(|c| async move {
-                let key: &[u8] = &locator.0;
-                let Some(row) = c.client.query_opt(&c.bucket, &[&key]).await? else {
-                    return Ok(false);
-                };
-                let b = super::codec::decode(row.try_get::<_, &[u8]>(0)?)?;
-                Ok(!b.expired(now, ttl) && b.links.iter().any(|l| l.check == check))
-            })
-            .await?;
+            .read_bucket(locator, now)
+            .await?
+            .is_some_and(|b| b.links.iter().any(|l| l.check == check));
         if !there {
             return Ok(false);
         }

@@ -15,7 +15,7 @@ use super::schema::{self, Meta, BUCKETS, EXPIRY, MAILBOXES, MAILBOX_EXPIRY};
 use super::slot::DbPath;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::Allocator;
-use crate::store::ops::{Op, Outcome};
+use crate::store::ops::{delete_result, settle, Op, Outcome};
 use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
@@ -223,20 +223,6 @@ impl Writer {
             changed: false,
         };
         let mut mark = Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m > 0);
-        // An operation's result: its own (a refusal included) is its outcome; an error that
-        // aborts the batch is its outcome too (so its caller hears it, not a dropped reply) and
-        // ends the batch.
-        macro_rules! settle {
-            ($kind:ident, $reply:expr, $r:expr) => {
-                match $r {
-                    Ok(r) => outcomes.push(Outcome::$kind($reply, r)),
-                    Err(e) => {
-                        outcomes.push(Outcome::$kind($reply, Err(e.clone())));
-                        return Err(e);
-                    }
-                }
-            };
-        }
         for op in ops.by_ref() {
             match op {
                 Op::Store {
@@ -257,11 +243,11 @@ impl Writer {
                         target.map(|(id, _)| id),
                         now,
                     );
-                    settle!(Store, reply, r);
+                    settle(outcomes, |r| Outcome::Store(reply, r), r)?;
                 }
                 Op::Challenge { now, reply } => {
                     let r = batch.apply_challenge(&mut self.alloc, &self.params, now);
-                    settle!(Store, reply, r);
+                    settle(outcomes, |r| Outcome::Store(reply, r), r)?;
                 }
                 Op::Delete {
                     locator,
@@ -270,18 +256,7 @@ impl Writer {
                     reply,
                 } => {
                     let r = batch.apply_delete(&self.params, locator, check, now);
-                    match r {
-                        Ok(r) => outcomes.push(Outcome::Delete(reply, Ok(r))),
-                        // A damaged bucket is this delete's failure, not the whole batch's:
-                        // nothing was changed before the bucket failed to decode.
-                        Err(e @ StoreError::Corrupt { .. }) => {
-                            outcomes.push(Outcome::Delete(reply, Err(e)))
-                        }
-                        Err(e) => {
-                            outcomes.push(Outcome::Delete(reply, Err(e.clone())));
-                            return Err(e);
-                        }
-                    }
+                    settle(outcomes, |r| Outcome::Delete(reply, r), delete_result(r))?;
                 }
                 Op::PutAnswer {
                     mailbox,
@@ -290,11 +265,11 @@ impl Writer {
                     reply,
                 } => {
                     let r = batch.apply_put_answer(&self.params, mailbox, answer, now);
-                    settle!(PutAnswer, reply, r);
+                    settle(outcomes, |r| Outcome::PutAnswer(reply, r), r)?;
                 }
                 Op::Gc { now, limit, reply } => {
                     let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit);
-                    settle!(Gc, reply, r.map(Ok));
+                    settle(outcomes, |r| Outcome::Gc(reply, r), r.map(Ok))?;
                     // The mark moves on even when nothing expired: a restart resumes from it.
                     if now > mark.unwrap_or(0) {
                         mark = Some(now);

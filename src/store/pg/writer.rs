@@ -14,7 +14,7 @@ use super::schema::{self, int, Meta};
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::{Allocator, Step};
 use crate::store::codec::{decode, decode_answer, encode, encode_answer};
-use crate::store::ops::{Op, Outcome};
+use crate::store::ops::{delete_result, settle, Op, Outcome};
 use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -379,19 +379,6 @@ async fn run_ops(
         answers: meta.answers,
         changed: false,
     };
-    // An operation's result: its own (a refusal included) is its outcome; an error that aborts
-    // the batch is its outcome too (so its caller hears it, not a dropped reply) and ends it.
-    macro_rules! settle {
-        ($kind:ident, $reply:expr, $r:expr) => {
-            match $r {
-                Ok(r) => outcomes.push(Outcome::$kind($reply, r)),
-                Err(e) => {
-                    outcomes.push(Outcome::$kind($reply, Err(e.clone())));
-                    return Err(e);
-                }
-            }
-        };
-    }
     for op in ops.by_ref() {
         match op {
             Op::Store {
@@ -407,11 +394,11 @@ async fn run_ops(
                     stamp: target.map(|(_, s)| s),
                 };
                 let r = b.store(link, target.map(|(id, _)| id), now).await;
-                settle!(Store, reply, r);
+                settle(outcomes, |r| Outcome::Store(reply, r), r)?;
             }
             Op::Challenge { now, reply } => {
                 let r = b.challenge(now).await;
-                settle!(Store, reply, r);
+                settle(outcomes, |r| Outcome::Store(reply, r), r)?;
             }
             Op::Delete {
                 locator,
@@ -419,18 +406,8 @@ async fn run_ops(
                 now,
                 reply,
             } => {
-                match b.delete(locator, check, now).await {
-                    Ok(r) => outcomes.push(Outcome::Delete(reply, Ok(r))),
-                    // A damaged bucket (it does not decode) is this delete's failure, not the
-                    // batch's: nothing was changed before, and the transaction is sound.
-                    Err(e @ StoreError::Corrupt { .. }) => {
-                        outcomes.push(Outcome::Delete(reply, Err(e)))
-                    }
-                    Err(e) => {
-                        outcomes.push(Outcome::Delete(reply, Err(e.clone())));
-                        return Err(e);
-                    }
-                }
+                let r = b.delete(locator, check, now).await;
+                settle(outcomes, |r| Outcome::Delete(reply, r), delete_result(r))?;
             }
             Op::PutAnswer {
                 mailbox,
@@ -439,11 +416,11 @@ async fn run_ops(
                 reply,
             } => {
                 let r = b.put_answer(mailbox, answer, now).await;
-                settle!(PutAnswer, reply, r);
+                settle(outcomes, |r| Outcome::PutAnswer(reply, r), r)?;
             }
             Op::Gc { now, limit, reply } => {
                 let r = b.gc(now, limit).await.map(Ok);
-                settle!(Gc, reply, r);
+                settle(outcomes, |r| Outcome::Gc(reply, r), r)?;
             }
         }
     }
