@@ -328,34 +328,33 @@ fn wire_rows() -> Vec<(&'static str, Body)> {
             created: base + i / 33,
             seq: (i % 33) as u16,
         };
-        metrics.stored(id, id.locator(), base + i / 33);
+        metrics.opened(id);
+        metrics.fetched(id, 1, base + i / 33);
     }
     let now = base + rdv::server::metrics::MAX_TRACKED as u64 / 33;
     let known = BucketId {
         created: now - 1,
         seq: 0,
-    }
-    .locator();
+    };
     let (m1, m2) = (metrics.clone(), metrics.clone());
     vec![
         (
             "metrics: record a fetch (200 000 buckets tracked)",
             Box::new(move |n| {
                 for _ in 0..n {
-                    m1.fetched(black_box(&known), 17, now);
+                    m1.fetched(black_box(known), 17, now);
                 }
             }),
         ),
         (
-            "metrics: record a store (200 000 buckets tracked)",
+            "metrics: record a bucket opened (200 000 buckets tracked)",
             Box::new(move |n| {
                 for i in 0..n {
                     let id = BucketId {
                         created: now,
                         seq: (i % 33) as u16,
                     };
-                    // The server computes the locator once per store anyway.
-                    m2.stored(black_box(id), id.locator(), now);
+                    m2.opened(black_box(id));
                 }
             }),
         ),

@@ -19,7 +19,7 @@ pub mod tcp;
 use crate::clock::{Clock, ExpiryTime, TimeGuard};
 use crate::proto::wire::DEFAULT_MAX_FRAME;
 use crate::proto::{Locator, SealedLink};
-use crate::store::BucketStore;
+use crate::store::{BucketStore, StoreError};
 use crate::ConfigError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,6 +260,47 @@ impl<S: BucketStore> Server<S> {
             self.store.link_count(),
             self.store.params().max_links,
         )
+    }
+
+    /// Bring the metrics up to date with the store: note the buckets its handle opened, and
+    /// count the links of each whose open window has ended, read from the store (so that on a
+    /// cluster the count holds every frontend's links, and only the frontend that opened a
+    /// bucket reports it). The metrics endpoint runs this every second and before each scrape;
+    /// a caller of [`Server::metrics_text`] without one runs it first.
+    pub async fn refresh_metrics(&self) {
+        for id in self.store.take_opened() {
+            self.metrics.opened(id);
+        }
+        self.hear_fetches();
+        let now = self.clock.now();
+        let mut after = None;
+        while let Some(w) = self.metrics.window_due(now, after) {
+            after = Some(w);
+            match self.store.fetch_entries(w.1, self.expiry_now()).await {
+                Ok(found) => self
+                    .metrics
+                    .window_counted(w, found.map(|(_, entries)| entries.len())),
+                // Read again at the next refresh.
+                Err(StoreError::Backend(_) | StoreError::Closed) => {}
+                // A damaged bucket: not counted.
+                Err(_) => self.metrics.window_counted(w, None),
+            }
+        }
+    }
+
+    /// The latest fetch of the bucket at `locator` the metrics know of, this server's or one
+    /// another frontend of its cluster told of (for tests; never in the metrics' text).
+    #[doc(hidden)]
+    pub fn latest_fetch_known(&self, locator: &Locator) -> Option<u64> {
+        self.hear_fetches();
+        self.metrics.latest_fetch(locator)
+    }
+
+    /// Note the fetches other frontends of a cluster served (for delete-after-fetch).
+    fn hear_fetches(&self) {
+        for (id, at) in self.store.take_heard_fetches() {
+            self.metrics.heard_fetch(id, at);
+        }
     }
 
     /// Ask every listener and connection to stop.

@@ -16,8 +16,9 @@ pub mod pg;
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use db::{DiskStore, DiskStoreConfig};
 pub use memory::MemoryStore;
@@ -152,6 +153,31 @@ pub enum PutAnswer {
     Stored,
     /// The mailbox holds an (unexpired) answer already, which stays.
     AlreadyAnswered,
+}
+
+/// Most bucket IDs [`Opened`] keeps for [`BucketStore::take_opened`] (the oldest go first): a
+/// server without a metrics endpoint never takes them.
+pub const MAX_OPENED: usize = 65_536;
+
+/// The buckets a store handle's committed transactions created, until the server's metrics take
+/// them ([`BucketStore::take_opened`]).
+#[derive(Debug, Default)]
+pub(crate) struct Opened(Mutex<VecDeque<BucketId>>);
+
+impl Opened {
+    /// Buckets created by a transaction that has committed.
+    pub(crate) fn add(&self, ids: impl IntoIterator<Item = BucketId>) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(ids);
+        let over = q.len().saturating_sub(MAX_OPENED);
+        q.drain(..over);
+    }
+
+    /// Everything added since the last call, oldest first.
+    pub(crate) fn take(&self) -> Vec<BucketId> {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.drain(..).collect()
+    }
 }
 
 /// The cause of a backend failure, kept whole (an `Arc` so that one failed commit can fail every
@@ -310,6 +336,24 @@ pub trait BucketStore: Send + Sync + 'static {
         now: u64,
         limit: usize,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The buckets this store handle created (a store or a challenge that opened a new bucket,
+    /// in a transaction that committed) since the last call, oldest first; at most the latest
+    /// [`MAX_OPENED`]. On a shared store each bucket is reported by the one handle whose
+    /// transaction created it: that is what lets every frontend of a cluster report each
+    /// bucket's k_close exactly once (the server's metrics read the bucket when its window ends).
+    fn take_opened(&self) -> Vec<BucketId>;
+
+    /// This handle's server served a fetch of bucket `id` at `at` (unix seconds): a shared
+    /// store passes it on to the other frontends of the cluster, for their delete-after-fetch
+    /// metric. A store of one server has nobody to tell (the default does nothing).
+    fn share_fetch(&self, _id: BucketId, _at: u64) {}
+
+    /// Fetches the frontends of a cluster served (this one's may be among them) that this
+    /// handle heard of since the last call; none for a store of one server.
+    fn take_heard_fetches(&self) -> Vec<(BucketId, u64)> {
+        Vec::new()
+    }
 
     /// Retention settings.
     fn params(&self) -> StoreParams;

@@ -618,3 +618,127 @@ async fn database_error_details_never_reach_messages() {
     drop(c);
     let _ = conn.await;
 }
+
+/// #21 Medium 4: summed over a cluster's frontends, the anonymity metrics are the cluster's. A
+/// bucket filled 10/10/10 through three frontends is opened once and counted once, with its 30
+/// links, when its window ends; a delete through one frontend after fetches through the two
+/// others is timed from the latest of those fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_metrics_sum_to_the_clusters_figures() {
+    use common::raw_pipe;
+    use rdv::clock::{Clock, ManualClock, SystemClock};
+    use rdv::framed::{read_msg, write_msg};
+    use rdv::proto::wire::DEFAULT_MAX_FRAME;
+    use rdv::proto::{Request, Response};
+    use rdv::server::{Server, ServerConfig};
+    use std::sync::Arc;
+
+    async fn ask(s: &mut tokio::io::DuplexStream, req: Request) -> Response {
+        write_msg(s, &req, DEFAULT_MAX_FRAME).await.unwrap();
+        read_msg(s, u32::MAX).await.unwrap()
+    }
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    let pg = Postgres::start();
+    pg.create_db("metrics");
+    let start = SystemClock.now();
+    let clock = ManualClock::new(start);
+    let params = StoreParams::default();
+    let mut fronts = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let store = open(&pg, "metrics", params, 1).await;
+        let config = ServerConfig {
+            metrics_batch: 1,
+            ..ServerConfig::default()
+        };
+        let server = Server::new(store, config, Arc::new(clock.clone())).unwrap();
+        let mut c = raw_pipe(&server);
+        assert!(common::raw_hello(&mut c).await);
+        conns.push(c);
+        fronts.push(server);
+    }
+    // 30 links, 10 through each frontend, into one bucket.
+    let mut ids = BTreeSet::new();
+    for i in 0..30u32 {
+        let (l, t) = link(i);
+        let r = ask(
+            &mut conns[i as usize % 3],
+            Request::Store {
+                link: l,
+                delete_check: t.check(),
+            },
+        )
+        .await;
+        let Response::Stored { id } = r else {
+            panic!("{r:?}")
+        };
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let bucket = *ids.first().unwrap();
+
+    // The window ends: each frontend counts what is its own to count.
+    clock.advance(params.open_window_secs + 1);
+    let mut texts = Vec::new();
+    for f in &fronts {
+        f.refresh_metrics().await;
+        texts.push(f.metrics_text());
+    }
+    let sum = |name: &str| -> f64 { texts.iter().map(|t| value(t, name)).sum() };
+    assert_eq!(sum("rdv_buckets_opened_total"), 1.0);
+    assert_eq!(sum("rdv_bucket_links_at_close_count"), 1.0);
+    assert_eq!(sum("rdv_bucket_links_at_close_sum"), 30.0);
+
+    // Fetches through frontends 0 (at +10 s) and 2 (at +20 s), the delete through 1 at +25 s.
+    let fetch = Request::Fetch {
+        locator: bucket.locator(),
+    };
+    clock.advance(10);
+    assert!(matches!(
+        ask(&mut conns[0], fetch.clone()).await,
+        Response::Bucket { .. }
+    ));
+    clock.advance(10);
+    assert!(matches!(
+        ask(&mut conns[2], fetch).await,
+        Response::Bucket { .. }
+    ));
+    let latest = clock.now();
+    // Frontend 1 hears of both (bounded wait: the exchange sends every 250 ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fronts[1].latest_fetch_known(&bucket.locator()) != Some(latest) {
+        assert!(
+            Instant::now() < deadline,
+            "frontend 1 never heard of the fetch through frontend 2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clock.advance(5);
+    let (_, token) = link(7);
+    assert_eq!(
+        ask(
+            &mut conns[1],
+            Request::Delete {
+                locator: bucket.locator(),
+                token,
+            },
+        )
+        .await,
+        Response::Deleted
+    );
+    let texts: Vec<_> = fronts.iter().map(|f| f.metrics_text()).collect();
+    let sum = |name: &str| -> f64 { texts.iter().map(|t| value(t, name)).sum() };
+    assert_eq!(
+        value(&texts[1], "rdv_delete_after_fetch_seconds_count"),
+        1.0
+    );
+    assert_eq!(sum("rdv_delete_after_fetch_seconds_count"), 1.0);
+    assert_eq!(sum("rdv_delete_after_fetch_seconds_sum"), 5.0);
+    assert_eq!(sum("rdv_fetch_candidates_count"), 2.0);
+    assert_eq!(sum("rdv_fetch_candidates_sum"), 60.0);
+}

@@ -718,6 +718,10 @@ impl BucketStore for GatedDeletes {
     ) -> Result<usize, rdv::store::StoreError> {
         self.inner.collect_garbage(now, limit).await
     }
+    fn take_opened(&self) -> Vec<BucketId> {
+        self.inner.take_opened()
+    }
+
     fn params(&self) -> StoreParams {
         self.inner.params()
     }

@@ -468,6 +468,7 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
             }
         }
     }
+    server.refresh_metrics().await;
     let text = server.metrics_text();
     server.shutdown();
 

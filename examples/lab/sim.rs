@@ -148,6 +148,9 @@ pub async fn run(m: &Model) -> Result<Outcome> {
         if at > now {
             clock.advance(at - now);
             now = at;
+            // Windows that ended by now are counted before anything happens at this time, as
+            // the server's refresh loop counts them the moment they end.
+            server.refresh_metrics().await;
         }
         match ev {
             Event::Offer(i) => {
@@ -213,6 +216,7 @@ pub async fn run(m: &Model) -> Result<Outcome> {
     }
     // Close every window, then read what the server itself measured.
     clock.advance(m.window + 1);
+    server.refresh_metrics().await;
     let text = server.metrics_text();
     outcome.server_k_close = sum_count(&text, "rdv_bucket_links_at_close");
     outcome.server_k_fetch = sum_count(&text, "rdv_fetch_candidates");

@@ -91,8 +91,9 @@ impl<S: BucketStore> Server<S> {
                 match self.store.fetch_entries(locator, self.expiry_now()).await {
                     Ok(Some((id, mut entries))) => {
                         entries.truncate(MAX_LINKS_PER_BUCKET);
-                        self.metrics
-                            .fetched(&locator, entries.len(), self.clock.now());
+                        let now = self.clock.now();
+                        self.metrics.fetched(id, entries.len(), now);
+                        self.store.share_fetch(id, now);
                         let secret = self.store.filler_secret();
                         let filler = self.filler(&locator, entries.len());
                         let mut entries: Vec<StampedEntry> = entries
@@ -145,6 +146,8 @@ impl<S: BucketStore> Server<S> {
                 {
                     Ok(true) => {
                         let same = source.last_stored_is(&locator);
+                        // Fetches other frontends of a cluster served, up to now.
+                        self.hear_fetches();
                         self.metrics.deleted(&locator, self.clock.now(), same);
                         Response::Deleted
                     }
@@ -260,7 +263,7 @@ impl<S: BucketStore> Server<S> {
             {
                 Ok(id) => {
                     let locator = id.locator();
-                    self.metrics.stored(id, locator, now);
+                    self.metrics.stored();
                     source.set_last_stored(locator);
                     if let Some(a) = self.config.adversary {
                         return self.misbehave_on_store(a, id, now, name).await;

@@ -9,9 +9,14 @@
 //! - `rdv_delete_after_fetch_seconds`: time from a bucket's latest fetch to a delete in it (a
 //!   short one ties the delete to that fetch).
 //!
-//! To compute them the server keeps, in memory only, a small record per recent bucket (its
-//! window, its count of real links, its latest fetch), at most [`MAX_TRACKED`] of them, dropped
-//! once the bucket expires. After a restart the records start empty.
+//! To compute them the server keeps, in memory only, a small record per recent bucket, at most
+//! [`MAX_TRACKED`] of each kind, dropped once the bucket expires: the end of the window of each
+//! bucket its own store handle opened, and the latest fetch of each bucket it served (or heard
+//! of from another frontend of a cluster, [`Metrics::heard_fetch`]). When a window ends the
+//! server reads the bucket's links from the store ([`crate::server::Server::refresh_metrics`]),
+//! so that k_close counts every frontend's links, and only the frontend that opened the bucket
+//! reports it: summed over a cluster's frontends every figure is the cluster's. After a restart
+//! the records start empty (a bucket opened before it is not reported).
 //!
 //! The three histograms are released in batches: each value waits in memory until
 //! [`Metrics::with_batch`] values (8 by default) of its histogram are waiting, and then all go
@@ -27,7 +32,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Mutex;
 
 /// Most buckets tracked at once (about 100 bytes each); the oldest go first.
@@ -55,15 +61,6 @@ struct Outcome {
     outcome: &'static str,
 }
 
-/// What the server knows about one recent bucket.
-#[derive(Debug)]
-struct Tracked {
-    /// Real links now (stores minus deletes).
-    links: u64,
-    closed: bool,
-    last_fetch: Option<u64>,
-}
-
 /// The histograms that are released in batches.
 #[derive(Clone, Copy)]
 enum Batched {
@@ -72,22 +69,19 @@ enum Batched {
     DeleteAfterFetch = 2,
 }
 
+/// A bucket whose window is to be counted: (end of its window, its locator).
+pub(crate) type Window = (u64, Locator);
+
 #[derive(Default)]
 struct Tracker {
     /// Values not released into their histogram yet, by [`Batched`].
     pending: [Vec<f64>; 3],
-    buckets: HashMap<Locator, Tracked>,
-    /// Buckets by creation, for dropping expired ones and the oldest.
-    order: VecDeque<(u64, Locator)>,
-    /// Buckets whose window has not been closed yet, by the end of their window.
-    open: VecDeque<(u64, Locator)>,
-}
-
-/// Insert into a queue kept sorted by its first element (items come in order, except after a
-/// clock step back).
-fn insert_sorted(q: &mut VecDeque<(u64, Locator)>, item: (u64, Locator)) {
-    let at = q.partition_point(|(k, _)| *k <= item.0);
-    q.insert(at, item);
+    /// Buckets this server's store opened whose window has not been counted yet.
+    windows: BTreeSet<Window>,
+    /// The latest fetch of each recent bucket: locator → (the bucket's creation, fetch time).
+    fetches: HashMap<Locator, (u64, u64)>,
+    /// `fetches` by the bucket's creation, for dropping expired ones and the oldest.
+    fetch_order: BTreeSet<(u64, Locator)>,
 }
 
 /// The server's metrics.
@@ -168,7 +162,7 @@ impl Metrics {
         );
         registry.register(
             "buckets_opened",
-            "Buckets opened (a store into a bucket not seen before) since the server started",
+            "Buckets this server opened (a store or a challenge that created one) since it started",
             m.buckets_opened.clone(),
         );
         registry.register("stores", "Store requests by outcome", m.stores.clone());
@@ -239,64 +233,71 @@ impl Metrics {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Close the windows that have ended by `now`, and forget expired buckets.
+    /// Forget the fetches of buckets that have expired by `now`, and the oldest beyond
+    /// [`MAX_TRACKED`].
     fn sweep(&self, t: &mut Tracker, now: u64) {
-        while let Some(&(open_until, loc)) = t.open.front() {
-            if open_until > now {
-                break;
-            }
-            t.open.pop_front();
-            let links = t.buckets.get_mut(&loc).and_then(|b| {
-                let first = !b.closed;
-                b.closed = true;
-                first.then_some(b.links)
-            });
-            if let Some(links) = links {
-                self.observe(t, Batched::LinksAtClose, links as f64);
-            }
-        }
-        while let Some(&(created, loc)) = t.order.front() {
+        while let Some(&(created, loc)) = t.fetch_order.first() {
             let expired = created.saturating_add(self.ttl) <= now;
-            if !expired && t.order.len() <= MAX_TRACKED {
+            if !expired && t.fetch_order.len() <= MAX_TRACKED {
                 break;
             }
-            t.order.pop_front();
-            if let Some(b) = t.buckets.remove(&loc) {
-                if !b.closed {
-                    self.observe(t, Batched::LinksAtClose, b.links as f64);
-                }
+            t.fetch_order.pop_first();
+            t.fetches.remove(&loc);
+        }
+    }
+
+    /// This server's store opened bucket `id` ([`crate::store::BucketStore::take_opened`]):
+    /// its window is counted when it ends.
+    pub fn opened(&self, id: BucketId) {
+        self.buckets_opened.inc();
+        let mut t = self.tracker();
+        t.windows
+            .insert((id.created.saturating_add(self.open_window), id.locator()));
+        if t.windows.len() > MAX_TRACKED {
+            t.windows.pop_first();
+        }
+    }
+
+    /// The first window after `after` that has ended by `now` and is still to be counted.
+    /// Windows of buckets that have expired uncounted are dropped.
+    pub(crate) fn window_due(&self, now: u64, after: Option<Window>) -> Option<Window> {
+        let mut t = self.tracker();
+        let expired = |end: u64| {
+            end.saturating_sub(self.open_window)
+                .saturating_add(self.ttl)
+                <= now
+        };
+        while t.windows.first().is_some_and(|w| expired(w.0)) {
+            t.windows.pop_first();
+        }
+        let next = match after {
+            Some(a) => t.windows.range((Excluded(a), Unbounded)).next(),
+            None => t.windows.first(),
+        };
+        next.filter(|w| w.0 <= now).copied()
+    }
+
+    /// Window `w` ended with `links` real links in its bucket (`None`: the bucket is gone). Only
+    /// the first report of a window counts (two refreshes may read it at once).
+    pub(crate) fn window_counted(&self, w: Window, links: Option<usize>) {
+        let mut t = self.tracker();
+        if t.windows.remove(&w) {
+            if let Some(k) = links {
+                self.observe(&mut t, Batched::LinksAtClose, k as f64);
             }
         }
     }
 
-    /// A store was acknowledged into bucket `id`, whose locator is `loc` (the caller has it
-    /// already).
-    pub fn stored(&self, id: BucketId, loc: Locator, now: u64) {
+    /// Windows waiting to be counted (for tests of the memory bound).
+    pub fn windows_waiting(&self) -> usize {
+        self.tracker().windows.len()
+    }
+
+    /// A store was acknowledged.
+    pub(crate) fn stored(&self) {
         self.stores
             .get_or_create(&Outcome { outcome: "stored" })
             .inc();
-        let mut t = self.tracker();
-        self.sweep(&mut t, now);
-        let open_until = id.created.saturating_add(self.open_window);
-        let t = &mut *t;
-        match t.buckets.get_mut(&loc) {
-            Some(b) => b.links += 1,
-            None => {
-                self.buckets_opened.inc();
-                t.buckets.insert(
-                    loc,
-                    Tracked {
-                        links: 1,
-                        closed: open_until <= now,
-                        last_fetch: None,
-                    },
-                );
-                insert_sorted(&mut t.order, (id.created, loc));
-                if open_until > now {
-                    insert_sorted(&mut t.open, (open_until, loc));
-                }
-            }
-        }
     }
 
     /// A store was refused (`outcome`: `quota`, `overloaded`, `failed`).
@@ -304,21 +305,32 @@ impl Metrics {
         self.stores.get_or_create(&Outcome { outcome }).inc();
     }
 
-    /// A fetch found a bucket with `real` links.
-    pub fn fetched(&self, locator: &Locator, real: usize, now: u64) {
+    /// A fetch of bucket `id` found `real` links.
+    pub fn fetched(&self, id: BucketId, real: usize, now: u64) {
         self.fetches
             .get_or_create(&Outcome { outcome: "found" })
             .inc();
         let mut t = self.tracker();
-        self.sweep(&mut t, now);
         self.observe(&mut t, Batched::FetchCandidates, real as f64);
-        if let Some(b) = t.buckets.get_mut(locator) {
-            b.last_fetch = Some(now);
-            if b.links != real as u64 {
-                // Stored before a restart, or collected: trust the store.
-                b.links = real as u64;
+        self.note_fetch(&mut t, id, now);
+    }
+
+    /// Another frontend of the cluster served a fetch of bucket `id` at `at`.
+    pub fn heard_fetch(&self, id: BucketId, at: u64) {
+        let mut t = self.tracker();
+        self.note_fetch(&mut t, id, at);
+    }
+
+    fn note_fetch(&self, t: &mut Tracker, id: BucketId, at: u64) {
+        let loc = id.locator();
+        match t.fetches.get_mut(&loc) {
+            Some((_, last)) => *last = (*last).max(at),
+            None => {
+                t.fetches.insert(loc, (id.created, at));
+                t.fetch_order.insert((id.created, loc));
             }
         }
+        self.sweep(t, at);
     }
 
     /// A fetch found nothing (`not_found`) or failed (`failed`).
@@ -337,10 +349,7 @@ impl Metrics {
         }
         let mut t = self.tracker();
         self.sweep(&mut t, now);
-        let since_fetch = t.buckets.get_mut(locator).and_then(|b| {
-            b.links = b.links.saturating_sub(1);
-            b.last_fetch.map(|f| now.saturating_sub(f))
-        });
+        let since_fetch = t.fetches.get(locator).map(|(_, f)| now.saturating_sub(*f));
         if let Some(d) = since_fetch {
             self.observe(&mut t, Batched::DeleteAfterFetch, d as f64);
         }
@@ -386,9 +395,14 @@ impl Metrics {
         out
     }
 
-    /// Buckets tracked now (for tests of the memory bound).
+    /// The latest fetch of the bucket at `locator` these metrics know of (for tests).
+    pub fn latest_fetch(&self, locator: &Locator) -> Option<u64> {
+        self.tracker().fetches.get(locator).map(|(_, at)| *at)
+    }
+
+    /// Buckets whose latest fetch is tracked now (for tests of the memory bound).
     pub fn tracked(&self) -> usize {
-        self.tracker().buckets.len()
+        self.tracker().fetches.len()
     }
 }
 
@@ -408,17 +422,20 @@ mod tests {
     }
 
     #[test]
-    fn windows_close_with_their_count_and_fetches_see_theirs() {
+    fn windows_are_counted_once_when_they_end_and_fetches_see_theirs() {
         let m = Metrics::new(600, 3600).with_batch(1);
         let a = id(1000, 0);
-        for _ in 0..3 {
-            m.stored(a, a.locator(), 1000);
-        }
-        m.fetched(&a.locator(), 3, 1010);
+        m.opened(a);
+        m.fetched(a, 3, 1010);
         m.deleted(&a.locator(), 1070, false);
-        // Still open: nothing closed yet.
-        let text = m.encode(1599, 0, 0, 2, None);
-        assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 0.0);
+        // Still open: nothing to count yet.
+        assert_eq!(m.window_due(1599, None), None);
+        let w = m.window_due(1600, None).unwrap();
+        assert_eq!(w, (1600, a.locator()));
+        // Two refreshes read it at once: the first report counts, the second does nothing.
+        m.window_counted(w, Some(2));
+        m.window_counted(w, Some(2));
+        assert_eq!(m.window_due(1600, None), None);
         let text = m.encode(1600, 0, 0, 2, None);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_sum"), 2.0);
@@ -430,14 +447,41 @@ mod tests {
         assert_eq!(m.tracked(), 0);
     }
 
+    /// A window that could not be read stays due, after the ones that could; one whose bucket
+    /// expired uncounted is dropped.
+    #[test]
+    fn unread_windows_wait_and_expired_ones_go() {
+        let m = Metrics::new(600, 3600).with_batch(1);
+        let (a, b) = (id(1000, 0), id(1000, 1));
+        m.opened(a);
+        m.opened(b);
+        let first = m.window_due(1600, None).unwrap();
+        let second = m.window_due(1600, Some(first)).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(m.window_due(1600, Some(second)), None);
+        m.window_counted(second, Some(5));
+        assert_eq!(m.window_due(1700, None), Some(first));
+        assert_eq!(m.window_due(1000 + 3600, None), None);
+        assert_eq!(m.windows_waiting(), 0);
+        let text = m.encode(4600, 0, 0, 0, None);
+        assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
+        assert_eq!(value(&text, "rdv_buckets_opened_total"), 2.0);
+    }
+
     #[test]
     fn memory_stays_bounded() {
         let m = Metrics::new(1, 1 << 40);
         for i in 0..(MAX_TRACKED as u64 + 1000) {
             let b = id(i / 33, (i % 33) as u16);
-            m.stored(b, b.locator(), i / 33);
+            m.opened(b);
+            m.fetched(b, 1, i / 33);
         }
-        assert!(m.tracked() <= MAX_TRACKED + 1, "{}", m.tracked());
+        assert!(m.tracked() <= MAX_TRACKED, "{}", m.tracked());
+        assert!(
+            m.windows_waiting() <= MAX_TRACKED,
+            "{}",
+            m.windows_waiting()
+        );
     }
 
     /// Two scrapes around one fetch and one delete show neither the fetch's count nor the
@@ -446,9 +490,9 @@ mod tests {
     fn two_scrapes_around_one_request_reveal_nothing_of_it() {
         let m = Metrics::new(600, 7 * 86400);
         let a = id(1000, 0);
-        m.stored(a, a.locator(), 1000);
+        m.opened(a);
         let before = m.encode(1001, 0, 0, 1, None);
-        m.fetched(&a.locator(), 3, 1002);
+        m.fetched(a, 3, 1002);
         m.deleted(&a.locator(), 1006, false);
         let after = m.encode(1007, 0, 0, 1, None);
         let anonymity = |t: &str| -> Vec<String> {
@@ -462,7 +506,7 @@ mod tests {
         assert_eq!(anonymity(&before), anonymity(&after));
         // Seven more fetches: the batch of eight goes in together.
         for i in 0..7 {
-            m.fetched(&a.locator(), 1, 1010 + i);
+            m.fetched(a, 1, 1010 + i);
         }
         let text = m.encode(1020, 0, 0, 1, None);
         assert_eq!(value(&text, "rdv_fetch_candidates_count"), 8.0);

@@ -61,6 +61,10 @@ const MAX_SCRAPES: usize = 4;
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest wait for a scrape's request head (a scraper sends it at once).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest a scrape waits for the metrics to be brought up to date.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the metrics are brought up to date between scrapes.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest HTTP request head read.
 const MAX_REQUEST_HEAD: usize = 8192;
 
@@ -72,6 +76,18 @@ impl<S: BucketStore> Server<S> {
     /// the classic text format to others; a `Host` that is not an address or localhost gets 421.
     pub async fn run_metrics(self: Arc<Self>, listener: TcpListener) {
         let scrapes = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+        // Windows are counted as they end, not only when someone scrapes.
+        let server = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => server.refresh_metrics().await,
+                    _ = server.shutdown_requested() => return,
+                }
+            }
+        });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -138,6 +154,9 @@ impl<S: BucketStore> Server<S> {
                 "the Host must be an IP address or localhost\n".into(),
             ),
             (b"GET", b"/metrics") => {
+                // Up to date, within a bounded wait (a slow database leaves the rest to the
+                // refresh loop; nothing is lost by giving up early).
+                let _ = tokio::time::timeout(REFRESH_WAIT, self.refresh_metrics()).await;
                 let text = self.metrics_text();
                 // Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the
                 // classic text format.

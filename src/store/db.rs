@@ -112,6 +112,7 @@ struct Inner {
     mark: Arc<AtomicU64>,
     /// The storage quota in links (`u64::MAX`: none).
     quota: Arc<AtomicU64>,
+    opened: Arc<super::Opened>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -254,6 +255,7 @@ impl DiskStore {
         let commits = Arc::new(AtomicU64::new(0));
         let mark = Arc::new(AtomicU64::new(meta.mark.unwrap_or(0)));
         let quota = Arc::new(AtomicU64::new(config.params.max_links.unwrap_or(u64::MAX)));
+        let opened = Arc::<super::Opened>::default();
         let reader = Reader::open(at.clone(), commits.clone())?;
         let max_batch = if config.commit_per_store {
             1
@@ -275,6 +277,7 @@ impl DiskStore {
             commits: commits.clone(),
             mark: mark.clone(),
             quota: quota.clone(),
+            opened: opened.clone(),
             params: config.params,
             max_batch,
         };
@@ -293,6 +296,7 @@ impl DiskStore {
                 commits,
                 mark,
                 quota,
+                opened,
                 writer: Some(writer),
             }),
         })
@@ -508,6 +512,10 @@ impl BucketStore for DiskStore {
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let (op, rx) = Op::gc(now, limit);
         self.send(op, rx).await
+    }
+
+    fn take_opened(&self) -> Vec<BucketId> {
+        self.inner.opened.take()
     }
 
     fn params(&self) -> StoreParams {

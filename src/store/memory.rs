@@ -28,6 +28,7 @@ struct State {
     answer_order: BTreeSet<(u64, MailboxAddr)>,
     /// The latest expiry time garbage collection used.
     mark: Option<u64>,
+    opened: super::Opened,
 }
 
 impl State {
@@ -43,12 +44,14 @@ impl State {
     /// The bucket `id`, created empty if it is not there.
     fn bucket(&mut self, id: BucketId) -> &mut StoredBucket {
         self.order.insert(id, ());
-        self.buckets
-            .entry(id.locator())
-            .or_insert_with(|| StoredBucket {
+        let opened = &self.opened;
+        self.buckets.entry(id.locator()).or_insert_with(|| {
+            opened.add([id]);
+            StoredBucket {
                 id,
                 links: Vec::new(),
-            })
+            }
+        })
     }
 
     fn quota(&self, params: &StoreParams) -> Result<(), StoreError> {
@@ -234,6 +237,10 @@ impl BucketStore for MemoryStore {
             }
         }
         Ok(doomed.len() + old_answers.len())
+    }
+
+    fn take_opened(&self) -> Vec<BucketId> {
+        self.state().map(|s| s.opened.take()).unwrap_or_default()
     }
 
     fn params(&self) -> StoreParams {

@@ -18,6 +18,7 @@
 //!
 //! Reads (fetches) go through a few connections of their own and never wait for the lock.
 
+mod fetches;
 mod schema;
 mod writer;
 
@@ -399,6 +400,8 @@ struct Inner {
     /// The database server's clock when the store was opened: the cluster's shared measure of
     /// time, from which a frontend starts its expiry clock.
     db_clock_at_open: u64,
+    /// Fetch times sent to and heard from the other frontends.
+    fetches: Arc<fetches::Shared>,
 }
 
 impl PgStore {
@@ -449,6 +452,7 @@ impl PgStore {
             answers: AtomicU64::new(meta.answers),
             commits: AtomicU64::new(0),
             kept: Default::default(),
+            opened: Default::default(),
         });
         let max_batch = if config.commit_per_store {
             1
@@ -473,8 +477,14 @@ impl PgStore {
                 .collect(),
             next: AtomicUsize::new(0),
         };
+        let shared = Arc::<fetches::Shared>::default();
+        tokio::spawn(fetches::run(
+            config.database.clone(),
+            Arc::downgrade(&shared),
+        ));
         Ok(PgStore {
             inner: Arc::new(Inner {
+                fetches: shared,
                 readers,
                 tx,
                 params: config.params,
@@ -608,6 +618,18 @@ impl BucketStore for PgStore {
     async fn collect_garbage(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         let (op, rx) = Op::gc(now, limit);
         self.send(op, rx).await
+    }
+
+    fn take_opened(&self) -> Vec<BucketId> {
+        self.inner.counters.opened.take()
+    }
+
+    fn share_fetch(&self, id: BucketId, at: u64) {
+        self.inner.fetches.served(id, at);
+    }
+
+    fn take_heard_fetches(&self) -> Vec<(BucketId, u64)> {
+        self.inner.fetches.take_heard()
     }
 
     fn params(&self) -> StoreParams {

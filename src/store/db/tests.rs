@@ -525,6 +525,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             commits: counter.clone(),
             mark: Arc::new(AtomicU64::new(0)),
             quota: Arc::new(AtomicU64::new(u64::MAX)),
+            opened: Arc::default(),
             params: StoreParams::default(),
             max_batch,
         };

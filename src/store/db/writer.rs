@@ -58,6 +58,8 @@ pub(super) struct Writer {
     /// The storage quota in links (`u64::MAX`: none), shared with the store handle, which may
     /// change it while the store runs ([`crate::store::DiskStore::set_quota`]).
     pub(super) quota: Arc<AtomicU64>,
+    /// Buckets created by committed transactions, shared with the store handle.
+    pub(super) opened: Arc<crate::store::Opened>,
     pub(super) params: StoreParams,
     pub(super) max_batch: usize,
 }
@@ -170,7 +172,8 @@ impl Writer {
             self.links.load(Ordering::Relaxed),
             self.answers.load(Ordering::Relaxed),
         );
-        let changed = match self.run_ops(&w, &mut ops, outcomes, before) {
+        let mut created = Vec::new();
+        let changed = match self.run_ops(&w, &mut ops, outcomes, before, &mut created) {
             Ok(changed) => changed,
             Err(e) => {
                 drop(w.abort());
@@ -187,6 +190,7 @@ impl Writer {
                 self.commits.fetch_add(1, Ordering::Release);
                 self.links.store(links, Ordering::Relaxed);
                 self.answers.store(answers, Ordering::Relaxed);
+                self.opened.add(created);
             }
         }
         Ok(())
@@ -210,6 +214,7 @@ impl Writer {
         ops: &mut std::vec::IntoIter<Op>,
         outcomes: &mut Vec<Outcome>,
         (links, answers): (u64, u64),
+        created: &mut Vec<BucketId>,
     ) -> Result<Option<(u64, u64)>, StoreError> {
         let mut batch = Batch {
             w,
@@ -221,6 +226,7 @@ impl Writer {
             links,
             answers,
             changed: false,
+            created: Vec::new(),
         };
         let mut mark = Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m > 0);
         for op in ops.by_ref() {
@@ -280,6 +286,7 @@ impl Writer {
         }
         batch.flush()?;
         let (changed, links, answers) = (batch.changed, batch.links, batch.answers);
+        *created = std::mem::take(&mut batch.created);
         drop(batch);
         if !changed {
             return Ok(None);
@@ -324,6 +331,8 @@ struct Batch<'t> {
     answers: u64,
     /// Whether the batch changed anything at all.
     changed: bool,
+    /// Buckets this batch created.
+    created: Vec<BucketId>,
 }
 
 impl<'t> Batch<'t> {
@@ -422,6 +431,7 @@ impl<'t> Batch<'t> {
             );
             self.dirty.insert(loc);
             self.changed = true;
+            self.created.push(id);
         }
         Ok(())
     }

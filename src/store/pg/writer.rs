@@ -44,6 +44,8 @@ pub(super) struct Counters {
     /// transaction's allocator to the next (they are not in the database: challenges that came
     /// through another process do not keep places here).
     pub(super) kept: std::sync::Mutex<crate::store::alloc::Kept>,
+    /// Buckets this process's committed transactions created.
+    pub(super) opened: crate::store::Opened,
 }
 
 impl Counters {
@@ -205,6 +207,7 @@ impl Writer {
         };
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut txid = None;
+        let mut created = Vec::new();
         let settings = &self.settings;
         let counters = &self.counters;
         let run = apply_in_txn(
@@ -214,7 +217,7 @@ impl Writer {
             counters,
             ops,
             &mut outcomes,
-            &mut txid,
+            (&mut txid, &mut created),
         );
         let result = match tokio::time::timeout_at(deadline, run).await {
             Ok(r) => r,
@@ -226,7 +229,10 @@ impl Writer {
             }
         };
         match result {
-            Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+            Ok(()) => {
+                self.counters.opened.add(created);
+                outcomes.into_iter().for_each(Outcome::send)
+            }
             Err((e, rest)) => {
                 let refused = read_only(&e);
                 if refused {
@@ -247,6 +253,7 @@ impl Writer {
                     if let Some(id) = txid {
                         if self.committed(id, deadline).await {
                             tracing::info!("the connection was lost after a commit, which the database confirms");
+                            self.counters.opened.add(created);
                             outcomes.into_iter().for_each(Outcome::send);
                             return;
                         }
@@ -317,7 +324,7 @@ async fn apply_in_txn(
     counters: &Counters,
     ops: Vec<Op>,
     outcomes: &mut Vec<Outcome>,
-    txid: &mut Option<i64>,
+    (txid, created): (&mut Option<i64>, &mut Vec<BucketId>),
 ) -> Result<(), (StoreError, Vec<Op>)> {
     let mut ops = ops.into_iter();
     let t = match client
@@ -329,7 +336,17 @@ async fn apply_in_txn(
         Ok(t) => t,
         Err(e) => return Err((e.into(), ops.collect())),
     };
-    match run_ops(&t, stmts, settings, counters, &mut ops, outcomes, txid).await {
+    match run_ops(
+        &t,
+        stmts,
+        settings,
+        counters,
+        &mut ops,
+        outcomes,
+        (txid, created),
+    )
+    .await
+    {
         Ok(None) => {
             // Nothing changed: no commit, no fsync; the answers stand as they are.
             drop(t.rollback().await);
@@ -356,7 +373,7 @@ async fn run_ops(
     counters: &Counters,
     ops: &mut std::vec::IntoIter<Op>,
     outcomes: &mut Vec<Outcome>,
-    txid: &mut Option<i64>,
+    (txid, created): (&mut Option<i64>, &mut Vec<BucketId>),
 ) -> Result<Option<Meta>, StoreError> {
     let row = t.query_one(&stmts.lock_meta, &[]).await?;
     *txid = Some(row.try_get(8)?);
@@ -378,6 +395,7 @@ async fn run_ops(
         links: meta.links,
         answers: meta.answers,
         changed: false,
+        created: Vec::new(),
     };
     for op in ops.by_ref() {
         match op {
@@ -429,6 +447,7 @@ async fn run_ops(
     if let Ok(mut k) = counters.kept.lock() {
         *k = b.alloc.kept();
     }
+    *created = std::mem::take(&mut b.created);
     if !b.changed {
         return Ok(None);
     }
@@ -456,6 +475,8 @@ struct Batch<'a, 't> {
     links: u64,
     answers: u64,
     changed: bool,
+    /// Buckets this batch created.
+    created: Vec<BucketId>,
 }
 
 impl Batch<'_, '_> {
@@ -501,6 +522,7 @@ impl Batch<'_, '_> {
             )
             .await?;
         self.touched.insert(loc, empty);
+        self.created.push(id);
         Ok(())
     }
 
