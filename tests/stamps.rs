@@ -37,10 +37,19 @@ struct Setup {
 }
 
 fn setup(config: ServerConfig) -> Setup {
+    setup_with_quota(config, None)
+}
+
+/// [`setup`] with a storage quota of `max_links`.
+fn setup_with_quota(config: ServerConfig, max_links: Option<u64>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::open(
         dir.path(),
         DiskStoreConfig {
+            params: rdv::store::StoreParams {
+                max_links,
+                ..Default::default()
+            },
             bucket_capacity: config
                 .adversary
                 .map_or(rdv::proto::MAX_LINKS_PER_BUCKET, |a| {
@@ -467,4 +476,119 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
             "{mode} with a budget of {budget}"
         );
     }
+}
+
+/// #21 Low, quota exhaustion: a flood of free stores (no stamp) and a flood of answers, each
+/// twice the whole quota, from many connections, fill only their shares of it (50 % and 25 %
+/// by default). Honest offers, which carry stamps, are then still stored; what the flooders
+/// left costs a stamp per link to fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_floods_fill_only_their_share_of_the_quota() {
+    const QUOTA: u64 = 200;
+    let s = setup_with_quota(ServerConfig::default(), Some(QUOTA));
+    let mut stored = 0;
+    let mut refused = 0;
+    for i in 0..2 * QUOTA {
+        // A new connection every 10 stores (the server cannot tell flooders apart anyway).
+        let mut c = s.raw().await;
+        for j in 0..10 {
+            let n = (i * 10 + j) as u32;
+            let mut link = [0u8; rdv::proto::SEALED_LINK_LEN];
+            link[..4].copy_from_slice(&n.to_be_bytes());
+            let r = ask(
+                &mut c,
+                &Request::Store {
+                    link: SealedLink(link),
+                    delete_check: DeleteToken::from_bytes([1; 32]).check(),
+                },
+            )
+            .await;
+            match r {
+                Response::Stored { .. } => stored += 1,
+                Response::Error {
+                    code: ErrorCode::QuotaExceeded,
+                    message,
+                } => {
+                    assert!(message.contains("stamp"), "{message}");
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        if stored + refused >= 2 * QUOTA {
+            break;
+        }
+    }
+    assert_eq!(
+        stored,
+        QUOTA / 2,
+        "free stores fill half the quota, no more"
+    );
+    assert_eq!(refused, 2 * QUOTA - QUOTA / 2);
+    // Answers to mailboxes nobody offered: a quarter of the quota, no more.
+    let (mut answered, mut refused) = (0, 0);
+    let mut c = s.raw().await;
+    for i in 0..2 * QUOTA {
+        if i % 10 == 9 {
+            // Under the per-connection rate limit, as a flood over many circuits would be.
+            c = s.raw().await;
+        }
+        let mut mailbox = [0u8; 32];
+        mailbox[..8].copy_from_slice(&i.to_be_bytes());
+        let r = ask(
+            &mut c,
+            &Request::PutAnswer {
+                mailbox: rdv::proto::MailboxAddr(mailbox),
+                answer: rdv::proto::SealedAnswer([2; 256]),
+            },
+        )
+        .await;
+        match r {
+            Response::AnswerStored => answered += 1,
+            Response::Error {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            } => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answered, QUOTA / 4);
+    assert_eq!(refused, 2 * QUOTA - QUOTA / 4);
+    assert_eq!(s.server.store().link_count(), QUOTA / 2);
+    assert_eq!(s.server.store().answer_count(), QUOTA / 4);
+    // Honest offers (stamped) still go in: the rest of the quota is theirs, at a stamp each.
+    let honest = s.client(3);
+    let o = offers(&honest, 10).await;
+    assert_eq!(
+        &honest.accept(&o[9].link, None).await.unwrap().payload[..],
+        b"payload 9"
+    );
+    // An old client (no stamps) is told why it is refused.
+    match s
+        .client(2)
+        .offer(&addr(), b"old", pass(99), KdfProfile::Test)
+        .await
+    {
+        Err(e) => assert!(e.to_string().contains("stamp"), "{e}"),
+        Ok(_) => panic!("an unstamped store past the share was taken"),
+    }
+    // With no reserve (100 %), free stores fill the quota, as before.
+    let open = setup_with_quota(
+        ServerConfig {
+            unstamped_share: 100,
+            ..Default::default()
+        },
+        Some(20),
+    );
+    let old = open.client(2);
+    for i in 0..20 {
+        old.offer(&addr(), b"x", pass(i), KdfProfile::Test)
+            .await
+            .unwrap();
+    }
+    let e = old
+        .offer(&addr(), b"x", pass(21), KdfProfile::Test)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("quota"), "{e}");
 }

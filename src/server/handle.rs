@@ -35,6 +35,16 @@ impl<S: BucketStore> Server<S> {
                         "this server stores only links with a stamp (protocol version 3)",
                     );
                 }
+                if let Some(max) = self.past_share(self.config.unstamped_share, true) {
+                    self.metrics.store_refused("quota");
+                    return error(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "the storage quota ({max} links) is {}% full: only links with a stamp (protocol version 3) are stored now",
+                            self.config.unstamped_share
+                        ),
+                    );
+                }
                 self.store_link(link, delete_check, None, None, source)
                     .await
             }
@@ -165,6 +175,16 @@ impl<S: BucketStore> Server<S> {
                 }
             }
             Request::PutAnswer { mailbox, answer } => {
+                if let Some(max) = self.past_share(self.config.answer_share, false) {
+                    self.metrics.answer("put_quota");
+                    return error(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "answers fill their {}% share of the storage quota ({max}); try again after older ones expire",
+                            self.config.answer_share
+                        ),
+                    );
+                }
                 // A write like a store: the same fair admission, and no more answers a second
                 // than links. An answer beyond that waits for room holding only its source's
                 // lane, not a place among the writes in flight: stores and deletes go on.
@@ -231,6 +251,16 @@ impl<S: BucketStore> Server<S> {
 }
 
 impl<S: BucketStore> Server<S> {
+    /// The quota, if what counts against `percent` of it (links and answers with `all`,
+    /// answers alone without) has reached that share.
+    fn past_share(&self, percent: u8, all: bool) -> Option<u64> {
+        let max = self.store.params().max_links?;
+        let used = self.store.answer_count() + if all { self.store.link_count() } else { 0 };
+        // used / max >= percent / 100, without overflow or rounding the share down to nothing.
+        let share = (u128::from(max) * u128::from(percent)).div_ceil(100);
+        (percent < 100 && u128::from(used) >= share).then_some(max)
+    }
+
     /// Take one answer's place in this second's cap.
     fn answer_rate_allows(&self) -> bool {
         let mut r = self

@@ -72,6 +72,8 @@ pub(crate) struct StampsSection {
     pub(crate) effort: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) required: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unstamped_share: Option<u8>,
 }
 
 /// `[metrics]`.
@@ -136,6 +138,8 @@ pub(crate) struct StoreSection {
     pub(crate) ttl: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) max_links: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) answer_share: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) gc_interval: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -314,6 +318,12 @@ pub(crate) fn apply(
         a.max_links
     );
     set!(
+        s.answer_share,
+        "answer_share",
+        "store.answer_share",
+        a.answer_share
+    );
+    set!(
         s.gc_interval.map(|d| d.0),
         "gc_interval",
         "store.gc_interval",
@@ -375,6 +385,12 @@ pub(crate) fn apply(
         "require_stamps",
         "stamps.required",
         a.require_stamps
+    );
+    set!(
+        st.unstamped_share,
+        "unstamped_share",
+        "stamps.unstamped_share",
+        a.unstamped_share
     );
     if !origins.keys.is_empty() {
         origins.file = Some(base.to_path_buf());
@@ -442,6 +458,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
             open_window: Some(Dur(a.open_window)),
             ttl: Some(Dur(a.ttl)),
             max_links: a.max_links,
+            answer_share: Some(a.answer_share),
             gc_interval: Some(Dur(a.gc_interval)),
             gc_batch: Some(a.gc_batch),
         },
@@ -464,6 +481,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
         stamps: StampsSection {
             effort: Some(a.stamp_effort),
             required: Some(a.require_stamps),
+            unstamped_share: Some(a.unstamped_share),
         },
     }
 }

@@ -58,6 +58,8 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         gc_batch: a.gc_batch,
         stamp_effort: a.stamp_effort,
         require_stamps: a.require_stamps,
+        unstamped_share: a.unstamped_share,
+        answer_share: a.answer_share,
         trust_clock: a.trust_clock,
         metrics_batch: a.metrics_batch,
         adversary_stamp_budget: a.adversary_stamp_budget,
@@ -553,7 +555,8 @@ fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &
     let mut s = format!(
         "settings: store {place}: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
          settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection\n\
-         settings: stamps of effort {}, {}",
+         settings: stamps of effort {}, {}\n\
+         settings: of the quota, links without a stamp may fill {}%, answers {}%",
         d(Duration::from_secs(p.open_window_secs)),
         d(Duration::from_secs(p.ttl_secs)),
         c.max_connections,
@@ -562,6 +565,8 @@ fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &
         c.rate_per_sec,
         c.stamp_effort,
         if c.require_stamps { "required (links without one are refused)" } else { "optional (links without one are stored, and count for nobody)" },
+        c.unstamped_share,
+        c.answer_share,
     );
     if a.no_onion {
         s.push_str("\nsettings: no onion service (TCP listeners only)");

@@ -55,6 +55,11 @@ pub(crate) struct ServeArgs {
     /// derived again every --gc-interval.
     #[arg(long)]
     pub(crate) max_links: Option<u64>,
+    /// Percent of --max-links that answers may fill (answers carry no stamp): past it new
+    /// answers are refused as over quota while links go on being stored, so an answer flood
+    /// cannot fill the quota (100: no limit of their own).
+    #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub(crate) answer_share: u8,
     /// Connections served at once. When all are taken, newcomers get in line (first come, first
     /// served) and take the slot of a holder that has had its own for 10 s and is between
     /// requests, or of one that does not read its answers; one still in line after 45 s is told
@@ -142,6 +147,11 @@ pub(crate) struct ServeArgs {
     /// store costs its client the work of a stamp: a store flood gets expensive.
     #[arg(long, help_heading = "Stamps")]
     pub(crate) require_stamps: bool,
+    /// Percent of --max-links that links without a stamp may fill (links and answers counted
+    /// together): past it only stamped links are stored, so a flood of free stores cannot fill
+    /// the quota, and the rest costs a stamp per link (100: no reserve).
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Stamps")]
+    pub(crate) unstamped_share: u8,
     /// Take this start's wall clock as right for expiry even when it is far ahead of the store's
     /// last expiry time. Without it, expiry resumes from that time (plus 10 minutes), so that a
     /// clock that is ahead at boot cannot collect links early, and time the server was down does
