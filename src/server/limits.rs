@@ -566,9 +566,16 @@ impl Slot<'_> {
             g.table.take(id, now)
         };
         match p {
-            Promotion::Granted => Some(Ok(true)),
+            Promotion::Granted => {
+                // Slots come free in bursts (a group commit answers many stores at once, and
+                // their connections close together), but each release wakes only the first in
+                // line: it passes the word on, so the next one looks without waiting for its tick.
+                g.wake_line();
+                Some(Ok(true))
+            }
             Promotion::Evicted { victim } => {
                 g.tell(victim);
+                g.wake_line();
                 tracing::debug!("all connection slots taken: a connection past its turn yielded");
                 Some(Ok(true))
             }
@@ -622,6 +629,50 @@ impl Drop for Slot<'_> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// #21 Low: slots that come free together (the connections of one group commit closing)
+    /// go to as many connections in line at once, not one per [`LINE_TICK`].
+    #[tokio::test(start_paused = true)]
+    async fn slots_freed_together_are_all_taken_at_once() {
+        let slots = Arc::new(Slots::new(4, 100));
+        let holders: Vec<_> = (0..4)
+            .map(|_| {
+                let s = slots.arrive();
+                assert!(matches!(s.step(true), Some(Ok(true))));
+                s
+            })
+            .collect();
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut waiters = Vec::new();
+        for _ in 0..8 {
+            let (slots, taken) = (slots.clone(), taken.clone());
+            waiters.push(tokio::spawn(async move {
+                let s = slots.arrive();
+                if s.busy().await.is_ok_and(|b| b) {
+                    taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Holds its slot until the test ends.
+                    std::future::pending::<()>().await;
+                }
+            }));
+        }
+        let settle = || async {
+            for _ in 0..200 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let start = tokio::time::Instant::now();
+        drop(holders);
+        settle().await;
+        // No time has passed (the clock is paused and never idle): no tick helped.
+        assert_eq!(tokio::time::Instant::now(), start);
+        assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(slots.holders(), 4);
+        for w in waiters {
+            w.abort();
+        }
+    }
 
     #[test]
     fn burst_then_rate() {
