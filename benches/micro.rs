@@ -329,20 +329,22 @@ fn wire_rows() -> Vec<(&'static str, Body)> {
             seq: (i % 33) as u16,
         };
         metrics.opened(id);
-        metrics.fetched(id, 1, base + i / 33);
+        metrics.fetched(id, id.locator(), 1, base + i / 33);
     }
     let now = base + rdv::server::metrics::MAX_TRACKED as u64 / 33;
     let known = BucketId {
         created: now - 1,
         seq: 0,
     };
+    // The server has the locator of a fetch already (it is the request).
+    let known_loc = known.locator();
     let (m1, m2) = (metrics.clone(), metrics.clone());
     vec![
         (
             "metrics: record a fetch (200 000 buckets tracked)",
             Box::new(move |n| {
                 for _ in 0..n {
-                    m1.fetched(black_box(known), 17, now);
+                    m1.fetched(black_box(known), black_box(known_loc), 17, now);
                 }
             }),
         ),

@@ -102,7 +102,7 @@ impl<S: BucketStore> Server<S> {
                     Ok(Some((id, mut entries))) => {
                         entries.truncate(MAX_LINKS_PER_BUCKET);
                         let now = self.clock.now();
-                        self.metrics.fetched(id, entries.len(), now);
+                        self.metrics.fetched(id, locator, entries.len(), now);
                         self.store.share_fetch(id, now);
                         let secret = self.store.filler_secret();
                         let filler = self.filler(&locator, entries.len());

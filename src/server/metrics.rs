@@ -305,24 +305,25 @@ impl Metrics {
         self.stores.get_or_create(&Outcome { outcome }).inc();
     }
 
-    /// A fetch of bucket `id` found `real` links.
-    pub fn fetched(&self, id: BucketId, real: usize, now: u64) {
+    /// A fetch of bucket `id`, whose locator is `loc` (the caller has it already), found `real`
+    /// links.
+    pub fn fetched(&self, id: BucketId, loc: Locator, real: usize, now: u64) {
         self.fetches
             .get_or_create(&Outcome { outcome: "found" })
             .inc();
         let mut t = self.tracker();
         self.observe(&mut t, Batched::FetchCandidates, real as f64);
-        self.note_fetch(&mut t, id, now);
+        self.note_fetch(&mut t, id, loc, now);
     }
 
     /// Another frontend of the cluster served a fetch of bucket `id` at `at`.
     pub fn heard_fetch(&self, id: BucketId, at: u64) {
+        let loc = id.locator();
         let mut t = self.tracker();
-        self.note_fetch(&mut t, id, at);
+        self.note_fetch(&mut t, id, loc, at);
     }
 
-    fn note_fetch(&self, t: &mut Tracker, id: BucketId, at: u64) {
-        let loc = id.locator();
+    fn note_fetch(&self, t: &mut Tracker, id: BucketId, loc: Locator, at: u64) {
         match t.fetches.get_mut(&loc) {
             Some((_, last)) => *last = (*last).max(at),
             None => {
@@ -426,7 +427,7 @@ mod tests {
         let m = Metrics::new(600, 3600).with_batch(1);
         let a = id(1000, 0);
         m.opened(a);
-        m.fetched(a, 3, 1010);
+        m.fetched(a, a.locator(), 3, 1010);
         m.deleted(&a.locator(), 1070, false);
         // Still open: nothing to count yet.
         assert_eq!(m.window_due(1599, None), None);
@@ -474,7 +475,7 @@ mod tests {
         for i in 0..(MAX_TRACKED as u64 + 1000) {
             let b = id(i / 33, (i % 33) as u16);
             m.opened(b);
-            m.fetched(b, 1, i / 33);
+            m.fetched(b, b.locator(), 1, i / 33);
         }
         assert!(m.tracked() <= MAX_TRACKED, "{}", m.tracked());
         assert!(
@@ -492,7 +493,7 @@ mod tests {
         let a = id(1000, 0);
         m.opened(a);
         let before = m.encode(1001, 0, 0, 1, None);
-        m.fetched(a, 3, 1002);
+        m.fetched(a, a.locator(), 3, 1002);
         m.deleted(&a.locator(), 1006, false);
         let after = m.encode(1007, 0, 0, 1, None);
         let anonymity = |t: &str| -> Vec<String> {
@@ -506,7 +507,7 @@ mod tests {
         assert_eq!(anonymity(&before), anonymity(&after));
         // Seven more fetches: the batch of eight goes in together.
         for i in 0..7 {
-            m.fetched(a, 1, 1010 + i);
+            m.fetched(a, a.locator(), 1, 1010 + i);
         }
         let text = m.encode(1020, 0, 0, 1, None);
         assert_eq!(value(&text, "rdv_fetch_candidates_count"), 8.0);
