@@ -484,78 +484,73 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
 /// left costs a stamp per link to fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_floods_fill_only_their_share_of_the_quota() {
-    const QUOTA: u64 = 200;
-    let s = setup_with_quota(ServerConfig::default(), Some(QUOTA));
-    let mut stored = 0;
-    let mut refused = 0;
-    for i in 0..2 * QUOTA {
-        // A new connection every 10 stores (the server cannot tell flooders apart anyway).
-        let mut c = s.raw().await;
-        for j in 0..10 {
-            let n = (i * 10 + j) as u32;
-            let mut link = [0u8; rdv::proto::SEALED_LINK_LEN];
-            link[..4].copy_from_slice(&n.to_be_bytes());
-            let r = ask(
-                &mut c,
-                &Request::Store {
-                    link: SealedLink(link),
-                    delete_check: DeleteToken::from_bytes([1; 32]).check(),
-                },
-            )
-            .await;
-            match r {
-                Response::Stored { .. } => stored += 1,
-                Response::Error {
-                    code: ErrorCode::QuotaExceeded,
-                    message,
-                } => {
-                    assert!(message.contains("stamp"), "{message}");
-                    refused += 1;
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        if stored + refused >= 2 * QUOTA {
-            break;
-        }
-    }
-    assert_eq!(
-        stored,
-        QUOTA / 2,
-        "free stores fill half the quota, no more"
+    const QUOTA: u64 = 400;
+    /// Writes the server has in flight at once: they may pass a share together.
+    const IN_FLIGHT: u64 = 64;
+    let s = Arc::new(setup_with_quota(ServerConfig::default(), Some(QUOTA)));
+    // Every flooding request on a connection of its own, all at once (more than the writes in
+    // flight, so most wait for their turn while the count is below the share).
+    let flood = |answers: bool| {
+        let tasks: Vec<_> = (0..2 * QUOTA)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut c = s.raw().await;
+                    let mut bytes = [0u8; 32];
+                    bytes[..8].copy_from_slice(&i.to_be_bytes());
+                    let req = if answers {
+                        Request::PutAnswer {
+                            mailbox: rdv::proto::MailboxAddr(bytes),
+                            answer: rdv::proto::SealedAnswer([2; 256]),
+                        }
+                    } else {
+                        let mut link = [0u8; rdv::proto::SEALED_LINK_LEN];
+                        link[..32].copy_from_slice(&bytes);
+                        Request::Store {
+                            link: SealedLink(link),
+                            delete_check: DeleteToken::from_bytes([1; 32]).check(),
+                        }
+                    };
+                    match ask(&mut c, &req).await {
+                        Response::Stored { .. } | Response::AnswerStored => true,
+                        Response::Error {
+                            code: ErrorCode::QuotaExceeded,
+                            message,
+                        } => {
+                            assert!(
+                                message.contains(if answers { "answers" } else { "stamp" }),
+                                "{message}"
+                            );
+                            false
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                })
+            })
+            .collect();
+        futures::future::join_all(tasks)
+    };
+    let stored = flood(false)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count() as u64;
+    assert!(
+        (QUOTA / 2..=QUOTA / 2 + IN_FLIGHT).contains(&stored),
+        "free stores fill half the quota, and only the writes in flight pass it: {stored}"
     );
-    assert_eq!(refused, 2 * QUOTA - QUOTA / 2);
-    // Answers to mailboxes nobody offered: a quarter of the quota, no more.
-    let (mut answered, mut refused) = (0, 0);
-    let mut c = s.raw().await;
-    for i in 0..2 * QUOTA {
-        if i % 10 == 9 {
-            // Under the per-connection rate limit, as a flood over many circuits would be.
-            c = s.raw().await;
-        }
-        let mut mailbox = [0u8; 32];
-        mailbox[..8].copy_from_slice(&i.to_be_bytes());
-        let r = ask(
-            &mut c,
-            &Request::PutAnswer {
-                mailbox: rdv::proto::MailboxAddr(mailbox),
-                answer: rdv::proto::SealedAnswer([2; 256]),
-            },
-        )
-        .await;
-        match r {
-            Response::AnswerStored => answered += 1,
-            Response::Error {
-                code: ErrorCode::QuotaExceeded,
-                ..
-            } => refused += 1,
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(answered, QUOTA / 4);
-    assert_eq!(refused, 2 * QUOTA - QUOTA / 4);
-    assert_eq!(s.server.store().link_count(), QUOTA / 2);
-    assert_eq!(s.server.store().answer_count(), QUOTA / 4);
+    assert_eq!(s.server.store().link_count(), stored);
+    // Answers to mailboxes nobody offered: a quarter of the quota, the same way.
+    let answered = flood(true)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count() as u64;
+    assert!(
+        (QUOTA / 4..=QUOTA / 4 + IN_FLIGHT).contains(&answered),
+        "answers fill a quarter of the quota: {answered}"
+    );
+    assert_eq!(s.server.store().answer_count(), answered);
     // Honest offers (stamped) still go in: the rest of the quota is theirs, at a stamp each.
     let honest = s.client(3);
     let o = offers(&honest, 10).await;

@@ -35,16 +35,6 @@ impl<S: BucketStore> Server<S> {
                         "this server stores only links with a stamp (protocol version 3)",
                     );
                 }
-                if let Some(max) = self.past_share(self.config.unstamped_share, true) {
-                    self.metrics.store_refused("quota");
-                    return error(
-                        ErrorCode::QuotaExceeded,
-                        format!(
-                            "the storage quota ({max} links) is {}% full: only links with a stamp (protocol version 3) are stored now",
-                            self.config.unstamped_share
-                        ),
-                    );
-                }
                 self.store_link(link, delete_check, None, None, source)
                     .await
             }
@@ -175,16 +165,6 @@ impl<S: BucketStore> Server<S> {
                 }
             }
             Request::PutAnswer { mailbox, answer } => {
-                if let Some(max) = self.past_share(self.config.answer_share, false) {
-                    self.metrics.answer("put_quota");
-                    return error(
-                        ErrorCode::QuotaExceeded,
-                        format!(
-                            "answers fill their {}% share of the storage quota ({max}); try again after older ones expire",
-                            self.config.answer_share
-                        ),
-                    );
-                }
                 // A write like a store: the same fair admission, and no more answers a second
                 // than links. An answer beyond that waits for room holding only its source's
                 // lane, not a place among the writes in flight: stores and deletes go on.
@@ -203,6 +183,17 @@ impl<S: BucketStore> Server<S> {
                 let Some(_turn) = self.store_gate.admit_in(lane).await else {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
+                // With the turn in hand, as for stores without a stamp.
+                if let Some(max) = self.past_share(self.config.answer_share, false) {
+                    self.metrics.answer("put_quota");
+                    return error(
+                        ErrorCode::QuotaExceeded,
+                        format!(
+                            "answers fill their {}% share of the storage quota ({max}); try again after older ones expire",
+                            self.config.answer_share
+                        ),
+                    );
+                }
                 match self
                     .store
                     .put_answer(mailbox, answer, self.expiry_now())
@@ -283,6 +274,20 @@ impl<S: BucketStore> Server<S> {
         let Some(_turn) = self.store_gate.admit(source).await else {
             return error(ErrorCode::ShuttingDown, "server is shutting down");
         };
+        // Checked with the turn in hand: only the writes in flight (at most 64) can pass a
+        // share together, not every connection that was waiting for its turn.
+        if target.is_none() {
+            if let Some(max) = self.past_share(self.config.unstamped_share, true) {
+                self.metrics.store_refused("quota");
+                return error(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "the storage quota ({max} links) is {}% full: only links with a stamp (protocol version 3) are stored now",
+                        self.config.unstamped_share
+                    ),
+                );
+            }
+        }
         let deadline = tokio::time::Instant::now() + STORE_WAIT;
         loop {
             let now = self.clock.now();
