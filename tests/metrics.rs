@@ -244,9 +244,10 @@ async fn stuck_scrapers_do_not_block_the_endpoint_forever() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let maddr = listener.local_addr().unwrap();
     tokio::spawn(server.clone().run_metrics(listener));
-    // 16 connections (four times the concurrent scrapes) that send half a request and stall.
+    // 300 connections (more than the 256 the endpoint holds at once, 75 times the concurrent
+    // scrapes) that send half a request and stall.
     let mut stuck = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..300 {
         let mut s = TcpStream::connect(maddr).await.unwrap();
         s.write_all(b"GET /metr").await.unwrap();
         stuck.push(s);

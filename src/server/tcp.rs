@@ -57,6 +57,8 @@ impl<S: BucketStore> Server<S> {
 
 /// Scrapes served at once; more are closed unanswered.
 const MAX_SCRAPES: usize = 4;
+/// Most connections to the metrics endpoint open at once (scraping or waiting for a turn).
+const MAX_SCRAPES_IN_LINE: usize = 256;
 /// Longest time a scrape may take, request and answer.
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest wait for a scrape's request head (a scraper sends it at once).
@@ -71,11 +73,13 @@ const MAX_REQUEST_HEAD: usize = 8192;
 impl<S: BucketStore> Server<S> {
     /// Serve the metrics over HTTP on `listener` until shutdown: `GET /metrics` answers the
     /// text of [`Server::metrics_text`]; anything else gets 404 (or 405 for another method).
-    /// Bounded: at most 4 scrapes at once (others wait their turn), 1 s for the request head,
-    /// 5 s in all, 8 KiB of request head. OpenMetrics to a scraper that asks for it (Prometheus),
+    /// Bounded: at most 4 scrapes at once (others wait their turn, at most 256 connections in
+    /// all: more are closed at once), 1 s for the request head, 5 s in all, 8 KiB of request
+    /// head. OpenMetrics to a scraper that asks for it (Prometheus),
     /// the classic text format to others; a `Host` that is not an address or localhost gets 421.
     pub async fn run_metrics(self: Arc<Self>, listener: TcpListener) {
         let scrapes = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+        let in_line = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES_IN_LINE));
         // Windows are counted as they end, not only when someone scrapes.
         let server = self.clone();
         tokio::spawn(async move {
@@ -100,9 +104,16 @@ impl<S: BucketStore> Server<S> {
             // In line for a place (first come, first served) rather than turned away: a few
             // idle connections cannot make every scrape fail; each holds its place for at most
             // HEAD_TIMEOUT before its request is in.
+            // A bounded line: beyond it a connection is closed at once, so a flood of
+            // connections costs a task each only up to that bound.
+            let Ok(place) = in_line.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let scrapes = scrapes.clone();
             let server = self.clone();
             tokio::spawn(async move {
+                let _place = place;
                 let _ = tokio::time::timeout(SCRAPE_TIMEOUT, async {
                     let Ok(_permit) = scrapes.acquire_owned().await else {
                         return;
