@@ -546,7 +546,11 @@ async fn after_a_failover_writes_go_to_the_new_primary() {
         .await
         .unwrap();
     let (l, tok) = link(1);
-    store.store(l, tok.check(), T0).await.unwrap();
+    let first = store.store(l, tok.check(), T0).await.unwrap();
+    // Every read connection open, to the old primary.
+    for _ in 0..8 {
+        assert!(store.fetch(first.locator(), T0).await.unwrap().is_some());
+    }
     old.psql(
         "postgres",
         "ALTER SYSTEM SET default_transaction_read_only = on",
@@ -554,10 +558,10 @@ async fn after_a_failover_writes_go_to_the_new_primary() {
     old.psql("postgres", "SELECT pg_reload_conf()");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut refused = 0;
-    loop {
+    let second = loop {
         let (l, tok) = link(2);
         match store.store(l, tok.check(), T0 + 1).await {
-            Ok(_) => break,
+            Ok(id) => break id,
             Err(e) => {
                 refused += 1;
                 if refused < 4 {
@@ -571,11 +575,23 @@ async fn after_a_failover_writes_go_to_the_new_primary() {
             "writes never moved to the new primary"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     assert!(
         refused <= 3,
         "{refused} stores refused before the reconnect"
     );
+    // Reads follow the writes: every read connection (the old primary's, still up and
+    // read-only) is replaced, so the new link is found through each of them.
+    for _ in 0..8 {
+        assert!(
+            store
+                .fetch(second.locator(), T0 + 1)
+                .await
+                .unwrap()
+                .is_some(),
+            "a read went to the old primary after the failover"
+        );
+    }
     assert_eq!(
         new.psql("postgres", "SELECT count(*) FROM rdv_buckets")
             .trim(),

@@ -308,6 +308,8 @@ struct ReadConn {
     client: Client,
     bucket: Statement,
     answer: Statement,
+    /// The writer's failover count when this connection was made.
+    failovers: u64,
 }
 
 impl ReadConn {
@@ -325,6 +327,7 @@ impl ReadConn {
             client,
             bucket,
             answer,
+            failovers: 0,
         })
     }
 }
@@ -334,6 +337,8 @@ struct Readers {
     config: tokio_postgres::Config,
     slots: Vec<tokio::sync::Mutex<Option<Arc<ReadConn>>>>,
     next: AtomicUsize,
+    /// Shared with the writer, whose failovers it counts.
+    counters: Arc<writer::Counters>,
 }
 
 impl Readers {
@@ -342,10 +347,18 @@ impl Readers {
     async fn get(&self) -> Result<(usize, Arc<ReadConn>), StoreError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+        // A connection made before the writer found its server read-only (a failover) may be
+        // to the old primary, which no longer sees new writes: it is replaced.
+        let failovers = self.counters.failovers.load(Ordering::Acquire);
+        if let Some(c) = slot
+            .as_ref()
+            .filter(|c| !c.client.is_closed() && c.failovers == failovers)
+        {
             return Ok((i, c.clone()));
         }
-        let fresh = Arc::new(ReadConn::open(&self.config).await?);
+        let mut fresh = ReadConn::open(&self.config).await?;
+        fresh.failovers = failovers;
+        let fresh = Arc::new(fresh);
         *slot = Some(fresh.clone());
         Ok((i, fresh))
     }
@@ -453,6 +466,7 @@ impl PgStore {
             commits: AtomicU64::new(0),
             kept: Default::default(),
             opened: Default::default(),
+            failovers: AtomicU64::new(0),
         });
         let max_batch = if config.commit_per_store {
             1
@@ -476,11 +490,13 @@ impl PgStore {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
+            counters: counters.clone(),
         };
         let shared = Arc::<fetches::Shared>::default();
         tokio::spawn(fetches::run(
             config.database.clone(),
             Arc::downgrade(&shared),
+            counters.clone(),
         ));
         Ok(PgStore {
             inner: Arc::new(Inner {

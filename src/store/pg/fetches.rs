@@ -15,7 +15,8 @@ use crate::proto::BucketId;
 use crate::store::StoreError;
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -113,10 +114,15 @@ pub(super) fn parse(payload: &str) -> Vec<(BucketId, u64)> {
         .collect()
 }
 
-/// Send and hear fetches until the store handle is gone, connecting again after failures.
-pub(super) async fn run(database: tokio_postgres::Config, shared: Weak<Shared>) {
+/// Send and hear fetches until the store handle is gone, connecting again after failures and
+/// after a failover (the writer's count of them is in `counters`).
+pub(super) async fn run(
+    database: tokio_postgres::Config,
+    shared: Weak<Shared>,
+    counters: Arc<super::writer::Counters>,
+) {
     while shared.strong_count() > 0 {
-        if let Err(e) = session(&database, &shared).await {
+        if let Err(e) = session(&database, &shared, &counters).await {
             tracing::debug!(error = %crate::config::report(&e), "the fetch exchange with the other frontends is interrupted; connecting again");
         }
         tokio::time::sleep(RETRY).await;
@@ -127,7 +133,9 @@ pub(super) async fn run(database: tokio_postgres::Config, shared: Weak<Shared>) 
 async fn session(
     database: &tokio_postgres::Config,
     shared: &Weak<Shared>,
+    counters: &super::writer::Counters,
 ) -> Result<(), StoreError> {
+    let failovers = counters.failovers.load(Ordering::Acquire);
     let (client, mut conn) =
         tokio::time::timeout(2 * super::SESSION_TIMEOUT, database.connect(NoTls))
             .await
@@ -164,6 +172,10 @@ async fn session(
         }
         if client.is_closed() {
             return Err(StoreError::Closed);
+        }
+        if counters.failovers.load(Ordering::Acquire) != failovers {
+            // Perhaps connected to the old primary: the other frontends are on the new one.
+            return Ok(());
         }
     }
 }

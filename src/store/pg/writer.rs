@@ -46,6 +46,8 @@ pub(super) struct Counters {
     pub(super) kept: std::sync::Mutex<crate::store::alloc::Kept>,
     /// Buckets this process's committed transactions created.
     pub(super) opened: crate::store::Opened,
+    /// Writes refused as read-only (a failover) so far: the readers then connect again too.
+    pub(super) failovers: AtomicU64,
 }
 
 impl Counters {
@@ -244,6 +246,7 @@ impl Writer {
                     );
                     self.conn = None;
                     self.retry_at = Instant::now();
+                    self.counters.failovers.fetch_add(1, Ordering::Release);
                 }
                 let lost = self.conn.as_ref().is_none_or(|(c, _)| c.is_closed());
                 // A commit whose answer was lost may have happened: ask the database.
