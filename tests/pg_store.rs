@@ -180,15 +180,24 @@ async fn a_database_crash_loses_no_acknowledged_store_and_writes_resume() {
             let (store, acked, stop) = (store.clone(), acked.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut failed = 0u32;
-                // Bounded: at most 400 stores per task.
-                for k in 0..400u32 {
+                // Bounded: at most 400 stores per task, and 3 000 failures (a minute of the
+                // outage at 20 ms apart): failures must not use up the stores, or none would be
+                // left for after the database is back.
+                let (mut stored, mut attempt) = (0u32, 0u32);
+                while stored < 400 && failed < 3_000 {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let i = w * 1000 + k;
+                    // Every attempt a link of its own (a failed store may have committed
+                    // without being acknowledged: that is checked below).
+                    let i = w * 10_000 + attempt;
+                    attempt += 1;
                     let (l, t) = link(i);
                     match store.store(l, t.check(), T0).await {
-                        Ok(id) => acked.lock().unwrap().push((i, id)),
+                        Ok(id) => {
+                            acked.lock().unwrap().push((i, id));
+                            stored += 1;
+                        }
                         Err(StoreError::Backend(_)) => {
                             failed += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -234,6 +243,16 @@ async fn a_database_crash_loses_no_acknowledged_store_and_writes_resume() {
         }
         assert!(Instant::now() < deadline, "writes did not resume");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The writers' stores go on too (waited for, not assumed: they may be pausing after a
+    // failure when the first store after the outage goes through).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() <= during && !writers.iter().all(|w| w.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "the writers' stores did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut failed = 0;
