@@ -303,8 +303,8 @@ impl<S: BucketStore> Server<S> {
                 Ok(found) => self
                     .metrics
                     .window_counted(w, found.map(|(_, entries)| entries.len())),
-                // Read again at the next refresh.
-                Err(StoreError::Backend(_) | StoreError::Closed) => {}
+                // The store is failing: this and the rest are read at a later refresh.
+                Err(StoreError::Backend(_) | StoreError::Closed) => break,
                 // A damaged bucket: not counted.
                 Err(_) => self.metrics.window_counted(w, None),
             }
@@ -321,8 +321,13 @@ impl<S: BucketStore> Server<S> {
 
     /// Note the fetches other frontends of a cluster served (for delete-after-fetch).
     fn hear_fetches(&self) {
-        for (id, at) in self.store.take_heard_fetches() {
-            self.metrics.heard_fetch(id, at);
+        let heard = self.store.take_heard_fetches();
+        if heard.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        for (id, at) in heard {
+            self.metrics.heard_fetch(id, at, now);
         }
     }
 

@@ -484,7 +484,9 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
 /// left costs a stamp per link to fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_floods_fill_only_their_share_of_the_quota() {
-    const QUOTA: u64 = 400;
+    // Large enough that both floods, each past its share by the writes in flight, still leave
+    // room for the honest offers: (400 + 64) + (200 + 64) < 800.
+    const QUOTA: u64 = 800;
     /// Writes the server has in flight at once: they may pass a share together.
     const IN_FLIGHT: u64 = 64;
     let s = Arc::new(setup_with_quota(ServerConfig::default(), Some(QUOTA)));

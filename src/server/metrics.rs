@@ -313,17 +313,18 @@ impl Metrics {
             .inc();
         let mut t = self.tracker();
         self.observe(&mut t, Batched::FetchCandidates, real as f64);
-        self.note_fetch(&mut t, id, loc, now);
+        self.note_fetch(&mut t, id, loc, now, now);
     }
 
-    /// Another frontend of the cluster served a fetch of bucket `id` at `at`.
-    pub fn heard_fetch(&self, id: BucketId, at: u64) {
+    /// Another frontend of the cluster served a fetch of bucket `id` at `at`, heard at `now`
+    /// (a time ahead of `now`, from a frontend whose clock runs ahead, counts as `now`).
+    pub fn heard_fetch(&self, id: BucketId, at: u64, now: u64) {
         let loc = id.locator();
         let mut t = self.tracker();
-        self.note_fetch(&mut t, id, loc, at);
+        self.note_fetch(&mut t, id, loc, at.min(now), now);
     }
 
-    fn note_fetch(&self, t: &mut Tracker, id: BucketId, loc: Locator, at: u64) {
+    fn note_fetch(&self, t: &mut Tracker, id: BucketId, loc: Locator, at: u64, now: u64) {
         match t.fetches.get_mut(&loc) {
             Some((_, last)) => *last = (*last).max(at),
             None => {
@@ -331,7 +332,7 @@ impl Metrics {
                 t.fetch_order.insert((id.created, loc));
             }
         }
-        self.sweep(t, at);
+        self.sweep(t, now);
     }
 
     /// A fetch found nothing (`not_found`) or failed (`failed`).
@@ -467,6 +468,22 @@ mod tests {
         let text = m.encode(4600, 0, 0, 0, None);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
         assert_eq!(value(&text, "rdv_buckets_opened_total"), 2.0);
+    }
+
+    /// A heard fetch time ahead of the hearer's clock neither empties the records nor makes a
+    /// later delete look like one right after it.
+    #[test]
+    fn heard_fetches_from_the_future_are_held_to_now() {
+        let m = Metrics::new(600, 3600).with_batch(1);
+        let a = id(1000, 0);
+        m.fetched(a, a.locator(), 1, 1010);
+        m.heard_fetch(id(1000, 1), u64::MAX, 1020);
+        assert_eq!(m.tracked(), 2);
+        assert_eq!(m.latest_fetch(&id(1000, 1).locator()), Some(1020));
+        m.heard_fetch(a, 5000, 1030);
+        m.deleted(&a.locator(), 1090, false);
+        let text = m.encode(1090, 0, 0, 0, None);
+        assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_sum"), 60.0);
     }
 
     #[test]

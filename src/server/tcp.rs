@@ -87,7 +87,10 @@ impl<S: BucketStore> Server<S> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => server.refresh_metrics().await,
+                    _ = tick.tick() => {
+                        // Bounded, so that a store that hangs does not hold up shutdown.
+                        let _ = tokio::time::timeout(REFRESH_WAIT * 15, server.refresh_metrics()).await;
+                    }
                     _ = server.shutdown_requested() => return,
                 }
             }

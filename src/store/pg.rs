@@ -497,6 +497,7 @@ impl PgStore {
             config.database.clone(),
             Arc::downgrade(&shared),
             counters.clone(),
+            Arc::new(fetches::Sealer::new(&filler)),
         ));
         Ok(PgStore {
             inner: Arc::new(Inner {

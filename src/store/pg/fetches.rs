@@ -4,16 +4,27 @@
 //!
 //! They go through PostgreSQL's notifications (`NOTIFY` on one channel, every frontend
 //! `LISTEN`s on a connection of its own), never into a table or the write-ahead log: the
-//! database server holds them only until every listening frontend has read them. Each frontend
-//! sends what it served every [`SEND_EVERY`], as `CREATED.SEQ@TIME` words (the bucket ID and
-//! the fetch's unix second) separated by spaces, at most [`MAX_PAYLOAD`] bytes a notification.
-//! A frontend also hears its own (harmless: the latest fetch of a bucket is a maximum). When the
-//! database cannot be reached, what waits is kept (at most [`MAX_QUEUED`] buckets) and sent
-//! once it can.
+//! database server holds them in its notification queue (memory, spilling to `pg_notify/` on
+//! its disk) until every listening frontend has read them. Any role that can connect to the
+//! database can listen on a channel and notify on it, so every payload is sealed
+//! (ChaCha20-Poly1305 under a key derived from the cluster's filler secret, which only the
+//! frontends hold): a listener learns when and how much the frontends send, not which buckets
+//! were fetched, and a forged or replayed-from-elsewhere payload does not open. Inside, each
+//! frontend sends what it served every [`SEND_EVERY`], as `CREATED.SEQ@TIME` words (the bucket
+//! ID and the fetch's unix second) separated by spaces, at most [`MAX_WORDS`] bytes a
+//! notification. A frontend also hears its own (harmless: the latest fetch of a bucket is a
+//! maximum). When the database cannot be reached, what waits is kept (at most [`MAX_QUEUED`]
+//! buckets) and sent once it can.
 
+use crate::proto::padding::FillerSecret;
 use crate::proto::BucketId;
 use crate::store::StoreError;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use futures::StreamExt;
+use sha3::{Digest, Sha3_256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -24,8 +35,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 pub(super) const CHANNEL: &str = "rdv_fetches";
 /// How often a frontend sends the fetches it served.
 pub(super) const SEND_EVERY: Duration = Duration::from_millis(250);
-/// Longest notification payload sent (PostgreSQL takes up to 8000 bytes).
-const MAX_PAYLOAD: usize = 7_900;
+/// Longest plaintext of one notification: sealed and in base64 it stays under PostgreSQL's
+/// 8000 bytes.
+const MAX_WORDS: usize = 5_800;
 /// Most buckets waiting to be sent, and most heard fetches waiting to be taken.
 const MAX_QUEUED: usize = 65_536;
 /// Pause before connecting again after the connection failed.
@@ -75,13 +87,13 @@ impl Shared {
     }
 }
 
-/// The payloads that carry `items`, each at most [`MAX_PAYLOAD`] bytes.
+/// The plaintexts that carry `items`, each at most [`MAX_WORDS`] bytes.
 pub(super) fn payloads(items: &[(BucketId, u64)]) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for (id, at) in items {
         let word = format!("{}.{}@{}", id.created, id.seq, at);
-        if !cur.is_empty() && cur.len() + 1 + word.len() > MAX_PAYLOAD {
+        if !cur.is_empty() && cur.len() + 1 + word.len() > MAX_WORDS {
             out.push(std::mem::take(&mut cur));
         }
         if !cur.is_empty() {
@@ -95,8 +107,7 @@ pub(super) fn payloads(items: &[(BucketId, u64)]) -> Vec<String> {
     out
 }
 
-/// The fetches in a payload; words that do not parse are skipped (whoever can notify on the
-/// channel can already write to the database, but a malformed word must not stop the rest).
+/// The fetches in an opened payload; words that do not parse are skipped.
 pub(super) fn parse(payload: &str) -> Vec<(BucketId, u64)> {
     payload
         .split(' ')
@@ -114,15 +125,56 @@ pub(super) fn parse(payload: &str) -> Vec<(BucketId, u64)> {
         .collect()
 }
 
+/// Seals and opens the payloads with the cluster's key.
+pub(super) struct Sealer(ChaCha20Poly1305);
+
+impl Sealer {
+    /// The key every frontend of the database derives from its filler secret.
+    pub(super) fn new(secret: &FillerSecret) -> Self {
+        let mut h = Sha3_256::new();
+        h.update(b"rdv fetch exchange v1");
+        h.update(secret.expose());
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&h.finalize());
+        Sealer(ChaCha20Poly1305::new(Key::from_slice(&key[..])))
+    }
+
+    /// `words` sealed under a fresh random nonce, in base64.
+    pub(super) fn seal(&self, words: &str) -> String {
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        // Encrypting into a Vec cannot fail for sizes this small.
+        let ct = self
+            .0
+            .encrypt(Nonce::from_slice(&nonce), words.as_bytes())
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        STANDARD_NO_PAD.encode(out)
+    }
+
+    /// The words of a sealed payload, or `None` if it does not open.
+    pub(super) fn open(&self, payload: &str) -> Option<String> {
+        let raw = STANDARD_NO_PAD.decode(payload).ok()?;
+        if raw.len() < 12 {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let pt = self.0.decrypt(Nonce::from_slice(nonce), ct).ok()?;
+        String::from_utf8(pt).ok()
+    }
+}
+
 /// Send and hear fetches until the store handle is gone, connecting again after failures and
 /// after a failover (the writer's count of them is in `counters`).
 pub(super) async fn run(
     database: tokio_postgres::Config,
     shared: Weak<Shared>,
     counters: Arc<super::writer::Counters>,
+    sealer: Arc<Sealer>,
 ) {
     while shared.strong_count() > 0 {
-        if let Err(e) = session(&database, &shared, &counters).await {
+        if let Err(e) = session(&database, &shared, &counters, &sealer).await {
             tracing::debug!(error = %crate::config::report(&e), "the fetch exchange with the other frontends is interrupted; connecting again");
         }
         tokio::time::sleep(RETRY).await;
@@ -134,6 +186,7 @@ async fn session(
     database: &tokio_postgres::Config,
     shared: &Weak<Shared>,
     counters: &super::writer::Counters,
+    sealer: &Arc<Sealer>,
 ) -> Result<(), StoreError> {
     let failovers = counters.failovers.load(Ordering::Acquire);
     let (client, mut conn) =
@@ -143,13 +196,17 @@ async fn session(
             .map_err(super::PgError::from)
             .map_err(StoreError::backend)?;
     let listener = shared.clone();
+    let opener = sealer.clone();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
         while let Some(Ok(m)) = messages.next().await {
             if let AsyncMessage::Notification(n) = m {
                 let Some(s) = listener.upgrade() else { return };
                 if n.channel() == CHANNEL {
-                    s.hear(parse(n.payload()));
+                    // A payload that does not open is not from a frontend of this cluster.
+                    if let Some(words) = opener.open(n.payload()) {
+                        s.hear(parse(&words));
+                    }
                 }
             }
         }
@@ -165,6 +222,7 @@ async fn session(
         };
         let items = s.take_outgoing();
         for p in payloads(&items) {
+            let p = sealer.seal(&p);
             if let Err(e) = within(client.execute(&notify, &[&CHANNEL, &p])).await {
                 s.restore(items);
                 return Err(e);
@@ -209,9 +267,26 @@ mod tests {
             .collect();
         let ps = payloads(&items);
         assert!(ps.len() > 1);
-        assert!(ps.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        assert!(ps.iter().all(|p| p.len() <= MAX_WORDS));
         let back: Vec<_> = ps.iter().flat_map(|p| parse(p)).collect();
         assert_eq!(back, items);
+    }
+
+    #[test]
+    fn payloads_open_only_under_the_clusters_key() {
+        let ours = Sealer::new(&FillerSecret::from_bytes([1; 32]));
+        let theirs = Sealer::new(&FillerSecret::from_bytes([2; 32]));
+        let words = "x".repeat(MAX_WORDS);
+        let sealed = ours.seal(&words);
+        assert!(sealed.len() < 8000, "{}", sealed.len());
+        assert!(!sealed.contains("xxxx"));
+        assert_eq!(ours.open(&sealed).as_deref(), Some(words.as_str()));
+        assert_eq!(theirs.open(&sealed), None);
+        // A forger without the key, or one who changes a sealed payload, gets nothing in.
+        assert_eq!(ours.open("1800000000.0@18446744073709551615"), None);
+        let mut raw = STANDARD_NO_PAD.decode(&sealed).unwrap();
+        raw[20] ^= 1;
+        assert_eq!(ours.open(&STANDARD_NO_PAD.encode(raw)), None);
     }
 
     #[test]
