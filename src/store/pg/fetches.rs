@@ -40,6 +40,8 @@ pub(super) const SEND_EVERY: Duration = Duration::from_millis(250);
 const MAX_WORDS: usize = 5_800;
 /// Most buckets waiting to be sent, and most heard fetches waiting to be taken.
 const MAX_QUEUED: usize = 65_536;
+/// Ticks without anything to send after which the connection is checked (every 10 s).
+const KEEPALIVE_TICKS: u32 = 40;
 /// Pause before connecting again after the connection failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -215,12 +217,20 @@ async fn session(
     let notify = within(client.prepare("SELECT pg_notify($1, $2)")).await?;
     let mut tick = tokio::time::interval(SEND_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet = 0u32;
     loop {
         tick.tick().await;
         let Some(s) = shared.upgrade() else {
             return Ok(());
         };
         let items = s.take_outgoing();
+        quiet = if items.is_empty() { quiet + 1 } else { 0 };
+        if quiet >= KEEPALIVE_TICKS {
+            // A frontend that serves no fetches would never notice a connection gone
+            // half-open, and would stop hearing the others: ask something now and then.
+            quiet = 0;
+            within(client.simple_query("SELECT 1")).await?;
+        }
         for p in payloads(&items) {
             let p = sealer.seal(&p);
             if let Err(e) = within(client.execute(&notify, &[&CHANNEL, &p])).await {
