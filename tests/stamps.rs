@@ -530,24 +530,20 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
                 })
             })
             .collect();
-        futures::future::join_all(tasks)
+        // How many were taken.
+        async move {
+            let taken = futures::future::join_all(tasks).await;
+            taken.into_iter().filter(|r| *r.as_ref().unwrap()).count() as u64
+        }
     };
-    let stored = flood(false)
-        .await
-        .into_iter()
-        .filter(|r| *r.as_ref().unwrap())
-        .count() as u64;
+    let stored = flood(false).await;
     assert!(
         (QUOTA / 2..=QUOTA / 2 + IN_FLIGHT).contains(&stored),
         "free stores fill half the quota, and only the writes in flight pass it: {stored}"
     );
     assert_eq!(s.server.store().link_count(), stored);
     // Answers to mailboxes nobody offered: a quarter of the quota, the same way.
-    let answered = flood(true)
-        .await
-        .into_iter()
-        .filter(|r| *r.as_ref().unwrap())
-        .count() as u64;
+    let answered = flood(true).await;
     assert!(
         (QUOTA / 4..=QUOTA / 4 + IN_FLIGHT).contains(&answered),
         "answers fill a quarter of the quota: {answered}"
