@@ -169,6 +169,16 @@ impl TimeGuard {
         }
     }
 
+    /// Seconds the wall clock `wall` is behind the elapsed-time line (the anchor plus the
+    /// elapsed time since), 0 when it is not. What is created while it is behind is dated that
+    /// much early ([`crate::store::hold`]).
+    pub fn behind(&self, wall: u64, elapsed: Duration) -> u64 {
+        let since = elapsed.saturating_sub(self.anchor_elapsed);
+        self.anchor_wall
+            .saturating_add(since.as_secs())
+            .saturating_sub(wall)
+    }
+
     /// [`TimeGuard::expiry_now`] for `clock`'s current readings.
     pub fn expiry_now_of(&self, clock: &dyn Clock) -> ExpiryTime {
         self.expiry_now(clock.now(), clock.elapsed())
@@ -196,6 +206,11 @@ mod tests {
             "a clock that went back is followed"
         );
         assert_eq!(c.jumped(), -30 * 86_400);
+        // (The wall clock stopped at 0: 30 days before 1 000 100 s.)
+        assert_eq!(g.behind(c.now(), c.elapsed()), 1_000_100 - c.now());
+        assert_eq!(g.behind(1_000_100 - 7200, c.elapsed()), 7200);
+        c.jump(30 * 86_400);
+        assert_eq!(g.behind(c.now(), c.elapsed()), 0);
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Server<S: BucketStore> {
     guard: TimeGuard,
     /// The wall clock was last seen this far ahead of elapsed time (for one warning per jump).
     jump_seen: std::sync::atomic::AtomicU64,
+    /// The wall clock was last seen behind the elapsed-time line (for one warning per period).
+    behind_seen: std::sync::atomic::AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_rx: watch::Receiver<bool>,
 }
@@ -251,6 +253,7 @@ impl<S: BucketStore> Server<S> {
             )),
             guard,
             jump_seen: std::sync::atomic::AtomicU64::new(0),
+            behind_seen: std::sync::atomic::AtomicBool::new(false),
             store,
             config,
             clock,
@@ -403,6 +406,43 @@ impl<S: BucketStore> Server<S> {
             tracing::info!("the wall clock is back in line with the elapsed time");
         }
         now
+    }
+
+    /// Before anything is created (a bucket, a link, an answer) while the wall clock runs behind
+    /// the elapsed-time line by more than [`crate::clock::JUMP_TOLERANCE`]: make sure the store
+    /// holds what is created now for that much longer ([`crate::store::hold`]), so that it keeps
+    /// its whole TTL once the clock is corrected. Nothing is stored unless the hold is durable.
+    pub(crate) async fn hold_if_behind(&self) -> Result<(), StoreError> {
+        use crate::store::ExpiryHold;
+        const STEP: u64 = 600;
+        let wall = self.clock.now();
+        let behind = self.guard.behind(wall, self.clock.elapsed());
+        let tolerance = crate::clock::JUMP_TOLERANCE.as_secs();
+        let was = self
+            .behind_seen
+            .swap(behind > tolerance, std::sync::atomic::Ordering::Relaxed);
+        if behind <= tolerance {
+            if was {
+                tracing::info!("the wall clock is no longer behind the elapsed time");
+            }
+            return Ok(());
+        }
+        let from = wall.saturating_sub(self.store.params().open_window_secs);
+        let need = ExpiryHold::new(from, wall, behind + tolerance);
+        if self.store.expiry_hold().is_some_and(|h| h.covers(&need)) {
+            return Ok(());
+        }
+        if !was {
+            tracing::warn!(
+                behind_secs = behind,
+                "the wall clock is behind the time elapsed since start (or since the store's last expiry time): what is stored now is dated early, and is kept that much longer so that it loses nothing of its TTL once the clock is corrected; clients with a correct clock refuse the early bucket IDs (check the system clock)"
+            );
+        }
+        // A step ahead in time and in credit, so that the hold is written about once an hour.
+        let credit = (behind + tolerance).div_ceil(STEP) * STEP + STEP;
+        self.store
+            .hold_expiry(ExpiryHold::new(from, wall.saturating_add(6 * STEP), credit))
+            .await
     }
 
     /// Filler for a fetch answer (see [`crate::proto::padding::filler`]).

@@ -9,6 +9,7 @@
 pub mod alloc;
 mod codec;
 pub mod db;
+pub mod hold;
 pub mod memory;
 mod ops;
 pub mod pg;
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 pub use db::{DiskStore, DiskStoreConfig};
+pub use hold::ExpiryHold;
 pub use memory::MemoryStore;
 pub use pg::{PgStore, PgStoreConfig};
 
@@ -374,4 +376,14 @@ pub trait BucketStore: Send + Sync + 'static {
     fn expiry_mark(&self) -> Option<u64> {
         None
     }
+
+    /// The store's expiry hold, if one is in force ([`hold`]): everything it holds is expired
+    /// `credit` seconds late by every expiry decision the store makes (the expiry times passed
+    /// in stay the server's own; the store applies the hold).
+    fn expiry_hold(&self) -> Option<ExpiryHold>;
+
+    /// Widen the store's hold to cover `hold` (merged with the one in force), durably: once this
+    /// resolves, a restart, and every frontend of a cluster, apply it. The server calls it before
+    /// it stores anything while its wall clock runs behind.
+    fn hold_expiry(&self, hold: ExpiryHold) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

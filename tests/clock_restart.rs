@@ -2,15 +2,20 @@
 //! every measure it has: its own store's last expiry time (redb), and for a cluster the database
 //! server's clock (PostgreSQL). Both directions: a clock ahead at boot (which used to wipe the
 //! store at the first garbage collection), and one behind at boot that is corrected while the
-//! server runs (which used to stop expiry until a restart).
+//! server runs (which used to stop expiry until a restart). And links and answers stored while
+//! the clock runs behind keep their whole TTL once it is corrected (they used to be collected at
+//! the correction), on one server across a restart and on a cluster.
 
 mod common;
 
 use common::pg::Postgres;
-use common::{manual_clock, T0};
+use common::{manual_clock, raw_pipe, T0};
 use rdv::clock::{Clock, ManualClock, SystemClock, RESTART_CREDIT};
+use rdv::framed::{read_msg, write_msg};
 use rdv::proto::padding::FillerSecret;
+use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{BucketId, DeleteToken, SealedLink};
+use rdv::proto::{MailboxAddr, Request, Response, SealedAnswer};
 use rdv::server::{Server, ServerConfig};
 use rdv::store::{BucketStore, DiskStore, DiskStoreConfig, PgStore, PgStoreConfig, StoreParams};
 use std::path::Path;
@@ -179,4 +184,130 @@ async fn a_frontend_with_its_clock_ahead_does_not_wipe_the_cluster() {
         }
         assert!(present(&skewed, *id, now).await);
     }
+}
+
+/// One request on a fresh raw stream to `s`, after a version 2 Hello.
+async fn ask<S: BucketStore>(s: &Arc<Server<S>>, req: Request) -> Response {
+    let mut p = raw_pipe(s);
+    let hello = Request::Hello {
+        min_version: 2,
+        max_version: 2,
+    };
+    write_msg(&mut p, &hello, DEFAULT_MAX_FRAME).await.unwrap();
+    let r: Response = read_msg(&mut p, u32::MAX).await.unwrap();
+    assert!(matches!(r, Response::Hello { version: 2 }), "{r:?}");
+    write_msg(&mut p, &req, DEFAULT_MAX_FRAME).await.unwrap();
+    read_msg(&mut p, u32::MAX).await.unwrap()
+}
+
+/// A store through the server's request path (no client policy: a client whose clock is as
+/// wrong as the server's would take the ID; one with a correct clock refuses it).
+async fn raw_store<S: BucketStore>(s: &Arc<Server<S>>, i: u8) -> BucketId {
+    let (link, t) = link(i);
+    match ask(
+        s,
+        Request::Store {
+            link,
+            delete_check: t.check(),
+        },
+    )
+    .await
+    {
+        Response::Stored { id } => id,
+        other => panic!("store: {other:?}"),
+    }
+}
+
+async fn put_answer<S: BucketStore>(s: &Arc<Server<S>>, mailbox: MailboxAddr) {
+    let answer = SealedAnswer([7; rdv::proto::answer::SEALED_ANSWER_LEN]);
+    let r = ask(s, Request::PutAnswer { mailbox, answer }).await;
+    assert!(matches!(r, Response::AnswerStored), "{r:?}");
+}
+
+#[tokio::test]
+async fn what_is_stored_while_the_clock_is_behind_keeps_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    a_server_ran(dir.path(), &clock).await;
+    let s = server(open(dir.path()), &clock, false);
+    // The clock falls a day behind; a link and an answer are stored, dated a day early.
+    clock.advance(60);
+    clock.jump(-DAY);
+    let b = raw_store(&s, 7).await;
+    assert!(b.created <= T0 - TTL + 300, "{b:?}");
+    let mailbox = MailboxAddr([9; 32]);
+    put_answer(&s, mailbox).await;
+    let stored_at = clock.now() + DAY as u64; // true time
+                                              // An hour later NTP corrects the clock: nothing goes, both are still there.
+    clock.advance(3600);
+    clock.jump(DAY);
+    assert_eq!(
+        s.collect_expired().await.unwrap(),
+        0,
+        "nothing at the correction"
+    );
+    assert!(present(&s, b, clock.now()).await);
+    assert!(s
+        .store()
+        .fetch_answer(mailbox, clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    // A restart keeps the hold.
+    s.shutdown();
+    drop(s);
+    let s = server(open(dir.path()), &clock, false);
+    assert_eq!(s.collect_expired().await.unwrap(), 0);
+    assert!(present(&s, b, clock.now()).await);
+    // Just before their TTL has passed in true time: still there.
+    clock.advance(stored_at + TTL - 120 - clock.now());
+    assert_eq!(s.collect_expired().await.unwrap(), 0, "not before the TTL");
+    assert!(present(&s, b, clock.now()).await);
+    assert!(s
+        .store()
+        .fetch_answer(mailbox, clock.now())
+        .await
+        .unwrap()
+        .is_some());
+    // They do go, at most the hold's credit (the day behind, rounded up) later.
+    clock.advance(TTL + 3600);
+    assert!(s.collect_expired().await.unwrap() >= 2);
+    assert!(!present(&s, b, clock.now()).await);
+    assert!(s
+        .store()
+        .fetch_answer(mailbox, clock.now())
+        .await
+        .unwrap()
+        .is_none());
+    // The hold has ended with them.
+    assert!(s.store().expiry_hold().is_none());
+}
+
+/// A cluster: one frontend's clock two hours behind the database's (TTL one hour). A link stored
+/// through it is dated two hours early; the other frontends neither hide it nor collect it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_stored_through_a_frontend_behind_is_kept_by_the_cluster() {
+    let pg = Postgres::start();
+    pg.create_db("behind");
+    let params = StoreParams {
+        ttl_secs: 3600,
+        ..Default::default()
+    };
+    let open = |seed: u8| {
+        let mut c = PgStoreConfig::new(&pg.url("behind")).unwrap();
+        c.params = params;
+        PgStore::open(c, FillerSecret::from_bytes([seed; 32]))
+    };
+    let honest = open(1).await.unwrap();
+    let now = SystemClock.now();
+    let behind_clock = ManualClock::new(now - 2 * 3600);
+    let behind = server(open(2).await.unwrap(), &behind_clock, false);
+    let b = raw_store(&behind, 3).await;
+    assert!(b.created <= now - 2 * 3600 + 5, "{b:?}");
+    // The honest frontend, with the right time: the link is there, and its GC leaves it.
+    assert!(honest.fetch(b.locator(), now).await.unwrap().is_some());
+    assert_eq!(honest.collect_garbage(now, 1000).await.unwrap(), 0);
+    assert!(honest.fetch(b.locator(), now).await.unwrap().is_some());
+    let h = honest.expiry_hold().expect("the cluster's hold");
+    assert!(h.from <= b.created && h.to >= b.created && h.credit >= 2 * 3600);
 }

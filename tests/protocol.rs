@@ -718,6 +718,15 @@ impl BucketStore for GatedDeletes {
     ) -> Result<usize, rdv::store::StoreError> {
         self.inner.collect_garbage(now, limit).await
     }
+    fn expiry_hold(&self) -> Option<rdv::store::ExpiryHold> {
+        self.inner.expiry_hold()
+    }
+    async fn hold_expiry(
+        &self,
+        hold: rdv::store::ExpiryHold,
+    ) -> Result<(), rdv::store::StoreError> {
+        self.inner.hold_expiry(hold).await
+    }
     fn take_opened(&self) -> Vec<BucketId> {
         self.inner.take_opened()
     }

@@ -63,6 +63,9 @@ impl<S: BucketStore> Server<S> {
                 let Some(_turn) = self.store_gate.admit(source).await else {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
+                if let Err(e) = self.hold_if_behind().await {
+                    return store_error(e);
+                }
                 let deadline = tokio::time::Instant::now() + STORE_WAIT;
                 loop {
                     match self.store.challenge(self.clock.now()).await {
@@ -194,6 +197,10 @@ impl<S: BucketStore> Server<S> {
                         ),
                     );
                 }
+                if let Err(e) = self.hold_if_behind().await {
+                    self.metrics.answer("failed");
+                    return store_error(e);
+                }
                 match self
                     .store
                     .put_answer(mailbox, answer, self.expiry_now())
@@ -287,6 +294,10 @@ impl<S: BucketStore> Server<S> {
                     ),
                 );
             }
+        }
+        if let Err(e) = self.hold_if_behind().await {
+            self.metrics.store_refused("failed");
+            return store_error(e);
         }
         let deadline = tokio::time::Instant::now() + STORE_WAIT;
         loop {

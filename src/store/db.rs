@@ -110,6 +110,8 @@ struct Inner {
     commits: Arc<AtomicU64>,
     /// The latest expiry time garbage collection used (0: none yet).
     mark: Arc<AtomicU64>,
+    /// The expiry hold in force.
+    hold: Arc<super::hold::HoldCell>,
     /// The storage quota in links (`u64::MAX`: none).
     quota: Arc<AtomicU64>,
     opened: Arc<super::Opened>,
@@ -254,6 +256,7 @@ impl DiskStore {
         let answers = Arc::new(AtomicU64::new(meta.answers));
         let commits = Arc::new(AtomicU64::new(0));
         let mark = Arc::new(AtomicU64::new(meta.mark.unwrap_or(0)));
+        let hold = Arc::new(super::hold::HoldCell::new(meta.hold));
         let quota = Arc::new(AtomicU64::new(config.params.max_links.unwrap_or(u64::MAX)));
         let opened = Arc::<super::Opened>::default();
         let reader = Reader::open(at.clone(), commits.clone())?;
@@ -276,6 +279,7 @@ impl DiskStore {
             answers: answers.clone(),
             commits: commits.clone(),
             mark: mark.clone(),
+            hold: hold.clone(),
             quota: quota.clone(),
             opened: opened.clone(),
             params: config.params,
@@ -295,6 +299,7 @@ impl DiskStore {
                 answers,
                 commits,
                 mark,
+                hold,
                 quota,
                 opened,
                 writer: Some(writer),
@@ -453,6 +458,7 @@ impl BucketStore for DiskStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let ttl = inner.params.ttl_secs;
+            let now = inner.hold.apply(now, ttl);
             let (db, table) = inner.reader.buckets()?;
             match read_bucket(&table, locator, now, ttl) {
                 // One IO failure latches the handle: reopen it and try once more.
@@ -496,6 +502,7 @@ impl BucketStore for DiskStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let ttl = inner.params.ttl_secs;
+            let now = inner.hold.apply(now, ttl);
             let db = inner.reader.get()?;
             match read_answer(&db, mailbox, now, ttl) {
                 Err(StoreError::Backend(_)) => {
@@ -539,5 +546,17 @@ impl BucketStore for DiskStore {
 
     fn expiry_mark(&self) -> Option<u64> {
         Some(self.inner.mark.load(Ordering::Relaxed)).filter(|m| *m > 0)
+    }
+
+    fn expiry_hold(&self) -> Option<super::ExpiryHold> {
+        self.inner.hold.get()
+    }
+
+    async fn hold_expiry(&self, hold: super::ExpiryHold) -> Result<(), StoreError> {
+        if self.inner.hold.get().is_some_and(|h| h.covers(&hold)) {
+            return Ok(());
+        }
+        let (op, rx) = Op::hold(hold);
+        self.send(op, rx).await
     }
 }

@@ -28,7 +28,15 @@ struct State {
     answer_order: BTreeSet<(u64, MailboxAddr)>,
     /// The latest expiry time garbage collection used.
     mark: Option<u64>,
+    hold: Option<super::ExpiryHold>,
     opened: super::Opened,
+}
+
+impl State {
+    /// `now` with the expiry hold applied.
+    fn held(&self, now: u64, ttl: u64) -> u64 {
+        super::ExpiryHold::apply(self.hold.as_ref(), now, ttl)
+    }
 }
 
 impl State {
@@ -134,6 +142,7 @@ impl BucketStore for MemoryStore {
         now: u64,
     ) -> Result<Option<(BucketId, Vec<Entry>)>, StoreError> {
         let s = self.state()?;
+        let now = s.held(now, self.params.ttl_secs);
         Ok(s.buckets
             .get(&locator)
             .filter(|b| !b.expired(now, self.params.ttl_secs))
@@ -153,6 +162,7 @@ impl BucketStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut s = self.state()?;
         let ttl = self.params.ttl_secs;
+        let now = s.held(now, ttl);
         let Some(b) = s.buckets.get_mut(&locator) else {
             return Ok(false);
         };
@@ -175,8 +185,9 @@ impl BucketStore for MemoryStore {
     ) -> Result<PutAnswer, StoreError> {
         let mut s = self.state()?;
         let ttl = self.params.ttl_secs;
+        let held = s.held(now, ttl);
         if let Some(old) = s.answers.get(&mailbox) {
-            if !old.expired(now, ttl) {
+            if !old.expired(held, ttl) {
                 return Ok(PutAnswer::AlreadyAnswered);
             }
             let created = old.created;
@@ -201,6 +212,7 @@ impl BucketStore for MemoryStore {
         now: u64,
     ) -> Result<Option<SealedAnswer>, StoreError> {
         let s = self.state()?;
+        let now = s.held(now, self.params.ttl_secs);
         Ok(s.answers
             .get(&mailbox)
             .filter(|a| !a.expired(now, self.params.ttl_secs))
@@ -211,6 +223,10 @@ impl BucketStore for MemoryStore {
         let mut s = self.state()?;
         s.mark = s.mark.max(Some(now));
         let ttl = self.params.ttl_secs;
+        if s.hold.is_some_and(|h| h.ended(now, ttl)) {
+            s.hold = None;
+        }
+        let now = s.held(now, ttl);
         let old_answers: Vec<(u64, MailboxAddr)> = s
             .answer_order
             .iter()
@@ -257,6 +273,16 @@ impl BucketStore for MemoryStore {
 
     fn expiry_mark(&self) -> Option<u64> {
         self.state().ok()?.mark
+    }
+
+    fn expiry_hold(&self) -> Option<super::ExpiryHold> {
+        self.state().ok()?.hold
+    }
+
+    async fn hold_expiry(&self, hold: super::ExpiryHold) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        s.hold = Some(s.hold.map_or(hold, |h| h.merge(hold)));
+        Ok(())
     }
 
     fn answer_count(&self) -> u64 {

@@ -2,7 +2,7 @@
 //! until the batch that holds them has committed (group commit, shared by every backend).
 
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
-use crate::store::{PutAnswer, StoreError};
+use crate::store::{ExpiryHold, PutAnswer, StoreError};
 use tokio::sync::oneshot;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -38,6 +38,11 @@ pub(crate) enum Op {
         now: u64,
         limit: usize,
         reply: Reply<usize>,
+    },
+    /// Widen the store's expiry hold ([`crate::store::hold`]).
+    Hold {
+        hold: ExpiryHold,
+        reply: Reply<()>,
     },
 }
 
@@ -103,6 +108,12 @@ impl Op {
         (Op::Gc { now, limit, reply }, rx)
     }
 
+    /// An expiry hold to make durable, and where the result comes.
+    pub(crate) fn hold(hold: ExpiryHold) -> (Op, Answer<()>) {
+        let (reply, rx) = oneshot::channel();
+        (Op::Hold { hold, reply }, rx)
+    }
+
     /// Answer with an error without doing anything.
     pub(crate) fn fail(self, e: &StoreError) {
         // A caller that went away does not mind.
@@ -113,6 +124,7 @@ impl Op {
             Op::Delete { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::PutAnswer { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Gc { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Hold { reply, .. } => drop(reply.send(Err(e.clone()))),
         }
     }
 }
@@ -123,6 +135,7 @@ pub(crate) enum Outcome {
     Delete(Reply<bool>, Result<bool, StoreError>),
     PutAnswer(Reply<PutAnswer>, Result<PutAnswer, StoreError>),
     Gc(Reply<usize>, Result<usize, StoreError>),
+    Hold(Reply<()>, Result<(), StoreError>),
 }
 
 impl Outcome {
@@ -132,6 +145,7 @@ impl Outcome {
             Outcome::Delete(tx, r) => drop(tx.send(r)),
             Outcome::PutAnswer(tx, r) => drop(tx.send(r)),
             Outcome::Gc(tx, r) => drop(tx.send(r)),
+            Outcome::Hold(tx, r) => drop(tx.send(r)),
         }
     }
 
@@ -143,6 +157,7 @@ impl Outcome {
             Outcome::Delete(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             Outcome::PutAnswer(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             Outcome::Gc(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
+            Outcome::Hold(tx, Ok(_)) => drop(tx.send(Err(e.clone()))),
             other => other.send(),
         }
     }

@@ -417,6 +417,20 @@ struct Inner {
     fetches: Arc<fetches::Shared>,
 }
 
+/// The cluster's expiry hold read again (another frontend may have set it since this one last
+/// looked): asked only when something looks expired, which is rare.
+async fn fresh_hold<'c>(
+    client: &tokio_postgres::Client,
+    counters: &'c writer::Counters,
+) -> Result<&'c super::hold::HoldCell, StoreError> {
+    let h = match client.query_opt(schema::GET_HOLD, &[]).await? {
+        Some(row) => Some(schema::hold_from_row(&row)?),
+        None => None,
+    };
+    counters.hold.set(h);
+    Ok(&counters.hold)
+}
+
 impl PgStore {
     /// The unexpired bucket at `locator`, from committed state (a reader connection).
     async fn read_bucket(
@@ -425,6 +439,7 @@ impl PgStore {
         now: u64,
     ) -> Result<Option<super::StoredBucket>, StoreError> {
         let ttl = self.inner.params.ttl_secs;
+        let counters = &self.inner.counters;
         self.inner
             .readers
             .read(|c| async move {
@@ -439,7 +454,11 @@ impl PgStore {
                         source: None,
                     });
                 }
-                Ok((!b.expired(now, ttl)).then_some(b))
+                let expired = |hold: &super::hold::HoldCell| b.expired(hold.apply(now, ttl), ttl);
+                if expired(&counters.hold) && expired(fresh_hold(&c.client, counters).await?) {
+                    return Ok(None);
+                }
+                Ok(Some(b))
             })
             .await
     }
@@ -460,7 +479,12 @@ impl PgStore {
             filler_seed,
         )
         .await?;
+        let hold = match client.query_opt(schema::GET_HOLD, &[]).await? {
+            Some(row) => Some(schema::hold_from_row(&row)?),
+            None => None,
+        };
         let counters = Arc::new(writer::Counters {
+            hold: super::hold::HoldCell::new(hold),
             links: AtomicU64::new(meta.links),
             answers: AtomicU64::new(meta.answers),
             commits: AtomicU64::new(0),
@@ -619,6 +643,7 @@ impl BucketStore for PgStore {
         now: u64,
     ) -> Result<Option<SealedAnswer>, StoreError> {
         let ttl = self.inner.params.ttl_secs;
+        let counters = &self.inner.counters;
         self.inner
             .readers
             .read(|c| async move {
@@ -627,7 +652,11 @@ impl BucketStore for PgStore {
                     return Ok(None);
                 };
                 let a = super::codec::decode_answer(row.try_get::<_, &[u8]>(1)?)?;
-                Ok((!a.expired(now, ttl)).then_some(a.answer))
+                let expired = |hold: &super::hold::HoldCell| a.expired(hold.apply(now, ttl), ttl);
+                if expired(&counters.hold) && expired(fresh_hold(&c.client, counters).await?) {
+                    return Ok(None);
+                }
+                Ok(Some(a.answer))
             })
             .await
     }
@@ -665,6 +694,24 @@ impl BucketStore for PgStore {
 
     fn expiry_mark(&self) -> Option<u64> {
         Some(self.inner.db_clock_at_open)
+    }
+
+    fn expiry_hold(&self) -> Option<super::ExpiryHold> {
+        self.inner.counters.hold.get()
+    }
+
+    async fn hold_expiry(&self, hold: super::ExpiryHold) -> Result<(), StoreError> {
+        if self
+            .inner
+            .counters
+            .hold
+            .get()
+            .is_some_and(|h| h.covers(&hold))
+        {
+            return Ok(());
+        }
+        let (op, rx) = Op::hold(hold);
+        self.send(op, rx).await
     }
 
     fn answer_count(&self) -> u64 {

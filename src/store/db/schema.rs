@@ -4,7 +4,9 @@
 //! - `buckets`: locator (32 bytes) → postcard [`StoredBucket`]
 //! - `expiry`: (created, seq) → () — bucket IDs in creation order, for garbage collection
 //! - `meta`: the format version, the link and answer counters, the newest bucket ID, the GC
-//!   floor and the expiry mark (the latest expiry time garbage collection used)
+//!   floor, the expiry mark (the latest expiry time garbage collection used) and the expiry
+//!   hold (`hold_from`, `hold_to`, `hold_credit`, see `crate::store::hold`; keys a database
+//!   without a hold lacks, so no format change)
 //! - `secrets`: the fetch-padding secret
 //! - `mailboxes`: mailbox address (32 bytes) → postcard [`StoredAnswer`]
 //! - `mailbox_expiry`: (created, mailbox address) → () — answers in creation order
@@ -32,6 +34,9 @@ const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
 const META_GC_FLOOR: &str = "gc_floor";
 const META_EXPIRY_MARK: &str = "expiry_mark";
+const META_HOLD_FROM: &str = "hold_from";
+const META_HOLD_TO: &str = "hold_to";
+const META_HOLD_CREDIT: &str = "hold_credit";
 const META_FORMAT: &str = "format";
 const SECRET_FILLER: &str = "filler";
 /// The on-disk format this code reads and writes.
@@ -50,6 +55,8 @@ pub(super) struct Meta {
     pub(super) floor: Option<u64>,
     /// The latest expiry time garbage collection used (unix seconds).
     pub(super) mark: Option<u64>,
+    /// The expiry hold in force ([`crate::store::hold`]).
+    pub(super) hold: Option<crate::store::ExpiryHold>,
 }
 
 /// The meta data and filler secret of an initialised database, checking its format; `None` for a
@@ -162,6 +169,16 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
         answers: get(META_ANSWERS)?.unwrap_or(0),
         floor: get(META_GC_FLOOR)?,
         mark: get(META_EXPIRY_MARK)?,
+        hold: match (
+            get(META_HOLD_FROM)?,
+            get(META_HOLD_TO)?,
+            get(META_HOLD_CREDIT)?,
+        ) {
+            (Some(from), Some(to), Some(credit)) => {
+                Some(crate::store::ExpiryHold::new(from, to, credit))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -179,6 +196,18 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     }
     if let Some(mark) = m.mark {
         meta.insert(META_EXPIRY_MARK, mark)?;
+    }
+    match m.hold {
+        Some(h) => {
+            meta.insert(META_HOLD_FROM, h.from)?;
+            meta.insert(META_HOLD_TO, h.to)?;
+            meta.insert(META_HOLD_CREDIT, h.credit)?;
+        }
+        None => {
+            meta.remove(META_HOLD_FROM)?;
+            meta.remove(META_HOLD_TO)?;
+            meta.remove(META_HOLD_CREDIT)?;
+        }
     }
     Ok(())
 }

@@ -524,6 +524,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             answers: Arc::new(AtomicU64::new(0)),
             commits: counter.clone(),
             mark: Arc::new(AtomicU64::new(0)),
+            hold: Default::default(),
             quota: Arc::new(AtomicU64::new(u64::MAX)),
             opened: Arc::default(),
             params: StoreParams::default(),

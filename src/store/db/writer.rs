@@ -16,7 +16,9 @@ use super::slot::DbPath;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::Allocator;
 use crate::store::ops::{delete_result, settle, Op, Outcome};
-use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
+use crate::store::{
+    ExpiryHold, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -55,6 +57,9 @@ pub(super) struct Writer {
     pub(super) commits: Arc<AtomicU64>,
     /// The expiry mark (0: none yet), shared with the store handle.
     pub(super) mark: Arc<AtomicU64>,
+    /// The expiry hold, shared with the store handle (set once a transaction holding it
+    /// committed).
+    pub(super) hold: Arc<crate::store::hold::HoldCell>,
     /// The storage quota in links (`u64::MAX`: none), shared with the store handle, which may
     /// change it while the store runs ([`crate::store::DiskStore::set_quota`]).
     pub(super) quota: Arc<AtomicU64>,
@@ -229,6 +234,8 @@ impl Writer {
             created: Vec::new(),
         };
         let mut mark = Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m > 0);
+        let mut hold = self.hold.get();
+        let ttl = self.params.ttl_secs;
         for op in ops.by_ref() {
             match op {
                 Op::Store {
@@ -261,6 +268,7 @@ impl Writer {
                     now,
                     reply,
                 } => {
+                    let now = ExpiryHold::apply(hold.as_ref(), now, ttl);
                     let r = batch.apply_delete(&self.params, locator, check, now);
                     settle(outcomes, |r| Outcome::Delete(reply, r), delete_result(r))?;
                 }
@@ -270,17 +278,31 @@ impl Writer {
                     now,
                     reply,
                 } => {
-                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now);
+                    let held = ExpiryHold::apply(hold.as_ref(), now, ttl);
+                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now, held);
                     settle(outcomes, |r| Outcome::PutAnswer(reply, r), r)?;
                 }
                 Op::Gc { now, limit, reply } => {
-                    let r = batch.apply_gc(&mut self.alloc, &self.params, now, limit);
+                    if hold.is_some_and(|h| h.ended(now, ttl)) {
+                        hold = None;
+                        batch.changed = true;
+                    }
+                    let held = ExpiryHold::apply(hold.as_ref(), now, ttl);
+                    let r = batch.apply_gc(&mut self.alloc, &self.params, held, limit);
                     settle(outcomes, |r| Outcome::Gc(reply, r), r.map(Ok))?;
                     // The mark moves on even when nothing expired: a restart resumes from it.
                     if now > mark.unwrap_or(0) {
                         mark = Some(now);
                         batch.changed = true;
                     }
+                }
+                Op::Hold { hold: h, reply } => {
+                    let merged = hold.map_or(h, |old| old.merge(h));
+                    if Some(merged) != hold {
+                        hold = Some(merged);
+                        batch.changed = true;
+                    }
+                    outcomes.push(Outcome::Hold(reply, Ok(())));
                 }
             }
         }
@@ -299,11 +321,15 @@ impl Writer {
                 answers,
                 floor: self.alloc.floor(),
                 mark,
+                hold,
             },
         )?;
         if let Some(m) = mark {
             self.mark.store(m, Ordering::Relaxed);
         }
+        // Before the commit, but its answers wait for the commit: nobody stores under a hold
+        // that is not durable, and one that failed to commit only holds back in memory.
+        self.hold.set(hold);
         Ok(Some((links, answers)))
     }
 }
@@ -359,6 +385,7 @@ impl<'t> Batch<'t> {
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        held: u64,
     ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
         let ttl = params.ttl_secs;
         let mail = self.mail()?;
@@ -368,7 +395,7 @@ impl<'t> Batch<'t> {
         };
         let mut freed = false;
         if let Some(old) = old {
-            if !old.expired(now, ttl) {
+            if !old.expired(held, ttl) {
                 return Ok(Ok(PutAnswer::AlreadyAnswered));
             }
             // An expired answer not collected yet: the mailbox is free again.

@@ -6,7 +6,9 @@
 //!   and the open bucket (ID and links assigned to it);
 //! - `rdv_buckets`: locator → postcard bucket (the same bytes as the redb store's), with its ID
 //!   and its number of links in columns for the allocator and for garbage collection;
-//! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column.
+//! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column;
+//! - `rdv_expiry_hold`: at most one row, the cluster's expiry hold (`crate::store::hold`),
+//!   created when missing (a database of an earlier version gets it at the next start).
 
 use crate::proto::padding::FillerSecret;
 use crate::proto::BucketId;
@@ -55,6 +57,40 @@ CREATE TABLE IF NOT EXISTS rdv_mailboxes (
 );
 CREATE INDEX IF NOT EXISTS rdv_mailboxes_created ON rdv_mailboxes (created);
 ";
+
+/// The expiry hold (one row at most; see `crate::store::hold`), a table of its own so that a
+/// database created before it gets it without touching the tables running frontends write to.
+const CREATE_HOLD: &str = "
+CREATE TABLE IF NOT EXISTS rdv_expiry_hold (
+    id integer PRIMARY KEY CHECK (id = 1),
+    hold_from bigint NOT NULL CHECK (hold_from >= 0),
+    hold_to bigint NOT NULL CHECK (hold_to >= hold_from),
+    credit bigint NOT NULL CHECK (credit >= 0)
+);
+";
+/// The expiry hold in force, if any.
+pub(super) const GET_HOLD: &str =
+    "SELECT hold_from, hold_to, credit FROM rdv_expiry_hold WHERE id = 1";
+/// Merge a hold into the one in force; returns the result.
+pub(super) const MERGE_HOLD: &str = "INSERT INTO rdv_expiry_hold (id, hold_from, hold_to, credit) \
+     VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
+     hold_from = LEAST(rdv_expiry_hold.hold_from, EXCLUDED.hold_from), \
+     hold_to = GREATEST(rdv_expiry_hold.hold_to, EXCLUDED.hold_to), \
+     credit = GREATEST(rdv_expiry_hold.credit, EXCLUDED.credit) \
+     RETURNING hold_from, hold_to, credit";
+/// End the hold in force.
+pub(super) const END_HOLD: &str = "DELETE FROM rdv_expiry_hold WHERE id = 1";
+
+/// The hold in a row of [`GET_HOLD`] or [`MERGE_HOLD`].
+pub(super) fn hold_from_row(
+    row: &tokio_postgres::Row,
+) -> Result<crate::store::ExpiryHold, StoreError> {
+    let get = |i: usize| -> Result<u64, StoreError> {
+        u64::try_from(row.try_get::<_, i64>(i)?)
+            .map_err(|e| StoreError::corrupt("a negative time in the expiry hold", e))
+    };
+    Ok(crate::store::ExpiryHold::new(get(0)?, get(1)?, get(2)?))
+}
 
 /// The meta row, locked, and the transaction's ID (to ask about its fate if the answer to its
 /// commit is lost).
@@ -224,6 +260,13 @@ async fn init_locked(
         .try_get(0)?;
     if !exists {
         t.batch_execute(CREATE).await?;
+    }
+    let hold_exists: bool = t
+        .query_one("SELECT to_regclass('rdv_expiry_hold') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !hold_exists {
+        t.batch_execute(CREATE_HOLD).await?;
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(

@@ -15,7 +15,9 @@ use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer};
 use crate::store::alloc::{Allocator, Step};
 use crate::store::codec::{decode, decode_answer, encode, encode_answer};
 use crate::store::ops::{delete_result, settle, Op, Outcome};
-use crate::store::{PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink};
+use crate::store::{
+    ExpiryHold, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub(super) struct Counters {
     pub(super) opened: crate::store::Opened,
     /// Writes refused as read-only (a failover) so far: the readers then connect again too.
     pub(super) failovers: AtomicU64,
+    /// The cluster's expiry hold as this process last read or wrote it.
+    pub(super) hold: crate::store::hold::HoldCell,
 }
 
 impl Counters {
@@ -70,6 +74,9 @@ struct Stmts {
     insert_answer: Statement,
     gc_buckets: Statement,
     gc_answers: Statement,
+    get_hold: Statement,
+    merge_hold: Statement,
+    end_hold: Statement,
 }
 
 impl Stmts {
@@ -86,6 +93,9 @@ impl Stmts {
             insert_answer: c.prepare(schema::INSERT_ANSWER).await?,
             gc_buckets: c.prepare(schema::GC_BUCKETS).await?,
             gc_answers: c.prepare(schema::GC_ANSWERS).await?,
+            get_hold: c.prepare(schema::GET_HOLD).await?,
+            merge_hold: c.prepare(schema::MERGE_HOLD).await?,
+            end_hold: c.prepare(schema::END_HOLD).await?,
         })
     }
 }
@@ -356,13 +366,19 @@ async fn apply_in_txn(
             Ok(())
         }
         Ok(Some(meta)) => {
-            t.commit().await.map_err(|e| (e.into(), Vec::new()))?;
+            t.commit().await.map_err(|e| {
+                // A hold this batch wrote may not be in the database: the next store writes
+                // it again rather than trust this process's copy.
+                counters.hold.set(None);
+                (e.into(), Vec::new())
+            })?;
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.set(meta.links, meta.answers);
             Ok(())
         }
         Err(e) => {
             drop(t.rollback().await);
+            counters.hold.set(None);
             Err((e, ops.collect()))
         }
     }
@@ -399,6 +415,8 @@ async fn run_ops(
         answers: meta.answers,
         changed: false,
         created: Vec::new(),
+        hold: None,
+        counters,
     };
     for op in ops.by_ref() {
         match op {
@@ -443,6 +461,10 @@ async fn run_ops(
                 let r = b.gc(now, limit).await.map(Ok);
                 settle(outcomes, |r| Outcome::Gc(reply, r), r)?;
             }
+            Op::Hold { hold, reply } => {
+                let r = b.merge_hold(hold).await.map(Ok);
+                settle(outcomes, |r| Outcome::Hold(reply, r), r)?;
+            }
         }
     }
     b.flush().await?;
@@ -480,9 +502,49 @@ struct Batch<'a, 't> {
     changed: bool,
     /// Buckets this batch created.
     created: Vec<BucketId>,
+    /// The cluster's expiry hold, read (under the meta row's lock) when first needed.
+    hold: Option<Option<ExpiryHold>>,
+    counters: &'a Counters,
 }
 
 impl Batch<'_, '_> {
+    /// The cluster's expiry hold (read once per batch: every writer holds the meta row's lock,
+    /// so no other frontend changes it meanwhile).
+    async fn hold(&mut self) -> Result<Option<ExpiryHold>, StoreError> {
+        if let Some(h) = self.hold {
+            return Ok(h);
+        }
+        let h = match self.t.query_opt(&self.s.get_hold, &[]).await? {
+            Some(row) => Some(schema::hold_from_row(&row)?),
+            None => None,
+        };
+        self.counters.hold.set(h);
+        self.hold = Some(h);
+        Ok(h)
+    }
+
+    /// `now` with the cluster's expiry hold applied.
+    async fn held(&mut self, now: u64) -> Result<u64, StoreError> {
+        let ttl = self.params.ttl_secs;
+        Ok(ExpiryHold::apply(self.hold().await?.as_ref(), now, ttl))
+    }
+
+    /// Widen the cluster's expiry hold.
+    async fn merge_hold(&mut self, hold: ExpiryHold) -> Result<(), StoreError> {
+        let row = self
+            .t
+            .query_one(
+                &self.s.merge_hold,
+                &[&int(hold.from)?, &int(hold.to)?, &int(hold.credit)?],
+            )
+            .await?;
+        let h = schema::hold_from_row(&row)?;
+        self.counters.hold.set(Some(h));
+        self.hold = Some(Some(h));
+        self.changed = true;
+        Ok(())
+    }
+
     /// The quota check shared by stores and answers.
     fn over_quota(&self) -> Option<StoreError> {
         let max = self.params.max_links?;
@@ -633,6 +695,7 @@ impl Batch<'_, '_> {
         now: u64,
     ) -> Result<bool, StoreError> {
         let ttl = self.params.ttl_secs;
+        let now = self.held(now).await?;
         let Some(b) = self.load(locator).await? else {
             return Ok(false);
         };
@@ -657,9 +720,10 @@ impl Batch<'_, '_> {
         now: u64,
     ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
         let key: &[u8] = &mailbox.0;
+        let held = self.held(now).await?;
         if let Some(row) = self.t.query_opt(&self.s.get_answer, &[&key]).await? {
             let old = decode_answer(row.try_get(1)?)?;
-            if !old.expired(now, self.params.ttl_secs) {
+            if !old.expired(held, self.params.ttl_secs) {
                 return Ok(Ok(PutAnswer::AlreadyAnswered));
             }
             // An expired answer not collected yet: the mailbox is free again.
@@ -695,6 +759,13 @@ impl Batch<'_, '_> {
             .await?
             .try_get(0)?;
         let now = now.min(u64::try_from(db_now).unwrap_or(0));
+        if self.hold().await?.is_some_and(|h| h.ended(now, ttl)) {
+            self.t.execute(&self.s.end_hold, &[]).await?;
+            self.counters.hold.set(None);
+            self.hold = Some(None);
+            self.changed = true;
+        }
+        let now = self.held(now).await?;
         if now < ttl {
             return Ok(0);
         }
