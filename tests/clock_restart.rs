@@ -142,6 +142,20 @@ async fn a_clock_behind_at_boot_resumes_expiry_once_corrected() {
     assert!(!present(&s, id, clock.now()).await);
 }
 
+/// A frontend of a cluster on database `db` (TTL one hour).
+async fn open_frontend(
+    pg: &Postgres,
+    db: &str,
+    seed: u8,
+) -> Result<PgStore, rdv::store::StoreError> {
+    let mut c = PgStoreConfig::new(&pg.url(db)).unwrap();
+    c.params = StoreParams {
+        ttl_secs: 3600,
+        ..Default::default()
+    };
+    PgStore::open(c, FillerSecret::from_bytes([seed; 32])).await
+}
+
 /// A cluster: three frontends on one PostgreSQL, one of them with its clock two hours ahead
 /// (TTL one hour). Its garbage collection and its expiry checks follow the database server's
 /// clock too, so the links stored through the others stay.
@@ -149,15 +163,7 @@ async fn a_clock_behind_at_boot_resumes_expiry_once_corrected() {
 async fn a_frontend_with_its_clock_ahead_does_not_wipe_the_cluster() {
     let pg = Postgres::start();
     pg.create_db("skew");
-    let params = StoreParams {
-        ttl_secs: 3600,
-        ..Default::default()
-    };
-    let open = |seed: u8| {
-        let mut c = PgStoreConfig::new(&pg.url("skew")).unwrap();
-        c.params = params;
-        PgStore::open(c, FillerSecret::from_bytes([seed; 32]))
-    };
+    let open = |seed: u8| open_frontend(&pg, "skew", seed);
     let honest: Vec<PgStore> = vec![open(1).await.unwrap(), open(2).await.unwrap()];
     let now = SystemClock.now();
     let mut ids = Vec::new();
@@ -289,15 +295,7 @@ async fn what_is_stored_while_the_clock_is_behind_keeps_its_ttl() {
 async fn a_link_stored_through_a_frontend_behind_is_kept_by_the_cluster() {
     let pg = Postgres::start();
     pg.create_db("behind");
-    let params = StoreParams {
-        ttl_secs: 3600,
-        ..Default::default()
-    };
-    let open = |seed: u8| {
-        let mut c = PgStoreConfig::new(&pg.url("behind")).unwrap();
-        c.params = params;
-        PgStore::open(c, FillerSecret::from_bytes([seed; 32]))
-    };
+    let open = |seed: u8| open_frontend(&pg, "behind", seed);
     let honest = open(1).await.unwrap();
     let now = SystemClock.now();
     let behind_clock = ManualClock::new(now - 2 * 3600);

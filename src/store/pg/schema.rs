@@ -254,19 +254,14 @@ async fn init_locked(
     let t = client.transaction().await?;
     // The tables are created once. Not every start: CREATE INDEX IF NOT EXISTS would lock a
     // table running frontends write to, and a frontend's role need not own the tables.
-    let exists: bool = t
-        .query_one("SELECT to_regclass('rdv_meta') IS NOT NULL", &[])
-        .await?
-        .try_get(0)?;
-    if !exists {
-        t.batch_execute(CREATE).await?;
-    }
-    let hold_exists: bool = t
-        .query_one("SELECT to_regclass('rdv_expiry_hold') IS NOT NULL", &[])
-        .await?
-        .try_get(0)?;
-    if !hold_exists {
-        t.batch_execute(CREATE_HOLD).await?;
+    for (table, create) in [("rdv_meta", CREATE), ("rdv_expiry_hold", CREATE_HOLD)] {
+        let exists: bool = t
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await?
+            .try_get(0)?;
+        if !exists {
+            t.batch_execute(create).await?;
+        }
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
