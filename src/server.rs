@@ -393,7 +393,13 @@ impl<S: BucketStore> Server<S> {
     /// The time for expiry decisions: the wall clock, bounded by the elapsed time since start.
     /// A jump ahead is logged once.
     pub(crate) fn expiry_now(&self) -> u64 {
-        let ExpiryTime { now, wall_ahead } = self.guard.expiry_now_of(&*self.clock);
+        self.expiry_at(self.clock.now())
+    }
+
+    /// [`Self::expiry_now`] for a wall-clock reading `wall` taken by the caller (one reading
+    /// for a request's every decision).
+    pub(crate) fn expiry_at(&self, wall: u64) -> u64 {
+        let ExpiryTime { now, wall_ahead } = self.guard.expiry_now(wall, self.clock.elapsed());
         let seen = self
             .jump_seen
             .swap(wall_ahead, std::sync::atomic::Ordering::Relaxed);
@@ -412,10 +418,11 @@ impl<S: BucketStore> Server<S> {
     /// the elapsed-time line by more than [`crate::clock::JUMP_TOLERANCE`]: make sure the store
     /// holds what is created now for that much longer ([`crate::store::hold`]), so that it keeps
     /// its whole TTL once the clock is corrected. Nothing is stored unless the hold is durable.
-    pub(crate) async fn hold_if_behind(&self) -> Result<(), StoreError> {
+    /// `wall` is the reading the caller then creates with: read once, so that a clock stepped
+    /// back between the check and the store cannot date a link early without a hold.
+    pub(crate) async fn hold_if_behind(&self, wall: u64) -> Result<(), StoreError> {
         use crate::store::ExpiryHold;
         const STEP: u64 = 600;
-        let wall = self.clock.now();
         let behind = self.guard.behind(wall, self.clock.elapsed());
         let tolerance = crate::clock::JUMP_TOLERANCE.as_secs();
         let was = self

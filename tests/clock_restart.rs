@@ -309,3 +309,58 @@ async fn a_link_stored_through_a_frontend_behind_is_kept_by_the_cluster() {
     let h = honest.expiry_hold().expect("the cluster's hold");
     assert!(h.from <= b.created && h.to >= b.created && h.credit >= 2 * 3600);
 }
+
+/// A wall clock that is stepped back two hours each time it is read, while `slipping` is on:
+/// every reading a request takes differs from the one before.
+struct Slipping {
+    clock: ManualClock,
+    slipping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Clock for Slipping {
+    fn now(&self) -> u64 {
+        let t = self.clock.now();
+        if self.slipping.load(std::sync::atomic::Ordering::SeqCst) {
+            self.clock.jump(-2 * 3600);
+        }
+        t
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        self.clock.elapsed()
+    }
+}
+
+/// The clock is stepped back while a store is on its way: the time the server checks for a hold
+/// is the time it dates the link with (one reading), so the link keeps its TTL however far the
+/// clock moved between two readings. (With two readings, a check on time and a store two hours
+/// behind stored the link two hours early without a hold, and it was collected early.)
+#[tokio::test]
+async fn a_store_is_dated_with_the_reading_its_hold_was_checked_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let slipping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = Server::new(
+        open(dir.path()),
+        ServerConfig::default(),
+        Arc::new(Slipping {
+            clock: clock.clone(),
+            slipping: slipping.clone(),
+        }),
+    )
+    .unwrap();
+    clock.advance(60);
+    slipping.store(true, std::sync::atomic::Ordering::SeqCst);
+    let b = raw_store(&s, 7).await;
+    slipping.store(false, std::sync::atomic::Ordering::SeqCst);
+    // True time: the start plus what has elapsed.
+    let stored_at = T0 + clock.elapsed().as_secs();
+    assert!(b.created < stored_at - 3600, "dated early: {b:?}");
+    clock.jump(-clock.jumped());
+    assert_eq!(clock.now(), stored_at);
+    clock.advance(TTL - 120);
+    assert_eq!(s.collect_expired().await.unwrap(), 0, "not before the TTL");
+    assert!(present(&s, b, clock.now()).await);
+    clock.advance(2 * 3600 + 3600);
+    assert_eq!(s.collect_expired().await.unwrap(), 1);
+}

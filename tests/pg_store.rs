@@ -777,3 +777,57 @@ async fn cluster_metrics_sum_to_the_clusters_figures() {
     assert_eq!(sum("rdv_fetch_candidates_count"), 2.0);
     assert_eq!(sum("rdv_fetch_candidates_sum"), 60.0);
 }
+
+/// A frontend finds the cluster's expiry hold in its own copy only once the hold has committed:
+/// a request that finds it there stores a link dated early without writing the hold again, so a
+/// copy set before a commit that then fails would leave such a link without its hold. Here the
+/// database refuses the hold at commit, after a pause (a deferred trigger): the frontend's copy
+/// never shows it, before or after, and it shows once a commit succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_hold_counts_only_once_committed() {
+    use rdv::store::ExpiryHold;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pg = Postgres::start();
+    let store = open(&pg, "postgres", StoreParams::default(), 1).await;
+    pg.psql(
+        "postgres",
+        "CREATE FUNCTION refuse_hold() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(2); RAISE EXCEPTION 'refused at commit'; END $$; \
+         CREATE CONSTRAINT TRIGGER refuse_hold AFTER INSERT OR UPDATE ON rdv_expiry_hold \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_hold();",
+    );
+    let hold = ExpiryHold::new(T0, T0 + 3600, 86_400);
+    let done = AtomicBool::new(false);
+    let mut seen = false;
+    let (result, ()) = tokio::join!(
+        async {
+            let r = store.hold_expiry(hold).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        },
+        async {
+            while !done.load(Ordering::SeqCst) {
+                seen |= store.expiry_hold().is_some();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    );
+    assert!(result.is_err(), "the database refused the hold");
+    assert!(!seen, "the hold showed before its commit");
+    assert_eq!(store.expiry_hold(), None);
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM rdv_expiry_hold"),
+        "0"
+    );
+
+    pg.psql("postgres", "DROP TRIGGER refuse_hold ON rdv_expiry_hold");
+    store.hold_expiry(hold).await.expect("hold");
+    assert_eq!(store.expiry_hold(), Some(hold));
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT hold_from, hold_to, credit FROM rdv_expiry_hold"
+        ),
+        format!("{}|{}|{}", T0, T0 + 3600, 86_400)
+    );
+}

@@ -63,12 +63,13 @@ impl<S: BucketStore> Server<S> {
                 let Some(_turn) = self.store_gate.admit(source).await else {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
-                if let Err(e) = self.hold_if_behind().await {
-                    return store_error(e);
-                }
                 let deadline = tokio::time::Instant::now() + STORE_WAIT;
                 loop {
-                    match self.store.challenge(self.clock.now()).await {
+                    let now = self.clock.now();
+                    if let Err(e) = self.hold_if_behind(now).await {
+                        return store_error(e);
+                    }
+                    match self.store.challenge(now).await {
                         Ok(id) => {
                             // An adversary's trick shows in the challenge: the client checks the
                             // bucket before it stores anything.
@@ -197,13 +198,14 @@ impl<S: BucketStore> Server<S> {
                         ),
                     );
                 }
-                if let Err(e) = self.hold_if_behind().await {
+                let wall = self.clock.now();
+                if let Err(e) = self.hold_if_behind(wall).await {
                     self.metrics.answer("failed");
                     return store_error(e);
                 }
                 match self
                     .store
-                    .put_answer(mailbox, answer, self.expiry_now())
+                    .put_answer(mailbox, answer, self.expiry_at(wall))
                     .await
                 {
                     Ok(PutAnswer::Stored) => {
@@ -295,13 +297,13 @@ impl<S: BucketStore> Server<S> {
                 );
             }
         }
-        if let Err(e) = self.hold_if_behind().await {
-            self.metrics.store_refused("failed");
-            return store_error(e);
-        }
         let deadline = tokio::time::Instant::now() + STORE_WAIT;
         loop {
             let now = self.clock.now();
+            if let Err(e) = self.hold_if_behind(now).await {
+                self.metrics.store_refused("failed");
+                return store_error(e);
+            }
             match self
                 .store
                 .store_in(link.clone(), delete_check, target, now)

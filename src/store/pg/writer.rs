@@ -360,12 +360,15 @@ async fn apply_in_txn(
     )
     .await
     {
-        Ok(None) => {
+        Ok((None, hold)) => {
             // Nothing changed: no commit, no fsync; the answers stand as they are.
             drop(t.rollback().await);
+            if let Some(h) = hold {
+                counters.hold.set(h);
+            }
             Ok(())
         }
-        Ok(Some(meta)) => {
+        Ok((Some(meta), hold)) => {
             t.commit().await.map_err(|e| {
                 // A hold this batch wrote may not be in the database: the next store writes
                 // it again rather than trust this process's copy.
@@ -374,6 +377,10 @@ async fn apply_in_txn(
             })?;
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.set(meta.links, meta.answers);
+            // Only now, committed: a request that finds the hold here stores without writing it.
+            if let Some(h) = hold {
+                counters.hold.set(h);
+            }
             Ok(())
         }
         Err(e) => {
@@ -384,7 +391,8 @@ async fn apply_in_txn(
     }
 }
 
-/// Run the operations; the new meta row if anything is to be committed.
+/// Run the operations; the new meta row if anything is to be committed, and the cluster's
+/// expiry hold as the batch read or left it (if it looked).
 async fn run_ops(
     t: &Transaction<'_>,
     stmts: &Stmts,
@@ -393,7 +401,7 @@ async fn run_ops(
     ops: &mut std::vec::IntoIter<Op>,
     outcomes: &mut Vec<Outcome>,
     (txid, created): (&mut Option<i64>, &mut Vec<BucketId>),
-) -> Result<Option<Meta>, StoreError> {
+) -> Result<(Option<Meta>, Option<Option<ExpiryHold>>), StoreError> {
     let row = t.query_one(&stmts.lock_meta, &[]).await?;
     *txid = Some(row.try_get(8)?);
     let meta = schema::meta_from_row(&row)?;
@@ -416,7 +424,6 @@ async fn run_ops(
         changed: false,
         created: Vec::new(),
         hold: None,
-        counters,
     };
     for op in ops.by_ref() {
         match op {
@@ -474,7 +481,7 @@ async fn run_ops(
     }
     *created = std::mem::take(&mut b.created);
     if !b.changed {
-        return Ok(None);
+        return Ok((None, b.hold));
     }
     let meta = Meta {
         links: b.links,
@@ -484,7 +491,7 @@ async fn run_ops(
         open: b.alloc.open_bucket(),
     };
     schema::write_meta(t, &stmts.write_meta, &meta).await?;
-    Ok(Some(meta))
+    Ok((Some(meta), b.hold))
 }
 
 /// One transaction's state: the allocator loaded from the meta row, and the buckets loaded.
@@ -504,7 +511,6 @@ struct Batch<'a, 't> {
     created: Vec<BucketId>,
     /// The cluster's expiry hold, read (under the meta row's lock) when first needed.
     hold: Option<Option<ExpiryHold>>,
-    counters: &'a Counters,
 }
 
 impl Batch<'_, '_> {
@@ -518,7 +524,6 @@ impl Batch<'_, '_> {
             Some(row) => Some(schema::hold_from_row(&row)?),
             None => None,
         };
-        self.counters.hold.set(h);
         self.hold = Some(h);
         Ok(h)
     }
@@ -539,7 +544,8 @@ impl Batch<'_, '_> {
             )
             .await?;
         let h = schema::hold_from_row(&row)?;
-        self.counters.hold.set(Some(h));
+        // This process's copy is set only after the commit: a request that finds the hold in it
+        // stores without writing it, so it must be in the database by then.
         self.hold = Some(Some(h));
         self.changed = true;
         Ok(())
@@ -761,7 +767,6 @@ impl Batch<'_, '_> {
         let now = now.min(u64::try_from(db_now).unwrap_or(0));
         if self.hold().await?.is_some_and(|h| h.ended(now, ttl)) {
             self.t.execute(&self.s.end_hold, &[]).await?;
-            self.counters.hold.set(None);
             self.hold = Some(None);
             self.changed = true;
         }
