@@ -57,8 +57,9 @@ pub(super) struct Writer {
     pub(super) commits: Arc<AtomicU64>,
     /// The expiry mark (0: none yet), shared with the store handle.
     pub(super) mark: Arc<AtomicU64>,
-    /// The expiry hold, shared with the store handle (set once a transaction holding it
-    /// committed).
+    /// The expiry hold, shared with the store handle. Set before the commit that writes it:
+    /// safe because every committing batch writes the meta keys from this cell, so a store that
+    /// relied on a hold whose commit failed writes the hold with itself (keep it so).
     pub(super) hold: Arc<crate::store::hold::HoldCell>,
     /// The storage quota in links (`u64::MAX`: none), shared with the store handle, which may
     /// change it while the store runs ([`crate::store::DiskStore::set_quota`]).

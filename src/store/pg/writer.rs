@@ -186,6 +186,9 @@ impl Writer {
         match ended {
             Ok(Ok(conn)) => {
                 tracing::info!("reconnected to PostgreSQL; writes resume");
+                // Perhaps to another server (a failover), which need not hold the hold this
+                // process saw: the next store writes it again rather than trust the copy.
+                self.counters.hold.set(None);
                 self.conn = Some(conn);
                 true
             }
