@@ -178,11 +178,6 @@ impl TimeGuard {
             .saturating_add(since.as_secs())
             .saturating_sub(wall)
     }
-
-    /// [`TimeGuard::expiry_now`] for `clock`'s current readings.
-    pub fn expiry_now_of(&self, clock: &dyn Clock) -> ExpiryTime {
-        self.expiry_now(clock.now(), clock.elapsed())
-    }
 }
 
 #[cfg(test)]
@@ -193,15 +188,16 @@ mod tests {
     fn expiry_follows_the_wall_clock_back_but_not_ahead() {
         let c = ManualClock::new(1_000_000);
         let g = TimeGuard::start(&c);
+        let expiry = |c: &ManualClock| g.expiry_now(c.now(), c.elapsed());
         c.advance(100);
-        assert_eq!(g.expiry_now_of(&c).now, 1_000_100);
+        assert_eq!(expiry(&c).now, 1_000_100);
         c.jump(30 * 86_400);
-        let e = g.expiry_now_of(&c);
+        let e = expiry(&c);
         assert_eq!(e.now, 1_000_100 + JUMP_TOLERANCE.as_secs());
         assert_eq!(e.wall_ahead, 30 * 86_400 - JUMP_TOLERANCE.as_secs());
         c.jump(-60 * 86_400);
         assert_eq!(
-            g.expiry_now_of(&c).now,
+            expiry(&c).now,
             c.now(),
             "a clock that went back is followed"
         );

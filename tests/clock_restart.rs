@@ -310,8 +310,8 @@ async fn a_link_stored_through_a_frontend_behind_is_kept_by_the_cluster() {
     assert!(h.from <= b.created && h.to >= b.created && h.credit >= 2 * 3600);
 }
 
-/// A wall clock that is stepped back two hours each time it is read, while `slipping` is on:
-/// every reading a request takes differs from the one before.
+/// A wall clock that is stepped back two hours before each reading, while `slipping` is on:
+/// every reading a request takes is early, and differs from the one before.
 struct Slipping {
     clock: ManualClock,
     slipping: Arc<std::sync::atomic::AtomicBool>,
@@ -319,11 +319,10 @@ struct Slipping {
 
 impl Clock for Slipping {
     fn now(&self) -> u64 {
-        let t = self.clock.now();
         if self.slipping.load(std::sync::atomic::Ordering::SeqCst) {
             self.clock.jump(-2 * 3600);
         }
-        t
+        self.clock.now()
     }
 
     fn elapsed(&self) -> std::time::Duration {

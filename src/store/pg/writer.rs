@@ -363,23 +363,20 @@ async fn apply_in_txn(
     )
     .await
     {
-        Ok((None, hold)) => {
-            // Nothing changed: no commit, no fsync; the answers stand as they are.
-            drop(t.rollback().await);
-            if let Some(h) = hold {
-                counters.hold.set(h);
+        Ok((meta, hold)) => {
+            if let Some(meta) = meta {
+                t.commit().await.map_err(|e| {
+                    // A hold this batch wrote may not be in the database: the next store writes
+                    // it again rather than trust this process's copy.
+                    counters.hold.set(None);
+                    (e.into(), Vec::new())
+                })?;
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.set(meta.links, meta.answers);
+            } else {
+                // Nothing changed: no commit, no fsync; the answers stand as they are.
+                drop(t.rollback().await);
             }
-            Ok(())
-        }
-        Ok((Some(meta), hold)) => {
-            t.commit().await.map_err(|e| {
-                // A hold this batch wrote may not be in the database: the next store writes
-                // it again rather than trust this process's copy.
-                counters.hold.set(None);
-                (e.into(), Vec::new())
-            })?;
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-            counters.set(meta.links, meta.answers);
             // Only now, committed: a request that finds the hold here stores without writing it.
             if let Some(h) = hold {
                 counters.hold.set(h);
