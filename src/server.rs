@@ -68,15 +68,6 @@ pub struct ServerConfig {
     /// Refuse stores without a stamp (every version-1 and version-2 client), so that every
     /// store costs its client the work of a stamp. Default: `false`.
     pub require_stamps: bool,
-    /// Percent of the storage quota that links without a stamp may fill: past it (links and
-    /// answers counted together), a store without a stamp is refused and only stamped stores
-    /// go on, so a flood of free stores cannot fill the quota: the rest costs a stamp per link.
-    /// From 1 to 100 (100: no reserve). Default: 50. No effect without a quota.
-    pub unstamped_share: u8,
-    /// Percent of the storage quota that answers may fill (answers carry no stamp): past it a
-    /// new answer is refused as over quota while links go on being stored, so an answer flood
-    /// cannot fill the quota either. From 1 to 100. Default: 25. No effect without a quota.
-    pub answer_share: u8,
     /// Take the wall clock at the start as it is for expiry, even far past the store's last
     /// expiry time (after a long downtime the operator knows of). Default: `false`: expiry
     /// resumes from the store's mark ([`crate::clock::TimeGuard::resume`]), so that a clock that
@@ -144,18 +135,6 @@ impl ServerConfig {
                 format!("must be from 1 to {}", Self::MAX_EFFORT),
             ));
         }
-        if !(1..=100).contains(&self.unstamped_share) {
-            return Err(ConfigError::new(
-                "unstamped_share",
-                "must be a percentage from 1 to 100",
-            ));
-        }
-        if !(1..=100).contains(&self.answer_share) {
-            return Err(ConfigError::new(
-                "answer_share",
-                "must be a percentage from 1 to 100",
-            ));
-        }
         if !(1..=10_000).contains(&self.metrics_batch) {
             return Err(ConfigError::new("metrics_batch", "must be from 1 to 10000"));
         }
@@ -182,8 +161,6 @@ impl Default for ServerConfig {
             adversary_stamp_budget: 0,
             stamp_effort: crate::proto::stamp::DEFAULT_EFFORT,
             require_stamps: false,
-            unstamped_share: 50,
-            answer_share: 25,
             trust_clock: false,
             metrics_batch: metrics::DEFAULT_BATCH,
         }

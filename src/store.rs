@@ -43,6 +43,15 @@ pub struct StoreParams {
     /// that second instead. Default: 32, which caps the store at 33 × 64 = 2112 new links per
     /// second.
     pub max_seq: u16,
+    /// Percent of `max_links` that links without a stamp may fill: past it (links and answers
+    /// counted together) a store without a stamp is refused and only stamped stores go on, so a
+    /// flood of free stores cannot fill the quota: the rest costs a stamp per link. From 1 to
+    /// 100 (100: no share of their own). Default: 50. No effect without a quota.
+    pub unstamped_share: u8,
+    /// Percent of `max_links` that answers may fill (answers carry no stamp): past it a new
+    /// answer is refused while links go on being stored, so an answer flood cannot fill the
+    /// quota either. From 1 to 100. Default: 25. No effect without a quota.
+    pub answer_share: u8,
 }
 
 impl Default for StoreParams {
@@ -52,6 +61,8 @@ impl Default for StoreParams {
             ttl_secs: 7 * 24 * 3600,
             max_links: None,
             max_seq: crate::proto::ClientPolicy::default().max_seq,
+            unstamped_share: 50,
+            answer_share: 25,
         }
     }
 }
@@ -82,7 +93,73 @@ impl StoreParams {
                 "must be at least 1 (leave it unset for no limit)",
             ));
         }
+        for (name, percent) in [
+            ("unstamped_share", self.unstamped_share),
+            ("answer_share", self.answer_share),
+        ] {
+            if !(1..=100).contains(&percent) {
+                return Err(ConfigError::new(name, "must be a percentage from 1 to 100"));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether one more write of `kind` fits the quota and its share, with `links` links and
+    /// `answers` answers stored. Every backend asks this in its write transaction, with the
+    /// counts of the whole store (every frontend's, on a cluster), so no two writes pass a
+    /// limit together.
+    pub fn admits(&self, kind: WriteKind, links: u64, answers: u64) -> Result<(), StoreError> {
+        let Some(max) = self.max_links else {
+            return Ok(());
+        };
+        if links.saturating_add(answers) >= max {
+            return Err(StoreError::QuotaExceeded { max });
+        }
+        let (percent, used) = match kind {
+            WriteKind::Stamped => return Ok(()),
+            WriteKind::Unstamped => (self.unstamped_share, links.saturating_add(answers)),
+            WriteKind::Answer => (self.answer_share, answers),
+        };
+        // used / max >= percent / 100, without overflow or rounding the share down to nothing.
+        let share = (u128::from(max) * u128::from(percent)).div_ceil(100);
+        if percent < 100 && u128::from(used) >= share {
+            return Err(StoreError::ShareFull { kind, max, percent });
+        }
+        Ok(())
+    }
+}
+
+/// What a write is, for the quota and its shares ([`StoreParams::admits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A link with a stamp: it may fill the whole quota.
+    Stamped,
+    /// A link without one: links and answers together may be `unstamped_share` of the quota.
+    Unstamped,
+    /// An answer: answers alone may be `answer_share` of the quota.
+    Answer,
+}
+
+impl WriteKind {
+    /// The kind of a store with (`true`) or without a stamp.
+    pub fn link(stamped: bool) -> Self {
+        if stamped {
+            WriteKind::Stamped
+        } else {
+            WriteKind::Unstamped
+        }
+    }
+}
+
+/// The refusal of a write past its share of the quota.
+fn share_full(kind: WriteKind, max: u64, percent: u8) -> String {
+    match kind {
+        WriteKind::Answer => format!(
+            "answers fill their {percent}% share of the storage quota ({max}); try again after older ones expire"
+        ),
+        _ => format!(
+            "the storage quota ({max} links) is {percent}% full: only links with a stamp (protocol version 3) are stored now"
+        ),
     }
 }
 
@@ -195,6 +272,16 @@ pub enum StoreError {
     QuotaExceeded {
         /// The quota.
         max: u64,
+    },
+    /// Writes of this kind fill their share of the quota ([`StoreParams::admits`]).
+    #[error("{}", share_full(*kind, *max, *percent))]
+    ShareFull {
+        /// The kind of write refused.
+        kind: WriteKind,
+        /// The quota.
+        max: u64,
+        /// The share, in percent of it.
+        percent: u8,
     },
     /// The backend failed (disk full, IO error); nothing of the failed operation was stored.
     #[error("storage failure")]
@@ -386,4 +473,55 @@ pub trait BucketStore: Send + Sync + 'static {
     /// resolves, a restart, and every frontend of a cluster, apply it. The server calls it before
     /// it stores anything while its wall clock runs behind.
     fn hold_expiry(&self, hold: ExpiryHold) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreError, StoreParams, WriteKind};
+
+    #[test]
+    fn shares_round_up_and_the_quota_binds_every_write() {
+        let p = StoreParams {
+            max_links: Some(3),
+            unstamped_share: 50,
+            answer_share: 1,
+            ..Default::default()
+        };
+        let ok = |kind, links, answers| ok_with(&p, kind, links, answers);
+        // Half of 3 is 2 (rounded up, never down to nothing); 1 % of 3 is 1.
+        assert!(ok(WriteKind::Unstamped, 1, 0));
+        assert!(!ok(WriteKind::Unstamped, 1, 1));
+        assert!(ok(WriteKind::Answer, 2, 0));
+        assert!(!ok(WriteKind::Answer, 0, 1));
+        assert!(ok(WriteKind::Stamped, 1, 1));
+        assert!(matches!(
+            p.admits(WriteKind::Stamped, 2, 1),
+            Err(StoreError::QuotaExceeded { max: 3 })
+        ));
+        assert!(matches!(
+            p.admits(WriteKind::Unstamped, 2, 0),
+            Err(StoreError::ShareFull {
+                kind: WriteKind::Unstamped,
+                max: 3,
+                percent: 50
+            })
+        ));
+        // 100 %: no share; no quota: nothing refused.
+        let open = StoreParams {
+            unstamped_share: 100,
+            answer_share: 100,
+            ..p
+        };
+        assert!(ok_with(&open, WriteKind::Unstamped, 2, 0));
+        assert!(ok_with(&open, WriteKind::Answer, 0, 2));
+        let unlimited = StoreParams {
+            max_links: None,
+            ..p
+        };
+        assert!(ok_with(&unlimited, WriteKind::Answer, u64::MAX, u64::MAX));
+    }
+
+    fn ok_with(p: &StoreParams, kind: WriteKind, links: u64, answers: u64) -> bool {
+        p.admits(kind, links, answers).is_ok()
+    }
 }

@@ -88,6 +88,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
     pg.create_db("quota");
     let params = StoreParams {
         max_links: Some(50),
+        unstamped_share: 100,
         ..Default::default()
     };
     let fronts = join_all((0..3u8).map(|i| open(&pg, "quota", params, i))).await;
@@ -106,6 +107,61 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         .count();
     assert_eq!((ok, refused), (50, 40), "{results:?}");
     assert_eq!(fronts[2].verify().await.unwrap().1, 50);
+
+    // Its shares too, checked in each write transaction against the cluster's counts: 90 links
+    // without a stamp and then 90 answers at once through three frontends fill exactly half and
+    // a quarter of a quota of 100, not half plus what each frontend had in flight.
+    use rdv::proto::{MailboxAddr, SealedAnswer};
+    use rdv::store::WriteKind;
+    pg.create_db("shares");
+    let params = StoreParams {
+        max_links: Some(100),
+        unstamped_share: 50,
+        answer_share: 25,
+        ..Default::default()
+    };
+    let fronts = join_all((0..3u8).map(|i| open(&pg, "shares", params, i))).await;
+    let results = join_all((0..90u32).map(|i| {
+        let f = fronts[(i % 3) as usize].clone();
+        async move {
+            let (l, t) = link(i);
+            f.store(l, t.check(), T0).await
+        }
+    }))
+    .await;
+    let share_full = |kind, percent| move |r: &StoreError| matches!(r, StoreError::ShareFull { kind: k, max: 100, percent: p } if *k == kind && *p == percent);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Unstamped, 50)))
+        .count();
+    assert_eq!((ok, refused), (50, 40), "{results:?}");
+    let results = join_all((0..90u8).map(|i| {
+        let f = fronts[usize::from(i % 3)].clone();
+        async move {
+            f.put_answer(MailboxAddr([i; 32]), SealedAnswer([i; 256]), T0)
+                .await
+        }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Answer, 25)))
+        .count();
+    assert_eq!((ok, refused), (25, 65), "{results:?}");
+    assert_eq!(fronts[1].verify().await.unwrap(), (1, 50));
+    let mut held = 0;
+    for i in 0..90u8 {
+        held += usize::from(
+            fronts[2]
+                .fetch_answer(MailboxAddr([i; 32]), T0)
+                .await
+                .unwrap()
+                .is_some(),
+        );
+    }
+    assert_eq!(held, 25);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,19 +37,16 @@ struct Setup {
 }
 
 fn setup(config: ServerConfig) -> Setup {
-    setup_with_quota(config, None)
+    setup_with_params(config, Default::default())
 }
 
 /// [`setup`] with a storage quota of `max_links`.
-fn setup_with_quota(config: ServerConfig, max_links: Option<u64>) -> Setup {
+fn setup_with_params(config: ServerConfig, params: rdv::store::StoreParams) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::open(
         dir.path(),
         DiskStoreConfig {
-            params: rdv::store::StoreParams {
-                max_links,
-                ..Default::default()
-            },
+            params,
             bucket_capacity: config
                 .adversary
                 .map_or(rdv::proto::MAX_LINKS_PER_BUCKET, |a| {
@@ -484,12 +481,13 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
 /// left costs a stamp per link to fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_floods_fill_only_their_share_of_the_quota() {
-    // Large enough that both floods, each past its share by the writes in flight, still leave
-    // room for the honest offers: (400 + 64) + (200 + 64) < 800.
     const QUOTA: u64 = 800;
-    /// Writes the server has in flight at once: they may pass a share together.
-    const IN_FLIGHT: u64 = 64;
-    let s = Arc::new(setup_with_quota(ServerConfig::default(), Some(QUOTA)));
+    let quota = |unstamped_share| rdv::store::StoreParams {
+        max_links: Some(QUOTA),
+        unstamped_share,
+        ..Default::default()
+    };
+    let s = Arc::new(setup_with_params(ServerConfig::default(), quota(50)));
     // Every flooding request on a connection of its own, all at once (more than the writes in
     // flight, so most wait for their turn while the count is below the share).
     let flood = |answers: bool| {
@@ -537,17 +535,13 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
         }
     };
     let stored = flood(false).await;
-    assert!(
-        (QUOTA / 2..=QUOTA / 2 + IN_FLIGHT).contains(&stored),
-        "free stores fill half the quota, and only the writes in flight pass it: {stored}"
-    );
+    // Exactly: the store checks the share in its write transaction, so the writes in flight
+    // together (up to 64, here all waiting at once) cannot pass it.
+    assert_eq!(stored, QUOTA / 2, "free stores fill half the quota");
     assert_eq!(s.server.store().link_count(), stored);
     // Answers to mailboxes nobody offered: a quarter of the quota, the same way.
     let answered = flood(true).await;
-    assert!(
-        (QUOTA / 4..=QUOTA / 4 + IN_FLIGHT).contains(&answered),
-        "answers fill a quarter of the quota: {answered}"
-    );
+    assert_eq!(answered, QUOTA / 4, "answers fill a quarter of the quota");
     assert_eq!(s.server.store().answer_count(), answered);
     // Honest offers (stamped) still go in: the rest of the quota is theirs, at a stamp each.
     let honest = s.client(3);
@@ -566,12 +560,12 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
         Ok(_) => panic!("an unstamped store past the share was taken"),
     }
     // With no reserve (100 %), free stores fill the quota, as before.
-    let open = setup_with_quota(
-        ServerConfig {
-            unstamped_share: 100,
-            ..Default::default()
+    let open = setup_with_params(
+        ServerConfig::default(),
+        rdv::store::StoreParams {
+            max_links: Some(20),
+            ..quota(100)
         },
-        Some(20),
     );
     let old = open.client(2);
     for i in 0..20 {

@@ -176,6 +176,7 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
         ttl_secs: 7 * 86400,
         max_links: None,
         max_seq: 32,
+        ..Default::default()
     };
     let store = DiskStore::open(
         dir.path(),

@@ -85,6 +85,7 @@ pub async fn run(m: &Model) -> Result<Outcome> {
         ttl_secs: 7 * 86400,
         max_links: None,
         max_seq: 32,
+        ..Default::default()
     };
     let store = DiskStore::open(
         dir.path(),

@@ -10,7 +10,7 @@ use rdv::store::{BucketStore, MemoryStore, PutAnswer, StoreParams};
 use std::collections::BTreeMap;
 
 fuzz_target!(|data: &[u8]| {
-    let params = StoreParams { open_window_secs: 4, ttl_secs: 30, max_links: Some(300), ..Default::default() };
+    let params = StoreParams { open_window_secs: 4, ttl_secs: 30, max_links: Some(300), unstamped_share: 100, answer_share: 100, ..Default::default() };
     let store = MemoryStore::new(params);
     let mut model: BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>> = BTreeMap::new();
     // mailbox byte → (created, answer byte)

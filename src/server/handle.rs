@@ -8,7 +8,7 @@ use crate::proto::wire::{StampedEntry, STAMP_VERSION};
 use crate::proto::{padding, BucketId, DeleteCheck, SealedLink, Stamp, SEALED_LINK_LEN};
 use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
 use crate::server::adversary::Adversary;
-use crate::store::{BucketStore, PutAnswer, StoreError};
+use crate::store::{BucketStore, PutAnswer, StoreError, WriteKind};
 
 impl<S: BucketStore> Server<S> {
     /// Answer one request of a connection from `source` that agreed on `version`.
@@ -188,15 +188,9 @@ impl<S: BucketStore> Server<S> {
                     return error(ErrorCode::ShuttingDown, "server is shutting down");
                 };
                 // With the turn in hand, as for stores without a stamp.
-                if let Some(max) = self.past_share(self.config.answer_share, false) {
+                if let Some(e) = self.past_share(WriteKind::Answer) {
                     self.metrics.answer("put_quota");
-                    return error(
-                        ErrorCode::QuotaExceeded,
-                        format!(
-                            "answers fill their {}% share of the storage quota ({max}); try again after older ones expire",
-                            self.config.answer_share
-                        ),
-                    );
+                    return store_error(e);
                 }
                 let wall = self.clock.now();
                 if let Err(e) = self.hold_if_behind(wall).await {
@@ -220,7 +214,12 @@ impl<S: BucketStore> Server<S> {
                         )
                     }
                     Err(e) => {
-                        self.metrics.answer("failed");
+                        self.metrics.answer(match e {
+                            StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => {
+                                "put_quota"
+                            }
+                            _ => "failed",
+                        });
                         store_error(e)
                     }
                 }
@@ -251,14 +250,15 @@ impl<S: BucketStore> Server<S> {
 }
 
 impl<S: BucketStore> Server<S> {
-    /// The quota, if what counts against `percent` of it (links and answers with `all`,
-    /// answers alone without) has reached that share.
-    fn past_share(&self, percent: u8, all: bool) -> Option<u64> {
-        let max = self.store.params().max_links?;
-        let used = self.store.answer_count() + if all { self.store.link_count() } else { 0 };
-        // used / max >= percent / 100, without overflow or rounding the share down to nothing.
-        let share = (u128::from(max) * u128::from(percent)).div_ceil(100);
-        (percent < 100 && u128::from(used) >= share).then_some(max)
+    /// The refusal of a write of `kind` past its share of the quota, by the counts this
+    /// process knows: a refusal before the write's turn in the store, so that a flood does not
+    /// take the writer's time. The store checks again in its write transaction, exactly.
+    fn past_share(&self, kind: WriteKind) -> Option<StoreError> {
+        let counts = (self.store.link_count(), self.store.answer_count());
+        match self.store.params().admits(kind, counts.0, counts.1) {
+            Err(e @ StoreError::ShareFull { .. }) => Some(e),
+            _ => None,
+        }
     }
 
     /// Take one answer's place in this second's cap.
@@ -283,19 +283,11 @@ impl<S: BucketStore> Server<S> {
         let Some(_turn) = self.store_gate.admit(source).await else {
             return error(ErrorCode::ShuttingDown, "server is shutting down");
         };
-        // Checked with the turn in hand: only the writes in flight (at most 64) can pass a
-        // share together, not every connection that was waiting for its turn.
-        if target.is_none() {
-            if let Some(max) = self.past_share(self.config.unstamped_share, true) {
-                self.metrics.store_refused("quota");
-                return error(
-                    ErrorCode::QuotaExceeded,
-                    format!(
-                        "the storage quota ({max} links) is {}% full: only links with a stamp (protocol version 3) are stored now",
-                        self.config.unstamped_share
-                    ),
-                );
-            }
+        // With the turn in hand, so that connections that waited for it see the writes before
+        // them counted (the store's own check in the write transaction is the exact one).
+        if let Some(e) = self.past_share(WriteKind::link(target.is_some())) {
+            self.metrics.store_refused("quota");
+            return store_error(e);
         }
         let deadline = tokio::time::Instant::now() + STORE_WAIT;
         loop {
@@ -326,7 +318,7 @@ impl<S: BucketStore> Server<S> {
                 }
                 Err(e) => {
                     self.metrics.store_refused(match e {
-                        StoreError::QuotaExceeded { .. } => "quota",
+                        StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => "quota",
                         StoreError::Overloaded(_) => "overloaded",
                         StoreError::BucketClosed => "bucket_closed",
                         StoreError::Duplicate => "bad_stamp",
@@ -432,7 +424,9 @@ impl<S: BucketStore> Server<S> {
 /// The answer for a store failure. The cause is logged here, never sent.
 fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::QuotaExceeded { .. } => error(ErrorCode::QuotaExceeded, e.to_string()),
+        StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => {
+            error(ErrorCode::QuotaExceeded, e.to_string())
+        }
         StoreError::Backend(_) => {
             tracing::warn!(error = %crate::config::report(&e), "storage failure");
             error(

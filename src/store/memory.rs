@@ -4,6 +4,7 @@
 use super::alloc::Allocator;
 use super::{
     BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+    WriteKind,
 };
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
@@ -62,13 +63,8 @@ impl State {
         })
     }
 
-    fn quota(&self, params: &StoreParams) -> Result<(), StoreError> {
-        match params.max_links {
-            Some(max) if self.links + self.answers.len() as u64 >= max => {
-                Err(StoreError::QuotaExceeded { max })
-            }
-            _ => Ok(()),
-        }
+    fn quota(&self, params: &StoreParams, kind: WriteKind) -> Result<(), StoreError> {
+        params.admits(kind, self.links, self.answers.len() as u64)
     }
 }
 
@@ -102,7 +98,7 @@ impl BucketStore for MemoryStore {
         now: u64,
     ) -> Result<BucketId, StoreError> {
         let mut s = self.state()?;
-        s.quota(&self.params)?;
+        s.quota(&self.params, WriteKind::link(target.is_some()))?;
         let mut alloc = s.alloc.clone();
         let id = match target {
             Some((id, _)) => {
@@ -194,7 +190,7 @@ impl BucketStore for MemoryStore {
             s.answers.remove(&mailbox);
             s.answer_order.remove(&(created, mailbox));
         }
-        s.quota(&self.params)?;
+        s.quota(&self.params, WriteKind::Answer)?;
         s.answers.insert(
             mailbox,
             StoredAnswer {

@@ -307,6 +307,9 @@ async fn preload(url: &str, n: u64) -> Result<Arc<Vec<Locator>>> {
     let mut config = PgStoreConfig::new(url)?;
     config.params = StoreParams {
         max_links: Some(10_000_000),
+        // The quota alone (no shares for links without a stamp or answers).
+        unstamped_share: 100,
+        answer_share: 100,
         ..StoreParams::default()
     };
     let store = PgStore::open(config, FillerSecret::from_bytes(rand::random())).await?;

@@ -46,6 +46,8 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         ttl_secs: whole_secs("ttl", a.ttl)?,
         max_links: a.max_links,
         max_seq: a.max_seq,
+        unstamped_share: a.unstamped_share,
+        answer_share: a.answer_share,
     };
     let store = crate::store::choose(a, params)?;
     let server = ServerConfig {
@@ -58,8 +60,6 @@ pub(crate) fn settings(a: &ServeArgs) -> Result<(StoreChoice, ServerConfig), Con
         gc_batch: a.gc_batch,
         stamp_effort: a.stamp_effort,
         require_stamps: a.require_stamps,
-        unstamped_share: a.unstamped_share,
-        answer_share: a.answer_share,
         trust_clock: a.trust_clock,
         metrics_batch: a.metrics_batch,
         adversary_stamp_budget: a.adversary_stamp_budget,
@@ -565,8 +565,8 @@ fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &
         c.rate_per_sec,
         c.stamp_effort,
         if c.require_stamps { "required (links without one are refused)" } else { "optional (links without one are stored, and count for nobody)" },
-        c.unstamped_share,
-        c.answer_share,
+        p.unstamped_share,
+        p.answer_share,
     );
     if a.no_onion {
         s.push_str("\nsettings: no onion service (TCP listeners only)");

@@ -320,6 +320,9 @@ async fn batched_writes_match_a_model_through_injected_failures() {
         open_window_secs: 5,
         ttl_secs: 40,
         max_links: Some(400),
+        // The quota alone (no shares for links without a stamp or answers).
+        unstamped_share: 100,
+        answer_share: 100,
         ..Default::default()
     };
     let store = open_faulty(dir.path(), &disk, params);

@@ -18,6 +18,7 @@ use crate::store::alloc::Allocator;
 use crate::store::ops::{delete_result, settle, Op, Outcome};
 use crate::store::{
     ExpiryHold, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+    WriteKind,
 };
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
@@ -374,9 +375,8 @@ impl<'t> Batch<'t> {
     }
 
     /// The quota check shared by stores and answers.
-    fn over_quota(&self, params: &StoreParams) -> Option<StoreError> {
-        let max = params.max_links?;
-        (self.links + self.answers >= max).then_some(StoreError::QuotaExceeded { max })
+    fn over_quota(&self, params: &StoreParams, kind: WriteKind) -> Option<StoreError> {
+        params.admits(kind, self.links, self.answers).err()
     }
 
     /// One answer. The outer error aborts the batch; the inner one is this answer's refusal.
@@ -408,7 +408,7 @@ impl<'t> Batch<'t> {
             self.answers -= 1;
             self.changed = true;
         }
-        if let Some(e) = self.over_quota(params) {
+        if let Some(e) = self.over_quota(params, WriteKind::Answer) {
             return Ok(Err(e));
         }
         let bytes = schema::encode_answer(&StoredAnswer {
@@ -474,7 +474,7 @@ impl<'t> Batch<'t> {
         target: Option<BucketId>,
         now: u64,
     ) -> Result<Result<BucketId, StoreError>, StoreError> {
-        if let Some(e) = self.over_quota(params) {
+        if let Some(e) = self.over_quota(params, WriteKind::link(target.is_some())) {
             return Ok(Err(e));
         }
         let id = match target {

@@ -301,6 +301,8 @@ async fn init_locked(
         ttl_secs: uint(row.try_get(3)?)?,
         max_seq: seq(row.try_get(4)?)?,
         max_links: row.try_get::<_, Option<i64>>(5)?.map(uint).transpose()?,
+        // Not recorded: each frontend refuses past the shares it was given (of the one quota).
+        ..*params
     };
     check_same(params, &recorded)?;
     let recorded_capacity: i32 = row.try_get(6)?;

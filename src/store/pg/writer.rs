@@ -17,6 +17,7 @@ use crate::store::codec::{decode, decode_answer, encode, encode_answer};
 use crate::store::ops::{delete_result, settle, Op, Outcome};
 use crate::store::{
     ExpiryHold, PutAnswer, StoreError, StoreParams, StoredAnswer, StoredBucket, StoredLink,
+    WriteKind,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -552,9 +553,8 @@ impl Batch<'_, '_> {
     }
 
     /// The quota check shared by stores and answers.
-    fn over_quota(&self) -> Option<StoreError> {
-        let max = self.params.max_links?;
-        (self.links + self.answers >= max).then_some(StoreError::QuotaExceeded { max })
+    fn over_quota(&self, kind: WriteKind) -> Option<StoreError> {
+        self.params.admits(kind, self.links, self.answers).err()
     }
 
     /// The bucket at `loc`, loaded into the batch once.
@@ -650,7 +650,7 @@ impl Batch<'_, '_> {
         target: Option<BucketId>,
         now: u64,
     ) -> Result<Result<BucketId, StoreError>, StoreError> {
-        if let Some(e) = self.over_quota() {
+        if let Some(e) = self.over_quota(WriteKind::link(target.is_some())) {
             return Ok(Err(e));
         }
         let id = match target {
@@ -737,7 +737,7 @@ impl Batch<'_, '_> {
             self.answers = self.answers.saturating_sub(1);
             self.changed = true;
         }
-        if let Some(e) = self.over_quota() {
+        if let Some(e) = self.over_quota(WriteKind::Answer) {
             return Ok(Err(e));
         }
         let bytes = encode_answer(&StoredAnswer {
