@@ -114,13 +114,12 @@ impl StateDir {
     /// or one others can read or enter, is refused rather than changed.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         if !root.exists() {
-            std::fs::create_dir_all(root).map_err(io("creating", root))?;
+            // Created 0700 (no moment with the umask's mode, when others could open it).
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
             #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-                    .map_err(io("restricting", root))?;
-            }
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(root).map_err(io("creating", root))?;
         }
         #[cfg(unix)]
         {
