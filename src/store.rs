@@ -238,26 +238,36 @@ pub enum PutAnswer {
 /// server without a metrics endpoint never takes them.
 pub const MAX_OPENED: usize = 65_536;
 
-/// The buckets a store handle's committed transactions created, until the server's metrics take
-/// them ([`BucketStore::take_opened`]).
-#[derive(Debug, Default)]
-pub(crate) struct Opened(Mutex<VecDeque<BucketId>>);
+/// A queue that keeps the latest `MAX` items added, until they are taken (the oldest go first
+/// when it is full).
+#[derive(Debug)]
+pub(crate) struct Recent<T, const MAX: usize>(Mutex<VecDeque<T>>);
 
-impl Opened {
-    /// Buckets created by a transaction that has committed.
-    pub(crate) fn add(&self, ids: impl IntoIterator<Item = BucketId>) {
+impl<T, const MAX: usize> Default for Recent<T, MAX> {
+    fn default() -> Self {
+        Recent(Mutex::default())
+    }
+}
+
+impl<T, const MAX: usize> Recent<T, MAX> {
+    /// Add `items` after those kept.
+    pub(crate) fn add(&self, items: impl IntoIterator<Item = T>) {
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        q.extend(ids);
-        let over = q.len().saturating_sub(MAX_OPENED);
+        q.extend(items);
+        let over = q.len().saturating_sub(MAX);
         q.drain(..over);
     }
 
     /// Everything added since the last call, oldest first.
-    pub(crate) fn take(&self) -> Vec<BucketId> {
+    pub(crate) fn take(&self) -> Vec<T> {
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
         q.drain(..).collect()
     }
 }
+
+/// The buckets a store handle's committed transactions created, until the server's metrics take
+/// them ([`BucketStore::take_opened`]).
+pub(crate) type Opened = Recent<BucketId, MAX_OPENED>;
 
 /// The cause of a backend failure, kept whole (an `Arc` so that one failed commit can fail every
 /// operation of its batch with the same cause).

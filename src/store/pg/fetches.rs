@@ -18,14 +18,14 @@
 
 use crate::proto::padding::FillerSecret;
 use crate::proto::BucketId;
-use crate::store::StoreError;
+use crate::store::{Recent, StoreError};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use futures::StreamExt;
 use sha3::{Digest, Sha3_256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -49,7 +49,7 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(super) struct Shared {
     outgoing: Mutex<HashMap<BucketId, u64>>,
-    heard: Mutex<VecDeque<(BucketId, u64)>>,
+    heard: Recent<(BucketId, u64), MAX_QUEUED>,
 }
 
 impl Shared {
@@ -65,15 +65,7 @@ impl Shared {
 
     /// Fetches heard since the last call (every frontend's, this one's included).
     pub(super) fn take_heard(&self) -> Vec<(BucketId, u64)> {
-        let mut h = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        h.drain(..).collect()
-    }
-
-    fn hear(&self, items: impl IntoIterator<Item = (BucketId, u64)>) {
-        let mut h = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        h.extend(items);
-        let over = h.len().saturating_sub(MAX_QUEUED);
-        h.drain(..over);
+        self.heard.take()
     }
 
     fn take_outgoing(&self) -> Vec<(BucketId, u64)> {
@@ -207,7 +199,7 @@ async fn session(
                 if n.channel() == CHANNEL {
                     // A payload that does not open is not from a frontend of this cluster.
                     if let Some(words) = opener.open(n.payload()) {
-                        s.hear(parse(&words));
+                        s.heard.add(parse(&words));
                     }
                 }
             }
@@ -318,7 +310,8 @@ mod tests {
             s.served(BucketId { created: i, seq: 0 }, i);
         }
         assert_eq!(s.take_outgoing().len(), MAX_QUEUED);
-        s.hear((0..(MAX_QUEUED as u64 + 10)).map(|i| (BucketId { created: i, seq: 0 }, i)));
+        s.heard
+            .add((0..(MAX_QUEUED as u64 + 10)).map(|i| (BucketId { created: i, seq: 0 }, i)));
         assert_eq!(s.take_heard().len(), MAX_QUEUED);
     }
 }
