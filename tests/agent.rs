@@ -547,3 +547,130 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
     assert_eq!(e["error"]["code"], "no_match", "{e}");
 }
+
+/// `--min-k` through the agent is carried out, not ignored: a link that hides among fewer
+/// verified links is not handed over and is deleted; client-policy flags the agent would not
+/// apply are refused.
+#[test]
+fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let srv = server(&dir.path().join("data"), Some(m));
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let offer = |extra: &[&str]| {
+        run_rdv(
+            &[
+                &[
+                    "--json",
+                    "offer",
+                    "--agent",
+                    agent.socket(),
+                    "--server",
+                    &addr,
+                ][..],
+                &["--payload", "p", "--kdf", "test"],
+                extra,
+            ]
+            .concat(),
+            None,
+            &[],
+        )
+    };
+    // Alone in its bucket: 1 verified link, fewer than 5.
+    let out = offer(&["--hold", "--min-k", "5"]);
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "too_few_links", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("deleted from the server"), "{message}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("rdv1:"));
+    assert_eq!(metric(m, "rdv_links_stored"), 0.0, "the link was deleted");
+    for flag in [
+        &["--max-seq", "8"][..],
+        &["--max-effort", "16"],
+        &["--max-window", "2h"],
+    ] {
+        let out = offer(flag);
+        let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(e["error"]["code"], "invalid_input", "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(flag[0]),
+            "{e}"
+        );
+    }
+    assert_eq!(metric(m, "rdv_links_stored"), 0.0, "nothing stored");
+}
+
+/// The agent replaces only a socket a dead agent left behind, never a file of the user's; and
+/// empty XDG variables fall back to the defaults instead of paths relative to the working
+/// directory.
+#[test]
+fn the_socket_path_and_the_default_directories_are_handled_with_care() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let file = run.join("file.sock");
+    std::fs::write(&file, "important data").unwrap();
+    let check = |socket: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["agent", "--direct", "--check", "--socket"])
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = check(&file);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "important data");
+    // A socket left behind is replaced.
+    let stale = run.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(check(&stale).status.success());
+
+    let cwd = dir.path().join("cwd");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check"])
+        .current_dir(&cwd)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", "")
+        .env("XDG_STATE_HOME", "")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(&cwd).unwrap().next().is_none(),
+        "nothing created in the working directory"
+    );
+    assert!(home.join(".local/state/rdv/agent").is_dir());
+    // `--agent` without a value, before another flag: the default socket (no agent there).
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "--json",
+            "collect",
+            "--agent",
+            "--offer",
+            "o0123456789abcdef",
+        ])
+        .env("HOME", &home)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RDV_AGENT")
+        .output()
+        .unwrap();
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "agent_unreachable", "{e}");
+}

@@ -28,20 +28,30 @@ use tokio::sync::{broadcast, mpsc};
 /// The agent's socket when `--socket` is not given: `$XDG_RUNTIME_DIR/rdv/agent.sock`, or
 /// `~/.local/state/rdv/agent.sock`.
 pub(crate) fn default_socket() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return Ok(PathBuf::from(d).join("rdv").join("agent.sock"));
+    if let Some(d) = absolute_env("XDG_RUNTIME_DIR") {
+        return Ok(d.join("rdv").join("agent.sock"));
     }
     Ok(state_home()?.join("agent.sock"))
 }
 
+/// An environment variable naming a directory, if it is an absolute path: an empty or relative one
+/// is to be ignored (XDG Base Directory specification), never taken relative to the working
+/// directory.
+fn absolute_env(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
 /// `$XDG_STATE_HOME/rdv` or `~/.local/state/rdv`.
 fn state_home() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(d).join("rdv"));
+    if let Some(d) = absolute_env("XDG_STATE_HOME") {
+        return Ok(d.join("rdv"));
     }
-    let home = std::env::var_os("HOME")
-        .ok_or_else(|| anyhow!("neither HOME nor XDG_STATE_HOME is set: pass --state-dir"))?;
-    Ok(PathBuf::from(home).join(".local").join("state").join("rdv"))
+    let home = absolute_env("HOME").ok_or_else(|| {
+        anyhow!("neither HOME nor XDG_STATE_HOME is set to an absolute path: pass --state-dir")
+    })?;
+    Ok(home.join(".local").join("state").join("rdv"))
 }
 
 /// A bucket the agent knows, for decoy fetches, until it expires (unix seconds, local clock).
@@ -705,7 +715,17 @@ async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        #[cfg(unix)]
+        let socket = std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type());
+        #[cfg(not(unix))]
+        let socket = false;
+        if !socket {
+            bail!(
+                "{} exists and is not a socket; the agent replaces only a socket an agent left behind (choose another --socket, or remove it yourself)",
+                path.display()
+            );
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             bail!(
                 "another agent answers on {} already (rdv agent --socket PATH for a second one)",

@@ -44,6 +44,20 @@ fn refuse_transport(t: &TransportArgs) -> Result<()> {
     Ok(())
 }
 
+/// With an agent, the agent's client policy applies (the defaults): a policy flag set to
+/// anything else here would be silently ignored, so it is refused.
+fn refuse_policy(given: &[(bool, &str)]) -> Result<()> {
+    if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
+        return Err(CliError::new(
+            "invalid_input",
+            ErrorKind::BadInput,
+            format!("{flag} has no effect with --agent: the agent applies the default client policy (leave out --agent to use {flag})"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// A connection to the agent.
 struct Agent {
     lines: Lines<BufReader<OwnedReadHalf>>,
@@ -65,6 +79,25 @@ impl Agent {
                 ),
             )
         })?;
+        // The request carries secrets (passphrase, payload): only to an agent of this user, not
+        // to whoever else bound a socket at this path while the agent was down.
+        #[cfg(unix)]
+        {
+            let me = rustix::process::getuid().as_raw();
+            let peer = s.peer_cred().map(|c| c.uid()).ok();
+            if peer != Some(me) {
+                return Err(CliError::new(
+                    "agent_unreachable",
+                    ErrorKind::BadInput,
+                    format!(
+                        "the socket {} belongs to another user ({}), not to an agent of yours; nothing was sent",
+                        path.display(),
+                        peer.map_or("unknown".to_string(), |u| u.to_string())
+                    ),
+                )
+                .into());
+            }
+        }
         let (rd, wr) = s.into_split();
         Ok(Agent {
             lines: BufReader::new(rd).lines(),
@@ -166,6 +199,17 @@ fn bytes_of(v: &Value, name: &str) -> Result<Zeroizing<Vec<u8>>> {
 /// `rdv offer --agent`.
 pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
+    let policy = rdv::proto::ClientPolicy::default();
+    refuse_policy(&[
+        (a.max_seq != policy.max_seq, "--max-seq"),
+        (a.max_skew.as_secs() != policy.max_skew_secs, "--max-skew"),
+        (
+            a.max_window.as_secs() != policy.max_open_window_secs,
+            "--max-window",
+        ),
+        (a.stamps.min_effort != policy.min_effort, "--min-effort"),
+        (a.stamps.max_effort != policy.max_effort, "--max-effort"),
+    ])?;
     if a.server.is_empty() {
         bail!("give the server with --server HOST:PORT");
     }
@@ -206,7 +250,11 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     let link = Zeroizing::new(str_of(&r, "link").to_owned());
     let offer_id = r.get("offer").and_then(Value::as_str).map(str::to_owned);
     if let Some(k) = r.get("links_verified") {
-        crate::accept::say_verified(k.as_u64().map(|k| k as usize));
+        let k = k.as_u64().map(|k| k as usize);
+        crate::accept::say_verified(k);
+        if let Some(min) = a.min_k.filter(|min| k.is_none_or(|k| k < *min)) {
+            return Err(too_few(&mut agent, &r, offer_id, k, min).await);
+        }
     }
     if let Some(png) = &a.qr_png {
         crate::qr::write_png(&link, png).context("--qr-png")?;
@@ -255,6 +303,47 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         writeln!(std::io::stdout().lock(), "answer: {shown}")?;
     }
     Ok(())
+}
+
+/// `--min-k` not met: the link is not handed over, the agent deletes it now and forgets the
+/// offer (as `rdv offer --hold --min-k` does without an agent).
+async fn too_few(
+    agent: &mut Agent,
+    r: &Value,
+    offer: Option<String>,
+    k: Option<usize>,
+    min: usize,
+) -> anyhow::Error {
+    let why = match k {
+        Some(k) => format!("only {k} verified link(s) in the bucket, fewer than --min-k {min}"),
+        None => format!(
+            "the server proves none of its links (no stamps), and --min-k {min} asks for proof"
+        ),
+    };
+    let delete = Request::Delete {
+        link: str_of(r, "link").to_owned(),
+        token: str_of(r, "delete_token").to_owned(),
+        later: false,
+        within_secs: None,
+    };
+    let deleted = agent.call(&delete).await;
+    drop(delete);
+    if let Some(offer) = offer {
+        // Nothing to look for: the link was never handed over.
+        let _ = agent.call(&Request::Forget { offer }).await;
+    }
+    let what = match deleted {
+        Ok(_) => "the link was not handed over and was deleted from the server".to_string(),
+        Err(e) => format!(
+            "the link was not handed over, and could NOT be deleted ({e:#}); it expires by itself"
+        ),
+    };
+    CliError::new(
+        "too_few_links",
+        ErrorKind::ServerMisbehaved,
+        format!("{why}: {what}"),
+    )
+    .into()
 }
 
 /// Take the answer to offer `id` from the agent, waiting up to `wait` for it to come (the agent
@@ -315,6 +404,10 @@ async fn wait_for(
 /// `rdv accept --agent`.
 pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
+    refuse_policy(&[(
+        a.min_effort != rdv::proto::ClientPolicy::default().min_effort,
+        "--min-effort",
+    )])?;
     let link = crate::accept::read_link(a.link.take())?;
     let answer = crate::answer::read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
     let passphrase = match (&link.passphrase, a.passphrase.take()) {

@@ -53,6 +53,7 @@ pub(crate) struct UseAgent {
     /// offer's answer and later deletes): at its socket PATH, or without a value at the default
     /// socket. Also RDV_AGENT. The agent's own transport and policy apply; transport flags are
     /// refused.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", help_heading = "Agent")]
+    // Parsed as text: clap's path parser refuses the empty value that stands for the default.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from), help_heading = "Agent")]
     pub(crate) agent: Option<PathBuf>,
 }
