@@ -317,6 +317,18 @@ fn a_later_delete_happens_by_itself_and_survives_a_restart() {
         .unwrap()
         .count();
     assert_eq!(kept, 1);
+    // Without the passphrase: a copy of the state directory does not open the link.
+    let pass = link
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("p="))
+        .expect("a passphrase in the link");
+    for f in std::fs::read_dir(dir.path().join("state").join("deletes")).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(
+            text.contains("link rdv1:") && !text.contains(pass),
+            "{text}"
+        );
+    }
     let agent = AgentProcess::start(dir.path(), &[]);
     let mut api = agent.api();
     assert_eq!(
@@ -635,6 +647,16 @@ fn the_socket_path_and_the_default_directories_are_handled_with_care() {
     let stale = run.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(check(&stale).status.success());
+    // One agent per state directory: a second, on a socket of its own, is refused.
+    let first = AgentProcess::start(dir.path(), &[]);
+    let out = check(&run.join("second.sock"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another agent uses this state directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(first);
 
     let cwd = dir.path().join("cwd");
     let home = dir.path().join("home");

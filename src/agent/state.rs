@@ -5,7 +5,9 @@
 //! STATE/               mode 0700, owned by the agent's user (anything else is refused)
 //!   offers/ID.pending  the offer's state (the text form of a pending answer), mode 0600
 //!   answers/ID         an answer that came and was not collected yet, mode 0600
-//!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link`, `token` lines
+//!   lock               locked while an agent runs on the directory
+//!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link` (without its
+//!                      passphrase), `token` lines
 //! ```
 //!
 //! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
@@ -48,6 +50,12 @@ pub enum StateError {
         #[source]
         source: crate::client::PendingAnswerError,
     },
+    /// Another agent runs on this directory.
+    #[error("{}: another agent uses this state directory (a second agent needs --state-dir of its own as well as --socket)", path.display())]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// An offer ID that the agent never hands out.
     #[error("not an offer ID of this agent: {0:?}")]
     BadId(String),
@@ -89,6 +97,9 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// `STATE/lock`, locked while this agent runs: two agents on one directory would both look
+    /// for every answer and both carry out every later delete.
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 /// An offer's ID: `o` and 16 lowercase hex digits.
@@ -142,11 +153,32 @@ impl StateDir {
                 });
             }
         }
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::InUse {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+        }
         let dir = StateDir {
             root: root.to_path_buf(),
+            _lock: std::sync::Arc::new(lock),
         };
         for sub in [dir.offers(), dir.answers(), dir.deletes()] {
-            std::fs::create_dir_all(&sub).map_err(io("creating", &sub))?;
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(&sub).map_err(io("creating", &sub))?;
         }
         Ok(dir)
     }

@@ -372,6 +372,10 @@ impl Agent {
                     rand::random(),
                 );
                 let id = random_id();
+                // Kept without the passphrase: a delete needs the server, the locator and the
+                // token, and a copy of the state directory must not open the link.
+                let link =
+                    zeroize::Zeroizing::new(parsed.without_passphrase().to_uri().to_string());
                 let d = LaterDelete { at, link, token };
                 self.state.save_delete(&id, &d)?;
                 self.delete_later(id.clone(), d);
@@ -462,7 +466,9 @@ impl Agent {
                 let id = random_id();
                 let d = LaterDelete {
                     at,
-                    link: zeroize::Zeroizing::new(offer.link.to_uri().to_string()),
+                    link: zeroize::Zeroizing::new(
+                        offer.link.without_passphrase().to_uri().to_string(),
+                    ),
                     token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
                 };
                 self.state.save_delete(&id, &d)?;
@@ -728,7 +734,7 @@ async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
         }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             bail!(
-                "another agent answers on {} already (rdv agent --socket PATH for a second one)",
+                "another agent answers on {} already (a second one needs --socket PATH and --state-dir DIR of its own)",
                 path.display()
             );
         }
