@@ -571,7 +571,7 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
         .unwrap();
     let srv = server(&dir.path().join("data"), Some(m));
     let addr = srv.addr.to_string();
-    let agent = AgentProcess::start(dir.path(), &[]);
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
     let offer = |extra: &[&str]| {
         run_rdv(
             &[
@@ -614,6 +614,19 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
         );
     }
     assert_eq!(metric(m, "rdv_links_stored"), 0.0, "nothing stored");
+    // An offer the agent cannot keep (its state directory went away under it) is not handed
+    // over, and its link does not stay behind on the server.
+    std::fs::remove_dir_all(dir.path().join("state").join("offers")).unwrap();
+    let out = offer(&["--expect-answer"]);
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("deleted from the server"), "{e}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        0.0,
+        "the link was taken back"
+    );
 }
 
 /// The agent replaces only a socket a dead agent left behind, never a file of the user's; and

@@ -443,6 +443,37 @@ impl Agent {
                 None,
             )
         };
+        let mut kept = Kept::default();
+        match self.after_store(&r, &offer, pending, &mut kept).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Nothing was handed over: the link comes back off the server, and what was kept
+                // for it goes (as `rdv offer` does when it cannot finish).
+                if let Some(id) = &kept.offer {
+                    self.stop_looking(id);
+                    let _ = self.state.forget(id);
+                }
+                if let Some(id) = &kept.delete {
+                    let _ = self.state.forget_delete(id);
+                }
+                let what = match self.client.delete(&offer.link, &offer.delete_token).await {
+                    Ok(()) => "nothing was handed over, and the link was deleted from the server",
+                    Err(_) => "nothing was handed over; the link could not be deleted and expires by itself",
+                };
+                Err(e.context(what))
+            }
+        }
+    }
+
+    /// An offer's stored link made ready to hand over: its later delete and its answer
+    /// looked after (noted in `kept` as they are saved), with `hold` the close waited for.
+    async fn after_store(
+        self: &Arc<Self>,
+        r: &OfferRequest,
+        offer: &rdv::client::Offer,
+        pending: Option<PendingAnswer>,
+        kept: &mut Kept,
+    ) -> Result<Value> {
         let info = offer.server_info;
         let closes_at = offer.bucket.created.saturating_add(info.open_window_secs);
         let expires = now().saturating_add(
@@ -472,6 +503,7 @@ impl Agent {
                     token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
                 };
                 self.state.save_delete(&id, &d)?;
+                kept.delete = Some(id.clone());
                 self.delete_later(id.clone(), d);
                 scheduled_delete = Some((id, at));
             }
@@ -480,6 +512,7 @@ impl Agent {
             Some(p) => {
                 let id = random_id();
                 self.state.save_pending(&id, &p)?;
+                kept.offer = Some(id.clone());
                 self.look_after(id.clone(), p);
                 Some(id)
             }
@@ -594,6 +627,13 @@ impl Agent {
         api::put_bytes(&mut f, "payload", &found.payload);
         Ok(Value::Object(f))
     }
+}
+
+/// What the agent kept for an offer, to forget if the offer cannot be finished.
+#[derive(Default)]
+struct Kept {
+    offer: Option<String>,
+    delete: Option<String>,
 }
 
 struct OfferRequest {
