@@ -93,6 +93,16 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Create `dir` (and its missing parents) with mode 0700 from the start: no moment with the
+/// umask's mode, when others could open it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// The agent's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -125,12 +135,7 @@ impl StateDir {
     /// or one others can read or enter, is refused rather than changed.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         if !root.exists() {
-            // Created 0700 (no moment with the umask's mode, when others could open it).
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(root).map_err(io("creating", root))?;
+            create_private_dir(root).map_err(io("creating", root))?;
         }
         #[cfg(unix)]
         {
@@ -174,11 +179,7 @@ impl StateDir {
             _lock: std::sync::Arc::new(lock),
         };
         for sub in [dir.offers(), dir.answers(), dir.deletes()] {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(&sub).map_err(io("creating", &sub))?;
+            create_private_dir(&sub).map_err(io("creating", &sub))?;
         }
         Ok(dir)
     }

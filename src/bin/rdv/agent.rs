@@ -752,12 +752,7 @@ fn reply_error(id: Value, code: &str, kind: &str, message: &str) -> String {
 async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder
-                .create(dir)
+            rdv::agent::state::create_private_dir(dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
     }
