@@ -133,6 +133,14 @@ fn server(dir: &Path, metrics: Option<SocketAddr>) -> ServerProcess {
     ServerProcess::start(dir, &extra)
 }
 
+/// A server with its metrics endpoint, and that endpoint's address.
+fn server_with_metrics(dir: &Path) -> (ServerProcess, SocketAddr) {
+    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    (server(dir, Some(m)), m)
+}
+
 #[test]
 fn the_command_line_through_the_agent_offers_accepts_and_collects() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,10 +360,7 @@ fn a_later_delete_happens_by_itself_and_survives_a_restart() {
 #[test]
 fn cover_traffic_reaches_the_server_like_real_looks_and_fetches() {
     let dir = tempfile::tempdir().unwrap();
-    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let srv = server(&dir.path().join("data"), Some(m));
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
     let addr = srv.addr.to_string();
     // 1800 an hour of each: one every two seconds, on average; decoy mailboxes looked into
     // every second.
@@ -566,10 +571,7 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
 #[test]
 fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let srv = server(&dir.path().join("data"), Some(m));
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
     let offer = |extra: &[&str]| {

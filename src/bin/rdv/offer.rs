@@ -77,6 +77,19 @@ fn check_output(flag: &str, path: &std::path::Path) -> Result<()> {
 
 /// An output failed after the link was stored: delete the link (nobody has it), or, when that
 /// fails too, say how to delete it later.
+/// Why `k` verified links (`None`: the server proves none) fall short of `--min-k min`, if they do.
+pub(crate) fn short_of_min_k(k: Option<usize>, min: usize) -> Option<String> {
+    match k {
+        Some(k) if k >= min => None,
+        Some(k) => Some(format!(
+            "only {k} verified link(s) in the bucket, fewer than --min-k {min}"
+        )),
+        None => Some(format!(
+            "the server proves none of its links (no stamps), and --min-k {min} asks for proof"
+        )),
+    }
+}
+
 async fn take_back(
     client: &Client,
     offer: &rdv::client::Offer,
@@ -245,11 +258,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         let k = client.verified_links(&offer.link).await?;
         crate::accept::say_verified(k);
         if let Some(min) = a.min_k {
-            if k.is_none_or(|k| k < min) {
-                let why = match k {
-                    Some(k) => format!("only {k} verified link(s) in the bucket, fewer than --min-k {min}"),
-                    None => format!("the server proves none of its links (no stamps), and --min-k {min} asks for proof"),
-                };
+            if let Some(why) = short_of_min_k(k, min) {
                 return Err(match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over and was deleted from the server")),
                     Err(e) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over, and could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))),

@@ -26,36 +26,38 @@ pub(crate) fn socket(u: &UseAgent) -> Result<Option<PathBuf>> {
 
 /// With an agent, the agent's transport applies: a transport flag here would be ignored.
 fn refuse_transport(t: &TransportArgs) -> Result<()> {
-    let given = [
-        (t.direct.is_some(), "--direct"),
-        (t.socks.is_some(), "--socks"),
-        (t.tor_config.is_some(), "--tor-config"),
-        (t.client_key.is_some(), "--client-key"),
-        (t.tor_dir.is_some(), "--tor-dir"),
-    ];
-    if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
-        return Err(CliError::new(
-            "invalid_input",
-            ErrorKind::BadInput,
-            format!("{flag} has no effect with --agent: the agent reaches servers its own way (set it when starting rdv agent)"),
-        )
-        .into());
-    }
-    Ok(())
+    refuse_flags(
+        &[
+            (t.direct.is_some(), "--direct"),
+            (t.socks.is_some(), "--socks"),
+            (t.tor_config.is_some(), "--tor-config"),
+            (t.client_key.is_some(), "--client-key"),
+            (t.tor_dir.is_some(), "--tor-dir"),
+        ],
+        "the agent reaches servers its own way (set it when starting rdv agent)",
+    )
 }
 
 /// With an agent, the agent's client policy applies (the defaults): a policy flag set to
 /// anything else here would be silently ignored, so it is refused.
 fn refuse_policy(given: &[(bool, &str)]) -> Result<()> {
-    if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
-        return Err(CliError::new(
+    refuse_flags(
+        given,
+        "the agent applies the default client policy (leave out --agent to use it)",
+    )
+}
+
+/// The first flag `given` (true), refused: it has no effect with `--agent`, because `why`.
+fn refuse_flags(given: &[(bool, &str)], why: &str) -> Result<()> {
+    match given.iter().find(|(g, _)| *g) {
+        Some((_, flag)) => Err(CliError::new(
             "invalid_input",
             ErrorKind::BadInput,
-            format!("{flag} has no effect with --agent: the agent applies the default client policy (leave out --agent to use {flag})"),
+            format!("{flag} has no effect with --agent: {why}"),
         )
-        .into());
+        .into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A connection to the agent.
@@ -252,8 +254,8 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     if let Some(k) = r.get("links_verified") {
         let k = k.as_u64().map(|k| k as usize);
         crate::accept::say_verified(k);
-        if let Some(min) = a.min_k.filter(|min| k.is_none_or(|k| k < *min)) {
-            return Err(too_few(&mut agent, &r, offer_id, k, min).await);
+        if let Some(why) = a.min_k.and_then(|min| crate::offer::short_of_min_k(k, min)) {
+            return Err(too_few(&mut agent, &r, offer_id, why).await);
         }
     }
     if let Some(png) = &a.qr_png {
@@ -311,15 +313,8 @@ async fn too_few(
     agent: &mut Agent,
     r: &Value,
     offer: Option<String>,
-    k: Option<usize>,
-    min: usize,
+    why: String,
 ) -> anyhow::Error {
-    let why = match k {
-        Some(k) => format!("only {k} verified link(s) in the bucket, fewer than --min-k {min}"),
-        None => format!(
-            "the server proves none of its links (no stamps), and --min-k {min} asks for proof"
-        ),
-    };
     let delete = Request::Delete {
         link: str_of(r, "link").to_owned(),
         token: str_of(r, "delete_token").to_owned(),
