@@ -514,26 +514,33 @@ fn offer_and_accept_over_a_private_tor_network() {
     serve.stop();
     // In between, the service is gone but its descriptor is not: every introduction point
     // answers that it does not know the service, and the client says so in seconds.
-    // A client whose directory is incomplete at that moment (this network votes every 20 s;
-    // one run saw arti with "0 usable" relays just then) can ask the wrong directories and
-    // hear "no descriptor" instead: also a prompt, clear "not there", so the check runs once
-    // more for the introduction points' answer it is about.
+    // A client whose directory is incomplete at that moment (this network votes every 20 s)
+    // can ask the wrong directories and hear "no descriptor" instead: also a prompt, clear
+    // "not there", so the check runs again for the introduction points' answer it is about.
     let mut tries = 0;
     let gone_err = loop {
         tries += 1;
         let t_gone = Instant::now();
         let gone = patient(&onion);
         let err = String::from_utf8_lossy(&gone.stderr).to_string();
+        let took = t_gone.elapsed();
         assert!(!gone.status.success());
-        assert!(
-            t_gone.elapsed() < well_before_the_budget,
-            "a stopped service fails well before the budget: {:?}\n{err}",
-            t_gone.elapsed()
-        );
-        if tries < 2 && err.contains("no directory has a descriptor") {
-            eprintln!("a stopped service: no descriptor found this time; asking again:\n{err}");
+        // One CI run saw the prober's arti complete no connection at all (neither an answer
+        // nor a refusal) for 150 s, five 30 s attempts, before the introduction points'
+        // prompt answer came: a network that builds no circuits, not the client retrying an
+        // answer it already has. Such a run asks once more; the answer the check is about
+        // must then come well before the budget.
+        let stalled = took >= well_before_the_budget && err.contains("no connection within");
+        if tries < 3 && (stalled || err.contains("no directory has a descriptor")) {
+            eprintln!(
+                "a stopped service: no usable answer this time ({took:?}); asking again:\n{err}"
+            );
             continue;
         }
+        assert!(
+            took < well_before_the_budget,
+            "a stopped service fails well before the budget: {took:?}\n{err}"
+        );
         break err;
     };
     assert!(
