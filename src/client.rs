@@ -78,6 +78,19 @@ pub struct ClientConfig {
     /// The newest protocol version offered in the version exchange. Default:
     /// [`PROTOCOL_VERSION`]; lower only to act as an older client (tests, the lab).
     pub max_version: u16,
+    /// How many key derivations (memory-hard: 64 MiB with the default profile, up to what
+    /// [`ClientConfig::kdf_limits`] allows for a link) one client runs at once; more wait for
+    /// a turn. Default: the number of cores, at most 4.
+    pub max_parallel_kdf: usize,
+}
+
+/// The default of [`ClientConfig::max_parallel_kdf`]: one derivation per core gains nothing
+/// beyond the cores, and four at most keeps a long-running client's memory bounded.
+pub fn default_parallel_kdf() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 impl Default for ClientConfig {
@@ -90,6 +103,7 @@ impl Default for ClientConfig {
             max_frame: DEFAULT_MAX_FRAME,
             retry_budget: Duration::from_secs(60),
             max_version: PROTOCOL_VERSION,
+            max_parallel_kdf: default_parallel_kdf(),
         }
     }
 }
@@ -300,15 +314,19 @@ pub struct Client {
     connector: Arc<dyn Connector>,
     config: ClientConfig,
     clock: Arc<dyn Clock>,
+    /// Turns for key derivations ([`ClientConfig::max_parallel_kdf`]).
+    kdf_turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Client {
     /// A client that connects through `connector`.
     pub fn new(connector: Arc<dyn Connector>, config: ClientConfig, clock: Arc<dyn Clock>) -> Self {
+        let kdf_turns = Arc::new(tokio::sync::Semaphore::new(config.max_parallel_kdf.max(1)));
         Client {
             connector,
             config,
             clock,
+            kdf_turns,
         }
     }
 
@@ -439,8 +457,9 @@ impl Client {
         }
     }
 
-    /// Derive a key on a blocking thread. The limits are checked first, so a link asking for
-    /// excessive work fails at once.
+    /// Derive a key on a blocking thread, once a turn is free (at most
+    /// [`ClientConfig::max_parallel_kdf`] at once). The limits are checked first, so a link
+    /// asking for excessive work fails at once.
     async fn derive_key(
         &self,
         passphrase: &Passphrase,
@@ -452,7 +471,13 @@ impl Client {
             return Ok(Err(e));
         }
         let (p, s) = (passphrase.clone(), salt.clone());
-        tokio::task::spawn_blocking(move || kdf::derive_key(&p, &s, kdf, &limits)).await
+        // The semaphore is never closed.
+        let turn = self.kdf_turns.clone().acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            kdf::derive_key(&p, &s, kdf, &limits)
+        })
+        .await
     }
 
     /// Seal `payload` under `passphrase`, store it on `server`, and check the bucket ID the server

@@ -1,7 +1,8 @@
 //! `rdv agent` as a user runs it, over loopback (`--direct`): the command line through the
 //! agent (offer, accept with an answer, collect), an offer's answer collected after the agent
-//! was killed mid-wait and started again, later deletes, cover traffic the server can see, and
-//! the API against bad input and other users.
+//! was killed mid-wait and started again, later deletes, cover traffic the server can see, the
+//! API against bad input and other users, offers whose reply reaches nobody, a client that
+//! reads no replies, many memory-hard offers at once, and a damaged state file.
 
 mod common;
 
@@ -426,6 +427,10 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
         (false.into(), Value::Null)
     );
     assert_eq!(r["error"]["code"], "invalid_input");
+    // Bytes that are not UTF-8 too, and the connection goes on.
+    api.w.write_all(b"{\"op\": \"st\xffatus\"}\n").unwrap();
+    let r = api.line();
+    assert_eq!(r["error"]["code"], "invalid_input", "{r}");
     for (id, body) in [
         (2, serde_json::json!({"op": "launch"})),
         (3, serde_json::json!({"op": "status", "extra": 1})),
@@ -710,4 +715,235 @@ fn the_socket_path_and_the_default_directories_are_handled_with_care() {
         .unwrap();
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["error"]["code"], "agent_unreachable", "{e}");
+}
+
+/// Poll `metric` until it reads `want`, for at most a minute (the events it waits for come
+/// within seconds: a 3 s bucket window and 1 s pauses).
+fn metric_becomes(m: SocketAddr, name: &str, want: f64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = metric(m, name);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{why}: {name} is {now}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The next event line of a subscribed connection named `name`.
+fn next_event(api: &mut Api, name: &str) -> Value {
+    loop {
+        let l = api.line();
+        if l["event"] == name {
+            return l;
+        }
+    }
+}
+
+/// An offer whose reply never reaches anyone (the command was interrupted while the agent held
+/// the bucket, or the application closed its connection at once) is taken back off the server:
+/// nobody holds its link, and it must not stay in the bucket counting as a member.
+#[test]
+fn an_offer_nobody_receives_is_taken_back_off_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut events = agent.api();
+    assert_eq!(
+        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    // `rdv offer --agent --hold` interrupted (Ctrl-C ends the process) during the hold.
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["offer", "--agent", agent.socket(), "--server", &addr])
+        .args([
+            "--hold",
+            "--expect-answer",
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    next_event(&mut events, "stored");
+    assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    metric_becomes(
+        m,
+        "rdv_links_stored",
+        0.0,
+        "the link of an interrupted held offer stays on the server",
+    );
+    let status = agent.api().call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["pending"].as_array().map(Vec::len),
+        Some(0),
+        "its kept secrets are forgotten: {status}"
+    );
+    // An application that sends an offer and closes its connection before the reply.
+    let mut gone = agent.api();
+    gone.send(
+        &serde_json::json!({"op": "offer", "servers": [addr], "payload": "q", "kdf": "test"})
+            .to_string(),
+    );
+    gone.w.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(gone);
+    next_event(&mut events, "stored");
+    metric_becomes(
+        m,
+        "rdv_links_stored",
+        0.0,
+        "the link of an offer whose reply was not delivered stays on the server",
+    );
+    // A reply that is read keeps its link.
+    let kept = agent.api().call(
+        3,
+        serde_json::json!({"op": "offer", "servers": [addr], "payload": "r", "kdf": "test"}),
+    );
+    assert_eq!(kept["ok"], true, "{kept}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+}
+
+/// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// A client that sends requests and never reads the replies is held back (the agent stops
+/// reading its requests) instead of growing the agent's memory, and the agent serves others.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_client_that_reads_no_replies_is_held_back_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let s = UnixStream::connect(&agent.socket).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let chunk = "{\"op\":\"status\"}\n".repeat(4096);
+    // Far more than the socket's buffers and the agent's bounded queues hold.
+    let limit = 64 << 20;
+    let mut written = 0usize;
+    let mut w = &s;
+    while written < limit {
+        match w.write(chunk.as_bytes()) {
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("writing requests: {e}"),
+        }
+    }
+    assert!(
+        written < limit,
+        "the agent read all {written} bytes of requests whose replies nobody reads"
+    );
+    let rss = vm_kib(agent.child.id(), "VmRSS");
+    assert!(
+        rss < 256 * 1024,
+        "the agent holds {rss} KiB after a client stopped reading"
+    );
+    let r = agent.api().call(1, serde_json::json!({"op": "status"}));
+    assert_eq!(r["ok"], true, "another connection is served: {r}");
+    drop(s);
+}
+
+/// Many offers at once do not run their memory-hard KDFs all at once: 16 offers with the
+/// default profile (64 MiB each) would take a gigabyte together.
+#[cfg(target_os = "linux")]
+#[test]
+fn concurrent_offers_share_a_few_kdf_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    let n = 16u64;
+    for id in 0..n {
+        let body = serde_json::json!({"id": id, "op": "offer", "servers": [addr], "payload": "p"});
+        api.send(&body.to_string());
+    }
+    for _ in 0..n {
+        let r = api.line();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let peak = vm_kib(agent.child.id(), "VmHWM");
+    assert!(
+        peak < 8 * 64 * 1024,
+        "the agent's memory peaked at {peak} KiB: more than a few 64 MiB KDFs at once"
+    );
+}
+
+/// A state file that cannot be read does not keep the agent from starting: it is named, left
+/// in place, and the other offers are looked after; `--check` reports it.
+#[test]
+fn an_unreadable_state_file_is_named_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let offered = ok(&run_rdv(
+        &[
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+            "--expect-answer",
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    ));
+    let offer = field(&offered, "offer").to_owned();
+    agent.kill();
+    let state = dir.path().join("state");
+    let bad_offer = state.join("offers").join("o0123456789abcdef.pending");
+    let bad_delete = state.join("deletes").join("o0123456789abcdee");
+    for f in [&bad_offer, &bad_delete] {
+        std::fs::write(f, "not a state file\n").unwrap();
+    }
+    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("check.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success(),
+        "--check passes a corrupt state: {err}"
+    );
+    for f in [&bad_offer, &bad_delete] {
+        assert!(err.contains(f.to_str().unwrap()), "{f:?} not named: {err}");
+    }
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let status = agent.api().call(1, serde_json::json!({"op": "status"}));
+    let pending = status["result"]["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{status}");
+    assert_eq!(pending[0]["offer"], offer);
+    let unreadable = status["result"]["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 2, "{status}");
+    assert!(bad_offer.exists() && bad_delete.exists(), "left in place");
 }

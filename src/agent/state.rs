@@ -42,7 +42,7 @@ pub enum StateError {
         why: String,
     },
     /// A state file does not parse.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -65,6 +65,17 @@ pub enum StateError {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// What a look through a part of the state directory found: the files that read, by ID, and
+/// why the others could not be used. A file that cannot be read is left in place (it may be
+/// the only copy of an offer's secrets) and named, never a reason to stop.
+#[derive(Debug)]
+pub struct Scan<T> {
+    /// The files that read, by ID, in ID order.
+    pub kept: Vec<(String, T)>,
+    /// The files that did not, with why.
+    pub unreadable: Vec<StateError>,
 }
 
 /// A delete the agent carries out later, at a moment that has nothing to do with any fetch.
@@ -243,28 +254,49 @@ impl StateDir {
         Self::write(&self.offer_file(id)?, pending.to_text().as_bytes())
     }
 
-    /// Every offer kept, by ID.
-    pub fn pending(&self) -> Result<Vec<(String, PendingAnswer)>, StateError> {
-        let dir = self.offers();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
-            let e = e.map_err(io("reading", &dir))?;
+    /// Every offer kept, by ID, and the offer files that cannot be read. Only a directory that
+    /// cannot be listed is an error.
+    pub fn pending(&self) -> Result<Scan<PendingAnswer>, StateError> {
+        Self::scan(
+            &self.offers(),
+            |name| name.strip_suffix(".pending"),
+            |path, text| {
+                PendingAnswer::from_text(text).map_err(|source| StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            },
+        )
+    }
+
+    /// Read every file of `dir` whose name `id_of` turns into a valid ID with `parse`.
+    fn scan<T>(
+        dir: &Path,
+        id_of: impl Fn(&str) -> Option<&str>,
+        parse: impl Fn(&Path, &str) -> Result<T, StateError>,
+    ) -> Result<Scan<T>, StateError> {
+        let mut scan = Scan {
+            kept: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        for e in std::fs::read_dir(dir).map_err(io("reading", dir))? {
+            let e = e.map_err(io("reading", dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".pending") else {
+            let Some(id) = id_of(&name).filter(|id| valid_id(id)) else {
                 continue;
             };
-            if !valid_id(id) {
-                continue;
-            }
             let path = e.path();
-            let text =
-                Zeroizing::new(std::fs::read_to_string(&path).map_err(io("reading", &path))?);
-            let p = PendingAnswer::from_text(&text)
-                .map_err(|source| StateError::Corrupt { path, source })?;
-            out.push((id.to_owned(), p));
+            let read = std::fs::read_to_string(&path)
+                .map(Zeroizing::new)
+                .map_err(io("reading", &path))
+                .and_then(|text| parse(&path, &text));
+            match read {
+                Ok(v) => scan.kept.push((id.to_owned(), v)),
+                Err(e) => scan.unreadable.push(e),
+            }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        scan.kept.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(scan)
     }
 
     /// Keep the answer that came for `id` until it is collected.
@@ -301,36 +333,30 @@ impl StateDir {
         Self::write(&self.deletes().join(id), text.as_bytes())
     }
 
-    /// Every delete kept, by ID.
-    pub fn deletes_kept(&self) -> Result<Vec<(String, LaterDelete)>, StateError> {
-        let dir = self.deletes();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
-            let e = e.map_err(io("reading", &dir))?;
-            let id = e.file_name().to_string_lossy().into_owned();
-            if !valid_id(&id) {
-                continue;
-            }
-            let path = e.path();
-            let text =
-                Zeroizing::new(std::fs::read_to_string(&path).map_err(io("reading", &path))?);
-            let mut at = None;
-            let (mut link, mut token) = (None, None);
-            for line in text.lines() {
-                match line.split_once(' ') {
-                    Some(("at", v)) => at = v.parse().ok(),
-                    Some(("link", v)) => link = Some(Zeroizing::new(v.to_owned())),
-                    Some(("token", v)) => token = Some(Zeroizing::new(v.to_owned())),
-                    _ => {}
+    /// Every delete kept, by ID, and the delete files that cannot be read.
+    pub fn deletes_kept(&self) -> Result<Scan<LaterDelete>, StateError> {
+        Self::scan(
+            &self.deletes(),
+            |name| Some(name),
+            |path, text| {
+                let mut at = None;
+                let (mut link, mut token) = (None, None);
+                for line in text.lines() {
+                    match line.split_once(' ') {
+                        Some(("at", v)) => at = v.parse().ok(),
+                        Some(("link", v)) => link = Some(Zeroizing::new(v.to_owned())),
+                        Some(("token", v)) => token = Some(Zeroizing::new(v.to_owned())),
+                        _ => {}
+                    }
                 }
-            }
-            let (Some(at), Some(link), Some(token)) = (at, link, token) else {
-                return Err(StateError::BadDelete { path });
-            };
-            out.push((id, LaterDelete { at, link, token }));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+                match (at, link, token) {
+                    (Some(at), Some(link), Some(token)) => Ok(LaterDelete { at, link, token }),
+                    _ => Err(StateError::BadDelete {
+                        path: path.to_path_buf(),
+                    }),
+                }
+            },
+        )
     }
 
     /// Forget a delete (done, or given up).
@@ -409,12 +435,49 @@ mod tests {
             token: Zeroizing::new("tok".into()),
         };
         d.save_delete(&new_id([2; 8]), &later).unwrap();
-        let kept = d.deletes_kept().unwrap();
+        let kept = d.deletes_kept().unwrap().kept;
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].1.at, 1_800_000_123);
         assert_eq!(kept[0].1.link.as_str(), "rdv1:x");
         assert!(!format!("{:?}", kept[0].1).contains("tok"));
         d.forget_delete(&new_id([2; 8])).unwrap();
-        assert!(d.deletes_kept().unwrap().is_empty());
+        assert!(d.deletes_kept().unwrap().kept.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_and_the_others_are_read() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        let good = LaterDelete {
+            at: 5,
+            link: Zeroizing::new("rdv1:x".into()),
+            token: Zeroizing::new("tok".into()),
+        };
+        d.save_delete(&new_id([3; 8]), &good).unwrap();
+        std::fs::write(d.deletes().join(new_id([4; 8])), "at 5\n").unwrap();
+        std::fs::write(
+            d.offers().join(format!("{}.pending", new_id([5; 8]))),
+            "junk",
+        )
+        .unwrap();
+        // Not the agent's names: not looked at.
+        std::fs::write(d.offers().join("notes.txt"), "junk").unwrap();
+        let deletes = d.deletes_kept().unwrap();
+        assert_eq!(deletes.kept.len(), 1);
+        assert_eq!(deletes.kept[0].0, new_id([3; 8]));
+        assert!(matches!(
+            deletes.unreadable.as_slice(),
+            [StateError::BadDelete { path }] if path.ends_with(new_id([4; 8]))
+        ));
+        let offers = d.pending().unwrap();
+        assert!(offers.kept.is_empty());
+        assert!(matches!(
+            offers.unreadable.as_slice(),
+            [StateError::Corrupt { .. }]
+        ));
+        assert!(d
+            .offers()
+            .join(format!("{}.pending", new_id([5; 8])))
+            .exists());
     }
 }

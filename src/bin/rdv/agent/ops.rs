@@ -1,0 +1,666 @@
+//! The agent's work: the operations of the API, the offers it looks after, the later deletes
+//! and the cover traffic. The process around it (socket, connections, start-up) is `mod.rs`.
+
+use crate::error::CliError;
+use crate::transport::Session;
+use anyhow::{Context, Result};
+use rdv::agent::api::{self, event, ApiError, Request};
+use rdv::agent::schedule::{delete_at, pick, Cover, Decoy};
+use rdv::agent::state::{new_id, LaterDelete, StateDir};
+use rdv::client::{CollectError, ErrorKind, PendingAnswer};
+use rdv::proto::schedule::LookSchedule;
+use rdv::proto::{
+    kdf, DeleteToken, KdfLimits, KdfProfile, Locator, Passphrase, RdvLink, ServerAddr,
+};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// A bucket the agent knows, for decoy fetches, until it expires (unix seconds, local clock).
+#[derive(Clone)]
+pub(super) struct Known {
+    server: ServerAddr,
+    locator: Locator,
+    until: u64,
+}
+
+/// The running agent.
+pub(super) struct Agent {
+    pub(super) client: Session,
+    pub(super) state: StateDir,
+    pub(super) schedule: LookSchedule,
+    /// Event lines for subscribers.
+    pub(super) events: broadcast::Sender<String>,
+    /// The look task of each offer waiting for its answer.
+    pub(super) lookers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The task of each later delete.
+    pub(super) deleters: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Buckets for decoy fetches.
+    pub(super) known: Mutex<Vec<Known>>,
+    pub(super) transport: &'static str,
+    pub(super) cover: Cover,
+    pub(super) started: std::time::Instant,
+}
+
+fn now() -> u64 {
+    rdv::clock::Clock::now(&rdv::clock::SystemClock)
+}
+
+/// How long after its link expired the agent still looks for an answer: an accepter that fetched
+/// the link just before then answers a moment later.
+const ANSWER_GRACE_SECS: u64 = 600;
+
+/// How far ahead a later delete is drawn by default, seconds.
+const DELETE_WITHIN_SECS: u64 = 3600;
+
+fn random_id() -> String {
+    let mut random = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+    new_id(random)
+}
+
+/// An API error from a command-line error, with the command line's stable code.
+pub(super) fn api_error(e: &anyhow::Error) -> ApiError {
+    let (code, kind) = crate::error::code(e);
+    ApiError {
+        code: code.into(),
+        kind: kind.as_str().into(),
+        message: format!("{e:#}"),
+    }
+}
+
+fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    CliError::new("invalid_input", ErrorKind::BadInput, message).into()
+}
+
+impl Agent {
+    fn event(&self, name: &str, mut fields: Map<String, Value>) {
+        fields.insert("event".into(), Value::String(name.into()));
+        // Nobody listening is fine.
+        let _ = self.events.send(Value::Object(fields).to_string());
+    }
+
+    pub(super) fn remember(&self, server: ServerAddr, locator: Locator, until: u64) {
+        if let Ok(mut k) = self.known.lock() {
+            let now = now();
+            k.retain(|b| b.until > now);
+            if !k.iter().any(|b| b.locator == locator) && k.len() < 1024 {
+                k.push(Known {
+                    server,
+                    locator,
+                    until,
+                });
+            }
+        }
+    }
+
+    /// Look after offer `id` until its answer comes or its link expires.
+    pub(super) fn look_after(self: &Arc<Self>, id: String, pending: PendingAnswer) {
+        let me = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                // Until the link expires (no accepter can fetch it after that), and a little
+                // longer for an answer sent just before.
+                let last = pending.link_expires().saturating_add(ANSWER_GRACE_SECS);
+                let wait =
+                    Duration::from_secs(last.saturating_sub(now().max(pending.polls_from())));
+                match me
+                    .client
+                    .collect_scheduled(&pending, me.schedule, wait)
+                    .await
+                {
+                    Ok(answer) => {
+                        if let Err(e) = me.state.save_answer(&id, &answer) {
+                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer failed; it is lost");
+                        }
+                        let mut f = Map::new();
+                        f.insert("offer".into(), json!(id));
+                        api::put_bytes(&mut f, "answer", &answer);
+                        me.event(event::ANSWERED, f);
+                        break;
+                    }
+                    Err(CollectError::NoAnswerYet) if now() >= last => {
+                        let _ = me.state.forget(&id);
+                        me.event(event::EXPIRED, {
+                            let mut f = Map::new();
+                            f.insert("offer".into(), json!(id));
+                            f
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        // Tor down, the servers unreachable: keep trying, on the schedule.
+                        tracing::info!(error = %rdv::config::report(&e), "looking for an answer failed; trying again later");
+                        tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
+                    }
+                }
+            }
+            if let Ok(mut l) = me.lookers.lock() {
+                l.remove(&id);
+            }
+        });
+        if let Ok(mut l) = self.lookers.lock() {
+            if let Some(old) = l.insert(key, task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Carry out the later delete `id` at its moment, then forget it. Failures that may pass
+    /// (Tor, the server) are retried after a pause, until the link has surely expired.
+    pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
+        let me = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            let wait = d.at.saturating_sub(now());
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let parsed = RdvLink::parse(d.link.trim())
+                .ok()
+                .zip(DeleteToken::parse(d.token.trim()));
+            let Some((link, token)) = parsed else {
+                let _ = me.state.forget_delete(&id);
+                if let Ok(mut d) = me.deleters.lock() {
+                    d.remove(&id);
+                }
+                return;
+            };
+            // Give up a day after the moment: the link expired long before (the TTL is at most
+            // a day by default) and nothing is left to delete.
+            let give_up = d.at.saturating_add(86_400);
+            let deleted = loop {
+                match me.client.delete(&link, &token).await {
+                    Ok(()) => break Some(true),
+                    Err(rdv::client::DeleteError::NothingToDelete) => break Some(false),
+                    Err(e) if now() < give_up => {
+                        tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again");
+                        tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let _ = me.state.forget_delete(&id);
+            if let Ok(mut d) = me.deleters.lock() {
+                d.remove(&id);
+            }
+            let mut f = Map::new();
+            f.insert("delete".into(), json!(id));
+            f.insert("deleted".into(), json!(deleted == Some(true)));
+            me.event(event::DELETED, f);
+        });
+        if let Ok(mut d) = self.deleters.lock() {
+            if let Some(old) = d.insert(key, task) {
+                old.abort();
+            }
+        }
+    }
+
+    fn stop_looking(&self, id: &str) {
+        if let Some(t) = self.lookers.lock().ok().and_then(|mut l| l.remove(id)) {
+            t.abort();
+        }
+    }
+
+    /// Send cover traffic until the process ends.
+    pub(super) async fn cover(self: Arc<Self>) {
+        loop {
+            let Some((pause, kind)) = self.cover.next(rand::random(), rand::random()) else {
+                return;
+            };
+            tokio::time::sleep(pause).await;
+            match kind {
+                Decoy::Mailbox => {
+                    // A mailbox nobody uses, on a server the agent knows, looked into for a
+                    // while as a waiting initiator would.
+                    if let Some(server) = self.known_bucket().map(|k| k.server) {
+                        tokio::spawn(self.clone().decoy_mailbox(server));
+                    }
+                }
+                Decoy::Fetch => {
+                    if let Some(k) = self.known_bucket() {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            let _ = me.client.decoy_fetch(&k.server, k.locator).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look into a mailbox nobody uses on the look schedule, for a random lifetime.
+    async fn decoy_mailbox(self: Arc<Self>, server: ServerAddr) {
+        use rand::RngCore;
+        let mut mailbox = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut mailbox);
+        let until = tokio::time::Instant::now() + Cover::mailbox_lifetime(rand::random());
+        loop {
+            let _ = self
+                .client
+                .decoy_look(&server, rdv::proto::MailboxAddr(mailbox))
+                .await;
+            let next = tokio::time::Instant::now() + self.schedule.next_look_in(rand::random());
+            if next > until {
+                return;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    fn known_bucket(&self) -> Option<Known> {
+        let k = self.known.lock().ok()?;
+        let now = now();
+        let live: Vec<&Known> = k.iter().filter(|b| b.until > now).collect();
+        pick(live.len(), rand::random()).map(|i| live[i].clone())
+    }
+
+    /// Carry out one request: its result, and for a stored offer what takes it back if the
+    /// reply cannot be delivered.
+    pub(super) async fn handle(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> Result<(Value, Option<TakeBack>)> {
+        match request {
+            Request::Status {} => Ok((self.status(), None)),
+            Request::Offer {
+                servers,
+                payload,
+                payload_base64,
+                passphrase,
+                kdf,
+                two_channel,
+                expect_answer,
+                hold,
+                delete_after_close_secs,
+            } => {
+                let payload = api::bytes_of(&payload, &payload_base64)
+                    .map_err(|e| bad_input(format!("payload: {e}")))?
+                    .ok_or_else(|| {
+                        bad_input("the payload is missing (payload or payload_base64)")
+                    })?;
+                self.offer(OfferRequest {
+                    servers,
+                    payload: zeroize::Zeroizing::new(payload),
+                    passphrase: passphrase.map(zeroize::Zeroizing::new),
+                    kdf,
+                    two_channel,
+                    expect_answer,
+                    hold,
+                    delete_after_close_secs,
+                })
+                .await
+            }
+            Request::Accept {
+                link,
+                passphrase,
+                answer,
+                answer_base64,
+            } => {
+                let answer = api::bytes_of(&answer, &answer_base64)
+                    .map_err(|e| bad_input(format!("answer: {e}")))?;
+                Ok((self.accept(&link, passphrase, answer).await?, None))
+            }
+            Request::Collect { offer } => {
+                if let Some(answer) = self.state.answer(&offer)? {
+                    self.stop_looking(&offer);
+                    self.state.forget(&offer)?;
+                    let mut f = Map::new();
+                    f.insert("offer".into(), json!(offer));
+                    api::put_bytes(&mut f, "answer", &answer);
+                    return Ok((Value::Object(f), None));
+                }
+                if self.state.has(&offer) {
+                    return Err(CliError::new(
+                        "no_answer_yet",
+                        ErrorKind::Transient,
+                        "no answer yet; the agent keeps looking",
+                    )
+                    .into());
+                }
+                Err(CliError::new(
+                    "no_such_offer",
+                    ErrorKind::BadInput,
+                    format!("the agent keeps no offer {offer:?} (collected, forgotten or expired)"),
+                )
+                .into())
+            }
+            Request::Forget { offer } => {
+                self.stop_looking(&offer);
+                self.state.forget(&offer)?;
+                Ok((json!({ "offer": offer, "forgotten": true }), None))
+            }
+            Request::Delete {
+                link,
+                token,
+                later,
+                within_secs,
+            } => {
+                let link = zeroize::Zeroizing::new(link);
+                let token = zeroize::Zeroizing::new(token);
+                let parsed = RdvLink::parse(link.trim()).context("invalid link")?;
+                let parsed_token = DeleteToken::parse(token.trim())
+                    .ok_or_else(|| bad_input("the deletion token does not parse"))?;
+                if !later {
+                    self.client.delete(&parsed, &parsed_token).await?;
+                    return Ok((json!({ "deleted": true }), None));
+                }
+                let now = now();
+                // The link's expiry is not in the link: a day bounds it by default.
+                let at = delete_at(
+                    now,
+                    within_secs.unwrap_or(DELETE_WITHIN_SECS),
+                    now + 86_400,
+                    rand::random(),
+                );
+                let id = random_id();
+                // Kept without the passphrase: a delete needs the server, the locator and the
+                // token, and a copy of the state directory must not open the link.
+                let link =
+                    zeroize::Zeroizing::new(parsed.without_passphrase().to_uri().to_string());
+                let d = LaterDelete { at, link, token };
+                self.state.save_delete(&id, &d)?;
+                self.delete_later(id.clone(), d);
+                Ok((json!({ "delete": id, "at": at, "deleted": false }), None))
+            }
+            // Handled by the connection.
+            Request::Subscribe {} => Ok((json!({ "subscribed": true }), None)),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let report = |e: &rdv::agent::state::StateError| rdv::config::report(e).to_string();
+        let offers = self.state.pending();
+        let deletes = self.state.deletes_kept();
+        // Files that cannot be read, and a directory that cannot be listed.
+        let mut unreadable: Vec<String> = Vec::new();
+        let mut pending = Vec::new();
+        match offers {
+            Ok(scan) => {
+                unreadable.extend(scan.unreadable.iter().map(report));
+                pending = scan.kept;
+            }
+            Err(e) => unreadable.push(report(&e)),
+        }
+        match deletes {
+            Ok(scan) => unreadable.extend(scan.unreadable.iter().map(report)),
+            Err(e) => unreadable.push(report(&e)),
+        }
+        let pending: Vec<Value> = pending
+            .into_iter()
+            .map(|(id, p)| {
+                json!({
+                    "offer": id,
+                    "servers": p.servers().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "looks_from": p.polls_from(),
+                    "link_expires": p.link_expires(),
+                    "answered": self.state.answer(&id).ok().flatten().is_some(),
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "transport": self.transport,
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "state_dir": self.state.path().display().to_string(),
+            "cover_mailboxes_per_hour": self.cover.mailboxes_per_hour,
+            "cover_fetches_per_hour": self.cover.fetches_per_hour,
+            "pending": pending,
+            "unreadable": unreadable,
+        })
+    }
+
+    async fn offer(self: &Arc<Self>, r: OfferRequest) -> Result<(Value, Option<TakeBack>)> {
+        if r.servers.is_empty() {
+            return Err(bad_input("give at least one server"));
+        }
+        let servers = r
+            .servers
+            .iter()
+            .map(|t| ServerAddr::parse(t).with_context(|| format!("server {t:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        let kdf = KdfProfile::parse(r.kdf.as_deref().unwrap_or("default")).context("kdf")?;
+        kdf::check_profile(kdf, &KdfLimits::default()).context("kdf")?;
+        let passphrase = match r.passphrase.as_deref() {
+            Some(p) if p.is_empty() => return Err(bad_input("the passphrase is empty")),
+            Some(p) => Passphrase::new(p.as_str()),
+            None => rdv::client::generate_passphrase(),
+        };
+        let (offer, pending) = if r.expect_answer {
+            let (o, p) = self
+                .client
+                .offer_to_all_expecting_answer(&servers, &r.payload, passphrase, kdf)
+                .await?;
+            (o, Some(p))
+        } else {
+            (
+                self.client
+                    .offer_to_all(&servers, &r.payload, passphrase, kdf)
+                    .await?,
+                None,
+            )
+        };
+        let mut kept = Kept::default();
+        let result = self.after_store(&r, &offer, pending, &mut kept).await;
+        let back = TakeBack { offer, kept };
+        match result {
+            Ok(v) => Ok((v, Some(back))),
+            // Nothing was handed over (as `rdv offer` does when it cannot finish).
+            Err(e) => Err(e.context(self.take_back(&back).await)),
+        }
+    }
+
+    /// Take back an offer whose link was handed to nobody: what was kept for it is forgotten,
+    /// its later delete dropped, and the link deleted from the server. Says what happened.
+    pub(super) async fn take_back(&self, back: &TakeBack) -> &'static str {
+        if let Some(id) = &back.kept.offer {
+            self.stop_looking(id);
+            let _ = self.state.forget(id);
+        }
+        if let Some(id) = &back.kept.delete {
+            if let Some(t) = self.deleters.lock().ok().and_then(|mut d| d.remove(id)) {
+                t.abort();
+            }
+            let _ = self.state.forget_delete(id);
+        }
+        match self
+            .client
+            .delete(&back.offer.link, &back.offer.delete_token)
+            .await
+        {
+            Ok(()) => "nothing was handed over, and the link was deleted from the server",
+            Err(_) => {
+                "nothing was handed over; the link could not be deleted and expires by itself"
+            }
+        }
+    }
+
+    /// An offer's stored link made ready to hand over: its later delete and its answer
+    /// looked after (noted in `kept` as they are saved), with `hold` the close waited for.
+    async fn after_store(
+        self: &Arc<Self>,
+        r: &OfferRequest,
+        offer: &rdv::client::Offer,
+        pending: Option<PendingAnswer>,
+        kept: &mut Kept,
+    ) -> Result<Value> {
+        let info = offer.server_info;
+        let closes_at = offer.bucket.created.saturating_add(info.open_window_secs);
+        let expires = now().saturating_add(
+            offer
+                .bucket
+                .created
+                .saturating_add(info.ttl_secs)
+                .saturating_sub(info.server_time),
+        );
+        for (server, locator) in offer.link.servers() {
+            self.remember(server, locator, expires);
+        }
+        // A delete decided at the offer, at a fixed time after the close: it follows no fetch
+        // and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the
+        // set). Past the link's expiry there is nothing left to delete.
+        let mut scheduled_delete = None;
+        if let Some(after) = r.delete_after_close_secs {
+            let close_here = now().saturating_add(closes_at.saturating_sub(info.server_time));
+            let at = close_here.saturating_add(after);
+            if at < expires {
+                let id = random_id();
+                let d = LaterDelete {
+                    at,
+                    link: zeroize::Zeroizing::new(
+                        offer.link.without_passphrase().to_uri().to_string(),
+                    ),
+                    token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
+                };
+                self.state.save_delete(&id, &d)?;
+                kept.delete = Some(id.clone());
+                self.delete_later(id.clone(), d);
+                scheduled_delete = Some((id, at));
+            }
+        }
+        let id = match pending {
+            Some(p) => {
+                let id = random_id();
+                self.state.save_pending(&id, &p)?;
+                kept.offer = Some(id.clone());
+                self.look_after(id.clone(), p);
+                Some(id)
+            }
+            None => None,
+        };
+        let servers: Vec<String> = offer
+            .link
+            .servers()
+            .iter()
+            .map(|(s, _)| s.to_string())
+            .collect();
+        let mut f = Map::new();
+        if let Some(id) = &id {
+            f.insert("offer".into(), json!(id));
+        }
+        f.insert("servers".into(), json!(servers));
+        f.insert("bucket_closes_at".into(), json!(closes_at));
+        self.event(event::STORED, f);
+        let mut verified = None;
+        if r.hold {
+            // As `rdv offer --hold`: past the close by a random pause, then one fetch.
+            let closes_in = closes_at.saturating_sub(info.server_time);
+            let pause = self.schedule.next_look_in(rand::random());
+            tokio::time::sleep(Duration::from_secs(closes_in + 1) + pause).await;
+            verified = Some(self.client.verified_links(&offer.link).await?);
+        }
+        let link = if r.two_channel {
+            offer.link.without_passphrase().to_uri()
+        } else {
+            offer.link.to_uri()
+        };
+        let mut f = Map::new();
+        f.insert("link".into(), json!(&*link));
+        if r.two_channel {
+            let p = offer
+                .link
+                .passphrase
+                .as_ref()
+                .map(|p| p.expose().to_string());
+            f.insert("passphrase".into(), json!(p));
+        }
+        f.insert("delete_token".into(), json!(&*offer.delete_token.to_text()));
+        f.insert("bucket_closes_at".into(), json!(closes_at));
+        f.insert("servers".into(), json!(servers));
+        f.insert("held".into(), json!(r.hold));
+        f.insert("two_channel".into(), json!(r.two_channel));
+        f.insert("bucket_seq".into(), json!(offer.bucket.seq));
+        f.insert("answer_expected".into(), json!(r.expect_answer));
+        if let Some(id) = id {
+            f.insert("offer".into(), json!(id));
+        }
+        if let Some(k) = verified {
+            f.insert("links_verified".into(), json!(k));
+        }
+        if let Some((id, at)) = scheduled_delete {
+            f.insert("delete".into(), json!(id));
+            f.insert("delete_at".into(), json!(at));
+        }
+        Ok(Value::Object(f))
+    }
+
+    async fn accept(
+        self: &Arc<Self>,
+        link: &str,
+        passphrase: Option<String>,
+        answer: Option<Vec<u8>>,
+    ) -> Result<Value> {
+        let link = RdvLink::parse(link.trim()).context("invalid link")?;
+        kdf::check_profile(link.kdf, &KdfLimits::default()).context("the link's KDF profile")?;
+        let answer = answer.map(zeroize::Zeroizing::new);
+        if let Some(a) = &answer {
+            if a.is_empty() || a.len() > rdv::proto::answer::MAX_ANSWER {
+                return Err(CliError::new(
+                    "answer_invalid",
+                    ErrorKind::BadInput,
+                    format!(
+                        "the answer is {} bytes, an answer holds 1 to {}",
+                        a.len(),
+                        rdv::proto::answer::MAX_ANSWER
+                    ),
+                )
+                .into());
+            }
+        }
+        let passphrase = passphrase.map(|p| Passphrase::new(zeroize::Zeroizing::new(p).as_str()));
+        let found = self.client.accept(&link, passphrase).await?;
+        let answered = match (&found.reply, &answer) {
+            (Some(reply), Some(a)) => {
+                self.client.answer(reply, a).await?;
+                true
+            }
+            (None, Some(_)) => {
+                return Err(CliError::new(
+                    "no_answer_expected",
+                    ErrorKind::BadInput,
+                    "this link does not expect an answer; the answer was not sent",
+                )
+                .into())
+            }
+            _ => false,
+        };
+        for (server, locator) in link.servers() {
+            // The bucket lives at most a TTL; a day is enough for decoy fetches of it.
+            self.remember(server, locator, now() + 86_400);
+        }
+        let mut f = Map::new();
+        f.insert("index".into(), json!(found.index));
+        f.insert("tried".into(), json!(found.tried));
+        f.insert("links_verified".into(), json!(found.links_verified));
+        f.insert("answer_expected".into(), json!(found.reply.is_some()));
+        f.insert("answered".into(), json!(answered));
+        api::put_bytes(&mut f, "payload", &found.payload);
+        Ok(Value::Object(f))
+    }
+}
+
+/// A stored offer, with what the agent kept for it: everything to take it back if its link
+/// reaches nobody.
+pub(super) struct TakeBack {
+    offer: rdv::client::Offer,
+    kept: Kept,
+}
+
+/// What the agent kept for an offer, to forget if the offer cannot be finished.
+#[derive(Default)]
+struct Kept {
+    offer: Option<String>,
+    delete: Option<String>,
+}
+
+struct OfferRequest {
+    servers: Vec<String>,
+    payload: zeroize::Zeroizing<Vec<u8>>,
+    passphrase: Option<zeroize::Zeroizing<String>>,
+    kdf: Option<String>,
+    two_channel: bool,
+    expect_answer: bool,
+    hold: bool,
+    delete_after_close_secs: Option<u64>,
+}
