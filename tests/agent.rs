@@ -812,6 +812,106 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
     assert_eq!(kept["ok"], true, "{kept}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+    // A command that gets its link but cannot hand it over (its QR file cannot be written) has
+    // the agent take it back, as it does without an agent.
+    let out = run_rdv(
+        &[
+            "--json",
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+            "--payload",
+            "s",
+            "--kdf",
+            "test",
+            "--qr-png",
+            dir.path().join("missing").join("x.png").to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("deleted from the server"), "{text}");
+    assert!(!text.contains("rdv1:"), "{text}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        1.0,
+        "only the kept link is left"
+    );
+}
+
+/// `--wait` through the agent counts from the bucket's close, as without an agent: the agent
+/// does not look before then, so a wait counted from the request would end before any look.
+#[test]
+fn wait_through_the_agent_counts_from_the_bucket_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--open-window", "30s", "--stamp-effort", "4"],
+    );
+    let addr = srv.addr.to_string();
+    // Looks 1 s apart on average: one comes within the 20 s waits below but for a chance of
+    // e^-20; counted from the request, the waits end 10 s before the bucket closes.
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let offer = |wait: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["offer", "--agent", agent.socket(), "--server", &addr])
+            .args(["--expect-answer", "--payload", "smp://i", "--kdf", "test"])
+            .args(wait)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let read_fields = |child: &mut Child| {
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut link, mut id) = (String::new(), String::new());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 {
+            if let Some(l) = line.trim().strip_prefix("link: ") {
+                link = l.to_owned();
+            }
+            if let Some(o) = line.trim().strip_prefix("offer: ") {
+                id = o.to_owned();
+                break;
+            }
+            line.clear();
+        }
+        (link, id, out)
+    };
+    let answer = |link: &str, text: &str| {
+        ok(&run_rdv(
+            &["accept", "--direct", link, "--answer", text],
+            None,
+            &[],
+        ))
+    };
+    // In one bucket: `rdv offer --agent --expect-answer` (collected below with `rdv collect
+    // --agent --offer ID --wait 20s`), and `rdv offer --agent --expect-answer --wait 20s`,
+    // whose link comes at once and the wait after.
+    let mut first = offer(&[]);
+    let (link_b, id, _) = read_fields(&mut first);
+    assert!(first.wait().unwrap().success());
+    let mut waiting = offer(&["--wait", "20s"]);
+    let (link_a, _, mut rest) = read_fields(&mut waiting);
+    let collect = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["collect", "--agent", agent.socket(), "--offer", &id])
+        .args(["--wait", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    answer(&link_a, "smp://a");
+    answer(&link_b, "smp://b");
+    let mut tail = String::new();
+    rest.read_to_string(&mut tail).unwrap();
+    assert!(waiting.wait().unwrap().success(), "the wait ended early");
+    assert!(tail.contains("answer: smp://a"), "{tail}");
+    let out = collect.wait_with_output().unwrap();
+    assert_eq!(ok(&out).trim(), "smp://b");
 }
 
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).

@@ -259,7 +259,10 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         }
     }
     if let Some(png) = &a.qr_png {
-        crate::qr::write_png(&link, png).context("--qr-png")?;
+        if let Err(e) = crate::qr::write_png(&link, png) {
+            let what = take_back(&mut agent, &r, offer_id).await;
+            return Err(e.context(format!("--qr-png: {what}")));
+        }
     }
     if crate::out::json() {
         let mut f = r.as_object().cloned().unwrap_or_default();
@@ -295,7 +298,8 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     let (Some(id), Some(wait)) = (offer_id, a.wait) else {
         return Ok(());
     };
-    let answer = wait_for(&mut agent, &id, wait).await?;
+    let from = r.get("looks_from").and_then(Value::as_u64);
+    let answer = wait_for(&mut agent, &id, from, wait).await?;
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "offer" => id };
         crate::out::bytes_fields(&mut f, "answer", &answer);
@@ -315,6 +319,18 @@ async fn too_few(
     offer: Option<String>,
     why: String,
 ) -> anyhow::Error {
+    let what = take_back(agent, r, offer).await;
+    CliError::new(
+        "too_few_links",
+        ErrorKind::ServerMisbehaved,
+        format!("{why}: {what}"),
+    )
+    .into()
+}
+
+/// An offer the command cannot hand over: the agent deletes its link now and forgets the
+/// offer. Says what happened.
+async fn take_back(agent: &mut Agent, r: &Value, offer: Option<String>) -> String {
     let delete = Request::Delete {
         link: str_of(r, "link").to_owned(),
         token: str_of(r, "delete_token").to_owned(),
@@ -327,28 +343,27 @@ async fn too_few(
         // Nothing to look for: the link was never handed over.
         let _ = agent.call(&Request::Forget { offer }).await;
     }
-    let what = match deleted {
+    match deleted {
         Ok(_) => "the link was not handed over and was deleted from the server".to_string(),
         Err(e) => format!(
             "the link was not handed over, and could NOT be deleted ({e:#}); it expires by itself"
         ),
-    };
-    CliError::new(
-        "too_few_links",
-        ErrorKind::ServerMisbehaved,
-        format!("{why}: {what}"),
-    )
-    .into()
+    }
 }
 
-/// Take the answer to offer `id` from the agent, waiting up to `wait` for it to come (the agent
-/// must have been subscribed to on this connection).
+/// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
+/// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
+/// agent must have been subscribed to on this connection).
 async fn wait_for(
     agent: &mut Agent,
     id: &str,
+    from: Option<u64>,
     wait: std::time::Duration,
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let until = tokio::time::Instant::now() + wait;
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let before_first_look =
+        std::time::Duration::from_secs(from.map_or(0, |f| f.saturating_sub(now)));
+    let until = tokio::time::Instant::now() + before_first_look + wait;
     loop {
         match agent
             .call(&Request::Collect {
@@ -461,7 +476,18 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     let answer = match a.wait {
         Some(wait) => {
             agent.call(&Request::Subscribe {}).await?;
-            wait_for(&mut agent, &id, wait).await?
+            // From the offer's first look, as without an agent: the agent knows when that is.
+            let status = agent.call(&Request::Status {}).await?;
+            let from = status
+                .get("pending")
+                .and_then(Value::as_array)
+                .and_then(|p| {
+                    p.iter()
+                        .find(|o| o.get("offer").and_then(Value::as_str) == Some(id.as_str()))
+                })
+                .and_then(|o| o.get("looks_from"))
+                .and_then(Value::as_u64);
+            wait_for(&mut agent, &id, from, wait).await?
         }
         None => bytes_of(
             &agent.call(&Request::Collect { offer: id }).await?,

@@ -524,8 +524,9 @@ impl Agent {
                 let id = random_id();
                 self.state.save_pending(&id, &p)?;
                 kept.offer = Some(id.clone());
+                let looks_from = p.polls_from();
                 self.look_after(id.clone(), p);
-                Some(id)
+                Some((id, looks_from))
             }
             None => None,
         };
@@ -536,7 +537,7 @@ impl Agent {
             .map(|(s, _)| s.to_string())
             .collect();
         let mut f = Map::new();
-        if let Some(id) = &id {
+        if let Some((id, _)) = &id {
             f.insert("offer".into(), json!(id));
         }
         f.insert("servers".into(), json!(servers));
@@ -572,8 +573,9 @@ impl Agent {
         f.insert("two_channel".into(), json!(r.two_channel));
         f.insert("bucket_seq".into(), json!(offer.bucket.seq));
         f.insert("answer_expected".into(), json!(r.expect_answer));
-        if let Some(id) = id {
+        if let Some((id, looks_from)) = id {
             f.insert("offer".into(), json!(id));
+            f.insert("looks_from".into(), json!(looks_from));
         }
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
