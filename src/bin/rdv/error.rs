@@ -190,7 +190,13 @@ fn connection_code(c: &ConnectionError) -> &'static str {
         ConnectionError::Io { .. } => "connection_lost",
         ConnectionError::Protocol(_) | ConnectionError::NotRdv(_) => "protocol_violation",
         ConnectionError::Server { code, .. } => match code {
-            ErrorCode::Busy | ErrorCode::RateLimited | ErrorCode::BucketClosed => "server_busy",
+            ErrorCode::Busy
+            | ErrorCode::RateLimited
+            | ErrorCode::BucketClosed
+            | ErrorCode::Overloaded
+            | ErrorCode::ShuttingDown => "server_busy",
+            ErrorCode::TimedOut => "timeout",
+            ErrorCode::StorageFailure => "server_storage",
             ErrorCode::BadStamp => "stamp_refused",
             ErrorCode::QuotaExceeded => "server_full",
             ErrorCode::NotFound => "not_found",
@@ -284,6 +290,33 @@ mod tests {
             false,
             "no key",
         ))
+    }
+
+    /// Every error code a server can send comes out with the code and kind docs/JSON.md gives
+    /// that code (a transient storage failure was once `server_error`, documented as `server`).
+    #[test]
+    fn every_server_error_code_has_the_kind_its_documented_code_has() {
+        let doc = include_str!("../../../docs/JSON.md");
+        let documented = |code: &str| {
+            doc.lines()
+                .find_map(|l| {
+                    let rest = l.strip_prefix(&format!("| `{code}` | "))?;
+                    Some(rest.split(" |").next()?.trim().to_owned())
+                })
+                .unwrap_or_else(|| panic!("docs/JSON.md has no row for {code}"))
+        };
+        for n in 1..=64u16 {
+            let c = ErrorCode::from_u16(n);
+            if matches!(c, ErrorCode::Unknown(_)) {
+                continue;
+            }
+            let e = anyhow::Error::new(OfferError::Connection(ConnectionError::Server {
+                code: c,
+                message: String::new(),
+            }));
+            let (name, kind) = code(&e);
+            assert_eq!(documented(name), kind.as_str(), "{c:?} comes out as {name}");
+        }
     }
 
     #[test]
