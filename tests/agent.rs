@@ -451,11 +451,21 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
             8,
             serde_json::json!({"op": "delete", "link": "rdv1:x", "token": "y"}),
         ),
+        (
+            81,
+            serde_json::json!({"op": "forget", "offer": "o0123456789abcdef"}),
+        ),
     ] {
         let r = api.call(id, body);
         assert_eq!(r["ok"], false, "{r}");
         assert_eq!(r["error"]["kind"], "bad-input", "{r}");
     }
+    let r = api.call(
+        82,
+        serde_json::json!({"op": "delete", "link": "rdv1:x", "token": "y", "within_secs": 60}),
+    );
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("within_secs"), "{r}");
     let r = api.call(9, serde_json::json!({"op": "status"}));
     assert_eq!(r["result"]["transport"], "direct", "{r}");
     // A line over the limit ends the connection after its error; the agent serves on.

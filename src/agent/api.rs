@@ -16,6 +16,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Read one request line: the caller's `id` (echoed in the reply; `null` when absent) and the
 /// request, or the `id` and why the line is no request.
 pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
+    // A key given twice would be read as its last value here and perhaps as its first by
+    // whatever checked the line before: refused, not guessed.
+    serde_json::from_str::<NoDuplicateKeys>(line)
+        .map_err(|e| (Value::Null, format!("not JSON, or a key given twice: {e}")))?;
     let mut v: Value =
         serde_json::from_str(line).map_err(|e| (Value::Null, format!("not JSON: {e}")))?;
     let id = v
@@ -24,6 +28,59 @@ pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
         .unwrap_or(Value::Null);
     let request = serde_json::from_value(v).map_err(|e| (id.clone(), e.to_string()))?;
     Ok((id, request))
+}
+
+/// Any JSON value in which no object has a key twice (at any depth); the value itself is not
+/// kept.
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<NoDuplicateKeys>()?;
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a key is given twice"));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// A request line (what the command line sends the agent).
@@ -272,5 +329,21 @@ mod tests {
             within_secs: None,
         };
         assert_eq!(format!("{r:?}"), "Request(delete)");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        assert!(parse_line(r#"{"op":"status"}"#).is_ok());
+        for line in [
+            r#"{"op":"status","op":"status"}"#,
+            r#"{"id":1,"id":2,"op":"status"}"#,
+            r#"{"op":"offer","servers":["a:1"],"payload":"x","payload":"y"}"#,
+            r#"{"op":"status","id":{"a":1,"a":2}}"#,
+        ] {
+            let Err((_, why)) = parse_line(line) else {
+                panic!("{line} was read as a request");
+            };
+            assert!(why.contains("twice"), "{line}: {why}");
+        }
     }
 }

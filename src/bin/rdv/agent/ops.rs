@@ -71,6 +71,15 @@ pub(super) fn api_error(e: &anyhow::Error) -> ApiError {
     }
 }
 
+fn no_such_offer(offer: &str) -> anyhow::Error {
+    CliError::new(
+        "no_such_offer",
+        ErrorKind::BadInput,
+        format!("the agent keeps no offer {offer:?} (collected, forgotten or expired)"),
+    )
+    .into()
+}
+
 fn bad_input(message: impl Into<String>) -> anyhow::Error {
     CliError::new("invalid_input", ErrorKind::BadInput, message).into()
 }
@@ -319,14 +328,12 @@ impl Agent {
                     )
                     .into());
                 }
-                Err(CliError::new(
-                    "no_such_offer",
-                    ErrorKind::BadInput,
-                    format!("the agent keeps no offer {offer:?} (collected, forgotten or expired)"),
-                )
-                .into())
+                Err(no_such_offer(&offer))
             }
             Request::Forget { offer } => {
+                if !self.state.has(&offer) {
+                    return Err(no_such_offer(&offer));
+                }
                 self.stop_looking(&offer);
                 self.state.forget(&offer)?;
                 Ok((json!({ "offer": offer, "forgotten": true }), None))
@@ -339,6 +346,11 @@ impl Agent {
             } => {
                 let link = zeroize::Zeroizing::new(link);
                 let token = zeroize::Zeroizing::new(token);
+                if within_secs.is_some() && !later {
+                    return Err(bad_input(
+                        "within_secs is for a later delete: give later: true too, or leave it out",
+                    ));
+                }
                 let parsed = RdvLink::parse(link.trim()).context("invalid link")?;
                 let parsed_token = DeleteToken::parse(token.trim())
                     .ok_or_else(|| bad_input("the deletion token does not parse"))?;
