@@ -162,6 +162,20 @@ fn the_command_line_through_the_agent_offers_accepts_and_collects() {
     let link = field(&offered, "link").to_owned();
     let offer = field(&offered, "offer").to_owned();
     field(&offered, "delete-token");
+    // The notes a user gets without an agent come through it too.
+    let notes = run_rdv(
+        &[
+            &["offer", "--server", &addr][..],
+            &via,
+            &["--payload", "smp://other", "--kdf", "test"],
+        ]
+        .concat(),
+        None,
+        &[],
+    );
+    let notes = String::from_utf8_lossy(&notes.stderr);
+    assert!(notes.contains("WARNING: the 'test' KDF profile"), "{notes}");
+    assert!(notes.contains("the bucket closes at"), "{notes}");
     // Before the answer: the agent says so, and keeps looking.
     let early = run_rdv(
         &[&["--json", "collect", "--offer", &offer][..], &via].concat(),
@@ -822,8 +836,8 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
     assert_eq!(kept["ok"], true, "{kept}");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
-    // A command that gets its link but cannot hand it over (its QR file cannot be written) has
-    // the agent take it back, as it does without an agent.
+    // A command whose QR file cannot be written fails before anything is stored, as without an
+    // agent.
     let out = run_rdv(
         &[
             "--json",
@@ -844,12 +858,12 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
     );
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("deleted from the server"), "{text}");
+    assert!(text.contains("--qr-png"), "{text}");
     assert!(!text.contains("rdv1:"), "{text}");
     assert_eq!(
         metric(m, "rdv_links_stored"),
         1.0,
-        "only the kept link is left"
+        "only the kept link is there"
     );
 }
 

@@ -44,7 +44,7 @@ pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
 
 /// Refuse an output file that exists, whose directory is missing, or where nothing can be
 /// created, before anything is stored.
-fn check_output(flag: &str, path: &std::path::Path) -> Result<()> {
+pub(crate) fn check_output(flag: &str, path: &std::path::Path) -> Result<()> {
     if path.exists() {
         bail!(
             "{flag} {}: the file exists already (it is never overwritten)",

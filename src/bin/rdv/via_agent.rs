@@ -221,6 +221,13 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     if a.expect_answer {
         crate::answer::warn_costs(&a.look);
     }
+    if rdv::proto::KdfProfile::parse(&a.kdf).ok() == Some(rdv::proto::KdfProfile::Test) {
+        eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
+    }
+    // Checked before anything is stored, as without an agent.
+    if let Some(png) = &a.qr_png {
+        crate::offer::check_output("--qr-png", png)?;
+    }
     let payload = Zeroizing::new(crate::offer::read_payload(&a)?);
     let given = a.passphrase.take().map(Zeroizing::new);
     let passphrase = crate::offer::choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
@@ -282,7 +289,22 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             writeln!(out, "offer: {id}")?;
         }
         out.flush()?;
-        if let Some(id) = &offer_id {
+        if let Some(png) = &a.qr_png {
+            note!("wrote the link's QR code to {}", png.display());
+        }
+        if !a.hold {
+            if let Some(closes_in) = r.get("bucket_closes_in_secs").and_then(Value::as_u64) {
+                let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(now.saturating_add(closes_in));
+                note!(
+                    "the bucket closes at {} (in {} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)",
+                    humantime::format_rfc3339_seconds(at),
+                    closes_in.div_ceil(60)
+                );
+            }
+        }
+        if let (Some(id), None) = (&offer_id, a.wait) {
             note!("the agent looks for the answer; take it with: rdv collect --agent --offer {id}");
         }
         if let Some(at) = r.get("delete_at").and_then(Value::as_u64) {

@@ -584,6 +584,12 @@ impl Agent {
         f.insert("held".into(), json!(r.hold));
         f.insert("two_channel".into(), json!(r.two_channel));
         f.insert("bucket_seq".into(), json!(offer.bucket.seq));
+        // Counted from the store (0 once a held offer's bucket has closed).
+        let closes_in = match r.hold {
+            true => 0,
+            false => closes_at.saturating_sub(info.server_time),
+        };
+        f.insert("bucket_closes_in_secs".into(), json!(closes_in));
         f.insert("answer_expected".into(), json!(r.expect_answer));
         if let Some((id, looks_from)) = id {
             f.insert("offer".into(), json!(id));
