@@ -414,12 +414,24 @@ pub fn negotiate(min_version: u16, max_version: u16) -> Option<u16> {
     (v >= min_version.max(MIN_PROTOCOL_VERSION)).then_some(v)
 }
 
+/// Whether `c` changes the order in which text around it is displayed (a Unicode bidirectional
+/// control: embeddings, overrides, isolates, marks). Text from elsewhere shown with one in it
+/// can read differently from what it is ("Trojan Source").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Make a server error message safe to send and to print: at most [`MAX_ERROR_MESSAGE`] bytes,
-/// control characters replaced. Clients apply it to what a server sends too.
+/// control characters (and bidirectional controls) replaced. Clients apply it to what a server
+/// sends too.
 pub fn sanitize_message(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        let c = if c.is_control() { '?' } else { c };
+        let c = if c.is_control() || is_bidi_control(c) {
+            '?'
+        } else {
+            c
+        };
         if out.len() + c.len_utf8() > MAX_ERROR_MESSAGE {
             break;
         }
@@ -431,6 +443,14 @@ pub fn sanitize_message(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_loses_controls_and_bidirectional_overrides() {
+        assert_eq!(
+            sanitize_message("ok\u{1b}[2J \u{202e}gpj.exe\u{2066}x\u{200d}"),
+            "ok?[2J ?gpj.exe?x\u{200d}"
+        );
+    }
 
     #[test]
     fn oversize_header_is_refused_before_decoding() {

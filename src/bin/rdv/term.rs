@@ -245,13 +245,14 @@ pub(crate) fn arg_or_stdin(
 }
 
 /// Bytes for a terminal: control characters (which could move the cursor, retitle the window,
-/// or worse) and invalid UTF-8 are shown escaped; everything else as it is.
+/// or worse), bidirectional controls (which make text read in another order than it is) and
+/// invalid UTF-8 are shown escaped; everything else as it is.
 pub(crate) fn escape_for_terminal(bytes: &[u8]) -> (String, bool) {
     let mut out = String::new();
     let mut escaped = false;
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
+            if c.is_control() || rdv::proto::wire::is_bidi_control(c) {
                 escaped = true;
                 out.extend(c.escape_default());
             } else {
@@ -286,7 +287,19 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
 
 #[cfg(test)]
 mod tests {
-    use super::{one_line, ArtiFold, ARTI_WARNING_EVERY};
+    use super::{escape_for_terminal, one_line, ArtiFold, ARTI_WARNING_EVERY};
+
+    #[test]
+    fn a_payload_cannot_reorder_or_drive_the_terminal() {
+        let (shown, escaped) =
+            escape_for_terminal("smp://a\u{202e}txt.exe\u{1b}]0;x\u{7}👍\u{200d}".as_bytes());
+        assert!(escaped);
+        assert_eq!(shown, "smp://a\\u{202e}txt.exe\\u{1b}]0;x\\u{7}👍\u{200d}");
+        assert_eq!(
+            escape_for_terminal("plain 👍".as_bytes()),
+            ("plain 👍".into(), false)
+        );
+    }
 
     #[test]
     fn repeated_arti_warnings_are_counted_and_shown_once_per_period() {
