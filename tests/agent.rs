@@ -938,6 +938,62 @@ fn wait_through_the_agent_counts_from_the_bucket_close() {
     assert_eq!(ok(&out).trim(), "smp://b");
 }
 
+/// An agent stopped (SIGTERM) while it holds an offer for its bucket's close takes the link
+/// back before it exits: nobody has it, and the next start has nothing to hand over.
+#[test]
+fn an_agent_stopped_during_a_hold_takes_the_link_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let m_text = m.to_string();
+    let srv = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--open-window",
+            "60s",
+            "--stamp-effort",
+            "4",
+            "--metrics",
+            &m_text,
+        ],
+    );
+    let addr = srv.addr.to_string();
+    let mut agent = AgentProcess::start(dir.path(), &[]);
+    let mut events = agent.api();
+    assert_eq!(
+        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let mut held = agent.api();
+    held.send(
+        &serde_json::json!({"id": 2, "op": "offer", "servers": [addr], "payload": "p",
+            "kdf": "test", "hold": true, "expect_answer": true})
+        .to_string(),
+    );
+    next_event(&mut events, "stored");
+    assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "the agent stopped with {status}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        0.0,
+        "the held link stays on the server after the agent stopped"
+    );
+    let kept = std::fs::read_dir(dir.path().join("state").join("offers"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        kept, 0,
+        "the held offer's secrets stay in the state directory"
+    );
+}
+
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

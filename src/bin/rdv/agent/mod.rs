@@ -352,6 +352,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         events,
         lookers: Mutex::default(),
         deleters: Mutex::default(),
+        holding: Mutex::default(),
         known: Mutex::default(),
         transport,
         cover: Cover {
@@ -405,6 +406,13 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&socket);
+    // A held offer's link reaches nobody once the agent is gone: take it back (bounded, so a
+    // server that does not answer cannot keep the agent from stopping).
+    match tokio::time::timeout(Duration::from_secs(30), agent.take_back_held()).await {
+        Ok(0) => {}
+        Ok(n) => note!("agent: took back {n} held offer(s) whose bucket had not closed"),
+        Err(_) => note!("agent: taking back the held offers did not finish within 30 s; their links expire by themselves"),
+    }
     note!("agent: stopped; the offers it looks after are kept in its state directory");
     Ok(())
 }

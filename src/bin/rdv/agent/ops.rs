@@ -37,6 +37,8 @@ pub(super) struct Agent {
     pub(super) lookers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The task of each later delete.
     pub(super) deleters: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Offers held until their bucket's close, to take back if the agent stops first.
+    pub(super) holding: Mutex<HashMap<u64, Held>>,
     /// Buckets for decoy fetches.
     pub(super) known: Mutex<Vec<Known>>,
     pub(super) transport: &'static str,
@@ -466,21 +468,40 @@ impl Agent {
     /// Take back an offer whose link was handed to nobody: what was kept for it is forgotten,
     /// its later delete dropped, and the link deleted from the server. Says what happened.
     pub(super) async fn take_back(&self, back: &TakeBack) -> &'static str {
-        if let Some(id) = &back.kept.offer {
+        self.take_back_link(&back.offer.link, &back.offer.delete_token, &back.kept)
+            .await
+    }
+
+    /// Take back every offer still held for its bucket's close (the agent is stopping, and
+    /// nobody has their links); how many there were.
+    pub(super) async fn take_back_held(&self) -> usize {
+        let held: Vec<Held> = match self.holding.lock() {
+            Ok(mut h) => h.drain().map(|(_, v)| v).collect(),
+            Err(_) => Vec::new(),
+        };
+        for h in &held {
+            self.take_back_link(&h.link, &h.token, &h.kept).await;
+        }
+        held.len()
+    }
+
+    async fn take_back_link(
+        &self,
+        link: &RdvLink,
+        token: &DeleteToken,
+        kept: &Kept,
+    ) -> &'static str {
+        if let Some(id) = &kept.offer {
             self.stop_looking(id);
             let _ = self.state.forget(id);
         }
-        if let Some(id) = &back.kept.delete {
+        if let Some(id) = &kept.delete {
             if let Some(t) = self.deleters.lock().ok().and_then(|mut d| d.remove(id)) {
                 t.abort();
             }
             let _ = self.state.forget_delete(id);
         }
-        match self
-            .client
-            .delete(&back.offer.link, &back.offer.delete_token)
-            .await
-        {
+        match self.client.delete(link, token).await {
             Ok(()) => "nothing was handed over, and the link was deleted from the server",
             Err(_) => {
                 "nothing was handed over; the link could not be deleted and expires by itself"
@@ -560,7 +581,28 @@ impl Agent {
             // As `rdv offer --hold`: past the close by a random pause, then one fetch.
             let closes_in = closes_at.saturating_sub(info.server_time);
             let pause = self.schedule.next_look_in(rand::random());
+            let key = rand::random::<u64>();
+            if let Ok(mut h) = self.holding.lock() {
+                h.insert(
+                    key,
+                    Held {
+                        link: offer.link.clone(),
+                        token: offer.delete_token.clone(),
+                        kept: kept.clone(),
+                    },
+                );
+            }
             tokio::time::sleep(Duration::from_secs(closes_in + 1) + pause).await;
+            // Taken back meanwhile (the agent is stopping): not to be handed over.
+            let still_held = self
+                .holding
+                .lock()
+                .ok()
+                .and_then(|mut h| h.remove(&key))
+                .is_some();
+            if !still_held {
+                anyhow::bail!("the agent is stopping; the held link was taken back");
+            }
             verified = Some(self.client.verified_links(&offer.link).await?);
         }
         let link = if r.two_channel {
@@ -667,8 +709,15 @@ pub(super) struct TakeBack {
     kept: Kept,
 }
 
+/// An offer held until its bucket's close: what takes it back.
+pub(super) struct Held {
+    link: RdvLink,
+    token: DeleteToken,
+    kept: Kept,
+}
+
 /// What the agent kept for an offer, to forget if the offer cannot be finished.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Kept {
     offer: Option<String>,
     delete: Option<String>,
