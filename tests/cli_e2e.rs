@@ -438,3 +438,44 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another process"), "{err}");
 }
+
+/// What `rdv accept` says of a bucket's verified links: with stamps below the client's minimum
+/// effort not even the link's own counts, and the user is told why rather than "0 verified".
+#[test]
+fn accept_says_why_no_stamp_counts_below_the_minimum_effort() {
+    let dir = tempfile::tempdir().unwrap();
+    for (effort, expect) in [
+        ("4", "not even this link's own"),
+        ("64", "hides among 1 verified link(s)"),
+    ] {
+        let server = ServerProcess::start(&dir.path().join(effort), &["--stamp-effort", effort]);
+        let addr = server.addr.to_string();
+        let out = rdv(
+            &[
+                "offer",
+                "--direct",
+                &addr,
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+            ],
+            None,
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let link = field(&out, "link:");
+        let out = rdv(&["accept", "--direct", &addr, &link], None, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "effort {effort}: {err}");
+    }
+}
