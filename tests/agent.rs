@@ -197,6 +197,13 @@ fn the_command_line_through_the_agent_offers_accepts_and_collects() {
         &[],
     ));
     assert_eq!(accepted.trim(), "smp://initiator");
+    // A bare --agent takes the socket RDV_AGENT names (the default socket has no agent here).
+    let again = ok(&run_rdv(
+        &["accept", &link, "--agent"],
+        None,
+        &[("RDV_AGENT", agent.socket())],
+    ));
+    assert_eq!(again.trim(), "smp://initiator");
     // The agent finds the answer on its own schedule; collect waits for it.
     let answer = ok(&run_rdv(
         &[&["collect", "--offer", &offer, "--wait", "2m"][..], &via].concat(),

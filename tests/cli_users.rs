@@ -207,9 +207,13 @@ fn json_on_every_command_with_results_and_errors() {
     }
     err(
         &rdv(&["accept", "--json", "--direct", "127.0.0.1:1", &link], &[]),
-        "refused",
-        "bad-input",
+        "unreachable",
+        "transient",
     );
+    // No tor at the SOCKS address: the same (it may run later), with a hint naming tor.
+    let no_tor = rdv(&["accept", "--socks", "127.0.0.1:1", &link], &[]);
+    let text = String::from_utf8_lossy(&no_tor.stderr);
+    assert!(text.contains("is tor running"), "{text}");
     err(
         &rdv(
             &["accept", "--json", "--direct", &link, "--answer", "hi"],
@@ -993,12 +997,12 @@ fn a_multi_server_link_on_the_command_line() {
         "accept",
     );
     assert_eq!(str_of(&acc, "payload"), "smp://both");
-    // Both gone: one error naming each.
+    // Both gone: one error naming each; transient (they may be back later).
     b.kill();
     let e = err(
         &rdv(&["accept", "--json", "--direct", &link], &[]),
         "all_servers_failed",
-        "bad-input",
+        "transient",
     );
     let m = str_of(&e["error"], "message");
     assert!(m.contains(&aa) && m.contains(&ba), "{m}");
@@ -1448,4 +1452,87 @@ fn wait_for_hold(err: &mut impl std::io::BufRead) {
             break;
         }
     }
+}
+
+/// A reader that goes away (`rdv config | head -c1`) ends rdv quietly, as a SIGPIPE would, not
+/// with a panic and its backtrace; `rdv man --dir` writes every page even so.
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly() {
+    use std::process::{Command, Stdio};
+    let gone = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(args)
+            .env("RDV_CONFIG", "")
+            .env("XDG_CONFIG_HOME", "/nonexistent/rdv-tests")
+            .stdout(Stdio::from(gone()))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    for args in [&["config"][..], &["man"], &["completions", "bash"]] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "rdv {args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "rdv {args:?} panicked");
+    }
+    let unread = tempfile::tempdir().unwrap();
+    let out = run(&["man", "--dir", unread.path().to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let read = tempfile::tempdir().unwrap();
+    let listed = common::run_rdv(&["man", "--dir", read.path().to_str().unwrap()], None, &[]);
+    let pages = String::from_utf8_lossy(&listed.stdout).lines().count();
+    assert!(pages > 5, "{pages}");
+    assert_eq!(std::fs::read_dir(unread.path()).unwrap().count(), pages);
+}
+
+/// Settings a server runs with but default clients refuse are warned of, naming the client
+/// setting, rather than found out by every client's server_unacceptable.
+#[test]
+fn check_config_warns_of_settings_default_clients_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = rdv(
+        &[
+            "serve",
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--open-window",
+            "2h",
+            "--stamp-effort",
+            "2000",
+            "--check-config",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("--open-window 2h: clients refuse") && err.contains("--max-window"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--stamp-effort 2000") && err.contains("--max-effort"),
+        "{err}"
+    );
+    let fine = rdv(
+        &[
+            "serve",
+            "--no-onion",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--check-config",
+        ],
+        &[],
+    );
+    assert!(!String::from_utf8_lossy(&fine.stderr).contains("WARNING"));
 }

@@ -104,6 +104,23 @@ impl ConnectError {
             source: source.into(),
         }
     }
+
+    /// Whether nothing listens at the address: a plain TCP server that is down, or no SOCKS
+    /// proxy (tor not running). Not worth retrying at once, but not the user's input either: it
+    /// may be up later.
+    pub fn nothing_listens(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*self.source);
+        let refused = std::iter::from_fn(|| {
+            let c = cause?;
+            cause = c.source();
+            Some(c)
+        })
+        .any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        matches!(self.stage, ConnectStage::Tcp | ConnectStage::Socks) && refused
+    }
 }
 
 /// A failure of the connection or of one request on it: shared by every operation.
@@ -153,6 +170,7 @@ impl ConnectionError {
     /// What to do about it.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            ConnectionError::Connect(e) if e.nothing_listens() => ErrorKind::Transient,
             ConnectionError::Connect(e) if !e.retryable => ErrorKind::BadInput,
             ConnectionError::Connect(_)
             | ConnectionError::Timeout(_)
@@ -272,7 +290,7 @@ pub enum AcceptError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     /// The link's KDF parameters are malformed or above the client's limits.
-    #[error(transparent)]
+    #[error("the link's KDF parameters are refused")]
     Kdf(#[from] KdfError),
     /// The key derivation thread failed.
     #[error("key derivation failed to run")]

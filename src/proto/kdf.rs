@@ -144,7 +144,7 @@ pub enum KdfError {
     #[error("malformed KDF parameters: expected argon2id:m=KIB,t=T,p=P with decimal numbers")]
     BadParams,
     /// The parameters ask for more work than this client allows.
-    #[error("the link asks for excessive KDF work (m={m_kib} KiB, t={t}, p={p}); this client allows at most m={max_m_kib} KiB, t={max_t}, p={max_p}")]
+    #[error("excessive KDF work (m={m_kib} KiB, t={t}, p={p}): this client allows at most m={max_m_kib} KiB, t={max_t}, p={max_p}")]
     ExcessiveWork {
         /// Requested memory.
         m_kib: u32,

@@ -694,5 +694,26 @@ mod tests {
         ea.tor.config = None;
         ed.tor.config = None;
         assert_eq!(ea, ed);
+        // And it names every setting the effective configuration has (a key left out of the
+        // example is one nobody finds), commented out where it has no default.
+        let text = std::fs::read_to_string(&example).unwrap();
+        let all: toml::Table = toml::from_str(&toml::to_string(&ed).unwrap()).unwrap();
+        let named = |key: &str| {
+            text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ="))
+            })
+        };
+        for (section, keys) in &all {
+            match keys {
+                toml::Value::Table(keys) => {
+                    assert!(text.contains(&format!("[{section}]")), "[{section}]");
+                    for key in keys.keys() {
+                        assert!(named(key), "the example lacks {section}.{key}");
+                    }
+                }
+                _ => assert!(named(section), "the example lacks {section}"),
+            }
+        }
     }
 }

@@ -177,7 +177,7 @@ fn connect_code(e: &ConnectError) -> &'static str {
     match e.stage {
         ConnectStage::Address => "bad_address",
         ConnectStage::ClientAuth => "client_auth",
-        _ if e.retryable => "unreachable",
+        _ if e.retryable || e.nothing_listens() => "unreachable",
         _ => "refused",
     }
 }
@@ -236,6 +236,12 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         if let Some(c) = connect_error(cause) {
             if c.stage == ConnectStage::ClientAuth {
                 return Some("the server is in restricted discovery mode: pass a key its operator authorized with --client-key FILE (made by rdv keygen)");
+            }
+            if c.nothing_listens() {
+                return Some(match c.stage {
+                    ConnectStage::Socks => "nothing listens at that SOCKS address: is tor running, with its SocksPort there?",
+                    _ => "nothing listens at that address: is the server running, on that port?",
+                });
             }
             return None;
         }
@@ -356,5 +362,17 @@ mod tests {
             "refused",
         ));
         assert_eq!(code(&AcceptError::Connection(refused).into()).0, "refused");
+        // Nothing listening (a server down, no tor at the SOCKS port) may change later.
+        for stage in [ConnectStage::Tcp, ConnectStage::Socks] {
+            let down = ConnectionError::Connect(ConnectError::new(
+                "127.0.0.1:1",
+                stage,
+                false,
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ));
+            let e = AcceptError::Connection(down).into();
+            assert_eq!(code(&e), ("unreachable", ErrorKind::Transient));
+            assert!(hint(&e).is_some_and(|h| h.contains("nothing listens")));
+        }
     }
 }

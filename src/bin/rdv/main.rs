@@ -38,6 +38,7 @@ use std::time::Duration;
 const USAGE_EXIT: u8 = 2;
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     rdv::tor::install_crypto_provider();
     // Known before parsing, so that even a usage error comes as JSON.
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
@@ -61,6 +62,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A reader that went away (`rdv config | head -c1`) makes `println!` panic (Rust ignores
+/// SIGPIPE): end quietly instead, with the status a SIGPIPE would have given (128 + 13), and
+/// leave every other panic to the default hook.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Print a usage error (and with `--json`, its JSON result); help and version go out as usual.
@@ -208,14 +228,16 @@ fn man(a: &cli::ManArgs) -> anyhow::Result<()> {
                 pages.push((format!("rdv-{name}.1"), render(cmd)?));
             }
         }
+        // Every page is written before any is listed: a listing nobody reads stops nothing.
+        let mut written = String::new();
         for (file, text) in pages {
             let path = dir.join(&file);
             anyhow::Context::with_context(std::fs::write(&path, text), || {
                 format!("writing {}", path.display())
             })?;
-            println!("{}", path.display());
+            written.push_str(&format!("{}\n", path.display()));
         }
-        return Ok(());
+        return write_stdout(written.as_bytes());
     }
     let text = match &a.command {
         None => render(top.clone())?,

@@ -180,9 +180,15 @@ fn setting_error(e: ConfigError, origins: &Origins) -> anyhow::Error {
 /// service has been unreachable too long).
 pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     crate::store::refuse_password_in_argv(&a, &origins)?;
+    let warn = || {
+        for w in check::refused_by_default_clients(&a, &origins) {
+            eprintln!("WARNING: {w}");
+        }
+    };
     if a.check_config || a.print_config {
         // Every problem at once, each named by its flag or by file and key; nothing starts.
         check::refuse_problems(&a, &origins).await?;
+        warn();
         if a.print_config {
             print!("{}", crate::config::effective_text(&a)?);
         } else {
@@ -198,6 +204,7 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     }
     let (mut store_config, mut config) = settings(&a).map_err(|e| setting_error(e, &origins))?;
     let (mut onion, health) = onion_settings(&a).map_err(|e| setting_error(e, &origins))?;
+    warn();
     if let Some(mode) = a.adversary {
         if !a.testing_only {
             bail!("--adversary {mode} makes the server attack its clients; it runs only with --testing-only as well, and never for real users");

@@ -19,7 +19,11 @@ use zeroize::Zeroizing;
 pub(crate) fn socket(u: &UseAgent) -> Result<Option<PathBuf>> {
     match &u.agent {
         None => Ok(None),
-        Some(p) if p.as_os_str().is_empty() => crate::agent::default_socket().map(Some),
+        // A bare `--agent`: RDV_AGENT if it names a socket, else the default one.
+        Some(p) if p.as_os_str().is_empty() => match std::env::var_os("RDV_AGENT") {
+            Some(env) if !env.is_empty() => Ok(Some(PathBuf::from(env))),
+            _ => crate::agent::default_socket().map(Some),
+        },
         Some(p) => Ok(Some(p.clone())),
     }
 }

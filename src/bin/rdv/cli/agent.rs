@@ -50,9 +50,9 @@ fn per_hour(s: &str) -> Result<f64, String> {
 #[derive(Args, Clone)]
 pub(crate) struct UseAgent {
     /// Send the operation to a running `rdv agent` (its Tor is warm, and it looks after the
-    /// offer's answer and later deletes): at its socket PATH, or without a value at the default
-    /// socket. Also RDV_AGENT. The agent's own transport and policy apply; transport flags are
-    /// refused.
+    /// offer's answer and later deletes): at its socket PATH, or without a value at RDV_AGENT's
+    /// (if set) or the default socket. RDV_AGENT alone does the same. The agent's own transport
+    /// and policy apply; transport flags are refused.
     // Parsed as text: clap's path parser refuses the empty value that stands for the default.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from), help_heading = "Agent")]
     pub(crate) agent: Option<PathBuf>,

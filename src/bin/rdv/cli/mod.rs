@@ -231,8 +231,8 @@ pub(crate) struct OfferArgs {
     pub(crate) state: Option<PathBuf>,
     /// Look for the answer for up to this long once the bucket has closed, and print it (escaped,
     /// on an `answer:` line). No look comes before the bucket closes: the first look at a new
-    /// mailbox would tell the server which link is yours. With --state too, the state file is
-    /// removed once the answer is in.
+    /// mailbox would tell the server which link is yours. With --state too, the state file's keys
+    /// are replaced by a one-line note saying when the answer was collected once it is in.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "expect_answer", help_heading = "Answer")]
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
@@ -265,8 +265,8 @@ pub(crate) struct StampArgs {
 /// (PROTOCOL.md §15.4; what each choice costs: docs/ANONYMITY.md).
 #[derive(Args, Clone)]
 pub(crate) struct LookArgs {
-    /// Mean pause between two looks for the answer while waiting (and, with --hold, after the
-    /// bucket's close). The pauses are random (exponential), so that looks keep no beat the
+    /// Mean pause between two looks for the answer while waiting (and, with `rdv offer --hold`,
+    /// after the bucket's close). The pauses are random (exponential), so that looks keep no beat the
     /// server could tie together; each look is a fresh circuit. Under 10s warns.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
     pub(crate) poll_every: Duration,
@@ -298,8 +298,9 @@ pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 pub(crate) struct CollectArgs {
-    /// The state file `rdv offer --expect-answer --state FILE` wrote. It is removed once the
-    /// answer is in (its secrets are what makes the answer readable).
+    /// The state file `rdv offer --expect-answer --state FILE` wrote. Once the answer is in, its
+    /// keys (what makes the answer readable) are replaced by a one-line note saying when it was
+    /// collected; the file stays, holding no secret.
     #[arg(
         long,
         value_name = "FILE",

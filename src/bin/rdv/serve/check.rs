@@ -8,6 +8,38 @@ use crate::config::Origins;
 use crate::error::CliError;
 use anyhow::Result;
 
+/// Settings a server can run with but that clients with the default policy refuse: warned of
+/// at start and by `--check-config`, since nobody with default settings could use the server.
+pub(crate) fn refused_by_default_clients(a: &ServeArgs, origins: &Origins) -> Vec<String> {
+    let policy = rdv::proto::ClientPolicy::default();
+    let mut found = Vec::new();
+    if a.open_window.as_secs() > policy.max_open_window_secs {
+        found.push(format!(
+            "{} {}: clients refuse a bucket open longer than {} by default (their --max-window); offers to this server fail with server_unacceptable unless every client raises it",
+            origins.name("open_window"),
+            humantime::format_duration(a.open_window),
+            humantime::format_duration(std::time::Duration::from_secs(policy.max_open_window_secs)),
+        ));
+    }
+    if a.stamp_effort > policy.max_effort {
+        found.push(format!(
+            "{} {}: clients refuse to pay more than {} by default (their --max-effort); offers to this server fail unless every client raises it",
+            origins.name("stamp_effort"),
+            a.stamp_effort,
+            policy.max_effort,
+        ));
+    }
+    if a.stamp_effort < policy.min_effort {
+        found.push(format!(
+            "{} {}: clients count a stamp below {} as unproven (their --min-effort), so every accept reports 0 verified links",
+            origins.name("stamp_effort"),
+            a.stamp_effort,
+            policy.min_effort,
+        ));
+    }
+    found
+}
+
 /// Every problem found, in a stable order; empty when the settings can run.
 pub(crate) async fn problems(a: &ServeArgs, origins: &Origins) -> Vec<String> {
     let mut found = Vec::new();
