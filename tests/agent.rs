@@ -125,6 +125,26 @@ fn field<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name}: line in {text:?}"))
 }
 
+/// `rdv offer --agent … --expect-answer` of `payload` to `addr` (the test KDF): its output.
+fn offer_expecting_answer(agent: &AgentProcess, addr: &str, payload: &str) -> String {
+    ok(&run_rdv(
+        &[
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            addr,
+            "--expect-answer",
+            "--payload",
+            payload,
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    ))
+}
+
 fn server(dir: &Path, metrics: Option<SocketAddr>) -> ServerProcess {
     let m = metrics.map(|m| m.to_string());
     let mut extra = vec!["--open-window", "3s", "--stamp-effort", "4"];
@@ -255,22 +275,7 @@ fn an_answer_is_collected_after_the_agent_was_killed_mid_wait() {
     let srv = server(&dir.path().join("data"), None);
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let offered = ok(&run_rdv(
-        &[
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            &addr,
-            "--expect-answer",
-            "--payload",
-            "smp://initiator",
-            "--kdf",
-            "test",
-        ],
-        None,
-        &[],
-    ));
+    let offered = offer_expecting_answer(&agent, &addr, "smp://initiator");
     let offer = field(&offered, "offer").to_owned();
     // The agent dies without warning while it waits for the answer ...
     agent.kill();
@@ -1086,22 +1091,7 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let srv = server(&dir.path().join("data"), None);
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &[]);
-    let offered = ok(&run_rdv(
-        &[
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            &addr,
-            "--expect-answer",
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-        ],
-        None,
-        &[],
-    ));
+    let offered = offer_expecting_answer(&agent, &addr, "p");
     let offer = field(&offered, "offer").to_owned();
     agent.kill();
     let state = dir.path().join("state");

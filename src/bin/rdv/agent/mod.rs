@@ -127,24 +127,14 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             Ok(None) | Err(false) => break,
             Err(true) => {
                 let _ = tx
-                    .send(Out::plain(reply_error(
-                        Value::Null,
-                        "invalid_input",
-                        "bad-input",
-                        "request line too long",
-                    )))
+                    .send(bad_line(Value::Null, "request line too long"))
                     .await;
                 break;
             }
         };
         let Ok(line) = std::str::from_utf8(line) else {
             let _ = tx
-                .send(Out::plain(reply_error(
-                    Value::Null,
-                    "invalid_input",
-                    "bad-input",
-                    "the line is not UTF-8",
-                )))
+                .send(bad_line(Value::Null, "the line is not UTF-8"))
                 .await;
             continue;
         };
@@ -154,14 +144,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         let (id, request) = match api::parse_line(line) {
             Ok(r) => r,
             Err((id, why)) => {
-                let _ = tx
-                    .send(Out::plain(reply_error(
-                        id,
-                        "invalid_input",
-                        "bad-input",
-                        &why,
-                    )))
-                    .await;
+                let _ = tx.send(bad_line(id, &why)).await;
                 continue;
             }
         };
@@ -227,18 +210,21 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let _ = writer.await;
 }
 
-fn reply_error(id: Value, code: &str, kind: &str, message: &str) -> String {
-    serde_json::to_string(&Reply {
-        id,
-        ok: false,
-        result: None,
-        error: Some(ApiError {
-            code: code.into(),
-            kind: kind.into(),
-            message: message.into(),
-        }),
-    })
-    .unwrap_or_default()
+/// The reply to a line that is no request.
+fn bad_line(id: Value, why: &str) -> Out {
+    Out::plain(
+        serde_json::to_string(&Reply {
+            id,
+            ok: false,
+            result: None,
+            error: Some(ApiError {
+                code: "invalid_input".into(),
+                kind: "bad-input".into(),
+                message: why.into(),
+            }),
+        })
+        .unwrap_or_default(),
+    )
 }
 
 /// Bind the socket: its directory made private (0700), a stale socket of a dead agent removed,
