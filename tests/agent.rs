@@ -125,24 +125,30 @@ fn field<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name}: line in {text:?}"))
 }
 
-/// `rdv offer --agent … --expect-answer` of `payload` to `addr` (the test KDF): its output.
+/// `rdv offer --agent … --server ADDR --payload PAYLOAD --kdf test EXTRA…`.
+fn offer_via(
+    agent: &AgentProcess,
+    addr: &str,
+    payload: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let args = [
+        "offer",
+        "--agent",
+        agent.socket(),
+        "--server",
+        addr,
+        "--payload",
+        payload,
+        "--kdf",
+        "test",
+    ];
+    run_rdv(&[&args[..], extra].concat(), None, &[])
+}
+
+/// `rdv offer --agent … --expect-answer` of `payload` to `addr`: its output.
 fn offer_expecting_answer(agent: &AgentProcess, addr: &str, payload: &str) -> String {
-    ok(&run_rdv(
-        &[
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            addr,
-            "--expect-answer",
-            "--payload",
-            payload,
-            "--kdf",
-            "test",
-        ],
-        None,
-        &[],
-    ))
+    ok(&offer_via(agent, addr, payload, &["--expect-answer"]))
 }
 
 fn server(dir: &Path, metrics: Option<SocketAddr>) -> ServerProcess {
@@ -403,21 +409,7 @@ fn cover_traffic_reaches_the_server_like_real_looks_and_fetches() {
         ],
     );
     // Cover goes to servers the agent knows: one offer teaches it this one.
-    ok(&run_rdv(
-        &[
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            &addr,
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-        ],
-        None,
-        &[],
-    ));
+    ok(&offer_via(&agent, &addr, "p", &[]));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let looks = metric(m, "rdv_answers_total{outcome=\"fetch_empty\"}");
@@ -564,23 +556,11 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
         api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
         true
     );
-    let offered = run_rdv(
-        &[
-            "--json",
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            &addr,
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--delete-after-close",
-            "2s",
-        ],
-        None,
-        &[],
+    let offered = offer_via(
+        &agent,
+        &addr,
+        "p",
+        &["--json", "--delete-after-close", "2s"],
     );
     let o: Value = serde_json::from_slice(&offered.stdout).unwrap();
     assert_eq!(o["ok"], true, "{o}");
@@ -615,25 +595,7 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
     let (srv, m) = server_with_metrics(&dir.path().join("data"));
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let offer = |extra: &[&str]| {
-        run_rdv(
-            &[
-                &[
-                    "--json",
-                    "offer",
-                    "--agent",
-                    agent.socket(),
-                    "--server",
-                    &addr,
-                ][..],
-                &["--payload", "p", "--kdf", "test"],
-                extra,
-            ]
-            .concat(),
-            None,
-            &[],
-        )
-    };
+    let offer = |extra: &[&str]| offer_via(&agent, &addr, "p", &[&["--json"][..], extra].concat());
     // Alone in its bucket: 1 verified link, fewer than 5.
     let out = offer(&["--hold", "--min-k", "5"]);
     assert!(!out.status.success());
@@ -850,23 +812,12 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
     // A command whose QR file cannot be written fails before anything is stored, as without an
     // agent.
-    let out = run_rdv(
-        &[
-            "--json",
-            "offer",
-            "--agent",
-            agent.socket(),
-            "--server",
-            &addr,
-            "--payload",
-            "s",
-            "--kdf",
-            "test",
-            "--qr-png",
-            dir.path().join("missing").join("x.png").to_str().unwrap(),
-        ],
-        None,
-        &[],
+    let missing = dir.path().join("missing").join("x.png");
+    let out = offer_via(
+        &agent,
+        &addr,
+        "s",
+        &["--json", "--qr-png", missing.to_str().unwrap()],
     );
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);

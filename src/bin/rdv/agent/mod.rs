@@ -73,27 +73,29 @@ impl Out {
     }
 }
 
-/// One line of a request, at most [`api::MAX_LINE`] bytes without its newline. `Ok(None)` at
-/// the end of the connection; `Err(true)` for a longer line (not read further), `Err(false)`
-/// when reading failed.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-) -> Result<Option<()>, bool> {
+/// What reading one request line gave.
+enum Line {
+    /// A line (in the buffer, without its newline).
+    Read,
+    /// A line longer than [`api::MAX_LINE`] bytes: not read further.
+    TooLong,
+    /// The end of the connection, or a read that failed.
+    End,
+}
+
+/// Read one request line of at most [`api::MAX_LINE`] bytes into `buf`.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Line {
     use tokio::io::AsyncReadExt;
     buf.clear();
     let limit = api::MAX_LINE as u64 + 1;
     match r.take(limit).read_until(b'\n', buf).await {
-        Ok(0) => Ok(None),
-        Ok(_) => {
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            } else if buf.len() > api::MAX_LINE {
-                return Err(true);
-            }
-            Ok(Some(()))
+        Ok(0) | Err(_) => Line::End,
+        Ok(_) if buf.last() == Some(&b'\n') => {
+            buf.pop();
+            Line::Read
         }
-        Err(_) => Err(false),
+        Ok(_) if buf.len() > api::MAX_LINE => Line::TooLong,
+        Ok(_) => Line::Read,
     }
 }
 
@@ -123,9 +125,9 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             break;
         };
         let line = match read_line(&mut reader, &mut buf).await {
-            Ok(Some(())) => buf.as_slice(),
-            Ok(None) | Err(false) => break,
-            Err(true) => {
+            Line::Read => buf.as_slice(),
+            Line::End => break,
+            Line::TooLong => {
                 let _ = tx
                     .send(bad_line(Value::Null, "request line too long"))
                     .await;
