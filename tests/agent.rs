@@ -948,6 +948,9 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
         0.0,
         "the held link stays on the server after the agent stopped"
     );
+    // The held offer's client is told why, before the agent exits.
+    let reply = held.line();
+    assert_eq!(reply["error"]["code"], "agent_stopping", "{reply}");
     let kept = std::fs::read_dir(dir.path().join("state").join("offers"))
         .unwrap()
         .count();
@@ -955,6 +958,81 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
         kept, 0,
         "the held offer's secrets stay in the state directory"
     );
+}
+
+/// Poll `metric` (every 20 ms, for at most two minutes) until it reads `want`.
+fn metric_reaches(m: SocketAddr, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(m, name) != want {
+        assert!(Instant::now() < deadline, "{name} never reached {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to the agent; its exit status.
+fn stop(agent: &mut AgentProcess) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    agent.child.wait().unwrap()
+}
+
+/// An agent stopped (SIGTERM) after the server stored an offer's link and before the reply
+/// reached its client finishes the offer: the reply reaches a client that waits for it, and a
+/// link whose client is gone is taken back. The server is behind a proxy that delays each
+/// direction by a second, as over Tor, which leaves a second between the store and the reply.
+#[test]
+fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(common::proxy::latency_proxy(
+        srv.addr,
+        Duration::from_secs(1),
+    ));
+    let offer = serde_json::json!({"id": 1, "op": "offer", "servers": [proxy.to_string()],
+        "payload": "p", "kdf": "test"})
+    .to_string();
+    // The client waits for its reply.
+    let mut agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    api.send(&offer);
+    metric_reaches(m, "rdv_links_stored", 1.0);
+    let status = stop(&mut agent);
+    let reply = api.line();
+    assert_eq!(
+        reply["ok"], true,
+        "the stop lost the offer's reply: {reply}"
+    );
+    assert!(
+        reply["result"]["link"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("rdv1:")),
+        "{reply}"
+    );
+    assert!(status.success(), "the agent stopped with {status}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        1.0,
+        "a delivered link was taken back"
+    );
+    // The client is gone before the reply comes.
+    let mut agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    api.send(&offer);
+    metric_reaches(m, "rdv_links_stored", 2.0);
+    api.w.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(api);
+    let status = stop(&mut agent);
+    assert!(status.success(), "the agent stopped with {status}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        1.0,
+        "the link of an offer whose reply reached nobody stays on the server"
+    );
+    drop(rt);
 }
 
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).

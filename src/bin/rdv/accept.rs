@@ -27,7 +27,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::accept(a, path).await;
     }
-    a.transport.take_link_from_direct(&mut a.link);
+    a.transport.take_link_from_direct(&mut a.link)?;
     let link = read_link(a.link.take())?;
     let answer = read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
     let passphrase = match (&link.passphrase, a.passphrase.take()) {
@@ -124,7 +124,7 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::delete(a, path).await;
     }
-    a.transport.take_link_from_direct(&mut a.link);
+    a.transport.take_link_from_direct(&mut a.link)?;
     let link = read_link(a.link.take())?;
     let token = read_token(&mut a)?;
     let client = make_client(&a.transport, Some(&link.server), ClientPolicy::default()).await?;

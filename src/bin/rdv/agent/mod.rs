@@ -56,6 +56,9 @@ fn state_home() -> Result<PathBuf> {
 /// request is read once one of these has been answered, so one that never reads its replies
 /// stops being read instead of growing the agent's memory.
 const MAX_IN_FLIGHT: usize = 32;
+/// How long a stop waits for the offers in flight and takes back the links of those that
+/// reached nobody.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 /// A line for the connection's writer; with `delivered`, the writer says whether it reached
 /// the socket.
@@ -171,6 +174,11 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             });
         }
         let (agent, tx) = (agent.clone(), tx.clone());
+        // An offer counts as in flight until its reply is delivered: a stop waits for it.
+        let flight = match request {
+            Request::Offer { .. } => agent.offers.enter(),
+            _ => None,
+        };
         tokio::spawn(async move {
             let (reply, back) = match agent.handle(request).await {
                 Ok((result, back)) => (
@@ -198,13 +206,18 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 delivered: Some(ack),
             };
             let delivered = tx.send(out).await.is_ok() && delivered.await.unwrap_or(false);
-            if let (false, Some(back)) = (delivered, back) {
-                // Its link reached nobody: it must not stay in the bucket.
-                let what = agent.take_back(&back).await;
-                tracing::info!(
-                    "an offer's reply could not be delivered (its client is gone): {what}"
-                );
+            match (delivered, back) {
+                (true, Some(back)) => agent.handed_over(back),
+                (false, Some(back)) => {
+                    // Its link reached nobody: it must not stay in the bucket.
+                    let what = agent.take_back(back).await;
+                    tracing::info!(
+                        "an offer's reply could not be delivered (its client is gone): {what}"
+                    );
+                }
+                (_, None) => {}
             }
+            drop(flight);
             drop(turn);
         });
     }
@@ -340,7 +353,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         events,
         lookers: Mutex::default(),
         deleters: Mutex::default(),
-        holding: Mutex::default(),
+        offers: ops::Offers::new(),
         known: Mutex::default(),
         transport,
         cover: Cover {
@@ -394,12 +407,15 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&socket);
-    // A held offer's link reaches nobody once the agent is gone: take it back (bounded, so a
-    // server that does not answer cannot keep the agent from stopping).
-    match tokio::time::timeout(Duration::from_secs(30), agent.take_back_held()).await {
-        Ok(0) => {}
-        Ok(n) => note!("agent: took back {n} held offer(s) whose bucket had not closed"),
-        Err(_) => note!("agent: taking back the held offers did not finish within 30 s; their links expire by themselves"),
+    // An offer's link reaches nobody once the agent is gone: offers in flight finish (their
+    // replies delivered), held ones and those whose reply finds nobody are taken back. Bounded,
+    // so that a server that does not answer cannot keep the agent from stopping.
+    let (taken, unfinished) = agent.stop_offers(STOP_WITHIN).await;
+    if taken > 0 {
+        note!("agent: took back {taken} offer(s) whose link had not been handed over");
+    }
+    if unfinished > 0 {
+        note!("agent: {unfinished} offer(s) not handed over could not be taken back within {} s; their links expire by themselves", STOP_WITHIN.as_secs());
     }
     note!("agent: stopped; the offers it looks after are kept in its state directory");
     Ok(())

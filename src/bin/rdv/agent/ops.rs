@@ -14,9 +14,10 @@ use rdv::proto::{
 };
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 
 /// A bucket the agent knows, for decoy fetches, until it expires (unix seconds, local clock).
 #[derive(Clone)]
@@ -37,8 +38,8 @@ pub(super) struct Agent {
     pub(super) lookers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The task of each later delete.
     pub(super) deleters: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
-    /// Offers held until their bucket's close, to take back if the agent stops first.
-    pub(super) holding: Mutex<HashMap<u64, Held>>,
+    /// Offers from their request until their reply is delivered.
+    pub(super) offers: Offers,
     /// Buckets for decoy fetches.
     pub(super) known: Mutex<Vec<Known>>,
     pub(super) transport: &'static str,
@@ -436,6 +437,9 @@ impl Agent {
             .collect::<Result<Vec<_>>>()?;
         let kdf = KdfProfile::parse(r.kdf.as_deref().unwrap_or("default")).context("kdf")?;
         kdf::check_profile(kdf, &KdfLimits::default()).context("kdf")?;
+        if self.offers.is_stopping() {
+            return Err(stopping());
+        }
         let passphrase = match r.passphrase.as_deref() {
             Some(p) if p.is_empty() => return Err(bad_input("the passphrase is empty")),
             Some(p) => Passphrase::new(p.as_str()),
@@ -455,42 +459,66 @@ impl Agent {
                 None,
             )
         };
-        let mut kept = Kept::default();
-        let result = self.after_store(&r, &offer, pending, &mut kept).await;
-        let back = TakeBack { offer, kept };
-        match result {
+        let back = TakeBack {
+            key: self.offers.stored(&offer),
+        };
+        match self.after_store(&r, &offer, pending, back.key).await {
             Ok(v) => Ok((v, Some(back))),
             // Nothing was handed over (as `rdv offer` does when it cannot finish).
-            Err(e) => Err(e.context(self.take_back(&back).await)),
+            Err(e) => Err(e.context(self.take_back(back).await)),
         }
+    }
+
+    /// An offer's reply was delivered: its link is somebody's now.
+    pub(super) fn handed_over(&self, back: TakeBack) {
+        self.offers.settle(back.key);
     }
 
     /// Take back an offer whose link was handed to nobody: what was kept for it is forgotten,
     /// its later delete dropped, and the link deleted from the server. Says what happened.
-    pub(super) async fn take_back(&self, back: &TakeBack) -> &'static str {
-        self.take_back_link(&back.offer.link, &back.offer.delete_token, &back.kept)
-            .await
+    pub(super) async fn take_back(&self, back: TakeBack) -> &'static str {
+        match self.offers.settle(back.key) {
+            Some(s) => self.take_back_link(s).await,
+            None => "nothing was handed over, and the link was taken back",
+        }
     }
 
-    /// Take back every offer still held for its bucket's close (the agent is stopping, and
-    /// nobody has their links); how many there were.
-    pub(super) async fn take_back_held(&self) -> usize {
-        let held: Vec<Held> = match self.holding.lock() {
-            Ok(mut h) => h.drain().map(|(_, v)| v).collect(),
+    /// The agent is stopping: refuse new offers, wake those held for their bucket's close (they
+    /// take their links back), wait for the offers in flight to deliver their replies or take
+    /// their links back, for at most `within`; then take back every stored offer still without
+    /// a delivered reply. Returns how many links were taken back since the stop began, and how
+    /// many were left to expire by themselves because the time ran out.
+    pub(super) async fn stop_offers(&self, within: Duration) -> (usize, usize) {
+        let start = tokio::time::Instant::now();
+        self.offers.stopping.send_replace(true);
+        let in_flight = self.offers.in_flight.clone();
+        // Two thirds of the time for the offers in flight, the rest for taking back the links
+        // of those that did not finish.
+        let settle_by = start + within * 2 / 3;
+        let _ =
+            tokio::time::timeout_at(settle_by, in_flight.acquire_many_owned(OFFER_PERMITS)).await;
+        let left: Vec<Stored> = match self.offers.stored.lock() {
+            Ok(mut m) => m.drain().map(|(_, v)| v).collect(),
             Err(_) => Vec::new(),
         };
-        for h in &held {
-            self.take_back_link(&h.link, &h.token, &h.kept).await;
+        let mut unfinished = left.len();
+        for s in left {
+            if tokio::time::timeout_at(start + within, self.take_back_link(s))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            unfinished -= 1;
         }
-        held.len()
+        (self.offers.taken_back.load(Ordering::Relaxed), unfinished)
     }
 
-    async fn take_back_link(
-        &self,
-        link: &RdvLink,
-        token: &DeleteToken,
-        kept: &Kept,
-    ) -> &'static str {
+    async fn take_back_link(&self, s: Stored) -> &'static str {
+        if self.offers.is_stopping() {
+            self.offers.taken_back.fetch_add(1, Ordering::Relaxed);
+        }
+        let Stored { link, token, kept } = s;
         if let Some(id) = &kept.offer {
             self.stop_looking(id);
             let _ = self.state.forget(id);
@@ -501,7 +529,7 @@ impl Agent {
             }
             let _ = self.state.forget_delete(id);
         }
-        match self.client.delete(link, token).await {
+        match self.client.delete(&link, &token).await {
             Ok(()) => "nothing was handed over, and the link was deleted from the server",
             Err(_) => {
                 "nothing was handed over; the link could not be deleted and expires by itself"
@@ -510,13 +538,14 @@ impl Agent {
     }
 
     /// An offer's stored link made ready to hand over: its later delete and its answer
-    /// looked after (noted in `kept` as they are saved), with `hold` the close waited for.
+    /// looked after (noted for stored offer `key` as they are saved), with `hold` the close
+    /// waited for.
     async fn after_store(
         self: &Arc<Self>,
         r: &OfferRequest,
         offer: &rdv::client::Offer,
         pending: Option<PendingAnswer>,
-        kept: &mut Kept,
+        key: u64,
     ) -> Result<Value> {
         let info = offer.server_info;
         let closes_at = offer.bucket.created.saturating_add(info.open_window_secs);
@@ -547,7 +576,7 @@ impl Agent {
                     token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
                 };
                 self.state.save_delete(&id, &d)?;
-                kept.delete = Some(id.clone());
+                self.offers.keep(key, |k| k.delete = Some(id.clone()));
                 self.delete_later(id.clone(), d);
                 scheduled_delete = Some((id, at));
             }
@@ -556,7 +585,7 @@ impl Agent {
             Some(p) => {
                 let id = random_id();
                 self.state.save_pending(&id, &p)?;
-                kept.offer = Some(id.clone());
+                self.offers.keep(key, |k| k.offer = Some(id.clone()));
                 let looks_from = p.polls_from();
                 self.look_after(id.clone(), p);
                 Some((id, looks_from))
@@ -581,27 +610,11 @@ impl Agent {
             // As `rdv offer --hold`: past the close by a random pause, then one fetch.
             let closes_in = closes_at.saturating_sub(info.server_time);
             let pause = self.schedule.next_look_in(rand::random());
-            let key = rand::random::<u64>();
-            if let Ok(mut h) = self.holding.lock() {
-                h.insert(
-                    key,
-                    Held {
-                        link: offer.link.clone(),
-                        token: offer.delete_token.clone(),
-                        kept: kept.clone(),
-                    },
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(closes_in + 1) + pause).await;
-            // Taken back meanwhile (the agent is stopping): not to be handed over.
-            let still_held = self
-                .holding
-                .lock()
-                .ok()
-                .and_then(|mut h| h.remove(&key))
-                .is_some();
-            if !still_held {
-                anyhow::bail!("the agent is stopping; the held link was taken back");
+            let mut stop = self.offers.stopping.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(closes_in + 1) + pause) => {}
+                // The agent is stopping: nobody is to get the link (the caller takes it back).
+                _ = stop.wait_for(|s| *s) => return Err(stopping()),
             }
             verified = Some(self.client.verified_links(&offer.link).await?);
         }
@@ -702,18 +715,101 @@ impl Agent {
     }
 }
 
-/// A stored offer, with what the agent kept for it: everything to take it back if its link
-/// reaches nobody.
+/// A stored offer whose reply is on its way: hand it to [`Agent::handed_over`] once delivered,
+/// or to [`Agent::take_back`].
 pub(super) struct TakeBack {
-    offer: rdv::client::Offer,
-    kept: Kept,
+    key: u64,
 }
 
-/// An offer held until its bucket's close: what takes it back.
-pub(super) struct Held {
+/// A stored offer without a delivered reply: everything to take it back.
+pub(super) struct Stored {
     link: RdvLink,
     token: DeleteToken,
     kept: Kept,
+}
+
+/// More offers than can ever be in flight at once: a stop takes them all to know none is left.
+const OFFER_PERMITS: u32 = 1 << 20;
+
+/// The offers between their request and the delivery of their reply.
+pub(super) struct Offers {
+    /// Each stored offer whose reply has not been delivered, by a random key.
+    stored: Mutex<HashMap<u64, Stored>>,
+    /// One permit per offer in flight.
+    in_flight: Arc<Semaphore>,
+    /// Set when the agent begins to stop.
+    stopping: watch::Sender<bool>,
+    /// Links taken back since the stop began.
+    taken_back: AtomicUsize,
+}
+
+impl Offers {
+    pub(super) fn new() -> Self {
+        Offers {
+            stored: Mutex::default(),
+            in_flight: Arc::new(Semaphore::new(OFFER_PERMITS as usize)),
+            stopping: watch::Sender::new(false),
+            taken_back: AtomicUsize::new(0),
+        }
+    }
+
+    /// An offer request's place in flight, from before it is carried out until its reply is
+    /// delivered (or its link taken back): a stop waits for it. None once the agent is
+    /// stopping (the offer is then refused).
+    pub(super) fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        if self.is_stopping() {
+            return None;
+        }
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Note a stored offer; its key.
+    fn stored(&self, offer: &rdv::client::Offer) -> u64 {
+        let key = rand::random::<u64>();
+        if let Ok(mut m) = self.stored.lock() {
+            m.insert(
+                key,
+                Stored {
+                    link: offer.link.clone(),
+                    token: offer.delete_token.clone(),
+                    kept: Kept::default(),
+                },
+            );
+        }
+        key
+    }
+
+    /// Note what was kept for stored offer `key`.
+    fn keep(&self, key: u64, f: impl FnOnce(&mut Kept)) {
+        if let Some(s) = self
+            .stored
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|m| m.get_mut(&key))
+        {
+            f(&mut s.kept);
+        }
+    }
+
+    /// Stored offer `key` is settled (delivered or to be taken back): what takes it back, unless
+    /// it was settled before (a stop took it back).
+    fn settle(&self, key: u64) -> Option<Stored> {
+        self.stored.lock().ok()?.remove(&key)
+    }
+}
+
+fn stopping() -> anyhow::Error {
+    CliError::new(
+        "agent_stopping",
+        ErrorKind::Transient,
+        "the agent is stopping; an offer not yet handed over is taken back",
+    )
+    .into()
 }
 
 /// What the agent kept for an offer, to forget if the offer cannot be finished.

@@ -112,13 +112,42 @@ impl TransportArgs {
     /// `rdv accept --direct LINK`: clap takes the link as `--direct`'s value. A value that is an
     /// `rdv1:` link is not an address: give it back as the link, and connect to the server the
     /// link names.
-    pub(crate) fn take_link_from_direct(&mut self, link: &mut Option<String>) {
-        if link.is_none() {
-            if let Some(d) = self.direct.as_mut().filter(|d| d.starts_with("rdv1:")) {
-                *link = Some(std::mem::take(d));
-            }
+    ///
+    /// Without a link, a value that is no HOST:PORT either (`--direct https://…`) is refused
+    /// with what clap did to it, instead of a later "no link given".
+    pub(crate) fn take_link_from_direct(
+        &mut self,
+        link: &mut Option<String>,
+    ) -> Result<(), crate::error::CliError> {
+        if link.is_some() {
+            return Ok(());
         }
+        match self.direct.as_mut() {
+            Some(d) if d.starts_with("rdv1:") => *link = Some(std::mem::take(d)),
+            Some(d) if !d.is_empty() && !is_host_port(d) => {
+                return Err(crate::error::CliError::new(
+                    "invalid_input",
+                    rdv::client::ErrorKind::BadInput,
+                    format!(
+                        "--direct took {} as the server's HOST:PORT, and it is not one (nor an rdv1: link); \
+                         write --direct=HOST:PORT, or --direct alone after the link",
+                        crate::term::escape_for_terminal(d.as_bytes()).0
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
     }
+}
+
+/// Whether `s` has the form HOST:PORT (a host without `/`, spaces or `@`, a port number).
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok()
+            && !host.contains(|c: char| c == '/' || c == '@' || c.is_whitespace())
+    })
 }
 
 #[derive(Args, Clone)]
