@@ -1035,6 +1035,55 @@ fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
     drop(rt);
 }
 
+/// More connections than the agent serves at once: the one too many is told `agent_busy` (the
+/// command line reports it with that code) and closed; once a connection closes, a new one is
+/// served. The agent's memory and descriptors stay bounded whatever its user's programs do.
+#[test]
+fn connections_beyond_the_cap_are_turned_away_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    // 256 served, each answering.
+    let mut held: Vec<Api> = (0..256).map(|_| agent.api()).collect();
+    for (i, api) in held.iter_mut().enumerate().step_by(51) {
+        let r = api.call(i as u64, serde_json::json!({"op": "status"}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let mut extra = agent.api();
+    let turned = extra.line();
+    assert_eq!(turned["error"]["code"], "agent_busy", "{turned}");
+    let out = run_rdv(
+        &[
+            "--json",
+            "collect",
+            "--agent",
+            agent.socket(),
+            "--offer",
+            "o0123456789abcdef",
+        ],
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "agent_busy", "{e}");
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = agent.api();
+        again.send(r#"{"id": 7, "op": "status"}"#);
+        let r = again.line();
+        if r["id"] == 7 {
+            assert_eq!(r["ok"], true, "{r}");
+            break;
+        }
+        assert_eq!(r["error"]["code"], "agent_busy", "{r}");
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection's place was not given to the next"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

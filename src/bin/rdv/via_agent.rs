@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use zeroize::Zeroizing;
@@ -71,6 +72,20 @@ struct Agent {
     next_id: u64,
     /// Events that came while a reply was awaited.
     events: VecDeque<Value>,
+}
+
+/// The command line's error for an error the agent sent, with the agent's code and kind.
+fn agent_error(e: api::ApiError) -> anyhow::Error {
+    let kind = match e.kind.as_str() {
+        "transient" => ErrorKind::Transient,
+        "bad-input" => ErrorKind::BadInput,
+        "server" => ErrorKind::ServerMisbehaved,
+        _ => ErrorKind::Local,
+    };
+    // The code comes from the agent's own list (docs/JSON.md); this process ends right after
+    // reporting it, so leaking its few bytes costs nothing.
+    let code: &'static str = Box::leak(e.code.into_boxed_str());
+    CliError::new(code, kind, format!("agent: {}", e.message)).into()
 }
 
 impl Agent {
@@ -135,10 +150,20 @@ impl Agent {
         self.next_id += 1;
         let mut line = Zeroizing::new(api::request_line(&id, request));
         line.push('\n');
-        self.wr
-            .write_all(line.as_bytes())
-            .await
-            .context("writing to the agent")?;
+        if let Err(e) = self.wr.write_all(line.as_bytes()).await {
+            // An agent that turned the connection away said why before it closed it.
+            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(1), self.line()).await {
+                if let Ok(Reply {
+                    ok: false,
+                    error: Some(e),
+                    ..
+                }) = serde_json::from_value::<Reply>(v)
+                {
+                    return Err(agent_error(e));
+                }
+            }
+            return Err(anyhow::Error::new(e).context("writing to the agent"));
+        }
         loop {
             let v = self.line().await?;
             if v.get("event").is_some() && v.get("id").is_none() {
@@ -146,27 +171,19 @@ impl Agent {
                 continue;
             }
             let reply: Reply = serde_json::from_value(v).context("a reply of the agent")?;
-            if reply.id != id {
+            // An error without an id is about the connection (turned away, a line refused).
+            let about_connection = reply.id.is_null() && !reply.ok;
+            if reply.id != id && !about_connection {
                 continue;
             }
             if reply.ok {
                 return Ok(reply.result.unwrap_or(Value::Null));
             }
-            let e = reply.error.unwrap_or(api::ApiError {
+            return Err(agent_error(reply.error.unwrap_or(api::ApiError {
                 code: "agent_error".into(),
                 kind: "local".into(),
                 message: "the agent failed without saying why".into(),
-            });
-            let kind = match e.kind.as_str() {
-                "transient" => ErrorKind::Transient,
-                "bad-input" => ErrorKind::BadInput,
-                "server" => ErrorKind::ServerMisbehaved,
-                _ => ErrorKind::Local,
-            };
-            // The code comes from the agent's own list (docs/JSON.md); this process ends right
-            // after reporting it, so leaking its few bytes costs nothing.
-            let code: &'static str = Box::leak(e.code.into_boxed_str());
-            return Err(CliError::new(code, kind, format!("agent: {}", e.message)).into());
+            })));
         }
     }
 

@@ -56,6 +56,8 @@ fn state_home() -> Result<PathBuf> {
 /// request is read once one of these has been answered, so one that never reads its replies
 /// stops being read instead of growing the agent's memory.
 const MAX_IN_FLIGHT: usize = 32;
+/// How many API connections are served at once; one more is told `agent_busy` and closed.
+const MAX_CONNECTIONS: usize = 256;
 /// How long a stop waits for the offers in flight and takes back the links of those that
 /// reached nobody.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
@@ -225,6 +227,26 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let _ = writer.await;
 }
 
+/// Tell a connection beyond [`MAX_CONNECTIONS`] why it is closed (bounded: a client that does
+/// not read cannot hold the task).
+async fn turn_away(mut stream: tokio::net::UnixStream) {
+    let reply = Reply {
+        id: Value::Null,
+        ok: false,
+        result: None,
+        error: Some(ApiError {
+            code: "agent_busy".into(),
+            kind: "transient".into(),
+            message: format!(
+                "the agent serves at most {MAX_CONNECTIONS} connections at once; close one and try again"
+            ),
+        }),
+    };
+    let mut line = serde_json::to_string(&reply).unwrap_or_default();
+    line.push('\n');
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+}
+
 /// The reply to a line that is no request.
 fn bad_line(id: Value, why: &str) -> Out {
     Out::plain(
@@ -392,12 +414,24 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let _ = std::io::stdout().flush();
     let stop = crate::serve::signal_listener();
     tokio::pin!(stop);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(agent.clone(), stream));
-                }
+                Ok((stream, _)) => match connections.clone().try_acquire_owned() {
+                    Ok(place) => {
+                        let agent = agent.clone();
+                        tokio::spawn(async move {
+                            connection(agent, stream).await;
+                            drop(place);
+                        });
+                    }
+                    // Told why, and closed: the agent's memory and descriptors stay bounded
+                    // whatever its user's programs do.
+                    Err(_) => {
+                        tokio::spawn(turn_away(stream));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
