@@ -6,6 +6,7 @@
 //! fuzzable.
 
 pub mod answer;
+pub mod answer_stamp;
 pub mod bucket;
 pub(crate) mod bytes;
 pub mod kdf;

@@ -115,14 +115,20 @@ impl StoreParams {
         if links.saturating_add(answers) >= max {
             return Err(StoreError::QuotaExceeded { max });
         }
-        let (percent, used) = match kind {
+        // The share in hundredths of a percent.
+        let (basis, used) = match kind {
             WriteKind::Stamped => return Ok(()),
-            WriteKind::Unstamped => (self.unstamped_share, links.saturating_add(answers)),
-            WriteKind::Answer => (self.answer_share, answers),
+            WriteKind::Unstamped => (
+                u128::from(self.unstamped_share) * 100,
+                links.saturating_add(answers),
+            ),
+            WriteKind::Answer => (u128::from(self.answer_share) * 100, answers),
+            WriteKind::UnstampedAnswer => (u128::from(self.answer_share) * 25, answers),
         };
-        // used / max >= percent / 100, without overflow or rounding the share down to nothing.
-        let share = (u128::from(max) * u128::from(percent)).div_ceil(100);
-        if percent < 100 && u128::from(used) >= share {
+        // used / max >= basis / 10 000, without overflow or rounding the share down to nothing.
+        let share = (u128::from(max) * basis).div_ceil(10_000);
+        if basis < 10_000 && u128::from(used) >= share {
+            let percent = u8::try_from(basis.div_ceil(100)).unwrap_or(100);
             return Err(StoreError::ShareFull { kind, max, percent });
         }
         Ok(())
@@ -136,11 +142,23 @@ pub enum WriteKind {
     Stamped,
     /// A link without one: links and answers together may be `unstamped_share` of the quota.
     Unstamped,
-    /// An answer: answers alone may be `answer_share` of the quota.
+    /// An answer with a stamp (protocol version 4): answers alone may be `answer_share` of the
+    /// quota.
     Answer,
+    /// An answer without one: answers alone may be a quarter of `answer_share` of the quota.
+    UnstampedAnswer,
 }
 
 impl WriteKind {
+    /// The kind of an answer with (`true`) or without a stamp.
+    pub fn answer(stamped: bool) -> Self {
+        if stamped {
+            WriteKind::Answer
+        } else {
+            WriteKind::UnstampedAnswer
+        }
+    }
+
     /// The kind of a store with (`true`) or without a stamp.
     pub fn link(stamped: bool) -> Self {
         if stamped {
@@ -156,6 +174,9 @@ fn share_full(kind: WriteKind, max: u64, percent: u8) -> String {
     match kind {
         WriteKind::Answer => format!(
             "answers fill their {percent}% share of the storage quota ({max}); try again after older ones expire"
+        ),
+        WriteKind::UnstampedAnswer => format!(
+            "answers fill the share of the storage quota ({max}) that answers without a stamp may use (a quarter of the answers' share): only answers with a stamp (protocol version 4) are stored now"
         ),
         _ => format!(
             "the storage quota ({max} links) is {percent}% full: only links with a stamp (protocol version 3) are stored now"
@@ -413,13 +434,25 @@ pub trait BucketStore: Send + Sync + 'static {
 
     /// Leave an answer in a mailbox; resolves once it is durable. Write-once: a mailbox that
     /// holds an unexpired answer keeps it. `now` is an expiry time (see above): the answer
-    /// expires `ttl_secs` after it.
+    /// expires `ttl_secs` after it. `kind` is [`WriteKind::Answer`] (stamped) or
+    /// [`WriteKind::UnstampedAnswer`], for the quota's shares.
+    fn put_answer_as(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        now: u64,
+        kind: WriteKind,
+    ) -> impl Future<Output = Result<PutAnswer, StoreError>> + Send;
+
+    /// [`BucketStore::put_answer_as`] of a stamped answer.
     fn put_answer(
         &self,
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
-    ) -> impl Future<Output = Result<PutAnswer, StoreError>> + Send;
+    ) -> impl Future<Output = Result<PutAnswer, StoreError>> + Send {
+        self.put_answer_as(mailbox, answer, now, WriteKind::Answer)
+    }
 
     /// The unexpired answer in a mailbox, or `None`.
     fn fetch_answer(
@@ -529,6 +562,25 @@ mod tests {
             ..p
         };
         assert!(ok_with(&unlimited, WriteKind::Answer, u64::MAX, u64::MAX));
+        // Answers without a stamp: a quarter of the answers' share (here 25 % of 800 = 200,
+        // a quarter of it 50), rounded up; stamped ones the whole share.
+        let answers = StoreParams {
+            max_links: Some(800),
+            answer_share: 25,
+            ..p
+        };
+        assert!(ok_with(&answers, WriteKind::UnstampedAnswer, 0, 49));
+        assert!(matches!(
+            answers.admits(WriteKind::UnstampedAnswer, 0, 50),
+            Err(StoreError::ShareFull {
+                kind: WriteKind::UnstampedAnswer,
+                ..
+            })
+        ));
+        assert!(ok_with(&answers, WriteKind::Answer, 0, 199));
+        assert!(!ok_with(&answers, WriteKind::Answer, 0, 200));
+        assert!(ok_with(&p, WriteKind::UnstampedAnswer, 2, 0));
+        assert!(!ok_with(&p, WriteKind::UnstampedAnswer, 0, 1));
     }
 
     fn ok_with(p: &StoreParams, kind: WriteKind, links: u64, answers: u64) -> bool {

@@ -165,7 +165,9 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 Request::PutAnswer { .. }
                 | Request::FetchAnswer { .. }
                 | Request::Challenge
-                | Request::StampedStore { .. },
+                | Request::StampedStore { .. }
+                | Request::AnswerChallenge
+                | Request::StampedPutAnswer { .. },
             ) => Response::Deleted,
         };
         if write_msg(&mut s, &resp, max).await.is_err() {

@@ -136,6 +136,25 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Unstamped, 50)))
         .count();
     assert_eq!((ok, refused), (50, 40), "{results:?}");
+    // Answers without a stamp first: a quarter of the answers' quarter, ceil(6.25) = 7.
+    let results = join_all((0..90u8).map(|i| {
+        let f = fronts[usize::from(i % 3)].clone();
+        async move {
+            let (m, a) = (MailboxAddr([i + 100; 32]), SealedAnswer([i; 256]));
+            f.put_answer_as(m, a, T0, WriteKind::UnstampedAnswer).await
+        }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .is_err_and(share_full(WriteKind::UnstampedAnswer, 7))
+        })
+        .count();
+    assert_eq!((ok, refused), (7, 83), "{results:?}");
+    // Stamped ones fill the rest of the quarter.
     let results = join_all((0..90u8).map(|i| {
         let f = fronts[usize::from(i % 3)].clone();
         async move {
@@ -149,7 +168,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         .iter()
         .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Answer, 25)))
         .count();
-    assert_eq!((ok, refused), (25, 65), "{results:?}");
+    assert_eq!((ok, refused), (18, 72), "{results:?}");
     assert_eq!(fronts[1].verify().await.unwrap(), (1, 50));
     let mut held = 0;
     for i in 0..90u8 {
@@ -161,7 +180,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
                 .is_some(),
         );
     }
-    assert_eq!(held, 25);
+    assert_eq!(held, 18);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

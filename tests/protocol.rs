@@ -696,13 +696,14 @@ impl BucketStore for GatedDeletes {
         self.inside.fetch_sub(1, SeqCst);
         self.inner.delete(locator, check, now).await
     }
-    async fn put_answer(
+    async fn put_answer_as(
         &self,
         mailbox: rdv::proto::MailboxAddr,
         answer: rdv::proto::SealedAnswer,
         now: u64,
+        kind: rdv::store::WriteKind,
     ) -> Result<rdv::store::PutAnswer, rdv::store::StoreError> {
-        self.inner.put_answer(mailbox, answer, now).await
+        self.inner.put_answer_as(mailbox, answer, now, kind).await
     }
     async fn fetch_answer(
         &self,

@@ -14,12 +14,13 @@ use rdv::client::pipe::PipeConnector;
 use rdv::client::{Client, ClientConfig, OfferError};
 use rdv::clock::ManualClock;
 use rdv::framed::{read_msg, write_msg};
+use rdv::proto::answer_stamp;
 use rdv::proto::padding::FillerSecret;
 use rdv::proto::stamp::{self, Challenge, ServerName};
 use rdv::proto::wire::DEFAULT_MAX_FRAME;
 use rdv::proto::{
-    DeleteToken, ErrorCode, KdfProfile, Passphrase, PolicyViolation, Request, Response, SealedLink,
-    ServerAddr, Stamp,
+    DeleteToken, ErrorCode, KdfProfile, MailboxAddr, Passphrase, PolicyViolation, Request,
+    Response, SealedAnswer, SealedLink, ServerAddr, Stamp,
 };
 use rdv::server::adversary::Adversary;
 use rdv::server::{Server, ServerConfig};
@@ -91,12 +92,17 @@ impl Setup {
 
     /// A raw stream after the version exchange at version 3.
     async fn raw(&self) -> DuplexStream {
+        self.raw_at(3).await
+    }
+
+    /// A raw stream after the version exchange at `version`.
+    async fn raw_at(&self, version: u16) -> DuplexStream {
         let mut s = raw_pipe(&self.server);
         write_msg(
             &mut s,
             &Request::Hello {
-                min_version: 3,
-                max_version: 3,
+                min_version: version,
+                max_version: version,
             },
             DEFAULT_MAX_FRAME,
         )
@@ -104,7 +110,7 @@ impl Setup {
         .unwrap();
         assert_eq!(
             read_msg::<Response, _>(&mut s, u32::MAX).await.unwrap(),
-            Response::Hello { version: 3 }
+            Response::Hello { version }
         );
         s
     }
@@ -517,10 +523,7 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
                             code: ErrorCode::QuotaExceeded,
                             message,
                         } => {
-                            assert!(
-                                message.contains(if answers { "answers" } else { "stamp" }),
-                                "{message}"
-                            );
+                            assert!(message.contains("stamp"), "{message}");
                             false
                         }
                         other => panic!("{other:?}"),
@@ -539,9 +542,14 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
     // together (up to 64, here all waiting at once) cannot pass it.
     assert_eq!(stored, QUOTA / 2, "free stores fill half the quota");
     assert_eq!(s.server.store().link_count(), stored);
-    // Answers to mailboxes nobody offered: a quarter of the quota, the same way.
+    // Answers without a stamp to mailboxes nobody offered: a quarter of the answers' quarter,
+    // the same way (stamped answers may fill the rest: below).
     let answered = flood(true).await;
-    assert_eq!(answered, QUOTA / 4, "answers fill a quarter of the quota");
+    assert_eq!(
+        answered,
+        QUOTA / 16,
+        "free answers fill a quarter of the answers' share"
+    );
     assert_eq!(s.server.store().answer_count(), answered);
     // Honest offers (stamped) still go in: the rest of the quota is theirs, at a stamp each.
     let honest = s.client(3);
@@ -578,4 +586,154 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("quota"), "{e}");
+}
+
+/// A stamped answer (protocol version 4) to mailbox number `n`, made on `c` with a challenge
+/// asked there.
+async fn stamped_answer(c: &mut DuplexStream, n: u64) -> Request {
+    let Response::AnswerChallenge(ch) = ask(c, &Request::AnswerChallenge).await else {
+        panic!("no answer challenge");
+    };
+    assert_eq!(ch.effort, EFFORT);
+    let (mailbox, answer) = numbered_answer(n);
+    let stamp = answer_stamp::solve_answer(&ch, &mailbox, &answer, [0; 16], 100_000).unwrap();
+    Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        epoch: ch.epoch,
+        stamp,
+    }
+}
+
+fn numbered_answer(n: u64) -> (MailboxAddr, SealedAnswer) {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    (MailboxAddr(bytes), SealedAnswer([2; 256]))
+}
+
+/// #21 Low (an answer flood): answers without a stamp, from many connections and far more than
+/// the quota, fill only a quarter of the answers' share; an honest answer (a version 4 client
+/// stamps it) still goes in and is collected, an old client's is refused saying why, and the
+/// rest of the answers' share costs a stamp per answer. A stamp counts only for its mailbox,
+/// its answer and its epoch (and the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_answer_flood_leaves_the_answers_share_to_stamped_answers() {
+    const QUOTA: u64 = 160;
+    let s = Arc::new(setup_with_params(
+        ServerConfig::default(),
+        rdv::store::StoreParams {
+            max_links: Some(QUOTA),
+            ..Default::default()
+        },
+    ));
+    let tasks: Vec<_> = (0..2 * QUOTA)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut c = s.raw().await;
+                let (mailbox, answer) = numbered_answer(i);
+                match ask(&mut c, &Request::PutAnswer { mailbox, answer }).await {
+                    Response::AnswerStored => true,
+                    Response::Error {
+                        code: ErrorCode::QuotaExceeded,
+                        message,
+                    } => {
+                        assert!(message.contains("stamp"), "{message}");
+                        false
+                    }
+                    other => panic!("{other:?}"),
+                }
+            })
+        })
+        .collect();
+    let free = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count() as u64;
+    assert_eq!(
+        free,
+        QUOTA / 16,
+        "free answers past their share were stored"
+    );
+    // An honest answer goes in and reaches its initiator.
+    let new = s.client(4);
+    let (offer, pending) = new
+        .offer_expecting_answer(&addr(), b"smp://a", pass(1), KdfProfile::Test)
+        .await
+        .unwrap();
+    let reply = new.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    new.answer(&reply, b"smp://b").await.unwrap();
+    assert_eq!(
+        &new.collect(&pending).await.unwrap().expect("answered")[..],
+        b"smp://b"
+    );
+    // A version 3 accepter cannot stamp its answer: refused, saying why.
+    let (offer, _) = new
+        .offer_expecting_answer(&addr(), b"smp://c", pass(2), KdfProfile::Test)
+        .await
+        .unwrap();
+    let old = s.client(3);
+    let reply = old.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    let e = old.answer(&reply, b"smp://d").await.unwrap_err();
+    assert!(e.to_string().contains("stamp"), "{e}");
+    // A stamp for one mailbox proves nothing for another, nor for another answer.
+    let mut c = s.raw_at(4).await;
+    let Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        epoch,
+        stamp,
+    } = stamped_answer(&mut c, 1_000).await
+    else {
+        unreachable!()
+    };
+    let (other, _) = numbered_answer(1_001);
+    for forged in [
+        Request::StampedPutAnswer {
+            mailbox: other,
+            answer,
+            epoch,
+            stamp,
+        },
+        Request::StampedPutAnswer {
+            mailbox,
+            answer: SealedAnswer([3; 256]),
+            epoch,
+            stamp,
+        },
+        Request::StampedPutAnswer {
+            mailbox,
+            answer,
+            epoch: epoch + 1,
+            stamp,
+        },
+    ] {
+        assert_eq!(code(ask(&mut c, &forged).await), ErrorCode::BadStamp);
+    }
+    // The epoch's stamp counts through the next epoch, not after.
+    s.clock.advance(answer_stamp::ANSWER_EPOCH_SECS);
+    let late = stamped_answer(&mut c, 2_000).await;
+    s.clock.advance(2 * answer_stamp::ANSWER_EPOCH_SECS);
+    assert_eq!(code(ask(&mut c, &late).await), ErrorCode::BadStamp);
+    // Stamped answers fill the answers' share (a quarter of the quota), no more (each on a
+    // connection of its own, as clients send them).
+    let mut stamped = 0;
+    for n in 10_000.. {
+        let mut c = s.raw_at(4).await;
+        let put = stamped_answer(&mut c, n).await;
+        match ask(&mut c, &put).await {
+            Response::AnswerStored => stamped += 1,
+            Response::Error {
+                code: ErrorCode::QuotaExceeded,
+                message,
+            } => {
+                assert!(message.contains("answers"), "{message}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(stamped <= QUOTA, "stamped answers are not capped");
+    }
+    assert_eq!(s.server.store().answer_count(), QUOTA / 4);
 }

@@ -150,6 +150,23 @@ fn requests() -> Vec<(&'static str, Request)> {
                 stamp: Stamp([0x77; STAMP_LEN]),
             },
         ),
+        (
+            "request.hello-v4",
+            Request::Hello {
+                min_version: 1,
+                max_version: 4,
+            },
+        ),
+        ("request.answer-challenge", Request::AnswerChallenge),
+        (
+            "request.stamped-put-answer",
+            Request::StampedPutAnswer {
+                mailbox: MailboxAddr([0x44; 32]),
+                answer: SealedAnswer([0x55; 256]),
+                epoch: 3_000_000,
+                stamp: Stamp([0x77; STAMP_LEN]),
+            },
+        ),
     ]
 }
 
@@ -246,6 +263,14 @@ fn responses() -> Vec<(&'static str, Response)> {
                 code: ErrorCode::BadStamp,
                 message: String::new(),
             },
+        ),
+        (
+            "response.answer-challenge",
+            Response::AnswerChallenge(rdv::proto::answer_stamp::AnswerChallenge {
+                epoch: 3_000_000,
+                seed: rdv::proto::StampSeed([0x66; 32]),
+                effort: 64,
+            }),
         ),
     ]
 }
@@ -511,6 +536,25 @@ fn stamp_vectors() {
         effort: 8,
     };
     let solved = stamp::solve(&name, &ch, &link, [0; 16], 100_000).expect("a stamp");
+    // An answer's stamp (protocol version 4): the epoch's seed, a challenge, a solution.
+    use rdv::proto::answer_stamp::{self, AnswerChallenge};
+    let epoch = answer_stamp::epoch_of(1_800_000_000);
+    let answer_seed = answer_stamp::answer_seed(&secret, epoch);
+    let (mailbox, answer) = (MailboxAddr([0x44; 32]), SealedAnswer([0x55; 256]));
+    let answer_challenge = answer_stamp::answer_challenge_bytes(
+        &answer_seed,
+        &mailbox,
+        &answer_stamp::answer_hash(&answer),
+        &[0; 16],
+        8,
+    );
+    let ach = AnswerChallenge {
+        epoch,
+        seed: answer_seed,
+        effort: 8,
+    };
+    let answer_solved =
+        answer_stamp::solve_answer(&ach, &mailbox, &answer, [0; 16], 100_000).expect("a stamp");
     check_ok_lines(
         "stamp.txt",
         &[
@@ -518,8 +562,36 @@ fn stamp_vectors() {
             ("stamp.name".into(), hex(&name.0)),
             ("stamp.challenge".into(), hex(&challenge)),
             ("stamp.solved".into(), hex(&solved.0)),
+            ("answer-stamp.epoch".into(), format!("{epoch}")),
+            ("answer-stamp.seed".into(), hex(&answer_seed.0)),
+            ("answer-stamp.challenge".into(), hex(&answer_challenge)),
+            ("answer-stamp.solved".into(), hex(&answer_solved.0)),
         ],
     );
+    assert_eq!(
+        answer_stamp::verify_answer(&answer_seed, &mailbox, &answer, &answer_solved, 8),
+        Ok(())
+    );
+    // Another epoch's seed, another mailbox, another answer, a link stamp: none verifies.
+    let next = answer_stamp::answer_seed(&secret, epoch + 1);
+    assert!(answer_stamp::verify_answer(&next, &mailbox, &answer, &answer_solved, 8).is_err());
+    assert!(answer_stamp::verify_answer(
+        &answer_seed,
+        &MailboxAddr([0x45; 32]),
+        &answer,
+        &answer_solved,
+        8
+    )
+    .is_err());
+    assert!(answer_stamp::verify_answer(
+        &answer_seed,
+        &mailbox,
+        &SealedAnswer([0x56; 256]),
+        &answer_solved,
+        8
+    )
+    .is_err());
+    assert!(answer_stamp::verify_answer(&seed, &mailbox, &answer, &solved, 8).is_err());
     let loc = id.locator();
     assert_eq!(stamp::verify(&name, &loc, &seed, &link, &solved, 8), Ok(()));
     // Another bucket of the same second, another link, a claim of more effort, a floor above

@@ -9,11 +9,12 @@
 use super::{unexpected, Client, ConnectionError, Offer, Sent};
 use super::{AnswerError, CollectError, DeleteError, OfferError};
 use crate::proto::answer::{self, AnswerSecret};
+use crate::proto::answer_stamp;
 use crate::proto::schedule::LookSchedule;
-use crate::proto::wire::ANSWER_VERSION;
+use crate::proto::wire::{ANSWER_STAMP_VERSION, ANSWER_VERSION};
 use crate::proto::{
     AnswerPublic, DeleteToken, ErrorCode, KdfProfile, LinkKey, Locator, MailboxAddr, Passphrase,
-    Request, Response, ServerAddr,
+    Request, Response, SealedAnswer, ServerAddr,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::RngCore;
@@ -295,13 +296,8 @@ impl Client {
         let mut nonce = [0u8; crate::proto::seal::NONCE_LEN];
         rng.fill_bytes(&mut nonce);
         let (mailbox, sealed) = answer::seal_answer(&reply.key, &reply.to, payload, *eph, nonce)?;
-        let put = Request::PutAnswer {
-            mailbox,
-            answer: sealed,
-        };
-        let results = futures::future::join_all(reply.servers.iter().map(|server| {
-            let put = &put;
-            async move { (server, self.put_answer_at(server, put).await) }
+        let results = futures::future::join_all(reply.servers.iter().map(|server| async move {
+            (server, self.put_answer_at(server, mailbox, sealed).await)
         }))
         .await;
         let stored = results.iter().filter(|(_, r)| r.is_ok()).count();
@@ -323,30 +319,107 @@ impl Client {
         Ok(())
     }
 
-    async fn put_answer_at(&self, server: &ServerAddr, put: &Request) -> Result<(), AnswerError> {
-        // A server with no room for another answer this second said so without storing it:
-        // again, with growing pauses, as for a store.
+    /// Leave the answer in its mailbox on `server`, on a connection of its own: with a stamp
+    /// when the server speaks version 4, without one when it speaks 2 or 3.
+    async fn put_answer_at(
+        &self,
+        server: &ServerAddr,
+        mailbox: MailboxAddr,
+        sealed: SealedAnswer,
+    ) -> Result<(), AnswerError> {
+        // A server with no room for another answer this second said so without storing it,
+        // and one that took the connection's slot back or saw the stamp's epoch end in between
+        // stored nothing either: again on a fresh connection, with growing pauses, as for a
+        // store.
         let mut backoff = super::Backoff::new(self.config.retry_budget);
+        // An epoch that ended between challenge and answer: once; a stamp refused again is
+        // refused for good.
+        let mut new_epoch = true;
         let sent = loop {
-            match self.request_fresh(server, put, ANSWER_VERSION).await {
-                Err(e)
-                    if super::busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                        && backoff.wait().await =>
+            match self.put_answer_once(server, mailbox, sealed).await {
+                Err(AnswerError::Connection(e))
+                    if super::busy(
+                        &e,
+                        &[
+                            ErrorCode::Overloaded,
+                            ErrorCode::RateLimited,
+                            ErrorCode::Busy,
+                        ],
+                    ) && backoff.wait().await =>
                 {
-                    tracing::debug!("the server has no room for an answer now; retrying");
+                    tracing::debug!("the server took no answer now; retrying");
+                }
+                Err(AnswerError::Connection(e))
+                    if new_epoch && super::busy(&e, &[ErrorCode::BadStamp]) =>
+                {
+                    new_epoch = false;
+                    tracing::debug!(
+                        "the answer's stamp was refused; once more, with a new challenge"
+                    );
                 }
                 r => break r,
             }
         };
         match sent {
-            Ok(Sent::OldServer(version)) => Err(AnswerError::NoMailboxes { version }),
-            Ok(Sent::Answer(Response::AnswerStored)) => Ok(()),
-            Ok(Sent::Answer(r)) => Err(unexpected("AnswerStored", &r).into()),
-            Err(ConnectionError::Server {
+            Err(AnswerError::Connection(ConnectionError::Server {
                 code: ErrorCode::AlreadyAnswered,
                 ..
-            }) => Err(AnswerError::AlreadyAnswered),
-            Err(e) => Err(e.into()),
+            })) => Err(AnswerError::AlreadyAnswered),
+            r => r,
+        }
+    }
+
+    /// One attempt of [`Client::put_answer_at`]. The answer challenge is asked on the
+    /// connection that carries the answer: a seed fetched on another connection would let the
+    /// server tie the two together.
+    async fn put_answer_once(
+        &self,
+        server: &ServerAddr,
+        mailbox: MailboxAddr,
+        sealed: SealedAnswer,
+    ) -> Result<(), AnswerError> {
+        let mut c = self.connect(server).await?;
+        let version = c.version();
+        if version < ANSWER_VERSION {
+            return Err(AnswerError::NoMailboxes { version });
+        }
+        let put = if version >= ANSWER_STAMP_VERSION {
+            let challenge = match c.request(&Request::AnswerChallenge).await? {
+                Response::AnswerChallenge(ch) => ch,
+                r => return Err(unexpected("AnswerChallenge", &r).into()),
+            };
+            let max = self.config.policy.max_effort;
+            if challenge.effort > max {
+                return Err(AnswerError::RefusedChallenge(
+                    crate::proto::PolicyViolation::EffortTooHigh {
+                        asked: challenge.effort,
+                        max,
+                    },
+                ));
+            }
+            let mut start = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut start);
+            let stamp = tokio::task::spawn_blocking(move || {
+                answer_stamp::solve_answer(&challenge, &mailbox, &sealed, start, u64::MAX)
+            })
+            .await
+            .map_err(AnswerError::StampTask)?
+            .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
+            Request::StampedPutAnswer {
+                mailbox,
+                answer: sealed,
+                epoch: challenge.epoch,
+                stamp,
+            }
+        } else {
+            Request::PutAnswer {
+                mailbox,
+                answer: sealed,
+            }
+        };
+        match c.request(&put).await? {
+            Response::AnswerStored => Ok(()),
+            r => Err(unexpected("AnswerStored", &r).into()),
         }
     }
 

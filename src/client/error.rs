@@ -408,6 +408,13 @@ pub enum AnswerError {
     /// No server of a multi-server link took the answer.
     #[error("no server of the link took the answer: {}", failures_text(.0))]
     AllServers(Vec<(String, AnswerError)>),
+    /// The server's answer challenge asks for more stamp effort than the client's policy
+    /// allows (protocol version 4); nothing was sent.
+    #[error("the server's answer challenge was refused; nothing was sent")]
+    RefusedChallenge(#[source] PolicyViolation),
+    /// The thread that solves the answer's stamp failed.
+    #[error("the answer's stamp could not be made")]
+    StampTask(#[source] tokio::task::JoinError),
 }
 
 impl AnswerError {
@@ -416,7 +423,10 @@ impl AnswerError {
         match self {
             AnswerError::Connection(e) => e.kind(),
             AnswerError::Seal(_) | AnswerError::AlreadyAnswered => ErrorKind::BadInput,
-            AnswerError::NoMailboxes { .. } => ErrorKind::ServerMisbehaved,
+            AnswerError::NoMailboxes { .. } | AnswerError::RefusedChallenge(_) => {
+                ErrorKind::ServerMisbehaved
+            }
+            AnswerError::StampTask(_) => ErrorKind::Local,
             AnswerError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
     }

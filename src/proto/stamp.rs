@@ -71,7 +71,7 @@ impl Stamp {
         u32::from_be_bytes([self.0[32], self.0[33], self.0[34], self.0[35]])
     }
 
-    fn nonce(&self) -> [u8; 16] {
+    pub(crate) fn nonce(&self) -> [u8; 16] {
         let mut n = [0u8; 16];
         n.copy_from_slice(&self.0[..16]);
         n
@@ -193,6 +193,20 @@ pub fn verify(
     stamp: &Stamp,
     min_effort: u32,
 ) -> Result<(), StampError> {
+    check_effort(stamp, min_effort)?;
+    let c = challenge_bytes(
+        name,
+        locator,
+        seed,
+        &link_hash(link),
+        &stamp.nonce(),
+        stamp.effort(),
+    );
+    verify_solution(&c, stamp)
+}
+
+/// That `stamp` claims at least `min_effort`.
+pub(crate) fn check_effort(stamp: &Stamp, min_effort: u32) -> Result<(), StampError> {
     let effort = stamp.effort();
     if effort < min_effort {
         return Err(StampError::TooCheap {
@@ -200,21 +214,18 @@ pub fn verify(
             required: min_effort,
         });
     }
-    let c = challenge_bytes(
-        name,
-        locator,
-        seed,
-        &link_hash(link),
-        &stamp.nonce(),
-        effort,
-    );
+    Ok(())
+}
+
+/// That `stamp`'s solution meets its effort for challenge bytes `c`, and solves it.
+pub(crate) fn verify_solution(c: &[u8], stamp: &Stamp) -> Result<(), StampError> {
     let solution = stamp.solution();
-    if !meets_effort(&c, &solution, effort) {
+    if !meets_effort(c, &solution, stamp.effort()) {
         return Err(StampError::Effort);
     }
     equix::EquiXBuilder::new()
         .runtime(equix::RuntimeOption::InterpretOnly)
-        .verify_bytes(&c, &solution)
+        .verify_bytes(c, &solution)
         .map_err(|_| StampError::Solution)
 }
 
@@ -231,26 +242,39 @@ pub fn solve(
 ) -> Result<Stamp, [u8; 16]> {
     let locator = challenge.id.locator();
     let hash = link_hash(link);
-    let mut nonce = start;
-    let mut memory = equix::SolverMemory::new();
-    for _ in 0..attempts {
-        let c = challenge_bytes(
+    solve_with(challenge.effort, start, attempts, |nonce| {
+        challenge_bytes(
             name,
             &locator,
             &challenge.seed,
             &hash,
-            &nonce,
+            nonce,
             challenge.effort,
-        );
+        )
+    })
+}
+
+/// The search of [`solve`] over the challenge bytes `challenge(nonce)` makes of each nonce.
+pub(crate) fn solve_with<C: AsRef<[u8]>>(
+    effort: u32,
+    start: [u8; 16],
+    attempts: u64,
+    challenge: impl Fn(&[u8; 16]) -> C,
+) -> Result<Stamp, [u8; 16]> {
+    let mut nonce = start;
+    let mut memory = equix::SolverMemory::new();
+    for _ in 0..attempts {
+        let c = challenge(&nonce);
+        let c = c.as_ref();
         // A challenge whose hash program is unusable (about 2 in 100 000) has no solution.
-        if let Ok(e) = equix::EquiX::new(&c) {
+        if let Ok(e) = equix::EquiX::new(c) {
             for s in e.solve_with_memory(&mut memory) {
                 let bytes = s.to_bytes();
-                if meets_effort(&c, &bytes, challenge.effort) {
+                if meets_effort(c, &bytes, effort) {
                     let mut stamp = [0u8; STAMP_LEN];
                     stamp[..16].copy_from_slice(&nonce);
                     stamp[16..32].copy_from_slice(&bytes);
-                    stamp[32..].copy_from_slice(&challenge.effort.to_be_bytes());
+                    stamp[32..].copy_from_slice(&effort.to_be_bytes());
                     return Ok(Stamp(stamp));
                 }
             }

@@ -6,6 +6,7 @@
 //! their index: variants are only ever appended, never reordered (golden vectors pin the bytes).
 
 use super::answer::{MailboxAddr, SealedAnswer};
+use super::answer_stamp::AnswerChallenge;
 use super::bucket::{BucketId, DeleteCheck, DeleteToken, Locator};
 use super::seal::SealedLink;
 use super::stamp::{Challenge, ServerName, Stamp, StampSeed};
@@ -13,15 +14,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The newest protocol version this implementation speaks. Version 2 adds the answer mailboxes
 /// ([`Request::PutAnswer`], [`Request::FetchAnswer`]); version 3 adds stamps
-/// ([`Request::Challenge`], [`Request::StampedStore`], [`Response::StampedBucket`]); everything
-/// of the earlier versions is unchanged.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// ([`Request::Challenge`], [`Request::StampedStore`], [`Response::StampedBucket`]); version 4
+/// adds stamped answers ([`Request::AnswerChallenge`], [`Request::StampedPutAnswer`],
+/// [`Response::AnswerChallenge`]); everything of the earlier versions is unchanged.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this implementation speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first version with answer mailboxes.
 pub const ANSWER_VERSION: u16 = 2;
 /// The first version with stamps.
 pub const STAMP_VERSION: u16 = 3;
+/// The first version with stamped answers.
+pub const ANSWER_STAMP_VERSION: u16 = 4;
 /// Length of the frame header.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Default maximum frame body, enough for a full bucket (64 × 256 bytes plus overhead).
@@ -88,6 +92,20 @@ pub enum Request {
         /// The stamp for the link in that bucket.
         stamp: Stamp,
     },
+    /// Ask for the answer seed of the server's current epoch and the effort asked (version 4).
+    AnswerChallenge,
+    /// Leave a sealed answer in a mailbox with its stamp (version 4). Write-once, as
+    /// [`Request::PutAnswer`].
+    StampedPutAnswer {
+        /// The mailbox.
+        mailbox: MailboxAddr,
+        /// The sealed answer.
+        answer: SealedAnswer,
+        /// The epoch whose seed the stamp was made with.
+        epoch: u64,
+        /// The stamp for this answer in this mailbox.
+        stamp: Stamp,
+    },
 }
 
 /// A response from server to client.
@@ -141,6 +159,8 @@ pub enum Response {
         /// Exactly [`super::MAX_LINKS_PER_BUCKET`] entries.
         entries: Vec<StampedEntry>,
     },
+    /// The answer seed of the current epoch and the effort asked (version 4).
+    AnswerChallenge(AnswerChallenge),
 }
 
 /// One entry of a [`Response::StampedBucket`].
@@ -165,6 +185,8 @@ impl Request {
             Request::FetchAnswer { .. } => "FetchAnswer",
             Request::Challenge => "Challenge",
             Request::StampedStore { .. } => "StampedStore",
+            Request::AnswerChallenge => "AnswerChallenge",
+            Request::StampedPutAnswer { .. } => "StampedPutAnswer",
         }
     }
 }
@@ -183,6 +205,7 @@ impl Response {
             Response::Answer { .. } => "Answer",
             Response::Challenge(_) => "Challenge",
             Response::StampedBucket { .. } => "StampedBucket",
+            Response::AnswerChallenge(_) => "AnswerChallenge",
         }
     }
 }
@@ -528,11 +551,12 @@ mod tests {
     fn negotiation_picks_the_newest_common_version() {
         assert_eq!(negotiate(1, 1), Some(1));
         assert_eq!(negotiate(1, 2), Some(2));
-        assert_eq!(negotiate(1, 9), Some(3));
+        assert_eq!(negotiate(1, 9), Some(4));
         assert_eq!(negotiate(2, 2), Some(2));
         assert_eq!(negotiate(3, 3), Some(3));
+        assert_eq!(negotiate(4, 4), Some(4));
         assert_eq!(negotiate(0, 0), None);
-        assert_eq!(negotiate(4, 9), None);
+        assert_eq!(negotiate(5, 9), None);
         assert_eq!(negotiate(2, 1), None);
     }
 

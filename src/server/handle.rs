@@ -3,10 +3,12 @@
 use super::limits::{Source, STORE_RETRY, STORE_WAIT};
 use super::session::error;
 use super::Server;
+use crate::proto::answer_stamp::{self, AnswerChallenge};
 use crate::proto::stamp::{self, Challenge, ServerName};
 use crate::proto::wire::{StampedEntry, STAMP_VERSION};
 use crate::proto::{padding, BucketId, DeleteCheck, SealedLink, Stamp, SEALED_LINK_LEN};
 use crate::proto::{ErrorCode, Request, Response, ServerInfo, MAX_LINKS_PER_BUCKET};
+use crate::proto::{MailboxAddr, SealedAnswer};
 use crate::server::adversary::Adversary;
 use crate::store::{BucketStore, PutAnswer, StoreError, WriteKind};
 
@@ -169,60 +171,45 @@ impl<S: BucketStore> Server<S> {
                 }
             }
             Request::PutAnswer { mailbox, answer } => {
-                // A write like a store: the same fair admission, and no more answers a second
-                // than links. An answer beyond that waits for room holding only its source's
-                // lane, not a place among the writes in flight: stores and deletes go on.
-                let lane = self.store_gate.lane(source).await;
-                let deadline = tokio::time::Instant::now() + STORE_WAIT;
-                while !self.answer_rate_allows() {
-                    if tokio::time::Instant::now() + STORE_RETRY >= deadline {
-                        self.metrics.answer("put_overloaded");
-                        return error(
-                            ErrorCode::Overloaded,
-                            "too many answers this second; try again",
-                        );
-                    }
-                    tokio::time::sleep(STORE_RETRY).await;
+                if self.config.require_stamps {
+                    self.metrics.answer("put_bad_stamp");
+                    return error(
+                        ErrorCode::BadStamp,
+                        "this server stores only answers with a stamp (protocol version 4)",
+                    );
                 }
-                let Some(_turn) = self.store_gate.admit_in(lane).await else {
-                    return error(ErrorCode::ShuttingDown, "server is shutting down");
-                };
-                // With the turn in hand, as for stores without a stamp.
-                if let Some(e) = self.past_share(WriteKind::Answer) {
-                    self.metrics.answer("put_quota");
-                    return store_error(e);
+                self.put_answer(mailbox, answer, false, source).await
+            }
+            Request::AnswerChallenge => {
+                let epoch = answer_stamp::epoch_of(now);
+                Response::AnswerChallenge(AnswerChallenge {
+                    epoch,
+                    seed: answer_stamp::answer_seed(self.store.filler_secret(), epoch),
+                    effort: self.config.stamp_effort,
+                })
+            }
+            Request::StampedPutAnswer {
+                mailbox,
+                answer,
+                epoch,
+                stamp,
+            } => {
+                if !answer_stamp::epoch_is_fresh(epoch, now) {
+                    self.metrics.answer("put_bad_stamp");
+                    return error(
+                        ErrorCode::BadStamp,
+                        "the stamp's epoch is over; ask for a new answer challenge",
+                    );
                 }
-                let wall = self.clock.now();
-                if let Err(e) = self.hold_if_behind(wall).await {
-                    self.metrics.answer("failed");
-                    return store_error(e);
-                }
-                match self
-                    .store
-                    .put_answer(mailbox, answer, self.expiry_at(wall))
-                    .await
+                let seed = answer_stamp::answer_seed(self.store.filler_secret(), epoch);
+                let effort = self.config.stamp_effort;
+                if let Err(e) =
+                    answer_stamp::verify_answer(&seed, &mailbox, &answer, &stamp, effort)
                 {
-                    Ok(PutAnswer::Stored) => {
-                        self.metrics.answer("put_stored");
-                        Response::AnswerStored
-                    }
-                    Ok(PutAnswer::AlreadyAnswered) => {
-                        self.metrics.answer("put_already");
-                        error(
-                            ErrorCode::AlreadyAnswered,
-                            "this mailbox holds an answer already; the first one stays",
-                        )
-                    }
-                    Err(e) => {
-                        self.metrics.answer(match e {
-                            StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => {
-                                "put_quota"
-                            }
-                            _ => "failed",
-                        });
-                        store_error(e)
-                    }
+                    self.metrics.answer("put_bad_stamp");
+                    return error(ErrorCode::BadStamp, e.to_string());
                 }
+                self.put_answer(mailbox, answer, true, source).await
             }
             Request::FetchAnswer { mailbox } => {
                 match self.store.fetch_answer(mailbox, self.expiry_now()).await {
@@ -258,6 +245,73 @@ impl<S: BucketStore> Server<S> {
         match self.store.params().admits(kind, counts.0, counts.1) {
             Err(e @ StoreError::ShareFull { .. }) => Some(e),
             _ => None,
+        }
+    }
+
+    /// A PutAnswer or StampedPutAnswer (`stamped`, its stamp verified), with fair admission.
+    async fn put_answer(
+        &self,
+        mailbox: MailboxAddr,
+        answer: SealedAnswer,
+        stamped: bool,
+        source: &Source,
+    ) -> Response {
+        // A write like a store: the same fair admission, and no more answers a second
+        // than links. An answer beyond that waits for room holding only its source's
+        // lane, not a place among the writes in flight: stores and deletes go on.
+        let lane = self.store_gate.lane(source).await;
+        let deadline = tokio::time::Instant::now() + STORE_WAIT;
+        while !self.answer_rate_allows() {
+            if tokio::time::Instant::now() + STORE_RETRY >= deadline {
+                self.metrics.answer("put_overloaded");
+                return error(
+                    ErrorCode::Overloaded,
+                    "too many answers this second; try again",
+                );
+            }
+            tokio::time::sleep(STORE_RETRY).await;
+        }
+        let Some(_turn) = self.store_gate.admit_in(lane).await else {
+            return error(ErrorCode::ShuttingDown, "server is shutting down");
+        };
+        // With the turn in hand, as for stores without a stamp.
+        if let Some(e) = self.past_share(WriteKind::answer(stamped)) {
+            self.metrics.answer("put_quota");
+            return store_error(e);
+        }
+        let wall = self.clock.now();
+        if let Err(e) = self.hold_if_behind(wall).await {
+            self.metrics.answer("failed");
+            return store_error(e);
+        }
+        match self
+            .store
+            .put_answer_as(
+                mailbox,
+                answer,
+                self.expiry_at(wall),
+                WriteKind::answer(stamped),
+            )
+            .await
+        {
+            Ok(PutAnswer::Stored) => {
+                self.metrics.answer("put_stored");
+                Response::AnswerStored
+            }
+            Ok(PutAnswer::AlreadyAnswered) => {
+                self.metrics.answer("put_already");
+                error(
+                    ErrorCode::AlreadyAnswered,
+                    "this mailbox holds an answer already; the first one stays",
+                )
+            }
+            Err(e) => {
+                self.metrics.answer(match e {
+                    StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => "put_quota",
+                    _ => "failed",
+                });
+                store_error(e)
+            }
         }
     }
 

@@ -363,7 +363,7 @@ impl Metrics {
     }
 
     /// An answer-mailbox request and its outcome (`put_stored`, `put_already`,
-    /// `put_overloaded`, `put_quota`, `fetch_found`, `fetch_empty`, `failed`).
+    /// `put_overloaded`, `put_quota`, `put_bad_stamp`, `fetch_found`, `fetch_empty`, `failed`).
     pub(crate) fn answer(&self, outcome: &'static str) {
         self.answers.get_or_create(&Outcome { outcome }).inc();
     }

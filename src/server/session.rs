@@ -5,7 +5,8 @@
 
 use super::limits::RateLimiter;
 use crate::proto::wire::{
-    self, negotiate, sanitize_message, ANSWER_VERSION, MIN_PROTOCOL_VERSION, STAMP_VERSION,
+    self, negotiate, sanitize_message, ANSWER_STAMP_VERSION, ANSWER_VERSION, MIN_PROTOCOL_VERSION,
+    STAMP_VERSION,
 };
 use crate::proto::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use tokio::time::Instant;
@@ -105,6 +106,17 @@ impl Session {
                     ErrorCode::UnsupportedVersion,
                     format!(
                         "{} needs protocol version {STAMP_VERSION}; this connection agreed on {v}",
+                        req.kind()
+                    ),
+                ))
+            }
+            (Some(v), req @ (Request::AnswerChallenge | Request::StampedPutAnswer { .. }))
+                if v < ANSWER_STAMP_VERSION =>
+            {
+                Step::Reply(error(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "{} needs protocol version {ANSWER_STAMP_VERSION}; this connection agreed on {v}",
                         req.kind()
                     ),
                 ))
@@ -249,9 +261,9 @@ mod tests {
         let (mut s, now) = session();
         assert_eq!(
             s.on_frame(&hello(1, 5), now),
-            Step::Reply(Response::Hello { version: 3 })
+            Step::Reply(Response::Hello { version: 4 })
         );
-        assert_eq!(s.version(), 3);
+        assert_eq!(s.version(), 4);
         let (mut s, now) = session();
         assert_eq!(
             s.on_frame(&hello(1, 2), now),
@@ -270,7 +282,7 @@ mod tests {
     fn hello_without_a_common_version_replies_unsupported_and_closes() {
         let (mut s, now) = session();
         assert_eq!(
-            code(&s.on_frame(&hello(4, 5), now)),
+            code(&s.on_frame(&hello(5, 6), now)),
             (ErrorCode::UnsupportedVersion, true)
         );
         let (mut s, now) = session();
@@ -329,6 +341,28 @@ mod tests {
         );
         let (mut s, now) = session();
         s.on_frame(&hello(1, 2), now);
+        assert_eq!(s.on_frame(&body(&put), now), Step::Handle(put.clone()));
+    }
+
+    #[test]
+    fn stamped_answers_on_a_version_3_connection_are_refused_and_it_stays_open() {
+        use crate::proto::{MailboxAddr, SealedAnswer, Stamp};
+        let put = Request::StampedPutAnswer {
+            mailbox: MailboxAddr([1; 32]),
+            answer: SealedAnswer([2; 256]),
+            epoch: 1,
+            stamp: Stamp([3; 36]),
+        };
+        let (mut s, now) = session();
+        s.on_frame(&hello(1, 3), now);
+        for r in [&Request::AnswerChallenge, &put] {
+            assert_eq!(
+                code(&s.on_frame(&body(r), now)),
+                (ErrorCode::UnsupportedVersion, false)
+            );
+        }
+        let (mut s, now) = session();
+        s.on_frame(&hello(1, 4), now);
         assert_eq!(s.on_frame(&body(&put), now), Step::Handle(put.clone()));
     }
 

@@ -16,7 +16,7 @@ mod writer;
 
 use super::alloc::Allocator;
 use super::ops::Op;
-use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink};
+use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink, WriteKind};
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use slot::{DbPath, Reader};
@@ -484,13 +484,14 @@ impl BucketStore for DiskStore {
         self.send(op, rx).await
     }
 
-    async fn put_answer(
+    async fn put_answer_as(
         &self,
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
     ) -> Result<PutAnswer, StoreError> {
-        let (op, rx) = Op::put_answer(mailbox, answer, now);
+        let (op, rx) = Op::put_answer(mailbox, answer, now, kind);
         self.send(op, rx).await
     }
 

@@ -173,11 +173,12 @@ impl BucketStore for MemoryStore {
         Ok(true)
     }
 
-    async fn put_answer(
+    async fn put_answer_as(
         &self,
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
     ) -> Result<PutAnswer, StoreError> {
         let mut s = self.state()?;
         let ttl = self.params.ttl_secs;
@@ -190,7 +191,7 @@ impl BucketStore for MemoryStore {
             s.answers.remove(&mailbox);
             s.answer_order.remove(&(created, mailbox));
         }
-        s.quota(&self.params, WriteKind::Answer)?;
+        s.quota(&self.params, kind)?;
         s.answers.insert(
             mailbox,
             StoredAnswer {

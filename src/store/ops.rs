@@ -2,7 +2,7 @@
 //! until the batch that holds them has committed (group commit, shared by every backend).
 
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
-use crate::store::{ExpiryHold, PutAnswer, StoreError};
+use crate::store::{ExpiryHold, PutAnswer, StoreError, WriteKind};
 use tokio::sync::oneshot;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -32,6 +32,7 @@ pub(crate) enum Op {
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
         reply: Reply<PutAnswer>,
     },
     Gc {
@@ -91,12 +92,14 @@ impl Op {
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
     ) -> (Op, Answer<PutAnswer>) {
         let (reply, rx) = oneshot::channel();
         let op = Op::PutAnswer {
             mailbox,
             answer,
             now,
+            kind,
             reply,
         };
         (op, rx)

@@ -23,7 +23,7 @@ mod schema;
 mod writer;
 
 use super::ops::Op;
-use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink};
+use super::{BucketStore, Entry, PutAnswer, StoreError, StoreParams, StoredLink, WriteKind};
 use crate::proto::padding::FillerSecret;
 use crate::proto::{BucketId, DeleteCheck, Locator, MailboxAddr, SealedAnswer, SealedLink, Stamp};
 use std::str::FromStr;
@@ -627,13 +627,14 @@ impl BucketStore for PgStore {
         self.send(op, rx).await
     }
 
-    async fn put_answer(
+    async fn put_answer_as(
         &self,
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
     ) -> Result<PutAnswer, StoreError> {
-        let (op, rx) = Op::put_answer(mailbox, answer, now);
+        let (op, rx) = Op::put_answer(mailbox, answer, now, kind);
         self.send(op, rx).await
     }
 

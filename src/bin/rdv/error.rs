@@ -92,6 +92,7 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
                 AnswerError::AlreadyAnswered => "already_answered",
                 AnswerError::Seal(_) => "answer_invalid",
                 AnswerError::NoMailboxes { .. } => "no_mailboxes",
+                AnswerError::RefusedChallenge(_) => "effort_refused",
                 AnswerError::Connection(c) => connection_code(c),
                 _ => "local",
             };

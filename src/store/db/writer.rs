@@ -278,10 +278,12 @@ impl Writer {
                     mailbox,
                     answer,
                     now,
+                    kind,
                     reply,
                 } => {
                     let held = ExpiryHold::apply(hold.as_ref(), now, ttl);
-                    let r = batch.apply_put_answer(&self.params, mailbox, answer, now, held);
+                    let r =
+                        batch.apply_put_answer(&self.params, (mailbox, answer), now, held, kind);
                     settle(outcomes, |r| Outcome::PutAnswer(reply, r), r)?;
                 }
                 Op::Gc { now, limit, reply } => {
@@ -383,10 +385,10 @@ impl<'t> Batch<'t> {
     fn apply_put_answer(
         &mut self,
         params: &StoreParams,
-        mailbox: MailboxAddr,
-        answer: SealedAnswer,
+        (mailbox, answer): (MailboxAddr, SealedAnswer),
         now: u64,
         held: u64,
+        kind: WriteKind,
     ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
         let ttl = params.ttl_secs;
         let mail = self.mail()?;
@@ -408,7 +410,7 @@ impl<'t> Batch<'t> {
             self.answers -= 1;
             self.changed = true;
         }
-        if let Some(e) = self.over_quota(params, WriteKind::Answer) {
+        if let Some(e) = self.over_quota(params, kind) {
             return Ok(Err(e));
         }
         let bytes = schema::encode_answer(&StoredAnswer {

@@ -460,9 +460,10 @@ async fn run_ops(
                 mailbox,
                 answer,
                 now,
+                kind,
                 reply,
             } => {
-                let r = b.put_answer(mailbox, answer, now).await;
+                let r = b.put_answer(mailbox, answer, now, kind).await;
                 settle(outcomes, |r| Outcome::PutAnswer(reply, r), r)?;
             }
             Op::Gc { now, limit, reply } => {
@@ -724,6 +725,7 @@ impl Batch<'_, '_> {
         mailbox: MailboxAddr,
         answer: SealedAnswer,
         now: u64,
+        kind: WriteKind,
     ) -> Result<Result<PutAnswer, StoreError>, StoreError> {
         let key: &[u8] = &mailbox.0;
         let held = self.held(now).await?;
@@ -737,7 +739,7 @@ impl Batch<'_, '_> {
             self.answers = self.answers.saturating_sub(1);
             self.changed = true;
         }
-        if let Some(e) = self.over_quota(WriteKind::Answer) {
+        if let Some(e) = self.over_quota(kind) {
             return Ok(Err(e));
         }
         let bytes = encode_answer(&StoredAnswer {

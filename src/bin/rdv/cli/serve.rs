@@ -55,9 +55,10 @@ pub(crate) struct ServeArgs {
     /// derived again every --gc-interval.
     #[arg(long)]
     pub(crate) max_links: Option<u64>,
-    /// Percent of --max-links that answers may fill (answers carry no stamp): past it new
-    /// answers are refused as over quota while links go on being stored, so an answer flood
-    /// cannot fill the quota (100: no limit of their own).
+    /// Percent of --max-links that answers may fill: past it new answers are refused as over
+    /// quota while links go on being stored, so an answer flood cannot fill the quota (100: no
+    /// limit of their own). Answers without a stamp (clients older than protocol version 4)
+    /// may fill only a quarter of this share.
     #[arg(long, value_name = "PERCENT", default_value_t = 25, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub(crate) answer_share: u8,
     /// Connections served at once. When all are taken, newcomers get in line (first come, first
@@ -137,14 +138,15 @@ pub(crate) struct ServeArgs {
     /// Allow --metrics on an address that is not loopback (put it behind a firewall).
     #[arg(long, help_heading = "Metrics")]
     pub(crate) metrics_allow_remote: bool,
-    /// The effort a stamp must show (protocol version 3): about this many Equi-X solutions,
-    /// some 3 ms of one core each, paid by every client per offer (and by a server per fake
-    /// entry it would pass off as real). Clients refuse more than 1024 by default, and count
+    /// The effort a stamp must show (protocol version 3; answers' stamps too, version 4): about
+    /// this many Equi-X solutions, some 3 ms of one core each, paid by every client per offer
+    /// and per answer (and by a server per fake entry it would pass off as real). Clients refuse more than 1024 by default, and count
     /// entries below 64 as unproven.
     #[arg(long, value_name = "EFFORT", default_value_t = rdv::proto::stamp::DEFAULT_EFFORT, help_heading = "Stamps")]
     pub(crate) stamp_effort: u32,
-    /// Refuse links without a stamp (from clients older than protocol version 3), so that every
-    /// store costs its client the work of a stamp: a store flood gets expensive.
+    /// Refuse links without a stamp (from clients older than protocol version 3) and answers
+    /// without one (older than version 4), so that every store and answer costs its client the
+    /// work of a stamp: a flood gets expensive.
     #[arg(long, help_heading = "Stamps")]
     pub(crate) require_stamps: bool,
     /// Percent of --max-links that links without a stamp may fill (links and answers counted
