@@ -183,6 +183,16 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         };
         tokio::spawn(async move {
             let (reply, back) = match agent.handle(request).await {
+                // A stop took the link back before its reply went out: say so.
+                Ok((_, Some(back))) if !agent.claim(&back) => (
+                    Reply {
+                        id,
+                        ok: false,
+                        result: None,
+                        error: Some(api_error(&ops::stopping())),
+                    },
+                    None,
+                ),
                 Ok((result, back)) => (
                     Reply {
                         id,
@@ -449,7 +459,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         note!("agent: took back {taken} offer(s) whose link had not been handed over");
     }
     if unfinished > 0 {
-        note!("agent: {unfinished} offer(s) not handed over could not be taken back within {} s; their links expire by themselves", STOP_WITHIN.as_secs());
+        note!("agent: {unfinished} offer(s) not handed over could not be taken back (the server did not answer within {} s); their links expire by themselves", STOP_WITHIN.as_secs());
     }
     note!("agent: stopped; the offers it looks after are kept in its state directory");
     Ok(())

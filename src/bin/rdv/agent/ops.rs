@@ -459,14 +459,24 @@ impl Agent {
                 None,
             )
         };
-        let back = TakeBack {
-            key: self.offers.stored(&offer),
+        let Some(key) = self.offers.note(Stored::of(&offer)) else {
+            // The stop has taken back what was stored before: this one takes itself back.
+            let what = self.take_back_link(Stored::of(&offer)).await;
+            return Err(stopping().context(what));
         };
+        let back = TakeBack { key };
         match self.after_store(&r, &offer, pending, back.key).await {
             Ok(v) => Ok((v, Some(back))),
             // Nothing was handed over (as `rdv offer` does when it cannot finish).
             Err(e) => Err(e.context(self.take_back(back).await)),
         }
+    }
+
+    /// Claim an offer's link for its reply, before the reply is sent: `false` if a stop took
+    /// the link back already (the reply must then say so, not hand over a deleted link).
+    /// Claimed, a stop leaves it to the reply's delivery.
+    pub(super) fn claim(&self, back: &TakeBack) -> bool {
+        self.offers.claim(back.key)
     }
 
     /// An offer's reply was delivered: its link is somebody's now.
@@ -484,24 +494,27 @@ impl Agent {
     }
 
     /// The agent is stopping: refuse new offers, wake those held for their bucket's close (they
-    /// take their links back), wait for the offers in flight to deliver their replies or take
-    /// their links back, for at most `within`; then take back every stored offer still without
-    /// a delivered reply. Returns how many links were taken back since the stop began, and how
-    /// many were left to expire by themselves because the time ran out.
+    /// take their links back), and wait for the offers in flight to deliver their replies or
+    /// take their links back, for two thirds of `within`; then take back every stored offer
+    /// whose reply has not been claimed, and wait for the rest until `within` (an offer whose
+    /// store finishes now takes itself back). Returns how many links were taken back since the
+    /// stop began, and how many could not be (they expire by themselves).
     pub(super) async fn stop_offers(&self, within: Duration) -> (usize, usize) {
         let start = tokio::time::Instant::now();
         self.offers.stopping.send_replace(true);
-        let in_flight = self.offers.in_flight.clone();
-        // Two thirds of the time for the offers in flight, the rest for taking back the links
-        // of those that did not finish.
-        let settle_by = start + within * 2 / 3;
-        let _ =
-            tokio::time::timeout_at(settle_by, in_flight.acquire_many_owned(OFFER_PERMITS)).await;
-        let left: Vec<Stored> = match self.offers.stored.lock() {
-            Ok(mut m) => m.drain().map(|(_, v)| v).collect(),
-            Err(_) => Vec::new(),
+        let all_settled = || {
+            tokio::time::timeout_at(
+                start + within,
+                self.offers
+                    .in_flight
+                    .clone()
+                    .acquire_many_owned(OFFER_PERMITS),
+            )
         };
-        let mut unfinished = left.len();
+        let settle_by = start + within * 2 / 3;
+        let _ = tokio::time::timeout_at(settle_by, all_settled()).await;
+        let left = self.offers.drain();
+        let mut cut = left.len();
         for s in left {
             if tokio::time::timeout_at(start + within, self.take_back_link(s))
                 .await
@@ -509,16 +522,19 @@ impl Agent {
             {
                 break;
             }
-            unfinished -= 1;
+            cut -= 1;
         }
-        (self.offers.taken_back.load(Ordering::Relaxed), unfinished)
+        let _ = all_settled().await;
+        (
+            self.offers.taken_back.load(Ordering::Relaxed),
+            self.offers.lost.load(Ordering::Relaxed) + cut,
+        )
     }
 
     async fn take_back_link(&self, s: Stored) -> &'static str {
-        if self.offers.is_stopping() {
-            self.offers.taken_back.fetch_add(1, Ordering::Relaxed);
-        }
-        let Stored { link, token, kept } = s;
+        let Stored {
+            link, token, kept, ..
+        } = s;
         if let Some(id) = &kept.offer {
             self.stop_looking(id);
             let _ = self.state.forget(id);
@@ -529,11 +545,17 @@ impl Agent {
             }
             let _ = self.state.forget_delete(id);
         }
-        match self.client.delete(&link, &token).await {
-            Ok(()) => "nothing was handed over, and the link was deleted from the server",
-            Err(_) => {
-                "nothing was handed over; the link could not be deleted and expires by itself"
-            }
+        let deleted = self.client.delete(&link, &token).await.is_ok();
+        if self.offers.is_stopping() {
+            let count = match deleted {
+                true => &self.offers.taken_back,
+                false => &self.offers.lost,
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        match deleted {
+            true => "nothing was handed over, and the link was deleted from the server",
+            false => "nothing was handed over; the link could not be deleted and expires by itself",
         }
     }
 
@@ -576,7 +598,11 @@ impl Agent {
                     token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
                 };
                 self.state.save_delete(&id, &d)?;
-                self.offers.keep(key, |k| k.delete = Some(id.clone()));
+                if !self.offers.keep(key, |k| k.delete = Some(id.clone())) {
+                    // A stop took the link back meanwhile, without this file.
+                    let _ = self.state.forget_delete(&id);
+                    return Err(stopping());
+                }
                 self.delete_later(id.clone(), d);
                 scheduled_delete = Some((id, at));
             }
@@ -585,7 +611,10 @@ impl Agent {
             Some(p) => {
                 let id = random_id();
                 self.state.save_pending(&id, &p)?;
-                self.offers.keep(key, |k| k.offer = Some(id.clone()));
+                if !self.offers.keep(key, |k| k.offer = Some(id.clone())) {
+                    let _ = self.state.forget(&id);
+                    return Err(stopping());
+                }
                 let looks_from = p.polls_from();
                 self.look_after(id.clone(), p);
                 Some((id, looks_from))
@@ -726,6 +755,27 @@ pub(super) struct Stored {
     link: RdvLink,
     token: DeleteToken,
     kept: Kept,
+    /// Its reply is being delivered (a stop leaves it alone).
+    claimed: bool,
+}
+
+impl Stored {
+    fn of(offer: &rdv::client::Offer) -> Self {
+        Stored {
+            link: offer.link.clone(),
+            token: offer.delete_token.clone(),
+            kept: Kept::default(),
+            claimed: false,
+        }
+    }
+}
+
+/// The stored offers without a delivered reply, by a random key.
+#[derive(Default)]
+struct Ledger {
+    stored: HashMap<u64, Stored>,
+    /// A stop has taken back what was unclaimed: later stores take themselves back.
+    drained: bool,
 }
 
 /// More offers than can ever be in flight at once: a stop takes them all to know none is left.
@@ -733,23 +783,26 @@ const OFFER_PERMITS: u32 = 1 << 20;
 
 /// The offers between their request and the delivery of their reply.
 pub(super) struct Offers {
-    /// Each stored offer whose reply has not been delivered, by a random key.
-    stored: Mutex<HashMap<u64, Stored>>,
+    /// Each stored offer whose reply has not been delivered.
+    ledger: Mutex<Ledger>,
     /// One permit per offer in flight.
     in_flight: Arc<Semaphore>,
     /// Set when the agent begins to stop.
     stopping: watch::Sender<bool>,
     /// Links taken back since the stop began.
     taken_back: AtomicUsize,
+    /// Links the stop tried to take back and could not delete.
+    lost: AtomicUsize,
 }
 
 impl Offers {
     pub(super) fn new() -> Self {
         Offers {
-            stored: Mutex::default(),
+            ledger: Mutex::default(),
             in_flight: Arc::new(Semaphore::new(OFFER_PERMITS as usize)),
             stopping: watch::Sender::new(false),
             taken_back: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
         }
     }
 
@@ -767,43 +820,68 @@ impl Offers {
         *self.stopping.borrow()
     }
 
-    /// Note a stored offer; its key.
-    fn stored(&self, offer: &rdv::client::Offer) -> u64 {
-        let key = rand::random::<u64>();
-        if let Ok(mut m) = self.stored.lock() {
-            m.insert(
-                key,
-                Stored {
-                    link: offer.link.clone(),
-                    token: offer.delete_token.clone(),
-                    kept: Kept::default(),
-                },
-            );
-        }
-        key
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Note what was kept for stored offer `key`.
-    fn keep(&self, key: u64, f: impl FnOnce(&mut Kept)) {
-        if let Some(s) = self
-            .stored
-            .lock()
-            .ok()
-            .as_mut()
-            .and_then(|m| m.get_mut(&key))
-        {
-            f(&mut s.kept);
+    /// Note a stored offer; its key. None once a stop has taken back the unclaimed ones: the
+    /// caller takes this one back itself.
+    fn note(&self, stored: Stored) -> Option<u64> {
+        let mut l = self.ledger();
+        if l.drained {
+            return None;
+        }
+        let key = rand::random::<u64>();
+        l.stored.insert(key, stored);
+        Some(key)
+    }
+
+    /// Note what was kept for stored offer `key`; `false` if a stop took it back meanwhile.
+    fn keep(&self, key: u64, f: impl FnOnce(&mut Kept)) -> bool {
+        match self.ledger().stored.get_mut(&key) {
+            Some(s) => {
+                f(&mut s.kept);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Claim stored offer `key` for its reply; `false` if a stop took it back.
+    fn claim(&self, key: u64) -> bool {
+        match self.ledger().stored.get_mut(&key) {
+            Some(s) => {
+                s.claimed = true;
+                true
+            }
+            None => false,
         }
     }
 
     /// Stored offer `key` is settled (delivered or to be taken back): what takes it back, unless
     /// it was settled before (a stop took it back).
     fn settle(&self, key: u64) -> Option<Stored> {
-        self.stored.lock().ok()?.remove(&key)
+        self.ledger().stored.remove(&key)
+    }
+
+    /// For a stop: every stored offer whose reply has not been claimed, removed; later stores
+    /// are not noted any more.
+    fn drain(&self) -> Vec<Stored> {
+        let mut l = self.ledger();
+        l.drained = true;
+        let keys: Vec<u64> = l
+            .stored
+            .iter()
+            .filter(|(_, s)| !s.claimed)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| l.stored.remove(k)).collect()
     }
 }
 
-fn stopping() -> anyhow::Error {
+pub(super) fn stopping() -> anyhow::Error {
     CliError::new(
         "agent_stopping",
         ErrorKind::Transient,
@@ -828,4 +906,49 @@ struct OfferRequest {
     expect_answer: bool,
     hold: bool,
     delete_after_close_secs: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> Stored {
+        let link = RdvLink::parse(&format!(
+            "rdv1:127.0.0.1:7625?l={}&s={}&k=test",
+            "A".repeat(43),
+            "A".repeat(22)
+        ))
+        .unwrap();
+        Stored {
+            link,
+            token: DeleteToken::from_bytes([1; 32]),
+            kept: Kept::default(),
+            claimed: false,
+        }
+    }
+
+    /// What a stop takes back: every stored offer whose reply was not claimed; a claimed one
+    /// is left to its delivery, a reply not yet claimed cannot claim any more (its link is
+    /// gone), and an offer stored after the stop's sweep is not noted (it takes itself back).
+    #[test]
+    fn a_stop_takes_back_the_unclaimed_and_nothing_is_claimed_after_it() {
+        let o = Offers::new();
+        let (delivering, waiting, kept) = (
+            o.note(stored()).unwrap(),
+            o.note(stored()).unwrap(),
+            o.note(stored()).unwrap(),
+        );
+        assert!(o.keep(kept, |k| k.offer = Some("o1".into())));
+        assert!(o.claim(delivering));
+        let swept = o.drain();
+        assert_eq!(swept.len(), 2);
+        assert!(swept.iter().any(|s| s.kept.offer.as_deref() == Some("o1")));
+        assert!(!o.claim(waiting), "a swept link was claimed for a reply");
+        assert!(!o.keep(kept, |_| {}));
+        assert!(
+            o.note(stored()).is_none(),
+            "a store after the sweep was noted"
+        );
+        assert!(o.settle(delivering).is_some(), "the claimed one was swept");
+    }
 }
