@@ -2,7 +2,9 @@
 # A second implementation of PROTOCOL.md section 15 (sealed answers), in Python and from the
 # formulas there: it prints the answer.* lines of tests/vectors/answer.txt (the sealed answers and
 # the failure vectors), which must all be in that file. Check with:
-#   python3 scripts/answer-reference.py --check tests/vectors/answer.txt   (.ci/run does)
+#   python3 scripts/answer-reference.py --check tests/vectors/answer.txt tests/vectors/stamp.txt
+# (scripts/test does). It also derives the answer stamps' epoch, seed and challenge (section 17)
+# and checks the committed answer stamp's effort condition (not its Equi-X solution).
 # Needs the `cryptography` package (X25519, ChaCha20, ChaCha20-Poly1305); HChaCha20 is written out.
 import hashlib, struct, sys
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -77,11 +79,37 @@ lowo = nonce + chacha_stream(hk, nonce[:12], 32) + short[56:]
 out.append("answer.low-order-key fails " + lowo.hex())
 out.append("answer.random fails " + bytes(range(256)).hex())
 
-if len(sys.argv) == 3 and sys.argv[1] == "--check":
-    have = set(open(sys.argv[2]).read().splitlines())
+# Stamped answers (section 17): the epoch, its seed and the challenge bytes for the inputs
+# tests/vectors/stamp.txt describes (the Equi-X solution itself is not recomputed here; its
+# effort condition is, in --check).
+secret, mailbox, sealed = bytes([0x11])*32, bytes([0x44])*32, bytes([0x55])*256
+epoch = 1800000000 // 600
+aseed = sha3(b"rdv answer seed v1", secret, struct.pack('>Q', epoch))
+def answer_challenge(nonce16, effort):
+    return b"rdv answer stamp v1" + aseed + mailbox + sha3(sealed) + nonce16 + struct.pack('>I', effort)
+out.append(f"answer-stamp.epoch ok {epoch}")
+out.append(f"answer-stamp.seed ok {aseed.hex()}")
+out.append(f"answer-stamp.challenge ok {answer_challenge(bytes(16), 8).hex()}")
+
+def meets(challenge, solution, effort):
+    r = struct.unpack('>I', sha3(challenge, solution)[:4])[0]
+    return r * max(effort, 1) <= 0xffffffff
+
+if len(sys.argv) >= 3 and sys.argv[1] == "--check":
+    lines = [l for f in sys.argv[2:] for l in open(f).read().splitlines()]
+    have = set(lines)
     missing = [l for l in out if l not in have]
     for l in missing:
-        print("not in", sys.argv[2] + ":", l[:60] + "...", file=sys.stderr)
-    print(f"answer reference: {len(out) - len(missing)} of {len(out)} lines match {sys.argv[2]}")
-    sys.exit(1 if missing else 0)
+        print("not in", " ".join(sys.argv[2:]) + ":", l[:60] + "...", file=sys.stderr)
+    # The committed answer stamp: nonce || solution || effort, its solution meeting its effort.
+    solved = [l.split()[2] for l in lines if l.startswith("answer-stamp.solved ok ")]
+    bad = 0
+    for h in solved:
+        st = bytes.fromhex(h)
+        eff = struct.unpack('>I', st[32:])[0]
+        if not meets(answer_challenge(st[:16], eff), st[16:32], eff):
+            print("answer-stamp.solved does not meet its effort", file=sys.stderr); bad += 1
+    print(f"answer reference: {len(out) - len(missing)} of {len(out)} lines match; "
+          f"{len(solved) - bad} of {len(solved)} answer stamps meet their effort")
+    sys.exit(1 if missing or bad or not solved else 0)
 print("\n".join(out))
