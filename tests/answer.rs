@@ -746,3 +746,97 @@ async fn answers_waiting_for_room_do_not_hold_up_stores() {
         assert_eq!(a.await.unwrap(), Response::AnswerStored);
     }
 }
+
+/// A stamped answer (protocol version 4) to mailbox number `n`, with a challenge asked on `s`.
+async fn stamped_put<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    n: u64,
+) -> Request {
+    use rdv::proto::answer_stamp;
+    let Response::AnswerChallenge(ch) = request(s, &Request::AnswerChallenge).await else {
+        panic!("no answer challenge");
+    };
+    let Request::PutAnswer { mailbox, answer } = put_answer(n) else {
+        unreachable!()
+    };
+    let stamp = answer_stamp::solve_answer(&ch, &mailbox, &answer, [0; 16], 100_000).unwrap();
+    Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        epoch: ch.epoch,
+        stamp,
+    }
+}
+
+/// Answers that are not stored take no place in the answers' rate (as many a second as links;
+/// 64 here): neither free answers past their share nor a stamp replayed into its own mailbox,
+/// so the answers that fit are not kept waiting behind them. On paused time, a wait for room
+/// in the rate would show as time passed.
+#[tokio::test(start_paused = true)]
+async fn answers_not_stored_take_no_place_in_the_answer_rate() {
+    let clock = manual_clock();
+    // Answers may fill 4 % of 1 000 (40), those without a stamp a quarter of that (10).
+    let params = StoreParams {
+        max_seq: 0,
+        max_links: Some(1_000),
+        answer_share: 4,
+        ..Default::default()
+    };
+    let config = ServerConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        stamp_effort: 1,
+        ..Default::default()
+    };
+    let (server, _c) = pipe_server(params, config, Arc::new(clock));
+    let mut s = raw_pipe(&server);
+    let r = request(
+        &mut s,
+        &Request::Hello {
+            min_version: 4,
+            max_version: 4,
+        },
+    )
+    .await;
+    assert_eq!(r, Response::Hello { version: 4 });
+    let start = tokio::time::Instant::now();
+    let mut free = 0;
+    for n in 0..200 {
+        match request(&mut s, &put_answer(n)).await {
+            Response::AnswerStored => free += 1,
+            Response::Error {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(free, 10);
+    let put = stamped_put(&mut s, 1_000).await;
+    assert_eq!(request(&mut s, &put).await, Response::AnswerStored);
+    for _ in 0..200 {
+        let r = request(&mut s, &put).await;
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::AlreadyAnswered,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+    // The 29 answers left of the share go in at once: 40 stored in all, below the 64 of a
+    // second's rate.
+    for n in 0..29 {
+        let put = stamped_put(&mut s, 2_000 + n).await;
+        assert_eq!(request(&mut s, &put).await, Response::AnswerStored);
+    }
+    assert_eq!(server.store().answer_count(), 40);
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "answers waited {:?} for room in the rate behind answers that were not stored",
+        start.elapsed()
+    );
+}

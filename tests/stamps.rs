@@ -711,11 +711,41 @@ async fn a_free_answer_flood_leaves_the_answers_share_to_stamped_answers() {
     ] {
         assert_eq!(code(ask(&mut c, &forged).await), ErrorCode::BadStamp);
     }
+    // A stamp of the epoch before: it must verify under that epoch's seed, not today's.
+    let Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        stamp,
+        ..
+    } = stamped_answer(&mut c, 1_500).await
+    else {
+        unreachable!()
+    };
+    let forged = Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        epoch: epoch - 1,
+        stamp,
+    };
+    assert_eq!(code(ask(&mut c, &forged).await), ErrorCode::BadStamp);
     // The epoch's stamp counts through the next epoch, not after.
+    let next = stamped_answer(&mut c, 1_600).await;
     s.clock.advance(answer_stamp::ANSWER_EPOCH_SECS);
+    assert_eq!(ask(&mut c, &next).await, Response::AnswerStored);
     let late = stamped_answer(&mut c, 2_000).await;
     s.clock.advance(2 * answer_stamp::ANSWER_EPOCH_SECS);
     assert_eq!(code(ask(&mut c, &late).await), ErrorCode::BadStamp);
+    // A server that requires stamps refuses answers without one.
+    let strict = setup(ServerConfig {
+        require_stamps: true,
+        ..Default::default()
+    });
+    let mut raw = strict.raw().await;
+    let (mailbox, answer) = numbered_answer(1);
+    assert_eq!(
+        code(ask(&mut raw, &Request::PutAnswer { mailbox, answer }).await),
+        ErrorCode::BadStamp
+    );
     // Stamped answers fill the answers' share (a quarter of the quota), no more (each on a
     // connection of its own, as clients send them).
     let mut stamped = 0;

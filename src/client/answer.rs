@@ -332,11 +332,17 @@ impl Client {
         // stored nothing either: again on a fresh connection, with growing pauses, as for a
         // store.
         let mut backoff = super::Backoff::new(self.config.retry_budget);
-        // An epoch that ended between challenge and answer: once; a stamp refused again is
-        // refused for good.
+        // A stamp made is kept for the retries (the seed is every client's for the epoch, so
+        // sending it again ties nothing new together). Refused, it is made again once: its
+        // epoch may have passed (a solve of over ten minutes, or the server's clock jumped); a
+        // stamp refused again is refused for good.
+        let mut stamp = None;
         let mut new_epoch = true;
         let sent = loop {
-            match self.put_answer_once(server, mailbox, sealed).await {
+            match self
+                .put_answer_once(server, mailbox, sealed, &mut stamp)
+                .await
+            {
                 Err(AnswerError::Connection(e))
                     if super::busy(
                         &e,
@@ -353,6 +359,7 @@ impl Client {
                     if new_epoch && super::busy(&e, &[ErrorCode::BadStamp]) =>
                 {
                     new_epoch = false;
+                    stamp = None;
                     tracing::debug!(
                         "the answer's stamp was refused; once more, with a new challenge"
                     );
@@ -369,21 +376,30 @@ impl Client {
         }
     }
 
-    /// One attempt of [`Client::put_answer_at`]. The answer challenge is asked on the
-    /// connection that carries the answer: a seed fetched on another connection would let the
-    /// server tie the two together.
+    /// One attempt of [`Client::put_answer_at`], with the stamp of an earlier attempt if there
+    /// is one (`stamp`, its epoch and the stamp; a new one is kept there). The answer challenge
+    /// is asked on the connection that carries the answer: a seed fetched on another
+    /// connection would let the server tie the two together.
     async fn put_answer_once(
         &self,
         server: &ServerAddr,
         mailbox: MailboxAddr,
         sealed: SealedAnswer,
+        stamp: &mut Option<(u64, crate::proto::Stamp)>,
     ) -> Result<(), AnswerError> {
         let mut c = self.connect(server).await?;
         let version = c.version();
         if version < ANSWER_VERSION {
             return Err(AnswerError::NoMailboxes { version });
         }
-        let put = if version >= ANSWER_STAMP_VERSION {
+        let put = if let (true, Some((epoch, stamp))) = (version >= ANSWER_STAMP_VERSION, *stamp) {
+            Request::StampedPutAnswer {
+                mailbox,
+                answer: sealed,
+                epoch,
+                stamp,
+            }
+        } else if version >= ANSWER_STAMP_VERSION {
             let challenge = match c.request(&Request::AnswerChallenge).await? {
                 Response::AnswerChallenge(ch) => ch,
                 r => return Err(unexpected("AnswerChallenge", &r).into()),
@@ -399,17 +415,18 @@ impl Client {
             }
             let mut start = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut start);
-            let stamp = tokio::task::spawn_blocking(move || {
+            let solved = tokio::task::spawn_blocking(move || {
                 answer_stamp::solve_answer(&challenge, &mailbox, &sealed, start, u64::MAX)
             })
             .await
             .map_err(AnswerError::StampTask)?
             .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
+            *stamp = Some((challenge.epoch, solved));
             Request::StampedPutAnswer {
                 mailbox,
                 answer: sealed,
                 epoch: challenge.epoch,
-                stamp,
+                stamp: solved,
             }
         } else {
             Request::PutAnswer {

@@ -256,6 +256,12 @@ impl<S: BucketStore> Server<S> {
         stamped: bool,
         source: &Source,
     ) -> Response {
+        // An answer past its share (a free flood, once the share is full) is refused before it
+        // takes a place in the answers' rate, so it cannot crowd out answers that fit.
+        if let Some(e) = self.past_share(WriteKind::answer(stamped)) {
+            self.metrics.answer("put_quota");
+            return store_error(e);
+        }
         // A write like a store: the same fair admission, and no more answers a second
         // than links. An answer beyond that waits for room holding only its source's
         // lane, not a place among the writes in flight: stores and deletes go on.
@@ -272,10 +278,12 @@ impl<S: BucketStore> Server<S> {
             tokio::time::sleep(STORE_RETRY).await;
         }
         let Some(_turn) = self.store_gate.admit_in(lane).await else {
+            self.refund_answer_rate();
             return error(ErrorCode::ShuttingDown, "server is shutting down");
         };
         // With the turn in hand, as for stores without a stamp.
         if let Some(e) = self.past_share(WriteKind::answer(stamped)) {
+            self.refund_answer_rate();
             self.metrics.answer("put_quota");
             return store_error(e);
         }
@@ -298,7 +306,10 @@ impl<S: BucketStore> Server<S> {
                 self.metrics.answer("put_stored");
                 Response::AnswerStored
             }
+            // Nothing stored: its place in the rate goes back (a stamp replayed to its own
+            // mailbox must not use up the answers' rate).
             Ok(PutAnswer::AlreadyAnswered) => {
+                self.refund_answer_rate();
                 self.metrics.answer("put_already");
                 error(
                     ErrorCode::AlreadyAnswered,
@@ -307,12 +318,23 @@ impl<S: BucketStore> Server<S> {
             }
             Err(e) => {
                 self.metrics.answer(match e {
-                    StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => "put_quota",
+                    StoreError::QuotaExceeded { .. } | StoreError::ShareFull { .. } => {
+                        self.refund_answer_rate();
+                        "put_quota"
+                    }
                     _ => "failed",
                 });
                 store_error(e)
             }
         }
+    }
+
+    /// Give back a place taken in the answers' cap by an answer that was not stored.
+    fn refund_answer_rate(&self) {
+        self.answer_rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refund();
     }
 
     /// Take one answer's place in this second's cap.

@@ -127,6 +127,11 @@ impl RateLimiter {
             false
         }
     }
+
+    /// Give back a token taken for something that was then not done.
+    pub(crate) fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
 }
 
 /// A slot holder yields its slot to a connection in line only once it has held it this long,
