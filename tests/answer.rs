@@ -747,25 +747,15 @@ async fn answers_waiting_for_room_do_not_hold_up_stores() {
     }
 }
 
-/// A stamped answer (protocol version 4) to mailbox number `n`, with a challenge asked on `s`.
+/// A stamped answer to mailbox number `n` (as [`put_answer`]), with a challenge asked on `s`.
 async fn stamped_put<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     n: u64,
 ) -> Request {
-    use rdv::proto::answer_stamp;
-    let Response::AnswerChallenge(ch) = request(s, &Request::AnswerChallenge).await else {
-        panic!("no answer challenge");
-    };
     let Request::PutAnswer { mailbox, answer } = put_answer(n) else {
         unreachable!()
     };
-    let stamp = answer_stamp::solve_answer(&ch, &mailbox, &answer, [0; 16], 100_000).unwrap();
-    Request::StampedPutAnswer {
-        mailbox,
-        answer,
-        epoch: ch.epoch,
-        stamp,
-    }
+    stamped_put_answer(s, mailbox, answer).await
 }
 
 /// Answers that are not stored take no place in the answers' rate (as many a second as links;

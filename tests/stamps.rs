@@ -501,7 +501,6 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let mut c = s.raw().await;
                     let mut bytes = [0u8; 32];
                     bytes[..8].copy_from_slice(&i.to_be_bytes());
                     let req = if answers {
@@ -517,17 +516,7 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
                             delete_check: DeleteToken::from_bytes([1; 32]).check(),
                         }
                     };
-                    match ask(&mut c, &req).await {
-                        Response::Stored { .. } | Response::AnswerStored => true,
-                        Response::Error {
-                            code: ErrorCode::QuotaExceeded,
-                            message,
-                        } => {
-                            assert!(message.contains("stamp"), "{message}");
-                            false
-                        }
-                        other => panic!("{other:?}"),
-                    }
+                    stored_unless_a_stamp_is_asked(&s, &req).await
                 })
             })
             .collect();
@@ -591,17 +580,24 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
 /// A stamped answer (protocol version 4) to mailbox number `n`, made on `c` with a challenge
 /// asked there.
 async fn stamped_answer(c: &mut DuplexStream, n: u64) -> Request {
-    let Response::AnswerChallenge(ch) = ask(c, &Request::AnswerChallenge).await else {
-        panic!("no answer challenge");
-    };
-    assert_eq!(ch.effort, EFFORT);
     let (mailbox, answer) = numbered_answer(n);
-    let stamp = answer_stamp::solve_answer(&ch, &mailbox, &answer, [0; 16], 100_000).unwrap();
-    Request::StampedPutAnswer {
-        mailbox,
-        answer,
-        epoch: ch.epoch,
-        stamp,
+    stamped_put_answer(c, mailbox, answer).await
+}
+
+/// Send `req` on a connection of its own: whether it was stored (a refusal must be the quota's,
+/// saying that a stamp would have been taken).
+async fn stored_unless_a_stamp_is_asked(s: &Setup, req: &Request) -> bool {
+    let mut c = s.raw().await;
+    match ask(&mut c, req).await {
+        Response::Stored { .. } | Response::AnswerStored => true,
+        Response::Error {
+            code: ErrorCode::QuotaExceeded,
+            message,
+        } => {
+            assert!(message.contains("stamp"), "{message}");
+            false
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -630,19 +626,8 @@ async fn a_free_answer_flood_leaves_the_answers_share_to_stamped_answers() {
         .map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
-                let mut c = s.raw().await;
                 let (mailbox, answer) = numbered_answer(i);
-                match ask(&mut c, &Request::PutAnswer { mailbox, answer }).await {
-                    Response::AnswerStored => true,
-                    Response::Error {
-                        code: ErrorCode::QuotaExceeded,
-                        message,
-                    } => {
-                        assert!(message.contains("stamp"), "{message}");
-                        false
-                    }
-                    other => panic!("{other:?}"),
-                }
+                stored_unless_a_stamp_is_asked(&s, &Request::PutAnswer { mailbox, answer }).await
             })
         })
         .collect();
@@ -677,8 +662,17 @@ async fn a_free_answer_flood_leaves_the_answers_share_to_stamped_answers() {
     let reply = old.accept(&offer.link, None).await.unwrap().reply.unwrap();
     let e = old.answer(&reply, b"smp://d").await.unwrap_err();
     assert!(e.to_string().contains("stamp"), "{e}");
-    // A stamp for one mailbox proves nothing for another, nor for another answer.
+    // The challenge names the server's effort and the epoch of its clock.
     let mut c = s.raw_at(4).await;
+    let Response::AnswerChallenge(ch) = ask(&mut c, &Request::AnswerChallenge).await else {
+        panic!("no answer challenge");
+    };
+    assert_eq!(ch.effort, EFFORT);
+    assert_eq!(
+        ch.epoch,
+        answer_stamp::epoch_of(rdv::clock::Clock::now(&s.clock))
+    );
+    // A stamp for one mailbox proves nothing for another, nor for another answer.
     let Request::StampedPutAnswer {
         mailbox,
         answer,

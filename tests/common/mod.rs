@@ -113,6 +113,30 @@ pub async fn raw_hello<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         )
 }
 
+/// A stamped answer (protocol version 4) of `answer` to `mailbox`, with a challenge asked on
+/// `s` (a connection that agreed on version 4), solved from nonce zero.
+pub async fn stamped_put_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    mailbox: rdv::proto::MailboxAddr,
+    answer: rdv::proto::SealedAnswer,
+) -> rdv::proto::Request {
+    use rdv::framed::{read_msg, write_msg};
+    use rdv::proto::{answer_stamp, wire::DEFAULT_MAX_FRAME, Request, Response};
+    write_msg(s, &Request::AnswerChallenge, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    let Ok(Response::AnswerChallenge(ch)) = read_msg::<Response, _>(s, u32::MAX).await else {
+        panic!("no answer challenge");
+    };
+    let stamp = answer_stamp::solve_answer(&ch, &mailbox, &answer, [0; 16], 100_000).unwrap();
+    Request::StampedPutAnswer {
+        mailbox,
+        answer,
+        epoch: ch.epoch,
+        stamp,
+    }
+}
+
 /// A manual clock at [`T0`].
 pub fn manual_clock() -> ManualClock {
     ManualClock::new(T0)
