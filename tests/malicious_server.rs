@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use rdv::client::pipe::PipeConnector;
 use rdv::client::{
-    AcceptError, Client, ClientConfig, CollectError, ConnectionError, ErrorKind, Offer, OfferError,
+    AcceptError, AnswerError, Client, ClientConfig, CollectError, ConnectionError, ErrorKind,
+    Offer, OfferError,
 };
 use rdv::clock::{Clock, ManualClock};
 use rdv::framed::{read_msg, write_msg};
@@ -40,12 +41,20 @@ enum Evil {
     /// Speaks version 3 and answers a fetch with a bucket without stamps, as if it had none to
     /// show (a real one full of its own dummies, say).
     HidesStamps,
+    /// Speaks version 4 and asks an answer's stamp of the largest effort there is.
+    HugeAnswerEffort,
+    /// Speaks version 4 and refuses every answer's stamp.
+    RefusesAnswerStamps,
+    /// Speaks version 4 and answers an answer challenge with something else.
+    WrongAnswerChallenge,
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
 #[derive(Default)]
 struct Seen {
     deletes: AtomicUsize,
+    /// Stamped answers received.
+    answers: AtomicUsize,
     stores: AtomicUsize,
     /// (locator of the handed-out bucket, check value stored) per store.
     stored: Mutex<Vec<(Locator, DeleteCheck)>>,
@@ -80,6 +89,28 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 version: rdv::proto::PROTOCOL_VERSION + 1,
             },
             (Evil::HidesStamps, Request::Hello { .. }) => Response::Hello { version: 3 },
+            (
+                Evil::HugeAnswerEffort | Evil::RefusesAnswerStamps | Evil::WrongAnswerChallenge,
+                Request::Hello { .. },
+            ) => Response::Hello { version: 4 },
+            (Evil::WrongAnswerChallenge, Request::AnswerChallenge) => Response::Deleted,
+            (_, Request::AnswerChallenge) => {
+                Response::AnswerChallenge(rdv::proto::answer_stamp::AnswerChallenge {
+                    epoch: 1,
+                    seed: rdv::proto::StampSeed([1; 32]),
+                    effort: match mode {
+                        Evil::HugeAnswerEffort => u32::MAX,
+                        _ => 1,
+                    },
+                })
+            }
+            (_, Request::StampedPutAnswer { .. }) => {
+                seen.answers.fetch_add(1, Ordering::SeqCst);
+                Response::Error {
+                    code: rdv::proto::ErrorCode::BadStamp,
+                    message: "no".into(),
+                }
+            }
             (_, Request::Hello { .. }) => Response::Hello { version: 1 },
             (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
             (_, Request::Info) => Response::Info(info(600)),
@@ -165,9 +196,7 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 Request::PutAnswer { .. }
                 | Request::FetchAnswer { .. }
                 | Request::Challenge
-                | Request::StampedStore { .. }
-                | Request::AnswerChallenge
-                | Request::StampedPutAnswer { .. },
+                | Request::StampedStore { .. },
             ) => Response::Deleted,
         };
         if write_msg(&mut s, &resp, max).await.is_err() {
@@ -422,6 +451,71 @@ async fn the_answer_channel_against_old_and_broken_servers() {
         "{e:?}"
     );
     assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+}
+
+/// An answer's stamp (protocol version 4) against a hostile server: a challenge asking more
+/// work than the client allows is refused before anything is sent, a server that refuses every
+/// stamp gets the answer twice (a new challenge once) and then an error, not an endless loop,
+/// and a wrong answer to the challenge is a protocol error.
+#[tokio::test(start_paused = true)]
+async fn stamped_answers_against_a_hostile_server() {
+    let (_honest, c) = pipe_server(
+        rdv::store::StoreParams::default(),
+        rdv::server::ServerConfig::default(),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let (offer, _) = c
+        .offer_expecting_answer(
+            &pipe_addr(),
+            b"q",
+            Passphrase::new("pw-pw-pw"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+
+    let (connector, seen) = evil_server(Evil::HugeAnswerEffort);
+    let e = client_for(connector)
+        .answer(&reply, b"a")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AnswerError::RefusedChallenge(PolicyViolation::EffortTooHigh { .. })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+    assert_eq!(seen.answers.load(Ordering::SeqCst), 0, "an answer was sent");
+
+    let (connector, seen) = evil_server(Evil::RefusesAnswerStamps);
+    let e = client_for(connector)
+        .answer(&reply, b"a")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AnswerError::Connection(ConnectionError::Server {
+                code: rdv::proto::ErrorCode::BadStamp,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(seen.answers.load(Ordering::SeqCst), 2);
+
+    let (connector, _) = evil_server(Evil::WrongAnswerChallenge);
+    let e = client_for(connector)
+        .answer(&reply, b"a")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AnswerError::Connection(ConnectionError::Protocol(_))),
+        "{e:?}"
+    );
 }
 
 /// A server that dies in the middle of a request (its connection reset after the version
