@@ -450,24 +450,7 @@ fn accept_says_why_no_stamp_counts_below_the_minimum_effort() {
     ] {
         let server = ServerProcess::start(&dir.path().join(effort), &["--stamp-effort", effort]);
         let addr = server.addr.to_string();
-        let out = rdv(
-            &[
-                "offer",
-                "--direct",
-                &addr,
-                "--payload",
-                "p",
-                "--kdf",
-                "test",
-            ],
-            None,
-            &[],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = offer(&addr, "p", "correct horse battery staple river", false);
         let link = field(&out, "link:");
         let out = rdv(&["accept", "--direct", &addr, &link], None, &[]);
         assert!(

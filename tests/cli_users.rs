@@ -1496,22 +1496,19 @@ fn a_reader_that_goes_away_ends_output_quietly() {
 fn check_config_warns_of_settings_default_clients_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = rdv(
-        &[
+    let check = |extra: &[&str]| {
+        let base = [
             "serve",
             "--no-onion",
             "--listen",
             "127.0.0.1:0",
             "--data",
             data.to_str().unwrap(),
-            "--open-window",
-            "2h",
-            "--stamp-effort",
-            "2000",
             "--check-config",
-        ],
-        &[],
-    );
+        ];
+        rdv(&[&base[..], extra].concat(), &[])
+    };
+    let out = check(&["--open-window", "2h", "--stamp-effort", "2000"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -1522,17 +1519,6 @@ fn check_config_warns_of_settings_default_clients_refuse() {
         err.contains("--stamp-effort 2000") && err.contains("--max-effort"),
         "{err}"
     );
-    let fine = rdv(
-        &[
-            "serve",
-            "--no-onion",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--check-config",
-        ],
-        &[],
-    );
+    let fine = check(&[]);
     assert!(!String::from_utf8_lossy(&fine.stderr).contains("WARNING"));
 }

@@ -406,6 +406,26 @@ async fn hostile_fetch_answers_are_refused() {
 /// An offer that expects an answer goes only to a server with mailboxes: against a version-1
 /// server nothing is stored. A server that claims a version never offered, or answers a mailbox
 /// fetch with something else, is a protocol error.
+/// An offer expecting an answer on an honest in-memory server, to be answered or collected
+/// against a broken one: the offer, its pending answer, and the honest server's client.
+async fn with_an_honest_server() -> (Offer, rdv::client::PendingAnswer, Client) {
+    let (_honest, c) = pipe_server(
+        rdv::store::StoreParams::default(),
+        rdv::server::ServerConfig::default(),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(
+            &pipe_addr(),
+            b"q",
+            Passphrase::new("pw-pw-pw"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    (offer, pending, c)
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_answer_channel_against_old_and_broken_servers() {
     let (connector, seen) = evil_server(Evil::StaleId);
@@ -430,20 +450,7 @@ async fn the_answer_channel_against_old_and_broken_servers() {
     assert!(matches!(e, ConnectionError::Protocol(_)), "{e:?}");
 
     // A pending answer for the broken server, made against an honest one.
-    let (_honest, c) = pipe_server(
-        rdv::store::StoreParams::default(),
-        rdv::server::ServerConfig::default(),
-        Arc::new(ManualClock::new(T0)),
-    );
-    let (_, pending) = c
-        .offer_expecting_answer(
-            &pipe_addr(),
-            b"q",
-            Passphrase::new("pw-pw-pw"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (_, pending, _) = with_an_honest_server().await;
     let (connector, _) = evil_server(Evil::WrongMailboxAnswer);
     let e = client_for(connector).collect(&pending).await.unwrap_err();
     assert!(
@@ -459,20 +466,7 @@ async fn the_answer_channel_against_old_and_broken_servers() {
 /// and a wrong answer to the challenge is a protocol error.
 #[tokio::test(start_paused = true)]
 async fn stamped_answers_against_a_hostile_server() {
-    let (_honest, c) = pipe_server(
-        rdv::store::StoreParams::default(),
-        rdv::server::ServerConfig::default(),
-        Arc::new(ManualClock::new(T0)),
-    );
-    let (offer, _) = c
-        .offer_expecting_answer(
-            &pipe_addr(),
-            b"q",
-            Passphrase::new("pw-pw-pw"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, _, c) = with_an_honest_server().await;
     let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
 
     let (connector, seen) = evil_server(Evil::HugeAnswerEffort);

@@ -250,6 +250,34 @@ pub struct Reply {
     pub error: Option<ApiError>,
 }
 
+impl Reply {
+    /// A request's result.
+    pub fn success(id: Value, result: Value) -> Self {
+        Reply {
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A request's error (`id` null for a line that is no request, or a connection turned
+    /// away).
+    pub fn failure(id: Value, error: ApiError) -> Self {
+        Reply {
+            id,
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    /// The reply as its line, without the newline.
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// The event names the agent pushes.
 pub mod event {
     /// An answer to an offer came (`offer`, `answer`, `answer_base64`); it stays with the agent

@@ -31,6 +31,18 @@ impl ErrorKind {
             ErrorKind::Local => "local",
         }
     }
+
+    /// The kind [`ErrorKind::as_str`] names, if it names one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            ErrorKind::Transient,
+            ErrorKind::BadInput,
+            ErrorKind::ServerMisbehaved,
+            ErrorKind::Local,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
 }
 
 /// How far a connection attempt got before it failed.
@@ -471,5 +483,23 @@ impl CollectError {
             CollectError::NoAnswerYet | CollectError::TooEarly { .. } => ErrorKind::Transient,
             CollectError::AllServers(f) => kind_of_all(f.iter().map(|(_, e)| e.kind())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn every_kind_is_found_by_its_name() {
+        for k in [
+            ErrorKind::Transient,
+            ErrorKind::BadInput,
+            ErrorKind::ServerMisbehaved,
+            ErrorKind::Local,
+        ] {
+            assert_eq!(ErrorKind::from_name(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_name("fatal"), None);
     }
 }

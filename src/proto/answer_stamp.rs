@@ -71,20 +71,14 @@ pub fn answer_challenge_bytes(
     nonce: &[u8; 16],
     effort: u32,
 ) -> [u8; ANSWER_CHALLENGE_LEN] {
-    let mut c = [0u8; ANSWER_CHALLENGE_LEN];
-    let mut at = 0;
-    for part in [
+    stamp::concat([
         &CHALLENGE_LABEL[..],
         &seed.0,
         &mailbox.0,
         answer_hash,
         nonce,
         &effort.to_be_bytes(),
-    ] {
-        c[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    c
+    ])
 }
 
 /// Look for a stamp for `answer` in `mailbox` under `challenge`, trying nonces from `start`

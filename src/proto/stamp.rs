@@ -128,9 +128,7 @@ pub fn challenge_bytes(
     nonce: &[u8; 16],
     effort: u32,
 ) -> [u8; CHALLENGE_LEN] {
-    let mut c = [0u8; CHALLENGE_LEN];
-    let mut at = 0;
-    for part in [
+    concat([
         &CHALLENGE_LABEL[..],
         &name.0,
         &locator.0,
@@ -138,10 +136,19 @@ pub fn challenge_bytes(
         link_hash,
         nonce,
         &effort.to_be_bytes(),
-    ] {
+    ])
+}
+
+/// `parts` one after the other in `N` bytes (the challenge layouts, whose lengths add up to
+/// `N` by construction).
+pub(crate) fn concat<const N: usize, const P: usize>(parts: [&[u8]; P]) -> [u8; N] {
+    let mut c = [0u8; N];
+    let mut at = 0;
+    for part in parts {
         c[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
+    debug_assert_eq!(at, N);
     c
 }
 

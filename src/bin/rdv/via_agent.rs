@@ -76,12 +76,7 @@ struct Agent {
 
 /// The command line's error for an error the agent sent, with the agent's code and kind.
 fn agent_error(e: api::ApiError) -> anyhow::Error {
-    let kind = match e.kind.as_str() {
-        "transient" => ErrorKind::Transient,
-        "bad-input" => ErrorKind::BadInput,
-        "server" => ErrorKind::ServerMisbehaved,
-        _ => ErrorKind::Local,
-    };
+    let kind = ErrorKind::from_name(&e.kind).unwrap_or(ErrorKind::Local);
     // The code comes from the agent's own list (docs/JSON.md); this process ends right after
     // reporting it, so leaking its few bytes costs nothing.
     let code: &'static str = Box::leak(e.code.into_boxed_str());

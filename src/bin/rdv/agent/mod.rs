@@ -7,13 +7,15 @@
 mod ops;
 
 use crate::cli::AgentArgs;
+use crate::error::CliError;
 use crate::out::note;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
 use ops::{api_error, Agent};
-use rdv::agent::api::{self, ApiError, Reply, Request};
+use rdv::agent::api::{self, Reply, Request};
 use rdv::agent::schedule::Cover;
 use rdv::agent::state::StateDir;
+use rdv::client::ErrorKind;
 use rdv::proto::schedule::LookSchedule;
 use rdv::proto::ClientPolicy;
 use serde_json::Value;
@@ -184,37 +186,15 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         tokio::spawn(async move {
             let (reply, back) = match agent.handle(request).await {
                 // A stop took the link back before its reply went out: say so.
-                Ok((_, Some(back))) if !agent.claim(&back) => (
-                    Reply {
-                        id,
-                        ok: false,
-                        result: None,
-                        error: Some(api_error(&ops::stopping())),
-                    },
-                    None,
-                ),
-                Ok((result, back)) => (
-                    Reply {
-                        id,
-                        ok: true,
-                        result: Some(result),
-                        error: None,
-                    },
-                    back,
-                ),
-                Err(e) => (
-                    Reply {
-                        id,
-                        ok: false,
-                        result: None,
-                        error: Some(api_error(&e)),
-                    },
-                    None,
-                ),
+                Ok((_, Some(back))) if !agent.claim(&back) => {
+                    (Reply::failure(id, api_error(&ops::stopping())), None)
+                }
+                Ok((result, back)) => (Reply::success(id, result), back),
+                Err(e) => (Reply::failure(id, api_error(&e)), None),
             };
             let (ack, delivered) = tokio::sync::oneshot::channel();
             let out = Out {
-                line: serde_json::to_string(&reply).unwrap_or_default(),
+                line: reply.line(),
                 delivered: Some(ack),
             };
             let delivered = tx.send(out).await.is_ok() && delivered.await.unwrap_or(false);
@@ -240,38 +220,22 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
 /// Tell a connection beyond [`MAX_CONNECTIONS`] why it is closed (bounded: a client that does
 /// not read cannot hold the task).
 async fn turn_away(mut stream: tokio::net::UnixStream) {
-    let reply = Reply {
-        id: Value::Null,
-        ok: false,
-        result: None,
-        error: Some(ApiError {
-            code: "agent_busy".into(),
-            kind: "transient".into(),
-            message: format!(
-                "the agent serves at most {MAX_CONNECTIONS} connections at once; close one and try again"
-            ),
-        }),
-    };
-    let mut line = serde_json::to_string(&reply).unwrap_or_default();
+    let busy = CliError::new(
+        "agent_busy",
+        ErrorKind::Transient,
+        format!(
+            "the agent serves at most {MAX_CONNECTIONS} connections at once; close one and try again"
+        ),
+    );
+    let mut line = Reply::failure(Value::Null, api_error(&busy.into())).line();
     line.push('\n');
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
 }
 
 /// The reply to a line that is no request.
 fn bad_line(id: Value, why: &str) -> Out {
-    Out::plain(
-        serde_json::to_string(&Reply {
-            id,
-            ok: false,
-            result: None,
-            error: Some(ApiError {
-                code: "invalid_input".into(),
-                kind: "bad-input".into(),
-                message: why.into(),
-            }),
-        })
-        .unwrap_or_default(),
-    )
+    let e = CliError::new("invalid_input", ErrorKind::BadInput, why);
+    Out::plain(Reply::failure(id, api_error(&e.into())).line())
 }
 
 /// Bind the socket: its directory made private (0700), a stale socket of a dead agent removed,
