@@ -2,7 +2,8 @@
 //! agent (offer, accept with an answer, collect), an offer's answer collected after the agent
 //! was killed mid-wait and started again, later deletes, cover traffic the server can see, the
 //! API against bad input and other users, offers whose reply reaches nobody, a client that
-//! reads no replies, many memory-hard offers at once, and a damaged state file.
+//! reads no replies, many memory-hard offers at once, a damaged state file, and stops that
+//! finish what is in flight.
 
 mod common;
 
@@ -1031,6 +1032,46 @@ fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
         metric(m, "rdv_links_stored"),
         1.0,
         "the link of an offer whose reply reached nobody stays on the server"
+    );
+    drop(rt);
+}
+
+/// A request other than an offer that the agent has taken when it is told to stop finishes
+/// before it exits: here a command's take-back (the delete of a link it could not hand over,
+/// as after a failed `--qr-png`) sent just before the SIGTERM, with the server a second away
+/// each way as over Tor. Without this the agent exited at once (no offer was in flight) and
+/// the link stayed on the server.
+#[test]
+fn an_agent_stopped_during_a_delete_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(common::proxy::latency_proxy(
+        srv.addr,
+        Duration::from_secs(1),
+    ));
+    let mut agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    let stored = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": [proxy.to_string()], "payload": "p",
+            "kdf": "test"}),
+    );
+    assert_eq!(stored["ok"], true, "{stored}");
+    assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+    let delete = serde_json::json!({"id": 2, "op": "delete",
+        "link": stored["result"]["link"], "token": stored["result"]["delete_token"]});
+    api.send(&delete.to_string());
+    // Read by the agent, and on its way to the server (which it reaches a second later).
+    std::thread::sleep(Duration::from_millis(300));
+    let status = stop(&mut agent);
+    let reply = api.line();
+    assert_eq!(reply["ok"], true, "the stop cut the delete off: {reply}");
+    assert!(status.success(), "the agent stopped with {status}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        0.0,
+        "the link the command took back stays on the server"
     );
     drop(rt);
 }

@@ -179,9 +179,10 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         }
         let (agent, tx) = (agent.clone(), tx.clone());
         // An offer counts as in flight until its reply is delivered: a stop waits for it.
-        let flight = match request {
-            Request::Offer { .. } => agent.offers.enter(),
-            _ => None,
+        // Any other request counts until its reply is written: a stop lets it finish.
+        let (flight, request_in_flight) = match request {
+            Request::Offer { .. } => (agent.offers.enter(), None),
+            _ => (None, Some(agent.requests.enter())),
         };
         tokio::spawn(async move {
             let (reply, back) = match agent.handle(request).await {
@@ -210,6 +211,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 (_, None) => {}
             }
             drop(flight);
+            drop(request_in_flight);
             drop(turn);
         });
     }
@@ -350,6 +352,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         lookers: Mutex::default(),
         deleters: Mutex::default(),
         offers: ops::Offers::new(),
+        requests: ops::Requests::new(),
         known: Mutex::default(),
         transport,
         cover: Cover {
@@ -418,12 +421,22 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     // An offer's link reaches nobody once the agent is gone: offers in flight finish (their
     // replies delivered), held ones and those whose reply finds nobody are taken back. Bounded,
     // so that a server that does not answer cannot keep the agent from stopping.
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
     let (taken, unfinished) = agent.stop_offers(STOP_WITHIN).await;
+    // The other requests in flight (a command's delete of a link it could not hand over, an
+    // accept's answer) finish too, within the same bound; the connections stay served.
+    let requests_left = agent.requests.settle(deadline).await;
     if taken > 0 {
         note!("agent: took back {taken} offer(s) whose link had not been handed over");
     }
     if unfinished > 0 {
         note!("agent: {unfinished} offer(s) not handed over could not be taken back (the server did not answer within {} s); their links expire by themselves", STOP_WITHIN.as_secs());
+    }
+    if requests_left > 0 {
+        note!(
+            "agent: {requests_left} request(s) did not finish within {} s and were cut off",
+            STOP_WITHIN.as_secs()
+        );
     }
     note!("agent: stopped; the offers it looks after are kept in its state directory");
     Ok(())

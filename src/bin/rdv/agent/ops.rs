@@ -40,6 +40,8 @@ pub(super) struct Agent {
     pub(super) deleters: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Offers from their request until their reply is delivered.
     pub(super) offers: Offers,
+    /// Every other request until its reply is written: a stop waits for them.
+    pub(super) requests: Requests,
     /// Buckets for decoy fetches.
     pub(super) known: Mutex<Vec<Known>>,
     pub(super) transport: &'static str,
@@ -878,6 +880,39 @@ impl Offers {
             .map(|(k, _)| *k)
             .collect();
         keys.iter().filter_map(|k| l.stored.remove(k)).collect()
+    }
+}
+
+/// The requests other than offers being carried out, counted so that a stop lets them finish:
+/// a delete (a command taking back a link it could not hand over), an accept's answer, a
+/// collect. Unlike offers they are still taken while the agent stops.
+pub(super) struct Requests(watch::Sender<usize>);
+
+/// One request counted in [`Requests`] until dropped.
+pub(super) struct InFlight(watch::Sender<usize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Requests {
+    pub(super) fn new() -> Self {
+        Requests(watch::Sender::new(0))
+    }
+
+    pub(super) fn enter(&self) -> InFlight {
+        self.0.send_modify(|n| *n += 1);
+        InFlight(self.0.clone())
+    }
+
+    /// Wait until no request is in flight, or until `deadline`; how many are left.
+    pub(super) async fn settle(&self, deadline: tokio::time::Instant) -> usize {
+        let mut n = self.0.subscribe();
+        let _ = tokio::time::timeout_at(deadline, n.wait_for(|n| *n == 0)).await;
+        let left = *n.borrow();
+        left
     }
 }
 
