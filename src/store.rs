@@ -499,6 +499,16 @@ pub trait BucketStore: Send + Sync + 'static {
     /// Number of answers stored.
     fn answer_count(&self) -> u64;
 
+    /// Whether [`link_count`](Self::link_count) and [`answer_count`](Self::answer_count) are the
+    /// whole store's as of now. The only writer of a store always knows them (the default); a
+    /// frontend of a shared store knows them as of its last transaction, and the other
+    /// frontends' deletes and collections since then do not show. The server refuses a write
+    /// past its share early, before the write's turn in the store, only on current counts; the
+    /// store's own check in the write transaction is exact either way.
+    fn counts_current(&self) -> bool {
+        true
+    }
+
     /// The latest expiry time garbage collection has used (unix seconds; `None` before the
     /// first pass, or for a store that does not keep it). A server starts its expiry clock from
     /// it, so that a wall clock that is ahead at the start cannot collect links early

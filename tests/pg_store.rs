@@ -853,6 +853,88 @@ async fn cluster_metrics_sum_to_the_clusters_figures() {
     assert_eq!(sum("rdv_fetch_candidates_sum"), 60.0);
 }
 
+/// A frontend refuses a write past its share early (before the write's turn in the store) only
+/// on counts that are current: once another frontend has made room (deletes), the next write
+/// through the first one is stored, not refused on the counts of its last transaction until its
+/// next garbage-collection pass (a minute by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_admits_a_write_once_another_frontend_made_room() {
+    use common::raw_pipe;
+    use rdv::clock::SystemClock;
+    use rdv::framed::{read_msg, write_msg};
+    use rdv::proto::wire::DEFAULT_MAX_FRAME;
+    use rdv::proto::{Request, Response};
+    use rdv::server::{Server, ServerConfig};
+    use std::sync::Arc;
+
+    async fn ask(s: &mut tokio::io::DuplexStream, req: Request) -> Response {
+        write_msg(s, &req, DEFAULT_MAX_FRAME).await.unwrap();
+        read_msg(s, u32::MAX).await.unwrap()
+    }
+    let pg = Postgres::start();
+    pg.create_db("room");
+    // Links without a stamp may fill 10 % of a quota of 100.
+    let params = StoreParams {
+        max_links: Some(100),
+        unstamped_share: 10,
+        ..Default::default()
+    };
+    let mut conns = Vec::new();
+    let mut fronts = Vec::new();
+    for _ in 0..2 {
+        let store = open(&pg, "room", params, 1).await;
+        let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock)).unwrap();
+        let mut c = raw_pipe(&server);
+        assert!(common::raw_hello(&mut c).await);
+        conns.push(c);
+        fronts.push(server);
+    }
+    let store = |i: u32| {
+        let (l, t) = link(i);
+        Request::Store {
+            link: l,
+            delete_check: t.check(),
+        }
+    };
+    let mut stored = Vec::new();
+    for i in 0..10u32 {
+        match ask(&mut conns[0], store(i)).await {
+            Response::Stored { id } => stored.push((i, id)),
+            r => panic!("store {i}: {r:?}"),
+        }
+    }
+    let full = ask(&mut conns[0], store(10)).await;
+    assert!(
+        matches!(full, Response::Error { .. }),
+        "the share was not full: {full:?}"
+    );
+    // Frontend 1 deletes five of them.
+    for (i, id) in &stored[..5] {
+        let (_, token) = link(*i);
+        let r = ask(
+            &mut conns[1],
+            Request::Delete {
+                locator: id.locator(),
+                token,
+            },
+        )
+        .await;
+        assert_eq!(r, Response::Deleted);
+    }
+    // Frontend 0 has room again, and knows it at the latest after a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for i in 11..16u32 {
+        let r = ask(&mut conns[0], store(i)).await;
+        assert!(
+            matches!(r, Response::Stored { .. }),
+            "store {i} through the first frontend after the deletes through the second: {r:?}"
+        );
+    }
+    let r = ask(&mut conns[0], store(16)).await;
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    drop(fronts);
+}
+
 /// A frontend finds the cluster's expiry hold in its own copy only once the hold has committed:
 /// a request that finds it there stores a link dated early without writing the hold again, so a
 /// copy set before a commit that then fails would leave such a link without its hold. Here the

@@ -239,8 +239,13 @@ impl<S: BucketStore> Server<S> {
 impl<S: BucketStore> Server<S> {
     /// The refusal of a write of `kind` past its share of the quota, by the counts this
     /// process knows: a refusal before the write's turn in the store, so that a flood does not
-    /// take the writer's time. The store checks again in its write transaction, exactly.
+    /// take the writer's time. Only on current counts (on a cluster, read within a second: other
+    /// frontends may have made room since); otherwise, and always for writes that fit, the
+    /// store checks in its write transaction, exactly (and refreshes the counts).
     fn past_share(&self, kind: WriteKind) -> Option<StoreError> {
+        if !self.store.counts_current() {
+            return None;
+        }
         let counts = (self.store.link_count(), self.store.answer_count());
         match self.store.params().admits(kind, counts.0, counts.1) {
             Err(e @ StoreError::ShareFull { .. }) => Some(e),

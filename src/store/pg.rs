@@ -487,6 +487,7 @@ impl PgStore {
             hold: super::hold::HoldCell::new(hold),
             links: AtomicU64::new(meta.links),
             answers: AtomicU64::new(meta.answers),
+            read_at: std::sync::Mutex::new(std::time::Instant::now()),
             commits: AtomicU64::new(0),
             kept: Default::default(),
             opened: Default::default(),
@@ -718,7 +719,17 @@ impl BucketStore for PgStore {
     fn answer_count(&self) -> u64 {
         self.inner.counters.answers.load(Ordering::Relaxed)
     }
+
+    /// The counts as of this frontend's last transaction: current for a second. Other
+    /// frontends' deletes and collections since then do not show in them.
+    fn counts_current(&self) -> bool {
+        self.inner.counters.read_within(COUNTS_CURRENT)
+    }
 }
+
+/// How long the cluster's counts this frontend read in its last transaction stand for the
+/// current ones ([`BucketStore::counts_current`]).
+const COUNTS_CURRENT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

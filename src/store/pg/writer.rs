@@ -42,6 +42,8 @@ struct Suspended;
 pub(super) struct Counters {
     pub(super) links: AtomicU64,
     pub(super) answers: AtomicU64,
+    /// When `links` and `answers` were last read from the database.
+    pub(super) read_at: std::sync::Mutex<std::time::Instant>,
     pub(super) commits: AtomicU64,
     /// The places this process's challenges keep in the open bucket, carried from one
     /// transaction's allocator to the next (they are not in the database: challenges that came
@@ -59,6 +61,14 @@ impl Counters {
     fn set(&self, links: u64, answers: u64) {
         self.links.store(links, Ordering::Relaxed);
         self.answers.store(answers, Ordering::Relaxed);
+        if let Ok(mut at) = self.read_at.lock() {
+            *at = std::time::Instant::now();
+        }
+    }
+
+    /// Whether the counts were read from the database within `within`.
+    pub(super) fn read_within(&self, within: std::time::Duration) -> bool {
+        self.read_at.lock().is_ok_and(|at| at.elapsed() <= within)
     }
 }
 
