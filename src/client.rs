@@ -131,6 +131,13 @@ pub struct Offer {
     pub delete_token: DeleteToken,
     /// The server's advertised parameters.
     pub server_info: ServerInfo,
+    /// When every bucket the link went into is closed to every client, on this machine's clock
+    /// (unix seconds): the latest over the copies of the bucket's creation time plus the
+    /// server's open window plus the policy's allowed clock skew. A client that keeps to the ID
+    /// policy stores into no bucket older than that, whatever the server says its time is:
+    /// the server's `server_time` is not used, so a server that lies about it cannot make a
+    /// client hand a link over, or look for its answer, while the bucket still takes links.
+    pub closes_at: u64,
 }
 
 impl std::fmt::Debug for Offer {
@@ -139,6 +146,7 @@ impl std::fmt::Debug for Offer {
             .field("link", &self.link)
             .field("bucket", &"[redacted]")
             .field("server_info", &self.server_info)
+            .field("closes_at", &self.closes_at)
             .finish_non_exhaustive()
     }
 }
@@ -254,7 +262,8 @@ pub(crate) struct Stored {
     pub(crate) id: BucketId,
     /// The server's parameters, as they were just before the store.
     pub(crate) info: ServerInfo,
-    /// When the bucket closes, on this machine's clock (unix seconds).
+    /// When the bucket is closed to every client, on this machine's clock (unix seconds;
+    /// [`Offer::closes_at`]).
     pub(crate) closes_here: u64,
 }
 
@@ -548,6 +557,7 @@ impl Client {
             bucket: id,
             delete_token: token,
             server_info: info,
+            closes_at: closes_here,
         };
         Ok((offer, key, closes_here))
     }
@@ -570,7 +580,7 @@ impl Client {
         // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
-        let (mut c, info, id, here) = loop {
+        let (mut c, info, id) = loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
                 return Err(OfferError::NoMailboxes {
@@ -581,7 +591,6 @@ impl Client {
                 Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => continue,
                 r => r?,
             };
-            let here = self.clock.now();
             self.config
                 .policy
                 .check_window(info.open_window_secs)
@@ -599,7 +608,7 @@ impl Client {
                     .map_err(OfferError::from)
             };
             match stored {
-                Ok(id) => break (c, info, id, here),
+                Ok(id) => break (c, info, id),
                 Err(OfferError::Connection(e))
                     if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await =>
                 {
@@ -626,15 +635,10 @@ impl Client {
                 return Err(OfferError::Refused { violation, deleted });
             }
         }
-        // The server's clock and ours differ; the time until the close does not.
-        let closes_in = id
-            .created
-            .saturating_add(info.open_window_secs)
-            .saturating_sub(info.server_time);
         Ok(Stored {
             id,
             info,
-            closes_here: here.saturating_add(closes_in),
+            closes_here: self.config.policy.closed_to_all(id, info.open_window_secs),
         })
     }
 

@@ -342,7 +342,10 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
         .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
-    let window = StoreParams::default().open_window_secs;
+    // Closed to every client the policy's skew after its window (and a second).
+    let window = StoreParams::default().open_window_secs
+        + rdv::proto::ClientPolicy::default().max_skew_secs
+        + 1;
     assert_eq!(pending.polls_from(), T0 + window, "the bucket opened at T0");
     let schedule = LookSchedule {
         mean: Duration::from_secs(5),
@@ -606,8 +609,10 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
+    // Each closed to every client the policy's skew after its window (and a second).
+    let skew = rdv::proto::ClientPolicy::default().max_skew_secs + 1;
     let closes: Vec<u64> = pending.copies().iter().map(|p| p.polls_from).collect();
-    assert_eq!(closes, [T0 + 600, T0 + 60]);
+    assert_eq!(closes, [T0 + 600 + skew, T0 + 60 + skew]);
     let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     c.answer(&r, b"from the fast one").await.unwrap();
     let t = tokio::time::Instant::now();
@@ -617,9 +622,9 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         .unwrap();
     assert_eq!(&a[..], b"from the fast one");
     let took = t.elapsed();
-    // The fast copy's first look comes 60 s plus at most 12 mean pauses (360 s) after the offer.
+    // The fast copy's first look comes at its close plus at most 12 mean pauses (360 s).
     assert!(
-        took >= Duration::from_secs(60) && took <= Duration::from_secs(420),
+        took >= Duration::from_secs(60 + skew) && took <= Duration::from_secs(420 + skew),
         "{took:?}"
     );
     assert_eq!(
@@ -640,7 +645,7 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         Err(CollectError::TooEarly { .. })
     ));
     let before = (looks(&slow), looks(&fast));
-    clock.advance(60);
+    clock.advance(60 + skew);
     assert_eq!(c.look(&p2, schedule).await.unwrap(), None);
     assert_eq!(looks(&slow), before.0);
     assert_eq!(looks(&fast), before.1 + 1.0);

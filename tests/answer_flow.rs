@@ -28,7 +28,7 @@ fn start_initiator(addr: &str, i: usize, extra: &[&str]) -> Initiator {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args(["--json", "offer", "--direct", addr, "--kdf", "test"])
         .args(["--payload", &format!("smp://initiator-{i}")])
-        .args(["--expect-answer", "--wait", "10m"])
+        .args(["--max-skew", "2s", "--expect-answer", "--wait", "10m"])
         .args(extra)
         .env_remove("RDV_PASSPHRASE")
         .stdin(Stdio::null())

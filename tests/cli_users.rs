@@ -270,6 +270,8 @@ fn json_on_every_command_with_results_and_errors() {
                 "smp://q3",
                 "--kdf",
                 "test",
+                "--max-skew",
+                "2s",
                 "--expect-answer",
                 "--state",
                 st,
@@ -887,6 +889,8 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         &[
             "offer",
             "--json",
+            "--max-skew",
+            "2s",
             "--hold",
             "--poll-every",
             "1s",
@@ -935,6 +939,8 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         &[
             "offer",
             "--json",
+            "--max-skew",
+            "2s",
             "--hold",
             "--min-k",
             "3",
@@ -1033,6 +1039,8 @@ fn cancelling_a_hold_takes_the_link_down() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args([
             "offer",
+            "--max-skew",
+            "2s",
             "--hold",
             "--direct",
             &addr,
@@ -1161,7 +1169,7 @@ fn an_output_that_fails_leaves_no_link_behind() {
     let png = missing.join("link.png");
     let png = png.to_str().unwrap();
     for args in [
-        vec!["--expect-answer", "--state", state],
+        vec!["--max-skew", "2s", "--expect-answer", "--state", state],
         vec!["--qr-png", png],
     ] {
         let mut all = vec![
@@ -1190,6 +1198,8 @@ fn an_output_that_fails_leaves_no_link_behind() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args([
             "offer",
+            "--max-skew",
+            "2s",
             "--hold",
             "--direct",
             &addr,

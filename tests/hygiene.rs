@@ -195,6 +195,8 @@ fn no_answer_secret_reaches_a_log_line() {
         "orbit-velvet-copper-lagoon",
         "--kdf",
         "test",
+        "--max-skew",
+        "2s",
         "--expect-answer",
         "--state",
         state.to_str().unwrap(),

@@ -426,6 +426,75 @@ async fn with_an_honest_server() -> (Offer, rdv::client::PendingAnswer, Client) 
     (offer, pending, c)
 }
 
+/// An honest server behind a relay that says its time is `ahead` seconds later than it is, in
+/// every `Info`.
+fn lying_about_its_time(
+    server: Arc<rdv::server::Server<rdv::store::MemoryStore>>,
+    ahead: u64,
+) -> PipeConnector {
+    PipeConnector::new(move |mut client| {
+        let mut upstream = raw_pipe(&server);
+        tokio::spawn(async move {
+            while let Ok(req) = read_msg::<Request, _>(&mut client, 1 << 20).await {
+                if write_msg(&mut upstream, &req, u32::MAX).await.is_err() {
+                    return;
+                }
+                let Ok(mut resp) = read_msg::<Response, _>(&mut upstream, u32::MAX).await else {
+                    return;
+                };
+                if let Response::Info(info) = &mut resp {
+                    info.server_time += ahead;
+                }
+                if write_msg(&mut client, &resp, u32::MAX).await.is_err() {
+                    return;
+                }
+            }
+        });
+    })
+}
+
+/// A server that says its bucket has already closed cannot make a client look into its mailbox,
+/// or hand its link over (`--hold`), while the bucket still takes other clients' links: the
+/// close comes from the bucket's ID and the client's own clock. Before, the client took the
+/// server's word for the time, and its first look came seconds after its store (which ties the
+/// mailbox to the link, and the answer to the accepter's fetch).
+#[tokio::test(start_paused = true)]
+async fn a_server_that_lies_about_its_time_cannot_bring_the_close_forward() {
+    let clock = ManualClock::new(T0);
+    let server = rdv::server::Server::new(
+        rdv::store::MemoryStore::new(rdv::store::StoreParams::default()),
+        rdv::server::ServerConfig::default(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let window = rdv::store::StoreParams::default().open_window_secs;
+    let client = Client::new(
+        Arc::new(lying_about_its_time(server.clone(), 3600)),
+        ClientConfig::default(),
+        Arc::new(clock.clone()),
+    );
+    let (offer, pending) = client
+        .offer_expecting_answer(
+            &pipe_addr(),
+            b"q",
+            Passphrase::new("pw-pw-pw"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    assert_eq!(offer.bucket.created, T0);
+    let closed = T0 + window + rdv::proto::ClientPolicy::default().max_skew_secs + 1;
+    assert_eq!(
+        offer.closes_at, closed,
+        "the held link would be handed over early"
+    );
+    assert_eq!(
+        pending.polls_from(),
+        closed,
+        "the first look would come while the bucket is open"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_answer_channel_against_old_and_broken_servers() {
     let (connector, seen) = evil_server(Evil::StaleId);

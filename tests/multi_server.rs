@@ -63,6 +63,46 @@ fn only(link: &RdvLink, i: usize) -> RdvLink {
     }
 }
 
+/// A multi-server link counts as closed (for `--hold` and the first looks) only once every
+/// copy's bucket is closed to every client: the mirror with the longer window decides. Before,
+/// `--hold` waited for the first server's close only, and handed the link over while the
+/// mirror's bucket still took links.
+#[tokio::test]
+async fn a_held_multi_server_link_waits_for_the_last_copy_to_close() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for (d, window) in dirs.iter().zip([20, 90]) {
+        let params = rdv::store::StoreParams {
+            open_window_secs: window,
+            ..Default::default()
+        };
+        let (s, a) = common::start_server(
+            d.path(),
+            params,
+            rdv::server::ServerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let policy = rdv::proto::ClientPolicy::default();
+    let offer = client(&clock)
+        .offer_to_all(&addrs, b"p", Passphrase::new("pw pw pw"), KdfProfile::Test)
+        .await
+        .unwrap();
+    let created = common::T0;
+    assert_eq!(offer.bucket.created, created);
+    assert_eq!(
+        offer.closes_at,
+        created + 90 + policy.max_skew_secs + 1,
+        "the link counts as closed before the mirror's bucket is"
+    );
+    drop(servers);
+}
+
 #[tokio::test]
 async fn a_copy_on_every_server_and_any_one_is_enough() {
     let clock = manual_clock();

@@ -119,6 +119,7 @@ impl Client {
             }
         }
         offer.link.mirrors = stored;
+        offer.closes_at = all_closes.iter().copied().max().unwrap_or(offer.closes_at);
         Ok((offer, key, all_closes))
     }
 

@@ -98,6 +98,18 @@ impl ClientPolicy {
         Ok(())
     }
 
+    /// When bucket `id` of a server advertising `open_window_secs` is closed to every client that
+    /// keeps to this policy (unix seconds, on the client's clock): its creation time plus the
+    /// window plus the allowed skew, the oldest such a client stores into ([`ClientPolicy::check`]).
+    /// It depends on nothing else the server says: no claim of the server's about its own time
+    /// can bring it forward.
+    pub fn closed_to_all(&self, id: BucketId, open_window_secs: u64) -> u64 {
+        id.created
+            .saturating_add(open_window_secs.min(self.max_open_window_secs))
+            .saturating_add(self.max_skew_secs)
+            .saturating_add(1)
+    }
+
     /// Check a bucket ID returned by a store, against the client's clock `now` (unix seconds) and
     /// the window the server advertised.
     pub fn check(
@@ -154,6 +166,23 @@ mod tests {
 
     fn id(created: u64, seq: u16) -> BucketId {
         BucketId { created, seq }
+    }
+
+    /// The close a client counts on is the first second in which the policy refuses the
+    /// bucket: before it another client may still store into it.
+    #[test]
+    fn a_bucket_is_closed_to_all_once_the_policy_refuses_it() {
+        let p = ClientPolicy::default();
+        let b = id(NOW, 3);
+        let closed = p.closed_to_all(b, 600);
+        assert_eq!(closed, NOW + 600 + 120 + 1);
+        assert!(p.check(b, closed - 1, 600).is_ok());
+        assert!(matches!(
+            p.check(b, closed, 600),
+            Err(PolicyViolation::TooOld { .. })
+        ));
+        // Nothing else the server says moves it; a window past the policy's is bounded.
+        assert_eq!(p.closed_to_all(b, u64::MAX), NOW + 3600 + 120 + 1);
     }
 
     #[test]

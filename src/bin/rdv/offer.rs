@@ -217,14 +217,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             offer.link.mirrors.len() + 1
         );
     }
-    // When the bucket stops taking links, on the server's clock, and so here.
-    let window = offer.server_info.open_window_secs;
-    let closes_at = offer.bucket.created.saturating_add(window);
-    let closes_in = closes_at.saturating_sub(offer.server_info.server_time);
-    let local_close = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(
-            rdv::clock::Clock::now(&rdv::clock::SystemClock).saturating_add(closes_in),
-        );
+    // When every copy's bucket is closed to every client, on this machine's clock (from the
+    // buckets' IDs and the policy, never from the server's word on its time).
+    let closes_at = offer.closes_at;
+    let closes_in = closes_at.saturating_sub(rdv::clock::Clock::now(&rdv::clock::SystemClock));
+    let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
     let when = humantime::format_rfc3339_seconds(local_close);
     let minutes = closes_in.div_ceil(60);
     if a.hold {
@@ -239,7 +236,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // Past the close by a random pause: a fetch of every held bucket right at its close
         // would tell the server which buckets hold a waiting initiator's link.
         let pause = rdv::proto::schedule::exponential(a.look.poll_every, rand::random::<f64>());
-        let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in + 1) + pause);
+        let hold = tokio::time::sleep(std::time::Duration::from_secs(closes_in) + pause);
         tokio::select! {
             _ = hold => {}
             _ = signalled => {

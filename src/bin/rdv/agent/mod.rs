@@ -301,7 +301,11 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     // The agent serves any server: the onion note and the client key's server check use the
     // key's own server, or none.
     let started = std::time::Instant::now();
-    let client = make_client(&a.transport, None, ClientPolicy::default()).await?;
+    let policy = ClientPolicy {
+        max_skew_secs: a.max_skew.as_secs(),
+        ..ClientPolicy::default()
+    };
+    let client = make_client(&a.transport, None, policy).await?;
     note!(
         "agent: {transport} ready after {:.1} s; state in {}",
         started.elapsed().as_secs_f64(),

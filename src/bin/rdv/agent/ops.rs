@@ -572,7 +572,8 @@ impl Agent {
         key: u64,
     ) -> Result<Value> {
         let info = offer.server_info;
-        let closes_at = offer.bucket.created.saturating_add(info.open_window_secs);
+        // When every copy's bucket is closed to every client, on this machine's clock.
+        let closes_at = offer.closes_at;
         let expires = now().saturating_add(
             offer
                 .bucket
@@ -588,8 +589,7 @@ impl Agent {
         // set). Past the link's expiry there is nothing left to delete.
         let mut scheduled_delete = None;
         if let Some(after) = r.delete_after_close_secs {
-            let close_here = now().saturating_add(closes_at.saturating_sub(info.server_time));
-            let at = close_here.saturating_add(after);
+            let at = closes_at.saturating_add(after);
             if at < expires {
                 let id = random_id();
                 let d = LaterDelete {
@@ -639,11 +639,11 @@ impl Agent {
         let mut verified = None;
         if r.hold {
             // As `rdv offer --hold`: past the close by a random pause, then one fetch.
-            let closes_in = closes_at.saturating_sub(info.server_time);
+            let closes_in = closes_at.saturating_sub(now());
             let pause = self.schedule.next_look_in(rand::random());
             let mut stop = self.offers.stopping.subscribe();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(closes_in + 1) + pause) => {}
+                _ = tokio::time::sleep(Duration::from_secs(closes_in) + pause) => {}
                 // The agent is stopping: nobody is to get the link (the caller takes it back).
                 _ = stop.wait_for(|s| *s) => return Err(stopping()),
             }
@@ -673,7 +673,7 @@ impl Agent {
         // Counted from the store (0 once a held offer's bucket has closed).
         let closes_in = match r.hold {
             true => 0,
-            false => closes_at.saturating_sub(info.server_time),
+            false => closes_at.saturating_sub(now()),
         };
         f.insert("bucket_closes_in_secs".into(), json!(closes_in));
         f.insert("answer_expected".into(), json!(r.expect_answer));

@@ -24,6 +24,11 @@ pub(crate) struct AgentArgs {
     /// Random (exponential) pauses, each look a fresh circuit.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_poll)]
     pub(crate) poll_every: Duration,
+    /// Tolerated clock difference with a server (as `rdv offer --max-skew`): bucket IDs dated
+    /// further from this machine's clock are refused, and a bucket counts as closed to every
+    /// client this long after its open window (held offers and the first looks wait for that).
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) max_skew: Duration,
     /// Cover traffic: decoy mailboxes started per hour, at random moments, on the servers the
     /// agent knows. Each is a mailbox nobody uses, looked into as a waiting initiator looks into
     /// its own (every --poll-every on average) for some ten minutes (docs/ANONYMITY.md).
