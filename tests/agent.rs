@@ -1128,6 +1128,93 @@ fn connections_beyond_the_cap_are_turned_away_with_a_reason() {
     }
 }
 
+/// A connection that subscribed to events and closed gives its place back: more such
+/// connections, one after another, than the agent serves at once (as many `collect --agent
+/// --wait` runs would make), and the agent still serves the next. Before, each one kept its
+/// place until an event came, and the 257th command got `agent_busy`.
+#[test]
+fn connections_that_subscribed_and_left_give_their_place_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    for i in 0..300u64 {
+        let mut api = agent.api();
+        let r = api.call(i, serde_json::json!({"op": "subscribe"}));
+        assert_eq!(r["ok"], true, "connection {i}: {r}");
+        drop(api);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut api = agent.api();
+        api.send(r#"{"id": 1, "op": "status"}"#);
+        let r = api.line();
+        if r["id"] == 1 {
+            assert_eq!(r["ok"], true, "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections that left still hold their places: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An answer the agent hands to a `collect` whose client is gone before the reply reaches it
+/// is kept for the next `collect`: it is forgotten only once a reply carrying it is delivered.
+/// Before, the agent removed the answer and the offer's keys first, and the answer was lost.
+#[test]
+fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let offered = api.call(
+        2,
+        serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
+            "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    let offer = offered["result"]["offer"].as_str().unwrap();
+    ok(&run_rdv(
+        &["accept", "--direct", link, "--answer", "smp://b"],
+        None,
+        &[],
+    ));
+    next_event(&mut api, "answered");
+    // A client that can no longer read (its receiving side shut, so the agent's write of the
+    // reply fails) asks for the answer.
+    let gone = UnixStream::connect(&agent.socket).unwrap();
+    gone.shutdown(std::net::Shutdown::Read).unwrap();
+    (&gone)
+        .write_all(
+            format!("{{\"id\": 3, \"op\": \"collect\", \"offer\": \"{offer}\"}}\n").as_bytes(),
+        )
+        .unwrap();
+    // The agent has answered it (or failed to) once a later request on a fresh connection is
+    // answered: requests of one agent run concurrently, so wait for the file to stay.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(gone);
+    let r = agent
+        .api()
+        .call(4, serde_json::json!({"op": "collect", "offer": offer}));
+    assert_eq!(
+        r["ok"], true,
+        "the answer was lost with the first reply: {r}"
+    );
+    assert_eq!(r["result"]["answer"], "smp://b", "{r}");
+    // Delivered now: gone.
+    let again = agent
+        .api()
+        .call(5, serde_json::json!({"op": "collect", "offer": offer}));
+    assert_eq!(again["error"]["code"], "no_such_offer", "{again}");
+}
+
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

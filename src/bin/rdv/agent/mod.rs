@@ -11,7 +11,7 @@ use crate::error::CliError;
 use crate::out::note;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
-use ops::{api_error, Agent};
+use ops::{api_error, AfterReply, Agent};
 use rdv::agent::api::{self, Reply, Request};
 use rdv::agent::schedule::Cover;
 use rdv::agent::state::StateDir;
@@ -113,19 +113,23 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Out>(64);
     let writer = tokio::spawn(async move {
-        let mut open = true;
         while let Some(mut out) = rx.recv().await {
             out.line.push('\n');
-            open = open && wr.write_all(out.line.as_bytes()).await.is_ok();
+            let written = wr.write_all(out.line.as_bytes()).await.is_ok();
             if let Some(d) = out.delivered {
-                let _ = d.send(open);
+                let _ = d.send(written);
+            }
+            if !written {
+                // The client is gone: every later line fails to send (an offer's reply then
+                // counts as not delivered, and its link is taken back).
+                break;
             }
         }
     });
     let mut reader = tokio::io::BufReader::new(rd);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = Vec::new();
-    let mut subscribed = false;
+    let mut events_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // Never closed.
         let Ok(turn) = in_flight.clone().acquire_owned().await else {
@@ -158,11 +162,10 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             }
         };
         tracing::debug!(op = request.op(), "API request");
-        if matches!(request, Request::Subscribe {}) && !subscribed {
-            subscribed = true;
+        if matches!(request, Request::Subscribe {}) && events_task.is_none() {
             let mut events = agent.events.subscribe();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            events_task = Some(tokio::spawn(async move {
                 loop {
                     match events.recv().await {
                         Ok(line) => {
@@ -175,7 +178,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                 }
-            });
+            }));
         }
         let (agent, tx) = (agent.clone(), tx.clone());
         // An offer counts as in flight until its reply is delivered: a stop waits for it.
@@ -185,12 +188,12 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             _ => (None, Some(agent.requests.enter())),
         };
         tokio::spawn(async move {
-            let (reply, back) = match agent.handle(request).await {
+            let (reply, after) = match agent.handle(request).await {
                 // A stop took the link back before its reply went out: say so.
-                Ok((_, Some(back))) if !agent.claim(&back) => {
+                Ok((_, Some(AfterReply::Offer(back)))) if !agent.claim(&back) => {
                     (Reply::failure(id, api_error(&ops::stopping())), None)
                 }
-                Ok((result, back)) => (Reply::success(id, result), back),
+                Ok((result, after)) => (Reply::success(id, result), after),
                 Err(e) => (Reply::failure(id, api_error(&e)), None),
             };
             let (ack, delivered) = tokio::sync::oneshot::channel();
@@ -199,21 +202,31 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 delivered: Some(ack),
             };
             let delivered = tx.send(out).await.is_ok() && delivered.await.unwrap_or(false);
-            match (delivered, back) {
-                (true, Some(back)) => agent.handed_over(back),
-                (false, Some(back)) => {
+            match (delivered, after) {
+                (true, Some(AfterReply::Offer(back))) => agent.handed_over(back),
+                (false, Some(AfterReply::Offer(back))) => {
                     // Its link reached nobody: it must not stay in the bucket.
                     let what = agent.take_back(back).await;
                     tracing::info!(
                         "an offer's reply could not be delivered (its client is gone): {what}"
                     );
                 }
+                (true, Some(AfterReply::Collected(offer))) => agent.collected(&offer),
+                (false, Some(AfterReply::Collected(_))) => tracing::info!(
+                    "a collected answer's reply could not be delivered (its client is gone); the answer is kept for the next collect"
+                ),
                 (_, None) => {}
             }
             drop(flight);
             drop(request_in_flight);
             drop(turn);
         });
+    }
+    // The client closed its side: no more events for it (its task would hold the connection,
+    // and its place among the agent's connections, until the next event). Replies to requests
+    // in flight still go out.
+    if let Some(t) = events_task {
+        t.abort();
     }
     drop(tx);
     let _ = writer.await;

@@ -275,7 +275,7 @@ impl Agent {
     pub(super) async fn handle(
         self: &Arc<Self>,
         request: Request,
-    ) -> Result<(Value, Option<TakeBack>)> {
+    ) -> Result<(Value, Option<AfterReply>)> {
         match request {
             Request::Status {} => Ok((self.status(), None)),
             Request::Offer {
@@ -319,11 +319,12 @@ impl Agent {
             Request::Collect { offer } => {
                 if let Some(answer) = self.state.answer(&offer)? {
                     self.stop_looking(&offer);
-                    self.state.forget(&offer)?;
                     let mut f = Map::new();
                     f.insert("offer".into(), json!(offer));
                     api::put_bytes(&mut f, "answer", &answer);
-                    return Ok((Value::Object(f), None));
+                    // Forgotten once the reply is delivered, not before: a client gone
+                    // meanwhile would lose the answer.
+                    return Ok((Value::Object(f), Some(AfterReply::Collected(offer))));
                 }
                 if self.state.has(&offer) {
                     return Err(CliError::new(
@@ -428,7 +429,7 @@ impl Agent {
         })
     }
 
-    async fn offer(self: &Arc<Self>, r: OfferRequest) -> Result<(Value, Option<TakeBack>)> {
+    async fn offer(self: &Arc<Self>, r: OfferRequest) -> Result<(Value, Option<AfterReply>)> {
         if r.servers.is_empty() {
             return Err(bad_input("give at least one server"));
         }
@@ -468,7 +469,7 @@ impl Agent {
         };
         let back = TakeBack { key };
         match self.after_store(&r, &offer, pending, back.key).await {
-            Ok(v) => Ok((v, Some(back))),
+            Ok(v) => Ok((v, Some(AfterReply::Offer(back)))),
             // Nothing was handed over (as `rdv offer` does when it cannot finish).
             Err(e) => Err(e.context(self.take_back(back).await)),
         }
@@ -479,6 +480,16 @@ impl Agent {
     /// Claimed, a stop leaves it to the reply's delivery.
     pub(super) fn claim(&self, back: &TakeBack) -> bool {
         self.offers.claim(back.key)
+    }
+
+    /// A collected answer's reply was delivered: the offer's secrets and its answer go.
+    pub(super) fn collected(&self, offer: &str) {
+        if let Err(e) = self.state.forget(offer) {
+            tracing::warn!(
+                "a collected answer's files could not be removed: {}",
+                rdv::config::report(&e)
+            );
+        }
     }
 
     /// An offer's reply was delivered: its link is somebody's now.
@@ -744,6 +755,15 @@ impl Agent {
         api::put_bytes(&mut f, "payload", &found.payload);
         Ok(Value::Object(f))
     }
+}
+
+/// What a request leaves to the delivery of its reply.
+pub(super) enum AfterReply {
+    /// An offer's stored link.
+    Offer(TakeBack),
+    /// The answer to this offer went out in the reply: forgotten once delivered, kept for the
+    /// next `collect` if not.
+    Collected(String),
 }
 
 /// A stored offer whose reply is on its way: hand it to [`Agent::handed_over`] once delivered,
