@@ -77,6 +77,24 @@ pub fn delete_at(now: u64, within: u64, last: u64, u: f64) -> u64 {
     now + ((u.clamp(0.0, 1.0) * span as f64) as u64).min(span)
 }
 
+/// How long a later delete is tried after its moment: a day, when its link has surely expired
+/// (the TTL is at most a day by default) and nothing is left to delete.
+pub const DELETE_GIVE_UP_SECS: u64 = 86_400;
+
+/// The moment for a later delete (first due at `due`) that could not be carried out at its
+/// moment: its moment passed while the agent was not running, or the attempt failed (Tor down,
+/// the server unreachable). A fresh moment of its own, uniform from five minutes to an hour
+/// after `now` (`u` uniform in [0, 1)), never past [`DELETE_GIVE_UP_SECS`] after `due`; `None`
+/// once that has passed. Carried out at once, every delete missed during an outage would come
+/// together, and with the looks a restart resumes: the server could tie those links to each
+/// other and to the mailboxes. Each at a moment of its own, away from the start, they tie
+/// nothing.
+pub fn late_delete_at(now: u64, due: u64, u: f64) -> Option<u64> {
+    let give_up = due.saturating_add(DELETE_GIVE_UP_SECS);
+    let from = now.saturating_add(300).min(give_up);
+    (now < give_up).then(|| delete_at(from, 3300, give_up, u))
+}
+
 /// An index into `n` choices from a uniform draw in [0, 1) (`None` when there is nothing to
 /// choose).
 pub fn pick(n: usize, u: f64) -> Option<usize> {
@@ -86,6 +104,21 @@ pub fn pick(n: usize, u: f64) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_delete_gets_a_moment_of_its_own_within_the_hour() {
+        let due = 1_000_000;
+        let now = due + 50_000;
+        assert_eq!(late_delete_at(now, due, 0.0), Some(now + 300));
+        assert_eq!(late_delete_at(now, due, 0.5), Some(now + 1950));
+        assert_eq!(late_delete_at(now, due, 0.999_999), Some(now + 3599));
+        // Never past the give-up moment, and nothing after it.
+        let close = due + DELETE_GIVE_UP_SECS - 1000;
+        assert_eq!(late_delete_at(close, due, 0.999_999), Some(close + 999));
+        let closer = due + DELETE_GIVE_UP_SECS - 100;
+        assert_eq!(late_delete_at(closer, due, 0.5), Some(closer + 100));
+        assert_eq!(late_delete_at(due + DELETE_GIVE_UP_SECS, due, 0.5), None);
+    }
 
     #[test]
     fn cover_follows_its_rates() {

@@ -349,8 +349,15 @@ impl StateDir {
                         _ => {}
                     }
                 }
+                // A link or a token that does not parse could never be deleted: named, kept.
+                let usable = |link: &str, token: &str| {
+                    crate::proto::RdvLink::parse(link.trim()).is_ok()
+                        && crate::proto::DeleteToken::parse(token.trim()).is_some()
+                };
                 match (at, link, token) {
-                    (Some(at), Some(link), Some(token)) => Ok(LaterDelete { at, link, token }),
+                    (Some(at), Some(link), Some(token)) if usable(&link, &token) => {
+                        Ok(LaterDelete { at, link, token })
+                    }
                     _ => Err(StateError::BadDelete {
                         path: path.to_path_buf(),
                     }),
@@ -429,32 +436,51 @@ mod tests {
         ));
         assert!(matches!(d.answer("../x"), Err(StateError::BadId(_))));
         // A delete for later survives as a private file, and reads back.
+        let (link, token) = usable();
         let later = LaterDelete {
             at: 1_800_000_123,
-            link: Zeroizing::new("rdv1:x".into()),
-            token: Zeroizing::new("tok".into()),
+            link: Zeroizing::new(link.clone()),
+            token: Zeroizing::new(token.clone()),
         };
         d.save_delete(&new_id([2; 8]), &later).unwrap();
         let kept = d.deletes_kept().unwrap().kept;
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].1.at, 1_800_000_123);
-        assert_eq!(kept[0].1.link.as_str(), "rdv1:x");
-        assert!(!format!("{:?}", kept[0].1).contains("tok"));
+        assert_eq!(kept[0].1.link.as_str(), link);
+        assert!(!format!("{:?}", kept[0].1).contains(&token));
         d.forget_delete(&new_id([2; 8])).unwrap();
         assert!(d.deletes_kept().unwrap().kept.is_empty());
+    }
+
+    /// A link and a deletion token that parse.
+    fn usable() -> (String, String) {
+        let link = crate::proto::RdvLink {
+            server: crate::proto::ServerAddr::parse("127.0.0.1:7625").unwrap(),
+            locator: crate::proto::Locator([1; 32]),
+            mirrors: Vec::new(),
+            salt: crate::proto::Salt::from_bytes([2; crate::proto::kdf::SALT_LEN]),
+            kdf: crate::proto::KdfProfile::Test,
+            passphrase: None,
+        };
+        let token = crate::proto::DeleteToken::from_bytes([3; 32]);
+        (link.to_uri().to_string(), token.to_text().to_string())
     }
 
     #[test]
     fn an_unreadable_file_is_named_and_the_others_are_read() {
         let t = tempfile::tempdir().unwrap();
         let d = StateDir::open(&t.path().join("state")).unwrap();
+        let (link, token) = usable();
         let good = LaterDelete {
             at: 5,
-            link: Zeroizing::new("rdv1:x".into()),
-            token: Zeroizing::new("tok".into()),
+            link: Zeroizing::new(link),
+            token: Zeroizing::new(token.clone()),
         };
         d.save_delete(&new_id([3; 8]), &good).unwrap();
         std::fs::write(d.deletes().join(new_id([4; 8])), "at 5\n").unwrap();
+        // Every line there, but a link that could never be deleted.
+        let bad_link = format!("at 5\nlink rdv1:x\ntoken {token}\n");
+        std::fs::write(d.deletes().join(new_id([6; 8])), bad_link).unwrap();
         std::fs::write(
             d.offers().join(format!("{}.pending", new_id([5; 8]))),
             "junk",
@@ -465,10 +491,23 @@ mod tests {
         let deletes = d.deletes_kept().unwrap();
         assert_eq!(deletes.kept.len(), 1);
         assert_eq!(deletes.kept[0].0, new_id([3; 8]));
-        assert!(matches!(
-            deletes.unreadable.as_slice(),
-            [StateError::BadDelete { path }] if path.ends_with(new_id([4; 8]))
-        ));
+        let mut bad: Vec<_> = deletes
+            .unreadable
+            .iter()
+            .map(|e| match e {
+                StateError::BadDelete { path } => path.clone(),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        bad.sort();
+        assert_eq!(
+            bad,
+            [
+                d.deletes().join(new_id([4; 8])),
+                d.deletes().join(new_id([6; 8]))
+            ]
+        );
+        assert!(d.deletes().join(new_id([6; 8])).exists());
         let offers = d.pending().unwrap();
         assert!(offers.kept.is_empty());
         assert!(matches!(

@@ -5,7 +5,7 @@ use crate::error::CliError;
 use crate::transport::Session;
 use anyhow::{Context, Result};
 use rdv::agent::api::{self, event, ApiError, Request};
-use rdv::agent::schedule::{delete_at, pick, Cover, Decoy};
+use rdv::agent::schedule::{delete_at, late_delete_at, pick, Cover, Decoy};
 use rdv::agent::state::{new_id, LaterDelete, StateDir};
 use rdv::client::{CollectError, ErrorKind, PendingAnswer};
 use rdv::proto::schedule::LookSchedule;
@@ -115,6 +115,12 @@ impl Agent {
         let me = self.clone();
         let key = id.clone();
         let task = tokio::spawn(async move {
+            // An offer whose link expired while the agent was not running gets its one last
+            // look at a moment of its own, not at once together with every other such offer.
+            if now() >= pending.link_expires().saturating_add(ANSWER_GRACE_SECS) {
+                let pause = rand::random::<f64>() * ANSWER_GRACE_SECS as f64;
+                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+            }
             loop {
                 // Until the link expires (no accepter can fetch it after that), and a little
                 // longer for an answer sent just before.
@@ -163,14 +169,51 @@ impl Agent {
         }
     }
 
-    /// Carry out the later delete `id` at its moment, then forget it. Failures that may pass
-    /// (Tor, the server) are retried after a pause, until the link has surely expired.
+    /// Later delete `id` is over (`Some(true)` deleted, `Some(false)` nothing was there, `None`
+    /// given up): forget it and say so.
+    fn delete_done(&self, id: &str, deleted: Option<bool>) {
+        let _ = self.state.forget_delete(id);
+        if let Ok(mut d) = self.deleters.lock() {
+            d.remove(id);
+        }
+        let mut f = Map::new();
+        f.insert("delete".into(), json!(id));
+        f.insert("deleted".into(), json!(deleted == Some(true)));
+        self.event(event::DELETED, f);
+    }
+
+    /// Carry out the later delete `id` at its moment, then forget it. A moment that passed
+    /// while the agent was not running, and a failure that may pass (Tor, the server), get a
+    /// fresh moment of their own, 5 to 60 minutes later ([`late_delete_at`]), until the link has
+    /// surely expired.
     pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
         let me = self.clone();
         let key = id.clone();
         let task = tokio::spawn(async move {
-            let wait = d.at.saturating_sub(now());
-            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let mut at = d.at;
+            if at < now() {
+                // Missed while the agent was not running: at a fresh moment of its own, not
+                // at once together with the others missed and the looks the start resumes.
+                match late_delete_at(now(), d.at, rand::random()) {
+                    Some(t) => {
+                        at = t;
+                        let moved = LaterDelete {
+                            at,
+                            link: d.link.clone(),
+                            token: d.token.clone(),
+                        };
+                        if let Err(e) = me.state.save_delete(&id, &moved) {
+                            tracing::warn!(error = %rdv::config::report(&e), "a late delete's new moment could not be kept");
+                        }
+                    }
+                    None => {
+                        // Its link has surely expired: nothing is left to delete.
+                        me.delete_done(&id, None);
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(at.saturating_sub(now()))).await;
             let parsed = RdvLink::parse(d.link.trim())
                 .ok()
                 .zip(DeleteToken::parse(d.token.trim()));
@@ -181,28 +224,23 @@ impl Agent {
                 }
                 return;
             };
-            // Give up a day after the moment: the link expired long before (the TTL is at most
-            // a day by default) and nothing is left to delete.
-            let give_up = d.at.saturating_add(86_400);
+            // Given up a day after the moment: the link expired long before and nothing is
+            // left to delete. A failure is tried again at a moment of its own (deletes that
+            // failed during one outage would otherwise all come when it ends).
             let deleted = loop {
                 match me.client.delete(&link, &token).await {
                     Ok(()) => break Some(true),
                     Err(rdv::client::DeleteError::NothingToDelete) => break Some(false),
-                    Err(e) if now() < give_up => {
-                        tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again");
-                        tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
-                    }
-                    Err(_) => break None,
+                    Err(e) => match late_delete_at(now(), d.at, rand::random()) {
+                        Some(t) => {
+                            tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again at a moment of its own, 5 to 60 minutes from now");
+                            tokio::time::sleep(Duration::from_secs(t.saturating_sub(now()))).await;
+                        }
+                        None => break None,
+                    },
                 }
             };
-            let _ = me.state.forget_delete(&id);
-            if let Ok(mut d) = me.deleters.lock() {
-                d.remove(&id);
-            }
-            let mut f = Map::new();
-            f.insert("delete".into(), json!(id));
-            f.insert("deleted".into(), json!(deleted == Some(true)));
-            me.event(event::DELETED, f);
+            me.delete_done(&id, deleted);
         });
         if let Ok(mut d) = self.deleters.lock() {
             if let Some(old) = d.insert(key, task) {
