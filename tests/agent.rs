@@ -674,14 +674,22 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
         &["--max-seq", "8"][..],
         &["--max-effort", "16"],
         &["--max-window", "2h"],
+        // The look flags too: the agent keeps its own schedule (they were taken, warned about,
+        // and ignored).
+        &["--expect-answer", "--early"],
+        &["--expect-answer", "--delete-now"],
+        &["--expect-answer", "--poll-every", "2s"],
     ] {
         let out = offer(flag);
         let e: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(e["error"]["code"], "invalid_input", "{e}");
-        assert!(
-            e["error"]["message"].as_str().unwrap().contains(flag[0]),
-            "{e}"
-        );
+        // The refused flag is named.
+        let named = flag
+            .iter()
+            .rev()
+            .find(|f| f.starts_with("--") && **f != "--expect-answer");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named.unwrap()), "{e}");
     }
     assert_eq!(metric(m, "rdv_links_stored"), 0.0, "nothing stored");
     // An offer the agent cannot keep (its state directory went away under it) is not handed

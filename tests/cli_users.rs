@@ -499,6 +499,13 @@ fn qr_codes_decode_to_the_exact_link_and_passphrase() {
     assert_eq!(blocks.len(), 1, "{stdout}");
     assert_eq!(decode(&blocks[0]), link);
     assert_eq!(decode_png(&png), link);
+    // The image holds the passphrase: only its owner may read it (it was 0644 under umask 022).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&png).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the link's PNG is readable by others: {mode:o}"
+    );
     // The decoded link works.
     let acc = rdv(&["accept", "--direct", &decode(&blocks[0])], &[]);
     assert_eq!(String::from_utf8_lossy(&acc.stdout).trim(), "smp://q");

@@ -22,12 +22,32 @@ pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
         .map_err(|e| (Value::Null, format!("not JSON, or a key given twice: {e}")))?;
     let mut v: Value =
         serde_json::from_str(line).map_err(|e| (Value::Null, format!("not JSON: {e}")))?;
-    let id = v
-        .as_object_mut()
-        .and_then(|o| o.remove("id"))
-        .unwrap_or(Value::Null);
+    let Some(object) = v.as_object_mut() else {
+        return Err((Value::Null, "a request is one JSON object".into()));
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    if !id_fits(&id) {
+        return Err((
+            Value::Null,
+            format!("an id is null, an integer, or a string of at most {MAX_ID} bytes"),
+        ));
+    }
     let request = serde_json::from_value(v).map_err(|e| (id.clone(), e.to_string()))?;
     Ok((id, request))
+}
+
+/// Longest string `id`, in bytes.
+pub const MAX_ID: usize = 128;
+
+/// Whether `id` is one the agent echoes: null, an integer (that comes back as sent), or a short
+/// string. Anything else (an array, an object, a float) could be large, or come back changed.
+fn id_fits(id: &Value) -> bool {
+    match id {
+        Value::Null => true,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        Value::String(s) => s.len() <= MAX_ID,
+        _ => false,
+    }
 }
 
 /// Any JSON value in which no object has a key twice (at any depth); the value itself is not
@@ -372,6 +392,40 @@ mod tests {
                 panic!("{line} was read as a request");
             };
             assert!(why.contains("twice"), "{line}: {why}");
+        }
+    }
+
+    /// An id comes back as sent, and cannot be large: a client that sends 64 KiB ids and reads
+    /// no replies made the agent keep some 16 times that per request.
+    #[test]
+    fn ids_are_small_values_that_come_back_as_sent_and_requests_are_objects() {
+        for (line, id) in [
+            (r#"{"op":"status"}"#, Value::Null),
+            (r#"{"id":7,"op":"status"}"#, Value::from(7)),
+            (r#"{"id":-7,"op":"status"}"#, Value::from(-7)),
+            (
+                r#"{"id":18446744073709551615,"op":"status"}"#,
+                Value::from(u64::MAX),
+            ),
+            (r#"{"id":"req-1","op":"status"}"#, Value::from("req-1")),
+        ] {
+            assert_eq!(parse_line(line).unwrap().0, id, "{line}");
+        }
+        let long = format!(r#"{{"id":"{}","op":"status"}}"#, "x".repeat(MAX_ID + 1));
+        let array = format!(r#"{{"id":[{}0],"op":"status"}}"#, "0,".repeat(1000));
+        for line in [
+            long.as_str(),
+            array.as_str(),
+            r#"{"id":{"a":1},"op":"status"}"#,
+            r#"{"id":1.5,"op":"status"}"#,
+            r#"{"id":123456789012345678901234567890,"op":"status"}"#,
+            r#"["status"]"#,
+            r#""status""#,
+        ] {
+            let Err((id, _)) = parse_line(line) else {
+                panic!("{line} was read as a request");
+            };
+            assert_eq!(id, Value::Null, "{line}");
         }
     }
 }

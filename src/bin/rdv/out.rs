@@ -87,9 +87,30 @@ pub(crate) fn emit_error(command: Option<&str>, code: &str, kind: &str, message:
 
 fn print_line(v: &Value) {
     let mut out = std::io::stdout().lock();
-    // serde_json escapes every control character, so the line is safe on a terminal too.
-    let _ = writeln!(out, "{v}");
+    let _ = writeln!(out, "{}", terminal_safe(&v.to_string()));
     let _ = out.flush();
+}
+
+/// A JSON text that is safe on a terminal too: serde_json escapes the C0 controls, and here
+/// DEL, the C1 controls (U+0080 to U+009F, an 8-bit CSI among them), the bidirectional
+/// overrides and the line separators are written as `\uXXXX` as well. They can only be inside
+/// strings, so the text stays valid JSON with the same value. Everything a peer sent (a payload,
+/// an answer, a server's message) goes through here.
+fn terminal_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let risky = c == '\u{7f}'
+            || ('\u{80}'..='\u{9f}').contains(&c)
+            || rdv::proto::wire::is_bidi_control(c)
+            || c == '\u{2028}'
+            || c == '\u{2029}';
+        if risky {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Bytes for JSON: `NAME` as text when they are UTF-8, and `NAME_base64` always (the exact
@@ -115,3 +136,26 @@ macro_rules! fields {
     }};
 }
 pub(crate) use fields;
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+    use serde_json::{json, Value};
+
+    /// A peer's text with DEL, an 8-bit CSI, a bidi override and a line separator: escaped, and
+    /// the line still reads back as the same value.
+    #[test]
+    fn json_lines_carry_no_terminal_controls_and_keep_their_value() {
+        let payload = "smp://ok\u{202e}gnp.exe\u{9b}2J\u{7f}END\u{2028}x\u{1b}[31m";
+        let v = json!({ "payload": payload });
+        let line = terminal_safe(&v.to_string());
+        assert!(
+            line.chars().all(|c| c.is_ascii() && !c.is_ascii_control()),
+            "{line:?}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), v);
+        // Other text is left alone.
+        let plain = json!({ "payload": "smp://é/ü" }).to_string();
+        assert_eq!(terminal_safe(&plain), plain);
+    }
+}

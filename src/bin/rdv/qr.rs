@@ -46,10 +46,8 @@ pub(crate) fn write_png(text: &str, path: &Path) -> Result<()> {
             pixels[y * side + mx * PNG_SCALE..y * side + (mx + 1) * PNG_SCALE].fill(0);
         }
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
+    // Private (0600): in one-channel mode the image holds the passphrase too.
+    let file = crate::term::create_private(path)
         .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let side32 = u32::try_from(side).context("QR code too large")?;

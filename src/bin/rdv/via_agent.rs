@@ -48,7 +48,24 @@ fn refuse_transport(t: &TransportArgs) -> Result<()> {
 fn refuse_policy(given: &[(bool, &str)]) -> Result<()> {
     refuse_flags(
         given,
-        "the agent applies the default client policy (leave out --agent to use it)",
+        "the agent applies its own client policy (set when starting rdv agent; leave out --agent to use the flag here)",
+    )
+}
+
+/// With an agent, the agent looks for answers on its own schedule (`rdv agent --poll-every`),
+/// never before the close and never deleting after the answer: the look flags would be
+/// silently ignored (after warnings about costs that do not occur), so they are refused.
+fn refuse_look(look: &crate::cli::LookArgs) -> Result<()> {
+    refuse_flags(
+        &[
+            (look.early, "--early"),
+            (look.delete_now, "--delete-now"),
+            (
+                look.poll_every != std::time::Duration::from_secs(30),
+                "--poll-every",
+            ),
+        ],
+        "the agent looks for answers on its own schedule (rdv agent --poll-every), never before the bucket closes, and leaves the link to expire",
     )
 }
 
@@ -234,9 +251,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     if a.state.is_some() {
         bail!("--state has no use with --agent: the agent keeps the offer's state itself (collect the answer with rdv collect --agent --offer ID)");
     }
-    if a.expect_answer {
-        crate::answer::warn_costs(&a.look);
-    }
+    refuse_look(&a.look)?;
     if rdv::proto::KdfProfile::parse(&a.kdf).ok() == Some(rdv::proto::KdfProfile::Test) {
         eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
     }
@@ -507,6 +522,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
 /// `rdv collect --agent --offer ID`.
 pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
+    refuse_look(&a.look)?;
     let Some(id) = a.offer.clone() else {
         bail!("with --agent, name the offer with --offer ID (rdv offer --agent printed it)");
     };

@@ -201,6 +201,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 line: reply.line(),
                 delivered: Some(ack),
             };
+            drop(reply);
             let delivered = tx.send(out).await.is_ok() && delivered.await.unwrap_or(false);
             match (delivered, after) {
                 (true, Some(AfterReply::Offer(back))) => agent.handed_over(back),
