@@ -715,6 +715,7 @@ fn the_socket_path_and_the_default_directories_are_handled_with_care() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
+    use std::os::unix::fs::PermissionsExt;
     let file = run.join("file.sock");
     std::fs::write(&file, "important data").unwrap();
     let check = |socket: &Path| {
@@ -726,6 +727,18 @@ fn the_socket_path_and_the_default_directories_are_handled_with_care() {
             .output()
             .unwrap()
     };
+    // A directory others may enter is refused, and left as it is (0755 here, under umask 022).
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = check(&run.join("agent.sock"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is open to others (mode 755)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = check(&file);
     assert!(!out.status.success());
     assert!(

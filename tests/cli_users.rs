@@ -1539,3 +1539,99 @@ fn check_config_warns_of_settings_default_clients_refuse() {
     let fine = check(&[]);
     assert!(!String::from_utf8_lossy(&fine.stderr).contains("WARNING"));
 }
+
+/// Local inputs are read with a bound: a link on standard input, and the payload, answer and
+/// token files, from an endless source (`/dev/zero`, or a symlink to it) end in a clear error,
+/// not in reading until memory runs out (`rdv accept < /dev/zero` aborted on a 4 GiB
+/// allocation).
+#[test]
+fn endless_inputs_are_refused_not_read_to_the_end() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .arg("accept")
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("longer than"), "{e}");
+    for args in [
+        &["offer", "--direct", "127.0.0.1:1", "--payload-file", "/dev/zero"][..],
+        &[
+            "delete",
+            "--direct",
+            "rdv1:127.0.0.1:1?l=TFfaeJN8e4weHzdJsMTZig0LeM9EaTV4hqpxrQv8B-M&s=91vQvZd5Or15El_mAvdo5Q&k=default",
+            "--token-file",
+            "/dev/zero",
+        ],
+    ] {
+        let out = rdv(args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("larger than"), "{args:?}: {e}");
+    }
+}
+
+/// A secret given on the command line is visible to every user of the machine in the process
+/// list: the command says so, and how to give it instead; given in the environment, it says
+/// nothing.
+#[test]
+fn secrets_on_the_command_line_are_pointed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let addr = server.addr.to_string();
+    let offer = |pass: &[&str], env: &[(&str, &str)]| {
+        let args = [
+            &[
+                "offer",
+                "--direct",
+                &addr,
+                "--payload",
+                "smp://q",
+                "--kdf",
+                "test",
+            ][..],
+            pass,
+        ]
+        .concat();
+        rdv(&args, env)
+    };
+    let out = offer(&["--passphrase", "correct horse battery staple river"], &[]);
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--passphrase on the command line is visible"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--payload on the command line is visible"),
+        "{e}"
+    );
+    let out = offer(
+        &[],
+        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+    );
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("--passphrase on the command line"), "{e}");
+    // The link with its passphrase, to accept: on the command line it is pointed out, in
+    // RDV_LINK it is not.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let link = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("link: "))
+        .unwrap();
+    let out = rdv(&["accept", "--direct", link], &[]);
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("a link with its passphrase on the command line"),
+        "{e}"
+    );
+    let out = rdv(&["accept", "--direct"], &[("RDV_LINK", link)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("on the command line"));
+}

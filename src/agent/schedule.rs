@@ -52,7 +52,10 @@ impl Cover {
         if total <= 0.0 || !total.is_finite() {
             return None;
         }
-        let mean = Duration::from_secs_f64(3600.0 / total);
+        // A rate near zero is a pause of at most ten years, not an overflow.
+        let mean = Duration::try_from_secs_f64(3600.0 / total)
+            .unwrap_or(crate::proto::schedule::MAX_SPAN)
+            .min(crate::proto::schedule::MAX_SPAN);
         let kind = if u_kind * total < self.mailboxes_per_hour.max(0.0) {
             Decoy::Mailbox
         } else {
@@ -118,6 +121,19 @@ mod tests {
         let closer = due + DELETE_GIVE_UP_SECS - 100;
         assert_eq!(late_delete_at(closer, due, 0.5), Some(closer + 100));
         assert_eq!(late_delete_at(due + DELETE_GIVE_UP_SECS, due, 0.5), None);
+    }
+
+    /// A rate near zero (the flag takes any number from 0 to 3600) is a long pause, not a
+    /// panic that would end the cover task.
+    #[test]
+    fn a_tiny_cover_rate_is_a_long_pause() {
+        let c = Cover {
+            mailboxes_per_hour: 1e-300,
+            fetches_per_hour: 0.0,
+        };
+        let (pause, kind) = c.next(0.5, 0.5).unwrap();
+        assert_eq!(kind, Decoy::Mailbox);
+        assert!(pause <= crate::proto::schedule::MAX_SPAN);
     }
 
     #[test]

@@ -104,6 +104,34 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Most bytes of a state file the agent reads (an offer's state, a delete and an answer are all
+/// far smaller).
+const FILE_LIMIT: u64 = 64 * 1024;
+
+/// The bytes of the state file at `path`, which must be a regular file (not a symlink, which
+/// could point anywhere, nor a FIFO, whose open would hang the agent) of at most
+/// [`FILE_LIMIT`] bytes.
+fn read_state_file(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::symlink_metadata(path)?.file_type().is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "not a regular file (a link, a pipe, a device?)",
+        ));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)?
+        .take(FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_LIMIT {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {FILE_LIMIT} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Create `dir` (and its missing parents) with mode 0700 from the start: no moment with the
 /// umask's mode, when others could open it.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -286,8 +314,12 @@ impl StateDir {
                 continue;
             };
             let path = e.path();
-            let read = std::fs::read_to_string(&path)
-                .map(Zeroizing::new)
+            let read = read_state_file(&path)
+                .and_then(|b| {
+                    String::from_utf8(b.to_vec())
+                        .map(Zeroizing::new)
+                        .map_err(|_| std::io::Error::other("not UTF-8 text"))
+                })
                 .map_err(io("reading", &path))
                 .and_then(|text| parse(&path, &text));
             match read {
@@ -307,8 +339,8 @@ impl StateDir {
     /// The answer kept for `id`, if one came.
     pub fn answer(&self, id: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StateError> {
         let path = self.answer_file(id)?;
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(Zeroizing::new(b))),
+        match read_state_file(&path) {
+            Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("reading", &path)(e)),
         }
@@ -518,5 +550,34 @@ mod tests {
             .offers()
             .join(format!("{}.pending", new_id([5; 8])))
             .exists());
+    }
+
+    /// A pipe, a link to an endless device, or a huge file under an offer's name is named as
+    /// unusable, not read: a FIFO made the agent's start (and `--check`) hang for good.
+    #[test]
+    fn only_regular_files_of_sane_size_are_read() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        let fifo = d.offers().join(format!("{}.pending", new_id([7; 8])));
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::os::unix::fs::symlink(
+            "/dev/zero",
+            d.offers().join(format!("{}.pending", new_id([8; 8]))),
+        )
+        .unwrap();
+        std::fs::write(
+            d.offers().join(format!("{}.pending", new_id([9; 8]))),
+            vec![b'x'; FILE_LIMIT as usize + 1],
+        )
+        .unwrap();
+        let offers = d.pending().unwrap();
+        assert!(offers.kept.is_empty());
+        assert_eq!(offers.unreadable.len(), 3, "{:?}", offers.unreadable);
+        std::os::unix::fs::symlink("/dev/zero", d.answers().join(new_id([8; 8]))).unwrap();
+        assert!(d.answer(&new_id([8; 8])).is_err());
     }
 }

@@ -592,7 +592,12 @@ impl Client {
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
         let now = self.clock.now();
         let start = schedule.start(now, copy.polls_from);
-        let until = tokio::time::Instant::now() + Duration::from_secs(start - now) + wait;
+        // Cut to ten years each: a link's expiry comes from the server's advertised TTL, and a
+        // wait from the caller; neither may overflow the clock.
+        let span = crate::proto::schedule::MAX_SPAN;
+        let until = tokio::time::Instant::now()
+            + Duration::from_secs(start.saturating_sub(now)).min(span)
+            + wait.min(span);
         let mut next = tokio::time::Instant::now()
             + schedule.first_look_in(now, copy.polls_from, rand::random());
         let copies = std::slice::from_ref(copy);

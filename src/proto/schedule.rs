@@ -31,8 +31,15 @@ const MAX_MEANS: f64 = 12.0;
 pub fn exponential(mean: Duration, u: f64) -> Duration {
     let u = if u.is_nan() { 0.0 } else { u.clamp(0.0, 1.0) };
     let draws = (-(1.0 - u).ln()).min(MAX_MEANS);
-    mean.mul_f64(draws.max(0.0))
+    // Never more than MAX_SPAN, whatever the mean: a pause added to a clock must not overflow.
+    Duration::try_from_secs_f64(mean.as_secs_f64() * draws.max(0.0))
+        .unwrap_or(MAX_SPAN)
+        .min(MAX_SPAN)
 }
+
+/// The longest pause or wait rdv's schedules use: ten years. Longer ones (from a flag, a state
+/// file, a server's advertised TTL) are cut to it, so that adding them to a clock cannot overflow.
+pub const MAX_SPAN: Duration = Duration::from_secs(10 * 366 * 86_400);
 
 /// How the initiator looks for its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +86,22 @@ impl LookSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mean from a flag, a state file or a server can be anything: the pause never overflows
+    /// and never passes ten years.
+    #[test]
+    fn a_huge_mean_gives_a_bounded_pause_not_a_panic() {
+        for mean in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX / 2),
+            MAX_SPAN * 2,
+        ] {
+            for u in [0.0, 0.5, 0.999_999] {
+                assert!(exponential(mean, u) <= MAX_SPAN);
+            }
+        }
+        assert_eq!(exponential(Duration::MAX, 0.999_999), MAX_SPAN);
+    }
 
     #[test]
     fn exponential_pauses_have_the_mean_and_stay_bounded() {

@@ -224,7 +224,8 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let socks_port = a.base_port + 250;
     net.client("bench", socks_port)?;
     std::fs::create_dir_all(t("agent"))?;
-    let socket = t("agent").join("agent.sock");
+    // In a directory the agent creates (private): it refuses one others may enter.
+    let socket = t("agent").join("run").join("agent.sock");
     let started = Instant::now();
     let agent = Agent::start(&bin, &arti, &t("agent"), &socket)?;
     eprintln!(

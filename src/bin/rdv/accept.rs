@@ -16,8 +16,19 @@ use std::time::Duration;
 /// The link from the argument, `RDV_LINK` or standard input, checked before anything else runs
 /// (its KDF parameters included: no Tor bootstrap for a link that asks too much).
 pub(crate) fn read_link(arg: Option<String>) -> Result<RdvLink> {
+    let given = arg.clone().map(zeroize::Zeroizing::new);
     let text = arg_or_stdin(arg, "rdv1: link")?;
     let link = RdvLink::parse(text.trim()).context("invalid link")?;
+    if let Some(given) = given.filter(|g| g.as_str() != "-") {
+        if link.passphrase.is_some() {
+            crate::term::note_if_on_command_line(
+                &given,
+                "a link with its passphrase",
+                Some("RDV_LINK"),
+                "give it in RDV_LINK or on standard input (rdv accept -)",
+            );
+        }
+    }
     kdf::check_profile(link.kdf, &KdfLimits::default()).context("the link's KDF profile")?;
     Ok(link)
 }
@@ -31,7 +42,16 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     let link = read_link(a.link.take())?;
     let answer = read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
     let passphrase = match (&link.passphrase, a.passphrase.take()) {
-        (_, Some(p)) => Some(Passphrase::new(zeroize::Zeroizing::new(p).as_str())),
+        (_, Some(p)) => {
+            let p = zeroize::Zeroizing::new(p);
+            crate::term::note_if_on_command_line(
+                &p,
+                "--passphrase",
+                Some("RDV_PASSPHRASE"),
+                "give it in RDV_PASSPHRASE, or leave it out to be asked for it",
+            );
+            Some(Passphrase::new(p.as_str()))
+        }
         (Some(_), None) => None,
         (None, None) => read_passphrase_interactive()?,
     };
@@ -180,10 +200,24 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
 /// The deletion token from `--token`, `RDV_DELETE_TOKEN` or `--token-file`.
 pub(crate) fn read_token(a: &mut DeleteArgs) -> Result<DeleteToken> {
     let text = match (a.token.take(), &a.token_file) {
-        (Some(t), _) => zeroize::Zeroizing::new(t),
-        (None, Some(f)) => zeroize::Zeroizing::new(
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        ),
+        (Some(t), _) => {
+            let t = zeroize::Zeroizing::new(t);
+            crate::term::note_if_on_command_line(
+                &t,
+                "--token",
+                Some("RDV_DELETE_TOKEN"),
+                "give it in RDV_DELETE_TOKEN or with --token-file",
+            );
+            t
+        }
+        (None, Some(f)) => {
+            let bytes = crate::term::read_file_limited(f, 4096, "a deletion token")?;
+            zeroize::Zeroizing::new(
+                std::str::from_utf8(&bytes)
+                    .map_err(|_| anyhow!("{} is not text", f.display()))?
+                    .to_owned(),
+            )
+        }
         (None, None) => {
             anyhow::bail!("give the delete token with --token, --token-file or RDV_DELETE_TOKEN")
         }

@@ -254,10 +254,17 @@ pub(crate) fn read_answer_arg(
     file: Option<&Path>,
 ) -> Result<Option<Zeroizing<Vec<u8>>>> {
     let mut a = match (answer, file) {
-        (Some(a), _) => Zeroizing::new(Zeroizing::new(a).as_bytes().to_vec()),
-        (None, Some(f)) => {
-            Zeroizing::new(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)
+        (Some(a), _) => {
+            let a = Zeroizing::new(a);
+            crate::term::note_if_on_command_line(
+                &a,
+                "--answer",
+                Some("RDV_ANSWER"),
+                "give it in RDV_ANSWER or with --answer-file",
+            );
+            Zeroizing::new(a.as_bytes().to_vec())
         }
+        (None, Some(f)) => crate::term::read_file_limited(f, 64 * 1024, "an answer")?,
         (None, None) => return Ok(None),
     };
     while a.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {

@@ -30,7 +30,7 @@ impl Serialize for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+        crate::cli::parse_span(&s).map(Dur).map_err(|e| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a duration ({e}); write it like \"30s\", \"10m\" or \"7days\""
             ))

@@ -19,9 +19,17 @@ const STDIN_LIMIT: u64 = 64 * 1024;
 /// The payload from `--payload`, `--payload-file` or standard input, trailing newlines removed.
 pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
     let mut p = if let Some(p) = &a.payload {
+        if !p.is_empty() {
+            crate::term::note_if_on_command_line(
+                p,
+                "--payload",
+                None,
+                "give it with --payload-file or on standard input",
+            );
+        }
         p.as_bytes().to_vec()
     } else if let Some(f) = &a.payload_file {
-        std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+        crate::term::read_file_limited(f, STDIN_LIMIT, "a payload")?.to_vec()
     } else {
         if std::io::stdin().is_terminal() {
             note!("Type or paste the payload (your connection link), then press Ctrl-D:");
@@ -124,8 +132,14 @@ async fn take_back(
 pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     match given {
         Some("") => bail!("the passphrase is empty"),
-        Some(p) => {
-            let p = Passphrase::new(p);
+        Some(given) => {
+            crate::term::note_if_on_command_line(
+                given,
+                "--passphrase",
+                Some("RDV_PASSPHRASE"),
+                "give it in RDV_PASSPHRASE, or leave it out to get a generated one",
+            );
+            let p = Passphrase::new(given);
             if p.estimated_bits() < 50.0 {
                 eprintln!("WARNING: this passphrase looks weak (about {:.0} bits); whoever sees the link can guess it offline. Omit --passphrase to get a generated one.", p.estimated_bits());
             }

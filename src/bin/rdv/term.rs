@@ -219,6 +219,44 @@ pub(crate) fn read_passphrase_interactive() -> Result<Option<Passphrase>> {
     Ok((!p.is_empty()).then(|| Passphrase::new(p.as_str())))
 }
 
+/// Most bytes of one line read from standard input (a link, a token, a passphrase: a link of
+/// six servers is under 2 KiB).
+const LINE_LIMIT: u64 = 16 * 1024;
+
+/// The bytes of file `path`, refused when it holds more than `limit` (a symlink to an endless
+/// device, a wrong file given by mistake): read up to `limit + 1`, never the whole of it.
+pub(crate) fn read_file_limited(
+    path: &std::path::Path,
+    limit: u64,
+    what: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "{} is larger than {limit} bytes, far more than {what} holds",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// A secret given as `value` for `flag`: when it came from the command line (not from the
+/// environment variable `env` clap also reads it from), say that other users of the machine
+/// see it in the process list while rdv runs, and how to give it instead.
+pub(crate) fn note_if_on_command_line(value: &str, flag: &str, env: Option<&str>, instead: &str) {
+    let from_env = env.is_some_and(|v| std::env::var(v).is_ok_and(|e| e == value));
+    if !from_env {
+        crate::out::note!(
+            "note: {flag} on the command line is visible to other users of this machine (the process list) while rdv runs; {instead}"
+        );
+    }
+}
+
 /// A secret argument that may come from standard input: `None` or `-` reads one line.
 pub(crate) fn arg_or_stdin(
     value: Option<String>,
@@ -232,7 +270,12 @@ pub(crate) fn arg_or_stdin(
                 eprintln!("Paste the {what}, then press Enter:");
             }
             let mut line = zeroize::Zeroizing::new(String::new());
-            std::io::stdin().lock().read_line(&mut line)?;
+            // One line, bounded: `rdv accept < /dev/zero` must not read without end.
+            let n =
+                std::io::Read::take(std::io::stdin().lock(), LINE_LIMIT).read_line(&mut line)?;
+            if n as u64 >= LINE_LIMIT && !line.ends_with('\n') {
+                anyhow::bail!("the {what} on standard input is longer than {LINE_LIMIT} bytes");
+            }
             let t = zeroize::Zeroizing::new(line.trim().to_string());
             if t.is_empty() {
                 anyhow::bail!(

@@ -416,7 +416,8 @@ async fn wait_for(
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     let before_first_look =
         std::time::Duration::from_secs(from.map_or(0, |f| f.saturating_sub(now)));
-    let until = tokio::time::Instant::now() + before_first_look + wait;
+    let span = rdv::proto::schedule::MAX_SPAN;
+    let until = tokio::time::Instant::now() + before_first_look.min(span) + wait.min(span);
     loop {
         match agent
             .call(&Request::Collect {

@@ -262,6 +262,28 @@ async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
             rdv::agent::state::create_private_dir(dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
+        // A directory others may enter or write to would let them at the socket in the moment
+        // before it is made 0600, or replace it: refused, not changed (it may not be ours).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir_shown = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let mode = std::fs::metadata(dir_shown)
+                .with_context(|| format!("reading {}", dir_shown.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "the socket's directory {} is open to others (mode {:o}); give --socket a path in a private directory (chmod 700), or one that does not exist yet (it is then created private)",
+                    dir_shown.display(),
+                    mode & 0o777
+                );
+            }
+        }
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         #[cfg(unix)]

@@ -27,7 +27,7 @@ pub(crate) struct AgentArgs {
     /// Tolerated clock difference with a server (as `rdv offer --max-skew`): bucket IDs dated
     /// further from this machine's clock are refused, and a bucket counts as closed to every
     /// client this long after its open window (held offers and the first looks wait for that).
-    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) max_skew: Duration,
     /// Cover traffic: decoy mailboxes started per hour, at random moments, on the servers the
     /// agent knows. Each is a mailbox nobody uses, looked into as a waiting initiator looks into

@@ -171,15 +171,15 @@ pub(crate) struct TransportArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) tor_dir: Option<PathBuf>,
     /// Timeout for Tor bootstrap.
-    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3m", value_parser = parse_span)]
     pub(crate) bootstrap_timeout: Duration,
     /// Timeout for reaching the server, all attempts together (descriptor lookup, circuits,
     /// connect).
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = parse_span)]
     pub(crate) connect_timeout: Duration,
     /// Timeout of one connection attempt over the embedded Tor; a lost rendezvous is retried
     /// within --connect-timeout.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_span)]
     pub(crate) attempt_timeout: Duration,
 }
 
@@ -232,10 +232,10 @@ pub(crate) struct OfferArgs {
     /// machine's clock are refused. Also the margin after a bucket's open window before it
     /// counts as closed to every client (other clients may still store into it until then):
     /// --hold and the first look for an answer wait for that, whatever time the server claims.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = parse_span)]
     pub(crate) max_skew: Duration,
     /// Longest open window accepted from a server.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_span)]
     pub(crate) max_window: Duration,
     #[command(flatten)]
     pub(crate) stamps: StampArgs,
@@ -265,14 +265,14 @@ pub(crate) struct OfferArgs {
     /// on an `answer:` line). No look comes before the bucket closes: the first look at a new
     /// mailbox would tell the server which link is yours. With --state too, the state file's keys
     /// are replaced by a one-line note saying when the answer was collected once it is in.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "expect_answer", help_heading = "Answer")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, requires = "expect_answer", help_heading = "Answer")]
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
     /// With --agent: the agent deletes the link this long after its bucket closes, whatever
     /// happens to it. Decided now, the delete's time tells the server nothing about the
     /// accepter's fetch or answer (a delete after the answer does; docs/ANONYMITY.md).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "agent", help_heading = "Agent")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, requires = "agent", help_heading = "Agent")]
     pub(crate) delete_after_close: Option<Duration>,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
@@ -319,9 +319,19 @@ pub(crate) struct LookArgs {
     pub(crate) keep_link: bool,
 }
 
+/// A duration of at most ten years (`rdv::proto::schedule::MAX_SPAN`): no wait, window or
+/// pause of rdv's needs more, and time arithmetic past it could overflow.
+pub(crate) fn parse_span(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > rdv::proto::schedule::MAX_SPAN {
+        return Err("must be at most ten years".into());
+    }
+    Ok(d)
+}
+
 /// A poll interval: at least one second.
 pub(crate) fn parse_poll(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = parse_span(s)?;
     if d < Duration::from_secs(1) {
         return Err("must be at least 1s".into());
     }
@@ -346,7 +356,7 @@ pub(crate) struct CollectArgs {
     pub(crate) offer: Option<String>,
     /// Look for the answer for up to this long (from when the bucket closes, if it has not yet).
     /// Default: look once, now (refused before the bucket closes, unless --early).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
@@ -411,7 +421,7 @@ pub(crate) struct DeleteArgs {
     /// an hour), even across its restarts. The moment still follows your request: asked right
     /// after an answer, it still points to the answered link (rdv offer --agent
     /// --delete-after-close decides the delete at the offer instead).
-    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = humantime::parse_duration, requires = "agent")]
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = parse_span, requires = "agent")]
     pub(crate) later: Option<Duration>,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
@@ -426,4 +436,24 @@ pub(crate) struct InfoArgs {
     pub(crate) server: Option<String>,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_poll, parse_span};
+    use std::time::Duration;
+
+    /// Durations past ten years are refused at the flag: `--wait 10000years` was taken, the
+    /// link stored, and the command then panicked formatting a date past year 9999.
+    #[test]
+    fn durations_are_bounded_at_the_flag() {
+        assert_eq!(parse_span("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_span("3650days").is_ok());
+        for long in ["10000years", "500000000000y", "11years"] {
+            let e = parse_span(long).unwrap_err();
+            assert!(e.contains("ten years"), "{long}: {e}");
+            assert!(parse_poll(long).is_err());
+        }
+        assert!(parse_poll("500ms").is_err());
+    }
 }

@@ -45,10 +45,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "BACKEND", default_value = "redb")]
     pub(crate) store: String,
     /// How long a bucket accepts new links (e.g. 10m).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = super::parse_span)]
     pub(crate) open_window: Duration,
     /// How long buckets are kept (e.g. 7d).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = super::parse_span)]
     pub(crate) ttl: Duration,
     /// Most links stored at once; further stores are refused until buckets expire. Default: half
     /// of the space the store can use (free disk space plus its own files), at 1 KiB per link,
@@ -73,13 +73,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 8192)]
     pub(crate) waiting_room: usize,
     /// Close connections idle this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::parse_span)]
     pub(crate) idle_timeout: Duration,
     /// Requests per second allowed on one connection (burst: twice that).
     #[arg(long, default_value_t = 20)]
     pub(crate) rate: u32,
     /// How often expired buckets are garbage-collected.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = super::parse_span)]
     pub(crate) gc_interval: Duration,
     /// Expired buckets removed per GC transaction; stores wait at most one such transaction.
     #[arg(long, default_value_t = 1000)]
@@ -92,7 +92,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 32, hide = true)]
     pub(crate) max_seq: u16,
     /// Give up if Tor has not bootstrapped after this long.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = super::parse_span)]
     pub(crate) bootstrap_timeout: Duration,
     /// Streams one Tor circuit may have open at once; a circuit that opens more is closed (an
     /// honest client uses one per circuit).
@@ -182,15 +182,15 @@ pub(crate) struct ServeArgs {
     pub(crate) adversary_stamp_budget: usize,
     /// How often the server checks, through Tor on a circuit of its own, that its onion service
     /// answers (once it has answered; before that, every 10 s).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    #[arg(long, default_value = "5m", value_parser = super::parse_span, help_heading = "Health")]
     pub(crate) probe_interval: Duration,
     /// Log a warning when the onion service has been unreachable this long (repeated as long as
     /// it stays so).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, help_heading = "Health")]
+    #[arg(long, default_value = "5m", value_parser = super::parse_span, help_heading = "Health")]
     pub(crate) warn_unreachable_after: Duration,
     /// Exit with an error when the onion service has been unreachable this long (since the start
     /// or the last success), so that a supervisor restarts the server. Default: keep running.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Health")]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_span, help_heading = "Health")]
     pub(crate) exit_when_unreachable: Option<Duration>,
 }
 
