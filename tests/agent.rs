@@ -649,6 +649,14 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     let gone = run_rdv(&["--json", "accept", "--direct", link], None, &[]);
     let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
     assert_eq!(e["error"]["code"], "no_match", "{e}");
+    // Deleting only some kind of links marks them: the command says to give every offer the
+    // same delay.
+    let out = offer_via(&agent, &addr, "q", &["--delete-after-close", "1h"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("give every offer the same --delete-after-close"),
+        "{e}"
+    );
 }
 
 /// `--min-k` through the agent is carried out, not ignored: a link that hides among fewer

@@ -344,6 +344,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
                 "the agent deletes the link at {} (a fixed time after its bucket's close)",
                 humantime::format_rfc3339_seconds(when)
             );
+            note!("note: give every offer the same --delete-after-close, those without --expect-answer too: deletes at a fixed time after the close of only the links that expect an answer (or only of some other kind) tell the server which links those are (docs/ANONYMITY.md)");
         } else if a.delete_after_close.is_some() {
             note!("no delete scheduled: the link expires before that time");
         }
