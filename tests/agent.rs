@@ -538,6 +538,11 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
             81,
             serde_json::json!({"op": "forget", "offer": "o0123456789abcdef"}),
         ),
+        // An empty payload, refused as by the command line (it was stored).
+        (
+            83,
+            serde_json::json!({"op": "offer", "servers": ["127.0.0.1:1"], "payload": "", "kdf": "test"}),
+        ),
     ] {
         let r = api.call(id, body);
         assert_eq!(r["ok"], false, "{r}");
@@ -589,7 +594,7 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
         .args(["agent", "--direct", "--check", "--state-dir"])
         .arg(&open)
         .arg("--socket")
-        .arg(dir.path().join("other.sock"))
+        .arg(dir.path().join("run-other").join("other.sock"))
         .output()
         .unwrap();
     assert!(!refused.status.success());
@@ -599,7 +604,7 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
         .args(["agent", "--direct", "--check", "--state-dir"])
         .arg(dir.path().join("state3"))
         .arg("--socket")
-        .arg(dir.path().join("check.sock"))
+        .arg(dir.path().join("run-check").join("check.sock"))
         .output()
         .unwrap();
     assert!(
@@ -1414,7 +1419,7 @@ fn an_unreadable_state_file_is_named_and_skipped() {
         .args(["agent", "--direct", "--check", "--state-dir"])
         .arg(&state)
         .arg("--socket")
-        .arg(dir.path().join("check.sock"))
+        .arg(dir.path().join("run-check").join("check.sock"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&check.stderr);

@@ -92,6 +92,21 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
+    // A stray word (`rdv delete LINK TOKEN`) may be a secret given in the wrong place: the
+    // error names no value, so that it reaches neither the terminal nor a log of the output.
+    let stray = e.kind() == ErrorKind::UnknownArgument
+        && matches!(
+            e.get(clap::error::ContextKind::InvalidArg),
+            Some(clap::error::ContextValue::String(a)) if !a.starts_with('-')
+        );
+    if stray {
+        let message = "unexpected argument (not shown: it may be a secret, such as a deletion token or a passphrase, given in the wrong place); see --help";
+        if json {
+            out::emit_error(None, "usage", "bad-input", message);
+        }
+        eprintln!("error: {message}");
+        return ExitCode::from(USAGE_EXIT);
+    }
     if informational || !json {
         e.exit();
     }

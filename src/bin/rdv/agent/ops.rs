@@ -471,6 +471,10 @@ impl Agent {
         if r.servers.is_empty() {
             return Err(bad_input("give at least one server"));
         }
+        if r.payload.is_empty() {
+            // As the command line: an empty link would reach the accepter as nothing.
+            return Err(bad_input("the payload is empty"));
+        }
         let servers = r
             .servers
             .iter()
