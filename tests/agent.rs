@@ -1205,6 +1205,15 @@ fn connections_beyond_the_cap_are_turned_away_with_a_reason() {
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["error"]["code"], "agent_busy", "{e}");
     drop(held.pop());
+    served_again(
+        &agent,
+        "a closed connection's place was not given to the next",
+    );
+}
+
+/// Wait (at most 30 s) until a new connection is served a `status` again rather than turned
+/// away with `agent_busy`; fail saying `why` otherwise.
+fn served_again(agent: &AgentProcess, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut again = agent.api();
@@ -1212,13 +1221,10 @@ fn connections_beyond_the_cap_are_turned_away_with_a_reason() {
         let r = again.line();
         if r["id"] == 7 {
             assert_eq!(r["ok"], true, "{r}");
-            break;
+            return;
         }
         assert_eq!(r["error"]["code"], "agent_busy", "{r}");
-        assert!(
-            Instant::now() < deadline,
-            "a closed connection's place was not given to the next"
-        );
+        assert!(Instant::now() < deadline, "{why}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -1237,21 +1243,7 @@ fn connections_that_subscribed_and_left_give_their_place_back() {
         assert_eq!(r["ok"], true, "connection {i}: {r}");
         drop(api);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut api = agent.api();
-        api.send(r#"{"id": 1, "op": "status"}"#);
-        let r = api.line();
-        if r["id"] == 1 {
-            assert_eq!(r["ok"], true, "{r}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections that left still hold their places: {r}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    served_again(&agent, "connections that left still hold their places");
 }
 
 /// An answer the agent hands to a `collect` whose client is gone before the reply reaches it

@@ -406,6 +406,18 @@ async fn hostile_fetch_answers_are_refused() {
 /// An offer that expects an answer goes only to a server with mailboxes: against a version-1
 /// server nothing is stored. A server that claims a version never offered, or answers a mailbox
 /// fetch with something else, is a protocol error.
+/// An offer of `c`'s that expects an answer, and what collecting it needs.
+async fn offer_expecting_answer(c: &Client) -> (Offer, rdv::client::PendingAnswer) {
+    c.offer_expecting_answer(
+        &pipe_addr(),
+        b"q",
+        Passphrase::new("pw-pw-pw"),
+        KdfProfile::Test,
+    )
+    .await
+    .unwrap()
+}
+
 /// An offer expecting an answer on an honest in-memory server, to be answered or collected
 /// against a broken one: the offer, its pending answer, and the honest server's client.
 async fn with_an_honest_server() -> (Offer, rdv::client::PendingAnswer, Client) {
@@ -414,15 +426,7 @@ async fn with_an_honest_server() -> (Offer, rdv::client::PendingAnswer, Client) 
         rdv::server::ServerConfig::default(),
         Arc::new(ManualClock::new(T0)),
     );
-    let (offer, pending) = c
-        .offer_expecting_answer(
-            &pipe_addr(),
-            b"q",
-            Passphrase::new("pw-pw-pw"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting_answer(&c).await;
     (offer, pending, c)
 }
 
@@ -473,15 +477,7 @@ async fn a_server_that_lies_about_its_time_cannot_bring_the_close_forward() {
         ClientConfig::default(),
         Arc::new(clock.clone()),
     );
-    let (offer, pending) = client
-        .offer_expecting_answer(
-            &pipe_addr(),
-            b"q",
-            Passphrase::new("pw-pw-pw"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting_answer(&client).await;
     assert_eq!(offer.bucket.created, T0);
     let closed = T0 + window + rdv::proto::ClientPolicy::default().max_skew_secs + 1;
     assert_eq!(

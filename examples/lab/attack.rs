@@ -48,7 +48,8 @@ pub struct Linking {
 }
 
 /// The attack on one accept: a fetch at `fetched` of bucket `bucket` whose true link is
-/// `target`; `close` is when each bucket's window closed.
+/// `target`; `close` is when each bucket counts as closed to every client (its window's end
+/// plus the client policy's skew: when a held link is handed over).
 pub fn link(
     links: &[StoredLink],
     close: &[f64],

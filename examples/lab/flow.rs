@@ -293,8 +293,11 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
                 let next = buckets.len();
                 let b = *buckets.entry(offer.bucket).or_insert(next);
                 if b == view.close.len() {
-                    view.close
-                        .push((offer.bucket.created - T0 + r.window) as f64);
+                    // The moment the client acts on (its hand-over with --hold, its first
+                    // look, a delete after the close): the bucket closed to every client, from
+                    // the bucket ID and the policy, as the library computes it.
+                    debug_assert!(offer.closes_at >= offer.bucket.created + r.window);
+                    view.close.push((offer.closes_at - T0) as f64);
                 }
                 view.links.push(StoredLink {
                     stored: at_now(now),

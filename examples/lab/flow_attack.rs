@@ -44,7 +44,9 @@ pub struct MailboxRequest {
 #[derive(Clone, Debug, Default)]
 pub struct FlowView {
     pub links: Vec<StoredLink>,
-    /// When each bucket's window closed.
+    /// When each bucket counts as closed to every client: its window's end plus the client
+    /// policy's allowed skew (and a second), the moment clients act on. The server knows the
+    /// policy, so the attacker knows it too.
     pub close: Vec<f64>,
     pub fetches: Vec<Fetch>,
     pub puts: Vec<MailboxRequest>,

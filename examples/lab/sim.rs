@@ -136,6 +136,8 @@ pub async fn run(m: &Model) -> Result<Outcome> {
     let mut links: Vec<StoredLink> = Vec::with_capacity(n);
     let mut buckets: HashMap<rdv::proto::BucketId, usize> = HashMap::new();
     let mut close: Vec<f64> = Vec::new();
+    // When each bucket counts as closed to every client (the hand-over with --hold).
+    let mut closed_to_all: Vec<f64> = Vec::new();
     let mut accepted_at: HashMap<usize, f64> = HashMap::new();
     let mut outcome = Outcome::default();
     let mut now = 0u64;
@@ -169,13 +171,18 @@ pub async fn run(m: &Model) -> Result<Outcome> {
                 let b = *buckets.entry(offer.bucket).or_insert(next);
                 if b == close.len() {
                     close.push((offer.bucket.created - T0 + m.window) as f64);
+                    closed_to_all.push((offer.closes_at - T0) as f64);
                 }
                 links.push(StoredLink {
                     stored: at_now(now),
                     bucket: b,
                     deleted: None,
                 });
-                let handed = if m.timing.hold { close[b] } else { now as f64 };
+                let handed = if m.timing.hold {
+                    closed_to_all[b]
+                } else {
+                    now as f64
+                };
                 let accept = handed + exp_sample(&mut rng, m.timing.mean_accept_delay);
                 queue.push(Reverse((accept.ceil() as u64, Event::Accept(i))));
                 offers.push(offer);
@@ -234,7 +241,7 @@ pub async fn run(m: &Model) -> Result<Outcome> {
     for (i, at) in accepted {
         outcome.accepts.push(attack::link(
             &links,
-            &close,
+            &closed_to_all,
             links[i].bucket,
             at,
             i,
