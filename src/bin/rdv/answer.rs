@@ -104,7 +104,7 @@ pub(crate) fn warn_costs(look: &LookArgs) {
         eprintln!("warning: --early looks into the mailbox before the bucket closes: the first look, seconds after your store, tells the server which link the mailbox belongs to, and the accepter's answer then which fetch accepted your link; in the lab an answered link's effective anonymity set fell from 51 to 11 (docs/ANONYMITY.md, \"The answer flow\")");
     }
     if look.delete_now {
-        eprintln!("warning: --delete-now deletes the link right after the answer is in: the delete names your link and ties it to the accepter's answer, hence to the fetch that accepted it; in the lab an answered link's effective anonymity set fell from 51 to 2, the server's first guess right 97 % of the time (docs/ANONYMITY.md, \"The answer flow\"). Without it the link expires by itself.");
+        eprintln!("warning: --delete-now deletes the link right after the answer is in: the delete names your link and ties it to the accepter's answer, hence to the fetch that accepted it; in the lab an answered link's effective anonymity set fell from 51 to 2, the server's first guess right 95 % of the time (docs/ANONYMITY.md, \"The answer flow\"). Without it the link expires by itself.");
     }
     if look.poll_every < SHORT_MEAN_LOOK {
         eprintln!("warning: --poll-every {}: every look is a Tor circuit and a request the server sees; looks this frequent make the moment you collect follow the accepter's answer within seconds (it costs no anonymity while the link is left to expire, and more with --delete-now)", humantime::format_duration(look.poll_every));
