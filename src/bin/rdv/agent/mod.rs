@@ -421,7 +421,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         note!("agent: looking after {resumed} offer(s) kept from an earlier run");
     }
     for (id, d) in deletes.kept {
-        agent.delete_later(id, d);
+        agent.resume_delete(id, d);
     }
     if agent.cover.any() {
         tokio::spawn(agent.clone().cover());

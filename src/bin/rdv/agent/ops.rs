@@ -182,38 +182,34 @@ impl Agent {
         self.event(event::DELETED, f);
     }
 
-    /// Carry out the later delete `id` at its moment, then forget it. A moment that passed
-    /// while the agent was not running, and a failure that may pass (Tor, the server), get a
-    /// fresh moment of their own, 5 to 60 minutes later ([`late_delete_at`]), until the link has
-    /// surely expired.
+    /// A later delete kept from an earlier run of the agent: one whose moment passed while the
+    /// agent was not running gets a fresh moment of its own, 5 to 60 minutes from now
+    /// ([`late_delete_at`], written back), not at once together with the others missed and the
+    /// looks the start resumes; one whose link has surely expired is dropped.
+    pub(super) fn resume_delete(self: &Arc<Self>, id: String, mut d: LaterDelete) {
+        let now = now();
+        if d.at < now {
+            match late_delete_at(now, d.at, rand::random()) {
+                Some(t) => {
+                    d.at = t;
+                    if let Err(e) = self.state.save_delete(&id, &d) {
+                        tracing::warn!(error = %rdv::config::report(&e), "a late delete's new moment could not be kept");
+                    }
+                }
+                None => return self.delete_done(&id, None),
+            }
+        }
+        self.delete_later(id, d);
+    }
+
+    /// Carry out the later delete `id` at its moment, then forget it. A failure that may pass
+    /// (Tor, the server) is tried again at a fresh moment of its own, 5 to 60 minutes later
+    /// ([`late_delete_at`]), until the link has surely expired.
     pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
         let me = self.clone();
         let key = id.clone();
         let task = tokio::spawn(async move {
-            let mut at = d.at;
-            if at < now() {
-                // Missed while the agent was not running: at a fresh moment of its own, not
-                // at once together with the others missed and the looks the start resumes.
-                match late_delete_at(now(), d.at, rand::random()) {
-                    Some(t) => {
-                        at = t;
-                        let moved = LaterDelete {
-                            at,
-                            link: d.link.clone(),
-                            token: d.token.clone(),
-                        };
-                        if let Err(e) = me.state.save_delete(&id, &moved) {
-                            tracing::warn!(error = %rdv::config::report(&e), "a late delete's new moment could not be kept");
-                        }
-                    }
-                    None => {
-                        // Its link has surely expired: nothing is left to delete.
-                        me.delete_done(&id, None);
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(at.saturating_sub(now()))).await;
+            tokio::time::sleep(Duration::from_secs(d.at.saturating_sub(now()))).await;
             let parsed = RdvLink::parse(d.link.trim())
                 .ok()
                 .zip(DeleteToken::parse(d.token.trim()));
