@@ -1035,12 +1035,7 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
     );
     next_event(&mut events, "stored");
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
-    let stopped = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let status = agent.child.wait().unwrap();
+    let status = stop(&mut agent);
     assert!(status.success(), "the agent stopped with {status}");
     assert_eq!(
         metric(m, "rdv_links_stored"),
@@ -1068,6 +1063,35 @@ fn metric_reaches(m: SocketAddr, name: &str, want: f64) {
     }
 }
 
+/// A server with its metrics endpoint, behind a proxy that delays each direction by a second,
+/// as over Tor.
+struct SlowServer {
+    _server: ServerProcess,
+    /// Its metrics endpoint.
+    metrics: SocketAddr,
+    /// The proxy's address, for the agent.
+    proxy: SocketAddr,
+    /// Runs the proxy.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl SlowServer {
+    fn start(dir: &Path) -> Self {
+        let (server, metrics) = server_with_metrics(&dir.join("data"));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let proxy = rt.block_on(common::proxy::latency_proxy(
+            server.addr,
+            Duration::from_secs(1),
+        ));
+        SlowServer {
+            _server: server,
+            metrics,
+            proxy,
+            _rt: rt,
+        }
+    }
+}
+
 /// SIGTERM to the agent; its exit status.
 fn stop(agent: &mut AgentProcess) -> std::process::ExitStatus {
     let sent = Command::new("kill")
@@ -1085,12 +1109,8 @@ fn stop(agent: &mut AgentProcess) -> std::process::ExitStatus {
 #[test]
 fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, m) = server_with_metrics(&dir.path().join("data"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = rt.block_on(common::proxy::latency_proxy(
-        srv.addr,
-        Duration::from_secs(1),
-    ));
+    let slow = SlowServer::start(dir.path());
+    let (m, proxy) = (slow.metrics, slow.proxy);
     let offer = serde_json::json!({"id": 1, "op": "offer", "servers": [proxy.to_string()],
         "payload": "p", "kdf": "test"})
     .to_string();
@@ -1131,7 +1151,7 @@ fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
         1.0,
         "the link of an offer whose reply reached nobody stays on the server"
     );
-    drop(rt);
+    drop(slow);
 }
 
 /// A request other than an offer that the agent has taken when it is told to stop finishes
@@ -1142,12 +1162,8 @@ fn an_agent_stopped_between_a_store_and_its_reply_loses_no_link_to_nobody() {
 #[test]
 fn an_agent_stopped_during_a_delete_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, m) = server_with_metrics(&dir.path().join("data"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = rt.block_on(common::proxy::latency_proxy(
-        srv.addr,
-        Duration::from_secs(1),
-    ));
+    let slow = SlowServer::start(dir.path());
+    let (m, proxy) = (slow.metrics, slow.proxy);
     let mut agent = AgentProcess::start(dir.path(), &[]);
     let mut api = agent.api();
     let stored = api.call(
@@ -1171,7 +1187,7 @@ fn an_agent_stopped_during_a_delete_finishes_it() {
         0.0,
         "the link the command took back stays on the server"
     );
-    drop(rt);
+    drop(slow);
 }
 
 /// More connections than the agent serves at once: the one too many is told `agent_busy` (the

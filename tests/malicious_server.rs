@@ -525,6 +525,13 @@ async fn the_answer_channel_against_old_and_broken_servers() {
     assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
 }
 
+/// Answer `reply` through the evil server in `mode`: the error, and what the server saw.
+async fn answer_against(mode: Evil, reply: &rdv::client::ReplyTo) -> (AnswerError, Arc<Seen>) {
+    let (connector, seen) = evil_server(mode);
+    let e = client_for(connector).answer(reply, b"a").await.unwrap_err();
+    (e, seen)
+}
+
 /// An answer's stamp (protocol version 4) against a hostile server: a challenge asking more
 /// work than the client allows is refused before anything is sent, a server that refuses every
 /// stamp gets the answer twice (a new challenge once) and then an error, not an endless loop,
@@ -534,11 +541,7 @@ async fn stamped_answers_against_a_hostile_server() {
     let (offer, _, c) = with_an_honest_server().await;
     let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
 
-    let (connector, seen) = evil_server(Evil::HugeAnswerEffort);
-    let e = client_for(connector)
-        .answer(&reply, b"a")
-        .await
-        .unwrap_err();
+    let (e, seen) = answer_against(Evil::HugeAnswerEffort, &reply).await;
     assert!(
         matches!(
             e,
@@ -549,11 +552,7 @@ async fn stamped_answers_against_a_hostile_server() {
     assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
     assert_eq!(seen.answers.load(Ordering::SeqCst), 0, "an answer was sent");
 
-    let (connector, seen) = evil_server(Evil::RefusesAnswerStamps);
-    let e = client_for(connector)
-        .answer(&reply, b"a")
-        .await
-        .unwrap_err();
+    let (e, seen) = answer_against(Evil::RefusesAnswerStamps, &reply).await;
     assert!(
         matches!(
             e,
@@ -566,11 +565,7 @@ async fn stamped_answers_against_a_hostile_server() {
     );
     assert_eq!(seen.answers.load(Ordering::SeqCst), 2);
 
-    let (connector, _) = evil_server(Evil::WrongAnswerChallenge);
-    let e = client_for(connector)
-        .answer(&reply, b"a")
-        .await
-        .unwrap_err();
+    let (e, _) = answer_against(Evil::WrongAnswerChallenge, &reply).await;
     assert!(
         matches!(e, AnswerError::Connection(ConnectionError::Protocol(_))),
         "{e:?}"

@@ -99,8 +99,9 @@ fn print_line(v: &Value) {
 fn terminal_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        let risky = c == '\u{7f}'
-            || ('\u{80}'..='\u{9f}').contains(&c)
+        // What `term::escape_for_terminal` escapes (serde_json already did C0), and the line
+        // separators.
+        let risky = c.is_control()
             || rdv::proto::wire::is_bidi_control(c)
             || c == '\u{2028}'
             || c == '\u{2029}';

@@ -61,7 +61,7 @@ fn refuse_look(look: &crate::cli::LookArgs) -> Result<()> {
             (look.early, "--early"),
             (look.delete_now, "--delete-now"),
             (
-                look.poll_every != std::time::Duration::from_secs(30),
+                look.poll_every != rdv::proto::schedule::LookSchedule::default().mean,
                 "--poll-every",
             ),
         ],
