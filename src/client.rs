@@ -138,6 +138,12 @@ pub struct Offer {
     /// the server's `server_time` is not used, so a server that lies about it cannot make a
     /// client hand a link over, or look for its answer, while the bucket still takes links.
     pub closes_at: u64,
+    /// When the link has expired on every server it went to (unix seconds, taken on this
+    /// machine's clock): the latest over the copies of the bucket's creation time plus the
+    /// server's link lifetime. After it no accepter can fetch the link, so no answer comes and
+    /// nothing is left to delete. Like [`Offer::closes_at`] it does not use the server's
+    /// `server_time`.
+    pub expires_at: u64,
 }
 
 impl std::fmt::Debug for Offer {
@@ -147,6 +153,7 @@ impl std::fmt::Debug for Offer {
             .field("bucket", &"[redacted]")
             .field("server_info", &self.server_info)
             .field("closes_at", &self.closes_at)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }
@@ -558,6 +565,7 @@ impl Client {
             delete_token: token,
             server_info: info,
             closes_at: closes_here,
+            expires_at: id.created.saturating_add(info.ttl_secs),
         };
         Ok((offer, key, closes_here))
     }

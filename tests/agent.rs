@@ -2,8 +2,8 @@
 //! agent (offer, accept with an answer, collect), an offer's answer collected after the agent
 //! was killed mid-wait and started again, later deletes, cover traffic the server can see, the
 //! API against bad input and other users, offers whose reply reaches nobody, a client that
-//! reads no replies, many memory-hard offers at once, a damaged state file, and stops that
-//! finish what is in flight.
+//! reads no replies, many memory-hard offers at once, a damaged state file, a server lying about
+//! its time, and stops that finish what is in flight.
 
 mod common;
 
@@ -662,6 +662,51 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
         e.contains("give every offer the same --delete-after-close"),
         "{e}"
     );
+}
+
+/// A server that says its time is later than it is cannot make the agent drop a delete it was
+/// asked for at the offer: the link's end, like the bucket's close, comes from the bucket's ID
+/// and the server's link lifetime on this machine's clock. Before, the agent took the end from
+/// the server's time, found the delete's moment past it, and never deleted the link.
+#[test]
+fn a_server_lying_about_its_time_cannot_cancel_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Eight days ahead: past the link lifetime (seven days) of the server.
+    let proxy = rt.block_on(common::proxy::time_lying_proxy(srv.addr, 8 * 86_400));
+    let addr = proxy.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let offered = offer_via(
+        &agent,
+        &addr,
+        "p",
+        &["--json", "--delete-after-close", "1s"],
+    );
+    let o: Value = serde_json::from_slice(&offered.stdout).unwrap();
+    assert_eq!(o["ok"], true, "{o}");
+    assert!(o["delete_at"].is_u64(), "no delete was scheduled: {o}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        assert!(Instant::now() < deadline, "no delete within 60 s");
+        let l = api.line();
+        if l["event"] == "deleted" {
+            break l;
+        }
+    };
+    assert_eq!(event["deleted"], true, "{event}");
+    let gone = run_rdv(
+        &["--json", "accept", "--direct", o["link"].as_str().unwrap()],
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_match", "{e}");
 }
 
 /// `--min-k` through the agent is carried out, not ignored: a link that hides among fewer

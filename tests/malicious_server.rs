@@ -489,6 +489,11 @@ async fn a_server_that_lies_about_its_time_cannot_bring_the_close_forward() {
         closed,
         "the first look would come while the bucket is open"
     );
+    // Nor can it bring the link's end forward: the agent would stop looking for its answer, and
+    // drop a delete it was asked for, an hour early.
+    let ttl = rdv::store::StoreParams::default().ttl_secs;
+    assert_eq!(offer.expires_at, T0 + ttl, "the link's end moved");
+    assert_eq!(pending.link_expires(), T0 + ttl);
 }
 
 #[tokio::test(start_paused = true)]

@@ -277,10 +277,7 @@ impl Client {
             token: offer.delete_token.clone(),
             key,
             secret,
-            link_expires: offer
-                .bucket
-                .created
-                .saturating_add(offer.server_info.ttl_secs),
+            link_expires: offer.expires_at,
         };
         Ok((offer, pending))
     }

@@ -108,6 +108,9 @@ impl Client {
                         locator: s.id.locator(),
                     });
                     all_closes.push(s.closes_here);
+                    offer.expires_at = offer
+                        .expires_at
+                        .max(s.id.created.saturating_add(s.info.ttl_secs));
                 }
                 Err(e) => {
                     self.take_back(&offer, &stored).await;

@@ -61,3 +61,39 @@ pub async fn latency_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
     });
     addr
 }
+
+/// Start a proxy to the rdv server at `target` that tells every client the server's time is
+/// `ahead` seconds later than the server says (every `Info`'s `server_time`), and passes
+/// everything else on unchanged: a server lying about its time. It runs until the runtime ends.
+/// Returns the address clients connect to.
+pub async fn time_lying_proxy(target: SocketAddr, ahead: u64) -> SocketAddr {
+    use rdv::framed::{read_msg, write_msg};
+    use rdv::proto::{Request, Response};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                // One answer to each request, in order, as the protocol has it.
+                while let Ok(req) = read_msg::<Request, _>(&mut client, 1 << 20).await {
+                    if write_msg(&mut server, &req, u32::MAX).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut resp) = read_msg::<Response, _>(&mut server, u32::MAX).await else {
+                        return;
+                    };
+                    if let Response::Info(info) = &mut resp {
+                        info.server_time = info.server_time.saturating_add(ahead);
+                    }
+                    if write_msg(&mut client, &resp, u32::MAX).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

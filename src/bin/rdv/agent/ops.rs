@@ -620,16 +620,10 @@ impl Agent {
         pending: Option<PendingAnswer>,
         key: u64,
     ) -> Result<Value> {
-        let info = offer.server_info;
         // When every copy's bucket is closed to every client, on this machine's clock.
         let closes_at = offer.closes_at;
-        let expires = now().saturating_add(
-            offer
-                .bucket
-                .created
-                .saturating_add(info.ttl_secs)
-                .saturating_sub(info.server_time),
-        );
+        // When the link has expired everywhere, on this machine's clock too.
+        let expires = offer.expires_at;
         for (server, locator) in offer.link.servers() {
             self.remember(server, locator, expires);
         }
