@@ -95,6 +95,34 @@ fn a_swapped_one_channel_link_fails_on_the_command_line() {
     );
 }
 
+/// A KDF profile that makes offline guessing cheap is named on stderr, whatever its spelling:
+/// `test`, and explicit parameters asking less than `moderate`.
+#[test]
+fn a_weak_kdf_profile_gets_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    for (kdf, says) in [
+        (
+            "test",
+            "the 'test' KDF profile makes passphrase guessing cheap",
+        ),
+        (
+            "argon2id:m=64,t=2,p=4",
+            "the KDF profile argon2id:m=64,t=2,p=4 asks less work than 'moderate'",
+        ),
+    ] {
+        let out = rdv(
+            &["offer", "--direct", &addr, "--payload", "p", "--kdf", kdf],
+            None,
+            &[],
+        );
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{e}");
+        assert!(e.contains(says), "{kdf}: {e}");
+    }
+}
+
 #[test]
 fn control_characters_in_a_payload_are_escaped_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();

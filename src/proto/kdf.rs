@@ -24,6 +24,18 @@ pub struct KdfParams {
     pub p: u32,
 }
 
+impl KdfParams {
+    /// Whether one guess at a passphrase costs an offline attacker less under these parameters
+    /// than under the `moderate` profile (OWASP's minimum for Argon2id): less memory times
+    /// passes. Lanes do not count: they split the same memory and passes, and an attacker
+    /// guessing many passphrases at once gains nothing from them.
+    pub fn is_weak(&self) -> bool {
+        let moderate = KdfProfile::Moderate.params();
+        u64::from(self.m_kib) * u64::from(self.t)
+            < u64::from(moderate.m_kib) * u64::from(moderate.t)
+    }
+}
+
 /// A named set of KDF parameters, as written in a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KdfProfile {
@@ -303,6 +315,19 @@ pub fn derive_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_below_moderate_are_weak() {
+        assert!(!KdfProfile::Default.params().is_weak());
+        assert!(!KdfProfile::Moderate.params().is_weak());
+        assert!(KdfProfile::Test.params().is_weak());
+        let custom = |s: &str| KdfProfile::parse(s).unwrap().params();
+        // Memory times passes decides, not lanes.
+        assert!(custom("argon2id:m=8,t=1,p=8").is_weak());
+        assert!(custom("argon2id:m=19455,t=2,p=1").is_weak());
+        assert!(!custom("argon2id:m=9728,t=4,p=1").is_weak());
+        assert!(!custom("argon2id:m=262144,t=1,p=4").is_weak());
+    }
 
     #[test]
     fn profiles_round_trip_through_text() {

@@ -128,6 +128,16 @@ async fn take_back(
     CliError::new(code, rdv::client::ErrorKind::Local, msg).into()
 }
 
+/// Say on stderr what a KDF profile below `moderate` costs: whoever sees the link guesses its
+/// passphrase cheaply offline.
+pub(crate) fn warn_if_weak(kdf: KdfProfile) {
+    if kdf == KdfProfile::Test {
+        eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
+    } else if kdf.params().is_weak() {
+        eprintln!("WARNING: the KDF profile {kdf} asks less work than 'moderate' (19 MiB, 2 passes); whoever sees the link can guess its passphrase cheaply offline.");
+    }
+}
+
 /// The given passphrase (warned about when weak) or a generated one.
 pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     match given {
@@ -173,9 +183,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let server = servers[0].clone();
     let kdf = KdfProfile::parse(&a.kdf).context("--kdf")?;
     rdv::proto::kdf::check_profile(kdf, &rdv::proto::KdfLimits::default()).context("--kdf")?;
-    if kdf == KdfProfile::Test {
-        eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
-    }
+    warn_if_weak(kdf);
     if a.expect_answer && a.state.is_none() && a.wait.is_none() {
         bail!("--expect-answer needs --wait DURATION (wait for the answer here) or --state FILE (collect it later with rdv collect), or both");
     }

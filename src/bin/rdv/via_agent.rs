@@ -252,8 +252,8 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         bail!("--state has no use with --agent: the agent keeps the offer's state itself (collect the answer with rdv collect --agent --offer ID)");
     }
     refuse_look(&a.look)?;
-    if rdv::proto::KdfProfile::parse(&a.kdf).ok() == Some(rdv::proto::KdfProfile::Test) {
-        eprintln!("WARNING: the 'test' KDF profile makes passphrase guessing cheap; use it for tests only.");
+    if let Ok(kdf) = rdv::proto::KdfProfile::parse(&a.kdf) {
+        crate::offer::warn_if_weak(kdf);
     }
     // Checked before anything is stored, as without an agent.
     if let Some(png) = &a.qr_png {
