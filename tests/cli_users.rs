@@ -1331,6 +1331,40 @@ fn every_manual_page_rdv_1_names_exists() {
 /// The client configuration: a default server and KDF profile from
 /// $XDG_CONFIG_HOME/rdv/config.toml, RDV_SERVER over the file, a flag over both; `rdv config`
 /// says where each value comes from; a mistake in the file is an error naming file and key.
+/// A configuration file or a state file larger than any real one is refused with its name,
+/// not read in part: a cut file could parse and silently lose its last settings.
+#[test]
+fn an_oversized_configuration_or_state_file_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("config");
+    std::fs::create_dir_all(home.join("rdv")).unwrap();
+    // Valid TOML throughout: a megabyte of comments, then a setting.
+    let mut text = "# filler line of a configuration file, nothing else\n".repeat(21_000);
+    text.push_str("server = \"127.0.0.1:7625\"\n");
+    assert!(text.len() > 1 << 20);
+    std::fs::write(home.join("rdv").join("config.toml"), &text).unwrap();
+    let out = rdv(&["config"], &[("XDG_CONFIG_HOME", home.to_str().unwrap())]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a cut file was read: {e}");
+    assert!(
+        e.contains("config.toml") && e.contains("larger than"),
+        "{e}"
+    );
+
+    let state = dir.path().join("offer.state");
+    std::fs::write(&state, "x".repeat(5000)).unwrap();
+    let out = rdv(
+        &["collect", "--direct", "--state", state.to_str().unwrap()],
+        &[],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("offer.state") && e.contains("larger than"),
+        "{e}"
+    );
+}
+
 #[test]
 fn offers_take_their_server_and_kdf_from_the_client_configuration() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,11 +69,10 @@ pub(crate) fn mark_collected(path: &Path) -> Result<()> {
 
 /// Read a state file.
 fn read_state(path: &Path) -> Result<PendingAnswer> {
-    use std::io::Read;
-    let mut text = Zeroizing::new(String::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(STATE_LIMIT).read_to_string(&mut text))
+    let bytes = crate::term::read_file_limited(path, STATE_LIMIT, "a state file")
         .with_context(|| format!("reading the state file {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("the state file {} is not UTF-8 text", path.display()))?;
     if let Some(when) = text.strip_prefix(COLLECTED) {
         return Err(CliError::new(
             "already_collected",
@@ -86,7 +85,7 @@ fn read_state(path: &Path) -> Result<PendingAnswer> {
         )
         .into());
     }
-    PendingAnswer::from_text(&text).with_context(|| format!("{}", path.display()))
+    PendingAnswer::from_text(text).with_context(|| format!("{}", path.display()))
 }
 
 /// The look schedule the flags ask for.

@@ -212,12 +212,15 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> 
 
 /// Read and parse a configuration file (the server's, or the client's).
 pub(crate) fn read<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(file)
-        .and_then(|f| f.take(FILE_LIMIT).read_to_string(&mut text))
+    let bytes = crate::term::read_file_limited(file, FILE_LIMIT, "a configuration file")
         .with_context(|| format!("reading the configuration file {}", file.display()))?;
-    parse(&text, file)
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "the configuration file {} is not UTF-8 text",
+            file.display()
+        )
+    })?;
+    parse(text, file)
 }
 
 /// Apply the file to the flags: every setting the file has and the command line does not.
