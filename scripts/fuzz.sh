@@ -9,7 +9,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_frame response_frame link_parse sealed_open store_model server_stream)
+    targets=(request_frame response_frame link_parse sealed_open store_model server_stream agent_request pending_text)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none
