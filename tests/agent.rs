@@ -1099,6 +1099,95 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
     );
 }
 
+/// An agent killed (SIGKILL: no stop of its own) while a link it stored waits for its reply
+/// takes that link back at its next start: nobody received it, so it must not stay in the
+/// bucket, and its offer is not looked after as if somebody might answer it. Before, the link
+/// stayed until it expired and the restarted agent looked for its answer for a week.
+#[test]
+fn a_link_stored_by_a_killed_agent_and_never_handed_over_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let m_text = m.to_string();
+    let srv = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--open-window",
+            "60s",
+            "--stamp-effort",
+            "4",
+            "--metrics",
+            &m_text,
+        ],
+    );
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut events = agent.api();
+    assert_eq!(
+        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let mut held = agent.api();
+    held.send(
+        &serde_json::json!({"id": 2, "op": "offer", "servers": [addr], "payload": "p",
+            "kdf": "test", "hold": true, "expect_answer": true,
+            "delete_after_close_secs": 3600})
+        .to_string(),
+    );
+    next_event(&mut events, "stored");
+    assert_eq!(metric(m, "rdv_links_stored"), 1.0);
+    agent.kill();
+    let state = dir.path().join("state");
+    let files = |sub: &str| std::fs::read_dir(state.join(sub)).unwrap().count();
+    assert_eq!(files("offers"), 1);
+    assert_eq!(files("undelivered"), 1);
+    let agent = AgentProcess::start(dir.path(), &[]);
+    metric_reaches(m, "rdv_links_stored", 0.0);
+    let status = agent.api().call(3, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["pending"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    // Nothing is left for it: no offer, no record, no delete.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while files("deletes") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the take-back's delete file stays"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(files("offers") + files("undelivered"), 0);
+}
+
+/// A link whose reply went out is never taken back by a restart, killed or not.
+#[test]
+fn a_delivered_link_survives_a_killed_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let o = offer_expecting_answer(&agent, &addr, "kept");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state").join("undelivered"))
+            .unwrap()
+            .count(),
+        0,
+        "a delivered link is still recorded as undelivered"
+    );
+    agent.kill();
+    let _agent = AgentProcess::start(dir.path(), &[]);
+    let link = field(&o, "link");
+    let out = run_rdv(&["accept", "--direct", link], None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Poll `metric` (every 20 ms, for at most two minutes) until it reads `want`.
 fn metric_reaches(m: SocketAddr, name: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -1491,4 +1580,25 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
     assert_eq!(unreadable.len(), 2, "{status}");
     assert!(bad_offer.exists() && bad_delete.exists(), "left in place");
+    // Nobody looks for the answer of an offer whose file cannot be read: collect says so, not
+    // "the agent keeps looking".
+    let mut api = agent.api();
+    let r = api.call(
+        2,
+        serde_json::json!({"op": "collect", "offer": "o0123456789abcdef"}),
+    );
+    assert_eq!(r["error"]["code"], "offer_unreadable", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(bad_offer.to_str().unwrap()),
+        "{r}"
+    );
+    // An answer whose file cannot be read is named too, and its offer counts as answered.
+    std::fs::create_dir(state.join("answers").join(&offer)).unwrap();
+    let status = api.call(3, serde_json::json!({"op": "status"}));
+    assert_eq!(status["result"]["pending"][0]["answered"], true, "{status}");
+    let unreadable = status["result"]["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 3, "{status}");
 }

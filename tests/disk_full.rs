@@ -270,3 +270,85 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     assert!(last.is_none(), "no store went in within 30 s: {last:?}");
     all_open(&c, &stored, "after the recovery").await;
 }
+
+/// The agent's state directory on a full disk: an answer that comes meanwhile cannot be written
+/// there, but it is not lost: `collect` gets it from the agent's memory. Before, the agent said
+/// the answer was lost, stopped looking, and `collect` answered "no answer yet" until a restart.
+#[test]
+fn an_answer_that_cannot_be_saved_is_still_collected() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--open-window", "3s", "--stamp-effort", "4"],
+    );
+    let addr = server.addr.to_string();
+    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
+    let socket = tmp.path().join("run").join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--socket", socket_s, "--state-dir"])
+        .arg(fs.0.join("state"))
+        .args(["--max-skew", "2s", "--poll-every", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("agent listening on "), "{line:?}");
+    let offered = run_rdv(
+        &[
+            "offer",
+            "--agent",
+            socket_s,
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+        ],
+        None,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&offered.stdout).into_owned();
+    assert!(offered.status.success(), "{text}");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+    let (link, offer) = (field("link"), field("offer"));
+    // The disk fills up.
+    let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+    while filler.write_all(&[7u8; 4096]).is_ok() {}
+    let accepted = run_rdv(
+        &["accept", "--direct", &link, "--answer", "the answer"],
+        None,
+        &[],
+    );
+    assert!(accepted.status.success());
+    let collected = run_rdv(
+        &[
+            "collect", "--agent", socket_s, "--offer", &offer, "--wait", "60s",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        collected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&collected.stdout).trim(),
+        "the answer"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

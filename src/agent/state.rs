@@ -5,13 +5,18 @@
 //! STATE/               mode 0700, owned by the agent's user (anything else is refused)
 //!   offers/ID.pending  the offer's state (the text form of a pending answer), mode 0600
 //!   answers/ID         an answer that came and was not collected yet, mode 0600
-//!   lock               locked while an agent runs on the directory
 //!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link` (without its
 //!                      passphrase), `token` lines
+//!   undelivered/ID     a stored link whose reply has not gone out yet: `link`, `token`, and
+//!                      the `offer` and `delete` IDs kept for it; a start finds it only after a
+//!                      crash, and takes the link back (nobody received it)
 //! ```
 //!
-//! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
-//! file or the new one. Removing a file does not wipe its blocks on disk (docs/THREAT-MODEL.md).
+//! The directory itself is locked (`flock`) while an agent runs on it. Files are written to a
+//! temporary name (`*.tmp`), synced and renamed, so a crash leaves either the old file or the
+//! new one; the temporary files a crash leaves behind, and answers whose offer was forgotten,
+//! are removed when the directory is opened. Removing a file does not wipe its blocks on disk
+//! (docs/THREAT-MODEL.md).
 
 use crate::client::PendingAnswer;
 use std::io::Write;
@@ -65,6 +70,12 @@ pub enum StateError {
         /// The file.
         path: PathBuf,
     },
+    /// A record of an undelivered link does not parse.
+    #[error("{}: not a record of an undelivered link of this agent", path.display())]
+    BadUndelivered {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// What a look through a part of the state directory found: the files that read, by ID, and
@@ -94,6 +105,36 @@ impl std::fmt::Debug for LaterDelete {
             .field("at", &self.at)
             .finish_non_exhaustive()
     }
+}
+
+/// A stored link whose reply has not been delivered yet: what takes it back after a crash.
+pub struct Undelivered {
+    /// The link without its passphrase, as text.
+    pub link: Zeroizing<String>,
+    /// Its deletion token, as text.
+    pub token: Zeroizing<String>,
+    /// The ID its offer's state is kept under, if it expects an answer.
+    pub offer: Option<String>,
+    /// The ID of the later delete decided at the offer, if any.
+    pub delete: Option<String>,
+}
+
+impl std::fmt::Debug for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Undelivered")
+            .field("offer", &self.offer)
+            .field("delete", &self.delete)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`StateDir::take_back_undelivered`] did.
+#[derive(Debug, Default)]
+pub struct TakenBack {
+    /// Links turned into deletes due at once.
+    pub links: usize,
+    /// Records that could not be used (named, left in place).
+    pub unreadable: Vec<StateError>,
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -197,13 +238,9 @@ impl StateDir {
                 });
             }
         }
-        let lock_path = root.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("opening", &lock_path))?;
+        // The directory itself is locked: a lock file could be removed while the agent runs,
+        // and a second agent would then start on the same directory.
+        let lock = std::fs::File::open(root).map_err(io("opening", root))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -211,16 +248,50 @@ impl StateDir {
                     path: root.to_path_buf(),
                 })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", root)(e)),
         }
         let dir = StateDir {
             root: root.to_path_buf(),
             _lock: std::sync::Arc::new(lock),
         };
-        for sub in [dir.offers(), dir.answers(), dir.deletes()] {
+        for sub in [
+            dir.offers(),
+            dir.answers(),
+            dir.deletes(),
+            dir.undelivered(),
+        ] {
             create_private_dir(&sub).map_err(io("creating", &sub))?;
         }
+        dir.sweep()?;
         Ok(dir)
+    }
+
+    /// Remove what a crash can leave behind and nothing reads: temporary files of writes that
+    /// never finished (they may hold secrets), and answers whose offer was forgotten (a collect
+    /// or a forget stopped between its two removals). Only this agent runs on the directory.
+    fn sweep(&self) -> Result<(), StateError> {
+        for sub in [
+            self.offers(),
+            self.answers(),
+            self.deletes(),
+            self.undelivered(),
+        ] {
+            for e in std::fs::read_dir(&sub).map_err(io("reading", &sub))? {
+                let e = e.map_err(io("reading", &sub))?;
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let orphan_answer = sub == self.answers()
+                    && valid_id(&name)
+                    && !self.offers().join(format!("{name}.pending")).exists();
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if (name.ends_with(".tmp") || orphan_answer) && !is_dir {
+                    std::fs::remove_file(&path).map_err(io("removing", &path))?;
+                }
+            }
+        }
+        // The lock file of earlier versions (the directory is locked now).
+        let _ = std::fs::remove_file(self.root.join("lock"));
+        Ok(())
     }
 
     /// The directory.
@@ -238,6 +309,10 @@ impl StateDir {
 
     fn deletes(&self) -> PathBuf {
         self.root.join("deletes")
+    }
+
+    fn undelivered(&self) -> PathBuf {
+        self.root.join("undelivered")
     }
 
     fn offer_file(&self, id: &str) -> Result<PathBuf, StateError> {
@@ -266,10 +341,17 @@ impl StateDir {
             o.mode(0o600);
         }
         let mut f = o.open(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(bytes)
+        let written = f
+            .write_all(bytes)
             .and_then(|()| f.sync_all())
-            .map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("renaming", path))?;
+            .map_err(io("writing", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(io("renaming", path)));
+        if let Err(e) = written {
+            // A partial copy of a secret is not left behind (a full disk, a failed rename).
+            drop(f);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         if let Some(dir) = path.parent() {
             // The rename is durable once the directory is.
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -346,6 +428,21 @@ impl StateDir {
         }
     }
 
+    /// The offer kept under `id`, if there is one; an error if its file cannot be used.
+    pub fn pending_of(&self, id: &str) -> Result<Option<PendingAnswer>, StateError> {
+        let path = self.offer_file(id)?;
+        let bytes = match read_state_file(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("reading", &path)(e)),
+        };
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| io("reading", &path)(std::io::Error::other("not UTF-8 text")))?;
+        PendingAnswer::from_text(text)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path, source })
+    }
+
     /// Whether an offer is kept under `id`.
     pub fn has(&self, id: &str) -> bool {
         self.offer_file(id).is_ok_and(|p| p.exists())
@@ -396,6 +493,98 @@ impl StateDir {
                 }
             },
         )
+    }
+
+    /// Keep the record of a stored link whose reply is not delivered yet, under `id`.
+    pub fn save_undelivered(&self, id: &str, u: &Undelivered) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let mut text = Zeroizing::new(format!(
+            "link {}\ntoken {}\n",
+            u.link.as_str(),
+            u.token.as_str()
+        ));
+        for (name, v) in [("offer", &u.offer), ("delete", &u.delete)] {
+            if let Some(v) = v {
+                if !valid_id(v) {
+                    return Err(StateError::BadId(v.clone()));
+                }
+                text.push_str(&format!("{name} {v}\n"));
+            }
+        }
+        Self::write(&self.undelivered().join(id), text.as_bytes())
+    }
+
+    /// The link's reply was delivered (or it was taken back): its record goes.
+    pub fn forget_undelivered(&self, id: &str) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let path = self.undelivered().join(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &path)(e)),
+        }
+    }
+
+    /// After a crash: every link stored and never handed over is to be taken back. Its offer's
+    /// state and its later delete are forgotten, and it becomes a delete due at `now` (kept
+    /// under the record's ID, so that it is carried out, and tried again, as any later delete),
+    /// then the record goes. A record that cannot be read is named and left in place.
+    pub fn take_back_undelivered(&self, now: u64) -> Result<TakenBack, StateError> {
+        let scan = Self::scan(
+            &self.undelivered(),
+            |name| Some(name),
+            |path, text| {
+                let bad = || StateError::BadUndelivered {
+                    path: path.to_path_buf(),
+                };
+                let (mut link, mut token, mut offer, mut delete) = (None, None, None, None);
+                for line in text.lines() {
+                    match line.split_once(' ') {
+                        Some(("link", v)) => link = Some(Zeroizing::new(v.to_owned())),
+                        Some(("token", v)) => token = Some(Zeroizing::new(v.to_owned())),
+                        Some(("offer", v)) if valid_id(v) => offer = Some(v.to_owned()),
+                        Some(("delete", v)) if valid_id(v) => delete = Some(v.to_owned()),
+                        _ => return Err(bad()),
+                    }
+                }
+                match (link, token) {
+                    (Some(link), Some(token)) => Ok(Undelivered {
+                        link,
+                        token,
+                        offer,
+                        delete,
+                    }),
+                    _ => Err(bad()),
+                }
+            },
+        )?;
+        let mut done = TakenBack {
+            links: 0,
+            unreadable: scan.unreadable,
+        };
+        for (id, u) in scan.kept {
+            let d = LaterDelete {
+                at: now,
+                link: u.link,
+                token: u.token,
+            };
+            // The delete first: a crash in between leaves both, and the next start does this
+            // again.
+            self.save_delete(&id, &d)?;
+            if let Some(o) = &u.offer {
+                self.forget(o)?;
+            }
+            if let Some(l) = &u.delete {
+                self.forget_delete(l)?;
+            }
+            self.forget_undelivered(&id)?;
+            done.links += 1;
+        }
+        Ok(done)
     }
 
     /// Forget a delete (done, or given up).
@@ -550,6 +739,98 @@ mod tests {
             .offers()
             .join(format!("{}.pending", new_id([5; 8])))
             .exists());
+    }
+
+    /// What a crash leaves behind and nothing would read is removed at the next open: the
+    /// temporary file of a write that never finished (it may hold an offer's secrets), and an
+    /// answer whose offer was forgotten. A write that fails leaves no temporary file either.
+    #[test]
+    fn a_crash_leaves_no_secret_behind_for_good() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("state");
+        let d = StateDir::open(&root).unwrap();
+        let (kept, orphan) = (new_id([1; 8]), new_id([2; 8]));
+        std::fs::write(d.offers().join(format!("{kept}.pending")), "x").unwrap();
+        d.save_answer(&kept, b"kept").unwrap();
+        d.save_answer(&orphan, b"orphan").unwrap();
+        for sub in [d.offers(), d.answers(), d.deletes(), d.undelivered()] {
+            std::fs::write(sub.join(format!("{}.tmp", new_id([3; 8]))), "secret").unwrap();
+        }
+        // A write that fails (here its rename, onto a directory) removes its temporary file.
+        let blocked = new_id([4; 8]);
+        std::fs::create_dir_all(d.answers().join(&blocked).join("x")).unwrap();
+        assert!(d.save_answer(&blocked, b"answer").is_err());
+        assert!(!d.answers().join(format!("{blocked}.tmp")).exists());
+        drop(d);
+        let d = StateDir::open(&root).unwrap();
+        for sub in [d.offers(), d.answers(), d.deletes(), d.undelivered()] {
+            for e in std::fs::read_dir(&sub).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!name.ends_with(".tmp"), "{name} left in {}", sub.display());
+            }
+        }
+        assert_eq!(&d.answer(&kept).unwrap().unwrap()[..], b"kept");
+        assert!(
+            d.answer(&orphan).unwrap().is_none(),
+            "an orphan answer was kept"
+        );
+    }
+
+    /// The directory itself is locked: a second agent is refused even when the lock file of
+    /// earlier versions was removed.
+    #[test]
+    fn a_second_agent_on_one_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("state");
+        let d = StateDir::open(&root).unwrap();
+        let _ = std::fs::remove_file(root.join("lock"));
+        assert!(matches!(
+            StateDir::open(&root),
+            Err(StateError::InUse { .. })
+        ));
+        drop(d);
+        assert!(StateDir::open(&root).is_ok());
+    }
+
+    /// A link stored and never handed over (the agent crashed before its reply went out)
+    /// becomes a delete due at once; what was kept for its offer goes.
+    #[test]
+    fn an_undelivered_link_is_taken_back_at_the_next_start() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        let (link, token) = usable();
+        let (record, offer, later) = (new_id([5; 8]), new_id([6; 8]), new_id([7; 8]));
+        std::fs::write(d.offers().join(format!("{offer}.pending")), "x").unwrap();
+        let planned = LaterDelete {
+            at: 9_000,
+            link: Zeroizing::new(link.clone()),
+            token: Zeroizing::new(token.clone()),
+        };
+        d.save_delete(&later, &planned).unwrap();
+        let u = Undelivered {
+            link: Zeroizing::new(link.clone()),
+            token: Zeroizing::new(token.clone()),
+            offer: Some(offer.clone()),
+            delete: Some(later.clone()),
+        };
+        d.save_undelivered(&record, &u).unwrap();
+        assert!(!format!("{u:?}").contains(&token));
+        std::fs::write(d.undelivered().join(new_id([8; 8])), "link only\n").unwrap();
+        let done = d.take_back_undelivered(1_000).unwrap();
+        assert_eq!(done.links, 1);
+        assert!(matches!(
+            done.unreadable.as_slice(),
+            [StateError::BadUndelivered { .. }]
+        ));
+        let deletes = d.deletes_kept().unwrap().kept;
+        assert_eq!(deletes.len(), 1, "{deletes:?}");
+        assert_eq!(deletes[0].0, record);
+        assert_eq!(deletes[0].1.at, 1_000);
+        assert_eq!(deletes[0].1.link.as_str(), link);
+        assert!(!d.has(&offer));
+        assert!(!d.undelivered().join(&record).exists());
+        // Nothing more to do at the next start.
+        assert_eq!(d.take_back_undelivered(2_000).unwrap().links, 0);
     }
 
     /// A pipe, a link to an endless device, or a huge file under an offer's name is named as

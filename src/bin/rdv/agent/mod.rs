@@ -189,10 +189,16 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         };
         tokio::spawn(async move {
             let (reply, after) = match agent.handle(request).await {
-                // A stop took the link back before its reply went out: say so.
-                Ok((_, Some(AfterReply::Offer(back)))) if !agent.claim(&back) => {
-                    (Reply::failure(id, api_error(&ops::stopping())), None)
-                }
+                Ok((result, Some(AfterReply::Offer(back)))) => match agent.claim(&back) {
+                    Ok(true) => (Reply::success(id, result), Some(AfterReply::Offer(back))),
+                    // A stop took the link back before its reply went out: say so.
+                    Ok(false) => (Reply::failure(id, api_error(&ops::stopping())), None),
+                    // Its delivery cannot be recorded: it is not delivered.
+                    Err(e) => {
+                        let what = agent.take_back(back).await;
+                        (Reply::failure(id, api_error(&e.context(what))), None)
+                    }
+                },
                 Ok((result, after)) => (Reply::success(id, result), after),
                 Err(e) => (Reply::failure(id, api_error(&e)), None),
             };
@@ -347,6 +353,19 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         state.path().display()
     );
+    // Links stored and never handed over (the agent crashed before their replies went out)
+    // become deletes due now; what was kept for their offers goes.
+    let mut unreadable_records = Vec::new();
+    if !a.check {
+        let back = state.take_back_undelivered(rdv::clock::Clock::now(&rdv::clock::SystemClock))?;
+        if back.links > 0 {
+            note!(
+                "agent: taking back {} link(s) stored by an earlier run and never handed over",
+                back.links
+            );
+        }
+        unreadable_records = back.unreadable;
+    }
     // What the state directory holds; a file that cannot be read is named and left in place
     // (it may be the only copy of an offer's secrets), the rest is looked after.
     let offers = state.pending()?;
@@ -355,6 +374,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         .unreadable
         .iter()
         .chain(&deletes.unreadable)
+        .chain(&unreadable_records)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
@@ -394,6 +414,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         offers: ops::Offers::new(),
         requests: ops::Requests::new(),
         known: Mutex::default(),
+        unsaved: Mutex::default(),
         transport,
         cover: Cover {
             mailboxes_per_hour: a.cover_mailboxes,

@@ -6,7 +6,7 @@ use crate::transport::Session;
 use anyhow::{Context, Result};
 use rdv::agent::api::{self, event, ApiError, Request};
 use rdv::agent::schedule::{delete_at, late_delete_at, pick, Cover, Decoy};
-use rdv::agent::state::{new_id, LaterDelete, StateDir};
+use rdv::agent::state::{new_id, LaterDelete, StateDir, Undelivered};
 use rdv::client::{CollectError, ErrorKind, PendingAnswer};
 use rdv::proto::schedule::LookSchedule;
 use rdv::proto::{
@@ -44,6 +44,9 @@ pub(super) struct Agent {
     pub(super) requests: Requests,
     /// Buckets for decoy fetches.
     pub(super) known: Mutex<Vec<Known>>,
+    /// Answers that came and could not be written to the state directory yet (a full disk),
+    /// by offer: `collect` takes them from here while saving is tried again.
+    pub(super) unsaved: Mutex<HashMap<String, zeroize::Zeroizing<Vec<u8>>>>,
     pub(super) transport: &'static str,
     pub(super) cover: Cover,
     pub(super) started: std::time::Instant,
@@ -56,6 +59,9 @@ fn now() -> u64 {
 /// How long after its link expired the agent still looks for an answer: an accepter that fetched
 /// the link just before then answers a moment later.
 const ANSWER_GRACE_SECS: u64 = 600;
+
+/// How long after a failed save of an answer it is saved again.
+const ANSWER_SAVE_RETRY: Duration = Duration::from_secs(30);
 
 /// How far ahead a later delete is drawn by default, seconds.
 const DELETE_WITHIN_SECS: u64 = 3600;
@@ -133,13 +139,29 @@ impl Agent {
                     .await
                 {
                     Ok(answer) => {
-                        if let Err(e) = me.state.save_answer(&id, &answer) {
-                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer failed; it is lost");
+                        let saved = me.state.save_answer(&id, &answer);
+                        if saved.is_err() {
+                            // Held here for `collect` meanwhile (a collect ends this task).
+                            if let Ok(mut u) = me.unsaved.lock() {
+                                u.insert(id.clone(), zeroize::Zeroizing::new(answer.to_vec()));
+                            }
                         }
                         let mut f = Map::new();
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
                         me.event(event::ANSWERED, f);
+                        // A full disk: the answer is kept in memory and saving tried again until
+                        // it works (a restart meanwhile looks for the answer again: the mailbox
+                        // keeps it until the link expires).
+                        let mut saved = saved;
+                        while let Err(e) = saved {
+                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer in the state directory failed; it is held in memory for collect, and saving is tried again in 30 s");
+                            tokio::time::sleep(ANSWER_SAVE_RETRY).await;
+                            saved = me.state.save_answer(&id, &answer);
+                        }
+                        if let Ok(mut u) = me.unsaved.lock() {
+                            u.remove(&id);
+                        }
                         break;
                     }
                     Err(CollectError::NoAnswerYet) if now() >= last => {
@@ -351,7 +373,14 @@ impl Agent {
                 Ok((self.accept(&link, passphrase, answer).await?, None))
             }
             Request::Collect { offer } => {
-                if let Some(answer) = self.state.answer(&offer)? {
+                let unsaved = self
+                    .unsaved
+                    .lock()
+                    .ok()
+                    .and_then(|u| u.get(&offer).cloned());
+                if let Some(answer) =
+                    unsaved.map_or_else(|| self.state.answer(&offer), |a| Ok(Some(a)))?
+                {
                     self.stop_looking(&offer);
                     let mut f = Map::new();
                     f.insert("offer".into(), json!(offer));
@@ -361,6 +390,16 @@ impl Agent {
                     return Ok((Value::Object(f), Some(AfterReply::Collected(offer))));
                 }
                 if self.state.has(&offer) {
+                    // An offer file that cannot be read is looked after by nobody: not "the
+                    // agent keeps looking".
+                    if let Err(e) = self.state.pending_of(&offer) {
+                        return Err(CliError::new(
+                            "offer_unreadable",
+                            ErrorKind::Local,
+                            format!("{}; the agent cannot look for this offer's answer: repair the file, or forget the offer", rdv::config::report(&e)),
+                        )
+                        .into());
+                    }
                     return Err(CliError::new(
                         "no_answer_yet",
                         ErrorKind::Transient,
@@ -439,15 +478,28 @@ impl Agent {
             Ok(scan) => unreadable.extend(scan.unreadable.iter().map(report)),
             Err(e) => unreadable.push(report(&e)),
         }
+        let unsaved: Vec<String> = self
+            .unsaved
+            .lock()
+            .map(|u| u.keys().cloned().collect())
+            .unwrap_or_default();
         let pending: Vec<Value> = pending
             .into_iter()
             .map(|(id, p)| {
+                let answered = match self.state.answer(&id) {
+                    Ok(a) => a.is_some() || unsaved.contains(&id),
+                    // An answer came, but its file cannot be read: named.
+                    Err(e) => {
+                        unreadable.push(report(&e));
+                        true
+                    }
+                };
                 json!({
                     "offer": id,
                     "servers": p.servers().map(|s| s.to_string()).collect::<Vec<_>>(),
                     "looks_from": p.polls_from(),
                     "link_expires": p.link_expires(),
-                    "answered": self.state.answer(&id).ok().flatten().is_some(),
+                    "answered": answered,
                 })
             })
             .collect();
@@ -506,22 +558,55 @@ impl Agent {
             return Err(stopping().context(what));
         };
         let back = TakeBack { key };
-        match self.after_store(&r, &offer, pending, back.key).await {
+        // Until its reply goes out, the link is recorded as handed to nobody: after a crash the
+        // next start takes it back. The IDs of what is kept for it are drawn now, so that the
+        // record names them.
+        let ids = Ids {
+            offer: random_id(),
+            delete: random_id(),
+        };
+        let record = random_id();
+        let u = Undelivered {
+            link: zeroize::Zeroizing::new(offer.link.without_passphrase().to_uri().to_string()),
+            token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
+            offer: pending.as_ref().map(|_| ids.offer.clone()),
+            delete: r.delete_after_close_secs.map(|_| ids.delete.clone()),
+        };
+        if let Err(e) = self.state.save_undelivered(&record, &u) {
+            let what = self.take_back(back).await;
+            return Err(anyhow::Error::from(e).context(what));
+        }
+        if !self.offers.keep(key, |k| k.record = Some(record.clone())) {
+            let _ = self.state.forget_undelivered(&record);
+            return Err(stopping());
+        }
+        match self.after_store(&r, &offer, pending, back.key, ids).await {
             Ok(v) => Ok((v, Some(AfterReply::Offer(back)))),
             // Nothing was handed over (as `rdv offer` does when it cannot finish).
             Err(e) => Err(e.context(self.take_back(back).await)),
         }
     }
 
-    /// Claim an offer's link for its reply, before the reply is sent: `false` if a stop took
-    /// the link back already (the reply must then say so, not hand over a deleted link).
-    /// Claimed, a stop leaves it to the reply's delivery.
-    pub(super) fn claim(&self, back: &TakeBack) -> bool {
-        self.offers.claim(back.key)
+    /// Claim an offer's link for its reply, before the reply is sent: `Ok(false)` if a stop
+    /// took the link back already (the reply must then say so, not hand over a deleted link).
+    /// Claimed, a stop leaves it to the reply's delivery, and its record as undelivered goes
+    /// (from here on a crash leaves the link on the server rather than take back a link its
+    /// caller may hold). An error if that record cannot be removed: the reply must not go out.
+    pub(super) fn claim(&self, back: &TakeBack) -> Result<bool> {
+        let Some(record) = self.offers.claim(back.key) else {
+            return Ok(false);
+        };
+        if let Some(record) = record {
+            self.state.forget_undelivered(&record)?;
+        }
+        Ok(true)
     }
 
     /// A collected answer's reply was delivered: the offer's secrets and its answer go.
     pub(super) fn collected(&self, offer: &str) {
+        if let Ok(mut u) = self.unsaved.lock() {
+            u.remove(offer);
+        }
         if let Err(e) = self.state.forget(offer) {
             tracing::warn!(
                 "a collected answer's files could not be removed: {}",
@@ -586,6 +671,7 @@ impl Agent {
         let Stored {
             link, token, kept, ..
         } = s;
+        let record = kept.record.clone();
         if let Some(id) = &kept.offer {
             self.stop_looking(id);
             let _ = self.state.forget(id);
@@ -597,6 +683,10 @@ impl Agent {
             let _ = self.state.forget_delete(id);
         }
         let deleted = self.client.delete(&link, &token).await.is_ok();
+        // A link that could not be deleted keeps its record: the next start tries again.
+        if let (true, Some(record)) = (deleted, &record) {
+            let _ = self.state.forget_undelivered(record);
+        }
         if self.offers.is_stopping() {
             let count = match deleted {
                 true => &self.offers.taken_back,
@@ -619,6 +709,7 @@ impl Agent {
         offer: &rdv::client::Offer,
         pending: Option<PendingAnswer>,
         key: u64,
+        ids: Ids,
     ) -> Result<Value> {
         // When every copy's bucket is closed to every client, on this machine's clock.
         let closes_at = offer.closes_at;
@@ -634,7 +725,7 @@ impl Agent {
         if let Some(after) = r.delete_after_close_secs {
             let at = closes_at.saturating_add(after);
             if at < expires {
-                let id = random_id();
+                let id = ids.delete.clone();
                 let d = LaterDelete {
                     at,
                     link: zeroize::Zeroizing::new(
@@ -654,7 +745,7 @@ impl Agent {
         }
         let id = match pending {
             Some(p) => {
-                let id = random_id();
+                let id = ids.offer.clone();
                 self.state.save_pending(&id, &p)?;
                 if !self.offers.keep(key, |k| k.offer = Some(id.clone())) {
                     let _ = self.state.forget(&id);
@@ -903,15 +994,13 @@ impl Offers {
         }
     }
 
-    /// Claim stored offer `key` for its reply; `false` if a stop took it back.
-    fn claim(&self, key: u64) -> bool {
-        match self.ledger().stored.get_mut(&key) {
-            Some(s) => {
-                s.claimed = true;
-                true
-            }
-            None => false,
-        }
+    /// Claim stored offer `key` for its reply: its record as undelivered, if it has one;
+    /// `None` if a stop took it back.
+    fn claim(&self, key: u64) -> Option<Option<String>> {
+        let mut l = self.ledger();
+        let s = l.stored.get_mut(&key)?;
+        s.claimed = true;
+        Some(s.kept.record.clone())
     }
 
     /// Stored offer `key` is settled (delivered or to be taken back): what takes it back, unless
@@ -982,6 +1071,14 @@ pub(super) fn stopping() -> anyhow::Error {
 struct Kept {
     offer: Option<String>,
     delete: Option<String>,
+    /// Its record as undelivered (`undelivered/ID`).
+    record: Option<String>,
+}
+
+/// The IDs an offer's state and its later delete are kept under, drawn before either is saved.
+struct Ids {
+    offer: String,
+    delete: String,
 }
 
 struct OfferRequest {
@@ -1026,11 +1123,11 @@ mod tests {
             o.note(stored()).unwrap(),
         );
         assert!(o.keep(kept, |k| k.offer = Some("o1".into())));
-        assert!(o.claim(delivering));
+        assert!(o.claim(delivering).is_some());
         let swept = o.drain();
         assert_eq!(swept.len(), 2);
         assert!(swept.iter().any(|s| s.kept.offer.as_deref() == Some("o1")));
-        assert!(!o.claim(waiting), "a swept link was claimed for a reply");
+        assert!(o.claim(waiting).is_none(), "a swept link was claimed for a reply");
         assert!(!o.keep(kept, |_| {}));
         assert!(
             o.note(stored()).is_none(),
