@@ -18,6 +18,11 @@ const OTHERS: usize = 40;
 /// answer (which waits for the bucket to close) comes within the demo.
 const WINDOW: u64 = 4;
 
+/// The clock difference the demo's client allows with its server (both run on this machine's
+/// clock): a bucket counts as closed to every client this long after its window, so the first
+/// look waits for it. A real client allows 2 minutes.
+const SKEW: u64 = 2;
+
 /// The demo's stamp effort: low, so that 41 stamps take a few seconds (a real server asks 64,
 /// about 0.2 s of one core per offer).
 const EFFORT: u32 = 8;
@@ -53,6 +58,7 @@ pub(crate) async fn run() -> Result<()> {
     let server_addr = ServerAddr::parse(&addr.to_string())?;
     let mut client_config = ClientConfig::default();
     client_config.policy.min_effort = EFFORT;
+    client_config.policy.max_skew_secs = SKEW;
     let client = Client::new(
         Arc::new(DirectConnector::to(addr.to_string())),
         client_config,
@@ -129,7 +135,11 @@ pub(crate) async fn run() -> Result<()> {
         .as_ref()
         .context("the link should expect an answer")?;
     client.answer(reply, reply_link.as_bytes()).await?;
-    println!("   the initiator looks into the mailbox only once the bucket has closed (a look right after its store would tell the server which link the mailbox belongs to), then at random moments (here about a second apart; by default 30 s)");
+    println!("   the initiator looks into the mailbox only once the bucket has closed to every client (a look right after its store would tell the server which link the mailbox belongs to), then at random moments (here about a second apart; by default 30 s)");
+    let closes_in = offer
+        .closes_at
+        .saturating_sub(rdv::clock::Clock::now(&SystemClock));
+    println!("   waiting {closes_in} s for that: the window ({WINDOW} s here) plus the clock difference a client allows its server ({SKEW} s here, 2 min by default), counted from the bucket's creation");
     let t = Instant::now();
     let schedule = rdv::proto::schedule::LookSchedule {
         mean: std::time::Duration::from_secs(1),

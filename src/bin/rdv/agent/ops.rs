@@ -1127,7 +1127,10 @@ mod tests {
         let swept = o.drain();
         assert_eq!(swept.len(), 2);
         assert!(swept.iter().any(|s| s.kept.offer.as_deref() == Some("o1")));
-        assert!(o.claim(waiting).is_none(), "a swept link was claimed for a reply");
+        assert!(
+            o.claim(waiting).is_none(),
+            "a swept link was claimed for a reply"
+        );
         assert!(!o.keep(kept, |_| {}));
         assert!(
             o.note(stored()).is_none(),
