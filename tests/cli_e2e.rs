@@ -156,6 +156,34 @@ fn control_characters_in_a_payload_are_escaped_on_a_terminal() {
     assert!(shown.contains("shown escaped"), "{shown:?}");
 }
 
+/// A secret on the command line is warned about with `--json` and `-q` too: scripts, which
+/// use `--json`, are the likeliest to put one there. Before, the warning was a note, and
+/// `--json` and `-q` dropped it.
+#[test]
+fn a_secret_on_the_command_line_is_warned_about_with_json_and_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let o = offer(&addr, "smp://argv/q", "argv-test-passphrase-k", false);
+    let link = field(&o, "link:");
+    for quiet in ["--json", "-q"] {
+        let out = rdv(&[quiet, "accept", "--direct", &link], None, &[]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{e}");
+        assert!(
+            e.contains("WARNING: a link with its passphrase on the command line"),
+            "{quiet}: {e}"
+        );
+    }
+    // From the environment: nothing to warn about.
+    let out = rdv(
+        &["--json", "accept", "--direct"],
+        None,
+        &[("RDV_LINK", &link)],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("command line"));
+}
+
 #[test]
 fn a_delete_token_from_a_file_or_the_environment() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,6 +216,16 @@ fn a_delete_token_from_a_file_or_the_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One token in 64 starts with `-`: `--token -…` takes it as the token (here a wrong one,
+    // so the server has nothing to delete), not as an unknown flag.
+    let dashed = format!("-{}", "A".repeat(42));
+    let out = rdv(
+        &["delete", &link, "--direct", "--token", &dashed],
+        None,
+        &[],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("nothing to delete"), "{e}");
 }
 
 /// The answer channel on the command line: offer with a state file, accept with an answer,

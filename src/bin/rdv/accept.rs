@@ -21,11 +21,11 @@ pub(crate) fn read_link(arg: Option<String>) -> Result<RdvLink> {
     let link = RdvLink::parse(text.trim()).context("invalid link")?;
     if let Some(given) = given.filter(|g| g.as_str() != "-") {
         if link.passphrase.is_some() {
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 &given,
                 "a link with its passphrase",
                 Some("RDV_LINK"),
-                "give it in RDV_LINK or on standard input (rdv accept -)",
+                "give it in RDV_LINK or on standard input (- in place of the link)",
             );
         }
     }
@@ -44,7 +44,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     let passphrase = match (&link.passphrase, a.passphrase.take()) {
         (_, Some(p)) => {
             let p = zeroize::Zeroizing::new(p);
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 &p,
                 "--passphrase",
                 Some("RDV_PASSPHRASE"),
@@ -202,7 +202,7 @@ pub(crate) fn read_token(a: &mut DeleteArgs) -> Result<DeleteToken> {
     let text = match (a.token.take(), &a.token_file) {
         (Some(t), _) => {
             let t = zeroize::Zeroizing::new(t);
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 &t,
                 "--token",
                 Some("RDV_DELETE_TOKEN"),

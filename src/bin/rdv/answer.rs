@@ -255,7 +255,7 @@ pub(crate) fn read_answer_arg(
     let mut a = match (answer, file) {
         (Some(a), _) => {
             let a = Zeroizing::new(a);
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 &a,
                 "--answer",
                 Some("RDV_ANSWER"),

@@ -92,12 +92,24 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    // A stray word (`rdv delete LINK TOKEN`) may be a secret given in the wrong place: the
-    // error names no value, so that it reaches neither the terminal nor a log of the output.
+    // A stray word (`rdv delete LINK TOKEN`, `rdv accept LINK -- -my-passphrase`) may be a
+    // secret given in the wrong place: the error names it only when it looks like a flag's
+    // name (`--bogus-flag`, `-x`), so that a secret reaches neither the terminal nor a log.
+    let flag_like = |a: &str| {
+        let long = a.strip_prefix("--").is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 40
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        let short = a.len() == 2 && a.starts_with('-') && a != "--";
+        long || short
+    };
     let stray = e.kind() == ErrorKind::UnknownArgument
         && matches!(
             e.get(clap::error::ContextKind::InvalidArg),
-            Some(clap::error::ContextValue::String(a)) if !a.starts_with('-')
+            Some(clap::error::ContextValue::String(a)) if !flag_like(a)
         );
     if stray {
         let message = "unexpected argument (not shown: it may be a secret, such as a deletion token or a passphrase, given in the wrong place); see --help";

@@ -20,7 +20,7 @@ const STDIN_LIMIT: u64 = 64 * 1024;
 pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
     let mut p = if let Some(p) = &a.payload {
         if !p.is_empty() {
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 p,
                 "--payload",
                 None,
@@ -143,7 +143,7 @@ pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     match given {
         Some("") => bail!("the passphrase is empty"),
         Some(given) => {
-            crate::term::note_if_on_command_line(
+            crate::term::warn_if_on_command_line(
                 given,
                 "--passphrase",
                 Some("RDV_PASSPHRASE"),

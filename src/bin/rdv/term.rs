@@ -247,12 +247,13 @@ pub(crate) fn read_file_limited(
 
 /// A secret given as `value` for `flag`: when it came from the command line (not from the
 /// environment variable `env` clap also reads it from), say that other users of the machine
-/// see it in the process list while rdv runs, and how to give it instead.
-pub(crate) fn note_if_on_command_line(value: &str, flag: &str, env: Option<&str>, instead: &str) {
+/// see it in the process list while rdv runs, and how to give it instead. A warning, not a
+/// note: `--json` and `-q` keep it (scripts are the likeliest to put secrets there).
+pub(crate) fn warn_if_on_command_line(value: &str, flag: &str, env: Option<&str>, instead: &str) {
     let from_env = env.is_some_and(|v| std::env::var(v).is_ok_and(|e| e == value));
     if !from_env {
-        crate::out::note!(
-            "note: {flag} on the command line is visible to other users of this machine (the process list) while rdv runs; {instead}"
+        eprintln!(
+            "WARNING: {flag} on the command line is visible to other users of this machine (the process list) while rdv runs; {instead}"
         );
     }
 }

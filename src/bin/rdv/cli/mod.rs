@@ -411,7 +411,9 @@ pub(crate) struct DeleteArgs {
         long,
         env = "RDV_DELETE_TOKEN",
         hide_env_values = true,
-        conflicts_with = "token_file"
+        conflicts_with = "token_file",
+        // One token in 64 starts with `-`: `--token -AbC…` is that token, not a flag.
+        allow_hyphen_values = true
     )]
     pub(crate) token: Option<String>,
     /// Read the deletion token from this file.
