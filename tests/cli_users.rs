@@ -1331,6 +1331,52 @@ fn every_manual_page_rdv_1_names_exists() {
 /// The client configuration: a default server and KDF profile from
 /// $XDG_CONFIG_HOME/rdv/config.toml, RDV_SERVER over the file, a flag over both; `rdv config`
 /// says where each value comes from; a mistake in the file is an error naming file and key.
+/// What the client configuration gets wrong is marked by `rdv config` as an offer would find
+/// it (a KDF profile Argon2id refuses, more servers than a link names, a weak profile), an
+/// offer blames the file, not a flag nobody gave, and a value of the wrong type is explained
+/// in words, not with a Rust type name.
+#[test]
+fn the_client_configuration_is_checked_as_an_offer_would_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("config");
+    std::fs::create_dir_all(home.join("rdv")).unwrap();
+    let file = home.join("rdv").join("config.toml");
+    let env = [("XDG_CONFIG_HOME", home.to_str().unwrap())];
+    let servers: Vec<String> = (1..=6).map(|i| format!("\"a.example:{i}\"")).collect();
+    std::fs::write(
+        &file,
+        format!(
+            "kdf = \"argon2id:m=1,t=1,p=1\"\nserver = [{}]\n",
+            servers.join(",")
+        ),
+    )
+    .unwrap();
+    let out = rdv(&["config"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("INVALID: 6 servers; a link names at most 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INVALID: invalid Argon2id parameters"),
+        "{text}"
+    );
+    let out = rdv(&["offer", "--direct", "--payload", "x"], &env);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains(file.to_str().unwrap()) && e.contains("kdf") && !e.contains("--kdf"),
+        "{e}"
+    );
+    std::fs::write(&file, "kdf = \"argon2id:m=64,t=1,p=1\"\n").unwrap();
+    let text = String::from_utf8_lossy(&rdv(&["config"], &env).stdout).into_owned();
+    assert!(text.contains("WEAK"), "{text}");
+    std::fs::write(&file, "server = 5\n").unwrap();
+    let e = String::from_utf8_lossy(&rdv(&["config"], &env).stderr).into_owned();
+    assert!(e.contains("a server as \"HOST:PORT\", or a list"), "{e}");
+    assert!(!e.contains("enum"), "{e}");
+}
+
 /// A configuration file or a state file larger than any real one is refused with its name,
 /// not read in part: a cut file could parse and silently lose its last settings.
 #[test]

@@ -27,7 +27,10 @@ pub(crate) struct ClientFile {
 
 /// One server or several.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a server as \"HOST:PORT\", or a list of up to 5 of them"
+)]
 enum Servers {
     One(String),
     Many(Vec<String>),
@@ -185,8 +188,10 @@ impl Loaded {
         }
     }
 
-    /// The offer's servers and KDF profile when not given on the command line.
-    pub(crate) fn apply_offer(&self, a: &mut OfferArgs, m: Option<&ArgMatches>) {
+    /// The offer's servers and KDF profile when not given on the command line; an error naming
+    /// the file when the file's KDF profile is one an offer cannot use (it would otherwise be
+    /// reported as a `--kdf` that was never given).
+    pub(crate) fn apply_offer(&self, a: &mut OfferArgs, m: Option<&ArgMatches>) -> Result<()> {
         self.apply_transport(&mut a.transport, m);
         let direct_target = a.transport.direct.as_ref().is_some_and(|d| !d.is_empty());
         if a.server.is_empty() && !direct_target {
@@ -197,8 +202,13 @@ impl Loaded {
             }
         }
         if let (Some(k), false) = (&self.file.kdf, given(m, "kdf")) {
+            if let Err(e) = check_kdf(k) {
+                let file = self.path.as_deref().unwrap_or(Path::new("config.toml"));
+                anyhow::bail!("{}: kdf = {k:?}: {e}", file.display());
+            }
             a.kdf = k.clone();
         }
+        Ok(())
     }
 
     /// The effective client settings with their origins, for `rdv config` (no flags there: the
@@ -213,19 +223,35 @@ impl Loaded {
             (None, None) => ("(none: give --server)".into(), Origin::Default),
         };
         // Checked here too, so that a mistake shows before the first offer.
+        let count = server.split(' ').count();
         let bad = server
             .split(' ')
             .filter(|_| from != Origin::Default)
-            .find_map(|s| rdv::proto::ServerAddr::parse(s).err())
+            .find_map(|s| {
+                rdv::proto::ServerAddr::parse(s)
+                    .err()
+                    .map(|e| e.to_string())
+            })
+            .or_else(|| {
+                (count > 1 + rdv::proto::link::MAX_MIRRORS).then(|| {
+                    format!(
+                        "{count} servers; a link names at most {}",
+                        1 + rdv::proto::link::MAX_MIRRORS
+                    )
+                })
+            })
             .map(|e| format!("  INVALID: {e}"))
             .unwrap_or_default();
         out.push(("server", format!("{server}{bad}"), from));
         out.push(match &f.kdf {
             Some(k) => {
-                let bad = rdv::proto::KdfProfile::parse(k)
-                    .err()
-                    .map(|e| format!("  INVALID: {e}"))
-                    .unwrap_or_default();
+                let bad = match check_kdf(k) {
+                    Err(e) => format!("  INVALID: {e}"),
+                    Ok(p) if p.params().is_weak() => {
+                        "  WEAK: less work than 'moderate'; whoever sees a link guesses its passphrase cheaply".into()
+                    }
+                    Ok(_) => String::new(),
+                };
                 ("kdf", format!("{k}{bad}"), key("kdf"))
             }
             None => ("kdf", "default".into(), Origin::Default),
@@ -269,6 +295,14 @@ impl Loaded {
         }
         out
     }
+}
+
+/// A KDF profile as an offer checks it: known, within the limits every client accepts, and
+/// parameters Argon2id takes.
+fn check_kdf(k: &str) -> Result<rdv::proto::KdfProfile, rdv::proto::kdf::KdfError> {
+    let p = rdv::proto::KdfProfile::parse(k)?;
+    rdv::proto::kdf::check_profile(p, &rdv::proto::KdfLimits::default())?;
+    Ok(p)
 }
 
 /// `RDV_SERVER`, if set and not empty.

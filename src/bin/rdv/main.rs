@@ -183,7 +183,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 serve::run(a, origins).await
             }
             Cmd::Offer(mut a) => {
-                client_config::load()?.apply_offer(&mut a, sub);
+                client_config::load()?.apply_offer(&mut a, sub)?;
                 offer::run(a).await
             }
             Cmd::Accept(mut a) => {
