@@ -1409,6 +1409,11 @@ fn an_oversized_configuration_or_state_file_is_refused_not_cut() {
         e.contains("offer.state") && e.contains("larger than"),
         "{e}"
     );
+    // Standard input too: the message gives the limit it met, not a cut size.
+    let big = "a".repeat(70_000);
+    let out = common::run_rdv(&["offer", "--direct", "127.0.0.1:1"], Some(&big), &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("longer than 65536 bytes"), "{e}");
 }
 
 #[test]

@@ -493,7 +493,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
 pub(crate) fn effective_text(a: &ServeArgs) -> Result<String> {
     let mut text = String::from(
         "# rdv serve: effective settings (rdv serve --print-config).\n\
-         # max_links absent: half of the free disk space at start (redb), 10000000 (PostgreSQL).\n\
+         # max_links absent: from the free disk space, derived again every gc_interval (redb); 10000000 (PostgreSQL).\n\
          # exit_when_unreachable absent: keep running. metrics.listen absent: no metrics.\n",
     );
     text.push_str(&toml::to_string(&effective(a)).context("writing the settings as TOML")?);

@@ -245,6 +245,9 @@ fn man(a: &cli::ManArgs) -> anyhow::Result<()> {
         Ok(text)
     };
     if let Some(dir) = &a.dir {
+        if !dir.exists() {
+            anyhow::bail!("--dir {}: does not exist (create it first)", dir.display());
+        }
         if !dir.is_dir() {
             anyhow::bail!("--dir {}: not a directory", dir.display());
         }

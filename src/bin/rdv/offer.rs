@@ -36,9 +36,15 @@ pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
         }
         let mut v = Vec::new();
         std::io::stdin()
-            .take(STDIN_LIMIT)
+            .take(STDIN_LIMIT + 1)
             .read_to_end(&mut v)
             .context("reading the payload from standard input")?;
+        if v.len() as u64 > STDIN_LIMIT {
+            bail!(
+                "the payload on standard input is longer than {STDIN_LIMIT} bytes (a sealed link holds at most {})",
+                rdv::proto::seal::MAX_PAYLOAD
+            );
+        }
         v
     };
     while p.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {

@@ -292,11 +292,19 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
                     loop {
                         tick.tick().await;
                         let q = default_quota(&data);
-                        if q != store.quota() {
-                            tracing::info!(
-                                links = q,
-                                "storage quota derived again from the free disk space"
-                            );
+                        let old = store.quota();
+                        if q != old {
+                            // Logged when it moves by a tenth or more (a disk filling up or
+                            // freed), not at every small change of the free space.
+                            let (a, b) = (q.unwrap_or(u64::MAX), old.unwrap_or(u64::MAX));
+                            if a.abs_diff(b) >= b / 10 {
+                                tracing::info!(
+                                    links = q,
+                                    "storage quota derived again from the free disk space"
+                                );
+                            } else {
+                                tracing::debug!(links = q, "storage quota derived again");
+                            }
                             store.set_quota(q);
                         }
                     }

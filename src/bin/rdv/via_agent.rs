@@ -75,7 +75,7 @@ fn refuse_flags(given: &[(bool, &str)], why: &str) -> Result<()> {
         Some((_, flag)) => Err(CliError::new(
             "invalid_input",
             ErrorKind::BadInput,
-            format!("{flag} has no effect with --agent: {why}"),
+            format!("{flag} has no effect with --agent (or RDV_AGENT): {why}"),
         )
         .into()),
         None => Ok(()),
@@ -249,7 +249,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         bail!("give the server with --server HOST:PORT");
     }
     if a.state.is_some() {
-        bail!("--state has no use with --agent: the agent keeps the offer's state itself (collect the answer with rdv collect --agent --offer ID)");
+        bail!("--state has no use with --agent (or RDV_AGENT): the agent keeps the offer's state itself (collect the answer with rdv collect --agent --offer ID)");
     }
     refuse_look(&a.look)?;
     if let Ok(kdf) = rdv::proto::KdfProfile::parse(&a.kdf) {
@@ -526,7 +526,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
     refuse_look(&a.look)?;
     let Some(id) = a.offer.clone() else {
-        bail!("with --agent, name the offer with --offer ID (rdv offer --agent printed it)");
+        bail!("with --agent (or RDV_AGENT), name the offer with --offer ID (rdv offer --agent printed it)");
     };
     let mut agent = Agent::connect(&path).await?;
     let answer = match a.wait {

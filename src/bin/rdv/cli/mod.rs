@@ -96,7 +96,7 @@ pub(crate) struct KeygenArgs {
     #[arg(long, value_name = "ONION")]
     pub(crate) server: String,
     /// Write the secret key to FILE (created with mode 0600, never overwritten); pass it to
-    /// offer, accept, delete, info and collect with --client-key FILE. It is in C tor's
+    /// offer, accept, delete, info, collect and agent with --client-key FILE. It is in C tor's
     /// ClientOnionAuthDir format, so a C tor client can use it too.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
@@ -153,7 +153,8 @@ fn is_host_port(s: &str) -> bool {
 #[derive(Args, Clone)]
 pub(crate) struct TransportArgs {
     /// Connect over plain TCP, BYPASSING TOR: the server sees your IP. Local testing only. Without
-    /// a value, to the server named in the link (or on the command line).
+    /// a value, to each server at the address it is named by (in the link, --server, or the
+    /// state file).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "", conflicts_with = "socks")]
     pub(crate) direct: Option<String>,
     /// Use a tor that is already running, through its SOCKS port (e.g. 127.0.0.1:9050, Tor
