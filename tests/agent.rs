@@ -1554,7 +1554,8 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let state = dir.path().join("state");
     let bad_offer = state.join("offers").join("o0123456789abcdef.pending");
     let bad_delete = state.join("deletes").join("o0123456789abcdee");
-    for f in [&bad_offer, &bad_delete] {
+    let bad_record = state.join("undelivered").join("o0123456789abcded");
+    for f in [&bad_offer, &bad_delete, &bad_record] {
         std::fs::write(f, "not a state file\n").unwrap();
     }
     let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
@@ -1569,7 +1570,7 @@ fn an_unreadable_state_file_is_named_and_skipped() {
         !check.status.success(),
         "--check passes a corrupt state: {err}"
     );
-    for f in [&bad_offer, &bad_delete] {
+    for f in [&bad_offer, &bad_delete, &bad_record] {
         assert!(err.contains(f.to_str().unwrap()), "{f:?} not named: {err}");
     }
     let agent = AgentProcess::start(dir.path(), &[]);
@@ -1578,8 +1579,11 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     assert_eq!(pending.len(), 1, "{status}");
     assert_eq!(pending[0]["offer"], offer);
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
-    assert_eq!(unreadable.len(), 2, "{status}");
-    assert!(bad_offer.exists() && bad_delete.exists(), "left in place");
+    assert_eq!(unreadable.len(), 3, "{status}");
+    assert!(
+        bad_offer.exists() && bad_delete.exists() && bad_record.exists(),
+        "left in place"
+    );
     // Nobody looks for the answer of an offer whose file cannot be read: collect says so, not
     // "the agent keeps looking".
     let mut api = agent.api();
@@ -1600,5 +1604,5 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let status = api.call(3, serde_json::json!({"op": "status"}));
     assert_eq!(status["result"]["pending"][0]["answered"], true, "{status}");
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
-    assert_eq!(unreadable.len(), 3, "{status}");
+    assert_eq!(unreadable.len(), 4, "{status}");
 }

@@ -271,24 +271,15 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     all_open(&c, &stored, "after the recovery").await;
 }
 
-/// The agent's state directory on a full disk: an answer that comes meanwhile cannot be written
-/// there, but it is not lost: `collect` gets it from the agent's memory. Before, the agent said
-/// the answer was lost, stopped looking, and `collect` answered "no answer yet" until a restart.
-#[test]
-fn an_answer_that_cannot_be_saved_is_still_collected() {
-    use std::io::{BufRead, BufReader, Write};
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(
-        &tmp.path().join("data"),
-        &["--open-window", "3s", "--stamp-effort", "4"],
-    );
-    let addr = server.addr.to_string();
-    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
-    let socket = tmp.path().join("run").join("agent.sock");
-    let socket_s = socket.to_str().unwrap();
+/// `rdv agent --direct` with its state directory at `state` and its socket at `socket`, once
+/// it listens.
+fn start_agent(state: &Path, socket: &Path) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
     let mut agent = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["agent", "--direct", "--socket", socket_s, "--state-dir"])
-        .arg(fs.0.join("state"))
+        .args(["agent", "--direct", "--socket"])
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
         .args(["--max-skew", "2s", "--poll-every", "1s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -299,6 +290,31 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("agent listening on "), "{line:?}");
+    agent
+}
+
+/// Fill the file system at `dir` up (a file `filler` there).
+fn fill_up(dir: &Path) {
+    use std::io::Write;
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    while filler.write_all(&[7u8; 4096]).is_ok() {}
+}
+
+/// The agent's state directory on a full disk: an answer that comes meanwhile cannot be written
+/// there, but it is not lost: `collect` gets it from the agent's memory. Before, the agent said
+/// the answer was lost, stopped looking, and `collect` answered "no answer yet" until a restart.
+#[test]
+fn an_answer_that_cannot_be_saved_is_still_collected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--open-window", "3s", "--stamp-effort", "4"],
+    );
+    let addr = server.addr.to_string();
+    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
+    let socket = tmp.path().join("run").join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let mut agent = start_agent(&fs.0.join("state"), &socket);
     let offered = run_rdv(
         &[
             "offer",
@@ -325,8 +341,7 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
     };
     let (link, offer) = (field("link"), field("offer"));
     // The disk fills up.
-    let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
-    while filler.write_all(&[7u8; 4096]).is_ok() {}
+    fill_up(&fs.0);
     let accepted = run_rdv(
         &["accept", "--direct", &link, "--answer", "the answer"],
         None,
@@ -349,6 +364,135 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
         String::from_utf8_lossy(&collected.stdout).trim(),
         "the answer"
     );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+/// Poll the agent's `status` (a fresh connection each time, for at most a minute) until
+/// `ready` holds for it.
+fn status_until(socket: &Path, ready: impl Fn(&serde_json::Value) -> bool, why: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.write_all(b"{\"id\": 1, \"op\": \"status\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ready(&v["result"]) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// An answer held in memory (the disk was full) is written once space returns, even after a
+/// `collect` whose reply reached nobody (before, that collect ended the saving and the answer
+/// lived in memory only); and an agent killed with a link it never handed over starts again
+/// on a full disk and takes that link back (before, the start wrote a file first and failed).
+#[test]
+fn a_full_disk_loses_no_answer_and_stops_no_start() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = format!("127.0.0.1:{}", free_port());
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &[
+            "--open-window",
+            "3s",
+            "--stamp-effort",
+            "4",
+            "--metrics",
+            &m,
+        ],
+    );
+    let m: std::net::SocketAddr = m.parse().unwrap();
+    let addr = server.addr.to_string();
+    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
+    let state = fs.0.join("state");
+    let socket = tmp.path().join("run").join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let mut agent = start_agent(&state, &socket);
+    let offered = run_rdv(
+        &[
+            "--json",
+            "offer",
+            "--agent",
+            socket_s,
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+        ],
+        None,
+        &[],
+    );
+    let o: serde_json::Value = serde_json::from_slice(&offered.stdout).unwrap();
+    let (link, offer) = (o["link"].as_str().unwrap(), o["offer"].as_str().unwrap());
+    fill_up(&fs.0);
+    let accepted = run_rdv(&["accept", "--direct", link, "--answer", "kept"], None, &[]);
+    assert!(accepted.status.success());
+    status_until(
+        &socket,
+        |r| r["pending"][0]["answered"] == true,
+        "the answer never came",
+    );
+    // A collect whose client is gone before the reply.
+    let mut gone = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    gone.write_all(
+        format!("{{\"id\": 2, \"op\": \"collect\", \"offer\": \"{offer}\"}}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(gone);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    let answer_file = state.join("answers").join(offer);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !answer_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer was never written once space returned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // A held offer, and the agent killed while it waits: the link was never handed over.
+    let mut held = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    held.write_all(
+        format!("{{\"id\": 3, \"op\": \"offer\", \"servers\": [\"{addr}\"], \"payload\": \"h\", \"kdf\": \"test\", \"hold\": true}}\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(state.join("undelivered"))
+        .unwrap()
+        .count()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of the held link"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stored = metric(m, "rdv_links_stored");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    fill_up(&fs.0);
+    let mut agent = start_agent(&state, &socket);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metric(m, "rdv_links_stored") != stored - 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held link was not taken back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(held);
     let _ = agent.kill();
     let _ = agent.wait();
 }

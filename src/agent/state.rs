@@ -128,15 +128,6 @@ impl std::fmt::Debug for Undelivered {
     }
 }
 
-/// What [`StateDir::take_back_undelivered`] did.
-#[derive(Debug, Default)]
-pub struct TakenBack {
-    /// Links turned into deletes due at once.
-    pub links: usize,
-    /// Records that could not be used (named, left in place).
-    pub unreadable: Vec<StateError>,
-}
-
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
     move |source| StateError::Io {
         what,
@@ -523,18 +514,23 @@ impl StateDir {
         }
         let path = self.undelivered().join(id);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &path)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("removing", &path)(e)),
         }
+        // Durable before the reply goes out: a power cut must not bring the record back, and
+        // with it the take-back of a link its caller holds.
+        let dir = self.undelivered();
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", &dir))
     }
 
-    /// After a crash: every link stored and never handed over is to be taken back. Its offer's
-    /// state and its later delete are forgotten, and it becomes a delete due at `now` (kept
-    /// under the record's ID, so that it is carried out, and tried again, as any later delete),
-    /// then the record goes. A record that cannot be read is named and left in place.
-    pub fn take_back_undelivered(&self, now: u64) -> Result<TakenBack, StateError> {
-        let scan = Self::scan(
+    /// Every record of a link stored and never handed over (the agent was killed before its
+    /// reply went out), by ID, and the records that cannot be read. Each such link is to be
+    /// taken back: nobody received it.
+    pub fn undelivered_kept(&self) -> Result<Scan<Undelivered>, StateError> {
+        Self::scan(
             &self.undelivered(),
             |name| Some(name),
             |path, text| {
@@ -551,8 +547,12 @@ impl StateDir {
                         _ => return Err(bad()),
                     }
                 }
+                let usable = |link: &str, token: &str| {
+                    crate::proto::RdvLink::parse(link.trim()).is_ok()
+                        && crate::proto::DeleteToken::parse(token.trim()).is_some()
+                };
                 match (link, token) {
-                    (Some(link), Some(token)) => Ok(Undelivered {
+                    (Some(link), Some(token)) if usable(&link, &token) => Ok(Undelivered {
                         link,
                         token,
                         offer,
@@ -561,30 +561,7 @@ impl StateDir {
                     _ => Err(bad()),
                 }
             },
-        )?;
-        let mut done = TakenBack {
-            links: 0,
-            unreadable: scan.unreadable,
-        };
-        for (id, u) in scan.kept {
-            let d = LaterDelete {
-                at: now,
-                link: u.link,
-                token: u.token,
-            };
-            // The delete first: a crash in between leaves both, and the next start does this
-            // again.
-            self.save_delete(&id, &d)?;
-            if let Some(o) = &u.offer {
-                self.forget(o)?;
-            }
-            if let Some(l) = &u.delete {
-                self.forget_delete(l)?;
-            }
-            self.forget_undelivered(&id)?;
-            done.links += 1;
-        }
-        Ok(done)
+        )
     }
 
     /// Forget a delete (done, or given up).
@@ -600,13 +577,17 @@ impl StateDir {
         }
     }
 
-    /// Forget everything about `id`: its secrets and its answer.
+    /// Forget everything about `id`: its secrets and its answer (durably: a power cut must
+    /// not bring back an answer that was collected).
     pub fn forget(&self, id: &str) -> Result<(), StateError> {
         for path in [self.offer_file(id)?, self.answer_file(id)?] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("removing", &path)(e)),
+            }
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
             }
         }
         Ok(())
@@ -792,21 +773,14 @@ mod tests {
         assert!(StateDir::open(&root).is_ok());
     }
 
-    /// A link stored and never handed over (the agent crashed before its reply went out)
-    /// becomes a delete due at once; what was kept for its offer goes.
+    /// The record of a link stored and never handed over reads back as it was written, its
+    /// secrets out of `Debug`; a damaged one is named, left in place.
     #[test]
-    fn an_undelivered_link_is_taken_back_at_the_next_start() {
+    fn an_undelivered_link_is_read_back_and_a_damaged_record_named() {
         let t = tempfile::tempdir().unwrap();
         let d = StateDir::open(&t.path().join("state")).unwrap();
         let (link, token) = usable();
         let (record, offer, later) = (new_id([5; 8]), new_id([6; 8]), new_id([7; 8]));
-        std::fs::write(d.offers().join(format!("{offer}.pending")), "x").unwrap();
-        let planned = LaterDelete {
-            at: 9_000,
-            link: Zeroizing::new(link.clone()),
-            token: Zeroizing::new(token.clone()),
-        };
-        d.save_delete(&later, &planned).unwrap();
         let u = Undelivered {
             link: Zeroizing::new(link.clone()),
             token: Zeroizing::new(token.clone()),
@@ -815,22 +789,23 @@ mod tests {
         };
         d.save_undelivered(&record, &u).unwrap();
         assert!(!format!("{u:?}").contains(&token));
-        std::fs::write(d.undelivered().join(new_id([8; 8])), "link only\n").unwrap();
-        let done = d.take_back_undelivered(1_000).unwrap();
-        assert_eq!(done.links, 1);
+        let bad = d.undelivered().join(new_id([8; 8]));
+        std::fs::write(&bad, format!("link {link}\ntoken {token}\ngarbage\n")).unwrap();
+        let scan = d.undelivered_kept().unwrap();
+        assert_eq!(scan.kept.len(), 1);
+        let (id, back) = &scan.kept[0];
+        assert_eq!(id, &record);
+        assert_eq!(back.link.as_str(), link);
+        assert_eq!(back.token.as_str(), token);
+        assert_eq!(back.offer.as_deref(), Some(offer.as_str()));
+        assert_eq!(back.delete.as_deref(), Some(later.as_str()));
         assert!(matches!(
-            done.unreadable.as_slice(),
+            scan.unreadable.as_slice(),
             [StateError::BadUndelivered { .. }]
         ));
-        let deletes = d.deletes_kept().unwrap().kept;
-        assert_eq!(deletes.len(), 1, "{deletes:?}");
-        assert_eq!(deletes[0].0, record);
-        assert_eq!(deletes[0].1.at, 1_000);
-        assert_eq!(deletes[0].1.link.as_str(), link);
-        assert!(!d.has(&offer));
-        assert!(!d.undelivered().join(&record).exists());
-        // Nothing more to do at the next start.
-        assert_eq!(d.take_back_undelivered(2_000).unwrap().links, 0);
+        assert!(bad.exists());
+        d.forget_undelivered(&record).unwrap();
+        assert!(d.undelivered_kept().unwrap().kept.is_empty());
     }
 
     /// A pipe, a link to an endless device, or a huge file under an offer's name is named as

@@ -353,18 +353,19 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         state.path().display()
     );
-    // Links stored and never handed over (the agent crashed before their replies went out)
-    // become deletes due now; what was kept for their offers goes.
-    let mut unreadable_records = Vec::new();
+    // Links stored and never handed over (the agent was killed before their replies went out):
+    // taken back below; what was kept for their offers is forgotten first, so that it is not
+    // looked after. Nothing is written for it: a start on a full disk works.
+    let records = state.undelivered_kept()?;
     if !a.check {
-        let back = state.take_back_undelivered(rdv::clock::Clock::now(&rdv::clock::SystemClock))?;
-        if back.links > 0 {
-            note!(
-                "agent: taking back {} link(s) stored by an earlier run and never handed over",
-                back.links
-            );
+        for (_, u) in &records.kept {
+            if let Some(o) = &u.offer {
+                let _ = state.forget(o);
+            }
+            if let Some(l) = &u.delete {
+                let _ = state.forget_delete(l);
+            }
         }
-        unreadable_records = back.unreadable;
     }
     // What the state directory holds; a file that cannot be read is named and left in place
     // (it may be the only copy of an offer's secrets), the rest is looked after.
@@ -374,7 +375,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         .unreadable
         .iter()
         .chain(&deletes.unreadable)
-        .chain(&unreadable_records)
+        .chain(&records.unreadable)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
@@ -440,6 +441,16 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     }
     if resumed > 0 {
         note!("agent: looking after {resumed} offer(s) kept from an earlier run");
+    }
+    if !records.kept.is_empty() {
+        note!(
+            "agent: taking back {} link(s) stored by an earlier run and never handed over",
+            records.kept.len()
+        );
+    }
+    // Take-backs now; the other deletes at their moments.
+    for (id, u) in records.kept {
+        agent.take_back_kept(id, u);
     }
     for (id, d) in deletes.kept {
         agent.resume_delete(id, d);

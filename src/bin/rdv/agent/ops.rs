@@ -139,29 +139,19 @@ impl Agent {
                     .await
                 {
                     Ok(answer) => {
-                        let saved = me.state.save_answer(&id, &answer);
-                        if saved.is_err() {
-                            // Held here for `collect` meanwhile (a collect ends this task).
+                        if let Err(e) = me.state.save_answer(&id, &answer) {
+                            // A full disk: held in memory for `collect`, and saved later by a
+                            // task of its own (a collect ends the looks, not the saving).
+                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer in the state directory failed; it is held in memory for collect, and saving is tried again every 30 s");
                             if let Ok(mut u) = me.unsaved.lock() {
                                 u.insert(id.clone(), zeroize::Zeroizing::new(answer.to_vec()));
                             }
+                            tokio::spawn(me.clone().save_answer_later(id.clone()));
                         }
                         let mut f = Map::new();
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
                         me.event(event::ANSWERED, f);
-                        // A full disk: the answer is kept in memory and saving tried again until
-                        // it works (a restart meanwhile looks for the answer again: the mailbox
-                        // keeps it until the link expires).
-                        let mut saved = saved;
-                        while let Err(e) = saved {
-                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer in the state directory failed; it is held in memory for collect, and saving is tried again in 30 s");
-                            tokio::time::sleep(ANSWER_SAVE_RETRY).await;
-                            saved = me.state.save_answer(&id, &answer);
-                        }
-                        if let Ok(mut u) = me.unsaved.lock() {
-                            u.remove(&id);
-                        }
                         break;
                     }
                     Err(CollectError::NoAnswerYet) if now() >= last => {
@@ -191,10 +181,63 @@ impl Agent {
         }
     }
 
+    /// Save the answer to offer `id` held in memory, every 30 s until it works, or until it
+    /// was collected or forgotten meanwhile (a restart before then looks for it again: the
+    /// mailbox keeps it until the link expires).
+    async fn save_answer_later(self: Arc<Self>, id: String) {
+        loop {
+            tokio::time::sleep(ANSWER_SAVE_RETRY).await;
+            // Under the lock: a collect or a forget removes the answer from memory before it
+            // removes the files, so no answer file is written after them.
+            let Ok(mut u) = self.unsaved.lock() else {
+                return;
+            };
+            let Some(answer) = u.get(&id) else {
+                return;
+            };
+            match self.state.save_answer(&id, answer) {
+                Ok(()) => {
+                    u.remove(&id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %rdv::config::report(&e), "keeping an answer failed again; trying again in 30 s")
+                }
+            }
+        }
+    }
+
+    /// A link stored by an earlier run and never handed over (record `id`): nobody received
+    /// it, so what was kept for its offer goes and the link is deleted now (a failure is tried
+    /// again as a later delete's is); its record goes once that is done.
+    pub(super) fn take_back_kept(self: &Arc<Self>, id: String, u: Undelivered) {
+        if let Some(o) = &u.offer {
+            self.stop_looking(o);
+            if let Err(e) = self.state.forget(o) {
+                tracing::warn!(error = %rdv::config::report(&e), "an undelivered offer's files could not be removed");
+            }
+        }
+        if let Some(l) = &u.delete {
+            if let Some(t) = self.deleters.lock().ok().and_then(|mut d| d.remove(l)) {
+                t.abort();
+            }
+            let _ = self.state.forget_delete(l);
+        }
+        let d = LaterDelete {
+            at: now(),
+            link: u.link,
+            token: u.token,
+        };
+        self.delete_task(id, d, DeleteFile::Undelivered);
+    }
+
     /// Later delete `id` is over (`Some(true)` deleted, `Some(false)` nothing was there, `None`
     /// given up): forget it and say so.
-    fn delete_done(&self, id: &str, deleted: Option<bool>) {
-        let _ = self.state.forget_delete(id);
+    fn delete_done(&self, id: &str, deleted: Option<bool>, file: DeleteFile) {
+        let _ = match file {
+            DeleteFile::Later => self.state.forget_delete(id),
+            DeleteFile::Undelivered => self.state.forget_undelivered(id),
+        };
         if let Ok(mut d) = self.deleters.lock() {
             d.remove(id);
         }
@@ -218,7 +261,7 @@ impl Agent {
                         tracing::warn!(error = %rdv::config::report(&e), "a late delete's new moment could not be kept");
                     }
                 }
-                None => return self.delete_done(&id, None),
+                None => return self.delete_done(&id, None, DeleteFile::Later),
             }
         }
         self.delete_later(id, d);
@@ -228,6 +271,11 @@ impl Agent {
     /// (Tor, the server) is tried again at a fresh moment of its own, 5 to 60 minutes later
     /// ([`late_delete_at`]), until the link has surely expired.
     pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
+        self.delete_task(id, d, DeleteFile::Later)
+    }
+
+    /// The task of a delete kept in `file` under `id`.
+    fn delete_task(self: &Arc<Self>, id: String, d: LaterDelete, file: DeleteFile) {
         let me = self.clone();
         let key = id.clone();
         let task = tokio::spawn(async move {
@@ -236,7 +284,10 @@ impl Agent {
                 .ok()
                 .zip(DeleteToken::parse(d.token.trim()));
             let Some((link, token)) = parsed else {
-                let _ = me.state.forget_delete(&id);
+                let _ = match file {
+                    DeleteFile::Later => me.state.forget_delete(&id),
+                    DeleteFile::Undelivered => me.state.forget_undelivered(&id),
+                };
                 if let Ok(mut d) = me.deleters.lock() {
                     d.remove(&id);
                 }
@@ -258,7 +309,7 @@ impl Agent {
                     },
                 }
             };
-            me.delete_done(&id, deleted);
+            me.delete_done(&id, deleted, file);
         });
         if let Ok(mut d) = self.deleters.lock() {
             if let Some(old) = d.insert(key, task) {
@@ -414,6 +465,9 @@ impl Agent {
                     return Err(no_such_offer(&offer));
                 }
                 self.stop_looking(&offer);
+                if let Ok(mut u) = self.unsaved.lock() {
+                    u.remove(&offer);
+                }
                 self.state.forget(&offer)?;
                 Ok((json!({ "offer": offer, "forgotten": true }), None))
             }
@@ -474,9 +528,14 @@ impl Agent {
             }
             Err(e) => unreadable.push(report(&e)),
         }
-        match deletes {
-            Ok(scan) => unreadable.extend(scan.unreadable.iter().map(report)),
-            Err(e) => unreadable.push(report(&e)),
+        for scan in [
+            deletes.map(|s| s.unreadable),
+            self.state.undelivered_kept().map(|s| s.unreadable),
+        ] {
+            match scan {
+                Ok(bad) => unreadable.extend(bad.iter().map(report)),
+                Err(e) => unreadable.push(report(&e)),
+            }
         }
         let unsaved: Vec<String> = self
             .unsaved
@@ -1073,6 +1132,13 @@ struct Kept {
     delete: Option<String>,
     /// Its record as undelivered (`undelivered/ID`).
     record: Option<String>,
+}
+
+/// Where a delete is kept: a later delete's file, or the record of an undelivered link.
+#[derive(Clone, Copy)]
+enum DeleteFile {
+    Later,
+    Undelivered,
 }
 
 /// The IDs an offer's state and its later delete are kept under, drawn before either is saved.
