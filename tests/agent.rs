@@ -1045,17 +1045,15 @@ fn wait_through_the_agent_counts_from_the_bucket_close() {
     assert_eq!(ok(&out).trim(), "smp://b");
 }
 
-/// An agent stopped (SIGTERM) while it holds an offer for its bucket's close takes the link
-/// back before it exits: nobody has it, and the next start has nothing to hand over.
-#[test]
-fn an_agent_stopped_during_a_hold_takes_the_link_back() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server whose buckets stay open a minute (a held offer waits that long), with its metrics
+/// endpoint.
+fn server_for_holds(dir: &Path) -> (ServerProcess, SocketAddr) {
     let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
         .unwrap();
     let m_text = m.to_string();
     let srv = ServerProcess::start(
-        &dir.path().join("data"),
+        &dir.join("data"),
         &[
             "--open-window",
             "60s",
@@ -1065,6 +1063,15 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
             &m_text,
         ],
     );
+    (srv, m)
+}
+
+/// An agent stopped (SIGTERM) while it holds an offer for its bucket's close takes the link
+/// back before it exits: nobody has it, and the next start has nothing to hand over.
+#[test]
+fn an_agent_stopped_during_a_hold_takes_the_link_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
     let mut agent = AgentProcess::start(dir.path(), &[]);
     let mut events = agent.api();
@@ -1106,21 +1113,7 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
 #[test]
 fn a_link_stored_by_a_killed_agent_and_never_handed_over_is_taken_back() {
     let dir = tempfile::tempdir().unwrap();
-    let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .unwrap();
-    let m_text = m.to_string();
-    let srv = ServerProcess::start(
-        &dir.path().join("data"),
-        &[
-            "--open-window",
-            "60s",
-            "--stamp-effort",
-            "4",
-            "--metrics",
-            &m_text,
-        ],
-    );
+    let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &[]);
     let mut events = agent.api();
