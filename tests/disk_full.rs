@@ -441,10 +441,11 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
         |r| r["pending"][0]["answered"] == true,
         "the answer never came",
     );
-    // A collect whose client is gone before the reply.
+    // A collect whose client is gone before the reply: the line ends at the connection's end
+    // (no newline), so the agent reads it only once the client has gone.
     let mut gone = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     gone.write_all(
-        format!("{{\"id\": 2, \"op\": \"collect\", \"offer\": \"{offer}\"}}\n").as_bytes(),
+        format!("{{\"id\": 2, \"op\": \"collect\", \"offer\": \"{offer}\"}}").as_bytes(),
     )
     .unwrap();
     drop(gone);

@@ -7,15 +7,17 @@
 //!   answers/ID         an answer that came and was not collected yet, mode 0600
 //!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link` (without its
 //!                      passphrase), `token` lines
-//!   undelivered/ID     a stored link whose reply has not gone out yet: `link`, `token`, and
-//!                      the `offer` and `delete` IDs kept for it; a start finds it only after a
-//!                      crash, and takes the link back (nobody received it)
+//!   undelivered/ID     a stored link whose reply has not gone out yet (or one taken back whose
+//!                      delete failed): `link`, `token`, and the `offer` and `delete` IDs kept
+//!                      for it; a start takes the link back (nobody received it)
+//!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
-//! The directory itself is locked (`flock`) while an agent runs on it. Files are written to a
-//! temporary name (`*.tmp`), synced and renamed, so a crash leaves either the old file or the
-//! new one; the temporary files a crash leaves behind, and answers whose offer was forgotten,
-//! are removed when the directory is opened. Removing a file does not wipe its blocks on disk
+//! `STATE/lock` and, where the file system allows, the directory itself are locked (`flock`)
+//! while an agent runs on it. Files are written to a temporary name (`*.tmp`), synced and
+//! renamed, so a crash leaves either the old file or the new one; the temporary files a crash
+//! leaves behind, and answers whose offer file is gone, are removed by [`StateDir::sweep`] when
+//! an agent starts. Removing a file does not wipe its blocks on disk
 //! (docs/THREAT-MODEL.md).
 
 use crate::client::PendingAnswer;
@@ -178,9 +180,18 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
-    /// `STATE/lock`, locked while this agent runs: two agents on one directory would both look
-    /// for every answer and both carry out every later delete.
-    _lock: std::sync::Arc<std::fs::File>,
+    /// `STATE/lock` and the directory itself, locked while this agent runs: two agents on one
+    /// directory would both look for every answer and both carry out every later delete.
+    _lock: std::sync::Arc<(std::fs::File, Option<std::fs::File>)>,
+}
+
+/// Lock `file` exclusively without waiting: `Ok(false)` when another process holds it.
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// An offer's ID: `o` and 16 lowercase hex digits.
@@ -229,21 +240,33 @@ impl StateDir {
                 });
             }
         }
-        // The directory itself is locked: a lock file could be removed while the agent runs,
-        // and a second agent would then start on the same directory.
-        let lock = std::fs::File::open(root).map_err(io("opening", root))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::InUse {
-                    path: root.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", root)(e)),
+        // A lock file (as earlier versions of the agent lock it), and the directory itself
+        // where the file system allows it: the file could be removed while the agent runs and
+        // a second agent would then lock a new one, but not the directory. (NFS locks only
+        // files opened for writing: there the file's lock is the one that holds.)
+        let in_use = || StateError::InUse {
+            path: root.to_path_buf(),
+        };
+        let lock_path = root.join("lock");
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let file = o.open(&lock_path).map_err(io("opening", &lock_path))?;
+        if !try_lock(&file).map_err(io("locking", &lock_path))? {
+            return Err(in_use());
         }
+        let dir_lock = match std::fs::File::open(root) {
+            Ok(d) => match try_lock(&d) {
+                Ok(true) => Some(d),
+                Ok(false) => return Err(in_use()),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
         let dir = StateDir {
             root: root.to_path_buf(),
-            _lock: std::sync::Arc::new(lock),
+            _lock: std::sync::Arc::new((file, dir_lock)),
         };
         for sub in [
             dir.offers(),
@@ -253,36 +276,47 @@ impl StateDir {
         ] {
             create_private_dir(&sub).map_err(io("creating", &sub))?;
         }
-        dir.sweep()?;
         Ok(dir)
     }
 
     /// Remove what a crash can leave behind and nothing reads: temporary files of writes that
-    /// never finished (they may hold secrets), and answers whose offer was forgotten (a collect
-    /// or a forget stopped between its two removals). Only this agent runs on the directory.
-    fn sweep(&self) -> Result<(), StateError> {
+    /// never finished (they may hold secrets), and answers whose offer file is gone (a collect
+    /// or a forget stopped between its two removals; an offer file moved away takes its answer
+    /// with it only if moved together). Only this agent runs on the directory. What cannot be
+    /// removed is returned, to be named; it stops nothing.
+    pub fn sweep(&self) -> Vec<StateError> {
+        let mut failed = Vec::new();
         for sub in [
             self.offers(),
             self.answers(),
             self.deletes(),
             self.undelivered(),
         ] {
-            for e in std::fs::read_dir(&sub).map_err(io("reading", &sub))? {
-                let e = e.map_err(io("reading", &sub))?;
+            let entries = match std::fs::read_dir(&sub) {
+                Ok(e) => e,
+                Err(e) => {
+                    failed.push(io("reading", &sub)(e));
+                    continue;
+                }
+            };
+            for e in entries.flatten() {
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
-                let orphan_answer = sub == self.answers()
-                    && valid_id(&name)
-                    && !self.offers().join(format!("{name}.pending")).exists();
+                // Gone, not merely unusable (a dangling link is still the user's to repair).
+                let offer_gone = || {
+                    std::fs::symlink_metadata(self.offers().join(format!("{name}.pending")))
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                };
+                let orphan_answer = sub == self.answers() && valid_id(&name) && offer_gone();
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
                 if (name.ends_with(".tmp") || orphan_answer) && !is_dir {
-                    std::fs::remove_file(&path).map_err(io("removing", &path))?;
+                    if let Err(err) = std::fs::remove_file(&path) {
+                        failed.push(io("removing", &path)(err));
+                    }
                 }
             }
         }
-        // The lock file of earlier versions (the directory is locked now).
-        let _ = std::fs::remove_file(self.root.join("lock"));
-        Ok(())
+        failed
     }
 
     /// The directory.
@@ -744,6 +778,7 @@ mod tests {
         assert!(!d.answers().join(format!("{blocked}.tmp")).exists());
         drop(d);
         let d = StateDir::open(&root).unwrap();
+        assert!(d.sweep().is_empty());
         for sub in [d.offers(), d.answers(), d.deletes(), d.undelivered()] {
             for e in std::fs::read_dir(&sub).unwrap() {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -757,19 +792,36 @@ mod tests {
         );
     }
 
-    /// The directory itself is locked: a second agent is refused even when the lock file of
-    /// earlier versions was removed.
+    /// The directory itself is locked as well as its lock file: a second agent is refused even
+    /// when the lock file was removed, and an agent of an earlier version (which locks only the
+    /// file) keeps a new one out. The lock file is private.
     #[test]
     fn a_second_agent_on_one_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("state");
         let d = StateDir::open(&root).unwrap();
-        let _ = std::fs::remove_file(root.join("lock"));
+        let mode = std::fs::metadata(root.join("lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_file(root.join("lock")).unwrap();
         assert!(matches!(
             StateDir::open(&root),
             Err(StateError::InUse { .. })
         ));
         drop(d);
+        let old = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("lock"))
+            .unwrap();
+        old.try_lock().unwrap();
+        assert!(matches!(
+            StateDir::open(&root),
+            Err(StateError::InUse { .. })
+        ));
+        drop(old);
         assert!(StateDir::open(&root).is_ok());
     }
 

@@ -356,6 +356,16 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     // Links stored and never handed over (the agent was killed before their replies went out):
     // taken back below; what was kept for their offers is forgotten first, so that it is not
     // looked after. Nothing is written for it: a start on a full disk works.
+    if !a.check {
+        // What a crash left behind and nothing reads (temporary files, answers of forgotten
+        // offers).
+        for e in state.sweep() {
+            note!(
+                "agent: cannot remove {}; left in place",
+                rdv::config::report(&e)
+            );
+        }
+    }
     let records = state.undelivered_kept()?;
     if !a.check {
         for (_, u) in &records.kept {
@@ -502,7 +512,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         note!("agent: took back {taken} offer(s) whose link had not been handed over");
     }
     if unfinished > 0 {
-        note!("agent: {unfinished} offer(s) not handed over could not be taken back (the server did not answer within {} s); their links expire by themselves", STOP_WITHIN.as_secs());
+        note!("agent: {unfinished} offer(s) not handed over could not be taken back (the server did not answer within {} s); the next start takes them back", STOP_WITHIN.as_secs());
     }
     if requests_left > 0 {
         note!(

@@ -60,6 +60,9 @@ fn now() -> u64 {
 /// the link just before then answers a moment later.
 const ANSWER_GRACE_SECS: u64 = 600;
 
+/// Within how long of a start the links an earlier run never handed over are taken back.
+const TAKE_BACK_WITHIN_SECS: u64 = 60;
+
 /// How long after a failed save of an answer it is saved again.
 const ANSWER_SAVE_RETRY: Duration = Duration::from_secs(30);
 
@@ -139,7 +142,14 @@ impl Agent {
                     .await
                 {
                     Ok(answer) => {
-                        if let Err(e) = me.state.save_answer(&id, &answer) {
+                        let saved = me.state.save_answer(&id, &answer);
+                        // A forget that came while the answer was on its way (its abort cannot
+                        // stop this task here) leaves no answer behind.
+                        if !me.state.has(&id) {
+                            let _ = me.state.forget(&id);
+                            break;
+                        }
+                        if let Err(e) = saved {
                             // A full disk: held in memory for `collect`, and saved later by a
                             // task of its own (a collect ends the looks, not the saving).
                             tracing::error!(error = %rdv::config::report(&e), "keeping an answer in the state directory failed; it is held in memory for collect, and saving is tried again every 30 s");
@@ -195,6 +205,11 @@ impl Agent {
             let Some(answer) = u.get(&id) else {
                 return;
             };
+            // Forgotten while its answer came in: nothing to keep.
+            if !self.state.has(&id) {
+                u.remove(&id);
+                return;
+            }
             match self.state.save_answer(&id, answer) {
                 Ok(()) => {
                     u.remove(&id);
@@ -223,8 +238,10 @@ impl Agent {
             }
             let _ = self.state.forget_delete(l);
         }
+        // Within a minute, each at a moment of its own, not in one burst with the looks the
+        // start resumes.
         let d = LaterDelete {
-            at: now(),
+            at: now() + (rand::random::<f64>() * TAKE_BACK_WITHIN_SECS as f64) as u64,
             link: u.link,
             token: u.token,
         };
@@ -693,7 +710,7 @@ impl Agent {
     /// take their links back, for two thirds of `within`; then take back every stored offer
     /// whose reply has not been claimed, and wait for the rest until `within` (an offer whose
     /// store finishes now takes itself back). Returns how many links were taken back since the
-    /// stop began, and how many could not be (they expire by themselves).
+    /// stop began, and how many could not be (their records stay: the next start tries again).
     pub(super) async fn stop_offers(&self, within: Duration) -> (usize, usize) {
         let start = tokio::time::Instant::now();
         self.offers.stopping.send_replace(true);
@@ -742,9 +759,26 @@ impl Agent {
             let _ = self.state.forget_delete(id);
         }
         let deleted = self.client.delete(&link, &token).await.is_ok();
-        // A link that could not be deleted keeps its record: the next start tries again.
-        if let (true, Some(record)) = (deleted, &record) {
-            let _ = self.state.forget_undelivered(record);
+        // A link that could not be deleted keeps its record (written again if a claim removed
+        // it already): the next start tries again.
+        if let Some(record) = &record {
+            let kept = match deleted {
+                true => self.state.forget_undelivered(record),
+                false => self.state.save_undelivered(
+                    record,
+                    &Undelivered {
+                        link: zeroize::Zeroizing::new(
+                            link.without_passphrase().to_uri().to_string(),
+                        ),
+                        token: zeroize::Zeroizing::new(token.to_text().to_string()),
+                        offer: None,
+                        delete: None,
+                    },
+                ),
+            };
+            if let Err(e) = kept {
+                tracing::warn!(error = %rdv::config::report(&e), "the record of a link taken back could not be kept up to date");
+            }
         }
         if self.offers.is_stopping() {
             let count = match deleted {
