@@ -789,7 +789,7 @@ impl Agent {
         }
         match deleted {
             true => "nothing was handed over, and the link was deleted from the server",
-            false => "nothing was handed over; the link could not be deleted and expires by itself",
+            false => "nothing was handed over; the link could not be deleted now (the next start of the agent tries again; it expires by itself otherwise)",
         }
     }
 
