@@ -271,9 +271,20 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     all_open(&c, &stored, "after the recovery").await;
 }
 
+/// A running agent, ended (SIGKILL) when dropped: also when a test fails, so that no agent is
+/// left holding the tmpfs.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `rdv agent --direct` with its state directory at `state` and its socket at `socket`, once
 /// it listens.
-fn start_agent(state: &Path, socket: &Path) -> std::process::Child {
+fn start_agent(state: &Path, socket: &Path) -> Agent {
     use std::io::{BufRead, BufReader};
     let mut agent = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args(["agent", "--direct", "--socket"])
@@ -290,7 +301,7 @@ fn start_agent(state: &Path, socket: &Path) -> std::process::Child {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("agent listening on "), "{line:?}");
-    agent
+    Agent(agent)
 }
 
 /// Fill the file system at `dir` up (a file `filler` there).
@@ -314,7 +325,7 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
     let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
-    let mut agent = start_agent(&fs.0.join("state"), &socket);
+    let agent = start_agent(&fs.0.join("state"), &socket);
     let offered = run_rdv(
         &[
             "offer",
@@ -364,8 +375,7 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
         String::from_utf8_lossy(&collected.stdout).trim(),
         "the answer"
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
 }
 
 /// Poll the agent's `status` (a fresh connection each time, for at most a minute) until
@@ -413,7 +423,7 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
     let state = fs.0.join("state");
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
-    let mut agent = start_agent(&state, &socket);
+    let agent = start_agent(&state, &socket);
     let offered = run_rdv(
         &[
             "--json",
@@ -481,10 +491,9 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let stored = metric(m, "rdv_links_stored");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     fill_up(&fs.0);
-    let mut agent = start_agent(&state, &socket);
+    let agent = start_agent(&state, &socket);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while metric(m, "rdv_links_stored") != stored - 1.0 {
         assert!(
@@ -494,6 +503,5 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     drop(held);
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
 }
