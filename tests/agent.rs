@@ -388,14 +388,7 @@ fn a_later_delete_happens_by_itself_and_survives_a_restart() {
         api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
         true
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let event = loop {
-        assert!(Instant::now() < deadline, "no delete within 60 s");
-        let l = api.line();
-        if l["event"] == "deleted" {
-            break l;
-        }
-    };
+    let event = next_event(&mut api, "deleted");
     assert_eq!(event["deleted"], true, "{event}");
     let gone = run_rdv(&["--json", "accept", "--direct", &link], None, &[]);
     let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
@@ -638,22 +631,12 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     let at = o["delete_at"].as_u64().unwrap();
     // Server and agent share this machine's clock: the delete is set for the close plus 2 s.
     assert!((closes + 1..=closes + 3).contains(&at), "{o}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let event = loop {
-        assert!(Instant::now() < deadline, "no delete within 60 s");
-        let l = api.line();
-        if l["event"] == "deleted" {
-            break l;
-        }
-    };
+    let event = next_event(&mut api, "deleted");
     assert_eq!(event["deleted"], true, "{event}");
     assert_eq!(event["delete"], o["delete"]);
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     assert!(now >= at, "deleted at {now}, before its time {at}");
-    let link = o["link"].as_str().unwrap();
-    let gone = run_rdv(&["--json", "accept", "--direct", link], None, &[]);
-    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
-    assert_eq!(e["error"]["code"], "no_match", "{e}");
+    assert_gone(o["link"].as_str().unwrap());
     // Deleting only some kind of links marks them: the command says to give every offer the
     // same delay.
     let out = offer_via(&agent, &addr, "q", &["--delete-after-close", "1h"]);
@@ -691,22 +674,9 @@ fn a_server_lying_about_its_time_cannot_cancel_a_delete() {
     let o: Value = serde_json::from_slice(&offered.stdout).unwrap();
     assert_eq!(o["ok"], true, "{o}");
     assert!(o["delete_at"].is_u64(), "no delete was scheduled: {o}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let event = loop {
-        assert!(Instant::now() < deadline, "no delete within 60 s");
-        let l = api.line();
-        if l["event"] == "deleted" {
-            break l;
-        }
-    };
+    let event = next_event(&mut api, "deleted");
     assert_eq!(event["deleted"], true, "{event}");
-    let gone = run_rdv(
-        &["--json", "accept", "--direct", o["link"].as_str().unwrap()],
-        None,
-        &[],
-    );
-    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
-    assert_eq!(e["error"]["code"], "no_match", "{e}");
+    assert_gone(o["link"].as_str().unwrap());
 }
 
 /// `--min-k` through the agent is carried out, not ignored: a link that hides among fewer
@@ -877,6 +847,13 @@ fn metric_becomes(m: SocketAddr, name: &str, want: f64, why: &str) {
 }
 
 /// The next event line of a subscribed connection named `name`.
+/// The link no longer opens: its server has nothing that matches.
+fn assert_gone(link: &str) {
+    let gone = run_rdv(&["--json", "accept", "--direct", link], None, &[]);
+    let e: Value = serde_json::from_slice(&gone.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_match", "{e}");
+}
+
 fn next_event(api: &mut Api, name: &str) -> Value {
     loop {
         let l = api.line();

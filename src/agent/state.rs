@@ -138,6 +138,13 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Whether a kept link and deletion token can be used for a delete (one that could not is
+/// named as unusable, and its file kept).
+fn usable(link: &str, token: &str) -> bool {
+    crate::proto::RdvLink::parse(link.trim()).is_ok()
+        && crate::proto::DeleteToken::parse(token.trim()).is_some()
+}
+
 /// Most bytes of a state file the agent reads (an offer's state, a delete and an answer are all
 /// far smaller).
 const FILE_LIMIT: u64 = 64 * 1024;
@@ -164,6 +171,23 @@ fn read_state_file(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
         ));
     }
     Ok(bytes)
+}
+
+/// The text of the state file at `path` ([`read_state_file`]), which must be UTF-8.
+fn read_state_text(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    let bytes = read_state_file(path)?;
+    std::str::from_utf8(&bytes)
+        .map(|t| Zeroizing::new(t.to_owned()))
+        .map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
+/// Remove the file at `path` if it is there; whether it was.
+fn remove_if_present(path: &Path) -> Result<bool, StateError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("removing", path)(e)),
+    }
 }
 
 /// Create `dir` (and its missing parents) with mode 0700 from the start: no moment with the
@@ -421,12 +445,7 @@ impl StateDir {
                 continue;
             };
             let path = e.path();
-            let read = read_state_file(&path)
-                .and_then(|b| {
-                    String::from_utf8(b.to_vec())
-                        .map(Zeroizing::new)
-                        .map_err(|_| std::io::Error::other("not UTF-8 text"))
-                })
+            let read = read_state_text(&path)
                 .map_err(io("reading", &path))
                 .and_then(|text| parse(&path, &text));
             match read {
@@ -456,14 +475,12 @@ impl StateDir {
     /// The offer kept under `id`, if there is one; an error if its file cannot be used.
     pub fn pending_of(&self, id: &str) -> Result<Option<PendingAnswer>, StateError> {
         let path = self.offer_file(id)?;
-        let bytes = match read_state_file(&path) {
-            Ok(b) => b,
+        let text = match read_state_text(&path) {
+            Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("reading", &path)(e)),
         };
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| io("reading", &path)(std::io::Error::other("not UTF-8 text")))?;
-        PendingAnswer::from_text(text)
+        PendingAnswer::from_text(&text)
             .map(Some)
             .map_err(|source| StateError::Corrupt { path, source })
     }
@@ -504,10 +521,6 @@ impl StateDir {
                     }
                 }
                 // A link or a token that does not parse could never be deleted: named, kept.
-                let usable = |link: &str, token: &str| {
-                    crate::proto::RdvLink::parse(link.trim()).is_ok()
-                        && crate::proto::DeleteToken::parse(token.trim()).is_some()
-                };
                 match (at, link, token) {
                     (Some(at), Some(link), Some(token)) if usable(&link, &token) => {
                         Ok(LaterDelete { at, link, token })
@@ -546,11 +559,8 @@ impl StateDir {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        let path = self.undelivered().join(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("removing", &path)(e)),
+        if !remove_if_present(&self.undelivered().join(id))? {
+            return Ok(());
         }
         // Durable before the reply goes out: a power cut must not bring the record back, and
         // with it the take-back of a link its caller holds.
@@ -581,10 +591,6 @@ impl StateDir {
                         _ => return Err(bad()),
                     }
                 }
-                let usable = |link: &str, token: &str| {
-                    crate::proto::RdvLink::parse(link.trim()).is_ok()
-                        && crate::proto::DeleteToken::parse(token.trim()).is_some()
-                };
                 match (link, token) {
                     (Some(link), Some(token)) if usable(&link, &token) => Ok(Undelivered {
                         link,
@@ -603,22 +609,15 @@ impl StateDir {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        let path = self.deletes().join(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &path)(e)),
-        }
+        remove_if_present(&self.deletes().join(id)).map(|_| ())
     }
 
     /// Forget everything about `id`: its secrets and its answer (durably: a power cut must
     /// not bring back an answer that was collected).
     pub fn forget(&self, id: &str) -> Result<(), StateError> {
         for path in [self.offer_file(id)?, self.answer_file(id)?] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("removing", &path)(e)),
+            if !remove_if_present(&path)? {
+                continue;
             }
             if let Some(dir) = path.parent() {
                 let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());

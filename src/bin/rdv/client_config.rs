@@ -299,7 +299,7 @@ impl Loaded {
 
 /// A KDF profile as an offer checks it: known, within the limits every client accepts, and
 /// parameters Argon2id takes.
-fn check_kdf(k: &str) -> Result<rdv::proto::KdfProfile, rdv::proto::kdf::KdfError> {
+pub(crate) fn check_kdf(k: &str) -> Result<rdv::proto::KdfProfile, rdv::proto::kdf::KdfError> {
     let p = rdv::proto::KdfProfile::parse(k)?;
     rdv::proto::kdf::check_profile(p, &rdv::proto::KdfLimits::default())?;
     Ok(p)

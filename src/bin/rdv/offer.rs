@@ -187,8 +187,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .map(|t| ServerAddr::parse(t).with_context(|| format!("--server {t:?}")))
         .collect::<Result<Vec<_>>>()?;
     let server = servers[0].clone();
-    let kdf = KdfProfile::parse(&a.kdf).context("--kdf")?;
-    rdv::proto::kdf::check_profile(kdf, &rdv::proto::KdfLimits::default()).context("--kdf")?;
+    let kdf = crate::client_config::check_kdf(&a.kdf).context("--kdf")?;
     warn_if_weak(kdf);
     if a.expect_answer && a.state.is_none() && a.wait.is_none() {
         bail!("--expect-answer needs --wait DURATION (wait for the answer here) or --state FILE (collect it later with rdv collect), or both");

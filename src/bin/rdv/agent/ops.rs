@@ -9,9 +9,7 @@ use rdv::agent::schedule::{delete_at, late_delete_at, pick, Cover, Decoy};
 use rdv::agent::state::{new_id, LaterDelete, StateDir, Undelivered};
 use rdv::client::{CollectError, ErrorKind, PendingAnswer};
 use rdv::proto::schedule::LookSchedule;
-use rdv::proto::{
-    kdf, DeleteToken, KdfLimits, KdfProfile, Locator, Passphrase, RdvLink, ServerAddr,
-};
+use rdv::proto::{kdf, DeleteToken, KdfLimits, Locator, Passphrase, RdvLink, ServerAddr};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -223,21 +221,10 @@ impl Agent {
     }
 
     /// A link stored by an earlier run and never handed over (record `id`): nobody received
-    /// it, so what was kept for its offer goes and the link is deleted now (a failure is tried
-    /// again as a later delete's is); its record goes once that is done.
+    /// it, so it is deleted now (a failure is tried again as a later delete's is); its record
+    /// goes once that is done. What was kept for its offer the start has forgotten before it
+    /// resumed anything.
     pub(super) fn take_back_kept(self: &Arc<Self>, id: String, u: Undelivered) {
-        if let Some(o) = &u.offer {
-            self.stop_looking(o);
-            if let Err(e) = self.state.forget(o) {
-                tracing::warn!(error = %rdv::config::report(&e), "an undelivered offer's files could not be removed");
-            }
-        }
-        if let Some(l) = &u.delete {
-            if let Some(t) = self.deleters.lock().ok().and_then(|mut d| d.remove(l)) {
-                t.abort();
-            }
-            let _ = self.state.forget_delete(l);
-        }
         // Within a minute, each at a moment of its own, not in one burst with the looks the
         // start resumes.
         let d = LaterDelete {
@@ -251,10 +238,7 @@ impl Agent {
     /// Later delete `id` is over (`Some(true)` deleted, `Some(false)` nothing was there, `None`
     /// given up): forget it and say so.
     fn delete_done(&self, id: &str, deleted: Option<bool>, file: DeleteFile) {
-        let _ = match file {
-            DeleteFile::Later => self.state.forget_delete(id),
-            DeleteFile::Undelivered => self.state.forget_undelivered(id),
-        };
+        let _ = file.forget(&self.state, id);
         if let Ok(mut d) = self.deleters.lock() {
             d.remove(id);
         }
@@ -301,10 +285,7 @@ impl Agent {
                 .ok()
                 .zip(DeleteToken::parse(d.token.trim()));
             let Some((link, token)) = parsed else {
-                let _ = match file {
-                    DeleteFile::Later => me.state.forget_delete(&id),
-                    DeleteFile::Undelivered => me.state.forget_undelivered(&id),
-                };
+                let _ = file.forget(&me.state, &id);
                 if let Ok(mut d) = me.deleters.lock() {
                     d.remove(&id);
                 }
@@ -519,8 +500,7 @@ impl Agent {
                 let id = random_id();
                 // Kept without the passphrase: a delete needs the server, the locator and the
                 // token, and a copy of the state directory must not open the link.
-                let link =
-                    zeroize::Zeroizing::new(parsed.without_passphrase().to_uri().to_string());
+                let (link, token) = kept_text(&parsed, &parsed_token);
                 let d = LaterDelete { at, link, token };
                 self.state.save_delete(&id, &d)?;
                 self.delete_later(id.clone(), d);
@@ -604,8 +584,8 @@ impl Agent {
             .iter()
             .map(|t| ServerAddr::parse(t).with_context(|| format!("server {t:?}")))
             .collect::<Result<Vec<_>>>()?;
-        let kdf = KdfProfile::parse(r.kdf.as_deref().unwrap_or("default")).context("kdf")?;
-        kdf::check_profile(kdf, &KdfLimits::default()).context("kdf")?;
+        let kdf = crate::client_config::check_kdf(r.kdf.as_deref().unwrap_or("default"))
+            .context("kdf")?;
         if self.offers.is_stopping() {
             return Err(stopping());
         }
@@ -642,9 +622,10 @@ impl Agent {
             delete: random_id(),
         };
         let record = random_id();
+        let (link, token) = kept_text(&offer.link, &offer.delete_token);
         let u = Undelivered {
-            link: zeroize::Zeroizing::new(offer.link.without_passphrase().to_uri().to_string()),
-            token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
+            link,
+            token,
             offer: pending.as_ref().map(|_| ids.offer.clone()),
             delete: r.delete_after_close_secs.map(|_| ids.delete.clone()),
         };
@@ -764,17 +745,16 @@ impl Agent {
         if let Some(record) = &record {
             let kept = match deleted {
                 true => self.state.forget_undelivered(record),
-                false => self.state.save_undelivered(
-                    record,
-                    &Undelivered {
-                        link: zeroize::Zeroizing::new(
-                            link.without_passphrase().to_uri().to_string(),
-                        ),
-                        token: zeroize::Zeroizing::new(token.to_text().to_string()),
+                false => {
+                    let (link, token) = kept_text(&link, &token);
+                    let u = Undelivered {
+                        link,
+                        token,
                         offer: None,
                         delete: None,
-                    },
-                ),
+                    };
+                    self.state.save_undelivered(record, &u)
+                }
             };
             if let Err(e) = kept {
                 tracing::warn!(error = %rdv::config::report(&e), "the record of a link taken back could not be kept up to date");
@@ -819,13 +799,8 @@ impl Agent {
             let at = closes_at.saturating_add(after);
             if at < expires {
                 let id = ids.delete.clone();
-                let d = LaterDelete {
-                    at,
-                    link: zeroize::Zeroizing::new(
-                        offer.link.without_passphrase().to_uri().to_string(),
-                    ),
-                    token: zeroize::Zeroizing::new(offer.delete_token.to_text().to_string()),
-                };
+                let (link, token) = kept_text(&offer.link, &offer.delete_token);
+                let d = LaterDelete { at, link, token };
                 self.state.save_delete(&id, &d)?;
                 if !self.offers.keep(key, |k| k.delete = Some(id.clone())) {
                     // A stop took the link back meanwhile, without this file.
@@ -1173,6 +1148,28 @@ struct Kept {
 enum DeleteFile {
     Later,
     Undelivered,
+}
+
+impl DeleteFile {
+    /// The delete `id` is over: its file goes.
+    fn forget(self, state: &StateDir, id: &str) -> Result<(), rdv::agent::state::StateError> {
+        match self {
+            DeleteFile::Later => state.forget_delete(id),
+            DeleteFile::Undelivered => state.forget_undelivered(id),
+        }
+    }
+}
+
+/// A link without its passphrase and its deletion token, as kept in the state directory (a
+/// copy of the directory must not open the link).
+fn kept_text(
+    link: &RdvLink,
+    token: &DeleteToken,
+) -> (zeroize::Zeroizing<String>, zeroize::Zeroizing<String>) {
+    (
+        zeroize::Zeroizing::new(link.without_passphrase().to_uri().to_string()),
+        zeroize::Zeroizing::new(token.to_text().to_string()),
+    )
 }
 
 /// The IDs an offer's state and its later delete are kept under, drawn before either is saved.
