@@ -601,7 +601,7 @@ impl Client {
             };
             self.config
                 .policy
-                .check_window(info.open_window_secs)
+                .check_lifetimes(info.open_window_secs, info.ttl_secs)
                 .map_err(OfferError::UnacceptableServer)?;
             let stored = if c.version() >= STAMP_VERSION {
                 self.stamped_store_on(&mut c, server, &sealed, token, &info, &mut backoff)

@@ -1005,10 +1005,14 @@ fn a_multi_server_link_on_the_command_line() {
     assert_eq!(v["servers"], serde_json::json!([aa, ba]));
     // One server gone: the other answers.
     a.kill();
-    let acc = ok(
-        &rdv(&["accept", "--json", "--direct", &link], &[]),
-        "accept",
+    let out = rdv(&["accept", "--json", "--direct", &link], &[]);
+    // The warning names every server that sees this machine's address, not only the first.
+    let warned = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        warned.contains(&format!("the servers at {aa} and {ba} see")),
+        "{warned}"
     );
+    let acc = ok(&out, "accept");
     assert_eq!(str_of(&acc, "payload"), "smp://both");
     // Both gone: one error naming each; transient (they may be back later).
     b.kill();
@@ -1361,6 +1365,15 @@ fn the_client_configuration_is_checked_as_an_offer_would_use_it() {
         text.contains("INVALID: invalid Argon2id parameters"),
         "{text}"
     );
+    // The listing, and a failure a script sees without reading it.
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("gets 2 setting(s) wrong"), "{e}");
+    let out = rdv(&["--json", "config"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["code"], "invalid_setting");
     let out = rdv(&["offer", "--direct", "--payload", "x"], &env);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -1369,8 +1382,13 @@ fn the_client_configuration_is_checked_as_an_offer_would_use_it() {
         "{e}"
     );
     std::fs::write(&file, "kdf = \"argon2id:m=64,t=1,p=1\"\n").unwrap();
-    let text = String::from_utf8_lossy(&rdv(&["config"], &env).stdout).into_owned();
+    let out = rdv(&["config"], &env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("WEAK"), "{text}");
+    assert!(
+        out.status.success(),
+        "a weak profile is a warning, not an error"
+    );
     std::fs::write(&file, "server = 5\n").unwrap();
     let e = String::from_utf8_lossy(&rdv(&["config"], &env).stderr).into_owned();
     assert!(e.contains("a server as \"HOST:PORT\", or a list"), "{e}");
@@ -1610,11 +1628,24 @@ fn check_config_warns_of_settings_default_clients_refuse() {
         ];
         rdv(&[&base[..], extra].concat(), &[])
     };
-    let out = check(&["--open-window", "2h", "--stamp-effort", "2000"]);
+    let out = check(&[
+        "--open-window",
+        "2h",
+        "--stamp-effort",
+        "2000",
+        "--ttl",
+        "60d",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("--open-window 2h: clients refuse") && err.contains("--max-window"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--ttl ")
+            && err.contains("a bucket lifetime longer than 30days")
+            && err.contains("--max-ttl"),
         "{err}"
     );
     assert!(

@@ -27,6 +27,10 @@ enum Evil {
     StaleId,
     HugeSeq,
     HugeWindow,
+    /// Advertises a bucket lifetime of years.
+    HugeTtl,
+    /// Advertises a bucket lifetime no longer than its open window.
+    TtlWithinWindow,
     GarbageFrame,
     OversizeFrame,
     TooManyLinks,
@@ -113,6 +117,14 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
             }
             (_, Request::Hello { .. }) => Response::Hello { version: 1 },
             (Evil::HugeWindow, Request::Info) => Response::Info(info(10_000_000)),
+            (Evil::HugeTtl, Request::Info) => Response::Info(ServerInfo {
+                ttl_secs: 10 * 365 * 86_400,
+                ..info(600)
+            }),
+            (Evil::TtlWithinWindow, Request::Info) => Response::Info(ServerInfo {
+                ttl_secs: 600,
+                ..info(600)
+            }),
             (_, Request::Info) => Response::Info(info(600)),
             (_, Request::Store { delete_check, .. }) => {
                 seen.stores.fetch_add(1, Ordering::SeqCst);
@@ -293,6 +305,37 @@ async fn an_overlong_open_window_is_refused_before_storing() {
             r,
             Err(OfferError::UnacceptableServer(
                 PolicyViolation::WindowTooLong { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(seen.stores.load(Ordering::SeqCst), 0, "nothing was stored");
+}
+
+/// A server advertising a lifetime of years would keep an offer's client looking for its
+/// answer, and holding its secrets and a later delete, for years; one advertising a lifetime
+/// within its open window breaks the protocol (the link would be gone while the bucket is
+/// open). Both are refused before anything is stored.
+#[tokio::test(start_paused = true)]
+async fn an_overlong_or_impossible_bucket_lifetime_is_refused_before_storing() {
+    let (r, seen) = offer(Evil::HugeTtl).await;
+    match r {
+        Err(OfferError::UnacceptableServer(PolicyViolation::TtlTooLong { advertised, max })) => {
+            assert_eq!(advertised, 10 * 365 * 86_400);
+            assert_eq!(max, 30 * 86_400);
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(seen.stores.load(Ordering::SeqCst), 0, "nothing was stored");
+    let (r, seen) = offer(Evil::TtlWithinWindow).await;
+    assert!(
+        matches!(
+            r,
+            Err(OfferError::UnacceptableServer(
+                PolicyViolation::TtlNotPastWindow {
+                    ttl: 600,
+                    window: 600
+                }
             ))
         ),
         "{r:?}"

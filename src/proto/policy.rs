@@ -25,6 +25,11 @@ pub struct ClientPolicy {
     /// The most effort the client spends on a stamp: a challenge asking for more is refused
     /// before anything is stored. Default: 1024.
     pub max_effort: u32,
+    /// The longest bucket lifetime (TTL) the client accepts from a server, seconds. Default: 30
+    /// days. The TTL is when an offer's link is gone and no answer can come: a client looks
+    /// for its answer, and keeps a later delete, until then, so a server advertising years would
+    /// keep it looking (and holding the offer's secrets) for years.
+    pub max_ttl_secs: u64,
 }
 
 impl Default for ClientPolicy {
@@ -35,6 +40,7 @@ impl Default for ClientPolicy {
             max_seq: 32,
             min_effort: super::stamp::DEFAULT_EFFORT,
             max_effort: super::stamp::DEFAULT_MAX_EFFORT,
+            max_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -76,6 +82,25 @@ pub enum PolicyViolation {
         /// Allowed maximum.
         max: u64,
     },
+    /// The server advertises a bucket lifetime longer than the client accepts.
+    #[error("the server keeps buckets for {advertised} s, longer than the allowed {max} s")]
+    TtlTooLong {
+        /// Advertised TTL.
+        advertised: u64,
+        /// Allowed maximum.
+        max: u64,
+    },
+    /// The server advertises a bucket lifetime no longer than its open window: a bucket would
+    /// be gone while still open (the protocol forbids it).
+    #[error(
+        "the server keeps buckets for {ttl} s, not longer than their open window ({window} s)"
+    )]
+    TtlNotPastWindow {
+        /// Advertised TTL.
+        ttl: u64,
+        /// Advertised open window.
+        window: u64,
+    },
     /// A challenge asks for more work than the client spends.
     #[error("the server asks for a stamp of effort {asked}, more than the allowed {max}")]
     EffortTooHigh {
@@ -93,6 +118,26 @@ impl ClientPolicy {
             return Err(PolicyViolation::WindowTooLong {
                 advertised: advertised_window_secs,
                 max: self.max_open_window_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check the server's advertised open window and bucket lifetime, before anything is stored
+    /// there: the window as [`ClientPolicy::check_window`] does, the lifetime against
+    /// `max_ttl_secs` and the window (it must be longer).
+    pub fn check_lifetimes(&self, window_secs: u64, ttl_secs: u64) -> Result<(), PolicyViolation> {
+        self.check_window(window_secs)?;
+        if ttl_secs > self.max_ttl_secs {
+            return Err(PolicyViolation::TtlTooLong {
+                advertised: ttl_secs,
+                max: self.max_ttl_secs,
+            });
+        }
+        if ttl_secs <= window_secs {
+            return Err(PolicyViolation::TtlNotPastWindow {
+                ttl: ttl_secs,
+                window: window_secs,
             });
         }
         Ok(())
@@ -183,6 +228,32 @@ mod tests {
         ));
         // Nothing else the server says moves it; a window past the policy's is bounded.
         assert_eq!(p.closed_to_all(b, u64::MAX), NOW + 3600 + 120 + 1);
+    }
+
+    #[test]
+    fn lifetimes_past_the_policy_or_within_the_window_are_refused() {
+        let p = ClientPolicy::default();
+        assert_eq!(p.check_lifetimes(600, 7 * 86_400), Ok(()));
+        assert_eq!(p.check_lifetimes(600, 30 * 86_400), Ok(()));
+        assert_eq!(p.check_lifetimes(600, 601), Ok(()));
+        assert_eq!(
+            p.check_lifetimes(600, 30 * 86_400 + 1),
+            Err(PolicyViolation::TtlTooLong {
+                advertised: 30 * 86_400 + 1,
+                max: 30 * 86_400
+            })
+        );
+        assert_eq!(
+            p.check_lifetimes(600, 600),
+            Err(PolicyViolation::TtlNotPastWindow {
+                ttl: 600,
+                window: 600
+            })
+        );
+        assert!(matches!(
+            p.check_lifetimes(7200, 86_400),
+            Err(PolicyViolation::WindowTooLong { .. })
+        ));
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         min_effort: a.min_effort,
         ..ClientPolicy::default()
     };
-    let client = make_client(&a.transport, Some(&link.server), policy).await?;
+    let client = make_client(&a.transport, &link_servers(&link), policy).await?;
     let found = client.accept(&link, passphrase).await?;
     note!(
         "opened link {} of {} in the bucket",
@@ -147,7 +147,7 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     a.transport.take_link_from_direct(&mut a.link)?;
     let link = read_link(a.link.take())?;
     let token = read_token(&mut a)?;
-    let client = make_client(&a.transport, Some(&link.server), ClientPolicy::default()).await?;
+    let client = make_client(&a.transport, &link_servers(&link), ClientPolicy::default()).await?;
     if link.mirrors.is_empty() {
         client.delete(&link, &token).await?;
     } else {
@@ -234,7 +234,12 @@ pub(crate) async fn info(a: InfoArgs) -> Result<()> {
         anyhow::bail!("give the server: rdv info HOST:PORT (or set RDV_SERVER, or `server` in the client configuration)");
     };
     let server = ServerAddr::parse(&text).with_context(|| format!("server {text:?}"))?;
-    let client = make_client(&a.transport, Some(&server), ClientPolicy::default()).await?;
+    let client = make_client(
+        &a.transport,
+        std::slice::from_ref(&server),
+        ClientPolicy::default(),
+    )
+    .await?;
     let i = client.info(&server).await?;
     if crate::out::json() {
         crate::out::emit(
@@ -262,4 +267,9 @@ pub(crate) async fn info(a: InfoArgs) -> Result<()> {
     );
     println!("server time: {}", i.server_time);
     Ok(())
+}
+
+/// Every server a link names, the main one first.
+fn link_servers(link: &RdvLink) -> Vec<ServerAddr> {
+    link.servers().into_iter().map(|(s, _)| s).collect()
 }

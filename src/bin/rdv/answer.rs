@@ -224,7 +224,7 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
     warn_costs(&a.look);
     let client = make_client(
         &a.transport,
-        Some(pending.server()),
+        &pending.servers().cloned().collect::<Vec<_>>(),
         ClientPolicy::default(),
     )
     .await?;

@@ -319,7 +319,31 @@ pub(crate) fn print() -> Result<()> {
         (None, _) => "(none: neither HOME nor XDG_CONFIG_HOME is set)".into(),
     };
     let settings = loaded.effective();
+    // What an offer would refuse makes the command fail (after the listing, in text), so that a
+    // script checking a configuration does not have to read the text.
+    let invalid: Vec<String> = settings
+        .iter()
+        .filter_map(|(name, value, _)| {
+            let (_, why) = value.split_once("  INVALID: ")?;
+            Some(format!("{name}: {why}"))
+        })
+        .collect();
+    let failed = || {
+        anyhow::Error::new(crate::error::CliError::new(
+            "invalid_setting",
+            rdv::client::ErrorKind::BadInput,
+            format!(
+                "{} gets {} setting(s) wrong, as an offer would find them: {}",
+                file,
+                invalid.len(),
+                invalid.join("; ")
+            ),
+        ))
+    };
     if crate::out::json() {
+        if !invalid.is_empty() {
+            return Err(failed());
+        }
         let mut f = serde_json::Map::new();
         f.insert("config_file".into(), file.into());
         f.insert("config_file_found".into(), loaded.found.into());
@@ -338,6 +362,9 @@ pub(crate) fn print() -> Result<()> {
     let width = settings.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
     for (name, value, from) in settings {
         println!("{name:width$}  {value}    ({from})");
+    }
+    if !invalid.is_empty() {
+        return Err(failed());
     }
     Ok(())
 }

@@ -186,7 +186,6 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .iter()
         .map(|t| ServerAddr::parse(t).with_context(|| format!("--server {t:?}")))
         .collect::<Result<Vec<_>>>()?;
-    let server = servers[0].clone();
     let kdf = crate::client_config::check_kdf(&a.kdf).context("--kdf")?;
     warn_if_weak(kdf);
     if a.expect_answer && a.state.is_none() && a.wait.is_none() {
@@ -212,8 +211,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_seq: a.max_seq,
         min_effort: a.stamps.min_effort,
         max_effort: a.stamps.max_effort,
+        max_ttl_secs: a.max_ttl.as_secs(),
     };
-    let client = make_client(&a.transport, Some(&server), policy).await?;
+    let client = make_client(&a.transport, &servers, policy).await?;
     let (offer, pending) = if a.expect_answer {
         let (o, p) = client
             .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)

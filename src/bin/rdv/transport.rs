@@ -187,13 +187,14 @@ fn remove_stale_key_copies(tor_dir: &Path) {
     }
 }
 
-/// Build a client for `server` (or, for the agent, for any server) according to the transport
-/// flags.
+/// Build a client for `servers` (the main one first; none for the agent, which serves any
+/// server) according to the transport flags.
 pub(crate) async fn make_client(
     t: &TransportArgs,
-    server: Option<&ServerAddr>,
+    servers: &[ServerAddr],
     policy: ClientPolicy,
 ) -> Result<Session> {
+    let server = servers.first();
     if t.client_key.is_some() && t.socks.is_some() {
         bail!("--client-key works with the embedded Tor; with --socks, put the key file (it is in C tor's format) in tor's ClientOnionAuthDir instead");
     }
@@ -207,8 +208,15 @@ pub(crate) async fn make_client(
     let connector: Arc<dyn Connector> = match &t.direct {
         Some(target) if target.is_empty() => {
             // To each server the link (or the command line) names.
-            let who = server.map_or("each server".to_owned(), |s| format!("the server at {s}"));
-            eprintln!("WARNING: --direct bypasses Tor: {who} sees your IP address. Use it for local testing only.");
+            let who = match servers {
+                [] => "each server sees".to_owned(),
+                [one] => format!("the server at {one} sees"),
+                [first @ .., last] => {
+                    let first: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+                    format!("the servers at {} and {last} see", first.join(", "))
+                }
+            };
+            eprintln!("WARNING: --direct bypasses Tor: {who} your IP address. Use it for local testing only.");
             Arc::new(DirectConnector::default())
         }
         Some(target) => {
@@ -229,7 +237,7 @@ pub(crate) async fn make_client(
                 vanguards: rdv::tor::Vanguards::Lite,
                 client_auth_dir: keys.as_ref().map(|k| k.path().to_path_buf()),
             };
-            if let Some(server) = server.filter(|s| !s.is_onion()) {
+            for server in servers.iter().filter(|s| !s.is_onion()) {
                 note!(
                     "note: {} is not an onion address; connecting through a Tor exit",
                     server.host

@@ -242,6 +242,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             a.max_window.as_secs() != policy.max_open_window_secs,
             "--max-window",
         ),
+        (a.max_ttl.as_secs() != policy.max_ttl_secs, "--max-ttl"),
         (a.stamps.min_effort != policy.min_effort, "--min-effort"),
         (a.stamps.max_effort != policy.max_effort, "--max-effort"),
     ])?;

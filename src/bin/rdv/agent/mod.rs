@@ -347,7 +347,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         max_skew_secs: a.max_skew.as_secs(),
         ..ClientPolicy::default()
     };
-    let client = make_client(&a.transport, None, policy).await?;
+    let client = make_client(&a.transport, &[], policy).await?;
     note!(
         "agent: {transport} ready after {:.1} s; state in {}",
         started.elapsed().as_secs_f64(),

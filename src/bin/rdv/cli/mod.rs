@@ -238,6 +238,10 @@ pub(crate) struct OfferArgs {
     /// Longest open window accepted from a server.
     #[arg(long, default_value = "1h", value_parser = parse_span)]
     pub(crate) max_window: Duration,
+    /// Longest bucket lifetime (TTL) accepted from a server: an offer looks for its answer, and
+    /// keeps its secrets, until its link expires.
+    #[arg(long, default_value = "30d", value_parser = parse_span)]
+    pub(crate) max_ttl: Duration,
     #[command(flatten)]
     pub(crate) stamps: StampArgs,
     /// With --hold: count the verified links in the bucket once it closed (one fetch, timed
@@ -298,9 +302,9 @@ pub(crate) struct StampArgs {
 /// (PROTOCOL.md §15.4; what each choice costs: docs/ANONYMITY.md).
 #[derive(Args, Clone)]
 pub(crate) struct LookArgs {
-    /// Mean pause between two looks for the answer while waiting (and, with `rdv offer --hold`,
-    /// after the bucket's close). The pauses are random (exponential), so that looks keep no beat the
-    /// server could tie together; each look is a fresh circuit. Under 10s warns.
+    /// Mean pause between two looks for the answer while waiting, and of the first look after the
+    /// bucket's close. The pauses are random (exponential), so that looks keep no beat the server
+    /// could tie together; each look is a fresh circuit. Under 10s warns.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_poll, help_heading = "Answer")]
     pub(crate) poll_every: Duration,
     /// Look before the bucket closes. COSTS ANONYMITY: the first look at a new mailbox, seconds
