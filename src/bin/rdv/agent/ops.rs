@@ -195,26 +195,41 @@ impl Agent {
     async fn save_answer_later(self: Arc<Self>, id: String) {
         loop {
             tokio::time::sleep(ANSWER_SAVE_RETRY).await;
-            // Under the lock: a collect or a forget removes the answer from memory before it
-            // removes the files, so no answer file is written after them.
-            let Ok(mut u) = self.unsaved.lock() else {
-                return;
-            };
-            let Some(answer) = u.get(&id) else {
+            let Some(answer) = self.unsaved.lock().ok().and_then(|u| u.get(&id).cloned()) else {
                 return;
             };
             // Forgotten while its answer came in: nothing to keep.
             if !self.state.has(&id) {
-                u.remove(&id);
+                if let Ok(mut u) = self.unsaved.lock() {
+                    u.remove(&id);
+                }
                 return;
             }
-            match self.state.save_answer(&id, answer) {
-                Ok(()) => {
-                    u.remove(&id);
+            // The write and its syncs, off the lock and off the runtime's threads: a slow disk
+            // holds up neither collect nor status.
+            let me = self.clone();
+            let key = id.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || me.state.save_answer(&key, &answer)).await;
+            match saved {
+                Ok(Ok(())) => {
+                    // A collect or a forget that came during the write removed the answer from
+                    // memory first and the files after: what was written after them goes too.
+                    let still_held = self
+                        .unsaved
+                        .lock()
+                        .ok()
+                        .is_some_and(|mut u| u.remove(&id).is_some());
+                    if !still_held || !self.state.has(&id) {
+                        let _ = self.state.forget(&id);
+                    }
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %rdv::config::report(&e), "keeping an answer failed again; trying again in 30 s")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "keeping an answer failed; trying again in 30 s")
                 }
             }
         }
