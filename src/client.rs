@@ -646,7 +646,7 @@ impl Client {
         Ok(Stored {
             id,
             info,
-            closes_here: self.config.policy.closed_to_all(id, info.open_window_secs),
+            closes_here: self.config.policy.closed_to_all(id),
         })
     }
 

@@ -35,6 +35,13 @@ impl AgentProcess {
             // A bucket counts as closed to all this long after its window (2 min by default):
             // the server and the agent share this machine's clock.
             .args(["--max-skew", "2s"])
+            // The close counts from the longest window the agent accepts: the tests' servers
+            // keep buckets open for 3 s unless a test says otherwise.
+            .args(if extra.contains(&"--max-window") {
+                &[][..]
+            } else {
+                &["--max-window", "3s"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -964,7 +971,7 @@ fn wait_through_the_agent_counts_from_the_bucket_close() {
     let addr = srv.addr.to_string();
     // Looks 1 s apart on average: one comes within the 20 s waits below but for a chance of
     // e^-20; counted from the request, the waits end 10 s before the bucket closes.
-    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s", "--max-window", "30s"]);
     let offer = |wait: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_rdv"))
             .args(["offer", "--agent", agent.socket(), "--server", &addr])
@@ -1025,6 +1032,9 @@ fn wait_through_the_agent_counts_from_the_bucket_close() {
 
 /// A server whose buckets stay open a minute (a held offer waits that long), with its metrics
 /// endpoint.
+/// The agent's flag for [`server_for_holds`]' window.
+const HOLD_WINDOW: &[&str] = &["--max-window", "60s"];
+
 fn server_for_holds(dir: &Path) -> (ServerProcess, SocketAddr) {
     let m: SocketAddr = format!("127.0.0.1:{}", common::free_port())
         .parse()
@@ -1051,7 +1061,7 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
-    let mut agent = AgentProcess::start(dir.path(), &[]);
+    let mut agent = AgentProcess::start(dir.path(), HOLD_WINDOW);
     let mut events = agent.api();
     assert_eq!(
         events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
@@ -1093,7 +1103,7 @@ fn a_link_stored_by_a_killed_agent_and_never_handed_over_is_taken_back() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
-    let agent = AgentProcess::start(dir.path(), &[]);
+    let agent = AgentProcess::start(dir.path(), HOLD_WINDOW);
     let mut events = agent.api();
     assert_eq!(
         events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
@@ -1424,7 +1434,7 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
         let again = agent
             .api()
             .call(5, serde_json::json!({"op": "collect", "offer": offer}));
-        if again["ok"] == false {
+        if again["ok"] == false && again["error"]["code"] != "collect_in_progress" {
             assert_eq!(again["error"]["code"], "no_such_offer", "{again}");
             break;
         }
@@ -1434,6 +1444,103 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An answer reaches one `collect` only: two at once (on one connection, so that the agent
+/// handles them together) give it once, and the other is told that a collect is receiving it
+/// (or, if that one was delivered already, that the offer is gone). Before, both got it.
+#[test]
+fn an_answer_goes_to_one_collect_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let mut overlapped = 0;
+    for round in 0..3 {
+        let offered = api.call(
+            10 + round,
+            serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
+                "expect_answer": true}),
+        );
+        assert_eq!(offered["ok"], true, "{offered}");
+        let link = offered["result"]["link"].as_str().unwrap();
+        let offer = offered["result"]["offer"].as_str().unwrap().to_owned();
+        ok(&run_rdv(
+            &["accept", "--direct", link, "--answer", "smp://b"],
+            None,
+            &[],
+        ));
+        next_event(&mut api, "answered");
+        let mut both = agent.api();
+        let collect = |id: u64| serde_json::json!({"id": id, "op": "collect", "offer": offer});
+        both.w
+            .write_all(format!("{}\n{}\n", collect(1), collect(2)).as_bytes())
+            .unwrap();
+        let replies = [both.line(), both.line()];
+        let got: Vec<&Value> = replies.iter().filter(|r| r["ok"] == true).collect();
+        assert_eq!(got.len(), 1, "round {round}: {replies:?}");
+        assert_eq!(got[0]["result"]["answer"], "smp://b");
+        let other = replies.iter().find(|r| r["ok"] == false).unwrap();
+        let code = other["error"]["code"].as_str().unwrap();
+        assert!(
+            code == "collect_in_progress" || code == "no_such_offer",
+            "{other}"
+        );
+        overlapped += usize::from(code == "collect_in_progress");
+    }
+    // Whether the second came while the first was on its way depends on scheduling (two
+    // requests on one connection nearly always do); the property holds either way, and the
+    // count shows whether a run exercised it.
+    eprintln!("{overlapped} of 3 rounds had the second collect arrive during the first");
+}
+
+/// An offer's answer is looked for `--look-for` after its bucket's close, and then the offer is
+/// forgotten: not looked for until the lifetime the server advertises (a server could advertise
+/// each connection its own and recognise each unanswered mailbox by its last look; a helper's
+/// attack did), and not for good when the server is gone (every look then fails; before, the
+/// agent looked for ever).
+#[test]
+fn looks_end_a_fixed_span_after_the_close_whatever_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--open-window", "3s", "--stamp-effort", "4"];
+    // Buckets kept for a day: the looks end long before.
+    let long = ServerProcess::start(
+        &dir.path().join("long"),
+        &[&flags[..], &["--ttl", "1d"]].concat(),
+    );
+    let gone = ServerProcess::start(&dir.path().join("gone"), &flags);
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s", "--look-for", "5s"]);
+    let mut api = agent.api();
+    assert_eq!(
+        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+        true
+    );
+    let mut offers = std::collections::HashSet::new();
+    for (i, srv) in [&long, &gone].into_iter().enumerate() {
+        let r = api.call(
+            2 + i as u64,
+            serde_json::json!({"op": "offer", "servers": [srv.addr.to_string()], "payload": "p",
+                "kdf": "test", "expect_answer": true}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+        offers.insert(r["result"]["offer"].as_str().unwrap().to_owned());
+    }
+    gone.kill();
+    while !offers.is_empty() {
+        let e = next_event(&mut api, "expired");
+        assert!(offers.remove(e["offer"].as_str().unwrap()), "{e}");
+    }
+    let status = api.call(9, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["pending"],
+        serde_json::json!([]),
+        "{status}"
+    );
 }
 
 /// A kernel figure of a process, in KiB (`VmRSS`, `VmHWM`).

@@ -579,22 +579,21 @@ impl rdv::client::Connector for Route {
 }
 
 /// Each copy of a multi-server link is looked for on a schedule of its own, from its own
-/// bucket's close: the server whose bucket closes later sees no look before its close.
+/// bucket's close: the server whose bucket closes later sees no look before its close. (The
+/// close counts from the bucket's creation: the fast server's clock is 700 s behind, which the
+/// policy accepts, so its bucket was created, and closes, 700 s earlier.)
 #[tokio::test(start_paused = true)]
 async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     let clock = manual_clock();
-    let server = |window: u64| {
+    let server = |behind: u64| {
         rdv::server::Server::new(
-            rdv::store::MemoryStore::new(StoreParams {
-                open_window_secs: window,
-                ..Default::default()
-            }),
+            rdv::store::MemoryStore::new(StoreParams::default()),
             ServerConfig::default(),
-            Arc::new(clock.clone()),
+            Arc::new(rdv::clock::ManualClock::new(T0 - behind)),
         )
         .unwrap()
     };
-    let (slow, fast) = (server(600), server(60));
+    let (slow, fast) = (server(0), server(700));
     let addrs = [
         rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
         rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
@@ -616,10 +615,11 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
-    // Each closed to every client the policy's skew after its window (and a second).
+    // Each closed to every client the policy's longest window and skew after its creation (and
+    // a second).
     let skew = rdv::proto::ClientPolicy::default().max_skew_secs + 1;
     let closes: Vec<u64> = pending.copies().iter().map(|p| p.polls_from).collect();
-    assert_eq!(closes, [T0 + 600 + skew, T0 + 60 + skew]);
+    assert_eq!(closes, [T0 + 600 + skew, T0 - 700 + 600 + skew]);
     let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     c.answer(&r, b"from the fast one").await.unwrap();
     let t = tokio::time::Instant::now();
@@ -629,9 +629,10 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         .unwrap();
     assert_eq!(&a[..], b"from the fast one");
     let took = t.elapsed();
-    // The fast copy's first look comes at its close plus at most 12 mean pauses (360 s).
+    // The fast copy's first look comes at its close plus at most 12 mean pauses (360 s), long
+    // before the slow one's close.
     assert!(
-        took >= Duration::from_secs(60 + skew) && took <= Duration::from_secs(420 + skew),
+        took >= Duration::from_secs(skew - 100) && took <= Duration::from_secs(skew - 100 + 360),
         "{took:?}"
     );
     assert_eq!(
@@ -652,7 +653,7 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         Err(CollectError::TooEarly { .. })
     ));
     let before = (looks(&slow), looks(&fast));
-    clock.advance(60 + skew);
+    clock.advance(skew - 100);
     assert_eq!(c.look(&p2, schedule).await.unwrap(), None);
     assert_eq!(looks(&slow), before.0);
     assert_eq!(looks(&fast), before.1 + 1.0);

@@ -898,6 +898,8 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--json",
             "--max-skew",
             "2s",
+            "--max-window",
+            "3s",
             "--hold",
             "--poll-every",
             "1s",
@@ -948,6 +950,8 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--json",
             "--max-skew",
             "2s",
+            "--max-window",
+            "3s",
             "--hold",
             "--min-k",
             "3",
@@ -1087,6 +1091,55 @@ fn cancelling_a_hold_takes_the_link_down() {
     assert!(!out.contains("link:"), "{out}");
 }
 
+/// A held link whose closed bucket cannot be counted (the server fails the fetch) is not
+/// handed over, and is taken back rather than left on the server where nobody holds its token.
+/// Before, the command failed and left the link behind.
+#[test]
+fn a_hold_whose_count_fails_takes_the_link_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--open-window", "2s", "--metrics", &m.to_string()],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let no_fetch = rt.block_on(common::proxy::frame_proxy(
+        server.addr,
+        |r| matches!(r, rdv::proto::Request::Fetch { .. }),
+        |_| {},
+    ));
+    let out = rdv(
+        &[
+            "--json",
+            "offer",
+            "--hold",
+            "--max-window",
+            "2s",
+            "--max-skew",
+            "1s",
+            "--poll-every",
+            "1s",
+            "--direct",
+            &no_fetch.to_string(),
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the link was deleted from the server"),
+        "{last}"
+    );
+    assert!(!text.contains("rdv1:"), "the link was handed out: {text}");
+    assert_eq!(common::metric(m, "rdv_links_stored"), 0.0);
+}
+
 #[test]
 fn a_client_key_copy_left_by_a_killed_client_is_removed() {
     const ONION: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
@@ -1180,7 +1233,15 @@ fn an_output_that_fails_leaves_no_link_behind() {
     let png = missing.join("link.png");
     let png = png.to_str().unwrap();
     for args in [
-        vec!["--max-skew", "2s", "--expect-answer", "--state", state],
+        vec![
+            "--max-skew",
+            "2s",
+            "--max-window",
+            "3s",
+            "--expect-answer",
+            "--state",
+            state,
+        ],
         vec!["--qr-png", png],
     ] {
         let mut all = vec![
@@ -1211,6 +1272,8 @@ fn an_output_that_fails_leaves_no_link_behind() {
             "offer",
             "--max-skew",
             "2s",
+            "--max-window",
+            "3s",
             "--hold",
             "--direct",
             &addr,

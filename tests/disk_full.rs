@@ -291,7 +291,14 @@ fn start_agent(state: &Path, socket: &Path) -> Agent {
         .arg(socket)
         .arg("--state-dir")
         .arg(state)
-        .args(["--max-skew", "2s", "--poll-every", "1s"])
+        .args([
+            "--max-skew",
+            "2s",
+            "--max-window",
+            "3s",
+            "--poll-every",
+            "1s",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -197,6 +197,8 @@ fn no_answer_secret_reaches_a_log_line() {
         "test",
         "--max-skew",
         "2s",
+        "--max-window",
+        "2s",
         "--expect-answer",
         "--state",
         state.to_str().unwrap(),

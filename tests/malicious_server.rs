@@ -31,6 +31,9 @@ enum Evil {
     HugeTtl,
     /// Advertises a bucket lifetime no longer than its open window.
     TtlWithinWindow,
+    /// Advertises each connection an open window of its own (60 s, 120 s, …), every one
+    /// within the policy, and puts every link into one bucket.
+    WindowPerConnection,
     GarbageFrame,
     OversizeFrame,
     TooManyLinks,
@@ -56,6 +59,7 @@ enum Evil {
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
 #[derive(Default)]
 struct Seen {
+    infos: AtomicUsize,
     deletes: AtomicUsize,
     /// Stamped answers received.
     answers: AtomicUsize,
@@ -121,6 +125,10 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 ttl_secs: 10 * 365 * 86_400,
                 ..info(600)
             }),
+            (Evil::WindowPerConnection, Request::Info) => {
+                let n = seen.infos.fetch_add(1, Ordering::SeqCst) as u64;
+                Response::Info(info(60 * (1 + n % 10)))
+            }
             (Evil::TtlWithinWindow, Request::Info) => Response::Info(ServerInfo {
                 ttl_secs: 600,
                 ..info(600)
@@ -310,6 +318,43 @@ async fn an_overlong_open_window_is_refused_before_storing() {
         "{r:?}"
     );
     assert_eq!(seen.stores.load(Ordering::SeqCst), 0, "nothing was stored");
+}
+
+/// A server that advertises each store connection another open window must not give each
+/// link of one bucket a close of its own: the first look at each mailbox (and a held link's
+/// hand-over) would come at its own moment, and tell the server which link the mailbox belongs
+/// to (a helper's attack recognised 4 of 5 mailboxes so). Every link of the bucket closes at
+/// the same second, from the bucket's creation and the client's policy alone.
+#[tokio::test(start_paused = true)]
+async fn a_window_per_connection_gives_no_link_a_close_of_its_own() {
+    let (connector, seen) = evil_server(Evil::WindowPerConnection);
+    let c = client_for(connector);
+    let mut closes = Vec::new();
+    for _ in 0..4 {
+        let o = c
+            .offer(
+                &pipe_addr(),
+                b"p",
+                Passphrase::new("pass-word-x"),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap();
+        assert_eq!(o.bucket.created, T0);
+        closes.push(o.closes_at);
+    }
+    assert_eq!(
+        seen.infos.load(Ordering::SeqCst),
+        4,
+        "four windows were told"
+    );
+    let policy = rdv::proto::ClientPolicy::default();
+    assert!(
+        closes
+            .iter()
+            .all(|&c| c == T0 + policy.max_open_window_secs + policy.max_skew_secs + 1),
+        "{closes:?}"
+    );
 }
 
 /// A server advertising a lifetime of years would keep an offer's client looking for its

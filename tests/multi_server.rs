@@ -64,25 +64,21 @@ fn only(link: &RdvLink, i: usize) -> RdvLink {
 }
 
 /// A multi-server link counts as closed (for `--hold` and the first looks) only once every
-/// copy's bucket is closed to every client: the mirror with the longer window decides. Before,
-/// `--hold` waited for the first server's close only, and handed the link over while the
-/// mirror's bucket still took links.
+/// copy's bucket is closed to every client: the mirror whose bucket was created last decides
+/// (its clock is 30 s ahead, within the policy's skew). Before, `--hold` waited for the first
+/// server's close only, and handed the link over while the mirror's bucket still took links.
 #[tokio::test]
 async fn a_held_multi_server_link_waits_for_the_last_copy_to_close() {
     let clock = manual_clock();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut addrs = Vec::new();
     let mut servers = Vec::new();
-    for (d, window) in dirs.iter().zip([20, 90]) {
-        let params = rdv::store::StoreParams {
-            open_window_secs: window,
-            ..Default::default()
-        };
+    for (d, ahead) in dirs.iter().zip([0, 30]) {
         let (s, a) = common::start_server(
             d.path(),
-            params,
+            rdv::store::StoreParams::default(),
             rdv::server::ServerConfig::default(),
-            Arc::new(clock.clone()),
+            Arc::new(ManualClock::new(common::T0 + ahead)),
         )
         .await;
         servers.push(s);
@@ -97,7 +93,7 @@ async fn a_held_multi_server_link_waits_for_the_last_copy_to_close() {
     assert_eq!(offer.bucket.created, created);
     assert_eq!(
         offer.closes_at,
-        created + 90 + policy.max_skew_secs + 1,
+        created + 30 + policy.max_open_window_secs + policy.max_skew_secs + 1,
         "the link counts as closed before the mirror's bucket is"
     );
     drop(servers);

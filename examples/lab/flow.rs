@@ -198,6 +198,12 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
         Arc::new(PipeConnector::to_server(server.clone())),
         ClientConfig {
             max_version: 2,
+            // Clients configured for the server's window (`--max-window`): the close counts
+            // from it.
+            policy: rdv::proto::ClientPolicy {
+                max_open_window_secs: r.window,
+                ..Default::default()
+            },
             ..Default::default()
         },
         Arc::new(clock.clone()),

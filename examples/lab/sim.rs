@@ -111,6 +111,8 @@ pub async fn run(m: &Model) -> Result<Outcome> {
         ..Default::default()
     };
     config.policy.min_effort = 1;
+    // Clients configured for the server's window (`--max-window`): the close counts from it.
+    config.policy.max_open_window_secs = m.window;
     let client = Client::new(
         Arc::new(PipeConnector::to_server(server.clone())),
         config,

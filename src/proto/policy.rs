@@ -13,8 +13,10 @@ use super::bucket::BucketId;
 pub struct ClientPolicy {
     /// Tolerated clock difference between client and server, seconds.
     pub max_skew_secs: u64,
-    /// The longest open window the client accepts from a server, seconds. A server advertising a
-    /// longer one could hand out old buckets it prepared per client.
+    /// The longest open window the client accepts from a server, seconds. Default: 600 (10 min,
+    /// a server's default window). A server advertising a longer one could hand out old buckets
+    /// it prepared per client. It is also when a bucket counts as closed
+    /// ([`ClientPolicy::closed_to_all`]), whatever window the server advertised.
     pub max_open_window_secs: u64,
     /// The highest sequence number accepted.
     pub max_seq: u16,
@@ -36,7 +38,7 @@ impl Default for ClientPolicy {
     fn default() -> Self {
         ClientPolicy {
             max_skew_secs: 120,
-            max_open_window_secs: 3600,
+            max_open_window_secs: 600,
             max_seq: 32,
             min_effort: super::stamp::DEFAULT_EFFORT,
             max_effort: super::stamp::DEFAULT_MAX_EFFORT,
@@ -143,14 +145,16 @@ impl ClientPolicy {
         Ok(())
     }
 
-    /// When bucket `id` of a server advertising `open_window_secs` is closed to every client that
-    /// keeps to this policy (unix seconds, on the client's clock): its creation time plus the
-    /// window plus the allowed skew, the oldest such a client stores into ([`ClientPolicy::check`]).
-    /// It depends on nothing else the server says: no claim of the server's about its own time
-    /// can bring it forward.
-    pub fn closed_to_all(&self, id: BucketId, open_window_secs: u64) -> u64 {
+    /// When bucket `id` is closed to every client that keeps to this policy (unix seconds, on the
+    /// client's clock): its creation time plus the longest window the policy accepts plus the
+    /// allowed skew, the oldest such a client stores into ([`ClientPolicy::check`]) when a server
+    /// advertises that window to it. It depends on nothing the server says but the bucket's
+    /// creation, which every link of the bucket shares: not on the server's claim about its own
+    /// time, and not on the window it advertised, which it can set per connection: a close taken
+    /// from it would give each link of the bucket a close, and so a first look, of its own.
+    pub fn closed_to_all(&self, id: BucketId) -> u64 {
         id.created
-            .saturating_add(open_window_secs.min(self.max_open_window_secs))
+            .saturating_add(self.max_open_window_secs)
             .saturating_add(self.max_skew_secs)
             .saturating_add(1)
     }
@@ -219,15 +223,21 @@ mod tests {
     fn a_bucket_is_closed_to_all_once_the_policy_refuses_it() {
         let p = ClientPolicy::default();
         let b = id(NOW, 3);
-        let closed = p.closed_to_all(b, 600);
+        let closed = p.closed_to_all(b);
         assert_eq!(closed, NOW + 600 + 120 + 1);
+        // Handed to a client that was told the longest window the policy accepts, the bucket
+        // is taken until then; a client told a shorter one refuses it earlier.
         assert!(p.check(b, closed - 1, 600).is_ok());
         assert!(matches!(
             p.check(b, closed, 600),
             Err(PolicyViolation::TooOld { .. })
         ));
-        // Nothing else the server says moves it; a window past the policy's is bounded.
-        assert_eq!(p.closed_to_all(b, u64::MAX), NOW + 3600 + 120 + 1);
+        assert!(p.check(b, closed - 1, 60).is_err());
+        let longer = ClientPolicy {
+            max_open_window_secs: 3600,
+            ..p
+        };
+        assert_eq!(longer.closed_to_all(b), NOW + 3600 + 120 + 1);
     }
 
     #[test]

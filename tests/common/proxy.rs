@@ -67,27 +67,48 @@ pub async fn latency_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
 /// everything else on unchanged: a server lying about its time. It runs until the runtime ends.
 /// Returns the address clients connect to.
 pub async fn time_lying_proxy(target: SocketAddr, ahead: u64) -> SocketAddr {
+    frame_proxy(
+        target,
+        |_| false,
+        move |resp| {
+            if let rdv::proto::Response::Info(info) = resp {
+                info.server_time = info.server_time.saturating_add(ahead);
+            }
+        },
+    )
+    .await
+}
+
+/// Start a proxy to the rdv server at `target` that passes requests and answers on frame by
+/// frame: a request for which `cut` holds closes the client's connection instead (the server
+/// never sees it), and `alter` may change each answer. It runs until the runtime ends. Returns
+/// the address clients connect to.
+pub async fn frame_proxy(
+    target: SocketAddr,
+    cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+    alter: impl Fn(&mut rdv::proto::Response) + Send + Sync + 'static,
+) -> SocketAddr {
     use rdv::framed::{read_msg, write_msg};
     use rdv::proto::{Request, Response};
+    let (cut, alter) = (std::sync::Arc::new(cut), std::sync::Arc::new(alter));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
+            let (cut, alter) = (cut.clone(), alter.clone());
             tokio::spawn(async move {
                 let Ok(mut server) = TcpStream::connect(target).await else {
                     return;
                 };
                 // One answer to each request, in order, as the protocol has it.
                 while let Ok(req) = read_msg::<Request, _>(&mut client, 1 << 20).await {
-                    if write_msg(&mut server, &req, u32::MAX).await.is_err() {
+                    if cut(&req) || write_msg(&mut server, &req, u32::MAX).await.is_err() {
                         return;
                     }
                     let Ok(mut resp) = read_msg::<Response, _>(&mut server, u32::MAX).await else {
                         return;
                     };
-                    if let Response::Info(info) = &mut resp {
-                        info.server_time = info.server_time.saturating_add(ahead);
-                    }
+                    alter(&mut resp);
                     if write_msg(&mut client, &resp, u32::MAX).await.is_err() {
                         return;
                     }

@@ -59,6 +59,9 @@ pub(crate) async fn run() -> Result<()> {
     let mut client_config = ClientConfig::default();
     client_config.policy.min_effort = EFFORT;
     client_config.policy.max_skew_secs = SKEW;
+    // The close counts from the longest window the client accepts, not from the one the server
+    // advertises (which it could set per connection): the demo's client accepts its server's.
+    client_config.policy.max_open_window_secs = WINDOW;
     let client = Client::new(
         Arc::new(DirectConnector::to(addr.to_string())),
         client_config,
@@ -139,7 +142,7 @@ pub(crate) async fn run() -> Result<()> {
     let closes_in = offer
         .closes_at
         .saturating_sub(rdv::clock::Clock::now(&SystemClock));
-    println!("   waiting {closes_in} s for that: the window ({WINDOW} s here) plus the clock difference a client allows its server ({SKEW} s here, 2 min by default), counted from the bucket's creation");
+    println!("   waiting {closes_in} s for that: the longest open window the client accepts ({WINDOW} s here, the demo server's; 10 min by default) plus the clock difference a client allows its server ({SKEW} s here, 2 min by default), counted from the bucket's creation");
     let t = Instant::now();
     let schedule = rdv::proto::schedule::LookSchedule {
         mean: std::time::Duration::from_secs(1),

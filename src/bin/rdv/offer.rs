@@ -109,12 +109,22 @@ async fn take_back(
     offer: &rdv::client::Offer,
     why: anyhow::Error,
 ) -> anyhow::Error {
+    take_back_as(client, offer, why, "io", rdv::client::ErrorKind::Local).await
+}
+
+/// [`take_back`], the failure reported with `code` and `kind`.
+async fn take_back_as(
+    client: &Client,
+    offer: &rdv::client::Offer,
+    why: anyhow::Error,
+    code: &'static str,
+    kind: rdv::client::ErrorKind,
+) -> anyhow::Error {
     let why = rdv::config::report(&*why).to_string();
-    let (msg, code) = match client.delete(&offer.link, &offer.delete_token).await {
-        Ok(()) => (
-            format!("{why}: nothing was handed over, and the link was deleted from the server"),
-            "io",
-        ),
+    let msg = match client.delete(&offer.link, &offer.delete_token).await {
+        Ok(()) => {
+            format!("{why}: nothing was handed over, and the link was deleted from the server")
+        }
         Err(e) => {
             // The user needs the link and its token to delete it; shown on the terminal only.
             eprintln!(
@@ -122,16 +132,13 @@ async fn take_back(
                 offer.link.to_uri().as_str(),
                 offer.delete_token.to_text().as_str()
             );
-            (
-                format!(
-                    "{why}; the link could NOT be deleted ({}): delete it with the link and token above, or it expires by itself",
-                    rdv::config::report(&e)
-                ),
-                "io",
+            format!(
+                "{why}; the link could NOT be deleted ({}): delete it with the link and token above, or it expires by itself",
+                rdv::config::report(&e)
             )
         }
     };
-    CliError::new(code, rdv::client::ErrorKind::Local, msg).into()
+    CliError::new(code, kind, msg).into()
 }
 
 /// Say on stderr what a KDF profile below `moderate` costs: whoever sees the link guesses its
@@ -279,7 +286,16 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     // With --hold: what an accepter will be told, from one fetch of the closed bucket.
     let verified = if a.hold {
-        let k = client.verified_links(&offer.link).await?;
+        // A count that cannot be had leaves a link nobody was given: taken back.
+        let k = match client.verified_links(&offer.link).await {
+            Ok(k) => k,
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                let (code, kind) = crate::error::code(&e);
+                let why = e.context("counting the closed bucket's verified links");
+                return Err(take_back_as(&client, &offer, why, code, kind).await);
+            }
+        };
         crate::accept::say_verified(k);
         if let Some(min) = a.min_k {
             if let Some(why) = short_of_min_k(k, min) {

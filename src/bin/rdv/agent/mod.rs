@@ -219,9 +219,12 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                     );
                 }
                 (true, Some(AfterReply::Collected(offer))) => agent.collected(&offer),
-                (false, Some(AfterReply::Collected(_))) => tracing::info!(
-                    "a collected answer's reply could not be delivered (its client is gone); the answer is kept for the next collect"
-                ),
+                (false, Some(AfterReply::Collected(offer))) => {
+                    agent.collect_ended(&offer);
+                    tracing::info!(
+                        "a collected answer's reply could not be delivered (its client is gone); the answer is kept for the next collect"
+                    )
+                }
                 (_, None) => {}
             }
             drop(flight);
@@ -345,6 +348,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let policy = ClientPolicy {
         max_skew_secs: a.max_skew.as_secs(),
+        max_open_window_secs: a.max_window.as_secs(),
         ..ClientPolicy::default()
     };
     let client = make_client(&a.transport, &[], policy).await?;
@@ -426,6 +430,8 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         requests: ops::Requests::new(),
         known: Mutex::default(),
         unsaved: Mutex::default(),
+        collecting: Mutex::default(),
+        look_for_secs: a.look_for.as_secs(),
         transport,
         cover: Cover {
             mailboxes_per_hour: a.cover_mailboxes,

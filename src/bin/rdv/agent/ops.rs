@@ -45,6 +45,12 @@ pub(super) struct Agent {
     /// Answers that came and could not be written to the state directory yet (a full disk),
     /// by offer: `collect` takes them from here while saving is tried again.
     pub(super) unsaved: Mutex<HashMap<String, zeroize::Zeroizing<Vec<u8>>>>,
+    /// Offers whose answer is on its way to a `collect` (from the request until its reply is
+    /// delivered or fails): another `collect` meanwhile is told so, so that an answer reaches
+    /// one caller only.
+    pub(super) collecting: Mutex<std::collections::HashSet<String>>,
+    /// How long after its close an offer's answer is looked for (`--look-for`).
+    pub(super) look_for_secs: u64,
     pub(super) transport: &'static str,
     pub(super) cover: Cover,
     pub(super) started: std::time::Instant,
@@ -54,9 +60,9 @@ fn now() -> u64 {
     rdv::clock::Clock::now(&rdv::clock::SystemClock)
 }
 
-/// How long after its link expired the agent still looks for an answer: an accepter that fetched
-/// the link just before then answers a moment later.
-const ANSWER_GRACE_SECS: u64 = 600;
+/// An offer whose looks ended while the agent was not running gets its last look within this
+/// many seconds of the start, at a moment of its own.
+const LAST_LOOK_WITHIN_SECS: u64 = 600;
 
 /// Within how long of a start the links an earlier run never handed over are taken back.
 const TAKE_BACK_WITHIN_SECS: u64 = 60;
@@ -117,21 +123,21 @@ impl Agent {
         }
     }
 
-    /// Look after offer `id` until its answer comes or its link expires.
+    /// Look after offer `id` until its answer comes or `--look-for` after its close.
     pub(super) fn look_after(self: &Arc<Self>, id: String, pending: PendingAnswer) {
         let me = self.clone();
         let key = id.clone();
+        // The same span after the close for every offer: nothing the server advertised (its
+        // TTL, per connection if it likes) decides when the last look comes.
+        let last = pending.polls_from().saturating_add(self.look_for_secs);
         let task = tokio::spawn(async move {
-            // An offer whose link expired while the agent was not running gets its one last
+            // An offer whose looks ended while the agent was not running gets its one last
             // look at a moment of its own, not at once together with every other such offer.
-            if now() >= pending.link_expires().saturating_add(ANSWER_GRACE_SECS) {
-                let pause = rand::random::<f64>() * ANSWER_GRACE_SECS as f64;
+            if now() >= last {
+                let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
                 tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             }
             loop {
-                // Until the link expires (no accepter can fetch it after that), and a little
-                // longer for an answer sent just before.
-                let last = pending.link_expires().saturating_add(ANSWER_GRACE_SECS);
                 let wait =
                     Duration::from_secs(last.saturating_sub(now().max(pending.polls_from())));
                 match me
@@ -162,7 +168,12 @@ impl Agent {
                         me.event(event::ANSWERED, f);
                         break;
                     }
-                    Err(CollectError::NoAnswerYet) if now() >= last => {
+                    // The last look is over, whatever it found: a server that is gone, or
+                    // that answers every look with an error, does not keep it looking for good.
+                    Err(e) if now() >= last => {
+                        if !matches!(e, CollectError::NoAnswerYet) {
+                            tracing::info!(error = %rdv::config::report(&e), "the last look for an answer failed; the offer is forgotten");
+                        }
                         let _ = me.state.forget(&id);
                         me.event(event::EXPIRED, {
                             let mut f = Map::new();
@@ -437,6 +448,25 @@ impl Agent {
                 Ok((self.accept(&link, passphrase, answer).await?, None))
             }
             Request::Collect { offer } => {
+                let first = self
+                    .collecting
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the agent's collect table is unusable"))?
+                    .insert(offer.clone());
+                if !first {
+                    return Err(CliError::new(
+                        "collect_in_progress",
+                        ErrorKind::Transient,
+                        "another collect of this offer is receiving its answer now; if its reply fails, the answer stays for the next collect",
+                    )
+                    .into());
+                }
+                // Marked from here until the reply is delivered or fails (after the reply), or
+                // until this request ends without an answer to hand over.
+                let mark = CollectMark {
+                    agent: self.as_ref(),
+                    offer: Some(offer.clone()),
+                };
                 let unsaved = self
                     .unsaved
                     .lock()
@@ -450,7 +480,8 @@ impl Agent {
                     f.insert("offer".into(), json!(offer));
                     api::put_bytes(&mut f, "answer", &answer);
                     // Forgotten once the reply is delivered, not before: a client gone
-                    // meanwhile would lose the answer.
+                    // meanwhile would lose the answer. The mark stays until then.
+                    mark.keep();
                     return Ok((Value::Object(f), Some(AfterReply::Collected(offer))));
                 }
                 if self.state.has(&offer) {
@@ -684,6 +715,15 @@ impl Agent {
                 "a collected answer's files could not be removed: {}",
                 rdv::config::report(&e)
             );
+        }
+        self.collect_ended(offer);
+    }
+
+    /// A collect of `offer` is over (its reply delivered, failed, or without an answer): the
+    /// next one may have the answer, if it is still kept.
+    pub(super) fn collect_ended(&self, offer: &str) {
+        if let Ok(mut c) = self.collecting.lock() {
+            c.remove(offer);
         }
     }
 
@@ -1202,6 +1242,27 @@ struct OfferRequest {
     expect_answer: bool,
     hold: bool,
     delete_after_close_secs: Option<u64>,
+}
+
+/// The mark of a `collect` in progress: removed when the request ends without handing an
+/// answer over, kept (for the reply's delivery to end) otherwise.
+struct CollectMark<'a> {
+    agent: &'a Agent,
+    offer: Option<String>,
+}
+
+impl CollectMark<'_> {
+    fn keep(mut self) {
+        self.offer = None;
+    }
+}
+
+impl Drop for CollectMark<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.offer.take() {
+            self.agent.collect_ended(&o);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,17 @@ pub(crate) struct AgentArgs {
     /// client this long after its open window (held offers and the first looks wait for that).
     #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) max_skew: Duration,
+    /// Longest open window accepted from a server (as `rdv offer --max-window`). A bucket counts
+    /// as closed to every client this long (plus --max-skew) after its creation, whatever window
+    /// the server advertises: it could advertise each connection a window of its own.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = super::parse_span)]
+    pub(crate) max_window: Duration,
+    /// How long after its bucket's close the agent looks for an offer's answer, when none comes:
+    /// the same span for every offer, not the lifetime the server advertises (which it could set
+    /// per connection, to recognise each mailbox by its last look). An answer that comes later
+    /// is missed; one to a link of a server keeping buckets for less is not coming.
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = super::parse_span)]
+    pub(crate) look_for: Duration,
     /// Cover traffic: decoy mailboxes started per hour, at random moments, on the servers the
     /// agent knows. Each is a mailbox nobody uses, looked into as a waiting initiator looks into
     /// its own (every --poll-every on average) for some ten minutes (docs/ANONYMITY.md).

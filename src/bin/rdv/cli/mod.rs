@@ -235,8 +235,11 @@ pub(crate) struct OfferArgs {
     /// --hold and the first look for an answer wait for that, whatever time the server claims.
     #[arg(long, default_value = "2m", value_parser = parse_span)]
     pub(crate) max_skew: Duration,
-    /// Longest open window accepted from a server.
-    #[arg(long, default_value = "1h", value_parser = parse_span)]
+    /// Longest open window accepted from a server. A bucket counts as closed to every client this
+    /// long (plus --max-skew) after its creation, whatever window the server advertises (it
+    /// could advertise each connection a window of its own): --hold and the first look for an
+    /// answer wait for that.
+    #[arg(long, default_value = "10m", value_parser = parse_span)]
     pub(crate) max_window: Duration,
     /// Longest bucket lifetime (TTL) accepted from a server: an offer looks for its answer, and
     /// keeps its secrets, until its link expires.
