@@ -773,14 +773,9 @@ impl Agent {
             cut -= 1;
         }
         let _ = all_settled().await;
-        // Offers still in flight at the bound (a held offer taking its link back from a server
-        // that does not answer the delete) did not finish either: their records stay for the
-        // next start. (An offer cut above may still be in flight too: counted once.)
-        let still =
-            (OFFER_PERMITS as usize).saturating_sub(self.offers.in_flight.available_permits());
         (
             self.offers.taken_back.load(Ordering::Relaxed),
-            self.offers.lost.load(Ordering::Relaxed) + cut.max(still),
+            self.offers.lost.load(Ordering::Relaxed) + cut,
         )
     }
 
