@@ -709,7 +709,6 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
         &["--max-seq", "8"][..],
         &["--max-effort", "16"],
         &["--max-window", "2h"],
-        &["--max-ttl", "60d"],
         // The look flags too: the agent keeps its own schedule (they were taken, warned about,
         // and ignored).
         &["--expect-answer", "--early"],

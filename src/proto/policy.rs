@@ -27,11 +27,6 @@ pub struct ClientPolicy {
     /// The most effort the client spends on a stamp: a challenge asking for more is refused
     /// before anything is stored. Default: 1024.
     pub max_effort: u32,
-    /// The longest bucket lifetime (TTL) the client accepts from a server, seconds. Default: 30
-    /// days. The TTL is when an offer's link is gone and no answer can come: a client looks
-    /// for its answer, and keeps a later delete, until then, so a server advertising years would
-    /// keep it looking (and holding the offer's secrets) for years.
-    pub max_ttl_secs: u64,
 }
 
 impl Default for ClientPolicy {
@@ -42,7 +37,6 @@ impl Default for ClientPolicy {
             max_seq: 32,
             min_effort: super::stamp::DEFAULT_EFFORT,
             max_effort: super::stamp::DEFAULT_MAX_EFFORT,
-            max_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -84,14 +78,6 @@ pub enum PolicyViolation {
         /// Allowed maximum.
         max: u64,
     },
-    /// The server advertises a bucket lifetime longer than the client accepts.
-    #[error("the server keeps buckets for {advertised} s, longer than the allowed {max} s")]
-    TtlTooLong {
-        /// Advertised TTL.
-        advertised: u64,
-        /// Allowed maximum.
-        max: u64,
-    },
     /// The server advertises a bucket lifetime no longer than its open window: a bucket would
     /// be gone while still open (the protocol forbids it).
     #[error(
@@ -126,16 +112,13 @@ impl ClientPolicy {
     }
 
     /// Check the server's advertised open window and bucket lifetime, before anything is stored
-    /// there: the window as [`ClientPolicy::check_window`] does, the lifetime against
-    /// `max_ttl_secs` and the window (it must be longer).
+    /// there: the window as [`ClientPolicy::check_window`] does, and the lifetime against the
+    /// window (it must be longer, or a bucket would be gone while still open). Neither decides
+    /// when the client acts (a server could advertise them per connection): the close comes
+    /// from the policy ([`ClientPolicy::closed_to_all`]), and how long an answer is looked for
+    /// from the client's own setting.
     pub fn check_lifetimes(&self, window_secs: u64, ttl_secs: u64) -> Result<(), PolicyViolation> {
         self.check_window(window_secs)?;
-        if ttl_secs > self.max_ttl_secs {
-            return Err(PolicyViolation::TtlTooLong {
-                advertised: ttl_secs,
-                max: self.max_ttl_secs,
-            });
-        }
         if ttl_secs <= window_secs {
             return Err(PolicyViolation::TtlNotPastWindow {
                 ttl: ttl_secs,
@@ -241,18 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn lifetimes_past_the_policy_or_within_the_window_are_refused() {
+    fn lifetimes_within_the_window_are_refused() {
         let p = ClientPolicy::default();
         assert_eq!(p.check_lifetimes(600, 7 * 86_400), Ok(()));
-        assert_eq!(p.check_lifetimes(600, 30 * 86_400), Ok(()));
+        assert_eq!(p.check_lifetimes(600, u64::MAX), Ok(()));
         assert_eq!(p.check_lifetimes(600, 601), Ok(()));
-        assert_eq!(
-            p.check_lifetimes(600, 30 * 86_400 + 1),
-            Err(PolicyViolation::TtlTooLong {
-                advertised: 30 * 86_400 + 1,
-                max: 30 * 86_400
-            })
-        );
         assert_eq!(
             p.check_lifetimes(600, 600),
             Err(PolicyViolation::TtlNotPastWindow {

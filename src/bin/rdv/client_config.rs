@@ -323,9 +323,9 @@ pub(crate) fn print() -> Result<()> {
     // script checking a configuration does not have to read the text.
     let invalid: Vec<String> = settings
         .iter()
-        .filter_map(|(name, value, _)| {
+        .filter_map(|(name, value, from)| {
             let (_, why) = value.split_once("  INVALID: ")?;
-            Some(format!("{name}: {why}"))
+            Some(format!("{name} (from {from}): {why}"))
         })
         .collect();
     let failed = || {
@@ -333,8 +333,7 @@ pub(crate) fn print() -> Result<()> {
             "invalid_setting",
             rdv::client::ErrorKind::BadInput,
             format!(
-                "{} gets {} setting(s) wrong, as an offer would find them: {}",
-                file,
+                "{} client setting(s) wrong, as an offer would find them: {}",
                 invalid.len(),
                 invalid.join("; ")
             ),

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use rdv::client::{generate_passphrase, Client, PendingAnswer};
 use rdv::proto::{ClientPolicy, KdfProfile, Passphrase, ServerAddr};
 use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 
 /// Most bytes read from standard input for a payload (far above what a link holds, so that an
 /// oversize payload gets its clear error instead of being cut).
@@ -108,18 +109,30 @@ async fn take_back(
     client: &Client,
     offer: &rdv::client::Offer,
     why: anyhow::Error,
+    state: Option<&Path>,
 ) -> anyhow::Error {
-    take_back_as(client, offer, why, "io", rdv::client::ErrorKind::Local).await
+    take_back_as(
+        client,
+        offer,
+        why,
+        "io",
+        rdv::client::ErrorKind::Local,
+        state,
+    )
+    .await
 }
 
-/// [`take_back`], the failure reported with `code` and `kind`.
+/// [`take_back`], the failure reported with `code` and `kind`. `state`: a state file this
+/// offer wrote, removed too (its keys are for an answer to a link nobody was given).
 async fn take_back_as(
     client: &Client,
     offer: &rdv::client::Offer,
     why: anyhow::Error,
     code: &'static str,
     kind: rdv::client::ErrorKind,
+    state: Option<&Path>,
 ) -> anyhow::Error {
+    drop_state(state);
     let why = rdv::config::report(&*why).to_string();
     let msg = match client.delete(&offer.link, &offer.delete_token).await {
         Ok(()) => {
@@ -139,6 +152,13 @@ async fn take_back_as(
         }
     };
     CliError::new(code, kind, msg).into()
+}
+
+/// Remove the state file `state` an offer wrote, if any, when its link is not handed over.
+fn drop_state(state: Option<&Path>) {
+    if let Some(p) = state {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// Say on stderr what a KDF profile below `moderate` costs: whoever sees the link guesses its
@@ -218,8 +238,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_seq: a.max_seq,
         min_effort: a.stamps.min_effort,
         max_effort: a.stamps.max_effort,
-        max_ttl_secs: a.max_ttl.as_secs(),
     };
+    let policy_window = policy.max_open_window_secs;
     let client = make_client(&a.transport, &servers, policy).await?;
     let (offer, pending) = if a.expect_answer {
         let (o, p) = client
@@ -227,7 +247,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             .await?;
         if let Some(state) = &a.state {
             if let Err(e) = write_state(state, &p) {
-                return Err(take_back(&client, &o, e.context("--state")).await);
+                // Not removed: the file that failed may be another one that was there.
+                return Err(take_back(&client, &o, e.context("--state"), None).await);
             }
         }
         (o, Some(p))
@@ -258,6 +279,16 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
     let when = humantime::format_rfc3339_seconds(local_close);
     let minutes = closes_in.div_ceil(60);
+    // Against a server whose window is shorter than ours, say why the close comes later.
+    if offer.server_info.open_window_secs < policy_window {
+        note!(
+            "note: the bucket counts as closed to every client --max-window ({}) after its creation, not after the server's shorter window ({}): the server could tell each client another window",
+            humantime::format_duration(std::time::Duration::from_secs(policy_window)),
+            humantime::format_duration(std::time::Duration::from_secs(
+                offer.server_info.open_window_secs
+            )),
+        );
+    }
     if a.hold {
         let signalled = crate::serve::signal_listener();
         note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
@@ -275,6 +306,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             _ = hold => {}
             _ = signalled => {
                 // Nobody has the link yet: take it down rather than leave it behind.
+                drop_state(a.state.as_deref());
                 return match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),
                     Err(e) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, format!("cancelled while holding; the link could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))).into()),
@@ -293,12 +325,15 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 let e = anyhow::Error::new(e);
                 let (code, kind) = crate::error::code(&e);
                 let why = e.context("counting the closed bucket's verified links");
-                return Err(take_back_as(&client, &offer, why, code, kind).await);
+                return Err(
+                    take_back_as(&client, &offer, why, code, kind, a.state.as_deref()).await,
+                );
             }
         };
         crate::accept::say_verified(k);
         if let Some(min) = a.min_k {
             if let Some(why) = short_of_min_k(k, min) {
+                drop_state(a.state.as_deref());
                 return Err(match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over and was deleted from the server")),
                     Err(e) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over, and could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))),
@@ -326,7 +361,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     );
     if let Some(png) = &a.qr_png {
         if let Err(e) = crate::qr::write_png(&link_text, png) {
-            return Err(take_back(&client, &offer, e.context("--qr-png")).await);
+            return Err(
+                take_back(&client, &offer, e.context("--qr-png"), a.state.as_deref()).await,
+            );
         }
         note!("wrote the link's QR code to {}", png.display());
     }

@@ -242,7 +242,6 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             a.max_window.as_secs() != policy.max_open_window_secs,
             "--max-window",
         ),
-        (a.max_ttl.as_secs() != policy.max_ttl_secs, "--max-ttl"),
         (a.stamps.min_effort != policy.min_effort, "--min-effort"),
         (a.stamps.max_effort != policy.max_effort, "--max-effort"),
     ])?;
@@ -447,7 +446,7 @@ async fn wait_for(
                 return Err(CliError::new(
                     "no_answer_yet",
                     ErrorKind::Transient,
-                    "the link expired without an answer; the agent forgot the offer",
+                    "no answer came while the agent looked for it (rdv agent --look-for after the bucket's close); the agent forgot the offer",
                 )
                 .into())
             }

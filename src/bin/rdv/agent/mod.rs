@@ -449,7 +449,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
                 .iter()
                 .map(|c| (c.server.clone(), c.locator))
             {
-                agent.remember(server, locator, pending.link_expires());
+                agent.remember(server, locator, agent.known_until(pending.polls_from()));
             }
             agent.look_after(id, pending);
             resumed += 1;

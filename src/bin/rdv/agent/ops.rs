@@ -64,6 +64,10 @@ fn now() -> u64 {
 /// many seconds of the start, at a moment of its own.
 const LAST_LOOK_WITHIN_SECS: u64 = 600;
 
+/// Looks tried past an offer's last moment when they fail (not when they find no answer), each
+/// a look pause after the previous one, before the offer is forgotten.
+const LAST_LOOK_TRIES: u32 = 3;
+
 /// Within how long of a start the links an earlier run never handed over are taken back.
 const TAKE_BACK_WITHIN_SECS: u64 = 60;
 
@@ -123,6 +127,13 @@ impl Agent {
         }
     }
 
+    /// Until when a bucket that closes at `closes_at` is kept for decoy fetches: as long as an
+    /// offer's answer is looked for, not the lifetime the server advertised (which it could set
+    /// per connection, and see one agent's decoy fetches of a bucket stop early).
+    pub(super) fn known_until(&self, closes_at: u64) -> u64 {
+        closes_at.saturating_add(self.look_for_secs)
+    }
+
     /// Look after offer `id` until its answer comes or `--look-for` after its close.
     pub(super) fn look_after(self: &Arc<Self>, id: String, pending: PendingAnswer) {
         let me = self.clone();
@@ -137,6 +148,9 @@ impl Agent {
                 let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
                 tokio::time::sleep(Duration::from_secs_f64(pause)).await;
             }
+            // Failed looks past the last moment: a few are tried again (a Tor circuit that
+            // failed once must not lose an answer waiting in the mailbox), then the offer ends.
+            let mut late_failures = 0;
             loop {
                 let wait =
                     Duration::from_secs(last.saturating_sub(now().max(pending.polls_from())));
@@ -168,9 +182,14 @@ impl Agent {
                         me.event(event::ANSWERED, f);
                         break;
                     }
-                    // The last look is over, whatever it found: a server that is gone, or
-                    // that answers every look with an error, does not keep it looking for good.
-                    Err(e) if now() >= last => {
+                    // The last look is over, whatever it found after a few tries: a server that
+                    // is gone, or that answers every look with an error, does not keep it
+                    // looking for good.
+                    Err(e)
+                        if now() >= last
+                            && (matches!(e, CollectError::NoAnswerYet)
+                                || late_failures + 1 >= LAST_LOOK_TRIES) =>
+                    {
                         if !matches!(e, CollectError::NoAnswerYet) {
                             tracing::info!(error = %rdv::config::report(&e), "the last look for an answer failed; the offer is forgotten");
                         }
@@ -184,6 +203,9 @@ impl Agent {
                     }
                     Err(e) => {
                         // Tor down, the servers unreachable: keep trying, on the schedule.
+                        if now() >= last {
+                            late_failures += 1;
+                        }
                         tracing::info!(error = %rdv::config::report(&e), "looking for an answer failed; trying again later");
                         tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
                     }
@@ -844,7 +866,7 @@ impl Agent {
         // When the link has expired everywhere, on this machine's clock too.
         let expires = offer.expires_at;
         for (server, locator) in offer.link.servers() {
-            self.remember(server, locator, expires);
+            self.remember(server, locator, self.known_until(closes_at));
         }
         // A delete decided at the offer, at a fixed time after the close: it follows no fetch
         // and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the

@@ -204,8 +204,9 @@ pub(crate) struct OfferArgs {
     /// Two-channel mode: print the link without the passphrase, and the passphrase separately.
     #[arg(long)]
     pub(crate) two_channel: bool,
-    /// Wait until the bucket's open window ends before printing the link: handed over after
-    /// that, the accepter's fetch hides among every link the bucket got (see docs/ANONYMITY.md).
+    /// Wait until the bucket is closed to every client (its creation plus --max-window plus
+    /// --max-skew) before printing the link: handed over after that, the accepter's fetch hides
+    /// among every link the bucket got (see docs/ANONYMITY.md).
     /// The link comes a random pause (mean --poll-every) after the close, with the count of
     /// verified links from one fetch of the bucket: a fetch right at every held bucket's close
     /// would tell the server which buckets hold a waiting initiator's link.
@@ -241,10 +242,6 @@ pub(crate) struct OfferArgs {
     /// answer wait for that.
     #[arg(long, default_value = "10m", value_parser = parse_span)]
     pub(crate) max_window: Duration,
-    /// Longest bucket lifetime (TTL) accepted from a server: an offer looks for its answer, and
-    /// keeps its secrets, until its link expires.
-    #[arg(long, default_value = "30d", value_parser = parse_span)]
-    pub(crate) max_ttl: Duration,
     #[command(flatten)]
     pub(crate) stamps: StampArgs,
     /// With --hold: count the verified links in the bucket once it closed (one fetch, timed

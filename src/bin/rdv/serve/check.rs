@@ -21,14 +21,6 @@ pub(crate) fn refused_by_default_clients(a: &ServeArgs, origins: &Origins) -> Ve
             humantime::format_duration(std::time::Duration::from_secs(policy.max_open_window_secs)),
         ));
     }
-    if a.ttl.as_secs() > policy.max_ttl_secs {
-        found.push(format!(
-            "{} {}: clients refuse a bucket lifetime longer than {} by default (their --max-ttl); offers to this server fail with server_unacceptable unless every client raises it",
-            origins.name("ttl"),
-            humantime::format_duration(a.ttl),
-            humantime::format_duration(std::time::Duration::from_secs(policy.max_ttl_secs)),
-        ));
-    }
     if a.stamp_effort > policy.max_effort {
         found.push(format!(
             "{} {}: clients refuse to pay more than {} by default (their --max-effort); offers to this server fail unless every client raises it",
