@@ -1378,6 +1378,25 @@ fn connections_that_subscribed_and_left_give_their_place_back() {
     served_again(&agent, "connections that left still hold their places");
 }
 
+/// An offer expecting an answer (request `id` on `api`, which has subscribed) on the server at
+/// `addr`, accepted and answered "smp://b", its `answered` event seen: its ID.
+fn answered_offer(api: &mut Api, addr: &str, id: u64) -> String {
+    let offered = api.call(
+        id,
+        serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
+            "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    ok(&run_rdv(
+        &["accept", "--direct", link, "--answer", "smp://b"],
+        None,
+        &[],
+    ));
+    next_event(api, "answered");
+    offered["result"]["offer"].as_str().unwrap().to_owned()
+}
+
 /// An answer the agent hands to a `collect` whose client is gone before the reply reaches it
 /// is kept for the next `collect`: it is forgotten only once a reply carrying it is delivered.
 /// Before, the agent removed the answer and the offer's keys first, and the answer was lost.
@@ -1392,20 +1411,8 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
         api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
         true
     );
-    let offered = api.call(
-        2,
-        serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
-            "expect_answer": true}),
-    );
-    assert_eq!(offered["ok"], true, "{offered}");
-    let link = offered["result"]["link"].as_str().unwrap();
-    let offer = offered["result"]["offer"].as_str().unwrap();
-    ok(&run_rdv(
-        &["accept", "--direct", link, "--answer", "smp://b"],
-        None,
-        &[],
-    ));
-    next_event(&mut api, "answered");
+    let offer = answered_offer(&mut api, &addr, 2);
+    let offer = offer.as_str();
     // A client that can no longer read (its receiving side shut, so the agent's write of the
     // reply fails) asks for the answer.
     let gone = UnixStream::connect(&agent.socket).unwrap();
@@ -1461,20 +1468,7 @@ fn an_answer_goes_to_one_collect_only() {
     );
     let mut overlapped = 0;
     for round in 0..3 {
-        let offered = api.call(
-            10 + round,
-            serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
-                "expect_answer": true}),
-        );
-        assert_eq!(offered["ok"], true, "{offered}");
-        let link = offered["result"]["link"].as_str().unwrap();
-        let offer = offered["result"]["offer"].as_str().unwrap().to_owned();
-        ok(&run_rdv(
-            &["accept", "--direct", link, "--answer", "smp://b"],
-            None,
-            &[],
-        ));
-        next_event(&mut api, "answered");
+        let offer = answered_offer(&mut api, &addr, 10 + round);
         let mut both = agent.api();
         let collect = |id: u64| serde_json::json!({"id": id, "op": "collect", "offer": offer});
         both.w
