@@ -26,7 +26,8 @@ pub(crate) struct AgentArgs {
     pub(crate) poll_every: Duration,
     /// Tolerated clock difference with a server (as `rdv offer --max-skew`): bucket IDs dated
     /// further from this machine's clock are refused, and a bucket counts as closed to every
-    /// client this long after its open window (held offers and the first looks wait for that).
+    /// client this long after the longest open window (--max-window; held offers and the first
+    /// looks wait for that).
     #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) max_skew: Duration,
     /// Longest open window accepted from a server (as `rdv offer --max-window`). A bucket counts

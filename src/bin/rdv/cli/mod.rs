@@ -231,9 +231,10 @@ pub(crate) struct OfferArgs {
     #[arg(long, default_value_t = ClientPolicy::default().max_seq)]
     pub(crate) max_seq: u16,
     /// Tolerated clock difference with the server: bucket IDs dated further from this
-    /// machine's clock are refused. Also the margin after a bucket's open window before it
-    /// counts as closed to every client (other clients may still store into it until then):
-    /// --hold and the first look for an answer wait for that, whatever time the server claims.
+    /// machine's clock are refused. Also the margin after the longest open window (--max-window)
+    /// before a bucket counts as closed to every client (other clients may still store into it
+    /// until then): --hold and the first look for an answer wait for that, whatever time the
+    /// server claims.
     #[arg(long, default_value = "2m", value_parser = parse_span)]
     pub(crate) max_skew: Duration,
     /// Longest open window accepted from a server. A bucket counts as closed to every client this
