@@ -882,6 +882,10 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "p",
             "--kdf",
             "test",
+            "--max-window",
+            "3s",
+            "--max-skew",
+            "2s",
         ],
         &pass,
     );
@@ -891,6 +895,8 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         e.contains("the bucket closes at ") && e.contains("--hold"),
         "{e}"
     );
+    // A close seconds away is said in seconds (it was "in 1 min").
+    assert!(e.contains(" s); handed over"), "{e}");
 
     let out = rdv(
         &[
@@ -976,6 +982,29 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         .unwrap()
         .contains("only 1 verified link"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: this link hides among 1"));
+
+    // With the default --max-window (10 min) the close is 12 min away although the server's
+    // window is 3 s, and the offer says why.
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        &pass,
+    );
+    assert!(out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(
+            "--max-window (10m) after its creation, not after the server's shorter window (3s)"
+        ) && e.contains(" min); handed over"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -278,7 +278,12 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let closes_in = closes_at.saturating_sub(rdv::clock::Clock::now(&rdv::clock::SystemClock));
     let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
     let when = humantime::format_rfc3339_seconds(local_close);
-    let minutes = closes_in.div_ceil(60);
+    // Seconds while they matter ("in 1 min" for a close 4 s away misleads), minutes after.
+    let in_words = if closes_in < 120 {
+        format!("{closes_in} s")
+    } else {
+        format!("{} min", closes_in.div_ceil(60))
+    };
     // Against a server whose window is shorter than ours, say why the close comes later.
     if offer.server_info.open_window_secs < policy_window {
         note!(
@@ -291,7 +296,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     if a.hold {
         let signalled = crate::serve::signal_listener();
-        note!("holding the link until the bucket closes at {when} (in {minutes} min): handed over after that, the accepter's fetch hides among all the bucket's links");
+        note!("holding the link until the bucket closes at {when} (in {in_words}): handed over after that, the accepter's fetch hides among all the bucket's links");
         if crate::out::json() {
             crate::out::emit(
                 "offer",
@@ -314,7 +319,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             }
         }
     } else {
-        note!("the bucket closes at {when} (in {minutes} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
+        note!("the bucket closes at {when} (in {in_words}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
     }
     // With --hold: what an accepter will be told, from one fetch of the closed bucket.
     let verified = if a.hold {
