@@ -67,6 +67,16 @@ impl AgentProcess {
         self.socket.to_str().expect("UTF-8 path")
     }
 
+    /// One API connection that has subscribed to the agent's events (request 1).
+    fn subscribed(&self) -> Api {
+        let mut api = self.api();
+        assert_eq!(
+            api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
+            true
+        );
+        api
+    }
+
     /// One API connection.
     fn api(&self) -> Api {
         let s = UnixStream::connect(&self.socket).expect("connect to the agent");
@@ -390,11 +400,7 @@ fn a_later_delete_happens_by_itself_and_survives_a_restart() {
         );
     }
     let agent = AgentProcess::start(dir.path(), &[]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let event = next_event(&mut api, "deleted");
     assert_eq!(event["deleted"], true, "{event}");
     let gone = run_rdv(&["--json", "accept", "--direct", &link], None, &[]);
@@ -621,11 +627,7 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     let srv = server(&dir.path().join("data"), None);
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &[]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let offered = offer_via(
         &agent,
         &addr,
@@ -667,11 +669,7 @@ fn a_server_lying_about_its_time_cannot_cancel_a_delete() {
     let proxy = rt.block_on(common::proxy::time_lying_proxy(srv.addr, 8 * 86_400));
     let addr = proxy.to_string();
     let agent = AgentProcess::start(dir.path(), &[]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let offered = offer_via(
         &agent,
         &addr,
@@ -879,11 +877,7 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
     let (srv, m) = server_with_metrics(&dir.path().join("data"));
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let mut events = agent.api();
-    assert_eq!(
-        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut events = agent.subscribed();
     // `rdv offer --agent --hold` interrupted (Ctrl-C ends the process) during the hold.
     let mut cli = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args(["offer", "--agent", agent.socket(), "--server", &addr])
@@ -1061,11 +1055,7 @@ fn an_agent_stopped_during_a_hold_takes_the_link_back() {
     let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
     let mut agent = AgentProcess::start(dir.path(), HOLD_WINDOW);
-    let mut events = agent.api();
-    assert_eq!(
-        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut events = agent.subscribed();
     let mut held = agent.api();
     held.send(
         &serde_json::json!({"id": 2, "op": "offer", "servers": [addr], "payload": "p",
@@ -1103,11 +1093,7 @@ fn a_link_stored_by_a_killed_agent_and_never_handed_over_is_taken_back() {
     let (srv, m) = server_for_holds(dir.path());
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), HOLD_WINDOW);
-    let mut events = agent.api();
-    assert_eq!(
-        events.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut events = agent.subscribed();
     let mut held = agent.api();
     held.send(
         &serde_json::json!({"id": 2, "op": "offer", "servers": [addr], "payload": "p",
@@ -1406,11 +1392,7 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
     let srv = server(&dir.path().join("data"), None);
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let offer = answered_offer(&mut api, &addr, 2);
     let offer = offer.as_str();
     // A client that can no longer read (its receiving side shut, so the agent's write of the
@@ -1461,11 +1443,7 @@ fn an_answer_goes_to_one_collect_only() {
     let srv = server(&dir.path().join("data"), None);
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let mut overlapped = 0;
     for round in 0..3 {
         let offer = answered_offer(&mut api, &addr, 10 + round);
@@ -1508,11 +1486,7 @@ fn looks_end_a_fixed_span_after_the_close_whatever_the_server() {
     );
     let gone = ServerProcess::start(&dir.path().join("gone"), &flags);
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s", "--look-for", "5s"]);
-    let mut api = agent.api();
-    assert_eq!(
-        api.call(1, serde_json::json!({"op": "subscribe"}))["ok"],
-        true
-    );
+    let mut api = agent.subscribed();
     let mut offers = std::collections::HashSet::new();
     for (i, srv) in [&long, &gone].into_iter().enumerate() {
         let r = api.call(

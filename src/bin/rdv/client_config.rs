@@ -212,11 +212,13 @@ impl Loaded {
     }
 
     /// The effective client settings with their origins, for `rdv config` (no flags there: the
-    /// command line of another command would win over these).
-    pub(crate) fn effective(&self) -> Vec<(&'static str, String, Origin)> {
+    /// command line of another command would win over these), and what an offer would refuse
+    /// of them, each as "NAME (from ORIGIN): WHY".
+    pub(crate) fn effective(&self) -> (Vec<(&'static str, String, Origin)>, Vec<String>) {
         let key = |k: &str| Origin::File(k.to_string());
         let f = &self.file;
         let mut out = Vec::new();
+        let mut invalid = Vec::new();
         let (server, from) = match (env_server(), &f.server) {
             (Some(s), _) => (s, Origin::Env("RDV_SERVER")),
             (None, Some(s)) => (s.list().join(" "), key("server")),
@@ -239,14 +241,19 @@ impl Loaded {
                         1 + rdv::proto::link::MAX_MIRRORS
                     )
                 })
-            })
-            .map(|e| format!("  INVALID: {e}"))
-            .unwrap_or_default();
+            });
+        if let Some(why) = &bad {
+            invalid.push(format!("server (from {from}): {why}"));
+        }
+        let bad = bad.map(|e| format!("  INVALID: {e}")).unwrap_or_default();
         out.push(("server", format!("{server}{bad}"), from));
         out.push(match &f.kdf {
             Some(k) => {
                 let bad = match check_kdf(k) {
-                    Err(e) => format!("  INVALID: {e}"),
+                    Err(e) => {
+                        invalid.push(format!("kdf (from {}): {e}", key("kdf")));
+                        format!("  INVALID: {e}")
+                    }
                     Ok(p) if p.params().is_weak() => {
                         "  WEAK: less work than 'moderate'; whoever sees a link guesses its passphrase cheaply".into()
                     }
@@ -293,7 +300,7 @@ impl Loaded {
             let (value, from) = dur(v, default, name);
             out.push((name, value, from));
         }
-        out
+        (out, invalid)
     }
 }
 
@@ -318,16 +325,9 @@ pub(crate) fn print() -> Result<()> {
         (Some(p), false) => format!("{} (not there: built-in defaults)", p.display()),
         (None, _) => "(none: neither HOME nor XDG_CONFIG_HOME is set)".into(),
     };
-    let settings = loaded.effective();
     // What an offer would refuse makes the command fail (after the listing, in text), so that a
     // script checking a configuration does not have to read the text.
-    let invalid: Vec<String> = settings
-        .iter()
-        .filter_map(|(name, value, from)| {
-            let (_, why) = value.split_once("  INVALID: ")?;
-            Some(format!("{name} (from {from}): {why}"))
-        })
-        .collect();
+    let (settings, invalid) = loaded.effective();
     let failed = || {
         anyhow::Error::new(crate::error::CliError::new(
             "invalid_setting",
