@@ -444,17 +444,49 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `c` is shown as nothing (or as a line break) though it is there: the line and
+/// paragraph separators, the soft hyphen, zero-width spaces and word joiners, the byte-order
+/// mark, invisible operators, Hangul fillers, interlinear annotation marks and the tag
+/// characters. Text from elsewhere with one in it can look like other text ("pay" and "pa\u{ad}y"
+/// print alike) or hide a message in plain sight. The joiners U+200C and U+200D are not among
+/// them: scripts and emoji need them, and they hide nothing on their own.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{115f}'
+            | '\u{1160}'
+            | '\u{17b4}'
+            | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{206a}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
+}
+
+/// Whether `c` must not reach a terminal as it is from a peer or a server: a control character,
+/// a bidirectional control, or an invisible character ([`is_invisible`]).
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || is_invisible(c)
+}
+
 /// Make a server error message safe to send and to print: at most [`MAX_ERROR_MESSAGE`] bytes,
-/// control characters (and bidirectional controls) replaced. Clients apply it to what a server
-/// sends too.
+/// control characters, bidirectional controls and invisible characters replaced. Clients apply
+/// it to what a server sends too.
 pub fn sanitize_message(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        let c = if c.is_control() || is_bidi_control(c) {
-            '?'
-        } else {
-            c
-        };
+        let c = if is_unsafe_to_show(c) { '?' } else { c };
         if out.len() + c.len_utf8() > MAX_ERROR_MESSAGE {
             break;
         }
@@ -473,6 +505,19 @@ mod tests {
             sanitize_message("ok\u{1b}[2J \u{202e}gpj.exe\u{2066}x\u{200d}"),
             "ok?[2J ?gpj.exe?x\u{200d}"
         );
+    }
+
+    #[test]
+    fn a_message_loses_invisible_characters() {
+        // A soft hyphen, a zero-width space, a byte-order mark, a line separator and a tag
+        // character: each would print as nothing (or a line break) and make the text read as
+        // something it is not.
+        assert_eq!(
+            sanitize_message("r\u{ad}dv z\u{200b}ero \u{feff}bom\u{2028}ls\u{e0041}tag"),
+            "r?dv z?ero ?bom?ls?tag"
+        );
+        // Joiners stay: emoji sequences and some scripts need them.
+        assert_eq!(sanitize_message("👩\u{200d}🔬"), "👩\u{200d}🔬");
     }
 
     #[test]

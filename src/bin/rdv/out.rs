@@ -93,20 +93,19 @@ fn print_line(v: &Value) {
 
 /// A JSON text that is safe on a terminal too: serde_json escapes the C0 controls, and here
 /// DEL, the C1 controls (U+0080 to U+009F, an 8-bit CSI among them), the bidirectional
-/// overrides and the line separators are written as `\uXXXX` as well. They can only be inside
-/// strings, so the text stays valid JSON with the same value. Everything a peer sent (a payload,
-/// an answer, a server's message) goes through here.
+/// overrides, the line separators and the invisible characters are written as `\uXXXX` as well
+/// (a character beyond U+FFFF as its UTF-16 pair). They can only be inside strings, so the text
+/// stays valid JSON with the same value. Everything a peer sent (a payload, an answer, a
+/// server's message) goes through here.
 fn terminal_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        // What `term::escape_for_terminal` escapes (serde_json already did C0), and the line
-        // separators.
-        let risky = c.is_control()
-            || rdv::proto::wire::is_bidi_control(c)
-            || c == '\u{2028}'
-            || c == '\u{2029}';
-        if risky {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        // What `term::escape_for_terminal` escapes (serde_json already did C0).
+        if rdv::proto::wire::is_unsafe_to_show(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }
@@ -143,11 +142,12 @@ mod tests {
     use super::terminal_safe;
     use serde_json::{json, Value};
 
-    /// A peer's text with DEL, an 8-bit CSI, a bidi override and a line separator: escaped, and
-    /// the line still reads back as the same value.
+    /// A peer's text with DEL, an 8-bit CSI, a bidi override, a line separator, a soft hyphen
+    /// and a tag character (beyond U+FFFF): escaped, and the line still reads back as the same
+    /// value.
     #[test]
     fn json_lines_carry_no_terminal_controls_and_keep_their_value() {
-        let payload = "smp://ok\u{202e}gnp.exe\u{9b}2J\u{7f}END\u{2028}x\u{1b}[31m";
+        let payload = "smp://ok\u{202e}gnp.exe\u{9b}2J\u{7f}END\u{2028}x\u{1b}[31m\u{ad}\u{e0041}";
         let v = json!({ "payload": payload });
         let line = terminal_safe(&v.to_string());
         assert!(

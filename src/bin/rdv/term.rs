@@ -289,14 +289,15 @@ pub(crate) fn arg_or_stdin(
 }
 
 /// Bytes for a terminal: control characters (which could move the cursor, retitle the window,
-/// or worse), bidirectional controls (which make text read in another order than it is) and
-/// invalid UTF-8 are shown escaped; everything else as it is.
+/// or worse), bidirectional controls (which make text read in another order than it is),
+/// invisible characters (which make it read as other text) and invalid UTF-8 are shown escaped;
+/// everything else as it is.
 pub(crate) fn escape_for_terminal(bytes: &[u8]) -> (String, bool) {
     let mut out = String::new();
     let mut escaped = false;
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() || rdv::proto::wire::is_bidi_control(c) {
+            if rdv::proto::wire::is_unsafe_to_show(c) {
                 escaped = true;
                 out.extend(c.escape_default());
             } else {
@@ -343,6 +344,10 @@ mod tests {
             escape_for_terminal("plain 👍".as_bytes()),
             ("plain 👍".into(), false)
         );
+        // A link with invisible characters in it is not shown as the link it looks like.
+        let (shown, escaped) = escape_for_terminal("smp://ex\u{ad}ample\u{feff}.org".as_bytes());
+        assert!(escaped);
+        assert_eq!(shown, "smp://ex\\u{ad}ample\\u{feff}.org");
     }
 
     #[test]
