@@ -70,6 +70,14 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Timeout for each request on an open connection. Default: 60 s.
     pub request_timeout: Duration,
+    /// How long one connection may be used: every answer on it must come within this span of
+    /// the moment it was set up (the transport connected it). A server answering each request just inside
+    /// [`ClientConfig::request_timeout`] (and closing every bucket it offers a stamp for) then
+    /// holds a store for this long, not for a dozen request timeouts. `None`: requests are
+    /// bounded one by one only (a load generator that keeps one connection for many requests).
+    /// Default: 3 min, above what an honest store takes at the slowest (five challenges, each
+    /// stamped at the policy's largest effort).
+    pub connection_budget: Option<Duration>,
     /// Largest response frame accepted, bytes. Default: 20 480.
     pub max_frame: u32,
     /// How long to keep retrying, with growing pauses, when the server answers that it is busy
@@ -100,6 +108,7 @@ impl Default for ClientConfig {
             kdf_limits: KdfLimits::default(),
             connect_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(60),
+            connection_budget: Some(Duration::from_secs(180)),
             max_frame: DEFAULT_MAX_FRAME,
             retry_budget: Duration::from_secs(60),
             max_version: PROTOCOL_VERSION,
@@ -197,6 +206,8 @@ pub struct Connection {
     server: String,
     max_frame: u32,
     timeout: Duration,
+    /// When the connection's budget ends ([`ClientConfig::connection_budget`]).
+    ends: Option<tokio::time::Instant>,
     version: u16,
 }
 
@@ -219,9 +230,20 @@ impl Connection {
                 .await
                 .map_err(|e| from_frame(e, server))
         };
-        let resp = tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| ConnectionError::Timeout("waiting for the server's answer"))??;
+        let left = self
+            .ends
+            .map(|end| end.saturating_duration_since(tokio::time::Instant::now()));
+        let limit = left.map_or(self.timeout, |left| left.min(self.timeout));
+        let resp = tokio::time::timeout(limit, fut).await.map_err(|_| {
+            if limit < self.timeout {
+                ConnectionError::Timeout(
+                    "waiting for the server's answer: the connection's time was up (a server \
+                     this slow holds every operation for minutes)",
+                )
+            } else {
+                ConnectionError::Timeout("waiting for the server's answer")
+            }
+        })??;
         match resp {
             Response::Error { code, message } => Err(ConnectionError::Server {
                 code,
@@ -375,6 +397,10 @@ impl Client {
             server: addr.to_string(),
             max_frame: self.config.max_frame,
             timeout: self.config.request_timeout,
+            ends: self
+                .config
+                .connection_budget
+                .and_then(|b| tokio::time::Instant::now().checked_add(b)),
             version: MIN_PROTOCOL_VERSION,
         };
         let max_version = self

@@ -52,6 +52,9 @@ enum Evil {
     RefusesAnswerStamps,
     /// Speaks version 4 and answers an answer challenge with something else.
     WrongAnswerChallenge,
+    /// Speaks version 3, answers every request just inside the client's request timeout, and
+    /// says that the bucket closed to every stamped store.
+    SlowAndClosing,
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
@@ -62,6 +65,8 @@ struct Seen {
     /// Stamped answers received.
     answers: AtomicUsize,
     stores: AtomicUsize,
+    /// Store challenges answered.
+    challenges: AtomicUsize,
     /// (locator of the handed-out bucket, check value stored) per store.
     stored: Mutex<Vec<(Locator, DeleteCheck)>>,
     /// (locator, token's check value) per delete.
@@ -84,8 +89,27 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
         let Ok(req) = read_msg::<Request, _>(&mut s, 1 << 20).await else {
             return;
         };
+        if let Evil::SlowAndClosing = mode {
+            tokio::time::sleep(SLOW_ANSWER).await;
+        }
         let resp = match (mode, req) {
             (Evil::HangUp, Request::Hello { .. }) => return,
+            (Evil::SlowAndClosing, Request::Hello { .. }) => Response::Hello { version: 3 },
+            (Evil::SlowAndClosing, Request::Challenge) => {
+                seen.challenges.fetch_add(1, Ordering::SeqCst);
+                Response::Challenge(rdv::proto::stamp::Challenge {
+                    id: BucketId {
+                        created: T0,
+                        seq: 0,
+                    },
+                    seed: rdv::proto::StampSeed([2; 32]),
+                    effort: 1,
+                })
+            }
+            (Evil::SlowAndClosing, Request::StampedStore { .. }) => Response::Error {
+                code: rdv::proto::ErrorCode::BucketClosed,
+                message: "closed just now".into(),
+            },
             (Evil::Silent, _) => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
@@ -219,6 +243,10 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
     }
 }
 
+/// How long [`Evil::SlowAndClosing`] takes to answer: just inside [`client_for`]'s request
+/// timeout.
+const SLOW_ANSWER: Duration = Duration::from_millis(1900);
+
 fn info(window: u64) -> ServerInfo {
     ServerInfo {
         version: 1,
@@ -231,11 +259,17 @@ fn info(window: u64) -> ServerInfo {
 }
 
 fn client_for(connector: PipeConnector) -> Client {
+    client_with(connector, |_| {})
+}
+
+/// [`client_for`], with settings changed by `change`.
+fn client_with(connector: PipeConnector, change: impl FnOnce(&mut ClientConfig)) -> Client {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         request_timeout: Duration::from_secs(2),
         ..Default::default()
     };
+    change(&mut config);
     Client::new(Arc::new(connector), config, clock)
 }
 
@@ -424,6 +458,51 @@ async fn a_peer_that_does_not_speak_rdv_is_named_as_such() {
         e.to_string().contains("does not speak the rdv protocol"),
         "{e}"
     );
+}
+
+/// A server that answers each request just inside the request timeout, and has every bucket it
+/// offers a stamp for close before the store, held an offer for five challenges' worth of
+/// request timeouts (a dozen minutes at the defaults). The connection's budget ends it.
+#[tokio::test(start_paused = true)]
+async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
+    let (connector, seen) = evil_server(Evil::SlowAndClosing);
+    let budget = Duration::from_secs(10);
+    let client = client_with(connector, |c| c.connection_budget = Some(budget));
+    let t = tokio::time::Instant::now();
+    let r = client
+        .offer(
+            &pipe_addr(),
+            b"secret payload",
+            Passphrase::new("pass-word-x"),
+            KdfProfile::Test,
+        )
+        .await;
+    let took = t.elapsed();
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OfferError::Connection(ConnectionError::Timeout(why)) if why.contains("time was up")
+        ),
+        "{e}"
+    );
+    assert!(took <= budget + SLOW_ANSWER, "{took:?}");
+    // Two challenges fitted (Hello, Info, then each challenge and store took two slow answers).
+    assert_eq!(seen.challenges.load(Ordering::SeqCst), 2);
+    // Without a budget the same server gets its five challenges, and the error is a different one.
+    let (connector, seen) = evil_server(Evil::SlowAndClosing);
+    let client = client_with(connector, |c| c.connection_budget = None);
+    let e = client
+        .offer(
+            &pipe_addr(),
+            b"secret payload",
+            Passphrase::new("pass-word-x"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OfferError::BucketsKeptClosing(5)), "{e}");
+    assert_eq!(seen.challenges.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test(start_paused = true)]

@@ -33,6 +33,8 @@ pub(crate) fn client(addr: SocketAddr) -> Client {
     let config = ClientConfig {
         connect_timeout: Duration::from_secs(20),
         request_timeout: Duration::from_secs(20),
+        // Workers keep one connection for many requests.
+        connection_budget: None,
         ..Default::default()
     };
     Client::new(
