@@ -1434,6 +1434,72 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
     }
 }
 
+/// A `collect` whose client stopped reading (its socket full: a suspended process, a stuck
+/// loop) keeps the answer from other collects for a while only: the agent gives that connection
+/// up after 20 s, and the answer goes to the next collect, never to the stuck one. Before, it
+/// was held from every collect for as long as that client lived.
+#[test]
+fn a_client_that_stops_reading_holds_no_collect_for_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut api = agent.subscribed();
+    let offer = answered_offer(&mut api, &addr, 2);
+    // Thousands of damaged offer files: a status reply names each (some hundreds of kB), more
+    // than the agent's socket holds before its client reads.
+    let offers = dir.path().join("state").join("offers");
+    for i in 0..3000u32 {
+        std::fs::write(offers.join(format!("o{i:016x}.pending")), "damaged").unwrap();
+    }
+    let stuck = UnixStream::connect(&agent.socket).unwrap();
+    (&stuck)
+        .write_all(b"{\"id\": 1, \"op\": \"status\"}\n")
+        .unwrap();
+    // That reply fills the socket; the collect's reply waits behind it.
+    std::thread::sleep(Duration::from_secs(1));
+    (&stuck)
+        .write_all(
+            format!("{{\"id\": 2, \"op\": \"collect\", \"offer\": \"{offer}\"}}\n").as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let collect = || {
+        agent
+            .api()
+            .call(3, serde_json::json!({"op": "collect", "offer": offer}))
+    };
+    let r = collect();
+    assert_eq!(r["error"]["code"], "collect_in_progress", "{r}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = collect();
+        if r["ok"] == true {
+            assert_eq!(r["result"]["answer"], "smp://b", "{r}");
+            break;
+        }
+        assert_eq!(r["error"]["code"], "collect_in_progress", "{r}");
+        assert!(
+            Instant::now() < deadline,
+            "a client that reads nothing holds the answer from every collect: {r}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The stuck client gets the beginning of the status reply at most, then the end of the
+    // connection: not the answer.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    (&stuck)
+        .read_to_end(&mut got)
+        .expect("the agent closed the connection");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("smp://b"),
+        "the answer went to two collects"
+    );
+}
+
 /// An answer reaches one `collect` only: two at once (on one connection, so that the agent
 /// handles them together) give it once, and the other is told that a collect is receiving it
 /// (or, if that one was delivered already, that the offer is gone). Before, both got it.

@@ -58,6 +58,12 @@ fn state_home() -> Result<PathBuf> {
 /// request is read once one of these has been answered, so one that never reads its replies
 /// stops being read instead of growing the agent's memory.
 const MAX_IN_FLIGHT: usize = 32;
+/// How long a line may wait to go out to a client whose socket takes nothing (it stopped
+/// reading: a suspended process, a stuck loop). Then the connection is closed, and its replies
+/// not delivered count as such: an offer's link is taken back, an answer stays for the next
+/// collect (before, one such client kept that answer from every other collect for as long as
+/// it lived).
+const WRITE_PATIENCE: Duration = Duration::from_secs(20);
 /// How many API connections are served at once; one more is told `agent_busy` and closed.
 const MAX_CONNECTIONS: usize = 256;
 /// How long a stop waits for the offers in flight and takes back the links of those that
@@ -107,21 +113,33 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<
 }
 
 /// Serve one API connection: requests run concurrently (at most [`MAX_IN_FLIGHT`]), replies
-/// and events go out as lines. An offer whose reply cannot be written (the client is gone) is
-/// taken back.
+/// and events go out as lines. An offer whose reply cannot be written (the client is gone, or
+/// took nothing for [`WRITE_PATIENCE`]) is taken back.
 async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Out>(64);
     let writer = tokio::spawn(async move {
         while let Some(mut out) = rx.recv().await {
             out.line.push('\n');
-            let written = wr.write_all(out.line.as_bytes()).await.is_ok();
+            let written = tokio::time::timeout(WRITE_PATIENCE, wr.write_all(out.line.as_bytes()))
+                .await
+                .map_or_else(
+                    |_| {
+                        tracing::info!(
+                            "an API client took no line for {} s; its connection is closed",
+                            WRITE_PATIENCE.as_secs()
+                        );
+                        false
+                    },
+                    |r| r.is_ok(),
+                );
             if let Some(d) = out.delivered {
                 let _ = d.send(written);
             }
             if !written {
-                // The client is gone: every later line fails to send (an offer's reply then
-                // counts as not delivered, and its link is taken back).
+                // The client is gone, or reads nothing: every later line fails to send (an
+                // offer's reply then counts as not delivered, and its link is taken back), and
+                // no more of its requests are read.
                 break;
             }
         }
@@ -135,7 +153,13 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         let Ok(turn) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let line = match read_line(&mut reader, &mut buf).await {
+        let read = tokio::select! {
+            read = read_line(&mut reader, &mut buf) => read,
+            // The writer gave up on this client: nothing it asks for now could be answered,
+            // and the connection's place goes to another.
+            () = tx.closed() => break,
+        };
+        let line = match read {
             Line::Read => buf.as_slice(),
             Line::End => break,
             Line::TooLong => {
