@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + 'static {
     /// Wall time, unix seconds.
     fn now(&self) -> u64;
+    /// Wall time with its fraction of a second. A moment set in whole seconds from
+    /// [`Clock::now`] and waited for on a monotonic timer comes at that whole second *plus the
+    /// fraction of a second at which it was set*, which tells whatever sees it when it was set:
+    /// such moments count from here. Default: [`Clock::now`], a whole second.
+    fn now_precise(&self) -> Duration {
+        Duration::from_secs(self.now())
+    }
     /// Monotonic time since an arbitrary fixed origin; never goes back, never jumps.
     fn elapsed(&self) -> Duration;
 }
@@ -24,11 +31,14 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
+        self.now_precise().as_secs()
+    }
+
+    fn now_precise(&self) -> Duration {
         #[allow(clippy::disallowed_methods)]
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+            .unwrap_or(Duration::ZERO)
     }
 
     fn elapsed(&self) -> Duration {

@@ -408,6 +408,72 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
     assert!(looks(&server) > before);
 }
 
+/// A client clock that shows `inner`'s time plus a fraction of a second.
+struct Fraction {
+    inner: rdv::clock::ManualClock,
+    fraction: Duration,
+}
+
+impl Clock for Fraction {
+    fn now(&self) -> u64 {
+        self.inner.now()
+    }
+    fn now_precise(&self) -> Duration {
+        Duration::from_secs(self.inner.now()) + self.fraction
+    }
+    fn elapsed(&self) -> Duration {
+        self.inner.elapsed()
+    }
+}
+
+/// The last look of a wait that ends unanswered comes at the bucket's close plus the wait on
+/// the wall clock, whatever fraction of a second the wait began in. Before, it came that
+/// fraction later: `offer --wait` and the agent begin right after the store, and a server
+/// matched the fraction of each unanswered mailbox's last look to its store's (a helper's
+/// attack tied 10 of 12 to their links on loopback).
+#[tokio::test(start_paused = true)]
+async fn the_last_look_does_not_carry_the_moment_the_wait_began() {
+    let clock = manual_clock();
+    let (server, _) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Arc::new(clock.clone()),
+    );
+    let schedule = LookSchedule {
+        mean: Duration::from_secs(5),
+        early: false,
+    };
+    let wait = Duration::from_secs(30);
+    for fraction in [250, 750].map(Duration::from_millis) {
+        let c = rdv::client::Client::new(
+            Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
+            rdv::client::ClientConfig::default(),
+            Arc::new(Fraction {
+                inner: clock.clone(),
+                fraction,
+            }),
+        );
+        let (_offer, pending) = c
+            .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+            .await
+            .unwrap();
+        let began = Duration::from_secs(clock.now()) + fraction;
+        let t = tokio::time::Instant::now();
+        let e = c
+            .collect_scheduled(&pending, schedule, wait)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+        // The wall clock stands still here (a manual clock): the last look's wall moment is
+        // when the wait began plus the time waited.
+        assert_eq!(
+            began + t.elapsed(),
+            Duration::from_secs(pending.polls_from()) + wait,
+            "a wait begun {fraction:?} into a second"
+        );
+    }
+}
+
 #[test]
 fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
     let rt = tokio::runtime::Builder::new_current_thread()

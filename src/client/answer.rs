@@ -587,16 +587,24 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
-        let now = self.clock.now();
+        let now_precise = self.clock.now_precise();
+        let now = now_precise.as_secs();
         let start = schedule.start(now, copy.polls_from);
         // Cut to ten years each: a link's expiry comes from the server's advertised TTL, and a
         // wait from the caller; neither may overflow the clock.
         let span = crate::proto::schedule::MAX_SPAN;
-        let until = tokio::time::Instant::now()
-            + Duration::from_secs(start.saturating_sub(now)).min(span)
-            + wait.min(span);
-        let mut next = tokio::time::Instant::now()
-            + schedule.first_look_in(now, copy.polls_from, rand::random());
+        // Counted to the start on the wall clock with its fraction of a second: counted from
+        // whole seconds, the last look came at the close plus the wait plus the fraction of a
+        // second at which this began, right after the store for `offer --wait` and the agent,
+        // and a server matched that fraction to its stores' (a helper's attack: 10 of 12
+        // unanswered mailboxes tied to their links on loopback). Now it comes at the same
+        // moment for every link of a bucket.
+        let to_start = Duration::from_secs(start)
+            .saturating_sub(now_precise)
+            .min(span);
+        let began = tokio::time::Instant::now();
+        let until = began + to_start + wait.min(span);
+        let mut next = began + to_start + schedule.next_look_in(rand::random());
         let copies = std::slice::from_ref(copy);
         loop {
             let last = next >= until;

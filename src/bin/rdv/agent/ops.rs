@@ -152,8 +152,12 @@ impl Agent {
             // failed once must not lose an answer waiting in the mailbox), then the offer ends.
             let mut late_failures = 0;
             loop {
-                let wait =
-                    Duration::from_secs(last.saturating_sub(now().max(pending.polls_from())));
+                // To the last moment on the wall clock with its fraction of a second: in whole
+                // seconds the last look would come at that fraction of the second this loop
+                // began in (right after the store), and name the store to the server.
+                let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
+                    .max(Duration::from_secs(pending.polls_from()));
+                let wait = Duration::from_secs(last).saturating_sub(from);
                 match me
                     .client
                     .collect_scheduled(&pending, me.schedule, wait)
