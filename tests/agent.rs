@@ -703,6 +703,44 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
     assert!(message.contains("deleted from the server"), "{message}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("rdv1:"));
     assert_eq!(metric(m, "rdv_links_stored"), 0.0, "the link was deleted");
+    // accept --min-k through the agent: the payload is not handed over.
+    let offered: Value = serde_json::from_str(&ok(&offer(&[]))).unwrap();
+    let link = offered["link"].as_str().unwrap().to_owned();
+    let out = run_rdv(
+        &[
+            "accept",
+            "--agent",
+            agent.socket(),
+            "--json",
+            "--min-k",
+            "5",
+            &link,
+        ],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "too_few_links", "{e}");
+    assert!(!e.to_string().contains("\"p\""), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than --min-k 5: the link opened, but its payload is not shown"),
+        "{e}"
+    );
+    let token = offered["delete_token"].as_str().unwrap();
+    let out = run_rdv(
+        &["delete", "--agent", agent.socket(), &link],
+        None,
+        &[("RDV_DELETE_TOKEN", token)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for flag in [
         &["--max-seq", "8"][..],
         &["--max-effort", "16"],

@@ -983,6 +983,54 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
         .contains("only 1 verified link"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: this link hides among 1"));
 
+    // accept --min-k: the accepter of a link alone in its bucket is not handed the payload, and
+    // its answer is not sent (before, the warning came with the answer already on its way).
+    let state = dir.path().join("alone.state");
+    let offered = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--expect-answer",
+                "--state",
+                state.to_str().unwrap(),
+                "--max-window",
+                "3s",
+                "--direct",
+                &addr,
+                "--payload",
+                "alone again",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    let link = str_of(&offered, "link").to_string();
+    let accept = |extra: &[&str]| {
+        rdv(
+            &[
+                &["accept", "--json", "--direct", &link, "--answer", "smp://b"][..],
+                extra,
+            ]
+            .concat(),
+            &[],
+        )
+    };
+    let refused = err(&accept(&["--min-k", "2"]), "too_few_links", "server");
+    let message = str_of(&refused["error"], "message");
+    assert!(
+        message.contains("only 1 verified link") && message.contains("no answer was sent"),
+        "{message}"
+    );
+    assert!(!refused.to_string().contains("alone again"), "{refused}");
+    // Nothing was answered: without --min-k the answer goes in (a second answer would be
+    // refused as already_answered).
+    let a = ok(&accept(&[]), "accept");
+    assert_eq!(a["answered"], true, "{a}");
+    assert_eq!(str_of(&a, "payload"), "alone again");
+
     // With the default --max-window (10 min) the close is 12 min away although the server's
     // window is 3 s, and the offer says why.
     let out = rdv(

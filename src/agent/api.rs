@@ -193,6 +193,10 @@ pub enum Request {
         /// the answer's exact bytes in base64.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answer_base64: Option<String>,
+        /// Fewer verified links than this in the bucket (or none proved): the payload is not
+        /// handed over and no answer is sent (`too_few_links`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_k: Option<usize>,
     },
     /// Take the answer to an offer, if it has come (the offer is then forgotten).
     Collect {

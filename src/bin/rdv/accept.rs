@@ -74,6 +74,11 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         found.tried
     );
     say_verified(found.links_verified);
+    if let Some(min) = a.min_k {
+        if let Some(why) = crate::offer::short_of_min_k(found.links_verified, min) {
+            return Err(too_few_links(why));
+        }
+    }
     let json = crate::out::json();
     if !json {
         show_payload(&found.payload)?;
@@ -127,6 +132,16 @@ pub(crate) fn show_payload(payload: &[u8]) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The error of an accept that `--min-k` stopped, `why` saying what the bucket proves.
+pub(crate) fn too_few_links(why: String) -> anyhow::Error {
+    CliError::new(
+        "too_few_links",
+        rdv::client::ErrorKind::ServerMisbehaved,
+        format!("{why}: the link opened, but its payload is not shown and no answer was sent (without --min-k they would be)"),
+    )
+    .into()
 }
 
 /// Say how many real links the bucket proves: the set a link hides among (PROTOCOL.md §16).

@@ -493,6 +493,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
             .get("answer_base64")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        min_k: a.min_k,
     };
     let mut agent = Agent::connect(&path).await?;
     let r = agent.call(&request).await?;

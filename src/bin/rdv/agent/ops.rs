@@ -468,10 +468,11 @@ impl Agent {
                 passphrase,
                 answer,
                 answer_base64,
+                min_k,
             } => {
                 let answer = api::bytes_of(&answer, &answer_base64)
                     .map_err(|e| bad_input(format!("answer: {e}")))?;
-                Ok((self.accept(&link, passphrase, answer).await?, None))
+                Ok((self.accept(&link, passphrase, answer, min_k).await?, None))
             }
             Request::Collect { offer } => {
                 let first = self
@@ -979,6 +980,7 @@ impl Agent {
         link: &str,
         passphrase: Option<String>,
         answer: Option<Vec<u8>>,
+        min_k: Option<usize>,
     ) -> Result<Value> {
         let link = RdvLink::parse(link.trim()).context("invalid link")?;
         kdf::check_profile(link.kdf, &KdfLimits::default()).context("the link's KDF profile")?;
@@ -999,6 +1001,11 @@ impl Agent {
         }
         let passphrase = passphrase.map(|p| Passphrase::new(zeroize::Zeroizing::new(p).as_str()));
         let found = self.client.accept(&link, passphrase).await?;
+        if let Some(why) =
+            min_k.and_then(|min| crate::offer::short_of_min_k(found.links_verified, min))
+        {
+            return Err(crate::accept::too_few_links(why));
+        }
         let answered = match (&found.reply, &answer) {
             (Some(reply), Some(a)) => {
                 self.client.answer(reply, a).await?;

@@ -400,6 +400,12 @@ pub(crate) struct AcceptArgs {
     /// one could be a fake the server made for free).
     #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
     pub(crate) min_effort: u32,
+    /// Go on only if the bucket proves at least N real links (valid stamps, this one
+    /// included): with fewer, or against a server without stamps, the payload is not shown and
+    /// no answer is sent (`too_few_links`). The fetch has happened by then; what is kept back
+    /// is your going on with a rendezvous whose server may have isolated you.
+    #[arg(long, value_name = "N", help_heading = "Stamps")]
+    pub(crate) min_k: Option<usize>,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]
