@@ -1031,6 +1031,49 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
     assert_eq!(a["answered"], true, "{a}");
     assert_eq!(str_of(&a, "payload"), "alone again");
 
+    // --hold --wait counts the wait from the close, not from the count fetch a random pause
+    // after it: the last look would otherwise come exactly --wait after that fetch, and tell
+    // the server the fetch was the initiator's count, not an accept.
+    let out = rdv(
+        &[
+            "offer",
+            "--json",
+            "--max-skew",
+            "2s",
+            "--max-window",
+            "3s",
+            "--hold",
+            "--expect-answer",
+            "--wait",
+            "20s",
+            "--poll-every",
+            "5s",
+            "--direct",
+            &addr,
+            "--payload",
+            "held",
+            "--kdf",
+            "test",
+        ],
+        &pass,
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let event = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} line: {lines:?}"))
+    };
+    let closes = event("stored")["bucket_closes_at"].as_u64().unwrap();
+    assert_eq!(
+        event("waiting")["looks_until"].as_u64().unwrap(),
+        closes + 20,
+        "{lines:?}"
+    );
+
     // With the default --max-window (10 min) the close is 12 min away although the server's
     // window is 3 s, and the offer says why.
     let out = rdv(

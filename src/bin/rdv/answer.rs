@@ -126,7 +126,8 @@ pub(crate) async fn wait_for_answer(
     wait: Option<Duration>,
 ) -> Result<Option<Zeroizing<Vec<u8>>>> {
     let schedule = schedule(look);
-    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let now_precise = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+    let now = now_precise.as_secs();
     let answer = match wait {
         None => match client.look(pending, schedule).await {
             Err(CollectError::TooEarly { polls_from }) => {
@@ -144,7 +145,13 @@ pub(crate) async fn wait_for_answer(
         },
         Some(w) => {
             let from = schedule.start(now, pending.polls_from());
-            let until = from.saturating_add(w.as_secs());
+            // Where the looks end: the wait after the start, or from this moment (with its
+            // fraction of a second) when looking starts at once.
+            let until = if from > now {
+                from.saturating_add(w.as_secs())
+            } else {
+                now_precise.saturating_add(w).as_secs()
+            };
             if crate::out::json() {
                 crate::out::emit(
                     command,

@@ -471,6 +471,17 @@ async fn wait_and_finish(
     pending: &PendingAnswer,
     wait: std::time::Duration,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    // Held, the wait begins after the close and the count fetch; counted from there, its last
+    // look would come exactly --wait after that fetch, and tell the server that the fetch was
+    // an initiator's count and not an accept. It counts from the close, as --wait does.
+    let wait = if a.hold {
+        let now = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        std::time::Duration::from_secs(pending.polls_from())
+            .saturating_add(wait)
+            .saturating_sub(now)
+    } else {
+        wait
+    };
     let Some(answer) = wait_for_answer("offer", client, pending, &a.look, Some(wait)).await? else {
         // The link is not taken down: a delete when the wait ends, right after its last look,
         // would tie the link to its mailbox, and a server that withholds the answer could then
