@@ -923,11 +923,13 @@ impl Agent {
         let mut verified = None;
         if r.hold {
             // As `rdv offer --hold`: past the close by a random pause, then one fetch.
-            let closes_in = closes_at.saturating_sub(now());
+            // To the close with its fraction of a second, as the looks (see `look_after`).
+            let to_close = Duration::from_secs(closes_at)
+                .saturating_sub(rdv::clock::Clock::now_precise(&rdv::clock::SystemClock));
             let pause = self.schedule.next_look_in(rand::random());
             let mut stop = self.offers.stopping.subscribe();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(closes_in) + pause) => {}
+                _ = tokio::time::sleep(to_close + pause) => {}
                 // The agent is stopping: nobody is to get the link (the caller takes it back).
                 _ = stop.wait_for(|s| *s) => return Err(stopping()),
             }
