@@ -19,6 +19,7 @@ mod retry;
 pub mod socks;
 #[cfg(feature = "tor")]
 pub mod tor;
+pub mod wake;
 
 pub use answer::{LinkCopy, PendingAnswer, PendingAnswerError, ReplyTo};
 pub use error::{

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `rdv agent --direct`, ended (SIGKILL) when dropped.
@@ -1535,6 +1536,120 @@ fn a_client_that_stops_reading_holds_no_collect_for_long() {
     assert!(
         !String::from_utf8_lossy(&got).contains("smp://b"),
         "the answer went to two collects"
+    );
+}
+
+/// An agent process that was stopped (Ctrl-Z, a frozen cgroup, a paused virtual machine) does
+/// not send everything that fell due meanwhile in one burst when it goes on: each look comes
+/// after a fresh pause of its own, each delete at a moment of its own minutes later. Before,
+/// the looks into every mailbox and the deletes of every link came in the same millisecond (a
+/// helper's attack: 7 mailboxes within 1 ms), which tied them together as one user's.
+#[test]
+fn a_stopped_agent_does_not_burst_when_it_goes_on() {
+    use rdv::proto::Request;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    // The server's view: when each look (its mailbox) and each delete (`None`) came.
+    type Seen = Vec<(Instant, Option<[u8; 32]>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = {
+        let seen = seen.clone();
+        rt.block_on(common::proxy::frame_proxy(
+            srv.addr,
+            move |req| {
+                let what = match req {
+                    Request::FetchAnswer { mailbox } => Some(Some(mailbox.0)),
+                    Request::Delete { .. } => Some(None),
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    seen.lock().unwrap().push((Instant::now(), what));
+                }
+                false
+            },
+            |_| {},
+        ))
+    };
+    let addr = proxy.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "5s"]);
+    let mut api = agent.subscribed();
+    const OFFERS: u64 = 6;
+    for i in 0..OFFERS {
+        let r = api.call(
+            10 + i,
+            serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
+                "expect_answer": true}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+        // And a delete of another link, due within 30 s.
+        let r = api.call(
+            20 + i,
+            serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test"}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+        let d = api.call(
+            30 + i,
+            serde_json::json!({"op": "delete", "link": r["result"]["link"],
+                "token": r["result"]["delete_token"], "later": true, "within_secs": 30}),
+        );
+        assert_eq!(d["ok"], true, "{d}");
+    }
+    // The buckets close (3 s, and the 2 s of skew) and the looks begin; then the agent is
+    // stopped for 40 s: every look (at 5 s on average) and most deletes fall due meanwhile.
+    std::thread::sleep(Duration::from_secs(12));
+    let pid = agent.child.id().to_string();
+    let signal = |s: &str| {
+        assert!(Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(40));
+    let went_on = Instant::now();
+    signal("-CONT");
+    std::thread::sleep(Duration::from_secs(8));
+    let after: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t >= went_on)
+        .cloned()
+        .collect();
+    let first = |within: Duration| -> Vec<&Option<[u8; 32]>> {
+        after
+            .iter()
+            .filter(|(t, _)| *t < went_on + within)
+            .map(|(_, w)| w)
+            .collect()
+    };
+    let deletes = first(Duration::from_secs(5))
+        .iter()
+        .filter(|w| w.is_none())
+        .count();
+    assert_eq!(
+        deletes, 0,
+        "deletes due while stopped came at once: {after:?}"
+    );
+    let mut looked: Vec<_> = first(Duration::from_millis(500))
+        .into_iter()
+        .flatten()
+        .collect();
+    looked.sort();
+    looked.dedup();
+    // Each look a fresh pause (mean 5 s) after the agent went on: more than four of the six
+    // mailboxes in the first half second would be a burst (about one run in 20 000 by chance).
+    assert!(
+        looked.len() <= 4,
+        "{} mailboxes looked into within 0.5 s of going on",
+        looked.len()
+    );
+    // The looks go on.
+    assert!(
+        after.iter().any(|(_, w)| w.is_some()),
+        "no look after going on"
     );
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use rdv::client::wake::RECHECK;
 use rdv::client::{AnswerError, CollectError, ErrorKind, PendingAnswer};
 use rdv::clock::{Clock, SystemClock};
 use rdv::framed::{read_msg, write_msg};
@@ -472,6 +473,96 @@ async fn the_last_look_does_not_carry_the_moment_the_wait_began() {
             "a wait begun {fraction:?} into a second"
         );
     }
+}
+
+/// A wall clock that runs with tokio's (paused) time, set off by an offset that can change: a
+/// clock that is wrong, then corrected.
+struct Ticking {
+    origin: tokio::time::Instant,
+    offset: std::sync::atomic::AtomicI64,
+}
+
+impl Ticking {
+    fn new() -> Arc<Self> {
+        Arc::new(Ticking {
+            origin: tokio::time::Instant::now(),
+            offset: 0.into(),
+        })
+    }
+    fn set(&self, offset: i64) {
+        self.offset
+            .store(offset, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for Ticking {
+    fn now(&self) -> u64 {
+        self.now_precise().as_secs()
+    }
+    fn now_precise(&self) -> Duration {
+        let true_time = Duration::from_secs(T0) + self.origin.elapsed();
+        let offset = self.offset.load(std::sync::atomic::Ordering::SeqCst);
+        let shift = Duration::from_secs(offset.unsigned_abs());
+        if offset < 0 {
+            true_time - shift
+        } else {
+            true_time + shift
+        }
+    }
+    fn elapsed(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A wait for the close begun with the clock a day behind (an agent started before its clock
+/// was set) ends when the clock, once corrected, reaches the close: the answer waiting in the
+/// mailbox is collected, and no look comes before the close. Before, the wait was one sleep
+/// computed at its start, a day too long (a helper's attack lost answers so).
+#[tokio::test(start_paused = true)]
+async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
+    let (server, _) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Ticking::new(),
+    );
+    let own = Ticking::new();
+    let c = rdv::client::Client::new(
+        Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
+        rdv::client::ClientConfig::default(),
+        own.clone(),
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&r, b"waiting").await.unwrap();
+    let t = tokio::time::Instant::now();
+    let to_close = Duration::from_secs(pending.polls_from() - T0);
+    own.set(-86_400);
+    let looking = tokio::spawn(async move {
+        let schedule = LookSchedule {
+            mean: Duration::from_secs(5),
+            early: false,
+        };
+        c.collect_scheduled(&pending, schedule, Duration::from_secs(600))
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    own.set(0);
+    let answer = tokio::time::timeout(Duration::from_secs(3600), looking)
+        .await
+        .expect("the wait did not follow the corrected clock")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer[..], b"waiting");
+    assert_eq!(looks(&server), 1.0);
+    // No look before the close; the first one a pause (at most 12 means) after it.
+    let took = t.elapsed();
+    assert!(
+        took >= to_close && took <= to_close + Duration::from_secs(60) + RECHECK,
+        "{took:?}"
+    );
 }
 
 #[test]

@@ -599,16 +599,28 @@ impl Client {
         // and a server matched that fraction to its stores' (a helper's attack: 10 of 12
         // unanswered mailboxes tied to their links on loopback). Now it comes at the same
         // moment for every link of a bucket.
-        let to_start = Duration::from_secs(start)
-            .saturating_sub(now_precise)
-            .min(span);
+        //
+        // The start is waited for on the wall clock, read again every few seconds: waited for
+        // as one sleep, an agent started with its clock a day behind (a laptop before its clock
+        // is set) first looked a day after the clock was corrected, past the link's end, and
+        // lost the answer (a helper's attack, 2026-12-06). From the start on, the wait is
+        // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
+        let start_at = Duration::from_secs(start).max(now_precise);
+        super::wake::until_wall(self.clock.as_ref(), start_at).await;
         let began = tokio::time::Instant::now();
-        let until = began + to_start + wait.min(span);
-        let mut next = began + to_start + schedule.next_look_in(rand::random());
+        let until = began + wait.min(span);
+        let mut next = began + schedule.next_look_in(rand::random());
         let copies = std::slice::from_ref(copy);
         loop {
             let last = next >= until;
-            tokio::time::sleep_until(next.min(until)).await;
+            if super::wake::until_instant(next.min(until)).await {
+                // The process was stopped meanwhile: every look due then, of every mailbox,
+                // would come in the same instant now and tie those mailboxes together as one
+                // user's (a helper's attack saw 7 at once after a SIGCONT). This one comes a
+                // fresh pause later, drawn as the schedule draws every pause (memoryless, so the
+                // schedule stays what it was).
+                tokio::time::sleep(schedule.next_look_in(rand::random())).await;
+            }
             match self.look_at_copies(pending, copies).await {
                 Ok(Some(a)) => return Ok(a),
                 Ok(None) => {}

@@ -63,6 +63,10 @@ fn now() -> u64 {
 /// An offer whose looks ended while the agent was not running gets its last look within this
 /// many seconds of the start, at a moment of its own.
 const LAST_LOOK_WITHIN_SECS: u64 = 600;
+/// How long a start waits before it ends anything for good on its wall clock's word alone
+/// (forgets an offer whose looks are over, gives up a delete): a clock wrong at boot (a laptop
+/// before its clock is set) is corrected by then, and the decision is taken again.
+const SETTLE: Duration = Duration::from_secs(600);
 
 /// Looks tried past an offer's last moment when they fail (not when they find no answer), each
 /// a look pause after the previous one, before the offer is forgotten.
@@ -143,10 +147,14 @@ impl Agent {
         let last = pending.polls_from().saturating_add(self.look_for_secs);
         let task = tokio::spawn(async move {
             // An offer whose looks ended while the agent was not running gets its one last
-            // look at a moment of its own, not at once together with every other such offer.
+            // look at a moment of its own, not at once together with every other such offer,
+            // and not before the start has settled: a clock set ahead at the start (by more
+            // than --look-for) would have had every offer forgotten at once, for good (a
+            // helper's attack: 2 of 20 lost with the clock corrected a minute after the
+            // start). The end is decided again after the look, on the clock of then.
             if now() >= last {
                 let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
-                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                tokio::time::sleep(SETTLE + Duration::from_secs_f64(pause)).await;
             }
             // Failed looks past the last moment: a few are tried again (a Tor circuit that
             // failed once must not lose an answer waiting in the mailbox), then the offer ends.
@@ -301,22 +309,12 @@ impl Agent {
     }
 
     /// A later delete kept from an earlier run of the agent: one whose moment passed while the
-    /// agent was not running gets a fresh moment of its own, 5 to 60 minutes from now
-    /// ([`late_delete_at`], written back), not at once together with the others missed and the
-    /// looks the start resumes; one whose link has surely expired is dropped.
-    pub(super) fn resume_delete(self: &Arc<Self>, id: String, mut d: LaterDelete) {
-        let now = now();
-        if d.at < now {
-            match late_delete_at(now, d.at, rand::random()) {
-                Some(t) => {
-                    d.at = t;
-                    if let Err(e) = self.state.save_delete(&id, &d) {
-                        tracing::warn!(error = %rdv::config::report(&e), "a late delete's new moment could not be kept");
-                    }
-                }
-                None => return self.delete_done(&id, None, DeleteFile::Later),
-            }
-        }
+    /// agent was not running is carried out at a fresh moment of its own (see
+    /// [`Agent::delete_task`]), not at once together with the others missed and the looks the
+    /// start resumes; one whose link has surely expired is dropped. Its record keeps the moment
+    /// decided at the offer: one rewritten from a clock that was wrong at the start (ahead) kept
+    /// the delete early after the clock was corrected (a helper's attack).
+    pub(super) fn resume_delete(self: &Arc<Self>, id: String, d: LaterDelete) {
         self.delete_later(id, d);
     }
 
@@ -332,7 +330,9 @@ impl Agent {
         let me = self.clone();
         let key = id.clone();
         let task = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(d.at.saturating_sub(now()))).await;
+            if !me.wait_for_delete(d.at).await {
+                return me.delete_done(&id, None, file);
+            }
             let parsed = RdvLink::parse(d.link.trim())
                 .ok()
                 .zip(DeleteToken::parse(d.token.trim()));
@@ -353,7 +353,11 @@ impl Agent {
                     Err(e) => match late_delete_at(now(), d.at, rand::random()) {
                         Some(t) => {
                             tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again at a moment of its own, 5 to 60 minutes from now");
-                            tokio::time::sleep(Duration::from_secs(t.saturating_sub(now()))).await;
+                            rdv::client::wake::until_wall(
+                                &rdv::clock::SystemClock,
+                                Duration::from_secs(t),
+                            )
+                            .await;
                         }
                         None => break None,
                     },
@@ -364,6 +368,42 @@ impl Agent {
         if let Ok(mut d) = self.deleters.lock() {
             if let Some(old) = d.insert(key, task) {
                 old.abort();
+            }
+        }
+    }
+
+    /// Wait for a delete's moment `at` on the wall clock, read again every few seconds (an
+    /// agent started with its clock behind deleted an offset late after the clock was
+    /// corrected). A moment found passed by more than a few seconds (the agent was not running,
+    /// was stopped, or the clock was set ahead) gets a fresh moment of its own, 5 to 60 minutes
+    /// on ([`late_delete_at`]): deletes due meanwhile would otherwise all go in the same instant
+    /// (a helper's attack saw six at once after a SIGCONT), and tie their links together. After
+    /// that the clock is asked again: one set back meanwhile, corrected, waits for the moment
+    /// again rather than delete early. `false`: the link has surely expired (a day past its
+    /// moment), found so twice ten minutes apart (a clock wrong at the start is corrected by
+    /// then), and the delete is given up.
+    async fn wait_for_delete(&self, at: u64) -> bool {
+        use rdv::client::wake::until_wall;
+        let clock = rdv::clock::SystemClock;
+        let mut doubted = false;
+        loop {
+            if !until_wall(&clock, Duration::from_secs(at)).await {
+                return true;
+            }
+            match late_delete_at(now(), at, rand::random()) {
+                Some(t) => {
+                    doubted = false;
+                    until_wall(&clock, Duration::from_secs(t)).await;
+                }
+                None if doubted => return false,
+                None => {
+                    doubted = true;
+                    tokio::time::sleep(SETTLE).await;
+                    continue;
+                }
+            }
+            if now() >= at {
+                return true;
             }
         }
     }
