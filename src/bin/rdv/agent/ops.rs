@@ -386,8 +386,10 @@ impl Agent {
         use rdv::client::wake::until_wall;
         let clock = rdv::clock::SystemClock;
         let mut doubted = false;
+        // Passed already (a kept delete missed while the agent was not running): late.
+        let mut missed = now() > at;
         loop {
-            if !until_wall(&clock, Duration::from_secs(at)).await {
+            if !std::mem::take(&mut missed) && !until_wall(&clock, Duration::from_secs(at)).await {
                 return true;
             }
             match late_delete_at(now(), at, rand::random()) {
