@@ -68,6 +68,23 @@ async fn a_server_whose_clock_jumps_and_is_corrected_hands_out_acceptable_ids_at
             },
             other => panic!("{jump}: expected the client to refuse, got {other:?}"),
         }
+        // The command line says which clocks to check (this machine's may be the wrong one).
+        let out = run_rdv(
+            &[
+                "offer",
+                "--direct",
+                &server.addr.to_string(),
+                "--payload",
+                "x",
+                "--kdf",
+                "test",
+            ],
+            None,
+            &[("RDV_PASSPHRASE", "faketime-command-line")],
+        );
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("is this machine's clock right?"), "{jump}: {e}");
         set_offset(&offset, "+0");
         let after = offer("right after the correction").await;
         assert!(after.is_ok(), "{jump}, corrected: {after:?}");

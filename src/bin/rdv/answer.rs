@@ -193,7 +193,7 @@ pub(crate) async fn wait_for_answer(
 pub(crate) fn no_answer(pending: &PendingAnswer) -> String {
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     if now >= pending.link_expires() {
-        "no answer, and the link has expired: no accepter can fetch it any more, so no answer is coming".into()
+        "no answer, and by this machine's clock the link has expired: no accepter can fetch it any more, so no answer is coming (unless this clock is wrong)".into()
     } else {
         format!(
             "no answer yet (the link expires in {})",
@@ -239,7 +239,15 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         return Err(CliError::new(
             "no_answer_yet",
             rdv::client::ErrorKind::Transient,
-            format!("{}; look again later", no_answer(&pending)),
+            format!(
+                "{}; {}",
+                no_answer(&pending),
+                if rdv::clock::Clock::now(&rdv::clock::SystemClock) >= pending.link_expires() {
+                    "the state file is kept (collect again once the clock is right, or remove it)"
+                } else {
+                    "look again later"
+                }
+            ),
         )
         .into());
     };

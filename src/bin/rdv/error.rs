@@ -6,7 +6,7 @@ use rdv::client::{
     AcceptError, AnswerError, CollectError, ConnectError, ConnectStage, ConnectionError,
     DeleteError, ErrorKind, OfferError,
 };
-use rdv::proto::ErrorCode;
+use rdv::proto::{ErrorCode, PolicyViolation};
 use rdv::tor::auth::AuthKeyError;
 use rdv::tor::TorError;
 use rdv::ConfigError;
@@ -218,10 +218,26 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             ),
             _ => {}
         }
-        if let Some(OfferError::Refused { .. }) = cause.downcast_ref::<OfferError>() {
-            return Some(
-                "the server may be isolating you, or just busy: try again later or another server",
-            );
+        if let Some(e) = cause.downcast_ref::<OfferError>() {
+            let violation = match e {
+                OfferError::Refused { violation, .. } | OfferError::RefusedChallenge(violation) => {
+                    Some(violation)
+                }
+                _ => None,
+            };
+            // A bucket from the future or the past by this machine's clock: the server's clock
+            // may be wrong, but so may this one (a machine started before its clock was set).
+            if matches!(
+                violation,
+                Some(PolicyViolation::FromTheFuture { .. } | PolicyViolation::TooOld { .. })
+            ) {
+                return Some("the bucket's time and this machine's clock disagree: is this machine's clock right? If it is, the server's is wrong (or it plays games): try another server");
+            }
+            if let OfferError::Refused { .. } = e {
+                return Some(
+                    "the server may be isolating you, or just busy: try again later or another server",
+                );
+            }
         }
         if let Some(DeleteError::NothingToDelete) = cause.downcast_ref::<DeleteError>() {
             return None;
