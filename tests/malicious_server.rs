@@ -275,15 +275,19 @@ fn client_with(connector: PipeConnector, change: impl FnOnce(&mut ClientConfig))
 
 async fn offer(mode: Evil) -> (Result<Offer, OfferError>, Arc<Seen>) {
     let (connector, seen) = evil_server(mode);
-    let r = client_for(connector)
+    (offer_by(&client_for(connector)).await, seen)
+}
+
+/// The test offer, made by `client`.
+async fn offer_by(client: &Client) -> Result<Offer, OfferError> {
+    client
         .offer(
             &pipe_addr(),
             b"secret payload",
             Passphrase::new("pass-word-x"),
             KdfProfile::Test,
         )
-        .await;
-    (r, seen)
+        .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -469,14 +473,7 @@ async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
     let budget = Duration::from_secs(10);
     let client = client_with(connector, |c| c.connection_budget = Some(budget));
     let t = tokio::time::Instant::now();
-    let r = client
-        .offer(
-            &pipe_addr(),
-            b"secret payload",
-            Passphrase::new("pass-word-x"),
-            KdfProfile::Test,
-        )
-        .await;
+    let r = offer_by(&client).await;
     let took = t.elapsed();
     let e = r.unwrap_err();
     assert!(
@@ -492,15 +489,7 @@ async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
     // Without a budget the same server gets its five challenges, and the error is a different one.
     let (connector, seen) = evil_server(Evil::SlowAndClosing);
     let client = client_with(connector, |c| c.connection_budget = None);
-    let e = client
-        .offer(
-            &pipe_addr(),
-            b"secret payload",
-            Passphrase::new("pass-word-x"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap_err();
+    let e = offer_by(&client).await.unwrap_err();
     assert!(matches!(e, OfferError::BucketsKeptClosing(5)), "{e}");
     assert_eq!(seen.challenges.load(Ordering::SeqCst), 5);
 }
