@@ -71,13 +71,13 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Timeout for each request on an open connection. Default: 60 s.
     pub request_timeout: Duration,
-    /// How long one connection may be used: every answer on it must come within this span of
-    /// the moment it was set up (the transport connected it). A server answering each request just inside
-    /// [`ClientConfig::request_timeout`] (and closing every bucket it offers a stamp for) then
-    /// holds a store for this long, not for a dozen request timeouts. `None`: requests are
-    /// bounded one by one only (a load generator that keeps one connection for many requests).
-    /// Default: 3 min, above what an honest store takes at the slowest (five challenges, each
-    /// stamped at the policy's largest effort).
+    /// How long the server may take, in all, to answer the requests of one connection (the
+    /// time between sending each request and reading its answer, added up; the client's own
+    /// work between requests, such as a stamp, does not count). A server answering each request
+    /// just inside [`ClientConfig::request_timeout`] (and closing every bucket it offers a stamp
+    /// for) then holds a store for this long, not for a dozen request timeouts. `None`:
+    /// requests are bounded one by one only (a load generator that keeps one connection for
+    /// many requests). Default: 3 min.
     pub connection_budget: Option<Duration>,
     /// Largest response frame accepted, bytes. Default: 20 480.
     pub max_frame: u32,
@@ -207,8 +207,8 @@ pub struct Connection {
     server: String,
     max_frame: u32,
     timeout: Duration,
-    /// When the connection's budget ends ([`ClientConfig::connection_budget`]).
-    ends: Option<tokio::time::Instant>,
+    /// What is left of the connection's budget ([`ClientConfig::connection_budget`]).
+    budget_left: Option<Duration>,
     version: u16,
 }
 
@@ -231,15 +231,20 @@ impl Connection {
                 .await
                 .map_err(|e| from_frame(e, server))
         };
-        let left = self
-            .ends
-            .map(|end| end.saturating_duration_since(tokio::time::Instant::now()));
-        let limit = left.map_or(self.timeout, |left| left.min(self.timeout));
-        let resp = tokio::time::timeout(limit, fut).await.map_err(|_| {
+        let limit = self
+            .budget_left
+            .map_or(self.timeout, |left| left.min(self.timeout));
+        let asked = tokio::time::Instant::now();
+        let resp = tokio::time::timeout(limit, fut).await;
+        if let Some(left) = &mut self.budget_left {
+            *left = left.saturating_sub(asked.elapsed());
+        }
+        let resp = resp.map_err(|_| {
             if limit < self.timeout {
                 ConnectionError::Timeout(
-                    "waiting for the server's answer: the connection's time was up (a server \
-                     this slow holds every operation for minutes)",
+                    "waiting for the server's answer: its answers on this connection, added up, \
+                     took longer than a client allows one connection (3 min by default; a \
+                     server this slow holds every operation for minutes)",
                 )
             } else {
                 ConnectionError::Timeout("waiting for the server's answer")
@@ -398,10 +403,7 @@ impl Client {
             server: addr.to_string(),
             max_frame: self.config.max_frame,
             timeout: self.config.request_timeout,
-            ends: self
-                .config
-                .connection_budget
-                .and_then(|b| tokio::time::Instant::now().checked_add(b)),
+            budget_left: self.config.connection_budget,
             version: MIN_PROTOCOL_VERSION,
         };
         let max_version = self

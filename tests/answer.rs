@@ -565,6 +565,50 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
     );
 }
 
+/// A close noticed late (the machine was suspended across it: the wall clock moved on, the
+/// monotonic one did not) does not move the last look: it still comes at the close plus the
+/// wait on the wall clock. Counted from the moment the close was noticed, the last looks of
+/// every mailbox waiting then came together, and carried the phase of the wait's steps.
+#[tokio::test(start_paused = true)]
+async fn a_close_noticed_late_does_not_move_the_last_look() {
+    let (server, _) = pipe_server(
+        StoreParams::default(),
+        ServerConfig::default(),
+        Ticking::new(),
+    );
+    let own = Ticking::new();
+    let c = rdv::client::Client::new(
+        Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
+        rdv::client::ClientConfig::default(),
+        own.clone(),
+    );
+    let (_offer, pending) = c
+        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let close = Duration::from_secs(pending.polls_from());
+    let wait = Duration::from_secs(600);
+    let looking = tokio::spawn(async move {
+        let schedule = LookSchedule {
+            mean: Duration::from_secs(5),
+            early: false,
+        };
+        c.collect_scheduled(&pending, schedule, wait).await
+    });
+    // Suspended 100 s past the close, as far as the wall clock is concerned.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let to_close = close - own.now_precise();
+    own.set((to_close + Duration::from_secs(100)).as_secs() as i64);
+    let e = looking.await.unwrap().unwrap_err();
+    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+    let ended = own.now_precise();
+    assert!(
+        ended >= close + wait && ended <= close + wait + Duration::from_secs(1),
+        "the last look came {:?} after the close, not {wait:?}",
+        ended - close
+    );
+}
+
 #[test]
 fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
     let rt = tokio::runtime::Builder::new_current_thread()

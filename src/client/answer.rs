@@ -606,9 +606,18 @@ impl Client {
         // lost the answer (a helper's attack, 2026-12-06). From the start on, the wait is
         // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
         let start_at = Duration::from_secs(start).max(now_precise);
-        super::wake::until_wall(self.clock.as_ref(), start_at).await;
+        let late = super::wake::until_wall(self.clock.as_ref(), start_at).await;
         let began = tokio::time::Instant::now();
-        let until = began + wait.min(span);
+        // The end counts from the start on the wall clock, even when the start was noticed late
+        // (the process stopped, the machine suspended across it): counted from the moment it
+        // was noticed, the last looks of every mailbox waiting then would come together, and
+        // carry the phase of the wait's steps. A late start's looks come a pause after it, the
+        // last one too.
+        let overdue = self.clock.now_precise().saturating_sub(start_at);
+        let mut until = began + wait.min(span).saturating_sub(overdue);
+        if late {
+            until = until.max(began + schedule.next_look_in(rand::random()));
+        }
         let mut next = began + schedule.next_look_in(rand::random());
         let copies = std::slice::from_ref(copy);
         loop {

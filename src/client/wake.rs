@@ -23,18 +23,27 @@ pub const LATE: Duration = Duration::from_secs(5);
 
 /// Sleep until `clock` shows wall time `t` (with its fraction of a second), reading the clock
 /// again at least every [`RECHECK`], or until as much time has passed as the clock said was
-/// left at the start, whichever comes first: a clock corrected meanwhile, either way, ends the
-/// wait when it should have ended. Whether the wake-up came late: more than [`LATE`] after
-/// either (the process was stopped, the machine suspended, or the clock set ahead), so that
-/// every wait of this process due meanwhile noticed it at once.
+/// left (a clock that stands still), whichever comes first. A clock set ahead meanwhile ends
+/// the wait at once; one set back (corrected from ahead) makes it as much longer. Whether the
+/// wake-up came late: more than [`LATE`] after either (the process was stopped, the machine
+/// suspended, or the clock set ahead), so that every wait of this process due meanwhile noticed
+/// it at once.
 pub async fn until_wall(clock: &dyn Clock, t: Duration) -> bool {
-    let left = t.saturating_sub(clock.now_precise());
-    let deadline = tokio::time::Instant::now() + left.min(crate::proto::schedule::MAX_SPAN);
+    let span = crate::proto::schedule::MAX_SPAN;
+    let mut seen = clock.now_precise();
+    let mut deadline = tokio::time::Instant::now() + t.saturating_sub(seen).min(span);
     loop {
         let now = clock.now_precise();
         if now >= t {
             return now - t > LATE;
         }
+        if now < seen {
+            // Set back: the time left grew by the step (a wait ended by the time the wrong
+            // clock said was left would come early by it: a look before the close).
+            deadline = (deadline + (seen - now).min(span))
+                .min(tokio::time::Instant::now() + (t - now).min(span));
+        }
+        seen = now;
         let mono = tokio::time::Instant::now();
         if mono >= deadline {
             return mono - deadline > LATE;
@@ -58,7 +67,7 @@ mod tests {
     /// A wall-clock moment is reached when the clock is corrected, not a whole offset later;
     /// a moment the clock is already far past is late.
     #[tokio::test(start_paused = true)]
-    async fn a_corrected_clock_ends_the_wait_within_a_recheck() {
+    async fn a_corrected_clock_is_followed_either_way() {
         let clock = ManualClock::new(1_000);
         let waiting = {
             let clock = clock.clone();
@@ -77,9 +86,21 @@ mod tests {
             "long past"
         );
         assert!(!until_wall(&clock, Duration::from_secs(1_000 + 86_400)).await);
-        // A clock that stands still (or was set back meanwhile): the time it said was left.
+        // A clock that stands still: the time it said was left.
         let t = tokio::time::Instant::now();
         assert!(!until_wall(&clock, Duration::from_secs(1_000 + 86_400 + 30)).await);
         assert_eq!(t.elapsed(), Duration::from_secs(30));
+        // A clock set back 50 s after 10 s (corrected from ahead): 50 s longer, not ended by
+        // the time the wrong clock said was left.
+        let now = clock.now();
+        let waiting = {
+            let clock = clock.clone();
+            tokio::spawn(async move { until_wall(&clock, Duration::from_secs(now + 30)).await })
+        };
+        let t = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        clock.jump(-50);
+        assert!(!waiting.await.unwrap());
+        assert_eq!(t.elapsed(), Duration::from_secs(80));
     }
 }

@@ -478,11 +478,17 @@ async fn wait_and_finish(
     // Held, the wait begins after the close and the count fetch; counted from there, its last
     // look would come exactly --wait after that fetch, and tell the server that the fetch was
     // an initiator's count and not an accept. It counts from the close, as --wait does.
+    // A wait over by then (the hold's pause and the count took longer) still gets a look
+    // pause: a look right after the count fetch would tie the mailbox to it.
     let wait = if a.hold {
         let now = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
         std::time::Duration::from_secs(pending.polls_from())
             .saturating_add(wait)
             .saturating_sub(now)
+            .max(rdv::proto::schedule::exponential(
+                a.look.poll_every,
+                rand::random::<f64>(),
+            ))
     } else {
         wait
     };

@@ -149,8 +149,13 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let mut buf = Vec::new();
     let mut events_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
+        let turn = tokio::select! {
+            turn = in_flight.clone().acquire_owned() => turn,
+            // Given up while all its requests were in flight.
+            () = tx.closed() => break,
+        };
         // Never closed.
-        let Ok(turn) = in_flight.clone().acquire_owned().await else {
+        let Ok(turn) = turn else {
             break;
         };
         let read = tokio::select! {

@@ -390,7 +390,12 @@ impl Agent {
         let mut missed = now() > at;
         loop {
             if !std::mem::take(&mut missed) && !until_wall(&clock, Duration::from_secs(at)).await {
-                return true;
+                // On time by the clock, or by the time it said was left: only the clock's
+                // word that the moment has passed carries a delete out.
+                if now() >= at {
+                    return true;
+                }
+                continue;
             }
             match late_delete_at(now(), at, rand::random()) {
                 Some(t) => {
@@ -458,7 +463,11 @@ impl Agent {
             if next > until {
                 return;
             }
-            tokio::time::sleep_until(next).await;
+            // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
+            // at once, the decoys alone would come together and stand out.
+            if rdv::client::wake::until_instant(next).await {
+                tokio::time::sleep(self.schedule.next_look_in(rand::random())).await;
+            }
         }
     }
 
