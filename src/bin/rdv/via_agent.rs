@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use zeroize::Zeroizing;
 
@@ -84,7 +84,7 @@ fn refuse_flags(given: &[(bool, &str)], why: &str) -> Result<()> {
 
 /// A connection to the agent.
 struct Agent {
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    lines: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
     next_id: u64,
     /// Events that came while a reply was awaited.
@@ -133,27 +133,32 @@ impl Agent {
         }
         let (rd, wr) = s.into_split();
         Ok(Agent {
-            lines: BufReader::new(rd).lines(),
+            lines: BufReader::new(rd),
             wr,
             next_id: 1,
             events: VecDeque::new(),
         })
     }
 
+    /// The next line from the agent. Only a line with its newline counts: one cut off by the
+    /// end of the connection (an agent that gave the connection up mid-line counts that reply
+    /// as not delivered, and keeps a collected answer for the next collect) is not taken.
     async fn line(&mut self) -> Result<Value> {
-        let line = self
-            .lines
-            .next_line()
+        // Replies carry secrets (a payload, an answer).
+        let mut line = Zeroizing::new(Vec::new());
+        self.lines
+            .read_until(b'\n', &mut line)
             .await
-            .context("reading from the agent")?
-            .ok_or_else(|| {
-                CliError::new(
-                    "agent_unreachable",
-                    ErrorKind::Transient,
-                    "the agent closed the connection (did it stop?)",
-                )
-            })?;
-        serde_json::from_str(&line).context("the agent sent something that is not JSON")
+            .context("reading from the agent")?;
+        if line.pop() != Some(b'\n') {
+            return Err(CliError::new(
+                "agent_unreachable",
+                ErrorKind::Transient,
+                "the agent closed the connection (did it stop?)",
+            )
+            .into());
+        }
+        serde_json::from_slice(&line).context("the agent sent something that is not JSON")
     }
 
     /// Send `request` and wait for its reply: the result, or the agent's error with its code.
@@ -586,4 +591,29 @@ pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
         println!("deleted");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply cut off by the end of the connection (the agent gave the connection up in the
+    /// middle of writing it, and counts it as not delivered) is not taken: taken, an answer
+    /// would go to this collect and stay for the next one too.
+    #[tokio::test]
+    async fn a_reply_without_its_newline_is_not_taken() {
+        for (sent, whole) in [(&b"{\"ok\":true}\n"[..], true), (b"{\"ok\":true}", false)] {
+            let (mut agent_end, ours) = tokio::net::UnixStream::pair().unwrap();
+            agent_end.write_all(sent).await.unwrap();
+            drop(agent_end);
+            let (rd, wr) = ours.into_split();
+            let mut agent = Agent {
+                lines: BufReader::new(rd),
+                wr,
+                next_id: 1,
+                events: VecDeque::new(),
+            };
+            assert_eq!(agent.line().await.is_ok(), whole, "{sent:?}");
+        }
+    }
 }
