@@ -1418,17 +1418,23 @@ fn answered_offer(api: &mut Api, addr: &str, id: u64) -> String {
     offered["result"]["offer"].as_str().unwrap().to_owned()
 }
 
+/// A server and an agent (looking every second) in `dir`, a subscribed connection to the agent,
+/// and an offer of the agent accepted and answered "smp://b": its ID.
+fn an_answered_offer(dir: &Path) -> (ServerProcess, AgentProcess, Api, String) {
+    let srv = server(&dir.join("data"), None);
+    let agent = AgentProcess::start(dir, &["--poll-every", "1s"]);
+    let mut api = agent.subscribed();
+    let offer = answered_offer(&mut api, &srv.addr.to_string(), 2);
+    (srv, agent, api, offer)
+}
+
 /// An answer the agent hands to a `collect` whose client is gone before the reply reaches it
 /// is kept for the next `collect`: it is forgotten only once a reply carrying it is delivered.
 /// Before, the agent removed the answer and the offer's keys first, and the answer was lost.
 #[test]
 fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(&dir.path().join("data"), None);
-    let addr = srv.addr.to_string();
-    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let mut api = agent.subscribed();
-    let offer = answered_offer(&mut api, &addr, 2);
+    let (_srv, agent, _api, offer) = an_answered_offer(dir.path());
     let offer = offer.as_str();
     // A client that can no longer read (its receiving side shut, so the agent's write of the
     // reply fails) asks for the answer.
@@ -1476,11 +1482,7 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
 #[test]
 fn a_client_that_stops_reading_holds_no_collect_for_long() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(&dir.path().join("data"), None);
-    let addr = srv.addr.to_string();
-    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
-    let mut api = agent.subscribed();
-    let offer = answered_offer(&mut api, &addr, 2);
+    let (_srv, agent, _api, offer) = an_answered_offer(dir.path());
     // Thousands of damaged offer files: a status reply names each (some hundreds of kB), more
     // than the agent's socket holds before its client reads.
     let offers = dir.path().join("state").join("offers");

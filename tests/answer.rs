@@ -348,10 +348,7 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
         + rdv::proto::ClientPolicy::default().max_skew_secs
         + 1;
     assert_eq!(pending.polls_from(), T0 + window, "the bucket opened at T0");
-    let schedule = LookSchedule {
-        mean: Duration::from_secs(5),
-        early: false,
-    };
+    let schedule = every_5s();
     // No answer: nothing is looked at before the close, then looks until the wait ends, the
     // last one at its end.
     let t = tokio::time::Instant::now();
@@ -409,6 +406,26 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
     assert!(looks(&server) > before);
 }
 
+/// Looks from the close, 5 s apart on average.
+fn every_5s() -> LookSchedule {
+    LookSchedule {
+        mean: Duration::from_secs(5),
+        early: false,
+    }
+}
+
+/// A client of the in-memory `server` with a clock of its own.
+fn client_with_clock(
+    server: &Arc<rdv::server::Server<rdv::store::MemoryStore>>,
+    clock: Arc<dyn Clock>,
+) -> rdv::client::Client {
+    rdv::client::Client::new(
+        Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
+        rdv::client::ClientConfig::default(),
+        clock,
+    )
+}
+
 /// A client clock that shows `inner`'s time plus a fraction of a second.
 struct Fraction {
     inner: rdv::clock::ManualClock,
@@ -440,15 +457,11 @@ async fn the_last_look_does_not_carry_the_moment_the_wait_began() {
         ServerConfig::default(),
         Arc::new(clock.clone()),
     );
-    let schedule = LookSchedule {
-        mean: Duration::from_secs(5),
-        early: false,
-    };
+    let schedule = every_5s();
     let wait = Duration::from_secs(30);
     for fraction in [250, 750].map(Duration::from_millis) {
-        let c = rdv::client::Client::new(
-            Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
-            rdv::client::ClientConfig::default(),
+        let c = client_with_clock(
+            &server,
             Arc::new(Fraction {
                 inner: clock.clone(),
                 fraction,
@@ -526,11 +539,7 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
         Ticking::new(),
     );
     let own = Ticking::new();
-    let c = rdv::client::Client::new(
-        Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
-        rdv::client::ClientConfig::default(),
-        own.clone(),
-    );
+    let c = client_with_clock(&server, own.clone());
     let (offer, pending) = c
         .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
         .await
@@ -541,11 +550,7 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
     let to_close = Duration::from_secs(pending.polls_from() - T0);
     own.set(-86_400);
     let looking = tokio::spawn(async move {
-        let schedule = LookSchedule {
-            mean: Duration::from_secs(5),
-            early: false,
-        };
-        c.collect_scheduled(&pending, schedule, Duration::from_secs(600))
+        c.collect_scheduled(&pending, every_5s(), Duration::from_secs(600))
             .await
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -577,24 +582,15 @@ async fn a_close_noticed_late_does_not_move_the_last_look() {
         Ticking::new(),
     );
     let own = Ticking::new();
-    let c = rdv::client::Client::new(
-        Arc::new(rdv::client::pipe::PipeConnector::to_server(server.clone())),
-        rdv::client::ClientConfig::default(),
-        own.clone(),
-    );
+    let c = client_with_clock(&server, own.clone());
     let (_offer, pending) = c
         .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
     let close = Duration::from_secs(pending.polls_from());
     let wait = Duration::from_secs(600);
-    let looking = tokio::spawn(async move {
-        let schedule = LookSchedule {
-            mean: Duration::from_secs(5),
-            early: false,
-        };
-        c.collect_scheduled(&pending, schedule, wait).await
-    });
+    let looking =
+        tokio::spawn(async move { c.collect_scheduled(&pending, every_5s(), wait).await });
     // Suspended 100 s past the close, as far as the wall clock is concerned.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let to_close = close - own.now_precise();

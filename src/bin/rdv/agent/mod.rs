@@ -498,7 +498,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         agent.take_back_kept(id, u);
     }
     for (id, d) in deletes.kept {
-        agent.resume_delete(id, d);
+        agent.delete_later(id, d);
     }
     if agent.cover.any() {
         tokio::spawn(agent.clone().cover());

@@ -308,19 +308,12 @@ impl Agent {
         self.event(event::DELETED, f);
     }
 
-    /// A later delete kept from an earlier run of the agent: one whose moment passed while the
-    /// agent was not running is carried out at a fresh moment of its own (see
-    /// [`Agent::delete_task`]), not at once together with the others missed and the looks the
-    /// start resumes; one whose link has surely expired is dropped. Its record keeps the moment
-    /// decided at the offer: one rewritten from a clock that was wrong at the start (ahead) kept
-    /// the delete early after the clock was corrected (a helper's attack).
-    pub(super) fn resume_delete(self: &Arc<Self>, id: String, d: LaterDelete) {
-        self.delete_later(id, d);
-    }
-
     /// Carry out the later delete `id` at its moment, then forget it. A failure that may pass
     /// (Tor, the server) is tried again at a fresh moment of its own, 5 to 60 minutes later
-    /// ([`late_delete_at`]), until the link has surely expired.
+    /// ([`late_delete_at`]), until the link has surely expired. A delete kept from an earlier
+    /// run whose moment passed while the agent was not running comes at a moment of its own
+    /// too ([`Agent::wait_for_delete`]); its record keeps the moment decided at the offer (one
+    /// rewritten from a clock wrong at the start stayed wrong after the correction).
     pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
         self.delete_task(id, d, DeleteFile::Later)
     }
