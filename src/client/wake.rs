@@ -12,57 +12,106 @@
 
 use crate::clock::Clock;
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// The longest single sleep of [`until_wall`]: a wall clock corrected meanwhile is noticed
-/// this soon.
-pub const RECHECK: Duration = Duration::from_secs(5);
+/// The longest single sleep of [`until_wall`] and [`until_instant`]: a wall clock corrected
+/// meanwhile is noticed this soon, and a stop of the process is noticed by every wait whose
+/// moment it passed, however near the stop's end that moment was (see [`LATE`]).
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// How late a wake-up may come before it counts as late: far more than a busy runtime delays
 /// a timer, far less than a stopped process or a suspended machine.
+///
+/// Lateness is judged by the step a wait was sleeping when it came, not only by its moment: a
+/// step is at most [`RECHECK`] long, so every wait whose moment a stop passed was in a step that
+/// began before the stop and ended within a second of its start, and wakes that step's
+/// lateness late, the stop's length less at most a second. Judged by the moment alone, a wait
+/// due in the last [`LATE`] of a stop came at the same instant as every other such wait
+/// (a helper's attack, 2026-12-06: looks into two mailboxes at once after a `SIGCONT`).
+/// So every stop longer than `LATE + RECHECK` makes all waits it passed late; a shorter one
+/// does not.
 pub const LATE: Duration = Duration::from_secs(5);
 
 /// Sleep until `clock` shows wall time `t` (with its fraction of a second), reading the clock
 /// again at least every [`RECHECK`], or until as much time has passed as the clock said was
 /// left (a clock that stands still), whichever comes first. A clock set ahead meanwhile ends
 /// the wait at once; one set back (corrected from ahead) makes it as much longer. Whether the
-/// wake-up came late: more than [`LATE`] after either (the process was stopped, the machine
-/// suspended, or the clock set ahead), so that every wait of this process due meanwhile noticed
-/// it at once.
+/// wake-up came late: more than [`LATE`] after either, or in a step that ended more than
+/// [`LATE`] late or in which the wall clock moved on more than `LATE` further than the
+/// monotonic one (the process was stopped, the machine suspended, or the clock set ahead, a
+/// clock corrected from behind among them), so that every wait of this process whose moment
+/// that passed noticed it at once.
 pub async fn until_wall(clock: &dyn Clock, t: Duration) -> bool {
     let span = crate::proto::schedule::MAX_SPAN;
     let mut seen = clock.now_precise();
-    let mut deadline = tokio::time::Instant::now() + t.saturating_sub(seen).min(span);
+    let mut deadline = Instant::now() + t.saturating_sub(seen).min(span);
+    let mut step = None;
     loop {
         let now = clock.now_precise();
+        let mono = Instant::now();
+        let jolted = step.is_some_and(|s: Step| s.jolted(now, mono));
         if now >= t {
-            return now - t > LATE;
+            return jolted || now - t > LATE;
         }
         if now < seen {
             // Set back: the time left grew by the step (a wait ended by the time the wrong
             // clock said was left would come early by it: a look before the close).
-            deadline = (deadline + (seen - now).min(span))
-                .min(tokio::time::Instant::now() + (t - now).min(span));
+            deadline = (deadline + (seen - now).min(span)).min(mono + (t - now).min(span));
         }
         seen = now;
-        let mono = tokio::time::Instant::now();
         if mono >= deadline {
-            return mono - deadline > LATE;
+            return jolted || mono - deadline > LATE;
         }
-        tokio::time::sleep((t - now).min(deadline - mono).min(RECHECK)).await;
+        let end = mono + (t - now).min(deadline - mono).min(RECHECK);
+        step = Some(Step {
+            wall: now,
+            mono,
+            end,
+        });
+        tokio::time::sleep_until(end).await;
     }
 }
 
-/// Sleep until the monotonic instant `t`. Whether the wake-up came more than [`LATE`] after it
-/// (the process was stopped meanwhile).
-pub async fn until_instant(t: tokio::time::Instant) -> bool {
-    tokio::time::sleep_until(t).await;
-    tokio::time::Instant::now().saturating_duration_since(t) > LATE
+/// Sleep until the monotonic instant `t`, in steps of at most [`RECHECK`]. Whether the wake-up
+/// came more than [`LATE`] after it, or in a step that ended more than `LATE` late (the process
+/// was stopped meanwhile).
+pub async fn until_instant(t: Instant) -> bool {
+    let mut step = None;
+    loop {
+        let now = Instant::now();
+        let jolted = step.is_some_and(|end: Instant| now.saturating_duration_since(end) > LATE);
+        if now >= t {
+            return jolted || now - t > LATE;
+        }
+        let end = t.min(now + RECHECK);
+        step = Some(end);
+        tokio::time::sleep_until(end).await;
+    }
+}
+
+/// One sleep of [`until_wall`]: the clocks when it began, and when it was to end.
+#[derive(Clone, Copy)]
+struct Step {
+    wall: Duration,
+    mono: Instant,
+    end: Instant,
+}
+
+impl Step {
+    /// Whether the process was stopped or the wall clock jumped ahead during the step, by
+    /// more than [`LATE`].
+    fn jolted(self, wall: Duration, mono: Instant) -> bool {
+        let slept = mono.saturating_duration_since(self.mono);
+        mono.saturating_duration_since(self.end) > LATE
+            || wall.saturating_sub(self.wall) > slept + LATE
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use std::sync::Arc;
 
     /// A wall-clock moment is reached when the clock is corrected, not a whole offset later;
     /// a moment the clock is already far past is late.
@@ -79,7 +128,9 @@ mod tests {
         assert!(!waiting.is_finished());
         let t = tokio::time::Instant::now();
         clock.jump(86_400);
-        assert!(!waiting.await.unwrap(), "on time, within a recheck");
+        // Reached within a recheck, and late: every wait whose moment the correction passed
+        // ends in this instant.
+        assert!(waiting.await.unwrap(), "reached, late");
         assert!(t.elapsed() <= RECHECK);
         assert!(
             until_wall(&clock, Duration::from_secs(1_000)).await,
@@ -102,5 +153,86 @@ mod tests {
         clock.jump(-50);
         assert!(!waiting.await.unwrap());
         assert_eq!(t.elapsed(), Duration::from_secs(80));
+    }
+
+    /// A wall clock that follows the (paused) runtime's time, plus an offset.
+    struct Follows {
+        origin: Instant,
+        offset: std::sync::atomic::AtomicU64,
+    }
+
+    impl Clock for Follows {
+        fn now(&self) -> u64 {
+            self.now_precise().as_secs()
+        }
+        fn now_precise(&self) -> Duration {
+            let offset = self.offset.load(std::sync::atomic::Ordering::SeqCst);
+            Duration::from_secs(1_000 + offset) + self.origin.elapsed()
+        }
+        fn elapsed(&self) -> Duration {
+            self.origin.elapsed()
+        }
+    }
+
+    /// A stop of the process (`SIGSTOP`, a frozen cgroup) makes every wait whose moment it
+    /// passed late, also those due in its last seconds, which a lateness judged by the moment
+    /// alone let come at the same instant when the process went on; a wait due after the stop
+    /// is on time.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_makes_every_wait_it_passed_late() {
+        let clock = Arc::new(Follows {
+            origin: Instant::now(),
+            offset: 0.into(),
+        });
+        let start = Instant::now();
+        let wall = clock.now_precise();
+        let ms = Duration::from_millis;
+        let waits: Vec<_> = [ms(28_000), ms(29_500), ms(29_900), ms(40_000)]
+            .into_iter()
+            .map(|d| tokio::spawn(until_instant(start + d)))
+            .collect();
+        let on_wall: Vec<_> = [ms(29_000), ms(45_000)]
+            .into_iter()
+            .map(|d| {
+                let clock = clock.clone();
+                tokio::spawn(async move { until_wall(clock.as_ref(), wall + d).await })
+            })
+            .collect();
+        tokio::time::sleep(ms(100)).await;
+        // Stopped for 30 s: the runtime's time jumps, every timer due meanwhile fires at once.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let mut late = Vec::new();
+        for w in waits.into_iter().chain(on_wall) {
+            late.push(w.await.unwrap());
+        }
+        assert_eq!(late, [true, true, true, false, true, false]);
+    }
+
+    /// A machine suspended (the monotonic clock stands, the wall clock goes on): every
+    /// wall-clock wait whose moment the suspend passed is late, also one due a second before
+    /// it ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_makes_every_wall_wait_it_passed_late() {
+        let clock = Arc::new(Follows {
+            origin: Instant::now(),
+            offset: 0.into(),
+        });
+        let wall = clock.now_precise();
+        let waits: Vec<_> = [29, 60]
+            .into_iter()
+            .map(|d| {
+                let clock = clock.clone();
+                tokio::spawn(async move {
+                    until_wall(clock.as_ref(), wall + Duration::from_secs(d)).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.offset.store(30, std::sync::atomic::Ordering::SeqCst);
+        let mut late = Vec::new();
+        for w in waits {
+            late.push(w.await.unwrap());
+        }
+        assert_eq!(late, [true, false]);
     }
 }
