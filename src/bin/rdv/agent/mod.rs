@@ -2,16 +2,21 @@
 //! for answers kept in a state directory and looked after on the answer flow's schedule, cover
 //! traffic if asked for, and the local API on a Unix socket (docs/AGENT.md). The API's messages,
 //! the state directory and the scheduling decisions are the library's (`rdv::agent`); the
-//! operations are `ops.rs`; this file is the process around them: socket, connections, start.
+//! operations are `ops.rs`, their timed work (looks, later deletes, cover) `timers.rs`, and
+//! the offers between request and delivered reply `ledger.rs`; this file is the process around
+//! them: socket, connections, start.
 
+mod ledger;
 mod ops;
+mod timers;
 
 use crate::cli::AgentArgs;
 use crate::error::CliError;
 use crate::out::note;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
-use ops::{api_error, AfterReply, Agent};
+use ledger::AfterReply;
+use ops::{api_error, Agent};
 use rdv::agent::api::{self, Reply, Request};
 use rdv::agent::schedule::Cover;
 use rdv::agent::state::StateDir;
@@ -221,7 +226,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 Ok((result, Some(AfterReply::Offer(back)))) => match agent.claim(&back) {
                     Ok(true) => (Reply::success(id, result), Some(AfterReply::Offer(back))),
                     // A stop took the link back before its reply went out: say so.
-                    Ok(false) => (Reply::failure(id, api_error(&ops::stopping())), None),
+                    Ok(false) => (Reply::failure(id, api_error(&ledger::stopping())), None),
                     // Its delivery cannot be recorded: it is not delivered.
                     Err(e) => {
                         let what = agent.take_back(back).await;
@@ -455,8 +460,8 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         events,
         lookers: Mutex::default(),
         deleters: Mutex::default(),
-        offers: ops::Offers::new(),
-        requests: ops::Requests::new(),
+        offers: ledger::Offers::new(),
+        requests: ledger::Requests::new(),
         known: Mutex::default(),
         unsaved: Mutex::default(),
         collecting: Mutex::default(),

@@ -1,0 +1,383 @@
+//! The agent's timed work: the looks of each offer waiting for its answer, the later deletes,
+//! and cover traffic, each at moments of its own.
+
+use super::ops::{now, Agent, Known};
+use rdv::agent::api::{self, event};
+use rdv::agent::schedule::{late_delete_at, pick, Cover, Decoy};
+use rdv::agent::state::{LaterDelete, StateDir, Undelivered};
+use rdv::client::{CollectError, PendingAnswer};
+use rdv::proto::{DeleteToken, RdvLink, ServerAddr};
+use serde_json::{json, Map};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An offer whose looks ended while the agent was not running gets its last look within this
+/// many seconds of the start, at a moment of its own.
+const LAST_LOOK_WITHIN_SECS: u64 = 600;
+
+/// How long a start waits before it ends anything for good on its wall clock's word alone
+/// (forgets an offer whose looks are over, gives up a delete): a clock wrong at boot (a laptop
+/// before its clock is set) is corrected by then, and the decision is taken again.
+const SETTLE: Duration = Duration::from_secs(600);
+
+/// Looks tried past an offer's last moment when they fail (not when they find no answer), each
+/// a look pause after the previous one, before the offer is forgotten.
+const LAST_LOOK_TRIES: u32 = 3;
+
+/// Within how long of a start the links an earlier run never handed over are taken back.
+const TAKE_BACK_WITHIN_SECS: u64 = 60;
+
+/// How long after a failed save of an answer it is saved again.
+const ANSWER_SAVE_RETRY: Duration = Duration::from_secs(30);
+
+impl Agent {
+    /// Look after offer `id` until its answer comes or `--look-for` after its close.
+    pub(super) fn look_after(self: &Arc<Self>, id: String, pending: PendingAnswer) {
+        let me = self.clone();
+        let key = id.clone();
+        // The same span after the close for every offer: nothing the server advertised (its
+        // TTL, per connection if it likes) decides when the last look comes.
+        let last = pending.polls_from().saturating_add(self.look_for_secs);
+        let task = tokio::spawn(async move {
+            // An offer whose looks ended while the agent was not running gets its one last
+            // look at a moment of its own, not at once together with every other such offer,
+            // and not before the start has settled: a clock set ahead at the start (by more
+            // than --look-for) would have had every offer forgotten at once, for good (a
+            // helper's attack: 2 of 20 lost with the clock corrected a minute after the
+            // start). The end is decided again after the look, on the clock of then.
+            if now() >= last {
+                let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
+                tokio::time::sleep(SETTLE + Duration::from_secs_f64(pause)).await;
+            }
+            // Failed looks past the last moment: a few are tried again (a Tor circuit that
+            // failed once must not lose an answer waiting in the mailbox), then the offer ends.
+            let mut late_failures = 0;
+            loop {
+                // To the last moment on the wall clock with its fraction of a second: in whole
+                // seconds the last look would come at that fraction of the second this loop
+                // began in (right after the store), and name the store to the server.
+                let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
+                    .max(Duration::from_secs(pending.polls_from()));
+                let wait = Duration::from_secs(last).saturating_sub(from);
+                match me
+                    .client
+                    .collect_scheduled(&pending, me.schedule, wait)
+                    .await
+                {
+                    Ok(answer) => {
+                        let saved = me.state.save_answer(&id, &answer);
+                        // A forget that came while the answer was on its way (its abort cannot
+                        // stop this task here) leaves no answer behind.
+                        if !me.state.has(&id) {
+                            let _ = me.state.forget(&id);
+                            break;
+                        }
+                        if let Err(e) = saved {
+                            // A full disk: held in memory for `collect`, and saved later by a
+                            // task of its own (a collect ends the looks, not the saving).
+                            tracing::error!(error = %rdv::config::report(&e), "keeping an answer in the state directory failed; it is held in memory for collect, and saving is tried again every 30 s");
+                            if let Ok(mut u) = me.unsaved.lock() {
+                                u.insert(id.clone(), zeroize::Zeroizing::new(answer.to_vec()));
+                            }
+                            tokio::spawn(me.clone().save_answer_later(id.clone()));
+                        }
+                        let mut f = Map::new();
+                        f.insert("offer".into(), json!(id));
+                        api::put_bytes(&mut f, "answer", &answer);
+                        me.event(event::ANSWERED, f);
+                        break;
+                    }
+                    // The last look is over, whatever it found after a few tries: a server that
+                    // is gone, or that answers every look with an error, does not keep it
+                    // looking for good.
+                    Err(e)
+                        if now() >= last
+                            && (matches!(e, CollectError::NoAnswerYet)
+                                || late_failures + 1 >= LAST_LOOK_TRIES) =>
+                    {
+                        if !matches!(e, CollectError::NoAnswerYet) {
+                            tracing::info!(error = %rdv::config::report(&e), "the last look for an answer failed; the offer is forgotten");
+                        }
+                        let _ = me.state.forget(&id);
+                        me.event(event::EXPIRED, {
+                            let mut f = Map::new();
+                            f.insert("offer".into(), json!(id));
+                            f
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        // Tor down, the servers unreachable: keep trying, on the schedule.
+                        if now() >= last {
+                            late_failures += 1;
+                        }
+                        tracing::info!(error = %rdv::config::report(&e), "looking for an answer failed; trying again later");
+                        tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
+                    }
+                }
+            }
+            if let Ok(mut l) = me.lookers.lock() {
+                l.remove(&id);
+            }
+        });
+        if let Ok(mut l) = self.lookers.lock() {
+            if let Some(old) = l.insert(key, task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Save the answer to offer `id` held in memory, every 30 s until it works, or until it
+    /// was collected or forgotten meanwhile (a restart before then looks for it again: the
+    /// mailbox keeps it until the link expires).
+    async fn save_answer_later(self: Arc<Self>, id: String) {
+        loop {
+            tokio::time::sleep(ANSWER_SAVE_RETRY).await;
+            let Some(answer) = self.unsaved.lock().ok().and_then(|u| u.get(&id).cloned()) else {
+                return;
+            };
+            // Forgotten while its answer came in: nothing to keep.
+            if !self.state.has(&id) {
+                if let Ok(mut u) = self.unsaved.lock() {
+                    u.remove(&id);
+                }
+                return;
+            }
+            // The write and its syncs, off the lock and off the runtime's threads: a slow disk
+            // holds up neither collect nor status.
+            let me = self.clone();
+            let key = id.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || me.state.save_answer(&key, &answer)).await;
+            match saved {
+                Ok(Ok(())) => {
+                    // A collect or a forget that came during the write removed the answer from
+                    // memory first and the files after: what was written after them goes too.
+                    let still_held = self
+                        .unsaved
+                        .lock()
+                        .ok()
+                        .is_some_and(|mut u| u.remove(&id).is_some());
+                    if !still_held || !self.state.has(&id) {
+                        let _ = self.state.forget(&id);
+                    }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %rdv::config::report(&e), "keeping an answer failed again; trying again in 30 s")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "keeping an answer failed; trying again in 30 s")
+                }
+            }
+        }
+    }
+
+    /// A link stored by an earlier run and never handed over (record `id`): nobody received
+    /// it, so it is deleted now (a failure is tried again as a later delete's is); its record
+    /// goes once that is done. What was kept for its offer the start has forgotten before it
+    /// resumed anything.
+    pub(super) fn take_back_kept(self: &Arc<Self>, id: String, u: Undelivered) {
+        // Within a minute, each at a moment of its own, not in one burst with the looks the
+        // start resumes.
+        let d = LaterDelete {
+            at: now() + (rand::random::<f64>() * TAKE_BACK_WITHIN_SECS as f64) as u64,
+            link: u.link,
+            token: u.token,
+        };
+        self.delete_task(id, d, DeleteFile::Undelivered);
+    }
+
+    /// Later delete `id` is over (`Some(true)` deleted, `Some(false)` nothing was there, `None`
+    /// given up): forget it and say so.
+    fn delete_done(&self, id: &str, deleted: Option<bool>, file: DeleteFile) {
+        let _ = file.forget(&self.state, id);
+        if let Ok(mut d) = self.deleters.lock() {
+            d.remove(id);
+        }
+        let mut f = Map::new();
+        f.insert("delete".into(), json!(id));
+        f.insert("deleted".into(), json!(deleted == Some(true)));
+        self.event(event::DELETED, f);
+    }
+
+    /// Carry out the later delete `id` at its moment, then forget it. A failure that may pass
+    /// (Tor, the server) is tried again at a fresh moment of its own, 5 to 60 minutes later
+    /// ([`late_delete_at`]), until the link has surely expired. A delete kept from an earlier
+    /// run whose moment passed while the agent was not running comes at a moment of its own
+    /// too ([`Agent::wait_for_delete`]); its record keeps the moment decided at the offer (one
+    /// rewritten from a clock wrong at the start stayed wrong after the correction).
+    pub(super) fn delete_later(self: &Arc<Self>, id: String, d: LaterDelete) {
+        self.delete_task(id, d, DeleteFile::Later)
+    }
+
+    /// The task of a delete kept in `file` under `id`.
+    fn delete_task(self: &Arc<Self>, id: String, d: LaterDelete, file: DeleteFile) {
+        let me = self.clone();
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            if !me.wait_for_delete(d.at).await {
+                return me.delete_done(&id, None, file);
+            }
+            let parsed = RdvLink::parse(d.link.trim())
+                .ok()
+                .zip(DeleteToken::parse(d.token.trim()));
+            let Some((link, token)) = parsed else {
+                let _ = file.forget(&me.state, &id);
+                if let Ok(mut d) = me.deleters.lock() {
+                    d.remove(&id);
+                }
+                return;
+            };
+            // Given up a day after the moment: the link expired long before and nothing is
+            // left to delete. A failure is tried again at a moment of its own (deletes that
+            // failed during one outage would otherwise all come when it ends).
+            let deleted = loop {
+                match me.client.delete(&link, &token).await {
+                    Ok(()) => break Some(true),
+                    Err(rdv::client::DeleteError::NothingToDelete) => break Some(false),
+                    Err(e) => match late_delete_at(now(), d.at, rand::random()) {
+                        Some(t) => {
+                            tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again at a moment of its own, 5 to 60 minutes from now");
+                            rdv::client::wake::until_wall(
+                                &rdv::clock::SystemClock,
+                                Duration::from_secs(t),
+                            )
+                            .await;
+                        }
+                        None => break None,
+                    },
+                }
+            };
+            me.delete_done(&id, deleted, file);
+        });
+        if let Ok(mut d) = self.deleters.lock() {
+            if let Some(old) = d.insert(key, task) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Wait for a delete's moment `at` on the wall clock, read again every few seconds (an
+    /// agent started with its clock behind deleted an offset late after the clock was
+    /// corrected). A moment found passed by more than a few seconds (the agent was not running,
+    /// was stopped, or the clock was set ahead) gets a fresh moment of its own, 5 to 60 minutes
+    /// on ([`late_delete_at`]): deletes due meanwhile would otherwise all go in the same instant
+    /// (a helper's attack saw six at once after a SIGCONT), and tie their links together. After
+    /// that the clock is asked again: one set back meanwhile, corrected, waits for the moment
+    /// again rather than delete early. `false`: the link has surely expired (a day past its
+    /// moment), found so twice ten minutes apart (a clock wrong at the start is corrected by
+    /// then), and the delete is given up.
+    async fn wait_for_delete(&self, at: u64) -> bool {
+        use rdv::client::wake::until_wall;
+        let clock = rdv::clock::SystemClock;
+        let mut doubted = false;
+        // Passed already (a kept delete missed while the agent was not running): late.
+        let mut missed = now() > at;
+        loop {
+            if !std::mem::take(&mut missed) && !until_wall(&clock, Duration::from_secs(at)).await {
+                // On time by the clock, or by the time it said was left: only the clock's
+                // word that the moment has passed carries a delete out.
+                if now() >= at {
+                    return true;
+                }
+                continue;
+            }
+            match late_delete_at(now(), at, rand::random()) {
+                Some(t) => {
+                    doubted = false;
+                    until_wall(&clock, Duration::from_secs(t)).await;
+                }
+                None if doubted => return false,
+                None => {
+                    doubted = true;
+                    tokio::time::sleep(SETTLE).await;
+                    continue;
+                }
+            }
+            if now() >= at {
+                return true;
+            }
+        }
+    }
+
+    pub(super) fn stop_looking(&self, id: &str) {
+        if let Some(t) = self.lookers.lock().ok().and_then(|mut l| l.remove(id)) {
+            t.abort();
+        }
+    }
+
+    /// Send cover traffic until the process ends.
+    pub(super) async fn cover(self: Arc<Self>) {
+        loop {
+            let Some((pause, kind)) = self.cover.next(rand::random(), rand::random()) else {
+                return;
+            };
+            tokio::time::sleep(pause).await;
+            match kind {
+                Decoy::Mailbox => {
+                    // A mailbox nobody uses, on a server the agent knows, looked into for a
+                    // while as a waiting initiator would.
+                    if let Some(server) = self.known_bucket().map(|k| k.server) {
+                        tokio::spawn(self.clone().decoy_mailbox(server));
+                    }
+                }
+                Decoy::Fetch => {
+                    if let Some(k) = self.known_bucket() {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            let _ = me.client.decoy_fetch(&k.server, k.locator).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look into a mailbox nobody uses on the look schedule, for a random lifetime.
+    async fn decoy_mailbox(self: Arc<Self>, server: ServerAddr) {
+        use rand::RngCore;
+        let mut mailbox = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut mailbox);
+        let until = tokio::time::Instant::now() + Cover::mailbox_lifetime(rand::random());
+        loop {
+            let _ = self
+                .client
+                .decoy_look(&server, rdv::proto::MailboxAddr(mailbox))
+                .await;
+            let next = tokio::time::Instant::now() + self.schedule.next_look_in(rand::random());
+            if next > until {
+                return;
+            }
+            // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
+            // at once, the decoys alone would come together and stand out.
+            if rdv::client::wake::until_instant(next).await {
+                tokio::time::sleep(self.schedule.next_look_in(rand::random())).await;
+            }
+        }
+    }
+
+    fn known_bucket(&self) -> Option<Known> {
+        let k = self.known.lock().ok()?;
+        let now = now();
+        let live: Vec<&Known> = k.iter().filter(|b| b.until > now).collect();
+        pick(live.len(), rand::random()).map(|i| live[i].clone())
+    }
+}
+
+/// Where a delete is kept: a later delete's file, or the record of an undelivered link.
+#[derive(Clone, Copy)]
+enum DeleteFile {
+    Later,
+    Undelivered,
+}
+
+impl DeleteFile {
+    /// The delete `id` is over: its file goes.
+    fn forget(self, state: &StateDir, id: &str) -> Result<(), rdv::agent::state::StateError> {
+        match self {
+            DeleteFile::Later => state.forget_delete(id),
+            DeleteFile::Undelivered => state.forget_undelivered(id),
+        }
+    }
+}
