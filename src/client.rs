@@ -91,7 +91,14 @@ pub struct ClientConfig {
     /// [`ClientConfig::kdf_limits`] allows for a link) one client runs at once; more wait for
     /// a turn. Default: the number of cores, at most 4.
     pub max_parallel_kdf: usize,
+    /// Mean of the random pause (exponential) before storing each further copy of a
+    /// multi-server link, so that servers comparing notes cannot chain one link's copies by
+    /// their store times. Zero stores them one right after another. Default: 30 s.
+    pub copy_spread: Duration,
 }
+
+/// The default of [`ClientConfig::copy_spread`].
+pub const DEFAULT_COPY_SPREAD: Duration = Duration::from_secs(30);
 
 /// The default of [`ClientConfig::max_parallel_kdf`]: one derivation per core gains nothing
 /// beyond the cores, and four at most keeps a long-running client's memory bounded.
@@ -114,6 +121,7 @@ impl Default for ClientConfig {
             retry_budget: Duration::from_secs(60),
             max_version: PROTOCOL_VERSION,
             max_parallel_kdf: default_parallel_kdf(),
+            copy_spread: DEFAULT_COPY_SPREAD,
         }
     }
 }
@@ -180,8 +188,8 @@ pub struct Accepted {
     pub reply: Option<ReplyTo>,
     /// How many of the bucket's entries carry a valid stamp of at least the policy's effort
     /// (protocol version 3): the real links this one hides among, itself included, as far as
-    /// the client can check; for a multi-server link the least over the copies that answered
-    /// within 10 s of the first. `None` from a server without stamps.
+    /// the client can check; for a multi-server link, the copy fetched (one, drawn at random).
+    /// `None` from a server without stamps.
     pub links_verified: Option<usize>,
 }
 
@@ -363,6 +371,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// The same client with [`ClientConfig::copy_spread`] set to `spread`.
+    pub fn with_copy_spread(mut self, spread: Duration) -> Self {
+        self.config.copy_spread = spread;
+        self
+    }
+
     /// A client that connects through `connector`.
     pub fn new(connector: Arc<dyn Connector>, config: ClientConfig, clock: Arc<dyn Clock>) -> Self {
         let kdf_turns = Arc::new(tokio::sync::Semaphore::new(config.max_parallel_kdf.max(1)));
@@ -829,8 +843,8 @@ impl Client {
         }
     }
 
-    /// How many entries of the link's bucket carry a valid stamp (the least over the copies of a
-    /// multi-server link): what an accepter would be told. For an initiator, one fetch of its own bucket, timed like an
+    /// How many entries of the link's bucket carry a valid stamp (of one copy of a multi-server
+    /// link, drawn as an accept draws it): what an accepter would be told. For an initiator, one fetch of its own bucket, timed like an
     /// accept (say, when the bucket closes). `None` from a server without stamps.
     pub async fn verified_links(&self, link: &RdvLink) -> Result<Option<usize>, AcceptError> {
         if !link.mirrors.is_empty() {

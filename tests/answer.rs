@@ -70,7 +70,7 @@ async fn the_accepter_answers_once_and_the_initiator_collects_it() {
     // passphrase) is refused and the first one stays.
     let again = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     let e = c.answer(&again, b"smp://mallory/queue").await.unwrap_err();
-    assert!(matches!(e, AnswerError::AlreadyAnswered), "{e:?}");
+    assert!(matches!(e, AnswerError::AlreadyAnswered { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::BadInput);
     let a = c.collect(&pending).await.unwrap().unwrap();
     assert_eq!(&a[..], b"smp://b/reply-queue");
@@ -230,7 +230,7 @@ async fn a_forged_answer_is_never_taken_for_the_real_one() {
     }
     // The genuine accepter learns that the mailbox was taken.
     let e = c.answer(&reply, b"smp://b/queue").await.unwrap_err();
-    assert!(matches!(e, AnswerError::AlreadyAnswered));
+    assert!(matches!(e, AnswerError::AlreadyAnswered { .. }));
     assert!(e.to_string().contains("someone else"), "{e}");
 }
 
@@ -805,7 +805,10 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     );
     let c = rdv::client::Client::new(
         Arc::new(route),
-        rdv::client::ClientConfig::default(),
+        rdv::client::ClientConfig {
+            copy_spread: Duration::ZERO,
+            ..Default::default()
+        },
         Arc::new(clock.clone()),
     );
     let (offer, pending) = c

@@ -1115,6 +1115,8 @@ fn a_multi_server_link_on_the_command_line() {
                 &aa,
                 "--server",
                 &ba,
+                "--spread",
+                "1s",
                 "--payload",
                 "smp://both",
                 "--kdf",
@@ -1718,6 +1720,8 @@ fn a_delete_that_misses_a_server_says_so() {
                 &addr_a,
                 "--server",
                 &addr_b,
+                "--spread",
+                "0s",
                 "--payload",
                 "two",
                 "--kdf",
@@ -1731,7 +1735,9 @@ fn a_delete_that_misses_a_server_says_so() {
     let token = str_of(&o, "delete_token").to_string();
     b.kill();
     let out = rdv(
-        &["delete", "--json", "--direct", &link, "--token", &token],
+        &[
+            "delete", "--json", "--direct", &link, "--token", &token, "--spread", "0s",
+        ],
         &[],
     );
     let v = err(&out, "partly_deleted", "transient");
@@ -1740,7 +1746,9 @@ fn a_delete_that_misses_a_server_says_so() {
     assert!(m.contains(&format!("deleted on {addr_a}")), "{m}");
     // The copy on the server that answered is gone: only the other one was left.
     let again = rdv(
-        &["delete", "--json", "--direct", &link, "--token", &token],
+        &[
+            "delete", "--json", "--direct", &link, "--token", &token, "--spread", "0s",
+        ],
         &[],
     );
     let v = err(&again, "partly_deleted", "transient");

@@ -20,6 +20,7 @@ fn client(clock: &ManualClock) -> Client {
         ClientConfig {
             connect_timeout: Duration::from_secs(5),
             retry_budget: Duration::ZERO,
+            copy_spread: Duration::ZERO,
             ..Default::default()
         },
         Arc::new(clock.clone()),
@@ -61,6 +62,68 @@ fn only(link: &RdvLink, i: usize) -> RdvLink {
         mirrors: Vec::new(),
         ..link.clone()
     }
+}
+
+/// A mirror that says "answered already" when it is not (it stored the answer, or dropped it)
+/// keeps the answer from no one: the other servers took it and the initiator finds it there.
+/// The accepter is told which server said so and that the others took the answer, not only
+/// that someone else may hold the link (before: neither the server nor the others were named).
+#[tokio::test]
+async fn a_mirror_that_says_answered_already_is_named() {
+    use rdv::proto::{ErrorCode, Response};
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(if i < 2 {
+            a
+        } else {
+            common::proxy::frame_proxy(
+                a,
+                |_| false,
+                |resp| {
+                    if matches!(resp, Response::AnswerStored) {
+                        *resp = Response::Error {
+                            code: ErrorCode::AlreadyAnswered,
+                            message: "answered already".into(),
+                        };
+                    }
+                },
+            )
+            .await
+        }));
+    }
+    let c = client(&clock);
+    let (offer, pending) = c
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://lying-mirror",
+            Passphrase::new("lying mirror pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    let e = c.answer(&reply, b"smp://reply").await.unwrap_err();
+    match &e {
+        rdv::client::AnswerError::AlreadyAnswered { server, took } => {
+            assert_eq!(server, &addrs[2].to_string());
+            assert_eq!(*took, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains(&addrs[2].to_string()) && text.contains("2 other servers"),
+        "{text}"
+    );
+    assert_eq!(servers[0].store().answer_count(), 1);
+    assert_eq!(servers[1].store().answer_count(), 1);
+    let got = c.collect(&pending).await.unwrap().expect("the answer");
+    assert_eq!(&got[..], b"smp://reply");
 }
 
 /// A multi-server link counts as closed (for `--hold` and the first looks) only once every
@@ -286,7 +349,7 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
     assert_eq!(servers[1].store().answer_count(), 1);
     assert_eq!(servers[2].store().answer_count(), 1);
     match c.answer(&reply, b"smp://second").await {
-        Err(rdv::client::AnswerError::AlreadyAnswered) => {}
+        Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
         other => panic!("{other:?}"),
     }
     // The initiator looks on every server: the main one is down, the others have it.
@@ -314,15 +377,19 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
     }
 }
 
-/// Every server of a multi-server link sees the accepter's fetch, so the count an accepter is
-/// shown is the least over the copies: a busy main server does not hide a quiet mirror where
-/// the link is alone. The initiator's own count (`rdv offer --hold`) says the same.
+/// An accept of a multi-server link fetches one copy, drawn at random (the next only if that
+/// one fails), and is shown that copy's count: only that server sees the fetch. Before, every
+/// server was asked at once, and servers comparing notes grouped the simultaneous fetches and
+/// chained them to one link's copies (a helper's attack cut single-server users' sets too).
+/// The initiator's own count (`rdv offer --hold`) fetches the same way.
 #[tokio::test]
-async fn the_count_shown_is_the_least_over_the_copies() {
+async fn an_accept_fetches_one_copy_drawn_at_random() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let clock = manual_clock();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fetches: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
     let mut addrs = Vec::new();
-    for d in &dirs {
+    for (d, seen) in dirs.iter().zip(&fetches) {
         let config = rdv::server::ServerConfig {
             stamp_effort: 2,
             ..Default::default()
@@ -334,11 +401,24 @@ async fn the_count_shown_is_the_least_over_the_copies() {
             Arc::new(clock.clone()),
         )
         .await;
-        addrs.push(addr(a));
+        let seen = seen.clone();
+        let proxy = common::proxy::frame_proxy(
+            a,
+            move |req| {
+                if matches!(req, rdv::proto::Request::Fetch { .. }) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                false
+            },
+            |_| {},
+        )
+        .await;
+        addrs.push(addr(proxy));
     }
     let mut config = ClientConfig {
         connect_timeout: Duration::from_secs(5),
         retry_budget: Duration::ZERO,
+        copy_spread: Duration::ZERO,
         ..Default::default()
     };
     config.policy.min_effort = 2;
@@ -362,12 +442,100 @@ async fn the_count_shown_is_the_least_over_the_copies() {
         .offer_to_all(&addrs, b"both", Passphrase::new("mine"), KdfProfile::Test)
         .await
         .unwrap();
-    let main = c.accept(&only(&offer.link, 0), None).await.unwrap();
-    assert_eq!(main.links_verified, Some(5));
-    let mirror = c.accept(&only(&offer.link, 1), None).await.unwrap();
-    assert_eq!(mirror.links_verified, Some(1));
-    let a = c.accept(&offer.link, None).await.unwrap();
-    assert_eq!(a.payload.as_slice(), b"both");
-    assert_eq!(a.links_verified, Some(1), "the quiet mirror's count");
-    assert_eq!(c.verified_links(&offer.link).await.unwrap(), Some(1));
+    let counts = || -> Vec<usize> { fetches.iter().map(|f| f.load(Ordering::SeqCst)).collect() };
+    // One fetch each, at one server, showing that copy's count (5 on the busy main server, 1
+    // on the quiet mirror); over 20 accepts both copies are drawn (all on one: 2 in a million).
+    let mut drawn = [0usize; 2];
+    for i in 0..21 {
+        let before = counts();
+        let shown = if i < 20 {
+            let a = c.accept(&offer.link, None).await.unwrap();
+            assert_eq!(a.payload.as_slice(), b"both");
+            a.links_verified
+        } else {
+            c.verified_links(&offer.link).await.unwrap()
+        };
+        let after = counts();
+        let new: Vec<usize> = (0..2).map(|s| after[s] - before[s]).collect();
+        let at = match new[..] {
+            [1, 0] => 0,
+            [0, 1] => 1,
+            _ => panic!("fetches at each server: {new:?}"),
+        };
+        drawn[at] += 1;
+        assert_eq!(shown, Some([5, 1][at]), "the fetched copy's count");
+    }
+    assert!(drawn.iter().all(|&n| n > 0), "{drawn:?}");
+}
+
+/// The copies of a multi-server link are stored, and deleted, a random pause apart
+/// (exponential, mean `copy_spread`): stored one right after another, servers comparing notes
+/// chained each link's copies by their store times (a helper's attack rebuilt 16 of 18 chains
+/// on loopback), and deletes would chain them again.
+#[tokio::test]
+async fn copies_are_stored_a_random_pause_apart() {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // When each server saw each connection's first request, and when it last answered.
+    let hellos: Vec<Arc<Mutex<Vec<Instant>>>> = (0..2).map(|_| Arc::default()).collect();
+    let answered: Vec<Arc<Mutex<Option<Instant>>>> = (0..2).map(|_| Arc::default()).collect();
+    let mut addrs = Vec::new();
+    for ((d, seen), answered) in dirs.iter().zip(&hellos).zip(&answered) {
+        let (_, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        let (seen, answered) = (seen.clone(), answered.clone());
+        let proxy = common::proxy::frame_proxy(
+            a,
+            move |req| {
+                if matches!(req, rdv::proto::Request::Hello { .. }) {
+                    seen.lock().unwrap().push(Instant::now());
+                }
+                false
+            },
+            move |_| *answered.lock().unwrap() = Some(Instant::now()),
+        )
+        .await;
+        addrs.push(addr(proxy));
+    }
+    let c = client(&clock).with_copy_spread(Duration::from_secs(1));
+    const OFFERS: usize = 7;
+    let (mut gaps, mut delete_gaps) = (Vec::new(), Vec::new());
+    let last_hello = |s: usize| *hellos[s].lock().unwrap().last().unwrap();
+    let last_answer = |s: usize| answered[s].lock().unwrap().unwrap();
+    for i in 0..OFFERS {
+        let t = Instant::now();
+        let offer = c
+            .offer_to_all(
+                &addrs,
+                b"spread",
+                Passphrase::new(format!("spread {i}")),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap();
+        let (main_done, mirror) = (last_answer(0), last_hello(1));
+        assert!(main_done >= t && mirror > main_done);
+        gaps.push(mirror - main_done);
+        // The deletes too, in a random order: from the first copy's delete answered to the
+        // other's first request.
+        let t = Instant::now();
+        let outcomes = c.delete_each(&offer.link, &offer.delete_token).await;
+        assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
+        let first = if last_hello(0) < last_hello(1) { 0 } else { 1 };
+        let (done, next) = (last_answer(first), last_hello(1 - first));
+        assert!(last_hello(first) >= t && next > done);
+        delete_gaps.push(next - done);
+    }
+    // From one server's last answer (its copy stored, or deleted) to the other's first request:
+    // the pause and a connection. One right after the other takes a few milliseconds on
+    // loopback; a pause of mean 1 s is under 50 ms one time in 20, so four of seven that short
+    // is about one run in 5 000.
+    for gaps in [gaps, delete_gaps] {
+        let short = gaps
+            .iter()
+            .filter(|g| **g < Duration::from_millis(50))
+            .count();
+        assert!(short < 4, "{gaps:?}");
+    }
 }

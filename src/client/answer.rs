@@ -285,7 +285,8 @@ impl Client {
     /// Answer an accepted link: seal `payload` (at most [`answer::MAX_ANSWER`] bytes) with a
     /// fresh ephemeral key and leave it in the link's mailbox, on every server of the link at
     /// once (each on its own connection). Done when every server that could be reached took it;
-    /// a mailbox answers only once, and one server saying so is [`AnswerError::AlreadyAnswered`].
+    /// a mailbox answers only once, and one server saying so is [`AnswerError::AlreadyAnswered`]
+    /// (naming it, and how many other servers took this answer).
     pub async fn answer(&self, reply: &ReplyTo, payload: &[u8]) -> Result<(), AnswerError> {
         let mut rng = rand::rngs::OsRng;
         let mut eph = Zeroizing::new([0u8; 32]);
@@ -302,7 +303,12 @@ impl Client {
         for (server, r) in results {
             match r {
                 Ok(()) => {}
-                Err(AnswerError::AlreadyAnswered) => return Err(AnswerError::AlreadyAnswered),
+                Err(AnswerError::AlreadyAnswered { server, .. }) => {
+                    return Err(AnswerError::AlreadyAnswered {
+                        server,
+                        took: stored,
+                    })
+                }
                 Err(e) if reply.servers.len() == 1 => return Err(e),
                 Err(e) => failures.push((server.to_string(), e)),
             }
@@ -368,7 +374,10 @@ impl Client {
             Err(AnswerError::Connection(ConnectionError::Server {
                 code: ErrorCode::AlreadyAnswered,
                 ..
-            })) => Err(AnswerError::AlreadyAnswered),
+            })) => Err(AnswerError::AlreadyAnswered {
+                server: server.to_string(),
+                took: 0,
+            }),
             r => r,
         }
     }

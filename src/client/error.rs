@@ -332,6 +332,15 @@ pub enum AcceptError {
 }
 
 /// `server: error; server: error` with each error's chain.
+/// What the other servers of a link did with an answer one server refused as answered already.
+fn took_text(took: usize) -> String {
+    match took {
+        0 => String::new(),
+        1 => "; 1 other server of the link took this answer".into(),
+        n => format!("; {n} other servers of the link took this answer"),
+    }
+}
+
 fn failures_text<E: std::error::Error + 'static>(f: &[(String, E)]) -> String {
     f.iter()
         .map(|(s, e)| format!("{s}: {}", crate::config::report(e)))
@@ -408,9 +417,16 @@ pub enum AnswerError {
     #[error(transparent)]
     Seal(#[from] AnswerSealError),
     /// The mailbox holds an answer already: this link was answered before (by this accepter,
-    /// or by someone else who holds the link and its passphrase).
-    #[error("this link was answered already; the first answer stays (if it was not you, someone else holds the link and its passphrase)")]
-    AlreadyAnswered,
+    /// or by someone else who holds the link and its passphrase). For a multi-server link, the
+    /// server that said so, and how many of the link's other servers took this answer (a
+    /// server that says so falsely keeps the answer from no one).
+    #[error("this link was answered already (says {server}); the first answer stays (if it was not you, someone else holds the link and its passphrase){}", took_text(*.took))]
+    AlreadyAnswered {
+        /// The server whose mailbox holds an answer.
+        server: String,
+        /// How many of the link's other servers took this answer.
+        took: usize,
+    },
     /// The server has no mailboxes (it speaks an older protocol version).
     #[error("the server speaks protocol version {version}, which has no answer mailboxes")]
     NoMailboxes {
@@ -434,7 +450,7 @@ impl AnswerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             AnswerError::Connection(e) => e.kind(),
-            AnswerError::Seal(_) | AnswerError::AlreadyAnswered => ErrorKind::BadInput,
+            AnswerError::Seal(_) | AnswerError::AlreadyAnswered { .. } => ErrorKind::BadInput,
             AnswerError::NoMailboxes { .. } | AnswerError::RefusedChallenge(_) => {
                 ErrorKind::ServerMisbehaved
             }

@@ -20,17 +20,19 @@ use tokio::time::Instant;
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// How late a wake-up may come before it counts as late: far more than a busy runtime delays
-/// a timer, far less than a stopped process or a suspended machine.
+/// a timer (its heavy work, key derivation and stamps, runs off the runtime's threads), less
+/// than a stopped process or a suspended machine that matters.
 ///
 /// Lateness is judged by the step a wait was sleeping when it came, not only by its moment: a
 /// step is at most [`RECHECK`] long, so every wait whose moment a stop passed was in a step that
 /// began before the stop and ended within a second of its start, and wakes that step's
 /// lateness late, the stop's length less at most a second. Judged by the moment alone, a wait
-/// due in the last [`LATE`] of a stop came at the same instant as every other such wait
+/// due in the last seconds of a stop came at the same instant as every other such wait
 /// (a helper's attack, 2026-12-06: looks into two mailboxes at once after a `SIGCONT`).
-/// So every stop longer than `LATE + RECHECK` makes all waits it passed late; a shorter one
-/// does not.
-pub const LATE: Duration = Duration::from_secs(5);
+/// So every stop longer than `LATE + RECHECK` (3 s) makes all waits it passed late; a shorter
+/// one does not (a helper measured bursts of 2 to 8 mailboxes after stops of 2 to 10 s with a
+/// margin of 5 s judged by the moment).
+pub const LATE: Duration = Duration::from_secs(2);
 
 /// Sleep until `clock` shows wall time `t` (with its fraction of a second), reading the clock
 /// again at least every [`RECHECK`], or until as much time has passed as the clock said was

@@ -162,7 +162,9 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
     a.transport.take_link_from_direct(&mut a.link)?;
     let link = read_link(a.link.take())?;
     let token = read_token(&mut a)?;
-    let client = make_client(&a.transport, &link_servers(&link), ClientPolicy::default()).await?;
+    let client = make_client(&a.transport, &link_servers(&link), ClientPolicy::default())
+        .await?
+        .with_copy_spread(a.spread);
     if link.mirrors.is_empty() {
         client.delete(&link, &token).await?;
     } else {

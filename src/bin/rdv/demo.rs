@@ -161,7 +161,7 @@ pub(crate) async fn run() -> Result<()> {
         anyhow::bail!("the initiator collected a different answer than was given");
     }
     match client.answer(reply, b"a second answer").await {
-        Err(e @ rdv::client::AnswerError::AlreadyAnswered) => {
+        Err(e @ rdv::client::AnswerError::AlreadyAnswered { .. }) => {
             println!("   a second answer is refused: {e}")
         }
         other => anyhow::bail!("a second answer should be refused, got {other:?}"),

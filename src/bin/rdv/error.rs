@@ -89,7 +89,7 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
         }
         if let Some(e) = cause.downcast_ref::<AnswerError>() {
             let code = match e {
-                AnswerError::AlreadyAnswered => "already_answered",
+                AnswerError::AlreadyAnswered { .. } => "already_answered",
                 AnswerError::Seal(_) => "answer_invalid",
                 AnswerError::NoMailboxes { .. } => "no_mailboxes",
                 AnswerError::RefusedChallenge(_) => "effort_refused",

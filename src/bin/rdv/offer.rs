@@ -240,7 +240,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_effort: a.stamps.max_effort,
     };
     let policy_window = policy.max_open_window_secs;
-    let client = make_client(&a.transport, &servers, policy).await?;
+    let client = make_client(&a.transport, &servers, policy)
+        .await?
+        .with_copy_spread(a.spread);
     let (offer, pending) = if a.expect_answer {
         let (o, p) = client
             .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)

@@ -57,6 +57,15 @@ fn key_copy_lock(dir: &Path) -> PathBuf {
 /// A key copy without a lock file (made by an rdv before lock files) older than this is stale.
 const KEY_COPY_OLD: std::time::Duration = std::time::Duration::from_secs(60);
 
+impl Session {
+    /// The same session, storing the copies of a multi-server link a random pause of mean
+    /// `spread` apart ([`rdv::client::ClientConfig::copy_spread`]).
+    pub(crate) fn with_copy_spread(mut self, spread: std::time::Duration) -> Self {
+        self.client = self.client.with_copy_spread(spread);
+        self
+    }
+}
+
 impl std::ops::Deref for Session {
     type Target = Client;
     fn deref(&self) -> &Client {

@@ -249,6 +249,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         ),
         (a.stamps.min_effort != policy.min_effort, "--min-effort"),
         (a.stamps.max_effort != policy.max_effort, "--max-effort"),
+        (a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread"),
     ])?;
     if a.server.is_empty() {
         bail!("give the server with --server HOST:PORT");
@@ -568,6 +569,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
 /// `rdv delete --agent [--later]`.
 pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
+    refuse_policy(&[(a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread")])?;
     let link = crate::accept::read_link(a.link.take())?;
     let token = crate::accept::read_token(&mut a)?;
     let request = Request::Delete {

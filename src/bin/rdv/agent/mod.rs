@@ -385,7 +385,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         max_open_window_secs: a.max_window.as_secs(),
         ..ClientPolicy::default()
     };
-    let client = make_client(&a.transport, &[], policy).await?;
+    let client = make_client(&a.transport, &[], policy)
+        .await?
+        .with_copy_spread(a.spread);
     note!(
         "agent: {transport} ready after {:.1} s; state in {}",
         started.elapsed().as_secs_f64(),

@@ -191,6 +191,12 @@ pub(crate) struct OfferArgs {
     /// Default: RDV_SERVER, or `server` in the client configuration (see rdv config).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) server: Vec<String>,
+    /// With several --server: the mean of a random pause (exponential) before storing each
+    /// further copy of a link, so that servers comparing notes cannot chain one link's copies by
+    /// their store times (docs/THREAT-MODEL.md). The offer takes that much longer; 0s stores them
+    /// one right after another.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) spread: Duration,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
     #[arg(long, conflicts_with = "payload_file")]
     pub(crate) payload: Option<String>,
@@ -437,6 +443,11 @@ pub(crate) struct DeleteArgs {
     /// --delete-after-close decides the delete at the offer instead).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = parse_span, requires = "agent")]
     pub(crate) later: Option<Duration>,
+    /// For a multi-server link: the mean of a random pause (exponential) before deleting each
+    /// further copy, in a random order, so that servers comparing notes cannot chain the copies
+    /// by their delete times (as `rdv offer --spread`); 0s deletes them one right after another.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]
