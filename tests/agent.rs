@@ -775,6 +775,52 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
     );
 }
 
+/// A stopping agent removes its socket only if it is still the one it bound: a second agent
+/// that took the path (the first one's socket file was removed meanwhile) keeps its socket and
+/// stays reachable. Before, the first agent's stop removed the second's socket.
+#[test]
+fn a_stopping_agent_leaves_another_agents_socket_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = AgentProcess::start(dir.path(), &[]);
+    std::fs::remove_file(&first.socket).unwrap();
+    // The second agent: the same socket path, a state directory of its own.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--socket"])
+        .arg(&first.socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = second.stdout.take().unwrap();
+    // Ended by its guard whatever happens below.
+    let _second = AgentProcess {
+        child: second,
+        socket: first.socket.clone(),
+    };
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    assert!(line.starts_with("agent listening on "), "{line:?}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let mut first = first;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the first agent did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut api = first.api();
+    assert_eq!(
+        api.call(2, serde_json::json!({"op": "status"}))["ok"],
+        true,
+        "the second agent answers on its socket"
+    );
+}
+
 /// The agent replaces only a socket a dead agent left behind, never a file of the user's; and
 /// empty XDG variables fall back to the defaults instead of paths relative to the working
 /// directory.

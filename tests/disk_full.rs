@@ -46,6 +46,36 @@ impl Tmpfs {
     }
 }
 
+/// A directory made read-only in place (a read-only bind mount over it), as on a file system
+/// that went read-only after errors; writable again when dropped.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn over(dir: &Path) -> Self {
+        for args in [&["--bind"][..], &["-o", "remount,bind,ro"]] {
+            let out = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "cannot make {} read-only (this test needs root): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -510,5 +540,99 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     drop(held);
+    drop(agent);
+}
+
+/// An answer collected while the agent's files cannot be removed (the file system went
+/// read-only, as one with errors does) reaches one caller: the next `collect` is told the offer
+/// is gone, and `status` no longer lists it; the files go once the disk takes writes again.
+/// Before, every `collect` got the same answer again (a helper's attack).
+#[test]
+fn a_collected_answer_is_not_handed_out_again_when_its_files_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--open-window", "3s", "--stamp-effort", "4"],
+    );
+    let addr = server.addr.to_string();
+    let state = tmp.path().join("state");
+    let socket = tmp.path().join("run").join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let agent = start_agent(&state, &socket);
+    let offered = run_rdv(
+        &[
+            "offer",
+            "--agent",
+            socket_s,
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+        ],
+        None,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&offered.stdout).into_owned();
+    assert!(offered.status.success(), "{text}");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+    let (link, offer) = (field("link"), field("offer"));
+    let accepted = run_rdv(
+        &["accept", "--direct", &link, "--answer", "the answer"],
+        None,
+        &[],
+    );
+    assert!(accepted.status.success());
+    let listed = |v: &serde_json::Value| {
+        v["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["offer"] == offer.as_str())
+    };
+    status_until(
+        &socket,
+        |v| {
+            v["pending"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["offer"] == offer.as_str() && p["answered"] == true)
+        },
+        "the answer is in",
+    );
+    let read_only = ["offers", "answers"].map(|d| ReadOnly::over(&state.join(d)));
+    let collect = || {
+        run_rdv(
+            &["collect", "--json", "--agent", socket_s, "--offer", &offer],
+            None,
+            &[],
+        )
+    };
+    let first = collect();
+    let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.status.success(), "{out}");
+    assert!(out.contains("\"answer\":\"the answer\""), "{out}");
+    let again = collect();
+    let out = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(!again.status.success(), "handed out again: {out}");
+    assert!(out.contains("\"code\":\"no_such_offer\""), "{out}");
+    status_until(&socket, |v| !listed(v), "the collected offer is not listed");
+    let files = || std::fs::read_dir(state.join("offers")).unwrap().count();
+    assert!(files() > 0, "the files stay while the disk is read-only");
+    // Writable again: the files go within the 30 s of the next try.
+    drop(read_only);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while files() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the files stayed");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     drop(agent);
 }

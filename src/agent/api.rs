@@ -314,6 +314,9 @@ pub mod event {
     /// A later delete was carried out (`delete`, `deleted`: false when the server had nothing to
     /// delete any more).
     pub const DELETED: &str = "deleted";
+    /// The subscriber fell behind (it read too slowly) and missed `missed` events, the oldest:
+    /// whatever it waits for may have happened, so it asks again (`collect`, `status`).
+    pub const LAGGED: &str = "lagged";
 }
 
 #[cfg(test)]

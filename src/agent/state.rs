@@ -487,7 +487,10 @@ impl StateDir {
 
     /// Whether an offer is kept under `id`.
     pub fn has(&self, id: &str) -> bool {
-        self.offer_file(id).is_ok_and(|p| p.exists())
+        // Whatever is there, not where it points: a link to nothing is an offer file that
+        // cannot be read (`status` names it), and `forget` must be able to remove it.
+        self.offer_file(id)
+            .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// Keep a delete to carry out later under `id`.
@@ -699,6 +702,23 @@ mod tests {
         };
         let token = crate::proto::DeleteToken::from_bytes([3; 32]);
         (link.to_uri().to_string(), token.to_text().to_string())
+    }
+
+    /// An offer file that is a link to nothing is there for `has` (so that `collect` names it
+    /// unreadable and `forget` removes it), not "no such offer" (a helper's attack: `status`
+    /// listed it as unreadable, and neither `collect` nor `forget` would touch it).
+    #[test]
+    fn a_dangling_link_is_an_offer_file_that_forget_removes() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        let id = new_id([9; 8]);
+        let file = d.offers().join(format!("{id}.pending"));
+        std::os::unix::fs::symlink(t.path().join("nowhere"), &file).unwrap();
+        assert!(d.has(&id));
+        assert!(d.pending_of(&id).is_err());
+        d.forget(&id).unwrap();
+        assert!(!d.has(&id));
+        assert!(std::fs::symlink_metadata(&file).is_err());
     }
 
     #[test]

@@ -89,6 +89,9 @@ struct Agent {
     next_id: u64,
     /// Events that came while a reply was awaited.
     events: VecDeque<Value>,
+    /// The part of a line read so far: a read given up midway (a wait's timeout) keeps it
+    /// here, and the next read goes on from it.
+    partial: Zeroizing<Vec<u8>>,
 }
 
 /// The command line's error for an error the agent sent, with the agent's code and kind.
@@ -132,24 +135,30 @@ impl Agent {
             }
         }
         let (rd, wr) = s.into_split();
-        Ok(Agent {
+        Ok(Agent::over(rd, wr))
+    }
+
+    fn over(rd: OwnedReadHalf, wr: OwnedWriteHalf) -> Self {
+        Agent {
             lines: BufReader::new(rd),
             wr,
             next_id: 1,
             events: VecDeque::new(),
-        })
+            partial: Zeroizing::new(Vec::new()),
+        }
     }
 
     /// The next line from the agent. Only a line with its newline counts: one cut off by the
     /// end of the connection (an agent that gave the connection up mid-line counts that reply
     /// as not delivered, and keeps a collected answer for the next collect) is not taken.
+    /// A read cancelled midway loses nothing (what it read waits in `partial`).
     async fn line(&mut self) -> Result<Value> {
         // Replies carry secrets (a payload, an answer).
-        let mut line = Zeroizing::new(Vec::new());
         self.lines
-            .read_until(b'\n', &mut line)
+            .read_until(b'\n', &mut self.partial)
             .await
             .context("reading from the agent")?;
+        let mut line = Zeroizing::new(std::mem::take(&mut *self.partial));
         if line.pop() != Some(b'\n') {
             return Err(CliError::new(
                 "agent_unreachable",
@@ -414,6 +423,10 @@ async fn take_back(agent: &mut Agent, r: &Value, offer: Option<String>) -> Strin
 /// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
 /// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
 /// agent must have been subscribed to on this connection).
+/// How often a wait for an answer through the agent asks for it again, whatever the events say
+/// (a question to the local agent, which tells no server anything).
+const RECOLLECT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn wait_for(
     agent: &mut Agent,
     id: &str,
@@ -436,18 +449,26 @@ async fn wait_for(
             Err(e) if crate::error::code(&e).0 == "no_answer_yet" => {}
             Err(e) => return Err(e),
         }
-        // Until an event says the answer came (or the offer expired), or the wait ends.
+        // Until an event says the answer came (or the offer expired, or events were missed), or
+        // the wait ends; and asked again every RECOLLECT whatever the events say: an event
+        // missed (this process stopped while the agent's buffer for it overflowed) must not
+        // leave an answer that is in uncollected until the wait ends.
         let outcome = tokio::time::timeout_at(until, async {
+            let next = tokio::time::Instant::now() + RECOLLECT;
             loop {
-                let e = agent.event().await?;
-                if str_of(&e, "offer") == id {
-                    return Ok::<_, anyhow::Error>(str_of(&e, "event").to_owned());
+                let e = match tokio::time::timeout_at(next, agent.event()).await {
+                    Ok(e) => e?,
+                    Err(_) => return Ok(api::event::LAGGED.to_owned()),
+                };
+                let name = str_of(&e, "event");
+                if str_of(&e, "offer") == id || name == api::event::LAGGED {
+                    return Ok::<_, anyhow::Error>(name.to_owned());
                 }
             }
         })
         .await;
         match outcome {
-            Ok(Ok(name)) if name == api::event::ANSWERED => {}
+            Ok(Ok(name)) if name == api::event::ANSWERED || name == api::event::LAGGED => {}
             Ok(Ok(name)) if name == api::event::EXPIRED => {
                 return Err(CliError::new(
                     "no_answer_yet",
@@ -609,13 +630,78 @@ mod tests {
             agent_end.write_all(sent).await.unwrap();
             drop(agent_end);
             let (rd, wr) = ours.into_split();
-            let mut agent = Agent {
-                lines: BufReader::new(rd),
-                wr,
-                next_id: 1,
-                events: VecDeque::new(),
-            };
+            let mut agent = Agent::over(rd, wr);
             assert_eq!(agent.line().await.is_ok(), whole, "{sent:?}");
+        }
+    }
+
+    /// A read given up midway (a wait's timeout) loses nothing: the next read goes on from the
+    /// bytes it had read.
+    #[tokio::test]
+    async fn a_line_read_in_pieces_survives_a_cancelled_read() {
+        let (mut agent_end, ours) = tokio::net::UnixStream::pair().unwrap();
+        let (rd, wr) = ours.into_split();
+        let mut agent = Agent::over(rd, wr);
+        agent_end.write_all(b"{\"event\":").await.unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(200), agent.line()).await;
+        assert!(cut.is_err(), "no whole line yet");
+        agent_end.write_all(b"\"answered\"}\n").await.unwrap();
+        let v = agent.line().await.unwrap();
+        assert_eq!(v["event"], "answered");
+    }
+
+    /// A stand-in for the agent: answers each `collect` with `no_answer_yet` the first time and
+    /// the answer after, sending `after_first` (an event line) right after the first reply, and
+    /// never an `answered` event. Returns how many requests it answered.
+    fn fake_agent(
+        agent_end: tokio::net::UnixStream,
+        after_first: Option<&'static str>,
+    ) -> tokio::task::JoinHandle<usize> {
+        tokio::spawn(async move {
+            let (rd, mut wr) = agent_end.into_split();
+            let mut lines = BufReader::new(rd).lines();
+            let mut n = 0;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                n += 1;
+                let reply = if n == 1 {
+                    serde_json::json!({"id": v["id"], "ok": false, "error": {"code": "no_answer_yet",
+                        "kind": "transient", "message": "no answer yet"}})
+                } else {
+                    serde_json::json!({"id": v["id"], "ok": true, "result": {"offer": "o",
+                        "answer": "hi", "answer_base64": "aGk="}})
+                };
+                wr.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+                if let (1, Some(e)) = (n, after_first) {
+                    wr.write_all(format!("{e}\n").as_bytes()).await.unwrap();
+                }
+            }
+            n
+        })
+    }
+
+    /// An answer whose `answered` event this process missed (it was stopped while the agent's
+    /// buffer for it overflowed) is collected when the agent says events were missed, and
+    /// within [`RECOLLECT`] when nothing at all comes; before, the wait ran to its end (an hour
+    /// here) with the answer in.
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_answer_event_does_not_hold_up_the_wait() {
+        for (event, within) in [
+            (Some(r#"{"event":"lagged","missed":300}"#), Duration::ZERO),
+            (None, RECOLLECT),
+        ] {
+            let (agent_end, ours) = tokio::net::UnixStream::pair().unwrap();
+            let fake = fake_agent(agent_end, event);
+            let (rd, wr) = ours.into_split();
+            let mut agent = Agent::over(rd, wr);
+            let t = tokio::time::Instant::now();
+            let answer = wait_for(&mut agent, "o", None, Duration::from_secs(3600))
+                .await
+                .unwrap();
+            assert_eq!(&answer[..], b"hi");
+            assert!(t.elapsed() <= within, "{event:?}: {:?}", t.elapsed());
+            drop(agent);
+            assert_eq!(fake.await.unwrap(), 2, "{event:?}");
         }
     }
 }

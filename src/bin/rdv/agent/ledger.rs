@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+/// How often the files of a delivered answer that could not be removed are tried again.
+const FORGET_RETRY: Duration = Duration::from_secs(30);
+
 impl Agent {
     /// Claim an offer's link for its reply, before the reply is sent: `Ok(false)` if a stop
     /// took the link back already (the reply must then say so, not hand over a deleted link).
@@ -30,18 +33,40 @@ impl Agent {
         Ok(true)
     }
 
-    /// A collected answer's reply was delivered: the offer's secrets and its answer go.
-    pub(super) fn collected(&self, offer: &str) {
+    /// A collected answer's reply was delivered: the offer's secrets and its answer go. Files
+    /// that cannot be removed now leave the offer gone for the API all the same (an answer
+    /// reaches one caller), and are removed by a task that tries again every 30 s.
+    pub(super) fn collected(self: &Arc<Self>, offer: &str) {
         if let Ok(mut u) = self.unsaved.lock() {
             u.remove(offer);
         }
         if let Err(e) = self.state.forget(offer) {
             tracing::warn!(
-                "a collected answer's files could not be removed: {}",
+                "a collected answer's files could not be removed (trying again every 30 s; the offer is gone for collect and status meanwhile, but a restart before then looks for the answer again): {}",
                 rdv::config::report(&e)
             );
+            if let Ok(mut d) = self.delivered.lock() {
+                d.insert(offer.to_owned());
+            }
+            let (me, offer) = (self.clone(), offer.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(FORGET_RETRY).await;
+                    if me.state.forget(&offer).is_ok() {
+                        if let Ok(mut d) = me.delivered.lock() {
+                            d.remove(&offer);
+                        }
+                        return;
+                    }
+                }
+            });
         }
         self.collect_ended(offer);
+    }
+
+    /// Whether `offer`'s answer was delivered and only its files are left.
+    pub(super) fn was_delivered(&self, offer: &str) -> bool {
+        self.delivered.lock().is_ok_and(|d| d.contains(offer))
     }
 
     /// A collect of `offer` is over (its reply delivered, failed, or without an answer): the

@@ -207,8 +207,19 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                                 return;
                             }
                         }
-                        // A subscriber that fell behind misses the oldest events, not the rest.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        // A subscriber that fell behind misses the oldest events, not the rest,
+                        // and is told so: one waiting for an answer whose event it missed asks
+                        // again (before, it waited out its whole wait with the answer in).
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            let line = serde_json::json!({
+                                "event": api::event::LAGGED,
+                                "missed": missed,
+                            })
+                            .to_string();
+                            if tx.send(Out::plain(line)).await.is_err() {
+                                return;
+                            }
+                        }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                 }
@@ -339,14 +350,28 @@ async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
                 path.display()
             );
         }
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!(
+        // Only a socket nobody listens on is stale: refused. A live agent whose queue of
+        // connections is full (it is stopped, or busy) answers EAGAIN, and was taken for a dead
+        // one, its socket replaced and the agent left unreachable (a helper's attack).
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(_) => bail!(
                 "another agent answers on {} already (a second one needs --socket PATH and --state-dir DIR of its own)",
                 path.display()
-            );
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!(
+                "cannot tell whether an agent listens on {} ({e}; one that is stopped or overloaded answers so): it is left alone; stop that agent, or give this one another --socket",
+                path.display()
+            ),
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("removing the stale socket {}", path.display())))
+            }
+            _ => {}
+        }
     }
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("listening on {}", path.display()))?;
@@ -357,6 +382,21 @@ async fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
             .with_context(|| format!("restricting {}", path.display()))?;
     }
     Ok(listener)
+}
+
+/// The device and inode of the file at `path` (not following a link), if there is one.
+fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Run `rdv agent`.
@@ -451,6 +491,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         return Ok(());
     }
     let listener = bind(&socket).await?;
+    // What this agent bound, to remove at its stop only that (not a socket another agent put
+    // at the path after this one's was removed).
+    let bound = socket_identity(&socket);
     let (events, _) = broadcast::channel(256);
     let agent = Arc::new(Agent {
         client,
@@ -467,6 +510,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         known: Mutex::default(),
         unsaved: Mutex::default(),
         collecting: Mutex::default(),
+        delivered: Mutex::default(),
         look_for_secs: a.look_for.as_secs(),
         transport,
         cover: Cover {
@@ -541,7 +585,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             _ = &mut stop => break,
         }
     }
-    let _ = std::fs::remove_file(&socket);
+    if bound.is_some() && socket_identity(&socket) == bound {
+        let _ = std::fs::remove_file(&socket);
+    }
     // An offer's link reaches nobody once the agent is gone: offers in flight finish (their
     // replies delivered), held ones and those whose reply finds nobody are taken back. Bounded,
     // so that a server that does not answer cannot keep the agent from stopping.

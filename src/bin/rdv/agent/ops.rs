@@ -51,6 +51,11 @@ pub(super) struct Agent {
     /// delivered or fails): another `collect` meanwhile is told so, so that an answer reaches
     /// one caller only.
     pub(super) collecting: Mutex<std::collections::HashSet<String>>,
+    /// Offers whose answer reached a `collect` but whose files could not be removed (a
+    /// read-only or failing disk): gone for the API (`collect` says `no_such_offer`, `status`
+    /// leaves them out) while the removal is tried again. Before, every later `collect` got the
+    /// same answer again (a helper's attack, 2026-12-06).
+    pub(super) delivered: Mutex<std::collections::HashSet<String>>,
     /// How long after its close an offer's answer is looked for (`--look-for`).
     pub(super) look_for_secs: u64,
     pub(super) transport: &'static str,
@@ -170,6 +175,9 @@ impl Agent {
                 Ok((self.accept(&link, passphrase, answer, min_k).await?, None))
             }
             Request::Collect { offer } => {
+                if self.was_delivered(&offer) {
+                    return Err(no_such_offer(&offer));
+                }
                 let first = self
                     .collecting
                     .lock()
@@ -309,6 +317,7 @@ impl Agent {
             .unwrap_or_default();
         let pending: Vec<Value> = pending
             .into_iter()
+            .filter(|(id, _)| !self.was_delivered(id))
             .map(|(id, p)| {
                 let answered = match self.state.answer(&id) {
                     Ok(a) => a.is_some() || unsaved.contains(&id),
