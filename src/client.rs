@@ -91,9 +91,11 @@ pub struct ClientConfig {
     /// [`ClientConfig::kdf_limits`] allows for a link) one client runs at once; more wait for
     /// a turn. Default: the number of cores, at most 4.
     pub max_parallel_kdf: usize,
-    /// Mean of the random pause (exponential) before storing each further copy of a
-    /// multi-server link, so that servers comparing notes cannot chain one link's copies by
-    /// their store times. Zero stores them one right after another. Default: 30 s.
+    /// Mean of the random pause (exponential) before storing, deleting or counting each
+    /// further copy of a multi-server link, and before fetching the next copy after one failed,
+    /// so that servers comparing notes cannot chain one link's copies by their times. Deletes
+    /// of such a link ([`Client::delete`], [`Client::delete_each`], [`Client::retire`]) take as
+    /// long. Zero: one right after another. Default: 30 s.
     pub copy_spread: Duration,
 }
 
@@ -368,9 +370,34 @@ pub struct Client {
     clock: Arc<dyn Clock>,
     /// Turns for key derivations ([`ClientConfig::max_parallel_kdf`]).
     kdf_turns: Arc<tokio::sync::Semaphore>,
+    /// Set by [`Client::interrupt`].
+    interrupted: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Client {
+    /// End the pauses between the copies of multi-server links, for a process that is
+    /// stopping: an offer waiting to store its next copy deletes the copies it stored and
+    /// fails with [`OfferError::Interrupted`] (nobody has its link yet), and deletes of copies
+    /// go on without pauses (so that taking links back fits in the time a stop has). Fetches
+    /// of further copies go on without pauses too. For good: a client interrupted stays so.
+    pub fn interrupt(&self) {
+        self.interrupted.send_replace(true);
+    }
+
+    /// Wait the pause before a further copy of a multi-server link is stored, deleted or
+    /// fetched ([`ClientConfig::copy_spread`]), drawn afresh if a stop passes it. `true`: the
+    /// client was interrupted ([`Client::interrupt`]), at once or during the pause.
+    pub(crate) async fn spread_pause(&self) -> bool {
+        let mut interrupted = self.interrupted.subscribe();
+        if *interrupted.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = wake::pause(self.config.copy_spread) => false,
+            _ = interrupted.wait_for(|i| *i) => true,
+        }
+    }
+
     /// The same client with [`ClientConfig::copy_spread`] set to `spread`.
     pub fn with_copy_spread(mut self, spread: Duration) -> Self {
         self.config.copy_spread = spread;
@@ -385,6 +412,7 @@ impl Client {
             config,
             clock,
             kdf_turns,
+            interrupted: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 

@@ -775,6 +775,63 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
     );
 }
 
+/// An agent stopped while a multi-server offer waits to store its next copy (a pause of mean
+/// `--spread`) takes back the copy it stored: nobody has that link. Before, the offer was noted
+/// only once every copy was stored, and the stop left the first copy on its server.
+#[test]
+fn a_stop_during_a_multi_server_offer_takes_back_its_first_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = server(&dir.path().join("a"), None);
+    let b = server(&dir.path().join("b"), None);
+    // What server a answers: "Stored" for the copy, "Deleted" for its take-back.
+    let answers: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = {
+        let answers = answers.clone();
+        rt.block_on(common::proxy::frame_proxy(
+            a.addr,
+            |_| false,
+            move |resp| answers.lock().unwrap().push(resp.kind()),
+        ))
+    };
+    let agent = AgentProcess::start(dir.path(), &["--spread", "1h"]);
+    let mut api = agent.api();
+    api.send(
+        &serde_json::json!({"id": 7, "op": "offer", "servers": [proxy.to_string(),
+            b.addr.to_string()], "payload": "p", "kdf": "test"})
+        .to_string(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !answers.lock().unwrap().contains(&"Stored") {
+        assert!(Instant::now() < deadline, "the first copy was not stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let reply = loop {
+        let r = api.line();
+        if r["id"] == 7 {
+            break r;
+        }
+    };
+    assert_eq!(reply["error"]["code"], "agent_stopping", "{reply}");
+    let mut agent = agent;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answers = answers.lock().unwrap().clone();
+    let stored = answers.iter().position(|a| *a == "Stored").unwrap();
+    assert!(
+        answers[stored..].contains(&"Deleted"),
+        "the copy stored on the first server was not taken back: {answers:?}"
+    );
+}
+
 /// A stopping agent removes its socket only if it is still the one it bound: a second agent
 /// that took the path (the first one's socket file was removed meanwhile) keeps its socket and
 /// stays reachable. Before, the first agent's stop removed the second's socket.

@@ -637,7 +637,7 @@ impl Client {
                 // user's (a helper's attack saw 7 at once after a SIGCONT). This one comes a
                 // fresh pause later, drawn as the schedule draws every pause (memoryless, so the
                 // schedule stays what it was).
-                tokio::time::sleep(schedule.next_look_in(rand::random())).await;
+                super::wake::pause(schedule.mean).await;
             }
             match self.look_at_copies(pending, copies).await {
                 Ok(Some(a)) => return Ok(a),

@@ -272,6 +272,10 @@ pub enum OfferError {
         #[source]
         source: Box<OfferError>,
     },
+    /// [`Client::interrupt`](super::Client::interrupt) came while a multi-server offer waited
+    /// to store its next copy: the copies stored were deleted again (as far as they could be).
+    #[error("interrupted before every copy was stored; the copies stored were deleted again")]
+    Interrupted,
 }
 
 impl OfferError {
@@ -289,7 +293,7 @@ impl OfferError {
             OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
                 ErrorKind::BadInput
             }
-            OfferError::KdfTask(_) => ErrorKind::Local,
+            OfferError::KdfTask(_) | OfferError::Interrupted => ErrorKind::Local,
         }
     }
 }
@@ -331,7 +335,6 @@ pub enum AcceptError {
     AllServers(Vec<(String, AcceptError)>),
 }
 
-/// `server: error; server: error` with each error's chain.
 /// What the other servers of a link did with an answer one server refused as answered already.
 fn took_text(took: usize) -> String {
     match took {
@@ -341,6 +344,7 @@ fn took_text(took: usize) -> String {
     }
 }
 
+/// `server: error; server: error` with each error's chain.
 fn failures_text<E: std::error::Error + 'static>(f: &[(String, E)]) -> String {
     f.iter()
         .map(|(s, e)| format!("{s}: {}", crate::config::report(e)))

@@ -94,12 +94,12 @@ impl Client {
             // A pause of its own before each further copy (exponential, so that nothing in
             // its length points to the copy before): stored one right after another, the
             // copies of one link were chained across servers comparing notes by their store
-            // times (a helper's attack rebuilt 16 of 18 links' chains on loopback).
-            tokio::time::sleep(crate::proto::schedule::exponential(
-                self.config.copy_spread,
-                rand::random(),
-            ))
-            .await;
+            // times (a helper's attack rebuilt 16 of 18 links' chains on loopback). A process
+            // stopping meanwhile takes back what was stored (nobody has the link yet).
+            if self.spread_pause().await {
+                self.take_back(&offer, &stored).await;
+                return Err(OfferError::Interrupted);
+            }
             let mut nonce = [0u8; NONCE_LEN];
             rand::rngs::OsRng.fill_bytes(&mut nonce);
             let token = offer.delete_token.for_server((i + 1) as u8);
@@ -164,7 +164,13 @@ impl Client {
         key: LinkKey,
     ) -> Result<Accepted, AcceptError> {
         let mut failures = Vec::new();
-        for (server, locator) in in_random_order(link) {
+        for (n, (server, locator)) in in_random_order(link).into_iter().enumerate() {
+            // The next copy a pause after a failure, not at once: a server that fails on
+            // purpose (not found, an empty bucket, a connection dropped) would otherwise pair
+            // its own fetch with the next server's, for servers comparing notes.
+            if n > 0 {
+                let _ = self.spread_pause().await;
+            }
             let fetched = match self.fetch_at(&server, locator).await {
                 Ok(f) => f,
                 Err(e) => {
@@ -194,21 +200,32 @@ impl Client {
         Err(AcceptError::AllServers(in_link_order(link, failures)))
     }
 
-    /// How many verified links a multi-server link hides among, as [`Client::accept`] reports
-    /// it: one copy's count, the copy drawn as an accept draws it (the next only if that one
-    /// fails), so that this fetch looks like an accept's; an error only if every copy fails.
+    /// How many verified links every copy of a multi-server link hides among: the least count
+    /// over the copies that answer (`None` if one answers without stamps), each fetched once,
+    /// in a random order and a pause apart (as an accept fetches one of them), so that an
+    /// initiator's `--min-k` holds for whichever copy its accepter draws; an error only if
+    /// every copy fails.
     pub(crate) async fn verified_copies(
         &self,
         link: &RdvLink,
     ) -> Result<Option<usize>, AcceptError> {
+        let mut counts = Vec::new();
         let mut failures = Vec::new();
-        for (server, locator) in in_random_order(link) {
+        for (n, (server, locator)) in in_random_order(link).into_iter().enumerate() {
+            if n > 0 {
+                let _ = self.spread_pause().await;
+            }
             match self.fetch_at(&server, locator).await {
-                Ok(f) => return Ok(f.verified),
+                Ok(f) => counts.push(f.verified),
                 Err(e) => failures.push((server.to_string(), e)),
             }
         }
-        Err(AcceptError::AllServers(in_link_order(link, failures)))
+        if counts.is_empty() {
+            return Err(AcceptError::AllServers(in_link_order(link, failures)));
+        }
+        Ok(counts
+            .iter()
+            .try_fold(usize::MAX, |m, c| c.map(|c| m.min(c))))
     }
 
     /// Delete every copy of a multi-server link; done when at least one server deleted its copy.
@@ -238,11 +255,8 @@ impl Client {
             Vec::with_capacity(copies.len());
         for (n, i) in order.into_iter().enumerate() {
             if n > 0 {
-                tokio::time::sleep(crate::proto::schedule::exponential(
-                    self.config.copy_spread,
-                    rand::random(),
-                ))
-                .await;
+                // Interrupted (a stop taking links back): the rest at once.
+                let _ = self.spread_pause().await;
             }
             let (server, locator) = &copies[i];
             let r = self

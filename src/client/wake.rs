@@ -91,6 +91,18 @@ pub async fn until_instant(t: Instant) -> bool {
     }
 }
 
+/// Sleep a random pause of mean `mean` (exponential, as [`crate::proto::schedule::exponential`]
+/// draws it), drawn afresh from the moment the process goes on when it was stopped meanwhile:
+/// every such pause a stop passed would otherwise end in the same instant.
+pub async fn pause(mean: Duration) {
+    loop {
+        let d = crate::proto::schedule::exponential(mean, rand::random());
+        if !until_instant(Instant::now() + d).await {
+            return;
+        }
+    }
+}
+
 /// One sleep of [`until_wall`]: the clocks when it began, and when it was to end.
 #[derive(Clone, Copy)]
 struct Step {
@@ -208,6 +220,38 @@ mod tests {
             late.push(w.await.unwrap());
         }
         assert_eq!(late, [true, true, true, false, true, false]);
+    }
+
+    /// Pauses a stop passed are drawn afresh from the moment the process goes on: they do not
+    /// all end in that instant (as plain sleeps would).
+    #[tokio::test(start_paused = true)]
+    async fn pauses_a_stop_passed_are_drawn_afresh() {
+        let ends: Vec<_> = (0..3)
+            .map(|_| {
+                tokio::spawn(async {
+                    pause(Duration::from_secs(100)).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        tokio::time::advance(Duration::from_secs(10_000)).await;
+        let went_on = start + Duration::from_secs(10_000);
+        let mut at = Vec::new();
+        for e in ends {
+            at.push(e.await.unwrap());
+        }
+        // Each ended a fresh pause after going on (all within a second of it: one run in a
+        // million), none before.
+        assert!(at.iter().all(|t| *t >= went_on), "{at:?}");
+        assert!(
+            at.iter().any(|t| *t > went_on + Duration::from_secs(1)),
+            "{at:?}"
+        );
+        at.sort();
+        at.dedup();
+        assert_eq!(at.len(), 3, "ended together");
     }
 
     /// A machine suspended (the monotonic clock stands, the wall clock goes on): every

@@ -169,6 +169,7 @@ fn offer_code(e: &OfferError) -> &'static str {
         OfferError::Servers(_) => "invalid_input",
         OfferError::AtServer { source, .. } => offer_code(source),
         OfferError::Connection(c) => connection_code(c),
+        OfferError::Interrupted => "cancelled",
         _ => "local",
     }
 }

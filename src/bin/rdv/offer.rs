@@ -306,13 +306,18 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             );
         }
         // Past the close by a random pause: a fetch of every held bucket right at its close
-        // would tell the server which buckets hold a waiting initiator's link.
-        let pause = rdv::proto::schedule::exponential(a.look.poll_every, rand::random::<f64>());
-        // The close on the wall clock with its fraction of a second (not in whole seconds from
-        // now, which would carry the store's fraction into the count fetch's moment).
-        let to_close = std::time::Duration::from_secs(closes_at)
-            .saturating_sub(rdv::clock::Clock::now_precise(&rdv::clock::SystemClock));
-        let hold = tokio::time::sleep(to_close + pause);
+        // would tell the server which buckets hold a waiting initiator's link. The close on
+        // the wall clock with its fraction of a second (not in whole seconds from now, which
+        // would carry the store's fraction into the count fetch's moment), read again while
+        // waiting; the pause drawn afresh if a stop passes it.
+        let hold = async {
+            rdv::client::wake::until_wall(
+                &rdv::clock::SystemClock,
+                std::time::Duration::from_secs(closes_at),
+            )
+            .await;
+            rdv::client::wake::pause(a.look.poll_every).await;
+        };
         tokio::select! {
             _ = hold => {}
             _ = signalled => {

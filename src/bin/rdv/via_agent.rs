@@ -420,13 +420,13 @@ async fn take_back(agent: &mut Agent, r: &Value, offer: Option<String>) -> Strin
     }
 }
 
-/// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
-/// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
-/// agent must have been subscribed to on this connection).
 /// How often a wait for an answer through the agent asks for it again, whatever the events say
 /// (a question to the local agent, which tells no server anything).
 const RECOLLECT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
+/// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
+/// agent must have been subscribed to on this connection).
 async fn wait_for(
     agent: &mut Agent,
     id: &str,
@@ -446,7 +446,13 @@ async fn wait_for(
             .await
         {
             Ok(r) => return bytes_of(&r, "answer"),
-            Err(e) if crate::error::code(&e).0 == "no_answer_yet" => {}
+            // Not yet, or another collect of it is receiving it now (if that reply fails, the
+            // answer stays for this one).
+            Err(e)
+                if matches!(
+                    crate::error::code(&e).0,
+                    "no_answer_yet" | "collect_in_progress"
+                ) => {}
             Err(e) => return Err(e),
         }
         // Until an event says the answer came (or the offer expired, or events were missed), or

@@ -100,6 +100,9 @@ impl Agent {
     pub(super) async fn stop_offers(&self, within: Duration) -> (usize, usize) {
         let start = tokio::time::Instant::now();
         self.offers.stopping.send_replace(true);
+        // Multi-server offers waiting to store a further copy take back what they stored, and
+        // deletes of copies (the take-backs below) go without their pauses.
+        self.client.interrupt();
         let all_settled = || {
             tokio::time::timeout_at(
                 start + within,

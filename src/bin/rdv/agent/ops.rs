@@ -371,17 +371,25 @@ impl Agent {
             Some(p) => Passphrase::new(p.as_str()),
             None => rdv::client::generate_passphrase(),
         };
+        // A stop that comes while a multi-server offer waits to store its next copy ends
+        // the wait: the copies stored are taken back, and the caller told the agent stops.
+        let stopped = |e: rdv::client::OfferError| match e {
+            rdv::client::OfferError::Interrupted => stopping(),
+            e => e.into(),
+        };
         let (offer, pending) = if r.expect_answer {
             let (o, p) = self
                 .client
                 .offer_to_all_expecting_answer(&servers, &r.payload, passphrase, kdf)
-                .await?;
+                .await
+                .map_err(stopped)?;
             (o, Some(p))
         } else {
             (
                 self.client
                     .offer_to_all(&servers, &r.payload, passphrase, kdf)
-                    .await?,
+                    .await
+                    .map_err(stopped)?,
                 None,
             )
         };
@@ -488,14 +496,20 @@ impl Agent {
         self.event(event::STORED, f);
         let mut verified = None;
         if r.hold {
-            // As `rdv offer --hold`: past the close by a random pause, then one fetch.
-            // To the close with its fraction of a second, as the looks (see `look_after`).
-            let to_close = Duration::from_secs(closes_at)
-                .saturating_sub(rdv::clock::Clock::now_precise(&rdv::clock::SystemClock));
-            let pause = self.schedule.next_look_in(rand::random());
+            // As `rdv offer --hold`: past the close by a random pause, then one fetch. To the
+            // close on the wall clock with its fraction of a second, as the looks (see
+            // `look_after`); the pause drawn afresh if a stop passes it, as every pause.
+            let held = async {
+                rdv::client::wake::until_wall(
+                    &rdv::clock::SystemClock,
+                    Duration::from_secs(closes_at),
+                )
+                .await;
+                rdv::client::wake::pause(self.schedule.mean).await;
+            };
             let mut stop = self.offers.on_stop();
             tokio::select! {
-                _ = tokio::time::sleep(to_close + pause) => {}
+                _ = held => {}
                 // The agent is stopping: nobody is to get the link (the caller takes it back).
                 _ = stop.wait_for(|s| *s) => return Err(stopping()),
             }

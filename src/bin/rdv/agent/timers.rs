@@ -112,7 +112,7 @@ impl Agent {
                             late_failures += 1;
                         }
                         tracing::info!(error = %rdv::config::report(&e), "looking for an answer failed; trying again later");
-                        tokio::time::sleep(me.schedule.next_look_in(rand::random())).await;
+                        rdv::client::wake::pause(me.schedule.mean).await;
                     }
                 }
             }
@@ -232,21 +232,28 @@ impl Agent {
             // Given up a day after the moment: the link expired long before and nothing is
             // left to delete. A failure is tried again at a moment of its own (deletes that
             // failed during one outage would otherwise all come when it ends).
-            let deleted = loop {
+            let deleted = 'tries: loop {
                 match me.client.delete(&link, &token).await {
                     Ok(()) => break Some(true),
                     Err(rdv::client::DeleteError::NothingToDelete) => break Some(false),
-                    Err(e) => match late_delete_at(now(), d.at, rand::random()) {
-                        Some(t) => {
-                            tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again at a moment of its own, 5 to 60 minutes from now");
-                            rdv::client::wake::until_wall(
+                    Err(e) => {
+                        tracing::info!(error = %rdv::config::report(&e), "a later delete failed; trying again at a moment of its own, 5 to 60 minutes from now");
+                        // A moment of its own, and another if a stop passed it (all the retries
+                        // it passed would go in one instant).
+                        loop {
+                            let Some(t) = late_delete_at(now(), d.at, rand::random()) else {
+                                break 'tries None;
+                            };
+                            if !rdv::client::wake::until_wall(
                                 &rdv::clock::SystemClock,
                                 Duration::from_secs(t),
                             )
-                            .await;
+                            .await
+                            {
+                                break;
+                            }
                         }
-                        None => break None,
-                    },
+                    }
                 }
             };
             me.delete_done(&id, deleted, file);
@@ -286,7 +293,11 @@ impl Agent {
             match late_delete_at(now(), at, rand::random()) {
                 Some(t) => {
                     doubted = false;
-                    until_wall(&clock, Duration::from_secs(t)).await;
+                    // Passed by a stop too: a moment of its own again.
+                    if until_wall(&clock, Duration::from_secs(t)).await {
+                        missed = true;
+                        continue;
+                    }
                 }
                 None if doubted => return false,
                 None => {
@@ -313,7 +324,11 @@ impl Agent {
             let Some((pause, kind)) = self.cover.next(rand::random(), rand::random()) else {
                 return;
             };
-            tokio::time::sleep(pause).await;
+            // A decoy whose moment a stop passed is dropped (the next is drawn from now): all
+            // of them would otherwise start in one instant.
+            if rdv::client::wake::until_instant(tokio::time::Instant::now() + pause).await {
+                continue;
+            }
             match kind {
                 Decoy::Mailbox => {
                     // A mailbox nobody uses, on a server the agent knows, looked into for a
@@ -352,7 +367,7 @@ impl Agent {
             // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
             // at once, the decoys alone would come together and stand out.
             if rdv::client::wake::until_instant(next).await {
-                tokio::time::sleep(self.schedule.next_look_in(rand::random())).await;
+                rdv::client::wake::pause(self.schedule.mean).await;
             }
         }
     }

@@ -192,9 +192,9 @@ pub(crate) struct OfferArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) server: Vec<String>,
     /// With several --server: the mean of a random pause (exponential) before storing each
-    /// further copy of a link, so that servers comparing notes cannot chain one link's copies by
-    /// their store times (docs/THREAT-MODEL.md). The offer takes that much longer; 0s stores them
-    /// one right after another.
+    /// further copy of a link (and, with --hold, counting it), so that servers comparing notes
+    /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). The offer takes that
+    /// much longer; 0s stores them one right after another.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
