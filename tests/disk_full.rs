@@ -348,28 +348,16 @@ fn fill_up(dir: &Path) {
     while filler.write_all(&[7u8; 4096]).is_ok() {}
 }
 
-/// The agent's state directory on a full disk: an answer that comes meanwhile cannot be written
-/// there, but it is not lost: `collect` gets it from the agent's memory. Before, the agent said
-/// the answer was lost, stopped looking, and `collect` answered "no answer yet" until a restart.
-#[test]
-fn an_answer_that_cannot_be_saved_is_still_collected() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(
-        &tmp.path().join("data"),
-        &["--open-window", "3s", "--stamp-effort", "4"],
-    );
-    let addr = server.addr.to_string();
-    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
-    let socket = tmp.path().join("run").join("agent.sock");
-    let socket_s = socket.to_str().unwrap();
-    let agent = start_agent(&fs.0.join("state"), &socket);
+/// `rdv offer --agent SOCKET --expect-answer` to the server at `addr`: the link and the
+/// agent's ID of the offer.
+fn offer_expecting_answer(socket: &str, addr: &str) -> (String, String) {
     let offered = run_rdv(
         &[
             "offer",
             "--agent",
-            socket_s,
+            socket,
             "--server",
-            &addr,
+            addr,
             "--payload",
             "p",
             "--kdf",
@@ -387,7 +375,25 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
             .unwrap_or_else(|| panic!("no {name} in {text}"))
             .to_owned()
     };
-    let (link, offer) = (field("link"), field("offer"));
+    (field("link"), field("offer"))
+}
+
+/// The agent's state directory on a full disk: an answer that comes meanwhile cannot be written
+/// there, but it is not lost: `collect` gets it from the agent's memory. Before, the agent said
+/// the answer was lost, stopped looking, and `collect` answered "no answer yet" until a restart.
+#[test]
+fn an_answer_that_cannot_be_saved_is_still_collected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--open-window", "3s", "--stamp-effort", "4"],
+    );
+    let addr = server.addr.to_string();
+    let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
+    let socket = tmp.path().join("run").join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let agent = start_agent(&fs.0.join("state"), &socket);
+    let (link, offer) = offer_expecting_answer(socket_s, &addr);
     // The disk fills up.
     fill_up(&fs.0);
     let accepted = run_rdv(
@@ -559,31 +565,7 @@ fn a_collected_answer_is_not_handed_out_again_when_its_files_stay() {
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
     let agent = start_agent(&state, &socket);
-    let offered = run_rdv(
-        &[
-            "offer",
-            "--agent",
-            socket_s,
-            "--server",
-            &addr,
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--expect-answer",
-        ],
-        None,
-        &[],
-    );
-    let text = String::from_utf8_lossy(&offered.stdout).into_owned();
-    assert!(offered.status.success(), "{text}");
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .to_owned()
-    };
-    let (link, offer) = (field("link"), field("offer"));
+    let (link, offer) = offer_expecting_answer(socket_s, &addr);
     let accepted = run_rdv(
         &["accept", "--direct", &link, "--answer", "the answer"],
         None,
