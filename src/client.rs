@@ -871,8 +871,9 @@ impl Client {
         }
     }
 
-    /// How many entries of the link's bucket carry a valid stamp (of one copy of a multi-server
-    /// link, drawn as an accept draws it): what an accepter would be told. For an initiator, one fetch of its own bucket, timed like an
+    /// How many entries of the link's bucket carry a valid stamp (the least over the copies of a
+    /// multi-server link, each fetched once, a pause apart): at least what an accepter would be
+    /// told, whichever copy it fetches. For an initiator, one fetch of its own bucket, timed like an
     /// accept (say, when the bucket closes). `None` from a server without stamps.
     pub async fn verified_links(&self, link: &RdvLink) -> Result<Option<usize>, AcceptError> {
         if !link.mirrors.is_empty() {

@@ -527,12 +527,16 @@ impl Clock for Ticking {
     }
 }
 
-/// A wait for the close begun with the clock a day behind (an agent started before its clock
-/// was set) ends when the clock, once corrected, reaches the close: the answer waiting in the
-/// mailbox is collected, and no look comes before the close. Before, the wait was one sleep
-/// computed at its start, a day too long (a helper's attack lost answers so).
-#[tokio::test(start_paused = true)]
-async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
+/// A server and a client on clocks of their own that follow the (paused) runtime's time, and an
+/// offer expecting an answer: the server, the client's clock (to set wrong), the client, the
+/// offer and what collecting needs.
+async fn ticking_offer() -> (
+    Arc<rdv::server::Server<rdv::store::MemoryStore>>,
+    Arc<Ticking>,
+    rdv::client::Client,
+    rdv::client::Offer,
+    PendingAnswer,
+) {
     let (server, _) = pipe_server(
         StoreParams::default(),
         ServerConfig::default(),
@@ -544,6 +548,16 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
         .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
+    (server, own, c, offer, pending)
+}
+
+/// A wait for the close begun with the clock a day behind (an agent started before its clock
+/// was set) ends when the clock, once corrected, reaches the close: the answer waiting in the
+/// mailbox is collected, and no look comes before the close. Before, the wait was one sleep
+/// computed at its start, a day too long (a helper's attack lost answers so).
+#[tokio::test(start_paused = true)]
+async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
+    let (server, own, c, offer, pending) = ticking_offer().await;
     let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     c.answer(&r, b"waiting").await.unwrap();
     let t = tokio::time::Instant::now();
@@ -576,17 +590,7 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
 /// every mailbox waiting then came together, and carried the phase of the wait's steps.
 #[tokio::test(start_paused = true)]
 async fn a_close_noticed_late_does_not_move_the_last_look() {
-    let (server, _) = pipe_server(
-        StoreParams::default(),
-        ServerConfig::default(),
-        Ticking::new(),
-    );
-    let own = Ticking::new();
-    let c = client_with_clock(&server, own.clone());
-    let (_offer, pending) = c
-        .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
-        .await
-        .unwrap();
+    let (_server, own, c, _offer, pending) = ticking_offer().await;
     let close = Duration::from_secs(pending.polls_from());
     let wait = Duration::from_secs(600);
     let looking =

@@ -103,6 +103,14 @@ pub async fn pause(mean: Duration) {
     }
 }
 
+/// Sleep until `clock` shows wall time `t` ([`until_wall`]), then a random pause of mean `mean`
+/// ([`pause`]): a moment past a bucket's close that tells nothing of when the wait began, nor
+/// of the close itself.
+pub async fn past(clock: &dyn Clock, t: Duration, mean: Duration) {
+    until_wall(clock, t).await;
+    pause(mean).await;
+}
+
 /// One sleep of [`until_wall`]: the clocks when it began, and when it was to end.
 #[derive(Clone, Copy)]
 struct Step {

@@ -310,14 +310,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // the wall clock with its fraction of a second (not in whole seconds from now, which
         // would carry the store's fraction into the count fetch's moment), read again while
         // waiting; the pause drawn afresh if a stop passes it.
-        let hold = async {
-            rdv::client::wake::until_wall(
-                &rdv::clock::SystemClock,
-                std::time::Duration::from_secs(closes_at),
-            )
-            .await;
-            rdv::client::wake::pause(a.look.poll_every).await;
-        };
+        let hold = rdv::client::wake::past(
+            &rdv::clock::SystemClock,
+            std::time::Duration::from_secs(closes_at),
+            a.look.poll_every,
+        );
         tokio::select! {
             _ = hold => {}
             _ = signalled => {

@@ -499,14 +499,11 @@ impl Agent {
             // As `rdv offer --hold`: past the close by a random pause, then one fetch. To the
             // close on the wall clock with its fraction of a second, as the looks (see
             // `look_after`); the pause drawn afresh if a stop passes it, as every pause.
-            let held = async {
-                rdv::client::wake::until_wall(
-                    &rdv::clock::SystemClock,
-                    Duration::from_secs(closes_at),
-                )
-                .await;
-                rdv::client::wake::pause(self.schedule.mean).await;
-            };
+            let held = rdv::client::wake::past(
+                &rdv::clock::SystemClock,
+                Duration::from_secs(closes_at),
+                self.schedule.mean,
+            );
             let mut stop = self.offers.on_stop();
             tokio::select! {
                 _ = held => {}
