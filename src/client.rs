@@ -164,6 +164,30 @@ pub struct Offer {
     /// nothing is left to delete. Like [`Offer::closes_at`] it does not use the server's
     /// `server_time`.
     pub expires_at: u64,
+    /// When each copy's bucket closes and its link expires, in link order (one entry for a
+    /// link on one server). [`Offer::closes_at`] and [`Offer::expires_at`] are the latest.
+    pub copies: Vec<CopyTimes>,
+}
+
+/// When one copy of a link closes to every client and expires, on this machine's clock (unix
+/// seconds), as [`Offer::closes_at`] and [`Offer::expires_at`] for that copy alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyTimes {
+    /// When the copy's bucket is closed to every client.
+    pub closes_at: u64,
+    /// When the copy has expired on its server.
+    pub expires_at: u64,
+}
+
+impl Offer {
+    /// Copy `index` of the link (in link order) on its own: the link to that server alone and
+    /// the token that deletes the copy there, so that each copy can be deleted at a moment of
+    /// its own. `None` past the last copy.
+    pub fn copy(&self, index: usize) -> Option<(RdvLink, DeleteToken)> {
+        let link = self.link.copy(index)?;
+        let token = self.delete_token.for_server(u8::try_from(index).ok()?);
+        Some((link, token))
+    }
 }
 
 impl std::fmt::Debug for Offer {
@@ -174,6 +198,7 @@ impl std::fmt::Debug for Offer {
             .field("server_info", &self.server_info)
             .field("closes_at", &self.closes_at)
             .field("expires_at", &self.expires_at)
+            .field("copies", &self.copies)
             .finish_non_exhaustive()
     }
 }
@@ -579,7 +604,7 @@ impl Client {
         let secrets = OfferSecrets::draw(&mut rand::rngs::OsRng);
         self.offer_with(server, payload, passphrase, kdf, secrets, None)
             .await
-            .map(|(offer, _key, _closes)| offer)
+            .map(|(offer, _key)| offer)
     }
 
     /// Store a link sealed with `answer_to` inside (the link's format 2), on a server that has
@@ -592,7 +617,7 @@ impl Client {
         kdf: KdfProfile,
         secrets: OfferSecrets,
         answer_to: Option<&AnswerPublic>,
-    ) -> Result<(Offer, LinkKey, u64), OfferError> {
+    ) -> Result<(Offer, LinkKey), OfferError> {
         let max = match answer_to {
             None => seal::MAX_PAYLOAD,
             Some(_) => seal::MAX_PAYLOAD_WITH_ANSWER,
@@ -630,15 +655,20 @@ impl Client {
             kdf,
             passphrase: Some(passphrase),
         };
+        let expires_at = id.created.saturating_add(info.ttl_secs);
         let offer = Offer {
             link,
             bucket: id,
             delete_token: token,
             server_info: info,
             closes_at: closes_here,
-            expires_at: id.created.saturating_add(info.ttl_secs),
+            expires_at,
+            copies: vec![CopyTimes {
+                closes_at: closes_here,
+                expires_at,
+            }],
         };
-        Ok((offer, key, closes_here))
+        Ok((offer, key))
     }
 
     /// Store one sealed link on `server` with `token`'s check. Against a server of protocol

@@ -653,6 +653,125 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     );
 }
 
+/// Copy `i` of `link` (in link order) as a link to its server alone.
+fn copy_of(link: &str, i: usize) -> String {
+    let parsed = rdv::proto::RdvLink::parse(link).unwrap();
+    parsed.copy(i).unwrap().to_uri().to_string()
+}
+
+/// `link` opens (the accepter's fetch finds its copy).
+fn assert_opens(link: &str) {
+    let out = run_rdv(&["--json", "accept", "--direct", link], None, &[]);
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["ok"], true, "{a}");
+}
+
+/// Each copy of a multi-server link is deleted on a schedule of its own: a delete decided at
+/// the offer a fixed time after the close of that copy's bucket (not of the latest one), and a
+/// later delete at a moment drawn for each copy. Before, one delete went to every server at the
+/// latest close plus the delay, a spread pause apart: a server whose bucket closed first saw
+/// the delete at another server's close plus the delay (it learnt that the link has a copy in a
+/// bucket that closed then), and servers comparing notes saw the copies' deletes side by side.
+#[test]
+fn each_copy_of_a_multi_server_link_is_deleted_on_a_schedule_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--open-window", "20s", "--stamp-effort", "4"];
+    let a = ServerProcess::start(&dir.path().join("a"), &flags);
+    let b = ServerProcess::start(&dir.path().join("b"), &flags);
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let agent = AgentProcess::start(dir.path(), &["--max-window", "20s", "--spread", "0s"]);
+    let mut events = agent.subscribed();
+    let mut api = agent.api();
+    // Server b's bucket opens 10 s before server a's: the copies' buckets close 10 s apart.
+    let first = run_rdv(
+        &[
+            "offer",
+            "--direct",
+            "--server",
+            &b_addr,
+            "--payload",
+            "x",
+            "--kdf",
+            "test",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let o = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": [a_addr, b_addr], "payload": "p",
+            "kdf": "test", "delete_after_close_secs": 1}),
+    );
+    assert_eq!(o["ok"], true, "{o}");
+    let link = o["result"]["link"].as_str().unwrap().to_owned();
+    // The first delete is server b's copy's, at its own bucket's close plus 1 s: server a's
+    // copy is still there then, and goes at its bucket's close plus 1 s.
+    let gone_first = next_event(&mut events, "deleted");
+    assert_eq!(gone_first["deleted"], true, "{gone_first}");
+    assert_gone(&copy_of(&link, 1));
+    assert_opens(&copy_of(&link, 0));
+    let gone_next = next_event(&mut events, "deleted");
+    assert_eq!(gone_next["deleted"], true, "{gone_next}");
+    assert_gone(&copy_of(&link, 0));
+    // The reply names each copy's delete, its server and its moment: 10 s apart.
+    let deletes = o["result"]["deletes"].as_array().expect("deletes");
+    assert_eq!(deletes.len(), 2, "{o}");
+    assert_eq!(deletes[0]["server"], a.addr.to_string());
+    assert_eq!(deletes[1]["server"], b.addr.to_string());
+    assert_eq!(gone_first["delete"], deletes[1]["delete"]);
+    assert_eq!(gone_next["delete"], deletes[0]["delete"]);
+    let at = |i: usize| deletes[i]["at"].as_u64().unwrap();
+    assert!((8..=12).contains(&(at(0) - at(1))), "{o}");
+    assert_eq!(o["result"]["delete"], deletes[0]["delete"]);
+    // A later delete: a moment of its own for each copy, each copy deleted.
+    let o = api.call(
+        2,
+        serde_json::json!({"op": "offer", "servers": [a.addr.to_string(), b.addr.to_string()],
+            "payload": "q", "kdf": "test"}),
+    );
+    let (link, token) = (&o["result"]["link"], &o["result"]["delete_token"]);
+    let d = api.call(
+        3,
+        serde_json::json!({"op": "delete", "link": link, "token": token, "later": true,
+            "within_secs": 3}),
+    );
+    let deletes = d["result"]["deletes"].as_array().expect("deletes");
+    assert_eq!(deletes.len(), 2, "{d}");
+    let mut ids: Vec<Value> = deletes.iter().map(|d| d["delete"].clone()).collect();
+    let mut seen = vec![
+        next_event(&mut events, "deleted"),
+        next_event(&mut events, "deleted"),
+    ];
+    assert!(seen.iter().all(|e| e["deleted"] == true), "{seen:?}");
+    let mut seen: Vec<Value> = seen.drain(..).map(|e| e["delete"].clone()).collect();
+    ids.sort_by_key(|v| v.to_string());
+    seen.sort_by_key(|v| v.to_string());
+    assert_eq!(ids, seen);
+    let link = link.as_str().unwrap();
+    assert_gone(&copy_of(link, 0));
+    assert_gone(&copy_of(link, 1));
+    // Drawn for each copy on its own: within a day, two copies' moments are apart (the same
+    // second once in 86 400).
+    let o = api.call(
+        4,
+        serde_json::json!({"op": "offer", "servers": [a.addr.to_string(), b.addr.to_string()],
+            "payload": "r", "kdf": "test"}),
+    );
+    let d = api.call(
+        5,
+        serde_json::json!({"op": "delete", "link": o["result"]["link"],
+            "token": o["result"]["delete_token"], "later": true, "within_secs": 86_400}),
+    );
+    let deletes = d["result"]["deletes"].as_array().expect("deletes");
+    assert_ne!(deletes[0]["at"], deletes[1]["at"], "{d}");
+}
+
 /// A server that says its time is later than it is cannot make the agent drop a delete it was
 /// asked for at the offer: the link's end, like the bucket's close, comes from the bucket's ID
 /// and the server's link lifetime on this machine's clock. Before, the agent took the end from

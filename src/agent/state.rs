@@ -8,8 +8,9 @@
 //!   deletes/ID         a delete to carry out later: `at UNIX-SECONDS`, `link` (without its
 //!                      passphrase), `token` lines
 //!   undelivered/ID     a stored link whose reply has not gone out yet (or one taken back whose
-//!                      delete failed): `link`, `token`, and the `offer` and `delete` IDs kept
-//!                      for it; a start takes the link back (nobody received it)
+//!                      delete failed): `link`, `token`, the `offer` ID and the `delete` IDs
+//!                      (one line per copy) kept for it; a start takes the link back (nobody
+//!                      received it)
 //!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
@@ -117,15 +118,16 @@ pub struct Undelivered {
     pub token: Zeroizing<String>,
     /// The ID its offer's state is kept under, if it expects an answer.
     pub offer: Option<String>,
-    /// The ID of the later delete decided at the offer, if any.
-    pub delete: Option<String>,
+    /// The IDs of the later deletes decided at the offer, one per copy of the link (none if
+    /// none was decided).
+    pub deletes: Vec<String>,
 }
 
 impl std::fmt::Debug for Undelivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Undelivered")
             .field("offer", &self.offer)
-            .field("delete", &self.delete)
+            .field("deletes", &self.deletes)
             .finish_non_exhaustive()
     }
 }
@@ -546,13 +548,12 @@ impl StateDir {
             u.link.as_str(),
             u.token.as_str()
         ));
-        for (name, v) in [("offer", &u.offer), ("delete", &u.delete)] {
-            if let Some(v) = v {
-                if !valid_id(v) {
-                    return Err(StateError::BadId(v.clone()));
-                }
-                text.push_str(&format!("{name} {v}\n"));
+        let named = u.offer.iter().map(|v| ("offer", v));
+        for (name, v) in named.chain(u.deletes.iter().map(|v| ("delete", v))) {
+            if !valid_id(v) {
+                return Err(StateError::BadId(v.clone()));
             }
+            text.push_str(&format!("{name} {v}\n"));
         }
         Self::write(&self.undelivered().join(id), text.as_bytes())
     }
@@ -584,13 +585,14 @@ impl StateDir {
                 let bad = || StateError::BadUndelivered {
                     path: path.to_path_buf(),
                 };
-                let (mut link, mut token, mut offer, mut delete) = (None, None, None, None);
+                let (mut link, mut token, mut offer) = (None, None, None);
+                let mut deletes = Vec::new();
                 for line in text.lines() {
                     match line.split_once(' ') {
                         Some(("link", v)) => link = Some(Zeroizing::new(v.to_owned())),
                         Some(("token", v)) => token = Some(Zeroizing::new(v.to_owned())),
                         Some(("offer", v)) if valid_id(v) => offer = Some(v.to_owned()),
-                        Some(("delete", v)) if valid_id(v) => delete = Some(v.to_owned()),
+                        Some(("delete", v)) if valid_id(v) => deletes.push(v.to_owned()),
                         _ => return Err(bad()),
                     }
                 }
@@ -599,7 +601,7 @@ impl StateDir {
                         link,
                         token,
                         offer,
-                        delete,
+                        deletes,
                     }),
                     _ => Err(bad()),
                 }
@@ -851,12 +853,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = StateDir::open(&t.path().join("state")).unwrap();
         let (link, token) = usable();
-        let (record, offer, later) = (new_id([5; 8]), new_id([6; 8]), new_id([7; 8]));
+        let (record, offer) = (new_id([5; 8]), new_id([6; 8]));
+        // One later delete per copy of a multi-server link.
+        let later = vec![new_id([7; 8]), new_id([9; 8])];
         let u = Undelivered {
             link: Zeroizing::new(link.clone()),
             token: Zeroizing::new(token.clone()),
             offer: Some(offer.clone()),
-            delete: Some(later.clone()),
+            deletes: later.clone(),
         };
         d.save_undelivered(&record, &u).unwrap();
         assert!(!format!("{u:?}").contains(&token));
@@ -869,7 +873,7 @@ mod tests {
         assert_eq!(back.link.as_str(), link);
         assert_eq!(back.token.as_str(), token);
         assert_eq!(back.offer.as_deref(), Some(offer.as_str()));
-        assert_eq!(back.delete.as_deref(), Some(later.as_str()));
+        assert_eq!(back.deletes, later);
         assert!(matches!(
             scan.unreadable.as_slice(),
             [StateError::BadUndelivered { .. }]

@@ -259,7 +259,7 @@ impl Client {
         rng.fill_bytes(&mut b[..]);
         let secret = AnswerSecret::from_bytes(*b);
         let to = secret.public();
-        let (offer, key, closes) = self
+        let (offer, key) = self
             .offer_to_all_with(servers, payload, passphrase, kdf, Some(&to))
             .await?;
         let pending = PendingAnswer {
@@ -267,11 +267,11 @@ impl Client {
                 .link
                 .servers()
                 .into_iter()
-                .zip(closes)
-                .map(|((server, locator), polls_from)| LinkCopy {
+                .zip(&offer.copies)
+                .map(|((server, locator), times)| LinkCopy {
                     server,
                     locator,
-                    polls_from,
+                    polls_from: times.closes_at,
                 })
                 .collect(),
             token: offer.delete_token.clone(),

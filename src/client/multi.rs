@@ -44,12 +44,11 @@ impl Client {
     ) -> Result<Offer, OfferError> {
         self.offer_to_all_with(servers, payload, passphrase, kdf, None)
             .await
-            .map(|(offer, _key, _closes)| offer)
+            .map(|(offer, _key)| offer)
     }
 
     /// [`Client::offer_to_all`], every copy sealed with `answer_to` inside when given (and then
-    /// stored only on servers with mailboxes): the offer, the link key, and when each copy's
-    /// bucket closes on this machine's clock (in link order).
+    /// stored only on servers with mailboxes): the offer and the link key.
     pub(super) async fn offer_to_all_with(
         &self,
         servers: &[ServerAddr],
@@ -57,7 +56,7 @@ impl Client {
         passphrase: Passphrase,
         kdf: KdfProfile,
         answer_to: Option<&AnswerPublic>,
-    ) -> Result<(Offer, LinkKey, Vec<u64>), OfferError> {
+    ) -> Result<(Offer, LinkKey), OfferError> {
         let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
         let (first, rest) = match servers {
             [] => return Err(OfferError::Servers("no server given")),
@@ -65,7 +64,6 @@ impl Client {
                 return self
                     .offer_with(only, payload, passphrase, kdf, secrets, answer_to)
                     .await
-                    .map(|(offer, key, closes)| (offer, key, vec![closes]))
             }
             [first, rest @ ..] => (first, rest),
         };
@@ -81,7 +79,7 @@ impl Client {
         }
         // The first server's offer draws the salt and the token and derives the key; the other
         // copies reuse the key with nonces of their own.
-        let (mut offer, key, closes) = self
+        let (mut offer, key) = self
             .offer_with(first, payload, passphrase, kdf, secrets, answer_to)
             .await
             .map_err(|e| OfferError::AtServer {
@@ -89,7 +87,6 @@ impl Client {
                 source: Box::new(e),
             })?;
         let mut stored: Vec<Mirror> = Vec::new();
-        let mut all_closes = vec![closes];
         for (i, server) in rest.iter().enumerate() {
             // A pause of its own before each further copy (exponential, so that nothing in
             // its length points to the copy before): stored one right after another, the
@@ -120,10 +117,10 @@ impl Client {
                         server: server.clone(),
                         locator: s.id.locator(),
                     });
-                    all_closes.push(s.closes_here);
-                    offer.expires_at = offer
-                        .expires_at
-                        .max(s.id.created.saturating_add(s.info.ttl_secs));
+                    offer.copies.push(super::CopyTimes {
+                        closes_at: s.closes_here,
+                        expires_at: s.id.created.saturating_add(s.info.ttl_secs),
+                    });
                 }
                 Err(e) => {
                     self.take_back(&offer, &stored).await;
@@ -135,8 +132,10 @@ impl Client {
             }
         }
         offer.link.mirrors = stored;
-        offer.closes_at = all_closes.iter().copied().max().unwrap_or(offer.closes_at);
-        Ok((offer, key, all_closes))
+        let latest = |f: fn(&super::CopyTimes) -> u64| offer.copies.iter().map(f).max();
+        offer.closes_at = latest(|c| c.closes_at).unwrap_or(offer.closes_at);
+        offer.expires_at = latest(|c| c.expires_at).unwrap_or(offer.expires_at);
+        Ok((offer, key))
     }
 
     /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).

@@ -454,6 +454,20 @@ impl RdvLink {
             .collect()
     }
 
+    /// Copy `index` of the link (in link order, the first server's first) as a link to that
+    /// server alone, passphrase and all: what deleting that copy on its own needs, with the
+    /// deletion token's [`for_server`](crate::proto::DeleteToken::for_server) of the same
+    /// index. `None` past the last copy.
+    pub fn copy(&self, index: usize) -> Option<RdvLink> {
+        let (server, locator) = self.servers().into_iter().nth(index)?;
+        Some(RdvLink {
+            server,
+            locator,
+            mirrors: Vec::new(),
+            ..self.clone()
+        })
+    }
+
     /// The same link without its passphrase (two-channel mode).
     pub fn without_passphrase(&self) -> RdvLink {
         RdvLink {

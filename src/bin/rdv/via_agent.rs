@@ -354,11 +354,18 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             note!("the agent looks for the answer; take it with: rdv collect --agent --offer {id}");
         }
         if let Some(at) = r.get("delete_at").and_then(Value::as_u64) {
-            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
-            note!(
-                "the agent deletes the link at {} (a fixed time after its bucket's close)",
-                humantime::format_rfc3339_seconds(when)
-            );
+            match scheduled_deletes(&r).as_slice() {
+                [_, _, ..] => {
+                    note!("the agent deletes each copy a fixed time after its own bucket's close:");
+                    for (server, when) in scheduled_deletes(&r) {
+                        note!("  {server}: {when}");
+                    }
+                }
+                _ => note!(
+                    "the agent deletes the link at {} (a fixed time after its bucket's close)",
+                    rfc3339(at)
+                ),
+            }
             note!("note: give every offer the same --delete-after-close, those without --expect-answer too: deletes at a fixed time after the close of only the links that expect an answer (or only of some other kind) tell the server which links those are (docs/ANONYMITY.md)");
         } else if a.delete_after_close.is_some() {
             note!("no delete scheduled: the link expires before that time");
@@ -593,6 +600,28 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     crate::answer::print_answer(&answer)
 }
 
+/// A moment in unix seconds as RFC 3339 text.
+fn rfc3339(at: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+}
+
+/// The later deletes a reply names (`deletes`: one per copy), as server and moment, for the
+/// terminal: the server's address is shown cleaned of control characters (it came from the
+/// agent).
+fn scheduled_deletes(r: &Value) -> Vec<(String, String)> {
+    let Some(list) = r.get("deletes").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|d| {
+            let server = d.get("server")?.as_str()?;
+            let at = d.get("at")?.as_u64()?;
+            let (server, _) = crate::term::escape_for_terminal(server.as_bytes());
+            Some((server, rfc3339(at).to_string()))
+        })
+        .collect()
+}
+
 /// `rdv delete --agent [--later]`.
 pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     refuse_transport(&a.transport)?;
@@ -611,11 +640,18 @@ pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     if crate::out::json() {
         crate::out::emit("delete", r.as_object().cloned().unwrap_or_default());
     } else if let Some(at) = r.get("at").and_then(Value::as_u64) {
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
-        println!(
-            "delete scheduled for {} (the agent carries it out, even across restarts)",
-            humantime::format_rfc3339_seconds(when)
-        );
+        match scheduled_deletes(&r).as_slice() {
+            [_, _, ..] => {
+                println!("deletes scheduled, each copy at a moment of its own (the agent carries them out, even across restarts):");
+                for (server, when) in scheduled_deletes(&r) {
+                    println!("  {server}: {when}");
+                }
+            }
+            _ => println!(
+                "delete scheduled for {} (the agent carries it out, even across restarts)",
+                rfc3339(at)
+            ),
+        }
     } else {
         println!("deleted");
     }

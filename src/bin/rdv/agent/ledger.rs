@@ -141,7 +141,7 @@ impl Agent {
             self.stop_looking(id);
             let _ = self.state.forget(id);
         }
-        if let Some(id) = &kept.delete {
+        for id in &kept.deletes {
             if let Some(t) = self.deleters.lock().ok().and_then(|mut d| d.remove(id)) {
                 t.abort();
             }
@@ -159,7 +159,7 @@ impl Agent {
                         link,
                         token,
                         offer: None,
-                        delete: None,
+                        deletes: Vec::new(),
                     };
                     self.state.save_undelivered(record, &u)
                 }
@@ -377,7 +377,8 @@ pub(super) fn stopping() -> anyhow::Error {
 #[derive(Default, Clone)]
 pub(super) struct Kept {
     pub(super) offer: Option<String>,
-    pub(super) delete: Option<String>,
+    /// The later deletes decided at the offer, one per copy.
+    pub(super) deletes: Vec<String>,
     /// Its record as undelivered (`undelivered/ID`).
     pub(super) record: Option<String>,
 }

@@ -452,7 +452,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             if let Some(o) = &u.offer {
                 let _ = state.forget(o);
             }
-            if let Some(l) = &u.delete {
+            for l in &u.deletes {
                 let _ = state.forget_delete(l);
             }
         }

@@ -266,21 +266,44 @@ impl Agent {
                     return Ok((json!({ "deleted": true }), None));
                 }
                 let now = now();
-                // The link's expiry is not in the link: a day bounds it by default.
-                let at = delete_at(
-                    now,
-                    within_secs.unwrap_or(DELETE_WITHIN_SECS),
-                    now + 86_400,
-                    rand::random(),
-                );
-                let id = random_id();
-                // Kept without the passphrase: a delete needs the server, the locator and the
-                // token, and a copy of the state directory must not open the link.
-                let (link, token) = kept_text(&parsed, &parsed_token);
-                let d = LaterDelete { at, link, token };
-                self.state.save_delete(&id, &d)?;
-                self.delete_later(id.clone(), d);
-                Ok((json!({ "delete": id, "at": at, "deleted": false }), None))
+                // Each copy of a multi-server link at a moment drawn on its own: one moment
+                // for all (with the copies a spread pause apart) put their deletes side by
+                // side for servers comparing notes.
+                let mut scheduled = Vec::new();
+                let mut kept: Vec<(String, LaterDelete)> = Vec::new();
+                for i in 0..parsed.servers().len() {
+                    let Some(copy) = parsed.copy(i) else { break };
+                    let Ok(index) = u8::try_from(i) else { break };
+                    // The link's expiry is not in the link: a day bounds it by default.
+                    let at = delete_at(
+                        now,
+                        within_secs.unwrap_or(DELETE_WITHIN_SECS),
+                        now + 86_400,
+                        rand::random(),
+                    );
+                    let id = random_id();
+                    // Kept without the passphrase: a delete needs the server, the locator and
+                    // the token, and a copy of the state directory must not open the link.
+                    let (link, token) = kept_text(&copy, &parsed_token.for_server(index));
+                    let d = LaterDelete { at, link, token };
+                    // All kept or none: a failed request must not leave some copies' deletes.
+                    if let Err(e) = self.state.save_delete(&id, &d) {
+                        for (id, _) in &kept {
+                            let _ = self.state.forget_delete(id);
+                        }
+                        return Err(e.into());
+                    }
+                    scheduled
+                        .push(json!({ "delete": id, "server": copy.server.to_string(), "at": at }));
+                    kept.push((id, d));
+                }
+                for (id, d) in kept {
+                    self.delete_later(id, d);
+                }
+                let first = scheduled.first().cloned().unwrap_or_default();
+                let reply = json!({ "delete": first["delete"], "at": first["at"],
+                    "deletes": scheduled, "deleted": false });
+                Ok((reply, None))
             }
             // Handled by the connection.
             Request::Subscribe {} => Ok((json!({ "subscribed": true }), None)),
@@ -402,9 +425,13 @@ impl Agent {
         // Until its reply goes out, the link is recorded as handed to nobody: after a crash the
         // next start takes it back. The IDs of what is kept for it are drawn now, so that the
         // record names them.
+        let copies = offer.copies.len();
         let ids = Ids {
             offer: random_id(),
-            delete: random_id(),
+            deletes: match r.delete_after_close_secs {
+                Some(_) => (0..copies).map(|_| random_id()).collect(),
+                None => Vec::new(),
+            },
         };
         let record = random_id();
         let (link, token) = kept_text(&offer.link, &offer.delete_token);
@@ -412,7 +439,7 @@ impl Agent {
             link,
             token,
             offer: pending.as_ref().map(|_| ids.offer.clone()),
-            delete: r.delete_after_close_secs.map(|_| ids.delete.clone()),
+            deletes: ids.deletes.clone(),
         };
         if let Err(e) = self.state.save_undelivered(&record, &u) {
             let what = self.take_back(back).await;
@@ -442,29 +469,33 @@ impl Agent {
     ) -> Result<Value> {
         // When every copy's bucket is closed to every client, on this machine's clock.
         let closes_at = offer.closes_at;
-        // When the link has expired everywhere, on this machine's clock too.
-        let expires = offer.expires_at;
         for (server, locator) in offer.link.servers() {
             self.remember(server, locator, self.known_until(closes_at));
         }
         // A delete decided at the offer, at a fixed time after the close: it follows no fetch
         // and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the
-        // set). Past the link's expiry there is nothing left to delete.
-        let mut scheduled_delete = None;
+        // set). Each copy of a multi-server link at that time after its own bucket's close:
+        // deleted together at the latest close, a copy's delete told its server when another
+        // server's bucket closed, and put the copies' deletes side by side for servers
+        // comparing notes. Past a copy's expiry there is nothing left to delete.
+        let mut scheduled = Vec::new();
         if let Some(after) = r.delete_after_close_secs {
-            let at = closes_at.saturating_add(after);
-            if at < expires {
-                let id = ids.delete.clone();
-                let (link, token) = kept_text(&offer.link, &offer.delete_token);
+            for ((i, times), id) in offer.copies.iter().enumerate().zip(&ids.deletes) {
+                let at = times.closes_at.saturating_add(after);
+                let Some((copy, token)) = offer.copy(i).filter(|_| at < times.expires_at) else {
+                    continue;
+                };
+                let server = copy.server.to_string();
+                let (link, token) = kept_text(&copy, &token);
                 let d = LaterDelete { at, link, token };
-                self.state.save_delete(&id, &d)?;
-                if !self.offers.keep(key, |k| k.delete = Some(id.clone())) {
+                self.state.save_delete(id, &d)?;
+                if !self.offers.keep(key, |k| k.deletes.push(id.clone())) {
                     // A stop took the link back meanwhile, without this file.
-                    let _ = self.state.forget_delete(&id);
+                    let _ = self.state.forget_delete(id);
                     return Err(stopping());
                 }
                 self.delete_later(id.clone(), d);
-                scheduled_delete = Some((id, at));
+                scheduled.push(json!({ "delete": id, "server": server, "at": at }));
             }
         }
         let id = match pending {
@@ -547,9 +578,10 @@ impl Agent {
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
         }
-        if let Some((id, at)) = scheduled_delete {
-            f.insert("delete".into(), json!(id));
-            f.insert("delete_at".into(), json!(at));
+        if let Some(first) = scheduled.first() {
+            f.insert("delete".into(), first["delete"].clone());
+            f.insert("delete_at".into(), first["at"].clone());
+            f.insert("deletes".into(), json!(scheduled));
         }
         Ok(Value::Object(f))
     }
@@ -615,10 +647,11 @@ impl Agent {
     }
 }
 
-/// The IDs an offer's state and its later delete are kept under, drawn before either is saved.
+/// The IDs an offer's state and its later deletes (one per copy) are kept under, drawn before
+/// any is saved.
 struct Ids {
     offer: String,
-    delete: String,
+    deletes: Vec<String>,
 }
 
 struct OfferRequest {

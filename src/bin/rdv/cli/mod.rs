@@ -282,7 +282,7 @@ pub(crate) struct OfferArgs {
     #[command(flatten)]
     pub(crate) look: LookArgs,
     /// With --agent: the agent deletes the link this long after its bucket closes, whatever
-    /// happens to it. Decided now, the delete's time tells the server nothing about the
+    /// happens to it (each copy of a multi-server link this long after its own bucket closes). Decided now, the delete's time tells the server nothing about the
     /// accepter's fetch or answer (a delete after the answer does; docs/ANONYMITY.md).
     #[arg(long, value_name = "DURATION", value_parser = parse_span, requires = "agent", help_heading = "Agent")]
     pub(crate) delete_after_close: Option<Duration>,
@@ -438,7 +438,8 @@ pub(crate) struct DeleteArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
     /// With --agent: the agent deletes the link at a random moment within this long (default
-    /// an hour), even across its restarts. The moment still follows your request: asked right
+    /// an hour; each copy of a multi-server link at a moment of its own), even across its
+    /// restarts. The moment still follows your request: asked right
     /// after an answer, it still points to the answered link (rdv offer --agent
     /// --delete-after-close decides the delete at the offer instead).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = parse_span, requires = "agent")]
