@@ -618,23 +618,10 @@ impl Client {
         secrets: OfferSecrets,
         answer_to: Option<&AnswerPublic>,
     ) -> Result<(Offer, LinkKey), OfferError> {
-        let max = match answer_to {
-            None => seal::MAX_PAYLOAD,
-            Some(_) => seal::MAX_PAYLOAD_WITH_ANSWER,
-        };
-        if payload.len() > max {
-            return Err(SealError::PayloadTooLong {
-                len: payload.len(),
-                max,
-            }
-            .into());
-        }
         let OfferSecrets { salt, nonce, token } = secrets;
-        // The slow KDF runs before connecting, so the connection never sits idle.
         let key = self
-            .derive_key(&passphrase, &salt, kdf)
-            .await
-            .map_err(OfferError::KdfTask)??;
+            .link_key(payload, &passphrase, &salt, kdf, answer_to.is_some())
+            .await?;
         let sealed = match answer_to {
             None => seal::seal(&key, payload, nonce)?,
             Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce)?,
@@ -669,6 +656,39 @@ impl Client {
             }],
         };
         Ok((offer, key))
+    }
+
+    /// Check that `payload` fits a link (one that expects an answer holds less) and derive the
+    /// link key, before connecting anywhere (so a connection never sits idle during the slow
+    /// KDF). A client interrupted meanwhile (a stop, Ctrl-C) fails here: nothing is stored yet,
+    /// so nothing has to be taken back.
+    pub(crate) async fn link_key(
+        &self,
+        payload: &[u8],
+        passphrase: &Passphrase,
+        salt: &Salt,
+        kdf: KdfProfile,
+        expects_answer: bool,
+    ) -> Result<LinkKey, OfferError> {
+        let max = match expects_answer {
+            false => seal::MAX_PAYLOAD,
+            true => seal::MAX_PAYLOAD_WITH_ANSWER,
+        };
+        if payload.len() > max {
+            return Err(SealError::PayloadTooLong {
+                len: payload.len(),
+                max,
+            }
+            .into());
+        }
+        let key = self
+            .derive_key(passphrase, salt, kdf)
+            .await
+            .map_err(OfferError::KdfTask)??;
+        if *self.interrupted.borrow() {
+            return Err(OfferError::Interrupted);
+        }
+        Ok(key)
     }
 
     /// Store one sealed link on `server` with `token`'s check. Against a server of protocol

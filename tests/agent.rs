@@ -252,6 +252,26 @@ fn the_command_line_through_the_agent_offers_accepts_and_collects() {
         &[("RDV_AGENT", agent.socket())],
     ));
     assert_eq!(again.trim(), "smp://initiator");
+    // Answered already: the answer is not sent, but the payload comes all the same, in the
+    // JSON result beside the error and on standard output (before: the error alone).
+    let twice = |json: &[&str]| {
+        let args = [
+            json,
+            &["accept"][..],
+            &via,
+            &["--answer", "smp://again", &link],
+        ]
+        .concat();
+        let out = run_rdv(&args, None, &[]);
+        assert!(!out.status.success());
+        out
+    };
+    let e: Value = serde_json::from_slice(&twice(&["--json"]).stdout).unwrap();
+    assert_eq!(e["error"]["code"], "already_answered", "{e}");
+    assert_eq!(e["payload"], "smp://initiator", "{e}");
+    assert_eq!(e["answered"], false, "{e}");
+    let shown = twice(&[]).stdout;
+    assert_eq!(String::from_utf8_lossy(&shown).trim(), "smp://initiator");
     // The agent finds the answer on its own schedule; collect waits for it.
     let answer = ok(&run_rdv(
         &[&["collect", "--offer", &offer, "--wait", "2m"][..], &via].concat(),
@@ -728,7 +748,9 @@ fn each_copy_of_a_multi_server_link_is_deleted_on_a_schedule_of_its_own() {
     assert_eq!(gone_next["delete"], deletes[0]["delete"]);
     let at = |i: usize| deletes[i]["at"].as_u64().unwrap();
     assert!((8..=12).contains(&(at(0) - at(1))), "{o}");
+    // `delete`/`delete_at` name the last delete (after which the link is gone everywhere).
     assert_eq!(o["result"]["delete"], deletes[0]["delete"]);
+    assert_eq!(o["result"]["delete_at"], deletes[0]["at"]);
     // A later delete: a moment of its own for each copy, each copy deleted.
     let o = api.call(
         2,
@@ -866,6 +888,11 @@ fn min_k_holds_through_the_agent_and_policy_flags_are_refused() {
         &["--expect-answer", "--early"],
         &["--expect-answer", "--delete-now"],
         &["--expect-answer", "--poll-every", "2s"],
+        // Given with the default value, a flag is refused too: the agent's own value applies
+        // (before, these went through silently to an agent running other values).
+        &["--spread", "30s"],
+        &["--max-skew", "2m"],
+        &["--expect-answer", "--poll-every", "30s"],
     ] {
         let out = offer(flag);
         let e: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -902,26 +929,36 @@ fn a_stop_during_a_multi_server_offer_takes_back_its_first_copy() {
     let dir = tempfile::tempdir().unwrap();
     let a = server(&dir.path().join("a"), None);
     let b = server(&dir.path().join("b"), None);
-    // What server a answers: "Stored" for the copy, "Deleted" for its take-back.
-    let answers: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    // What each server answers: "Stored" for a copy, "Deleted" for its take-back (the copies
+    // go in a random order, so either may be the first).
+    let answers: Arc<Mutex<Vec<(usize, &'static str)>>> = Arc::default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = {
-        let answers = answers.clone();
-        rt.block_on(common::proxy::frame_proxy(
-            a.addr,
-            |_| false,
-            move |resp| answers.lock().unwrap().push(resp.kind()),
-        ))
-    };
+    let proxies: Vec<String> = [a.addr, b.addr]
+        .into_iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let answers = answers.clone();
+            rt.block_on(common::proxy::frame_proxy(
+                target,
+                |_| false,
+                move |resp| answers.lock().unwrap().push((i, resp.kind())),
+            ))
+            .to_string()
+        })
+        .collect();
     let agent = AgentProcess::start(dir.path(), &["--spread", "1h"]);
     let mut api = agent.api();
     api.send(
-        &serde_json::json!({"id": 7, "op": "offer", "servers": [proxy.to_string(),
-            b.addr.to_string()], "payload": "p", "kdf": "test"})
+        &serde_json::json!({"id": 7, "op": "offer", "servers": proxies, "payload": "p",
+            "kdf": "test"})
         .to_string(),
     );
+    let first_stored = || {
+        let a = answers.lock().unwrap();
+        a.iter().find(|(_, k)| *k == "Stored").map(|(i, _)| *i)
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !answers.lock().unwrap().contains(&"Stored") {
+    while first_stored().is_none() {
         assert!(Instant::now() < deadline, "the first copy was not stored");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -943,11 +980,21 @@ fn a_stop_during_a_multi_server_offer_takes_back_its_first_copy() {
         assert!(Instant::now() < deadline, "the agent did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let server = first_stored().unwrap();
     let answers = answers.lock().unwrap().clone();
-    let stored = answers.iter().position(|a| *a == "Stored").unwrap();
+    let mine: Vec<&str> = answers
+        .iter()
+        .filter(|(i, _)| *i == server)
+        .map(|(_, k)| *k)
+        .collect();
+    let stored = mine.iter().position(|a| *a == "Stored").unwrap();
     assert!(
-        answers[stored..].contains(&"Deleted"),
-        "the copy stored on the first server was not taken back: {answers:?}"
+        mine[stored..].contains(&"Deleted"),
+        "the copy stored first was not taken back: {answers:?}"
+    );
+    assert!(
+        !answers.iter().any(|(i, k)| *i != server && *k == "Stored"),
+        "the other copy was stored after the stop: {answers:?}"
     );
 }
 

@@ -3,21 +3,24 @@
 //!
 //! Each server gets its own sealed copy (the same link key, a fresh nonce, so the copies have
 //! nothing in common that servers comparing blobs could match) in a bucket of its own, with a
-//! delete token of its own derived from the offer's token. The copies are stored a random pause
-//! apart ([`ClientConfig::copy_spread`](super::ClientConfig::copy_spread)), and the accepter
+//! delete token of its own derived from the offer's token. The copies are stored in a random
+//! order, a random pause apart ([`ClientConfig::copy_spread`](super::ClientConfig::copy_spread)),
+//! and the accepter
 //! fetches one copy drawn at random, the next only if that one fails, so that servers comparing
 //! notes can chain neither the stores nor the fetches of one link by their times; it fails
 //! only when all fail, saying how each failed.
 
-use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError};
+use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError, Stored};
 use crate::proto::link::{Mirror, MAX_MIRRORS};
 use crate::proto::seal::{self, NONCE_LEN};
-use crate::proto::{AnswerPublic, KdfProfile, LinkKey, Locator, Passphrase, RdvLink, ServerAddr};
+use crate::proto::{
+    AnswerPublic, DeleteToken, KdfProfile, LinkKey, Locator, Passphrase, RdvLink, ServerAddr,
+};
+use rand::seq::SliceRandom;
 use rand::RngCore;
 
 /// The copies of `link` (server and locator) in a random order.
 fn in_random_order(link: &RdvLink) -> Vec<(ServerAddr, Locator)> {
-    use rand::seq::SliceRandom;
     let mut copies = link.servers();
     copies.shuffle(&mut rand::rngs::OsRng);
     copies
@@ -58,16 +61,16 @@ impl Client {
         answer_to: Option<&AnswerPublic>,
     ) -> Result<(Offer, LinkKey), OfferError> {
         let secrets = super::OfferSecrets::draw(&mut rand::rngs::OsRng);
-        let (first, rest) = match servers {
+        match servers {
             [] => return Err(OfferError::Servers("no server given")),
             [only] => {
                 return self
                     .offer_with(only, payload, passphrase, kdf, secrets, answer_to)
                     .await
             }
-            [first, rest @ ..] => (first, rest),
-        };
-        if rest.len() > MAX_MIRRORS {
+            _ => {}
+        }
+        if servers.len() > MAX_MIRRORS + 1 {
             return Err(OfferError::Servers("at most 5 servers in one link"));
         }
         if servers
@@ -77,75 +80,116 @@ impl Client {
         {
             return Err(OfferError::Servers("a server is named twice"));
         }
-        // The first server's offer draws the salt and the token and derives the key; the other
-        // copies reuse the key with nonces of their own.
-        let (mut offer, key) = self
-            .offer_with(first, payload, passphrase, kdf, secrets, answer_to)
-            .await
-            .map_err(|e| OfferError::AtServer {
-                server: first.to_string(),
-                source: Box::new(e),
-            })?;
-        let mut stored: Vec<Mirror> = Vec::new();
-        for (i, server) in rest.iter().enumerate() {
+        let super::OfferSecrets { salt, nonce, token } = secrets;
+        let key = self
+            .link_key(payload, &passphrase, &salt, kdf, answer_to.is_some())
+            .await?;
+        // The copies go in a random order: the link's first server first every time told
+        // servers comparing notes which of two copies' stores came first.
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        order.shuffle(&mut rand::rngs::OsRng);
+        let mut stored: Vec<(usize, Stored)> = Vec::new();
+        for (n, &i) in order.iter().enumerate() {
             // A pause of its own before each further copy (exponential, so that nothing in
             // its length points to the copy before): stored one right after another, the
             // copies of one link were chained across servers comparing notes by their store
             // times (a helper's attack rebuilt 16 of 18 links' chains on loopback). A process
             // stopping meanwhile takes back what was stored (nobody has the link yet).
-            if self.spread_pause().await {
-                self.take_back(&offer, &stored).await;
+            if n > 0 && self.spread_pause().await {
+                self.take_back(servers, &stored, &token).await;
                 return Err(OfferError::Interrupted);
             }
-            let mut nonce = [0u8; NONCE_LEN];
-            rand::rngs::OsRng.fill_bytes(&mut nonce);
-            let token = offer.delete_token.for_server((i + 1) as u8);
+            let nonce = match n {
+                0 => nonce,
+                _ => {
+                    let mut fresh = [0u8; NONCE_LEN];
+                    rand::rngs::OsRng.fill_bytes(&mut fresh);
+                    fresh
+                }
+            };
             let sealed = match answer_to {
                 None => seal::seal(&key, payload, nonce),
                 Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce),
             };
             let result = match sealed {
                 Ok(sealed) => {
-                    self.store_sealed(server, sealed, &token, answer_to.is_some())
+                    let token = token.for_server(i as u8);
+                    self.store_sealed(&servers[i], sealed, &token, answer_to.is_some())
                         .await
                 }
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok(s) => {
-                    stored.push(Mirror {
-                        server: server.clone(),
-                        locator: s.id.locator(),
-                    });
-                    offer.copies.push(super::CopyTimes {
-                        closes_at: s.closes_here,
-                        expires_at: s.id.created.saturating_add(s.info.ttl_secs),
-                    });
-                }
+                Ok(s) => stored.push((i, s)),
                 Err(e) => {
-                    self.take_back(&offer, &stored).await;
+                    self.take_back(servers, &stored, &token).await;
                     return Err(OfferError::AtServer {
-                        server: server.to_string(),
+                        server: servers[i].to_string(),
                         source: Box::new(e),
                     });
                 }
             }
         }
-        offer.link.mirrors = stored;
-        let latest = |f: fn(&super::CopyTimes) -> u64| offer.copies.iter().map(f).max();
-        offer.closes_at = latest(|c| c.closes_at).unwrap_or(offer.closes_at);
-        offer.expires_at = latest(|c| c.expires_at).unwrap_or(offer.expires_at);
+        // In link order: the first server's copy is the link's main one.
+        stored.sort_by_key(|(i, _)| *i);
+        let copies: Vec<super::CopyTimes> = stored
+            .iter()
+            .map(|(_, s)| super::CopyTimes {
+                closes_at: s.closes_here,
+                expires_at: s.id.created.saturating_add(s.info.ttl_secs),
+            })
+            .collect();
+        let mut stored = stored.into_iter().map(|(_, s)| s);
+        let Some(main) = stored.next() else {
+            return Err(OfferError::Servers("no server given"));
+        };
+        let mirrors = stored
+            .zip(&servers[1..])
+            .map(|(s, server)| Mirror {
+                server: server.clone(),
+                locator: s.id.locator(),
+            })
+            .collect();
+        let link = RdvLink {
+            server: servers[0].clone(),
+            locator: main.id.locator(),
+            mirrors,
+            salt,
+            kdf,
+            passphrase: Some(passphrase),
+        };
+        let offer = Offer {
+            link,
+            bucket: main.id,
+            delete_token: token,
+            server_info: main.info,
+            closes_at: copies
+                .iter()
+                .map(|c| c.closes_at)
+                .max()
+                .unwrap_or(main.closes_here),
+            expires_at: copies
+                .iter()
+                .map(|c| c.expires_at)
+                .max()
+                .unwrap_or_default(),
+            copies,
+        };
         Ok((offer, key))
     }
 
-    /// Delete the copies of a failed multi-server offer (best effort: they expire anyway).
-    async fn take_back(&self, offer: &Offer, mirrors: &[Mirror]) {
-        let _ = self
-            .delete_at(&offer.link.server, offer.link.locator, &offer.delete_token)
-            .await;
-        for (i, m) in mirrors.iter().enumerate() {
-            let token = offer.delete_token.for_server((i + 1) as u8);
-            let _ = self.delete_at(&m.server, m.locator, &token).await;
+    /// Delete the copies stored so far (by their index in `servers`) of a failed multi-server
+    /// offer (best effort: they expire anyway).
+    async fn take_back(
+        &self,
+        servers: &[ServerAddr],
+        stored: &[(usize, Stored)],
+        token: &DeleteToken,
+    ) {
+        for (i, s) in stored {
+            let _ = self
+                .delete_at(&servers[*i], s.id.locator(), &token.for_server(*i as u8))
+                .await;
         }
     }
 
@@ -245,9 +289,8 @@ impl Client {
     async fn delete_each_copy(
         &self,
         copies: &[(ServerAddr, Locator)],
-        token: &crate::proto::DeleteToken,
+        token: &DeleteToken,
     ) -> Vec<(ServerAddr, Result<(), DeleteError>)> {
-        use rand::seq::SliceRandom;
         let mut order: Vec<usize> = (0..copies.len()).collect();
         order.shuffle(&mut rand::rngs::OsRng);
         let mut out: Vec<(usize, ServerAddr, Result<(), DeleteError>)> =

@@ -88,20 +88,48 @@ pub async fn frame_proxy(
     cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
     alter: impl Fn(&mut rdv::proto::Response) + Send + Sync + 'static,
 ) -> SocketAddr {
+    proxy(target, cut, |_| false, alter).await
+}
+
+/// [`frame_proxy`] that passes everything but never answers a request for which `stall`
+/// holds: the connection stays open and silent (a server that hangs on it).
+pub async fn stalling_proxy(
+    target: SocketAddr,
+    stall: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+) -> SocketAddr {
+    proxy(target, |_| false, stall, |_| {}).await
+}
+
+async fn proxy(
+    target: SocketAddr,
+    cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+    stall: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+    alter: impl Fn(&mut rdv::proto::Response) + Send + Sync + 'static,
+) -> SocketAddr {
     use rdv::framed::{read_msg, write_msg};
     use rdv::proto::{Request, Response};
-    let (cut, alter) = (std::sync::Arc::new(cut), std::sync::Arc::new(alter));
+    let (cut, stall, alter) = (
+        std::sync::Arc::new(cut),
+        std::sync::Arc::new(stall),
+        std::sync::Arc::new(alter),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let (cut, alter) = (cut.clone(), alter.clone());
+            let (cut, stall, alter) = (cut.clone(), stall.clone(), alter.clone());
             tokio::spawn(async move {
                 let Ok(mut server) = TcpStream::connect(target).await else {
                     return;
                 };
                 // One answer to each request, in order, as the protocol has it.
                 while let Ok(req) = read_msg::<Request, _>(&mut client, 1 << 20).await {
+                    if stall(&req) {
+                        // Silent until the client goes away.
+                        let mut rest = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut rest).await;
+                        return;
+                    }
                     if cut(&req) || write_msg(&mut server, &req, u32::MAX).await.is_err() {
                         return;
                     }

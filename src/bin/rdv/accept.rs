@@ -83,27 +83,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     if !json {
         show_payload(&found.payload)?;
     }
-    let answered = match (&found.reply, answer) {
-        (Some(reply), Some(answer)) => {
-            client.answer(reply, &answer).await?;
-            note!("answered: the initiator can now collect the answer");
-            true
-        }
-        (None, Some(_)) => {
-            return Err(CliError::new(
-                "no_answer_expected",
-                rdv::client::ErrorKind::BadInput,
-                "this link does not expect an answer (its initiator did not ask for one); the answer was not sent",
-            )
-            .into())
-        }
-        (Some(_), None) => {
-            note!("note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)");
-            false
-        }
-        (None, None) => false,
-    };
-    if json {
+    let result = |answered: bool| {
         let mut f = fields! {
             "index" => found.index,
             "tried" => found.tried,
@@ -112,7 +92,42 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
             "answered" => answered,
         };
         crate::out::bytes_fields(&mut f, "payload", &found.payload);
-        crate::out::emit("accept", f);
+        f
+    };
+    // The answer not sent: the payload goes into the JSON result all the same (shown above
+    // without --json), so that a script need not fetch the bucket a second time.
+    let opened = |e: anyhow::Error| {
+        e.context(crate::error::Partial {
+            message: "the link opened, but the answer was not sent",
+            fields: result(false),
+        })
+    };
+    let answered = match (&found.reply, answer) {
+        (Some(reply), Some(answer)) => {
+            if let Err(e) = client.answer(reply, &answer).await {
+                return Err(opened(e.into()));
+            }
+            note!("answered: the initiator can now collect the answer");
+            true
+        }
+        (None, Some(_)) => {
+            return Err(opened(
+                CliError::new(
+                    "no_answer_expected",
+                    rdv::client::ErrorKind::BadInput,
+                    "this link does not expect an answer (its initiator did not ask for one)",
+                )
+                .into(),
+            ))
+        }
+        (Some(_), None) => {
+            note!("note: the initiator asks for an answer; to give one, run rdv accept again with --answer TEXT (or RDV_ANSWER, or --answer-file)");
+            false
+        }
+        (None, None) => false,
+    };
+    if json {
+        crate::out::emit("accept", result(answered));
     }
     Ok(())
 }

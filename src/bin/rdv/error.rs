@@ -11,13 +11,16 @@ use rdv::tor::auth::AuthKeyError;
 use rdv::tor::TorError;
 use rdv::ConfigError;
 
-/// An error the command line itself raises, with its code.
-#[derive(Debug, thiserror::Error)]
+/// An error the command line itself raises, with its code. Its `Debug` output leaves out what
+/// the command got (it may hold secrets).
+#[derive(thiserror::Error)]
 #[error("{message}")]
 pub(crate) struct CliError {
     pub(crate) code: &'static str,
     pub(crate) kind: ErrorKind,
     pub(crate) message: String,
+    /// What the command got before it failed, for its JSON result (see [`Partial`]).
+    pub(crate) got: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl CliError {
@@ -27,7 +30,50 @@ impl CliError {
             code,
             kind,
             message: message.into(),
+            got: None,
         }
+    }
+}
+
+impl std::fmt::Debug for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CliError")
+            .field("code", &self.code)
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a command (or the agent, for it) got before it failed: a [`Partial`] context's
+/// fields, or those of the first [`CliError`] that has some.
+pub(crate) fn partial(e: &anyhow::Error) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    e.downcast_ref::<Partial>().map(|p| &p.fields).or_else(|| {
+        e.chain()
+            .find_map(|c| c.downcast_ref::<CliError>()?.got.as_ref())
+    })
+}
+
+/// What a command got before it failed, for its JSON result: added as context to the failure,
+/// its fields go into the result beside `error` (an accepted link's payload when its answer
+/// could not be sent, so that a script need not fetch the bucket again). Shown as `message`;
+/// its `Debug` output leaves the fields out (they may hold secrets).
+pub(crate) struct Partial {
+    pub(crate) message: &'static str,
+    pub(crate) fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl std::fmt::Debug for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partial")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,7 +97,7 @@ pub(crate) fn print(e: &anyhow::Error, command: Option<&str>) {
     }
     if crate::out::json() {
         let (code, kind) = code(e);
-        crate::out::emit_error(command, code, kind.as_str(), &message);
+        crate::out::emit_error(command, code, kind.as_str(), &message, partial(e));
     }
 }
 

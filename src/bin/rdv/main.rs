@@ -19,6 +19,7 @@ mod client_config;
 mod config;
 mod demo;
 mod error;
+mod interrupt;
 mod keygen;
 mod offer;
 mod out;
@@ -114,7 +115,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
     if stray {
         let message = "unexpected argument (not shown: it may be a secret, such as a deletion token or a passphrase, given in the wrong place); see --help";
         if json {
-            out::emit_error(None, "usage", "bad-input", message);
+            out::emit_error(None, "usage", "bad-input", message, None);
         }
         eprintln!("error: {message}");
         return ExitCode::from(USAGE_EXIT);
@@ -129,7 +130,7 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         .next()
         .unwrap_or_default()
         .trim_start_matches("error: ");
-    out::emit_error(None, "usage", "bad-input", message);
+    out::emit_error(None, "usage", "bad-input", message, None);
     ExitCode::from(USAGE_EXIT)
 }
 
@@ -173,6 +174,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         // The client commands take the client configuration under their flags.
         let sub = matches.subcommand().map(|(_, m)| m);
+        via_agent::note_given(sub);
         let configured = |t: &mut cli::TransportArgs| -> anyhow::Result<()> {
             client_config::load()?.apply_transport(t, sub);
             Ok(())

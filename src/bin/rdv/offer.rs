@@ -122,6 +122,25 @@ async fn take_back(
     .await
 }
 
+/// Ctrl-C or SIGTERM came before the link was handed over: take it back at once (without the
+/// pauses between copies), as the error `cancelled`.
+async fn cancelled(
+    client: &Client,
+    offer: &rdv::client::Offer,
+    state: Option<&Path>,
+) -> anyhow::Error {
+    let why = anyhow::anyhow!("cancelled before the link was handed over");
+    take_back_as(
+        client,
+        offer,
+        why,
+        "cancelled",
+        rdv::client::ErrorKind::Local,
+        state,
+    )
+    .await
+}
+
 /// [`take_back`], the failure reported with `code` and `kind`. `state`: a state file this
 /// offer wrote, removed too (its keys are for an answer to a link nobody was given).
 async fn take_back_as(
@@ -134,6 +153,9 @@ async fn take_back_as(
 ) -> anyhow::Error {
     drop_state(state);
     let why = rdv::config::report(&*why).to_string();
+    // At once, without pauses between copies (as the agent's take-backs): nobody has the
+    // link, and the command is to end soon, Ctrl-C or not.
+    client.interrupt();
     let msg = match client.delete(&offer.link, &offer.delete_token).await {
         Ok(()) => {
             format!("{why}: nothing was handed over, and the link was deleted from the server")
@@ -243,25 +265,42 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let client = make_client(&a.transport, &servers, policy)
         .await?
         .with_copy_spread(a.spread);
-    let (offer, pending) = if a.expect_answer {
-        let (o, p) = client
-            .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)
-            .await?;
-        if let Some(state) = &a.state {
-            if let Err(e) = write_state(state, &p) {
-                // Not removed: the file that failed may be another one that was there.
-                return Err(take_back(&client, &o, e.context("--state"), None).await);
-            }
-        }
-        (o, Some(p))
-    } else {
-        (
+    // Until the link is handed over, Ctrl-C and SIGTERM take back what was stored: nobody has
+    // the link yet. Before, a multi-server offer interrupted while it waited to store a
+    // further copy left the copies stored so far on their servers until they expired.
+    let mut stop = crate::interrupt::scope();
+    let stored = async {
+        if a.expect_answer {
+            client
+                .offer_to_all_expecting_answer(&servers, &payload, passphrase, kdf)
+                .await
+                .map(|(o, p)| (o, Some(p)))
+        } else {
             client
                 .offer_to_all(&servers, &payload, passphrase, kdf)
-                .await?,
-            None,
-        )
+                .await
+                .map(|o| (o, None))
+        }
     };
+    tokio::pin!(stored);
+    let stored = tokio::select! {
+        r = &mut stored => r,
+        _ = stop.signalled() => {
+            // The pauses end, a copy on its way finishes, and what was stored is deleted.
+            client.interrupt();
+            (&mut stored).await
+        }
+    };
+    let (offer, pending) = stored?;
+    if stop.was_signalled() {
+        return Err(cancelled(&client, &offer, None).await);
+    }
+    if let (Some(p), Some(state)) = (&pending, &a.state) {
+        if let Err(e) = write_state(state, p) {
+            // Not removed: the file that failed may be another one that was there.
+            return Err(take_back(&client, &offer, e.context("--state"), None).await);
+        }
+    }
     // The bucket ID is not printed: its hash is the locator.
     note!(
         "stored; the bucket passed the anti-fingerprinting check (fresh, sequence number {} <= {})",
@@ -297,7 +336,6 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         );
     }
     if a.hold {
-        let signalled = crate::serve::signal_listener();
         note!("holding the link until the bucket closes at {when} (in {in_words}): handed over after that, the accepter's fetch hides among all the bucket's links");
         if crate::out::json() {
             crate::out::emit(
@@ -317,8 +355,10 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         );
         tokio::select! {
             _ = hold => {}
-            _ = signalled => {
-                // Nobody has the link yet: take it down rather than leave it behind.
+            _ = stop.signalled() => {
+                // Nobody has the link yet: take it down rather than leave it behind (at once,
+                // without pauses between the copies).
+                client.interrupt();
                 drop_state(a.state.as_deref());
                 return match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),
@@ -331,8 +371,15 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     }
     // With --hold: what an accepter will be told, from one fetch of the closed bucket.
     let verified = if a.hold {
-        // A count that cannot be had leaves a link nobody was given: taken back.
-        let k = match client.verified_links(&offer.link).await {
+        // A count that cannot be had leaves a link nobody was given: taken back. Ctrl-C
+        // during the count (which fetches every copy a pause apart) takes it back at once.
+        let counted = tokio::select! {
+            k = client.verified_links(&offer.link) => k,
+            _ = stop.signalled() => {
+                return Err(cancelled(&client, &offer, a.state.as_deref()).await);
+            }
+        };
+        let k = match counted {
             Ok(k) => k,
             Err(e) => {
                 let e = anyhow::Error::new(e);
@@ -347,6 +394,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         if let Some(min) = a.min_k {
             if let Some(why) = short_of_min_k(k, min) {
                 drop_state(a.state.as_deref());
+                client.interrupt();
                 return Err(match client.delete(&offer.link, &offer.delete_token).await {
                     Ok(()) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over and was deleted from the server")),
                     Err(e) => CliError::new("too_few_links", rdv::client::ErrorKind::ServerMisbehaved, format!("{why}: the link was not handed over, and could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))),
@@ -379,6 +427,10 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             );
         }
         note!("wrote the link's QR code to {}", png.display());
+    }
+    // Interrupted on the way here (the count, the QR code): nobody has the link yet.
+    if stop.was_signalled() {
+        return Err(cancelled(&client, &offer, a.state.as_deref()).await);
     }
     if crate::out::json() {
         let mut f = fields! {
@@ -413,6 +465,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             }
         }
         crate::out::emit("offer", f);
+        // The link is out: from here Ctrl-C and SIGTERM end the command (during --wait too;
+        // before, the hold's handlers swallowed them for the rest of the process).
+        stop.end();
         // The link goes out at once, so that a program can hand it over; the answer follows
         // on a line of its own.
         if let (Some(pending), Some(wait)) = (&pending, a.wait) {
@@ -444,6 +499,10 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         note!("To answer, they add --answer-file FILE (or --answer TEXT) to rdv accept.");
     }
     writeln!(out, "delete-token: {}", &*token)?;
+    out.flush()?;
+    // The link is out: from here Ctrl-C and SIGTERM end the command (during --wait too;
+    // before, the hold's handlers swallowed them for the rest of the process).
+    stop.end();
     if a.expect_answer {
         note!("Keep the delete token private. Let the link expire rather than delete it: a delete names your link, and after the answer it tells the server which fetch accepted it.");
     } else {

@@ -70,12 +70,21 @@ fn wipe(v: &mut Value) {
     }
 }
 
-/// A failed command's JSON result.
-pub(crate) fn emit_error(command: Option<&str>, code: &str, kind: &str, message: &str) {
+/// A failed command's JSON result, with `got`: what the command got before it failed.
+pub(crate) fn emit_error(
+    command: Option<&str>,
+    code: &str,
+    kind: &str,
+    message: &str,
+    got: Option<&Map<String, Value>>,
+) {
     let mut obj = Map::new();
     obj.insert("ok".into(), Value::Bool(false));
     if let Some(c) = command {
         obj.insert("command".into(), Value::String(c.into()));
+    }
+    for (k, v) in got.into_iter().flatten() {
+        obj.insert(k.clone(), v.clone());
     }
     let mut err = Map::new();
     err.insert("code".into(), Value::String(code.into()));

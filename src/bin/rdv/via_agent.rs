@@ -69,9 +69,38 @@ fn refuse_look(look: &crate::cli::LookArgs) -> Result<()> {
     )
 }
 
-/// The first flag `given` (true), refused: it has no effect with `--agent`, because `why`.
+/// The flags given on the command line of this process's command (their clap ids).
+static GIVEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Note which flags of the command `m` were given on its command line, so that a flag given
+/// with its default value is refused too: with `--agent` the agent's own value applies, which
+/// need not be the default (before, `--spread 30s` went through silently to an agent running
+/// another spread).
+pub(crate) fn note_given(m: Option<&clap::ArgMatches>) {
+    let given = m.map(|m| {
+        m.ids()
+            .filter(|id| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect()
+    });
+    let _ = GIVEN.set(given.unwrap_or_default());
+}
+
+/// Whether `flag` (`--max-skew`) was given on the command line.
+fn given_on_command_line(flag: &str) -> bool {
+    let id = flag.trim_start_matches('-').replace('-', "_");
+    GIVEN.get().is_some_and(|g| g.contains(&id))
+}
+
+/// The first flag that is set (`true`: a value other than the default) or was given on the
+/// command line, refused: it has no effect with `--agent`, because `why`.
 fn refuse_flags(given: &[(bool, &str)], why: &str) -> Result<()> {
-    match given.iter().find(|(g, _)| *g) {
+    match given
+        .iter()
+        .find(|(set, flag)| *set || given_on_command_line(flag))
+    {
         Some((_, flag)) => Err(CliError::new(
             "invalid_input",
             ErrorKind::BadInput,
@@ -205,11 +234,23 @@ impl Agent {
             if reply.ok {
                 return Ok(reply.result.unwrap_or(Value::Null));
             }
-            return Err(agent_error(reply.error.unwrap_or(api::ApiError {
+            let e = agent_error(reply.error.unwrap_or(api::ApiError {
                 code: "agent_error".into(),
                 kind: "local".into(),
                 message: "the agent failed without saying why".into(),
-            })));
+            }));
+            // What the request got before it failed (an accept whose answer was not sent).
+            let got = match reply.result {
+                Some(Value::Object(got)) => Some(got),
+                _ => None,
+            };
+            return Err(match (e.downcast::<CliError>(), got) {
+                (Ok(mut e), got) => {
+                    e.got = got;
+                    e.into()
+                }
+                (Err(e), _) => e,
+            });
         }
     }
 
@@ -536,8 +577,18 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
         min_k: a.min_k,
     };
     let mut agent = Agent::connect(&path).await?;
-    let r = agent.call(&request).await?;
+    let r = agent.call(&request).await;
     drop(request);
+    // The link opened but the answer was not sent: the payload is shown all the same, as
+    // without the agent (with --json it is in the error's result).
+    if let (Err(e), false) = (&r, crate::out::json()) {
+        if let Some(got) = crate::error::partial(e) {
+            if let Ok(payload) = bytes_of(&Value::Object(got.clone()), "payload") {
+                crate::accept::show_payload(&payload)?;
+            }
+        }
+    }
+    let r = r?;
     let payload = bytes_of(&r, "payload")?;
     note!(
         "opened link {} of {} in the bucket",

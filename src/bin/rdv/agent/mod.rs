@@ -245,7 +245,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                     }
                 },
                 Ok((result, after)) => (Reply::success(id, result), after),
-                Err(e) => (Reply::failure(id, api_error(&e)), None),
+                Err(e) => (ops::failure(id, &e), None),
             };
             let (ack, delivered) = tokio::sync::oneshot::channel();
             let out = Out {

@@ -76,6 +76,14 @@ fn random_id() -> String {
     new_id(random)
 }
 
+/// A failure's reply: its error, and what the request got before it failed, if anything (an
+/// accept whose answer was not sent: the accept's result).
+pub(super) fn failure(id: Value, e: &anyhow::Error) -> api::Reply {
+    let mut reply = api::Reply::failure(id, api_error(e));
+    reply.result = crate::error::partial(e).map(|f| Value::Object(f.clone()));
+    reply
+}
+
 /// An API error from a command-line error, with the command line's stable code.
 pub(super) fn api_error(e: &anyhow::Error) -> ApiError {
     let (code, kind) = crate::error::code(e);
@@ -300,8 +308,13 @@ impl Agent {
                 for (id, d) in kept {
                     self.delete_later(id, d);
                 }
-                let first = scheduled.first().cloned().unwrap_or_default();
-                let reply = json!({ "delete": first["delete"], "at": first["at"],
+                // `delete`/`at` as for a link on one server: the last delete.
+                let last = scheduled
+                    .iter()
+                    .max_by_key(|d| d["at"].as_u64())
+                    .cloned()
+                    .unwrap_or_default();
+                let reply = json!({ "delete": last["delete"], "at": last["at"],
                     "deletes": scheduled, "deleted": false });
                 Ok((reply, None))
             }
@@ -578,9 +591,11 @@ impl Agent {
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
         }
-        if let Some(first) = scheduled.first() {
-            f.insert("delete".into(), first["delete"].clone());
-            f.insert("delete_at".into(), first["at"].clone());
+        // `delete`/`delete_at` as for a link on one server: the last delete, after which the
+        // link is gone from every server.
+        if let Some(last) = scheduled.iter().max_by_key(|d| d["at"].as_u64()) {
+            f.insert("delete".into(), last["delete"].clone());
+            f.insert("delete_at".into(), last["at"].clone());
             f.insert("deletes".into(), json!(scheduled));
         }
         Ok(Value::Object(f))
@@ -617,33 +632,47 @@ impl Agent {
         {
             return Err(crate::accept::too_few_links(why));
         }
-        let answered = match (&found.reply, &answer) {
-            (Some(reply), Some(a)) => {
-                self.client.answer(reply, a).await?;
-                true
-            }
-            (None, Some(_)) => {
-                return Err(CliError::new(
-                    "no_answer_expected",
-                    ErrorKind::BadInput,
-                    "this link does not expect an answer; the answer was not sent",
-                )
-                .into())
-            }
-            _ => false,
+        let result = |answered: bool| {
+            let mut f = Map::new();
+            f.insert("index".into(), json!(found.index));
+            f.insert("tried".into(), json!(found.tried));
+            f.insert("links_verified".into(), json!(found.links_verified));
+            f.insert("answer_expected".into(), json!(found.reply.is_some()));
+            f.insert("answered".into(), json!(answered));
+            api::put_bytes(&mut f, "payload", &found.payload);
+            f
         };
+        // The answer not sent: the reply carries the payload all the same (as `rdv accept
+        // --json`), so that the caller need not fetch the bucket a second time.
+        let opened = |e: anyhow::Error| {
+            e.context(crate::error::Partial {
+                message: "the link opened, but the answer was not sent",
+                fields: result(false),
+            })
+        };
+        let answered =
+            match (&found.reply, &answer) {
+                (Some(reply), Some(a)) => {
+                    if let Err(e) = self.client.answer(reply, a).await {
+                        return Err(opened(e.into()));
+                    }
+                    true
+                }
+                (None, Some(_)) => return Err(opened(
+                    CliError::new(
+                        "no_answer_expected",
+                        ErrorKind::BadInput,
+                        "this link does not expect an answer (its initiator did not ask for one)",
+                    )
+                    .into(),
+                )),
+                _ => false,
+            };
         for (server, locator) in link.servers() {
             // The bucket lives at most a TTL; a day is enough for decoy fetches of it.
             self.remember(server, locator, now() + 86_400);
         }
-        let mut f = Map::new();
-        f.insert("index".into(), json!(found.index));
-        f.insert("tried".into(), json!(found.tried));
-        f.insert("links_verified".into(), json!(found.links_verified));
-        f.insert("answer_expected".into(), json!(found.reply.is_some()));
-        f.insert("answered".into(), json!(answered));
-        api::put_bytes(&mut f, "payload", &found.payload);
-        Ok(Value::Object(f))
+        Ok(Value::Object(result(answered)))
     }
 }
 

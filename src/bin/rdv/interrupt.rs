@@ -1,0 +1,139 @@
+//! Ctrl-C (SIGINT) and SIGTERM in a command that has something to take back when it is stopped
+//! before it hands a link over.
+//!
+//! The first [`scope`] of a process starts listening for both signals, for good: the handlers
+//! stay installed once made. So a signal that comes while no scope is open is given its
+//! default action here: the process ends by that signal, as it would have without the handlers
+//! (a shell or a script sees a process Ctrl-C ended, systemd a clean stop). Before, `rdv offer
+//! --hold --wait` ignored Ctrl-C and SIGTERM for the whole wait after its hold, since the
+//! hold's handlers swallowed them. Inside a scope the first signal goes to the scope (which
+//! takes back what was stored), a second ends the process at once.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use tokio::sync::watch;
+
+/// The process's signal listener.
+struct Listener {
+    /// How many signals went to a scope.
+    caught: watch::Sender<u64>,
+    /// How many scopes are open.
+    open: AtomicUsize,
+    /// An open scope has had its signal: the next one ends the process.
+    handed: AtomicBool,
+    /// The last signal handed to a scope.
+    last: AtomicI32,
+}
+
+static LISTENER: OnceLock<Option<Listener>> = OnceLock::new();
+
+/// End the process by `signal`'s default action (with the status of a process `signal`
+/// ended, 128 + its number, should that fail).
+fn die_by(signal: i32) -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    std::process::exit(128 + signal)
+}
+
+/// The listener, started on first use (from within the runtime). `None` where the signals
+/// cannot be listened for: they then keep their default action.
+fn listener() -> Option<&'static Listener> {
+    LISTENER
+        .get_or_init(|| {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (mut int, mut term) = (
+                signal(SignalKind::interrupt()).ok()?,
+                signal(SignalKind::terminate()).ok()?,
+            );
+            tokio::spawn(async move {
+                use signal_hook::consts::{SIGINT, SIGTERM};
+                loop {
+                    let got = tokio::select! {
+                        Some(()) = int.recv() => SIGINT,
+                        Some(()) = term.recv() => SIGTERM,
+                        else => return,
+                    };
+                    let Some(l) = LISTENER.get().and_then(Option::as_ref) else {
+                        die_by(got);
+                    };
+                    if l.open.load(Ordering::SeqCst) == 0 {
+                        die_by(got);
+                    }
+                    if l.handed.swap(true, Ordering::SeqCst) {
+                        eprintln!("interrupted again: stopping now; what was stored stays on the server until it expires");
+                        die_by(got);
+                    }
+                    l.last.store(got, Ordering::SeqCst);
+                    l.caught.send_modify(|n| *n += 1);
+                }
+            });
+            Some(Listener {
+                caught: watch::Sender::new(0),
+                open: AtomicUsize::new(0),
+                handed: AtomicBool::new(false),
+                last: AtomicI32::new(signal_hook::consts::SIGINT),
+            })
+        })
+        .as_ref()
+}
+
+/// A span of a command in which Ctrl-C or SIGTERM is handed to it rather than ending the
+/// process (see the module's documentation). Listening from the moment it is made.
+pub(crate) struct Scope {
+    seen: Option<(watch::Receiver<u64>, u64)>,
+}
+
+/// Open a [`Scope`]. Must be called from within the runtime.
+pub(crate) fn scope() -> Scope {
+    let seen = listener().map(|l| {
+        // What came before counts as before: read first, then open (a signal in between
+        // ends the process, as one before the scope would).
+        let rx = l.caught.subscribe();
+        let start = *rx.borrow();
+        l.open.fetch_add(1, Ordering::SeqCst);
+        (rx, start)
+    });
+    Scope { seen }
+}
+
+impl Scope {
+    /// Resolves once a signal has come in this scope (never where signals cannot be listened
+    /// for).
+    pub(crate) async fn signalled(&mut self) {
+        match &mut self.seen {
+            Some((rx, start)) => {
+                let start = *start;
+                if rx.wait_for(|n| *n > start).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether a signal has come in this scope.
+    pub(crate) fn was_signalled(&self) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|(rx, start)| *rx.borrow() > *start)
+    }
+
+    /// The command is past what the scope guarded (its link is out): close the scope, and
+    /// should a signal have come in it meanwhile, end the process by it now.
+    pub(crate) fn end(self) {
+        if self.was_signalled() {
+            if let Some(l) = listener() {
+                die_by(l.last.load(Ordering::SeqCst));
+            }
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if let Some(l) = self.seen.as_ref().and_then(|_| listener()) {
+            if l.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+                l.handed.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}
