@@ -1254,6 +1254,40 @@ fn signal_and_wait(
     None
 }
 
+/// `rdv ARGS…` with the tests' passphrase and no standard input, its standard output or
+/// error piped as asked (null otherwise), killed when dropped.
+fn spawn_rdv(args: &[&str], stdout: bool, stderr: bool) -> Reaped {
+    let pipe = |p: bool| if p { Stdio::piped() } else { Stdio::null() };
+    let child = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(args)
+        .env("RDV_PASSPHRASE", "correct horse battery staple river")
+        .stdin(Stdio::null())
+        .stdout(pipe(stdout))
+        .stderr(pipe(stderr))
+        .spawn()
+        .unwrap();
+    Reaped(child)
+}
+
+/// Two servers, each with `extra` flags and a metrics endpoint: the servers, and the sum of a
+/// metric over both (the copies of a multi-server link go in a random order).
+fn two_servers_with_metrics(
+    dir: &Path,
+    extra: &[&str],
+) -> (Vec<ServerProcess>, impl Fn(&str) -> f64) {
+    let (mut servers, mut metrics) = (Vec::new(), Vec::new());
+    for name in ["a", "b"] {
+        // Each port taken right before its server binds it (other tests pick ports too).
+        let m = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+        let at = m.to_string();
+        let flags = [extra, &["--metrics", &at]].concat();
+        servers.push(ServerProcess::start(&dir.join(name), &flags));
+        metrics.push(m);
+    }
+    let sum = move |name: &str| metrics.iter().map(|m| common::metric(*m, name)).sum();
+    (servers, sum)
+}
+
 /// Ctrl-C during `rdv offer --hold --wait` after the hold (while it looks for the answer) ends
 /// the command by the signal, as it does without --hold (a script running it stops too).
 /// Before, the hold's signal handlers stayed for the rest of the process and swallowed Ctrl-C
@@ -1264,8 +1298,8 @@ fn ctrl_c_after_a_hold_ends_the_wait_for_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "3s"]);
     let addr = server.addr.to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
+    let mut child = spawn_rdv(
+        &[
             "offer",
             "--max-skew",
             "2s",
@@ -1283,14 +1317,10 @@ fn ctrl_c_after_a_hold_ends_the_wait_for_the_answer() {
             "p",
             "--kdf",
             "test",
-        ])
-        .env("RDV_PASSPHRASE", "correct horse battery staple river")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
+        ],
+        false,
+        true,
+    );
     let mut err = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains("looking for the answer") {
@@ -1311,25 +1341,11 @@ fn ctrl_c_after_a_hold_ends_the_wait_for_the_answer() {
 #[test]
 fn ctrl_c_during_a_multi_server_offer_takes_back_what_it_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = [common::free_port(), common::free_port()]
-        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
-    let a = ServerProcess::start(
-        &dir.path().join("a"),
-        &["--metrics", &metrics[0].to_string()],
-    );
-    let b = ServerProcess::start(
-        &dir.path().join("b"),
-        &["--metrics", &metrics[1].to_string()],
-    );
-    // The copies go in a random order: both servers' links count.
-    let stored = || -> f64 {
-        metrics
-            .iter()
-            .map(|m| common::metric(*m, "rdv_links_stored"))
-            .sum()
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let (a, b) = (&servers[0], &servers[1]);
+    let stored = || sum("rdv_links_stored");
+    let mut child = spawn_rdv(
+        &[
             "--json",
             "offer",
             "--direct",
@@ -1343,14 +1359,10 @@ fn ctrl_c_during_a_multi_server_offer_takes_back_what_it_stored() {
             "p",
             "--kdf",
             "test",
-        ])
-        .env("RDV_PASSPHRASE", "correct horse battery staple river")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
+        ],
+        true,
+        false,
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while stored() < 1.0 {
         assert!(
@@ -1375,13 +1387,7 @@ fn ctrl_c_during_a_multi_server_offer_takes_back_what_it_stored() {
 #[test]
 fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = [common::free_port(), common::free_port()]
-        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)));
-    let servers = metrics.map(|m| {
-        let d = dir.path().join(m.port().to_string());
-        ServerProcess::start(&d, &["--open-window", "3s", "--metrics", &m.to_string()])
-    });
-    let sum = |name: &str| -> f64 { metrics.iter().map(|m| common::metric(*m, name)).sum() };
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &["--open-window", "3s"]);
     // Both servers hang on fetches (the count's): the count cannot end by itself in time.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fetching: Vec<String> = servers
@@ -1392,8 +1398,8 @@ fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
                 .to_string()
         })
         .collect();
-    let child = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args([
+    let mut child = spawn_rdv(
+        &[
             "--json",
             "offer",
             "--direct",
@@ -1414,14 +1420,10 @@ fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
             "p",
             "--kdf",
             "test",
-        ])
-        .env("RDV_PASSPHRASE", "correct horse battery staple river")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Reaped(child);
+        ],
+        true,
+        false,
+    );
     let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     // The "holding" line, then the hold (the close plus a pause of mean 1 s), then the count.
     let mut line = String::new();

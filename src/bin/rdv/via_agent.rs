@@ -395,17 +395,16 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             note!("the agent looks for the answer; take it with: rdv collect --agent --offer {id}");
         }
         if let Some(at) = r.get("delete_at").and_then(Value::as_u64) {
-            match scheduled_deletes(&r).as_slice() {
-                [_, _, ..] => {
-                    note!("the agent deletes each copy a fixed time after its own bucket's close:");
-                    for (server, when) in scheduled_deletes(&r) {
-                        note!("  {server}: {when}");
-                    }
-                }
-                _ => note!(
-                    "the agent deletes the link at {} (a fixed time after its bucket's close)",
-                    rfc3339(at)
-                ),
+            let lines = delete_lines(
+                &r,
+                at,
+                |when| {
+                    format!("the agent deletes the link at {when} (a fixed time after its bucket's close)")
+                },
+                "the agent deletes each copy a fixed time after its own bucket's close:",
+            );
+            for line in lines {
+                note!("{line}");
             }
             note!("note: give every offer the same --delete-after-close, those without --expect-answer too: deletes at a fixed time after the close of only the links that expect an answer (or only of some other kind) tell the server which links those are (docs/ANONYMITY.md)");
         } else if a.delete_after_close.is_some() {
@@ -656,21 +655,26 @@ fn rfc3339(at: u64) -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
 }
 
-/// The later deletes a reply names (`deletes`: one per copy), as server and moment, for the
-/// terminal: the server's address is shown cleaned of control characters (it came from the
-/// agent).
-fn scheduled_deletes(r: &Value) -> Vec<(String, String)> {
-    let Some(list) = r.get("deletes").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    list.iter()
+/// What a reply's scheduled deletes say, line by line: `one` of the moment `at` for a link on
+/// one server; for a multi-server link (`deletes`: one per copy), `many` and a line per copy
+/// with its server (cleaned of control characters: it came from the agent) and its moment.
+fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) -> Vec<String> {
+    let copies: Vec<String> = r
+        .get("deletes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
         .filter_map(|d| {
             let server = d.get("server")?.as_str()?;
             let at = d.get("at")?.as_u64()?;
             let (server, _) = crate::term::escape_for_terminal(server.as_bytes());
-            Some((server, rfc3339(at).to_string()))
+            Some(format!("  {server}: {}", rfc3339(at)))
         })
-        .collect()
+        .collect();
+    if copies.len() < 2 {
+        return vec![one(rfc3339(at).to_string())];
+    }
+    std::iter::once(many.to_owned()).chain(copies).collect()
 }
 
 /// `rdv delete --agent [--later]`.
@@ -691,17 +695,14 @@ pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     if crate::out::json() {
         crate::out::emit("delete", r.as_object().cloned().unwrap_or_default());
     } else if let Some(at) = r.get("at").and_then(Value::as_u64) {
-        match scheduled_deletes(&r).as_slice() {
-            [_, _, ..] => {
-                println!("deletes scheduled, each copy at a moment of its own (the agent carries them out, even across restarts):");
-                for (server, when) in scheduled_deletes(&r) {
-                    println!("  {server}: {when}");
-                }
-            }
-            _ => println!(
-                "delete scheduled for {} (the agent carries it out, even across restarts)",
-                rfc3339(at)
-            ),
+        let lines = delete_lines(
+            &r,
+            at,
+            |when| format!("delete scheduled for {when} (the agent carries it out, even across restarts)"),
+            "deletes scheduled, each copy at a moment of its own (the agent carries them out, even across restarts):",
+        );
+        for line in lines {
+            println!("{line}");
         }
     } else {
         println!("deleted");
