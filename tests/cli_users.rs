@@ -1453,6 +1453,55 @@ fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
     );
 }
 
+/// Ctrl-C while `rdv delete` waits between a multi-server link's copies deletes the rest at
+/// once and says so. Before, it ended the command with the other copies left on their servers
+/// and no word of it.
+#[test]
+fn ctrl_c_during_a_multi_server_delete_deletes_the_rest_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let offered = json(&rdv(
+        &[
+            "--json",
+            "offer",
+            "--direct",
+            "--server",
+            &a,
+            "--server",
+            &b,
+            "--spread",
+            "0s",
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ],
+        &pass,
+    ));
+    assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
+    let (link, token) = (str_of(&offered, "link"), str_of(&offered, "delete_token"));
+    let mut child = spawn_rdv(
+        &[
+            "delete", "--direct", link, "--token", token, "--spread", "1h",
+        ],
+        true,
+        false,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sum("rdv_links_stored") > 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no copy was deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the delete");
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(out.trim(), "deleted");
+    assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
+}
+
 /// A held link whose closed bucket cannot be counted (the server fails the fetch) is not
 /// handed over, and is taken back rather than left on the server where nobody holds its token.
 /// Before, the command failed and left the link behind.

@@ -184,8 +184,20 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
         client.delete(&link, &token).await?;
     } else {
         // Every copy: one left on a server that was down is still there to be fetched, and the
-        // user must hear so (and run the delete again later).
-        let outcomes = client.delete_each(&link, &token).await;
+        // user must hear so (and run the delete again later). Ctrl-C during the pauses between
+        // copies deletes the rest at once (before, it ended the command with copies left and
+        // said nothing); a second one ends it at once.
+        let mut stop = crate::interrupt::scope();
+        let each = client.delete_each(&link, &token);
+        tokio::pin!(each);
+        let outcomes = tokio::select! {
+            o = &mut each => o,
+            _ = stop.signalled() => {
+                client.interrupt();
+                (&mut each).await
+            }
+        };
+        drop(stop);
         // A copy that is not there any more (deleted before, expired) is not left over.
         let gone = |r: &Result<(), rdv::client::DeleteError>| {
             matches!(r, Ok(()) | Err(rdv::client::DeleteError::NothingToDelete))
