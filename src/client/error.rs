@@ -274,7 +274,9 @@ pub enum OfferError {
     },
     /// [`Client::interrupt`](super::Client::interrupt) came while a multi-server offer waited
     /// to store its next copy: the copies stored were deleted again (as far as they could be).
-    #[error("interrupted before every copy was stored; the copies stored were deleted again")]
+    #[error(
+        "interrupted before the link was stored everywhere; whatever was stored was deleted again"
+    )]
     Interrupted,
 }
 

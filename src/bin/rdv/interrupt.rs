@@ -9,20 +9,26 @@
 //! hold's handlers swallowed them. Inside a scope the first signal goes to the scope (which
 //! takes back what was stored), a second ends the process at once.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::watch;
 
 /// The process's signal listener.
 struct Listener {
     /// How many signals went to a scope.
     caught: watch::Sender<u64>,
-    /// How many scopes are open.
-    open: AtomicUsize,
+    /// The scopes, under one lock with the listener's decision, so that no signal is handed
+    /// to a scope that closes meanwhile.
+    scopes: Mutex<Scopes>,
+}
+
+#[derive(Default)]
+struct Scopes {
+    /// How many are open.
+    open: usize,
     /// An open scope has had its signal: the next one ends the process.
-    handed: AtomicBool,
+    handed: bool,
     /// The last signal handed to a scope.
-    last: AtomicI32,
+    last: i32,
 }
 
 static LISTENER: OnceLock<Option<Listener>> = OnceLock::new();
@@ -55,22 +61,24 @@ fn listener() -> Option<&'static Listener> {
                     let Some(l) = LISTENER.get().and_then(Option::as_ref) else {
                         die_by(got);
                     };
-                    if l.open.load(Ordering::SeqCst) == 0 {
+                    let Ok(mut s) = l.scopes.lock() else {
+                        die_by(got);
+                    };
+                    if s.open == 0 {
                         die_by(got);
                     }
-                    if l.handed.swap(true, Ordering::SeqCst) {
+                    if s.handed {
                         eprintln!("interrupted again: stopping now; what was stored stays on the server until it expires");
                         die_by(got);
                     }
-                    l.last.store(got, Ordering::SeqCst);
+                    s.handed = true;
+                    s.last = got;
                     l.caught.send_modify(|n| *n += 1);
                 }
             });
             Some(Listener {
                 caught: watch::Sender::new(0),
-                open: AtomicUsize::new(0),
-                handed: AtomicBool::new(false),
-                last: AtomicI32::new(signal_hook::consts::SIGINT),
+                scopes: Mutex::new(Scopes::default()),
             })
         })
         .as_ref()
@@ -84,13 +92,12 @@ pub(crate) struct Scope {
 
 /// Open a [`Scope`]. Must be called from within the runtime.
 pub(crate) fn scope() -> Scope {
-    let seen = listener().map(|l| {
-        // What came before counts as before: read first, then open (a signal in between
-        // ends the process, as one before the scope would).
+    let seen = listener().and_then(|l| {
+        let mut s = l.scopes.lock().ok()?;
         let rx = l.caught.subscribe();
         let start = *rx.borrow();
-        l.open.fetch_add(1, Ordering::SeqCst);
-        (rx, start)
+        s.open += 1;
+        Some((rx, start))
     });
     Scope { seen }
 }
@@ -117,23 +124,30 @@ impl Scope {
             .is_some_and(|(rx, start)| *rx.borrow() > *start)
     }
 
+    /// Close the scope: whether a signal came in it, and which.
+    fn close(&mut self) -> Option<i32> {
+        let (rx, start) = self.seen.take()?;
+        let l = listener()?;
+        let mut s = l.scopes.lock().ok()?;
+        s.open = s.open.saturating_sub(1);
+        let signalled = *rx.borrow() > start;
+        if s.open == 0 {
+            s.handed = false;
+        }
+        signalled.then_some(s.last)
+    }
+
     /// The command is past what the scope guarded (its link is out): close the scope, and
     /// should a signal have come in it meanwhile, end the process by it now.
-    pub(crate) fn end(self) {
-        if self.was_signalled() {
-            if let Some(l) = listener() {
-                die_by(l.last.load(Ordering::SeqCst));
-            }
+    pub(crate) fn end(mut self) {
+        if let Some(signal) = self.close() {
+            die_by(signal);
         }
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        if let Some(l) = self.seen.as_ref().and_then(|_| listener()) {
-            if l.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-                l.handed.store(false, Ordering::SeqCst);
-            }
-        }
+        self.close();
     }
 }

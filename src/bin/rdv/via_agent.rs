@@ -1,7 +1,7 @@
 //! `--agent`: `rdv offer`, `accept`, `collect` and `delete` sent to a running `rdv agent` over
 //! its socket (docs/AGENT.md), with the same output as without one.
 
-use crate::cli::{AcceptArgs, CollectArgs, DeleteArgs, OfferArgs, TransportArgs, UseAgent};
+use crate::cli::{AcceptArgs, CollectArgs, DeleteArgs, OfferArgs, UseAgent};
 use crate::error::CliError;
 use crate::out::{fields, note};
 use anyhow::{bail, Context, Result};
@@ -30,14 +30,20 @@ pub(crate) fn socket(u: &UseAgent) -> Result<Option<PathBuf>> {
 }
 
 /// With an agent, the agent's transport applies: a transport flag here would be ignored.
-fn refuse_transport(t: &TransportArgs) -> Result<()> {
+fn refuse_transport() -> Result<()> {
     refuse_flags(
+        // Given on the command line: a transport from the client configuration file is not
+        // the user's choice for this command (refused, it made every --agent command fail
+        // for a user whose file names a Tor setting, which the agent itself reads too).
         &[
-            (t.direct.is_some(), "--direct"),
-            (t.socks.is_some(), "--socks"),
-            (t.tor_config.is_some(), "--tor-config"),
-            (t.client_key.is_some(), "--client-key"),
-            (t.tor_dir.is_some(), "--tor-dir"),
+            (false, "--direct"),
+            (false, "--socks"),
+            (false, "--tor-config"),
+            (false, "--client-key"),
+            (false, "--tor-dir"),
+            (false, "--bootstrap-timeout"),
+            (false, "--connect-timeout"),
+            (false, "--attempt-timeout"),
         ],
         "the agent reaches servers its own way (set it when starting rdv agent)",
     )
@@ -288,7 +294,7 @@ fn bytes_of(v: &Value, name: &str) -> Result<Zeroizing<Vec<u8>>> {
 
 /// `rdv offer --agent`.
 pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
-    refuse_transport(&a.transport)?;
+    refuse_transport()?;
     let policy = rdv::proto::ClientPolicy::default();
     refuse_policy(&[
         (a.max_seq != policy.max_seq, "--max-seq"),
@@ -548,7 +554,7 @@ async fn wait_for(
 
 /// `rdv accept --agent`.
 pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
-    refuse_transport(&a.transport)?;
+    refuse_transport()?;
     refuse_policy(&[(
         a.min_effort != rdv::proto::ClientPolicy::default().min_effort,
         "--min-effort",
@@ -614,7 +620,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
 
 /// `rdv collect --agent --offer ID`.
 pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
-    refuse_transport(&a.transport)?;
+    refuse_transport()?;
     refuse_look(&a.look)?;
     let Some(id) = a.offer.clone() else {
         bail!("with --agent (or RDV_AGENT), name the offer with --offer ID (rdv offer --agent printed it)");
@@ -679,7 +685,7 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
 
 /// `rdv delete --agent [--later]`.
 pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
-    refuse_transport(&a.transport)?;
+    refuse_transport()?;
     refuse_policy(&[(a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread")])?;
     let link = crate::accept::read_link(a.link.take())?;
     let token = crate::accept::read_token(&mut a)?;

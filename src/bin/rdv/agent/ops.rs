@@ -627,6 +627,12 @@ impl Agent {
         }
         let passphrase = passphrase.map(|p| Passphrase::new(zeroize::Zeroizing::new(p).as_str()));
         let found = self.client.accept(&link, passphrase).await?;
+        // A bucket accepted from, for decoy fetches, whatever comes after (an answer that
+        // cannot be sent, too few links).
+        for (server, locator) in link.servers() {
+            // The bucket lives at most a TTL; a day is enough for decoy fetches of it.
+            self.remember(server, locator, now() + 86_400);
+        }
         if let Some(why) =
             min_k.and_then(|min| crate::offer::short_of_min_k(found.links_verified, min))
         {
@@ -668,10 +674,6 @@ impl Agent {
                 )),
                 _ => false,
             };
-        for (server, locator) in link.servers() {
-            // The bucket lives at most a TTL; a day is enough for decoy fetches of it.
-            self.remember(server, locator, now() + 86_400);
-        }
         Ok(Value::Object(result(answered)))
     }
 }
