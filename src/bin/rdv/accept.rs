@@ -188,15 +188,9 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
         // copies deletes the rest at once (before, it ended the command with copies left and
         // said nothing); a second one ends it at once.
         let mut stop = crate::interrupt::scope();
-        let each = client.delete_each(&link, &token);
-        tokio::pin!(each);
-        let outcomes = tokio::select! {
-            o = &mut each => o,
-            _ = stop.signalled() => {
-                client.interrupt();
-                (&mut each).await
-            }
-        };
+        let outcomes = stop
+            .finish(&client, client.delete_each(&link, &token))
+            .await;
         drop(stop);
         // A copy that is not there any more (deleted before, expired) is not left over.
         let gone = |r: &Result<(), rdv::client::DeleteError>| {

@@ -117,6 +117,24 @@ impl Scope {
         }
     }
 
+    /// Carry `work` out to its end; a signal in the scope meanwhile interrupts `client` (its
+    /// pauses between copies end, so what is left goes at once) without cutting the work off
+    /// (a copy on its way is stored or deleted, and known to be).
+    pub(crate) async fn finish<T>(
+        &mut self,
+        client: &rdv::client::Client,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => done,
+            _ = self.signalled() => {
+                client.interrupt();
+                work.await
+            }
+        }
+    }
+
     /// Whether a signal has come in this scope.
     pub(crate) fn was_signalled(&self) -> bool {
         self.seen

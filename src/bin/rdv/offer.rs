@@ -282,16 +282,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 .map(|o| (o, None))
         }
     };
-    tokio::pin!(stored);
-    let stored = tokio::select! {
-        r = &mut stored => r,
-        _ = stop.signalled() => {
-            // The pauses end, a copy on its way finishes, and what was stored is deleted.
-            client.interrupt();
-            (&mut stored).await
-        }
-    };
-    let (offer, pending) = stored?;
+    // Interrupted, the pauses end, a copy on its way finishes, and what was stored is deleted.
+    let (offer, pending) = stop.finish(&client, stored).await?;
     if stop.was_signalled() {
         return Err(cancelled(&client, &offer, None).await);
     }
