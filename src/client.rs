@@ -184,10 +184,19 @@ impl Offer {
     /// the token that deletes the copy there, so that each copy can be deleted at a moment of
     /// its own. `None` past the last copy.
     pub fn copy(&self, index: usize) -> Option<(RdvLink, DeleteToken)> {
-        let link = self.link.copy(index)?;
-        let token = self.delete_token.for_server(u8::try_from(index).ok()?);
-        Some((link, token))
+        copy_of(&self.link, &self.delete_token, index)
     }
+}
+
+/// Copy `index` of `link` (in link order) on its own, with the token that deletes it there,
+/// from the link's deletion token `token`. `None` past the last copy.
+pub fn copy_of(
+    link: &RdvLink,
+    token: &DeleteToken,
+    index: usize,
+) -> Option<(RdvLink, DeleteToken)> {
+    let copy = link.copy(index)?;
+    Some((copy, token.for_server(u8::try_from(index).ok()?)))
 }
 
 impl std::fmt::Debug for Offer {

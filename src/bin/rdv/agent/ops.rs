@@ -76,6 +76,13 @@ fn random_id() -> String {
     new_id(random)
 }
 
+/// Of the deletes scheduled for a link's copies (`delete`, `server`, `at`), the one a reply
+/// names as `delete` and `delete_at`/`at`, as for a link on one server: the last, after which
+/// the link is gone from every server.
+fn last_delete(scheduled: &[Value]) -> Option<&Value> {
+    scheduled.iter().max_by_key(|d| d["at"].as_u64())
+}
+
 /// A failure's reply: its error, and what the request got before it failed, if anything (an
 /// accept whose answer was not sent: the accept's result).
 pub(super) fn failure(id: Value, e: &anyhow::Error) -> api::Reply {
@@ -280,8 +287,10 @@ impl Agent {
                 let mut scheduled = Vec::new();
                 let mut kept: Vec<(String, LaterDelete)> = Vec::new();
                 for i in 0..parsed.servers().len() {
-                    let Some(copy) = parsed.copy(i) else { break };
-                    let Ok(index) = u8::try_from(i) else { break };
+                    let Some((copy, copy_token)) = rdv::client::copy_of(&parsed, &parsed_token, i)
+                    else {
+                        break;
+                    };
                     // The link's expiry is not in the link: a day bounds it by default.
                     let at = delete_at(
                         now,
@@ -292,7 +301,7 @@ impl Agent {
                     let id = random_id();
                     // Kept without the passphrase: a delete needs the server, the locator and
                     // the token, and a copy of the state directory must not open the link.
-                    let (link, token) = kept_text(&copy, &parsed_token.for_server(index));
+                    let (link, token) = kept_text(&copy, &copy_token);
                     let d = LaterDelete { at, link, token };
                     // All kept or none: a failed request must not leave some copies' deletes.
                     if let Err(e) = self.state.save_delete(&id, &d) {
@@ -308,12 +317,7 @@ impl Agent {
                 for (id, d) in kept {
                     self.delete_later(id, d);
                 }
-                // `delete`/`at` as for a link on one server: the last delete.
-                let last = scheduled
-                    .iter()
-                    .max_by_key(|d| d["at"].as_u64())
-                    .cloned()
-                    .unwrap_or_default();
+                let last = last_delete(&scheduled).cloned().unwrap_or_default();
                 let reply = json!({ "delete": last["delete"], "at": last["at"],
                     "deletes": scheduled, "deleted": false });
                 Ok((reply, None))
@@ -591,9 +595,7 @@ impl Agent {
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
         }
-        // `delete`/`delete_at` as for a link on one server: the last delete, after which the
-        // link is gone from every server.
-        if let Some(last) = scheduled.iter().max_by_key(|d| d["at"].as_u64()) {
+        if let Some(last) = last_delete(&scheduled) {
             f.insert("delete".into(), last["delete"].clone());
             f.insert("delete_at".into(), last["at"].clone());
             f.insert("deletes".into(), json!(scheduled));
