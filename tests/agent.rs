@@ -193,10 +193,32 @@ fn server_with_metrics(dir: &Path) -> (ServerProcess, SocketAddr) {
 #[test]
 fn the_command_line_through_the_agent_offers_accepts_and_collects() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(&dir.path().join("data"), None);
+    let (srv, metrics) = server_with_metrics(&dir.path().join("data"));
     let addr = srv.addr.to_string();
     let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
     let via = ["--agent", agent.socket()];
+    // A link that cannot be written (a full disk under a redirect) reached nobody: the agent
+    // takes it back, in either output form.
+    for form in [&[][..], &["--json"]] {
+        let lost = common::run_rdv_on_full_disk(
+            &[
+                form,
+                &["offer", "--server", &addr, "--expect-answer"],
+                &via,
+                &["--payload", "smp://lost", "--kdf", "test"],
+            ]
+            .concat(),
+            &[],
+        );
+        let e = String::from_utf8_lossy(&lost.stderr);
+        assert_eq!(lost.status.code(), Some(1), "{e}");
+        assert!(
+            e.contains("writing the link to standard output")
+                && e.contains("deleted from the server"),
+            "{e}"
+        );
+    }
+    assert_eq!(common::metric(metrics, "rdv_links_stored"), 0.0);
     let offered = ok(&run_rdv(
         &[
             &["offer", "--server", &addr, "--expect-answer"][..],
@@ -283,7 +305,15 @@ fn the_command_line_through_the_agent_offers_accepts_and_collects() {
     assert_eq!(e["answered"], false, "{e}");
     let shown = twice(&[]).stdout;
     assert_eq!(String::from_utf8_lossy(&shown).trim(), "smp://initiator");
-    // The agent finds the answer on its own schedule; collect waits for it.
+    // The agent finds the answer on its own schedule; collect waits for it. A collect that
+    // cannot write the answer leaves it with the agent for the next one.
+    let unwritten = common::run_rdv_on_full_disk(
+        &[&["collect", "--offer", &offer, "--wait", "2m"][..], &via].concat(),
+        &[],
+    );
+    let e = String::from_utf8_lossy(&unwritten.stderr);
+    assert_eq!(unwritten.status.code(), Some(1), "{e}");
+    assert!(e.contains("writing the answer to standard output"), "{e}");
     let answer = ok(&run_rdv(
         &[&["collect", "--offer", &offer, "--wait", "2m"][..], &via].concat(),
         None,

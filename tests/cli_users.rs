@@ -1502,6 +1502,75 @@ fn ctrl_c_during_a_multi_server_delete_deletes_the_rest_at_once() {
     assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
 }
 
+/// The same for `rdv collect --delete-now` on a multi-server link: Ctrl-C during the pause
+/// between the copies' deletes deletes the rest at once and still shows the answer. Before,
+/// it ended the command with a copy left and the answer unshown.
+#[test]
+fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let offered = json(&rdv(
+        &[
+            "--json",
+            "offer",
+            "--direct",
+            "--server",
+            &a,
+            "--server",
+            &b,
+            "--spread",
+            "0s",
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--state",
+            st,
+        ],
+        &pass,
+    ));
+    assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
+    let link = str_of(&offered, "link");
+    ok(
+        &rdv(
+            &["accept", "--json", "--direct", link, "--answer", "back"],
+            &[],
+        ),
+        "accept",
+    );
+    // The copies' deletes an hour apart on average: only Ctrl-C ends the pause in time.
+    let mut child = spawn_rdv(
+        &[
+            "collect",
+            "--direct",
+            "--state",
+            st,
+            "--early",
+            "--delete-now",
+            "--spread",
+            "1h",
+        ],
+        true,
+        false,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sum("rdv_links_stored") > 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no copy was deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the collect");
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(out.trim(), "back");
+    assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
+}
+
 /// A held link whose closed bucket cannot be counted (the server fails the fetch) is not
 /// handed over, and is taken back rather than left on the server where nobody holds its token.
 /// Before, the command failed and left the link behind.
@@ -1721,6 +1790,105 @@ fn an_output_that_fails_leaves_no_link_behind() {
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("rdv1:"),
         "no link handed out"
+    );
+}
+
+/// A link that cannot be written to standard output (a full disk under a redirect) reached
+/// nobody: it is taken back from the server, in every output form. An answer that cannot be
+/// written stays collectable (before, the state file's keys were cleared first and the answer
+/// was lost). A plain result that cannot be written is a clear error, not a panic.
+#[test]
+fn a_link_or_an_answer_that_cannot_be_written_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let at = m.to_string();
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--open-window", "3s", "--metrics", &at],
+    );
+    let addr = server.addr.to_string();
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let offer = [
+        "offer",
+        "--direct",
+        &addr,
+        "--payload",
+        "p",
+        "--kdf",
+        "test",
+    ];
+    for form in [
+        &[][..],
+        &["--json"],
+        &["--qr"],
+        &["--json", "--qr"],
+        &["--two-channel"],
+    ] {
+        let out = common::run_rdv_on_full_disk(&[&offer[..], form].concat(), &pass);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{form:?}: {e}");
+        assert!(
+            e.contains("writing the link to standard output")
+                && e.contains("the link was deleted from the server"),
+            "{form:?}: {e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    assert_eq!(
+        common::metric(m, "rdv_links_stored"),
+        0.0,
+        "a link was left"
+    );
+
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let o = ok(
+        &rdv(
+            &[
+                &offer[..],
+                &[
+                    "--json",
+                    "--max-skew",
+                    "2s",
+                    "--expect-answer",
+                    "--state",
+                    st,
+                ],
+            ]
+            .concat(),
+            &pass,
+        ),
+        "offer",
+    );
+    let link = str_of(&o, "link").to_string();
+    let token = str_of(&o, "delete_token").to_string();
+    ok(
+        &rdv(
+            &["accept", "--json", "--direct", &link, "--answer", "back"],
+            &[],
+        ),
+        "accept",
+    );
+    let collect = ["collect", "--direct", "--state", st, "--early"];
+    for form in [&[][..], &["--json"]] {
+        let out = common::run_rdv_on_full_disk(&[&collect[..], form].concat(), &[]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains("writing"), "{e}");
+        let kept = std::fs::read_to_string(&state).unwrap();
+        assert!(!kept.starts_with("rdv-answer-collected"), "keys cleared");
+    }
+    let c = ok(&rdv(&[&collect[..], &["--json"]].concat(), &[]), "collect");
+    assert_eq!(str_of(&c, "answer"), "back");
+
+    // A result that is not a secret's only copy: the command fails with the write's error.
+    let out = common::run_rdv_on_full_disk(&["delete", "--direct", &link, "--token", &token], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("error: writing to standard output: No space left on device")
+            && !e.contains("panicked"),
+        "{e}"
     );
 }
 

@@ -198,10 +198,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         min_k: Option<usize>,
     },
-    /// Take the answer to an offer, if it has come (the offer is then forgotten).
+    /// Take the answer to an offer, if it has come (the offer is then forgotten, unless `keep`).
     Collect {
         /// The offer's ID, from the offer's result.
         offer: String,
+        /// Keep the offer and its answer after the reply: the caller sends `forget` once it has
+        /// put the answer where it goes (a caller that cannot write it loses nothing).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep: bool,
     },
     /// Stop looking for an offer's answer and forget its secrets.
     Forget {

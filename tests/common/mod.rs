@@ -233,6 +233,26 @@ impl Drop for ServerProcess {
 /// Run the `rdv` binary with `args`, `stdin` as its standard input (empty if `None`) and `env`
 /// on top of an environment without any of rdv's secret variables; wait for it.
 pub fn run_rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std::process::Output {
+    run_rdv_into(args, stdin, env, std::process::Stdio::piped())
+}
+
+/// `rdv ARGS` with standard output on `/dev/full`, where every write fails (as on a full disk
+/// under a redirect): its status and standard error.
+pub fn run_rdv_on_full_disk(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    run_rdv_into(args, None, env, full.into())
+}
+
+/// `rdv ARGS` with standard output to `stdout`.
+fn run_rdv_into(
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+    stdout: std::process::Stdio,
+) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_rdv"))
@@ -247,7 +267,7 @@ pub fn run_rdv(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> std:
         .env("XDG_CONFIG_HOME", "/nonexistent/rdv-tests")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("run rdv");

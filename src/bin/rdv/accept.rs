@@ -127,7 +127,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         (None, None) => false,
     };
     if json {
-        crate::out::emit("accept", result(answered));
+        crate::out::emit("accept", result(answered))?;
     }
     Ok(())
 }
@@ -228,7 +228,7 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
         }
     }
     if crate::out::json() {
-        crate::out::emit("delete", fields! { "deleted" => true });
+        crate::out::emit("delete", fields! { "deleted" => true })?;
     } else {
         println!("deleted");
     }
@@ -290,7 +290,7 @@ pub(crate) async fn info(a: InfoArgs) -> Result<()> {
                 "ttl_secs" => i.ttl_secs,
                 "server_time" => i.server_time,
             },
-        );
+        )?;
         return Ok(());
     }
     println!("protocol version: {}", i.version);

@@ -160,7 +160,7 @@ pub(crate) async fn wait_for_answer(
                         "looks_from" => from,
                         "looks_until" => until,
                     },
-                );
+                )?;
             }
             note!(
                 "looking for the answer from {}{} until {}, at random moments ({} apart on average)",
@@ -177,8 +177,14 @@ pub(crate) async fn wait_for_answer(
         }
     };
     if answer.is_some() && look.delete_now {
+        // Ctrl-C during the pauses between a multi-server link's copies deletes the rest at
+        // once and goes on to the answer (before, it ended the command with copies left and
+        // the answer unshown); a second one ends it at once.
+        let mut stop = crate::interrupt::scope();
+        let retired = stop.finish(client, client.retire(pending)).await;
+        drop(stop);
         // Failing to delete it is not worth losing the answer over.
-        match client.retire(pending).await {
+        match retired {
             Ok(()) => note!("the link was deleted from the server (--delete-now)"),
             Err(e) => eprintln!(
                 "warning: the link could not be deleted ({}); it expires by itself",
@@ -206,17 +212,18 @@ pub(crate) fn no_answer(pending: &PendingAnswer) -> String {
 /// accept` prints a payload).
 pub(crate) fn print_answer(answer: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if stdout_is_terminal() {
+    let written = if stdout_is_terminal() {
         let (shown, escaped) = escape_for_terminal(answer);
         if escaped {
             note!("note: the answer holds control characters or invalid UTF-8; they are shown escaped (redirect standard output for the exact bytes)");
         }
-        writeln!(out, "{shown}")?;
+        writeln!(out, "{shown}")
     } else {
-        out.write_all(answer)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
+        out.write_all(answer).and_then(|()| out.write_all(b"\n"))
+    };
+    written
+        .and_then(|()| out.flush())
+        .context("writing the answer to standard output")
 }
 
 /// Run `rdv collect`.
@@ -234,7 +241,8 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         &pending.servers().cloned().collect::<Vec<_>>(),
         ClientPolicy::default(),
     )
-    .await?;
+    .await?
+    .with_copy_spread(a.spread);
     let Some(answer) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
         return Err(CliError::new(
             "no_answer_yet",
@@ -251,15 +259,18 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         )
         .into());
     };
-    mark_collected(state)?;
     drop(pending);
+    // Written first, the state's keys cleared after: an answer that cannot be written (standard
+    // output closed, a full disk under a redirect) is still in its mailbox, and the state file
+    // collects it again. The other order lost it (the keys were gone before the write failed).
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
         crate::out::bytes_fields(&mut f, "answer", &answer);
-        crate::out::emit("collect", f);
-        return Ok(());
+        crate::out::emit("collect", f)?;
+    } else {
+        print_answer(&answer)?;
     }
-    print_answer(&answer)
+    mark_collected(state)
 }
 
 /// The answer text of `rdv accept --answer/--answer-file`, if one was given.

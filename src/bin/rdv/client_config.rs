@@ -354,7 +354,7 @@ pub(crate) fn print() -> Result<()> {
             );
         }
         f.insert("settings".into(), s.into());
-        crate::out::emit("config", f);
+        crate::out::emit("config", f)?;
         return Ok(());
     }
     println!("config file: {file}");

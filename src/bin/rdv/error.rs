@@ -12,7 +12,7 @@ use rdv::tor::TorError;
 use rdv::ConfigError;
 
 /// An error the command line itself raises, with its code. Its `Debug` output leaves out what
-/// the command got (it may hold secrets).
+/// the command got (it may hold secrets), and dropped, it wipes it.
 #[derive(thiserror::Error)]
 #[error("{message}")]
 pub(crate) struct CliError {
@@ -31,6 +31,14 @@ impl CliError {
             kind,
             message: message.into(),
             got: None,
+        }
+    }
+}
+
+impl Drop for CliError {
+    fn drop(&mut self) {
+        if let Some(got) = &mut self.got {
+            crate::out::wipe_fields(got);
         }
     }
 }
@@ -57,7 +65,7 @@ pub(crate) fn partial(e: &anyhow::Error) -> Option<&serde_json::Map<String, serd
 /// What a command got before it failed, for its JSON result: added as context to the failure,
 /// its fields go into the result beside `error` (an accepted link's payload when its answer
 /// could not be sent, so that a script need not fetch the bucket again). Shown as `message`;
-/// its `Debug` output leaves the fields out (they may hold secrets).
+/// its `Debug` output leaves the fields out (they may hold secrets), and dropped, it wipes them.
 pub(crate) struct Partial {
     pub(crate) message: &'static str,
     pub(crate) fields: serde_json::Map<String, serde_json::Value>,
@@ -66,6 +74,12 @@ pub(crate) struct Partial {
 impl std::fmt::Display for Partial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.message)
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        crate::out::wipe_fields(&mut self.fields);
     }
 }
 

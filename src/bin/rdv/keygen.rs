@@ -29,7 +29,7 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
                 "key_file" => a.out.display().to_string(),
                 "public_key" => public,
             },
-        );
+        )?;
         return Ok(());
     }
     println!("{public}");

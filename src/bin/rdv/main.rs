@@ -66,9 +66,11 @@ fn main() -> ExitCode {
 }
 
 /// A reader that went away (`rdv config | head -c1`) makes `println!` panic (Rust ignores
-/// SIGPIPE): end quietly instead, with the status a SIGPIPE would have given (128 + 13), and
-/// leave every other panic to the default hook.
+/// SIGPIPE): end quietly instead, with the status a SIGPIPE would have given (128 + 13). Any
+/// other failed write to standard output (a full disk under a redirect) ends the command with
+/// that error and status 1, not a panic's report. Every other panic goes to the default hook.
 fn quiet_broken_pipe() {
+    use std::io::Write as _;
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -77,8 +79,16 @@ fn quiet_broken_pipe() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(141);
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            if why.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            // Not eprintln!: a failure to write this must not panic inside the panic hook.
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: writing to standard output: {why}"
+            );
+            std::process::exit(1);
         }
         default(info);
     }));

@@ -330,10 +330,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if a.hold {
         note!("holding the link until the bucket closes at {when} (in {in_words}): handed over after that, the accepter's fetch hides among all the bucket's links");
         if crate::out::json() {
-            crate::out::emit(
-                "offer",
-                fields! { "event" => "holding", "bucket_closes_at" => closes_at },
-            );
+            let event = fields! { "event" => "holding", "bucket_closes_at" => closes_at };
+            if let Err(e) = crate::out::emit("offer", event) {
+                // Nobody could be told the link after the hold either.
+                return Err(take_back(&client, &offer, e, a.state.as_deref()).await);
+            }
         }
         // Past the close by a random pause: a fetch of every held bucket right at its close
         // would tell the server which buckets hold a waiting initiator's link. The close on
@@ -424,77 +425,88 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if stop.was_signalled() {
         return Err(cancelled(&client, &offer, a.state.as_deref()).await);
     }
-    if crate::out::json() {
-        let mut f = fields! {
-            "event" => "stored",
-            "link" => &*link_text,
-            "delete_token" => &*token,
-            "two_channel" => a.two_channel,
-            "bucket_seq" => offer.bucket.seq,
-            "bucket_closes_at" => closes_at,
-            "bucket_closes_in_secs" => if a.hold { 0 } else { closes_in },
-            "held" => a.hold,
-            "answer_expected" => a.expect_answer,
-            "servers" => offer.link.servers().iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>(),
-        };
-        if let Some(k) = verified {
-            f.insert("links_verified".into(), serde_json::json!(k));
-        }
-        if a.two_channel {
-            f.insert("passphrase".into(), pass.as_str().into());
-        }
-        if let Some(state) = &a.state {
-            f.insert("state_file".into(), state.display().to_string().into());
-        }
-        if let Some(png) = &a.qr_png {
-            f.insert("qr_png".into(), png.display().to_string().into());
-        }
-        if a.qr {
-            // Standard output holds the one JSON object: the codes go to standard error.
-            eprintln!("{}", crate::qr::terminal(&link_text, a.qr_invert)?);
-            if a.two_channel {
-                eprintln!("{}", crate::qr::terminal(&pass, a.qr_invert)?);
+    // Handing the link over: a write that fails (standard output closed, a full disk under a
+    // redirect, a QR code that cannot be drawn) leaves a stored link that nobody has, so it is
+    // taken back as a failed --qr-png is.
+    let hand_over = || -> Result<()> {
+        if crate::out::json() {
+            let mut f = fields! {
+                "event" => "stored",
+                "link" => &*link_text,
+                "delete_token" => &*token,
+                "two_channel" => a.two_channel,
+                "bucket_seq" => offer.bucket.seq,
+                "bucket_closes_at" => closes_at,
+                "bucket_closes_in_secs" => if a.hold { 0 } else { closes_in },
+                "held" => a.hold,
+                "answer_expected" => a.expect_answer,
+                "servers" => offer.link.servers().iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>(),
+            };
+            if let Some(k) = verified {
+                f.insert("links_verified".into(), serde_json::json!(k));
             }
+            if a.two_channel {
+                f.insert("passphrase".into(), pass.as_str().into());
+            }
+            if let Some(state) = &a.state {
+                f.insert("state_file".into(), state.display().to_string().into());
+            }
+            if let Some(png) = &a.qr_png {
+                f.insert("qr_png".into(), png.display().to_string().into());
+            }
+            if a.qr {
+                // Standard output holds the one JSON object: the codes go to standard error.
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "{}", crate::qr::terminal(&link_text, a.qr_invert)?)?;
+                if a.two_channel {
+                    writeln!(err, "{}", crate::qr::terminal(&pass, a.qr_invert)?)?;
+                }
+            }
+            return crate::out::emit("offer", f);
         }
-        crate::out::emit("offer", f);
-        // The link is out: from here Ctrl-C and SIGTERM end the command (during --wait too;
-        // before, the hold's handlers swallowed them for the rest of the process).
-        stop.end();
-        // The link goes out at once, so that a program can hand it over; the answer follows
+        let mut out = std::io::stdout().lock();
+        // QR codes go with the result on standard output.
+        let qr = |text: &str, out: &mut dyn Write| -> Result<()> {
+            if a.qr {
+                writeln!(out, "{}", crate::qr::terminal(text, a.qr_invert)?)?;
+            }
+            Ok(())
+        };
+        writeln!(out, "link: {}", &*link_text)?;
+        qr(&link_text, &mut out)?;
+        if a.two_channel {
+            writeln!(out, "passphrase: {}", pass.as_str())?;
+            qr(&pass, &mut out)?;
+            note!("Send the other person the link through one channel and the passphrase through another (never both in one message). They run `rdv accept`, paste the link, then type the passphrase.");
+        } else {
+            note!("Send the other person the link; it contains the passphrase, so whoever sees it can open it (--two-channel splits them). They run `rdv accept` and paste the link.");
+        }
+        if a.expect_answer {
+            note!("To answer, they add --answer-file FILE (or --answer TEXT) to rdv accept.");
+        }
+        writeln!(out, "delete-token: {}", &*token)?;
+        out.flush()?;
+        Ok(())
+    };
+    if let Err(e) = hand_over() {
+        let why = e.context("writing the link to standard output");
+        return Err(take_back(&client, &offer, why, a.state.as_deref()).await);
+    }
+    // The link is out: from here Ctrl-C and SIGTERM end the command (during --wait too;
+    // before, the hold's handlers swallowed them for the rest of the process).
+    stop.end();
+    if crate::out::json() {
+        // The link went out at once, so that a program can hand it over; the answer follows
         // on a line of its own.
         if let (Some(pending), Some(wait)) = (&pending, a.wait) {
             let answer = wait_and_finish(&a, &client, pending, wait).await?;
             let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
             crate::out::bytes_fields(&mut f, "answer", &answer);
-            crate::out::emit("offer", f);
+            crate::out::emit("offer", f)?;
+            collected(&a)?;
         }
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
-    // QR codes go with the result on standard output.
-    let qr = |text: &str, out: &mut dyn Write| -> Result<()> {
-        if a.qr {
-            writeln!(out, "{}", crate::qr::terminal(text, a.qr_invert)?)?;
-        }
-        Ok(())
-    };
-    writeln!(out, "link: {}", &*link_text)?;
-    qr(&link_text, &mut out)?;
-    if a.two_channel {
-        writeln!(out, "passphrase: {}", pass.as_str())?;
-        qr(&pass, &mut out)?;
-        note!("Send the other person the link through one channel and the passphrase through another (never both in one message). They run `rdv accept`, paste the link, then type the passphrase.");
-    } else {
-        note!("Send the other person the link; it contains the passphrase, so whoever sees it can open it (--two-channel splits them). They run `rdv accept` and paste the link.");
-    }
-    if a.expect_answer {
-        note!("To answer, they add --answer-file FILE (or --answer TEXT) to rdv accept.");
-    }
-    writeln!(out, "delete-token: {}", &*token)?;
-    out.flush()?;
-    // The link is out: from here Ctrl-C and SIGTERM end the command (during --wait too;
-    // before, the hold's handlers swallowed them for the rest of the process).
-    stop.end();
     if a.expect_answer {
         note!("Keep the delete token private. Let the link expire rather than delete it: a delete names your link, and after the answer it tells the server which fetch accepted it.");
     } else {
@@ -512,18 +524,27 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let Some(wait) = a.wait else {
         return Ok(());
     };
-    out.flush()?;
-    drop(out);
     let answer = wait_and_finish(&a, &client, &pending, wait).await?;
     drop(pending);
     // On a line of its own like the others, so always escaped (a newline would end it).
     let (shown, _) = escape_for_terminal(&answer);
-    writeln!(std::io::stdout().lock(), "answer: {shown}")?;
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "answer: {shown}")
+        .and_then(|()| out.flush())
+        .context("writing the answer to standard output")?;
+    collected(&a)
 }
 
-/// `--wait`: wait for the answer; without one, say why (the link stays: it expires by itself);
-/// with one, remove the state file.
+/// The answer was written: the state file's keys go (a collect from it says so). Not before:
+/// an answer that could not be written is still in its mailbox, for `rdv collect`.
+fn collected(a: &OfferArgs) -> Result<()> {
+    match &a.state {
+        Some(state) => crate::answer::mark_collected(state),
+        None => Ok(()),
+    }
+}
+
+/// `--wait`: wait for the answer; without one, say why (the link stays: it expires by itself).
 async fn wait_and_finish(
     a: &OfferArgs,
     client: &Client,
@@ -562,8 +583,5 @@ async fn wait_and_finish(
             format!("{why}; {later}"),
         )));
     };
-    if let Some(state) = &a.state {
-        crate::answer::mark_collected(state)?;
-    }
     Ok(answer)
 }

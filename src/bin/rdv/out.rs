@@ -48,19 +48,27 @@ macro_rules! note {
 pub(crate) use note;
 
 /// A successful command's JSON result: `{"ok": true, "command": …, fields…}` on one line.
-pub(crate) fn emit(command: &str, fields: Map<String, Value>) {
+/// A result that cannot be written (standard output closed, a full disk under a redirect) is
+/// the command's failure: whoever runs it did not get it.
+pub(crate) fn emit(command: &str, fields: Map<String, Value>) -> anyhow::Result<()> {
     let mut obj = Map::new();
     obj.insert("ok".into(), Value::Bool(true));
     obj.insert("command".into(), Value::String(command.into()));
     obj.extend(fields);
     let mut v = Value::Object(obj);
-    print_line(&v);
+    let written = print_line(&v);
     // Results hold secrets (links, passphrases, tokens, payloads): wipe them once written.
     wipe(&mut v);
+    written.map_err(|e| anyhow::Error::new(e).context("writing the result to standard output"))
+}
+
+/// Overwrite every string in `fields` (what a command got: links, payloads, keys).
+pub(crate) fn wipe_fields(fields: &mut Map<String, Value>) {
+    fields.values_mut().for_each(wipe);
 }
 
 /// Overwrite every string in `v`.
-fn wipe(v: &mut Value) {
+pub(crate) fn wipe(v: &mut Value) {
     use zeroize::Zeroize;
     match v {
         Value::String(s) => s.zeroize(),
@@ -91,13 +99,17 @@ pub(crate) fn emit_error(
     err.insert("kind".into(), Value::String(kind.into()));
     err.insert("message".into(), Value::String(message.into()));
     obj.insert("error".into(), Value::Object(err));
-    print_line(&Value::Object(obj));
+    let mut v = Value::Object(obj);
+    // Standard error has the error too: nothing more to do when this line cannot be written.
+    let _ = print_line(&v);
+    wipe(&mut v);
 }
 
-fn print_line(v: &Value) {
+/// One JSON line on standard output, flushed.
+fn print_line(v: &Value) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", terminal_safe(&v.to_string()));
-    let _ = out.flush();
+    writeln!(out, "{}", terminal_safe(&v.to_string()))?;
+    out.flush()
 }
 
 /// A JSON text that is safe on a terminal too: serde_json escapes the C0 controls, and here

@@ -364,11 +364,14 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             return Err(e.context(format!("--qr-png: {what}")));
         }
     }
-    if crate::out::json() {
-        let mut f = r.as_object().cloned().unwrap_or_default();
-        f.insert("event".into(), "stored".into());
-        crate::out::emit("offer", f);
-    } else {
+    // A link that cannot be written (standard output closed, a full disk under a redirect, a
+    // QR code that cannot be drawn) reached nobody: taken back, as a failed --qr-png is.
+    let hand_over = || -> Result<()> {
+        if crate::out::json() {
+            let mut f = r.as_object().cloned().unwrap_or_default();
+            f.insert("event".into(), "stored".into());
+            return crate::out::emit("offer", f);
+        }
         let mut out = std::io::stdout().lock();
         writeln!(out, "link: {}", link.as_str())?;
         if a.qr {
@@ -382,6 +385,13 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             writeln!(out, "offer: {id}")?;
         }
         out.flush()?;
+        Ok(())
+    };
+    if let Err(e) = hand_over() {
+        let what = take_back(&mut agent, &r, offer_id).await;
+        return Err(e.context(format!("writing the link to standard output: {what}")));
+    }
+    if !crate::out::json() {
         if let Some(png) = &a.qr_png {
             note!("wrote the link's QR code to {}", png.display());
         }
@@ -423,13 +433,17 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     let from = r.get("looks_from").and_then(Value::as_u64);
     let answer = wait_for(&mut agent, &id, from, wait).await?;
     if crate::out::json() {
-        let mut f = fields! { "event" => "answer", "offer" => id };
+        let mut f = fields! { "event" => "answer", "offer" => &id };
         crate::out::bytes_fields(&mut f, "answer", &answer);
-        crate::out::emit("offer", f);
+        crate::out::emit("offer", f)?;
     } else {
         let (shown, _) = crate::term::escape_for_terminal(&answer);
-        writeln!(std::io::stdout().lock(), "answer: {shown}")?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "answer: {shown}")
+            .and_then(|()| out.flush())
+            .context("writing the answer to standard output")?;
     }
+    forget(&mut agent, &id).await;
     Ok(())
 }
 
@@ -495,6 +509,7 @@ async fn wait_for(
         match agent
             .call(&Request::Collect {
                 offer: id.to_owned(),
+                keep: true,
             })
             .await
         {
@@ -588,7 +603,10 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
     // without the agent (with --json it is in the error's result).
     if let (Err(e), false) = (&r, crate::out::json()) {
         if let Some(got) = crate::error::partial(e) {
-            if let Ok(payload) = bytes_of(&Value::Object(got.clone()), "payload") {
+            let mut got = Value::Object(got.clone());
+            let payload = bytes_of(&got, "payload");
+            crate::out::wipe(&mut got);
+            if let Ok(payload) = payload {
                 crate::accept::show_payload(&payload)?;
             }
         }
@@ -606,7 +624,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
             .map(|k| k as usize),
     );
     if crate::out::json() {
-        crate::out::emit("accept", r.as_object().cloned().unwrap_or_default());
+        crate::out::emit("accept", r.as_object().cloned().unwrap_or_default())?;
         return Ok(());
     }
     crate::accept::show_payload(&payload)?;
@@ -622,6 +640,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
 pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     refuse_transport()?;
     refuse_look(&a.look)?;
+    refuse_policy(&[(a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread")])?;
     let Some(id) = a.offer.clone() else {
         bail!("with --agent (or RDV_AGENT), name the offer with --offer ID (rdv offer --agent printed it)");
     };
@@ -643,17 +662,38 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
             wait_for(&mut agent, &id, from, wait).await?
         }
         None => bytes_of(
-            &agent.call(&Request::Collect { offer: id }).await?,
+            &agent
+                .call(&Request::Collect {
+                    offer: id.clone(),
+                    keep: true,
+                })
+                .await?,
             "answer",
         )?,
     };
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => true };
         crate::out::bytes_fields(&mut f, "answer", &answer);
-        crate::out::emit("collect", f);
-        return Ok(());
+        crate::out::emit("collect", f)?;
+    } else {
+        crate::answer::print_answer(&answer)?;
     }
-    crate::answer::print_answer(&answer)
+    forget(&mut agent, &id).await;
+    Ok(())
+}
+
+/// The answer to offer `id` is written: the agent may forget the offer now (it kept it, so that
+/// an answer that could not be written is not lost).
+async fn forget(agent: &mut Agent, id: &str) {
+    let request = Request::Forget {
+        offer: id.to_owned(),
+    };
+    if let Err(e) = agent.call(&request).await {
+        eprintln!(
+            "warning: the agent could not forget the answered offer ({}): it keeps the answer, and the next collect of {id} gets it again",
+            rdv::config::report(&*e)
+        );
+    }
 }
 
 /// A moment in unix seconds as RFC 3339 text.
@@ -699,7 +739,7 @@ pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     let r = agent.call(&request).await?;
     drop(request);
     if crate::out::json() {
-        crate::out::emit("delete", r.as_object().cloned().unwrap_or_default());
+        crate::out::emit("delete", r.as_object().cloned().unwrap_or_default())?;
     } else if let Some(at) = r.get("at").and_then(Value::as_u64) {
         let lines = delete_lines(
             &r,

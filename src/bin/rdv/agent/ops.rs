@@ -189,7 +189,7 @@ impl Agent {
                     .map_err(|e| bad_input(format!("answer: {e}")))?;
                 Ok((self.accept(&link, passphrase, answer, min_k).await?, None))
             }
-            Request::Collect { offer } => {
+            Request::Collect { offer, keep } => {
                 if self.was_delivered(&offer) {
                     return Err(no_such_offer(&offer));
                 }
@@ -224,6 +224,10 @@ impl Agent {
                     let mut f = Map::new();
                     f.insert("offer".into(), json!(offer));
                     api::put_bytes(&mut f, "answer", &answer);
+                    if keep {
+                        // The caller forgets it once the answer is where it goes.
+                        return Ok((Value::Object(f), None));
+                    }
                     // Forgotten once the reply is delivered, not before: a client gone
                     // meanwhile would lose the answer. The mark stays until then.
                     mark.keep();

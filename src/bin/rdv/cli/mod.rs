@@ -372,6 +372,10 @@ pub(crate) struct CollectArgs {
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
+    /// With --delete-now, for a multi-server link: the mean of a random pause (exponential)
+    /// before deleting each further copy, as `rdv delete --spread`.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]
