@@ -1453,53 +1453,63 @@ fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
     );
 }
 
+/// A link offered on two servers with metrics (its copies stored without a pause; `extra`: more
+/// offer flags): the servers, the sum of a metric over both, and the offer's JSON result.
+fn two_server_link(
+    dir: &Path,
+    extra: &[&str],
+) -> (Vec<ServerProcess>, impl Fn(&str) -> f64, Value) {
+    let (servers, sum) = two_servers_with_metrics(dir, &[]);
+    let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let offer = [
+        "--json",
+        "offer",
+        "--direct",
+        "--server",
+        &a,
+        "--server",
+        &b,
+        "--spread",
+        "0s",
+        "--payload",
+        "p",
+        "--kdf",
+        "test",
+    ];
+    let offered = json(&rdv(&[&offer[..], extra].concat(), &pass));
+    assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
+    (servers, sum, offered)
+}
+
+/// Run `args`, a command that deletes a two-server link's copies an hour apart on average,
+/// and Ctrl-C it once the first copy is gone: only the interruption ends the pause in time. It
+/// must end successfully with no copy left; its standard output.
+fn ctrl_c_after_the_first_delete(args: &[&str], sum: impl Fn(&str) -> f64) -> String {
+    let mut child = spawn_rdv(&[args, &["--spread", "1h"]].concat(), true, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sum("rdv_links_stored") > 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no copy was deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the command");
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
+    out
+}
+
 /// Ctrl-C while `rdv delete` waits between a multi-server link's copies deletes the rest at
 /// once and says so. Before, it ended the command with the other copies left on their servers
 /// and no word of it.
 #[test]
 fn ctrl_c_during_a_multi_server_delete_deletes_the_rest_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
-    let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
-    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
-    let offered = json(&rdv(
-        &[
-            "--json",
-            "offer",
-            "--direct",
-            "--server",
-            &a,
-            "--server",
-            &b,
-            "--spread",
-            "0s",
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-        ],
-        &pass,
-    ));
-    assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
+    let (_servers, sum, offered) = two_server_link(dir.path(), &[]);
     let (link, token) = (str_of(&offered, "link"), str_of(&offered, "delete_token"));
-    let mut child = spawn_rdv(
-        &[
-            "delete", "--direct", link, "--token", token, "--spread", "1h",
-        ],
-        true,
-        false,
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while sum("rdv_links_stored") > 1.0 {
-        assert!(std::time::Instant::now() < deadline, "no copy was deleted");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the delete");
-    assert!(status.success(), "{status:?}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+    let out = ctrl_c_after_the_first_delete(&["delete", "--direct", link, "--token", token], sum);
     assert_eq!(out.trim(), "deleted");
-    assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
 }
 
 /// The same for `rdv collect --delete-now` on a multi-server link: Ctrl-C during the pause
@@ -1508,33 +1518,9 @@ fn ctrl_c_during_a_multi_server_delete_deletes_the_rest_at_once() {
 #[test]
 fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
-    let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
-    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
     let state = dir.path().join("state");
     let st = state.to_str().unwrap();
-    let offered = json(&rdv(
-        &[
-            "--json",
-            "offer",
-            "--direct",
-            "--server",
-            &a,
-            "--server",
-            &b,
-            "--spread",
-            "0s",
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--expect-answer",
-            "--state",
-            st,
-        ],
-        &pass,
-    ));
-    assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
+    let (_servers, sum, offered) = two_server_link(dir.path(), &["--expect-answer", "--state", st]);
     let link = str_of(&offered, "link");
     ok(
         &rdv(
@@ -1543,32 +1529,15 @@ fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
         ),
         "accept",
     );
-    // The copies' deletes an hour apart on average: only Ctrl-C ends the pause in time.
-    let mut child = spawn_rdv(
-        &[
-            "collect",
-            "--direct",
-            "--state",
-            st,
-            "--early",
-            "--delete-now",
-            "--spread",
-            "1h",
-        ],
-        true,
-        false,
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while sum("rdv_links_stored") > 1.0 {
-        assert!(std::time::Instant::now() < deadline, "no copy was deleted");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the collect");
-    assert!(status.success(), "{status:?}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
-    assert_eq!(out.trim(), "back");
-    assert_eq!(sum("rdv_links_stored"), 0.0, "a copy was left");
+    let collect = [
+        "collect",
+        "--direct",
+        "--state",
+        st,
+        "--early",
+        "--delete-now",
+    ];
+    assert_eq!(ctrl_c_after_the_first_delete(&collect, sum).trim(), "back");
 }
 
 /// A held link whose closed bucket cannot be counted (the server fails the fetch) is not
