@@ -1288,7 +1288,7 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
             "--kdf",
             "test",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -1790,6 +1790,46 @@ fn an_answered_offer(dir: &Path) -> (ServerProcess, AgentProcess, Api, String) {
     let mut api = agent.subscribed();
     let offer = answered_offer(&mut api, &srv.addr.to_string(), 2);
     (srv, agent, api, offer)
+}
+
+/// A `collect` with `keep` (what the command line sends, so that an answer it cannot write is
+/// not lost) goes to one caller, as a plain one does: until its connection forgets the offer,
+/// another collect gets `collect_in_progress`; a connection that ends without forgetting leaves
+/// the answer for the next collect; its `forget` ends the offer as a delivered answer. Before
+/// (review, 2026-12-06), a kept answer went to every caller, and a second one's `forget` failed.
+#[test]
+fn an_answer_taken_with_keep_goes_to_one_caller_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, agent, _api, offer) = an_answered_offer(dir.path());
+    let offer = offer.as_str();
+    let keep = serde_json::json!({"op": "collect", "offer": offer, "keep": true});
+    let plain = serde_json::json!({"op": "collect", "offer": offer});
+    let mut first = agent.api();
+    let r = first.call(3, keep.clone());
+    assert_eq!(r["result"]["answer"], "smp://b", "{r}");
+    let other = agent.api().call(4, plain.clone());
+    assert_eq!(other["error"]["code"], "collect_in_progress", "{other}");
+    // The first caller ends without forgetting: the answer stays for the next one.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut second = agent.api();
+    loop {
+        let r = second.call(5, keep.clone());
+        if r["ok"] == true {
+            assert_eq!(r["result"]["answer"], "smp://b", "{r}");
+            break;
+        }
+        assert_eq!(r["error"]["code"], "collect_in_progress", "{r}");
+        assert!(
+            Instant::now() < deadline,
+            "the kept answer was not released"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let f = second.call(6, serde_json::json!({"op": "forget", "offer": offer}));
+    assert_eq!(f["result"]["forgotten"], true, "{f}");
+    let gone = agent.api().call(7, plain);
+    assert_eq!(gone["error"]["code"], "no_such_offer", "{gone}");
 }
 
 /// An answer the agent hands to a `collect` whose client is gone before the reply reaches it

@@ -1318,7 +1318,7 @@ fn ctrl_c_after_a_hold_ends_the_wait_for_the_answer() {
             "--kdf",
             "test",
         ],
-        false,
+        true,
         true,
     );
     let mut err = std::io::BufReader::new(child.0.stderr.take().unwrap());
@@ -1337,47 +1337,51 @@ fn ctrl_c_after_a_hold_ends_the_wait_for_the_answer() {
 
 /// Ctrl-C while a multi-server offer waits to store its next copy takes back the copy it
 /// stored (nobody has the link) and says so: the error `cancelled`. Before, the process died
-/// at once and left the first copy on its server until it expired.
+/// at once and left the first copy on its server until it expired. A hang-up (the terminal
+/// closed, an ssh session dropped) does the same (before, it left the copy: an attack,
+/// 2026-12-06).
 #[test]
 fn ctrl_c_during_a_multi_server_offer_takes_back_what_it_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
     let (a, b) = (&servers[0], &servers[1]);
     let stored = || sum("rdv_links_stored");
-    let mut child = spawn_rdv(
-        &[
-            "--json",
-            "offer",
-            "--direct",
-            "--server",
-            &a.addr.to_string(),
-            "--server",
-            &b.addr.to_string(),
-            "--spread",
-            "1h",
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-        ],
-        true,
-        false,
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while stored() < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first copy was not stored"
+    for signal in ["-INT", "-HUP"] {
+        let mut child = spawn_rdv(
+            &[
+                "--json",
+                "offer",
+                "--direct",
+                "--server",
+                &a.addr.to_string(),
+                "--server",
+                &b.addr.to_string(),
+                "--spread",
+                "1h",
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+            ],
+            true,
+            false,
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while stored() < 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first copy was not stored"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = signal_and_wait(&mut child.0, signal).expect("the signal did not end it");
+        assert_eq!(status.code(), Some(1), "{signal}: {status:?}");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_eq!(v["error"]["code"], "cancelled", "{signal}: {v}");
+        assert_eq!(stored(), 0.0, "{signal}: the first copy was not taken back");
     }
-    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the offer");
-    assert_eq!(status.code(), Some(1), "{status:?}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
-    assert_eq!(v["error"]["code"], "cancelled", "{v}");
-    assert_eq!(stored(), 0.0, "the first copy was not taken back");
 }
 
 /// Ctrl-C while `rdv offer --hold` counts a multi-server link's copies takes the link back at
@@ -1849,6 +1853,60 @@ fn a_link_or_an_answer_that_cannot_be_written_is_not_lost() {
     }
     let c = ok(&rdv(&[&collect[..], &["--json"]].concat(), &[]), "collect");
     assert_eq!(str_of(&c, "answer"), "back");
+
+    // Standard output closed (Rust's runtime gives the process /dev/null for it) or
+    // /dev/null: refused before anything is done, as the link or the answer would reach nobody.
+    let nowhere = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains("standard output is closed or /dev/null"), "{e}");
+    };
+    nowhere(&offer, &pass);
+    assert_eq!(
+        common::metric(m, "rdv_links_stored"),
+        1.0,
+        "only the answered link"
+    );
+    nowhere(&collect, &[]);
+    let key = dir.path().join("client.key");
+    let k = key.to_str().unwrap();
+    let onion = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:7625";
+    let keygen = ["keygen", "--server", onion, "--out", k];
+    nowhere(&keygen, &[]);
+    assert!(!key.exists());
+    // A public key that cannot be written: the secret half is removed again (no command shows
+    // the public half later), so that keygen can be run again.
+    let out = common::run_rdv_on_full_disk(&keygen, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!key.exists(), "a secret key whose public half nobody got");
+
+    // A standard error that cannot be written (a closed terminal, a full disk) ends nothing
+    // halfway: the offer goes through and its link is printed (before, it panicked after the
+    // store and left the link).
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(offer)
+        .env(pass[0].0, pass[0].1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("link: rdv1:"));
+    assert_eq!(common::metric(m, "rdv_links_stored"), 2.0);
 
     // A result that is not a secret's only copy: the command fails with the write's error.
     let out = common::run_rdv_on_full_disk(&["delete", "--direct", &link, "--token", &token], &[]);

@@ -618,3 +618,38 @@ fn a_collected_answer_is_not_handed_out_again_when_its_files_stay() {
     }
     drop(agent);
 }
+
+/// `rdv offer` whose standard output fills the disk after the link's line went out (the QR
+/// codes do not fit): the link is not taken back, since whoever read that line holds it, and
+/// the error says so. One whose very first line fails is taken back (`cli_users`). Before
+/// (review, 2026-12-06), any failed line took the link back, also after it had been read.
+#[test]
+fn an_offer_whose_output_fills_the_disk_after_the_link_keeps_the_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(&tmp.path().join("mnt"), "4k");
+    let m = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let server = ServerProcess::start(
+        &tmp.path().join("data"),
+        &["--open-window", "3s", "--metrics", &m.to_string()],
+    );
+    let out_path = fs.0.join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["offer", "--direct", &server.addr.to_string()])
+        .args(["--payload", "p", "--kdf", "test", "--qr", "--two-channel"])
+        .env("RDV_PASSPHRASE", "correct horse battery staple river")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("the link's line was written before this"), "{e}");
+    // Bytes: the disk filled up in the middle of a QR code's character.
+    let written = std::fs::read(&out_path).unwrap();
+    assert!(written.starts_with(b"link: rdv1:"), "{written:?}");
+    assert_eq!(
+        metric(m, "rdv_links_stored"),
+        1.0,
+        "the link was taken back"
+    );
+}

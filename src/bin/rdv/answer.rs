@@ -228,6 +228,7 @@ pub(crate) fn print_answer(answer: &[u8]) -> Result<()> {
 
 /// Run `rdv collect`.
 pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
+    crate::term::refuse_output_to_nowhere("the answer", "redirect it to a file")?;
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::collect(a, path).await;
     }

@@ -1,5 +1,6 @@
-//! Ctrl-C (SIGINT) and SIGTERM in a command that has something to take back when it is stopped
-//! before it hands a link over.
+//! Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed, an ssh session dropped) in a
+//! command that has something to take back when it is stopped before it hands a link over.
+//! SIGHUP is left alone when the process started with it ignored (`nohup`): it then goes on.
 //!
 //! The first [`scope`] of a process starts listening for both signals, for good: the handlers
 //! stay installed once made. So a signal that comes while no scope is open is given its
@@ -50,12 +51,25 @@ fn listener() -> Option<&'static Listener> {
                 signal(SignalKind::interrupt()).ok()?,
                 signal(SignalKind::terminate()).ok()?,
             );
+            // Before, a hang-up during --hold or a spread pause ended the process with its
+            // link stored and nobody holding it (an attack, 2026-12-06).
+            let mut hup = match hangup_ignored() {
+                true => None,
+                false => signal(SignalKind::hangup()).ok(),
+            };
             tokio::spawn(async move {
-                use signal_hook::consts::{SIGINT, SIGTERM};
+                use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
                 loop {
+                    let hangup = async {
+                        match &mut hup {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     let got = tokio::select! {
                         Some(()) = int.recv() => SIGINT,
                         Some(()) = term.recv() => SIGTERM,
+                        Some(()) = hangup => SIGHUP,
                         else => return,
                     };
                     let Some(l) = LISTENER.get().and_then(Option::as_ref) else {
@@ -82,6 +96,18 @@ fn listener() -> Option<&'static Listener> {
             })
         })
         .as_ref()
+}
+
+/// Whether SIGHUP was ignored when the process started (`nohup`, or a parent that ignores it),
+/// as Linux reports it (`SigIgn` in `/proc/self/status`, signal 1 its lowest bit). Unknown
+/// counts as not ignored.
+fn hangup_ignored() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
 }
 
 /// A span of a command in which Ctrl-C or SIGTERM is handed to it rather than ending the

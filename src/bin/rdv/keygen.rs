@@ -9,6 +9,7 @@ use std::io::Write;
 /// Run `rdv keygen`: write the secret half to `--out` (new file, mode 0600), print the public
 /// half for the operator.
 pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
+    crate::term::refuse_output_to_nowhere("the public key", "redirect it to a file")?;
     let mut random = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
     let key = ClientKey::from_random(&a.server, random).context("--server")?;
@@ -21,7 +22,7 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", a.out.display()))?;
     let public = key.public_line();
-    if out::json() {
+    let shown = if out::json() {
         out::emit(
             "keygen",
             fields! {
@@ -29,10 +30,22 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
                 "key_file" => a.out.display().to_string(),
                 "public_key" => public,
             },
-        )?;
+        )
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{public}")
+            .and_then(|()| out.flush())
+            .context("writing the public key to standard output")
+    };
+    if let Err(e) = shown {
+        // A secret half whose public half nobody got is no use, and no command shows it again:
+        // removed, so that keygen can be run again with the same --out.
+        let _ = std::fs::remove_file(&a.out);
+        return Err(e.context(format!("{} was removed again", a.out.display())));
+    }
+    if out::json() {
         return Ok(());
     }
-    println!("{public}");
     note!(
         "The secret key for {} is in {} (keep it private; use it with --client-key {}).",
         key.service(),

@@ -11,6 +11,22 @@
 
 #![forbid(unsafe_code)]
 
+/// `eprintln!` that never panics, for the whole binary (it shadows the standard one): a
+/// standard error that cannot be written (a closed terminal, a full disk, a reader gone) must
+/// not cut a command off halfway, leaving a stored link that is not taken back (an attack,
+/// 2026-12-06: `rdv offer 2>/dev/full` panicked after its store). What cannot be written is
+/// dropped; the command goes on.
+macro_rules! eprintln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod accept;
 mod agent;
 mod answer;
@@ -67,8 +83,10 @@ fn main() -> ExitCode {
 
 /// A reader that went away (`rdv config | head -c1`) makes `println!` panic (Rust ignores
 /// SIGPIPE): end quietly instead, with the status a SIGPIPE would have given (128 + 13). Any
-/// other failed write to standard output (a full disk under a redirect) ends the command with
-/// that error and status 1, not a panic's report. Every other panic goes to the default hook.
+/// other failed write to standard output by the command itself (on the main thread: a full
+/// disk under a redirect) ends it with that error and status 1, not a panic's report; one in a
+/// task of a long-running process (a server's "reachable" line) panics that task alone, as
+/// before. Every other panic goes to the default hook.
 fn quiet_broken_pipe() {
     use std::io::Write as _;
     let default = std::panic::take_hook();
@@ -82,6 +100,9 @@ fn quiet_broken_pipe() {
         if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
             if why.contains("Broken pipe") {
                 std::process::exit(141);
+            }
+            if std::thread::current().name() != Some("main") {
+                return default(info);
             }
             // Not eprintln!: a failure to write this must not panic inside the panic hook.
             let _ = writeln!(

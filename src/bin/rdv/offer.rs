@@ -176,6 +176,18 @@ async fn take_back_as(
     CliError::new(code, kind, msg).into()
 }
 
+/// Writing the rest of the output failed (`e`) after the link's line went out: the link is not
+/// taken back (whoever read that line holds it), and the error says so.
+pub(crate) fn shown_then_failed(e: anyhow::Error) -> anyhow::Error {
+    let why = rdv::config::report(&*e).to_string();
+    CliError::new(
+        "io",
+        rdv::client::ErrorKind::Local,
+        format!("writing to standard output: {why}; the link's line was written before this, so the link stays on the server (until it expires, or rdv delete with its token)"),
+    )
+    .into()
+}
+
 /// Remove the state file `state` an offer wrote, if any, when its link is not handed over.
 fn drop_state(state: Option<&Path>) {
     if let Some(p) = state {
@@ -216,6 +228,13 @@ pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 
 /// Run `rdv offer`.
 pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
+    // Nothing is stored for a link that would be written nowhere (a QR image holds it too).
+    if a.qr_png.is_none() {
+        crate::term::refuse_output_to_nowhere(
+            "the link",
+            "redirect it to a file, or give --qr-png FILE",
+        )?;
+    }
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::offer(a, path).await;
     }
@@ -425,9 +444,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if stop.was_signalled() {
         return Err(cancelled(&client, &offer, a.state.as_deref()).await);
     }
-    // Handing the link over: a write that fails (standard output closed, a full disk under a
-    // redirect, a QR code that cannot be drawn) leaves a stored link that nobody has, so it is
-    // taken back as a failed --qr-png is.
+    // Handing the link over: a write that fails before the link is out (a reader gone, a full
+    // disk under a redirect, a QR code that cannot be drawn) leaves a stored link that nobody
+    // has, so it is taken back as a failed --qr-png is. One that fails after the link's line
+    // went out leaves it: whoever read that line holds a link that must keep working.
+    let shown = std::cell::Cell::new(false);
     let hand_over = || -> Result<()> {
         if crate::out::json() {
             let mut f = fields! {
@@ -462,7 +483,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                     writeln!(err, "{}", crate::qr::terminal(&pass, a.qr_invert)?)?;
                 }
             }
-            return crate::out::emit("offer", f);
+            return Ok(crate::out::try_emit("offer", f)?);
         }
         let mut out = std::io::stdout().lock();
         // QR codes go with the result on standard output.
@@ -473,6 +494,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             Ok(())
         };
         writeln!(out, "link: {}", &*link_text)?;
+        out.flush()?;
+        shown.set(true);
         qr(&link_text, &mut out)?;
         if a.two_channel {
             writeln!(out, "passphrase: {}", pass.as_str())?;
@@ -489,6 +512,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         Ok(())
     };
     if let Err(e) = hand_over() {
+        if shown.get() {
+            return Err(shown_then_failed(e));
+        }
         let why = e.context("writing the link to standard output");
         return Err(take_back(&client, &offer, why, a.state.as_deref()).await);
     }

@@ -51,6 +51,12 @@ pub(crate) use note;
 /// A result that cannot be written (standard output closed, a full disk under a redirect) is
 /// the command's failure: whoever runs it did not get it.
 pub(crate) fn emit(command: &str, fields: Map<String, Value>) -> anyhow::Result<()> {
+    try_emit(command, fields)
+        .map_err(|e| anyhow::Error::new(e).context("writing the result to standard output"))
+}
+
+/// [`emit`], its failure the write's own error.
+pub(crate) fn try_emit(command: &str, fields: Map<String, Value>) -> std::io::Result<()> {
     let mut obj = Map::new();
     obj.insert("ok".into(), Value::Bool(true));
     obj.insert("command".into(), Value::String(command.into()));
@@ -59,7 +65,7 @@ pub(crate) fn emit(command: &str, fields: Map<String, Value>) -> anyhow::Result<
     let written = print_line(&v);
     // Results hold secrets (links, passphrases, tokens, payloads): wipe them once written.
     wipe(&mut v);
-    written.map_err(|e| anyhow::Error::new(e).context("writing the result to standard output"))
+    written
 }
 
 /// Overwrite every string in `fields` (what a command got: links, payloads, keys).

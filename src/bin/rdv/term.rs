@@ -317,6 +317,33 @@ pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
+/// Refuse, before anything is done, a command whose result would be lost: `what` cannot go
+/// anywhere when standard output is `/dev/null`, which is also what a closed standard output
+/// becomes (Rust's runtime opens `/dev/null` in its place, where every write succeeds, so the
+/// loss could not be noticed later: an attack, 2026-12-06, lost an answer with `rdv collect
+/// >&-` and left links with `rdv offer >&-`). `instead`: what to do about it. Where this
+/// cannot be told (no `/proc`), nothing is refused.
+pub(crate) fn refuse_output_to_nowhere(what: &str, instead: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(out), Ok(null)) = (
+        std::fs::metadata("/proc/self/fd/1"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return Ok(());
+    };
+    if (out.dev(), out.ino()) == (null.dev(), null.ino()) {
+        return Err(crate::error::CliError::new(
+            "invalid_input",
+            rdv::client::ErrorKind::BadInput,
+            format!(
+                "standard output is closed or /dev/null, so {what} would reach nobody; {instead}"
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Create a new file only its owner can read (mode 0600 on Unix); an existing file is never
 /// overwritten. For files that hold secrets: state files, client keys.
 pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {

@@ -127,6 +127,8 @@ struct Agent {
     /// The part of a line read so far: a read given up midway (a wait's timeout) keeps it
     /// here, and the next read goes on from it.
     partial: Zeroizing<Vec<u8>>,
+    /// Whether the agent takes `keep` on a collect (an agent from before it refuses the field).
+    keeps: bool,
 }
 
 /// The command line's error for an error the agent sent, with the agent's code and kind.
@@ -180,6 +182,7 @@ impl Agent {
             next_id: 1,
             events: VecDeque::new(),
             partial: Zeroizing::new(Vec::new()),
+            keeps: true,
         }
     }
 
@@ -366,14 +369,18 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     }
     // A link that cannot be written (standard output closed, a full disk under a redirect, a
     // QR code that cannot be drawn) reached nobody: taken back, as a failed --qr-png is.
+    // Once the link's line is out, a later failure leaves it (its reader holds it).
+    let shown = std::cell::Cell::new(false);
     let hand_over = || -> Result<()> {
         if crate::out::json() {
             let mut f = r.as_object().cloned().unwrap_or_default();
             f.insert("event".into(), "stored".into());
-            return crate::out::emit("offer", f);
+            return Ok(crate::out::try_emit("offer", f)?);
         }
         let mut out = std::io::stdout().lock();
         writeln!(out, "link: {}", link.as_str())?;
+        out.flush()?;
+        shown.set(true);
         if a.qr {
             writeln!(out, "{}", crate::qr::terminal(&link, a.qr_invert)?)?;
         }
@@ -388,8 +395,17 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         Ok(())
     };
     if let Err(e) = hand_over() {
+        if shown.get() {
+            return Err(crate::offer::shown_then_failed(e));
+        }
         let what = take_back(&mut agent, &r, offer_id).await;
-        return Err(e.context(format!("writing the link to standard output: {what}")));
+        let why = rdv::config::report(&*e).to_string();
+        return Err(CliError::new(
+            "io",
+            ErrorKind::Local,
+            format!("writing the link to standard output: {why}; {what}"),
+        )
+        .into());
     }
     if !crate::out::json() {
         if let Some(png) = &a.qr_png {
@@ -506,13 +522,7 @@ async fn wait_for(
     let span = rdv::proto::schedule::MAX_SPAN;
     let until = tokio::time::Instant::now() + before_first_look.min(span) + wait.min(span);
     loop {
-        match agent
-            .call(&Request::Collect {
-                offer: id.to_owned(),
-                keep: true,
-            })
-            .await
-        {
+        match take_answer(agent, id).await {
             Ok(r) => return bytes_of(&r, "answer"),
             // Not yet, or another collect of it is receiving it now (if that reply fails, the
             // answer stays for this one).
@@ -661,15 +671,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
                 .and_then(Value::as_u64);
             wait_for(&mut agent, &id, from, wait).await?
         }
-        None => bytes_of(
-            &agent
-                .call(&Request::Collect {
-                    offer: id.clone(),
-                    keep: true,
-                })
-                .await?,
-            "answer",
-        )?,
+        None => bytes_of(&take_answer(&mut agent, &id).await?, "answer")?,
     };
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => true };
@@ -682,9 +684,39 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Ask the agent for the answer to offer `id`, with `keep`: the agent forgets the offer when
+/// [`forget`] says the answer is written, so that one that cannot be written is not lost. An
+/// agent from before `keep` refuses the field: asked again without it (it then forgets the
+/// offer once the reply is delivered, as it always did).
+async fn take_answer(agent: &mut Agent, id: &str) -> Result<Value> {
+    if agent.keeps {
+        let keep = Request::Collect {
+            offer: id.to_owned(),
+            keep: true,
+        };
+        match agent.call(&keep).await {
+            Err(e)
+                if crate::error::code(&e).0 == "invalid_input"
+                    && format!("{e:#}").contains("keep") =>
+            {
+                agent.keeps = false;
+            }
+            r => return r,
+        }
+    }
+    let plain = Request::Collect {
+        offer: id.to_owned(),
+        keep: false,
+    };
+    agent.call(&plain).await
+}
+
 /// The answer to offer `id` is written: the agent may forget the offer now (it kept it, so that
 /// an answer that could not be written is not lost).
 async fn forget(agent: &mut Agent, id: &str) {
+    if !agent.keeps {
+        return;
+    }
     let request = Request::Forget {
         offer: id.to_owned(),
     };

@@ -189,6 +189,10 @@ pub(super) enum AfterReply {
     /// The answer to this offer went out in the reply: forgotten once delivered, kept for the
     /// next `collect` if not.
     Collected(String),
+    /// The answer went out in the reply of a `collect` with `keep`: the collect stays in
+    /// progress (another gets `collect_in_progress`) until this connection's `forget` of the
+    /// offer forgets it as a delivered answer, or the connection ends (kept for the next one).
+    Kept(String),
 }
 
 /// A stored offer whose reply is on its way: hand it to [`Agent::handed_over`] once delivered,

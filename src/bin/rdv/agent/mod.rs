@@ -153,6 +153,8 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = Vec::new();
     let mut events_task: Option<tokio::task::JoinHandle<()>> = None;
+    // The offers whose answers this connection took with `keep` and has not forgotten yet.
+    let kept: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
         let turn = tokio::select! {
             turn = in_flight.clone().acquire_owned() => turn,
@@ -196,6 +198,16 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             }
         };
         tracing::debug!(op = request.op(), "API request");
+        // This connection has the answer where it goes: the offer is forgotten as a delivered
+        // answer is (files removed, or retried; gone for collect and status meanwhile).
+        if let Request::Forget { offer } = &request {
+            if kept.lock().is_ok_and(|mut k| k.remove(offer)) {
+                agent.collected(offer);
+                let done = serde_json::json!({ "offer": offer, "forgotten": true });
+                let _ = tx.send(Out::plain(Reply::success(id, done).line())).await;
+                continue;
+            }
+        }
         if matches!(request, Request::Subscribe {}) && events_task.is_none() {
             let mut events = agent.events.subscribe();
             let tx = tx.clone();
@@ -225,7 +237,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 }
             }));
         }
-        let (agent, tx) = (agent.clone(), tx.clone());
+        let (agent, tx, kept) = (agent.clone(), tx.clone(), kept.clone());
         // An offer counts as in flight until its reply is delivered: a stop waits for it.
         // Any other request counts until its reply is written: a stop lets it finish.
         let (flight, request_in_flight) = match request {
@@ -247,6 +259,10 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 Ok((result, after)) => (Reply::success(id, result), after),
                 Err(e) => (ops::failure(id, &e), None),
             };
+            // Listed before the reply goes out: the caller's `forget` may come right after it.
+            if let (Some(AfterReply::Kept(offer)), Ok(mut k)) = (&after, kept.lock()) {
+                k.insert(offer.clone());
+            }
             let (ack, delivered) = tokio::sync::oneshot::channel();
             let out = Out {
                 line: reply.line(),
@@ -264,12 +280,17 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                     );
                 }
                 (true, Some(AfterReply::Collected(offer))) => agent.collected(&offer),
-                (false, Some(AfterReply::Collected(offer))) => {
+                (false, Some(AfterReply::Collected(offer) | AfterReply::Kept(offer))) => {
+                    if let Ok(mut k) = kept.lock() {
+                        k.remove(&offer);
+                    }
                     agent.collect_ended(&offer);
                     tracing::info!(
                         "a collected answer's reply could not be delivered (its client is gone); the answer is kept for the next collect"
                     )
                 }
+                // Forgotten when the caller says so, or kept when its connection ends.
+                (true, Some(AfterReply::Kept(_))) => {}
                 (_, None) => {}
             }
             drop(flight);
@@ -285,6 +306,16 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     }
     drop(tx);
     let _ = writer.await;
+    // Answers taken with `keep` and never forgotten: their caller may not have them (it ended
+    // before saying so), so they stay for the next collect. The writer is done, so every
+    // request's task has sent its reply (and listed what it kept) by now.
+    let left: Vec<String> = kept
+        .lock()
+        .map(|mut k| k.drain().collect())
+        .unwrap_or_default();
+    for offer in left {
+        agent.collect_ended(&offer);
+    }
 }
 
 /// Tell a connection beyond [`MAX_CONNECTIONS`] why it is closed (bounded: a client that does

@@ -224,13 +224,13 @@ impl Agent {
                     let mut f = Map::new();
                     f.insert("offer".into(), json!(offer));
                     api::put_bytes(&mut f, "answer", &answer);
-                    if keep {
-                        // The caller forgets it once the answer is where it goes.
-                        return Ok((Value::Object(f), None));
-                    }
-                    // Forgotten once the reply is delivered, not before: a client gone
+                    // Forgotten once the reply is delivered (with `keep`: once the caller
+                    // says it has the answer where it goes), not before: a client gone
                     // meanwhile would lose the answer. The mark stays until then.
                     mark.keep();
+                    if keep {
+                        return Ok((Value::Object(f), Some(AfterReply::Kept(offer))));
+                    }
                     return Ok((Value::Object(f), Some(AfterReply::Collected(offer))));
                 }
                 if self.state.has(&offer) {

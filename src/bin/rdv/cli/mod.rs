@@ -374,7 +374,7 @@ pub(crate) struct CollectArgs {
     pub(crate) look: LookArgs,
     /// With --delete-now, for a multi-server link: the mean of a random pause (exponential)
     /// before deleting each further copy, as `rdv delete --spread`.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span, requires = "delete_now")]
     pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
