@@ -40,9 +40,10 @@ def pub(sk):
 def dh(sk, pk):
     return X25519PrivateKey.from_private_bytes(sk).exchange(X25519PublicKey.from_public_bytes(pk))
 
-def seal_answer(K, I, b, nonce, payload):
+def seal_answer(K, I, b, nonce, payload, mailbox=None):
     B = pub(b)
-    mailbox = sha3(b"rdv mailbox v1", K, I)
+    if mailbox is None:
+        mailbox = sha3(b"rdv mailbox v1", K, I)
     hk = sha3(b"rdv answer header v1", K, I)
     hidden = bytes(x ^ y for x, y in zip(B, chacha_stream(hk, nonce[:12], 32)))
     ak = sha3(b"rdv answer key v1", K, dh(b, I), I, B)
@@ -78,6 +79,11 @@ hk = sha3(b"rdv answer header v1", K, I)
 lowo = nonce + chacha_stream(hk, nonce[:12], 32) + short[56:]
 out.append("answer.low-order-key fails " + lowo.hex())
 out.append("answer.random fails " + bytes(range(256)).hex())
+# A multi-server link in format 3 (section 15.7): a mailbox per copy, named by its place j.
+copy = [sha3(b"rdv mailbox per copy v1", K, I, bytes([j])) for j in range(2)]
+out.append(f"answer.copy-mailboxes ok copy0={copy[0].hex()} copy1={copy[1].hex()}")
+_, copy1 = seal_answer(K, I, b, nonce, b"simplex://reply-queue", copy[1])
+out.append("answer.copy1-short ok " + copy1.hex())
 
 # Stamped answers (section 17): the epoch, its seed and the challenge bytes for the inputs
 # tests/vectors/stamp.txt describes (the Equi-X solution itself is not recomputed here; its

@@ -921,6 +921,7 @@ impl Client {
                 index,
                 reply: opened.answer_to.map(|to| ReplyTo {
                     servers: vec![link.server.clone()],
+                    mailboxes: opened.mailboxes,
                     key,
                     to,
                 }),

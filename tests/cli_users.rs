@@ -1528,7 +1528,9 @@ fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
     let link = str_of(&offered, "link");
     ok(
         &rdv(
-            &["accept", "--json", "--direct", link, "--answer", "back"],
+            &[
+                "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+            ],
             &[],
         ),
         "accept",

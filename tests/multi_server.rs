@@ -374,6 +374,79 @@ async fn an_offer_that_fails_at_one_server_takes_its_copies_back() {
     assert_eq!(s1.store().link_count(), 0);
 }
 
+/// Each copy of a multi-server link that expects an answer has a mailbox of its own, and the
+/// answer left there is sealed for it alone: servers comparing notes see no mailbox name and no
+/// answer bytes in common (before, the same mailbox and the same 256 bytes were on every server,
+/// which told them that their copies belong together). The initiator looks at each server into
+/// that server's mailbox, and the answer comes through; the state file keeps the naming.
+#[tokio::test]
+async fn each_copy_has_a_mailbox_and_an_answer_of_its_own() {
+    use rdv::proto::Request;
+    use std::sync::Mutex;
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Per server: the mailboxes answers were put into (with the answer), and looked into.
+    type Seen = Arc<Mutex<(Vec<([u8; 32], Vec<u8>)>, Vec<[u8; 32]>)>>;
+    let seen: Vec<Seen> = (0..3).map(|_| Arc::default()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for (d, seen) in dirs.iter().zip(&seen) {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        let seen = seen.clone();
+        let watch = move |r: &Request| {
+            let mut seen = seen.lock().unwrap();
+            match r {
+                Request::PutAnswer { mailbox, answer }
+                | Request::StampedPutAnswer {
+                    mailbox, answer, ..
+                } => seen.0.push((mailbox.0, answer.0.to_vec())),
+                Request::FetchAnswer { mailbox } => seen.1.push(mailbox.0),
+                _ => {}
+            }
+            false
+        };
+        addrs.push(addr(common::proxy::frame_proxy(a, watch, |_| {}).await));
+    }
+    let c = client(&clock);
+    let (offer, pending) = c
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://own-mailboxes",
+            Passphrase::new("own mailboxes pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let text = pending.to_text();
+    assert!(text.starts_with("rdv-pending-answer 3\n"), "{}", &*text);
+    let pending = rdv::client::PendingAnswer::from_text(&text).unwrap();
+    let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&reply, b"smp://reply").await.unwrap();
+    let got = c.collect(&pending).await.unwrap().expect("the answer");
+    assert_eq!(&got[..], b"smp://reply");
+    let puts: Vec<_> = seen.iter().map(|s| s.lock().unwrap().0.clone()).collect();
+    for (i, p) in puts.iter().enumerate() {
+        assert_eq!(p.len(), 1, "server {i}: one answer put");
+    }
+    for i in 0..3 {
+        for j in 0..i {
+            assert_ne!(
+                puts[i][0].0, puts[j][0].0,
+                "servers {i} and {j}: one mailbox name"
+            );
+            assert_ne!(
+                puts[i][0].1, puts[j][0].1,
+                "servers {i} and {j}: the same answer"
+            );
+        }
+        // The initiator looked into the mailbox the answer went to, there and nowhere else.
+        let looks = seen[i].lock().unwrap().1.clone();
+        assert!(!looks.is_empty(), "server {i}: no look");
+        assert!(looks.iter().all(|m| *m == puts[i][0].0), "server {i}");
+    }
+    assert!(servers.iter().all(|s| s.store().answer_count() == 1));
+}
+
 /// A multi-server link that expects an answer: the answer is left on every server the accepter
 /// reaches and looked for on all of them, so that one server down (the link's main one, here)
 /// loses nothing (PROTOCOL.md §15.4).
@@ -399,7 +472,7 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
         .await
         .unwrap();
     assert_eq!(pending.servers().count(), 3);
-    // Every copy is a format-2 link with the answer key.
+    // Every copy is a format-3 link with the answer key.
     for i in 0..3 {
         let a = c.accept(&only(&offer.link, i), None).await.unwrap();
         assert!(a.reply.is_some(), "copy {i} expects an answer");

@@ -341,6 +341,19 @@ fn seal_and_kdf_vectors() {
         (&b"smp://example/q"[..], Some(to))
     );
     computed.push(("seal.short-expects-answer".to_string(), hex(&s.0)));
+    // Format 3: the same, for a multi-server link with a mailbox per copy.
+    let s = rdv::proto::seal::seal_expecting_answer_in(
+        &key,
+        b"smp://example/q",
+        &to,
+        answer::MailboxNames::PerCopy,
+        [0x24; 24],
+    )
+    .unwrap();
+    let o = rdv::proto::seal::open_link(&key, &s).unwrap();
+    assert_eq!(o.mailboxes, answer::MailboxNames::PerCopy);
+    assert_eq!(o.answer_to, Some(to));
+    computed.push(("seal.short-mailbox-per-copy".to_string(), hex(&s.0)));
     let limits = KdfLimits::default();
     for (n, pass, profile) in [
         ("kdf.test", "correct horse battery staple", KdfProfile::Test),
@@ -467,6 +480,34 @@ fn answer_vectors() {
         );
         computed.push((n.to_string(), hex(&sealed.0)));
     }
+    // A multi-server link in format 3: the mailboxes of copies 0 and 1, from the formula, and
+    // the short answer sealed for copy 1's (it opens from there only).
+    let copies: Vec<[u8; 32]> = (0u8..2)
+        .map(|j| {
+            sha3(&[
+                b"rdv mailbox per copy v1",
+                key.expose(),
+                i_pub.as_bytes(),
+                &[j],
+            ])
+        })
+        .collect();
+    for (j, m) in copies.iter().enumerate() {
+        assert_eq!(answer::copy_mailbox(&key, &to, j as u8), MailboxAddr(*m));
+    }
+    computed.push((
+        "answer.copy-mailboxes".to_string(),
+        format!("copy0={} copy1={}", hex(&copies[0]), hex(&copies[1])),
+    ));
+    let copy1 = MailboxAddr(copies[1]);
+    let sealed =
+        answer::seal_answer_for(&key, &to, copy1, b"simplex://reply-queue", b, nonce).unwrap();
+    assert_eq!(
+        &answer::open_answer_from(&key, &secret, copy1, &sealed).unwrap()[..],
+        b"simplex://reply-queue"
+    );
+    assert!(answer::open_answer(&key, &secret, &sealed).is_err());
+    computed.push(("answer.copy1-short".to_string(), hex(&sealed.0)));
     check_ok_lines("answer.txt", &computed);
     let mut failures = 0;
     for l in lines("answer.txt").into_iter().filter(|l| l[1] == "fails") {

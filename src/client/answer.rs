@@ -22,10 +22,12 @@ use std::fmt;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-/// What an accepter needs to answer a link: the link's servers (every one holds the mailbox),
-/// the link key and the initiator's answer key. `Debug` is redacted.
+/// What an accepter needs to answer a link: the link's servers in link order (every one holds a
+/// mailbox: the same one, or one per copy), the link key and the initiator's answer key.
+/// `Debug` is redacted.
 pub struct ReplyTo {
     pub(super) servers: Vec<ServerAddr>,
+    pub(super) mailboxes: answer::MailboxNames,
     pub(super) key: LinkKey,
     pub(super) to: AnswerPublic,
 }
@@ -34,6 +36,7 @@ impl fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplyTo")
             .field("servers", &self.servers)
+            .field("mailboxes", &self.mailboxes)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +60,8 @@ pub struct LinkCopy {
 pub struct PendingAnswer {
     /// Every copy of the link, the main one first.
     copies: Vec<LinkCopy>,
+    /// How the copies' mailboxes are named (per copy for a multi-server link in format 3).
+    mailboxes: answer::MailboxNames,
     token: DeleteToken,
     key: LinkKey,
     secret: AnswerSecret,
@@ -72,8 +77,10 @@ impl fmt::Debug for PendingAnswer {
     }
 }
 
-/// The first line of a pending answer's text form (version 2); version 1 is still read.
+/// The first line of a pending answer's text form (version 2, or 3 for a link with a mailbox
+/// per copy); version 1 is still read.
 const TEXT_MAGIC: &str = "rdv-pending-answer 2";
+const TEXT_MAGIC_PER_COPY: &str = "rdv-pending-answer 3";
 const TEXT_MAGIC_V1: &str = "rdv-pending-answer 1";
 
 /// A pending answer's text form does not parse.
@@ -142,7 +149,11 @@ impl PendingAnswer {
     /// The text form, for a state file (it holds secrets: keep it private, delete it after).
     /// PROTOCOL.md §15.4 describes it.
     pub fn to_text(&self) -> Zeroizing<String> {
-        let mut t = Zeroizing::new(format!("{TEXT_MAGIC}\n"));
+        let magic = match self.mailboxes {
+            answer::MailboxNames::Shared => TEXT_MAGIC,
+            answer::MailboxNames::PerCopy => TEXT_MAGIC_PER_COPY,
+        };
+        let mut t = Zeroizing::new(format!("{magic}\n"));
         for c in &self.copies {
             t.push_str(&format!(
                 "copy {} {} {}\n",
@@ -161,8 +172,8 @@ impl PendingAnswer {
         t
     }
 
-    /// Parse the text form (version 2, or version 1 with `server` and `locator` lines instead of
-    /// `copy` lines). Fields come in the order [`PendingAnswer::to_text`] writes them.
+    /// Parse the text form (version 2 or 3, or version 1 with `server` and `locator` lines
+    /// instead of `copy` lines). Fields come in the order [`PendingAnswer::to_text`] writes them.
     pub fn from_text(s: &str) -> Result<Self, PendingAnswerError> {
         fn value<'a>(
             l: Option<&'a str>,
@@ -174,8 +185,13 @@ impl PendingAnswer {
         }
         let mut lines = s.lines().peekable();
         let mut copies = Vec::new();
-        match lines.next() {
-            Some(TEXT_MAGIC) => {
+        let first = lines.next();
+        let mailboxes = match first {
+            Some(TEXT_MAGIC_PER_COPY) => answer::MailboxNames::PerCopy,
+            _ => answer::MailboxNames::Shared,
+        };
+        match first {
+            Some(TEXT_MAGIC | TEXT_MAGIC_PER_COPY) => {
                 while lines.peek().is_some_and(|l| l.starts_with("copy ")) {
                     let mut f = value(lines.next(), "copy")?.split(' ');
                     let (Some(server), Some(locator), Some(from), None) =
@@ -206,7 +222,7 @@ impl PendingAnswer {
             }
             _ => {
                 return Err(PendingAnswerError(
-                    "the first line is not \"rdv-pending-answer 2\" (or 1)",
+                    "the first line is not \"rdv-pending-answer 2\" (or 3, or 1)",
                 ))
             }
         }
@@ -220,6 +236,7 @@ impl PendingAnswer {
         }
         Ok(PendingAnswer {
             copies,
+            mailboxes,
             token,
             key,
             secret,
@@ -262,7 +279,12 @@ impl Client {
         let (offer, key) = self
             .offer_to_all_with(servers, payload, passphrase, kdf, Some(&to))
             .await?;
+        let mailboxes = match servers.len() {
+            1 => answer::MailboxNames::Shared,
+            _ => answer::MailboxNames::PerCopy,
+        };
         let pending = PendingAnswer {
+            mailboxes,
             copies: offer
                 .link
                 .servers()
@@ -283,21 +305,40 @@ impl Client {
     }
 
     /// Answer an accepted link: seal `payload` (at most [`answer::MAX_ANSWER`] bytes) with a
-    /// fresh ephemeral key and leave it in the link's mailbox, on every server of the link at
-    /// once (each on its own connection). Done when every server that could be reached took it;
-    /// a mailbox answers only once, and one server saying so is [`AnswerError::AlreadyAnswered`]
-    /// (naming it, and how many other servers took this answer).
+    /// fresh ephemeral key and leave it in the link's mailbox on every server of the link (each
+    /// on its own connection). A link with a mailbox per copy (format 3) gets an answer sealed
+    /// for each copy's mailbox, with keys of its own, left in a random order and a random pause
+    /// apart (as the copies were stored); one with a shared mailbox, the same answer everywhere
+    /// at once. Done when every server that could be reached took it; a mailbox answers only
+    /// once, and one server saying so is [`AnswerError::AlreadyAnswered`] (naming it, and how
+    /// many other servers took this answer).
     pub async fn answer(&self, reply: &ReplyTo, payload: &[u8]) -> Result<(), AnswerError> {
-        let mut rng = rand::rngs::OsRng;
-        let mut eph = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut eph[..]);
-        let mut nonce = [0u8; crate::proto::seal::NONCE_LEN];
-        rng.fill_bytes(&mut nonce);
-        let (mailbox, sealed) = answer::seal_answer(&reply.key, &reply.to, payload, *eph, nonce)?;
-        let results = futures::future::join_all(reply.servers.iter().map(|server| async move {
-            (server, self.put_answer_at(server, mailbox, sealed).await)
-        }))
-        .await;
+        let results = match reply.mailboxes {
+            answer::MailboxNames::Shared => {
+                let (mailbox, sealed) = seal_one(reply, None, payload)?;
+                futures::future::join_all(reply.servers.iter().map(|server| async move {
+                    (server, self.put_answer_at(server, mailbox, sealed).await)
+                }))
+                .await
+            }
+            answer::MailboxNames::PerCopy => {
+                let mut order: Vec<(u8, &ServerAddr)> = (0u8..).zip(&reply.servers).collect();
+                rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::rngs::OsRng);
+                let mut results = Vec::new();
+                for (n, (index, server)) in order.into_iter().enumerate() {
+                    // A pause of its own before each further answer: left at once, the puts of
+                    // one answer were paired by their times across servers comparing notes.
+                    if n > 0 {
+                        let _ = self.spread_pause().await;
+                    }
+                    // Each mailbox answers for itself: one that says it was answered before
+                    // (a lying server may) keeps the answer from no other.
+                    let (mailbox, sealed) = seal_one(reply, Some(index), payload)?;
+                    results.push((server, self.put_answer_at(server, mailbox, sealed).await));
+                }
+                results
+            }
+        };
         let stored = results.iter().filter(|(_, r)| r.is_ok()).count();
         let mut failures = Vec::new();
         for (server, r) in results {
@@ -485,10 +526,16 @@ impl Client {
         pending: &PendingAnswer,
         copies: &[LinkCopy],
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
-        let mailbox = answer::mailbox(&pending.key, &pending.secret.public());
+        let to = pending.secret.public();
         let mut looks: FuturesUnordered<_> = copies
             .iter()
-            .map(|c| async move { (&c.server, self.look_at(&c.server, mailbox, pending).await) })
+            .map(|c| async move {
+                // The copy's place in the link (its servers are all different).
+                let index = pending.copies.iter().position(|p| p.server == c.server);
+                let index = index.unwrap_or_default() as u8;
+                let mailbox = answer::mailbox_of(&pending.key, &to, pending.mailboxes, index);
+                (&c.server, self.look_at(&c.server, mailbox, pending).await)
+            })
             .collect();
         let mut failures = Vec::new();
         while let Some((server, r)) = looks.next().await {
@@ -522,7 +569,7 @@ impl Client {
         {
             Sent::OldServer(version) => Err(CollectError::NoMailboxes { version }),
             Sent::Answer(Response::Answer { answer }) => {
-                Ok(answer::open_answer(&pending.key, &pending.secret, &answer).ok())
+                Ok(answer::open_answer_from(&pending.key, &pending.secret, mailbox, &answer).ok())
             }
             Sent::Answer(r) => Err(unexpected("Answer", &r).into()),
         }
@@ -653,4 +700,24 @@ impl Client {
             next = tokio::time::Instant::now() + schedule.next_look_in(rand::random());
         }
     }
+}
+
+/// The answer `payload` sealed for `reply`'s mailbox: the shared one (`index` `None`), or copy
+/// `index`'s own, each time with a fresh ephemeral key and nonce.
+fn seal_one(
+    reply: &ReplyTo,
+    index: Option<u8>,
+    payload: &[u8],
+) -> Result<(MailboxAddr, SealedAnswer), AnswerError> {
+    let mut rng = rand::rngs::OsRng;
+    let mut eph = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut eph[..]);
+    let mut nonce = [0u8; crate::proto::seal::NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let mailbox = match index {
+        Some(j) => answer::copy_mailbox(&reply.key, &reply.to, j),
+        None => answer::mailbox(&reply.key, &reply.to),
+    };
+    let sealed = answer::seal_answer_for(&reply.key, &reply.to, mailbox, payload, *eph, nonce)?;
+    Ok((mailbox, sealed))
 }

@@ -109,7 +109,15 @@ impl Client {
             };
             let sealed = match answer_to {
                 None => seal::seal(&key, payload, nonce),
-                Some(to) => seal::seal_expecting_answer(&key, payload, to, nonce),
+                // A mailbox of its own on each server (format 3): one name everywhere told
+                // servers comparing notes that their copies belong together.
+                Some(to) => seal::seal_expecting_answer_in(
+                    &key,
+                    payload,
+                    to,
+                    crate::proto::answer::MailboxNames::PerCopy,
+                    nonce,
+                ),
             };
             let result = match sealed {
                 Ok(sealed) => {
@@ -232,6 +240,7 @@ impl Client {
                         links_verified: fetched.verified,
                         reply: opened.answer_to.map(|to| super::ReplyTo {
                             servers: link.servers().into_iter().map(|(s, _)| s).collect(),
+                            mailboxes: opened.mailboxes,
                             key,
                             to,
                         }),

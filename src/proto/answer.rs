@@ -22,6 +22,16 @@
 //! `B` is hidden because an X25519 public key is recognisable: hidden, a sealed answer is 256
 //! bytes that look random to anyone without `K`, like the filler a server returns for an empty
 //! mailbox. An X25519 result of all zeros (a low-order point chosen by a forger) is refused.
+//!
+//! A multi-server link sealed in format 3 has a mailbox of its own on each server, named after
+//! that copy's place `j` in the link (0 for the link's own server, then its mirrors in order; one
+//! byte), and an answer sealed for each (its own `b` and nonce): servers that compare notes see
+//! neither a name nor 256 bytes in common. (Not after the copy's bucket: two servers' buckets
+//! created in the same second have the same ID.)
+//!
+//! ```text
+//! mailbox of copy j = SHA3-256("rdv mailbox per copy v1" || K || I || j)
+//! ```
 
 use super::kdf::LinkKey;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
@@ -50,6 +60,7 @@ pub const MAX_ANSWER: usize = ANSWER_PLAINTEXT_LEN - HEADER_LEN;
 const ANSWER_VERSION: u8 = 1;
 
 const MAILBOX_LABEL: &[u8] = b"rdv mailbox v1";
+const COPY_MAILBOX_LABEL: &[u8] = b"rdv mailbox per copy v1";
 const HEADER_LABEL: &[u8] = b"rdv answer header v1";
 const KEY_LABEL: &[u8] = b"rdv answer key v1";
 /// Associated data label of a sealed answer.
@@ -157,9 +168,33 @@ fn hash(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// How a link's mailboxes are named: one name on every server (format 2), or a name of its
+/// own for each copy of a multi-server link (format 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxNames {
+    /// One mailbox name, [`mailbox`], on every server of the link.
+    Shared,
+    /// A mailbox per copy, [`copy_mailbox`], each with its own sealed answer.
+    PerCopy,
+}
+
 /// The mailbox address for a link key and the initiator's answer key.
 pub fn mailbox(key: &LinkKey, to: &AnswerPublic) -> MailboxAddr {
     MailboxAddr(hash(&[MAILBOX_LABEL, &key.0, &to.0]))
+}
+
+/// The mailbox address of copy `index` of a multi-server link (its place in the link: 0 for
+/// the link's own server, then the mirrors in order).
+pub fn copy_mailbox(key: &LinkKey, to: &AnswerPublic, index: u8) -> MailboxAddr {
+    MailboxAddr(hash(&[COPY_MAILBOX_LABEL, &key.0, &to.0, &[index]]))
+}
+
+/// The mailbox address of copy `index`, named as `names` says.
+pub fn mailbox_of(key: &LinkKey, to: &AnswerPublic, names: MailboxNames, index: u8) -> MailboxAddr {
+    match names {
+        MailboxNames::Shared => mailbox(key, to),
+        MailboxNames::PerCopy => copy_mailbox(key, to, index),
+    }
 }
 
 /// XOR the 32 header bytes with the keystream that hides the accepter's key.
@@ -199,6 +234,20 @@ pub fn seal_answer(
     ephemeral: [u8; 32],
     nonce: [u8; super::seal::NONCE_LEN],
 ) -> Result<(MailboxAddr, SealedAnswer), AnswerSealError> {
+    let mb = mailbox(key, to);
+    seal_answer_for(key, to, mb, answer, ephemeral, nonce).map(|sealed| (mb, sealed))
+}
+
+/// [`seal_answer`] for the mailbox `mb` (bound into the sealed answer: it opens from that
+/// mailbox only), such as a copy's own ([`copy_mailbox`]).
+pub fn seal_answer_for(
+    key: &LinkKey,
+    to: &AnswerPublic,
+    mb: MailboxAddr,
+    answer: &[u8],
+    ephemeral: [u8; 32],
+    nonce: [u8; super::seal::NONCE_LEN],
+) -> Result<SealedAnswer, AnswerSealError> {
     let b = AnswerSecret::from_bytes(ephemeral);
     if answer.len() > MAX_ANSWER {
         return Err(AnswerSealError::TooLong { len: answer.len() });
@@ -208,7 +257,6 @@ pub fn seal_answer(
     if !shared.was_contributory() {
         return Err(AnswerSealError::BadKey);
     }
-    let mb = mailbox(key, to);
     let mut out = [0u8; SEALED_ANSWER_LEN];
     out[..super::seal::NONCE_LEN].copy_from_slice(&nonce);
     out[super::seal::NONCE_LEN..CT_START].copy_from_slice(&from.0);
@@ -228,13 +276,24 @@ pub fn seal_answer(
         .map_err(|_| AnswerSealError::TooLong { len: answer.len() })?;
     out[CT_START..CT_START + ANSWER_PLAINTEXT_LEN].copy_from_slice(&pt[..]);
     out[CT_START + ANSWER_PLAINTEXT_LEN..].copy_from_slice(&tag);
-    Ok((mb, SealedAnswer(out)))
+    Ok(SealedAnswer(out))
 }
 
 /// Open a sealed answer with the initiator's secret and the link key it offered under.
 pub fn open_answer(
     key: &LinkKey,
     secret: &AnswerSecret,
+    sealed: &SealedAnswer,
+) -> Result<Zeroizing<Vec<u8>>, AnswerOpenError> {
+    open_answer_from(key, secret, mailbox(key, &secret.public()), sealed)
+}
+
+/// [`open_answer`] for an answer fetched from the mailbox `mb` (a copy's own, for a link with a
+/// mailbox per copy): an answer sealed for another mailbox does not open.
+pub fn open_answer_from(
+    key: &LinkKey,
+    secret: &AnswerSecret,
+    mb: MailboxAddr,
     sealed: &SealedAnswer,
 ) -> Result<Zeroizing<Vec<u8>>, AnswerOpenError> {
     let to = secret.public();
@@ -258,7 +317,7 @@ pub fn open_answer(
     cipher
         .decrypt_in_place_detached(
             XNonce::from_slice(nonce),
-            &ad(&mailbox(key, &to), hidden),
+            &ad(&mb, hidden),
             &mut pt[..],
             tag,
         )
@@ -342,6 +401,33 @@ mod tests {
         );
         assert_ne!(mailbox(&key(1), &a), mailbox(&key(2), &a));
         assert_ne!(mailbox(&key(1), &a), mailbox(&key(1), &b));
+    }
+
+    /// Each copy of a format-3 link has a mailbox of its own, none of them the shared one, and
+    /// an answer sealed for one copy's mailbox opens from that mailbox only: moved to another
+    /// server's mailbox (or read as a shared-mailbox answer) it does not.
+    #[test]
+    fn copies_have_mailboxes_of_their_own_and_answers_bound_to_them() {
+        let i = AnswerSecret::from_bytes([7; 32]);
+        let (m1, m2) = (
+            copy_mailbox(&key(1), &i.public(), 0),
+            copy_mailbox(&key(1), &i.public(), 1),
+        );
+        assert_ne!(m1, m2);
+        assert_ne!(m1, mailbox(&key(1), &i.public()));
+        assert_ne!(m1, copy_mailbox(&key(2), &i.public(), 0));
+        assert_eq!(
+            m1,
+            mailbox_of(&key(1), &i.public(), MailboxNames::PerCopy, 0)
+        );
+        assert_eq!(
+            mailbox_of(&key(1), &i.public(), MailboxNames::Shared, 0),
+            mailbox(&key(1), &i.public())
+        );
+        let s = seal_answer_for(&key(1), &i.public(), m1, b"hi", [8; 32], [9; 24]).unwrap();
+        assert_eq!(&open_answer_from(&key(1), &i, m1, &s).unwrap()[..], b"hi");
+        assert_eq!(open_answer_from(&key(1), &i, m2, &s), Err(AnswerOpenError));
+        assert_eq!(open_answer(&key(1), &i, &s), Err(AnswerOpenError));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! associated data [`AD`]. The 216-byte plaintext is, in format 1, `version 1 (1) || payload
 //! length (2, big-endian) || payload || zero padding`; in format 2 (a link that expects an
 //! answer, see [`super::answer`]) `version 2 (1) || the initiator's X25519 public key (32) ||
-//! payload length (2) || payload || zero padding`. To anyone without the key a sealed link is
-//! indistinguishable from 256 random bytes, whatever the payload's length or format.
+//! payload length (2) || payload || zero padding`; format 3 is format 2 with version 3, for a
+//! multi-server link whose copies each have a mailbox of their own. To anyone without the key a
+//! sealed link is indistinguishable from 256 random bytes, whatever the payload's length or
+//! format.
 
+use super::answer::MailboxNames;
 use super::kdf::LinkKey;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
@@ -34,6 +37,8 @@ pub const MAX_PAYLOAD_WITH_ANSWER: usize = PLAINTEXT_LEN - HEADER_LEN_V2;
 const PLAINTEXT_VERSION: u8 = 1;
 /// Plaintext format 2: the payload and the initiator's answer key.
 const PLAINTEXT_VERSION_ANSWER: u8 = 2;
+/// Plaintext format 3: as format 2, with a mailbox per copy of a multi-server link.
+const PLAINTEXT_VERSION_ANSWER_PER_COPY: u8 = 3;
 /// Associated data: binds the blob to this protocol and version.
 pub const AD: &[u8] = b"rdv sealed link v1";
 
@@ -68,8 +73,10 @@ pub enum SealError {
 pub struct OpenedLink {
     /// The payload.
     pub payload: Payload,
-    /// The initiator's answer key, when the link expects an answer (format 2).
+    /// The initiator's answer key, when the link expects an answer (format 2 or 3).
     pub answer_to: Option<super::answer::AnswerPublic>,
+    /// How its mailboxes are named: per copy in format 3, shared otherwise.
+    pub mailboxes: MailboxNames,
 }
 
 /// Why a sealed link did not open. Deliberately opaque: wrong key, corruption and a blob of
@@ -94,13 +101,25 @@ pub fn seal_expecting_answer(
     answer_to: &super::answer::AnswerPublic,
     nonce: [u8; NONCE_LEN],
 ) -> Result<SealedLink, SealError> {
-    seal_with(key, payload, Some(answer_to), nonce)
+    seal_with(key, payload, Some((answer_to, MailboxNames::Shared)), nonce)
+}
+
+/// [`seal_expecting_answer`] with the mailboxes named as `mailboxes` says: format 3 for a
+/// mailbox per copy, format 2 for a shared one.
+pub fn seal_expecting_answer_in(
+    key: &LinkKey,
+    payload: &[u8],
+    answer_to: &super::answer::AnswerPublic,
+    mailboxes: MailboxNames,
+    nonce: [u8; NONCE_LEN],
+) -> Result<SealedLink, SealError> {
+    seal_with(key, payload, Some((answer_to, mailboxes)), nonce)
 }
 
 fn seal_with(
     key: &LinkKey,
     payload: &[u8],
-    answer_to: Option<&super::answer::AnswerPublic>,
+    answer_to: Option<(&super::answer::AnswerPublic, MailboxNames)>,
     nonce: [u8; NONCE_LEN],
 ) -> Result<SealedLink, SealError> {
     let (header, max) = match answer_to {
@@ -116,8 +135,11 @@ fn seal_with(
     let mut pt = Zeroizing::new([0u8; PLAINTEXT_LEN]);
     match answer_to {
         None => pt[0] = PLAINTEXT_VERSION,
-        Some(pk) => {
-            pt[0] = PLAINTEXT_VERSION_ANSWER;
+        Some((pk, names)) => {
+            pt[0] = match names {
+                MailboxNames::Shared => PLAINTEXT_VERSION_ANSWER,
+                MailboxNames::PerCopy => PLAINTEXT_VERSION_ANSWER_PER_COPY,
+            };
             pt[1..33].copy_from_slice(pk.as_bytes());
         }
     }
@@ -158,9 +180,13 @@ fn open_with(cipher: &XChaCha20Poly1305, link: &SealedLink) -> Result<OpenedLink
     cipher
         .decrypt_in_place_detached(nonce, AD, &mut pt[..], tag)
         .map_err(|_| OpenError)?;
+    let mailboxes = match pt[0] {
+        PLAINTEXT_VERSION_ANSWER_PER_COPY => MailboxNames::PerCopy,
+        _ => MailboxNames::Shared,
+    };
     let (header, max, answer_to) = match pt[0] {
         PLAINTEXT_VERSION => (HEADER_LEN, MAX_PAYLOAD, None),
-        PLAINTEXT_VERSION_ANSWER => {
+        PLAINTEXT_VERSION_ANSWER | PLAINTEXT_VERSION_ANSWER_PER_COPY => {
             let mut pk = [0u8; 32];
             pk.copy_from_slice(&pt[1..33]);
             (
@@ -178,6 +204,7 @@ fn open_with(cipher: &XChaCha20Poly1305, link: &SealedLink) -> Result<OpenedLink
     Ok(OpenedLink {
         payload: Zeroizing::new(pt[header..header + len].to_vec()),
         answer_to,
+        mailboxes,
     })
 }
 
@@ -245,6 +272,24 @@ mod tests {
         }
         let v1 = seal(&key(1), b"x", [4; 24]).unwrap();
         assert!(open_link(&key(1), &v1).unwrap().answer_to.is_none());
+        assert_eq!(
+            open_link(&key(1), &v1).unwrap().mailboxes,
+            MailboxNames::Shared
+        );
+    }
+
+    /// Format 3 carries the answer key as format 2 does, and says the mailboxes are per copy;
+    /// format 2 says they are shared.
+    #[test]
+    fn format_3_says_the_mailboxes_are_per_copy() {
+        let pk = crate::proto::answer::AnswerSecret::from_bytes([9; 32]).public();
+        for names in [MailboxNames::Shared, MailboxNames::PerCopy] {
+            let s = seal_expecting_answer_in(&key(1), b"q", &pk, names, [4; 24]).unwrap();
+            let o = open_link(&key(1), &s).unwrap();
+            assert_eq!(o.mailboxes, names);
+            assert_eq!(&o.payload[..], b"q");
+            assert_eq!(o.answer_to.map(|k| *k.as_bytes()), Some(*pk.as_bytes()));
+        }
     }
 
     #[test]

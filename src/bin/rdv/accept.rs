@@ -66,7 +66,9 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         min_effort: a.min_effort,
         ..ClientPolicy::default()
     };
-    let client = make_client(&a.transport, &link_servers(&link), policy).await?;
+    let client = make_client(&a.transport, &link_servers(&link), policy)
+        .await?
+        .with_copy_spread(a.spread);
     let found = client.accept(&link, passphrase).await?;
     note!(
         "opened link {} of {} in the bucket",

@@ -580,10 +580,13 @@ async fn wait_for(
 /// `rdv accept --agent`.
 pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
     refuse_transport()?;
-    refuse_policy(&[(
-        a.min_effort != rdv::proto::ClientPolicy::default().min_effort,
-        "--min-effort",
-    )])?;
+    refuse_policy(&[
+        (
+            a.min_effort != rdv::proto::ClientPolicy::default().min_effort,
+            "--min-effort",
+        ),
+        (a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread"),
+    ])?;
     let link = crate::accept::read_link(a.link.take())?;
     let answer = crate::answer::read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;
     let passphrase = match (&link.passphrase, a.passphrase.take()) {

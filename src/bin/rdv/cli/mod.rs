@@ -416,6 +416,12 @@ pub(crate) struct AcceptArgs {
     /// is your going on with a rendezvous whose server may have isolated you.
     #[arg(long, value_name = "N", help_heading = "Stamps")]
     pub(crate) min_k: Option<usize>,
+    /// For a multi-server link: the mean of a random pause (exponential) before leaving the
+    /// answer on each further server (each has a mailbox of its own), and before trying the next
+    /// copy after one fails, so that servers comparing notes cannot pair them by their times
+    /// (as `rdv offer --spread`); 0s does them one right after another.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]
