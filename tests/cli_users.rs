@@ -1915,6 +1915,16 @@ fn a_link_or_an_answer_that_cannot_be_written_is_not_lost() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(
+        e.contains("the link WAS deleted, but saying so failed")
+            && e.contains("No space left on device")
+            && !e.contains("panicked"),
+        "{e}"
+    );
+    // Other commands' plain lines: the write's error, not a panic's report.
+    let out = common::run_rdv_on_full_disk(&["info", "--direct", &addr], &[]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
         e.contains("error: writing to standard output: No space left on device")
             && !e.contains("panicked"),
         "{e}"

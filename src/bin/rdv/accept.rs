@@ -229,12 +229,16 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
             .into());
         }
     }
-    if crate::out::json() {
-        crate::out::emit("delete", fields! { "deleted" => true })?;
+    // Done whether or not it can be said: a retry would find nothing to delete.
+    let said = if crate::out::json() {
+        crate::out::emit("delete", fields! { "deleted" => true })
     } else {
-        println!("deleted");
-    }
-    Ok(())
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "deleted")
+            .and_then(|()| out.flush())
+            .map_err(anyhow::Error::new)
+    };
+    said.context("the link WAS deleted, but saying so failed")
 }
 
 /// The deletion token from `--token`, `RDV_DELETE_TOKEN` or `--token-file`.
