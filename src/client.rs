@@ -921,6 +921,7 @@ impl Client {
                 index,
                 reply: opened.answer_to.map(|to| ReplyTo {
                     servers: vec![link.server.clone()],
+                    fetched_from: Some(0),
                     mailboxes: opened.mailboxes,
                     key,
                     to,

@@ -388,19 +388,25 @@ async fn each_copy_has_a_mailbox_and_an_answer_of_its_own() {
     // Per server: the mailboxes answers were put into (with the answer), and looked into.
     type Seen = Arc<Mutex<(Vec<([u8; 32], Vec<u8>)>, Vec<[u8; 32]>)>>;
     let seen: Vec<Seen> = (0..3).map(|_| Arc::default()).collect();
+    // Across the servers, in order: which server saw the accept's fetch and each answer put.
+    let order: Arc<Mutex<Vec<(usize, &str)>>> = Arc::default();
     let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    for (d, seen) in dirs.iter().zip(&seen) {
+    for (n, (d, seen)) in dirs.iter().zip(&seen).enumerate() {
         let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
         servers.push(s);
-        let seen = seen.clone();
+        let (seen, order) = (seen.clone(), order.clone());
         let watch = move |r: &Request| {
             let mut seen = seen.lock().unwrap();
             match r {
                 Request::PutAnswer { mailbox, answer }
                 | Request::StampedPutAnswer {
                     mailbox, answer, ..
-                } => seen.0.push((mailbox.0, answer.0.to_vec())),
+                } => {
+                    seen.0.push((mailbox.0, answer.0.to_vec()));
+                    order.lock().unwrap().push((n, "put"));
+                }
                 Request::FetchAnswer { mailbox } => seen.1.push(mailbox.0),
+                Request::Fetch { .. } => order.lock().unwrap().push((n, "fetch")),
                 _ => {}
             }
             false
@@ -445,6 +451,13 @@ async fn each_copy_has_a_mailbox_and_an_answer_of_its_own() {
         assert!(looks.iter().all(|m| *m == puts[i][0].0), "server {i}");
     }
     assert!(servers.iter().all(|s| s.store().answer_count() == 1));
+    // The first answer went to the server the accept fetched from: drawn among all of them, it
+    // went elsewhere in most answers, right after the fetch, and tied the fetch to that copy
+    // for servers comparing notes (a helper's attack, 2026-12-06).
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert_eq!(order[0].1, "fetch", "{order:?}");
+    assert_eq!(order[1], (order[0].0, "put"), "{order:?}");
 }
 
 /// A multi-server link that expects an answer: the answer is left on every server the accepter

@@ -27,6 +27,8 @@ use zeroize::Zeroizing;
 /// `Debug` is redacted.
 pub struct ReplyTo {
     pub(super) servers: Vec<ServerAddr>,
+    /// The place in `servers` of the copy the accept fetched.
+    pub(super) fetched_from: Option<usize>,
     pub(super) mailboxes: answer::MailboxNames,
     pub(super) key: LinkKey,
     pub(super) to: AnswerPublic,
@@ -322,8 +324,18 @@ impl Client {
                 .await
             }
             answer::MailboxNames::PerCopy => {
+                // The server the accept fetched from first (it saw the fetch, so its put tells
+                // it nothing new), then the others in a random order: a first put drawn among
+                // all the servers went to another one in most answers, some milliseconds after
+                // the fetch, which tied the fetch to that other copy for servers comparing notes
+                // (a helper's attack, 2026-12-06: 15 of 20 answered links so tied).
                 let mut order: Vec<(u8, &ServerAddr)> = (0u8..).zip(&reply.servers).collect();
                 rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::rngs::OsRng);
+                if let Some(f) = reply.fetched_from {
+                    if let Some(at) = order.iter().position(|(j, _)| usize::from(*j) == f) {
+                        order.swap(0, at);
+                    }
+                }
                 let mut results = Vec::new();
                 for (n, (index, server)) in order.into_iter().enumerate() {
                     // A pause of its own before each further answer: left at once, the puts of

@@ -239,6 +239,7 @@ impl Client {
                         index,
                         links_verified: fetched.verified,
                         reply: opened.answer_to.map(|to| super::ReplyTo {
+                            fetched_from: link.servers().iter().position(|(s, _)| *s == server),
                             servers: link.servers().into_iter().map(|(s, _)| s).collect(),
                             mailboxes: opened.mailboxes,
                             key,
