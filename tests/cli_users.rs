@@ -1546,6 +1546,43 @@ fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
     assert_eq!(ctrl_c_after_the_first_delete(&collect, sum).trim(), "back");
 }
 
+/// Ctrl-C while `rdv accept --answer` waits between a multi-server link's answers (each copy
+/// has a mailbox of its own, answered a pause apart) sends the rest at once and reports the
+/// answer sent. Before (review, 2026-12-06), the process died with the answer on some copies
+/// only, and a second accept said it had not been sent.
+#[test]
+fn ctrl_c_during_a_multi_server_answer_sends_the_rest_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (_servers, sum, offered) = two_server_link(dir.path(), &["--expect-answer", "--state", st]);
+    let link = str_of(&offered, "link");
+    let puts = || sum("rdv_answers_total{outcome=\"put_stored\"}");
+    // Not spawn_rdv: the link carries its passphrase, and one given beside it is refused.
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["--json", "accept", "--direct", link, "--answer", "back"])
+            .args(["--spread", "1h"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while puts() < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no answer was put");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = signal_and_wait(&mut child.0, "-INT").expect("Ctrl-C did not end the accept");
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(v["answered"], true, "{v}");
+    assert_eq!(puts(), 2.0, "an answer was left unsent");
+}
+
 /// A held link whose closed bucket cannot be counted (the server fails the fetch) is not
 /// handed over, and is taken back rather than left on the server where nobody holds its token.
 /// Before, the command failed and left the link behind.

@@ -635,7 +635,7 @@ fn an_offer_whose_output_fills_the_disk_after_the_link_keeps_the_link() {
     let out_path = fs.0.join("out");
     let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
         .args(["offer", "--direct", &server.addr.to_string()])
-        .args(["--payload", "p", "--kdf", "test", "--qr", "--two-channel"])
+        .args(["--payload", "p", "--kdf", "test", "--qr"])
         .env("RDV_PASSPHRASE", "correct horse battery staple river")
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())

@@ -106,7 +106,13 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     };
     let answered = match (&found.reply, answer) {
         (Some(reply), Some(answer)) => {
-            if let Err(e) = client.answer(reply, &answer).await {
+            // Interrupted during the pauses between a multi-server link's answers, the rest go
+            // at once (before, Ctrl-C left the answer on some copies only, and a second accept
+            // then said it had not been sent); a second signal ends it at once.
+            let mut stop = crate::interrupt::scope();
+            let sent = stop.finish(&client, client.answer(reply, &answer)).await;
+            drop(stop);
+            if let Err(e) = sent {
                 return Err(opened(e.into()));
             }
             note!("answered: the initiator can now collect the answer");

@@ -99,15 +99,18 @@ fn listener() -> Option<&'static Listener> {
 }
 
 /// Whether SIGHUP was ignored when the process started (`nohup`, or a parent that ignores it),
-/// as Linux reports it (`SigIgn` in `/proc/self/status`, signal 1 its lowest bit). Unknown
-/// counts as not ignored.
+/// as Linux reports it (`SigIgn` in `/proc/self/status`, signal 1 its lowest bit). Where that
+/// cannot be read it counts as ignored: SIGHUP is then left as it was, rather than a `nohup`
+/// overridden.
 fn hangup_ignored() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & 1 == 1)
+        .is_none_or(|mask| mask & 1 == 1)
 }
 
 /// A span of a command in which Ctrl-C or SIGTERM is handed to it rather than ending the

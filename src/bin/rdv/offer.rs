@@ -183,7 +183,7 @@ pub(crate) fn shown_then_failed(e: anyhow::Error) -> anyhow::Error {
     CliError::new(
         "io",
         rdv::client::ErrorKind::Local,
-        format!("writing to standard output: {why}; the link's line was written before this, so the link stays on the server (until it expires, or rdv delete with its token)"),
+        format!("writing to standard output: {why}; the link's line was written before this, so the link stays on the server until it expires"),
     )
     .into()
 }
@@ -228,8 +228,9 @@ pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 
 /// Run `rdv offer`.
 pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
-    // Nothing is stored for a link that would be written nowhere (a QR image holds it too).
-    if a.qr_png.is_none() {
+    // Nothing is stored for a link that would be written nowhere (a QR image holds it too,
+    // but not an answer waited for).
+    if a.qr_png.is_none() || a.wait.is_some() {
         crate::term::refuse_output_to_nowhere(
             "the link",
             "redirect it to a file, or give --qr-png FILE",
@@ -476,11 +477,17 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 f.insert("qr_png".into(), png.display().to_string().into());
             }
             if a.qr {
-                // Standard output holds the one JSON object: the codes go to standard error.
-                let mut err = std::io::stderr().lock();
-                writeln!(err, "{}", crate::qr::terminal(&link_text, a.qr_invert)?)?;
-                if a.two_channel {
-                    writeln!(err, "{}", crate::qr::terminal(&pass, a.qr_invert)?)?;
+                // Standard output holds the one JSON object: the codes go to standard error
+                // (which, when it cannot be written, is ignored like every other line there:
+                // the link goes out on standard output all the same).
+                let codes = [
+                    Some(crate::qr::terminal(&link_text, a.qr_invert)?),
+                    a.two_channel
+                        .then(|| crate::qr::terminal(&pass, a.qr_invert))
+                        .transpose()?,
+                ];
+                for code in codes.into_iter().flatten() {
+                    eprintln!("{code}");
                 }
             }
             return Ok(crate::out::try_emit("offer", f)?);
@@ -495,10 +502,13 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         };
         writeln!(out, "link: {}", &*link_text)?;
         out.flush()?;
-        shown.set(true);
+        // Out once it can be opened: in two-channel mode, with its passphrase.
+        shown.set(!a.two_channel);
         qr(&link_text, &mut out)?;
         if a.two_channel {
             writeln!(out, "passphrase: {}", pass.as_str())?;
+            out.flush()?;
+            shown.set(true);
             qr(&pass, &mut out)?;
             note!("Send the other person the link through one channel and the passphrase through another (never both in one message). They run `rdv accept`, paste the link, then type the passphrase.");
         } else {

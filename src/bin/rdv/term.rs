@@ -324,14 +324,16 @@ pub(crate) fn stdout_is_terminal() -> bool {
 /// >&-` and left links with `rdv offer >&-`). `instead`: what to do about it. Where this
 /// cannot be told (no `/proc`), nothing is refused.
 pub(crate) fn refuse_output_to_nowhere(what: &str, instead: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let (Ok(out), Ok(null)) = (
         std::fs::metadata("/proc/self/fd/1"),
         std::fs::metadata("/dev/null"),
     ) else {
         return Ok(());
     };
-    if (out.dev(), out.ino()) == (null.dev(), null.ino()) {
+    // The same character device (a container's own /dev/null node included).
+    let char_device = |m: &std::fs::Metadata| m.file_type().is_char_device();
+    if char_device(&out) && char_device(&null) && out.rdev() == null.rdev() {
         return Err(crate::error::CliError::new(
             "invalid_input",
             rdv::client::ErrorKind::BadInput,

@@ -380,12 +380,15 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "link: {}", link.as_str())?;
         out.flush()?;
-        shown.set(true);
+        // Out once it can be opened: in two-channel mode, with its passphrase.
+        shown.set(!a.two_channel);
         if a.qr {
             writeln!(out, "{}", crate::qr::terminal(&link, a.qr_invert)?)?;
         }
         if a.two_channel {
             writeln!(out, "passphrase: {}", str_of(&r, "passphrase"))?;
+            out.flush()?;
+            shown.set(true);
         }
         writeln!(out, "delete-token: {}", str_of(&r, "delete_token"))?;
         if let Some(id) = &offer_id {
