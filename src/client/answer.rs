@@ -317,7 +317,7 @@ impl Client {
     pub async fn answer(&self, reply: &ReplyTo, payload: &[u8]) -> Result<(), AnswerError> {
         let results = match reply.mailboxes {
             answer::MailboxNames::Shared => {
-                let (mailbox, sealed) = seal_one(reply, None, payload)?;
+                let (mailbox, sealed) = seal_one(reply, 0, payload)?;
                 futures::future::join_all(reply.servers.iter().map(|server| async move {
                     (server, self.put_answer_at(server, mailbox, sealed).await)
                 }))
@@ -345,7 +345,7 @@ impl Client {
                     }
                     // Each mailbox answers for itself: one that says it was answered before
                     // (a lying server may) keeps the answer from no other.
-                    let (mailbox, sealed) = seal_one(reply, Some(index), payload)?;
+                    let (mailbox, sealed) = seal_one(reply, index, payload)?;
                     results.push((server, self.put_answer_at(server, mailbox, sealed).await));
                 }
                 results
@@ -714,11 +714,12 @@ impl Client {
     }
 }
 
-/// The answer `payload` sealed for `reply`'s mailbox: the shared one (`index` `None`), or copy
-/// `index`'s own, each time with a fresh ephemeral key and nonce.
+/// The answer `payload` sealed for copy `index`'s mailbox as `reply` names its mailboxes (the
+/// shared one, whatever the index, or the copy's own), each time with a fresh ephemeral key and
+/// nonce.
 fn seal_one(
     reply: &ReplyTo,
-    index: Option<u8>,
+    index: u8,
     payload: &[u8],
 ) -> Result<(MailboxAddr, SealedAnswer), AnswerError> {
     let mut rng = rand::rngs::OsRng;
@@ -726,10 +727,7 @@ fn seal_one(
     rng.fill_bytes(&mut eph[..]);
     let mut nonce = [0u8; crate::proto::seal::NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let mailbox = match index {
-        Some(j) => answer::copy_mailbox(&reply.key, &reply.to, j),
-        None => answer::mailbox(&reply.key, &reply.to),
-    };
+    let mailbox = answer::mailbox_of(&reply.key, &reply.to, reply.mailboxes, index);
     let sealed = answer::seal_answer_for(&reply.key, &reply.to, mailbox, payload, *eph, nonce)?;
     Ok((mailbox, sealed))
 }
