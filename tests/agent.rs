@@ -2274,3 +2274,39 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
     assert_eq!(unreadable.len(), 4, "{status}");
 }
+
+/// Through the agent too, every copy of an answered multi-server link collects its own answer,
+/// also when the offer's answer is collected (which ends its looks) right after it came. Before,
+/// the other copies stopped looking when the first answer opened, their answers left on their
+/// servers: servers comparing notes saw which copies belong together.
+#[test]
+fn every_copy_of_an_answered_multi_server_offer_collects_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ma) = server_with_metrics(&dir.path().join("a"));
+    let (b, mb) = server_with_metrics(&dir.path().join("b"));
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s", "--spread", "0s"]);
+    let mut api = agent.subscribed();
+    let offered = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": [a.addr.to_string(), b.addr.to_string()],
+            "payload": "p", "kdf": "test", "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    let offer = offered["result"]["offer"].as_str().unwrap();
+    ok(&run_rdv(
+        &[
+            "accept", "--direct", link, "--answer", "smp://b", "--spread", "0s",
+        ],
+        None,
+        &[],
+    ));
+    let put = "rdv_answers_total{outcome=\"put_stored\"}";
+    assert_eq!((metric(ma, put), metric(mb, put)), (1.0, 1.0));
+    next_event(&mut api, "answered");
+    let got = api.call(2, serde_json::json!({"op": "collect", "offer": offer}));
+    assert_eq!(got["ok"], true, "{got}");
+    let found = "rdv_answers_total{outcome=\"fetch_found\"}";
+    metric_becomes(ma, found, 1.0, "server a's copy");
+    metric_becomes(mb, found, 1.0, "server b's copy");
+}

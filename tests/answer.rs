@@ -374,14 +374,14 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
         .collect_scheduled(&pending, schedule, Duration::from_secs(600))
         .await
         .unwrap();
-    assert_eq!(&a[..], b"late answer");
+    assert_eq!(&a.answer[..], b"late answer");
     // A wait of any length (a server's advertised TTL sets the agent's) does not overflow the
     // clock: the look finds the answer (it is still there) instead of panicking.
     let a = c
         .collect_scheduled(&pending, schedule, Duration::MAX)
         .await
         .unwrap();
-    assert_eq!(&a[..], b"late answer");
+    assert_eq!(&a.answer[..], b"late answer");
 
     // Looking early starts at once (what --early does, at its cost).
     let (_o, early) = c
@@ -574,7 +574,7 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
         .expect("the wait did not follow the corrected clock")
         .unwrap()
         .unwrap();
-    assert_eq!(&answer[..], b"waiting");
+    assert_eq!(&answer.answer[..], b"waiting");
     assert_eq!(looks(&server), 1.0);
     // No look before the close; the first one a pause (at most 12 means) after it.
     let took = t.elapsed();
@@ -831,7 +831,7 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         .collect_scheduled(&pending, LookSchedule::default(), Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(&a[..], b"from the fast one");
+    assert_eq!(&a.answer[..], b"from the fast one");
     let took = t.elapsed();
     // The fast copy's first look comes at its close plus at most 12 mean pauses (360 s), long
     // before the slow one's close.
@@ -858,7 +858,7 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     ));
     let before = (looks(&slow), looks(&fast));
     clock.advance(skew - 100);
-    assert_eq!(c.look(&p2, schedule).await.unwrap(), None);
+    assert!(c.look(&p2, schedule).await.unwrap().is_none());
     assert_eq!(looks(&slow), before.0);
     assert_eq!(looks(&fast), before.1 + 1.0);
 }
@@ -1046,4 +1046,89 @@ async fn answers_not_stored_take_no_place_in_the_answer_rate() {
         "answers waited {:?} for room in the rate behind answers that were not stored",
         start.elapsed()
     );
+}
+
+/// A [`Route`] that notes the server and the moment of every connection.
+struct Logged(
+    Route,
+    Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>,
+);
+
+impl rdv::client::Connector for Logged {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a rdv::proto::ServerAddr,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Box<dyn rdv::client::Stream>, rdv::client::ConnectError>,
+    > {
+        self.1
+            .lock()
+            .unwrap()
+            .push((addr.to_string(), tokio::time::Instant::now()));
+        self.0.connect(addr)
+    }
+}
+
+/// Looks that begin at once at a multi-server link's copies (its buckets closed, or an early
+/// schedule) end, for each copy, a pause of its own after the wait. Before, the last look of
+/// every copy came in one instant, the wait's end, which paired the copies for servers
+/// comparing notes: with `rdv collect --wait` started after the closes, and with an agent
+/// restarted past them.
+#[tokio::test(start_paused = true)]
+async fn the_copies_last_looks_come_at_moments_of_their_own() {
+    let clock = manual_clock();
+    let server = || {
+        rdv::server::Server::new(
+            rdv::store::MemoryStore::new(StoreParams::default()),
+            ServerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let addrs = [
+        rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
+        rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
+    ];
+    let route = Route(
+        [
+            (addrs[0].to_string(), server()),
+            (addrs[1].to_string(), server()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let log = Arc::default();
+    let c = rdv::client::Client::new(
+        Arc::new(Logged(route, Arc::clone(&log))),
+        rdv::client::ClientConfig {
+            copy_spread: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(clock.clone()),
+    );
+    let (_offer, pending) = c
+        .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    log.lock().unwrap().clear();
+    let early = LookSchedule {
+        early: true,
+        ..Default::default()
+    };
+    let e = c
+        .collect_scheduled(&pending, early, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+    let looks = log.lock().unwrap().clone();
+    let last = |server: &rdv::proto::ServerAddr| {
+        looks
+            .iter()
+            .filter(|(s, _)| *s == server.to_string())
+            .map(|(_, t)| *t)
+            .max()
+            .expect("a look")
+    };
+    assert_ne!(last(&addrs[0]), last(&addrs[1]), "{looks:?}");
 }

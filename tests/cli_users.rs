@@ -2471,3 +2471,40 @@ fn secrets_on_the_command_line_are_pointed_out() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("on the command line"));
 }
+
+/// Every copy of an answered multi-server link collects its own answer, with `rdv collect
+/// --wait` and with a one-time `rdv collect`: each server sees what it sees of a link of its
+/// own (an answer put, then collected). Before, the looks of every copy stopped when the first
+/// answer opened: the other servers' answers stayed uncollected and their looks ended in that
+/// moment, which told servers comparing notes which copies belong together.
+#[test]
+fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
+    for wait in [&["--wait", "5m"][..], &[]] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let st = state.to_str().unwrap();
+        let (_servers, sum, offered) =
+            two_server_link(dir.path(), &["--expect-answer", "--state", st]);
+        let link = str_of(&offered, "link");
+        let accept = [
+            "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+        ];
+        ok(&rdv(&accept, &[]), "accept");
+        assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
+        let collect = [
+            &["collect", "--direct", "--state", st, "--early"][..],
+            &["--spread", "0s", "--poll-every", "1s"],
+            wait,
+        ]
+        .concat();
+        let out = rdv(&collect, &[]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "back");
+        assert_eq!(
+            sum("rdv_answers_total{outcome=\"fetch_found\"}"),
+            2.0,
+            "{wait:?}: a copy's answer was left uncollected: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

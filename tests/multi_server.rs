@@ -767,3 +767,53 @@ async fn copies_are_stored_a_random_pause_apart() {
         assert!(short < 4, "{gaps:?}");
     }
 }
+
+/// How many looks into a mailbox `server` answered.
+fn looks<S: rdv::store::BucketStore>(server: &rdv::server::Server<S>) -> f64 {
+    let text = server.metrics_text();
+    ["fetch_empty", "fetch_found"]
+        .iter()
+        .filter_map(|o| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(&format!("rdv_answers_total{{outcome=\"{o}\"}} "))?
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .sum()
+}
+
+/// A one-time look at a multi-server link (`rdv collect` without --wait) looks at its copies
+/// one after another, a spread pause apart: here a year on average, so that after seconds one
+/// server has seen a look and the other none. Before, every copy was looked at in the same
+/// instant, which paired the copies for servers comparing notes.
+#[tokio::test]
+async fn a_one_time_look_takes_the_copies_a_pause_apart() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let (_offer, pending) = client(&clock)
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://one-time",
+            Passphrase::new("one time look pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    let slow = client(&clock).with_copy_spread(Duration::from_secs(365 * 86_400));
+    let early = rdv::proto::schedule::LookSchedule {
+        early: true,
+        ..Default::default()
+    };
+    let looked = tokio::time::timeout(Duration::from_secs(3), slow.look(&pending, early)).await;
+    assert!(looked.is_err(), "the look took no pause: {looked:?}");
+    let mut seen: Vec<f64> = servers.iter().map(|s| looks(s)).collect();
+    seen.sort_by(f64::total_cmp);
+    assert_eq!(seen, [0.0, 1.0]);
+}

@@ -43,6 +43,22 @@ impl fmt::Debug for ReplyTo {
     }
 }
 
+/// An answer that opened, and the copy of the link whose mailbox held it. `Debug` is redacted.
+pub struct Collected {
+    /// The answer.
+    pub answer: Zeroizing<Vec<u8>>,
+    /// The copy's place in the link ([`PendingAnswer::copies`]).
+    pub copy: usize,
+}
+
+impl fmt::Debug for Collected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collected")
+            .field("copy", &self.copy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One copy of a link that expects an answer: its server (which holds the mailbox too), its
 /// bucket, and when that bucket closes on this machine's clock (unix seconds; no look at this
 /// server comes before it).
@@ -508,56 +524,82 @@ impl Client {
         &self,
         pending: &PendingAnswer,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
-        self.look_at_copies(pending, &pending.copies).await
+        let all: Vec<usize> = (0..pending.copies.len()).collect();
+        let found = self.look_at_copies(pending, &all).await?;
+        Ok(found.map(|c| c.answer))
     }
 
     /// One look now, at the copies whose bucket has closed (every copy, if the schedule is
-    /// early): [`CollectError::TooEarly`] when none has.
+    /// early): [`CollectError::TooEarly`] when none has. The copies of a multi-server link are
+    /// looked at one after another in a random order, a random pause apart
+    /// ([`ClientConfig::copy_spread`](super::ClientConfig::copy_spread)), until an answer
+    /// opens: looked at in the same instant, their looks paired the copies for servers
+    /// comparing notes. [`Client::trail`] then looks at the others until each finds its own.
     pub async fn look(
         &self,
         pending: &PendingAnswer,
         schedule: LookSchedule,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
+    ) -> Result<Option<Collected>, CollectError> {
         let now = self.clock.now();
-        let open: Vec<LinkCopy> = pending
-            .copies
-            .iter()
-            .filter(|c| schedule.start(now, c.polls_from) <= now)
-            .cloned()
+        let mut open: Vec<usize> = (0..pending.copies.len())
+            .filter(|&j| schedule.start(now, pending.copies[j].polls_from) <= now)
             .collect();
         if open.is_empty() {
             return Err(CollectError::TooEarly {
                 polls_from: pending.polls_from(),
             });
         }
-        self.look_at_copies(pending, &open).await
+        rand::seq::SliceRandom::shuffle(&mut open[..], &mut rand::rngs::OsRng);
+        let mut failures = Vec::new();
+        for (n, &j) in open.iter().enumerate() {
+            if n > 0 {
+                let _ = self.spread_pause().await;
+            }
+            match self.look_at_copies(pending, &[j]).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) => failures.push((pending.copies[j].server.to_string(), e)),
+            }
+        }
+        Self::none_or_failures(failures, open.len())
     }
 
+    /// Look at the copies at places `copies` of the link, each on its own connection, all at
+    /// once: the first answer that opens, `None` if none does, an error only when no copy
+    /// could be looked at.
     async fn look_at_copies(
         &self,
         pending: &PendingAnswer,
-        copies: &[LinkCopy],
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
+        copies: &[usize],
+    ) -> Result<Option<Collected>, CollectError> {
         let to = pending.secret.public();
         let mut looks: FuturesUnordered<_> = copies
             .iter()
-            .map(|c| async move {
-                // The copy's place in the link (its servers are all different).
-                let index = pending.copies.iter().position(|p| p.server == c.server);
-                let index = index.unwrap_or_default() as u8;
+            .map(|&j| async move {
+                let server = &pending.copies[j].server;
+                let index = u8::try_from(j).unwrap_or(u8::MAX);
                 let mailbox = answer::mailbox_of(&pending.key, &to, pending.mailboxes, index);
-                (&c.server, self.look_at(&c.server, mailbox, pending).await)
+                (j, self.look_at(server, mailbox, pending).await)
             })
             .collect();
         let mut failures = Vec::new();
-        while let Some((server, r)) = looks.next().await {
+        while let Some((copy, r)) = looks.next().await {
             match r {
-                Ok(Some(a)) => return Ok(Some(a)),
+                Ok(Some(answer)) => return Ok(Some(Collected { answer, copy })),
                 Ok(None) => {}
-                Err(e) => failures.push((server.to_string(), e)),
+                Err(e) => failures.push((pending.copies[copy].server.to_string(), e)),
             }
         }
-        if failures.len() < copies.len() {
+        Self::none_or_failures(failures, copies.len())
+    }
+
+    /// No answer from `asked` copies, `failures` of which could not be looked at: `None`
+    /// (warning of each failure) when some could, the error(s) when none could.
+    fn none_or_failures<T>(
+        mut failures: Vec<(String, CollectError)>,
+        asked: usize,
+    ) -> Result<Option<T>, CollectError> {
+        if failures.len() < asked {
             for (server, e) in &failures {
                 tracing::warn!(%server, error = %crate::config::report(e), "this server could not be asked for the answer");
             }
@@ -609,30 +651,29 @@ impl Client {
     /// its own, anchored to its own bucket: no look at a server before that copy's bucket closes
     /// (unless the schedule is early), then looks after exponential pauses, and a last one when
     /// the wait ends. Transient connection failures in between are retried at the next look;
-    /// others end that copy's looks. The first answer that opens wins.
+    /// others end that copy's looks. The first answer that opens wins; [`Client::trail`] then
+    /// looks at the other copies until each finds its own answer.
+    ///
+    /// A multi-server link whose looks begin at once (its buckets closed before, or the
+    /// schedule is early) ends each copy's looks a random pause (exponential, of the look
+    /// mean) after the wait: ended in the same instant, the last looks of its copies paired
+    /// them for servers comparing notes.
     pub async fn collect_scheduled(
         &self,
         pending: &PendingAnswer,
         schedule: LookSchedule,
         wait: Duration,
-    ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
-        let mut copies: FuturesUnordered<_> = pending
-            .copies
-            .iter()
-            .map(|c| async move {
-                (
-                    &c.server,
-                    self.collect_copy(pending, c, schedule, wait).await,
-                )
-            })
+    ) -> Result<Collected, CollectError> {
+        let mut copies: FuturesUnordered<_> = (0..pending.copies.len())
+            .map(|j| async move { (j, self.collect_copy(pending, j, schedule, wait).await) })
             .collect();
         let mut failures = Vec::new();
         let mut unanswered = 0;
-        while let Some((server, r)) = copies.next().await {
+        while let Some((j, r)) = copies.next().await {
             match r {
-                Ok(a) => return Ok(a),
+                Ok(answer) => return Ok(Collected { answer, copy: j }),
                 Err(CollectError::NoAnswerYet) => unanswered += 1,
-                Err(e) => failures.push((server.to_string(), e)),
+                Err(e) => failures.push((pending.copies[j].server.to_string(), e)),
             }
         }
         if unanswered > 0 {
@@ -647,17 +688,70 @@ impl Client {
         Err(CollectError::AllServers(failures))
     }
 
-    /// [`Client::collect_scheduled`] for one copy.
+    /// After the answer opened at copy `answered` of a multi-server link: look at each other
+    /// copy on `schedule`, all at once, until its own answer opens there or a random end
+    /// (exponential, of mean the look mean plus one [`ClientConfig::copy_spread`] per further
+    /// copy, the time the accepter's answers take to arrive) has passed since its looks began.
+    /// The number of copies whose answer opened.
+    ///
+    /// Stopped when the first answer opened, the looks of every copy ended in the same moment
+    /// and the other copies' answers stayed uncollected: both told servers comparing notes
+    /// which copies belong together (single-server links do not leave their answer). Each copy
+    /// now ends as a link of its own does, when it collects its answer.
+    ///
+    /// [`ClientConfig::copy_spread`]: super::ClientConfig::copy_spread
+    pub async fn trail(
+        &self,
+        pending: &PendingAnswer,
+        schedule: LookSchedule,
+        answered: usize,
+    ) -> usize {
+        let n = pending.copies.len();
+        let further = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        let mean = schedule
+            .mean
+            .saturating_add(self.config.copy_spread.saturating_mul(further));
+        let mut trails: FuturesUnordered<_> = (0..n)
+            .filter(|&j| j != answered)
+            .map(|j| async move {
+                let wait = crate::proto::schedule::exponential(mean, rand::random());
+                self.collect_copy(pending, j, schedule, wait).await
+            })
+            .collect();
+        let mut opened = 0;
+        while let Some(r) = trails.next().await {
+            match r {
+                Ok(_) => opened += 1,
+                Err(CollectError::NoAnswerYet) => {}
+                Err(e) => {
+                    tracing::info!(error = %crate::config::report(&e), "looking at another copy of the link failed")
+                }
+            }
+        }
+        opened
+    }
+
+    /// [`Client::collect_scheduled`] for copy `index` of the link.
     async fn collect_copy(
         &self,
         pending: &PendingAnswer,
-        copy: &LinkCopy,
+        index: usize,
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
+        let copy = &pending.copies[index];
         let now_precise = self.clock.now_precise();
         let now = now_precise.as_secs();
         let start = schedule.start(now, copy.polls_from);
+        // Looks that begin now end, for each copy of a multi-server link, a pause of its own
+        // after the wait: ended in one instant (they began in one), they paired the copies.
+        // Begun at the close, each copy ends at its own bucket's close plus the wait, with the
+        // other links of that bucket.
+        let wait = if start <= now && pending.copies.len() > 1 {
+            wait.saturating_add(schedule.next_look_in(rand::random()))
+        } else {
+            wait
+        };
         // Cut to ten years each: a link's expiry comes from the server's advertised TTL, and a
         // wait from the caller; neither may overflow the clock.
         let span = crate::proto::schedule::MAX_SPAN;
@@ -687,7 +781,6 @@ impl Client {
             until = until.max(began + schedule.next_look_in(rand::random()));
         }
         let mut next = began + schedule.next_look_in(rand::random());
-        let copies = std::slice::from_ref(copy);
         loop {
             let last = next >= until;
             if super::wake::until_instant(next.min(until)).await {
@@ -698,8 +791,8 @@ impl Client {
                 // schedule stays what it was).
                 super::wake::pause(schedule.mean).await;
             }
-            match self.look_at_copies(pending, copies).await {
-                Ok(Some(a)) => return Ok(a),
+            match self.look_at_copies(pending, &[index]).await {
+                Ok(Some(found)) => return Ok(found.answer),
                 Ok(None) => {}
                 Err(e) if e.kind() == super::ErrorKind::Transient && !last => {
                     tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");

@@ -8,7 +8,7 @@ use crate::out::{fields, note};
 use crate::term::{escape_for_terminal, stdout_is_terminal};
 use crate::transport::make_client;
 use anyhow::{bail, Context, Result};
-use rdv::client::{Client, CollectError, PendingAnswer};
+use rdv::client::{Client, CollectError, Collected, PendingAnswer};
 use rdv::proto::schedule::{LookSchedule, SHORT_MEAN_LOOK};
 use rdv::proto::ClientPolicy;
 use std::io::Write;
@@ -124,7 +124,7 @@ pub(crate) async fn wait_for_answer(
     pending: &PendingAnswer,
     look: &LookArgs,
     wait: Option<Duration>,
-) -> Result<Option<Zeroizing<Vec<u8>>>> {
+) -> Result<Option<Collected>> {
     let schedule = schedule(look);
     let now_precise = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
     let now = now_precise.as_secs();
@@ -163,10 +163,15 @@ pub(crate) async fn wait_for_answer(
                 )?;
             }
             note!(
-                "looking for the answer from {}{} until {}, at random moments ({} apart on average)",
+                "looking for the answer from {}{} until {}{}, at random moments ({} apart on average)",
                 local_time(from),
                 if from > now { " (when the bucket closes)" } else { "" },
                 local_time(until),
+                if from <= now && pending.copies().len() > 1 {
+                    " (each copy a random pause later)"
+                } else {
+                    ""
+                },
                 humantime::format_duration(look.poll_every)
             );
             match client.collect_scheduled(pending, schedule, w).await {
@@ -193,6 +198,35 @@ pub(crate) async fn wait_for_answer(
         }
     }
     Ok(answer)
+}
+
+/// Once the answer from one copy of a multi-server link is out: look at the other copies until
+/// each finds its own answer or its looks end at a random moment (`rdv::client::Client::trail`),
+/// so that no server sees its copy's looks end when another server's answer came. Ctrl-C ends
+/// this at once (the answer is out already). Nothing to do after `--delete-now` (the deletes
+/// tie the copies together anyway) or for a link on one server.
+pub(crate) async fn finish_copies(
+    client: &Client,
+    pending: &PendingAnswer,
+    look: &LookArgs,
+    answered: usize,
+) {
+    let others = pending.copies().len().saturating_sub(1);
+    if others == 0 || look.delete_now {
+        return;
+    }
+    note!(
+        "looking at the link's {} other cop{} until each finds its own answer (a server must not see its copy's looks end when another's answer came); Ctrl-C ends this now, at that cost",
+        others,
+        if others == 1 { "y" } else { "ies" }
+    );
+    let mut stop = crate::interrupt::scope();
+    tokio::select! {
+        opened = client.trail(pending, schedule(look), answered) => {
+            note!("{opened} of {others} found {}", if opened == 1 { "its answer" } else { "their answers" });
+        }
+        () = stop.signalled() => note!("interrupted: the other copies' looks end now"),
+    }
 }
 
 /// Why there is no answer yet, and whether one can still come.
@@ -244,7 +278,7 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
     )
     .await?
     .with_copy_spread(a.spread);
-    let Some(answer) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
+    let Some(found) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
         return Err(CliError::new(
             "no_answer_yet",
             rdv::client::ErrorKind::Transient,
@@ -260,18 +294,20 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         )
         .into());
     };
-    drop(pending);
     // Written first, the state's keys cleared after: an answer that cannot be written (standard
     // output closed, a full disk under a redirect) is still in its mailbox, and the state file
     // collects it again. The other order lost it (the keys were gone before the write failed).
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
-        crate::out::bytes_fields(&mut f, "answer", &answer);
+        crate::out::bytes_fields(&mut f, "answer", &found.answer);
         crate::out::emit("collect", f)?;
     } else {
-        print_answer(&answer)?;
+        print_answer(&found.answer)?;
     }
-    mark_collected(state)
+    mark_collected(state)?;
+    drop(found.answer);
+    finish_copies(&client, &pending, &a.look, found.copy).await;
+    Ok(())
 }
 
 /// The answer text of `rdv accept --answer/--answer-file`, if one was given.

@@ -151,7 +151,8 @@ pub(crate) async fn run() -> Result<()> {
     let answer = client
         .collect_scheduled(&pending, schedule, std::time::Duration::from_secs(30))
         .await
-        .context("the answer should be in the mailbox")?;
+        .context("the answer should be in the mailbox")?
+        .answer;
     println!(
         "   the initiator collects it after {:.1} s: {}",
         t.elapsed().as_secs_f64(),

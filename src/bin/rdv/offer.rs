@@ -1,7 +1,7 @@
 //! `rdv offer`: read the payload, choose the passphrase, store, print the link (and, with
 //! `--expect-answer`, keep the state for the answer or wait for it).
 
-use crate::answer::{no_answer, wait_for_answer, write_state};
+use crate::answer::{finish_copies, no_answer, wait_for_answer, write_state};
 use crate::cli::OfferArgs;
 use crate::error::CliError;
 use crate::out::{fields, note};
@@ -535,11 +535,13 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // The link went out at once, so that a program can hand it over; the answer follows
         // on a line of its own.
         if let (Some(pending), Some(wait)) = (&pending, a.wait) {
-            let answer = wait_and_finish(&a, &client, pending, wait).await?;
+            let found = wait_and_finish(&a, &client, pending, wait).await?;
             let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
-            crate::out::bytes_fields(&mut f, "answer", &answer);
+            crate::out::bytes_fields(&mut f, "answer", &found.answer);
             crate::out::emit("offer", f)?;
             collected(&a)?;
+            drop(found.answer);
+            finish_copies(&client, pending, &a.look, found.copy).await;
         }
         return Ok(());
     }
@@ -560,15 +562,18 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let Some(wait) = a.wait else {
         return Ok(());
     };
-    let answer = wait_and_finish(&a, &client, &pending, wait).await?;
-    drop(pending);
+    let found = wait_and_finish(&a, &client, &pending, wait).await?;
     // On a line of its own like the others, so always escaped (a newline would end it).
-    let (shown, _) = escape_for_terminal(&answer);
+    let (shown, _) = escape_for_terminal(&found.answer);
     let mut out = std::io::stdout().lock();
     writeln!(out, "answer: {shown}")
         .and_then(|()| out.flush())
         .context("writing the answer to standard output")?;
-    collected(&a)
+    drop(out);
+    collected(&a)?;
+    drop(found.answer);
+    finish_copies(&client, &pending, &a.look, found.copy).await;
+    Ok(())
 }
 
 /// The answer was written: the state file's keys go (a collect from it says so). Not before:
@@ -586,7 +591,7 @@ async fn wait_and_finish(
     client: &Client,
     pending: &PendingAnswer,
     wait: std::time::Duration,
-) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+) -> Result<rdv::client::Collected> {
     // Held, the wait begins after the close and the count fetch; counted from there, its last
     // look would come exactly --wait after that fetch, and tell the server that the fetch was
     // an initiator's count and not an accept. It counts from the close, as --wait does.

@@ -52,6 +52,7 @@ impl Agent {
             // Failed looks past the last moment: a few are tried again (a Tor circuit that
             // failed once must not lose an answer waiting in the mailbox), then the offer ends.
             let mut late_failures = 0;
+            let mut trail_from = None;
             loop {
                 // To the last moment on the wall clock with its fraction of a second: in whole
                 // seconds the last look would come at that fraction of the second this loop
@@ -64,7 +65,8 @@ impl Agent {
                     .collect_scheduled(&pending, me.schedule, wait)
                     .await
                 {
-                    Ok(answer) => {
+                    Ok(found) => {
+                        let answer = found.answer;
                         let saved = me.state.save_answer(&id, &answer);
                         // A forget that came while the answer was on its way (its abort cannot
                         // stop this task here) leaves no answer behind.
@@ -85,6 +87,7 @@ impl Agent {
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
                         me.event(event::ANSWERED, f);
+                        trail_from = Some(found.copy);
                         break;
                     }
                     // The last look is over, whatever it found after a few tries: a server that
@@ -118,6 +121,17 @@ impl Agent {
             }
             if let Ok(mut l) = me.lookers.lock() {
                 l.remove(&id);
+            }
+            // The other copies of a multi-server link go on looking until each finds its own
+            // answer (PROTOCOL.md §15.4): stopped now, they would end together with this one,
+            // their answers left where they are. On a task of its own, which a collect or a
+            // forget of the offer does not stop (they end its looks, not these).
+            if let Some(copy) = trail_from {
+                if pending.copies().len() > 1 {
+                    tokio::spawn(async move {
+                        me.client.trail(&pending, me.schedule, copy).await;
+                    });
+                }
             }
         });
         if let Ok(mut l) = self.lookers.lock() {

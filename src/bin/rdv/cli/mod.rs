@@ -194,7 +194,9 @@ pub(crate) struct OfferArgs {
     /// With several --server: the mean of a random pause (exponential) before storing each
     /// further copy of a link (and, with --hold, counting it), so that servers comparing notes
     /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). The offer takes that
-    /// much longer; 0s stores them one right after another.
+    /// much longer; 0s stores them one right after another. With --wait, once an answer is in,
+    /// the other copies go on looking until each finds its own, for a random while of mean
+    /// --poll-every plus this per further copy.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
@@ -372,9 +374,11 @@ pub(crate) struct CollectArgs {
     pub(crate) wait: Option<Duration>,
     #[command(flatten)]
     pub(crate) look: LookArgs,
-    /// With --delete-now, for a multi-server link: the mean of a random pause (exponential)
-    /// before deleting each further copy, as `rdv delete --spread`.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span, requires = "delete_now")]
+    /// For a multi-server link: the mean of a random pause (exponential) between the looks at
+    /// its copies in a one-time collect, and (with --delete-now) before deleting each further
+    /// copy, as `rdv delete --spread`. Once an answer is in, the other copies go on looking until
+    /// each finds its own, for a random while of mean --poll-every plus this per further copy.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
