@@ -2508,3 +2508,87 @@ fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
         );
     }
 }
+
+/// A server of a multi-server link that says the link was answered before, while the other
+/// took this answer: the accept fails with `already_answered` (someone may hold the link), but
+/// reports the answer as out (`answered`: true), which it is: the initiator collects it from
+/// the other server. Before (review, 2026-12-06), it was reported as not sent.
+#[test]
+fn an_answer_taken_by_one_server_while_another_says_answered_is_reported_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let liar = rt.block_on(common::proxy::frame_proxy(
+        servers[1].addr,
+        |_| false,
+        |r| {
+            if matches!(r, rdv::proto::Response::AnswerStored) {
+                *r = rdv::proto::Response::Error {
+                    code: rdv::proto::ErrorCode::AlreadyAnswered,
+                    message: "answered before".into(),
+                };
+            }
+        },
+    ));
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (a, b) = (servers[0].addr.to_string(), liar.to_string());
+    let offered = ok(
+        &rdv(
+            &[
+                "--json",
+                "offer",
+                "--direct",
+                "--server",
+                &a,
+                "--server",
+                &b,
+                "--spread",
+                "0s",
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+                "--expect-answer",
+                "--state",
+                st,
+            ],
+            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+        ),
+        "offer",
+    );
+    let link = str_of(&offered, "link");
+    let out = rdv(
+        &[
+            "--json", "accept", "--direct", link, "--answer", "back", "--spread", "0s",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let e = json(&out);
+    assert_eq!(e["error"]["code"], "already_answered", "{e}");
+    assert_eq!(e["answered"], true, "{e}");
+    assert_eq!(str_of(&e, "payload"), "p");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("left on some of its servers"), "{e}");
+    assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
+    let c = ok(
+        &rdv(
+            &[
+                "collect",
+                "--json",
+                "--direct",
+                "--state",
+                st,
+                "--early",
+                "--poll-every",
+                "1s",
+                "--spread",
+                "0s",
+            ],
+            &[],
+        ),
+        "collect",
+    );
+    assert_eq!(str_of(&c, "answer"), "back");
+}

@@ -98,12 +98,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     };
     // The answer not sent: the payload goes into the JSON result all the same (shown above
     // without --json), so that a script need not fetch the bucket a second time.
-    let opened = |e: anyhow::Error| {
-        e.context(crate::error::Partial {
-            message: "the link opened, but the answer was not sent",
-            fields: result(false),
-        })
-    };
+    let opened = |e: anyhow::Error| not_answered(e, result);
     let answered = match (&found.reply, answer) {
         (Some(reply), Some(answer)) => {
             // Interrupted during the pauses between a multi-server link's answers, the rest go
@@ -138,6 +133,29 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
         crate::out::emit("accept", result(answered))?;
     }
     Ok(())
+}
+
+/// An accept whose answer failed (`e`), carrying the accept's result (`result(answered)`: the
+/// payload, so that it need not be fetched again). `answered` is true, and the message says so,
+/// when some of a multi-server link's servers took this answer while another said the link was
+/// answered before: the answer is out, and the initiator may collect it. Before, that was
+/// reported as an answer not sent.
+pub(crate) fn not_answered(
+    e: anyhow::Error,
+    result: impl Fn(bool) -> serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Error {
+    let took = match e.downcast_ref::<rdv::client::AnswerError>() {
+        Some(rdv::client::AnswerError::AlreadyAnswered { took, .. }) => *took,
+        _ => 0,
+    };
+    e.context(crate::error::Partial {
+        message: if took > 0 {
+            "the link opened and this answer was left on some of its servers, but another says it was answered before"
+        } else {
+            "the link opened, but the answer was not sent"
+        },
+        fields: result(took > 0),
+    })
 }
 
 /// Write the payload and a newline to standard output: exactly, or escaped on a terminal.

@@ -656,12 +656,7 @@ impl Agent {
         };
         // The answer not sent: the reply carries the payload all the same (as `rdv accept
         // --json`), so that the caller need not fetch the bucket a second time.
-        let opened = |e: anyhow::Error| {
-            e.context(crate::error::Partial {
-                message: "the link opened, but the answer was not sent",
-                fields: result(false),
-            })
-        };
+        let opened = |e: anyhow::Error| crate::accept::not_answered(e, result);
         let answered =
             match (&found.reply, &answer) {
                 (Some(reply), Some(a)) => {
