@@ -128,6 +128,9 @@ pub(crate) async fn wait_for_answer(
     let schedule = schedule(look);
     let now_precise = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
     let now = now_precise.as_secs();
+    if wait.is_none() && pending.copies().len() > 1 {
+        note!("looking at the link's copies one after another, a random pause apart (--spread): looks at every copy in one moment would pair them for servers comparing notes");
+    }
     let answer = match wait {
         None => match client.look(pending, schedule).await {
             Err(CollectError::TooEarly { polls_from }) => {
