@@ -1041,7 +1041,10 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
 
     // --hold --wait counts the wait from the close, not from the count fetch a random pause
     // after it: the last look would otherwise come exactly --wait after that fetch, and tell
-    // the server the fetch was the initiator's count, not an accept.
+    // the server the fetch was the initiator's count, not an accept. (A wait that the hold's
+    // pause, of mean --poll-every, nearly used up gets a look pause of that mean after the
+    // count instead, past the 20 s: with 5 s that happened, and failed this test; with 2 s it
+    // is under 1 in 1000.)
     let out = rdv(
         &[
             "offer",
@@ -1055,7 +1058,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--wait",
             "20s",
             "--poll-every",
-            "5s",
+            "2s",
             "--direct",
             &addr,
             "--payload",

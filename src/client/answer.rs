@@ -690,9 +690,11 @@ impl Client {
 
     /// After the answer opened at copy `answered` of a multi-server link: look at each other
     /// copy on `schedule`, all at once, until its own answer opens there or a random end
-    /// (exponential, of mean the look mean plus one [`ClientConfig::copy_spread`] per further
-    /// copy, the time the accepter's answers take to arrive) has passed since its looks began.
-    /// The number of copies whose answer opened.
+    /// (exponential) has passed since its looks began. The end's mean is twice the look mean
+    /// plus one [`ClientConfig::copy_spread`] per further copy (about the time the accepter's
+    /// last answer takes to come and be found): with once that, a helper's measurement found
+    /// 12-17 % of the answers ended before they came, left uncollected. The number of copies
+    /// whose answer opened.
     ///
     /// Stopped when the first answer opened, the looks of every copy ended in the same moment
     /// and the other copies' answers stayed uncollected: both told servers comparing notes
@@ -710,7 +712,8 @@ impl Client {
         let further = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
         let mean = schedule
             .mean
-            .saturating_add(self.config.copy_spread.saturating_mul(further));
+            .saturating_add(self.config.copy_spread.saturating_mul(further))
+            .saturating_mul(2);
         let mut trails: FuturesUnordered<_> = (0..n)
             .filter(|&j| j != answered)
             .map(|j| async move {
@@ -740,18 +743,25 @@ impl Client {
         wait: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
         let copy = &pending.copies[index];
-        let now_precise = self.clock.now_precise();
-        let now = now_precise.as_secs();
-        let start = schedule.start(now, copy.polls_from);
-        // Looks that begin now end, for each copy of a multi-server link, a pause of its own
-        // after the wait: ended in one instant (they began in one), they paired the copies.
-        // Begun at the close, each copy ends at its own bucket's close plus the wait, with the
-        // other links of that bucket.
-        let wait = if start <= now && pending.copies.len() > 1 {
+        // Looks that would begin now, at every copy of a multi-server link in the same moment,
+        // begin for each copy a spread pause of its own later, and end a look pause of its own
+        // after the wait: begun and ended in one instant, their first and last looks paired
+        // the copies (a helper's measurement: last looks 100 %, first looks about 25 %, chance
+        // 6 %). Begun at the close, each copy ends at its own bucket's close plus the wait,
+        // with the other links of that bucket.
+        let at_once = {
+            let now = self.clock.now();
+            schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
+        };
+        let wait = if at_once {
+            super::wake::pause(self.config.copy_spread).await;
             wait.saturating_add(schedule.next_look_in(rand::random()))
         } else {
             wait
         };
+        let now_precise = self.clock.now_precise();
+        let now = now_precise.as_secs();
+        let start = schedule.start(now, copy.polls_from);
         // Cut to ten years each: a link's expiry comes from the server's advertised TTL, and a
         // wait from the caller; neither may overflow the clock.
         let span = crate::proto::schedule::MAX_SPAN;
