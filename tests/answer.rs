@@ -1070,13 +1070,13 @@ impl rdv::client::Connector for Logged {
     }
 }
 
-/// Looks that begin at once at a multi-server link's copies (its buckets closed, or an early
-/// schedule) end, for each copy, a pause of its own after the wait. Before, the last look of
-/// every copy came in one instant, the wait's end, which paired the copies for servers
-/// comparing notes: with `rdv collect --wait` started after the closes, and with an agent
-/// restarted past them.
-#[tokio::test(start_paused = true)]
-async fn the_copies_last_looks_come_at_moments_of_their_own() {
+/// The moment of every connection, and its server.
+type ConnectionLog = Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>;
+
+/// A client whose connections are logged, and its offer (expecting an answer) on two
+/// in-memory servers, stored without pauses: the client, the offer's pending answer, the log
+/// (emptied).
+async fn logged_two_server_offer() -> (rdv::client::Client, PendingAnswer, ConnectionLog) {
     let clock = manual_clock();
     let server = || {
         rdv::server::Server::new(
@@ -1098,7 +1098,7 @@ async fn the_copies_last_looks_come_at_moments_of_their_own() {
         .into_iter()
         .collect(),
     );
-    let log = Arc::default();
+    let log: ConnectionLog = Arc::default();
     let c = rdv::client::Client::new(
         Arc::new(Logged(route, Arc::clone(&log))),
         rdv::client::ClientConfig {
@@ -1112,6 +1112,17 @@ async fn the_copies_last_looks_come_at_moments_of_their_own() {
         .await
         .unwrap();
     log.lock().unwrap().clear();
+    (c, pending, log)
+}
+
+/// Looks that begin at once at a multi-server link's copies (its buckets closed, or an early
+/// schedule) end, for each copy, a pause of its own after the wait. Before, the last look of
+/// every copy came in one instant, the wait's end, which paired the copies for servers
+/// comparing notes: with `rdv collect --wait` started after the closes, and with an agent
+/// restarted past them.
+#[tokio::test(start_paused = true)]
+async fn the_copies_last_looks_come_at_moments_of_their_own() {
+    let (c, pending, log) = logged_two_server_offer().await;
     let early = LookSchedule {
         early: true,
         ..Default::default()
@@ -1122,15 +1133,16 @@ async fn the_copies_last_looks_come_at_moments_of_their_own() {
         .unwrap_err();
     assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
     let looks = log.lock().unwrap().clone();
-    let last = |server: &rdv::proto::ServerAddr| {
+    let last = |copy: usize| {
+        let server = pending.copies()[copy].server.to_string();
         looks
             .iter()
-            .filter(|(s, _)| *s == server.to_string())
+            .filter(|(s, _)| *s == server)
             .map(|(_, t)| *t)
             .max()
             .expect("a look")
     };
-    assert_ne!(last(&addrs[0]), last(&addrs[1]), "{looks:?}");
+    assert_ne!(last(0), last(1), "{looks:?}");
 }
 
 /// Looks that begin at once at a multi-server link's copies also begin, for each copy, a spread
@@ -1140,40 +1152,7 @@ async fn the_copies_last_looks_come_at_moments_of_their_own() {
 /// some come later in 20 tries (all 40 pauses under 15 s would be a 1 in 10^26 chance).
 #[tokio::test(start_paused = true)]
 async fn looks_that_begin_at_once_begin_a_spread_pause_apart() {
-    let clock = manual_clock();
-    let server = || {
-        rdv::server::Server::new(
-            rdv::store::MemoryStore::new(StoreParams::default()),
-            ServerConfig::default(),
-            Arc::new(clock.clone()),
-        )
-        .unwrap()
-    };
-    let addrs = [
-        rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
-        rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
-    ];
-    let route = Route(
-        [
-            (addrs[0].to_string(), server()),
-            (addrs[1].to_string(), server()),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    let log = Arc::default();
-    let c = rdv::client::Client::new(
-        Arc::new(Logged(route, Arc::clone(&log))),
-        rdv::client::ClientConfig {
-            copy_spread: Duration::ZERO,
-            ..Default::default()
-        },
-        Arc::new(clock.clone()),
-    );
-    let (_offer, pending) = c
-        .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
-        .await
-        .unwrap();
+    let (c, pending, log) = logged_two_server_offer().await;
     let c = c.with_copy_spread(Duration::from_secs(60));
     let early = LookSchedule {
         mean: Duration::from_secs(1),
