@@ -2595,3 +2595,97 @@ fn an_answer_taken_by_one_server_while_another_says_answered_is_reported_out() {
     );
     assert_eq!(str_of(&c, "answer"), "back");
 }
+
+/// While it looks at a multi-server link's other copies after the answer, `rdv collect` has
+/// closed its standard output: a script reading the answer (`answer=$(rdv collect …)`) goes on
+/// at once, not when the other copies' looks end (minutes). Ctrl-C (or SIGTERM) then ends the
+/// looks, successfully, the state file marked collected. Here one server never answers a look,
+/// so the looks at its copy cannot end by themselves for a minute. Before (review,
+/// 2026-12-06), the reader waited for the command's end.
+#[test]
+fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let silent = rt.block_on(common::proxy::stalling_proxy(servers[1].addr, |r| {
+        matches!(r, rdv::proto::Request::FetchAnswer { .. })
+    }));
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (a, b) = (servers[0].addr.to_string(), silent.to_string());
+    let offered = ok(
+        &rdv(
+            &[
+                "--json",
+                "offer",
+                "--direct",
+                "--server",
+                &a,
+                "--server",
+                &b,
+                "--spread",
+                "0s",
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+                "--expect-answer",
+                "--state",
+                st,
+            ],
+            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+        ),
+        "offer",
+    );
+    let link = str_of(&offered, "link");
+    let accept = [
+        "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+    ];
+    ok(&rdv(&accept, &[]), "accept");
+    assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
+    let pending = std::fs::read(&state).unwrap();
+    for signal in ["-INT", "-TERM"] {
+        std::fs::write(&state, &pending).unwrap();
+        let mut child = spawn_rdv(
+            &[
+                "--json",
+                "collect",
+                "--direct",
+                "--state",
+                st,
+                "--early",
+                "--wait",
+                "5m",
+                "--poll-every",
+                "1s",
+                "--spread",
+                "0s",
+            ],
+            true,
+            false,
+        );
+        let mut out = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            let _ = tx.send(text);
+        });
+        let text = rx
+            .recv_timeout(std::time::Duration::from_secs(45))
+            .expect("standard output stayed open while the other copy was looked at");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(events, ["waiting", "answer", "trailing"], "{text}");
+        assert_eq!(str_of(&lines[1], "answer"), "back");
+        assert_eq!(lines[2]["copies"], 1, "{text}");
+        assert!(child.0.try_wait().unwrap().is_none(), "it did not look on");
+        let status = signal_and_wait(&mut child.0, signal).expect("the signal did not end it");
+        assert!(status.success(), "{signal}: {status:?}");
+        let kept = std::fs::read_to_string(&state).unwrap();
+        assert!(kept.starts_with("rdv-answer-collected"), "{kept}");
+    }
+}

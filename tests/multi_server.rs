@@ -811,9 +811,74 @@ async fn a_one_time_look_takes_the_copies_a_pause_apart() {
         early: true,
         ..Default::default()
     };
-    let looked = tokio::time::timeout(Duration::from_secs(3), slow.look(&pending, early)).await;
+    let looked = tokio::time::timeout(Duration::from_secs(10), slow.look(&pending, early)).await;
     assert!(looked.is_err(), "the look took no pause: {looked:?}");
     let mut seen: Vec<f64> = servers.iter().map(|s| looks(s)).collect();
     seen.sort_by(f64::total_cmp);
     assert_eq!(seen, [0.0, 1.0]);
+}
+
+/// Once the answer is in, the looks at the link's other copies tell when one of them holds
+/// another answer: someone else answered that copy first, so someone else holds the link and
+/// its passphrase (an answer cannot be made without them). Here a first accepter's answer
+/// reaches only server 0, and a second accepter's answer takes server 1.
+#[tokio::test]
+async fn a_copy_answered_by_someone_else_is_told() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    let no_answers = Arc::new(AtomicBool::new(false));
+    for (n, d) in dirs.iter().enumerate() {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        let cut = no_answers.clone();
+        let proxy = common::proxy::frame_proxy(
+            a,
+            move |r| {
+                n == 1
+                    && cut.load(Ordering::SeqCst)
+                    && matches!(
+                        r,
+                        rdv::proto::Request::PutAnswer { .. }
+                            | rdv::proto::Request::StampedPutAnswer { .. }
+                    )
+            },
+            |_| {},
+        )
+        .await;
+        addrs.push(addr(proxy));
+    }
+    let c = client(&clock);
+    let (offer, pending) = c
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://twice",
+            Passphrase::new("answered twice pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    no_answers.store(true, Ordering::SeqCst);
+    let first = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&first, b"smp://first").await.unwrap();
+    assert_eq!(servers[1].store().answer_count(), 0);
+    no_answers.store(false, Ordering::SeqCst);
+    let second = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    match c.answer(&second, b"smp://second").await {
+        Err(rdv::client::AnswerError::AlreadyAnswered { took: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let early = rdv::proto::schedule::LookSchedule {
+        mean: Duration::from_millis(50),
+        early: true,
+    };
+    let found = c
+        .collect_scheduled(&pending, early, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let trailed = c.trail(&pending, early, found.copy, &found.answer).await;
+    assert_eq!(trailed.opened, 1);
+    let other = &pending.copies()[1 - found.copy].server;
+    assert_eq!(trailed.differing, std::slice::from_ref(other));
 }

@@ -59,6 +59,15 @@ impl fmt::Debug for Collected {
     }
 }
 
+/// What [`Client::trail`] found at a link's other copies.
+#[derive(Debug, Default)]
+pub struct Trailed {
+    /// How many copies' own answers opened.
+    pub opened: usize,
+    /// The servers whose copy held another answer than the one collected first.
+    pub differing: Vec<ServerAddr>,
+}
+
 /// One copy of a link that expects an answer: its server (which holds the mailbox too), its
 /// bucket, and when that bucket closes on this machine's clock (unix seconds; no look at this
 /// server comes before it).
@@ -225,7 +234,7 @@ impl PendingAnswer {
                     });
                 }
                 if copies.is_empty() || copies.len() > 1 + crate::proto::link::MAX_MIRRORS {
-                    return Err(PendingAnswerError("copy lines (one to six)"));
+                    return Err(PendingAnswerError("copy lines (one to five)"));
                 }
             }
             Some(TEXT_MAGIC_V1) => {
@@ -552,8 +561,9 @@ impl Client {
         rand::seq::SliceRandom::shuffle(&mut open[..], &mut rand::rngs::OsRng);
         let mut failures = Vec::new();
         for (n, &j) in open.iter().enumerate() {
-            if n > 0 {
-                let _ = self.spread_pause().await;
+            // Interrupted, the looks end: the rest at once would pair those copies.
+            if n > 0 && self.spread_pause().await {
+                break;
             }
             match self.look_at_copies(pending, &[j]).await {
                 Ok(Some(found)) => return Ok(Some(found)),
@@ -694,7 +704,11 @@ impl Client {
     /// plus one [`ClientConfig::copy_spread`] per further copy (about the time the accepter's
     /// last answer takes to come and be found): with once that, a helper's measurement found
     /// 12-17 % of the answers ended before they came, left uncollected. The number of copies
-    /// whose answer opened.
+    /// whose answer opened, and the servers whose copy held another answer than `first` (the
+    /// answer that opened): someone else answered that copy before, so someone else holds the
+    /// link and its passphrase. Each copy's looks go on as they were (memoryless pauses): no
+    /// extra pause where they go on, which would leave a gap in that server's looks around the
+    /// moment the first answer was collected elsewhere.
     ///
     /// Stopped when the first answer opened, the looks of every copy ended in the same moment
     /// and the other copies' answers stayed uncollected: both told servers comparing notes
@@ -707,7 +721,8 @@ impl Client {
         pending: &PendingAnswer,
         schedule: LookSchedule,
         answered: usize,
-    ) -> usize {
+        first: &[u8],
+    ) -> Trailed {
         let n = pending.copies.len();
         let further = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
         let mean = schedule
@@ -718,20 +733,25 @@ impl Client {
             .filter(|&j| j != answered)
             .map(|j| async move {
                 let wait = crate::proto::schedule::exponential(mean, rand::random());
-                self.collect_copy(pending, j, schedule, wait).await
+                (j, self.look_on(pending, j, schedule, wait, true).await)
             })
             .collect();
-        let mut opened = 0;
-        while let Some(r) = trails.next().await {
+        let mut outcome = Trailed::default();
+        while let Some((j, r)) = trails.next().await {
             match r {
-                Ok(_) => opened += 1,
+                Ok(answer) => {
+                    outcome.opened += 1;
+                    if answer[..] != *first {
+                        outcome.differing.push(pending.copies[j].server.clone());
+                    }
+                }
                 Err(CollectError::NoAnswerYet) => {}
                 Err(e) => {
                     tracing::info!(error = %crate::config::report(&e), "looking at another copy of the link failed")
                 }
             }
         }
-        opened
+        outcome
     }
 
     /// [`Client::collect_scheduled`] for copy `index` of the link.
@@ -742,6 +762,20 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
+        self.look_on(pending, index, schedule, wait, false).await
+    }
+
+    /// The looks at copy `index` on `schedule` for `wait`; `going_on`: looks that were going
+    /// on already (a trail), which take neither the pause nor the end of looks that begin at
+    /// once.
+    async fn look_on(
+        &self,
+        pending: &PendingAnswer,
+        index: usize,
+        schedule: LookSchedule,
+        wait: Duration,
+        going_on: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
         let copy = &pending.copies[index];
         // Looks that would begin now, at every copy of a multi-server link in the same moment,
         // begin for each copy a spread pause of its own later, and end a look pause of its own
@@ -751,7 +785,7 @@ impl Client {
         // with the other links of that bucket.
         let at_once = {
             let now = self.clock.now();
-            schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
+            !going_on && schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
         };
         let wait = if at_once {
             super::wake::pause(self.config.copy_spread).await;

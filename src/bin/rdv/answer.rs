@@ -128,7 +128,12 @@ pub(crate) async fn wait_for_answer(
     let schedule = schedule(look);
     let now_precise = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
     let now = now_precise.as_secs();
-    if wait.is_none() && pending.copies().len() > 1 {
+    let closed = pending
+        .copies()
+        .iter()
+        .filter(|c| schedule.start(now, c.polls_from) <= now)
+        .count();
+    if wait.is_none() && closed > 1 {
         note!("looking at the link's copies one after another, a random pause apart (--spread): looks at every copy in one moment would pair them for servers comparing notes");
     }
     let answer = match wait {
@@ -209,26 +214,48 @@ pub(crate) async fn wait_for_answer(
 /// this at once (the answer is out already). Nothing to do after `--delete-now` (the deletes
 /// tie the copies together anyway) or for a link on one server.
 pub(crate) async fn finish_copies(
+    command: &str,
     client: &Client,
     pending: &PendingAnswer,
     look: &LookArgs,
-    answered: usize,
-) {
+    found: &Collected,
+) -> Result<()> {
     let others = pending.copies().len().saturating_sub(1);
     if others == 0 || look.delete_now {
-        return;
+        return Ok(());
+    }
+    if crate::out::json() {
+        crate::out::emit(
+            command,
+            fields! { "event" => "trailing", "copies" => others },
+        )?;
     }
     note!(
-        "looking at the link's {} other cop{} until each finds its own answer (a server must not see its copy's looks end when another's answer came); Ctrl-C ends this now, at that cost",
+        "looking at the link's {} other cop{} until each finds its own answer (a server must not see its copy's looks end when another's answer came); standard output is closed now, so a script reading it goes on; Ctrl-C ends this now, at that cost",
         others,
         if others == 1 { "y" } else { "ies" }
     );
+    release_stdout();
     let mut stop = crate::interrupt::scope();
     tokio::select! {
-        opened = client.trail(pending, schedule(look), answered) => {
-            note!("{opened} of {others} found {}", if opened == 1 { "its answer" } else { "their answers" });
+        trailed = client.trail(pending, schedule(look), found.copy, &found.answer) => {
+            note!("{} of {others} found {}", trailed.opened, if trailed.opened == 1 { "its answer" } else { "their answers" });
+            for server in trailed.differing {
+                eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.to_string().as_bytes()).0);
+            }
         }
         () = stop.signalled() => note!("interrupted: the other copies' looks end now"),
+    }
+    Ok(())
+}
+
+/// Point standard output at /dev/null: a caller reading it (`answer=$(rdv collect …)`, a
+/// pipe) sees its end and goes on while the command trails. Nothing is lost if this fails:
+/// the caller then waits for the command's end.
+fn release_stdout() {
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
     }
 }
 
@@ -308,9 +335,7 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         print_answer(&found.answer)?;
     }
     mark_collected(state)?;
-    drop(found.answer);
-    finish_copies(&client, &pending, &a.look, found.copy).await;
-    Ok(())
+    finish_copies("collect", &client, &pending, &a.look, &found).await
 }
 
 /// The answer text of `rdv accept --answer/--answer-file`, if one was given.

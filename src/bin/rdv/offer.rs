@@ -540,8 +540,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             crate::out::bytes_fields(&mut f, "answer", &found.answer);
             crate::out::emit("offer", f)?;
             collected(&a)?;
-            drop(found.answer);
-            finish_copies(&client, pending, &a.look, found.copy).await;
+            finish_copies("offer", &client, pending, &a.look, &found).await?;
         }
         return Ok(());
     }
@@ -571,9 +570,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .context("writing the answer to standard output")?;
     drop(out);
     collected(&a)?;
-    drop(found.answer);
-    finish_copies(&client, &pending, &a.look, found.copy).await;
-    Ok(())
+    finish_copies("offer", &client, &pending, &a.look, &found).await
 }
 
 /// The answer was written: the state file's keys go (a collect from it says so). Not before:

@@ -87,7 +87,7 @@ impl Agent {
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
                         me.event(event::ANSWERED, f);
-                        trail_from = Some(found.copy);
+                        trail_from = Some((found.copy, answer));
                         break;
                     }
                     // The last look is over, whatever it found after a few tries: a server that
@@ -126,10 +126,13 @@ impl Agent {
             // answer (PROTOCOL.md §15.4): stopped now, they would end together with this one,
             // their answers left where they are. On a task of its own, which a collect or a
             // forget of the offer does not stop (they end its looks, not these).
-            if let Some(copy) = trail_from {
+            if let Some((copy, answer)) = trail_from {
                 if pending.copies().len() > 1 {
                     tokio::spawn(async move {
-                        me.client.trail(&pending, me.schedule, copy).await;
+                        let trailed = me.client.trail(&pending, me.schedule, copy, &answer).await;
+                        for server in trailed.differing {
+                            tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
+                        }
                     });
                 }
             }
