@@ -665,9 +665,10 @@ impl Client {
     /// looks at the other copies until each finds its own answer.
     ///
     /// A multi-server link whose looks begin at once (its buckets closed before, or the
-    /// schedule is early) ends each copy's looks a random pause (exponential, of the look
-    /// mean) after the wait: ended in the same instant, the last looks of its copies paired
-    /// them for servers comparing notes.
+    /// schedule is early) begins each copy's looks a random pause (exponential, of the spread)
+    /// later and ends them a random pause (of the look mean) after the wait: begun and ended
+    /// in the same instant, the first and last looks of its copies paired them for servers
+    /// comparing notes.
     pub async fn collect_scheduled(
         &self,
         pending: &PendingAnswer,
@@ -700,10 +701,11 @@ impl Client {
 
     /// After the answer opened at copy `answered` of a multi-server link: look at each other
     /// copy on `schedule`, all at once, until its own answer opens there or a random end
-    /// (exponential) has passed since its looks began. The end's mean is twice the look mean
-    /// plus one [`ClientConfig::copy_spread`] per further copy (about the time the accepter's
-    /// last answer takes to come and be found): with once that, a helper's measurement found
-    /// 12-17 % of the answers ended before they came, left uncollected. The number of copies
+    /// (exponential) has passed since its looks began, with a last look then. The end's mean
+    /// is twice the sum of the look mean and one [`ClientConfig::copy_spread`] per further
+    /// copy (that sum is about the time the accepter's last answer takes to come and be
+    /// found): with once the sum, a helper's measurement found 12-17 % of the answers left
+    /// uncollected, their trail over before they came. The number of copies
     /// whose answer opened, and the servers whose copy held another answer than `first` (the
     /// answer that opened): someone else answered that copy before, so someone else holds the
     /// link and its passphrase. Each copy's looks go on as they were (memoryless pauses): no

@@ -212,9 +212,12 @@ pub(crate) async fn wait_for_answer(
 /// each finds its own answer or its looks end at a random moment (`rdv::client::Client::trail`),
 /// so that no server sees its copy's looks end when another server's answer came. Ctrl-C ends
 /// this at once (the answer is out already). Nothing to do after `--delete-now` (the deletes
-/// tie the copies together anyway) or for a link on one server.
+/// tie the copies together anyway) or for a link on one server. `events`: the command prints
+/// JSON events (a wait), and a `trailing` one goes out first; a one-time collect's single JSON
+/// object stays single.
 pub(crate) async fn finish_copies(
     command: &str,
+    events: bool,
     client: &Client,
     pending: &PendingAnswer,
     look: &LookArgs,
@@ -224,7 +227,7 @@ pub(crate) async fn finish_copies(
     if others == 0 || look.delete_now {
         return Ok(());
     }
-    if crate::out::json() {
+    if events && crate::out::json() {
         crate::out::emit(
             command,
             fields! { "event" => "trailing", "copies" => others },
@@ -335,7 +338,8 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
         print_answer(&found.answer)?;
     }
     mark_collected(state)?;
-    finish_copies("collect", &client, &pending, &a.look, &found).await
+    let events = a.wait.is_some();
+    finish_copies("collect", events, &client, &pending, &a.look, &found).await
 }
 
 /// The answer text of `rdv accept --answer/--answer-file`, if one was given.

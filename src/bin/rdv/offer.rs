@@ -540,7 +540,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             crate::out::bytes_fields(&mut f, "answer", &found.answer);
             crate::out::emit("offer", f)?;
             collected(&a)?;
-            finish_copies("offer", &client, pending, &a.look, &found).await?;
+            finish_copies("offer", true, &client, pending, &a.look, &found).await?;
         }
         return Ok(());
     }
@@ -570,7 +570,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .context("writing the answer to standard output")?;
     drop(out);
     collected(&a)?;
-    finish_copies("offer", &client, &pending, &a.look, &found).await
+    finish_copies("offer", true, &client, &pending, &a.look, &found).await
 }
 
 /// The answer was written: the state file's keys go (a collect from it says so). Not before:
