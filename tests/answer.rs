@@ -756,6 +756,16 @@ async fn answers_survive_a_restart_of_the_disk_store() {
 }
 
 /// A connector to in-process servers by address, for links with several servers on paused time.
+/// An in-process server over a memory store with default settings, on `clock`.
+fn memory_server(clock: Arc<dyn Clock>) -> Arc<rdv::server::Server<rdv::store::MemoryStore>> {
+    rdv::server::Server::new(
+        rdv::store::MemoryStore::new(StoreParams::default()),
+        ServerConfig::default(),
+        clock,
+    )
+    .unwrap()
+}
+
 struct Route(std::collections::HashMap<String, Arc<rdv::server::Server<rdv::store::MemoryStore>>>);
 
 impl rdv::client::Connector for Route {
@@ -786,14 +796,7 @@ impl rdv::client::Connector for Route {
 #[tokio::test(start_paused = true)]
 async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
     let clock = manual_clock();
-    let server = |behind: u64| {
-        rdv::server::Server::new(
-            rdv::store::MemoryStore::new(StoreParams::default()),
-            ServerConfig::default(),
-            Arc::new(rdv::clock::ManualClock::new(T0 - behind)),
-        )
-        .unwrap()
-    };
+    let server = |behind: u64| memory_server(Arc::new(rdv::clock::ManualClock::new(T0 - behind)));
     let (slow, fast) = (server(0), server(700));
     let addrs = [
         rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
@@ -1078,14 +1081,7 @@ type ConnectionLog = Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>;
 /// (emptied).
 async fn logged_two_server_offer() -> (rdv::client::Client, PendingAnswer, ConnectionLog) {
     let clock = manual_clock();
-    let server = || {
-        rdv::server::Server::new(
-            rdv::store::MemoryStore::new(StoreParams::default()),
-            ServerConfig::default(),
-            Arc::new(clock.clone()),
-        )
-        .unwrap()
-    };
+    let server = || memory_server(Arc::new(clock.clone()));
     let addrs = [
         rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
         rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),

@@ -1460,6 +1460,28 @@ fn ctrl_c_during_the_count_of_a_held_link_takes_it_back_at_once() {
     );
 }
 
+/// `rdv --json offer` of payload "p" with copies on servers `a` and `b`, stored without a pause
+/// (`extra`: more offer flags).
+fn offer_on_two(a: &str, b: &str, extra: &[&str]) -> Output {
+    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
+    let offer = [
+        "--json",
+        "offer",
+        "--direct",
+        "--server",
+        a,
+        "--server",
+        b,
+        "--spread",
+        "0s",
+        "--payload",
+        "p",
+        "--kdf",
+        "test",
+    ];
+    rdv(&[&offer[..], extra].concat(), &pass)
+}
+
 /// A link offered on two servers with metrics (its copies stored without a pause; `extra`: more
 /// offer flags): the servers, the sum of a metric over both, and the offer's JSON result.
 fn two_server_link(
@@ -1468,23 +1490,7 @@ fn two_server_link(
 ) -> (Vec<ServerProcess>, impl Fn(&str) -> f64, Value) {
     let (servers, sum) = two_servers_with_metrics(dir, &[]);
     let (a, b) = (servers[0].addr.to_string(), servers[1].addr.to_string());
-    let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
-    let offer = [
-        "--json",
-        "offer",
-        "--direct",
-        "--server",
-        &a,
-        "--server",
-        &b,
-        "--spread",
-        "0s",
-        "--payload",
-        "p",
-        "--kdf",
-        "test",
-    ];
-    let offered = json(&rdv(&[&offer[..], extra].concat(), &pass));
+    let offered = json(&offer_on_two(&a, &b, extra));
     assert_eq!(sum("rdv_links_stored"), 2.0, "{offered}");
     (servers, sum, offered)
 }
@@ -2537,27 +2543,7 @@ fn an_answer_taken_by_one_server_while_another_says_answered_is_reported_out() {
     let st = state.to_str().unwrap();
     let (a, b) = (servers[0].addr.to_string(), liar.to_string());
     let offered = ok(
-        &rdv(
-            &[
-                "--json",
-                "offer",
-                "--direct",
-                "--server",
-                &a,
-                "--server",
-                &b,
-                "--spread",
-                "0s",
-                "--payload",
-                "p",
-                "--kdf",
-                "test",
-                "--expect-answer",
-                "--state",
-                st,
-            ],
-            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
-        ),
+        &offer_on_two(&a, &b, &["--expect-answer", "--state", st]),
         "offer",
     );
     let link = str_of(&offered, "link");
@@ -2614,27 +2600,7 @@ fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
     let st = state.to_str().unwrap();
     let (a, b) = (servers[0].addr.to_string(), silent.to_string());
     let offered = ok(
-        &rdv(
-            &[
-                "--json",
-                "offer",
-                "--direct",
-                "--server",
-                &a,
-                "--server",
-                &b,
-                "--spread",
-                "0s",
-                "--payload",
-                "p",
-                "--kdf",
-                "test",
-                "--expect-answer",
-                "--state",
-                st,
-            ],
-            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
-        ),
+        &offer_on_two(&a, &b, &["--expect-answer", "--state", st]),
         "offer",
     );
     let link = str_of(&offered, "link");

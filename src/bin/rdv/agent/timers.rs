@@ -123,7 +123,7 @@ impl Agent {
                 l.remove(&id);
             }
             // The other copies of a multi-server link go on looking until each finds its own
-            // answer (PROTOCOL.md §15.4): stopped now, they would end together with this one,
+            // answer (PROTOCOL.md §15.7): stopped now, they would end together with this one,
             // their answers left where they are. On a task of its own, which a collect or a
             // forget of the offer does not stop (they end its looks, not these).
             if let Some((copy, answer)) = trail_from {
