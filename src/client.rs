@@ -97,6 +97,13 @@ pub struct ClientConfig {
     /// of such a link ([`Client::delete`], [`Client::delete_each`], [`Client::retire`]) take as
     /// long. Zero: one right after another. Default: 30 s.
     pub copy_spread: Duration,
+    /// Leave the answer to a multi-server link (format 3) in every copy's mailbox, a spread
+    /// pause apart, so that it survives the server that took it going down before the
+    /// initiator looks. Default `false`: only in the mailbox of the copy the accept fetched,
+    /// and in the next copy's only when that server did not take it. Every copy answered, the
+    /// puts' times (and the looks that find them) pair the copies for servers comparing notes
+    /// far above chance (the lab's `copies` section, docs/ANONYMITY.md).
+    pub answer_every_copy: bool,
 }
 
 /// The default of [`ClientConfig::copy_spread`].
@@ -124,6 +131,7 @@ impl Default for ClientConfig {
             max_version: PROTOCOL_VERSION,
             max_parallel_kdf: default_parallel_kdf(),
             copy_spread: DEFAULT_COPY_SPREAD,
+            answer_every_copy: false,
         }
     }
 }
@@ -430,6 +438,12 @@ impl Client {
             _ = wake::pause(self.config.copy_spread) => false,
             _ = interrupted.wait_for(|i| *i) => true,
         }
+    }
+
+    /// The same client with [`ClientConfig::answer_every_copy`] set to `every`.
+    pub fn with_answer_every_copy(mut self, every: bool) -> Self {
+        self.config.answer_every_copy = every;
+        self
     }
 
     /// The same client with [`ClientConfig::copy_spread`] set to `spread`.

@@ -2296,7 +2296,14 @@ fn every_copy_of_an_answered_multi_server_offer_collects_its_own_answer() {
     let offer = offered["result"]["offer"].as_str().unwrap();
     ok(&run_rdv(
         &[
-            "accept", "--direct", link, "--answer", "smp://b", "--spread", "0s",
+            "accept",
+            "--direct",
+            link,
+            "--answer",
+            "smp://b",
+            "--spread",
+            "0s",
+            "--answer-every-copy",
         ],
         None,
         &[],

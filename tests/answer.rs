@@ -814,6 +814,8 @@ async fn each_copy_is_looked_for_from_its_own_bucket_s_close() {
         Arc::new(route),
         rdv::client::ClientConfig {
             copy_spread: Duration::ZERO,
+            // The answer on the fast copy whichever copy the accept fetched.
+            answer_every_copy: true,
             ..Default::default()
         },
         Arc::new(clock.clone()),

@@ -1571,7 +1571,7 @@ fn ctrl_c_during_a_multi_server_answer_sends_the_rest_at_once() {
     let mut child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_rdv"))
             .args(["--json", "accept", "--direct", link, "--answer", "back"])
-            .args(["--spread", "1h"])
+            .args(["--spread", "1h", "--answer-every-copy"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -2485,10 +2485,17 @@ fn secrets_on_the_command_line_are_pointed_out() {
 /// --wait` and with a one-time `rdv collect`: each server sees what it sees of a link of its
 /// own (an answer put, then collected). Before, the looks of every copy stopped when the first
 /// answer opened: the other servers' answers stayed uncollected and their looks ended in that
-/// moment, which told servers comparing notes which copies belong together.
+/// moment, which told servers comparing notes which copies belong together. By default the
+/// accepter answers one copy only (the one it fetched): that answer is collected, and the other
+/// copy's looks end by themselves.
 #[test]
 fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
-    for wait in [&["--wait", "5m"][..], &[]] {
+    let every = &["--answer-every-copy"][..];
+    for (answer, wait, copies) in [
+        (every, &["--wait", "5m"][..], 2.0),
+        (every, &[], 2.0),
+        (&[][..], &["--wait", "5m"], 1.0),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let st = state.to_str().unwrap();
@@ -2496,10 +2503,14 @@ fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
             two_server_link(dir.path(), &["--expect-answer", "--state", st]);
         let link = str_of(&offered, "link");
         let accept = [
-            "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
-        ];
+            &[
+                "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+            ][..],
+            answer,
+        ]
+        .concat();
         ok(&rdv(&accept, &[]), "accept");
-        assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
+        assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), copies);
         let collect = [
             &["collect", "--direct", "--state", st, "--early"][..],
             &["--spread", "0s", "--poll-every", "1s"],
@@ -2511,8 +2522,8 @@ fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "back");
         assert_eq!(
             sum("rdv_answers_total{outcome=\"fetch_found\"}"),
-            2.0,
-            "{wait:?}: a copy's answer was left uncollected: {}",
+            copies,
+            "{answer:?} {wait:?}: a copy's answer was left uncollected: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -2549,7 +2560,15 @@ fn an_answer_taken_by_one_server_while_another_says_answered_is_reported_out() {
     let link = str_of(&offered, "link");
     let out = rdv(
         &[
-            "--json", "accept", "--direct", link, "--answer", "back", "--spread", "0s",
+            "--json",
+            "accept",
+            "--direct",
+            link,
+            "--answer",
+            "back",
+            "--spread",
+            "0s",
+            "--answer-every-copy",
         ],
         &[],
     );
@@ -2605,7 +2624,15 @@ fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
     );
     let link = str_of(&offered, "link");
     let accept = [
-        "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+        "accept",
+        "--json",
+        "--direct",
+        link,
+        "--answer",
+        "back",
+        "--spread",
+        "0s",
+        "--answer-every-copy",
     ];
     ok(&rdv(&accept, &[]), "accept");
     assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);

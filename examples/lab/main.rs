@@ -5,7 +5,7 @@
 //! cargo run --release --example lab                 # the full set (about ten minutes)
 //! cargo run --release --example lab -- --quick      # fewer, shorter runs
 //! cargo run --release --example lab -- --out docs/lab
-//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, cover, stamps, adversary)
+//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, cover, copies, stamps, adversary)
 //! ```
 //!
 //! Prints Markdown tables and writes SVG plots (`k_vs_rate.svg`, `degree_vs_delay.svg`,
@@ -13,10 +13,14 @@
 //! the attack and the figures. Each run drives an in-process server over the redb store through
 //! the library client (`sim.rs`; the answer flow in `flow.rs`, with cover traffic, `cover.rs`); the attack sees only the server's
 //! request stream (`attack.rs`; `flow_attack.rs` for the answer flow); the server's own metrics
-//! are read back and must agree with the lab's count.
+//! are read back and must agree with the lab's count. Multi-server links (`copies.rs`) run the
+//! client's own code on three in-process servers on paused time, against servers that compare
+//! notes (`copies_attack.rs`).
 
 mod adversary;
 mod attack;
+mod copies;
+mod copies_attack;
 mod cover;
 mod flow;
 mod flow_attack;
@@ -372,7 +376,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "target/lab".into());
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: lab [--quick] [--out DIR] [--only SECTION,...]");
-        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), cover (what the agent's cover traffic buys), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
+        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), cover (what the agent's cover traffic buys), copies (multi-server links against servers that compare notes), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
         return Ok(());
     }
     let only: Option<Vec<String>> = args
@@ -525,6 +529,9 @@ async fn main() -> Result<()> {
     }
     if wants("cover") {
         cover::section(duration, quick).await?;
+    }
+    if wants("copies") {
+        copies::section(if quick { 1800 } else { 3600 })?;
     }
 
     // 4. Stamps: what the accepter is shown against what the bucket holds.

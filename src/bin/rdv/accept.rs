@@ -68,7 +68,8 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     };
     let client = make_client(&a.transport, &link_servers(&link), policy)
         .await?
-        .with_copy_spread(a.spread);
+        .with_copy_spread(a.spread)
+        .with_answer_every_copy(a.answer_every_copy);
     let found = client.accept(&link, passphrase).await?;
     note!(
         "opened link {} of {} in the bucket",
@@ -104,6 +105,9 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
             // Interrupted during the pauses between a multi-server link's answers, the rest go
             // at once (before, Ctrl-C left the answer on some copies only, and a second accept
             // then said it had not been sent); a second signal ends it at once.
+            if a.answer_every_copy && !link.mirrors.is_empty() {
+                note!("note: --answer-every-copy: the answer goes to every server of the link, a --spread pause apart; servers comparing notes pair the copies by those times far above chance (docs/ANONYMITY.md)");
+            }
             let mut stop = crate::interrupt::scope();
             let sent = stop.finish(&client, client.answer(reply, &answer)).await;
             drop(stop);

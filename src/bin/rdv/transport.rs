@@ -64,6 +64,13 @@ impl Session {
         self.client = self.client.with_copy_spread(spread);
         self
     }
+
+    /// The same session, answering every copy of a multi-server link when `every`
+    /// ([`rdv::client::ClientConfig::answer_every_copy`]).
+    pub(crate) fn with_answer_every_copy(mut self, every: bool) -> Self {
+        self.client = self.client.with_answer_every_copy(every);
+        self
+    }
 }
 
 impl std::ops::Deref for Session {

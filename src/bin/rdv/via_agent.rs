@@ -589,6 +589,7 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
             "--min-effort",
         ),
         (a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread"),
+        (a.answer_every_copy, "--answer-every-copy"),
     ])?;
     let link = crate::accept::read_link(a.link.take())?;
     let answer = crate::answer::read_answer_arg(a.answer.take(), a.answer_file.as_deref())?;

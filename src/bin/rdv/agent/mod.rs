@@ -458,7 +458,8 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     };
     let client = make_client(&a.transport, &[], policy)
         .await?
-        .with_copy_spread(a.spread);
+        .with_copy_spread(a.spread)
+        .with_answer_every_copy(a.answer_every_copy);
     note!(
         "agent: {transport} ready after {:.1} s; state in {}",
         started.elapsed().as_secs_f64(),

@@ -57,6 +57,13 @@ pub(crate) struct AgentArgs {
     /// copy has a moment of its own.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) spread: Duration,
+    /// For an accept of a link on several servers: leave the answer on every server, a --spread
+    /// pause apart, so that it survives the server that took it going down before the
+    /// initiator looks. It costs anonymity: servers comparing notes pair the copies by the
+    /// answers' times far above chance (docs/ANONYMITY.md). Default: only on the server the
+    /// link was fetched from, and on the next only if that one does not take it.
+    #[arg(long)]
+    pub(crate) answer_every_copy: bool,
     #[command(flatten)]
     pub(crate) transport: TransportArgs,
 }

@@ -195,8 +195,8 @@ pub(crate) struct OfferArgs {
     /// further copy of a link (and, with --hold, counting it), so that servers comparing notes
     /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). The offer takes that
     /// much longer; 0s stores them one right after another. With --wait, once an answer is in,
-    /// the other copies go on looking until each finds its own, for a random while of mean twice the
-    /// sum of --poll-every and this per further copy.
+    /// the other copies go on looking until each finds its own, for a random while of mean six
+    /// times the sum of --poll-every and this per further copy.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
@@ -377,8 +377,8 @@ pub(crate) struct CollectArgs {
     /// For a multi-server link: the mean of a random pause (exponential) between the looks at
     /// its copies in a one-time collect, and (with --delete-now) before deleting each further
     /// copy, as `rdv delete --spread`. Once an answer is in, the other copies go on looking until
-    /// each finds its own, for a random while of mean twice the sum of --poll-every and this per
-    /// further copy.
+    /// each finds its own, for a random while of mean six times the sum of --poll-every and this
+    /// per further copy.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     #[command(flatten)]
@@ -422,11 +422,19 @@ pub(crate) struct AcceptArgs {
     #[arg(long, value_name = "N", help_heading = "Stamps")]
     pub(crate) min_k: Option<usize>,
     /// For a multi-server link: the mean of a random pause (exponential) before leaving the
-    /// answer on each further server (each has a mailbox of its own), and before trying the next
-    /// copy after one fails, so that servers comparing notes cannot pair them by their times
-    /// (as `rdv offer --spread`); 0s does them one right after another.
+    /// answer on a further server (each has a mailbox of its own: when the one before did not
+    /// take it, or with --answer-every-copy), and before trying the next copy after a fetch
+    /// fails, so that servers comparing notes cannot pair them by their times (as `rdv offer
+    /// --spread`); 0s does them one right after another.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
+    /// For a multi-server link: leave the answer on every server of the link, a --spread pause
+    /// apart, so that it survives the server that took it going down before the initiator
+    /// looks. It costs anonymity: servers comparing notes pair the copies by the answers' times
+    /// and the looks that find them far above chance (docs/ANONYMITY.md). Default: only on the
+    /// server the link was fetched from, and on the next only if that one does not take it.
+    #[arg(long, help_heading = "Answer")]
+    pub(crate) answer_every_copy: bool,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
     #[command(flatten)]

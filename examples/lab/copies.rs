@@ -1,0 +1,432 @@
+//! Multi-server links against servers that compare notes: every link stored on several
+//! in-process servers, accepted and answered, its answer collected, each step taken by the
+//! library client's own code (`offer_to_all_expecting_answer`, `accept`, `answer`,
+//! `collect_scheduled`, `trail`) with its own random pauses, on paused tokio time (a simulated
+//! day passes in seconds). Every connection goes through a tap that notes what the server sees:
+//! the time of each store, and of each look into and answer left in each mailbox. The attack
+//! (`copies_attack.rs`) then pairs each copy with its link's copies on the other servers.
+//!
+//! Unlike `flow.rs`, which models the single-server flow's timing rules, this runs the client's
+//! code itself: what it measures is what the shipped client does.
+
+use crate::attack::Linking;
+use crate::copies_attack::{self, Class, Feature, Record, Request as Saw, Seen};
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rdv::client::{Client, ClientConfig, ConnectError, Connector, Stream};
+use rdv::clock::Clock;
+use rdv::framed::{read_msg, write_msg};
+use rdv::proto::schedule::{exponential, LookSchedule};
+use rdv::proto::wire::DEFAULT_MAX_FRAME;
+use rdv::proto::{KdfProfile, MailboxAddr, Passphrase, Request, Response, ServerAddr};
+use rdv::server::{Server, ServerConfig};
+use rdv::store::{MemoryStore, StoreParams};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What the client does with a multi-server link.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyPolicy {
+    pub label: &'static str,
+    /// `--spread`: the mean pause between the copies' stores, answers and one-time looks.
+    pub spread: Duration,
+    /// After the first answer, the other copies go on looking until their own answer comes
+    /// (`Client::trail`, what `rdv offer --wait` and the agent do); else their looks stop.
+    pub trail: bool,
+    /// The accepter answers every copy (else only the one it fetched).
+    pub answer_every_copy: bool,
+}
+
+/// One run.
+#[derive(Clone, Copy, Debug)]
+pub struct CopiesRun {
+    /// Offers per minute (Poisson), every one on all the servers and expecting an answer.
+    pub rate_per_min: f64,
+    /// Offers arrive during this long, seconds.
+    pub duration: u64,
+    /// The servers' open window, seconds.
+    pub window: u64,
+    /// Mean accept delay after the hand-over, seconds (exponential).
+    pub mean_accept_delay: f64,
+    /// Servers per link.
+    pub servers: usize,
+    pub policy: CopyPolicy,
+    pub seed: u64,
+}
+
+/// A run's record and what became of its answers.
+pub struct CopiesOutcome {
+    pub record: Record,
+    pub links: usize,
+    /// Copies whose own answer the initiator opened, of all copies answered.
+    pub collected_copies: usize,
+    pub answered_copies: usize,
+    pub looks: usize,
+}
+
+const T0: u64 = 1_800_000_000;
+
+/// Wall time that follows the runtime's (paused) time from `T0`.
+struct Following(Instant);
+
+impl Clock for Following {
+    fn now(&self) -> u64 {
+        self.now_precise().as_secs()
+    }
+    fn now_precise(&self) -> Duration {
+        Duration::from_secs(T0) + self.0.elapsed()
+    }
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// What the servers saw, as the tap noted it, with the link each request was made for.
+#[derive(Default)]
+struct Tap {
+    requests: Vec<(Saw, usize)>,
+    stored: Vec<usize>,
+    mailboxes: HashMap<(usize, MailboxAddr), usize>,
+}
+
+impl Tap {
+    fn mailbox(&mut self, server: usize, m: MailboxAddr) -> usize {
+        let next = self.mailboxes.len();
+        *self.mailboxes.entry((server, m)).or_insert(next)
+    }
+}
+
+/// A connector for the clients of link `link`: each connection to server `s` goes through a task
+/// that passes its requests and responses on and notes them.
+struct Tapped {
+    servers: Arc<Vec<Arc<Server<MemoryStore>>>>,
+    names: Arc<HashMap<String, usize>>,
+    tap: Arc<Mutex<Tap>>,
+    origin: Instant,
+    link: usize,
+}
+
+impl Connector for Tapped {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+    ) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>> {
+        Box::pin(async move {
+            let s = *self
+                .names
+                .get(&addr.to_string())
+                .expect("the lab's own servers only");
+            let (client, mut near) = tokio::io::duplex(64 * 1024);
+            let (mut far, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(self.servers[s].clone().serve_stream(server));
+            let (tap, origin, link) = (self.tap.clone(), self.origin, self.link);
+            tokio::spawn(async move {
+                while let Ok(req) = read_msg::<Request, _>(&mut near, DEFAULT_MAX_FRAME).await {
+                    let at = origin.elapsed().as_secs_f64();
+                    let mailbox = match &req {
+                        Request::FetchAnswer { mailbox } => Some((*mailbox, Seen::Look)),
+                        Request::PutAnswer { mailbox, .. }
+                        | Request::StampedPutAnswer { mailbox, .. } => Some((*mailbox, Seen::Put)),
+                        _ => None,
+                    };
+                    if let Some((m, seen)) = mailbox {
+                        let mut t = tap.lock().unwrap();
+                        let item = t.mailbox(s, m);
+                        t.requests.push((
+                            Saw {
+                                server: s,
+                                item,
+                                seen,
+                                at,
+                            },
+                            link,
+                        ));
+                    }
+                    if write_msg(&mut far, &req, DEFAULT_MAX_FRAME).await.is_err() {
+                        break;
+                    }
+                    let Ok(resp) = read_msg::<Response, _>(&mut far, u32::MAX).await else {
+                        break;
+                    };
+                    if let Response::Stored { .. } = resp {
+                        let mut t = tap.lock().unwrap();
+                        let item = t.stored.len();
+                        t.stored.push(link);
+                        t.requests.push((
+                            Saw {
+                                server: s,
+                                item,
+                                seen: Seen::Store,
+                                at,
+                            },
+                            link,
+                        ));
+                    }
+                    if write_msg(&mut near, &resp, u32::MAX).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Box::new(client) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// Run `r` on a paused runtime of its own (on a thread of its own: the caller's runtime cannot
+/// host it).
+pub fn run(r: &CopiesRun) -> Result<CopiesOutcome> {
+    let r = *r;
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()?
+            .block_on(run_paused(r))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the multi-server run panicked"))?
+}
+
+async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
+    let origin = Instant::now();
+    let clock: Arc<dyn Clock> = Arc::new(Following(origin));
+    let params = StoreParams {
+        open_window_secs: r.window,
+        ttl_secs: 7 * 86400,
+        max_seq: 32,
+        ..Default::default()
+    };
+    let servers: Vec<_> = (0..r.servers)
+        .map(|_| {
+            Server::new(
+                MemoryStore::new(params),
+                ServerConfig::default(),
+                clock.clone(),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<ServerAddr> = (0..r.servers)
+        .map(|s| ServerAddr::parse(&format!("copy{s}.lab.invalid:7625")))
+        .collect::<Result<_, _>>()?;
+    let names: Arc<HashMap<String, usize>> =
+        Arc::new((0..r.servers).map(|s| (addrs[s].to_string(), s)).collect());
+    let servers = Arc::new(servers);
+    let tap = Arc::new(Mutex::new(Tap::default()));
+    let client = |link: usize| {
+        Client::new(
+            Arc::new(Tapped {
+                servers: servers.clone(),
+                names: names.clone(),
+                tap: tap.clone(),
+                origin,
+                link,
+            }),
+            ClientConfig {
+                // The answer flow does not depend on stamps: the clients speak version 2.
+                max_version: 2,
+                policy: rdv::proto::ClientPolicy {
+                    max_open_window_secs: r.window,
+                    ..Default::default()
+                },
+                copy_spread: r.policy.spread,
+                answer_every_copy: r.policy.answer_every_copy,
+                ..Default::default()
+            },
+            clock.clone(),
+        )
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(r.seed);
+    let mut arrivals = Vec::new();
+    let mut t = 0.0;
+    loop {
+        t += exponential(Duration::from_secs_f64(60.0 / r.rate_per_min), rng.gen()).as_secs_f64();
+        if t >= r.duration as f64 {
+            break;
+        }
+        let delay = exponential(Duration::from_secs_f64(r.mean_accept_delay), rng.gen());
+        arrivals.push((t, delay));
+    }
+    let schedule = LookSchedule::default();
+    let mut tasks = Vec::new();
+    for (i, &(at, delay)) in arrivals.iter().enumerate() {
+        tokio::time::sleep_until(origin + Duration::from_secs_f64(at)).await;
+        let (initiator, accepter) = (client(i), client(i));
+        let addrs = addrs.clone();
+        let trail = r.policy.trail;
+        tasks.push(tokio::spawn(async move {
+            let payload = format!("smp://lab/{i}");
+            let (offer, pending) = initiator
+                .offer_to_all_expecting_answer(
+                    &addrs,
+                    payload.as_bytes(),
+                    Passphrase::new(format!("lab passphrase {i}")),
+                    KdfProfile::Test,
+                )
+                .await
+                .with_context(|| format!("offer {i}"))?;
+            // Handed over at once (the default), accepted after the delay, answered at once.
+            let accept = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let found = accepter
+                    .accept(&offer.link, None)
+                    .await
+                    .with_context(|| format!("accept {i}"))?;
+                anyhow::ensure!(found.payload.as_slice() == payload.as_bytes());
+                let reply = found.reply.context("the link expects an answer")?;
+                accepter
+                    .answer(&reply, format!("answer {i}").as_bytes())
+                    .await
+                    .with_context(|| format!("answer {i}"))
+            });
+            let wait = Duration::from_secs(6 * 3600);
+            let first = initiator
+                .collect_scheduled(&pending, schedule, wait)
+                .await
+                .with_context(|| format!("collect {i}"))?;
+            anyhow::ensure!(first.answer.as_slice() == format!("answer {i}").as_bytes());
+            let mut opened = 1;
+            if trail {
+                let t = initiator
+                    .trail(&pending, schedule, first.copy, &first.answer)
+                    .await;
+                anyhow::ensure!(t.differing.is_empty(), "link {i}: another answer");
+                opened += t.opened;
+            }
+            accept.await??;
+            Ok::<usize, anyhow::Error>(opened)
+        }));
+    }
+    let mut collected = 0;
+    for t in tasks {
+        collected += t.await??;
+    }
+    for s in servers.iter() {
+        s.shutdown();
+    }
+    let tap = std::mem::take(&mut *tap.lock().unwrap());
+    let links = arrivals.len();
+    let truth: HashMap<(usize, Class, usize), usize> = tap
+        .requests
+        .iter()
+        .map(|(saw, link)| {
+            let class = match saw.seen {
+                Seen::Store => Class::Stored,
+                _ => Class::Mailbox,
+            };
+            ((saw.server, class, saw.item), *link)
+        })
+        .collect();
+    let requests: Vec<Saw> = tap.requests.iter().map(|(saw, _)| *saw).collect();
+    let looks = requests
+        .iter()
+        .filter(|s| matches!(s.seen, Seen::Look))
+        .count();
+    Ok(CopiesOutcome {
+        record: Record::new(r.servers, &requests, |s, c, i| {
+            truth.get(&(s, c, i)).copied()
+        }),
+        links,
+        collected_copies: collected,
+        answered_copies: if r.policy.answer_every_copy {
+            links * r.servers
+        } else {
+            links
+        },
+        looks,
+    })
+}
+
+/// The attack's results on a run, one list per feature set.
+pub fn attack(training: &CopiesOutcome, run: &CopiesOutcome) -> Vec<(&'static str, Vec<Linking>)> {
+    let learnt = copies_attack::learn(&training.record);
+    let sets: [(&str, &[Feature]); 5] = [
+        ("stores", &[Feature::Store]),
+        ("first looks", &[Feature::FirstLook]),
+        ("answers left", &[Feature::Put]),
+        ("last looks", &[Feature::LastLook]),
+        (
+            "mailboxes (all three)",
+            &[Feature::FirstLook, Feature::Put, Feature::LastLook],
+        ),
+    ];
+    sets.into_iter()
+        .map(|(name, f)| (name, copies_attack::pair(&run.record, &learnt, f)))
+        .collect()
+}
+
+/// The section: per policy, how well servers comparing notes pair each copy with its link's
+/// copies on the other servers, signal by signal.
+pub fn section(duration: u64) -> Result<()> {
+    let spread = |s: u64| Duration::from_secs(s);
+    let policies = [
+        CopyPolicy {
+            label: "--spread 0s --answer-every-copy, looks stop at the first answer (rdv before 2026-12-06)",
+            spread: Duration::ZERO,
+            trail: false,
+            answer_every_copy: true,
+        },
+        CopyPolicy {
+            label: "--spread 30s --answer-every-copy, looks stop at the first answer",
+            spread: spread(30),
+            trail: false,
+            answer_every_copy: true,
+        },
+        CopyPolicy {
+            label: "--spread 30s --answer-every-copy, every copy looks until its own answer",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: true,
+        },
+        CopyPolicy {
+            label: "default: --spread 30s, the fetched copy answered, every copy looks on",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: false,
+        },
+        CopyPolicy {
+            label: "--spread 2m, the fetched copy answered, every copy looks on",
+            spread: spread(120),
+            trail: true,
+            answer_every_copy: false,
+        },
+    ];
+    let reference = |policy: CopyPolicy, seed: u64| CopiesRun {
+        rate_per_min: 2.0,
+        duration,
+        window: 600,
+        mean_accept_delay: 600.0,
+        servers: 3,
+        policy,
+        seed,
+    };
+    println!("\n## Multi-server links against servers that compare notes (3 servers, 2 offers/min on all three, each expecting an answer; window 10 min, accept delay mean 10 min, looks every 30 s on average)\n");
+    println!("Per copy: the effective set 2^H among the other server's copies and how often the attacker's first guess is its link's copy there, by the signal used. Chance: one in the links of the run.\n");
+    println!("| client policy | links | stores | first looks | answers left | last looks | mailboxes (all three) | copies' answers collected | looks per copy |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, policy) in policies.into_iter().enumerate() {
+        let training = run(&reference(policy, 7000 + i as u64))?;
+        let measured = run(&reference(policy, 7100 + i as u64))?;
+        let cells: Vec<String> = attack(&training, &measured)
+            .into_iter()
+            .map(|(_, l)| {
+                let n = l.len().max(1) as f64;
+                format!(
+                    "{:.1} / {:.0} %",
+                    l.iter().map(|l| l.entropy.exp2()).sum::<f64>() / n,
+                    100.0 * l.iter().map(|l| l.top_guess).sum::<f64>() / n
+                )
+            })
+            .collect();
+        println!(
+            "| {} | {} | {} | {:.0} % | {:.0} |",
+            policy.label,
+            measured.links,
+            cells.join(" | "),
+            100.0 * measured.collected_copies as f64 / measured.answered_copies.max(1) as f64,
+            measured.looks as f64 / (measured.links * 3).max(1) as f64,
+        );
+    }
+    Ok(())
+}
