@@ -2317,3 +2317,60 @@ fn every_copy_of_an_answered_multi_server_offer_collects_its_own_answer() {
     metric_becomes(ma, found, 1.0, "server a's copy");
     metric_becomes(mb, found, 1.0, "server b's copy");
 }
+
+/// When another copy of an answered multi-server offer holds a different answer (someone else
+/// answered it first, so someone else holds the link and its passphrase), the agent tells its
+/// subscribers: a `different_answer` event names the offer and that copy's server. Before, it
+/// was a line in the agent's log, which no application reads.
+#[test]
+fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = server(&dir.path().join("a"), None);
+    let b = server(&dir.path().join("b"), None);
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    // Windows long enough for both answers to be in before the agent's first look.
+    let agent = AgentProcess::start(
+        dir.path(),
+        &[
+            "--poll-every",
+            "1s",
+            "--spread",
+            "0s",
+            "--max-window",
+            "20s",
+        ],
+    );
+    let mut api = agent.subscribed();
+    let offered = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": servers, "payload": "p", "kdf": "test",
+            "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    let offer = offered["result"]["offer"].as_str().unwrap();
+    let accept = |answer: &str, every: &[&str]| {
+        let args = [
+            &[
+                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
+            ][..],
+            every,
+        ]
+        .concat();
+        run_rdv(&args, None, &[])
+    };
+    // The first accepter answers the copy it fetched; the second answers every copy, so the
+    // copy the first left alone takes the second answer (and the other says `answered`).
+    ok(&accept("smp://first", &[]));
+    let second = accept("smp://second", &["--answer-every-copy"]);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
+        "{second:?}"
+    );
+    let answered = next_event(&mut api, "answered");
+    assert_eq!(answered["offer"], offer, "{answered}");
+    let different = next_event(&mut api, "different_answer");
+    assert_eq!(different["offer"], offer, "{different}");
+    let named = different["server"].as_str().unwrap();
+    assert!(servers.iter().any(|s| s == named), "{different}");
+}

@@ -9,7 +9,6 @@
 //! Unlike `flow.rs`, which models the single-server flow's timing rules, this runs the client's
 //! code itself: what it measures is what the shipped client does.
 
-use crate::attack::Linking;
 use crate::copies_attack::{self, Class, Feature, Record, Request as Saw, Seen};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
@@ -64,6 +63,7 @@ pub struct CopiesOutcome {
     pub collected_copies: usize,
     pub answered_copies: usize,
     pub looks: usize,
+    pub servers: usize,
 }
 
 const T0: u64 = 1_800_000_000;
@@ -335,11 +335,15 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
             links
         },
         looks,
+        servers: r.servers,
     })
 }
 
-/// The attack's results on a run, one list per feature set.
-pub fn attack(training: &CopiesOutcome, run: &CopiesOutcome) -> Vec<(&'static str, Vec<Linking>)> {
+/// The attack's results on a run, one per feature set.
+pub fn attack(
+    training: &CopiesOutcome,
+    run: &CopiesOutcome,
+) -> Vec<(&'static str, copies_attack::Paired)> {
     let learnt = copies_attack::learn(&training.record);
     let sets: [(&str, &[Feature]); 5] = [
         ("stores", &[Feature::Store]),
@@ -402,30 +406,39 @@ pub fn section(duration: u64) -> Result<()> {
         seed,
     };
     println!("\n## Multi-server links against servers that compare notes (3 servers, 2 offers/min on all three, each expecting an answer; window 10 min, accept delay mean 10 min, looks every 30 s on average)\n");
-    println!("Per copy: the effective set 2^H among the other server's copies and how often the attacker's first guess is its link's copy there, by the signal used. Chance: one in the links of the run.\n");
-    println!("| client policy | links | stores | first looks | answers left | last looks | mailboxes (all three) | copies' answers collected | looks per copy |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("Per copy: the effective set 2^H among the other server's copies and how often the attacker's first guess is its link's copy there, by the signal used; matched one-to-one: how often the best matching of all of one server's copies with another's at once pairs a copy right. Chance: one in the links of the run.\n");
+    println!("| client policy | links | stores | first looks | answers left | last looks | mailboxes (all three) | stores, matched one-to-one | mailboxes, matched one-to-one | copies' answers collected | looks per copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, policy) in policies.into_iter().enumerate() {
         let training = run(&reference(policy, 7000 + i as u64))?;
         let measured = run(&reference(policy, 7100 + i as u64))?;
-        let cells: Vec<String> = attack(&training, &measured)
-            .into_iter()
-            .map(|(_, l)| {
-                let n = l.len().max(1) as f64;
+        let results = attack(&training, &measured);
+        let mut cells: Vec<String> = results
+            .iter()
+            .map(|(_, p)| {
+                let n = p.alone.len().max(1) as f64;
                 format!(
                     "{:.1} / {:.0} %",
-                    l.iter().map(|l| l.entropy.exp2()).sum::<f64>() / n,
-                    100.0 * l.iter().map(|l| l.top_guess).sum::<f64>() / n
+                    p.alone.iter().map(|l| l.entropy.exp2()).sum::<f64>() / n,
+                    100.0 * p.alone.iter().map(|l| l.top_guess).sum::<f64>() / n
                 )
             })
             .collect();
+        // Matched one-to-one: the stores, and the mailboxes by all their times.
+        for (_, p) in [&results[0], &results[4]] {
+            let right = p.matched.iter().filter(|m| **m).count();
+            cells.push(format!(
+                "{:.0} %",
+                100.0 * right as f64 / p.matched.len().max(1) as f64
+            ));
+        }
         println!(
             "| {} | {} | {} | {:.0} % | {:.0} |",
             policy.label,
             measured.links,
             cells.join(" | "),
             100.0 * measured.collected_copies as f64 / measured.answered_copies.max(1) as f64,
-            measured.looks as f64 / (measured.links * 3).max(1) as f64,
+            measured.looks as f64 / (measured.links * measured.servers).max(1) as f64,
         );
     }
     Ok(())

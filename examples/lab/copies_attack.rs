@@ -202,8 +202,16 @@ impl Density {
 }
 
 /// What the attacker learnt from a training run: per feature, the densities of the copies'
-/// differences.
-pub struct Learnt(HashMap<Feature, Density>);
+/// differences, pooled and apart for each pair of answered states (whether each of the two
+/// mailboxes got an answer: the copy answered and one left unanswered end their looks
+/// differently).
+pub struct Learnt {
+    pooled: HashMap<Feature, Density>,
+    by_state: HashMap<(Feature, bool, bool), Density>,
+}
+
+/// Fewer samples than this for a pair of answered states: the pooled density serves.
+const MIN_SAMPLES: usize = 10;
 
 const FEATURES: [Feature; 4] = [
     Feature::Store,
@@ -212,40 +220,74 @@ const FEATURES: [Feature; 4] = [
     Feature::LastLook,
 ];
 
+impl Learnt {
+    fn density(&self, f: Feature, a: &Times, b: &Times) -> &Density {
+        self.by_state
+            .get(&(f, a.put.is_some(), b.put.is_some()))
+            .unwrap_or(&self.pooled[&f])
+    }
+
+    /// How likely `b` on one server is the copy of `a` on another, by `features`.
+    fn weight(&self, features: &[Feature], a: &Times, b: &Times) -> f64 {
+        let mut w = 1.0;
+        for &f in features {
+            let d = self.density(f, a, b);
+            w *= match (a.get(f), b.get(f)) {
+                (Some(ta), Some(tb)) => d.at(tb - ta),
+                (None, None) => 1.0,
+                _ => d.mismatch,
+            };
+        }
+        w
+    }
+}
+
 /// Learn from `training` (its ground truth is the attacker's own simulation).
 pub fn learn(training: &Record) -> Learnt {
-    let mut learnt = HashMap::new();
+    let mut pooled = HashMap::new();
+    let mut by_state = HashMap::new();
     for f in FEATURES {
         let by_link = training.by_link(f.class());
-        let (mut diffs, mut mismatches) = (Vec::new(), 0);
+        // Per pair of answered states, then pooled: (differences, mismatches).
+        let mut samples: HashMap<(bool, bool), (Vec<f64>, usize)> = HashMap::new();
         for (&(link, x), &a) in &by_link {
-            for y in 0..training.servers {
+            for y in (0..training.servers).filter(|&y| y != x) {
                 let Some(&b) = by_link.get(&(link, y)) else {
                     continue;
                 };
-                if y == x {
-                    continue;
-                }
-                let ta = training.items[&(x, f.class(), a)].get(f);
-                let tb = training.items[&(y, f.class(), b)].get(f);
-                match (ta, tb) {
-                    (Some(ta), Some(tb)) => diffs.push(tb - ta),
+                let ta = training.items[&(x, f.class(), a)];
+                let tb = training.items[&(y, f.class(), b)];
+                let e = samples
+                    .entry((ta.put.is_some(), tb.put.is_some()))
+                    .or_default();
+                match (ta.get(f), tb.get(f)) {
+                    (Some(va), Some(vb)) => e.0.push(vb - va),
                     (None, None) => {}
-                    _ => mismatches += 1,
+                    _ => e.1 += 1,
                 }
             }
         }
-        learnt.insert(f, Density::learn(&diffs, mismatches));
+        let (mut all, mut all_mismatches) = (Vec::new(), 0);
+        for (&(pa, pb), (diffs, mismatches)) in &samples {
+            if diffs.len() + mismatches >= MIN_SAMPLES {
+                by_state.insert((f, pa, pb), Density::learn(diffs, *mismatches));
+            }
+            all.extend_from_slice(diffs);
+            all_mismatches += mismatches;
+        }
+        pooled.insert(f, Density::learn(&all, all_mismatches));
     }
-    Learnt(learnt)
+    Learnt { pooled, by_state }
 }
 
 /// The attack with `features` (all of one class) on every copy of every link of `run`: for each
 /// link and each ordered pair of servers (x, y), its item on x against every item of that class
-/// on y.
-pub fn pair(run: &Record, learnt: &Learnt, features: &[Feature]) -> Vec<Linking> {
+/// on y, each weighed on its own ([`Paired::alone`]), and, all of x's items matched one-to-one
+/// with y's at once (each link has one copy per server), whether the best such matching pairs
+/// it right ([`Paired::matched`]).
+pub fn pair(run: &Record, learnt: &Learnt, features: &[Feature]) -> Paired {
     let Some(class) = features.first().map(|f| f.class()) else {
-        return Vec::new();
+        return Paired::default();
     };
     debug_assert!(features.iter().all(|f| f.class() == class));
     let by_link = run.by_link(class);
@@ -259,36 +301,118 @@ pub fn pair(run: &Record, learnt: &Learnt, features: &[Feature]) -> Vec<Linking>
     for items in &mut on {
         items.sort_by_key(|(i, _)| *i);
     }
-    let mut out = Vec::new();
-    let mut keys: Vec<_> = by_link.keys().copied().collect();
-    keys.sort_unstable();
-    for (link, x) in keys {
-        let a = run.items[&(x, class, by_link[&(link, x)])];
+    let link_of = |s: usize, i: usize| run.truth.get(&(s, class, i)).copied();
+    let mut out = Paired::default();
+    for x in 0..run.servers {
         for y in (0..run.servers).filter(|&y| y != x) {
-            let Some(&target) = by_link.get(&(link, y)) else {
-                continue;
-            };
-            let mut weights = Vec::with_capacity(on[y].len());
-            let mut target_pos = None;
-            for (n, (i, b)) in on[y].iter().enumerate() {
-                if *i == target {
-                    target_pos = Some(n);
-                }
-                let mut w = 1.0;
-                for &f in features {
-                    let d = &learnt.0[&f];
-                    w *= match (a.get(f), b.get(f)) {
-                        (Some(ta), Some(tb)) => d.at(tb - ta),
-                        (None, None) => 1.0,
-                        _ => d.mismatch,
-                    };
-                }
-                weights.push(w);
+            let weights: Vec<Vec<f64>> = on[x]
+                .iter()
+                .map(|(_, a)| {
+                    on[y]
+                        .iter()
+                        .map(|(_, b)| learnt.weight(features, a, b))
+                        .collect()
+                })
+                .collect();
+            let matching = assign(&weights);
+            for (n, (i, _)) in on[x].iter().enumerate() {
+                let Some(link) = link_of(x, *i) else {
+                    continue;
+                };
+                let Some(&target) = by_link.get(&(link, y)) else {
+                    continue;
+                };
+                let target_pos = on[y].iter().position(|(j, _)| *j == target);
+                out.alone.push(score(&weights[n], target_pos));
+                out.matched
+                    .push(matching[n].is_some() && matching[n] == target_pos);
             }
-            out.push(score(&weights, target_pos));
         }
     }
     out
+}
+
+/// The attack's results: per copy, its own ranking, and whether the one-to-one matching got it.
+#[derive(Debug, Default)]
+pub struct Paired {
+    pub alone: Vec<Linking>,
+    pub matched: Vec<bool>,
+}
+
+/// The matching of rows to columns (each at most once) that maximizes the sum of the log
+/// weights: for each row, its column (`None` for rows beyond the columns). The Hungarian
+/// algorithm on costs `-ln w` (weights floored so that every cost is finite), O(n^3).
+fn assign(weights: &[Vec<f64>]) -> Vec<Option<usize>> {
+    let rows = weights.len();
+    let cols = weights.first().map_or(0, Vec::len);
+    let n = rows.max(cols);
+    if n == 0 {
+        return Vec::new();
+    }
+    // A square cost matrix, padded with zero-cost dummies.
+    let cost = |r: usize, c: usize| -> f64 {
+        if r < rows && c < cols {
+            -weights[r][c].max(1e-300).ln()
+        } else {
+            0.0
+        }
+    };
+    // Potentials and the matching, 1-based with 0 as the virtual start (the classic form).
+    let (mut u, mut v) = (vec![0.0; n + 1], vec![0.0; n + 1]);
+    let mut col_row = vec![0usize; n + 1];
+    let mut way = vec![0usize; n + 1];
+    for r in 1..=n {
+        col_row[0] = r;
+        let mut c0 = 0;
+        let mut min = vec![f64::INFINITY; n + 1];
+        let mut used = vec![false; n + 1];
+        loop {
+            used[c0] = true;
+            let r0 = col_row[c0];
+            let (mut delta, mut c1) = (f64::INFINITY, 0);
+            for c in 1..=n {
+                if used[c] {
+                    continue;
+                }
+                let reduced = cost(r0 - 1, c - 1) - u[r0] - v[c];
+                if reduced < min[c] {
+                    min[c] = reduced;
+                    way[c] = c0;
+                }
+                if min[c] < delta {
+                    delta = min[c];
+                    c1 = c;
+                }
+            }
+            for c in 0..=n {
+                if used[c] {
+                    u[col_row[c]] += delta;
+                    v[c] -= delta;
+                } else {
+                    min[c] -= delta;
+                }
+            }
+            c0 = c1;
+            if col_row[c0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let c1 = way[c0];
+            col_row[c0] = col_row[c1];
+            c0 = c1;
+            if c0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut of_row = vec![None; rows];
+    for (c, &r) in col_row.iter().enumerate().skip(1) {
+        if (1..=rows).contains(&r) && c <= cols {
+            of_row[r - 1] = Some(c - 1);
+        }
+    }
+    of_row
 }
 
 #[cfg(test)]
@@ -322,8 +446,9 @@ mod tests {
         let r = stores(50, |_| 0.0);
         let learnt = learn(&r);
         let out = pair(&r, &learnt, &[Feature::Store]);
-        assert_eq!(out.len(), 100);
-        assert!(out.iter().all(|l| l.top_guess == 1.0), "{out:?}");
+        assert_eq!(out.alone.len(), 100);
+        assert!(out.alone.iter().all(|l| l.top_guess == 1.0), "{out:?}");
+        assert!(out.matched.iter().all(|m| *m), "{out:?}");
     }
 
     #[test]
@@ -333,8 +458,22 @@ mod tests {
         let training = stores(50, lag);
         let run = stores(50, |i| lag((i * 13) % 50));
         let out = pair(&run, &learn(&training), &[Feature::Store]);
-        let right = out.iter().map(|l| l.top_guess).sum::<f64>() / out.len() as f64;
+        let right = out.alone.iter().map(|l| l.top_guess).sum::<f64>() / out.alone.len() as f64;
         assert!(right < 0.2, "{right}");
+    }
+
+    /// Two rows that each prefer the same column: the matching gives it to the one that
+    /// gains more, and the other its second choice.
+    #[test]
+    fn the_matching_maximizes_the_whole() {
+        let w = vec![vec![0.9, 0.1], vec![0.8, 0.7]];
+        assert_eq!(assign(&w), [Some(0), Some(1)]);
+        let w = vec![vec![0.9, 0.85], vec![0.9, 0.1]];
+        assert_eq!(assign(&w), [Some(1), Some(0)]);
+        // More rows than columns: one row is left out.
+        let w = vec![vec![0.5], vec![0.9], vec![0.1]];
+        assert_eq!(assign(&w), [None, Some(0), None]);
+        assert!(assign(&[]).is_empty());
     }
 
     #[test]
@@ -355,9 +494,11 @@ mod tests {
         ];
         let r = Record::new(2, &requests, |_, _, _| Some(0));
         let learnt = learn(&r);
-        assert_eq!(learnt.0[&Feature::Put].mismatch, 1.0);
+        assert_eq!(learnt.pooled[&Feature::Put].mismatch, 1.0);
         assert_eq!(
-            pair(&r, &learnt, &[Feature::Put, Feature::FirstLook]).len(),
+            pair(&r, &learnt, &[Feature::Put, Feature::FirstLook])
+                .alone
+                .len(),
             2
         );
     }

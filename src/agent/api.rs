@@ -313,6 +313,10 @@ pub mod event {
     pub const ANSWERED: &str = "answered";
     /// An offer's link expired without an answer (`offer`); the agent forgot it.
     pub const EXPIRED: &str = "expired";
+    /// Another copy of an answered multi-server offer's link held a different answer (`offer`,
+    /// `server`: that copy's server): someone else answered it first, so someone else holds the
+    /// link and its passphrase.
+    pub const DIFFERENT_ANSWER: &str = "different_answer";
     /// An offer was stored (`offer` when it expects an answer, `servers`, `bucket_closes_at`).
     pub const STORED: &str = "stored";
     /// A later delete was carried out (`delete`, `deleted`: false when the server had nothing to

@@ -424,8 +424,12 @@ pub enum AnswerError {
     Seal(#[from] AnswerSealError),
     /// The mailbox holds an answer already: this link was answered before (by this accepter,
     /// or by someone else who holds the link and its passphrase). For a multi-server link, the
-    /// server that said so, and how many of the link's other servers took this answer (a
-    /// server that says so falsely keeps the answer from no one).
+    /// server that said so, and how many of the link's other servers took this answer. With
+    /// every copy answered ([`ClientConfig::answer_every_copy`](super::ClientConfig::answer_every_copy))
+    /// a server that says so falsely keeps the answer from no one; with one copy answered (the
+    /// default) it keeps it from the initiator, as a server of a single-server link can, and an
+    /// answer left before on another copy than the one fetched goes unnoticed here (the
+    /// initiator's looks at the other copies warn of it, [`Client::trail`](super::Client::trail)).
     #[error("this link was answered already (says {server}); the first answer stays (if it was not you, someone else holds the link and its passphrase){}", took_text(*.took))]
     AlreadyAnswered {
         /// The server whose mailbox holds an answer.

@@ -102,8 +102,9 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     let opened = |e: anyhow::Error| not_answered(e, result);
     let answered = match (&found.reply, answer) {
         (Some(reply), Some(answer)) => {
-            // Interrupted during the pauses between a multi-server link's answers, the rest go
-            // at once (before, Ctrl-C left the answer on some copies only, and a second accept
+            // Interrupted during the pauses between a multi-server link's answers (every copy
+            // answered, or the next copy after a server that did not take it), the rest go at
+            // once (before, Ctrl-C left the answer on some copies only, and a second accept
             // then said it had not been sent); a second signal ends it at once.
             if a.answer_every_copy && !link.mirrors.is_empty() {
                 note!("note: --answer-every-copy: the answer goes to every server of the link, a --spread pause apart; servers comparing notes pair the copies by those times far above chance (docs/ANONYMITY.md)");

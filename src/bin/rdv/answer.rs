@@ -242,7 +242,7 @@ pub(crate) async fn finish_copies(
     let mut stop = crate::interrupt::scope();
     tokio::select! {
         trailed = client.trail(pending, schedule(look), found.copy, &found.answer) => {
-            note!("{} of {others} found {}", trailed.opened, if trailed.opened == 1 { "its answer" } else { "their answers" });
+            note!("the other copies' looks ended; {} of {others} held an answer too (an accepter answers one copy unless it answers every one)", trailed.opened);
             for server in trailed.differing {
                 eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.to_string().as_bytes()).0);
             }

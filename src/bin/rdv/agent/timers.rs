@@ -122,16 +122,25 @@ impl Agent {
             if let Ok(mut l) = me.lookers.lock() {
                 l.remove(&id);
             }
-            // The other copies of a multi-server link go on looking until each finds its own
-            // answer (PROTOCOL.md §15.7): stopped now, they would end together with this one,
-            // their answers left where they are. On a task of its own, which a collect or a
-            // forget of the offer does not stop (they end its looks, not these).
+            // The other copies of a multi-server link go on looking until each finds an answer
+            // of its own or a random end (PROTOCOL.md §15.7): stopped now, they would end
+            // together with this one (and answers left on every copy would stay where they
+            // are). On a task of its own, which a collect or a forget of the offer does not stop
+            // (they end its looks, not these).
             if let Some((copy, answer)) = trail_from {
                 if pending.copies().len() > 1 {
                     tokio::spawn(async move {
                         let trailed = me.client.trail(&pending, me.schedule, copy, &answer).await;
+                        // Told to the application too: a log line alone reached nobody who
+                        // could act on it (the last notes' leftover).
                         for server in trailed.differing {
                             tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
+                            me.event(event::DIFFERENT_ANSWER, {
+                                let mut f = Map::new();
+                                f.insert("offer".into(), json!(id));
+                                f.insert("server".into(), json!(server.to_string()));
+                                f
+                            });
                         }
                     });
                 }

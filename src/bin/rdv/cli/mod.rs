@@ -262,8 +262,9 @@ pub(crate) struct OfferArgs {
     /// Ask the accepter for an answer (say, its own connection link), sealed so that only you can
     /// open it, and forward-secret: the link carries a fresh X25519 key whose secret stays with
     /// you until the answer is collected. Needs --wait or --state; the payload may then be at
-    /// most 181 bytes. With several --server, the answer is left on every server the accepter
-    /// reaches, and looked for on all of them.
+    /// most 181 bytes. With several --server, each copy has a mailbox of its own, the accepter
+    /// answers the copy it fetched (another only when that server does not take it; every copy
+    /// with rdv accept --answer-every-copy), and the answer is looked for on every server.
     #[arg(long, help_heading = "Answer")]
     pub(crate) expect_answer: bool,
     /// Write what collecting the answer needs to FILE (created with mode 0600, never
@@ -430,7 +431,8 @@ pub(crate) struct AcceptArgs {
     pub(crate) spread: Duration,
     /// For a multi-server link: leave the answer on every server of the link, a --spread pause
     /// apart, so that it survives the server that took it going down before the initiator
-    /// looks. It costs anonymity: servers comparing notes pair the copies by the answers' times
+    /// looks, and so that you are told (already_answered) if someone else answered any copy
+    /// first (by default only the copy you fetched can tell you). It costs anonymity: servers comparing notes pair the copies by the answers' times
     /// and the looks that find them far above chance (docs/ANONYMITY.md). Default: only on the
     /// server the link was fetched from, and on the next only if that one does not take it.
     #[arg(long, help_heading = "Answer")]
