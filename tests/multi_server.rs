@@ -910,6 +910,43 @@ async fn a_one_time_look_takes_the_copies_a_pause_apart() {
     assert_eq!(seen, [0.0, 1.0]);
 }
 
+/// A one-time look interrupted in its pause, after every copy it looked at failed, reports that
+/// failure, not "no answer yet" (before, it counted the failures against every copy, those not
+/// looked at too, and said that no answer was there).
+#[tokio::test]
+async fn an_interrupted_one_time_look_whose_looks_failed_says_so() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let (_offer, pending) = client(&clock)
+        .offer_to_all_expecting_answer(
+            &addrs,
+            b"smp://interrupted",
+            Passphrase::new("interrupted look pass"),
+            KdfProfile::Test,
+        )
+        .await
+        .unwrap();
+    for s in &servers {
+        s.shutdown();
+    }
+    let slow = client(&clock).with_copy_spread(Duration::from_secs(365 * 86_400));
+    let early = rdv::proto::schedule::LookSchedule {
+        early: true,
+        ..Default::default()
+    };
+    let (looked, ()) = tokio::join!(slow.look(&pending, early), async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        slow.interrupt();
+    });
+    assert!(looked.is_err(), "{looked:?}");
+}
+
 /// Once the answer is in, the looks at the link's other copies tell when one of them holds
 /// another answer: someone else answered that copy first, so someone else holds the link and
 /// its passphrase (an answer cannot be made without them). Here a first accepter's answer

@@ -579,18 +579,22 @@ impl Client {
         }
         rand::seq::SliceRandom::shuffle(&mut open[..], &mut rand::rngs::OsRng);
         let mut failures = Vec::new();
+        let mut asked = 0;
         for (n, &j) in open.iter().enumerate() {
             // Interrupted, the looks end: the rest at once would pair those copies.
             if n > 0 && self.spread_pause().await {
                 break;
             }
+            asked += 1;
             match self.look_at_copies(pending, &[j]).await {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
                 Err(e) => failures.push((pending.copies[j].server.to_string(), e)),
             }
         }
-        Self::none_or_failures(failures, open.len())
+        // Counted against the copies looked at: interrupted after every one of them failed,
+        // that is the failure, not "no answer" (the copies not looked at told nothing).
+        Self::none_or_failures(failures, asked)
     }
 
     /// Look at the copies at places `copies` of the link, each on its own connection, all at
