@@ -232,7 +232,8 @@ pub struct Accepted {
     pub reply: Option<ReplyTo>,
     /// How many of the bucket's entries carry a valid stamp of at least the policy's effort
     /// (protocol version 3): the real links this one hides among, itself included, as far as
-    /// the client can check; for a multi-server link, the copy fetched (one, drawn at random).
+    /// the client can check; for a multi-server link, the copy fetched (one: the link's first
+    /// copy, [`crate::proto::link::first_copy`], unless that one failed).
     /// `None` from a server without stamps.
     pub links_verified: Option<usize>,
 }

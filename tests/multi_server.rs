@@ -552,6 +552,54 @@ async fn the_answer_goes_to_the_copy_fetched_and_to_another_only_when_that_fails
     );
 }
 
+/// Every accepter of a multi-server link answers the link's first copy, so one who answers after
+/// someone else (a link observer with the passphrase, say) meets that answer and is told
+/// `AlreadyAnswered`. Before (a reviewer's finding, 2026-12-06), the copy was drawn afresh for
+/// each accept: with one copy answered, the second accepter fetched and answered another copy in
+/// two links of three here, unaware of the first answer.
+#[tokio::test]
+async fn a_second_answer_meets_the_first_on_the_link_s_first_copy() {
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    let (first, second) = (client(&clock), client(&clock));
+    for i in 0..6 {
+        let (offer, _pending) = first
+            .offer_to_all_expecting_answer(
+                &addrs,
+                b"smp://twice",
+                Passphrase::new(format!("answered twice {i}")),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap();
+        let reply = first
+            .accept(&offer.link, None)
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+        first.answer(&reply, b"smp://first").await.unwrap();
+        let reply = second
+            .accept(&offer.link, None)
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+        match second.answer(&reply, b"smp://second").await {
+            Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
+            other => panic!("link {i}: {other:?}"),
+        }
+    }
+    let answers: u64 = servers.iter().map(|s| s.store().answer_count()).sum();
+    assert_eq!(answers, 6);
+}
+
 /// A multi-server link that expects an answer: the answer is left on every server the accepter
 /// reaches and looked for on all of them, so that one server down (the link's main one, here)
 /// loses nothing (PROTOCOL.md §15.4).
@@ -627,14 +675,15 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
     }
 }
 
-/// An accept of a multi-server link fetches one copy, drawn at random (the next only if that
-/// one fails), and is shown that copy's count: only that server sees the fetch. Before, every
+/// An accept of a multi-server link fetches one copy, the link's first copy (drawn by its key:
+/// the same every time, spread over links; the next only if that one fails), and is shown that
+/// copy's count: only that server sees the fetch. Before, every
 /// server was asked at once, and servers comparing notes grouped the simultaneous fetches and
 /// chained them to one link's copies (a helper's attack cut single-server users' sets too).
 /// The initiator's own count (`rdv offer --hold`) fetches every copy, a pause apart, and is
 /// the least, so that `--min-k` holds whichever copy the accepter draws.
 #[tokio::test]
-async fn an_accept_fetches_one_copy_drawn_at_random() {
+async fn an_accept_fetches_the_link_s_first_copy() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let clock = manual_clock();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -694,34 +743,58 @@ async fn an_accept_fetches_one_copy_drawn_at_random() {
         .await
         .unwrap();
     let counts = || -> Vec<usize> { fetches.iter().map(|f| f.load(Ordering::SeqCst)).collect() };
-    // One fetch each, at one server, showing that copy's count (5 on the busy main server, 1
-    // on the quiet mirror); over 20 accepts both copies are drawn (all on one: 2 in a million).
-    let mut drawn = [0usize; 2];
-    for _ in 0..20 {
+    // One fetch, at one server: the link's first copy, every time, showing that copy's count (5
+    // on the busy main server, 1 on the quiet mirror).
+    let first = rdv::proto::link::first_copy(
+        &rdv::proto::kdf::derive_key(
+            &Passphrase::new("mine"),
+            &offer.link.salt,
+            offer.link.kdf,
+            &Default::default(),
+        )
+        .unwrap(),
+        2,
+    );
+    for _ in 0..5 {
         let before = counts();
         let a = c.accept(&offer.link, None).await.unwrap();
         assert_eq!(a.payload.as_slice(), b"both");
         let after = counts();
         let new: Vec<usize> = (0..2).map(|s| after[s] - before[s]).collect();
-        let at = match new[..] {
-            [1, 0] => 0,
-            [0, 1] => 1,
-            _ => panic!("fetches at each server: {new:?}"),
-        };
-        drawn[at] += 1;
+        let mut expected = vec![0, 0];
+        expected[first] = 1;
+        assert_eq!(new, expected, "fetches at each server");
         assert_eq!(
             a.links_verified,
-            Some([5, 1][at]),
+            Some([5, 1][first]),
             "the fetched copy's count"
         );
     }
-    assert!(drawn.iter().all(|&n| n > 0), "{drawn:?}");
     // The initiator's own count (`offer --hold --min-k`) holds for whichever copy an accepter
     // draws: every copy once, the least.
     let before = counts();
     assert_eq!(c.verified_links(&offer.link).await.unwrap(), Some(1));
     let after = counts();
     assert_eq!((after[0] - before[0], after[1] - before[1]), (1, 1));
+    // Over links, the first copies are spread: 16 links, both copies drawn (all on one: 1 in
+    // 30 000 runs).
+    let mut drawn = [0usize; 2];
+    for i in 0..16 {
+        let o = c
+            .offer_to_all(
+                &addrs,
+                b"more",
+                Passphrase::new(format!("more {i}")),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap();
+        let before = counts();
+        c.accept(&o.link, None).await.unwrap();
+        let after = counts();
+        drawn[(0..2).find(|&s| after[s] > before[s]).unwrap()] += 1;
+    }
+    assert!(drawn.iter().all(|&n| n > 0), "{drawn:?}");
 }
 
 /// After a copy fails, the next is fetched a random pause later, not at once: a server that
@@ -754,15 +827,22 @@ async fn the_next_copy_is_fetched_a_pause_after_a_failure() {
         addrs.push(addr(proxy));
     }
     let c = client(&clock);
-    let offer = c
-        .offer_to_all(
-            &addrs,
-            b"after",
-            Passphrase::new("after a failure"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    // A link whose first copy (the one every accept fetches first) is on the failing server.
+    let mut offer = None;
+    for i in 0.. {
+        let pass = Passphrase::new(format!("after a failure {i}"));
+        let o = c
+            .offer_to_all(&addrs, b"after", pass.clone(), KdfProfile::Test)
+            .await
+            .unwrap();
+        let key = rdv::proto::kdf::derive_key(&pass, &o.link.salt, o.link.kdf, &Default::default())
+            .unwrap();
+        if rdv::proto::link::first_copy(&key, 2) == 0 {
+            offer = Some(o);
+            break;
+        }
+    }
+    let offer = offer.unwrap();
     let c = c.with_copy_spread(Duration::from_secs(1));
     let mut gaps = Vec::new();
     for _ in 0..24 {
@@ -775,8 +855,8 @@ async fn the_next_copy_is_fetched_a_pause_after_a_failure() {
             gaps.push(next - failed);
         }
     }
-    // The failing copy drawn first about half the time (never in 24: one run in 16 million).
-    assert!(!gaps.is_empty());
+    // The failing copy first every time.
+    assert_eq!(gaps.len(), 24);
     let short = gaps
         .iter()
         .filter(|g| **g < Duration::from_millis(50))

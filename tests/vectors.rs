@@ -508,6 +508,14 @@ fn answer_vectors() {
     );
     assert!(answer::open_answer(&key, &secret, &sealed).is_err());
     computed.push(("answer.copy1-short".to_string(), hex(&sealed.0)));
+    // The copy every accepter of a multi-server link with this key fetches and answers first.
+    computed.push((
+        "answer.first-copy".to_string(),
+        (2..=5)
+            .map(|n| format!("n{n}={}", rdv::proto::link::first_copy(&key, n)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
     check_ok_lines("answer.txt", &computed);
     let mut failures = 0;
     for l in lines("answer.txt").into_iter().filter(|l| l[1] == "fails") {

@@ -427,9 +427,9 @@ pub enum AnswerError {
     /// server that said so, and how many of the link's other servers took this answer. With
     /// every copy answered ([`ClientConfig::answer_every_copy`](super::ClientConfig::answer_every_copy))
     /// a server that says so falsely keeps the answer from no one; with one copy answered (the
-    /// default) it keeps it from the initiator, as a server of a single-server link can, and an
-    /// answer left before on another copy than the one fetched goes unnoticed here (the
-    /// initiator's looks at the other copies warn of it, [`Client::trail`](super::Client::trail)).
+    /// default) it keeps it from the initiator, as a server of a single-server link can. Every
+    /// accepter answers the link's first copy ([`crate::proto::link::first_copy`]), so an
+    /// earlier answer is met there unless that copy's server failed for one of the two.
     #[error("this link was answered already (says {server}); the first answer stays (if it was not you, someone else holds the link and its passphrase){}", took_text(*.took))]
     AlreadyAnswered {
         /// The server whose mailbox holds an answer.

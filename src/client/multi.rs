@@ -6,9 +6,10 @@
 //! delete token of its own derived from the offer's token. The copies are stored in a random
 //! order, a random pause apart ([`ClientConfig::copy_spread`](super::ClientConfig::copy_spread)),
 //! and the accepter
-//! fetches one copy drawn at random, the next only if that one fails, so that servers comparing
-//! notes can chain neither the stores nor the fetches of one link by their times; it fails
-//! only when all fail, saying how each failed.
+//! fetches one copy, the link's first copy (drawn by the link key: the same for every accepter,
+//! uniform over links), the next (in a random order) only if that one fails, so that servers
+//! comparing notes can chain neither the stores nor the fetches of one link by their times; it
+//! fails only when all fail, saying how each failed.
 
 use super::{AcceptError, Accepted, Client, DeleteError, Offer, OfferError, Stored};
 use crate::proto::link::{Mirror, MAX_MIRRORS};
@@ -23,6 +24,17 @@ use rand::RngCore;
 fn in_random_order(link: &RdvLink) -> Vec<(ServerAddr, Locator)> {
     let mut copies = link.servers();
     copies.shuffle(&mut rand::rngs::OsRng);
+    copies
+}
+
+/// The copies of `link` in the order an accept tries them: the link's first copy
+/// ([`crate::proto::link::first_copy`], the same for every holder of `key`), then the others in
+/// a random order.
+fn in_accept_order(link: &RdvLink, key: &LinkKey) -> Vec<(ServerAddr, Locator)> {
+    let mut copies = link.servers();
+    let first = crate::proto::link::first_copy(key, copies.len());
+    copies.swap(0, first);
+    copies[1..].shuffle(&mut rand::rngs::OsRng);
     copies
 }
 
@@ -201,9 +213,12 @@ impl Client {
         }
     }
 
-    /// Accept a multi-server link: one copy, drawn at random, and the next (in a random order)
-    /// only when that one fails (unreachable, not found, no link opens, a broken answer), one
-    /// after another. Fetched from every server at once, the copies' fetches came in the same
+    /// Accept a multi-server link: one copy, the link's first copy (drawn by its key, the same
+    /// for every accepter: one who answers after someone else meets that answer in the same
+    /// mailbox and is told; drawn afresh for each accept, two accepters fetched different
+    /// copies and answered both, unaware of each other), and the next (in a random order) only
+    /// when that one fails (unreachable, not found, no link opens, a broken answer), one after
+    /// another. Fetched from every server at once, the copies' fetches came in the same
     /// instant: servers comparing notes grouped them, chained each link's copies by their
     /// store times, and cut an accept's set down to the links stored on exactly those servers;
     /// a fetch with no twin elsewhere ruled out every multi-server link of its bucket, so users
@@ -215,7 +230,7 @@ impl Client {
         key: LinkKey,
     ) -> Result<Accepted, AcceptError> {
         let mut failures = Vec::new();
-        for (n, (server, locator)) in in_random_order(link).into_iter().enumerate() {
+        for (n, (server, locator)) in in_accept_order(link, &key).into_iter().enumerate() {
             // The next copy a pause after a failure, not at once: a server that fails on
             // purpose (not found, an empty bucket, a connection dropped) would otherwise pair
             // its own fetch with the next server's, for servers comparing notes.
@@ -256,7 +271,7 @@ impl Client {
     /// How many verified links every copy of a multi-server link hides among: the least count
     /// over the copies that answer (`None` if one answers without stamps), each fetched once,
     /// in a random order and a pause apart (as an accept fetches one of them), so that an
-    /// initiator's `--min-k` holds for whichever copy its accepter draws; an error only if
+    /// initiator's `--min-k` holds for whichever copy its accepter fetches; an error only if
     /// every copy fails.
     pub(crate) async fn verified_copies(
         &self,

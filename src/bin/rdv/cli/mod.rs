@@ -431,8 +431,7 @@ pub(crate) struct AcceptArgs {
     pub(crate) spread: Duration,
     /// For a multi-server link: leave the answer on every server of the link, a --spread pause
     /// apart, so that it survives the server that took it going down before the initiator
-    /// looks, and so that you are told (already_answered) if someone else answered any copy
-    /// first (by default only the copy you fetched can tell you). It costs anonymity: servers comparing notes pair the copies by the answers' times
+    /// looks. It costs anonymity: servers comparing notes pair the copies by the answers' times
     /// and the looks that find them far above chance (docs/ANONYMITY.md). Default: only on the
     /// server the link was fetched from, and on the next only if that one does not take it.
     #[arg(long, help_heading = "Answer")]
