@@ -600,6 +600,68 @@ async fn a_second_answer_meets_the_first_on_the_link_s_first_copy() {
     assert_eq!(answers, 6);
 }
 
+/// Two accepters whose first copy's server is down both go on to the same next copy (copy
+/// order goes round the link from the first copy, the same for every holder of the key), so the
+/// second meets the first's answer there. Drawn at random, the next copies differed half the
+/// time with three servers, and both answers went out unaware of each other.
+#[tokio::test]
+async fn accepters_whose_first_copy_is_down_meet_on_the_next() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The server that drops every fetch and answer (down, as far as accepters can tell).
+    let down = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut addrs = Vec::new();
+    for (n, d) in dirs.iter().enumerate() {
+        let (_, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        let down = down.clone();
+        let cut = move |r: &rdv::proto::Request| {
+            down.load(Ordering::SeqCst) == n
+                && matches!(
+                    r,
+                    rdv::proto::Request::Fetch { .. }
+                        | rdv::proto::Request::PutAnswer { .. }
+                        | rdv::proto::Request::StampedPutAnswer { .. }
+                )
+        };
+        addrs.push(addr(common::proxy::frame_proxy(a, cut, |_| {}).await));
+    }
+    let (first, second) = (client(&clock), client(&clock));
+    for i in 0..6 {
+        let pass = Passphrase::new(format!("first copy down {i}"));
+        let (offer, _pending) = first
+            .offer_to_all_expecting_answer(&addrs, b"smp://down", pass.clone(), KdfProfile::Test)
+            .await
+            .unwrap();
+        let key = rdv::proto::kdf::derive_key(
+            &pass,
+            &offer.link.salt,
+            offer.link.kdf,
+            &Default::default(),
+        )
+        .unwrap();
+        down.store(rdv::proto::link::first_copy(&key, 3), Ordering::SeqCst);
+        let reply = first
+            .accept(&offer.link, None)
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+        first.answer(&reply, b"smp://first").await.unwrap();
+        let reply = second
+            .accept(&offer.link, None)
+            .await
+            .unwrap()
+            .reply
+            .unwrap();
+        match second.answer(&reply, b"smp://second").await {
+            Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
+            other => panic!("link {i}: {other:?}"),
+        }
+        down.store(usize::MAX, Ordering::SeqCst);
+    }
+}
+
 /// A multi-server link that expects an answer: the answer is left on every server the accepter
 /// reaches and looked for on all of them, so that one server down (the link's main one, here)
 /// loses nothing (PROTOCOL.md §15.4).
@@ -681,7 +743,7 @@ async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
 /// server was asked at once, and servers comparing notes grouped the simultaneous fetches and
 /// chained them to one link's copies (a helper's attack cut single-server users' sets too).
 /// The initiator's own count (`rdv offer --hold`) fetches every copy, a pause apart, and is
-/// the least, so that `--min-k` holds whichever copy the accepter draws.
+/// the least, so that `--min-k` holds whichever copy the accepter fetches.
 #[tokio::test]
 async fn an_accept_fetches_the_link_s_first_copy() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -771,7 +833,7 @@ async fn an_accept_fetches_the_link_s_first_copy() {
         );
     }
     // The initiator's own count (`offer --hold --min-k`) holds for whichever copy an accepter
-    // draws: every copy once, the least.
+    // fetches: every copy once, the least.
     let before = counts();
     assert_eq!(c.verified_links(&offer.link).await.unwrap(), Some(1));
     let after = counts();

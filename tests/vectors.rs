@@ -509,12 +509,16 @@ fn answer_vectors() {
     assert!(answer::open_answer(&key, &secret, &sealed).is_err());
     computed.push(("answer.copy1-short".to_string(), hex(&sealed.0)));
     // The copy every accepter of a multi-server link with this key fetches and answers first.
-    computed.push((
-        "answer.first-copy".to_string(),
+    let first = |key: &LinkKey| {
         (2..=5)
-            .map(|n| format!("n{n}={}", rdv::proto::link::first_copy(&key, n)))
+            .map(|n| format!("n{n}={}", rdv::proto::link::first_copy(key, n)))
             .collect::<Vec<_>>()
-            .join(" "),
+            .join(" ")
+    };
+    computed.push(("answer.first-copy".to_string(), first(&key)));
+    computed.push((
+        "answer.first-copy-0f".to_string(),
+        first(&LinkKey::from_bytes([0x0f; 32])),
     ));
     check_ok_lines("answer.txt", &computed);
     let mut failures = 0;

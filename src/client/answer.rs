@@ -34,6 +34,17 @@ pub struct ReplyTo {
     pub(super) to: AnswerPublic,
 }
 
+impl ReplyTo {
+    /// A link on several servers with a mailbox per copy (format 3): its answer goes to one
+    /// copy, or a pause apart to each ([`ClientConfig::answer_every_copy`]). `false` for a link
+    /// of one server and for a shared mailbox (format 2: the same answer everywhere at once).
+    ///
+    /// [`ClientConfig::answer_every_copy`]: super::ClientConfig::answer_every_copy
+    pub fn copies_answered_apart(&self) -> bool {
+        matches!(self.mailboxes, answer::MailboxNames::PerCopy) && self.servers.len() > 1
+    }
+}
+
 impl fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplyTo")
@@ -167,8 +178,8 @@ impl PendingAnswer {
         self.link_expires
     }
 
-    /// When the first copy's bucket closes on this machine's clock (unix seconds): the earliest
-    /// moment a look is allowed anywhere (PROTOCOL.md §15.4). 0 for a state file of version 1.
+    /// When the earliest-closing copy's bucket closes on this machine's clock (unix seconds):
+    /// the earliest moment a look is allowed anywhere (PROTOCOL.md §15.4). 0 for a state file of version 1.
     pub fn polls_from(&self) -> u64 {
         self.copies.iter().map(|c| c.polls_from).min().unwrap_or(0)
     }
@@ -357,17 +368,19 @@ impl Client {
             }
             answer::MailboxNames::PerCopy => {
                 // The server the accept fetched from first (it saw the fetch, so its put tells
-                // it nothing new), then the others in a random order: a first put drawn among
-                // all the servers went to another one in most answers, some milliseconds after
-                // the fetch, which tied the fetch to that other copy for servers comparing notes
-                // (a helper's attack, 2026-12-06: 15 of 20 answered links so tied).
-                let mut order: Vec<(u8, &ServerAddr)> = (0u8..).zip(&reply.servers).collect();
-                rand::seq::SliceRandom::shuffle(&mut order[..], &mut rand::rngs::OsRng);
-                if let Some(f) = reply.fetched_from {
-                    if let Some(at) = order.iter().position(|(j, _)| usize::from(*j) == f) {
-                        order.swap(0, at);
-                    }
-                }
+                // it nothing new), then the copies after it in the link, round, as the fetch
+                // went on (the same for every accepter, so that two whose first copy failed
+                // meet on the next): a first put drawn among all the servers went to another
+                // one in most answers, some milliseconds after the fetch, which tied the fetch
+                // to that other copy for servers comparing notes (a helper's attack,
+                // 2026-12-06: 15 of 20 answered links so tied).
+                let n = reply.servers.len();
+                let from = reply
+                    .fetched_from
+                    .unwrap_or_else(|| crate::proto::link::first_copy(&reply.key, n));
+                let order: Vec<(u8, &ServerAddr)> = crate::proto::link::copy_order(from, n)
+                    .map(|j| (u8::try_from(j).unwrap_or(u8::MAX), &reply.servers[j]))
+                    .collect();
                 let mut results = Vec::new();
                 for (n, (index, server)) in order.into_iter().enumerate() {
                     // A pause of its own before each further answer: left at once, the puts of
@@ -739,9 +752,10 @@ impl Client {
     /// moment the first answer was collected elsewhere.
     ///
     /// Stopped when the first answer opened, the looks of every copy ended in the same moment
-    /// and the other copies' answers stayed uncollected: both told servers comparing notes
-    /// which copies belong together (single-server links do not leave their answer). Each copy
-    /// now ends as a link of its own does, when it collects its answer.
+    /// and (with every copy answered) the other copies' answers stayed uncollected: both told
+    /// servers comparing notes which copies belong together (single-server links do not leave
+    /// their answer). Each copy now ends when it collects an answer of its own, as a link of its
+    /// own does, or (by default the accepter answers one copy) at a random end of its own.
     ///
     /// [`ClientConfig::copy_spread`]: super::ClientConfig::copy_spread
     pub async fn trail(

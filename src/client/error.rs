@@ -428,8 +428,10 @@ pub enum AnswerError {
     /// every copy answered ([`ClientConfig::answer_every_copy`](super::ClientConfig::answer_every_copy))
     /// a server that says so falsely keeps the answer from no one; with one copy answered (the
     /// default) it keeps it from the initiator, as a server of a single-server link can. Every
-    /// accepter answers the link's first copy ([`crate::proto::link::first_copy`]), so an
-    /// earlier answer is met there unless that copy's server failed for one of the two.
+    /// accepter that follows the copy order ([`crate::proto::link::first_copy`],
+    /// [`crate::proto::link::copy_order`]) answers the same copy, so an earlier answer is met
+    /// there unless a server failed for one of the two; one that answers another copy on
+    /// purpose is not met.
     #[error("this link was answered already (says {server}); the first answer stays (if it was not you, someone else holds the link and its passphrase){}", took_text(*.took))]
     AlreadyAnswered {
         /// The server whose mailbox holds an answer.
@@ -495,7 +497,8 @@ pub enum CollectError {
     /// belongs to (PROTOCOL.md §15.4).
     #[error("too early to look: the link's bucket has not closed yet")]
     TooEarly {
-        /// When the first copy's bucket closes, on this machine's clock (unix seconds).
+        /// When the earliest-closing copy's bucket closes, on this machine's clock (unix
+        /// seconds).
         polls_from: u64,
     },
 }

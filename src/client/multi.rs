@@ -28,14 +28,14 @@ fn in_random_order(link: &RdvLink) -> Vec<(ServerAddr, Locator)> {
 }
 
 /// The copies of `link` in the order an accept tries them: the link's first copy
-/// ([`crate::proto::link::first_copy`], the same for every holder of `key`), then the others in
-/// a random order.
+/// ([`crate::proto::link::first_copy`], the same for every holder of `key`), then the next
+/// ones after it in the link, round ([`crate::proto::link::copy_order`]).
 fn in_accept_order(link: &RdvLink, key: &LinkKey) -> Vec<(ServerAddr, Locator)> {
-    let mut copies = link.servers();
+    let copies = link.servers();
     let first = crate::proto::link::first_copy(key, copies.len());
-    copies.swap(0, first);
-    copies[1..].shuffle(&mut rand::rngs::OsRng);
-    copies
+    crate::proto::link::copy_order(first, copies.len())
+        .map(|j| copies[j].clone())
+        .collect()
 }
 
 /// Failures by server, in the link's order, so that a message reads like the link.
@@ -214,11 +214,11 @@ impl Client {
     }
 
     /// Accept a multi-server link: one copy, the link's first copy (drawn by its key, the same
-    /// for every accepter: one who answers after someone else meets that answer in the same
-    /// mailbox and is told; drawn afresh for each accept, two accepters fetched different
-    /// copies and answered both, unaware of each other), and the next (in a random order) only
-    /// when that one fails (unreachable, not found, no link opens, a broken answer), one after
-    /// another. Fetched from every server at once, the copies' fetches came in the same
+    /// for every accepter that follows this order: one who answers after another meets that
+    /// answer in the same mailbox and is told; drawn afresh for each accept, two accepters fetched different
+    /// copies and answered both, unaware of each other), and the next (the following ones in
+    /// the link, round, again the same for every accepter) only when that one fails
+    /// (unreachable, not found, no link opens, a broken answer), one after another. Fetched from every server at once, the copies' fetches came in the same
     /// instant: servers comparing notes grouped them, chained each link's copies by their
     /// store times, and cut an accept's set down to the links stored on exactly those servers;
     /// a fetch with no twin elsewhere ruled out every multi-server link of its bucket, so users

@@ -223,6 +223,16 @@ pub fn first_copy(key: &super::kdf::LinkKey, copies: usize) -> usize {
     (u64::from_be_bytes(first) % copies as u64) as usize
 }
 
+/// The order in which an accepter of a multi-server link tries its copies, starting at place
+/// `from` (the fetch: [`first_copy`]; the answer: the copy fetched): `from`, `from + 1`, … modulo
+/// `copies`. The same for every holder of the key, so that two accepters whose first copy
+/// failed both go on to the same next copy (drawn at random, they went on to different ones and
+/// answered both, unaware of each other); a server, which knows neither the key nor the
+/// link's list of servers, learns nothing from it.
+pub fn copy_order(from: usize, copies: usize) -> impl Iterator<Item = usize> {
+    (0..copies).map(move |i| (from + i) % copies.max(1))
+}
+
 /// A further server of a multi-server link, with the locator of its copy's bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirror {
@@ -584,6 +594,15 @@ fn percent_decode(s: &str) -> Result<String, LinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_order_goes_round_the_link_from_where_it_starts() {
+        assert_eq!(copy_order(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(copy_order(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
+        assert_eq!(copy_order(4, 5).collect::<Vec<_>>(), [4, 0, 1, 2, 3]);
+        assert_eq!(copy_order(0, 1).collect::<Vec<_>>(), [0]);
+        assert_eq!(copy_order(0, 0).count(), 0);
+    }
 
     /// The first copy is the same for a key every time, in range, and spread evenly over the
     /// copies across keys (3000 keys over 3 copies: each within 1000 +- 150, some 6 standard

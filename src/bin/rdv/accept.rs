@@ -106,7 +106,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
             // answered, or the next copy after a server that did not take it), the rest go at
             // once (before, Ctrl-C left the answer on some copies only, and a second accept
             // then said it had not been sent); a second signal ends it at once.
-            if a.answer_every_copy && !link.mirrors.is_empty() {
+            if a.answer_every_copy && reply.copies_answered_apart() {
                 note!("note: --answer-every-copy: the answer goes to every server of the link, a --spread pause apart; servers comparing notes pair the copies by those times far above chance (docs/ANONYMITY.md)");
             }
             let mut stop = crate::interrupt::scope();

@@ -51,7 +51,8 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
     pub(crate) cover_fetches: f64,
     /// For a link on several servers: the mean of a random pause (exponential) before storing,
-    /// deleting (now), counting or answering each further copy, so that servers comparing notes cannot
+    /// deleting (now) or counting each further copy, and before answering a further copy (when
+    /// the one before did not take it, or with --answer-every-copy), so that servers comparing notes cannot
     /// chain one link's copies by their times (docs/THREAT-MODEL.md). An offer (and a delete)
     /// takes that much longer; 0s: one right after another. Scheduled deletes need none: each
     /// copy has a moment of its own.

@@ -195,8 +195,8 @@ pub(crate) struct OfferArgs {
     /// further copy of a link (and, with --hold, counting it), so that servers comparing notes
     /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). The offer takes that
     /// much longer; 0s stores them one right after another. With --wait, once an answer is in,
-    /// the other copies go on looking until each finds its own, for a random while of mean six
-    /// times the sum of --poll-every and this per further copy.
+    /// the other copies go on looking until each finds an answer of its own or a random while
+    /// ends (mean six times the sum of --poll-every and this per further copy).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     /// The payload (your connection link). Default: read from --payload-file or standard input.
@@ -378,8 +378,8 @@ pub(crate) struct CollectArgs {
     /// For a multi-server link: the mean of a random pause (exponential) between the looks at
     /// its copies in a one-time collect, and (with --delete-now) before deleting each further
     /// copy, as `rdv delete --spread`. Once an answer is in, the other copies go on looking until
-    /// each finds its own, for a random while of mean six times the sum of --poll-every and this
-    /// per further copy.
+    /// each finds an answer of its own or a random while ends (mean six times the sum of
+    /// --poll-every and this per further copy).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     #[command(flatten)]
