@@ -552,6 +552,18 @@ async fn the_answer_goes_to_the_copy_fetched_and_to_another_only_when_that_fails
     );
 }
 
+/// `first` accepts `link` and answers it, then `second` does: the second answer must meet the
+/// first (`AlreadyAnswered`, no other server taking it). `i` names the link in a failure.
+async fn answer_twice(first: &Client, second: &Client, link: &RdvLink, i: usize) {
+    let reply = first.accept(link, None).await.unwrap().reply.unwrap();
+    first.answer(&reply, b"smp://first").await.unwrap();
+    let reply = second.accept(link, None).await.unwrap().reply.unwrap();
+    match second.answer(&reply, b"smp://second").await {
+        Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
+        other => panic!("link {i}: {other:?}"),
+    }
+}
+
 /// Every accepter of a multi-server link answers the link's first copy, so one who answers after
 /// someone else (a link observer with the passphrase, say) meets that answer and is told
 /// `AlreadyAnswered`. Before (a reviewer's finding, 2026-12-06), the copy was drawn afresh for
@@ -578,23 +590,7 @@ async fn a_second_answer_meets_the_first_on_the_link_s_first_copy() {
             )
             .await
             .unwrap();
-        let reply = first
-            .accept(&offer.link, None)
-            .await
-            .unwrap()
-            .reply
-            .unwrap();
-        first.answer(&reply, b"smp://first").await.unwrap();
-        let reply = second
-            .accept(&offer.link, None)
-            .await
-            .unwrap()
-            .reply
-            .unwrap();
-        match second.answer(&reply, b"smp://second").await {
-            Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
-            other => panic!("link {i}: {other:?}"),
-        }
+        answer_twice(&first, &second, &offer.link, i).await;
     }
     let answers: u64 = servers.iter().map(|s| s.store().answer_count()).sum();
     assert_eq!(answers, 6);
@@ -641,23 +637,7 @@ async fn accepters_whose_first_copy_is_down_meet_on_the_next() {
         )
         .unwrap();
         down.store(rdv::proto::link::first_copy(&key, 3), Ordering::SeqCst);
-        let reply = first
-            .accept(&offer.link, None)
-            .await
-            .unwrap()
-            .reply
-            .unwrap();
-        first.answer(&reply, b"smp://first").await.unwrap();
-        let reply = second
-            .accept(&offer.link, None)
-            .await
-            .unwrap()
-            .reply
-            .unwrap();
-        match second.answer(&reply, b"smp://second").await {
-            Err(rdv::client::AnswerError::AlreadyAnswered { took: 0, .. }) => {}
-            other => panic!("link {i}: {other:?}"),
-        }
+        answer_twice(&first, &second, &offer.link, i).await;
         down.store(usize::MAX, Ordering::SeqCst);
     }
 }

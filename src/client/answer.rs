@@ -179,7 +179,8 @@ impl PendingAnswer {
     }
 
     /// When the earliest-closing copy's bucket closes on this machine's clock (unix seconds):
-    /// the earliest moment a look is allowed anywhere (PROTOCOL.md §15.4). 0 for a state file of version 1.
+    /// the earliest moment a look is allowed anywhere (PROTOCOL.md §15.4). 0 for a state file
+    /// of version 1.
     pub fn polls_from(&self) -> u64 {
         self.copies.iter().map(|c| c.polls_from).min().unwrap_or(0)
     }
@@ -348,8 +349,9 @@ impl Client {
     /// fresh ephemeral key and leave it in the link's mailbox. A link with a mailbox per copy
     /// (format 3, multi-server) gets an answer sealed for a copy's own mailbox, with keys of
     /// its own: first for the copy the accept fetched (its server saw the fetch), then, a
-    /// random pause apart and in a random order, for the next copy only if that server did
-    /// not take it, unless [`ClientConfig::answer_every_copy`] (then for every copy). A link
+    /// random pause apart and in copy order ([`crate::proto::link::copy_order`]), for the next
+    /// copy only if that server did not take it, unless [`ClientConfig::answer_every_copy`]
+    /// (then for every copy). A link
     /// with a shared mailbox (format 2) gets the same answer on every server at once. Done
     /// when every server asked that could be reached took it; a mailbox answers only once, and
     /// one server saying so is [`AnswerError::AlreadyAnswered`] (naming it, and how many other
@@ -395,9 +397,9 @@ impl Client {
                     // One copy answered is enough (the default): every copy answered, the
                     // puts' times and the looks that find them paired the copies for servers
                     // comparing notes (the lab's copies section: 41-47 % of the mailboxes,
-                    // against 8-14 % so; chance under 1 %). Another server is asked only when this one did
-                    // not take it, down or refusing; one that says it was answered ends it, as
-                    // for a single-server link.
+                    // against 8-14 % so; chance under 1 %). Another server is asked only when
+                    // this one did not take it, down or refusing; one that says it was answered
+                    // ends it, as for a single-server link.
                     let done = matches!(r, Ok(()) | Err(AnswerError::AlreadyAnswered { .. }));
                     results.push((server, r));
                     if done && !self.config.answer_every_copy {

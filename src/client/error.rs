@@ -425,8 +425,9 @@ pub enum AnswerError {
     /// The mailbox holds an answer already: this link was answered before (by this accepter,
     /// or by someone else who holds the link and its passphrase). For a multi-server link, the
     /// server that said so, and how many of the link's other servers took this answer. With
-    /// every copy answered ([`ClientConfig::answer_every_copy`](super::ClientConfig::answer_every_copy))
-    /// a server that says so falsely keeps the answer from no one; with one copy answered (the
+    /// every copy answered
+    /// ([`ClientConfig::answer_every_copy`](super::ClientConfig::answer_every_copy)) a server
+    /// that says so falsely keeps the answer from no one; with one copy answered (the
     /// default) it keeps it from the initiator, as a server of a single-server link can. Every
     /// accepter that follows the copy order ([`crate::proto::link::first_copy`],
     /// [`crate::proto::link::copy_order`]) answers the same copy, so an earlier answer is met

@@ -213,17 +213,18 @@ impl Client {
         }
     }
 
-    /// Accept a multi-server link: one copy, the link's first copy (drawn by its key, the same
-    /// for every accepter that follows this order: one who answers after another meets that
-    /// answer in the same mailbox and is told; drawn afresh for each accept, two accepters fetched different
-    /// copies and answered both, unaware of each other), and the next (the following ones in
-    /// the link, round, again the same for every accepter) only when that one fails
-    /// (unreachable, not found, no link opens, a broken answer), one after another. Fetched from every server at once, the copies' fetches came in the same
-    /// instant: servers comparing notes grouped them, chained each link's copies by their
-    /// store times, and cut an accept's set down to the links stored on exactly those servers;
-    /// a fetch with no twin elsewhere ruled out every multi-server link of its bucket, so users
-    /// of one server lost their set too (a helper's attack, 2026-12-06: with three colluding
-    /// servers the top guess was right for 60 % of single-server accepts, chance 11 %).
+    /// Accept a multi-server link: one copy, the link's first copy (drawn by its key, the same for
+    /// every accepter that follows this order: one who answers after another meets that answer in
+    /// the same mailbox and is told; drawn afresh for each accept, two accepters fetched different
+    /// copies and answered both, unaware of each other), and the next (the following ones in the
+    /// link, round, again the same for every accepter) only when that one fails (unreachable, not
+    /// found, no link opens, a broken answer), one after another. Fetched from every server at
+    /// once, the copies' fetches came in the same instant: servers comparing notes grouped them,
+    /// chained each link's copies by their store times, and cut an accept's set down to the links
+    /// stored on exactly those servers; a fetch with no twin elsewhere ruled out every multi-server
+    /// link of its bucket, so users of one server lost their set too (a helper's attack,
+    /// 2026-12-06: with three colluding servers the top guess was right for 60 % of single-server
+    /// accepts, chance 11 %).
     pub(crate) async fn accept_from_any(
         &self,
         link: &RdvLink,

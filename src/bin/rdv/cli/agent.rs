@@ -51,11 +51,11 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
     pub(crate) cover_fetches: f64,
     /// For a link on several servers: the mean of a random pause (exponential) before storing,
-    /// deleting (now) or counting each further copy, and before answering a further copy (when
-    /// the one before did not take it, or with --answer-every-copy), so that servers comparing notes cannot
-    /// chain one link's copies by their times (docs/THREAT-MODEL.md). An offer (and a delete)
-    /// takes that much longer; 0s: one right after another. Scheduled deletes need none: each
-    /// copy has a moment of its own.
+    /// deleting (now) or counting each further copy, and before answering a further copy (when the
+    /// one before did not take it, or with --answer-every-copy), so that servers comparing notes
+    /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). An offer (and a
+    /// delete) takes that much longer; 0s: one right after another. Scheduled deletes need none:
+    /// each copy has a moment of its own.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) spread: Duration,
     /// For an accept of a link on several servers: leave the answer on every server, a --spread
