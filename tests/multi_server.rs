@@ -464,7 +464,7 @@ async fn each_copy_has_a_mailbox_and_an_answer_of_its_own() {
 /// the copy it fetched (its server saw the fetch), and another only when that server does not
 /// take it; a server saying the link was answered ends the puts. Answered on every copy, the
 /// puts' times and the looks that find them paired the copies for servers comparing notes (the
-/// lab's copies section: 41-47 % of the mailboxes, against 8-14 % with one copy answered).
+/// lab's copies section: 41-54 % of the mailboxes, against 8-14 % with one copy answered).
 #[tokio::test]
 async fn the_answer_goes_to_the_copy_fetched_and_to_another_only_when_that_fails() {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -396,7 +396,7 @@ impl Client {
                     let r = self.put_answer_at(server, mailbox, sealed).await;
                     // One copy answered is enough (the default): every copy answered, the
                     // puts' times and the looks that find them paired the copies for servers
-                    // comparing notes (the lab's copies section: 41-47 % of the mailboxes,
+                    // comparing notes (the lab's copies section: 41-54 % of the mailboxes,
                     // against 8-14 % so; chance under 1 %). Another server is asked only when
                     // this one did not take it, down or refusing; one that says it was answered
                     // ends it, as for a single-server link.
