@@ -14,6 +14,19 @@ fn rdv(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::run_rdv(args, None, env)
 }
 
+/// `rdv accept --json --direct LINK --answer back --spread 0s` and `extra`: an accepter of a
+/// multi-server link that answers at once, without pauses.
+fn accept_back(link: &str, extra: &[&str]) -> Output {
+    let args = [
+        &[
+            "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
+        ][..],
+        extra,
+    ]
+    .concat();
+    rdv(&args, &[])
+}
+
 /// The one JSON object a `--json` run prints: stdout must be exactly one line of JSON.
 fn json(out: &Output) -> Value {
     let text = String::from_utf8(out.stdout.clone()).expect("UTF-8");
@@ -1535,15 +1548,10 @@ fn ctrl_c_during_a_collect_delete_now_deletes_the_rest_and_shows_the_answer() {
     let st = state.to_str().unwrap();
     let (_servers, sum, offered) = two_server_link(dir.path(), &["--expect-answer", "--state", st]);
     let link = str_of(&offered, "link");
-    ok(
-        &rdv(
-            &[
-                "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
-            ],
-            &[],
-        ),
-        "accept",
-    );
+    // Every copy answered: a one-time look that drew the copy without the answer first would
+    // wait its hour-long pause before the other (since one copy is answered by default, that
+    // failed this test one run in two).
+    ok(&accept_back(link, &["--answer-every-copy"]), "accept");
     let collect = [
         "collect",
         "--direct",
@@ -2502,14 +2510,7 @@ fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
         let (_servers, sum, offered) =
             two_server_link(dir.path(), &["--expect-answer", "--state", st]);
         let link = str_of(&offered, "link");
-        let accept = [
-            &[
-                "accept", "--json", "--direct", link, "--answer", "back", "--spread", "0s",
-            ][..],
-            answer,
-        ]
-        .concat();
-        ok(&rdv(&accept, &[]), "accept");
+        ok(&accept_back(link, answer), "accept");
         assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), copies);
         let collect = [
             &["collect", "--direct", "--state", st, "--early"][..],
@@ -2558,20 +2559,7 @@ fn an_answer_taken_by_one_server_while_another_says_answered_is_reported_out() {
         "offer",
     );
     let link = str_of(&offered, "link");
-    let out = rdv(
-        &[
-            "--json",
-            "accept",
-            "--direct",
-            link,
-            "--answer",
-            "back",
-            "--spread",
-            "0s",
-            "--answer-every-copy",
-        ],
-        &[],
-    );
+    let out = accept_back(link, &["--answer-every-copy"]);
     assert!(!out.status.success());
     let e = json(&out);
     assert_eq!(e["error"]["code"], "already_answered", "{e}");
@@ -2623,18 +2611,7 @@ fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
         "offer",
     );
     let link = str_of(&offered, "link");
-    let accept = [
-        "accept",
-        "--json",
-        "--direct",
-        link,
-        "--answer",
-        "back",
-        "--spread",
-        "0s",
-        "--answer-every-copy",
-    ];
-    ok(&rdv(&accept, &[]), "accept");
+    ok(&accept_back(link, &["--answer-every-copy"]), "accept");
     assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
     let pending = std::fs::read(&state).unwrap();
     for signal in ["-INT", "-TERM"] {

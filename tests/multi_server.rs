@@ -31,6 +31,38 @@ fn addr(a: std::net::SocketAddr) -> ServerAddr {
     ServerAddr::parse(&a.to_string()).unwrap()
 }
 
+/// `n` servers on their own data directories (kept alive by the first value), on `clock`, and
+/// their addresses.
+async fn disk_servers(
+    clock: &ManualClock,
+    n: usize,
+) -> (
+    Vec<tempfile::TempDir>,
+    Vec<Arc<rdv::server::Server<rdv::store::DiskStore>>>,
+    Vec<ServerAddr>,
+) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for d in &dirs {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        addrs.push(addr(a));
+    }
+    (dirs, servers, addrs)
+}
+
+/// An offer of `payload` under `pass` on every server of `addrs`, expecting an answer.
+async fn offer_expecting(
+    c: &Client,
+    addrs: &[ServerAddr],
+    payload: &[u8],
+    pass: Passphrase,
+) -> (rdv::client::Offer, rdv::client::PendingAnswer) {
+    c.offer_to_all_expecting_answer(addrs, payload, pass, KdfProfile::Test)
+        .await
+        .unwrap()
+}
+
 /// A TCP server that answers every connection with garbage.
 async fn hostile() -> ServerAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,15 +129,13 @@ async fn a_mirror_that_says_answered_already_is_named() {
         }));
     }
     let c = client(&clock).with_answer_every_copy(true);
-    let (offer, pending) = c
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://lying-mirror",
-            Passphrase::new("lying mirror pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting(
+        &c,
+        &addrs,
+        b"smp://lying-mirror",
+        Passphrase::new("lying mirror pass"),
+    )
+    .await;
     let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     let e = c.answer(&reply, b"smp://reply").await.unwrap_err();
     match &e {
@@ -165,14 +195,7 @@ async fn a_held_multi_server_link_waits_for_the_last_copy_to_close() {
 #[tokio::test]
 async fn a_copy_on_every_server_and_any_one_is_enough() {
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = Vec::new();
-    let mut addrs = Vec::new();
-    for d in &dirs {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        addrs.push(addr(a));
-    }
+    let (_dirs, servers, addrs) = disk_servers(&clock, 3).await;
     let c = client(&clock);
     let offer = c
         .offer_to_all(
@@ -414,15 +437,13 @@ async fn each_copy_has_a_mailbox_and_an_answer_of_its_own() {
         addrs.push(addr(common::proxy::frame_proxy(a, watch, |_| {}).await));
     }
     let c = client(&clock).with_answer_every_copy(true);
-    let (offer, pending) = c
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://own-mailboxes",
-            Passphrase::new("own mailboxes pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting(
+        &c,
+        &addrs,
+        b"smp://own-mailboxes",
+        Passphrase::new("own mailboxes pass"),
+    )
+    .await;
     let text = pending.to_text();
     assert!(text.starts_with("rdv-pending-answer 3\n"), "{}", &*text);
     let pending = rdv::client::PendingAnswer::from_text(&text).unwrap();
@@ -572,13 +593,7 @@ async fn answer_twice(first: &Client, second: &Client, link: &RdvLink, i: usize)
 #[tokio::test]
 async fn a_second_answer_meets_the_first_on_the_link_s_first_copy() {
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    for d in &dirs {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        addrs.push(addr(a));
-    }
+    let (_dirs, servers, addrs) = disk_servers(&clock, 3).await;
     let (first, second) = (client(&clock), client(&clock));
     for i in 0..6 {
         let (offer, _pending) = first
@@ -648,24 +663,15 @@ async fn accepters_whose_first_copy_is_down_meet_on_the_next() {
 #[tokio::test]
 async fn an_answer_to_a_multi_server_link_survives_a_server_down() {
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut servers = Vec::new();
-    let mut addrs = Vec::new();
-    for d in &dirs {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        addrs.push(addr(a));
-    }
+    let (_dirs, servers, addrs) = disk_servers(&clock, 3).await;
     let c = client(&clock).with_answer_every_copy(true);
-    let (offer, pending) = c
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://multi-answer",
-            Passphrase::new("multi answer pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting(
+        &c,
+        &addrs,
+        b"smp://multi-answer",
+        Passphrase::new("multi answer pass"),
+    )
+    .await;
     assert_eq!(pending.servers().count(), 3);
     // Every copy is a format-3 link with the answer key.
     for i in 0..3 {
@@ -1004,22 +1010,14 @@ fn looks<S: rdv::store::BucketStore>(server: &rdv::server::Server<S>) -> f64 {
 #[tokio::test]
 async fn a_one_time_look_takes_the_copies_a_pause_apart() {
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    for d in &dirs {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        addrs.push(addr(a));
-    }
-    let (_offer, pending) = client(&clock)
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://one-time",
-            Passphrase::new("one time look pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (_dirs, servers, addrs) = disk_servers(&clock, 2).await;
+    let (_offer, pending) = offer_expecting(
+        &client(&clock),
+        &addrs,
+        b"smp://one-time",
+        Passphrase::new("one time look pass"),
+    )
+    .await;
     let slow = client(&clock).with_copy_spread(Duration::from_secs(365 * 86_400));
     let early = rdv::proto::schedule::LookSchedule {
         early: true,
@@ -1038,22 +1036,14 @@ async fn a_one_time_look_takes_the_copies_a_pause_apart() {
 #[tokio::test]
 async fn an_interrupted_one_time_look_whose_looks_failed_says_so() {
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    for d in &dirs {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        addrs.push(addr(a));
-    }
-    let (_offer, pending) = client(&clock)
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://interrupted",
-            Passphrase::new("interrupted look pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (_dirs, servers, addrs) = disk_servers(&clock, 2).await;
+    let (_offer, pending) = offer_expecting(
+        &client(&clock),
+        &addrs,
+        b"smp://interrupted",
+        Passphrase::new("interrupted look pass"),
+    )
+    .await;
     for s in &servers {
         s.shutdown();
     }
@@ -1101,15 +1091,13 @@ async fn a_copy_answered_by_someone_else_is_told() {
         addrs.push(addr(proxy));
     }
     let c = client(&clock).with_answer_every_copy(true);
-    let (offer, pending) = c
-        .offer_to_all_expecting_answer(
-            &addrs,
-            b"smp://twice",
-            Passphrase::new("answered twice pass"),
-            KdfProfile::Test,
-        )
-        .await
-        .unwrap();
+    let (offer, pending) = offer_expecting(
+        &c,
+        &addrs,
+        b"smp://twice",
+        Passphrase::new("answered twice pass"),
+    )
+    .await;
     no_answers.store(true, Ordering::SeqCst);
     let first = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     c.answer(&first, b"smp://first").await.unwrap();

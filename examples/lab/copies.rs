@@ -87,7 +87,8 @@ impl Clock for Following {
 #[derive(Default)]
 struct Tap {
     requests: Vec<(Saw, usize)>,
-    stored: Vec<usize>,
+    /// Stores seen, on every server: each store's item number.
+    stores: usize,
     mailboxes: HashMap<(usize, MailboxAddr), usize>,
 }
 
@@ -152,8 +153,8 @@ impl Connector for Tapped {
                     };
                     if let Response::Stored { .. } = resp {
                         let mut t = tap.lock().unwrap();
-                        let item = t.stored.len();
-                        t.stored.push(link);
+                        let item = t.stores;
+                        t.stores += 1;
                         t.requests.push((
                             Saw {
                                 server: s,
