@@ -238,8 +238,11 @@ pub(crate) async fn finish_copies(
         others,
         if others == 1 { "y" } else { "ies" }
     );
-    release_stdout();
+    // Listening before standard output closes: a reader that sees its end may signal at once,
+    // and a signal with no scope open ends the process by it (status 143 for SIGTERM, where
+    // the trail promises 0; six parallel runs of its test saw it once).
     let mut stop = crate::interrupt::scope();
+    release_stdout();
     tokio::select! {
         trailed = client.trail(pending, schedule(look), found.copy, &found.answer) => {
             note!("the other copies' looks ended; {} of {others} held an answer too (an accepter answers one copy unless it answers every one)", trailed.opened);
