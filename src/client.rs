@@ -21,7 +21,9 @@ pub mod socks;
 pub mod tor;
 pub mod wake;
 
-pub use answer::{Collected, LinkCopy, PendingAnswer, PendingAnswerError, ReplyTo, Trailed};
+pub use answer::{
+    AnswerDigest, Collected, LinkCopy, PendingAnswer, PendingAnswerError, ReplyTo, Trailed,
+};
 pub use error::{
     AcceptError, AnswerError, CollectError, ConnectError, ConnectStage, ConnectionError,
     DeleteError, ErrorKind, OfferError,

@@ -2373,4 +2373,180 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
     assert_eq!(different["offer"], offer, "{different}");
     let named = different["server"].as_str().unwrap();
     assert!(servers.iter().any(|s| s == named), "{different}");
+    // The end of the other copies' looks is told too, with what they found, and the offer
+    // leaves the status's list of looks that go on.
+    let ended = next_event(&mut api, "trail_ended");
+    assert_eq!(ended["offer"], offer, "{ended}");
+    assert_eq!(ended["opened"], 1, "{ended}");
+    assert_eq!(
+        ended["different_answers"],
+        serde_json::json!([named]),
+        "{ended}"
+    );
+    let status = api.call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["trails"],
+        serde_json::json!([{"offer": offer, "copies": 1, "different_answers": [named],
+            "ended": true}]),
+        "{status}"
+    );
+}
+
+/// The looks at an answered multi-server offer's other copies survive a restart of the agent:
+/// killed during them, the agent resumes them from its state directory, and a copy answered by
+/// someone else meanwhile is still found and told. Before, they ended with the process (every
+/// copy's looks in the same moment, which pairs the copies for servers comparing notes) and the
+/// other answer was never found.
+#[test]
+fn the_looks_at_the_other_copies_survive_a_restart_of_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = server(&dir.path().join("a"), None);
+    let b = server(&dir.path().join("b"), None);
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    // The trail's mean end is six times (2 s + 10 s): well after the kill below.
+    let args = [
+        "--poll-every",
+        "2s",
+        "--spread",
+        "10s",
+        "--max-window",
+        "20s",
+    ];
+    let agent = AgentProcess::start(dir.path(), &args);
+    let mut api = agent.subscribed();
+    let offered = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": servers, "payload": "p", "kdf": "test",
+            "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    let offer = offered["result"]["offer"].as_str().unwrap().to_owned();
+    let accept = |answer: &str, every: &[&str]| {
+        let args = [
+            &[
+                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
+            ][..],
+            every,
+        ]
+        .concat();
+        run_rdv(&args, None, &[])
+    };
+    ok(&accept("smp://first", &[]));
+    let answered = next_event(&mut api, "answered");
+    assert_eq!(answered["offer"], offer.as_str(), "{answered}");
+    // The trail is kept in the state directory while it runs.
+    let kept = dir.path().join("state").join("trails").join(&offer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !kept.exists() {
+        assert!(std::time::Instant::now() < deadline, "no trail file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.kill();
+    // Meanwhile someone else answers the copy the first accepter left alone.
+    let second = accept("smp://second", &["--answer-every-copy"]);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
+        "{second:?}"
+    );
+    // Each copy's end was drawn at random: moved an hour ahead, so that this test does not
+    // depend on the draw (an end that passed while the agent was down gets its last look ten
+    // minutes or more after the start).
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let later = rdv::clock::Clock::now(&rdv::clock::SystemClock) + 3600;
+    let moved: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("copy ") {
+            Some(rest) if !rest.contains(':') => {
+                format!("copy {} {later}\n", rest.split(' ').next().unwrap())
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(moved, text);
+    std::fs::write(&kept, moved).unwrap();
+    let agent = AgentProcess::start(dir.path(), &args);
+    let mut api = agent.subscribed();
+    let different = next_event(&mut api, "different_answer");
+    assert_eq!(different["offer"], offer.as_str(), "{different}");
+    let ended = next_event(&mut api, "trail_ended");
+    assert_eq!(ended["opened"], 1, "{ended}");
+    assert!(!kept.exists(), "the trail file outlived its looks");
+}
+
+/// `rdv collect --agent --offer ID` of an answered multi-server offer stays, as it does
+/// without an agent, while the agent looks at the other copies, and warns when one holds
+/// another answer (someone else holds the link): before, it ended at the answer, and the
+/// warning reached only the agent's log and its subscribers. Its standard output ends with
+/// the answer (a script reading it goes on), and the command ends with the looks.
+#[test]
+fn a_collect_through_the_agent_warns_of_a_copy_holding_another_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = server(&dir.path().join("a"), None);
+    let b = server(&dir.path().join("b"), None);
+    let servers = [a.addr.to_string(), b.addr.to_string()];
+    let agent = AgentProcess::start(
+        dir.path(),
+        &[
+            "--poll-every",
+            "1s",
+            "--spread",
+            "0s",
+            "--max-window",
+            "20s",
+        ],
+    );
+    let mut api = agent.subscribed();
+    let offered = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": servers, "payload": "p", "kdf": "test",
+            "expect_answer": true}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap();
+    let offer = offered["result"]["offer"].as_str().unwrap();
+    let accept = |answer: &str, every: &[&str]| {
+        let args = [
+            &[
+                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
+            ][..],
+            every,
+        ]
+        .concat();
+        run_rdv(&args, None, &[])
+    };
+    ok(&accept("smp://first", &[]));
+    let second = accept("smp://second", &["--answer-every-copy"]);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
+        "{second:?}"
+    );
+    let collected = run_rdv(
+        &[
+            "collect",
+            "--agent",
+            agent.socket(),
+            "--offer",
+            offer,
+            "--wait",
+            "2m",
+        ],
+        None,
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&collected.stdout);
+    let stderr = String::from_utf8_lossy(&collected.stderr);
+    assert!(collected.status.success(), "{collected:?}");
+    // The answer that opened first, whichever copy it was on.
+    assert!(
+        stdout == "smp://first\n" || stdout == "smp://second\n",
+        "{collected:?}"
+    );
+    assert!(
+        stderr.contains("held a different answer: someone else answered it first"),
+        "{stderr}"
+    );
+    // The command ended with the looks.
+    let status = api.call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(status["result"]["trails"][0]["ended"], true, "{status}");
 }

@@ -1121,3 +1121,89 @@ async fn a_copy_answered_by_someone_else_is_told() {
     let other = &pending.copies()[1 - found.copy].server;
     assert_eq!(trailed.differing, std::slice::from_ref(other));
 }
+
+/// A copy found holding someone else's answer is told in the moment it is found, while the
+/// other copies' looks go on (they may go on for an hour): before, the warning came only when
+/// every copy's looks had ended, and a command stopped before that told nothing.
+#[tokio::test]
+async fn a_different_answer_is_told_while_the_other_copies_are_still_looked_at() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = manual_clock();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    // The server whose puts are cut (none: usize::MAX).
+    let cut = Arc::new(AtomicUsize::new(usize::MAX));
+    for (n, d) in dirs.iter().enumerate() {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        let cut = cut.clone();
+        let proxy = common::proxy::frame_proxy(
+            a,
+            move |r| {
+                cut.load(Ordering::SeqCst) == n
+                    && matches!(
+                        r,
+                        rdv::proto::Request::PutAnswer { .. }
+                            | rdv::proto::Request::StampedPutAnswer { .. }
+                    )
+            },
+            |_| {},
+        )
+        .await;
+        addrs.push(addr(proxy));
+    }
+    let c = client(&clock);
+    let (offer, pending) = offer_expecting(
+        &c,
+        &addrs,
+        b"smp://told",
+        Passphrase::new("told at once pass"),
+    )
+    .await;
+    // The real accepter answers the link's first copy; someone else, answering every copy,
+    // leaves another answer on one more copy (the third server's put is cut): one copy is
+    // never answered, so its looks go on to their random end.
+    let first = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+    c.answer(&first, b"smp://first").await.unwrap();
+    let held = |i: usize| servers[i].store().answer_count();
+    let answered = (0..3).find(|&i| held(i) == 1).unwrap();
+    let unanswered = (0..3).find(|&i| i != answered).unwrap();
+    cut.store(unanswered, Ordering::SeqCst);
+    let every = client(&clock).with_answer_every_copy(true);
+    let second = every
+        .accept(&offer.link, None)
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    let _ = every.answer(&second, b"smp://second").await;
+    assert_eq!((0..3).map(held).sum::<u64>(), 2);
+    assert_eq!(held(unanswered), 0);
+    let early = rdv::proto::schedule::LookSchedule {
+        mean: Duration::from_millis(50),
+        early: true,
+    };
+    let found = c
+        .collect_scheduled(&pending, early, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The trail's end has a mean of hours (six times two spreads of an hour): the copy no
+    // one answered is looked at long after the other one's answer opened.
+    let long = client(&clock).with_copy_spread(Duration::from_secs(3600));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let trail = long.trail_telling(&pending, early, found.copy, &found.answer, |s| {
+        let _ = tx.send(s.clone());
+    });
+    let told = tokio::select! {
+        trailed = trail => panic!("the trail ended first: {trailed:?}"),
+        told = rx.recv() => told.unwrap(),
+        () = tokio::time::sleep(Duration::from_secs(60)) => {
+            panic!("not told within a minute, while the other copy's looks went on")
+        }
+    };
+    // Copies are in the link's order, which is the servers' order here.
+    let other = (0..3)
+        .find(|&i| i != unanswered && i != found.copy)
+        .unwrap();
+    assert_eq!(told, pending.copies()[other].server);
+}

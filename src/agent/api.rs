@@ -317,6 +317,11 @@ pub mod event {
     /// `server`: that copy's server): someone else answered it first, so someone else holds the
     /// link and its passphrase.
     pub const DIFFERENT_ANSWER: &str = "different_answer";
+    /// The looks at an answered multi-server offer's other copies ended (`offer`, `opened`: how
+    /// many of them held an answer too, `different_answers`: the servers of those that held
+    /// another answer, each told before in a `different_answer` event). `status` lists the
+    /// offers whose looks go on (`trailing`).
+    pub const TRAIL_ENDED: &str = "trail_ended";
     /// An offer was stored (`offer` when it expects an answer, `servers`, `bucket_closes_at`).
     pub const STORED: &str = "stored";
     /// A later delete was carried out (`delete`, `deleted`: false when the server had nothing to

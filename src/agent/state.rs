@@ -11,6 +11,9 @@
 //!                      delete failed): `link`, `token`, the `offer` ID and the `delete` IDs
 //!                      (one line per copy) kept for it; a start takes the link back (nobody
 //!                      received it)
+//!   trails/ID          the looks at an answered multi-server offer's other copies
+//!                      ([`TrailKept`]): the first answer's digest, each copy's end, and the
+//!                      offer's state (its keys), until those looks end; a start resumes them
 //!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
@@ -73,6 +76,12 @@ pub enum StateError {
         /// The file.
         path: PathBuf,
     },
+    /// A trail file does not parse.
+    #[error("{}: not a trail file of this agent", path.display())]
+    BadTrail {
+        /// The file.
+        path: PathBuf,
+    },
     /// A record of an undelivered link does not parse.
     #[error("{}: not a record of an undelivered link of this agent", path.display())]
     BadUndelivered {
@@ -107,6 +116,87 @@ impl std::fmt::Debug for LaterDelete {
         f.debug_struct("LaterDelete")
             .field("at", &self.at)
             .finish_non_exhaustive()
+    }
+}
+
+/// The looks at the other copies of an answered multi-server offer (a trail,
+/// [`crate::client::Client::trail`]), kept so that a restart resumes them: stopped with the
+/// agent, every copy's looks ended in the same moment, and a copy holding someone else's
+/// answer was never found.
+pub struct TrailKept {
+    /// The digest of the answer that opened first.
+    pub first: crate::client::AnswerDigest,
+    /// Each copy still looked at (its place in the link) and when its looks end (unix
+    /// seconds).
+    pub until: Vec<(usize, u64)>,
+    /// The offer's state: its copies and keys.
+    pub pending: PendingAnswer,
+}
+
+impl std::fmt::Debug for TrailKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrailKept")
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first line of a trail file.
+const TRAIL_MAGIC: &str = "rdv-trail-1";
+
+impl TrailKept {
+    /// The file's text: the magic line, `first HEX`, a `copy PLACE UNTIL` line per copy, a
+    /// `pending` line and the offer's state.
+    fn text(
+        first: &crate::client::AnswerDigest,
+        until: &[(usize, u64)],
+        pending: &PendingAnswer,
+    ) -> Zeroizing<String> {
+        let mut t = Zeroizing::new(format!("{TRAIL_MAGIC}\nfirst "));
+        for b in first.0 {
+            t.push_str(&format!("{b:02x}"));
+        }
+        t.push('\n');
+        for (copy, until) in until {
+            t.push_str(&format!("copy {copy} {until}\n"));
+        }
+        t.push_str("pending\n");
+        t.push_str(&pending.to_text());
+        t
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        let (head, pending) = text.split_once("\npending\n")?;
+        let mut lines = head.lines();
+        if lines.next()? != TRAIL_MAGIC {
+            return None;
+        }
+        let hex = lines.next()?.strip_prefix("first ")?;
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut first = [0u8; 32];
+        for (i, b) in first.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        let pending = PendingAnswer::from_text(pending).ok()?;
+        let mut until = Vec::new();
+        for line in lines {
+            let mut f = line.strip_prefix("copy ")?.split(' ');
+            let (Some(copy), Some(at), None) = (f.next(), f.next(), f.next()) else {
+                return None;
+            };
+            let copy: usize = copy.parse().ok()?;
+            if copy >= pending.copies().len() {
+                return None;
+            }
+            until.push((copy, at.parse().ok()?));
+        }
+        Some(TrailKept {
+            first: crate::client::AnswerDigest(first),
+            until,
+            pending,
+        })
     }
 }
 
@@ -299,6 +389,7 @@ impl StateDir {
             dir.answers(),
             dir.deletes(),
             dir.undelivered(),
+            dir.trails(),
         ] {
             create_private_dir(&sub).map_err(io("creating", &sub))?;
         }
@@ -317,6 +408,7 @@ impl StateDir {
             self.answers(),
             self.deletes(),
             self.undelivered(),
+            self.trails(),
         ] {
             let entries = match std::fs::read_dir(&sub) {
                 Ok(e) => e,
@@ -364,6 +456,51 @@ impl StateDir {
 
     fn undelivered(&self) -> PathBuf {
         self.root.join("undelivered")
+    }
+
+    fn trails(&self) -> PathBuf {
+        self.root.join("trails")
+    }
+
+    /// Keep the trail of offer `id` ([`TrailKept`]'s fields).
+    pub fn save_trail(
+        &self,
+        id: &str,
+        first: &crate::client::AnswerDigest,
+        until: &[(usize, u64)],
+        pending: &PendingAnswer,
+    ) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let text = TrailKept::text(first, until, pending);
+        Self::write(&self.trails().join(id), text.as_bytes())
+    }
+
+    /// Every trail kept, by offer ID, and the trail files that cannot be read.
+    pub fn trails_kept(&self) -> Result<Scan<TrailKept>, StateError> {
+        Self::scan(
+            &self.trails(),
+            |name| Some(name),
+            |path, text| {
+                TrailKept::from_text(text).ok_or_else(|| StateError::BadTrail {
+                    path: path.to_path_buf(),
+                })
+            },
+        )
+    }
+
+    /// Forget the trail of offer `id` (its looks ended), with the offer's keys it held.
+    pub fn forget_trail(&self, id: &str) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let path = self.trails().join(id);
+        if remove_if_present(&path)? {
+            let dir = self.trails();
+            let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 
     fn offer_file(&self, id: &str) -> Result<PathBuf, StateError> {
@@ -635,6 +772,49 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trail file reads back as written, keys and all; one cut short, or naming a copy the
+    /// link does not have, is refused (named as unreadable, never half used).
+    #[test]
+    fn a_trail_file_reads_back_and_a_broken_one_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&tmp.path().join("state")).unwrap();
+        let zeros = "A".repeat(43);
+        let pending = PendingAnswer::from_text(&format!(
+            "rdv-pending-answer 3\ncopy 127.0.0.1:1 {zeros} 100\ncopy 127.0.0.1:2 {zeros} 200\n\
+             token {zeros}\nkey {zeros}\nsecret {zeros}\nlink-expires 900\n"
+        ))
+        .unwrap();
+        let t = TrailKept {
+            first: crate::client::AnswerDigest::of(b"smp://answer"),
+            until: vec![(1, 1_800_000_123)],
+            pending,
+        };
+        let id = new_id([7; 8]);
+        d.save_trail(&id, &t.first, &t.until, &t.pending).unwrap();
+        let kept = d.trails_kept().unwrap();
+        assert!(kept.unreadable.is_empty());
+        let (got_id, got) = &kept.kept[0];
+        assert_eq!(got_id, &id);
+        assert!(got.first == t.first);
+        assert_eq!(got.until, t.until);
+        assert_eq!(*got.pending.to_text(), *t.pending.to_text());
+        let text = TrailKept::text(&t.first, &t.until, &t.pending);
+        let path = d.trails().join(&id);
+        for broken in [
+            text.replace("copy 1 ", "copy 2 "),
+            text.replace("first ", "first 0"),
+            text[..text.len() / 2].to_owned(),
+            text.replace("\npending\n", "\n"),
+        ] {
+            std::fs::write(&path, broken.as_bytes()).unwrap();
+            let kept = d.trails_kept().unwrap();
+            assert!(kept.kept.is_empty(), "{broken}");
+            assert_eq!(kept.unreadable.len(), 1);
+        }
+        d.forget_trail(&id).unwrap();
+        assert!(d.trails_kept().unwrap().unreadable.is_empty());
+    }
 
     #[test]
     fn ids_are_checked_so_that_no_path_escapes() {

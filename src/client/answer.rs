@@ -70,6 +70,25 @@ impl fmt::Debug for Collected {
     }
 }
 
+/// What an answer is, for telling another apart from it without keeping it: SHA3-256 of its
+/// bytes. A trail kept across a restart keeps this, not the answer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnswerDigest(pub [u8; 32]);
+
+impl AnswerDigest {
+    /// The digest of `answer`.
+    pub fn of(answer: &[u8]) -> Self {
+        use sha3::Digest;
+        AnswerDigest(sha3::Sha3_256::digest(answer).into())
+    }
+}
+
+impl fmt::Debug for AnswerDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AnswerDigest(..)")
+    }
+}
+
 /// What [`Client::trail`] found at a link's other copies.
 #[derive(Debug, Default)]
 pub struct Trailed {
@@ -767,25 +786,73 @@ impl Client {
         answered: usize,
         first: &[u8],
     ) -> Trailed {
+        self.trail_telling(pending, schedule, answered, first, |_| {})
+            .await
+    }
+
+    /// [`Client::trail`], calling `differs` with a copy's server as soon as that copy is found
+    /// holding another answer than `first`, not only when every copy's looks have ended: that
+    /// may be an hour later, and the person whose link someone else holds should know at once.
+    pub async fn trail_telling(
+        &self,
+        pending: &PendingAnswer,
+        schedule: LookSchedule,
+        answered: usize,
+        first: &[u8],
+        differs: impl Fn(&ServerAddr),
+    ) -> Trailed {
+        let plan = self.trail_plan(pending, schedule, answered);
+        self.trail_planned(pending, schedule, &plan, &AnswerDigest::of(first), differs)
+            .await
+    }
+
+    /// How long [`Client::trail`] looks at each of the link's other copies after the answer
+    /// opened at copy `answered`: (copy, wait) pairs, each wait drawn on its own (exponential,
+    /// of the mean [`Client::trail`] gives). A caller that must resume a trail after a restart
+    /// keeps these (as moments) and runs them with [`Client::trail_planned`].
+    pub fn trail_plan(
+        &self,
+        pending: &PendingAnswer,
+        schedule: LookSchedule,
+        answered: usize,
+    ) -> Vec<(usize, Duration)> {
         let n = pending.copies.len();
         let further = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
         let mean = schedule
             .mean
             .saturating_add(self.config.copy_spread.saturating_mul(further))
             .saturating_mul(6);
-        let mut trails: FuturesUnordered<_> = (0..n)
+        (0..n)
             .filter(|&j| j != answered)
-            .map(|j| async move {
-                let wait = crate::proto::schedule::exponential(mean, rand::random());
-                (j, self.look_on(pending, j, schedule, wait, true).await)
-            })
-            .collect();
+            .map(|j| (j, crate::proto::schedule::exponential(mean, rand::random())))
+            .collect()
+    }
+
+    /// The trail of `plan` ([`Client::trail_plan`]): each copy named looked at on `schedule`
+    /// for its wait; an answer that opens there and is not the one of digest `first` is told
+    /// to `differs` at once.
+    pub async fn trail_planned(
+        &self,
+        pending: &PendingAnswer,
+        schedule: LookSchedule,
+        plan: &[(usize, Duration)],
+        first: &AnswerDigest,
+        differs: impl Fn(&ServerAddr),
+    ) -> Trailed {
+        let mut trails: FuturesUnordered<_> =
+            plan.iter()
+                .filter(|(j, _)| *j < pending.copies.len())
+                .map(|&(j, wait)| async move {
+                    (j, self.look_on(pending, j, schedule, wait, true).await)
+                })
+                .collect();
         let mut outcome = Trailed::default();
         while let Some((j, r)) = trails.next().await {
             match r {
                 Ok(answer) => {
                     outcome.opened += 1;
-                    if answer[..] != *first {
+                    if AnswerDigest::of(&answer) != *first {
+                        differs(&pending.copies[j].server);
                         outcome.differing.push(pending.copies[j].server.clone());
                     }
                 }

@@ -244,11 +244,12 @@ pub(crate) async fn finish_copies(
     let mut stop = crate::interrupt::scope();
     release_stdout();
     tokio::select! {
-        trailed = client.trail(pending, schedule(look), found.copy, &found.answer) => {
+        // A copy holding another answer is told in the moment it is found: the trail may go
+        // on for an hour, and a command interrupted before its end told nothing.
+        trailed = client.trail_telling(pending, schedule(look), found.copy, &found.answer, |server| {
+            eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.to_string().as_bytes()).0);
+        }) => {
             note!("the other copies' looks ended; {} of {others} held an answer too (an accepter answers one copy unless it answers every one)", trailed.opened);
-            for server in trailed.differing {
-                eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.to_string().as_bytes()).0);
-            }
         }
         () = stop.signalled() => note!("interrupted: the other copies' looks end now"),
     }
@@ -258,7 +259,7 @@ pub(crate) async fn finish_copies(
 /// Point standard output at /dev/null: a caller reading it (`answer=$(rdv collect …)`, a
 /// pipe) sees its end and goes on while the command trails. Nothing is lost if this fails:
 /// the caller then waits for the command's end.
-fn release_stdout() {
+pub(crate) fn release_stdout() {
     let _ = std::io::stdout().flush();
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdout(&null);

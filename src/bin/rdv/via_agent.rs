@@ -129,6 +129,8 @@ struct Agent {
     partial: Zeroizing<Vec<u8>>,
     /// Whether the agent takes `keep` on a collect (an agent from before it refuses the field).
     keeps: bool,
+    /// Whether this connection subscribed to the agent's events.
+    subscribed: bool,
 }
 
 /// The command line's error for an error the agent sent, with the agent's code and kind.
@@ -183,6 +185,7 @@ impl Agent {
             events: VecDeque::new(),
             partial: Zeroizing::new(Vec::new()),
             keeps: true,
+            subscribed: false,
         }
     }
 
@@ -241,6 +244,9 @@ impl Agent {
                 continue;
             }
             if reply.ok {
+                if matches!(request, Request::Subscribe {}) {
+                    self.subscribed = true;
+                }
                 return Ok(reply.result.unwrap_or(Value::Null));
             }
             let e = agent_error(reply.error.unwrap_or(api::ApiError {
@@ -463,7 +469,117 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
             .context("writing the answer to standard output")?;
     }
     forget(&mut agent, &id).await;
-    Ok(())
+    follow_trail(&mut agent, &id, "offer", true).await
+}
+
+/// The looks at the other copies of offer `id` that go on in the agent after its answer
+/// (`trailing` in its status), followed until they end, as the same command without an agent
+/// stays for them: a copy found holding another answer is a warning on standard error in the
+/// moment the agent tells it (someone else holds the link). Before, the command ended at the
+/// answer and the warning reached only the agent's log and its subscribers. Standard output
+/// is closed first, so that a script reading it goes on; Ctrl-C ends only this wait (the
+/// agent's looks go on). `events`: a JSON `trailing` event goes out first (a wait's events).
+async fn follow_trail(agent: &mut Agent, id: &str, command: &str, events: bool) -> Result<()> {
+    /// The offer's entry in the agent's `trails` list: its looks go on, or ended in the last
+    /// hour.
+    fn trailing(status: &Value, id: &str) -> Option<Value> {
+        status
+            .get("trails")?
+            .as_array()?
+            .iter()
+            .find(|t| t.get("offer").and_then(Value::as_str) == Some(id))
+            .cloned()
+    }
+    fn tell(told: &mut Vec<String>, server: &str) {
+        if !told.iter().any(|t| t == server) {
+            eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", crate::term::escape_for_terminal(server.as_bytes()).0);
+            told.push(server.to_owned());
+        }
+    }
+    fn servers(v: &Value, key: &str) -> Vec<String> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    // Subscribed before the status is asked: an end between the two is then an event.
+    if !agent.subscribed {
+        agent.call(&Request::Subscribe {}).await?;
+    }
+    // An agent from before trails are listed has no `trails`: nothing to follow.
+    let Some(entry) = trailing(&agent.call(&Request::Status {}).await?, id) else {
+        return Ok(());
+    };
+    let ended = |e: &Value| e.get("ended") == Some(&Value::Bool(true));
+    let mut told = Vec::new();
+    if ended(&entry) {
+        // Over before this command came to it: only what they found.
+        for server in servers(&entry, "different_answers") {
+            tell(&mut told, &server);
+        }
+        return Ok(());
+    }
+    let others = entry.get("copies").and_then(Value::as_u64).unwrap_or(0);
+    if events && crate::out::json() {
+        crate::out::emit(
+            command,
+            fields! { "event" => "trailing", "copies" => others },
+        )?;
+    }
+    note!(
+        "the agent looks at the link's {others} other cop{} until each finds an answer of its own or a random while ends (a server must not see its copy's looks end when another's answer came); this command stays to tell you if one holds another answer; standard output is closed now, so a script reading it goes on; Ctrl-C ends this wait (not the agent's looks)",
+        if others == 1 { "y" } else { "ies" }
+    );
+    for server in servers(&entry, "different_answers") {
+        tell(&mut told, &server);
+    }
+    let mut stop = crate::interrupt::scope();
+    crate::answer::release_stdout();
+    loop {
+        let e = tokio::select! {
+            e = tokio::time::timeout(RECOLLECT, agent.event()) => e,
+            () = stop.signalled() => {
+                note!("interrupted: the agent goes on looking at the other copies (a different answer is a warning in its log and a different_answer event)");
+                return Ok(());
+            }
+        };
+        // None for a while (`Err`): asked again below.
+        if let Ok(e) = e {
+            let e = e?;
+            let name = str_of(&e, "event");
+            if name == api::event::DIFFERENT_ANSWER && str_of(&e, "offer") == id {
+                tell(&mut told, str_of(&e, "server"));
+                continue;
+            }
+            if name == api::event::TRAIL_ENDED && str_of(&e, "offer") == id {
+                for server in servers(&e, "different_answers") {
+                    tell(&mut told, &server);
+                }
+                let opened = e.get("opened").and_then(Value::as_u64).unwrap_or(0);
+                note!("the other copies' looks ended; {opened} of {others} held an answer too (an accepter answers one copy unless it answers every one)");
+                return Ok(());
+            }
+            if name != api::event::LAGGED {
+                continue;
+            }
+        }
+        // Events missed, or none for a while: asked again (an end whose event was missed).
+        let entry = trailing(&agent.call(&Request::Status {}).await?, id);
+        if let Some(entry) = &entry {
+            for server in servers(entry, "different_answers") {
+                tell(&mut told, &server);
+            }
+        }
+        if entry.as_ref().is_none_or(ended) {
+            note!("the other copies' looks ended");
+            return Ok(());
+        }
+    }
 }
 
 /// `--min-k` not met: the link is not handed over, the agent deletes it now and forgets the
@@ -688,7 +804,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
         crate::answer::print_answer(&answer)?;
     }
     forget(&mut agent, &id).await;
-    Ok(())
+    follow_trail(&mut agent, &id, "collect", a.wait.is_some()).await
 }
 
 /// Ask the agent for the answer to offer `id`, with `keep`: the agent forgets the offer when

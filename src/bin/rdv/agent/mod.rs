@@ -493,11 +493,13 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     // (it may be the only copy of an offer's secrets), the rest is looked after.
     let offers = state.pending()?;
     let deletes = state.deletes_kept()?;
+    let trails = state.trails_kept()?;
     let unreadable: Vec<String> = offers
         .unreadable
         .iter()
         .chain(&deletes.unreadable)
         .chain(&records.unreadable)
+        .chain(&trails.unreadable)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
@@ -536,6 +538,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         },
         events,
         lookers: Mutex::default(),
+        trails: Mutex::default(),
         deleters: Mutex::default(),
         offers: ledger::Offers::new(),
         requests: ledger::Requests::new(),
@@ -569,6 +572,15 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     }
     if resumed > 0 {
         note!("agent: looking after {resumed} offer(s) kept from an earlier run");
+    }
+    if !trails.kept.is_empty() {
+        note!(
+            "agent: looking at the other copies of {} answered offer(s) again, as an earlier run did",
+            trails.kept.len()
+        );
+    }
+    for (id, kept) in trails.kept {
+        agent.resume_trail(id, kept);
     }
     if !records.kept.is_empty() {
         note!(

@@ -56,12 +56,31 @@ pub(super) struct Agent {
     /// leaves them out) while the removal is tried again. Before, every later `collect` got the
     /// same answer again (a helper's attack, 2026-12-06).
     pub(super) delivered: Mutex<std::collections::HashSet<String>>,
+    /// The answered multi-server offers whose other copies are looked at (a trail), or were in
+    /// the last hour, with the servers whose copy was found holding another answer: `status`
+    /// lists them (`trails`), so that a caller that missed the events, or came after the end,
+    /// learns what they found.
+    pub(super) trails: Mutex<HashMap<String, Trail>>,
     /// How long after its close an offer's answer is looked for (`--look-for`).
     pub(super) look_for_secs: u64,
     pub(super) transport: &'static str,
     pub(super) cover: Cover,
     pub(super) started: std::time::Instant,
 }
+
+/// The looks at an answered multi-server offer's other copies.
+pub(super) struct Trail {
+    /// How many copies are looked at.
+    pub(super) copies: usize,
+    /// The servers of those found holding another answer so far.
+    pub(super) differing: Vec<String>,
+    /// When the looks ended, if they did: kept for [`TRAIL_KEPT`] after, so that a collect
+    /// that comes after the end still learns what they found.
+    pub(super) ended: Option<std::time::Instant>,
+}
+
+/// How long the agent remembers what an ended trail found (in memory only: no secret).
+pub(super) const TRAIL_KEPT: Duration = Duration::from_secs(3600);
 
 pub(super) fn now() -> u64 {
     rdv::clock::Clock::now(&rdv::clock::SystemClock)
@@ -348,6 +367,7 @@ impl Agent {
         for scan in [
             deletes.map(|s| s.unreadable),
             self.state.undelivered_kept().map(|s| s.unreadable),
+            self.state.trails_kept().map(|s| s.unreadable),
         ] {
             match scan {
                 Ok(bad) => unreadable.extend(bad.iter().map(report)),
@@ -358,6 +378,22 @@ impl Agent {
             .unsaved
             .lock()
             .map(|u| u.keys().cloned().collect())
+            .unwrap_or_default();
+        let trails: Vec<Value> = self
+            .trails
+            .lock()
+            .map(|mut t| {
+                t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < TRAIL_KEPT));
+                let mut t: Vec<_> = t
+                    .iter()
+                    .map(|(id, t)| {
+                        json!({"offer": id, "copies": t.copies,
+                            "different_answers": t.differing, "ended": t.ended.is_some()})
+                    })
+                    .collect();
+                t.sort_by(|a, b| a["offer"].as_str().cmp(&b["offer"].as_str()));
+                t
+            })
             .unwrap_or_default();
         let pending: Vec<Value> = pending
             .into_iter()
@@ -388,6 +424,7 @@ impl Agent {
             "cover_mailboxes_per_hour": self.cover.mailboxes_per_hour,
             "cover_fetches_per_hour": self.cover.fetches_per_hour,
             "pending": pending,
+            "trails": trails,
             "unreadable": unreadable,
         })
     }

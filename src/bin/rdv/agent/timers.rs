@@ -83,6 +83,23 @@ impl Agent {
                             }
                             tokio::spawn(me.clone().save_answer_later(id.clone()));
                         }
+                        // Listed as trailing before the event goes out: a caller that reads
+                        // it and asks `status` at once finds the looks that go on.
+                        if pending.copies().len() > 1 {
+                            if let Ok(mut t) = me.trails.lock() {
+                                t.retain(|_, t| {
+                                    t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT)
+                                });
+                                t.insert(
+                                    id.clone(),
+                                    super::ops::Trail {
+                                        copies: pending.copies().len() - 1,
+                                        differing: Vec::new(),
+                                        ended: None,
+                                    },
+                                );
+                            }
+                        }
                         let mut f = Map::new();
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
@@ -129,20 +146,19 @@ impl Agent {
             // (they end its looks, not these).
             if let Some((copy, answer)) = trail_from {
                 if pending.copies().len() > 1 {
-                    tokio::spawn(async move {
-                        let trailed = me.client.trail(&pending, me.schedule, copy, &answer).await;
-                        // Told to the application too: a log line alone reached nobody who
-                        // could act on it (the last notes' leftover).
-                        for server in trailed.differing {
-                            tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
-                            me.event(event::DIFFERENT_ANSWER, {
-                                let mut f = Map::new();
-                                f.insert("offer".into(), json!(id));
-                                f.insert("server".into(), json!(server.to_string()));
-                                f
-                            });
-                        }
-                    });
+                    let plan = me.client.trail_plan(&pending, me.schedule, copy);
+                    let first = rdv::client::AnswerDigest::of(&answer);
+                    // Kept until the looks end, so that a restart resumes them (each copy to
+                    // its own end): stopped with the agent, they ended together.
+                    let at = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+                    let until: Vec<(usize, u64)> = plan
+                        .iter()
+                        .map(|&(j, wait)| (j, at.saturating_add(wait).as_secs().saturating_add(1)))
+                        .collect();
+                    if let Err(e) = me.state.save_trail(&id, &first, &until, &pending) {
+                        tracing::warn!(error = %rdv::config::report(&e), "keeping the looks at the other copies in the state directory failed; they go on, but a restart ends them");
+                    }
+                    me.trail(id, pending, plan, first);
                 }
             }
         });
@@ -151,6 +167,95 @@ impl Agent {
                 old.abort();
             }
         }
+    }
+
+    /// Look at the other copies of offer `id` as `plan` says ([`rdv::client::Client::trail_plan`]),
+    /// on a task of its own, which a collect or a forget of the offer does not stop (they end
+    /// its looks, not these): stopped at the first answer, the copies' looks would end together
+    /// (and answers left on every copy would stay where they are) (PROTOCOL.md §15.7). A copy
+    /// holding another answer than the one of digest `first` is told at once (event and log),
+    /// the end too (`trail_ended`), and the kept trail file goes then.
+    pub(super) fn trail(
+        self: &Arc<Self>,
+        id: String,
+        pending: PendingAnswer,
+        plan: Vec<(usize, Duration)>,
+        first: rdv::client::AnswerDigest,
+    ) {
+        let me = self.clone();
+        if let Ok(mut t) = me.trails.lock() {
+            t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT));
+            t.entry(id.clone()).or_insert(super::ops::Trail {
+                copies: plan.len(),
+                differing: Vec::new(),
+                ended: None,
+            });
+        }
+        tokio::spawn(async move {
+            // Told to the application too, and in the moment it is found (the trail may go
+            // on for an hour): a log line alone reached nobody who could act on it.
+            let trailed = me
+                .client
+                .trail_planned(&pending, me.schedule, &plan, &first, |server| {
+                    tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
+                    if let Ok(mut t) = me.trails.lock() {
+                        if let Some(trail) = t.get_mut(&id) {
+                            trail.differing.push(server.to_string());
+                        }
+                    }
+                    me.event(event::DIFFERENT_ANSWER, {
+                        let mut f = Map::new();
+                        f.insert("offer".into(), json!(id));
+                        f.insert("server".into(), json!(server.to_string()));
+                        f
+                    });
+                })
+                .await;
+            if let Err(e) = me.state.forget_trail(&id) {
+                tracing::warn!(error = %rdv::config::report(&e), "removing a trail file failed");
+            }
+            if let Ok(mut t) = me.trails.lock() {
+                if let Some(trail) = t.get_mut(&id) {
+                    trail.ended = Some(std::time::Instant::now());
+                }
+            }
+            me.event(event::TRAIL_ENDED, {
+                let mut f = Map::new();
+                f.insert("offer".into(), json!(id));
+                f.insert("opened".into(), json!(trailed.opened));
+                f.insert(
+                    "different_answers".into(),
+                    json!(trailed
+                        .differing
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()),
+                );
+                f
+            });
+        });
+    }
+
+    /// Resume a trail kept by an earlier run: each copy looked at until its own end, and a
+    /// copy whose end passed while the agent was not running gets one last look at a moment of
+    /// its own within [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] (at the start, or at their old
+    /// ends, every such copy's looks would end together).
+    pub(super) fn resume_trail(self: &Arc<Self>, id: String, kept: rdv::agent::state::TrailKept) {
+        let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        let plan = kept
+            .until
+            .iter()
+            .map(|&(j, until)| {
+                let left = Duration::from_secs(until).saturating_sub(from);
+                if left.is_zero() {
+                    let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
+                    (j, SETTLE + Duration::from_secs_f64(pause))
+                } else {
+                    (j, left)
+                }
+            })
+            .collect();
+        self.trail(id, kept.pending, plan, kept.first);
     }
 
     /// Save the answer to offer `id` held in memory, every 30 s until it works, or until it
