@@ -780,6 +780,7 @@ impl Client {
                     .check(id, self.clock.now(), info.open_window_secs)
             {
                 tracing::warn!(
+                    %violation,
                     "the bucket ID fails the anti-fingerprinting policy; deleting the link"
                 );
                 let delete = Request::Delete {
@@ -847,9 +848,9 @@ impl Client {
             if let Err(v) =
                 policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
             {
-                tracing::warn!(
-                    "the challenge's bucket fails the anti-fingerprinting policy; nothing stored"
-                );
+                // The error says it, with the reason (a log line at warning level came out
+                // even with --quiet, before the error, naming the policy for an effort refused).
+                tracing::debug!(violation = %v, "the challenge fails the client's policy; nothing stored");
                 return Err(OfferError::RefusedChallenge(v));
             }
             // Bound to the server as the link names it: a stamp made here proves nothing shown

@@ -246,6 +246,8 @@ fn the_command_line_through_the_agent_offers_accepts_and_collects() {
     let notes = String::from_utf8_lossy(&notes.stderr);
     assert!(notes.contains("WARNING: the 'test' KDF profile"), "{notes}");
     assert!(notes.contains("the bucket closes at"), "{notes}");
+    // In seconds, as without an agent: the close is seconds away (a 3 s window), not "1 min".
+    assert!(notes.contains(" s); handed over after that"), "{notes}");
     // Before the answer: the agent says so, and keeps looking.
     let early = run_rdv(
         &[&["--json", "collect", "--offer", &offer][..], &via].concat(),
@@ -697,6 +699,12 @@ fn a_delete_decided_at_the_offer_comes_at_its_time_after_the_close() {
     );
     let o: Value = serde_json::from_slice(&offered.stdout).unwrap();
     assert_eq!(o["ok"], true, "{o}");
+    // The keys come in the order docs/JSON.md lists, `event` first, as without an agent.
+    assert!(
+        String::from_utf8_lossy(&offered.stdout)
+            .starts_with(r#"{"ok":true,"command":"offer","event":"stored","#),
+        "{o}"
+    );
     let closes = o["bucket_closes_at"].as_u64().unwrap();
     let at = o["delete_at"].as_u64().unwrap();
     // Server and agent share this machine's clock: the delete is set for the close plus 2 s.

@@ -281,6 +281,13 @@ fn offer_accept_answer_collect_on_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     let link = field(&out, "link:");
+    // The collect it suggests goes the same way as the offer (not through Tor after --direct).
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("rdv collect --direct {addr} --state {state_s}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&state).unwrap().permissions().mode();
@@ -515,6 +522,100 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another process"), "{err}");
+}
+
+/// A server asking for more work than the client pays is refused with the reason, once, and
+/// `--quiet` leaves only that error: before, a log line at warning level came first, naming the
+/// anti-fingerprinting policy for what was a refused effort.
+#[test]
+fn an_effort_refused_is_one_error_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://effort",
+            "--kdf",
+            "test",
+            "--max-effort",
+            "0",
+            "--quiet",
+        ],
+        None,
+        &[("RDV_PASSPHRASE", "effort-refused-words-x")],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(" WARN "), "{err}");
+    assert!(!err.contains("anti-fingerprinting"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("effort"), "{err}");
+}
+
+/// `--payload-file -` reads the payload from standard input, as `rdv accept -` reads the link
+/// there (before, it looked for a file named `-`), and a trailing newline is not part of it.
+#[test]
+fn a_payload_file_of_dash_is_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let addr = server.addr.to_string();
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload-file",
+            "-",
+            "--kdf",
+            "test",
+        ],
+        Some("smp://from-stdin\n"),
+        &[("RDV_PASSPHRASE", "dash-stdin-words-x")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let link = field(&out, "link:");
+    let accepted = rdv(&["accept", "-", "--direct"], Some(&link), &[]);
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&accepted.stdout),
+        "smp://from-stdin\n"
+    );
+}
+
+/// A listen or metrics address that cannot work stops `rdv serve` before anything starts: no
+/// data directory, no "listening on" line (a supervisor that saw it took the server for
+/// running), as `--check-config` says of the same settings.
+#[test]
+fn a_bad_listen_or_metrics_address_stops_serve_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, bad) in [
+        &["--listen", "127.0.0.1:99999"][..],
+        &["--listen", "127.0.0.1:0", "--metrics", "0.0.0.0:9464"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = dir.path().join(format!("data{n}"));
+        let args = [
+            &["serve", "--no-onion", "--data", data.to_str().unwrap()][..],
+            bad,
+        ]
+        .concat();
+        let out = rdv(&args, None, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?}: {stdout}");
+        assert!(!stdout.contains("listening on"), "{bad:?}: {stdout}");
+        assert!(!data.exists(), "{bad:?}: the data directory was created");
+        assert!(
+            stderr.contains("127.0.0.1:99999") || stderr.contains("not a loopback address"),
+            "{bad:?}: {stderr}"
+        );
+    }
 }
 
 /// What `rdv accept` says of a bucket's verified links: with stamps below the client's minimum

@@ -21,12 +21,8 @@ const STATE_LIMIT: u64 = 4096;
 
 /// Write the state file: created new (an existing file is never overwritten) with mode 0600.
 pub(crate) fn write_state(path: &Path, pending: &PendingAnswer) -> Result<()> {
-    let mut f = crate::term::create_private(path).with_context(|| {
-        format!(
-            "creating the state file {} (it must not exist yet)",
-            path.display()
-        )
-    })?;
+    let mut f = crate::term::create_private(path)
+        .with_context(|| format!("creating the state file {}", path.display()))?;
     if let Err(e) = f
         .write_all(pending.to_text().as_bytes())
         .and_then(|()| f.sync_all())

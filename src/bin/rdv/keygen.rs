@@ -15,7 +15,7 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
     let key = ClientKey::from_random(&a.server, random).context("--server")?;
     zeroize::Zeroize::zeroize(&mut random);
     let mut f = crate::term::create_private(&a.out)
-        .with_context(|| format!("creating {} (it must not exist yet)", a.out.display()))?;
+        .with_context(|| format!("creating {}", a.out.display()))?;
     let line = key.to_private_line();
     f.write_all(line.as_bytes())
         .and_then(|()| f.write_all(b"\n"))

@@ -138,15 +138,35 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         let short = a.len() == 2 && a.starts_with('-') && a != "--";
         long || short
     };
-    let stray = e.kind() == ErrorKind::UnknownArgument
-        && matches!(
-            e.get(clap::error::ContextKind::InvalidArg),
-            Some(clap::error::ContextValue::String(a)) if !flag_like(a)
-        );
+    let invalid = match e.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(a)) if e.kind() == ErrorKind::UnknownArgument => {
+            Some(a.clone())
+        }
+        _ => None,
+    };
+    // A word that looks like a flag may still be a value: one right after a flag that takes
+    // it (`--passphrase --my-words`: clap takes it for a flag of its own), or the rest of a
+    // word clap read as short flags (`-zebra-words` is reported as `-z`). Not quoted either.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let source = invalid.as_deref().and_then(|inv| {
+        (1..args.len())
+            .find(|&i| args[i] == inv || (!inv.starts_with("--") && args[i].starts_with(inv)))
+    });
+    let after_flag = source
+        .map(|i| &args[i - 1])
+        .filter(|prev| prev.starts_with("--") && flag_like(prev));
+    let stray = invalid.as_deref().is_some_and(|inv| {
+        !flag_like(inv) || after_flag.is_some() || source.is_some_and(|i| args[i] != inv)
+    });
     if stray {
-        let message = "unexpected argument (not shown: it may be a secret, such as a deletion token or a passphrase, given in the wrong place); see --help";
+        let message = match after_flag {
+            Some(prev) => format!("unexpected argument after {prev} (not shown: it may be a secret, such as a passphrase, given in the wrong place); a value that begins with '-' goes as {prev}=VALUE; see --help"),
+            None => "unexpected argument (not shown: it may be a secret, such as a deletion token or a passphrase, given in the wrong place); see --help".to_owned(),
+        };
         if json {
-            out::emit_error(None, "usage", "bad-input", message, None);
+            out::emit_error(None, "usage", "bad-input", &message, None);
         }
         eprintln!("error: {message}");
         return ExitCode::from(USAGE_EXIT);

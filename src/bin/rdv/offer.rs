@@ -29,7 +29,7 @@ pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
             );
         }
         p.as_bytes().to_vec()
-    } else if let Some(f) = &a.payload_file {
+    } else if let Some(f) = a.payload_file.as_ref().filter(|f| f.as_os_str() != "-") {
         crate::term::read_file_limited(f, STDIN_LIMIT, "a payload")?.to_vec()
     } else {
         if std::io::stdin().is_terminal() {
@@ -188,6 +188,16 @@ pub(crate) fn shown_then_failed(e: anyhow::Error) -> anyhow::Error {
     .into()
 }
 
+/// How long until a close, `secs` away, in words: seconds while they matter ("in 1 min" for a
+/// close 4 s away misleads), minutes after.
+pub(crate) fn in_words(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs.div_ceil(60))
+    }
+}
+
 /// Remove the state file `state` an offer wrote, if any, when its link is not handed over.
 fn drop_state(state: Option<&Path>) {
     if let Some(p) = state {
@@ -331,12 +341,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let closes_in = closes_at.saturating_sub(rdv::clock::Clock::now(&rdv::clock::SystemClock));
     let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
     let when = humantime::format_rfc3339_seconds(local_close);
-    // Seconds while they matter ("in 1 min" for a close 4 s away misleads), minutes after.
-    let in_words = if closes_in < 120 {
-        format!("{closes_in} s")
-    } else {
-        format!("{} min", closes_in.div_ceil(60))
-    };
+    let in_words = in_words(closes_in);
     // Against a server whose window is shorter than ours, say why the close comes later.
     if offer.server_info.open_window_secs < policy_window {
         note!(
@@ -554,7 +559,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     };
     if let Some(state) = &a.state {
         note!(
-            "The accepter can answer; collect the answer with: rdv collect --state {}",
+            "The accepter can answer; collect the answer with: rdv collect{} --state {}",
+            a.transport.repeated(),
             state.display()
         );
     }
@@ -612,7 +618,11 @@ async fn wait_and_finish(
         // tie it to the accepter's fetch. It expires by itself.
         let why = no_answer(pending);
         let later = match &a.state {
-            Some(state) => format!("collect it later with: rdv collect --state {}", state.display()),
+            Some(state) => format!(
+                "collect it later with: rdv collect{} --state {}",
+                a.transport.repeated(),
+                state.display()
+            ),
             None => "without --state a later answer cannot be read; the link stays on the server until it expires (deleting it now would tell the server which mailbox is yours)".into(),
         };
         return Err(anyhow::Error::new(CliError::new(

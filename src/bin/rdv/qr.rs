@@ -48,7 +48,7 @@ pub(crate) fn write_png(text: &str, path: &Path) -> Result<()> {
     }
     // Private (0600): in one-channel mode the image holds the passphrase too.
     let file = crate::term::create_private(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+        .with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let side32 = u32::try_from(side).context("QR code too large")?;
     let mut enc = png::Encoder::new(&mut out, side32, side32);

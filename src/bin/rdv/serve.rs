@@ -224,6 +224,16 @@ pub(crate) async fn run(a: ServeArgs, origins: Origins) -> Result<()> {
     if a.no_onion && a.authorized_clients.is_some() {
         bail!("--authorized-clients restricts the onion service, and the onion service is off (--no-onion)");
     }
+    // Addresses too: found after the database was opened and "listening on" printed, a bad
+    // one stopped a server a supervisor had seen start (a helper's review).
+    for addr in &a.listen {
+        check::listen_address(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} {addr:?}: {e}", origins.name("listen")))?;
+    }
+    if let Some(m) = &a.metrics {
+        metrics_address(m, a.metrics_allow_remote, &origins)?;
+    }
     if let (false, Some(dir)) = (a.no_onion, &a.authorized_clients) {
         // Before Tor starts: a server meant to be private never runs open by mistake, and a
         // malformed key file is an error, not a client silently locked out.

@@ -347,7 +347,9 @@ pub(crate) fn refuse_output_to_nowhere(what: &str, instead: &str) -> anyhow::Res
 }
 
 /// Create a new file only its owner can read (mode 0600 on Unix); an existing file is never
-/// overwritten. For files that hold secrets: state files, client keys.
+/// overwritten. For files that hold secrets: state files, client keys. The error says which of
+/// the two usual causes it is (a file that exists, a directory that does not), not only the
+/// system's words for it.
 pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
@@ -356,7 +358,23 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    o.open(path)
+    o.open(path).map_err(|e| {
+        use std::io::{Error, ErrorKind};
+        match e.kind() {
+            ErrorKind::AlreadyExists => Error::new(
+                e.kind(),
+                "it exists already, and rdv never overwrites it: remove it or choose another name",
+            ),
+            ErrorKind::NotFound => Error::new(
+                e.kind(),
+                match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    Some(d) => format!("the directory {} does not exist", d.display()),
+                    None => "the directory it goes in does not exist".to_owned(),
+                },
+            ),
+            _ => e,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -379,8 +379,11 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     let shown = std::cell::Cell::new(false);
     let hand_over = || -> Result<()> {
         if crate::out::json() {
-            let mut f = r.as_object().cloned().unwrap_or_default();
-            f.insert("event".into(), "stored".into());
+            // `event` first, as without an agent (docs/JSON.md: keys in the order listed).
+            let mut f = fields! { "event" => "stored" };
+            if let Some(r) = r.as_object() {
+                f.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
             return Ok(crate::out::try_emit("offer", f)?);
         }
         let mut out = std::io::stdout().lock();
@@ -426,9 +429,9 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
                 let at = std::time::UNIX_EPOCH
                     + std::time::Duration::from_secs(now.saturating_add(closes_in));
                 note!(
-                    "the bucket closes at {} (in {} min); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)",
+                    "the bucket closes at {} (in {}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)",
                     humantime::format_rfc3339_seconds(at),
-                    closes_in.div_ceil(60)
+                    crate::offer::in_words(closes_in)
                 );
             }
         }

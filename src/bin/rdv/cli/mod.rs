@@ -184,6 +184,36 @@ pub(crate) struct TransportArgs {
     pub(crate) attempt_timeout: Duration,
 }
 
+impl TransportArgs {
+    /// The transport flags given, as words to repeat in a command this one suggests (`rdv
+    /// collect --state F` after an offer), so that the suggestion goes the same way: without
+    /// them it would start Tor after an offer made with `--direct`.
+    pub(crate) fn repeated(&self) -> String {
+        let word = |w: &str| {
+            let plain = !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-:[]@".contains(&b));
+            let shown = crate::term::escape_for_terminal(w.as_bytes()).0;
+            if plain {
+                shown.to_string()
+            } else {
+                format!("'{}'", shown.replace('\'', "'\\''"))
+            }
+        };
+        let mut s = String::new();
+        match (&self.direct, &self.socks) {
+            (Some(d), _) if d.is_empty() => s.push_str(" --direct"),
+            (Some(d), _) => s.push_str(&format!(" --direct {}", word(d))),
+            (None, Some(p)) => s.push_str(&format!(" --socks {}", word(p))),
+            (None, None) => {}
+        }
+        if let Some(t) = &self.tor_config {
+            s.push_str(&format!(" --tor-config {}", word(&t.to_string_lossy())));
+        }
+        s
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct OfferArgs {
     /// The rendezvous server, HOST:PORT (an .onion address normally). Repeat it (up to 5) for
@@ -202,7 +232,7 @@ pub(crate) struct OfferArgs {
     /// The payload (your connection link). Default: read from --payload-file or standard input.
     #[arg(long, conflicts_with = "payload_file")]
     pub(crate) payload: Option<String>,
-    /// Read the payload from this file.
+    /// Read the payload from this file (`-`: standard input).
     #[arg(long, value_name = "FILE")]
     pub(crate) payload_file: Option<PathBuf>,
     /// Passphrase; default: a generated one of five words (80 bits). Also read from RDV_PASSPHRASE,

@@ -98,7 +98,7 @@ pub(crate) async fn problems(a: &ServeArgs, origins: &Origins) -> Vec<String> {
 }
 
 /// A listen address: `HOST:PORT` that resolves (nothing is bound).
-async fn listen_address(addr: &str) -> std::io::Result<()> {
+pub(crate) async fn listen_address(addr: &str) -> std::io::Result<()> {
     if addr
         .rsplit_once(':')
         .is_none_or(|(_, port)| port.parse::<u16>().is_err())
