@@ -1931,6 +1931,26 @@ fn a_link_or_an_answer_that_cannot_be_written_is_not_lost() {
         1.0,
         "only the answered link"
     );
+    // With --qr-png the link reaches the image: a two-channel link's generated passphrase
+    // only standard output, so that is refused as well; otherwise the lost delete token is
+    // said (it was silently lost).
+    let png = dir.path().join("nowhere.png");
+    let with_png = [&offer[..], &["--qr-png", png.to_str().unwrap()]].concat();
+    nowhere(&[&with_png[..], &["--two-channel"]].concat(), &[]);
+    assert!(!png.exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(&with_png)
+        .envs(pass.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("the delete token printed there is lost"), "{e}");
+    assert!(png.exists());
+    assert_eq!(common::metric(m, "rdv_links_stored"), 2.0);
     nowhere(&collect, &[]);
     let key = dir.path().join("client.key");
     let k = key.to_str().unwrap();
@@ -1962,7 +1982,7 @@ fn a_link_or_an_answer_that_cannot_be_written_is_not_lost() {
         .unwrap();
     assert!(out.status.success(), "{:?}", out.status);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("link: rdv1:"));
-    assert_eq!(common::metric(m, "rdv_links_stored"), 2.0);
+    assert_eq!(common::metric(m, "rdv_links_stored"), 3.0);
 
     // A result that is not a secret's only copy: the command fails with the write's error.
     let out = common::run_rdv_on_full_disk(&["delete", "--direct", &link, "--token", &token], &[]);

@@ -245,6 +245,16 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             "the link",
             "redirect it to a file, or give --qr-png FILE",
         )?;
+    } else if a.two_channel && a.passphrase.is_none() {
+        // The image holds the link without its passphrase, which only standard output gets.
+        crate::term::refuse_output_to_nowhere(
+            "the generated passphrase",
+            "redirect it to a file, or choose one with --passphrase",
+        )?;
+    } else if crate::term::output_goes_nowhere() {
+        // The link reaches the image; the delete token only standard output: said, not
+        // silently lost (a helper's review).
+        eprintln!("warning: standard output is closed or /dev/null: the delete token printed there is lost, so the link cannot be taken down before it expires");
     }
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::offer(a, path).await;

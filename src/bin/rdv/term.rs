@@ -324,16 +324,7 @@ pub(crate) fn stdout_is_terminal() -> bool {
 /// >&-` and left links with `rdv offer >&-`). `instead`: what to do about it. Where this
 /// cannot be told (no `/proc`), nothing is refused.
 pub(crate) fn refuse_output_to_nowhere(what: &str, instead: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let (Ok(out), Ok(null)) = (
-        std::fs::metadata("/proc/self/fd/1"),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return Ok(());
-    };
-    // The same character device (a container's own /dev/null node included).
-    let char_device = |m: &std::fs::Metadata| m.file_type().is_char_device();
-    if char_device(&out) && char_device(&null) && out.rdev() == null.rdev() {
+    if output_goes_nowhere() {
         return Err(crate::error::CliError::new(
             "invalid_input",
             rdv::client::ErrorKind::BadInput,
@@ -344,6 +335,21 @@ pub(crate) fn refuse_output_to_nowhere(what: &str, instead: &str) -> anyhow::Res
         .into());
     }
     Ok(())
+}
+
+/// Whether standard output is `/dev/null` (or closed, which becomes that): what is written
+/// there is lost ([`refuse_output_to_nowhere`]). `false` where this cannot be told.
+pub(crate) fn output_goes_nowhere() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(out), Ok(null)) = (
+        std::fs::metadata("/proc/self/fd/1"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    // The same character device (a container's own /dev/null node included).
+    let char_device = |m: &std::fs::Metadata| m.file_type().is_char_device();
+    char_device(&out) && char_device(&null) && out.rdev() == null.rdev()
 }
 
 /// Create a new file only its owner can read (mode 0600 on Unix); an existing file is never
