@@ -86,6 +86,6 @@ pub(crate) struct UseAgent {
     /// (if set) or the default socket. RDV_AGENT alone does the same. The agent's own transport
     /// and policy apply; transport flags are refused.
     // Parsed as text: clap's path parser refuses the empty value that stands for the default.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from), help_heading = "Agent")]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", env = "RDV_AGENT", hide_env_values = true, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from), help_heading = "Agent")]
     pub(crate) agent: Option<PathBuf>,
 }

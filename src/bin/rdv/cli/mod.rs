@@ -153,8 +153,7 @@ fn is_host_port(s: &str) -> bool {
 #[derive(Args, Clone)]
 pub(crate) struct TransportArgs {
     /// Connect over plain TCP, BYPASSING TOR: the server sees your IP. Local testing only. Without
-    /// a value, to each server at the address it is named by (in the link, --server, or the
-    /// state file).
+    /// a value, to each server at the address this command names it by.
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "", conflicts_with = "socks")]
     pub(crate) direct: Option<String>,
     /// Use a tor that is already running, through its SOCKS port (e.g. 127.0.0.1:9050, Tor
