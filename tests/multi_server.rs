@@ -1191,9 +1191,21 @@ async fn a_different_answer_is_told_while_the_other_copies_are_still_looked_at()
     // one answered is looked at long after the other one's answer opened.
     let long = client(&clock).with_copy_spread(Duration::from_secs(3600));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let trail = long.trail_telling(&pending, early, found.copy, &found.answer, |s| {
-        let _ = tx.send(s.clone());
-    });
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let plan = long.trail_plan(&pending, early, found.copy);
+    let first = rdv::client::AnswerDigest::of(&found.answer);
+    let trail = long.trail_planned(
+        &pending,
+        early,
+        &plan,
+        &first,
+        |s| {
+            let _ = tx.send(s.clone());
+        },
+        |copy| {
+            let _ = ended_tx.send(copy);
+        },
+    );
     let told = tokio::select! {
         trailed = trail => panic!("the trail ended first: {trailed:?}"),
         told = rx.recv() => told.unwrap(),
@@ -1206,4 +1218,8 @@ async fn a_different_answer_is_told_while_the_other_copies_are_still_looked_at()
         .find(|&i| i != unanswered && i != found.copy)
         .unwrap();
     assert_eq!(told, pending.copies()[other].server);
+    // That copy's looks are over (its answer opened), and told so (an agent keeps only the
+    // copies still looked at for a restart); the unanswered one's go on.
+    assert_eq!(ended_rx.try_recv(), Ok(other));
+    assert!(ended_rx.try_recv().is_err());
 }

@@ -754,8 +754,9 @@ impl StateDir {
         remove_if_present(&self.deletes().join(id)).map(|_| ())
     }
 
-    /// Forget everything about `id`: its secrets and its answer (durably: a power cut must
-    /// not bring back an answer that was collected).
+    /// Forget the offer `id`: its state file (secrets) and its answer (durably: a power cut
+    /// must not bring back an answer that was collected). Its trail, if one runs, keeps its own
+    /// copy of the secrets until it ends ([`StateDir::forget_trail`]).
     pub fn forget(&self, id: &str) -> Result<(), StateError> {
         for path in [self.offer_file(id)?, self.answer_file(id)?] {
             if !remove_if_present(&path)? {

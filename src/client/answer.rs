@@ -802,8 +802,15 @@ impl Client {
         differs: impl Fn(&ServerAddr),
     ) -> Trailed {
         let plan = self.trail_plan(pending, schedule, answered);
-        self.trail_planned(pending, schedule, &plan, &AnswerDigest::of(first), differs)
-            .await
+        self.trail_planned(
+            pending,
+            schedule,
+            &plan,
+            &AnswerDigest::of(first),
+            differs,
+            |_| {},
+        )
+        .await
     }
 
     /// How long [`Client::trail`] looks at each of the link's other copies after the answer
@@ -830,7 +837,8 @@ impl Client {
 
     /// The trail of `plan` ([`Client::trail_plan`]): each copy named looked at on `schedule`
     /// for its wait; an answer that opens there and is not the one of digest `first` is told
-    /// to `differs` at once.
+    /// to `differs` at once, and each copy whose looks are over (an answer opened there, or
+    /// its end came) to `ended`, with its place in the link.
     pub async fn trail_planned(
         &self,
         pending: &PendingAnswer,
@@ -838,6 +846,7 @@ impl Client {
         plan: &[(usize, Duration)],
         first: &AnswerDigest,
         differs: impl Fn(&ServerAddr),
+        ended: impl Fn(usize),
     ) -> Trailed {
         let mut trails: FuturesUnordered<_> =
             plan.iter()
@@ -848,6 +857,7 @@ impl Client {
                 .collect();
         let mut outcome = Trailed::default();
         while let Some((j, r)) = trails.next().await {
+            ended(j);
             match r {
                 Ok(answer) => {
                     outcome.opened += 1;

@@ -230,7 +230,7 @@ pub(crate) async fn finish_copies(
         )?;
     }
     note!(
-        "looking at the link's {} other cop{} until each finds an answer of its own or a random while ends (a server must not see its copy's looks end when another's answer came); standard output is closed now, so a script reading it goes on; Ctrl-C ends this now, at that cost",
+        "looking at the link's {} other cop{} until each finds an answer of its own or a random while ends (a server must not see its copy's looks end when another's answer came); standard output is closed now, so a program reading it to its end goes on; Ctrl-C ends this now, at that cost",
         others,
         if others == 1 { "y" } else { "ies" }
     );

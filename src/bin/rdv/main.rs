@@ -151,14 +151,39 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let source = invalid.as_deref().and_then(|inv| {
-        (1..args.len())
-            .find(|&i| args[i] == inv || (!inv.starts_with("--") && args[i].starts_with(inv)))
+        (1..args.len()).find(|&i| {
+            let w = &args[i];
+            w == inv
+                || (!inv.starts_with("--")
+                    && w.len() > 2
+                    && w.starts_with('-')
+                    && !w.starts_with("--")
+                    && inv.get(1..).is_some_and(|c| w[1..].contains(c)))
+        })
     });
+    // Whether `--flag` takes a value, in the subcommand named on the command line (or at the
+    // top): after a flag that takes none, `--bogus` is a typo to be shown, not a value.
+    let takes_value = |flag: &str| {
+        let top = Cli::command();
+        let name = flag.trim_start_matches('-');
+        let find = |c: &clap::Command| {
+            c.get_arguments()
+                .find(|a| a.get_long() == Some(name))
+                .map(|a| a.get_action().takes_values())
+        };
+        let sub = args.iter().skip(1).find_map(|w| top.find_subcommand(w));
+        sub.and_then(find).or_else(|| find(&top)).unwrap_or(false)
+    };
     let after_flag = source
         .map(|i| &args[i - 1])
-        .filter(|prev| prev.starts_with("--") && flag_like(prev));
+        .filter(|prev| prev.starts_with("--") && flag_like(prev) && takes_value(prev));
+    // After a literal `--` every word is a value.
+    let after_dashes = source.is_some_and(|i| args[1..i].iter().any(|w| w == "--"));
     let stray = invalid.as_deref().is_some_and(|inv| {
-        !flag_like(inv) || after_flag.is_some() || source.is_some_and(|i| args[i] != inv)
+        !flag_like(inv)
+            || after_flag.is_some()
+            || after_dashes
+            || source.is_some_and(|i| args[i] != inv)
     });
     if stray {
         let message = match after_flag {

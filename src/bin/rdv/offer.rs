@@ -571,7 +571,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         note!(
             "The accepter can answer; collect the answer with: rdv collect{} --state {}",
             a.transport.repeated(),
-            state.display()
+            crate::term::shell_word(&state.to_string_lossy())
         );
     }
     let Some(wait) = a.wait else {
@@ -631,7 +631,7 @@ async fn wait_and_finish(
             Some(state) => format!(
                 "collect it later with: rdv collect{} --state {}",
                 a.transport.repeated(),
-                state.display()
+                crate::term::shell_word(&state.to_string_lossy())
             ),
             None => "without --state a later answer cannot be read; the link stays on the server until it expires (deleting it now would tell the server which mailbox is yours)".into(),
         };

@@ -312,6 +312,21 @@ pub(crate) fn escape_for_terminal(bytes: &[u8]) -> (String, bool) {
     (out, escaped)
 }
 
+/// `w` as one shell word for a command shown to the user: as it is when it holds only
+/// characters no shell treats specially, else in single quotes; escaped for the terminal
+/// either way.
+pub(crate) fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:@,+=".contains(&b));
+    let shown = escape_for_terminal(w.as_bytes()).0;
+    if plain {
+        shown
+    } else {
+        format!("'{}'", shown.replace('\'', "'\\''"))
+    }
+}
+
 /// Whether standard output is a terminal.
 pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
@@ -386,6 +401,17 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
 #[cfg(test)]
 mod tests {
     use super::{escape_for_terminal, one_line, ArtiFold, ARTI_WARNING_EVERY};
+
+    #[test]
+    fn a_shown_command_word_is_one_shell_word() {
+        use super::shell_word;
+        assert_eq!(shell_word("127.0.0.1:7625"), "127.0.0.1:7625");
+        assert_eq!(shell_word("[::1]:9050"), "'[::1]:9050'");
+        assert_eq!(shell_word("my state"), "'my state'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a\u{1b}[2J"), "'a\\u{1b}[2J'");
+    }
 
     #[test]
     fn a_payload_cannot_reorder_or_drive_the_terminal() {

@@ -476,13 +476,16 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
 }
 
 /// The looks at the other copies of offer `id` that go on in the agent after its answer
-/// (`trailing` in its status), followed until they end, as the same command without an agent
-/// stays for them: a copy found holding another answer is a warning on standard error in the
-/// moment the agent tells it (someone else holds the link). Before, the command ended at the
-/// answer and the warning reached only the agent's log and its subscribers. Standard output
-/// is closed first, so that a script reading it goes on; Ctrl-C ends only this wait (the
-/// agent's looks go on). `events`: a JSON `trailing` event goes out first (a wait's events).
-async fn follow_trail(agent: &mut Agent, id: &str, command: &str, events: bool) -> Result<()> {
+/// (`trails` in its status). With `--wait` (`follow`) they are followed until they end, as the
+/// same command without an agent stays for them: a copy found holding another answer is a
+/// warning on standard error in the moment the agent tells it (someone else holds the link).
+/// Standard output is closed first, so that a program reading it to its end goes on (a shell's
+/// `$(…)` waits for the command's end: `read -r answer < <(rdv …)` does not); Ctrl-C ends only
+/// this wait (the agent's looks go on), and so does an agent that stops meanwhile (its next
+/// start resumes the looks): the answer is out, so the command succeeds. A one-time collect
+/// (`follow` false) says what the looks found so far and that they go on, and ends. Before,
+/// through an agent the warning reached only its log and its subscribers.
+async fn follow_trail(agent: &mut Agent, id: &str, command: &str, follow: bool) -> Result<()> {
     /// The offer's entry in the agent's `trails` list: its looks go on, or ended in the last
     /// hour.
     fn trailing(status: &Value, id: &str) -> Option<Value> {
@@ -510,37 +513,55 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, events: bool) 
             })
             .unwrap_or_default()
     }
+    let ended = |e: &Value| e.get("ended") == Some(&Value::Bool(true));
+    // The agent gone (stopped, restarted): this ends, the answer being out already.
+    let gone = |e: anyhow::Error| {
+        note!(
+            "the agent went away ({}); its next start resumes the looks at the other copies",
+            rdv::config::report(&*e)
+        );
+    };
+    let mut told = Vec::new();
     // Subscribed before the status is asked: an end between the two is then an event.
-    if !agent.subscribed {
-        agent.call(&Request::Subscribe {}).await?;
+    if follow && !agent.subscribed {
+        if let Err(e) = agent.call(&Request::Subscribe {}).await {
+            gone(e);
+            return Ok(());
+        }
     }
+    let status = match agent.call(&Request::Status {}).await {
+        Ok(s) => s,
+        Err(e) => {
+            gone(e);
+            return Ok(());
+        }
+    };
     // An agent from before trails are listed has no `trails`: nothing to follow.
-    let Some(entry) = trailing(&agent.call(&Request::Status {}).await?, id) else {
+    let Some(entry) = trailing(&status, id) else {
         return Ok(());
     };
-    let ended = |e: &Value| e.get("ended") == Some(&Value::Bool(true));
-    let mut told = Vec::new();
+    for server in servers(&entry, "different_answers") {
+        tell(&mut told, &server);
+    }
     if ended(&entry) {
         // Over before this command came to it: only what they found.
-        for server in servers(&entry, "different_answers") {
-            tell(&mut told, &server);
-        }
         return Ok(());
     }
     let others = entry.get("copies").and_then(Value::as_u64).unwrap_or(0);
-    if events && crate::out::json() {
+    if !follow {
+        note!("the agent goes on looking at the link's {others} other cop{} for a while (a server must not see its copy's looks end when another's answer came); a copy found holding another answer is a warning in its log and a different_answer event (rdv collect --agent --wait stays to tell it here)", if others == 1 { "y" } else { "ies" });
+        return Ok(());
+    }
+    if crate::out::json() {
         crate::out::emit(
             command,
             fields! { "event" => "trailing", "copies" => others },
         )?;
     }
     note!(
-        "the agent looks at the link's {others} other cop{} until each finds an answer of its own or a random while ends (a server must not see its copy's looks end when another's answer came); this command stays to tell you if one holds another answer; standard output is closed now, so a script reading it goes on; Ctrl-C ends this wait (not the agent's looks)",
+        "the agent looks at the link's {others} other cop{} until each finds an answer of its own or a random while ends (a server must not see its copy's looks end when another's answer came); this command stays to tell you if one holds another answer; standard output is closed now; Ctrl-C ends this wait (not the agent's looks)",
         if others == 1 { "y" } else { "ies" }
     );
-    for server in servers(&entry, "different_answers") {
-        tell(&mut told, &server);
-    }
     let mut stop = crate::interrupt::scope();
     crate::answer::release_stdout();
     loop {
@@ -553,7 +574,13 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, events: bool) 
         };
         // None for a while (`Err`): asked again below.
         if let Ok(e) = e {
-            let e = e?;
+            let e = match e {
+                Ok(e) => e,
+                Err(e) => {
+                    gone(e);
+                    return Ok(());
+                }
+            };
             let name = str_of(&e, "event");
             if name == api::event::DIFFERENT_ANSWER && str_of(&e, "offer") == id {
                 tell(&mut told, str_of(&e, "server"));
@@ -572,7 +599,14 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, events: bool) 
             }
         }
         // Events missed, or none for a while: asked again (an end whose event was missed).
-        let entry = trailing(&agent.call(&Request::Status {}).await?, id);
+        let status = match agent.call(&Request::Status {}).await {
+            Ok(s) => s,
+            Err(e) => {
+                gone(e);
+                return Ok(());
+            }
+        };
+        let entry = trailing(&status, id);
         if let Some(entry) = &entry {
             for server in servers(entry, "different_answers") {
                 tell(&mut told, &server);

@@ -90,14 +90,18 @@ impl Agent {
                                 t.retain(|_, t| {
                                     t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT)
                                 });
-                                t.insert(
-                                    id.clone(),
-                                    super::ops::Trail {
-                                        copies: pending.copies().len() - 1,
-                                        differing: Vec::new(),
-                                        ended: None,
-                                    },
-                                );
+                                // Not over a trail resumed at the start that still runs.
+                                if !t.get(&id).is_some_and(|t| t.ended.is_none() && t.started) {
+                                    t.insert(
+                                        id.clone(),
+                                        super::ops::Trail {
+                                            copies: pending.copies().len() - 1,
+                                            differing: Vec::new(),
+                                            ended: None,
+                                            started: false,
+                                        },
+                                    );
+                                }
                             }
                         }
                         let mut f = Map::new();
@@ -150,14 +154,6 @@ impl Agent {
                     let first = rdv::client::AnswerDigest::of(&answer);
                     // Kept until the looks end, so that a restart resumes them (each copy to
                     // its own end): stopped with the agent, they ended together.
-                    let at = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
-                    let until: Vec<(usize, u64)> = plan
-                        .iter()
-                        .map(|&(j, wait)| (j, at.saturating_add(wait).as_secs().saturating_add(1)))
-                        .collect();
-                    if let Err(e) = me.state.save_trail(&id, &first, &until, &pending) {
-                        tracing::warn!(error = %rdv::config::report(&e), "keeping the looks at the other copies in the state directory failed; they go on, but a restart ends them");
-                    }
                     me.trail(id, pending, plan, first);
                 }
             }
@@ -185,31 +181,70 @@ impl Agent {
         let me = self.clone();
         if let Ok(mut t) = me.trails.lock() {
             t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT));
-            t.entry(id.clone()).or_insert(super::ops::Trail {
+            // One trail per offer: an answer looked for again after a restart (it was held in
+            // memory only, a full disk) finds the resumed trail already going.
+            if t.get(&id).is_some_and(|t| t.ended.is_none() && t.started) {
+                return;
+            }
+            let trail = t.entry(id.clone()).or_insert(super::ops::Trail {
                 copies: plan.len(),
                 differing: Vec::new(),
                 ended: None,
+                started: true,
             });
+            trail.started = true;
+            trail.ended = None;
         }
+        // Kept until the looks end, each copy's end as a moment (not after the link
+        // expires), and rewritten as copies end, so that a restart resumes only the copies
+        // still looked at, each to its own end: stopped with the agent, they ended together,
+        // and resumed all, copies whose looks had ended would start again together.
+        let at = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        let until: Vec<(usize, u64)> = plan
+            .iter()
+            .map(|&(j, wait)| {
+                let end = at.saturating_add(wait).as_secs().saturating_add(1);
+                (j, end.min(pending.link_expires()))
+            })
+            .collect();
+        if let Err(e) = me.state.save_trail(&id, &first, &until, &pending) {
+            tracing::warn!(error = %rdv::config::report(&e), "keeping the looks at the other copies in the state directory failed; they go on, but a restart ends them");
+        }
+        let left = std::sync::Mutex::new(until);
         tokio::spawn(async move {
             // Told to the application too, and in the moment it is found (the trail may go
             // on for an hour): a log line alone reached nobody who could act on it.
             let trailed = me
                 .client
-                .trail_planned(&pending, me.schedule, &plan, &first, |server| {
-                    tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
-                    if let Ok(mut t) = me.trails.lock() {
-                        if let Some(trail) = t.get_mut(&id) {
-                            trail.differing.push(server.to_string());
+                .trail_planned(
+                    &pending,
+                    me.schedule,
+                    &plan,
+                    &first,
+                    |server| {
+                        tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
+                        if let Ok(mut t) = me.trails.lock() {
+                            if let Some(trail) = t.get_mut(&id) {
+                                trail.differing.push(server.to_string());
+                            }
                         }
-                    }
-                    me.event(event::DIFFERENT_ANSWER, {
-                        let mut f = Map::new();
-                        f.insert("offer".into(), json!(id));
-                        f.insert("server".into(), json!(server.to_string()));
-                        f
-                    });
-                })
+                        me.event(event::DIFFERENT_ANSWER, {
+                            let mut f = Map::new();
+                            f.insert("offer".into(), json!(id));
+                            f.insert("server".into(), json!(server.to_string()));
+                            f
+                        });
+                    },
+                    |copy| {
+                        let Ok(mut left) = left.lock() else { return };
+                        left.retain(|(j, _)| *j != copy);
+                        if !left.is_empty() {
+                            if let Err(e) = me.state.save_trail(&id, &first, &left, &pending) {
+                                tracing::warn!(error = %rdv::config::report(&e), "updating a trail file failed; a restart would look at an ended copy again");
+                            }
+                        }
+                    },
+                )
                 .await;
             if let Err(e) = me.state.forget_trail(&id) {
                 tracing::warn!(error = %rdv::config::report(&e), "removing a trail file failed");
@@ -237,16 +272,20 @@ impl Agent {
     }
 
     /// Resume a trail kept by an earlier run: each copy looked at until its own end, and a
-    /// copy whose end passed while the agent was not running gets one last look at a moment of
-    /// its own within [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] (at the start, or at their old
-    /// ends, every such copy's looks would end together).
+    /// copy whose end passed while the agent was not running until an end of its own within
+    /// [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] (at the start, or at their old ends, every
+    /// such copy's looks would end together).
     pub(super) fn resume_trail(self: &Arc<Self>, id: String, kept: rdv::agent::state::TrailKept) {
         let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
-        let plan = kept
+        // Never past the link's expiry (a clock that was far ahead when the ends were
+        // written, a file edited): nothing is left to look at then.
+        let expires = Duration::from_secs(kept.pending.link_expires());
+        let plan: Vec<(usize, Duration)> = kept
             .until
             .iter()
+            .filter(|_| from < expires)
             .map(|&(j, until)| {
-                let left = Duration::from_secs(until).saturating_sub(from);
+                let left = Duration::from_secs(until).min(expires).saturating_sub(from);
                 if left.is_zero() {
                     let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
                     (j, SETTLE + Duration::from_secs_f64(pause))
@@ -255,6 +294,10 @@ impl Agent {
                 }
             })
             .collect();
+        if plan.is_empty() {
+            let _ = self.state.forget_trail(&id);
+            return;
+        }
         self.trail(id, kept.pending, plan, kept.first);
     }
 

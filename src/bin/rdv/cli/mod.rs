@@ -186,19 +186,10 @@ pub(crate) struct TransportArgs {
 impl TransportArgs {
     /// The transport flags given, as words to repeat in a command this one suggests (`rdv
     /// collect --state F` after an offer), so that the suggestion goes the same way: without
-    /// them it would start Tor after an offer made with `--direct`.
+    /// them it would start Tor after an offer made with `--direct`, or lack the client key of
+    /// a restricted server. Each value as a shell word ([`crate::term::shell_word`]).
     pub(crate) fn repeated(&self) -> String {
-        let word = |w: &str| {
-            let plain = !w.is_empty()
-                && w.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/._-:[]@".contains(&b));
-            let shown = crate::term::escape_for_terminal(w.as_bytes()).0;
-            if plain {
-                shown.to_string()
-            } else {
-                format!("'{}'", shown.replace('\'', "'\\''"))
-            }
-        };
+        let word = crate::term::shell_word;
         let mut s = String::new();
         match (&self.direct, &self.socks) {
             (Some(d), _) if d.is_empty() => s.push_str(" --direct"),
@@ -206,8 +197,14 @@ impl TransportArgs {
             (None, Some(p)) => s.push_str(&format!(" --socks {}", word(p))),
             (None, None) => {}
         }
-        if let Some(t) = &self.tor_config {
-            s.push_str(&format!(" --tor-config {}", word(&t.to_string_lossy())));
+        for (flag, path) in [
+            ("--tor-config", &self.tor_config),
+            ("--client-key", &self.client_key),
+            ("--tor-dir", &self.tor_dir),
+        ] {
+            if let Some(p) = path {
+                s.push_str(&format!(" {flag} {}", word(&p.to_string_lossy())));
+            }
         }
         s
     }
