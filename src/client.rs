@@ -93,11 +93,12 @@ pub struct ClientConfig {
     /// [`ClientConfig::kdf_limits`] allows for a link) one client runs at once; more wait for
     /// a turn. Default: the number of cores, at most 4.
     pub max_parallel_kdf: usize,
-    /// Mean of the random pause (exponential) before storing, deleting or counting each
-    /// further copy of a multi-server link, and before fetching the next copy after one failed,
-    /// so that servers comparing notes cannot chain one link's copies by their times. Deletes
-    /// of such a link ([`Client::delete`], [`Client::delete_each`], [`Client::retire`]) take as
-    /// long. Zero: one right after another. Default: 30 s.
+    /// Mean of the random pause (exponential) before storing or counting each further copy of
+    /// a multi-server link, and before fetching the next copy after one failed, so that servers
+    /// comparing notes cannot chain one link's copies by their times. Deletes of such a link
+    /// ([`Client::delete`], [`Client::delete_each`], [`Client::retire`]) take one copy at once
+    /// and each other at a moment of its own drawn uniformly within this long. Zero: one right
+    /// after another. Default: 30 s.
     pub copy_spread: Duration,
     /// Leave the answer to a multi-server link (format 3) in every copy's mailbox, a spread
     /// pause apart, so that it survives the server that took it going down before the

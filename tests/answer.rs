@@ -1081,7 +1081,12 @@ type ConnectionLog = Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>;
 /// A client whose connections are logged, and its offer (expecting an answer) on two
 /// in-memory servers, stored without pauses: the client, the offer's pending answer, the log
 /// (emptied).
-async fn logged_two_server_offer() -> (rdv::client::Client, PendingAnswer, ConnectionLog) {
+async fn logged_two_server_offer() -> (
+    rdv::client::Client,
+    rdv::client::Offer,
+    PendingAnswer,
+    ConnectionLog,
+) {
     let clock = manual_clock();
     let server = || memory_server(Arc::new(clock.clone()));
     let addrs = [
@@ -1105,12 +1110,42 @@ async fn logged_two_server_offer() -> (rdv::client::Client, PendingAnswer, Conne
         },
         Arc::new(clock.clone()),
     );
-    let (_offer, pending) = c
+    let (offer, pending) = c
         .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
         .await
         .unwrap();
     log.lock().unwrap().clear();
-    (c, pending, log)
+    (c, offer, pending, log)
+}
+
+/// A multi-server link's delete: one copy at once, every other at a moment of its own within
+/// the spread (here 60 s), so that the command's wait is bounded and the copies' deletes are
+/// not a chain of pauses from one to the next. Before, each further copy came an exponential
+/// pause (mean the spread) after the one before: later than the spread in 37 % of deletes, so
+/// in 20 deletes all within it by a 1 in 10 000 chance.
+#[tokio::test(start_paused = true)]
+async fn a_multi_server_delete_takes_each_copy_within_the_spread() {
+    let (c, offer, _pending, log) = logged_two_server_offer().await;
+    let c = c.with_copy_spread(Duration::from_secs(60));
+    let mut latest = Duration::ZERO;
+    for _ in 0..20 {
+        log.lock().unwrap().clear();
+        let began = tokio::time::Instant::now();
+        // The first deletes both copies; the others find nothing left (their timing is the
+        // same).
+        let _ = c.delete_each(&offer.link, &offer.delete_token).await;
+        let times: Vec<Duration> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t - began)
+            .collect();
+        assert_eq!(times.len(), 2, "{times:?}");
+        assert!(times.contains(&Duration::ZERO), "{times:?}");
+        latest = latest.max(times.into_iter().max().unwrap());
+    }
+    assert!(latest <= Duration::from_secs(60), "{latest:?}");
+    assert!(latest > Duration::from_secs(1), "{latest:?}");
 }
 
 /// Looks that begin at once at a multi-server link's copies (its buckets closed, or an early
@@ -1120,7 +1155,7 @@ async fn logged_two_server_offer() -> (rdv::client::Client, PendingAnswer, Conne
 /// restarted past them.
 #[tokio::test(start_paused = true)]
 async fn the_copies_last_looks_come_at_moments_of_their_own() {
-    let (c, pending, log) = logged_two_server_offer().await;
+    let (c, _offer, pending, log) = logged_two_server_offer().await;
     let early = LookSchedule {
         early: true,
         ..Default::default()
@@ -1150,7 +1185,7 @@ async fn the_copies_last_looks_come_at_moments_of_their_own() {
 /// some come later in 20 tries (all 40 pauses under 15 s would be a 1 in 10^26 chance).
 #[tokio::test(start_paused = true)]
 async fn looks_that_begin_at_once_begin_a_spread_pause_apart() {
-    let (c, pending, log) = logged_two_server_offer().await;
+    let (c, _offer, pending, log) = logged_two_server_offer().await;
     let c = c.with_copy_spread(Duration::from_secs(60));
     let early = LookSchedule {
         mean: Duration::from_secs(1),

@@ -918,7 +918,8 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
 /// `rdv delete --agent [--later]`.
 pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     refuse_transport()?;
-    refuse_policy(&[(a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread")])?;
+    // Its default (ten minutes) is not the agent's spread: refused only when given.
+    refuse_policy(&[(false, "--spread")])?;
     let link = crate::accept::read_link(a.link.take())?;
     let token = crate::accept::read_token(&mut a)?;
     let request = Request::Delete {

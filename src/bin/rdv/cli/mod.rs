@@ -494,10 +494,12 @@ pub(crate) struct DeleteArgs {
     /// --delete-after-close decides the delete at the offer instead).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = parse_span, requires = "agent")]
     pub(crate) later: Option<Duration>,
-    /// For a multi-server link: the mean of a random pause (exponential) before deleting each
-    /// further copy, in a random order, so that servers comparing notes cannot chain the copies
-    /// by their delete times (as `rdv offer --spread`); 0s deletes them one right after another.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
+    /// For a multi-server link: each copy is deleted at a moment of its own, drawn uniformly
+    /// within this long from now (the command waits for the last), so that servers comparing
+    /// notes cannot pair the copies by their delete times (a delete names its entry, and so its
+    /// store time too); 0s deletes them one right after another. `--agent --later` gives each
+    /// copy a moment within an hour without waiting here.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_span)]
     pub(crate) spread: Duration,
     #[command(flatten)]
     pub(crate) agent: UseAgent,
