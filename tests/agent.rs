@@ -844,6 +844,32 @@ fn each_copy_of_a_multi_server_link_is_deleted_on_a_schedule_of_its_own() {
     );
     let deletes = d["result"]["deletes"].as_array().expect("deletes");
     assert_ne!(deletes[0]["at"], deletes[1]["at"], "{d}");
+    // A delete asked for now: one copy now, the other at a moment of its own within ten
+    // minutes, kept as a later delete (before, both within the agent's spread, chained).
+    let o = api.call(
+        6,
+        serde_json::json!({"op": "offer", "servers": [a.addr.to_string(), b.addr.to_string()],
+            "payload": "s", "kdf": "test"}),
+    );
+    let link = o["result"]["link"].as_str().unwrap().to_owned();
+    let asked = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let d = api.call(
+        7,
+        serde_json::json!({"op": "delete", "link": link, "token": o["result"]["delete_token"]}),
+    );
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["result"]["deleted"], true, "{d}");
+    let deletes = d["result"]["deletes"].as_array().expect("deletes");
+    assert_eq!(deletes.len(), 1, "{d}");
+    let later = deletes[0]["server"].as_str().unwrap();
+    let (now_i, later_i) = match later == a.addr.to_string() {
+        true => (1, 0),
+        false => (0, 1),
+    };
+    assert_gone(&copy_of(&link, now_i));
+    assert_opens(&copy_of(&link, later_i));
+    let at = deletes[0]["at"].as_u64().unwrap();
+    assert!((asked..=asked + 601).contains(&at), "{d}");
 }
 
 /// The agent's scheduled deletes come at a random fraction of a second, as anyone's. Before,

@@ -934,6 +934,10 @@ pub(crate) async fn delete(mut a: DeleteArgs, path: PathBuf) -> Result<()> {
     if crate::out::json() {
         crate::out::emit("delete", r.as_object().cloned().unwrap_or_default())?;
     } else if let Some(at) = r.get("at").and_then(Value::as_u64) {
+        // Asked for now, a multi-server link: one copy now, the others scheduled.
+        if r.get("deleted") == Some(&Value::Bool(true)) {
+            println!("deleted one copy now");
+        }
         let lines = delete_lines(
             &r,
             at,

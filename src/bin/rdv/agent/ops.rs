@@ -91,6 +91,10 @@ pub(super) fn now() -> u64 {
 /// How far ahead a later delete is drawn by default, seconds.
 const DELETE_WITHIN_SECS: u64 = 3600;
 
+/// Within how long the other copies of a multi-server link whose delete is asked for now are
+/// deleted, each at a moment of its own (as `rdv delete`'s default `--spread`), seconds.
+const NOW_DELETE_WITHIN_SECS: u64 = 600;
+
 fn random_id() -> String {
     let mut random = [0u8; 8];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
@@ -301,28 +305,51 @@ impl Agent {
                 let parsed = RdvLink::parse(link.trim()).context("invalid link")?;
                 let parsed_token = DeleteToken::parse(token.trim())
                     .ok_or_else(|| bad_input("the deletion token does not parse"))?;
-                if !later {
+                if !later && parsed.mirrors.is_empty() {
                     self.client.delete(&parsed, &parsed_token).await?;
                     return Ok((json!({ "deleted": true }), None));
                 }
+                // A multi-server link's delete asked for now: one copy (drawn) now, each other
+                // at a moment of its own within ten minutes, kept and carried out as a later
+                // delete. Chained a spread pause apart, the copies' deletes (each naming its
+                // entry, and so its store time) paired 57-62 % of the copies for servers
+                // comparing notes (a helper's attack, 2026-12-06; `rdv delete` without an
+                // agent does the same, waiting).
+                let copies = parsed.servers().len();
+                let mut deleted = false;
+                let mut now_done = None;
+                if !later {
+                    let i = rand::Rng::gen_range(&mut rand::rngs::OsRng, 0..copies);
+                    if let Some((copy, copy_token)) =
+                        rdv::client::copy_of(&parsed, &parsed_token, i)
+                    {
+                        match self.client.delete(&copy, &copy_token).await {
+                            Ok(()) => (deleted, now_done) = (true, Some(i)),
+                            Err(rdv::client::DeleteError::NothingToDelete) => now_done = Some(i),
+                            // Tried again at a moment of its own, like the others.
+                            Err(e) => {
+                                tracing::info!(error = %rdv::config::report(&e), "deleting a copy now failed; it is deleted later, at a moment of its own")
+                            }
+                        }
+                    }
+                }
+                let within = match later {
+                    true => within_secs.unwrap_or(DELETE_WITHIN_SECS),
+                    false => NOW_DELETE_WITHIN_SECS,
+                };
                 let now = now();
                 // Each copy of a multi-server link at a moment drawn on its own: one moment
                 // for all (with the copies a spread pause apart) put their deletes side by
                 // side for servers comparing notes.
                 let mut scheduled = Vec::new();
                 let mut kept: Vec<(String, LaterDelete)> = Vec::new();
-                for i in 0..parsed.servers().len() {
+                for i in (0..copies).filter(|i| Some(*i) != now_done) {
                     let Some((copy, copy_token)) = rdv::client::copy_of(&parsed, &parsed_token, i)
                     else {
                         break;
                     };
                     // The link's expiry is not in the link: a day bounds it by default.
-                    let at = delete_at(
-                        now,
-                        within_secs.unwrap_or(DELETE_WITHIN_SECS),
-                        now + 86_400,
-                        rand::random(),
-                    );
+                    let at = delete_at(now, within, now + 86_400, rand::random());
                     let id = random_id();
                     // Kept without the passphrase: a delete needs the server, the locator and
                     // the token, and a copy of the state directory must not open the link.
@@ -344,7 +371,7 @@ impl Agent {
                 }
                 let last = last_delete(&scheduled).cloned().unwrap_or_default();
                 let reply = json!({ "delete": last["delete"], "at": last["at"],
-                    "deletes": scheduled, "deleted": false });
+                    "deletes": scheduled, "deleted": deleted });
                 Ok((reply, None))
             }
             // Handled by the connection.
