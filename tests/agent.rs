@@ -2508,6 +2508,65 @@ fn the_looks_at_the_other_copies_survive_a_restart_of_the_agent() {
     assert!(!kept.exists(), "the trail file outlived its looks");
 }
 
+/// A connection that subscribes for one offer receives that offer's events and no other's:
+/// a command waiting for one answer is not handed every other offer's answer (in plain text,
+/// in a process that cannot wipe it). Before, every subscriber got every event.
+#[test]
+fn a_subscription_for_one_offer_gets_no_other_offer_s_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let mut all = agent.subscribed();
+    let offer = |api: &mut Api, id: u64, payload: &str| {
+        let o = api.call(
+            id,
+            serde_json::json!({"op": "offer", "servers": [addr], "payload": payload,
+                "kdf": "test", "expect_answer": true}),
+        );
+        assert_eq!(o["ok"], true, "{o}");
+        let r = &o["result"];
+        (
+            r["offer"].as_str().unwrap().to_owned(),
+            r["link"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (mine, my_link) = offer(&mut all, 2, "mine");
+    let (other, other_link) = offer(&mut all, 3, "other");
+    let mut one = agent.api();
+    let r = one.call(1, serde_json::json!({"op": "subscribe", "offer": mine}));
+    assert_eq!(r["ok"], true, "{r}");
+    for link in [&other_link, &my_link] {
+        ok(&run_rdv(
+            &["accept", "--direct", link, "--answer", "back"],
+            None,
+            &[],
+        ));
+    }
+    // Both answers came (the unfiltered subscriber saw both events)…
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let e = next_event(&mut all, "answered");
+        answered.push(e["offer"].as_str().unwrap().to_owned());
+    }
+    answered.sort();
+    let mut both = vec![mine.clone(), other.clone()];
+    both.sort();
+    assert_eq!(answered, both);
+    // … and the filtered one got its own and nothing about the other.
+    let e = next_event(&mut one, "answered");
+    assert_eq!(e["offer"], mine.as_str(), "{e}");
+    one.r
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut l = String::new();
+    while one.r.read_line(&mut l).is_ok_and(|n| n > 0) {
+        assert!(!l.contains(&other), "{l}");
+        l.clear();
+    }
+}
+
 /// `rdv collect --agent --offer ID` of an answered multi-server offer stays, as it does
 /// without an agent, while the agent looks at the other copies, and warns when one holds
 /// another answer (someone else holds the link): before, it ended at the answer, and the

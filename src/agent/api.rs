@@ -228,7 +228,13 @@ pub enum Request {
         within_secs: Option<u64>,
     },
     /// Receive events on this connection from now on.
-    Subscribe {},
+    Subscribe {
+        /// Only the events about this offer (and `lagged`): a command that waits for one
+        /// offer's answer need not receive every other offer's answer. Asked again on a
+        /// connection that subscribed, it changes (or with none, lifts) the filter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<String>,
+    },
 }
 
 impl Request {
@@ -241,7 +247,7 @@ impl Request {
             Request::Collect { .. } => "collect",
             Request::Forget { .. } => "forget",
             Request::Delete { .. } => "delete",
-            Request::Subscribe {} => "subscribe",
+            Request::Subscribe { .. } => "subscribe",
         }
     }
 }

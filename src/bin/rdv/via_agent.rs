@@ -129,8 +129,6 @@ struct Agent {
     partial: Zeroizing<Vec<u8>>,
     /// Whether the agent takes `keep` on a collect (an agent from before it refuses the field).
     keeps: bool,
-    /// Whether this connection subscribed to the agent's events.
-    subscribed: bool,
 }
 
 /// The command line's error for an error the agent sent, with the agent's code and kind.
@@ -185,7 +183,6 @@ impl Agent {
             events: VecDeque::new(),
             partial: Zeroizing::new(Vec::new()),
             keeps: true,
-            subscribed: false,
         }
     }
 
@@ -244,9 +241,6 @@ impl Agent {
                 continue;
             }
             if reply.ok {
-                if matches!(request, Request::Subscribe {}) {
-                    self.subscribed = true;
-                }
                 return Ok(reply.result.unwrap_or(Value::Null));
             }
             let e = agent_error(reply.error.unwrap_or(api::ApiError {
@@ -266,6 +260,27 @@ impl Agent {
                 }
                 (Err(e), _) => e,
             });
+        }
+    }
+
+    /// Subscribe to the agent's events, only to those about `offer` if given (an agent from
+    /// before the filter refuses the field: then to all, as before). Asked again, it changes the
+    /// filter: a command that waits for one offer's answer receives no other offer's answer.
+    async fn subscribe_to(&mut self, offer: Option<&str>) -> Result<()> {
+        let filtered = Request::Subscribe {
+            offer: offer.map(str::to_owned),
+        };
+        match self.call(&filtered).await {
+            Err(e)
+                if offer.is_some()
+                    && crate::error::code(&e).0 == "invalid_input"
+                    && format!("{e:#}").contains("offer") =>
+            {
+                self.call(&Request::Subscribe { offer: None })
+                    .await
+                    .map(|_| ())
+            }
+            r => r.map(|_| ()),
         }
     }
 
@@ -335,7 +350,9 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     let passphrase = crate::offer::choose_passphrase(given.as_deref().map(|s| s.as_str()))?;
     let mut agent = Agent::connect(&path).await?;
     if a.wait.is_some() {
-        agent.call(&Request::Subscribe {}).await?;
+        // Before the offer, so that no event about it is missed; narrowed to it once its ID
+        // is known.
+        agent.subscribe_to(None).await?;
     }
     let mut put = serde_json::Map::new();
     api::put_bytes(&mut put, "payload", &payload);
@@ -459,6 +476,7 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         return Ok(());
     };
     let from = r.get("looks_from").and_then(Value::as_u64);
+    agent.subscribe_to(Some(&id)).await?;
     let answer = wait_for(&mut agent, &id, from, wait).await?;
     if crate::out::json() {
         let mut f = fields! { "event" => "answer", "offer" => &id };
@@ -523,8 +541,8 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, follow: bool) 
     };
     let mut told = Vec::new();
     // Subscribed before the status is asked: an end between the two is then an event.
-    if follow && !agent.subscribed {
-        if let Err(e) = agent.call(&Request::Subscribe {}).await {
+    if follow {
+        if let Err(e) = agent.subscribe_to(Some(id)).await {
             gone(e);
             return Ok(());
         }
@@ -817,7 +835,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
     let mut agent = Agent::connect(&path).await?;
     let answer = match a.wait {
         Some(wait) => {
-            agent.call(&Request::Subscribe {}).await?;
+            agent.subscribe_to(Some(&id)).await?;
             // From the offer's first look, as without an agent: the agent knows when that is.
             let status = agent.call(&Request::Status {}).await?;
             let from = status

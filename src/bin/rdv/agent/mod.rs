@@ -153,6 +153,8 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = Vec::new();
     let mut events_task: Option<tokio::task::JoinHandle<()>> = None;
+    // The offer whose events alone this connection receives, if it said one (`subscribe`).
+    let filter: Arc<Mutex<Option<String>>> = Arc::default();
     // The offers whose answers this connection took with `keep` and has not forgotten yet.
     let kept: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
@@ -208,14 +210,25 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 continue;
             }
         }
-        if matches!(request, Request::Subscribe {}) && events_task.is_none() {
+        if let Request::Subscribe { offer } = &request {
+            // The filter, set or changed by every subscribe of this connection.
+            if let Ok(mut f) = filter.lock() {
+                f.clone_from(offer);
+            }
+        }
+        if matches!(request, Request::Subscribe { .. }) && events_task.is_none() {
             let mut events = agent.events.subscribe();
             let tx = tx.clone();
+            let filter = filter.clone();
             events_task = Some(tokio::spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(line) => {
-                            if tx.send(Out::plain(line)).await.is_err() {
+                        Ok((about, line)) => {
+                            let wanted = filter
+                                .lock()
+                                .map(|f| f.is_none() || *f == about)
+                                .unwrap_or(true);
+                            if wanted && tx.send(Out::plain(line)).await.is_err() {
                                 return;
                             }
                         }

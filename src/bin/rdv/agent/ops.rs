@@ -33,7 +33,7 @@ pub(super) struct Agent {
     pub(super) state: StateDir,
     pub(super) schedule: LookSchedule,
     /// Event lines for subscribers.
-    pub(super) events: broadcast::Sender<String>,
+    pub(super) events: broadcast::Sender<(Option<String>, String)>,
     /// The look task of each offer waiting for its answer.
     pub(super) lookers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The task of each later delete.
@@ -143,7 +143,13 @@ impl Agent {
     pub(super) fn event(&self, name: &str, mut fields: Map<String, Value>) {
         fields.insert("event".into(), Value::String(name.into()));
         // Nobody listening is fine.
-        let _ = self.events.send(Value::Object(fields).to_string());
+        let offer = fields
+            .get("offer")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let _ = self
+            .events
+            .send((offer, Value::Object(fields).to_string()));
     }
 
     pub(super) fn remember(&self, server: ServerAddr, locator: Locator, until: u64) {
@@ -375,7 +381,7 @@ impl Agent {
                 Ok((reply, None))
             }
             // Handled by the connection.
-            Request::Subscribe {} => Ok((json!({ "subscribed": true }), None)),
+            Request::Subscribe { .. } => Ok((json!({ "subscribed": true }), None)),
         }
     }
 
