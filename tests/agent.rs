@@ -2352,28 +2352,17 @@ fn every_copy_of_an_answered_multi_server_offer_collects_its_own_answer() {
     metric_becomes(mb, found, 1.0, "server b's copy");
 }
 
-/// When another copy of an answered multi-server offer holds a different answer (someone else
-/// answered it first, so someone else holds the link and its passphrase), the agent tells its
-/// subscribers: a `different_answer` event names the offer and that copy's server. Before, it
-/// was a line in the agent's log, which no application reads.
-#[test]
-fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = server(&dir.path().join("a"), None);
-    let b = server(&dir.path().join("b"), None);
+/// Two servers, an agent on them with `args`, a subscribed API connection, and the agent's
+/// offer on both servers expecting an answer: the servers (kept running), the agent, the
+/// connection, the offer's ID and its link.
+fn two_server_offer(
+    dir: &Path,
+    args: &[&str],
+) -> ([ServerProcess; 2], AgentProcess, Api, String, String) {
+    let a = server(&dir.join("a"), None);
+    let b = server(&dir.join("b"), None);
     let servers = [a.addr.to_string(), b.addr.to_string()];
-    // Windows long enough for both answers to be in before the agent's first look.
-    let agent = AgentProcess::start(
-        dir.path(),
-        &[
-            "--poll-every",
-            "1s",
-            "--spread",
-            "0s",
-            "--max-window",
-            "20s",
-        ],
-    );
+    let agent = AgentProcess::start(dir, args);
     let mut api = agent.subscribed();
     let offered = api.call(
         1,
@@ -2381,32 +2370,57 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
             "expect_answer": true}),
     );
     assert_eq!(offered["ok"], true, "{offered}");
-    let link = offered["result"]["link"].as_str().unwrap();
-    let offer = offered["result"]["offer"].as_str().unwrap();
-    let accept = |answer: &str, every: &[&str]| {
-        let args = [
-            &[
-                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
-            ][..],
-            every,
-        ]
-        .concat();
-        run_rdv(&args, None, &[])
-    };
+    let link = offered["result"]["link"].as_str().unwrap().to_owned();
+    let offer = offered["result"]["offer"].as_str().unwrap().to_owned();
+    ([a, b], agent, api, offer, link)
+}
+
+/// `rdv accept` of `link` answering `answer`; `every`: on every copy, where one answered
+/// already says so (someone else's answer then sits on the copy the first one left alone).
+fn answer_copies(link: &str, answer: &str, every: bool) {
+    let flags = [
+        "accept", "--direct", link, "--answer", answer, "--spread", "0s",
+    ];
+    if !every {
+        ok(&run_rdv(&flags, None, &[]));
+        return;
+    }
+    let out = run_rdv(&[&flags[..], &["--answer-every-copy"]].concat(), None, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left on some of its servers"),
+        "{out:?}"
+    );
+}
+
+/// When another copy of an answered multi-server offer holds a different answer (someone else
+/// answered it first, so someone else holds the link and its passphrase), the agent tells its
+/// subscribers: a `different_answer` event names the offer and that copy's server. Before, it
+/// was a line in the agent's log, which no application reads.
+#[test]
+fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // Windows long enough for both answers to be in before the agent's first look.
+    let args = [
+        "--poll-every",
+        "1s",
+        "--spread",
+        "0s",
+        "--max-window",
+        "20s",
+    ];
+    let (servers, _agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    let offer = offer.as_str();
     // The first accepter answers the copy it fetched; the second answers every copy, so the
     // copy the first left alone takes the second answer (and the other says `answered`).
-    ok(&accept("smp://first", &[]));
-    let second = accept("smp://second", &["--answer-every-copy"]);
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
-        "{second:?}"
-    );
+    answer_copies(&link, "smp://first", false);
+    answer_copies(&link, "smp://second", true);
     let answered = next_event(&mut api, "answered");
     assert_eq!(answered["offer"], offer, "{answered}");
     let different = next_event(&mut api, "different_answer");
     assert_eq!(different["offer"], offer, "{different}");
     let named = different["server"].as_str().unwrap();
-    assert!(servers.iter().any(|s| s == named), "{different}");
+    assert!(addrs.iter().any(|s| s == named), "{different}");
     // The end of the other copies' looks is told too, with what they found, and the offer
     // leaves the status's list of looks that go on.
     let ended = next_event(&mut api, "trail_ended");
@@ -2434,9 +2448,6 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
 #[test]
 fn the_looks_at_the_other_copies_survive_a_restart_of_the_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let a = server(&dir.path().join("a"), None);
-    let b = server(&dir.path().join("b"), None);
-    let servers = [a.addr.to_string(), b.addr.to_string()];
     // The trail's mean end is six times (2 s + 10 s): well after the kill below.
     let args = [
         "--poll-every",
@@ -2446,27 +2457,8 @@ fn the_looks_at_the_other_copies_survive_a_restart_of_the_agent() {
         "--max-window",
         "20s",
     ];
-    let agent = AgentProcess::start(dir.path(), &args);
-    let mut api = agent.subscribed();
-    let offered = api.call(
-        1,
-        serde_json::json!({"op": "offer", "servers": servers, "payload": "p", "kdf": "test",
-            "expect_answer": true}),
-    );
-    assert_eq!(offered["ok"], true, "{offered}");
-    let link = offered["result"]["link"].as_str().unwrap();
-    let offer = offered["result"]["offer"].as_str().unwrap().to_owned();
-    let accept = |answer: &str, every: &[&str]| {
-        let args = [
-            &[
-                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
-            ][..],
-            every,
-        ]
-        .concat();
-        run_rdv(&args, None, &[])
-    };
-    ok(&accept("smp://first", &[]));
+    let (_servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    answer_copies(&link, "smp://first", false);
     let answered = next_event(&mut api, "answered");
     assert_eq!(answered["offer"], offer.as_str(), "{answered}");
     // The trail is kept in the state directory while it runs.
@@ -2478,11 +2470,7 @@ fn the_looks_at_the_other_copies_survive_a_restart_of_the_agent() {
     }
     agent.kill();
     // Meanwhile someone else answers the copy the first accepter left alone.
-    let second = accept("smp://second", &["--answer-every-copy"]);
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
-        "{second:?}"
-    );
+    answer_copies(&link, "smp://second", true);
     // Each copy's end was drawn at random: moved an hour ahead, so that this test does not
     // depend on the draw (an end that passed while the agent was down gets its last look ten
     // minutes or more after the start).
@@ -2575,45 +2563,18 @@ fn a_subscription_for_one_offer_gets_no_other_offer_s_answer() {
 #[test]
 fn a_collect_through_the_agent_warns_of_a_copy_holding_another_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let a = server(&dir.path().join("a"), None);
-    let b = server(&dir.path().join("b"), None);
-    let servers = [a.addr.to_string(), b.addr.to_string()];
-    let agent = AgentProcess::start(
-        dir.path(),
-        &[
-            "--poll-every",
-            "1s",
-            "--spread",
-            "0s",
-            "--max-window",
-            "20s",
-        ],
-    );
-    let mut api = agent.subscribed();
-    let offered = api.call(
-        1,
-        serde_json::json!({"op": "offer", "servers": servers, "payload": "p", "kdf": "test",
-            "expect_answer": true}),
-    );
-    assert_eq!(offered["ok"], true, "{offered}");
-    let link = offered["result"]["link"].as_str().unwrap();
-    let offer = offered["result"]["offer"].as_str().unwrap();
-    let accept = |answer: &str, every: &[&str]| {
-        let args = [
-            &[
-                "accept", "--direct", link, "--answer", answer, "--spread", "0s",
-            ][..],
-            every,
-        ]
-        .concat();
-        run_rdv(&args, None, &[])
-    };
-    ok(&accept("smp://first", &[]));
-    let second = accept("smp://second", &["--answer-every-copy"]);
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("left on some of its servers"),
-        "{second:?}"
-    );
+    let args = [
+        "--poll-every",
+        "1s",
+        "--spread",
+        "0s",
+        "--max-window",
+        "20s",
+    ];
+    let (_servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    let offer = offer.as_str();
+    answer_copies(&link, "smp://first", false);
+    answer_copies(&link, "smp://second", true);
     let collected = run_rdv(
         &[
             "collect",

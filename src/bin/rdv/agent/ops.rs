@@ -147,9 +147,7 @@ impl Agent {
             .get("offer")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let _ = self
-            .events
-            .send((offer, Value::Object(fields).to_string()));
+        let _ = self.events.send((offer, Value::Object(fields).to_string()));
     }
 
     pub(super) fn remember(&self, server: ServerAddr, locator: Locator, until: u64) {
