@@ -2408,7 +2408,7 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
         "--max-window",
         "20s",
     ];
-    let (servers, _agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    let (servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let offer = offer.as_str();
     // The first accepter answers the copy it fetched; the second answers every copy, so the
@@ -2438,6 +2438,25 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
             "ended": true}]),
         "{status}"
     );
+    // And a person sees it with `rdv agent --status` (the status object with --json).
+    let shown = ok(&run_rdv(
+        &["agent", "--status", "--socket", agent.socket()],
+        None,
+        &[],
+    ));
+    assert!(
+        shown.contains(&format!(
+            "WARNING: the copy on {named} held a different answer"
+        )),
+        "{shown}"
+    );
+    let as_json: Value = serde_json::from_str(&ok(&run_rdv(
+        &["--json", "agent", "--status", "--socket", agent.socket()],
+        None,
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(as_json["trails"], status["result"]["trails"], "{as_json}");
 }
 
 /// The looks at an answered multi-server offer's other copies survive a restart of the agent:

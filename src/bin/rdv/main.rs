@@ -239,7 +239,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::Keygen(a) => return keygen::run(a),
         Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
         Cmd::Serve(_) if cli.json => return Err(unsupported("rdv serve")),
-        Cmd::Agent(_) if cli.json => return Err(unsupported("rdv agent")),
+        Cmd::Agent(a) if cli.json && !a.status => {
+            return Err(unsupported("rdv agent (but for --status)"))
+        }
         _ => {}
     }
     term::init_logging(out::quiet());

@@ -567,7 +567,7 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, follow: bool) 
     }
     let others = entry.get("copies").and_then(Value::as_u64).unwrap_or(0);
     if !follow {
-        note!("the agent goes on looking at the link's {others} other cop{} for a while (a server must not see its copy's looks end when another's answer came); a copy found holding another answer is a warning in its log and a different_answer event (rdv collect --agent --wait stays to tell it here)", if others == 1 { "y" } else { "ies" });
+        note!("the agent goes on looking at the link's {others} other cop{} for a while (a server must not see its copy's looks end when another's answer came); a copy found holding another answer is a warning in its log, a different_answer event and in rdv agent --status (rdv collect --agent --wait stays to tell it here)", if others == 1 { "y" } else { "ies" });
         return Ok(());
     }
     if crate::out::json() {
@@ -931,6 +931,78 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
         return vec![one(rfc3339(at).to_string())];
     }
     std::iter::once(many.to_owned()).chain(copies).collect()
+}
+
+/// `rdv agent --status`: what the agent at `path` looks after, for a person (or its status
+/// object with `--json`).
+pub(crate) async fn status(path: PathBuf) -> Result<()> {
+    let mut agent = Agent::connect(&path).await?;
+    let s = agent.call(&Request::Status {}).await?;
+    if crate::out::json() {
+        return crate::out::emit("agent", s.as_object().cloned().unwrap_or_default());
+    }
+    let shown =
+        |v: &Value| crate::term::escape_for_terminal(v.as_str().unwrap_or("?").as_bytes()).0;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "agent {} ({}), up {}, state directory {}",
+        shown(&s["version"]),
+        shown(&s["transport"]),
+        humantime::format_duration(Duration::from_secs(s["uptime_secs"].as_u64().unwrap_or(0))),
+        shown(&s["state_dir"])
+    )?;
+    let list = |key: &str| s[key].as_array().cloned().unwrap_or_default();
+    let pending = list("pending");
+    writeln!(out, "offers looked after: {}", pending.len())?;
+    for p in &pending {
+        let servers: Vec<String> = p["servers"]
+            .as_array()
+            .map(|a| a.iter().map(shown).collect())
+            .unwrap_or_default();
+        let state = match p["answered"].as_bool() {
+            Some(true) => "answered, not collected yet".to_owned(),
+            _ => format!(
+                "waiting (looks from {})",
+                rfc3339(p["looks_from"].as_u64().unwrap_or(0))
+            ),
+        };
+        writeln!(
+            out,
+            "  {} on {}: {state}",
+            shown(&p["offer"]),
+            servers.join(", ")
+        )?;
+    }
+    for t in list("trails") {
+        let differing: Vec<String> = t["different_answers"]
+            .as_array()
+            .map(|a| a.iter().map(shown).collect())
+            .unwrap_or_default();
+        let going = match t["ended"].as_bool() {
+            Some(true) => "ended",
+            _ => "going on",
+        };
+        writeln!(
+            out,
+            "  {}: looks at its {} other cop{} {going}",
+            shown(&t["offer"]),
+            t["copies"].as_u64().unwrap_or(0),
+            if t["copies"].as_u64() == Some(1) {
+                "y"
+            } else {
+                "ies"
+            }
+        )?;
+        if !differing.is_empty() {
+            writeln!(out, "  WARNING: the copy on {} held a different answer: someone else answered it first, so someone else holds that link and its passphrase", differing.join(", "))?;
+        }
+    }
+    for u in list("unreadable") {
+        writeln!(out, "cannot use: {}", shown(&u))?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// `rdv delete --agent [--later]`.

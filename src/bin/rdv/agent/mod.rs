@@ -449,6 +449,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         Some(s) => s.clone(),
         None => default_socket()?,
     };
+    if a.status {
+        return crate::via_agent::status(socket).await;
+    }
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
         None => state_home()?.join("agent"),

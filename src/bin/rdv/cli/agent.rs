@@ -20,6 +20,12 @@ pub(crate) struct AgentArgs {
     /// socket free, then exit (0 when all is well).
     #[arg(long)]
     pub(crate) check: bool,
+    /// Show what the agent running at --socket looks after, then exit: the offers waiting for
+    /// their answers, the looks at answered multi-server offers' other copies and any copy
+    /// found holding another answer (someone else holds that link), and state files it cannot
+    /// use. With --json, its status object (docs/AGENT.md, `status`).
+    #[arg(long, conflicts_with = "check")]
+    pub(crate) status: bool,
     /// Mean pause between two looks for an offer's answer (and after a held bucket's close).
     /// Random (exponential) pauses, each look a fresh circuit.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_poll)]
@@ -50,12 +56,13 @@ pub(crate) struct AgentArgs {
     /// They hide when the real accepts come.
     #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
     pub(crate) cover_fetches: f64,
-    /// For a link on several servers: the mean of a random pause (exponential) before storing,
-    /// deleting (now) or counting each further copy, and before answering a further copy (when the
-    /// one before did not take it, or with --answer-every-copy), so that servers comparing notes
-    /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). An offer (and a
-    /// delete) takes that much longer; 0s: one right after another. Scheduled deletes need none:
-    /// each copy has a moment of its own.
+    /// For a link on several servers: the mean of a random pause (exponential) before storing or
+    /// counting each further copy, and before answering a further copy (when the one before did
+    /// not take it, or with --answer-every-copy), so that servers comparing notes cannot chain
+    /// one link's copies by their times (docs/THREAT-MODEL.md); a take-back deletes each copy
+    /// but one within it. An offer takes that much longer; 0s: one right after another. Deletes
+    /// need none: each copy has a moment of its own (a delete asked for now: one copy now, the
+    /// others within ten minutes).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) spread: Duration,
     /// For an accept of a link on several servers: leave the answer on every server, a --spread
