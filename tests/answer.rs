@@ -1118,6 +1118,74 @@ async fn logged_two_server_offer() -> (
     (c, offer, pending, log)
 }
 
+/// A held multi-server offer counts each copy's verified links past *its own* bucket's close,
+/// not every copy after the latest close: a count fetch after another server's close told a
+/// server whose bucket closed earlier when the other's did (a helper's measurement,
+/// 2026-12-06). Here server 2's bucket was opened 100 s before server 1's, so it closes 100 s
+/// earlier, and its count comes before server 1's bucket closes.
+#[tokio::test(start_paused = true)]
+async fn a_held_offer_counts_each_copy_past_its_own_close() {
+    let clock = manual_clock();
+    // The wall clock follows paused time, a second at a time.
+    let ticking = clock.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ticking.advance(1);
+        }
+    });
+    let server = || memory_server(Arc::new(clock.clone()));
+    let addrs = [
+        rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
+        rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
+    ];
+    let route = Route(
+        [
+            (addrs[0].to_string(), server()),
+            (addrs[1].to_string(), server()),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let log: ConnectionLog = Arc::default();
+    let c = rdv::client::Client::new(
+        Arc::new(Logged(route, Arc::clone(&log))),
+        rdv::client::ClientConfig {
+            copy_spread: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(clock.clone()),
+    );
+    c.offer(&addrs[1], b"earlier", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let offer = c
+        .offer_to_all(&addrs, b"held", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let closes: Vec<u64> = offer.copies.iter().map(|t| t.closes_at).collect();
+    assert!(closes[1] + 90 <= closes[0], "{closes:?}");
+    log.lock().unwrap().clear();
+    let began = tokio::time::Instant::now();
+    let from = rdv::clock::Clock::now(&clock);
+    c.verified_after_closes(&offer, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let at = |server: &rdv::proto::ServerAddr| {
+        let looks = log.lock().unwrap();
+        let (_, t) = looks
+            .iter()
+            .find(|(s, _)| *s == server.to_string())
+            .expect("a count fetch");
+        from + (*t - began).as_secs()
+    };
+    // Each past its own close; server 2's before server 1's bucket closed.
+    assert!(at(&addrs[1]) >= closes[1], "{closes:?}");
+    assert!(at(&addrs[1]) < closes[0], "{} {closes:?}", at(&addrs[1]));
+    assert!(at(&addrs[0]) >= closes[0], "{closes:?}");
+}
+
 /// A multi-server link's delete: one copy at once, every other at a moment of its own within
 /// the spread (here 60 s), so that the command's wait is bounded and the copies' deletes are
 /// not a chain of pauses from one to the next. Before, each further copy came an exponential

@@ -362,7 +362,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             )),
         );
     }
-    if a.hold {
+    let counted = if a.hold {
         note!("holding the link until the bucket closes at {when} (in {in_words}): handed over after that, the accepter's fetch hides among all the bucket's links");
         if crate::out::json() {
             let event = fields! { "event" => "holding", "bucket_closes_at" => closes_at };
@@ -371,18 +371,16 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 return Err(take_back(&client, &offer, e, a.state.as_deref()).await);
             }
         }
-        // Past the close by a random pause: a fetch of every held bucket right at its close
-        // would tell the server which buckets hold a waiting initiator's link. The close on
-        // the wall clock with its fraction of a second (not in whole seconds from now, which
-        // would carry the store's fraction into the count fetch's moment), read again while
-        // waiting; the pause drawn afresh if a stop passes it.
-        let hold = rdv::client::wake::past(
-            &rdv::clock::SystemClock,
-            std::time::Duration::from_secs(closes_at),
-            a.look.poll_every,
-        );
-        tokio::select! {
-            _ = hold => {}
+        // Each copy's bucket counted past its own close by a random pause: a fetch of every
+        // held bucket right at its close would tell the server which buckets hold a waiting
+        // initiator's link, and one after the latest close would tell a server whose bucket
+        // closed earlier when another server's did. The close on the wall clock with its
+        // fraction of a second (not in whole seconds from now, which would carry the store's
+        // fraction into the count fetch's moment), read again while waiting; the pause drawn
+        // afresh if a stop passes it. A count that cannot be had leaves a link nobody was
+        // given: taken back.
+        let counted = tokio::select! {
+            k = client.verified_after_closes(&offer, a.look.poll_every) => k,
             _ = stop.signalled() => {
                 // Nobody has the link yet: take it down rather than leave it behind (at once,
                 // without pauses between the copies).
@@ -393,20 +391,14 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                     Err(e) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, format!("cancelled while holding; the link could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))).into()),
                 };
             }
-        }
+        };
+        Some(counted)
     } else {
         note!("the bucket closes at {when} (in {in_words}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
-    }
-    // With --hold: what an accepter will be told, from one fetch of the closed bucket.
-    let verified = if a.hold {
-        // A count that cannot be had leaves a link nobody was given: taken back. Ctrl-C
-        // during the count (which fetches every copy a pause apart) takes it back at once.
-        let counted = tokio::select! {
-            k = client.verified_links(&offer.link) => k,
-            _ = stop.signalled() => {
-                return Err(cancelled(&client, &offer, a.state.as_deref()).await);
-            }
-        };
+        None
+    };
+    // With --hold: what an accepter will be told, from one fetch of each closed bucket.
+    let verified = if let Some(counted) = counted {
         let k = match counted {
             Ok(k) => k,
             Err(e) => {

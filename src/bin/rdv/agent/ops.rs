@@ -618,21 +618,16 @@ impl Agent {
         self.event(event::STORED, f);
         let mut verified = None;
         if r.hold {
-            // As `rdv offer --hold`: past the close by a random pause, then one fetch. To the
-            // close on the wall clock with its fraction of a second, as the looks (see
-            // `look_after`); the pause drawn afresh if a stop passes it, as every pause.
-            let held = rdv::client::wake::past(
-                &rdv::clock::SystemClock,
-                Duration::from_secs(closes_at),
-                self.schedule.mean,
-            );
+            // As `rdv offer --hold`: each copy's bucket fetched once, past its own close by a
+            // random pause (to the close on the wall clock with its fraction of a second, as
+            // the looks; the pause drawn afresh if a stop passes it, as every pause).
+            let counted = self.client.verified_after_closes(offer, self.schedule.mean);
             let mut stop = self.offers.on_stop();
-            tokio::select! {
-                _ = held => {}
+            verified = Some(tokio::select! {
+                k = counted => k?,
                 // The agent is stopping: nobody is to get the link (the caller takes it back).
                 _ = stop.wait_for(|s| *s) => return Err(stopping()),
-            }
-            verified = Some(self.client.verified_links(&offer.link).await?);
+            });
         }
         let link = if r.two_channel {
             offer.link.without_passphrase().to_uri()
