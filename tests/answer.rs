@@ -1118,6 +1118,54 @@ async fn logged_two_server_offer() -> (
     (c, offer, pending, log)
 }
 
+/// The stores of a multi-server link's copies go a pause of mean `store_spread` apart when it is
+/// set (`rdv offer --hold` sets two minutes), whatever the copy spread the rest uses (zero
+/// here): before, only the copy spread applied.
+#[tokio::test(start_paused = true)]
+async fn the_stores_take_their_own_spread_when_one_is_set() {
+    let (c, _offer, _pending, log) = logged_two_server_offer().await;
+    let addrs: Vec<_> = ["127.0.0.1:1", "127.0.0.1:2"]
+        .iter()
+        .map(|a| rdv::proto::ServerAddr::parse(a).unwrap())
+        .collect();
+    assert!(store_gaps(&c, &addrs, &log)
+        .await
+        .iter()
+        .all(|g| g.is_zero()));
+    let held = c.with_store_spread(Some(Duration::from_secs(120)));
+    // Ten gaps all under 30 s with a mean of 120 s: a 1 in 3 million chance.
+    let gaps = store_gaps(&held, &addrs, &log).await;
+    assert!(
+        gaps.iter().any(|g| *g > Duration::from_secs(30)),
+        "{gaps:?}"
+    );
+}
+
+/// The time between the first connections to the two servers of ten offers of `c` on `addrs`.
+async fn store_gaps(
+    c: &rdv::client::Client,
+    addrs: &[rdv::proto::ServerAddr],
+    log: &ConnectionLog,
+) -> Vec<Duration> {
+    let mut gaps = Vec::new();
+    for _ in 0..10 {
+        log.lock().unwrap().clear();
+        c.offer_to_all(addrs, b"q", pass(), KdfProfile::Test)
+            .await
+            .unwrap();
+        let seen = log.lock().unwrap().clone();
+        let first = |s: &rdv::proto::ServerAddr| {
+            seen.iter()
+                .find(|(a, _)| *a == s.to_string())
+                .map(|(_, t)| *t)
+                .unwrap()
+        };
+        let (a, b) = (first(&addrs[0]), first(&addrs[1]));
+        gaps.push(a.max(b) - a.min(b));
+    }
+    gaps
+}
+
 /// A held multi-server offer counts each copy's verified links past *its own* bucket's close,
 /// not every copy after the latest close: a count fetch after another server's close told a
 /// server whose bucket closed earlier when the other's did (a helper's measurement,

@@ -108,7 +108,7 @@ impl Client {
             // copies of one link were chained across servers comparing notes by their store
             // times (a helper's attack rebuilt 16 of 18 links' chains on loopback). A process
             // stopping meanwhile takes back what was stored (nobody has the link yet).
-            if n > 0 && self.spread_pause().await {
+            if n > 0 && self.store_pause().await {
                 self.take_back(servers, &stored, &token).await;
                 return Err(OfferError::Interrupted);
             }

@@ -65,6 +65,13 @@ impl Session {
         self
     }
 
+    /// The same session, storing the copies of a multi-server link a random pause of mean
+    /// `spread` apart when given ([`rdv::client::ClientConfig::store_spread`]).
+    pub(crate) fn with_store_spread(mut self, spread: Option<std::time::Duration>) -> Self {
+        self.client = self.client.with_store_spread(spread);
+        self
+    }
+
     /// The same session, answering every copy of a multi-server link when `every`
     /// ([`rdv::client::ClientConfig::answer_every_copy`]).
     pub(crate) fn with_answer_every_copy(mut self, every: bool) -> Self {

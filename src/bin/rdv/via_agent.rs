@@ -95,7 +95,7 @@ pub(crate) fn note_given(m: Option<&clap::ArgMatches>) {
 }
 
 /// Whether `flag` (`--max-skew`) was given on the command line.
-fn given_on_command_line(flag: &str) -> bool {
+pub(crate) fn given_on_command_line(flag: &str) -> bool {
     let id = flag.trim_start_matches('-').replace('-', "_");
     GIVEN.get().is_some_and(|g| g.contains(&id))
 }

@@ -218,9 +218,10 @@ pub(crate) struct OfferArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) server: Vec<String>,
     /// With several --server: the mean of a random pause (exponential) before storing each
-    /// further copy of a link (and, with --hold, counting it), so that servers comparing notes
-    /// cannot chain one link's copies by their times (docs/THREAT-MODEL.md). The offer takes that
-    /// much longer; 0s stores them one right after another. With --wait, once an answer is in,
+    /// further copy of a link, so that servers comparing notes cannot chain one link's copies by
+    /// their times (docs/THREAT-MODEL.md). The offer takes that much longer; 0s stores them one
+    /// right after another. With --hold and no --spread, the stores go 2 min apart on average
+    /// (the hold waits for the buckets' closes anyway). With --wait, once an answer is in,
     /// the other copies go on looking until each finds an answer of its own or a random while
     /// ends (mean six times the sum of --poll-every and this per further copy).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_span)]
