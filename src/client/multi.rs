@@ -358,11 +358,10 @@ impl Client {
         self.delete_each_copy(&link.servers(), token).await
     }
 
-    /// Delete the copies at `copies` (in link order, so that each gets its own token): one, in
-    /// a random order, at once, and each other at a moment of its own drawn uniformly within
-    /// [`ClientConfig::copy_spread`] from now:
-    /// deletes one right after another would chain the copies again, across servers comparing
-    /// notes, as the stores would have. Deletes chained a spread pause apart (exponential, as
+    /// Delete the copies at `copies` (in link order, so that each gets its own token): one copy,
+    /// drawn at random, at once, and each other at a moment of its own drawn uniformly within
+    /// [`ClientConfig::copy_spread`] from now: deletes one right after another would chain the
+    /// copies again, across servers comparing notes, as the stores would have. Deletes chained a spread pause apart (exponential, as
     /// the stores) were not enough: a delete names its entry, so each server learns the entry's
     /// store time with it, and a helper's attack (2026-12-06, three servers, 16 links a run)
     /// paired 57-62 % of the copies by their deletes and stores against 28-38 % by the stores
