@@ -495,8 +495,9 @@ pub(crate) struct DeleteArgs {
     /// --delete-after-close decides the delete at the offer instead).
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h", value_parser = parse_span, requires = "agent")]
     pub(crate) later: Option<Duration>,
-    /// For a multi-server link: each copy is deleted at a moment of its own, drawn uniformly
-    /// within this long from now (the command waits for the last), so that servers comparing
+    /// For a multi-server link: one copy (drawn at random) is deleted at once, each other at a
+    /// moment of its own drawn uniformly within this long from now (the command waits for the
+    /// last), so that servers comparing
     /// notes cannot pair the copies by their delete times (a delete names its entry, and so its
     /// store time too); 0s deletes them one right after another. `--agent --later` gives each
     /// copy a moment within an hour without waiting here.
