@@ -2352,6 +2352,17 @@ fn every_copy_of_an_answered_multi_server_offer_collects_its_own_answer() {
     metric_becomes(mb, found, 1.0, "server b's copy");
 }
 
+/// Agent flags for tests that answer a two-server offer twice: windows long enough for both
+/// answers to be in before the agent's first look, quick looks, no pause between copies.
+const BOTH_ANSWERS_IN: [&str; 6] = [
+    "--poll-every",
+    "1s",
+    "--spread",
+    "0s",
+    "--max-window",
+    "20s",
+];
+
 /// Two servers, an agent on them with `args`, a subscribed API connection, and the agent's
 /// offer on both servers expecting an answer: the servers (kept running), the agent, the
 /// connection, the offer's ID and its link.
@@ -2399,16 +2410,7 @@ fn answer_copies(link: &str, answer: &str, every: bool) {
 #[test]
 fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
     let dir = tempfile::tempdir().unwrap();
-    // Windows long enough for both answers to be in before the agent's first look.
-    let args = [
-        "--poll-every",
-        "1s",
-        "--spread",
-        "0s",
-        "--max-window",
-        "20s",
-    ];
-    let (servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    let (servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &BOTH_ANSWERS_IN);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
     let offer = offer.as_str();
     // The first accepter answers the copy it fetched; the second answers every copy, so the
@@ -2582,15 +2584,7 @@ fn a_subscription_for_one_offer_gets_no_other_offer_s_answer() {
 #[test]
 fn a_collect_through_the_agent_warns_of_a_copy_holding_another_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--poll-every",
-        "1s",
-        "--spread",
-        "0s",
-        "--max-window",
-        "20s",
-    ];
-    let (_servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &args);
+    let (_servers, agent, mut api, offer, link) = two_server_offer(dir.path(), &BOTH_ANSWERS_IN);
     let offer = offer.as_str();
     answer_copies(&link, "smp://first", false);
     answer_copies(&link, "smp://second", true);

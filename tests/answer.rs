@@ -1078,16 +1078,15 @@ impl rdv::client::Connector for Logged {
 /// The moment of every connection, and its server.
 type ConnectionLog = Arc<std::sync::Mutex<Vec<(String, tokio::time::Instant)>>>;
 
-/// A client whose connections are logged, and its offer (expecting an answer) on two
-/// in-memory servers, stored without pauses: the client, the offer's pending answer, the log
-/// (emptied).
-async fn logged_two_server_offer() -> (
+/// Two in-memory servers on `clock` and a client (no pause between copies) whose connections
+/// to them are logged: the client, the servers' addresses, the log.
+fn logged_two_servers(
+    clock: &rdv::clock::ManualClock,
+) -> (
     rdv::client::Client,
-    rdv::client::Offer,
-    PendingAnswer,
+    [rdv::proto::ServerAddr; 2],
     ConnectionLog,
 ) {
-    let clock = manual_clock();
     let server = || memory_server(Arc::new(clock.clone()));
     let addrs = [
         rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
@@ -1110,6 +1109,20 @@ async fn logged_two_server_offer() -> (
         },
         Arc::new(clock.clone()),
     );
+    (c, addrs, log)
+}
+
+/// A client whose connections are logged, and its offer (expecting an answer) on two
+/// in-memory servers, stored without pauses: the client, the offer's pending answer, the log
+/// (emptied).
+async fn logged_two_server_offer() -> (
+    rdv::client::Client,
+    rdv::client::Offer,
+    PendingAnswer,
+    ConnectionLog,
+) {
+    let clock = manual_clock();
+    let (c, addrs, log) = logged_two_servers(&clock);
     let (offer, pending) = c
         .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
         .await
@@ -1123,11 +1136,7 @@ async fn logged_two_server_offer() -> (
 /// here): before, only the copy spread applied.
 #[tokio::test(start_paused = true)]
 async fn the_stores_take_their_own_spread_when_one_is_set() {
-    let (c, _offer, _pending, log) = logged_two_server_offer().await;
-    let addrs: Vec<_> = ["127.0.0.1:1", "127.0.0.1:2"]
-        .iter()
-        .map(|a| rdv::proto::ServerAddr::parse(a).unwrap())
-        .collect();
+    let (c, addrs, log) = logged_two_servers(&manual_clock());
     assert!(store_gaps(&c, &addrs, &log)
         .await
         .iter()
@@ -1182,28 +1191,7 @@ async fn a_held_offer_counts_each_copy_past_its_own_close() {
             ticking.advance(1);
         }
     });
-    let server = || memory_server(Arc::new(clock.clone()));
-    let addrs = [
-        rdv::proto::ServerAddr::parse("127.0.0.1:1").unwrap(),
-        rdv::proto::ServerAddr::parse("127.0.0.1:2").unwrap(),
-    ];
-    let route = Route(
-        [
-            (addrs[0].to_string(), server()),
-            (addrs[1].to_string(), server()),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    let log: ConnectionLog = Arc::default();
-    let c = rdv::client::Client::new(
-        Arc::new(Logged(route, Arc::clone(&log))),
-        rdv::client::ClientConfig {
-            copy_spread: Duration::ZERO,
-            ..Default::default()
-        },
-        Arc::new(clock.clone()),
-    );
+    let (c, addrs, log) = logged_two_servers(&clock);
     c.offer(&addrs[1], b"earlier", pass(), KdfProfile::Test)
         .await
         .unwrap();

@@ -51,6 +51,42 @@ async fn disk_servers(
     (dirs, servers, addrs)
 }
 
+/// `n` servers on their own data directories, on `clock`, each reached through a proxy that
+/// cuts the connection of a put of an answer while `cut` names that server (`usize::MAX`: none):
+/// the directories, the servers and the proxies' addresses.
+async fn put_cutting_servers(
+    clock: &ManualClock,
+    n: usize,
+    cut: &Arc<std::sync::atomic::AtomicUsize>,
+) -> (
+    Vec<tempfile::TempDir>,
+    Vec<Arc<rdv::server::Server<rdv::store::DiskStore>>>,
+    Vec<ServerAddr>,
+) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
+    for (i, d) in dirs.iter().enumerate() {
+        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
+        servers.push(s);
+        let cut = cut.clone();
+        let proxy = common::proxy::frame_proxy(
+            a,
+            move |r| {
+                cut.load(std::sync::atomic::Ordering::SeqCst) == i
+                    && matches!(
+                        r,
+                        rdv::proto::Request::PutAnswer { .. }
+                            | rdv::proto::Request::StampedPutAnswer { .. }
+                    )
+            },
+            |_| {},
+        )
+        .await;
+        addrs.push(addr(proxy));
+    }
+    (dirs, servers, addrs)
+}
+
 /// An offer of `payload` under `pass` on every server of `addrs`, expecting an answer.
 async fn offer_expecting(
     c: &Client,
@@ -1065,31 +1101,11 @@ async fn an_interrupted_one_time_look_whose_looks_failed_says_so() {
 /// reaches only server 0, and a second accepter's answer takes server 1.
 #[tokio::test]
 async fn a_copy_answered_by_someone_else_is_told() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    let no_answers = Arc::new(AtomicBool::new(false));
-    for (n, d) in dirs.iter().enumerate() {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        let cut = no_answers.clone();
-        let proxy = common::proxy::frame_proxy(
-            a,
-            move |r| {
-                n == 1
-                    && cut.load(Ordering::SeqCst)
-                    && matches!(
-                        r,
-                        rdv::proto::Request::PutAnswer { .. }
-                            | rdv::proto::Request::StampedPutAnswer { .. }
-                    )
-            },
-            |_| {},
-        )
-        .await;
-        addrs.push(addr(proxy));
-    }
+    // Server 1's puts are cut while this names it.
+    let cut = Arc::new(AtomicUsize::new(usize::MAX));
+    let (_dirs, servers, addrs) = put_cutting_servers(&clock, 2, &cut).await;
     let c = client(&clock).with_answer_every_copy(true);
     let (offer, pending) = offer_expecting(
         &c,
@@ -1098,11 +1114,11 @@ async fn a_copy_answered_by_someone_else_is_told() {
         Passphrase::new("answered twice pass"),
     )
     .await;
-    no_answers.store(true, Ordering::SeqCst);
+    cut.store(1, Ordering::SeqCst);
     let first = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     c.answer(&first, b"smp://first").await.unwrap();
     assert_eq!(servers[1].store().answer_count(), 0);
-    no_answers.store(false, Ordering::SeqCst);
+    cut.store(usize::MAX, Ordering::SeqCst);
     let second = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
     match c.answer(&second, b"smp://second").await {
         Err(rdv::client::AnswerError::AlreadyAnswered { took: 1, .. }) => {}
@@ -1129,29 +1145,9 @@ async fn a_copy_answered_by_someone_else_is_told() {
 async fn a_different_answer_is_told_while_the_other_copies_are_still_looked_at() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let clock = manual_clock();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
     // The server whose puts are cut (none: usize::MAX).
     let cut = Arc::new(AtomicUsize::new(usize::MAX));
-    for (n, d) in dirs.iter().enumerate() {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
-        let cut = cut.clone();
-        let proxy = common::proxy::frame_proxy(
-            a,
-            move |r| {
-                cut.load(Ordering::SeqCst) == n
-                    && matches!(
-                        r,
-                        rdv::proto::Request::PutAnswer { .. }
-                            | rdv::proto::Request::StampedPutAnswer { .. }
-                    )
-            },
-            |_| {},
-        )
-        .await;
-        addrs.push(addr(proxy));
-    }
+    let (_dirs, servers, addrs) = put_cutting_servers(&clock, 3, &cut).await;
     let c = client(&clock);
     let (offer, pending) = offer_expecting(
         &c,

@@ -46,6 +46,24 @@ fn in_link_order<E>(link: &RdvLink, mut failures: Vec<(String, E)>) -> Vec<(Stri
     failures
 }
 
+/// The least of the copies' verified counts (`None` if one copy's server has no stamps), or,
+/// when no copy answered, the failure (each server's, in link order, for several).
+fn least_count(
+    link: &RdvLink,
+    counts: &[Option<usize>],
+    mut failures: Vec<(String, AcceptError)>,
+) -> Result<Option<usize>, AcceptError> {
+    if counts.is_empty() {
+        if failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        return Err(AcceptError::AllServers(in_link_order(link, failures)));
+    }
+    Ok(counts
+        .iter()
+        .try_fold(usize::MAX, |m, c| c.map(|c| m.min(c))))
+}
+
 impl Client {
     /// Seal `payload` under `passphrase` and store a copy on every server of `servers` (the
     /// first one is the link's main server), checking each bucket ID against the policy. If any
@@ -290,12 +308,7 @@ impl Client {
                 Err(e) => failures.push((server.to_string(), e)),
             }
         }
-        if counts.is_empty() {
-            return Err(AcceptError::AllServers(in_link_order(link, failures)));
-        }
-        Ok(counts
-            .iter()
-            .try_fold(usize::MAX, |m, c| c.map(|c| m.min(c))))
+        least_count(link, &counts, failures)
     }
 
     /// [`Client::verified_links`] for an offer being held: each copy's bucket fetched a random
@@ -333,18 +346,7 @@ impl Client {
                 Err(e) => failures.push((server.to_string(), e)),
             }
         }
-        if counts.is_empty() {
-            if failures.len() == 1 {
-                return Err(failures.remove(0).1);
-            }
-            return Err(AcceptError::AllServers(in_link_order(
-                &offer.link,
-                failures,
-            )));
-        }
-        Ok(counts
-            .iter()
-            .try_fold(usize::MAX, |m, c| c.map(|c| m.min(c))))
+        least_count(&offer.link, &counts, failures)
     }
 
     /// Delete every copy of a multi-server link; done when at least one server deleted its copy.

@@ -243,13 +243,19 @@ pub(crate) async fn finish_copies(
         // A copy holding another answer is told in the moment it is found: the trail may go
         // on for an hour, and a command interrupted before its end told nothing.
         trailed = client.trail_telling(pending, schedule(look), found.copy, &found.answer, |server| {
-            eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.to_string().as_bytes()).0);
+            warn_different_answer(&server.to_string());
         }) => {
             note!("the other copies' looks ended; {} of {others} held an answer too (an accepter answers one copy unless it answers every one)", trailed.opened);
         }
         () = stop.signalled() => note!("interrupted: the other copies' looks end now"),
     }
     Ok(())
+}
+
+/// Warn that the link's copy on `server` held another answer than the one collected: someone
+/// else holds the link (with or without an agent).
+pub(crate) fn warn_different_answer(server: &str) {
+    eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", escape_for_terminal(server.as_bytes()).0);
 }
 
 /// Point standard output at /dev/null: a caller reading it (`answer=$(rdv collect …)`, a

@@ -516,7 +516,7 @@ async fn follow_trail(agent: &mut Agent, id: &str, command: &str, follow: bool) 
     }
     fn tell(told: &mut Vec<String>, server: &str) {
         if !told.iter().any(|t| t == server) {
-            eprintln!("warning: the link's copy on {} held a different answer: someone else answered it first, so someone else holds the link and its passphrase", crate::term::escape_for_terminal(server.as_bytes()).0);
+            crate::answer::warn_different_answer(server);
             told.push(server.to_owned());
         }
     }

@@ -77,8 +77,6 @@ pub(super) struct Trail {
     /// When the looks ended, if they did: kept for [`TRAIL_KEPT`] after, so that a collect
     /// that comes after the end still learns what they found.
     pub(super) ended: Option<std::time::Instant>,
-    /// Whether its task runs (the entry goes in before the `answered` event, the task after).
-    pub(super) started: bool,
 }
 
 /// How long the agent remembers what an ended trail found (in memory only: no secret).

@@ -52,7 +52,6 @@ impl Agent {
             // Failed looks past the last moment: a few are tried again (a Tor circuit that
             // failed once must not lose an answer waiting in the mailbox), then the offer ends.
             let mut late_failures = 0;
-            let mut trail_from = None;
             loop {
                 // To the last moment on the wall clock with its fraction of a second: in whole
                 // seconds the last look would come at that fraction of the second this loop
@@ -83,32 +82,22 @@ impl Agent {
                             }
                             tokio::spawn(me.clone().save_answer_later(id.clone()));
                         }
-                        // Listed as trailing before the event goes out: a caller that reads
-                        // it and asks `status` at once finds the looks that go on.
+                        // The other copies of a multi-server link go on looking until each
+                        // finds an answer of its own or a random end (PROTOCOL.md §15.7):
+                        // stopped now, they would end together with this one (and answers left
+                        // on every copy would stay where they are). Started before the event
+                        // goes out (a caller that reads it and asks `status` at once finds the
+                        // looks that go on), on a task of its own, which a collect or a forget
+                        // of the offer does not stop (they end its looks, not these).
                         if pending.copies().len() > 1 {
-                            if let Ok(mut t) = me.trails.lock() {
-                                t.retain(|_, t| {
-                                    t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT)
-                                });
-                                // Not over a trail resumed at the start that still runs.
-                                if !t.get(&id).is_some_and(|t| t.ended.is_none() && t.started) {
-                                    t.insert(
-                                        id.clone(),
-                                        super::ops::Trail {
-                                            copies: pending.copies().len() - 1,
-                                            differing: Vec::new(),
-                                            ended: None,
-                                            started: false,
-                                        },
-                                    );
-                                }
-                            }
+                            let plan = me.client.trail_plan(&pending, me.schedule, found.copy);
+                            let first = rdv::client::AnswerDigest::of(&answer);
+                            me.trail(id.clone(), pending, plan, first);
                         }
                         let mut f = Map::new();
                         f.insert("offer".into(), json!(id));
                         api::put_bytes(&mut f, "answer", &answer);
                         me.event(event::ANSWERED, f);
-                        trail_from = Some((found.copy, answer));
                         break;
                     }
                     // The last look is over, whatever it found after a few tries: a server that
@@ -143,20 +132,6 @@ impl Agent {
             if let Ok(mut l) = me.lookers.lock() {
                 l.remove(&id);
             }
-            // The other copies of a multi-server link go on looking until each finds an answer
-            // of its own or a random end (PROTOCOL.md §15.7): stopped now, they would end
-            // together with this one (and answers left on every copy would stay where they
-            // are). On a task of its own, which a collect or a forget of the offer does not stop
-            // (they end its looks, not these).
-            if let Some((copy, answer)) = trail_from {
-                if pending.copies().len() > 1 {
-                    let plan = me.client.trail_plan(&pending, me.schedule, copy);
-                    let first = rdv::client::AnswerDigest::of(&answer);
-                    // Kept until the looks end, so that a restart resumes them (each copy to
-                    // its own end): stopped with the agent, they ended together.
-                    me.trail(id, pending, plan, first);
-                }
-            }
         });
         if let Ok(mut l) = self.lookers.lock() {
             if let Some(old) = l.insert(key, task) {
@@ -183,17 +158,17 @@ impl Agent {
             t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT));
             // One trail per offer: an answer looked for again after a restart (it was held in
             // memory only, a full disk) finds the resumed trail already going.
-            if t.get(&id).is_some_and(|t| t.ended.is_none() && t.started) {
+            if t.get(&id).is_some_and(|t| t.ended.is_none()) {
                 return;
             }
-            let trail = t.entry(id.clone()).or_insert(super::ops::Trail {
-                copies: plan.len(),
-                differing: Vec::new(),
-                ended: None,
-                started: true,
-            });
-            trail.started = true;
-            trail.ended = None;
+            t.insert(
+                id.clone(),
+                super::ops::Trail {
+                    copies: plan.len(),
+                    differing: Vec::new(),
+                    ended: None,
+                },
+            );
         }
         // Kept until the looks end, each copy's end as a moment (not after the link
         // expires), and rewritten as copies end, so that a restart resumes only the copies
