@@ -437,7 +437,10 @@ fn offer_and_accept_over_a_private_tor_network() {
         ])
     };
     let probe = |target: &str| info_within(target, "20s");
-    let right = probe(&onion);
+    // The prober is a fresh client: like the accepter above it may first ask directories that
+    // do not hold the descriptor yet (one CI run: six such answers in 15 s, then the 20 s budget
+    // was gone), so it gets the accepter's budget; this check is about the answer, not its time.
+    let right = info_within(&onion, "150s");
     assert!(
         right.status.success(),
         "{}",
