@@ -118,6 +118,10 @@ pub struct ClientConfig {
 /// The default of [`ClientConfig::copy_spread`].
 pub const DEFAULT_COPY_SPREAD: Duration = Duration::from_secs(30);
 
+/// The [`ClientConfig::store_spread`] of an offer held for its buckets' closes (`rdv offer
+/// --hold`, an agent's held offer) when no spread was chosen: it waits for the closes anyway.
+pub const HOLD_STORE_SPREAD: Duration = Duration::from_secs(120);
+
 /// The default of [`ClientConfig::max_parallel_kdf`]: one derivation per core gains nothing
 /// beyond the cores, and four at most keeps a long-running client's memory bounded.
 pub fn default_parallel_kdf() -> usize {
@@ -476,6 +480,21 @@ impl Client {
     pub fn with_answer_every_copy(mut self, every: bool) -> Self {
         self.config.answer_every_copy = every;
         self
+    }
+
+    /// A client like this one (its connections, clock, derivation turns and interrupt shared)
+    /// with [`ClientConfig::store_spread`] set to `spread`: for one offer of a long-running
+    /// client that stores its copies further apart than its others.
+    pub fn alike_with_store_spread(&self, spread: Option<Duration>) -> Client {
+        let mut config = self.config.clone();
+        config.store_spread = spread;
+        Client {
+            connector: self.connector.clone(),
+            config,
+            clock: self.clock.clone(),
+            kdf_turns: self.kdf_turns.clone(),
+            interrupted: self.interrupted.clone(),
+        }
     }
 
     /// The same client with [`ClientConfig::copy_spread`] set to `spread`.

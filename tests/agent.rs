@@ -2459,6 +2459,66 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
     )))
     .unwrap();
     assert_eq!(as_json["trails"], status["result"]["trails"], "{as_json}");
+
+    // The warning outlives the agent: after a restart the status still names the server (an
+    // application that asks only now still learns it), after the offer is collected or
+    // forgotten too, until a forget of the offer gone, which is how a user says it was seen.
+    // Before, it was kept in memory only, for an hour.
+    agent.kill();
+    let agent = AgentProcess::start(dir.path(), &BOTH_ANSWERS_IN);
+    let mut api = agent.api();
+    let after = api.call(3, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        after["result"]["trails"], status["result"]["trails"],
+        "{after}"
+    );
+    let forgotten = api.call(4, serde_json::json!({"op": "forget", "offer": offer}));
+    assert_eq!(forgotten["result"]["forgotten"], true, "{forgotten}");
+    let still = api.call(5, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        still["result"]["trails"], status["result"]["trails"],
+        "{still}"
+    );
+    // A person sees how to drop it, and does so from the command line.
+    let shown = ok(&run_rdv(
+        &["agent", "--status", "--socket", agent.socket()],
+        None,
+        &[],
+    ));
+    assert!(
+        shown.contains(&format!("(shown until rdv agent --forget {offer}")),
+        "{shown}"
+    );
+    let seen = ok(&run_rdv(
+        &["agent", "--forget", offer, "--socket", agent.socket()],
+        None,
+        &[],
+    ));
+    assert_eq!(seen.trim(), format!("forgotten: {offer}"));
+    let status = api.call(5, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["trails"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let again = api.call(6, serde_json::json!({"op": "forget", "offer": offer}));
+    assert_eq!(again["error"]["code"], "no_such_offer", "{again}");
+    let out = run_rdv(
+        &["agent", "--forget", offer, "--socket", agent.socket()],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the agent keeps no offer"), "{err}");
+    agent.kill();
+    let agent = AgentProcess::start(dir.path(), &BOTH_ANSWERS_IN);
+    let status = agent.api().call(7, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["trails"],
+        serde_json::json!([]),
+        "{status}"
+    );
 }
 
 /// The looks at an answered multi-server offer's other copies survive a restart of the agent:

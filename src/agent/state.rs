@@ -14,6 +14,9 @@
 //!   trails/ID          the looks at an answered multi-server offer's other copies
 //!                      ([`TrailKept`]): the first answer's digest, each copy's end, and the
 //!                      offer's state (its keys), until those looks end; a start resumes them
+//!   warnings/ID        what an ended trail found when a copy held another answer
+//!                      ([`TrailWarning`], no secret): kept until the offer is forgotten, or
+//!                      [`WARNING_KEPT_SECS`] after the end
 //!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
@@ -82,6 +85,12 @@ pub enum StateError {
         /// The file.
         path: PathBuf,
     },
+    /// A warning file does not parse.
+    #[error("{}: not a warning file of this agent", path.display())]
+    BadWarning {
+        /// The file.
+        path: PathBuf,
+    },
     /// A record of an undelivered link does not parse.
     #[error("{}: not a record of an undelivered link of this agent", path.display())]
     BadUndelivered {
@@ -129,6 +138,8 @@ pub struct TrailKept {
     /// Each copy still looked at (its place in the link) and when its looks end (unix
     /// seconds).
     pub until: Vec<(usize, u64)>,
+    /// The servers of the copies found holding another answer so far.
+    pub differing: Vec<String>,
     /// The offer's state: its copies and keys.
     pub pending: PendingAnswer,
 }
@@ -137,6 +148,7 @@ impl std::fmt::Debug for TrailKept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrailKept")
             .field("until", &self.until)
+            .field("differing", &self.differing)
             .finish_non_exhaustive()
     }
 }
@@ -146,10 +158,12 @@ const TRAIL_MAGIC: &str = "rdv-trail-1";
 
 impl TrailKept {
     /// The file's text: the magic line, `first HEX`, a `copy PLACE UNTIL` line per copy, a
-    /// `pending` line and the offer's state.
+    /// `differs SERVER` line per copy found holding another answer, a `pending` line and the
+    /// offer's state.
     fn text(
         first: &crate::client::AnswerDigest,
         until: &[(usize, u64)],
+        differing: &[String],
         pending: &PendingAnswer,
     ) -> Zeroizing<String> {
         let mut t = Zeroizing::new(format!("{TRAIL_MAGIC}\nfirst "));
@@ -159,6 +173,9 @@ impl TrailKept {
         t.push('\n');
         for (copy, until) in until {
             t.push_str(&format!("copy {copy} {until}\n"));
+        }
+        for server in differing {
+            t.push_str(&format!("differs {server}\n"));
         }
         t.push_str("pending\n");
         t.push_str(&pending.to_text());
@@ -181,7 +198,12 @@ impl TrailKept {
         }
         let pending = PendingAnswer::from_text(pending).ok()?;
         let mut until = Vec::new();
+        let mut differing = Vec::new();
         for line in lines {
+            if let Some(server) = line.strip_prefix("differs ") {
+                differing.push(server_text(server)?);
+                continue;
+            }
             let mut f = line.strip_prefix("copy ")?.split(' ');
             let (Some(copy), Some(at), None) = (f.next(), f.next(), f.next()) else {
                 return None;
@@ -195,7 +217,67 @@ impl TrailKept {
         Some(TrailKept {
             first: crate::client::AnswerDigest(first),
             until,
+            differing,
             pending,
+        })
+    }
+}
+
+/// A server address as kept in a file: one that parses, in its own text form.
+fn server_text(s: &str) -> Option<String> {
+    crate::proto::ServerAddr::parse(s)
+        .ok()
+        .map(|a| a.to_string())
+        .filter(|a| a == s)
+}
+
+/// What an ended trail found when a copy held another answer than the one collected: someone
+/// else holds the link and its passphrase. Kept (no secret in it) so that the warning reaches
+/// a user who looks later, after a restart too, until the offer is forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailWarning {
+    /// How many other copies were looked at.
+    pub copies: usize,
+    /// When the looks ended (unix seconds).
+    pub ended_at: u64,
+    /// The servers of the copies found holding another answer.
+    pub differing: Vec<String>,
+}
+
+/// How long a warning is kept after its trail ended when the offer is not forgotten (30 days).
+pub const WARNING_KEPT_SECS: u64 = 30 * 24 * 3600;
+
+/// The first line of a warning file.
+const WARNING_MAGIC: &str = "rdv-warning-1";
+
+impl TrailWarning {
+    /// The file's text: the magic line, `copies N`, `ended UNIX-SECONDS`, a `differs SERVER`
+    /// line per copy found holding another answer.
+    fn text(&self) -> String {
+        let mut t = format!(
+            "{WARNING_MAGIC}\ncopies {}\nended {}\n",
+            self.copies, self.ended_at
+        );
+        for server in &self.differing {
+            t.push_str(&format!("differs {server}\n"));
+        }
+        t
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next()? != WARNING_MAGIC {
+            return None;
+        }
+        let copies = lines.next()?.strip_prefix("copies ")?.parse().ok()?;
+        let ended_at = lines.next()?.strip_prefix("ended ")?.parse().ok()?;
+        let differing = lines
+            .map(|l| l.strip_prefix("differs ").and_then(server_text))
+            .collect::<Option<Vec<_>>>()?;
+        (!differing.is_empty()).then_some(TrailWarning {
+            copies,
+            ended_at,
+            differing,
         })
     }
 }
@@ -390,6 +472,7 @@ impl StateDir {
             dir.deletes(),
             dir.undelivered(),
             dir.trails(),
+            dir.warnings(),
         ] {
             create_private_dir(&sub).map_err(io("creating", &sub))?;
         }
@@ -409,6 +492,7 @@ impl StateDir {
             self.deletes(),
             self.undelivered(),
             self.trails(),
+            self.warnings(),
         ] {
             let entries = match std::fs::read_dir(&sub) {
                 Ok(e) => e,
@@ -462,18 +546,56 @@ impl StateDir {
         self.root.join("trails")
     }
 
+    fn warnings(&self) -> PathBuf {
+        self.root.join("warnings")
+    }
+
+    /// Keep what the ended trail of offer `id` found ([`TrailWarning`]).
+    pub fn save_warning(&self, id: &str, warning: &TrailWarning) -> Result<(), StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        Self::write(&self.warnings().join(id), warning.text().as_bytes())
+    }
+
+    /// Every warning kept, by offer ID, and the warning files that cannot be read.
+    pub fn warnings_kept(&self) -> Result<Scan<TrailWarning>, StateError> {
+        Self::scan(
+            &self.warnings(),
+            |name| Some(name),
+            |path, text| {
+                TrailWarning::from_text(text).ok_or_else(|| StateError::BadWarning {
+                    path: path.to_path_buf(),
+                })
+            },
+        )
+    }
+
+    /// Forget the warning kept for offer `id`; `true` if there was one.
+    pub fn forget_warning(&self, id: &str) -> Result<bool, StateError> {
+        if !valid_id(id) {
+            return Err(StateError::BadId(id.to_owned()));
+        }
+        let removed = remove_if_present(&self.warnings().join(id))?;
+        if removed {
+            let _ = std::fs::File::open(self.warnings()).and_then(|d| d.sync_all());
+        }
+        Ok(removed)
+    }
+
     /// Keep the trail of offer `id` ([`TrailKept`]'s fields).
     pub fn save_trail(
         &self,
         id: &str,
         first: &crate::client::AnswerDigest,
         until: &[(usize, u64)],
+        differing: &[String],
         pending: &PendingAnswer,
     ) -> Result<(), StateError> {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        let text = TrailKept::text(first, until, pending);
+        let text = TrailKept::text(first, until, differing, pending);
         Self::write(&self.trails().join(id), text.as_bytes())
     }
 
@@ -789,24 +911,29 @@ mod tests {
         let t = TrailKept {
             first: crate::client::AnswerDigest::of(b"smp://answer"),
             until: vec![(1, 1_800_000_123)],
+            differing: vec!["127.0.0.1:2".into()],
             pending,
         };
         let id = new_id([7; 8]);
-        d.save_trail(&id, &t.first, &t.until, &t.pending).unwrap();
+        d.save_trail(&id, &t.first, &t.until, &t.differing, &t.pending)
+            .unwrap();
         let kept = d.trails_kept().unwrap();
         assert!(kept.unreadable.is_empty());
         let (got_id, got) = &kept.kept[0];
         assert_eq!(got_id, &id);
         assert!(got.first == t.first);
         assert_eq!(got.until, t.until);
+        assert_eq!(got.differing, t.differing);
         assert_eq!(*got.pending.to_text(), *t.pending.to_text());
-        let text = TrailKept::text(&t.first, &t.until, &t.pending);
+        let text = TrailKept::text(&t.first, &t.until, &t.differing, &t.pending);
         let path = d.trails().join(&id);
         for broken in [
             text.replace("copy 1 ", "copy 2 "),
             text.replace("first ", "first 0"),
             text[..text.len() / 2].to_owned(),
             text.replace("\npending\n", "\n"),
+            text.replace("differs 127.0.0.1:2", "differs 127.0.0.1:2 x"),
+            text.replace("differs 127.0.0.1:2", "differs"),
         ] {
             std::fs::write(&path, broken.as_bytes()).unwrap();
             let kept = d.trails_kept().unwrap();
@@ -815,6 +942,42 @@ mod tests {
         }
         d.forget_trail(&id).unwrap();
         assert!(d.trails_kept().unwrap().unreadable.is_empty());
+    }
+
+    /// A warning file reads back as written; one cut short, naming no server or something
+    /// that is not a server, is refused (named as unreadable); a forget removes it once.
+    #[test]
+    fn a_warning_file_reads_back_and_a_broken_one_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&tmp.path().join("state")).unwrap();
+        let w = TrailWarning {
+            copies: 2,
+            ended_at: 1_800_000_123,
+            differing: vec!["127.0.0.1:2".into(), "[::1]:7625".into()],
+        };
+        let id = new_id([9; 8]);
+        d.save_warning(&id, &w).unwrap();
+        let kept = d.warnings_kept().unwrap();
+        assert!(kept.unreadable.is_empty());
+        assert_eq!(kept.kept, vec![(id.clone(), w.clone())]);
+        let text = w.text();
+        let path = d.warnings().join(&id);
+        for broken in [
+            text.replace("differs 127.0.0.1:2\n", "")
+                .replace("differs [::1]:7625\n", ""),
+            text.replace("127.0.0.1:2", "127.0.0.1:2\u{1b}[2J"),
+            text.replace("ended ", "ended -"),
+            text[..text.len() / 2].to_owned(),
+            text.replace(WARNING_MAGIC, "rdv-warning-2"),
+        ] {
+            std::fs::write(&path, broken.as_bytes()).unwrap();
+            let kept = d.warnings_kept().unwrap();
+            assert!(kept.kept.is_empty(), "{broken}");
+            assert_eq!(kept.unreadable.len(), 1);
+        }
+        assert!(d.forget_warning(&id).unwrap());
+        assert!(!d.forget_warning(&id).unwrap());
+        assert!(d.warnings_kept().unwrap().unreadable.is_empty());
     }
 
     #[test]

@@ -188,9 +188,15 @@ pub(crate) fn shown_then_failed(e: anyhow::Error) -> anyhow::Error {
     .into()
 }
 
-/// The mean pause between the stores of a multi-server link's copies with `--hold` (unless
-/// `--spread` is given).
-const HOLD_STORE_SPREAD: std::time::Duration = std::time::Duration::from_secs(120);
+/// The mean pause between the stores of the copies of an offer on `servers` servers, when it
+/// is to differ from the copy spread: held (`hold`), the link waits for the buckets' closes
+/// anyway, so its copies' stores go [`rdv::client::HOLD_STORE_SPREAD`] apart unless this
+/// process's command line gave `--spread` (the lab: stores paired 25-27 % at 30 s, 7-10 % at
+/// 2 min). For `rdv offer` and the agent's held offers alike.
+pub(crate) fn held_store_spread(hold: bool, servers: usize) -> Option<std::time::Duration> {
+    (hold && servers > 1 && !crate::via_agent::given_on_command_line("--spread"))
+        .then_some(rdv::client::HOLD_STORE_SPREAD)
+}
 
 /// How long until a close, `secs` away, in words: seconds while they matter ("in 1 min" for a
 /// close 4 s away misleads), minutes after.
@@ -306,12 +312,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         max_effort: a.stamps.max_effort,
     };
     let policy_window = policy.max_open_window_secs;
-    // Held, the link waits for the buckets' closes anyway: the copies' stores go a longer
-    // pause apart unless --spread says otherwise (the lab: stores paired 25-27 % at 30 s,
-    // 7-10 % at 2 min).
-    let store_spread =
-        (a.hold && servers.len() > 1 && !crate::via_agent::given_on_command_line("--spread"))
-            .then_some(HOLD_STORE_SPREAD);
+    let store_spread = held_store_spread(a.hold, servers.len());
     let client = make_client(&a.transport, &servers, policy)
         .await?
         .with_copy_spread(a.spread)

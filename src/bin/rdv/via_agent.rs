@@ -933,6 +933,19 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
     std::iter::once(many.to_owned()).chain(copies).collect()
 }
 
+/// `rdv agent --forget OFFER`: the agent at `path` forgets `offer` (or the warning kept for
+/// it once it is gone).
+pub(crate) async fn forget_offer(path: PathBuf, offer: String) -> Result<()> {
+    let mut agent = Agent::connect(&path).await?;
+    let r = agent.call(&Request::Forget { offer }).await?;
+    if crate::out::json() {
+        return crate::out::emit("agent", r.as_object().cloned().unwrap_or_default());
+    }
+    let shown = crate::term::escape_for_terminal(r["offer"].as_str().unwrap_or("?").as_bytes()).0;
+    println!("forgotten: {shown}");
+    Ok(())
+}
+
 /// `rdv agent --status`: what the agent at `path` looks after, for a person (or its status
 /// object with `--json`).
 pub(crate) async fn status(path: PathBuf) -> Result<()> {
@@ -996,6 +1009,15 @@ pub(crate) async fn status(path: PathBuf) -> Result<()> {
         )?;
         if !differing.is_empty() {
             writeln!(out, "  WARNING: the copy on {} held a different answer: someone else answered it first, so someone else holds that link and its passphrase", differing.join(", "))?;
+            // The offer itself gone (collected): a forget drops only the warning.
+            let kept = pending.iter().any(|p| p["offer"] == t["offer"]);
+            if t["ended"].as_bool() == Some(true) && !kept {
+                writeln!(
+                    out,
+                    "  (shown until rdv agent --forget {}, 30 days at most)",
+                    shown(&t["offer"])
+                )?;
+            }
         }
     }
     for u in list("unreadable") {

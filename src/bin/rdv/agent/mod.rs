@@ -452,6 +452,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     if a.status {
         return crate::via_agent::status(socket).await;
     }
+    if let Some(offer) = a.forget {
+        return crate::via_agent::forget_offer(socket, offer).await;
+    }
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
         None => state_home()?.join("agent"),
@@ -510,12 +513,14 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let offers = state.pending()?;
     let deletes = state.deletes_kept()?;
     let trails = state.trails_kept()?;
+    let warnings = state.warnings_kept()?;
     let unreadable: Vec<String> = offers
         .unreadable
         .iter()
         .chain(&deletes.unreadable)
         .chain(&records.unreadable)
         .chain(&trails.unreadable)
+        .chain(&warnings.unreadable)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
@@ -594,6 +599,31 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             "agent: looking at the other copies of {} answered offer(s) again, as an earlier run did",
             trails.kept.len()
         );
+    }
+    // What ended trails found, for `status` until the offer is forgotten (or for 30 days: a
+    // warning nobody asked for in a month goes, on the wall clock).
+    for (id, w) in warnings.kept {
+        if ops::now()
+            >= w.ended_at
+                .saturating_add(rdv::agent::state::WARNING_KEPT_SECS)
+        {
+            let _ = agent.state.forget_warning(&id);
+            continue;
+        }
+        note!(
+            "agent: WARNING: offer {id}: a copy of its link held a different answer (on {}); someone else holds the link and its passphrase (`forget` it once seen)",
+            w.differing.join(", ")
+        );
+        if let Ok(mut t) = agent.trails.lock() {
+            t.insert(
+                id,
+                ops::Trail {
+                    copies: w.copies,
+                    differing: w.differing,
+                    ended: Some(std::time::Instant::now()),
+                },
+            );
+        }
     }
     for (id, kept) in trails.kept {
         agent.resume_trail(id, kept);

@@ -79,7 +79,17 @@ pub(super) struct Trail {
     pub(super) ended: Option<std::time::Instant>,
 }
 
-/// How long the agent remembers what an ended trail found (in memory only: no secret).
+impl Trail {
+    /// Whether `status` still lists it: going on, ended within [`TRAIL_KEPT`], or ended
+    /// having found a copy holding another answer (kept in `warnings/ID` too, until the offer
+    /// is forgotten).
+    pub(super) fn shown(&self) -> bool {
+        self.ended.is_none_or(|e| e.elapsed() < TRAIL_KEPT) || !self.differing.is_empty()
+    }
+}
+
+/// How long the agent remembers what an ended trail found when every copy held the same
+/// answer (in memory only: no secret).
 pub(super) const TRAIL_KEPT: Duration = Duration::from_secs(3600);
 
 pub(super) fn now() -> u64 {
@@ -281,8 +291,15 @@ impl Agent {
                 Err(no_such_offer(&offer))
             }
             Request::Forget { offer } => {
+                // An offer collected (or forgotten) may still have a warning kept, what its
+                // trail found: forgetting it then is how a user says it was seen. Not with the
+                // offer itself, which a command forgets right after its collect and before it
+                // shows what the trail found.
                 if !self.state.has(&offer) {
-                    return Err(no_such_offer(&offer));
+                    return match self.forget_warning(&offer)? {
+                        true => Ok((json!({ "offer": offer, "forgotten": true }), None)),
+                        false => Err(no_such_offer(&offer)),
+                    };
                 }
                 self.stop_looking(&offer);
                 if let Ok(mut u) = self.unsaved.lock() {
@@ -381,6 +398,27 @@ impl Agent {
         }
     }
 
+    /// Forget what the ended trail of `offer` found, in memory and on disk; `true` if there
+    /// was such a warning.
+    fn forget_warning(&self, offer: &str) -> Result<bool> {
+        let mut trails = self
+            .trails
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the agent's trail table is unusable"))?;
+        let in_memory = trails
+            .get(offer)
+            .is_some_and(|t| t.ended.is_some() && !t.differing.is_empty())
+            && trails.remove(offer).is_some();
+        drop(trails);
+        let on_disk = match self.state.forget_warning(offer) {
+            Ok(removed) => removed,
+            // Not an ID this agent hands out: nothing of its can be kept under it.
+            Err(rdv::agent::state::StateError::BadId(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(in_memory || on_disk)
+    }
+
     fn status(&self) -> Value {
         let report = |e: &rdv::agent::state::StateError| rdv::config::report(e).to_string();
         let offers = self.state.pending();
@@ -399,6 +437,7 @@ impl Agent {
             deletes.map(|s| s.unreadable),
             self.state.undelivered_kept().map(|s| s.unreadable),
             self.state.trails_kept().map(|s| s.unreadable),
+            self.state.warnings_kept().map(|s| s.unreadable),
         ] {
             match scan {
                 Ok(bad) => unreadable.extend(bad.iter().map(report)),
@@ -414,7 +453,7 @@ impl Agent {
             .trails
             .lock()
             .map(|mut t| {
-                t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < TRAIL_KEPT));
+                t.retain(|_, t| t.shown());
                 let mut t: Vec<_> = t
                     .iter()
                     .map(|(id, t)| {
@@ -489,16 +528,25 @@ impl Agent {
             rdv::client::OfferError::Interrupted => stopping(),
             e => e.into(),
         };
+        // Held, as `rdv offer --hold`: the copies' stores further apart, unless the agent was
+        // given --spread.
+        let held;
+        let client = match crate::offer::held_store_spread(r.hold, servers.len()) {
+            Some(spread) => {
+                held = self.client.alike_with_store_spread(Some(spread));
+                &held
+            }
+            None => &*self.client,
+        };
         let (offer, pending) = if r.expect_answer {
-            let (o, p) = self
-                .client
+            let (o, p) = client
                 .offer_to_all_expecting_answer(&servers, &r.payload, passphrase, kdf)
                 .await
                 .map_err(stopped)?;
             (o, Some(p))
         } else {
             (
-                self.client
+                client
                     .offer_to_all(&servers, &r.payload, passphrase, kdf)
                     .await
                     .map_err(stopped)?,

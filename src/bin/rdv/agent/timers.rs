@@ -66,9 +66,30 @@ impl Agent {
                 {
                     Ok(found) => {
                         let answer = found.answer;
-                        let saved = me.state.save_answer(&id, &answer);
                         // A forget that came while the answer was on its way (its abort cannot
-                        // stop this task here) leaves no answer behind.
+                        // stop this task here) leaves no answer behind, and no trail.
+                        if !me.state.has(&id) {
+                            let _ = me.state.forget(&id);
+                            break;
+                        }
+                        // The other copies of a multi-server link go on looking until each
+                        // finds an answer of its own or a random end (PROTOCOL.md §15.7):
+                        // stopped now, they would end together with this one (and answers left
+                        // on every copy would stay where they are). Started before the event
+                        // goes out (a caller that reads it and asks `status` at once finds the
+                        // looks that go on), on a task of its own, which a collect or a forget
+                        // of the offer does not stop (they end its looks, not these). Its file
+                        // is written before the answer's: a crash between the two then leaves
+                        // the trail and no answer, and the next start looks for the answer
+                        // again (the mailbox keeps it) besides resuming the trail; the other
+                        // way round, the trail was lost.
+                        if pending.copies().len() > 1 {
+                            let plan = me.client.trail_plan(&pending, me.schedule, found.copy);
+                            let first = rdv::client::AnswerDigest::of(&answer);
+                            me.trail(id.clone(), pending, plan, first, Vec::new());
+                        }
+                        let saved = me.state.save_answer(&id, &answer);
+                        // A forget that came during the write.
                         if !me.state.has(&id) {
                             let _ = me.state.forget(&id);
                             break;
@@ -81,18 +102,6 @@ impl Agent {
                                 u.insert(id.clone(), zeroize::Zeroizing::new(answer.to_vec()));
                             }
                             tokio::spawn(me.clone().save_answer_later(id.clone()));
-                        }
-                        // The other copies of a multi-server link go on looking until each
-                        // finds an answer of its own or a random end (PROTOCOL.md §15.7):
-                        // stopped now, they would end together with this one (and answers left
-                        // on every copy would stay where they are). Started before the event
-                        // goes out (a caller that reads it and asks `status` at once finds the
-                        // looks that go on), on a task of its own, which a collect or a forget
-                        // of the offer does not stop (they end its looks, not these).
-                        if pending.copies().len() > 1 {
-                            let plan = me.client.trail_plan(&pending, me.schedule, found.copy);
-                            let first = rdv::client::AnswerDigest::of(&answer);
-                            me.trail(id.clone(), pending, plan, first);
                         }
                         let mut f = Map::new();
                         f.insert("offer".into(), json!(id));
@@ -145,17 +154,20 @@ impl Agent {
     /// its looks, not these): stopped at the first answer, the copies' looks would end together
     /// (and answers left on every copy would stay where they are) (PROTOCOL.md §15.7). A copy
     /// holding another answer than the one of digest `first` is told at once (event and log),
-    /// the end too (`trail_ended`), and the kept trail file goes then.
+    /// the end too (`trail_ended`), and the kept trail file goes then; what it found (with
+    /// `differing`, the servers found so before a restart) is kept as a warning file if a copy
+    /// held another answer.
     pub(super) fn trail(
         self: &Arc<Self>,
         id: String,
         pending: PendingAnswer,
         plan: Vec<(usize, Duration)>,
         first: rdv::client::AnswerDigest,
+        differing: Vec<String>,
     ) {
         let me = self.clone();
         if let Ok(mut t) = me.trails.lock() {
-            t.retain(|_, t| t.ended.is_none_or(|e| e.elapsed() < super::ops::TRAIL_KEPT));
+            t.retain(|_, t| t.shown());
             // One trail per offer: an answer looked for again after a restart (it was held in
             // memory only, a full disk) finds the resumed trail already going.
             if t.get(&id).is_some_and(|t| t.ended.is_none()) {
@@ -165,7 +177,7 @@ impl Agent {
                 id.clone(),
                 super::ops::Trail {
                     copies: plan.len(),
-                    differing: Vec::new(),
+                    differing: differing.clone(),
                     ended: None,
                 },
             );
@@ -182,10 +194,15 @@ impl Agent {
                 (j, end.min(pending.link_expires()))
             })
             .collect();
-        if let Err(e) = me.state.save_trail(&id, &first, &until, &pending) {
+        if let Err(e) = me
+            .state
+            .save_trail(&id, &first, &until, &differing, &pending)
+        {
             tracing::warn!(error = %rdv::config::report(&e), "keeping the looks at the other copies in the state directory failed; they go on, but a restart ends them");
         }
         let left = std::sync::Mutex::new(until);
+        // Kept in the trail file as found, so that a restart still names them.
+        let found = std::sync::Mutex::new(differing);
         tokio::spawn(async move {
             // Told to the application too, and in the moment it is found (the trail may go
             // on for an hour): a log line alone reached nobody who could act on it.
@@ -198,6 +215,12 @@ impl Agent {
                     &first,
                     |server| {
                         tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
+                        if let (Ok(left), Ok(mut found)) = (left.lock(), found.lock()) {
+                            found.push(server.to_string());
+                            if let Err(e) = me.state.save_trail(&id, &first, &left, &found, &pending) {
+                                tracing::warn!(error = %rdv::config::report(&e), "updating a trail file failed; a restart would not name this server");
+                            }
+                        }
                         if let Ok(mut t) = me.trails.lock() {
                             if let Some(trail) = t.get_mut(&id) {
                                 trail.differing.push(server.to_string());
@@ -213,14 +236,28 @@ impl Agent {
                     |copy| {
                         let Ok(mut left) = left.lock() else { return };
                         left.retain(|(j, _)| *j != copy);
+                        let Ok(found) = found.lock() else { return };
                         if !left.is_empty() {
-                            if let Err(e) = me.state.save_trail(&id, &first, &left, &pending) {
+                            if let Err(e) = me.state.save_trail(&id, &first, &left, &found, &pending) {
                                 tracing::warn!(error = %rdv::config::report(&e), "updating a trail file failed; a restart would look at an ended copy again");
                             }
                         }
                     },
                 )
                 .await;
+            // What it found outlives the trail (written before the trail file goes: a crash
+            // in between resumes the trail, which writes it again).
+            let found = found.into_inner().unwrap_or_default();
+            if !found.is_empty() {
+                let warning = rdv::agent::state::TrailWarning {
+                    copies: plan.len(),
+                    ended_at: super::ops::now(),
+                    differing: found,
+                };
+                if let Err(e) = me.state.save_warning(&id, &warning) {
+                    tracing::warn!(error = %rdv::config::report(&e), "keeping what the looks at the other copies found failed; status shows it until the agent stops");
+                }
+            }
             if let Err(e) = me.state.forget_trail(&id) {
                 tracing::warn!(error = %rdv::config::report(&e), "removing a trail file failed");
             }
@@ -273,7 +310,7 @@ impl Agent {
             let _ = self.state.forget_trail(&id);
             return;
         }
-        self.trail(id, kept.pending, plan, kept.first);
+        self.trail(id, kept.pending, plan, kept.first, kept.differing);
     }
 
     /// Save the answer to offer `id` held in memory, every 30 s until it works, or until it

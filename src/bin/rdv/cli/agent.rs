@@ -26,6 +26,12 @@ pub(crate) struct AgentArgs {
     /// use. With --json, its status object (docs/AGENT.md, `status`).
     #[arg(long, conflicts_with = "check")]
     pub(crate) status: bool,
+    /// Have the agent running at --socket forget offer OFFER, then exit: an offer it looks
+    /// after (its secrets and any answer go), or one already collected or forgotten whose
+    /// looks at its other copies found a copy holding another answer (the warning --status
+    /// shows until then, for 30 days at most).
+    #[arg(long, value_name = "OFFER", conflicts_with_all = ["check", "status"])]
+    pub(crate) forget: Option<String>,
     /// Mean pause between two looks for an offer's answer (and after a held bucket's close).
     /// Random (exponential) pauses, each look a fresh circuit.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_poll)]
@@ -60,7 +66,8 @@ pub(crate) struct AgentArgs {
     /// counting each further copy, and before answering a further copy (when the one before did
     /// not take it, or with --answer-every-copy), so that servers comparing notes cannot chain
     /// one link's copies by their times (docs/THREAT-MODEL.md); a take-back deletes each copy
-    /// but one within it. An offer takes that much longer; 0s: one right after another. Deletes
+    /// but one within it. An offer takes that much longer; 0s: one right after another. A held
+    /// offer's stores go 2 min apart unless --spread is given (as rdv offer --hold). Deletes
     /// need none: each copy has a moment of its own (a delete asked for now: one copy now, the
     /// others within ten minutes).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_span)]
