@@ -110,7 +110,7 @@ pub struct ClientConfig {
     /// The mean pause before storing each further copy of a multi-server link, when it is to
     /// differ from [`ClientConfig::copy_spread`] (which every other pause of such a link
     /// keeps): `rdv offer --hold` waits for the buckets' closes anyway, and spends two minutes
-    /// there (the lab's copies section: stores paired 25-27 % at 30 s, 7-10 % at 2 min, chance
+    /// there (the lab's copies section: stores paired 23-27 % at 30 s, 7-10 % at 2 min, chance
     /// under 1 %). Default `None`: the copy spread.
     pub store_spread: Option<Duration>,
 }

@@ -3,7 +3,8 @@
 //! library client's own code (`offer_to_all_expecting_answer`, `accept`, `answer`,
 //! `collect_scheduled`, `trail`) with its own random pauses, on paused tokio time (a simulated
 //! day passes in seconds). Every connection goes through a tap that notes what the server sees:
-//! the time of each store, and of each look into and answer left in each mailbox. The attack
+//! the time of each store and of each delete (which names its stored link), and of each look
+//! into and answer left in each mailbox. The attack
 //! (`copies_attack.rs`) then pairs each copy with its link's copies on the other servers.
 //!
 //! Unlike `flow.rs`, which models the single-server flow's timing rules, this runs the client's
@@ -36,6 +37,20 @@ pub struct CopyPolicy {
     pub trail: bool,
     /// The accepter answers every copy (else only the one it fetched).
     pub answer_every_copy: bool,
+    /// Whether and when the initiator deletes the link.
+    pub delete: DeleteWhen,
+}
+
+/// When the initiator deletes a link, if it does.
+#[derive(Clone, Copy, Debug)]
+pub enum DeleteWhen {
+    /// The link expires (the default).
+    Never,
+    /// `rdv delete` as soon as the first answer is in, with this `--spread` (one copy at once,
+    /// each other at a moment of its own within it; 10 minutes by default).
+    AfterAnswer(Duration),
+    /// The agent's `--delete-after-close`: each copy this long after its own bucket's close.
+    AfterClose(Duration),
 }
 
 /// One run.
@@ -89,6 +104,9 @@ struct Tap {
     requests: Vec<(Saw, usize)>,
     /// Stores seen, on every server: each store's item number.
     stores: usize,
+    /// The item number of each link's store on each server, by (server, link): what a delete
+    /// names (the server finds its entry by the token).
+    stored: HashMap<(usize, usize), usize>,
     mailboxes: HashMap<(usize, MailboxAddr), usize>,
 }
 
@@ -132,6 +150,20 @@ impl Connector for Tapped {
                         | Request::StampedPutAnswer { mailbox, .. } => Some((*mailbox, Seen::Put)),
                         _ => None,
                     };
+                    if let Request::Delete { .. } = &req {
+                        let mut t = tap.lock().unwrap();
+                        if let Some(&item) = t.stored.get(&(s, link)) {
+                            t.requests.push((
+                                Saw {
+                                    server: s,
+                                    item,
+                                    seen: Seen::Delete,
+                                    at,
+                                },
+                                link,
+                            ));
+                        }
+                    }
                     if let Some((m, seen)) = mailbox {
                         let mut t = tap.lock().unwrap();
                         let item = t.mailbox(s, m);
@@ -155,6 +187,7 @@ impl Connector for Tapped {
                         let mut t = tap.lock().unwrap();
                         let item = t.stores;
                         t.stores += 1;
+                        t.stored.insert((s, link), item);
                         t.requests.push((
                             Saw {
                                 server: s,
@@ -215,7 +248,7 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
         Arc::new((0..r.servers).map(|s| (addrs[s].to_string(), s)).collect());
     let servers = Arc::new(servers);
     let tap = Arc::new(Mutex::new(Tap::default()));
-    let client = |link: usize| {
+    let client = |link: usize, spread: Duration| {
         Client::new(
             Arc::new(Tapped {
                 servers: servers.clone(),
@@ -231,7 +264,7 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                     max_open_window_secs: r.window,
                     ..Default::default()
                 },
-                copy_spread: r.policy.spread,
+                copy_spread: spread,
                 answer_every_copy: r.policy.answer_every_copy,
                 ..Default::default()
             },
@@ -253,9 +286,15 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
     let mut tasks = Vec::new();
     for (i, &(at, delay)) in arrivals.iter().enumerate() {
         tokio::time::sleep_until(origin + Duration::from_secs_f64(at)).await;
-        let (initiator, accepter) = (client(i), client(i));
+        let (initiator, accepter) = (client(i, r.policy.spread), client(i, r.policy.spread));
+        let deleter = match r.policy.delete {
+            DeleteWhen::AfterAnswer(spread) => client(i, spread),
+            _ => client(i, r.policy.spread),
+        };
         let addrs = addrs.clone();
         let trail = r.policy.trail;
+        let delete = r.policy.delete;
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             let payload = format!("smp://lab/{i}");
             let (offer, pending) = initiator
@@ -267,6 +306,11 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                 )
                 .await
                 .with_context(|| format!("offer {i}"))?;
+            // What a delete needs, kept before the link goes to the accepter.
+            let (link, token) = (offer.link.clone(), offer.delete_token.clone());
+            let copies: Vec<_> = (0..offer.copies.len())
+                .filter_map(|c| Some((offer.copy(c)?, offer.copies[c].closes_at)))
+                .collect();
             // Handed over at once (the default), accepted after the delay, answered at once.
             let accept = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -287,6 +331,31 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                 .await
                 .with_context(|| format!("collect {i}"))?;
             anyhow::ensure!(first.answer.as_slice() == format!("answer {i}").as_bytes());
+            // The delete, if any, goes its own way beside the looks at the other copies.
+            let deleted = tokio::spawn(async move {
+                match delete {
+                    DeleteWhen::Never => Ok(()),
+                    DeleteWhen::AfterAnswer(_) => deleter
+                        .delete(&link, &token)
+                        .await
+                        .with_context(|| format!("delete {i}")),
+                    DeleteWhen::AfterClose(after) => {
+                        let deletes = copies.into_iter().map(|((copy, token), closes_at)| {
+                            let deleter = &deleter;
+                            let clock = &clock;
+                            async move {
+                                let at = Duration::from_secs(closes_at) + after;
+                                tokio::time::sleep(at.saturating_sub(clock.now_precise())).await;
+                                deleter.delete(&copy, &token).await
+                            }
+                        });
+                        for d in futures::future::join_all(deletes).await {
+                            d.with_context(|| format!("delete {i}"))?;
+                        }
+                        Ok(())
+                    }
+                }
+            });
             let mut opened = 1;
             if trail {
                 let t = initiator
@@ -296,6 +365,7 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                 opened += t.opened;
             }
             accept.await??;
+            deleted.await??;
             Ok::<usize, anyhow::Error>(opened)
         }));
     }
@@ -311,13 +381,7 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
     let truth: HashMap<(usize, Class, usize), usize> = tap
         .requests
         .iter()
-        .map(|(saw, link)| {
-            let class = match saw.seen {
-                Seen::Store => Class::Stored,
-                _ => Class::Mailbox,
-            };
-            ((saw.server, class, saw.item), *link)
-        })
+        .map(|(saw, link)| ((saw.server, saw.seen.class(), saw.item), *link))
         .collect();
     let requests: Vec<Saw> = tap.requests.iter().map(|(saw, _)| *saw).collect();
     let looks = requests
@@ -346,7 +410,7 @@ pub fn attack(
     run: &CopiesOutcome,
 ) -> Vec<(&'static str, copies_attack::Paired)> {
     let learnt = copies_attack::learn(&training.record);
-    let sets: [(&str, &[Feature]); 5] = [
+    let sets: [(&str, &[Feature]); 7] = [
         ("stores", &[Feature::Store]),
         ("first looks", &[Feature::FirstLook]),
         ("answers left", &[Feature::Put]),
@@ -355,6 +419,8 @@ pub fn attack(
             "mailboxes (all three)",
             &[Feature::FirstLook, Feature::Put, Feature::LastLook],
         ),
+        ("deletes", &[Feature::Delete]),
+        ("stores and deletes", &[Feature::Store, Feature::Delete]),
     ];
     sets.into_iter()
         .map(|(name, f)| (name, copies_attack::pair(&run.record, &learnt, f)))
@@ -371,30 +437,63 @@ pub fn section(duration: u64) -> Result<()> {
             spread: Duration::ZERO,
             trail: false,
             answer_every_copy: true,
+            delete: DeleteWhen::Never,
         },
         CopyPolicy {
             label: "--spread 30s --answer-every-copy, looks stop at the first answer",
             spread: spread(30),
             trail: false,
             answer_every_copy: true,
+            delete: DeleteWhen::Never,
         },
         CopyPolicy {
             label: "--spread 30s --answer-every-copy, every copy looks until its own answer",
             spread: spread(30),
             trail: true,
             answer_every_copy: true,
+            delete: DeleteWhen::Never,
         },
         CopyPolicy {
             label: "default: --spread 30s, the fetched copy answered, every copy looks on",
             spread: spread(30),
             trail: true,
             answer_every_copy: false,
+            delete: DeleteWhen::Never,
         },
         CopyPolicy {
             label: "--spread 2m, the fetched copy answered, every copy looks on",
             spread: spread(120),
             trail: true,
             answer_every_copy: false,
+            delete: DeleteWhen::Never,
+        },
+        CopyPolicy {
+            label: "default, and `rdv delete --spread 0s` once the answer is in",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: false,
+            delete: DeleteWhen::AfterAnswer(Duration::ZERO),
+        },
+        CopyPolicy {
+            label: "default, and `rdv delete` (its default --spread 10m) once the answer is in",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: false,
+            delete: DeleteWhen::AfterAnswer(spread(600)),
+        },
+        CopyPolicy {
+            label: "default, and `rdv delete --spread 1h` once the answer is in",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: false,
+            delete: DeleteWhen::AfterAnswer(spread(3600)),
+        },
+        CopyPolicy {
+            label: "default, and the agent's `--delete-after-close 3h`",
+            spread: spread(30),
+            trail: true,
+            answer_every_copy: false,
+            delete: DeleteWhen::AfterClose(spread(3 * 3600)),
         },
     ];
     let reference = |policy: CopyPolicy, seed: u64| CopiesRun {
@@ -408,8 +507,8 @@ pub fn section(duration: u64) -> Result<()> {
     };
     println!("\n## Multi-server links against servers that compare notes (3 servers, 2 offers/min on all three, each expecting an answer; window 10 min, accept delay mean 10 min, looks every 30 s on average)\n");
     println!("Per copy: the effective set 2^H among the other server's copies and how often the attacker's first guess is its link's copy there, by the signal used; matched one-to-one: how often the best matching of all of one server's copies with another's at once pairs a copy right. Chance: one in the links of the run.\n");
-    println!("| client policy | links | stores | first looks | answers left | last looks | mailboxes (all three) | stores, matched one-to-one | mailboxes, matched one-to-one | copies' answers collected | looks per copy |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| client policy | links | stores | first looks | answers left | last looks | mailboxes (all three) | deletes | stores and deletes | stores, matched one-to-one | mailboxes, matched one-to-one | stores and deletes, matched one-to-one | copies' answers collected | looks per copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, policy) in policies.into_iter().enumerate() {
         let training = run(&reference(policy, 7000 + i as u64))?;
         let measured = run(&reference(policy, 7100 + i as u64))?;
@@ -425,8 +524,9 @@ pub fn section(duration: u64) -> Result<()> {
                 )
             })
             .collect();
-        // Matched one-to-one: the stores, and the mailboxes by all their times.
-        for (_, p) in [&results[0], &results[4]] {
+        // Matched one-to-one: the stores, the mailboxes by all their times, the stores with
+        // their deletes.
+        for (_, p) in [&results[0], &results[4], &results[6]] {
             let right = p.matched.iter().filter(|m| **m).count();
             cells.push(format!(
                 "{:.0} %",

@@ -1,8 +1,9 @@
 //! Servers that compare notes on multi-server links: which stored link, or which mailbox, on one
 //! server is the same link's copy on another. Pure: no IO, no clock, no randomness.
 //!
-//! Each server sees, per copy, the time of its store, and per mailbox the times of every look
-//! into it and of the answer left there. The attacker knows the client software: it learns, from
+//! Each server sees, per copy, the time of its store and of its delete if one comes (a delete
+//! names its entry), and per mailbox the times of every look into it and of the answer left
+//! there. The attacker knows the client software: it learns, from
 //! a training run it simulated itself (the lab's own, under another seed), how the times of one
 //! link's copies differ across servers, feature by feature, and then ranks every candidate on the
 //! other server by the product of those learnt densities (naive Bayes). The result per copy is
@@ -27,6 +28,8 @@ pub enum Seen {
     Look,
     /// An answer left in mailbox `item`.
     Put,
+    /// A delete of stored link `item`.
+    Delete,
 }
 
 /// A request as a server saw it: `item` numbers the server's stored links or mailboxes.
@@ -45,13 +48,24 @@ pub enum Feature {
     FirstLook,
     Put,
     LastLook,
+    Delete,
 }
 
 impl Feature {
     pub fn class(self) -> Class {
         match self {
-            Feature::Store => Class::Stored,
+            Feature::Store | Feature::Delete => Class::Stored,
             _ => Class::Mailbox,
+        }
+    }
+}
+
+impl Seen {
+    /// What the request is about: a stored link or a mailbox.
+    pub fn class(self) -> Class {
+        match self {
+            Seen::Store | Seen::Delete => Class::Stored,
+            Seen::Look | Seen::Put => Class::Mailbox,
         }
     }
 }
@@ -63,6 +77,7 @@ struct Times {
     first_look: Option<f64>,
     last_look: Option<f64>,
     put: Option<f64>,
+    delete: Option<f64>,
 }
 
 impl Times {
@@ -72,6 +87,7 @@ impl Times {
             Feature::FirstLook => self.first_look,
             Feature::Put => self.put,
             Feature::LastLook => self.last_look,
+            Feature::Delete => self.delete,
         }
     }
 }
@@ -95,13 +111,10 @@ impl Record {
     ) -> Record {
         let mut items: HashMap<(usize, Class, usize), Times> = HashMap::new();
         for r in requests {
-            let class = match r.seen {
-                Seen::Store => Class::Stored,
-                _ => Class::Mailbox,
-            };
-            let t = items.entry((r.server, class, r.item)).or_default();
+            let t = items.entry((r.server, r.seen.class(), r.item)).or_default();
             match r.seen {
                 Seen::Store => t.store = Some(r.at),
+                Seen::Delete => t.delete = Some(t.delete.map_or(r.at, |d: f64| d.min(r.at))),
                 Seen::Put => t.put = Some(t.put.map_or(r.at, |p: f64| p.min(r.at))),
                 Seen::Look => {
                     t.first_look = Some(t.first_look.map_or(r.at, |f: f64| f.min(r.at)));
@@ -213,11 +226,12 @@ pub struct Learnt {
 /// Fewer samples than this for a pair of answered states: the pooled density serves.
 const MIN_SAMPLES: usize = 10;
 
-const FEATURES: [Feature; 4] = [
+const FEATURES: [Feature; 5] = [
     Feature::Store,
     Feature::FirstLook,
     Feature::Put,
     Feature::LastLook,
+    Feature::Delete,
 ];
 
 impl Learnt {
@@ -460,6 +474,42 @@ mod tests {
         let out = pair(&run, &learn(&training), &[Feature::Store]);
         let right = out.alone.iter().map(|l| l.top_guess).sum::<f64>() / out.alone.len() as f64;
         assert!(right < 0.2, "{right}");
+    }
+
+    /// Copies stored far apart at random but deleted in one instant (each link at a moment
+    /// of its own): the deletes pair them, the stores do not.
+    #[test]
+    fn copies_deleted_in_one_instant_are_paired_by_their_deletes() {
+        let lag = |i: usize| ((i * 37) % 50) as f64 * 100.0 - 2500.0;
+        let with_deletes = |lag: &dyn Fn(usize) -> f64| {
+            let mut r = stores(50, lag);
+            let mut requests = Vec::new();
+            for i in 0..50 {
+                for server in 0..2 {
+                    requests.push(Request {
+                        server,
+                        item: i,
+                        seen: Seen::Delete,
+                        at: 10_000.0 + 100.0 * ((i * 7) % 50) as f64,
+                    });
+                }
+            }
+            let deletes = Record::new(2, &requests, |_, _, i| Some(i));
+            for (k, t) in deletes.items {
+                r.items.entry(k).or_default().delete = t.delete;
+            }
+            r
+        };
+        let training = with_deletes(&lag);
+        let run = with_deletes(&|i| lag((i * 13) % 50));
+        let learnt = learn(&training);
+        let right = |f: &[Feature]| {
+            let out = pair(&run, &learnt, f);
+            out.alone.iter().map(|l| l.top_guess).sum::<f64>() / out.alone.len() as f64
+        };
+        assert!(right(&[Feature::Store]) < 0.2);
+        assert_eq!(right(&[Feature::Delete]), 1.0);
+        assert_eq!(right(&[Feature::Store, Feature::Delete]), 1.0);
     }
 
     /// Two rows that each prefer the same column: the matching gives it to the one that

@@ -191,7 +191,7 @@ pub(crate) fn shown_then_failed(e: anyhow::Error) -> anyhow::Error {
 /// The mean pause between the stores of the copies of an offer on `servers` servers, when it
 /// is to differ from the copy spread: held (`hold`), the link waits for the buckets' closes
 /// anyway, so its copies' stores go [`rdv::client::HOLD_STORE_SPREAD`] apart unless this
-/// process's command line gave `--spread` (the lab: stores paired 25-27 % at 30 s, 7-10 % at
+/// process's command line gave `--spread` (the lab: stores paired 23-27 % at 30 s, 7-10 % at
 /// 2 min). For `rdv offer` and the agent's held offers alike.
 pub(crate) fn held_store_spread(hold: bool, servers: usize) -> Option<std::time::Duration> {
     (hold && servers > 1 && !crate::via_agent::given_on_command_line("--spread"))
