@@ -11,6 +11,7 @@ use common::{metric, run_rdv, ServerProcess};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -606,6 +607,12 @@ fn the_api_refuses_bad_input_and_keeps_to_its_user() {
         (
             81,
             serde_json::json!({"op": "forget", "offer": "o0123456789abcdef"}),
+        ),
+        // A subscription for something that cannot be an offer ID would get nothing, silently.
+        (84, serde_json::json!({"op": "subscribe", "offer": ""})),
+        (
+            85,
+            serde_json::json!({"op": "subscribe", "offer": "no-such-offer-\u{202e}"}),
         ),
         // An empty payload, refused as by the command line (it was stored).
         (
@@ -1921,12 +1928,9 @@ fn a_collected_answer_is_kept_until_its_reply_is_delivered() {
 fn a_client_that_stops_reading_holds_no_collect_for_long() {
     let dir = tempfile::tempdir().unwrap();
     let (_srv, agent, _api, offer) = an_answered_offer(dir.path());
-    // Thousands of damaged offer files: a status reply names each (some hundreds of kB), more
-    // than the agent's socket holds before its client reads.
-    let offers = dir.path().join("state").join("offers");
-    for i in 0..3000u32 {
-        std::fs::write(offers.join(format!("o{i:016x}.pending")), "damaged").unwrap();
-    }
+    // Thousands of offers kept: a status reply lists each (some hundreds of kB), more than the
+    // agent's socket holds before its client reads.
+    keep_offers(&dir.path().join("state"), 3000);
     let stuck = UnixStream::connect(&agent.socket).unwrap();
     (&stuck)
         .write_all(b"{\"id\": 1, \"op\": \"status\"}\n")
@@ -2307,6 +2311,43 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     assert_eq!(status["result"]["pending"][0]["answered"], true, "{status}");
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
     assert_eq!(unreadable.len(), 4, "{status}");
+    // Its collect says the answer cannot be read (as for an offer file), not a state error;
+    // a start and --check name it as every other file they cannot use (before, only the
+    // status did, and --check passed: a helper's attack, 2026-12-07).
+    let answer_dir = state.join("answers").join(&offer);
+    let r = api.call(4, serde_json::json!({"op": "collect", "offer": offer}));
+    assert_eq!(r["error"]["code"], "offer_unreadable", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(answer_dir.to_str().unwrap()),
+        "{r}"
+    );
+    agent.kill();
+    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("run-check").join("check.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{err}");
+    assert!(err.contains(answer_dir.to_str().unwrap()), "{err}");
+    // Something in a subdirectory's place is named for what it is.
+    std::fs::remove_dir_all(state.join("trails")).unwrap();
+    std::fs::write(state.join("trails"), "").unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--check", "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(dir.path().join("run-check").join("check.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{err}");
+    assert!(err.contains("not a directory (move it away)"), "{err}");
 }
 
 /// Through the agent too, every copy of an answered multi-server link collects its own answer,
@@ -2676,4 +2717,130 @@ fn a_collect_through_the_agent_warns_of_a_copy_holding_another_answer() {
     // The command ended with the looks.
     let status = api.call(2, serde_json::json!({"op": "status"}));
     assert_eq!(status["result"]["trails"][0]["ended"], true, "{status}");
+}
+
+/// `n` offers kept in state directory `state` (made if need be), whose looks start tomorrow: an
+/// agent on it only keeps them (and lists them in its status).
+fn keep_offers(state: &Path, n: u64) {
+    let offers = state.join("offers");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&offers)
+        .unwrap();
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let zeros = "A".repeat(43);
+    for i in 0..n {
+        let text = format!(
+            "rdv-pending-answer 3\ncopy 127.0.0.1:9 {zeros} {}\ntoken {zeros}\nkey {zeros}\n\
+             secret {zeros}\nlink-expires {}\n",
+            now + 86_400,
+            now + 7 * 86_400
+        );
+        std::fs::write(offers.join(format!("o{i:016x}.pending")), text).unwrap();
+    }
+}
+
+/// The agent's resident memory, bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Many clients asking for the status at once, and reading none of the replies, cost the agent
+/// one text per computation, not one per request: its memory stays bounded and an honest
+/// client is still served. Before, every request held a copy of its own (a helper's attack,
+/// 2026-12-07: 64 such connections against 1000 offers, 310 MB; 256 of them would be about
+/// 1.2 GB), and every request read every state file on the runtime's threads.
+#[test]
+fn status_requests_nobody_reads_share_one_text() {
+    let dir = tempfile::tempdir().unwrap();
+    keep_offers(&dir.path().join("state"), 1000);
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let honest = agent.api().call(1, serde_json::json!({"op": "status"}));
+    let pending = honest["result"]["pending"].as_array().map_or(0, Vec::len);
+    assert_eq!(pending, 1000, "{}", &honest.to_string()[..200]);
+    let text_size = honest.to_string().len() as u64;
+    let pid = agent.child.id();
+    let before = rss_of(pid);
+    // 64 connections, each with 32 status requests in flight, none reading a reply.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        let mut s = UnixStream::connect(&agent.socket).unwrap();
+        let mut lines = String::new();
+        for id in 0..32 {
+            lines.push_str(&format!("{{\"id\":{id},\"op\":\"status\"}}\n"));
+        }
+        s.write_all(lines.as_bytes()).unwrap();
+        idle.push(s);
+    }
+    // Served meanwhile: every request above has been taken by the time this one is answered
+    // (a request a connection sent is read before that connection's next), or is being.
+    let served = agent.api().call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(served["ok"], true, "{served}");
+    // Sampled until it has stopped growing for 4 s (the requests are all answered, or held
+    // by their writers), 2 minutes at most.
+    let mut samples = vec![rss_of(pid)];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(500));
+        samples.push(rss_of(pid));
+        let n = samples.len();
+        if n > 10 && samples[n - 1] <= samples[n - 9] + (1 << 20) {
+            break;
+        }
+    }
+    let peak = samples.iter().copied().max().unwrap_or(before);
+    // A copy per request would be 64 x 32 texts of this size (about 250 MB here; 93 MB were
+    // measured before the wait above ended, 13 MB with the text shared): 40 MB allowed, what
+    // the connections, their tasks and a few texts take.
+    let bound = 40u64 << 20;
+    assert!(
+        peak.saturating_sub(before) < bound,
+        "the agent grew by {} MB (bound {} MB; one status text is {} KB)",
+        (peak - before) >> 20,
+        bound >> 20,
+        text_size >> 10
+    );
+    drop(idle);
+}
+
+/// What a peer sent reaches an application through the API with nothing a terminal or a line
+/// splitter acts on: the line separators, C1 controls and bidirectional overrides escaped as
+/// `\uXXXX` (the same JSON value), as in the commands' JSON. Before, they went out raw (a
+/// helper's attack, 2026-12-07: Python's `splitlines` cut an event in four).
+#[test]
+fn a_peer_s_text_reaches_the_api_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    let payload = "A\u{2028}B\u{85}C\u{202e}D\u{7f}E";
+    let offered = api.call(
+        1,
+        serde_json::json!({"op": "offer", "servers": [srv.addr.to_string()], "payload": payload,
+            "kdf": "test"}),
+    );
+    assert_eq!(offered["ok"], true, "{offered}");
+    let link = offered["result"]["link"].as_str().unwrap().to_owned();
+    let body = serde_json::json!({"id": 2, "op": "accept", "link": link});
+    api.send(&body.to_string());
+    let mut raw = String::new();
+    api.r.read_line(&mut raw).unwrap();
+    for (c, escaped) in [
+        ('\u{2028}', "\\u2028"),
+        ('\u{85}', "\\u0085"),
+        ('\u{202e}', "\\u202e"),
+        ('\u{7f}', "\\u007f"),
+    ] {
+        assert!(!raw.contains(c) && raw.contains(escaped), "{c:?}: {raw:?}");
+    }
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["result"]["payload"], payload, "{v}");
 }

@@ -392,6 +392,11 @@ fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
     }
 }
 
+/// Whether `id` has the form of an offer ID of an agent (`o` and 16 lowercase hex digits).
+pub fn is_offer_id(id: &str) -> bool {
+    valid_id(id)
+}
+
 /// An offer's ID: `o` and 16 lowercase hex digits.
 fn valid_id(id: &str) -> bool {
     id.len() == 17
@@ -474,7 +479,16 @@ impl StateDir {
             dir.trails(),
             dir.warnings(),
         ] {
-            create_private_dir(&sub).map_err(io("creating", &sub))?;
+            // Something else in a subdirectory's place (a file, a dangling link) is named as
+            // such: "File exists" alone did not say what to do.
+            let in_the_way = std::fs::symlink_metadata(&sub).is_ok_and(|m| !m.is_dir());
+            create_private_dir(&sub).map_err(io(
+                match in_the_way {
+                    true => "not a directory (move it away):",
+                    false => "creating",
+                },
+                &sub,
+            ))?;
         }
         Ok(dir)
     }

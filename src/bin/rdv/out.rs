@@ -124,7 +124,7 @@ fn print_line(v: &Value) -> std::io::Result<()> {
 /// (a character beyond U+FFFF as its UTF-16 pair). They can only be inside strings, so the text
 /// stays valid JSON with the same value. Everything a peer sent (a payload, an answer, a
 /// server's message) goes through here.
-fn terminal_safe(json: &str) -> String {
+pub(crate) fn terminal_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         // What `term::escape_for_terminal` escapes (serde_json already did C0).

@@ -108,21 +108,9 @@ const SPARE_FILES: usize = 256;
 fn fit_file_limit(config: &mut ServerConfig) {
     #[cfg(unix)]
     {
-        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-        let lim = getrlimit(Resource::Nofile);
-        if lim.current < lim.maximum {
-            let _ = setrlimit(
-                Resource::Nofile,
-                Rlimit {
-                    current: lim.maximum,
-                    maximum: lim.maximum,
-                },
-            );
-        }
-        let Some(limit) = getrlimit(Resource::Nofile).current else {
+        let Some(limit) = raise_file_limit() else {
             return;
         };
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let room = limit.saturating_sub(config.max_connections + SPARE_FILES);
         if room < config.waiting_room {
             tracing::warn!(
@@ -135,6 +123,30 @@ fn fit_file_limit(config: &mut ServerConfig) {
     }
     #[cfg(not(unix))]
     let _ = config;
+}
+
+/// Raise the open-files soft limit to the hard one (the usual soft limit of 1024 is below what
+/// a server's connections, or an agent's requests in flight, need); the limit then, `None` if
+/// unlimited.
+pub(crate) fn raise_file_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: lim.maximum,
+                    maximum: lim.maximum,
+                },
+            );
+        }
+        let limit = getrlimit(Resource::Nofile).current?;
+        Some(usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The onion service and health settings the flags ask for.

@@ -79,6 +79,8 @@ const STOP_WITHIN: Duration = Duration::from_secs(30);
 /// the socket.
 struct Out {
     line: String,
+    /// Text shared with other lines (a status): the line is `line`, this, and `}`.
+    shared: Option<Arc<str>>,
     delivered: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
@@ -86,6 +88,17 @@ impl Out {
     fn plain(line: String) -> Self {
         Out {
             line,
+            shared: None,
+            delivered: None,
+        }
+    }
+
+    /// The reply to request `id` whose result is the JSON text `result`, shared (as a
+    /// [`Reply`] line: `id`, `ok`, `result`).
+    fn shared_result(id: &Value, result: Arc<str>) -> Self {
+        Out {
+            line: format!("{{\"id\":{id},\"ok\":true,\"result\":"),
+            shared: Some(result),
             delivered: None,
         }
     }
@@ -117,6 +130,37 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<
     }
 }
 
+/// Write `out` as one line, made terminal-safe ([`crate::out::terminal_safe`]); its shared
+/// text in pieces of at most [`SHARED_PIECE`] bytes.
+async fn write_out(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    out: &mut Out,
+) -> std::io::Result<()> {
+    let mut text = crate::out::terminal_safe(&out.line);
+    if let Some(shared) = out.shared.take() {
+        wr.write_all(text.as_bytes()).await?;
+        let mut rest: &str = &shared;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(SHARED_PIECE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (piece, after) = rest.split_at(end);
+            wr.write_all(crate::out::terminal_safe(piece).as_bytes())
+                .await?;
+            rest = after;
+        }
+        text = "}".into();
+    }
+    text.push('\n');
+    let written = wr.write_all(text.as_bytes()).await;
+    zeroize::Zeroize::zeroize(&mut text);
+    written
+}
+
+/// The largest piece of a shared text written at once.
+const SHARED_PIECE: usize = 16 * 1024;
+
 /// Serve one API connection: requests run concurrently (at most [`MAX_IN_FLIGHT`]), replies
 /// and events go out as lines. An offer whose reply cannot be written (the client is gone, or
 /// took nothing for [`WRITE_PATIENCE`]) is taken back.
@@ -125,8 +169,11 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
     let (tx, mut rx) = mpsc::channel::<Out>(64);
     let writer = tokio::spawn(async move {
         while let Some(mut out) = rx.recv().await {
-            out.line.push('\n');
-            let written = tokio::time::timeout(WRITE_PATIENCE, wr.write_all(out.line.as_bytes()))
+            // Peers' text (payloads, answers) with nothing a terminal or a line splitter acts on
+            // (U+2028, U+0085, bidi controls escaped as in the commands' JSON); then wiped, as
+            // the line held it. A shared text is written piece by piece: a copy of it per
+            // writer would be as many copies as clients that read slowly.
+            let written = tokio::time::timeout(WRITE_PATIENCE, write_out(&mut wr, &mut out))
                 .await
                 .map_or_else(
                     |_| {
@@ -138,6 +185,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                     },
                     |r| r.is_ok(),
                 );
+            zeroize::Zeroize::zeroize(&mut out.line);
             if let Some(d) = out.delivered {
                 let _ = d.send(written);
             }
@@ -210,6 +258,18 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
                 continue;
             }
         }
+        if let Request::Subscribe { offer: Some(o) } = &request {
+            // A filter that can name no offer would receive nothing, silently.
+            if !rdv::agent::state::is_offer_id(o) {
+                let _ = tx
+                    .send(bad_line(
+                        id,
+                        "subscribe: offer is not an offer ID (o and 16 hex digits)",
+                    ))
+                    .await;
+                continue;
+            }
+        }
         if let Request::Subscribe { offer } = &request {
             // The filter, set or changed by every subscribe of this connection.
             if let Ok(mut f) = filter.lock() {
@@ -258,6 +318,17 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             _ => (None, Some(agent.requests.enter())),
         };
         tokio::spawn(async move {
+            // A status: one text for every caller asking at the same time (`status_shared`).
+            if let Request::Status {} = request {
+                let out = match agent.status_shared().await {
+                    Ok(text) => Out::shared_result(&id, text),
+                    Err(e) => Out::plain(ops::failure(id, &e).line()),
+                };
+                let _ = tx.send(out).await;
+                drop(request_in_flight);
+                drop(turn);
+                return;
+            }
             let (reply, after) = match agent.handle(request).await {
                 Ok((result, Some(AfterReply::Offer(back)))) => match agent.claim(&back) {
                     Ok(true) => (Reply::success(id, result), Some(AfterReply::Offer(back))),
@@ -279,6 +350,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             let (ack, delivered) = tokio::sync::oneshot::channel();
             let out = Out {
                 line: reply.line(),
+                shared: None,
                 delivered: Some(ack),
             };
             drop(reply);
@@ -460,6 +532,10 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         None => state_home()?.join("agent"),
     };
     let state = StateDir::open(&state_dir)?;
+    // Every request in flight may hold a connection to a server (a helper's attack: 40 API
+    // connections of 32 accepts each used up a soft limit of 1024, and every look failed with
+    // "Too many open files" for a minute).
+    crate::serve::raise_file_limit();
     let transport = if a.transport.direct.is_some() {
         "direct"
     } else if a.transport.socks.is_some() {
@@ -514,9 +590,17 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let deletes = state.deletes_kept()?;
     let trails = state.trails_kept()?;
     let warnings = state.warnings_kept()?;
+    // An answer that came and cannot be read is not looked for again (it came): named, as
+    // every other file that cannot be used. Before, only `status` listed it.
+    let answers_unreadable: Vec<_> = offers
+        .kept
+        .iter()
+        .filter_map(|(id, _)| state.answer(id).err())
+        .collect();
     let unreadable: Vec<String> = offers
         .unreadable
         .iter()
+        .chain(&answers_unreadable)
         .chain(&deletes.unreadable)
         .chain(&records.unreadable)
         .chain(&trails.unreadable)
@@ -574,6 +658,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             fetches_per_hour: a.cover_fetches,
         },
         started,
+        status_share: ops::StatusShare::default(),
     });
     // The offers of an earlier run: look after those still waiting for their answer.
     let mut resumed = 0;

@@ -66,7 +66,25 @@ pub(super) struct Agent {
     pub(super) transport: &'static str,
     pub(super) cover: Cover,
     pub(super) started: std::time::Instant,
+    /// The status, computed for many callers at once ([`Agent::status_shared`]).
+    pub(super) status_share: StatusShare,
 }
+
+/// One status computation at a time, off the runtime's threads, its text shared by every
+/// caller that asked before it started: a status reads every state file, and a client asking
+/// for it 32 at a time on many connections, or never reading the replies, made the agent hold
+/// a copy per request (a helper's attack, 2026-12-07: 1.1 GB, other requests waiting 17 s).
+#[derive(Default)]
+pub(super) struct StatusShare {
+    turn: tokio::sync::Mutex<()>,
+    /// How many computations have started.
+    started: std::sync::atomic::AtomicU64,
+    /// The latest: its number (counted from 1) and its text.
+    latest: Mutex<Option<(u64, Arc<str>)>>,
+}
+
+/// The most files `status` names as unusable (each named at the agent's start).
+const UNREADABLE_LISTED: usize = 100;
 
 /// The looks at an answered multi-server offer's other copies.
 pub(super) struct Trail {
@@ -254,9 +272,18 @@ impl Agent {
                     .lock()
                     .ok()
                     .and_then(|u| u.get(&offer).cloned());
-                if let Some(answer) =
-                    unsaved.map_or_else(|| self.state.answer(&offer), |a| Ok(Some(a)))?
-                {
+                let answer = unsaved
+                    .map_or_else(|| self.state.answer(&offer), |a| Ok(Some(a)))
+                    .map_err(|e| match e {
+                        rdv::agent::state::StateError::BadId(_) => anyhow::Error::from(e),
+                        e => CliError::new(
+                            "offer_unreadable",
+                            ErrorKind::Local,
+                            format!("{}; the answer that came for this offer cannot be read: repair the file, or forget the offer", rdv::config::report(&e)),
+                        )
+                        .into(),
+                    })?;
+                if let Some(answer) = answer {
                     self.stop_looking(&offer);
                     let mut f = Map::new();
                     f.insert("offer".into(), json!(offer));
@@ -301,11 +328,16 @@ impl Agent {
                         false => Err(no_such_offer(&offer)),
                     };
                 }
+                // The files first: a forget that fails (a read-only disk) leaves the offer
+                // looked after, as `status` and `collect` go on saying. Before, its looks were
+                // stopped first and nobody looked for the answer until a restart (a helper's
+                // attack, 2026-12-07). A look that finds the answer meanwhile finds the offer
+                // gone and leaves nothing behind.
+                self.state.forget(&offer)?;
                 self.stop_looking(&offer);
                 if let Ok(mut u) = self.unsaved.lock() {
                     u.remove(&offer);
                 }
-                self.state.forget(&offer)?;
                 Ok((json!({ "offer": offer, "forgotten": true }), None))
             }
             Request::Delete {
@@ -419,6 +451,31 @@ impl Agent {
         Ok(in_memory || on_disk)
     }
 
+    /// The status as JSON text, computed after this call began (never older), shared with
+    /// every caller waiting for the same computation ([`StatusShare`]).
+    pub(super) async fn status_shared(self: &Arc<Self>) -> Result<Arc<str>> {
+        use std::sync::atomic::Ordering;
+        let share = &self.status_share;
+        let asked_after = share.started.load(Ordering::SeqCst);
+        let _turn = share.turn.lock().await;
+        // One that started after this call began has ended while it waited: as fresh.
+        if let Some((n, text)) = share.latest.lock().ok().and_then(|l| l.clone()) {
+            if n > asked_after {
+                return Ok(text);
+            }
+        }
+        let n = share.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let me = self.clone();
+        let text: Arc<str> = tokio::task::spawn_blocking(move || me.status().to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("computing the status failed: {e}"))?
+            .into();
+        if let Ok(mut l) = share.latest.lock() {
+            *l = Some((n, text.clone()));
+        }
+        Ok(text)
+    }
+
     fn status(&self) -> Value {
         let report = |e: &rdv::agent::state::StateError| rdv::config::report(e).to_string();
         let offers = self.state.pending();
@@ -486,6 +543,13 @@ impl Agent {
                 })
             })
             .collect();
+        if unreadable.len() > UNREADABLE_LISTED {
+            let more = unreadable.len() - UNREADABLE_LISTED;
+            unreadable.truncate(UNREADABLE_LISTED);
+            unreadable.push(format!(
+                "and {more} more files that cannot be used (each named when the agent started)"
+            ));
+        }
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "transport": self.transport,
