@@ -1333,10 +1333,15 @@ fn an_offer_nobody_receives_is_taken_back_off_the_server() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    next_event(&mut events, "stored");
+    let stored = next_event(&mut events, "stored");
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
     cli.kill().unwrap();
     cli.wait().unwrap();
+    // Those who saw it stored are told it was taken back.
+    let back = next_event(&mut events, "taken_back");
+    assert_eq!(back["offer"], stored["offer"], "{back}");
+    assert_eq!(back["servers"], serde_json::json!([addr]), "{back}");
+    assert_eq!(back["deleted"], true, "{back}");
     metric_becomes(
         m,
         "rdv_links_stored",

@@ -319,6 +319,11 @@ pub mod event {
     pub const ANSWERED: &str = "answered";
     /// An offer's link expired without an answer (`offer`); the agent forgot it.
     pub const EXPIRED: &str = "expired";
+    /// A stored offer whose reply reached nobody (its client went, a stop, a `--min-k` not
+    /// met) was taken back (`offer` if it expected an answer, `servers`, `deleted`: whether
+    /// its link is off the servers already; if not, the agent tries again and it expires by
+    /// itself otherwise); what was kept for it is forgotten.
+    pub const TAKEN_BACK: &str = "taken_back";
     /// Another copy of an answered multi-server offer's link held a different answer (`offer`,
     /// `server`: that copy's server): someone else answered it first, so someone else holds the
     /// link and its passphrase.

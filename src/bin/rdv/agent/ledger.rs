@@ -175,6 +175,16 @@ impl Agent {
             };
             count.fetch_add(1, Ordering::Relaxed);
         }
+        // Told to those who saw it `stored`: before, the offer just went (a helper's attack,
+        // 2026-12-07), and a `collect` of it said `no_such_offer`.
+        let mut f = serde_json::Map::new();
+        if let Some(id) = &kept.offer {
+            f.insert("offer".into(), serde_json::json!(id));
+        }
+        let servers: Vec<String> = link.servers().iter().map(|(s, _)| s.to_string()).collect();
+        f.insert("servers".into(), serde_json::json!(servers));
+        f.insert("deleted".into(), serde_json::json!(deleted));
+        self.event(rdv::agent::api::event::TAKEN_BACK, f);
         match deleted {
             true => "nothing was handed over, and the link was deleted from the server",
             false => "nothing was handed over; the link could not be deleted now (the next start of the agent tries again; it expires by itself otherwise)",
