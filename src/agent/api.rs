@@ -18,10 +18,15 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
     // A key given twice would be read as its last value here and perhaps as its first by
     // whatever checked the line before: refused, not guessed.
-    serde_json::from_str::<NoDuplicateKeys>(line)
-        .map_err(|e| (Value::Null, format!("not JSON, or a key given twice: {e}")))?;
-    let mut v: Value =
-        serde_json::from_str(line).map_err(|e| (Value::Null, format!("not JSON: {e}")))?;
+    serde_json::from_str::<NoDuplicateKeys>(line).map_err(|e| {
+        let why = e.to_string();
+        (
+            id_of_refused(line, why.contains(TWICE_ID)),
+            format!("not JSON, or a key given twice: {why}"),
+        )
+    })?;
+    let mut v: Value = serde_json::from_str(line)
+        .map_err(|e| (id_of_refused(line, false), format!("not JSON: {e}")))?;
     let Some(object) = v.as_object_mut() else {
         return Err((Value::Null, "a request is one JSON object".into()));
     };
@@ -35,6 +40,32 @@ pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
     let request = serde_json::from_value(v).map_err(|e| (id.clone(), e.to_string()))?;
     Ok((id, request))
 }
+
+/// The `id` of a line refused as a whole, when it can be read without doubt: the top-level
+/// `id` of the JSON object the line begins with (text after it, a key given twice elsewhere,
+/// bytes replaced because they were not UTF-8 do not hide it), if it is one the agent echoes
+/// and `id` itself is not given twice (`id_twice`); `null` otherwise. Before, every such line
+/// was answered with `null`, and a client with several requests in flight could not tell which
+/// one failed (a helper's attack, 2026-12-07).
+pub fn id_of_refused(line: &str, id_twice: bool) -> Value {
+    if id_twice {
+        return Value::Null;
+    }
+    let first = serde_json::Deserializer::from_str(line)
+        .into_iter::<Value>()
+        .next();
+    match first {
+        Some(Ok(Value::Object(o))) => o
+            .get("id")
+            .filter(|id| id_fits(id))
+            .cloned()
+            .unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// What [`NoDuplicateKeys`] says of a top-level or nested `id` given twice.
+const TWICE_ID: &str = "the key \"id\" is given twice";
 
 /// Longest string `id`, in bytes.
 pub const MAX_ID: usize = 128;
@@ -95,8 +126,10 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             map.next_value::<NoDuplicateKeys>()?;
-            if !seen.insert(key) {
-                return Err(serde::de::Error::custom("a key is given twice"));
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} is given twice"
+                )));
             }
         }
         Ok(self)
@@ -346,6 +379,38 @@ pub mod event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line refused as a whole still gets its id back when the id can be read without doubt.
+    #[test]
+    fn a_refused_line_keeps_its_readable_id() {
+        let id = |line: &str| parse_line(line).err().map(|(id, _)| id);
+        assert_eq!(
+            id(r#"{"id":43,"op":"status","op":"offer"}"#),
+            Some(43.into())
+        );
+        assert_eq!(id(r#"{"id":24,"op":"status"} trailing"#), Some(24.into()));
+        assert_eq!(
+            id(r#"{"id":"a","op":"status","x":{"k":1,"k":2}}"#),
+            Some("a".into())
+        );
+        // The id itself twice: which one is meant is not known.
+        assert_eq!(id(r#"{"id":1,"op":"status","id":2}"#), Some(Value::Null));
+        // Nothing readable, or an id the agent does not echo.
+        assert_eq!(id(r#"{"id":7,"op":"#), Some(Value::Null));
+        assert_eq!(
+            id(r#"{"id":[1],"op":"status","op":"x"}"#),
+            Some(Value::Null)
+        );
+        let deep = format!(
+            r#"{{"id":41,"op":"status","a":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(id(&deep), Some(Value::Null));
+        // A line whose bytes were not UTF-8, read with them replaced.
+        let lossy = String::from_utf8_lossy(b"{\"id\":5,\"op\":\"offer\",\"payload\":\"\xff\"}");
+        assert_eq!(id_of_refused(&lossy, false), Value::from(5));
+    }
 
     #[test]
     fn requests_read_as_documented_and_round_trip() {

@@ -232,9 +232,8 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             }
         };
         let Ok(line) = std::str::from_utf8(line) else {
-            let _ = tx
-                .send(bad_line(Value::Null, "the line is not UTF-8"))
-                .await;
+            let id = api::id_of_refused(&String::from_utf8_lossy(line), false);
+            let _ = tx.send(bad_line(id, "the line is not UTF-8")).await;
             continue;
         };
         if line.trim().is_empty() {
