@@ -2507,9 +2507,9 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
     assert_eq!(as_json["trails"], status["result"]["trails"], "{as_json}");
 
     // The warning outlives the agent: after a restart the status still names the server (an
-    // application that asks only now still learns it), after the offer is collected or
-    // forgotten too, until a forget of the offer gone, which is how a user says it was seen.
-    // Before, it was kept in memory only, for an hour.
+    // application that asks only now still learns it), after the offer is forgotten too,
+    // until the warning itself is forgotten, which is how a user says it was seen. Before, it
+    // was kept in memory only, for an hour.
     agent.kill();
     let agent = AgentProcess::start(dir.path(), &BOTH_ANSWERS_IN);
     let mut api = agent.api();
@@ -2532,31 +2532,46 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
         &[],
     ));
     assert!(
-        shown.contains(&format!("(shown until rdv agent --forget {offer}")),
+        shown.contains(&format!("(shown until rdv agent --forget-warning {offer})")),
         "{shown}"
     );
     let seen = ok(&run_rdv(
-        &["agent", "--forget", offer, "--socket", agent.socket()],
+        &[
+            "agent",
+            "--forget-warning",
+            offer,
+            "--socket",
+            agent.socket(),
+        ],
         None,
         &[],
     ));
-    assert_eq!(seen.trim(), format!("forgotten: {offer}"));
+    assert_eq!(seen.trim(), format!("warning forgotten: {offer}"));
     let status = api.call(5, serde_json::json!({"op": "status"}));
     assert_eq!(
         status["result"]["trails"],
         serde_json::json!([]),
         "{status}"
     );
-    let again = api.call(6, serde_json::json!({"op": "forget", "offer": offer}));
-    assert_eq!(again["error"]["code"], "no_such_offer", "{again}");
+    let again = api.call(
+        6,
+        serde_json::json!({"op": "forget", "offer": offer, "warning": true}),
+    );
+    assert_eq!(again["error"]["code"], "no_such_warning", "{again}");
     let out = run_rdv(
-        &["agent", "--forget", offer, "--socket", agent.socket()],
+        &[
+            "agent",
+            "--forget-warning",
+            offer,
+            "--socket",
+            agent.socket(),
+        ],
         None,
         &[],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("the agent keeps no offer"), "{err}");
+    assert!(err.contains("the agent keeps no warning"), "{err}");
     agent.kill();
     let agent = AgentProcess::start(dir.path(), &BOTH_ANSWERS_IN);
     let status = agent.api().call(7, serde_json::json!({"op": "status"}));
@@ -2848,4 +2863,41 @@ fn a_peer_s_text_reaches_the_api_escaped() {
     }
     let v: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(v["result"]["payload"], payload, "{v}");
+}
+
+/// A kept trail that is over by the time the agent starts (its link expired while the agent
+/// was down) keeps what it found: the warning is listed and kept, not removed with the trail
+/// file (a reviewer, 2026-12-07).
+#[test]
+fn a_trail_over_while_the_agent_was_down_keeps_its_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    keep_offers(&state, 0);
+    let trails = state.join("trails");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&trails)
+        .unwrap();
+    let zeros = "A".repeat(43);
+    let id = "o00000000000000aa";
+    let text = format!(
+        "rdv-trail-1\nfirst {}\ncopy 1 1000\ndiffers 127.0.0.1:2\npending\n\
+         rdv-pending-answer 3\ncopy 127.0.0.1:1 {zeros} 100\ncopy 127.0.0.1:2 {zeros} 200\n\
+         token {zeros}\nkey {zeros}\nsecret {zeros}\nlink-expires 900\n",
+        "ab".repeat(32)
+    );
+    std::fs::write(trails.join(id), text).unwrap();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let status = agent.api().call(1, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        status["result"]["trails"],
+        serde_json::json!([{"offer": id, "copies": 1, "different_answers": ["127.0.0.1:2"],
+            "ended": true}]),
+        "{status}"
+    );
+    assert!(
+        !trails.join(id).exists(),
+        "the trail file outlived its trail"
+    );
+    assert!(state.join("warnings").join(id).exists(), "no warning kept");
 }

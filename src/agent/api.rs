@@ -19,14 +19,13 @@ pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
     // A key given twice would be read as its last value here and perhaps as its first by
     // whatever checked the line before: refused, not guessed.
     serde_json::from_str::<NoDuplicateKeys>(line).map_err(|e| {
-        let why = e.to_string();
         (
-            id_of_refused(line, why.contains(TWICE_ID)),
-            format!("not JSON, or a key given twice: {why}"),
+            id_of_refused(line),
+            format!("not JSON, or a key given twice: {e}"),
         )
     })?;
-    let mut v: Value = serde_json::from_str(line)
-        .map_err(|e| (id_of_refused(line, false), format!("not JSON: {e}")))?;
+    let mut v: Value =
+        serde_json::from_str(line).map_err(|e| (id_of_refused(line), format!("not JSON: {e}")))?;
     let Some(object) = v.as_object_mut() else {
         return Err((Value::Null, "a request is one JSON object".into()));
     };
@@ -44,11 +43,14 @@ pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, String)> {
 /// The `id` of a line refused as a whole, when it can be read without doubt: the top-level
 /// `id` of the JSON object the line begins with (text after it, a key given twice elsewhere,
 /// bytes replaced because they were not UTF-8 do not hide it), if it is one the agent echoes
-/// and `id` itself is not given twice (`id_twice`); `null` otherwise. Before, every such line
-/// was answered with `null`, and a client with several requests in flight could not tell which
-/// one failed (a helper's attack, 2026-12-07).
-pub fn id_of_refused(line: &str, id_twice: bool) -> Value {
-    if id_twice {
+/// and that object has `id` once only; `null` otherwise. Before, every such line was answered
+/// with `null`, and a client with several requests in flight could not tell which one failed
+/// (a helper's attack, 2026-12-07).
+pub fn id_of_refused(line: &str) -> Value {
+    let ids = serde_json::Deserializer::from_str(line)
+        .into_iter::<TopLevelIds>()
+        .next();
+    if !matches!(ids, Some(Ok(TopLevelIds(1)))) {
         return Value::Null;
     }
     let first = serde_json::Deserializer::from_str(line)
@@ -64,8 +66,32 @@ pub fn id_of_refused(line: &str, id_twice: bool) -> Value {
     }
 }
 
-/// What [`NoDuplicateKeys`] says of a top-level or nested `id` given twice.
-const TWICE_ID: &str = "the key \"id\" is given twice";
+/// How many times a JSON object has the key `id` (0 for anything but an object); its values
+/// are not kept.
+struct TopLevelIds(usize);
+
+impl<'de> Deserialize<'de> for TopLevelIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TopLevelIds(0))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevelIds {
+    type Value = TopLevelIds;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut n = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            map.next_value::<serde::de::IgnoredAny>()?;
+            n += usize::from(key == "id");
+        }
+        Ok(TopLevelIds(n))
+    }
+}
 
 /// Longest string `id`, in bytes.
 pub const MAX_ID: usize = 128;
@@ -240,10 +266,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         keep: bool,
     },
-    /// Stop looking for an offer's answer and forget its secrets.
+    /// Stop looking for an offer's answer and forget its secrets; with `warning`, forget
+    /// instead the warning kept for it (a copy of its link found holding another answer), and
+    /// nothing else.
     Forget {
         /// The offer's ID.
         offer: String,
+        /// Forget the offer's warning, not the offer.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        warning: bool,
     },
     /// Delete a link (as `rdv delete`): now, or with `later` at a random moment within
     /// `within_secs` (default an hour, never past the link's expiry), a moment that has nothing
@@ -393,8 +424,13 @@ mod tests {
             id(r#"{"id":"a","op":"status","x":{"k":1,"k":2}}"#),
             Some("a".into())
         );
-        // The id itself twice: which one is meant is not known.
+        // The id itself twice: which one is meant is not known (another key twice before it
+        // too).
         assert_eq!(id(r#"{"id":1,"op":"status","id":2}"#), Some(Value::Null));
+        assert_eq!(
+            id(r#"{"id":1,"op":"status","op":"x","id":2}"#),
+            Some(Value::Null)
+        );
         // Nothing readable, or an id the agent does not echo.
         assert_eq!(id(r#"{"id":7,"op":"#), Some(Value::Null));
         assert_eq!(
@@ -409,7 +445,7 @@ mod tests {
         assert_eq!(id(&deep), Some(Value::Null));
         // A line whose bytes were not UTF-8, read with them replaced.
         let lossy = String::from_utf8_lossy(b"{\"id\":5,\"op\":\"offer\",\"payload\":\"\xff\"}");
-        assert_eq!(id_of_refused(&lossy, false), Value::from(5));
+        assert_eq!(id_of_refused(&lossy), Value::from(5));
     }
 
     #[test]

@@ -15,8 +15,7 @@
 //!                      ([`TrailKept`]): the first answer's digest, each copy's end, and the
 //!                      offer's state (its keys), until those looks end; a start resumes them
 //!   warnings/ID        what an ended trail found when a copy held another answer
-//!                      ([`TrailWarning`], no secret): kept until the offer is forgotten, or
-//!                      [`WARNING_KEPT_SECS`] after the end
+//!                      ([`TrailWarning`], no secret): kept until the warning is forgotten
 //!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
@@ -243,9 +242,6 @@ pub struct TrailWarning {
     /// The servers of the copies found holding another answer.
     pub differing: Vec<String>,
 }
-
-/// How long a warning is kept after its trail ended when the offer is not forgotten (30 days).
-pub const WARNING_KEPT_SECS: u64 = 30 * 24 * 3600;
 
 /// The first line of a warning file.
 const WARNING_MAGIC: &str = "rdv-warning-1";

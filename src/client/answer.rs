@@ -857,7 +857,8 @@ impl Client {
                 .collect();
         let mut outcome = Trailed::default();
         while let Some((j, r)) = trails.next().await {
-            ended(j);
+            // A different answer is told before the copy's end: a caller that keeps both (the
+            // agent's trail file) never has the copy ended and its server not yet named.
             match r {
                 Ok(answer) => {
                     outcome.opened += 1;
@@ -871,6 +872,7 @@ impl Client {
                     tracing::info!(error = %crate::config::report(&e), "looking at another copy of the link failed")
                 }
             }
+            ended(j);
         }
         outcome
     }

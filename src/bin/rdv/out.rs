@@ -126,6 +126,23 @@ fn print_line(v: &Value) -> std::io::Result<()> {
 /// server's message) goes through here.
 pub(crate) fn terminal_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
+    terminal_safe_into(json, &mut out);
+    out
+}
+
+/// How many bytes [`terminal_safe`] makes of `json`: a buffer of that capacity takes them
+/// without growing (a buffer that grows leaves its old copy behind, unwiped).
+pub(crate) fn terminal_safe_len(json: &str) -> usize {
+    json.chars()
+        .map(|c| match rdv::proto::wire::is_unsafe_to_show(c) {
+            true => 6 * c.len_utf16(),
+            false => c.len_utf8(),
+        })
+        .sum()
+}
+
+/// [`terminal_safe`], appended to `out`.
+pub(crate) fn terminal_safe_into(json: &str, out: &mut String) {
     for c in json.chars() {
         // What `term::escape_for_terminal` escapes (serde_json already did C0).
         if rdv::proto::wire::is_unsafe_to_show(c) {
@@ -137,7 +154,6 @@ pub(crate) fn terminal_safe(json: &str) -> String {
             out.push(c);
         }
     }
-    out
 }
 
 /// Bytes for JSON: `NAME` as text when they are UTF-8, and `NAME_base64` always (the exact

@@ -667,7 +667,12 @@ async fn take_back(agent: &mut Agent, r: &Value, offer: Option<String>) -> Strin
     drop(delete);
     if let Some(offer) = offer {
         // Nothing to look for: the link was never handed over.
-        let _ = agent.call(&Request::Forget { offer }).await;
+        let _ = agent
+            .call(&Request::Forget {
+                offer,
+                warning: false,
+            })
+            .await;
     }
     match deleted {
         Ok(_) => "the link was not handed over and was deleted from the server".to_string(),
@@ -897,6 +902,7 @@ async fn forget(agent: &mut Agent, id: &str) {
     }
     let request = Request::Forget {
         offer: id.to_owned(),
+        warning: false,
     };
     if let Err(e) = agent.call(&request).await {
         eprintln!(
@@ -933,16 +939,21 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
     std::iter::once(many.to_owned()).chain(copies).collect()
 }
 
-/// `rdv agent --forget OFFER`: the agent at `path` forgets `offer` (or the warning kept for
-/// it once it is gone).
-pub(crate) async fn forget_offer(path: PathBuf, offer: String) -> Result<()> {
+/// `rdv agent --forget-warning OFFER`: the agent at `path` forgets the warning it keeps for
+/// `offer` (a copy of its link found holding another answer), and nothing else.
+pub(crate) async fn forget_warning(path: PathBuf, offer: String) -> Result<()> {
     let mut agent = Agent::connect(&path).await?;
-    let r = agent.call(&Request::Forget { offer }).await?;
+    let r = agent
+        .call(&Request::Forget {
+            offer,
+            warning: true,
+        })
+        .await?;
     if crate::out::json() {
         return crate::out::emit("agent", r.as_object().cloned().unwrap_or_default());
     }
     let shown = crate::term::escape_for_terminal(r["offer"].as_str().unwrap_or("?").as_bytes()).0;
-    println!("forgotten: {shown}");
+    println!("warning forgotten: {shown}");
     Ok(())
 }
 
@@ -1009,12 +1020,10 @@ pub(crate) async fn status(path: PathBuf) -> Result<()> {
         )?;
         if !differing.is_empty() {
             writeln!(out, "  WARNING: the copy on {} held a different answer: someone else answered it first, so someone else holds that link and its passphrase", differing.join(", "))?;
-            // The offer itself gone (collected): a forget drops only the warning.
-            let kept = pending.iter().any(|p| p["offer"] == t["offer"]);
-            if t["ended"].as_bool() == Some(true) && !kept {
+            if t["ended"].as_bool() == Some(true) {
                 writeln!(
                     out,
-                    "  (shown until rdv agent --forget {}, 30 days at most)",
+                    "  (shown until rdv agent --forget-warning {})",
                     shown(&t["offer"])
                 )?;
             }

@@ -131,31 +131,40 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<
 }
 
 /// Write `out` as one line, made terminal-safe ([`crate::out::terminal_safe`]); its shared
-/// text in pieces of at most [`SHARED_PIECE`] bytes.
+/// text in pieces of at most [`SHARED_PIECE`] bytes. Each piece goes through a buffer made to
+/// its size and wiped when dropped (a write given up included): the line may hold a link, a
+/// passphrase, a payload or an answer.
 async fn write_out(
     wr: &mut tokio::net::unix::OwnedWriteHalf,
     out: &mut Out,
 ) -> std::io::Result<()> {
-    let mut text = crate::out::terminal_safe(&out.line);
-    if let Some(shared) = out.shared.take() {
-        wr.write_all(text.as_bytes()).await?;
-        let mut rest: &str = &shared;
-        while !rest.is_empty() {
-            let mut end = rest.len().min(SHARED_PIECE);
-            while !rest.is_char_boundary(end) {
-                end -= 1;
-            }
-            let (piece, after) = rest.split_at(end);
-            wr.write_all(crate::out::terminal_safe(piece).as_bytes())
-                .await?;
-            rest = after;
-        }
-        text = "}".into();
+    async fn piece(
+        wr: &mut tokio::net::unix::OwnedWriteHalf,
+        text: &str,
+        end: &str,
+    ) -> std::io::Result<()> {
+        let mut safe = zeroize::Zeroizing::new(String::with_capacity(
+            crate::out::terminal_safe_len(text) + end.len(),
+        ));
+        crate::out::terminal_safe_into(text, &mut safe);
+        safe.push_str(end);
+        wr.write_all(safe.as_bytes()).await
     }
-    text.push('\n');
-    let written = wr.write_all(text.as_bytes()).await;
-    zeroize::Zeroize::zeroize(&mut text);
-    written
+    let Some(shared) = out.shared.take() else {
+        return piece(wr, &out.line, "\n").await;
+    };
+    piece(wr, &out.line, "").await?;
+    let mut rest: &str = &shared;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(SHARED_PIECE);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, after) = rest.split_at(end);
+        piece(wr, head, "").await?;
+        rest = after;
+    }
+    wr.write_all(b"}\n").await
 }
 
 /// The largest piece of a shared text written at once.
@@ -232,7 +241,7 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
             }
         };
         let Ok(line) = std::str::from_utf8(line) else {
-            let id = api::id_of_refused(&String::from_utf8_lossy(line), false);
+            let id = api::id_of_refused(&String::from_utf8_lossy(line));
             let _ = tx.send(bad_line(id, "the line is not UTF-8")).await;
             continue;
         };
@@ -249,7 +258,11 @@ async fn connection(agent: Arc<Agent>, stream: tokio::net::UnixStream) {
         tracing::debug!(op = request.op(), "API request");
         // This connection has the answer where it goes: the offer is forgotten as a delivered
         // answer is (files removed, or retried; gone for collect and status meanwhile).
-        if let Request::Forget { offer } = &request {
+        if let Request::Forget {
+            offer,
+            warning: false,
+        } = &request
+        {
             if kept.lock().is_ok_and(|mut k| k.remove(offer)) {
                 agent.collected(offer);
                 let done = serde_json::json!({ "offer": offer, "forgotten": true });
@@ -523,8 +536,8 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     if a.status {
         return crate::via_agent::status(socket).await;
     }
-    if let Some(offer) = a.forget {
-        return crate::via_agent::forget_offer(socket, offer).await;
+    if let Some(offer) = a.forget_warning {
+        return crate::via_agent::forget_warning(socket, offer).await;
     }
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
@@ -684,18 +697,11 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             trails.kept.len()
         );
     }
-    // What ended trails found, for `status` until the offer is forgotten (or for 30 days: a
-    // warning nobody asked for in a month goes, on the wall clock).
+    // What ended trails found, for `status` until the warning is forgotten (nothing on a clock
+    // removes it: a clock ahead at the start must not wipe what a user has not seen).
     for (id, w) in warnings.kept {
-        if ops::now()
-            >= w.ended_at
-                .saturating_add(rdv::agent::state::WARNING_KEPT_SECS)
-        {
-            let _ = agent.state.forget_warning(&id);
-            continue;
-        }
         note!(
-            "agent: WARNING: offer {id}: a copy of its link held a different answer (on {}); someone else holds the link and its passphrase (`forget` it once seen)",
+            "agent: WARNING: offer {id}: a copy of its link held a different answer (on {}); someone else holds the link and its passphrase (rdv agent --forget-warning {id} once seen)",
             w.differing.join(", ")
         );
         if let Ok(mut t) = agent.trails.lock() {

@@ -99,8 +99,8 @@ pub(super) struct Trail {
 
 impl Trail {
     /// Whether `status` still lists it: going on, ended within [`TRAIL_KEPT`], or ended
-    /// having found a copy holding another answer (kept in `warnings/ID` too, until the offer
-    /// is forgotten).
+    /// having found a copy holding another answer (kept in `warnings/ID` too, until that
+    /// warning is forgotten).
     pub(super) fn shown(&self) -> bool {
         self.ended.is_none_or(|e| e.elapsed() < TRAIL_KEPT) || !self.differing.is_empty()
     }
@@ -317,16 +317,29 @@ impl Agent {
                 }
                 Err(no_such_offer(&offer))
             }
-            Request::Forget { offer } => {
-                // An offer collected (or forgotten) may still have a warning kept, what its
-                // trail found: forgetting it then is how a user says it was seen. Not with the
-                // offer itself, which a command forgets right after its collect and before it
-                // shows what the trail found.
+            Request::Forget {
+                offer,
+                warning: true,
+            } => {
+                // What a trail found, kept until a user says it was seen: asked for by name,
+                // never as a side effect of forgetting the offer (a command forgets the offer
+                // right after its collect, before it shows what the trail found).
+                match self.forget_warning(&offer)? {
+                    true => Ok((
+                        json!({ "offer": offer, "warning": true, "forgotten": true }),
+                        None,
+                    )),
+                    false => Err(CliError::new(
+                        "no_such_warning",
+                        ErrorKind::BadInput,
+                        format!("the agent keeps no warning for offer {offer:?} (none was found, its looks at the other copies go on, or it was forgotten)"),
+                    )
+                    .into()),
+                }
+            }
+            Request::Forget { offer, .. } => {
                 if !self.state.has(&offer) {
-                    return match self.forget_warning(&offer)? {
-                        true => Ok((json!({ "offer": offer, "forgotten": true }), None)),
-                        false => Err(no_such_offer(&offer)),
-                    };
+                    return Err(no_such_offer(&offer));
                 }
                 // The files first: a forget that fails (a read-only disk) leaves the offer
                 // looked after, as `status` and `collect` go on saying. Before, its looks were
@@ -431,17 +444,19 @@ impl Agent {
     }
 
     /// Forget what the ended trail of `offer` found, in memory and on disk; `true` if there
-    /// was such a warning.
+    /// was such a warning. Under the trail table's lock, which the trail's end holds while it
+    /// writes the warning and marks the end: a forget comes wholly before that end (nothing
+    /// to forget yet) or wholly after it. A trail still going keeps what it found.
     fn forget_warning(&self, offer: &str) -> Result<bool> {
         let mut trails = self
             .trails
             .lock()
             .map_err(|_| anyhow::anyhow!("the agent's trail table is unusable"))?;
-        let in_memory = trails
-            .get(offer)
-            .is_some_and(|t| t.ended.is_some() && !t.differing.is_empty())
+        if trails.get(offer).is_some_and(|t| t.ended.is_none()) {
+            return Ok(false);
+        }
+        let in_memory = trails.get(offer).is_some_and(|t| !t.differing.is_empty())
             && trails.remove(offer).is_some();
-        drop(trails);
         let on_disk = match self.state.forget_warning(offer) {
             Ok(removed) => removed,
             // Not an ID this agent hands out: nothing of its can be kept under it.

@@ -166,6 +166,9 @@ impl Agent {
         differing: Vec<String>,
     ) {
         let me = self.clone();
+        let mut differing = differing;
+        // Every other copy of the link, resumed or not.
+        let copies = pending.copies().len().saturating_sub(1);
         if let Ok(mut t) = me.trails.lock() {
             t.retain(|_, t| t.shown());
             // One trail per offer: an answer looked for again after a restart (it was held in
@@ -173,10 +176,19 @@ impl Agent {
             if t.get(&id).is_some_and(|t| t.ended.is_none()) {
                 return;
             }
+            // What an ended trail of this offer found stays named (a trail resumed after a
+            // crash may end before the answer is found again and another starts).
+            if let Some(old) = t.get(&id) {
+                for s in &old.differing {
+                    if !differing.contains(s) {
+                        differing.push(s.clone());
+                    }
+                }
+            }
             t.insert(
                 id.clone(),
                 super::ops::Trail {
-                    copies: plan.len(),
+                    copies,
                     differing: differing.clone(),
                     ended: None,
                 },
@@ -216,14 +228,18 @@ impl Agent {
                     |server| {
                         tracing::warn!(%server, "another copy of this offer's link holds a different answer: someone else holds the link and its passphrase");
                         if let (Ok(left), Ok(mut found)) = (left.lock(), found.lock()) {
-                            found.push(server.to_string());
+                            if !found.contains(&server.to_string()) {
+                                found.push(server.to_string());
+                            }
                             if let Err(e) = me.state.save_trail(&id, &first, &left, &found, &pending) {
                                 tracing::warn!(error = %rdv::config::report(&e), "updating a trail file failed; a restart would not name this server");
                             }
                         }
                         if let Ok(mut t) = me.trails.lock() {
                             if let Some(trail) = t.get_mut(&id) {
-                                trail.differing.push(server.to_string());
+                                if !trail.differing.contains(&server.to_string()) {
+                                    trail.differing.push(server.to_string());
+                                }
                             }
                         }
                         me.event(event::DIFFERENT_ANSWER, {
@@ -245,39 +261,14 @@ impl Agent {
                     },
                 )
                 .await;
-            // What it found outlives the trail (written before the trail file goes: a crash
-            // in between resumes the trail, which writes it again).
+            // What it found (before a restart too) outlives the trail.
             let found = found.into_inner().unwrap_or_default();
-            if !found.is_empty() {
-                let warning = rdv::agent::state::TrailWarning {
-                    copies: plan.len(),
-                    ended_at: super::ops::now(),
-                    differing: found,
-                };
-                if let Err(e) = me.state.save_warning(&id, &warning) {
-                    tracing::warn!(error = %rdv::config::report(&e), "keeping what the looks at the other copies found failed; status shows it until the agent stops");
-                }
-            }
-            if let Err(e) = me.state.forget_trail(&id) {
-                tracing::warn!(error = %rdv::config::report(&e), "removing a trail file failed");
-            }
-            if let Ok(mut t) = me.trails.lock() {
-                if let Some(trail) = t.get_mut(&id) {
-                    trail.ended = Some(std::time::Instant::now());
-                }
-            }
+            me.trail_ended(&id, copies, &found);
             me.event(event::TRAIL_ENDED, {
                 let mut f = Map::new();
                 f.insert("offer".into(), json!(id));
                 f.insert("opened".into(), json!(trailed.opened));
-                f.insert(
-                    "different_answers".into(),
-                    json!(trailed
-                        .differing
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>()),
-                );
+                f.insert("different_answers".into(), json!(found));
                 f
             });
         });
@@ -307,10 +298,55 @@ impl Agent {
             })
             .collect();
         if plan.is_empty() {
-            let _ = self.state.forget_trail(&id);
+            // Over (the link expired meanwhile, or no copy was left): what it found is kept
+            // all the same, not dropped with the file.
+            let copies = kept.pending.copies().len().saturating_sub(1);
+            self.trail_ended(&id, copies, &kept.differing);
             return;
         }
         self.trail(id, kept.pending, plan, kept.first, kept.differing);
+    }
+
+    /// The trail of offer `id` over `copies` other copies ended having found `differing`:
+    /// a warning kept if any (`warnings/ID`, written before the trail file goes: a crash in
+    /// between resumes the trail, which ends here again), the end marked, the trail file
+    /// removed. The warning's write and the mark under the trail table's lock, as a forget of
+    /// the warning ([`Agent::forget_warning`]): one comes wholly before the other.
+    pub(super) fn trail_ended(&self, id: &str, copies: usize, differing: &[String]) {
+        if let Ok(mut t) = self.trails.lock() {
+            if !differing.is_empty() {
+                let warning = rdv::agent::state::TrailWarning {
+                    copies,
+                    ended_at: super::ops::now(),
+                    differing: differing.to_vec(),
+                };
+                if let Err(e) = self.state.save_warning(id, &warning) {
+                    tracing::warn!(error = %rdv::config::report(&e), "keeping what the looks at the other copies found failed; status shows it until the agent stops");
+                }
+            }
+            // A trail that found nothing and was never listed (ended at the start) stays so.
+            if differing.is_empty() && !t.contains_key(id) {
+                return self.forget_trail_file(id);
+            }
+            let trail = t.entry(id.to_owned()).or_insert(super::ops::Trail {
+                copies,
+                differing: Vec::new(),
+                ended: None,
+            });
+            for s in differing {
+                if !trail.differing.contains(s) {
+                    trail.differing.push(s.clone());
+                }
+            }
+            trail.ended = Some(std::time::Instant::now());
+        }
+        self.forget_trail_file(id);
+    }
+
+    fn forget_trail_file(&self, id: &str) {
+        if let Err(e) = self.state.forget_trail(id) {
+            tracing::warn!(error = %rdv::config::report(&e), "removing a trail file failed");
+        }
     }
 
     /// Save the answer to offer `id` held in memory, every 30 s until it works, or until it

@@ -26,12 +26,11 @@ pub(crate) struct AgentArgs {
     /// use. With --json, its status object (docs/AGENT.md, `status`).
     #[arg(long, conflicts_with = "check")]
     pub(crate) status: bool,
-    /// Have the agent running at --socket forget offer OFFER, then exit: an offer it looks
-    /// after (its secrets and any answer go), or one already collected or forgotten whose
-    /// looks at its other copies found a copy holding another answer (the warning --status
-    /// shows until then, for 30 days at most).
+    /// Have the agent running at --socket forget the warning it keeps for offer OFFER (a copy
+    /// of its link found holding another answer, which --status shows until then), then exit.
+    /// The offer itself, if still kept, is left alone.
     #[arg(long, value_name = "OFFER", conflicts_with_all = ["check", "status"])]
-    pub(crate) forget: Option<String>,
+    pub(crate) forget_warning: Option<String>,
     /// Mean pause between two looks for an offer's answer (and after a held bucket's close).
     /// Random (exponential) pauses, each look a fresh circuit.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = super::parse_poll)]
