@@ -2263,19 +2263,23 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let offer = field(&offered, "offer").to_owned();
     agent.kill();
     let state = dir.path().join("state");
+    // `rdv agent --check` on that state directory.
+    let check_state = || {
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["agent", "--direct", "--check", "--state-dir"])
+            .arg(&state)
+            .arg("--socket")
+            .arg(dir.path().join("run-check").join("check.sock"))
+            .output()
+            .unwrap()
+    };
     let bad_offer = state.join("offers").join("o0123456789abcdef.pending");
     let bad_delete = state.join("deletes").join("o0123456789abcdee");
     let bad_record = state.join("undelivered").join("o0123456789abcded");
     for f in [&bad_offer, &bad_delete, &bad_record] {
         std::fs::write(f, "not a state file\n").unwrap();
     }
-    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["agent", "--direct", "--check", "--state-dir"])
-        .arg(&state)
-        .arg("--socket")
-        .arg(dir.path().join("run-check").join("check.sock"))
-        .output()
-        .unwrap();
+    let check = check_state();
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(
         !check.status.success(),
@@ -2330,26 +2334,14 @@ fn an_unreadable_state_file_is_named_and_skipped() {
         "{r}"
     );
     agent.kill();
-    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["agent", "--direct", "--check", "--state-dir"])
-        .arg(&state)
-        .arg("--socket")
-        .arg(dir.path().join("run-check").join("check.sock"))
-        .output()
-        .unwrap();
+    let check = check_state();
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success(), "{err}");
     assert!(err.contains(answer_dir.to_str().unwrap()), "{err}");
     // Something in a subdirectory's place is named for what it is.
     std::fs::remove_dir_all(state.join("trails")).unwrap();
     std::fs::write(state.join("trails"), "").unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["agent", "--direct", "--check", "--state-dir"])
-        .arg(&state)
-        .arg("--socket")
-        .arg(dir.path().join("run-check").join("check.sock"))
-        .output()
-        .unwrap();
+    let check = check_state();
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success(), "{err}");
     assert!(err.contains("not a directory (move it away)"), "{err}");
