@@ -2479,23 +2479,21 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
         "{status}"
     );
     // And a person sees it with `rdv agent --status` (the status object with --json).
-    let shown = ok(&run_rdv(
-        &["agent", "--status", "--socket", agent.socket()],
-        None,
-        &[],
-    ));
+    let status_shown = |agent: &AgentProcess, json: bool| {
+        let mut args = vec!["agent", "--status", "--socket", agent.socket()];
+        if json {
+            args.insert(0, "--json");
+        }
+        ok(&run_rdv(&args, None, &[]))
+    };
+    let shown = status_shown(&agent, false);
     assert!(
         shown.contains(&format!(
             "WARNING: the copy on {named} held a different answer"
         )),
         "{shown}"
     );
-    let as_json: Value = serde_json::from_str(&ok(&run_rdv(
-        &["--json", "agent", "--status", "--socket", agent.socket()],
-        None,
-        &[],
-    )))
-    .unwrap();
+    let as_json: Value = serde_json::from_str(&status_shown(&agent, true)).unwrap();
     assert_eq!(as_json["trails"], status["result"]["trails"], "{as_json}");
 
     // The warning outlives the agent: after a restart the status still names the server (an
@@ -2518,26 +2516,25 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
         "{still}"
     );
     // A person sees how to drop it, and does so from the command line.
-    let shown = ok(&run_rdv(
-        &["agent", "--status", "--socket", agent.socket()],
-        None,
-        &[],
-    ));
+    let shown = status_shown(&agent, false);
     assert!(
         shown.contains(&format!("(shown until rdv agent --forget-warning {offer})")),
         "{shown}"
     );
-    let seen = ok(&run_rdv(
-        &[
-            "agent",
-            "--forget-warning",
-            offer,
-            "--socket",
-            agent.socket(),
-        ],
-        None,
-        &[],
-    ));
+    let forget_warning = |agent: &AgentProcess| {
+        run_rdv(
+            &[
+                "agent",
+                "--forget-warning",
+                offer,
+                "--socket",
+                agent.socket(),
+            ],
+            None,
+            &[],
+        )
+    };
+    let seen = ok(&forget_warning(&agent));
     assert_eq!(seen.trim(), format!("warning forgotten: {offer}"));
     let status = api.call(5, serde_json::json!({"op": "status"}));
     assert_eq!(
@@ -2550,17 +2547,7 @@ fn a_copy_holding_someone_else_s_answer_is_told_as_an_event() {
         serde_json::json!({"op": "forget", "offer": offer, "warning": true}),
     );
     assert_eq!(again["error"]["code"], "no_such_warning", "{again}");
-    let out = run_rdv(
-        &[
-            "agent",
-            "--forget-warning",
-            offer,
-            "--socket",
-            agent.socket(),
-        ],
-        None,
-        &[],
-    );
+    let out = forget_warning(&agent);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the agent keeps no warning"), "{err}");

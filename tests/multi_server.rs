@@ -63,14 +63,12 @@ async fn put_cutting_servers(
     Vec<Arc<rdv::server::Server<rdv::store::DiskStore>>>,
     Vec<ServerAddr>,
 ) {
-    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut servers, mut addrs) = (Vec::new(), Vec::new());
-    for (i, d) in dirs.iter().enumerate() {
-        let (s, a) = start_default(d.path(), Arc::new(clock.clone())).await;
-        servers.push(s);
+    let (dirs, servers, direct) = disk_servers(clock, n).await;
+    let mut addrs = Vec::new();
+    for (i, a) in direct.iter().enumerate() {
         let cut = cut.clone();
         let proxy = common::proxy::frame_proxy(
-            a,
+            a.to_string().parse().unwrap(),
             move |r| {
                 cut.load(std::sync::atomic::Ordering::SeqCst) == i
                     && matches!(

@@ -204,6 +204,8 @@ impl Agent {
         request: Request,
     ) -> Result<(Value, Option<AfterReply>)> {
         match request {
+            // Connections take a status to `status_shared` before this (one text for every
+            // caller); here for any other caller of `handle`.
             Request::Status {} => Ok((self.status(), None)),
             Request::Offer {
                 servers,
