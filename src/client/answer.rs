@@ -717,9 +717,12 @@ impl Client {
     /// looking started ([`CollectError::NoAnswerYet`]). Every copy of the link has a schedule of
     /// its own, anchored to its own bucket: no look at a server before that copy's bucket closes
     /// (unless the schedule is early), then looks after exponential pauses, and a last one when
-    /// the wait ends. Transient connection failures in between are retried at the next look;
-    /// others end that copy's looks. The first answer that opens wins; [`Client::trail`] then
-    /// looks at the other copies until each finds an answer of its own or a random end.
+    /// the wait ends. Transient connection failures in between are retried at the next look,
+    /// and so is every failure at a copy of a multi-server link; other failures end a
+    /// single-server link's looks. The first answer that opens wins; the other copies' looks
+    /// then end, a look on its way first finishing (cut off, it told its server the moment the
+    /// answer opened elsewhere); [`Client::trail`] then looks at the other copies until each
+    /// finds an answer of its own or a random end.
     ///
     /// A multi-server link whose looks begin at once (its buckets closed before, or the
     /// schedule is early) begins each copy's looks a random pause (exponential, of the spread)
@@ -732,14 +735,28 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Collected, CollectError> {
+        let (answered, stop) = tokio::sync::watch::channel(false);
         let mut copies: FuturesUnordered<_> = (0..pending.copies.len())
-            .map(|j| async move { (j, self.collect_copy(pending, j, schedule, wait).await) })
+            .map(|j| {
+                let stop = stop.clone();
+                async move { (j, self.collect_copy(pending, j, schedule, wait, stop).await) }
+            })
             .collect();
         let mut failures = Vec::new();
         let mut unanswered = 0;
         while let Some((j, r)) = copies.next().await {
             match r {
-                Ok(answer) => return Ok(Collected { answer, copy: j }),
+                Ok(answer) => {
+                    // The other copies stop at their next pause; a look on its way finishes
+                    // first. Dropped in the middle, its connection ended (a rendezvous left,
+                    // a request never read) within moments of the answer opening at this
+                    // copy, which no other client does: it paired the copies for servers
+                    // comparing notes (a helper's review, 2026-12-07). What such a look finds
+                    // is left to the trail, which looks there again.
+                    let _ = answered.send(true);
+                    while copies.next().await.is_some() {}
+                    return Ok(Collected { answer, copy: j });
+                }
                 Err(CollectError::NoAnswerYet) => unanswered += 1,
                 Err(e) => failures.push((pending.copies[j].server.to_string(), e)),
             }
@@ -848,13 +865,16 @@ impl Client {
         differs: impl Fn(&ServerAddr),
         ended: impl Fn(usize),
     ) -> Trailed {
-        let mut trails: FuturesUnordered<_> =
-            plan.iter()
-                .filter(|(j, _)| *j < pending.copies.len())
-                .map(|&(j, wait)| async move {
-                    (j, self.look_on(pending, j, schedule, wait, true).await)
-                })
-                .collect();
+        let mut trails: FuturesUnordered<_> = plan
+            .iter()
+            .filter(|(j, _)| *j < pending.copies.len())
+            .map(|&(j, wait)| async move {
+                (
+                    j,
+                    self.look_on(pending, j, schedule, wait, true, None).await,
+                )
+            })
+            .collect();
         let mut outcome = Trailed::default();
         while let Some((j, r)) = trails.next().await {
             // A different answer is told before the copy's end: a caller that keeps both (the
@@ -884,13 +904,16 @@ impl Client {
         index: usize,
         schedule: LookSchedule,
         wait: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
-        self.look_on(pending, index, schedule, wait, false).await
+        self.look_on(pending, index, schedule, wait, false, Some(stop))
+            .await
     }
 
     /// The looks at copy `index` on `schedule` for `wait`; `going_on`: looks that were going
     /// on already (a trail), which take neither the pause nor the end of looks that begin at
-    /// once.
+    /// once. Once `stop` says so, they end at their next pause ([`CollectError::NoAnswerYet`]),
+    /// never during a look.
     async fn look_on(
         &self,
         pending: &PendingAnswer,
@@ -898,7 +921,21 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
         going_on: bool,
+        mut stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
+        // A pause that ends early, with `None`, once `stop` says so.
+        async fn or_stop<T>(
+            stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
+            pause: impl std::future::Future<Output = T>,
+        ) -> Option<T> {
+            let Some(stop) = stop else {
+                return Some(pause.await);
+            };
+            tokio::select! {
+                t = pause => Some(t),
+                _ = stop.wait_for(|s| *s) => None,
+            }
+        }
         let copy = &pending.copies[index];
         // Looks that would begin now, at every copy of a multi-server link in the same moment,
         // begin for each copy a spread pause of its own later, and end a look pause of its own
@@ -911,7 +948,9 @@ impl Client {
             !going_on && schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
         };
         let wait = if at_once {
-            super::wake::pause(self.config.copy_spread).await;
+            or_stop(&mut stop, super::wake::pause(self.config.copy_spread))
+                .await
+                .ok_or(CollectError::NoAnswerYet)?;
             wait.saturating_add(schedule.next_look_in(rand::random()))
         } else {
             wait
@@ -935,7 +974,12 @@ impl Client {
         // lost the answer (a helper's attack, 2026-12-06). From the start on, the wait is
         // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
         let start_at = Duration::from_secs(start).max(now_precise);
-        let late = super::wake::until_wall(self.clock.as_ref(), start_at).await;
+        let late = or_stop(
+            &mut stop,
+            super::wake::until_wall(self.clock.as_ref(), start_at),
+        )
+        .await
+        .ok_or(CollectError::NoAnswerYet)?;
         let began = tokio::time::Instant::now();
         // The end counts from the start on the wall clock, even when the start was noticed late
         // (the process stopped, the machine suspended across it): counted from the moment it
@@ -950,18 +994,32 @@ impl Client {
         let mut next = began + schedule.next_look_in(rand::random());
         loop {
             let last = next >= until;
-            if super::wake::until_instant(next.min(until)).await {
+            let late = or_stop(&mut stop, super::wake::until_instant(next.min(until)))
+                .await
+                .ok_or(CollectError::NoAnswerYet)?;
+            if late {
                 // The process was stopped meanwhile: every look due then, of every mailbox,
                 // would come in the same instant now and tie those mailboxes together as one
                 // user's (a helper's attack saw 7 at once after a SIGCONT). This one comes a
                 // fresh pause later, drawn as the schedule draws every pause (memoryless, so the
                 // schedule stays what it was).
-                super::wake::pause(schedule.mean).await;
+                or_stop(&mut stop, super::wake::pause(schedule.mean))
+                    .await
+                    .ok_or(CollectError::NoAnswerYet)?;
             }
             match self.look_at_copies(pending, &[index]).await {
                 Ok(Some(found)) => return Ok(found.answer),
                 Ok(None) => {}
-                Err(e) if e.kind() == super::ErrorKind::Transient && !last => {
+                // A copy of a multi-server link goes on looking whatever the failure: ended on
+                // one bad answer, its looks fell silent, and its trail began them again right
+                // after the answer was collected from another copy, so a server failing one
+                // look on purpose learnt, from servers comparing notes, which of their copies
+                // belong together (a helper's review, 2026-12-07).
+                Err(e)
+                    if !last
+                        && (e.kind() == super::ErrorKind::Transient
+                            || pending.copies.len() > 1) =>
+                {
                     tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");
                 }
                 Err(e) => return Err(e),

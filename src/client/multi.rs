@@ -218,18 +218,24 @@ impl Client {
     }
 
     /// Delete the copies stored so far (by their index in `servers`) of a failed multi-server
-    /// offer (best effort: they expire anyway).
+    /// offer (best effort: they expire anyway), each at a moment of its own drawn uniformly
+    /// within [`ClientConfig::copy_spread`] from now, none at once; interrupted
+    /// ([`Client::interrupt`]), the rest at once. A store failure is the server's to provoke
+    /// (a bucket ID the policy refuses, a dropped connection): deleted at once, the copies
+    /// stored before named themselves within milliseconds of it, to servers comparing notes.
+    ///
+    /// [`ClientConfig::copy_spread`]: super::ClientConfig::copy_spread
     async fn take_back(
         &self,
         servers: &[ServerAddr],
         stored: &[(usize, Stored)],
         token: &DeleteToken,
     ) {
-        for (i, s) in stored {
-            let _ = self
-                .delete_at(&servers[*i], s.id.locator(), &token.for_server(*i as u8))
-                .await;
-        }
+        let copies = stored
+            .iter()
+            .map(|(i, s)| (*i, servers[*i].clone(), s.id.locator()))
+            .collect();
+        let _ = self.delete_spread(copies, token, false).await;
     }
 
     /// Accept a multi-server link: one copy, the link's first copy (drawn by its key, the same for
@@ -376,23 +382,41 @@ impl Client {
         copies: &[(ServerAddr, Locator)],
         token: &DeleteToken,
     ) -> Vec<(ServerAddr, Result<(), DeleteError>)> {
+        let copies = copies
+            .iter()
+            .enumerate()
+            .map(|(i, (server, locator))| (i, server.clone(), *locator))
+            .collect();
+        self.delete_spread(copies, token, true).await
+    }
+
+    /// Delete `copies` (each with its place in the link, which names its token), each at a
+    /// moment of its own drawn uniformly within [`ClientConfig::copy_spread`] from now, but
+    /// one drawn at random at once if `one_at_once`; interrupted ([`Client::interrupt`]), the
+    /// rest at once. The outcomes come in link order.
+    ///
+    /// [`ClientConfig::copy_spread`]: super::ClientConfig::copy_spread
+    async fn delete_spread(
+        &self,
+        copies: Vec<(usize, ServerAddr, Locator)>,
+        token: &DeleteToken,
+        one_at_once: bool,
+    ) -> Vec<(ServerAddr, Result<(), DeleteError>)> {
         let start = tokio::time::Instant::now();
         let within = self.config.copy_spread;
-        let mut shuffled: Vec<usize> = (0..copies.len()).collect();
-        shuffled.shuffle(&mut rand::rngs::OsRng);
-        let mut order: Vec<(Duration, usize)> = shuffled
-            .into_iter()
-            .enumerate()
-            .map(|(n, i)| match n {
-                0 => (Duration::ZERO, i),
-                _ => (within.mul_f64(rand::random::<f64>()), i),
-            })
+        let mut order: Vec<(Duration, usize)> = (0..copies.len())
+            .map(|k| (within.mul_f64(rand::random::<f64>()), k))
             .collect();
+        if one_at_once {
+            if let Some(first) = order.choose_mut(&mut rand::rngs::OsRng) {
+                first.0 = Duration::ZERO;
+            }
+        }
         order.sort();
         let mut interrupted = self.interrupted.subscribe();
         let mut out: Vec<(usize, ServerAddr, Result<(), DeleteError>)> =
             Vec::with_capacity(copies.len());
-        for (at, i) in order {
+        for (at, k) in order {
             let stopped = *interrupted.borrow();
             if !stopped {
                 let late = tokio::select! {
@@ -405,11 +429,11 @@ impl Client {
                     super::wake::pause(within / 4).await;
                 }
             }
-            let (server, locator) = &copies[i];
+            let (i, server, locator) = &copies[k];
             let r = self
-                .delete_at(server, *locator, &token.for_server(i as u8))
+                .delete_at(server, *locator, &token.for_server(*i as u8))
                 .await;
-            out.push((i, server.clone(), r));
+            out.push((*i, server.clone(), r));
         }
         out.sort_by_key(|(i, _, _)| *i);
         out.into_iter().map(|(_, s, r)| (s, r)).collect()
