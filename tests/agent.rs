@@ -2880,3 +2880,169 @@ fn a_trail_over_while_the_agent_was_down_keeps_its_warning() {
     );
     assert!(state.join("warnings").join(id).exists(), "no warning kept");
 }
+
+/// Through the agent, `--wait --json` prints what it prints without one: a `waiting` line
+/// before the answer (`rdv offer` and `rdv collect`), and the answer's `link_kept` (`true`: the
+/// agent leaves links to expire). Before, neither came (a helper's audit of the docs,
+/// 2026-12-07).
+#[test]
+fn waits_through_the_agent_print_the_waiting_line_and_link_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let events = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let check = |lines: &[Value], command: &str| {
+        let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["waiting", "answer"], "{lines:?}");
+        let waiting = &lines[0];
+        assert_eq!(waiting["command"], command);
+        let (from, until) = (
+            waiting["looks_from"].as_u64().unwrap(),
+            waiting["looks_until"].as_u64().unwrap(),
+        );
+        assert_eq!(until - from, 60, "{waiting}");
+        assert_eq!(lines[1]["link_kept"], true, "{}", lines[1]);
+        assert_eq!(lines[1]["answer"], "smp://back", "{}", lines[1]);
+    };
+    let accept = |link: &str| {
+        ok(&run_rdv(
+            &["accept", "--direct", link, "--answer", "smp://back"],
+            None,
+            &[],
+        ))
+    };
+    // rdv offer --agent --expect-answer --wait 1m --json.
+    let mut offer = Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "--json",
+            "offer",
+            "--agent",
+            agent.socket(),
+            "--server",
+            &addr,
+        ])
+        .args(["--expect-answer", "--payload", "smp://i", "--kdf", "test"])
+        .args(["--wait", "1m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(offer.stdout.take().unwrap());
+    let mut stored = String::new();
+    out.read_line(&mut stored).unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["event"], "stored", "{stored}");
+    accept(stored["link"].as_str().unwrap());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(offer.wait().unwrap().success());
+    // The trail's line (a multi-server link's) does not come for a link of one server.
+    check(&events(&rest), "offer");
+    // rdv collect --agent --offer ID --wait 1m --json.
+    let offered = offer_expecting_answer(&agent, &addr, "smp://i2");
+    let id = field(&offered, "offer").to_owned();
+    accept(field(&offered, "link"));
+    let collected = run_rdv(
+        &[
+            "--json",
+            "collect",
+            "--agent",
+            agent.socket(),
+            "--offer",
+            &id,
+            "--wait",
+            "1m",
+        ],
+        None,
+        &[],
+    );
+    assert!(collected.status.success(), "{collected:?}");
+    check(
+        &events(&String::from_utf8_lossy(&collected.stdout)),
+        "collect",
+    );
+}
+
+/// `rdv agent --check` reaches what the transport needs: the SOCKS proxy (its greeting
+/// answered) or the `--direct` server (an `Info` answered), and fails naming it when nothing
+/// answers. Before, it said "ok" for a proxy or a server that was not there (a helper's audit
+/// of the docs, 2026-12-07). `rdv agent --forget-warning` gives its JSON result (before,
+/// `--json` was refused).
+#[test]
+fn check_reaches_the_socks_proxy_or_the_direct_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    let check = |transport: &[&str], n: usize| {
+        Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .arg("agent")
+            .args(transport)
+            .arg("--check")
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("state{n}")))
+            .arg("--socket")
+            .arg(dir.path().join(format!("run{n}")).join("a.sock"))
+            .args(["--connect-timeout", "10s"])
+            .output()
+            .unwrap()
+    };
+    let said = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // Nothing there: refused, naming the flag.
+    for (n, t) in [["--socks", closed.as_str()], ["--direct", closed.as_str()]]
+        .iter()
+        .enumerate()
+    {
+        let o = check(t, n);
+        assert!(!o.status.success(), "{}", said(&o));
+        assert!(
+            said(&o).contains(&format!("{} {closed}", t[0])),
+            "{}",
+            said(&o)
+        );
+    }
+    // A server there: ok, saying so.
+    let o = check(&["--direct", &srv.addr.to_string()], 2);
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(said(&o).contains("answers"), "{}", said(&o));
+    // A SOCKS5 proxy there (one that answers the greeting, and nothing more).
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap().to_string();
+    let answering = std::thread::spawn(move || {
+        let (mut s, _) = proxy.accept().unwrap();
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).unwrap();
+        assert_eq!(greeting, [5, 1, 0]);
+        s.write_all(&[5, 0]).unwrap();
+    });
+    let o = check(&["--socks", &proxy_addr], 3);
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(said(&o).contains("SOCKS proxy"), "{}", said(&o));
+    answering.join().unwrap();
+    // --forget-warning with --json: the agent's answer as JSON.
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let o = run_rdv(
+        &[
+            "--json",
+            "agent",
+            "--socket",
+            agent.socket(),
+            "--forget-warning",
+            "o0123456789abcdef",
+        ],
+        None,
+        &[],
+    );
+    let e: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "no_such_warning", "{e}");
+}

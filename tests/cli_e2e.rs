@@ -641,3 +641,106 @@ fn accept_says_why_no_stamp_counts_below_the_minimum_effort() {
         assert!(err.contains(expect), "effort {effort}: {err}");
     }
 }
+
+/// `rdv accept --answer --max-effort N` refuses a server whose answer challenge asks for more
+/// (`effort_refused`, nothing sent); before, accept had no such flag and a server asking over
+/// 1024 could not be answered at all (a helper's audit of the docs, 2026-12-07).
+#[test]
+fn accept_takes_max_effort_for_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--stamp-effort", "4"]);
+    let addr = server.addr.to_string();
+    let state = dir.path().join("st");
+    let out = rdv(
+        &[
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "smp://effort",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        None,
+        &[("RDV_PASSPHRASE", "max-effort-answer-words")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let link = field(&out, "link:");
+    let refused = rdv(
+        &[
+            "--json",
+            "accept",
+            "--direct",
+            &link,
+            "--answer",
+            "smp://back",
+            "--max-effort",
+            "0",
+        ],
+        None,
+        &[],
+    );
+    let e: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "effort_refused", "{e}");
+    // Allowed, the same answer goes.
+    let answered = rdv(
+        &["accept", "--direct", &link, "--answer", "smp://back"],
+        None,
+        &[],
+    );
+    assert!(answered.status.success(), "{answered:?}");
+}
+
+/// Flags that would be silently ignored are refused: `rdv offer --early` or `--delete-now`
+/// without `--wait` (they apply to a wait; before, nothing said they did nothing). A usage
+/// error's JSON message names what is missing (before, "the following required arguments were
+/// not provided:" and no more). A helper's audit of the docs, 2026-12-07.
+#[test]
+fn offer_refuses_look_flags_without_a_wait_and_usage_errors_name_the_flag() {
+    for flag in ["--early", "--delete-now"] {
+        let out = rdv(
+            &[
+                "--json",
+                "offer",
+                "--direct",
+                "127.0.0.1:9",
+                "--payload",
+                "x",
+                "--expect-answer",
+                "--state",
+                "/nonexistent/st",
+                flag,
+            ],
+            None,
+            &[],
+        );
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(e["error"]["code"], "invalid_input", "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(flag),
+            "{e}"
+        );
+    }
+    let out = rdv(
+        &[
+            "--json",
+            "offer",
+            "--direct",
+            "127.0.0.1:9",
+            "--payload",
+            "x",
+            "--state",
+            "st",
+        ],
+        None,
+        &[],
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "usage", "{e}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("--expect-answer"), "{m}");
+    assert!(!m.contains('\n'), "{m}");
+}

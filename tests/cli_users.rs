@@ -2059,6 +2059,36 @@ fn check_config_lists_every_problem_and_starts_nothing() {
     );
     assert!(String::from_utf8_lossy(&good.stdout).contains("the settings are fine"));
     assert!(!dir.path().join("d2").exists(), "nothing started");
+    // A data directory the start would refuse (open to others, holding files that are not
+    // rdv's) is a problem for the check too, and stays as it was. Before, the check said the
+    // settings were fine (a helper's audit of the docs, 2026-12-07).
+    use std::os::unix::fs::PermissionsExt;
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes.txt"), "mine").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for mode in ["--check-config", "--print-config"] {
+        let out = rdv(
+            &[
+                "serve",
+                "--data",
+                shared.to_str().unwrap(),
+                "--no-onion",
+                "--listen",
+                "127.0.0.1:0",
+                mode,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let m = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            m.contains("--data") && m.contains("open to other users"),
+            "{m}"
+        );
+    }
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
 }
 
 /// Every page rdv(1) refers to exists: `rdv man --dir` writes rdv.1 and one page per command,

@@ -159,6 +159,26 @@ pub enum DataDirError {
 /// this user, and either closed to others already or holding nothing but rdv's own files (then
 /// it is made 0700). Never changes the mode of someone else's directory or of a shared one.
 pub fn claim_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| {
+            StoreError::backend(CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })
+        })?;
+        restrict_permissions(dir, 0o700);
+        return Ok(());
+    }
+    if check_private_dir(dir)? {
+        restrict_permissions(dir, 0o700);
+    }
+    Ok(())
+}
+
+/// What [`claim_private_dir`] would say of `dir`, changing nothing (for a check of the
+/// settings): the error it would refuse the directory with, else whether it would close the
+/// directory to others (`false` for one that does not exist yet: it would be created closed).
+pub fn check_private_dir(dir: &Path) -> Result<bool, StoreError> {
     let create = |source| {
         StoreError::backend(CreateDir {
             path: dir.display().to_string(),
@@ -166,9 +186,7 @@ pub fn claim_private_dir(dir: &Path) -> Result<(), StoreError> {
         })
     };
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(create)?;
-        restrict_permissions(dir, 0o700);
-        return Ok(());
+        return Ok(false);
     }
     #[cfg(unix)]
     {
@@ -193,10 +211,10 @@ pub fn claim_private_dir(dir: &Path) -> Result<(), StoreError> {
                     example,
                 }));
             }
-            restrict_permissions(dir, 0o700);
+            return Ok(true);
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The data directory could not be created.

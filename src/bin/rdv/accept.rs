@@ -64,6 +64,7 @@ pub(crate) async fn run(mut a: AcceptArgs) -> Result<()> {
     }
     let policy = ClientPolicy {
         min_effort: a.min_effort,
+        max_effort: a.max_effort,
         ..ClientPolicy::default()
     };
     let client = make_client(&a.transport, &link_servers(&link), policy)

@@ -200,12 +200,17 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         e.exit();
     }
     let _ = e.print();
+    // The error's first paragraph, on one line: clap names what is missing or in conflict on
+    // the lines after the first (before, "the following required arguments were not
+    // provided:" came without them).
     let text = e.render().to_string();
     let message = text
         .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ");
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.trim_start_matches("error: ");
     out::emit_error(None, "usage", "bad-input", message, None);
     ExitCode::from(USAGE_EXIT)
 }
@@ -239,8 +244,10 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::Keygen(a) => return keygen::run(a),
         Cmd::Demo if cli.json => return Err(unsupported("rdv demo")),
         Cmd::Serve(_) if cli.json => return Err(unsupported("rdv serve")),
-        Cmd::Agent(a) if cli.json && !a.status => {
-            return Err(unsupported("rdv agent (but for --status)"))
+        Cmd::Agent(a) if cli.json && !a.status && a.forget_warning.is_none() => {
+            return Err(unsupported(
+                "rdv agent (but for --status and --forget-warning)",
+            ))
         }
         _ => {}
     }

@@ -248,6 +248,24 @@ pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
 
 /// Run `rdv offer`.
 pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
+    // The answer flags that only a wait here uses: without one they were silently ignored (the
+    // user who asked for an early look or a delete got neither, and no word).
+    if a.wait.is_none() {
+        if let Some(flag) = [
+            (a.look.early, "--early"),
+            (a.look.delete_now, "--delete-now"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag))
+        {
+            return Err(CliError::new(
+                "invalid_input",
+                rdv::client::ErrorKind::BadInput,
+                format!("{flag} applies only while rdv offer waits for the answer (--expect-answer --wait); with --state, give it to rdv collect"),
+            )
+            .into());
+        }
+    }
     // Nothing is stored for a link that would be written nowhere (a QR image holds it too,
     // but not an answer waited for).
     if a.qr_png.is_none() || a.wait.is_some() {

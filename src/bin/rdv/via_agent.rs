@@ -141,15 +141,22 @@ fn agent_error(e: api::ApiError) -> anyhow::Error {
 }
 
 impl Agent {
+    /// A connection to the agent at `path`, for a command that works without one too.
     async fn connect(path: &std::path::Path) -> Result<Self> {
+        Self::connect_or(
+            path,
+            "start one with rdv agent, or leave out --agent and RDV_AGENT",
+        )
+        .await
+    }
+
+    /// A connection to the agent at `path`; `instead`: what to do when none answers.
+    async fn connect_or(path: &std::path::Path, instead: &str) -> Result<Self> {
         let s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
             CliError::new(
                 "agent_unreachable",
                 ErrorKind::Transient,
-                format!(
-                    "no agent answers on {} ({e}); start one with rdv agent, or leave out --agent and RDV_AGENT",
-                    path.display()
-                ),
+                format!("no agent answers on {} ({e}); {instead}", path.display()),
             )
         })?;
         // The request carries secrets (passphrase, payload): only to an agent of this user, not
@@ -477,9 +484,10 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     };
     let from = r.get("looks_from").and_then(Value::as_u64);
     agent.subscribe_to(Some(&id)).await?;
+    emit_waiting("offer", from, wait)?;
     let answer = wait_for(&mut agent, &id, from, wait).await?;
     if crate::out::json() {
-        let mut f = fields! { "event" => "answer", "offer" => &id };
+        let mut f = fields! { "event" => "answer", "offer" => &id, "link_kept" => true };
         crate::out::bytes_fields(&mut f, "answer", &answer);
         crate::out::emit("offer", f)?;
     } else {
@@ -689,6 +697,25 @@ const RECOLLECT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
 /// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
 /// agent must have been subscribed to on this connection).
+/// With `--json`, the `waiting` line of a command's `--wait` through the agent, as without
+/// one: looking from `from` (the offer's first look, when the agent said; else now) until the
+/// wait after it, when this command stops waiting (the agent's own looks go on).
+fn emit_waiting(command: &str, from: Option<u64>, wait: std::time::Duration) -> Result<()> {
+    if !crate::out::json() {
+        return Ok(());
+    }
+    let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
+    let from = from.unwrap_or(now).max(now);
+    crate::out::emit(
+        command,
+        fields! {
+            "event" => "waiting",
+            "looks_from" => from,
+            "looks_until" => from.saturating_add(wait.min(rdv::proto::schedule::MAX_SPAN).as_secs()),
+        },
+    )
+}
+
 async fn wait_for(
     agent: &mut Agent,
     id: &str,
@@ -763,6 +790,10 @@ pub(crate) async fn accept(mut a: AcceptArgs, path: PathBuf) -> Result<()> {
         (
             a.min_effort != rdv::proto::ClientPolicy::default().min_effort,
             "--min-effort",
+        ),
+        (
+            a.max_effort != rdv::proto::ClientPolicy::default().max_effort,
+            "--max-effort",
         ),
         (a.spread != rdv::client::DEFAULT_COPY_SPREAD, "--spread"),
         (a.answer_every_copy, "--answer-every-copy"),
@@ -852,6 +883,7 @@ pub(crate) async fn collect(a: CollectArgs, path: PathBuf) -> Result<()> {
                 })
                 .and_then(|o| o.get("looks_from"))
                 .and_then(Value::as_u64);
+            emit_waiting("collect", from, wait)?;
             wait_for(&mut agent, &id, from, wait).await?
         }
         None => bytes_of(&take_answer(&mut agent, &id).await?, "answer")?,
@@ -939,10 +971,15 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
     std::iter::once(many.to_owned()).chain(copies).collect()
 }
 
+/// What to do when `rdv agent --status` or `--forget-warning` finds no agent (leaving out
+/// `--agent`, the advice for other commands, does not apply to them).
+const AGENT_COMMAND_NEEDS_ONE: &str =
+    "start one with rdv agent, or name the running one's socket with --socket (default: $XDG_RUNTIME_DIR/rdv/agent.sock, else ~/.local/state/rdv/agent.sock)";
+
 /// `rdv agent --forget-warning OFFER`: the agent at `path` forgets the warning it keeps for
 /// `offer` (a copy of its link found holding another answer), and nothing else.
 pub(crate) async fn forget_warning(path: PathBuf, offer: String) -> Result<()> {
-    let mut agent = Agent::connect(&path).await?;
+    let mut agent = Agent::connect_or(&path, AGENT_COMMAND_NEEDS_ONE).await?;
     let r = agent
         .call(&Request::Forget {
             offer,
@@ -960,7 +997,7 @@ pub(crate) async fn forget_warning(path: PathBuf, offer: String) -> Result<()> {
 /// `rdv agent --status`: what the agent at `path` looks after, for a person (or its status
 /// object with `--json`).
 pub(crate) async fn status(path: PathBuf) -> Result<()> {
-    let mut agent = Agent::connect(&path).await?;
+    let mut agent = Agent::connect_or(&path, AGENT_COMMAND_NEEDS_ONE).await?;
     let s = agent.call(&Request::Status {}).await?;
     if crate::out::json() {
         return crate::out::emit("agent", s.as_object().cloned().unwrap_or_default());

@@ -527,6 +527,45 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
     }
 }
 
+/// For `rdv agent --check`: reach what the transport needs besides the embedded Tor (which
+/// `make_client` bootstrapped): the SOCKS proxy (its SOCKS5 greeting answered), or the
+/// `--direct` server (an `Info` request answered). What the "ok" line says of it.
+async fn check_transport(
+    t: &crate::cli::TransportArgs,
+    client: &rdv::client::Client,
+) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    if let Some(proxy) = &t.socks {
+        let greet = async {
+            let mut s = tokio::net::TcpStream::connect(proxy.as_str()).await?;
+            // SOCKS5, one method offered: no authentication (tor takes it).
+            s.write_all(&[5, 1, 0]).await?;
+            let mut reply = [0u8; 2];
+            s.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        return match tokio::time::timeout(t.connect_timeout, greet).await {
+            Ok(Ok([5, 0])) => Ok(format!(" (the SOCKS proxy at {proxy} answers)")),
+            Ok(Ok(r)) => bail!("--socks {proxy}: not a SOCKS5 proxy that takes this client (its greeting was answered with {r:?})"),
+            Ok(Err(e)) => bail!("--socks {proxy}: the SOCKS proxy cannot be reached: {e}"),
+            Err(_) => bail!("--socks {proxy}: the SOCKS proxy did not answer within {} (--connect-timeout)", humantime::format_duration(t.connect_timeout)),
+        };
+    }
+    match t.direct.as_deref() {
+        Some("") => Ok(" (each server is reached when a request names it: none to check)".into()),
+        Some(target) => {
+            let addr = rdv::proto::ServerAddr::parse(target)
+                .map_err(|e| anyhow::anyhow!("--direct {target}: {e}"))?;
+            client
+                .info(&addr)
+                .await
+                .with_context(|| format!("--direct {target}: the server cannot be reached"))?;
+            Ok(format!(" (the server at {target} answers)"))
+        }
+        None => Ok(String::new()),
+    }
+}
+
 /// Run `rdv agent`.
 pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let socket = match &a.socket {
@@ -561,7 +600,9 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let policy = ClientPolicy {
         max_skew_secs: a.max_skew.as_secs(),
         max_open_window_secs: a.max_window.as_secs(),
-        ..ClientPolicy::default()
+        max_seq: a.max_seq,
+        min_effort: a.stamps.min_effort,
+        max_effort: a.stamps.max_effort,
     };
     let client = make_client(&a.transport, &[], policy)
         .await?
@@ -634,8 +675,11 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         let listener = bind(&socket).await?;
         drop(listener);
         let _ = std::fs::remove_file(&socket);
+        // What the transport reaches: the embedded Tor bootstrapped above; a SOCKS proxy or a
+        // --direct server is asked here (before, "ok" came without contacting either).
+        let reached = check_transport(&a.transport, &client).await?;
         println!(
-            "ok: {transport} ready, state directory {}, socket {} usable",
+            "ok: {transport} ready{reached}, state directory {}, socket {} usable",
             state.path().display(),
             socket.display()
         );

@@ -46,6 +46,11 @@ pub(crate) struct AgentArgs {
     /// the server advertises: it could advertise each connection a window of its own.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) max_window: Duration,
+    /// Refuse bucket IDs with a higher sequence number (as `rdv offer --max-seq`).
+    #[arg(long, default_value_t = rdv::proto::ClientPolicy::default().max_seq)]
+    pub(crate) max_seq: u16,
+    #[command(flatten)]
+    pub(crate) stamps: super::StampArgs,
     /// How long after its bucket's close the agent looks for an offer's answer, when none comes:
     /// the same span for every offer, not the lifetime the server advertises (which it could set
     /// per connection, to recognise each mailbox by its last look). An answer that comes later

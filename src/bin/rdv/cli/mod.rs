@@ -443,6 +443,10 @@ pub(crate) struct AcceptArgs {
     /// one could be a fake the server made for free).
     #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
     pub(crate) min_effort: u32,
+    /// With --answer: refuse a server whose answer challenge asks for more stamp effort than
+    /// this (about 3 ms of one core per unit); no answer is sent then (`effort_refused`).
+    #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().max_effort, help_heading = "Stamps")]
+    pub(crate) max_effort: u32,
     /// Go on only if the bucket proves at least N real links (valid stamps, this one
     /// included): with fewer, or against a server without stamps, the payload is not shown and
     /// no answer is sent (`too_few_links`). The fetch has happened by then; what is kept back

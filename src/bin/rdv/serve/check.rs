@@ -53,10 +53,17 @@ pub(crate) async fn problems(a: &ServeArgs, origins: &Origins) -> Vec<String> {
     if let (Some(mode), false) = (a.adversary, a.testing_only) {
         note(anyhow::anyhow!("--adversary {mode} makes the server attack its clients; it runs only with --testing-only as well"));
     }
-    if a.data.is_none() {
-        note(anyhow::anyhow!(
+    match &a.data {
+        None => note(anyhow::anyhow!(
             "no data directory: give --data DIR or `data = \"DIR\"` in the configuration file"
-        ));
+        )),
+        // Someone else's, or open to others and shared: refused at start (before, the check
+        // said the settings were fine and the start then refused them).
+        Some(d) => {
+            if let Err(e) = rdv::store::db::check_private_dir(d) {
+                note(anyhow::Error::new(e).context(origins.name("data")));
+            }
+        }
     }
     if a.no_onion && a.listen.is_empty() {
         note(anyhow::anyhow!(
