@@ -482,6 +482,11 @@ impl Client {
         self
     }
 
+    /// A client like this one, sharing everything (for work on a task of its own).
+    pub(crate) fn shared(&self) -> Client {
+        self.alike_with_store_spread(self.config.store_spread)
+    }
+
     /// A client like this one (its connections, clock, derivation turns and interrupt shared)
     /// with [`ClientConfig::store_spread`] set to `spread`: for one offer of a long-running
     /// client that stores its copies further apart than its others.

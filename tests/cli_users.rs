@@ -2709,3 +2709,64 @@ fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
         assert!(kept.starts_with("rdv-answer-collected"), "{kept}");
     }
 }
+
+/// `rdv offer --hold --expect-answer --wait` looks for the answer from the bucket's close, as an
+/// offer that is not held does, while it counts the closed bucket: here the count's fetch is
+/// held 12 s and then cut, and looks come meanwhile. Before, the looks began only after the count, so
+/// a mailbox's first look followed the count fetch by one look pause and tied the two together
+/// (a helper's review, 2026-12-07).
+#[test]
+fn a_held_offer_looks_for_its_answer_while_it_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "2s"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let looks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = looks.clone();
+    let stalled = rt.block_on(common::proxy::frame_proxy(
+        server.addr,
+        move |r| match r {
+            rdv::proto::Request::FetchAnswer { .. } => {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+            rdv::proto::Request::Fetch { .. } => {
+                // Holds this connection's task (the proxy's other connections go on).
+                std::thread::sleep(std::time::Duration::from_secs(12));
+                true
+            }
+            _ => false,
+        },
+        |_| {},
+    ));
+    let out = rdv(
+        &[
+            "--json",
+            "offer",
+            "--hold",
+            "--max-window",
+            "2s",
+            "--max-skew",
+            "1s",
+            "--poll-every",
+            "1s",
+            "--direct",
+            &stalled.to_string(),
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--wait",
+            "1m",
+        ],
+        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+    );
+    // The count never came back: the link was taken back, and not handed out.
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("rdv1:"), "the link was handed out: {text}");
+    // Looks a second apart on average while the count hung for 12 s: none would be a 1 in
+    // 100 000 chance.
+    let n = looks.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 1, "no look while the count went on: {text}");
+}

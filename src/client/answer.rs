@@ -678,16 +678,33 @@ impl Client {
         Err(CollectError::AllServers(failures))
     }
 
+    /// One look into `mailbox` at `server`. The request goes on to its end on a task of its
+    /// own even when the caller stops waiting for it: dropped on its way (the first answer
+    /// opened at another copy, a forget, a command's end of waiting), the look's connection
+    /// ended within moments of that event, a rendezvous left or a request never read, which no
+    /// other client does; it paired a link's copies for servers comparing notes (a helper's
+    /// review, 2026-12-07).
     async fn look_at(
         &self,
         server: &ServerAddr,
         mailbox: MailboxAddr,
         pending: &PendingAnswer,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
-        match self
-            .request_fresh(server, &Request::FetchAnswer { mailbox }, ANSWER_VERSION)
-            .await?
-        {
+        let detached = self.shared();
+        let to = server.clone();
+        let sent = tokio::spawn(async move {
+            detached
+                .request_fresh(&to, &Request::FetchAnswer { mailbox }, ANSWER_VERSION)
+                .await
+        })
+        .await;
+        let sent = match sent {
+            Ok(sent) => sent?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return Err(ConnectionError::Timeout("looking: the process is ending").into()),
+        };
+        match sent {
             Sent::OldServer(version) => Err(CollectError::NoMailboxes { version }),
             Sent::Answer(Response::Answer { answer }) => {
                 Ok(answer::open_answer_from(&pending.key, &pending.secret, mailbox, &answer).ok())
@@ -719,10 +736,9 @@ impl Client {
     /// (unless the schedule is early), then looks after exponential pauses, and a last one when
     /// the wait ends. Transient connection failures in between are retried at the next look,
     /// and so is every failure at a copy of a multi-server link; other failures end a
-    /// single-server link's looks. The first answer that opens wins; the other copies' looks
-    /// then end, a look on its way first finishing (cut off, it told its server the moment the
-    /// answer opened elsewhere); [`Client::trail`] then looks at the other copies until each
-    /// finds an answer of its own or a random end.
+    /// single-server link's looks. The first answer that opens wins (a look on its way at
+    /// another copy goes on to its end, [`Client::look_at`]); [`Client::trail`] then looks at
+    /// the other copies until each finds an answer of its own or a random end.
     ///
     /// A multi-server link whose looks begin at once (its buckets closed before, or the
     /// schedule is early) begins each copy's looks a random pause (exponential, of the spread)
@@ -735,28 +751,14 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
     ) -> Result<Collected, CollectError> {
-        let (answered, stop) = tokio::sync::watch::channel(false);
         let mut copies: FuturesUnordered<_> = (0..pending.copies.len())
-            .map(|j| {
-                let stop = stop.clone();
-                async move { (j, self.collect_copy(pending, j, schedule, wait, stop).await) }
-            })
+            .map(|j| async move { (j, self.collect_copy(pending, j, schedule, wait).await) })
             .collect();
         let mut failures = Vec::new();
         let mut unanswered = 0;
         while let Some((j, r)) = copies.next().await {
             match r {
-                Ok(answer) => {
-                    // The other copies stop at their next pause; a look on its way finishes
-                    // first. Dropped in the middle, its connection ended (a rendezvous left,
-                    // a request never read) within moments of the answer opening at this
-                    // copy, which no other client does: it paired the copies for servers
-                    // comparing notes (a helper's review, 2026-12-07). What such a look finds
-                    // is left to the trail, which looks there again.
-                    let _ = answered.send(true);
-                    while copies.next().await.is_some() {}
-                    return Ok(Collected { answer, copy: j });
-                }
+                Ok(answer) => return Ok(Collected { answer, copy: j }),
                 Err(CollectError::NoAnswerYet) => unanswered += 1,
                 Err(e) => failures.push((pending.copies[j].server.to_string(), e)),
             }
@@ -865,16 +867,13 @@ impl Client {
         differs: impl Fn(&ServerAddr),
         ended: impl Fn(usize),
     ) -> Trailed {
-        let mut trails: FuturesUnordered<_> = plan
-            .iter()
-            .filter(|(j, _)| *j < pending.copies.len())
-            .map(|&(j, wait)| async move {
-                (
-                    j,
-                    self.look_on(pending, j, schedule, wait, true, None).await,
-                )
-            })
-            .collect();
+        let mut trails: FuturesUnordered<_> =
+            plan.iter()
+                .filter(|(j, _)| *j < pending.copies.len())
+                .map(|&(j, wait)| async move {
+                    (j, self.look_on(pending, j, schedule, wait, true).await)
+                })
+                .collect();
         let mut outcome = Trailed::default();
         while let Some((j, r)) = trails.next().await {
             // A different answer is told before the copy's end: a caller that keeps both (the
@@ -904,16 +903,13 @@ impl Client {
         index: usize,
         schedule: LookSchedule,
         wait: Duration,
-        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
-        self.look_on(pending, index, schedule, wait, false, Some(stop))
-            .await
+        self.look_on(pending, index, schedule, wait, false).await
     }
 
     /// The looks at copy `index` on `schedule` for `wait`; `going_on`: looks that were going
     /// on already (a trail), which take neither the pause nor the end of looks that begin at
-    /// once. Once `stop` says so, they end at their next pause ([`CollectError::NoAnswerYet`]),
-    /// never during a look.
+    /// once.
     async fn look_on(
         &self,
         pending: &PendingAnswer,
@@ -921,21 +917,7 @@ impl Client {
         schedule: LookSchedule,
         wait: Duration,
         going_on: bool,
-        mut stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
-        // A pause that ends early, with `None`, once `stop` says so.
-        async fn or_stop<T>(
-            stop: &mut Option<tokio::sync::watch::Receiver<bool>>,
-            pause: impl std::future::Future<Output = T>,
-        ) -> Option<T> {
-            let Some(stop) = stop else {
-                return Some(pause.await);
-            };
-            tokio::select! {
-                t = pause => Some(t),
-                _ = stop.wait_for(|s| *s) => None,
-            }
-        }
         let copy = &pending.copies[index];
         // Looks that would begin now, at every copy of a multi-server link in the same moment,
         // begin for each copy a spread pause of its own later, and end a look pause of its own
@@ -948,9 +930,7 @@ impl Client {
             !going_on && schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
         };
         let wait = if at_once {
-            or_stop(&mut stop, super::wake::pause(self.config.copy_spread))
-                .await
-                .ok_or(CollectError::NoAnswerYet)?;
+            super::wake::pause(self.config.copy_spread).await;
             wait.saturating_add(schedule.next_look_in(rand::random()))
         } else {
             wait
@@ -974,12 +954,7 @@ impl Client {
         // lost the answer (a helper's attack, 2026-12-06). From the start on, the wait is
         // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
         let start_at = Duration::from_secs(start).max(now_precise);
-        let late = or_stop(
-            &mut stop,
-            super::wake::until_wall(self.clock.as_ref(), start_at),
-        )
-        .await
-        .ok_or(CollectError::NoAnswerYet)?;
+        let late = super::wake::until_wall(self.clock.as_ref(), start_at).await;
         let began = tokio::time::Instant::now();
         // The end counts from the start on the wall clock, even when the start was noticed late
         // (the process stopped, the machine suspended across it): counted from the moment it
@@ -994,18 +969,13 @@ impl Client {
         let mut next = began + schedule.next_look_in(rand::random());
         loop {
             let last = next >= until;
-            let late = or_stop(&mut stop, super::wake::until_instant(next.min(until)))
-                .await
-                .ok_or(CollectError::NoAnswerYet)?;
-            if late {
+            if super::wake::until_instant(next.min(until)).await {
                 // The process was stopped meanwhile: every look due then, of every mailbox,
                 // would come in the same instant now and tie those mailboxes together as one
                 // user's (a helper's attack saw 7 at once after a SIGCONT). This one comes a
                 // fresh pause later, drawn as the schedule draws every pause (memoryless, so the
                 // schedule stays what it was).
-                or_stop(&mut stop, super::wake::pause(schedule.mean))
-                    .await
-                    .ok_or(CollectError::NoAnswerYet)?;
+                super::wake::pause(schedule.mean).await;
             }
             match self.look_at_copies(pending, &[index]).await {
                 Ok(Some(found)) => return Ok(found.answer),

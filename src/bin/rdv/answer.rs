@@ -111,15 +111,24 @@ fn local_time(t: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()
 }
 
+/// Looks already going on ([`Client::collect_scheduled`] begun earlier), for
+/// [`wait_for_answer`] to go on with.
+pub(crate) type Looks<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Collected, CollectError>> + Send + 'a>,
+>;
+
 /// Look for the answer (once now, or on the look schedule for up to `wait` once looking may
 /// start); `None` if none came. Once it is in, delete the link with `--delete-now`. Progress goes
-/// to standard error; with `--json` and a wait, a `waiting` event goes out first.
+/// to standard error; with `--json` and a wait, a `waiting` event goes out first. `started`:
+/// the looks of that wait, begun before (a held offer's, from its buckets' closes, while it
+/// counted them), to go on with rather than begin.
 pub(crate) async fn wait_for_answer(
     command: &str,
     client: &Client,
     pending: &PendingAnswer,
     look: &LookArgs,
     wait: Option<Duration>,
+    started: Option<Looks<'_>>,
 ) -> Result<Option<Collected>> {
     let schedule = schedule(look);
     let now_precise = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
@@ -148,10 +157,19 @@ pub(crate) async fn wait_for_answer(
             r => r?,
         },
         Some(w) => {
-            let from = schedule.start(now, pending.polls_from());
+            let resumed = started.is_some();
+            let from = if resumed {
+                pending.polls_from()
+            } else {
+                schedule.start(now, pending.polls_from())
+            };
             // Where the looks end: the wait after the start, or from this moment (with its
-            // fraction of a second) when looking starts at once.
-            let until = if from > now {
+            // fraction of a second) when looking starts at once; begun at the closes, the wait
+            // after the latest.
+            let until = if resumed {
+                let latest = pending.copies().iter().map(|c| c.polls_from).max();
+                latest.unwrap_or(from).saturating_add(w.as_secs())
+            } else if from > now {
                 from.saturating_add(w.as_secs())
             } else {
                 now_precise.saturating_add(w).as_secs()
@@ -171,14 +189,18 @@ pub(crate) async fn wait_for_answer(
                 local_time(from),
                 if from > now { " (when the bucket closes)" } else { "" },
                 local_time(until),
-                if from <= now && pending.copies().len() > 1 {
+                if from <= now && !resumed && pending.copies().len() > 1 {
                     " (each copy a random pause later)"
                 } else {
                     ""
                 },
                 humantime::format_duration(look.poll_every)
             );
-            match client.collect_scheduled(pending, schedule, w).await {
+            let looked = match started {
+                Some(looks) => looks.await,
+                None => client.collect_scheduled(pending, schedule, w).await,
+            };
+            match looked {
                 Ok(a) => Some(a),
                 Err(CollectError::NoAnswerYet) => None,
                 Err(e) => return Err(e.into()),
@@ -317,7 +339,8 @@ pub(crate) async fn collect(a: CollectArgs) -> Result<()> {
     )
     .await?
     .with_copy_spread(a.spread);
-    let Some(found) = wait_for_answer("collect", &client, &pending, &a.look, a.wait).await? else {
+    let Some(found) = wait_for_answer("collect", &client, &pending, &a.look, a.wait, None).await?
+    else {
         return Err(CliError::new(
             "no_answer_yet",
             rdv::client::ErrorKind::Transient,

@@ -392,6 +392,8 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
             )),
         );
     }
+    // A held offer's looks for the answer, begun with the hold (below).
+    let mut looks: Option<crate::answer::Looks<'_>> = None;
     let counted = if a.hold {
         note!("holding the link until the bucket closes at {when} (in {in_words}): handed over after that, the accepter's fetch hides among all the bucket's links");
         if crate::out::json() {
@@ -401,6 +403,19 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 return Err(take_back(&client, &offer, e, a.state.as_deref()).await);
             }
         }
+        // With --wait, the looks for the answer begin now, each copy's from its own close, as
+        // for an offer that is not held (and as the agent's held offers do), while the counts
+        // go on: begun after the count, a mailbox's first look followed the count fetch by one
+        // look pause and tied the two together, and every copy's looks ended the wait after
+        // the earliest close, pointing to another server's close (a helper's review,
+        // 2026-12-07). Nobody has the link before the count, so nothing is found before it.
+        if let (Some(p), Some(wait)) = (&pending, a.wait) {
+            looks = Some(Box::pin(client.collect_scheduled(
+                p,
+                crate::answer::schedule(&a.look),
+                wait,
+            )));
+        }
         // Each copy's bucket counted past its own close by a random pause: a fetch of every
         // held bucket right at its close would tell the server which buckets hold a waiting
         // initiator's link, and one after the latest close would tell a server whose bucket
@@ -409,19 +424,34 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // fraction into the count fetch's moment), read again while waiting; the pause drawn
         // afresh if a stop passes it. A count that cannot be had leaves a link nobody was
         // given: taken back.
-        let counted = tokio::select! {
-            k = client.verified_after_closes(&offer, a.look.poll_every) => k,
-            _ = stop.signalled() => {
-                // Nobody has the link yet: take it down rather than leave it behind (at once,
-                // without pauses between the copies).
-                client.interrupt();
-                drop_state(a.state.as_deref());
-                return match client.delete(&offer.link, &offer.delete_token).await {
-                    Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),
-                    Err(e) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, format!("cancelled while holding; the link could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))).into()),
-                };
+        let mut count = std::pin::pin!(client.verified_after_closes(&offer, a.look.poll_every));
+        let mut ended = None;
+        let counted = loop {
+            let going_on = async {
+                match looks.as_mut() {
+                    Some(l) => l.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                k = &mut count => break k,
+                // Over before the count (no wait left, say): kept for after the hand-over.
+                r = going_on, if ended.is_none() => ended = Some(r),
+                _ = stop.signalled() => {
+                    // Nobody has the link yet: take it down rather than leave it behind (at
+                    // once, without pauses between the copies).
+                    client.interrupt();
+                    drop_state(a.state.as_deref());
+                    return match client.delete(&offer.link, &offer.delete_token).await {
+                        Ok(()) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, "cancelled while holding; the link was deleted from the server").into()),
+                        Err(e) => Err(CliError::new("cancelled", rdv::client::ErrorKind::Local, format!("cancelled while holding; the link could NOT be deleted ({}); it expires by itself", rdv::config::report(&e))).into()),
+                    };
+                }
             }
         };
+        if let Some(r) = ended {
+            looks = Some(Box::pin(std::future::ready(r)));
+        }
         Some(counted)
     } else {
         note!("the bucket closes at {when} (in {in_words}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
@@ -572,7 +602,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // The link went out at once, so that a program can hand it over; the answer follows
         // on a line of its own.
         if let (Some(pending), Some(wait)) = (&pending, a.wait) {
-            let found = wait_and_finish(&a, &client, pending, wait).await?;
+            let found = wait_and_finish(&a, &client, pending, wait, looks).await?;
             let mut f = fields! { "event" => "answer", "link_kept" => !a.look.delete_now };
             crate::out::bytes_fields(&mut f, "answer", &found.answer);
             crate::out::emit("offer", f)?;
@@ -586,7 +616,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     } else {
         note!("Keep the delete token private: with it, rdv delete LINK --token-file FILE (or RDV_DELETE_TOKEN) takes the link down, for example when it was not used. A delete soon after the accept tells the server which fetch took your link.");
     }
-    let Some(pending) = pending else {
+    let Some(pending) = &pending else {
         return Ok(());
     };
     if let Some(state) = &a.state {
@@ -599,7 +629,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let Some(wait) = a.wait else {
         return Ok(());
     };
-    let found = wait_and_finish(&a, &client, &pending, wait).await?;
+    let found = wait_and_finish(&a, &client, pending, wait, looks).await?;
     // On a line of its own like the others, so always escaped (a newline would end it).
     let (shown, _) = escape_for_terminal(&found.answer);
     let mut out = std::io::stdout().lock();
@@ -608,7 +638,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .context("writing the answer to standard output")?;
     drop(out);
     collected(&a)?;
-    finish_copies("offer", true, &client, &pending, &a.look, &found).await
+    finish_copies("offer", true, &client, pending, &a.look, &found).await
 }
 
 /// The answer was written: the state file's keys go (a collect from it says so). Not before:
@@ -620,31 +650,18 @@ fn collected(a: &OfferArgs) -> Result<()> {
     }
 }
 
-/// `--wait`: wait for the answer; without one, say why (the link stays: it expires by itself).
+/// `--wait`: wait for the answer (going on with `looks`, a held offer's, begun at the hold);
+/// without one, say why (the link stays: it expires by itself).
 async fn wait_and_finish(
     a: &OfferArgs,
     client: &Client,
     pending: &PendingAnswer,
     wait: std::time::Duration,
+    looks: Option<crate::answer::Looks<'_>>,
 ) -> Result<rdv::client::Collected> {
-    // Held, the wait begins after the close and the count fetch; counted from there, its last
-    // look would come exactly --wait after that fetch, and tell the server that the fetch was
-    // an initiator's count and not an accept. It counts from the close, as --wait does.
-    // A wait over by then (the hold's pause and the count took longer) still gets a look
-    // pause: a look right after the count fetch would tie the mailbox to it.
-    let wait = if a.hold {
-        let now = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
-        std::time::Duration::from_secs(pending.polls_from())
-            .saturating_add(wait)
-            .saturating_sub(now)
-            .max(rdv::proto::schedule::exponential(
-                a.look.poll_every,
-                rand::random::<f64>(),
-            ))
-    } else {
-        wait
-    };
-    let Some(answer) = wait_for_answer("offer", client, pending, &a.look, Some(wait)).await? else {
+    let Some(answer) =
+        wait_for_answer("offer", client, pending, &a.look, Some(wait), looks).await?
+    else {
         // The link is not taken down: a delete when the wait ends, right after its last look,
         // would tie the link to its mailbox, and a server that withholds the answer could then
         // tie it to the accepter's fetch. It expires by itself.
