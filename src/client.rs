@@ -429,7 +429,17 @@ pub struct Client {
     kdf_turns: Arc<tokio::sync::Semaphore>,
     /// Set by [`Client::interrupt`].
     interrupted: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Looks on their way, by server and mailbox, each told `true` when it ends
+    /// ([`Client::look_at`]).
+    looking: LooksOnTheirWay,
 }
+
+/// Looks into mailboxes that are on their way, by server and mailbox.
+type LooksOnTheirWay = Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<(String, [u8; 32]), tokio::sync::watch::Receiver<bool>>,
+    >,
+>;
 
 impl Client {
     /// End the pauses between the copies of multi-server links, for a process that is
@@ -499,6 +509,7 @@ impl Client {
             clock: self.clock.clone(),
             kdf_turns: self.kdf_turns.clone(),
             interrupted: self.interrupted.clone(),
+            looking: self.looking.clone(),
         }
     }
 
@@ -517,6 +528,7 @@ impl Client {
             clock,
             kdf_turns,
             interrupted: Arc::new(tokio::sync::watch::Sender::new(false)),
+            looking: LooksOnTheirWay::default(),
         }
     }
 

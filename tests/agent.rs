@@ -3020,10 +3020,10 @@ fn check_reaches_the_socks_proxy_or_the_direct_server() {
     let proxy_addr = proxy.local_addr().unwrap().to_string();
     let answering = std::thread::spawn(move || {
         let (mut s, _) = proxy.accept().unwrap();
-        let mut greeting = [0u8; 3];
+        let mut greeting = [0u8; 4];
         s.read_exact(&mut greeting).unwrap();
-        assert_eq!(greeting, [5, 1, 0]);
-        s.write_all(&[5, 0]).unwrap();
+        assert_eq!(greeting, [5, 2, 0, 2]);
+        s.write_all(&[5, 2]).unwrap();
     });
     let o = check(&["--socks", &proxy_addr], 3);
     assert!(o.status.success(), "{}", said(&o));

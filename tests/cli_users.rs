@@ -2722,21 +2722,17 @@ fn a_held_offer_looks_for_its_answer_while_it_counts() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let looks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = looks.clone();
-    let stalled = rt.block_on(common::proxy::frame_proxy(
+    let stalled = rt.block_on(common::proxy::delaying_proxy(
         server.addr,
         move |r| match r {
             rdv::proto::Request::FetchAnswer { .. } => {
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                false
+                None
             }
-            rdv::proto::Request::Fetch { .. } => {
-                // Holds this connection's task (the proxy's other connections go on).
-                std::thread::sleep(std::time::Duration::from_secs(12));
-                true
-            }
-            _ => false,
+            rdv::proto::Request::Fetch { .. } => Some(std::time::Duration::from_secs(12)),
+            _ => None,
         },
-        |_| {},
+        |r| matches!(r, rdv::proto::Request::Fetch { .. }),
     ));
     let out = rdv(
         &[
@@ -2769,4 +2765,75 @@ fn a_held_offer_looks_for_its_answer_while_it_counts() {
     // 100 000 chance.
     let n = looks.load(std::sync::atomic::Ordering::SeqCst);
     assert!(n >= 1, "no look while the count went on: {text}");
+}
+
+/// A held offer whose wait is over before the hold ends (here `--wait 1s`, and the count's
+/// fetch is held 6 s) still looks for the answer after handing the link over: a last round,
+/// a look pause long. Without it (a review of the looks begun at the hold, 2026-12-07) the
+/// link went out with nobody left to look for its answer.
+#[test]
+fn a_held_offer_whose_wait_ended_during_the_hold_looks_once_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "2s"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(&str, std::time::Instant)>>> =
+        std::sync::Arc::default();
+    let log = seen.clone();
+    let held = rt.block_on(common::proxy::delaying_proxy(
+        server.addr,
+        move |r| {
+            let now = std::time::Instant::now();
+            match r {
+                rdv::proto::Request::FetchAnswer { .. } => {
+                    log.lock().unwrap().push(("look", now));
+                    None
+                }
+                rdv::proto::Request::Fetch { .. } => {
+                    log.lock().unwrap().push(("count", now));
+                    Some(std::time::Duration::from_secs(6))
+                }
+                _ => None,
+            }
+        },
+        |_| false,
+    ));
+    let out = rdv(
+        &[
+            "--json",
+            "offer",
+            "--hold",
+            "--max-window",
+            "2s",
+            "--max-skew",
+            "1s",
+            "--poll-every",
+            "1s",
+            "--direct",
+            &held.to_string(),
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+            "--wait",
+            "1s",
+        ],
+        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("rdv1:"),
+        "the link was not handed out: {text}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let counted = seen
+        .iter()
+        .find(|(what, _)| *what == "count")
+        .map(|(_, at)| *at + std::time::Duration::from_secs(6))
+        .unwrap_or_else(|| panic!("no count: {text}"));
+    assert!(
+        seen.iter()
+            .any(|(what, at)| *what == "look" && *at >= counted),
+        "no look after the hand-over: {seen:?}"
+    );
 }

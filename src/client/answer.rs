@@ -639,14 +639,14 @@ impl Client {
         pending: &PendingAnswer,
         copies: &[usize],
     ) -> Result<Option<Collected>, CollectError> {
-        let to = pending.secret.public();
         let mut looks: FuturesUnordered<_> = copies
             .iter()
             .map(|&j| async move {
                 let server = &pending.copies[j].server;
-                let index = u8::try_from(j).unwrap_or(u8::MAX);
-                let mailbox = answer::mailbox_of(&pending.key, &to, pending.mailboxes, index);
-                (j, self.look_at(server, mailbox, pending).await)
+                (
+                    j,
+                    self.look_at(server, mailbox_at(pending, j), pending).await,
+                )
             })
             .collect();
         let mut failures = Vec::new();
@@ -658,6 +658,23 @@ impl Client {
             }
         }
         Self::none_or_failures(failures, copies.len())
+    }
+
+    /// Wait for a look into `mailbox` at `server` that is on its way ([`Client::look_at`]) to
+    /// end; whether there was one.
+    async fn look_settled(&self, server: &ServerAddr, mailbox: MailboxAddr) -> bool {
+        let on_its_way = self
+            .looking
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&(server.to_string(), mailbox.0)).cloned());
+        match on_its_way {
+            Some(mut ended) => {
+                let _ = ended.wait_for(|e| *e).await;
+                true
+            }
+            None => false,
+        }
     }
 
     /// No answer from `asked` copies, `failures` of which could not be looked at: `None`
@@ -680,10 +697,10 @@ impl Client {
 
     /// One look into `mailbox` at `server`. The request goes on to its end on a task of its
     /// own even when the caller stops waiting for it: dropped on its way (the first answer
-    /// opened at another copy, a forget, a command's end of waiting), the look's connection
-    /// ended within moments of that event, a rendezvous left or a request never read, which no
-    /// other client does; it paired a link's copies for servers comparing notes (a helper's
-    /// review, 2026-12-07).
+    /// opened at another copy, a forget), the look's connection ended within moments of that
+    /// event, a rendezvous left or a request never read, which no other client does; it
+    /// paired a link's copies for servers comparing notes (a helper's review, 2026-12-07).
+    /// Such a look is noted while on its way, and [`Client::look_settled`] waits for it.
     async fn look_at(
         &self,
         server: &ServerAddr,
@@ -692,17 +709,37 @@ impl Client {
     ) -> Result<Option<Zeroizing<Vec<u8>>>, CollectError> {
         let detached = self.shared();
         let to = server.clone();
+        let key = (server.to_string(), mailbox.0);
+        let (ended, on_its_way) = tokio::sync::watch::channel(false);
+        if let Ok(mut l) = self.looking.lock() {
+            l.insert(key.clone(), on_its_way.clone());
+        }
+        let looking = self.looking.clone();
         let sent = tokio::spawn(async move {
-            detached
+            let sent = detached
                 .request_fresh(&to, &Request::FetchAnswer { mailbox }, ANSWER_VERSION)
-                .await
+                .await;
+            if let Ok(mut l) = looking.lock() {
+                // This look's entry, not a later one's.
+                if l.get(&key).is_some_and(|r| r.same_channel(&on_its_way)) {
+                    l.remove(&key);
+                }
+            }
+            let _ = ended.send(true);
+            sent
         })
         .await;
         let sent = match sent {
             Ok(sent) => sent?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => return Err(ConnectionError::Timeout("looking: the process is ending").into()),
+            // The runtime is shutting down (the process ends).
+            Err(_) => {
+                return Err(ConnectionError::Io {
+                    server: server.to_string(),
+                    source: std::io::Error::other("the process is ending"),
+                }
+                .into())
+            }
         };
         match sent {
             Sent::OldServer(version) => Err(CollectError::NoMailboxes { version }),
@@ -955,6 +992,14 @@ impl Client {
         // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
         let start_at = Duration::from_secs(start).max(now_precise);
         let late = super::wake::until_wall(self.clock.as_ref(), start_at).await;
+        // A look into this mailbox still on its way (one left when the first answer opened
+        // elsewhere, before this trail) ends first: two at once, the second a pause after the
+        // answer was collected elsewhere, paired the copies. The next look then comes a pause
+        // after it, as after any look of these.
+        let settled = self
+            .look_settled(&copy.server, mailbox_at(pending, index))
+            .await;
+        let late = late || settled;
         let began = tokio::time::Instant::now();
         // The end counts from the start on the wall clock, even when the start was noticed late
         // (the process stopped, the machine suspended across it): counted from the moment it
@@ -967,6 +1012,7 @@ impl Client {
             until = until.max(began + schedule.next_look_in(rand::random()));
         }
         let mut next = began + schedule.next_look_in(rand::random());
+        let mut warned = false;
         loop {
             let last = next >= until;
             if super::wake::until_instant(next.min(until)).await {
@@ -990,7 +1036,13 @@ impl Client {
                         && (e.kind() == super::ErrorKind::Transient
                             || pending.copies.len() > 1) =>
                 {
-                    tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");
+                    if e.kind() == super::ErrorKind::Transient
+                        || std::mem::replace(&mut warned, true)
+                    {
+                        tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");
+                    } else {
+                        tracing::warn!(server = %copy.server, error = %crate::config::report(&e), "looking for the answer at this server failed, not for a reason that passes by itself; its looks go on all the same (ended, they would tell servers comparing notes which copies belong together)");
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -1000,6 +1052,17 @@ impl Client {
             next = tokio::time::Instant::now() + schedule.next_look_in(rand::random());
         }
     }
+}
+
+/// The mailbox of copy `j` of `pending`'s link.
+fn mailbox_at(pending: &PendingAnswer, j: usize) -> MailboxAddr {
+    let index = u8::try_from(j).unwrap_or(u8::MAX);
+    answer::mailbox_of(
+        &pending.key,
+        &pending.secret.public(),
+        pending.mailboxes,
+        index,
+    )
 }
 
 /// The answer `payload` sealed for copy `index`'s mailbox as `reply` names its mailboxes (the

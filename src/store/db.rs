@@ -153,13 +153,20 @@ pub enum DataDirError {
         /// One entry that is not rdv's.
         example: String,
     },
+    /// Something else than a directory is there (a file, a symbolic link to nothing).
+    #[error("the data directory {path} is not a directory (a file, or a symbolic link to nothing, is in its place): give --data a directory, or a path where none is yet")]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
 }
 
 /// Create `dir` (mode 0700), or check that an existing one is rdv's to make private: owned by
 /// this user, and either closed to others already or holding nothing but rdv's own files (then
 /// it is made 0700). Never changes the mode of someone else's directory or of a shared one.
 pub fn claim_private_dir(dir: &Path) -> Result<(), StoreError> {
-    if !dir.exists() {
+    // Nothing there (not even a symbolic link to nothing, refused below).
+    if dir.symlink_metadata().is_err() {
         std::fs::create_dir_all(dir).map_err(|source| {
             StoreError::backend(CreateDir {
                 path: dir.display().to_string(),
@@ -186,7 +193,18 @@ pub fn check_private_dir(dir: &Path) -> Result<bool, StoreError> {
         })
     };
     if !dir.exists() {
+        // A symbolic link to nothing: creating the directory would fail at start.
+        if dir.symlink_metadata().is_ok() {
+            return Err(StoreError::backend(DataDirError::NotADirectory {
+                path: dir.display().to_string(),
+            }));
+        }
         return Ok(false);
+    }
+    if !dir.is_dir() {
+        return Err(StoreError::backend(DataDirError::NotADirectory {
+            path: dir.display().to_string(),
+        }));
     }
     #[cfg(unix)]
     {

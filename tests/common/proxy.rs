@@ -88,7 +88,18 @@ pub async fn frame_proxy(
     cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
     alter: impl Fn(&mut rdv::proto::Response) + Send + Sync + 'static,
 ) -> SocketAddr {
-    proxy(target, cut, |_| false, alter).await
+    proxy(target, cut, |_| false, |_| None, alter).await
+}
+
+/// [`frame_proxy`] that holds each request for which `delay` gives a time that long before
+/// passing it on, or closing the client's connection if `cut` holds for it (a server slow to
+/// answer, then failing). Returns the address clients connect to.
+pub async fn delaying_proxy(
+    target: SocketAddr,
+    delay: impl Fn(&rdv::proto::Request) -> Option<Duration> + Send + Sync + 'static,
+    cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+) -> SocketAddr {
+    proxy(target, cut, |_| false, delay, |_| {}).await
 }
 
 /// [`frame_proxy`] that passes everything but never answers a request for which `stall`
@@ -97,27 +108,30 @@ pub async fn stalling_proxy(
     target: SocketAddr,
     stall: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
 ) -> SocketAddr {
-    proxy(target, |_| false, stall, |_| {}).await
+    proxy(target, |_| false, stall, |_| None, |_| {}).await
 }
 
 async fn proxy(
     target: SocketAddr,
     cut: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
     stall: impl Fn(&rdv::proto::Request) -> bool + Send + Sync + 'static,
+    delay: impl Fn(&rdv::proto::Request) -> Option<Duration> + Send + Sync + 'static,
     alter: impl Fn(&mut rdv::proto::Response) + Send + Sync + 'static,
 ) -> SocketAddr {
     use rdv::framed::{read_msg, write_msg};
     use rdv::proto::{Request, Response};
-    let (cut, stall, alter) = (
+    let (cut, stall, delay, alter) = (
         std::sync::Arc::new(cut),
         std::sync::Arc::new(stall),
+        std::sync::Arc::new(delay),
         std::sync::Arc::new(alter),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let (cut, stall, alter) = (cut.clone(), stall.clone(), alter.clone());
+            let (cut, stall, delay, alter) =
+                (cut.clone(), stall.clone(), delay.clone(), alter.clone());
             tokio::spawn(async move {
                 let Ok(mut server) = TcpStream::connect(target).await else {
                     return;
@@ -129,6 +143,9 @@ async fn proxy(
                         let mut rest = Vec::new();
                         let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut rest).await;
                         return;
+                    }
+                    if let Some(d) = delay(&req) {
+                        tokio::time::sleep(d).await;
                     }
                     if cut(&req) || write_msg(&mut server, &req, u32::MAX).await.is_err() {
                         return;

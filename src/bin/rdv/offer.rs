@@ -246,10 +246,15 @@ pub(crate) fn choose_passphrase(given: Option<&str>) -> Result<Passphrase> {
     }
 }
 
-/// Run `rdv offer`.
-pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
-    // The answer flags that only a wait here uses: without one they were silently ignored (the
-    // user who asked for an early look or a delete got neither, and no word).
+/// Refuse the answer flags that would do nothing: `--early` and `--delete-now` apply to a
+/// wait here (without one they were silently ignored: the user who asked for an early look or a
+/// delete got neither, and no word), and `--early` has nothing to look early for while
+/// `--hold` keeps the link back until the close (with it, the looks began before anyone could
+/// have the link).
+fn refuse_idle_look_flags(a: &OfferArgs) -> Result<()> {
+    let refuse = |why: String| -> Result<()> {
+        Err(CliError::new("invalid_input", rdv::client::ErrorKind::BadInput, why).into())
+    };
     if a.wait.is_none() {
         if let Some(flag) = [
             (a.look.early, "--early"),
@@ -258,14 +263,17 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         .into_iter()
         .find_map(|(set, flag)| set.then_some(flag))
         {
-            return Err(CliError::new(
-                "invalid_input",
-                rdv::client::ErrorKind::BadInput,
-                format!("{flag} applies only while rdv offer waits for the answer (--expect-answer --wait); with --state, give it to rdv collect"),
-            )
-            .into());
+            return refuse(format!("{flag} applies only while rdv offer waits for the answer (--expect-answer --wait); with --state, give it to rdv collect"));
         }
     }
+    if a.hold && a.look.early {
+        return refuse("--early has nothing to look early for with --hold, which hands the link over only after the bucket closes".into());
+    }
+    Ok(())
+}
+
+/// Run `rdv offer`.
+pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     // Nothing is stored for a link that would be written nowhere (a QR image holds it too,
     // but not an answer waited for).
     if a.qr_png.is_none() || a.wait.is_some() {
@@ -287,6 +295,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     if let Some(path) = crate::via_agent::socket(&a.agent)? {
         return crate::via_agent::offer(a, path).await;
     }
+    refuse_idle_look_flags(&a)?;
     let direct_to = a.transport.direct.clone().filter(|d| !d.is_empty());
     let texts: Vec<String> = if a.server.is_empty() {
         direct_to.clone().into_iter().collect()
@@ -449,9 +458,13 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 }
             }
         };
-        if let Some(r) = ended {
-            looks = Some(Box::pin(std::future::ready(r)));
-        }
+        // Over with no answer before the link was handed over (a wait shorter than the hold):
+        // none is begun here, and the wait gets a last round after the hand-over (below).
+        looks = match ended {
+            Some(Err(rdv::client::CollectError::NoAnswerYet)) => None,
+            Some(r) => Some(Box::pin(std::future::ready(r))),
+            None => looks,
+        };
         Some(counted)
     } else {
         note!("the bucket closes at {when} (in {in_words}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)");
@@ -659,6 +672,21 @@ async fn wait_and_finish(
     wait: std::time::Duration,
     looks: Option<crate::answer::Looks<'_>>,
 ) -> Result<rdv::client::Collected> {
+    // Held, and its looks over before the hand-over (the hold took longer than the wait): a
+    // last round now, a look pause long, rather than none (the link would have been handed
+    // over with nobody left to look for its answer). Counted from the close, as --wait is.
+    let wait = if a.hold && looks.is_none() {
+        let now = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        std::time::Duration::from_secs(pending.polls_from())
+            .saturating_add(wait)
+            .saturating_sub(now)
+            .max(rdv::proto::schedule::exponential(
+                a.look.poll_every,
+                rand::random::<f64>(),
+            ))
+    } else {
+        wait
+    };
     let Some(answer) =
         wait_for_answer("offer", client, pending, &a.look, Some(wait), looks).await?
     else {

@@ -694,9 +694,6 @@ async fn take_back(agent: &mut Agent, r: &Value, offer: Option<String>) -> Strin
 /// (a question to the local agent, which tells no server anything).
 const RECOLLECT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
-/// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
-/// agent must have been subscribed to on this connection).
 /// With `--json`, the `waiting` line of a command's `--wait` through the agent, as without
 /// one: looking from `from` (the offer's first look, when the agent said; else now) until the
 /// wait after it, when this command stops waiting (the agent's own looks go on).
@@ -716,6 +713,9 @@ fn emit_waiting(command: &str, from: Option<u64>, wait: std::time::Duration) -> 
     )
 }
 
+/// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
+/// first look (`from`, unix seconds: the bucket's close), as `--wait` does without an agent (the
+/// agent must have been subscribed to on this connection).
 async fn wait_for(
     agent: &mut Agent,
     id: &str,

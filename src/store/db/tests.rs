@@ -853,9 +853,27 @@ fn a_shared_data_directory_is_refused_not_closed() {
     assert_eq!(mode, 0o700);
     // A new one is made private.
     let fresh = dir.path().join("fresh");
+    assert!(!super::check_private_dir(&fresh).unwrap());
     super::claim_private_dir(&fresh).unwrap();
     assert_eq!(
         std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    // A file, or a symbolic link to nothing, in the directory's place: refused by the check
+    // of the settings as at start, by name (a review, 2026-12-07: the check passed a file of
+    // mode 0600, and a dangling link, which the start then failed on).
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+    for p in [&file, &dangling] {
+        for e in [
+            super::check_private_dir(p).unwrap_err(),
+            super::claim_private_dir(p).unwrap_err(),
+        ] {
+            let m = crate::config::report(&e).to_string();
+            assert!(m.contains("is not a directory"), "{m}");
+        }
+    }
 }

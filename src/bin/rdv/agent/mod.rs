@@ -538,14 +538,15 @@ async fn check_transport(
     if let Some(proxy) = &t.socks {
         let greet = async {
             let mut s = tokio::net::TcpStream::connect(proxy.as_str()).await?;
-            // SOCKS5, one method offered: no authentication (tor takes it).
-            s.write_all(&[5, 1, 0]).await?;
+            // SOCKS5, the two methods the client offers: none, and a user name and password
+            // (what isolates its circuits on a tor).
+            s.write_all(&[5, 2, 0, 2]).await?;
             let mut reply = [0u8; 2];
             s.read_exact(&mut reply).await?;
             Ok::<_, std::io::Error>(reply)
         };
         return match tokio::time::timeout(t.connect_timeout, greet).await {
-            Ok(Ok([5, 0])) => Ok(format!(" (the SOCKS proxy at {proxy} answers)")),
+            Ok(Ok([5, 0 | 2])) => Ok(format!(" (the SOCKS proxy at {proxy} answers)")),
             Ok(Ok(r)) => bail!("--socks {proxy}: not a SOCKS5 proxy that takes this client (its greeting was answered with {r:?})"),
             Ok(Err(e)) => bail!("--socks {proxy}: the SOCKS proxy cannot be reached: {e}"),
             Err(_) => bail!("--socks {proxy}: the SOCKS proxy did not answer within {} (--connect-timeout)", humantime::format_duration(t.connect_timeout)),
