@@ -1153,17 +1153,29 @@ fn logged_two_servers(
     [rdv::proto::ServerAddr; 2],
     ConnectionLog,
 ) {
+    let (c, addrs, log) = troubled_two_servers(clock, Trouble::default());
+    (c, [addrs[0].clone(), addrs[1].clone()], log)
+}
+
+/// [`logged_two_servers`] whose connections are troubled as `trouble` says.
+fn troubled_two_servers(
+    clock: &rdv::clock::ManualClock,
+    trouble: Trouble,
+) -> (
+    rdv::client::Client,
+    Vec<rdv::proto::ServerAddr>,
+    ConnectionLog,
+) {
     let server = || memory_server(Arc::new(clock.clone()));
-    let (c, addrs, log) = logged_servers(
+    logged_servers(
         vec![server(), server()],
         rdv::client::ClientConfig {
             copy_spread: Duration::ZERO,
             ..Default::default()
         },
-        Trouble::default(),
+        trouble,
         clock,
-    );
-    (c, [addrs[0].clone(), addrs[1].clone()], log)
+    )
 }
 
 /// A client whose connections are logged, and its offer (expecting an answer) on two
@@ -1443,16 +1455,7 @@ async fn a_failed_multi_server_offer_takes_its_copies_back_at_moments_of_their_o
 async fn a_copy_whose_server_fails_a_look_goes_on_being_looked_into() {
     let clock = manual_clock();
     let trouble = Trouble::default();
-    let server = || memory_server(Arc::new(clock.clone()));
-    let (c, addrs, log) = logged_servers(
-        vec![server(), server()],
-        rdv::client::ClientConfig {
-            copy_spread: Duration::ZERO,
-            ..Default::default()
-        },
-        trouble.clone(),
-        &clock,
-    );
+    let (c, addrs, log) = troubled_two_servers(&clock, trouble.clone());
     let (_offer, pending) = c
         .offer_to_all_expecting_answer(&addrs, b"q", pass(), KdfProfile::Test)
         .await

@@ -1618,29 +1618,7 @@ fn a_hold_whose_count_fails_takes_the_link_back() {
         |r| matches!(r, rdv::proto::Request::Fetch { .. }),
         |_| {},
     ));
-    let out = rdv(
-        &[
-            "--json",
-            "offer",
-            "--hold",
-            "--max-window",
-            "2s",
-            "--max-skew",
-            "1s",
-            "--poll-every",
-            "1s",
-            "--direct",
-            &no_fetch.to_string(),
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--expect-answer",
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
-    );
+    let out = held_offer(no_fetch, &["--state", state.to_str().unwrap()]);
     assert!(!out.status.success());
     // The state file's keys are for an answer to a link nobody got: gone too.
     assert!(!state.exists(), "the state file stayed");
@@ -2710,6 +2688,38 @@ fn a_script_gets_the_answer_while_the_other_copies_are_looked_at() {
     }
 }
 
+/// `rdv --json offer --hold --expect-answer` through `proxy` with `extra`, on buckets that
+/// close to every client 4 s after their creation, looking a second apart on average.
+fn held_offer(proxy: std::net::SocketAddr, extra: &[&str]) -> Output {
+    let proxy = proxy.to_string();
+    let args = [
+        &[
+            "--json",
+            "offer",
+            "--hold",
+            "--max-window",
+            "2s",
+            "--max-skew",
+            "1s",
+            "--poll-every",
+            "1s",
+            "--direct",
+            &proxy,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--expect-answer",
+        ][..],
+        extra,
+    ]
+    .concat();
+    rdv(
+        &args,
+        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+    )
+}
+
 /// `rdv offer --hold --expect-answer --wait` looks for the answer from the bucket's close, as an
 /// offer that is not held does, while it counts the closed bucket: here the count's fetch is
 /// held 12 s and then cut, and looks come meanwhile. Before, the looks began only after the count, so
@@ -2734,29 +2744,7 @@ fn a_held_offer_looks_for_its_answer_while_it_counts() {
         },
         |r| matches!(r, rdv::proto::Request::Fetch { .. }),
     ));
-    let out = rdv(
-        &[
-            "--json",
-            "offer",
-            "--hold",
-            "--max-window",
-            "2s",
-            "--max-skew",
-            "1s",
-            "--poll-every",
-            "1s",
-            "--direct",
-            &stalled.to_string(),
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--expect-answer",
-            "--wait",
-            "1m",
-        ],
-        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
-    );
+    let out = held_offer(stalled, &["--wait", "1m"]);
     // The count never came back: the link was taken back, and not handed out.
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -2797,29 +2785,7 @@ fn a_held_offer_whose_wait_ended_during_the_hold_looks_once_more() {
         },
         |_| false,
     ));
-    let out = rdv(
-        &[
-            "--json",
-            "offer",
-            "--hold",
-            "--max-window",
-            "2s",
-            "--max-skew",
-            "1s",
-            "--poll-every",
-            "1s",
-            "--direct",
-            &held.to_string(),
-            "--payload",
-            "p",
-            "--kdf",
-            "test",
-            "--expect-answer",
-            "--wait",
-            "1s",
-        ],
-        &[("RDV_PASSPHRASE", "correct horse battery staple river")],
-    );
+    let out = held_offer(held, &["--wait", "1s"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         text.contains("rdv1:"),
