@@ -111,6 +111,22 @@ fn local_time(t: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()
 }
 
+/// With `--json`, the `waiting` line of `command`'s wait: looking from `from` until `until`
+/// (unix seconds, this machine's clock); nothing without `--json`.
+pub(crate) fn emit_waiting(command: &str, from: u64, until: u64) -> Result<()> {
+    if !crate::out::json() {
+        return Ok(());
+    }
+    crate::out::emit(
+        command,
+        fields! {
+            "event" => "waiting",
+            "looks_from" => from,
+            "looks_until" => until,
+        },
+    )
+}
+
 /// Looks already going on ([`Client::collect_scheduled`] begun earlier), for
 /// [`wait_for_answer`] to go on with.
 pub(crate) type Looks<'a> = std::pin::Pin<
@@ -174,16 +190,7 @@ pub(crate) async fn wait_for_answer(
             } else {
                 now_precise.saturating_add(w).as_secs()
             };
-            if crate::out::json() {
-                crate::out::emit(
-                    command,
-                    fields! {
-                        "event" => "waiting",
-                        "looks_from" => from,
-                        "looks_until" => until,
-                    },
-                )?;
-            }
+            emit_waiting(command, from, until)?;
             note!(
                 "looking for the answer from {}{} until {}{}, at random moments ({} apart on average)",
                 local_time(from),

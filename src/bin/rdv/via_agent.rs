@@ -698,19 +698,10 @@ const RECOLLECT: std::time::Duration = std::time::Duration::from_secs(10);
 /// one: looking from `from` (the offer's first look, when the agent said; else now) until the
 /// wait after it, when this command stops waiting (the agent's own looks go on).
 fn emit_waiting(command: &str, from: Option<u64>, wait: std::time::Duration) -> Result<()> {
-    if !crate::out::json() {
-        return Ok(());
-    }
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
     let from = from.unwrap_or(now).max(now);
-    crate::out::emit(
-        command,
-        fields! {
-            "event" => "waiting",
-            "looks_from" => from,
-            "looks_until" => from.saturating_add(wait.min(rdv::proto::schedule::MAX_SPAN).as_secs()),
-        },
-    )
+    let until = from.saturating_add(wait.min(rdv::proto::schedule::MAX_SPAN).as_secs());
+    crate::answer::emit_waiting(command, from, until)
 }
 
 /// Take the answer to offer `id` from the agent, waiting for it to come up to `wait` from its
