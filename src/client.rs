@@ -17,6 +17,7 @@ pub mod pipe;
 mod retry;
 #[cfg(feature = "tor")]
 pub mod socks;
+pub mod spares;
 #[cfg(feature = "tor")]
 pub mod tor;
 pub mod wake;
@@ -59,6 +60,39 @@ pub trait Connector: Send + Sync {
         &'a self,
         addr: &'a ServerAddr,
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, ConnectError>>;
+
+    /// Make a spare for a later connection to `addr` and keep at most `keep` of them for it
+    /// ([`spares`]): part of a connection's set-up done ahead; the server sees a connection that
+    /// closes without a byte. `Ok(false)` where the transport has nothing to make ahead (the
+    /// default).
+    fn warm<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<bool, ConnectError>> {
+        let _ = (addr, keep);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Spares made and taken so far.
+    fn spare_counts(&self) -> SpareCounts {
+        SpareCounts::default()
+    }
+}
+
+/// What a connector did with spares ([`Connector::warm`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpareCounts {
+    /// Spares made.
+    pub made: u64,
+    /// Spares an operation's connection was opened on (taken and connected).
+    pub taken: u64,
+    /// Warm-ups that failed (no connection, or its circuit did not close), and spares taken
+    /// whose connection failed or was given up (an attempt on a spare cut off by its timeout
+    /// counts in neither).
+    pub failed: u64,
+    /// Spares ready now.
+    pub ready: u64,
 }
 
 /// Client settings.
@@ -643,6 +677,16 @@ impl Client {
                 "the server agreed on version {v}"
             ))),
         }
+    }
+
+    /// Make a spare for a later connection to `addr`, keeping at most `keep` ([`Connector::warm`]).
+    pub async fn warm(&self, addr: &ServerAddr, keep: usize) -> Result<bool, ConnectError> {
+        self.connector.warm(addr, keep).await
+    }
+
+    /// What the connector did with spares.
+    pub fn spare_counts(&self) -> SpareCounts {
+        self.connector.spare_counts()
     }
 
     /// Ask a server for its parameters.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub use limits::Source;
 #[cfg(feature = "tor")]
 pub mod onion;
+pub mod rend_queue;
 mod session;
 pub mod tcp;
 

@@ -3046,3 +3046,95 @@ fn check_reaches_the_socks_proxy_or_the_direct_server() {
     let e: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["error"]["code"], "no_such_warning", "{e}");
 }
+
+/// Spares (`--spares`) are off unless asked for; asked for, the status shows them, and a
+/// transport with nothing to make ahead (`--direct`) makes none and serves as before. More than
+/// 64 per server, or a warm-up pause under a second, is refused. (Spares themselves are tested
+/// over Tor: tests/tor_e2e.rs.)
+#[test]
+fn spares_are_off_by_default_and_shown_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let plain = AgentProcess::start(&dir.path().join("plain"), &[]);
+    let s = plain.api().call(1, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        s["result"]["spares"],
+        serde_json::json!({"per_server": 0, "every_secs": 600.0, "made": 0, "taken": 0, "failed": 0, "ready": 0}),
+        "{s}"
+    );
+    drop(plain);
+    let agent = AgentProcess::start(
+        &dir.path().join("spares"),
+        &["--spares", "3", "--spare-every", "1s"],
+    );
+    // --direct has nothing to make ahead (no warm-ups run); the agent serves as before.
+    offer_expecting_answer(&agent, &addr, "smp://first");
+    let s = agent.api().call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(
+        s["result"]["spares"],
+        serde_json::json!({"per_server": 3, "every_secs": 1.0, "made": 0, "taken": 0, "failed": 0, "ready": 0}),
+        "{s}"
+    );
+    // `rdv agent --check FLAG VALUE`, refused: its standard error.
+    let socket = dir.path().join("x.sock");
+    let refused = |flag: &str, value: &str| {
+        let out = run_rdv(
+            &[
+                "agent",
+                "--direct",
+                "--check",
+                flag,
+                value,
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            None,
+            &[],
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("--spares", "65");
+    assert!(err.contains("--spares") && err.contains("65"), "{err}");
+    // A pause under a second (a flood of warm-ups) is refused too.
+    let err = refused("--spare-every", "10ms");
+    assert!(
+        err.contains("--spare-every") && err.contains("at least 1s"),
+        "{err}"
+    );
+}
+
+/// A delete decided at the offer comes at the delay after the bucket's close plus a share of a
+/// tenth of it drawn for each link: at exactly the delay, every delete showed the server this
+/// machine's clock error (arrival minus close minus delay), a mark shared by all of one user's
+/// deletes.
+#[test]
+fn a_delete_decided_at_the_offer_is_spread_over_a_tenth_of_its_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&dir.path().join("data"), None);
+    let addr = srv.addr.to_string();
+    let agent = AgentProcess::start(dir.path(), &[]);
+    let mut api = agent.api();
+    let mut after = Vec::new();
+    for id in 0..4u64 {
+        let o = api.call(
+            id,
+            serde_json::json!({"op": "offer", "servers": [addr], "payload": "p", "kdf": "test",
+                "delete_after_close_secs": 3600}),
+        );
+        assert_eq!(o["ok"], true, "{o}");
+        let closes = o["result"]["bucket_closes_at"].as_u64().unwrap();
+        let at = o["result"]["delete_at"].as_u64().unwrap();
+        assert!(
+            (closes + 3600..closes + 3960).contains(&at),
+            "within six minutes after the hour: {o}"
+        );
+        after.push(at - closes);
+    }
+    after.dedup();
+    assert!(
+        after.len() > 1,
+        "four deletes at the same delay after their closes: {after:?}"
+    );
+}

@@ -70,6 +70,32 @@ impl Cover {
     }
 }
 
+/// Spares made ahead for the servers the agent knows (`crate::client::spares`): a warm-up at
+/// the moments of a Poisson process of mean [`Warming::mean`] that runs whatever the agent's
+/// operations do, each for one known server drawn at random, at most [`Warming::keep`] spares
+/// kept per server (a full pool drops its oldest). So a warm-up's moment says nothing about any
+/// operation, and each operation takes a spare made at a moment of its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Warming {
+    /// Spares kept per server; 0: none made.
+    pub keep: usize,
+    /// The mean pause between two warm-ups.
+    pub mean: Duration,
+}
+
+impl Warming {
+    /// The pause until the next warm-up, from a uniform draw in [0, 1); `None` when no spares
+    /// are made.
+    pub fn next(&self, u: f64) -> Option<Duration> {
+        self.is_on().then(|| exponential(self.mean, u))
+    }
+
+    /// Whether spares are made at all.
+    pub fn is_on(&self) -> bool {
+        self.keep > 0 && !self.mean.is_zero()
+    }
+}
+
 /// When a later delete happens: a moment drawn uniformly from `within` seconds after `now`,
 /// but not after `last` (the link's expiry, after which there is nothing to delete), from a
 /// uniform draw in [0, 1). Uniform, not tied to any event, so the delete's time says nothing
@@ -134,6 +160,28 @@ mod tests {
         let (pause, kind) = c.next(0.5, 0.5).unwrap();
         assert_eq!(kind, Decoy::Mailbox);
         assert!(pause <= crate::proto::schedule::MAX_SPAN);
+    }
+
+    #[test]
+    fn warm_ups_follow_their_mean_and_stop_with_no_spares() {
+        let w = Warming {
+            keep: 2,
+            mean: Duration::from_secs(600),
+        };
+        let n = 10_000;
+        let total: f64 = (0..n)
+            .map(|i| w.next((i as f64 + 0.5) / n as f64).unwrap().as_secs_f64())
+            .sum();
+        assert!((total / n as f64 - 600.0).abs() < 6.0);
+        assert_eq!(Warming { keep: 0, ..w }.next(0.5), None);
+        assert_eq!(
+            Warming {
+                mean: Duration::ZERO,
+                ..w
+            }
+            .next(0.5),
+            None
+        );
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! at once, optional proof-of-work; and every circuit is one [`Source`] for the server's fair store
 //! admission, however many streams it opens.
 
+use super::rend_queue::{RendQueue, REND_MAX_WAIT, REND_QUEUE_CAPACITY};
 use super::{Server, Source};
 use crate::store::BucketStore;
 use crate::tor::Tor;
 use futures::StreamExt;
 use safelog::DisplayRedacted;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
 use tor_hsservice::config::restricted_discovery::DirectoryKeyProviderBuilder;
 use tor_hsservice::config::{OnionServiceConfigBuilder, TokenBucketConfig};
@@ -37,7 +39,8 @@ pub struct OnionSettings {
     pub intro_rate: Option<(u32, u32)>,
     /// Introduction points. Default: 3; from 3 to 20.
     pub intro_points: u8,
-    /// Rendezvous circuits being built at once; more introductions wait. Default: 16; at least 1.
+    /// Rendezvous circuits being built at once; more introductions wait (at most 1024, none
+    /// longer than 12 s: [`super::rend_queue`]). Default: 64; at least 1.
     pub max_rendezvous_in_flight: usize,
     /// Require proof-of-work from clients when the service is under load (arti's experimental
     /// `hs-pow-full`; needs the `pow` cargo feature). Default: off.
@@ -264,36 +267,141 @@ impl OnionListener {
     }
 
     /// Serve until shutdown: accept rendezvous requests (at most `max_rendezvous_in_flight`
-    /// being set up at once), and serve each circuit's streams as one source.
+    /// being set up at once), and serve each circuit's streams as one source. arti's requests
+    /// are read as they come, whatever is being set up, by a thread of their own: those beyond
+    /// the bound wait in a [`RendQueue`] of rdv's own. arti's hand-over queue holds 32 and drops
+    /// the rest unseen, and their clients wait for a rendezvous that never comes; read on the
+    /// task that also sets the rendezvous up (each `accept` first decrypts its introduction),
+    /// and woken behind arti's own task (tokio runs a task woken from one of its threads next on
+    /// that thread, once the waking task yields), the reading fell behind a burst: 28 of 128
+    /// dropped at once. With proof-of-work on, arti's own queue orders them by effort, and they
+    /// are read here as places free up.
     pub async fn run<S: BucketStore>(self, server: Arc<Server<S>>) {
-        let in_flight = self.settings.max_rendezvous_in_flight;
+        let in_flight = self.settings.max_rendezvous_in_flight.max(1);
         let port = self.settings.port;
-        let circuits = self
-            .requests
-            .map(|rend| async move { rend.accept().await })
-            .buffer_unordered(in_flight);
-        let mut circuits = std::pin::pin!(circuits);
+        let pow = self.settings.pow;
+        let queue = Arc::new(std::sync::Mutex::new(RendQueue::<RendRequest>::new(
+            REND_QUEUE_CAPACITY,
+            REND_MAX_WAIT,
+        )));
+        let read = Arc::new(tokio::sync::Notify::new());
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut requests = Some(self.requests);
+        // (With proof-of-work the stream stays here: it is read in the loop below.)
+        let reading = if pow { None } else { requests.take() };
+        if let Some(mut reading) = reading {
+            let (queue, read, ended) = (queue.clone(), read.clone(), ended.clone());
+            let reader = std::thread::Builder::new()
+                .name("rdv-rendezvous".into())
+                .spawn(move || {
+                    // The end is told however the thread ends, a panic included.
+                    let _end = EndTold(ended, read.clone());
+                    // Woken directly by arti's sender, on a thread of its own.
+                    futures::executor::block_on(async {
+                        while let Some(rend) = reading.next().await {
+                            lock_queue(&queue).push(Instant::now(), rend);
+                            read.notify_one();
+                        }
+                    });
+                });
+            if let Err(e) = reader {
+                tracing::error!(error = %e, "starting the thread that reads rendezvous requests failed; the onion service is no longer served");
+                return;
+            }
+        }
+        let mut open = true;
+        let mut reported = (0, 0);
+        let mut last_report = None;
+        let mut accepting = futures::stream::FuturesUnordered::new();
         loop {
-            let next = tokio::select! {
-                n = circuits.next() => n,
+            // Read before the queue: the reader's last push comes before it tells the end.
+            let reader_ended = !pow && ended.load(std::sync::atomic::Ordering::SeqCst);
+            let (dropped, empty) = {
+                let mut q = lock_queue(&queue);
+                while accepting.len() < in_flight {
+                    let Some(rend) = q.pop(Instant::now()) else {
+                        break;
+                    };
+                    accepting.push(async move { rend.accept().await });
+                }
+                ((q.dropped_full, q.dropped_stale), q.is_empty())
+            };
+            // A flood past the queue, or waits past the clients': counts, at most once a minute.
+            if dropped != reported
+                && last_report.is_none_or(|t: Instant| t.elapsed() >= REPORT_EVERY)
+            {
+                if dropped.0 > reported.0 {
+                    tracing::warn!(
+                        dropped = dropped.0 - reported.0,
+                        "introductions dropped: the rendezvous queue was full"
+                    );
+                }
+                if dropped.1 > reported.1 {
+                    tracing::warn!(
+                        dropped = dropped.1 - reported.1,
+                        "introductions dropped: they waited longer than their clients do"
+                    );
+                }
+                reported = dropped;
+                last_report = Some(Instant::now());
+            }
+            if reader_ended {
+                open = false;
+            }
+            if !open && accepting.is_empty() && empty {
+                tracing::warn!("onion service request stream ended");
+                return;
+            }
+            // With proof-of-work arti keeps its own queue, ordered by each request's effort (and
+            // unbounded by this one): it is read only when a place is free, so that the order
+            // stays arti's.
+            let read_here = pow && open && accepting.len() < in_flight;
+            let next_here = async {
+                match requests.as_mut() {
+                    Some(r) => r.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = next_here, if read_here => match next {
+                    Some(rend) => {
+                        lock_queue(&queue).push(Instant::now(), rend);
+                    }
+                    None => open = false,
+                },
+                () = read.notified(), if !pow => {}
+                Some(done) = accepting.next(), if !accepting.is_empty() => match done {
+                    Err(e) => tracing::debug!(error = %e, "a rendezvous failed"),
+                    Ok(streams) => {
+                        tokio::spawn(serve_circuit(streams, port, server.clone()));
+                    }
+                },
                 _ = server.shutdown_requested() => return,
-            };
-            let streams = match next {
-                None => {
-                    tracing::warn!("onion service request stream ended");
-                    return;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "a rendezvous failed");
-                    continue;
-                }
-                Some(Ok(streams)) => streams,
-            };
-            let server = server.clone();
-            tokio::spawn(serve_circuit(streams, port, server));
+            }
         }
     }
 }
+
+/// The shared queue of rendezvous requests, locked. A poisoned lock leaves the queue whole (each
+/// change to it is one push or one pop), so it is taken as it is.
+fn lock_queue(
+    q: &std::sync::Mutex<RendQueue<RendRequest>>,
+) -> std::sync::MutexGuard<'_, RendQueue<RendRequest>> {
+    q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Tells the run loop, when dropped, that the thread reading rendezvous requests has ended.
+struct EndTold(Arc<std::sync::atomic::AtomicBool>, Arc<tokio::sync::Notify>);
+
+impl Drop for EndTold {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.1.notify_one();
+    }
+}
+
+/// How often dropped introductions are reported at most.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Serve the streams of one rendezvous circuit, all as one source.
 async fn serve_circuit<S: BucketStore>(

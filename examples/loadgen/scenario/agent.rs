@@ -4,8 +4,11 @@
 //! as a user starts it, timed from its start to its exit: a fresh process with the embedded Tor
 //! (its directory cache on disk from the previous runs, as a user's `~/.local/share/rdv/arti`),
 //! `--socks` through a C tor client that is already running, and `--agent` through one running
-//! agent. Rounds alternate between the three, so that the network's state is shared. Then many
-//! operations at once through the one agent, and as many through `--socks` for comparison.
+//! agent; and a second agent with spares (`--spares 4 --spare-every 1s`: connections made ahead
+//! that keep the onion service's descriptor, at a cost in anonymity, docs/AGENT.md), to measure
+//! how much of the agent's gap to `--socks` is the descriptor download. Rounds alternate between
+//! the four, so that the network's state is shared. Then many operations at once through each
+//! agent, and as many through `--socks` for comparison.
 
 use super::tor::{pct, Serve, Tornet};
 use crate::report::table;
@@ -20,9 +23,10 @@ use std::time::{Duration, Instant};
 struct Agent(Child);
 
 impl Agent {
-    fn start(bin: &Path, arti: &Path, dir: &Path, socket: &Path) -> Result<Self> {
+    fn start(bin: &Path, arti: &Path, dir: &Path, socket: &Path, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("agent")
+            .args(extra)
             .arg("--tor-config")
             .arg(arti)
             .arg("--tor-dir")
@@ -62,7 +66,12 @@ enum Way {
     Fresh { arti: PathBuf, tor_dir: PathBuf },
     Socks(String),
     Agent(PathBuf),
+    AgentSpares(PathBuf),
 }
+
+/// The spares of the second agent: four per server, a warm-up every second on average (a
+/// bench's rate, so that each operation of the rounds finds one; the default is none).
+const SPARES: [&str; 4] = ["--spares", "4", "--spare-every", "1s"];
 
 impl Way {
     fn name(&self) -> &'static str {
@@ -70,6 +79,7 @@ impl Way {
             Way::Fresh { .. } => "fresh process, embedded Tor",
             Way::Socks(_) => "--socks (a running C tor)",
             Way::Agent(_) => "--agent (a running rdv agent)",
+            Way::AgentSpares(_) => "--agent, spares (--spares 4 --spare-every 1s)",
         }
     }
 
@@ -82,9 +92,22 @@ impl Way {
                 tor_dir.display().to_string(),
             ],
             Way::Socks(p) => vec!["--socks".into(), p.clone()],
-            Way::Agent(s) => vec!["--agent".into(), s.display().to_string()],
+            Way::Agent(s) | Way::AgentSpares(s) => {
+                vec!["--agent".into(), s.display().to_string()]
+            }
         }
     }
+}
+
+/// The `spares` object of the status of the agent at `socket`.
+fn spares_of(bin: &Path, socket: &Path) -> Result<String> {
+    let args = ["agent", "--status", "--json", "--socket"].map(String::from);
+    let mut args = args.to_vec();
+    args.push(socket.display().to_string());
+    let (_, status) = timed(bin, &args, &[])?;
+    Ok(serde_json::from_str::<serde_json::Value>(&status)
+        .map(|v| v["spares"].to_string())
+        .unwrap_or_default())
 }
 
 /// Run one `rdv` command to its end: its wall time and its standard output.
@@ -227,11 +250,14 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     // In a directory the agent creates (private): it refuses one others may enter.
     let socket = t("agent").join("run").join("agent.sock");
     let started = Instant::now();
-    let agent = Agent::start(&bin, &arti, &t("agent"), &socket)?;
+    let agent = Agent::start(&bin, &arti, &t("agent"), &socket, &[])?;
     eprintln!(
         "agent up after {:.1} s (bootstrap from nothing)",
         started.elapsed().as_secs_f64()
     );
+    std::fs::create_dir_all(t("agent-spares"))?;
+    let spare_socket = t("agent-spares").join("run").join("agent.sock");
+    let spare_agent = Agent::start(&bin, &arti, &t("agent-spares"), &spare_socket, &SPARES)?;
     let ways = [
         Way::Fresh {
             arti: arti.clone(),
@@ -239,6 +265,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         },
         Way::Socks(format!("127.0.0.1:{socks_port}")),
         Way::Agent(socket.clone()),
+        Way::AgentSpares(spare_socket.clone()),
     ];
     // Warm-up: every way once (the fresh process's directory cache is filled here).
     for (i, way) in ways.iter().enumerate() {
@@ -277,11 +304,15 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             });
         }
     }
+    // How many operations of the second agent found a spare: after the rounds, and at the end.
+    let spares_after_rounds = spares_of(&bin, &spare_socket)?;
     for way in &ways[1..] {
         eprintln!("{} at once: {}", a.at_once, way.name());
         rows.extend(at_once(&bin, way, &onion, a.at_once, 2_000_000)?);
     }
+    let spares_at_end = spares_of(&bin, &spare_socket)?;
     drop(agent);
+    drop(spare_agent);
     drop(srv);
     drop(net);
     // The baseline of the ratio column: `--socks`, the same operation, one at a time.
@@ -329,5 +360,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             .collect::<Vec<_>>(),
     );
     println!("(each operation an rdv process, timed from its start to its exit; --kdf test, stamps at the server's default effort)");
+    println!("spares of the second agent after the rounds (one at a time): {spares_after_rounds}");
+    println!("spares of the second agent at the end: {spares_at_end}");
     Ok(())
 }

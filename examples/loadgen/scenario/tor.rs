@@ -227,14 +227,23 @@ async fn measure(
             let c = client.clone();
             tokio::spawn(async move {
                 let t = Instant::now();
+                let began = rdv::clock::Clock::now_precise(&SystemClock);
                 let r = c.accept(&link, None).await;
-                (t.elapsed(), r.is_ok())
+                (t.elapsed(), began, r.is_ok())
             })
         })
         .collect();
     let (mut lat, mut failed) = (Vec::new(), 0);
     for t in tasks {
-        let (d, ok) = t.await?;
+        let (d, began, ok) = t.await?;
+        // The tail, with its wall-clock start, to find in the services' logs (`--keep`).
+        if d > Duration::from_secs(5) || !ok {
+            eprintln!(
+                "{service}: an accept begun at {} took {d:.1?} ({})",
+                humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + began),
+                if ok { "ok" } else { "failed" }
+            );
+        }
         if ok {
             lat.push(d);
         } else {
@@ -306,9 +315,21 @@ async fn measure(
 
 pub(crate) async fn run(a: TorArgs) -> Result<()> {
     rdv::tor::install_crypto_provider();
-    let root = tempfile::Builder::new()
+    // With RUST_LOG set, the client's own log (arti's among it) on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut root = tempfile::Builder::new()
         .prefix("rdv-torbench-")
         .tempdir_in(&a.common.data_root)?;
+    if a.common.keep {
+        // The services' logs (`srv-*.log`) and the network's directories stay for a look.
+        root.disable_cleanup(true);
+        eprintln!("keeping {}", root.path().display());
+    }
     let t = |p: &str| root.path().join(p);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tornet.sh");
     eprintln!("starting the private Tor network");

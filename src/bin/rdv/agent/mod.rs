@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ledger::AfterReply;
 use ops::{api_error, Agent};
 use rdv::agent::api::{self, Reply, Request};
-use rdv::agent::schedule::Cover;
+use rdv::agent::schedule::{Cover, Warming};
 use rdv::agent::state::StateDir;
 use rdv::client::ErrorKind;
 use rdv::proto::schedule::LookSchedule;
@@ -714,6 +714,10 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
             mailboxes_per_hour: a.cover_mailboxes,
             fetches_per_hour: a.cover_fetches,
         },
+        warming: Warming {
+            keep: usize::from(a.spares),
+            mean: a.spare_every,
+        },
         started,
         status_share: ops::StatusShare::default(),
     });
@@ -778,6 +782,14 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     }
     if agent.cover.any() {
         tokio::spawn(agent.clone().cover());
+    }
+    if agent.warming.is_on() && (a.transport.direct.is_some() || a.transport.socks.is_some()) {
+        note!("note: --spares has no effect with --direct or --socks (embedded Tor only)");
+    } else if agent.warming.is_on() {
+        eprintln!(
+            "WARNING: --spares costs anonymity: a server that publishes a new descriptor every few minutes dates each spare from the introduction and tells operations on spares from all others (docs/AGENT.md, \"Spares\")"
+        );
+        tokio::spawn(agent.clone().warm_spares());
     }
     println!("agent listening on {}", socket.display());
     use std::io::Write;

@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::transport::Session;
 use anyhow::{Context, Result};
 use rdv::agent::api::{self, event, ApiError, Request};
-use rdv::agent::schedule::{delete_at, Cover};
+use rdv::agent::schedule::{delete_at, Cover, Warming};
 use rdv::agent::state::{new_id, LaterDelete, StateDir, Undelivered};
 use rdv::client::{ErrorKind, PendingAnswer};
 use rdv::proto::schedule::LookSchedule;
@@ -65,6 +65,7 @@ pub(super) struct Agent {
     pub(super) look_for_secs: u64,
     pub(super) transport: &'static str,
     pub(super) cover: Cover,
+    pub(super) warming: Warming,
     pub(super) started: std::time::Instant,
     /// The status, computed for many callers at once ([`Agent::status_shared`]).
     pub(super) status_share: StatusShare,
@@ -567,6 +568,7 @@ impl Agent {
                 "and {more} more files that cannot be used (each named when the agent started)"
             ));
         }
+        let spares = self.client.spare_counts();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "transport": self.transport,
@@ -574,6 +576,14 @@ impl Agent {
             "state_dir": self.state.path().display().to_string(),
             "cover_mailboxes_per_hour": self.cover.mailboxes_per_hour,
             "cover_fetches_per_hour": self.cover.fetches_per_hour,
+            "spares": {
+                "per_server": self.warming.keep,
+                "every_secs": self.warming.mean.as_secs_f64(),
+                "made": spares.made,
+                "taken": spares.taken,
+                "failed": spares.failed,
+                "ready": spares.ready,
+            },
             "pending": pending,
             "trails": trails,
             "unreadable": unreadable,

@@ -571,6 +571,51 @@ impl Agent {
         }
     }
 
+    /// Make spares for the servers the agent knows until the process ends, at moments of their
+    /// own (`Warming`).
+    pub(super) async fn warm_spares(self: Arc<Self>) {
+        // At most as many warm-ups on their way as spares kept per server: with Tor down each
+        // takes its whole attempt, and they must not pile up.
+        let on_way = Arc::new(tokio::sync::Semaphore::new(self.warming.keep.max(1)));
+        loop {
+            let Some(pause) = self.warming.next(rand::random()) else {
+                return;
+            };
+            // A moment a stop passed is dropped, as cover's: the next is drawn from now.
+            if rdv::client::wake::until_instant(tokio::time::Instant::now() + pause).await {
+                continue;
+            }
+            let Some(server) = self.known_server() else {
+                continue;
+            };
+            let Ok(place) = on_way.clone().try_acquire_owned() else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.client.warm(&server, me.warming.keep).await {
+                    tracing::debug!(error = %rdv::config::report(&e), "making a spare failed");
+                }
+                drop(place);
+            });
+        }
+    }
+
+    /// One of the servers the agent knows, each as likely whatever number of its buckets it
+    /// knows.
+    fn known_server(&self) -> Option<ServerAddr> {
+        let k = self.known.lock().ok()?;
+        let now = now();
+        let mut servers: Vec<&ServerAddr> = k
+            .iter()
+            .filter(|b| b.until > now)
+            .map(|b| &b.server)
+            .collect();
+        servers.sort_by_key(|s| s.to_string());
+        servers.dedup();
+        pick(servers.len(), rand::random()).map(|i| servers[i].clone())
+    }
+
     /// Look into a mailbox nobody uses on the look schedule, for a random lifetime.
     async fn decoy_mailbox(self: Arc<Self>, server: ServerAddr) {
         use rand::RngCore;

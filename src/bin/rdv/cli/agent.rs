@@ -66,6 +66,22 @@ pub(crate) struct AgentArgs {
     /// They hide when the real accepts come.
     #[arg(long, value_name = "PER_HOUR", default_value_t = 0.0, value_parser = per_hour, help_heading = "Cover traffic")]
     pub(crate) cover_fetches: f64,
+    /// Spares kept for each server the agent knows; default 0 (none). A spare is a connection
+    /// made ahead with nothing sent and its circuit closed at once: Tor keeps the onion
+    /// service's descriptor with it, so an operation that takes it builds its circuits without
+    /// downloading the descriptor again (some 80 ms less over Tor; embedded Tor only). It costs
+    /// anonymity: a server that publishes a new descriptor every few minutes sees from each
+    /// introduction which one the client holds, so it dates each spare and tells operations on
+    /// spares from all others (docs/AGENT.md, "Spares").
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64), help_heading = "Spares")]
+    pub(crate) spares: u16,
+    /// The mean pause between two warm-ups (each makes one spare for a known server drawn at
+    /// random; a full pool drops its oldest). Random (exponential) pauses that run whatever the
+    /// agent does, so that a warm-up's moment says nothing about any operation. At least 1s; at
+    /// most as many warm-ups at once as spares kept per server (a tick that finds them all on
+    /// their way is skipped).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = super::parse_poll, help_heading = "Spares")]
+    pub(crate) spare_every: Duration,
     /// For a link on several servers: the mean of a random pause (exponential) before storing or
     /// counting each further copy, and before answering a further copy (when the one before did
     /// not take it, or with --answer-every-copy), so that servers comparing notes cannot chain

@@ -107,9 +107,9 @@ pub(crate) struct ServeArgs {
     /// Introduction points (3 to 20).
     #[arg(long, default_value_t = 3, help_heading = "Onion service")]
     pub(crate) intro_points: u8,
-    /// Rendezvous circuits being built at once; further introductions wait (64: at 128
-    /// introductions at once, 16 made the median wait 1.2-43 s, 64 keeps it near C tor's; see
-    /// BENCHMARKS.md).
+    /// Rendezvous circuits being built at once; further introductions wait, first come, first
+    /// served (at most 1024 waiting, none longer than 12 s). 64: at 128 introductions at once,
+    /// 16 made the median wait 1.2-43 s, 64 keeps it near C tor's; see BENCHMARKS.md.
     #[arg(long, default_value_t = 64, help_heading = "Onion service")]
     pub(crate) max_rendezvous: usize,
     /// Vanguards for onion circuits: lite (default), full (stronger against guard discovery,
