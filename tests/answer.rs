@@ -693,7 +693,7 @@ async fn answers_survive_a_restart_of_the_disk_store() {
     drop(c);
     // The listener task holds the server until it has stopped; the store closes with the last
     // reference.
-    for _ in 0..200 {
+    for _ in 0..1500 {
         if Arc::strong_count(&server) == 1 {
             break;
         }

@@ -891,7 +891,9 @@ fn a_private_server_needs_a_valid_authorized_clients_directory() {
 #[test]
 fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "3s"]);
+    // A window of 10 s: the first two offers (two processes, a stamp each) must meet in one
+    // bucket for the count below; with 3 s a loaded machine could put them in two.
+    let server = ServerProcess::start(&dir.path().join("data"), &["--open-window", "10s"]);
     let addr = server.addr.to_string();
     let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
     let out = rdv(
@@ -904,7 +906,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--kdf",
             "test",
             "--max-window",
-            "3s",
+            "10s",
             "--max-skew",
             "2s",
         ],
@@ -926,7 +928,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--max-skew",
             "2s",
             "--max-window",
-            "3s",
+            "10s",
             "--hold",
             "--poll-every",
             "1s",
@@ -978,7 +980,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--max-skew",
             "2s",
             "--max-window",
-            "3s",
+            "10s",
             "--hold",
             "--min-k",
             "3",
@@ -1016,7 +1018,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
                 "--state",
                 state.to_str().unwrap(),
                 "--max-window",
-                "3s",
+                "10s",
                 "--direct",
                 &addr,
                 "--payload",
@@ -1065,7 +1067,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
             "--max-skew",
             "2s",
             "--max-window",
-            "3s",
+            "10s",
             "--hold",
             "--expect-answer",
             "--wait",
@@ -1099,7 +1101,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
     );
 
     // With the default --max-window (10 min) the close is 12 min away although the server's
-    // window is 3 s, and the offer says why.
+    // window is 10 s, and the offer says why.
     let out = rdv(
         &[
             "offer",
@@ -1116,7 +1118,7 @@ fn offer_says_when_the_bucket_closes_and_hold_waits_for_it() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
         e.contains(
-            "--max-window (10m) after its creation, not after the server's shorter window (3s)"
+            "--max-window (10m) after its creation, not after the server's shorter window (10s)"
         ) && e.contains(" min); handed over"),
         "{e}"
     );
