@@ -233,9 +233,34 @@ pub struct CopyTimes {
     pub closes_at: u64,
     /// When the copy has expired on its server.
     pub expires_at: u64,
+    /// At least how far this machine's clock was ahead of the server's (negative: behind) when
+    /// the server answered before the store, in whole seconds: its `server_time` (whole
+    /// seconds) against this clock halfway through that request, less the most that half the
+    /// request's round trip and the server's rounding can account for (0 when they account for
+    /// all of it). Used for a warning only ([`CLOCK_WARN_SECS`]): a server can say any time it
+    /// likes.
+    pub clock_ahead: i64,
 }
 
+/// Beyond this difference (seconds) between this machine's clock and a server's, the command
+/// line and the agent warn: the looks and deletes an initiator times on its own clock show the
+/// server that clock's error, and errors of tens of seconds tell initiators apart
+/// (docs/ANONYMITY.md, "Clock errors"). The difference is counted net of what the request's
+/// latency and the rounding to whole seconds can account for ([`CopyTimes::clock_ahead`]).
+pub const CLOCK_WARN_SECS: u64 = 10;
+
 impl Offer {
+    /// The copy (its place in the link) whose server's clock differs most from this machine's,
+    /// and by how much ([`CopyTimes::clock_ahead`]), if that is beyond [`CLOCK_WARN_SECS`].
+    pub fn clock_off(&self) -> Option<(usize, i64)> {
+        self.copies
+            .iter()
+            .map(|c| c.clock_ahead)
+            .enumerate()
+            .max_by_key(|(_, a)| a.unsigned_abs())
+            .filter(|(_, a)| a.unsigned_abs() > CLOCK_WARN_SECS)
+    }
+
     /// Copy `index` of the link (in link order) on its own: the link to that server alone and
     /// the token that deletes the copy there, so that each copy can be deleted at a moment of
     /// its own. `None` past the last copy.
@@ -401,6 +426,30 @@ pub(crate) struct Stored {
     /// When the bucket is closed to every client, on this machine's clock (unix seconds;
     /// [`Offer::closes_at`]).
     pub(crate) closes_here: u64,
+    /// [`CopyTimes::clock_ahead`].
+    pub(crate) clock_ahead: i64,
+}
+
+/// [`CopyTimes::clock_ahead`] for a request sent at `sent` and answered at `got` (this clock)
+/// with the server's time `server_time` (whole seconds, so its moment is within the second
+/// after): the difference halfway through, less half the round trip and half a second,
+/// towards 0.
+fn clock_ahead(sent: Duration, got: Duration, server_time: u64) -> i64 {
+    let mid = (sent.as_secs_f64() + got.as_secs_f64()) / 2.0;
+    let ahead = mid - (server_time as f64 + 0.5);
+    let slack = got.saturating_sub(sent).as_secs_f64() / 2.0 + 0.5;
+    let net = (ahead.abs() - slack).max(0.0).floor();
+    // As i64, saturating: a server may claim any time.
+    let net = if net >= i64::MAX as f64 {
+        i64::MAX
+    } else {
+        net as i64
+    };
+    if ahead < 0.0 {
+        -net
+    } else {
+        net
+    }
 }
 
 /// A fetched bucket: its 64 entries, and how many carry a valid stamp (`None` from a server
@@ -766,6 +815,7 @@ impl Client {
             id,
             info,
             closes_here,
+            clock_ahead,
         } = self
             .store_sealed(server, sealed, &token, answer_to.is_some())
             .await?;
@@ -788,6 +838,7 @@ impl Client {
             copies: vec![CopyTimes {
                 closes_at: closes_here,
                 expires_at,
+                clock_ahead,
             }],
         };
         Ok((offer, key))
@@ -844,17 +895,19 @@ impl Client {
         // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
-        let (mut c, info, id) = loop {
+        let (mut c, info, id, clock_ahead) = loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
                 return Err(OfferError::NoMailboxes {
                     version: c.version(),
                 });
             }
+            let sent = self.clock.now_precise();
             let info = match Self::info_on(&mut c).await {
                 Err(e) if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await => continue,
                 r => r?,
             };
+            let clock_ahead = clock_ahead(sent, self.clock.now_precise(), info.server_time);
             self.config
                 .policy
                 .check_lifetimes(info.open_window_secs, info.ttl_secs)
@@ -872,7 +925,7 @@ impl Client {
                     .map_err(OfferError::from)
             };
             match stored {
-                Ok(id) => break (c, info, id),
+                Ok(id) => break (c, info, id, clock_ahead),
                 Err(OfferError::Connection(e))
                     if busy(&e, &[ErrorCode::Busy]) && backoff.wait().await =>
                 {
@@ -904,6 +957,7 @@ impl Client {
             id,
             info,
             closes_here: self.config.policy.closed_to_all(id),
+            clock_ahead,
         })
     }
 
@@ -1171,4 +1225,29 @@ pub fn generate_passphrase() -> Passphrase {
     let p = crate::proto::words::passphrase(r);
     zeroize::Zeroize::zeroize(&mut r);
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_ahead;
+    use std::time::Duration;
+
+    /// The difference is counted halfway through the request, less what half the round trip and
+    /// the server's whole seconds can account for: a slow circuit alone never makes a clock look
+    /// off, whichever way.
+    #[test]
+    fn a_clock_difference_is_counted_net_of_the_round_trip() {
+        let s = Duration::from_secs_f64;
+        // Sent at 100, answered at 102 (a 2 s round trip): the server's moment, 85.0-86.0, is
+        // 15.5 s before the midpoint, of which 1.5 s could be the round trip and the rounding.
+        assert_eq!(clock_ahead(s(100.0), s(102.0), 85), 14);
+        assert_eq!(clock_ahead(s(100.0), s(102.0), 120), -18);
+        // A server that answers the second the request was sent, over a round trip of 20 s:
+        // nothing is off.
+        assert_eq!(clock_ahead(s(100.0), s(120.0), 100), 0);
+        assert_eq!(clock_ahead(s(100.0), s(120.0), 119), 0);
+        // Any time a server claims: no overflow.
+        assert_eq!(clock_ahead(s(100.0), s(100.1), u64::MAX), -i64::MAX);
+        assert_eq!(clock_ahead(s(1e12), s(1e12), 0), 999_999_999_999);
+    }
 }

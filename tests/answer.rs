@@ -350,7 +350,7 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
     assert_eq!(pending.polls_from(), T0 + window, "the bucket opened at T0");
     let schedule = every_5s();
     // No answer: nothing is looked at before the close, then looks until the wait ends, the
-    // last one at its end.
+    // last one the first past its end (at most twelve look means past it).
     let t = tokio::time::Instant::now();
     let c2 = c.clone();
     let waiting = tokio::spawn(async move {
@@ -363,9 +363,17 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
     assert_eq!(looks(&server), 0.0, "a look before the bucket closed");
     let (e, pending) = waiting.await.unwrap().unwrap_err();
     assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
-    assert_eq!(t.elapsed(), Duration::from_secs(window + 30));
+    let end = Duration::from_secs(window + 30);
+    assert!(
+        t.elapsed() >= end && t.elapsed() <= end + schedule.mean * 12,
+        "{:?}",
+        t.elapsed()
+    );
     let n = looks(&server);
-    assert!(n >= 2.0, "looks at random moments and at the end: {n}");
+    assert!(
+        n >= 1.0,
+        "looks at random moments, the last past the end: {n}"
+    );
 
     // The accepter answers; the next looks find it.
     let r = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
@@ -402,7 +410,12 @@ async fn collecting_waits_for_the_bucket_to_close_then_looks_at_random_moments()
         .await
         .unwrap_err();
     assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
-    assert_eq!(t.elapsed(), Duration::from_secs(10));
+    let end = Duration::from_secs(10);
+    assert!(
+        t.elapsed() >= end && t.elapsed() <= end + schedule.mean * 12,
+        "{:?}",
+        t.elapsed()
+    );
     assert!(looks(&server) > before);
 }
 
@@ -444,21 +457,32 @@ impl Clock for Fraction {
     }
 }
 
-/// The last look of a wait that ends unanswered comes at the bucket's close plus the wait on
-/// the wall clock, whatever fraction of a second the wait began in. Before, it came that
-/// fraction later: `offer --wait` and the agent begin right after the store, and a server
-/// matched the fraction of each unanswered mailbox's last look to its store's (a helper's
-/// attack tied 10 of 12 to their links on loopback).
+/// The end of a wait that ends unanswered is the bucket's close plus the wait on the wall clock,
+/// whatever fraction of a second the wait began in, and the last look is the first of the
+/// schedule past that end: a fresh exponential pause past it, never the end itself.
+///
+/// Before the end was counted on the wall clock, the last look came the fraction of a second
+/// the wait began in late: `offer --wait` and the agent begin right after the store, and a
+/// server matched the fraction of each unanswered mailbox's last look to its store's (a helper's
+/// attack tied 10 of 12 to their links on loopback). Then the last look came at the end itself:
+/// the close plus the wait on the client's clock, which showed the server the client's clock
+/// error, the same in each of its offers that ended unanswered (docs/ANONYMITY.md, "Clock
+/// errors", measures what that let the server link).
 #[tokio::test(start_paused = true)]
-async fn the_last_look_does_not_carry_the_moment_the_wait_began() {
+async fn the_last_look_comes_a_fresh_pause_past_the_end_whatever_the_clock() {
     let clock = manual_clock();
+    // Stamps at the least effort: many offers, and nothing here is about proof of work.
     let (server, _) = pipe_server(
         StoreParams::default(),
-        ServerConfig::default(),
+        ServerConfig {
+            stamp_effort: 1,
+            ..Default::default()
+        },
         Arc::new(clock.clone()),
     );
     let schedule = every_5s();
     let wait = Duration::from_secs(30);
+    let n = 80;
     for fraction in [250, 750].map(Duration::from_millis) {
         let c = client_with_clock(
             &server,
@@ -467,24 +491,37 @@ async fn the_last_look_does_not_carry_the_moment_the_wait_began() {
                 fraction,
             }),
         );
-        let (_offer, pending) = c
-            .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
-            .await
-            .unwrap();
-        let began = Duration::from_secs(clock.now()) + fraction;
-        let t = tokio::time::Instant::now();
-        let e = c
-            .collect_scheduled(&pending, schedule, wait)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
-        // The wall clock stands still here (a manual clock): the last look's wall moment is
-        // when the wait began plus the time waited.
-        assert_eq!(
-            began + t.elapsed(),
-            Duration::from_secs(pending.polls_from()) + wait,
-            "a wait begun {fraction:?} into a second"
-        );
+        let mut past = Vec::new();
+        for _ in 0..n {
+            let (_offer, pending) = c
+                .offer_expecting_answer(&pipe_addr(), b"q", pass(), KdfProfile::Test)
+                .await
+                .unwrap();
+            let began = Duration::from_secs(clock.now()) + fraction;
+            let t = tokio::time::Instant::now();
+            let e = c
+                .collect_scheduled(&pending, schedule, wait)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
+            // The wall clock stands still here (a manual clock): the last look's wall moment
+            // is when the wait began plus the time waited.
+            let last = began + t.elapsed();
+            let end = Duration::from_secs(pending.polls_from()) + wait;
+            assert!(
+                last >= end,
+                "a last look before the end, begun {fraction:?} into a second"
+            );
+            past.push((last - end).as_secs_f64());
+        }
+        // An exponential pause of mean 5 s each: their mean is 5 s give or take 0.6 s (the
+        // bounds are over four of those away), and they are spread out (the runtime's timer
+        // counts whole milliseconds, so two may meet). At the end itself, every one was 0.
+        let mean = past.iter().sum::<f64>() / n as f64;
+        assert!((2.5..8.0).contains(&mean), "mean pause past the end {mean}");
+        past.sort_by(f64::total_cmp);
+        past.dedup();
+        assert!(past.len() > n / 2, "last looks at {past:?}");
     }
 }
 
@@ -585,9 +622,10 @@ async fn a_clock_corrected_during_the_wait_for_the_close_is_followed() {
 }
 
 /// A close noticed late (the machine was suspended across it: the wall clock moved on, the
-/// monotonic one did not) does not move the last look: it still comes at the close plus the
-/// wait on the wall clock. Counted from the moment the close was noticed, the last looks of
-/// every mailbox waiting then came together, and carried the phase of the wait's steps.
+/// monotonic one did not) does not move the wait's end: it is still the close plus the wait on
+/// the wall clock, and the last look the first past it (at most 12 look means, 60 s here, less
+/// than the 100 s of the suspension). Counted from the moment the close was noticed, the ends
+/// of every mailbox waiting then came together, and carried the phase of the wait's steps.
 #[tokio::test(start_paused = true)]
 async fn a_close_noticed_late_does_not_move_the_last_look() {
     let (_server, own, c, _offer, pending) = ticking_offer().await;
@@ -603,7 +641,7 @@ async fn a_close_noticed_late_does_not_move_the_last_look() {
     assert!(matches!(e, CollectError::NoAnswerYet), "{e:?}");
     let ended = own.now_precise();
     assert!(
-        ended >= close + wait && ended <= close + wait + Duration::from_secs(1),
+        ended >= close + wait && ended <= close + wait + Duration::from_secs(60),
         "the last look came {:?} after the close, not {wait:?}",
         ended - close
     );

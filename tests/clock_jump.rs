@@ -137,3 +137,56 @@ async fn a_clock_corrected_after_garbage_collection_ran_ahead_hands_out_acceptab
         .await;
     assert!(after.is_ok(), "{after:?}");
 }
+
+/// An initiator whose clock is off the server's by more than 10 s is told so by `rdv offer`
+/// (the moments of its looks and deletes, timed on that clock, show the server the error, and
+/// errors of tens of seconds tell initiators apart: docs/ANONYMITY.md, "Clock errors"); within
+/// a few seconds it is not. Here the server's clock is set 30 s ahead and then 30 s behind.
+#[test]
+fn an_offer_from_a_machine_whose_clock_is_off_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (offset, said)) in [
+        ("+30", Some("behind the server's")),
+        ("-30", Some("ahead of the server's")),
+        ("+0", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("faketime-{n}"));
+        set_offset(&file, offset);
+        let server = faked_server(&dir.path().join(n.to_string()), &file, &[]);
+        let out = run_rdv(
+            &[
+                "offer",
+                "--direct",
+                &server.addr.to_string(),
+                "--payload",
+                "p",
+                "--kdf",
+                "test",
+            ],
+            None,
+            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        match said {
+            Some(said) => {
+                // 30 s, give or take the request's time and the rounding to whole seconds.
+                let secs: u64 = stderr
+                    .split("warning: this machine's clock is ")
+                    .nth(1)
+                    .and_then(|rest| rest.strip_suffix('\n').unwrap_or(rest).split(" s ").next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{offset}: no clock warning: {stderr}"));
+                assert!((28..=32).contains(&secs), "{offset}: {stderr}");
+                assert!(
+                    stderr.contains(&format!("{secs} s {said}")),
+                    "{offset}: {stderr}"
+                );
+            }
+            None => assert!(!stderr.contains("clock is"), "{offset}: {stderr}"),
+        }
+    }
+}

@@ -13,6 +13,7 @@
 use crate::copies_attack::{self, Class, Feature, Record, Request as Saw, Seen};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
+use rdv::agent::schedule::scheduled_delete_at;
 use rdv::client::{Client, ClientConfig, ConnectError, Connector, Stream};
 use rdv::clock::Clock;
 use rdv::framed::{read_msg, write_msg};
@@ -49,7 +50,8 @@ pub enum DeleteWhen {
     /// `rdv delete` as soon as the first answer is in, with this `--spread` (one copy at once,
     /// each other at a moment of its own within it; 10 minutes by default).
     AfterAnswer(Duration),
-    /// The agent's `--delete-after-close`: each copy this long after its own bucket's close.
+    /// The agent's `--delete-after-close`: each copy this long after its own bucket's close,
+    /// plus its own share of a tenth of it (at most ten minutes).
     AfterClose(Duration),
 }
 
@@ -81,21 +83,53 @@ pub struct CopiesOutcome {
     pub servers: usize,
 }
 
-const T0: u64 = 1_800_000_000;
+pub const T0: u64 = 1_800_000_000;
 
-/// Wall time that follows the runtime's (paused) time from `T0`.
-struct Following(Instant);
+/// Wall time that follows the runtime's (paused) time from `T0` since `origin`, `offset`
+/// seconds off (a wrong clock; 0 for the true time).
+pub struct Following {
+    pub origin: Instant,
+    pub offset: f64,
+}
 
 impl Clock for Following {
     fn now(&self) -> u64 {
         self.now_precise().as_secs()
     }
     fn now_precise(&self) -> Duration {
-        Duration::from_secs(T0) + self.0.elapsed()
+        let true_time = Duration::from_secs(T0) + self.origin.elapsed();
+        let shift = Duration::from_secs_f64(self.offset.abs());
+        if self.offset < 0.0 {
+            true_time.saturating_sub(shift)
+        } else {
+            true_time + shift
+        }
     }
     fn elapsed(&self) -> Duration {
-        self.0.elapsed()
+        self.origin.elapsed()
     }
+}
+
+/// `make()`'s future run to its end on a paused runtime of its own (on a thread of its own: the
+/// caller's runtime cannot host it), a simulated day passing in seconds; `what` names the run if
+/// it panics.
+pub fn on_paused_runtime<T, F>(
+    what: &'static str,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()?
+            .block_on(make())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the {what} run panicked"))?
 }
 
 /// What the servers saw, as the tap noted it, with the link each request was made for.
@@ -212,20 +246,15 @@ impl Connector for Tapped {
 /// host it).
 pub fn run(r: &CopiesRun) -> Result<CopiesOutcome> {
     let r = *r;
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()?
-            .block_on(run_paused(r))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the multi-server run panicked"))?
+    on_paused_runtime("multi-server", move || run_paused(r))
 }
 
 async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
     let origin = Instant::now();
-    let clock: Arc<dyn Clock> = Arc::new(Following(origin));
+    let clock: Arc<dyn Clock> = Arc::new(Following {
+        origin,
+        offset: 0.0,
+    });
     let params = StoreParams {
         open_window_secs: r.window,
         ttl_secs: 7 * 86400,
@@ -344,7 +373,13 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                             let deleter = &deleter;
                             let clock = &clock;
                             async move {
-                                let at = Duration::from_secs(closes_at) + after;
+                                // As the agent: the delay after this copy's own close,
+                                // plus its own share of a tenth of it (at most ten minutes).
+                                let at = Duration::from_secs(scheduled_delete_at(
+                                    closes_at,
+                                    after.as_secs(),
+                                    rand::random(),
+                                )) + Duration::from_secs_f64(rand::random::<f64>());
                                 tokio::time::sleep(at.saturating_sub(clock.now_precise())).await;
                                 deleter.delete(&copy, &token).await
                             }

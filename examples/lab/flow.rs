@@ -319,7 +319,15 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
                 );
                 if let Delete::AfterClose { after, all } = p.delete {
                     if all || pending.is_some() {
-                        push(&mut queue, close + after, Event::Delete(i));
+                        // As the agent: the delay plus a share of a tenth of it (at most
+                        // ten minutes), drawn for each link.
+                        let spread =
+                            rdv::agent::schedule::scheduled_delete_spread(after as u64) as f64;
+                        push(
+                            &mut queue,
+                            close + after + rng.gen::<f64>() * spread,
+                            Event::Delete(i),
+                        );
                     }
                 }
                 if pending.is_some() {
@@ -442,8 +450,9 @@ pub async fn run(r: &FlowRun) -> Result<FlowOutcome> {
                     at: at_now(now),
                     mailbox: label,
                 });
-                let next = now as f64 + draw(&mut rng, p.look_mean);
-                if next < until {
+                // The first look at or past its end is its last, as a real mailbox's.
+                if (now as f64) < until {
+                    let next = now as f64 + draw(&mut rng, p.look_mean);
                     push(&mut queue, next, Event::DecoyLook(k));
                 }
             }

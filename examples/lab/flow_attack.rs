@@ -84,7 +84,8 @@ pub enum DeleteModel {
     Never,
     /// After the look that found the answer, an exponential delay of this mean.
     AfterAnswer(f64),
-    /// This long after the bucket closed (a moment that has nothing to do with any fetch).
+    /// This long after the bucket closed, plus a uniform share of a tenth of it (at most ten
+    /// minutes): a moment that has nothing to do with any fetch.
     AfterClose(f64),
 }
 
@@ -153,9 +154,18 @@ pub fn prepare(view: &FlowView, model: &FlowModel) -> Prepared {
                     (DeleteModel::AfterAnswer(mean), Some(d)) => {
                         robust(exp_density(d - found[m], mean))
                     }
-                    // The delete comes on time, to the second.
+                    // The delete comes the delay after the close plus a uniform share of a
+                    // tenth of it (at most ten minutes), give or take a second.
                     (DeleteModel::AfterClose(after), Some(d)) => {
-                        robust(exp_density((d - view.close[l.bucket] - after).abs(), 1.0))
+                        let spread = rdv::agent::schedule::scheduled_delete_spread(after as u64)
+                            as f64
+                            + 1.0;
+                        let late = d - view.close[l.bucket] - after;
+                        robust(if (-1.0..spread).contains(&late) {
+                            1.0 / (spread + 1.0)
+                        } else {
+                            0.0
+                        })
                     }
                     (_, None) => robust(0.0),
                 }

@@ -5,7 +5,7 @@
 //! cargo run --release --example lab                 # the full set (about ten minutes)
 //! cargo run --release --example lab -- --quick      # fewer, shorter runs
 //! cargo run --release --example lab -- --out docs/lab
-//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, cover, copies, stamps, adversary)
+//! cargo run --release --example lab -- --only flow  # one section (buckets, delay, flow, cover, copies, clock, stamps, adversary)
 //! ```
 //!
 //! Prints Markdown tables and writes SVG plots (`k_vs_rate.svg`, `degree_vs_delay.svg`,
@@ -19,6 +19,7 @@
 
 mod adversary;
 mod attack;
+mod clock;
 mod copies;
 mod copies_attack;
 mod cover;
@@ -376,7 +377,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| "target/lab".into());
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: lab [--quick] [--out DIR] [--only SECTION,...]");
-        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), cover (what the agent's cover traffic buys), copies (multi-server links against servers that compare notes), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
+        println!("sections: buckets (links per bucket vs offer rate), delay (anonymity vs accept delay), flow (the answer flow), cover (what the agent's cover traffic buys), copies (multi-server links against servers that compare notes), clock (what unanswered offers' looks tell of the initiator's clock), stamps (verified links vs real ones), adversary (the client against adversarial servers, and what deceiving it costs)");
         return Ok(());
     }
     let only: Option<Vec<String>> = args
@@ -532,6 +533,9 @@ async fn main() -> Result<()> {
     }
     if wants("copies") {
         copies::section(if quick { 1800 } else { 3600 })?;
+    }
+    if wants("clock") {
+        clock::section(quick)?;
     }
 
     // 4. Stamps: what the accepter is shown against what the bucket holds.

@@ -106,6 +106,29 @@ pub fn delete_at(now: u64, within: u64, last: u64, u: f64) -> u64 {
     now + ((u.clamp(0.0, 1.0) * span as f64) as u64).min(span)
 }
 
+/// The most a delete decided at the offer (`delete_after_close_secs`) comes after the delay:
+/// ten minutes, and never more than a tenth of the delay.
+pub const SCHEDULED_DELETE_SPREAD_SECS: u64 = 600;
+
+/// The span, seconds, over which a delete decided at the offer `after` seconds after the close
+/// is spread: a tenth of `after`, at most [`SCHEDULED_DELETE_SPREAD_SECS`].
+pub fn scheduled_delete_spread(after: u64) -> u64 {
+    (after / 10).min(SCHEDULED_DELETE_SPREAD_SECS)
+}
+
+/// When a delete decided at the offer happens: `after` seconds after the bucket's close at
+/// `closes_at`, plus a uniform share (from `u` in [0, 1)) of a tenth of `after`, at most
+/// [`SCHEDULED_DELETE_SPREAD_SECS`]. At exactly the delay, the server, which knows its bucket's
+/// close to the second, read the client's clock error off every delete (arrival minus close
+/// minus delay), and grouped one user's deletes, and a link's copies across servers comparing
+/// notes, by a clock error of their own; spread over minutes, that error is lost in the draw.
+/// The moment still follows no fetch and no answer.
+pub fn scheduled_delete_at(closes_at: u64, after: u64, u: f64) -> u64 {
+    let spread = scheduled_delete_spread(after);
+    let extra = ((u.clamp(0.0, 1.0) * spread as f64) as u64).min(spread.saturating_sub(1));
+    closes_at.saturating_add(after).saturating_add(extra)
+}
+
 /// How long a later delete is tried after its moment: a day, when its link has surely expired
 /// (the TTL is at most a day by default) and nothing is left to delete.
 pub const DELETE_GIVE_UP_SECS: u64 = 86_400;
@@ -160,6 +183,20 @@ mod tests {
         let (pause, kind) = c.next(0.5, 0.5).unwrap();
         assert_eq!(kind, Decoy::Mailbox);
         assert!(pause <= crate::proto::schedule::MAX_SPAN);
+    }
+
+    #[test]
+    fn a_scheduled_delete_is_spread_over_a_tenth_of_its_delay_at_most_ten_minutes() {
+        // Three hours: within ten minutes after the delay.
+        assert_eq!(scheduled_delete_at(1000, 10_800, 0.0), 11_800);
+        assert_eq!(scheduled_delete_at(1000, 10_800, 0.5), 12_100);
+        assert_eq!(scheduled_delete_at(1000, 10_800, 0.999_999), 12_399);
+        assert_eq!(scheduled_delete_at(1000, 10_800, 1.0), 12_399);
+        // An hour: within six minutes.
+        assert_eq!(scheduled_delete_at(0, 3600, 0.999_999), 3959);
+        // A few seconds: at the delay (a tenth of it is under a second).
+        assert_eq!(scheduled_delete_at(100, 5, 0.9), 105);
+        assert_eq!(scheduled_delete_at(u64::MAX - 1, 3600, 0.5), u64::MAX);
     }
 
     #[test]

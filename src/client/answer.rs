@@ -661,19 +661,15 @@ impl Client {
     }
 
     /// Wait for a look into `mailbox` at `server` that is on its way ([`Client::look_at`]) to
-    /// end; whether there was one.
-    async fn look_settled(&self, server: &ServerAddr, mailbox: MailboxAddr) -> bool {
+    /// end.
+    async fn look_settled(&self, server: &ServerAddr, mailbox: MailboxAddr) {
         let on_its_way = self
             .looking
             .lock()
             .ok()
             .and_then(|l| l.get(&(server.to_string(), mailbox.0)).cloned());
-        match on_its_way {
-            Some(mut ended) => {
-                let _ = ended.wait_for(|e| *e).await;
-                true
-            }
-            None => false,
+        if let Some(mut ended) = on_its_way {
+            let _ = ended.wait_for(|e| *e).await;
         }
     }
 
@@ -767,21 +763,20 @@ impl Client {
         self.delete_copies(&copies, &pending.token).await
     }
 
-    /// Look into the mailbox on `schedule` until an answer opens or `wait` has passed since
-    /// looking started ([`CollectError::NoAnswerYet`]). Every copy of the link has a schedule of
-    /// its own, anchored to its own bucket: no look at a server before that copy's bucket closes
-    /// (unless the schedule is early), then looks after exponential pauses, and a last one when
-    /// the wait ends. Transient connection failures in between are retried at the next look,
-    /// and so is every failure at a copy of a multi-server link; other failures end a
-    /// single-server link's looks. The first answer that opens wins (a look on its way at
-    /// another copy goes on to its end, [`Client::look_at`]); [`Client::trail`] then looks at
-    /// the other copies until each finds an answer of its own or a random end.
+    /// Look into the mailbox on `schedule` until an answer opens or `wait` has passed since looking
+    /// started ([`CollectError::NoAnswerYet`]). Every copy of the link has a schedule of its own,
+    /// anchored to its own bucket: no look at a server before that copy's bucket closes (unless the
+    /// schedule is early), then looks after exponential pauses, the last one the first that comes
+    /// at or past the wait's end (on average a look pause past it: a look at the end itself would
+    /// show the server this machine's clock error). Transient connection failures in between are
+    /// retried at the next look, and so is every failure at a copy of a multi-server link; other
+    /// failures end a single-server link's looks. The first answer that opens wins (a look on its
+    /// way at another copy goes on to its end, [`Client::look_at`]); [`Client::trail`] then looks
+    /// at the other copies until each finds an answer of its own or a random end.
     ///
-    /// A multi-server link whose looks begin at once (its buckets closed before, or the
-    /// schedule is early) begins each copy's looks a random pause (exponential, of the spread)
-    /// later and ends them a random pause (of the look mean) after the wait: begun and ended
-    /// in the same instant, the first and last looks of its copies paired them for servers
-    /// comparing notes.
+    /// A multi-server link whose looks begin at once (its buckets closed before, or the schedule is
+    /// early) begins each copy's looks a random pause (exponential, of the spread) later: begun in
+    /// the same instant, the first looks of its copies paired them for servers comparing notes.
     pub async fn collect_scheduled(
         &self,
         pending: &PendingAnswer,
@@ -812,27 +807,26 @@ impl Client {
         Err(CollectError::AllServers(failures))
     }
 
-    /// After the answer opened at copy `answered` of a multi-server link: look at each other
-    /// copy on `schedule`, all at once, until its own answer opens there or a random end
-    /// (exponential) has passed since its looks began, with a last look then. The end's mean
-    /// is six times the sum of the look mean and one [`ClientConfig::copy_spread`] per further
-    /// copy (that sum is about the time an accepter answering every copy takes to reach the
-    /// last one and be found there): with once the sum, a helper's measurement found 12-17 %
-    /// of such answers left uncollected, their trail over before they came; with twice, the
-    /// lab's copies section found 14 % of the copies paired by their last looks (a copy
-    /// answered nowhere ends its looks at its trail's end, which counts from the collect
-    /// elsewhere), 6-8 % with six times, at about seven more looks per copy. The number of copies
-    /// whose answer opened, and the servers whose copy held another answer than `first` (the
-    /// answer that opened): someone else answered that copy before, so someone else holds the
-    /// link and its passphrase. Each copy's looks go on as they were (memoryless pauses): no
-    /// extra pause where they go on, which would leave a gap in that server's looks around the
-    /// moment the first answer was collected elsewhere.
+    /// After the answer opened at copy `answered` of a multi-server link: look at each other copy
+    /// on `schedule`, all at once, until its own answer opens there or a random end (exponential)
+    /// has passed since its looks began, the last look the first past it. The end's mean is six
+    /// times the sum of the look mean and one [`ClientConfig::copy_spread`] per further copy (that
+    /// sum is about the time an accepter answering every copy takes to reach the last one and be
+    /// found there): with once the sum, a helper's measurement found 12-17 % of such answers left
+    /// uncollected, their trail over before they came; with twice, the lab's copies section found
+    /// 14 % of the copies paired by their last looks (a copy answered nowhere ends its looks at its
+    /// trail's end, which counts from the collect elsewhere), 6-8 % with six times, at about seven
+    /// more looks per copy. The number of copies whose answer opened, and the servers whose copy
+    /// held another answer than `first` (the answer that opened): someone else answered that copy
+    /// before, so someone else holds the link and its passphrase. Each copy's looks go on as they
+    /// were (memoryless pauses): no extra pause where they go on, which would leave a gap in that
+    /// server's looks around the moment the first answer was collected elsewhere.
     ///
-    /// Stopped when the first answer opened, the looks of every copy ended in the same moment
-    /// and (with every copy answered) the other copies' answers stayed uncollected: both told
-    /// servers comparing notes which copies belong together (single-server links do not leave
-    /// their answer). Each copy now ends when it collects an answer of its own, as a link of its
-    /// own does, or (by default the accepter answers one copy) at a random end of its own.
+    /// Stopped when the first answer opened, the looks of every copy ended in the same moment and
+    /// (with every copy answered) the other copies' answers stayed uncollected: both told servers
+    /// comparing notes which copies belong together (single-server links do not leave their
+    /// answer). Each copy now ends when it collects an answer of its own, as a link of its own
+    /// does, or (by default the accepter answers one copy) at a random end of its own.
     ///
     /// [`ClientConfig::copy_spread`]: super::ClientConfig::copy_spread
     pub async fn trail(
@@ -944,9 +938,9 @@ impl Client {
         self.look_on(pending, index, schedule, wait, false).await
     }
 
-    /// The looks at copy `index` on `schedule` for `wait`; `going_on`: looks that were going
-    /// on already (a trail), which take neither the pause nor the end of looks that begin at
-    /// once.
+    /// The looks at copy `index` on `schedule` for `wait`, the last one the first of the
+    /// schedule at or past the wait's end; `going_on`: looks that were going on already (a
+    /// trail), which do not take the pause of looks that begin at once.
     async fn look_on(
         &self,
         pending: &PendingAnswer,
@@ -957,21 +951,16 @@ impl Client {
     ) -> Result<Zeroizing<Vec<u8>>, CollectError> {
         let copy = &pending.copies[index];
         // Looks that would begin now, at every copy of a multi-server link in the same moment,
-        // begin for each copy a spread pause of its own later, and end a look pause of its own
-        // after the wait: begun and ended in one instant, their first and last looks paired
-        // the copies (a helper's measurement: last looks 100 %, first looks about 25 %, chance
-        // 6 %). Begun at the close, each copy ends at its own bucket's close plus the wait,
-        // with the other links of that bucket.
+        // begin for each copy a spread pause of its own later: begun in one instant, their
+        // first looks paired the copies (a helper's measurement: first looks about 25 %, chance
+        // 6 %). Their ends are apart already, each a look pause of its own past the wait (below).
         let at_once = {
             let now = self.clock.now();
             !going_on && schedule.start(now, copy.polls_from) <= now && pending.copies.len() > 1
         };
-        let wait = if at_once {
+        if at_once {
             super::wake::pause(self.config.copy_spread).await;
-            wait.saturating_add(schedule.next_look_in(rand::random()))
-        } else {
-            wait
-        };
+        }
         let now_precise = self.clock.now_precise();
         let now = now_precise.as_secs();
         let start = schedule.start(now, copy.polls_from);
@@ -982,8 +971,8 @@ impl Client {
         // whole seconds, the last look came at the close plus the wait plus the fraction of a
         // second at which this began, right after the store for `offer --wait` and the agent,
         // and a server matched that fraction to its stores' (a helper's attack: 10 of 12
-        // unanswered mailboxes tied to their links on loopback). Now it comes at the same
-        // moment for every link of a bucket.
+        // unanswered mailboxes tied to their links on loopback). Now the end is the same
+        // moment for every link of a bucket, and the last look a pause of its own past it.
         //
         // The start is waited for on the wall clock, read again every few seconds: waited for
         // as one sleep, an agent started with its clock a day behind (a laptop before its clock
@@ -991,31 +980,32 @@ impl Client {
         // lost the answer (a helper's attack, 2026-12-06). From the start on, the wait is
         // measured on the monotonic clock: a clock set ahead while looking ends no wait early.
         let start_at = Duration::from_secs(start).max(now_precise);
-        let late = super::wake::until_wall(self.clock.as_ref(), start_at).await;
+        super::wake::until_wall(self.clock.as_ref(), start_at).await;
         // A look into this mailbox still on its way (one left when the first answer opened
         // elsewhere, before this trail) ends first: two at once, the second a pause after the
         // answer was collected elsewhere, paired the copies. The next look then comes a pause
         // after it, as after any look of these.
-        let settled = self
-            .look_settled(&copy.server, mailbox_at(pending, index))
+        self.look_settled(&copy.server, mailbox_at(pending, index))
             .await;
-        let late = late || settled;
         let began = tokio::time::Instant::now();
         // The end counts from the start on the wall clock, even when the start was noticed late
         // (the process stopped, the machine suspended across it): counted from the moment it
-        // was noticed, the last looks of every mailbox waiting then would come together, and
-        // carry the phase of the wait's steps. A late start's looks come a pause after it, the
-        // last one too.
+        // was noticed, the ends of every mailbox waiting then would be one moment, and carry
+        // the phase of the wait's steps.
         let overdue = self.clock.now_precise().saturating_sub(start_at);
-        let mut until = began + wait.min(span).saturating_sub(overdue);
-        if late {
-            until = until.max(began + schedule.next_look_in(rand::random()));
-        }
+        let until = began + wait.min(span).saturating_sub(overdue);
+        // The last look is the first one of the schedule at or past the end, not one at the
+        // end: that moment is the close plus the wait on this machine's clock, and a look
+        // there told the server this clock's error (to within a circuit's jitter), the same
+        // in every offer of this initiator that ends unanswered, so that it could tell which
+        // mailboxes are one person's. Past the end the pause is memoryless as every other:
+        // the last look's moment says nothing of the clock within a look pause (docs/ANONYMITY.md,
+        // "Clock errors"). A late start's first look, the last one too, comes a pause after it.
         let mut next = began + schedule.next_look_in(rand::random());
         let mut warned = false;
         loop {
             let last = next >= until;
-            if super::wake::until_instant(next.min(until)).await {
+            if super::wake::until_instant(next).await {
                 // The process was stopped meanwhile: every look due then, of every mailbox,
                 // would come in the same instant now and tie those mailboxes together as one
                 // user's (a helper's attack saw 7 at once after a SIGCONT). This one comes a

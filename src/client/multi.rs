@@ -176,6 +176,7 @@ impl Client {
             .map(|(_, s)| super::CopyTimes {
                 closes_at: s.closes_here,
                 expires_at: s.id.created.saturating_add(s.info.ttl_secs),
+                clock_ahead: s.clock_ahead,
             })
             .collect();
         let mut stored = stored.into_iter().map(|(_, s)| s);

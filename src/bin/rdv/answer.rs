@@ -192,7 +192,7 @@ pub(crate) async fn wait_for_answer(
             };
             emit_waiting(command, from, until)?;
             note!(
-                "looking for the answer from {}{} until {}{}, at random moments ({} apart on average)",
+                "looking for the answer from {}{} until {}{}, at random moments ({} apart on average; the last one the first past the end)",
                 local_time(from),
                 if from > now { " (when the bucket closes)" } else { "" },
                 local_time(until),

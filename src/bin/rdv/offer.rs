@@ -391,6 +391,9 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
     let when = humantime::format_rfc3339_seconds(local_close);
     let in_words = in_words(closes_in);
+    if let Some((copy, ahead)) = offer.clock_off() {
+        eprintln!("{}", clock_warning(&offer.link.servers()[copy].0, ahead));
+    }
     // Against a server whose window is shorter than ours, say why the close comes later.
     if offer.server_info.open_window_secs < policy_window {
         note!(
@@ -673,17 +676,15 @@ async fn wait_and_finish(
     looks: Option<crate::answer::Looks<'_>>,
 ) -> Result<rdv::client::Collected> {
     // Held, and its looks over before the hand-over (the hold took longer than the wait): a
-    // last round now, a look pause long, rather than none (the link would have been handed
-    // over with nobody left to look for its answer). Counted from the close, as --wait is.
+    // last round now, a look pause long (a wait whose end has passed still makes its first
+    // look, a pause after it begins, and that look is its last), rather than none (the link
+    // would have been handed over with nobody left to look for its answer). Counted from the
+    // close, as --wait is.
     let wait = if a.hold && looks.is_none() {
         let now = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
         std::time::Duration::from_secs(pending.polls_from())
             .saturating_add(wait)
             .saturating_sub(now)
-            .max(rdv::proto::schedule::exponential(
-                a.look.poll_every,
-                rand::random::<f64>(),
-            ))
     } else {
         wait
     };
@@ -709,4 +710,14 @@ async fn wait_and_finish(
         )));
     };
     Ok(answer)
+}
+
+/// The warning for a clock `ahead` seconds ahead of `server`'s (negative: behind),
+/// [`rdv::client::Offer::clock_off`].
+pub(crate) fn clock_warning(server: &rdv::proto::ServerAddr, ahead: i64) -> String {
+    let way = if ahead > 0 { "ahead of" } else { "behind" };
+    format!(
+        "warning: this machine's clock is {} s {way} the server's ({server}): the moments of the looks and deletes timed on it show a server its error, and an error that large can tell your offers apart from others' (docs/ANONYMITY.md, \"Clock errors\"); set the clock (NTP), or, if it is set, the server's is wrong",
+        ahead.unsigned_abs()
+    )
 }

@@ -8,7 +8,7 @@ use crate::error::CliError;
 use crate::transport::Session;
 use anyhow::{Context, Result};
 use rdv::agent::api::{self, event, ApiError, Request};
-use rdv::agent::schedule::{delete_at, Cover, Warming};
+use rdv::agent::schedule::{delete_at, scheduled_delete_at, Cover, Warming};
 use rdv::agent::state::{new_id, LaterDelete, StateDir, Undelivered};
 use rdv::client::{ErrorKind, PendingAnswer};
 use rdv::proto::schedule::LookSchedule;
@@ -644,6 +644,10 @@ impl Agent {
                 None,
             )
         };
+        if let Some((copy, ahead)) = offer.clock_off() {
+            let server = &offer.link.servers()[copy].0;
+            tracing::warn!("{}", crate::offer::clock_warning(server, ahead));
+        }
         let Some(key) = self.offers.note(Stored::of(&offer)) else {
             // The stop has taken back what was stored before: this one takes itself back.
             let what = self.take_back_link(Stored::of(&offer)).await;
@@ -700,8 +704,9 @@ impl Agent {
         for (server, locator) in offer.link.servers() {
             self.remember(server, locator, self.known_until(closes_at));
         }
-        // A delete decided at the offer, at a fixed time after the close: it follows no fetch
-        // and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the
+        // A delete decided at the offer, at a fixed time after the close (spread over a tenth of
+        // it, at most ten minutes, so that it does not show this machine's clock error): it
+        // follows no fetch and no answer (docs/ANONYMITY.md: every link deleted 3 h after its close keeps the
         // set). Each copy of a multi-server link at that time after its own bucket's close:
         // deleted together at the latest close, a copy's delete told its server when another
         // server's bucket closed, and put the copies' deletes side by side for servers
@@ -709,10 +714,14 @@ impl Agent {
         let mut scheduled = Vec::new();
         if let Some(after) = r.delete_after_close_secs {
             for ((i, times), id) in offer.copies.iter().enumerate().zip(&ids.deletes) {
-                let at = times.closes_at.saturating_add(after);
-                let Some((copy, token)) = offer.copy(i).filter(|_| at < times.expires_at) else {
+                // Nothing to delete once the copy has expired; a moment drawn past that comes at
+                // the last second before it (whether a copy gets a delete must not be a draw).
+                let due = times.closes_at.saturating_add(after);
+                let Some((copy, token)) = offer.copy(i).filter(|_| due < times.expires_at) else {
                     continue;
                 };
+                let at = scheduled_delete_at(times.closes_at, after, rand::random())
+                    .min(times.expires_at - 1);
                 let server = copy.server.to_string();
                 let (link, token) = kept_text(&copy, &token);
                 let d = LaterDelete { at, link, token };

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An offer whose looks ended while the agent was not running gets its last look within this
-/// many seconds of the start, at a moment of its own.
+/// many seconds of the start (plus a look pause: the first look of a wait comes one pause after
+/// its start), at a moment of its own.
 const LAST_LOOK_WITHIN_SECS: u64 = 600;
 
 /// How long a start waits before it ends anything for good on its wall clock's word alone
@@ -54,8 +55,8 @@ impl Agent {
             let mut late_failures = 0;
             loop {
                 // To the last moment on the wall clock with its fraction of a second: in whole
-                // seconds the last look would come at that fraction of the second this loop
-                // began in (right after the store), and name the store to the server.
+                // seconds the wait would end at that fraction of the second this loop began in
+                // (right after the store), and its last look, a pause past it, would carry it.
                 let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
                     .max(Duration::from_secs(pending.polls_from()));
                 let wait = Duration::from_secs(last).saturating_sub(from);
@@ -133,8 +134,9 @@ impl Agent {
                         if now() >= last {
                             late_failures += 1;
                         }
+                        // The next try's first look comes a look pause after this (the looks
+                        // begin each wait with one), no sooner.
                         tracing::info!(error = %rdv::config::report(&e), "looking for an answer failed; trying again later");
-                        rdv::client::wake::pause(me.schedule.mean).await;
                     }
                 }
             }
@@ -627,10 +629,13 @@ impl Agent {
                 .client
                 .decoy_look(&server, rdv::proto::MailboxAddr(mailbox))
                 .await;
-            let next = tokio::time::Instant::now() + self.schedule.next_look_in(rand::random());
-            if next > until {
+            // The first look at or past its end is its last, as a real mailbox's (the last
+            // look before the end would make a decoy's last pause shorter than a real one's).
+            let now = tokio::time::Instant::now();
+            if now >= until {
                 return;
             }
+            let next = now + self.schedule.next_look_in(rand::random());
             // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
             // at once, the decoys alone would come together and stand out.
             if rdv::client::wake::until_instant(next).await {

@@ -53,8 +53,10 @@ pub(crate) struct AgentArgs {
     pub(crate) stamps: super::StampArgs,
     /// How long after its bucket's close the agent looks for an offer's answer, when none comes:
     /// the same span for every offer, not the lifetime the server advertises (which it could set
-    /// per connection, to recognise each mailbox by its last look). An answer that comes later
-    /// is missed; one to a link of a server keeping buckets for less is not coming.
+    /// per connection, to recognise each mailbox by its last look); the last look is the first
+    /// past that end, a random look pause later (at the end itself it would show the server
+    /// this machine's clock error). An answer that comes later is missed; one to a link of a
+    /// server keeping buckets for less is not coming.
     #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = super::parse_span)]
     pub(crate) look_for: Duration,
     /// Cover traffic: decoy mailboxes started per hour, at random moments, on the servers the

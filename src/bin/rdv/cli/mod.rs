@@ -305,7 +305,9 @@ pub(crate) struct OfferArgs {
     pub(crate) state: Option<PathBuf>,
     /// Look for the answer for up to this long once the bucket has closed, and print it (escaped,
     /// on an `answer:` line). No look comes before the bucket closes: the first look at a new
-    /// mailbox would tell the server which link is yours. With --state too, the state file's keys
+    /// mailbox would tell the server which link is yours. The last look is the first past the
+    /// wait's end, a random pause later (of mean --poll-every): one at the end itself would show
+    /// the server your clock's error. With --state too, the state file's keys
     /// are replaced by a one-line note saying when the answer was collected once it is in.
     #[arg(long, value_name = "DURATION", value_parser = parse_span, requires = "expect_answer", help_heading = "Answer")]
     pub(crate) wait: Option<Duration>,
@@ -396,7 +398,8 @@ pub(crate) struct CollectArgs {
     /// agent keeps looking by itself; this takes the answer once it is in.
     #[arg(long, value_name = "ID", requires = "agent")]
     pub(crate) offer: Option<String>,
-    /// Look for the answer for up to this long (from when the bucket closes, if it has not yet).
+    /// Look for the answer for up to this long (from when the bucket closes, if it has not yet);
+    /// the last look is the first past the end, a random pause (of mean --poll-every) later.
     /// Default: look once, now (refused before the bucket closes, unless --early).
     #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     pub(crate) wait: Option<Duration>,
