@@ -560,6 +560,45 @@ fn cover_traffic_reaches_the_server_like_real_looks_and_fetches() {
     }
 }
 
+/// Decoy mailboxes outlive a restart of the agent, as the offers' looks do. Kept in memory only,
+/// every decoy's looks stopped at a restart (a crash, an update) while the real mailboxes' went
+/// on: the server saw which mailboxes were decoys, and cover bought nothing. Killed (SIGKILL)
+/// with decoys under way and started again without cover, the agent goes on looking into them.
+#[test]
+fn decoy_mailboxes_go_on_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
+    let addr = srv.addr.to_string();
+    let looks = "rdv_answers_total{outcome=\"fetch_empty\"}";
+    // One decoy mailbox a second on average, each looked into for ten minutes on average.
+    let agent = AgentProcess::start(
+        dir.path(),
+        &["--cover-mailboxes", "3600", "--poll-every", "1s"],
+    );
+    // Decoys go to servers the agent knows: a plain offer (no answer, so no looks of its own)
+    // teaches it this one.
+    ok(&offer_via(&agent, &addr, "p", &[]));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(m, looks) < 10.0 {
+        assert!(Instant::now() < deadline, "no decoy looks in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.kill();
+    // Without cover now: every look that comes is a decoy of the first run's.
+    let before = metric(m, looks);
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(m, looks) < before + 5.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the decoys' looks stopped at the restart: {} looks in 120 s",
+            metric(m, looks) - before
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
+}
+
 #[cfg(unix)]
 #[test]
 fn the_api_refuses_bad_input_and_keeps_to_its_user() {

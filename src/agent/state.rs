@@ -16,6 +16,8 @@
 //!                      offer's state (its keys), until those looks end; a start resumes them
 //!   warnings/ID        what an ended trail found when a copy held another answer
 //!                      ([`TrailWarning`], no secret): kept until the warning is forgotten
+//!   decoys/ID          a decoy mailbox of the cover traffic ([`DecoyKept`], no secret): its
+//!                      server, address and end, so that a start resumes its looks
 //!   lock               locked while an agent runs here, mode 0600
 //! ```
 //!
@@ -27,6 +29,9 @@
 //! (docs/THREAT-MODEL.md).
 
 use crate::client::PendingAnswer;
+
+mod decoys;
+pub use decoys::DecoyKept;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -87,6 +92,12 @@ pub enum StateError {
     /// A warning file does not parse.
     #[error("{}: not a warning file of this agent", path.display())]
     BadWarning {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A decoy file does not parse.
+    #[error("{}: not a decoy file of this agent", path.display())]
+    BadDecoy {
         /// The file.
         path: PathBuf,
     },
@@ -474,6 +485,7 @@ impl StateDir {
             dir.undelivered(),
             dir.trails(),
             dir.warnings(),
+            dir.decoys(),
         ] {
             // Something else in a subdirectory's place (a file, a dangling link) is named as
             // such: "File exists" alone did not say what to do.
@@ -503,6 +515,7 @@ impl StateDir {
             self.undelivered(),
             self.trails(),
             self.warnings(),
+            self.decoys(),
         ] {
             let entries = match std::fs::read_dir(&sub) {
                 Ok(e) => e,

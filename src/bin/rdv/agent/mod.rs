@@ -644,6 +644,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     let deletes = state.deletes_kept()?;
     let trails = state.trails_kept()?;
     let warnings = state.warnings_kept()?;
+    let decoys = state.decoys_kept()?;
     // An answer that came and cannot be read is not looked for again (it came): named, as
     // every other file that cannot be used. Before, only `status` listed it.
     let answers_unreadable: Vec<_> = offers
@@ -659,6 +660,7 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         .chain(&records.unreadable)
         .chain(&trails.unreadable)
         .chain(&warnings.unreadable)
+        .chain(&decoys.unreadable)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
@@ -766,6 +768,11 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
     }
     for (id, kept) in trails.kept {
         agent.resume_trail(id, kept);
+    }
+    // Decoy mailboxes go on as the offers do, whether or not this run sends cover: ended at a
+    // restart, they stood out among the mailboxes whose looks went on.
+    for (id, kept) in decoys.kept {
+        agent.resume_decoy(id, kept);
     }
     if !records.kept.is_empty() {
         note!(

@@ -513,6 +513,7 @@ impl Agent {
             self.state.undelivered_kept().map(|s| s.unreadable),
             self.state.trails_kept().map(|s| s.unreadable),
             self.state.warnings_kept().map(|s| s.unreadable),
+            self.state.decoys_kept().map(|s| s.unreadable),
         ] {
             match scan {
                 Ok(bad) => unreadable.extend(bad.iter().map(report)),

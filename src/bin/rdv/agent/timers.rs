@@ -4,7 +4,7 @@
 use super::ops::{now, Agent, Known};
 use rdv::agent::api::{self, event};
 use rdv::agent::schedule::{late_delete_at, pick, Cover, Decoy};
-use rdv::agent::state::{LaterDelete, StateDir, Undelivered};
+use rdv::agent::state::{new_id, DecoyKept, LaterDelete, StateDir, Undelivered};
 use rdv::client::{CollectError, PendingAnswer};
 use rdv::proto::{DeleteToken, RdvLink, ServerAddr};
 use serde_json::{json, Map};
@@ -618,13 +618,72 @@ impl Agent {
         pick(servers.len(), rand::random()).map(|i| servers[i].clone())
     }
 
-    /// Look into a mailbox nobody uses on the look schedule, for a random lifetime.
+    /// Look into a mailbox nobody uses on the look schedule, for a random lifetime: the first
+    /// look at once, the last the first at or past its end. Kept in the state directory until
+    /// then, so that a restart resumes it ([`Agent::resume_decoy`]).
     async fn decoy_mailbox(self: Arc<Self>, server: ServerAddr) {
         use rand::RngCore;
         let mut mailbox = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut mailbox);
-        let until = tokio::time::Instant::now() + Cover::mailbox_lifetime(rand::random());
+        let lifetime = Cover::mailbox_lifetime(rand::random());
+        let until = tokio::time::Instant::now() + lifetime;
+        let id = new_id(rand::random());
+        let kept = DecoyKept {
+            server: server.to_string(),
+            mailbox,
+            until: rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
+                .saturating_add(lifetime)
+                .as_secs(),
+        };
+        if let Err(e) = self.state.save_decoy(&id, &kept) {
+            tracing::warn!(error = %rdv::config::report(&e), "keeping a decoy mailbox failed; a restart of the agent ends its looks");
+        }
+        self.decoy_looks(id, server, mailbox, until, Duration::ZERO)
+            .await;
+    }
+
+    /// Resume decoy mailbox `id`, kept by an earlier run, as an offer's looks resume: a live one
+    /// from a look pause after the start to its end; one whose end passed while the agent was
+    /// not running with one last look within [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] and a
+    /// look pause, as such an offer's ([`Agent::look_after`]).
+    pub(super) fn resume_decoy(self: &Arc<Self>, id: String, kept: DecoyKept) {
+        let Ok(server) = ServerAddr::parse(&kept.server) else {
+            // `decoys_kept` reads only servers that parse.
+            let _ = self.state.forget_decoy(&id);
+            return;
+        };
+        let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        let left = Duration::from_secs(kept.until).saturating_sub(from);
+        let first = if left.is_zero() {
+            let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
+            SETTLE + Duration::from_secs_f64(pause) + self.schedule.next_look_in(rand::random())
+        } else {
+            self.schedule.next_look_in(rand::random())
+        };
+        let until = tokio::time::Instant::now() + left;
+        tokio::spawn(
+            self.clone()
+                .decoy_looks(id, server, kept.mailbox, until, first),
+        );
+    }
+
+    /// The looks into decoy mailbox `id`: the first `first` from now, then on the look
+    /// schedule, the last the first at or past `until`; then its file goes.
+    async fn decoy_looks(
+        self: Arc<Self>,
+        id: String,
+        server: ServerAddr,
+        mailbox: [u8; 32],
+        until: tokio::time::Instant,
+        first: Duration,
+    ) {
+        let mut next = tokio::time::Instant::now() + first;
         loop {
+            // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
+            // at once, the decoys alone would come together and stand out.
+            if rdv::client::wake::until_instant(next).await {
+                rdv::client::wake::pause(self.schedule.mean).await;
+            }
             let _ = self
                 .client
                 .decoy_look(&server, rdv::proto::MailboxAddr(mailbox))
@@ -633,14 +692,12 @@ impl Agent {
             // look before the end would make a decoy's last pause shorter than a real one's).
             let now = tokio::time::Instant::now();
             if now >= until {
-                return;
+                break;
             }
-            let next = now + self.schedule.next_look_in(rand::random());
-            // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
-            // at once, the decoys alone would come together and stand out.
-            if rdv::client::wake::until_instant(next).await {
-                rdv::client::wake::pause(self.schedule.mean).await;
-            }
+            next = now + self.schedule.next_look_in(rand::random());
+        }
+        if let Err(e) = self.state.forget_decoy(&id) {
+            tracing::warn!(error = %rdv::config::report(&e), "forgetting an ended decoy mailbox failed; a restart looks into it once more");
         }
     }
 
