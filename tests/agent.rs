@@ -599,6 +599,49 @@ fn decoy_mailboxes_go_on_after_a_restart() {
     drop(agent);
 }
 
+/// A decoy file that does not parse is removed at the start (it holds nothing of value), and one
+/// whose end is absurdly far (a clock far ahead when it was written, an edit) is looked into for
+/// no longer than a decoy lives; neither stops the agent.
+#[cfg(unix)]
+#[test]
+fn broken_decoy_files_neither_stop_nor_crash_the_agent() {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, m) = server_with_metrics(&dir.path().join("data"));
+    let decoys = dir.path().join("state").join("decoys");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&decoys)
+        .unwrap();
+    let far = format!(
+        "rdv-decoy-1\nserver {}\nmailbox {}\nuntil {}\n",
+        srv.addr,
+        "ab".repeat(32),
+        u64::MAX
+    );
+    std::fs::write(decoys.join("o00000000000000aa"), far).unwrap();
+    std::fs::write(
+        decoys.join("o00000000000000bb"),
+        "rdv-decoy-1\nserver nowhere\n",
+    )
+    .unwrap();
+    let agent = AgentProcess::start(dir.path(), &["--poll-every", "1s"]);
+    assert!(!decoys.join("o00000000000000bb").exists());
+    // The far one is looked into, and stays (it ends within two hours).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(m, "rdv_answers_total{outcome=\"fetch_empty\"}") < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the kept decoy was not looked into"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(decoys.join("o00000000000000aa").exists());
+    let status = agent.api().call(2, serde_json::json!({"op": "status"}));
+    assert_eq!(status["ok"], true, "{status}");
+}
+
 #[cfg(unix)]
 #[test]
 fn the_api_refuses_bad_input_and_keeps_to_its_user() {

@@ -6,7 +6,7 @@
 //! A decoy holds no secret (a mailbox address nobody uses), but its file is private as every
 //! other: it says which mailboxes are decoys.
 
-use super::{io, remove_if_present, server_text, valid_id, Scan, StateDir, StateError};
+use super::{remove_if_present, server_text, valid_id, Scan, StateDir, StateError};
 use std::path::PathBuf;
 
 /// A decoy mailbox: where it is looked into, and until when.
@@ -94,10 +94,8 @@ impl StateDir {
             return Err(StateError::BadId(id.to_owned()));
         }
         if remove_if_present(&self.decoys().join(id))? {
-            let dir = self.decoys();
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", &dir))?;
+            // The file is gone; a removal lost to a crash only brings one more look.
+            let _ = std::fs::File::open(self.decoys()).and_then(|d| d.sync_all());
         }
         Ok(())
     }

@@ -660,11 +660,33 @@ pub(crate) async fn run(a: AgentArgs) -> Result<()> {
         .chain(&records.unreadable)
         .chain(&trails.unreadable)
         .chain(&warnings.unreadable)
-        .chain(&decoys.unreadable)
         .map(|e| rdv::config::report(e).to_string())
         .collect();
     for e in &unreadable {
         note!("agent: cannot use {e}; the file is left in place and skipped");
+    }
+    // A decoy file holds nothing worth keeping: one that cannot be read goes (named), rather
+    // than fail every --check until someone removes it by hand.
+    for e in &decoys.unreadable {
+        match e {
+            rdv::agent::state::StateError::BadDecoy { path } if !a.check => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => note!(
+                        "agent: removed {}: not a decoy file of this agent (decoys hold nothing of value)",
+                        path.display()
+                    ),
+                    Err(err) => note!(
+                        "agent: cannot use {} and cannot remove it ({err}); skipped",
+                        path.display()
+                    ),
+                }
+            }
+            _ => note!(
+                "agent: cannot use {}; {}",
+                rdv::config::report(e),
+                if a.check { "a start removes a decoy file that does not parse" } else { "skipped" }
+            ),
+        }
     }
     if a.check {
         if !unreadable.is_empty() {

@@ -626,77 +626,101 @@ impl Agent {
         let mut mailbox = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut mailbox);
         let lifetime = Cover::mailbox_lifetime(rand::random());
-        let until = tokio::time::Instant::now() + lifetime;
         let id = new_id(rand::random());
         let kept = DecoyKept {
             server: server.to_string(),
             mailbox,
-            until: rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
-                .saturating_add(lifetime)
-                .as_secs(),
+            until: wall_now().saturating_add(lifetime).as_secs(),
         };
-        if let Err(e) = self.state.save_decoy(&id, &kept) {
+        // Off the runtime's threads: a file and a directory synced for every decoy.
+        let me = self.clone();
+        let (key, file) = (id.clone(), kept.clone());
+        let saved = tokio::task::spawn_blocking(move || me.state.save_decoy(&key, &file)).await;
+        if let Ok(Err(e)) = saved {
             tracing::warn!(error = %rdv::config::report(&e), "keeping a decoy mailbox failed; a restart of the agent ends its looks");
         }
-        self.decoy_looks(id, server, mailbox, until, Duration::ZERO)
+        let until = tokio::time::Instant::now() + lifetime;
+        self.decoy_looks(id, server, mailbox, Duration::ZERO, DecoyEnd::At(until))
             .await;
     }
 
-    /// Resume decoy mailbox `id`, kept by an earlier run, as an offer's looks resume: a live one
-    /// from a look pause after the start to its end; one whose end passed while the agent was
-    /// not running with one last look within [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] and a
-    /// look pause, as such an offer's ([`Agent::look_after`]).
+    /// Resume decoy mailbox `id`, kept by an earlier run, as an offer's looks resume
+    /// ([`Agent::look_after`]): a live one from a look pause after the start to its end; one
+    /// whose end passed while the agent was not running with a last look within
+    /// [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] and a look pause, its end decided again on
+    /// the wall clock of then (a clock set ahead at the start, corrected meanwhile, must not
+    /// end the decoys and not the offers).
     pub(super) fn resume_decoy(self: &Arc<Self>, id: String, kept: DecoyKept) {
         let Ok(server) = ServerAddr::parse(&kept.server) else {
             // `decoys_kept` reads only servers that parse.
             let _ = self.state.forget_decoy(&id);
             return;
         };
-        let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
-        let left = Duration::from_secs(kept.until).saturating_sub(from);
-        let first = if left.is_zero() {
+        let ended = Duration::from_secs(kept.until) <= wall_now();
+        let first = if ended {
             let pause = rand::random::<f64>() * LAST_LOOK_WITHIN_SECS as f64;
             SETTLE + Duration::from_secs_f64(pause) + self.schedule.next_look_in(rand::random())
         } else {
             self.schedule.next_look_in(rand::random())
         };
-        let until = tokio::time::Instant::now() + left;
-        tokio::spawn(
-            self.clone()
-                .decoy_looks(id, server, kept.mailbox, until, first),
-        );
+        tokio::spawn(self.clone().decoy_looks(
+            id,
+            server,
+            kept.mailbox,
+            first,
+            DecoyEnd::Wall(kept.until),
+        ));
     }
 
     /// The looks into decoy mailbox `id`: the first `first` from now, then on the look
-    /// schedule, the last the first at or past `until`; then its file goes.
+    /// schedule, the last the first due at or past the end, as a real mailbox's
+    /// (`Client::collect_scheduled`); a last look that fails is tried again, a look pause
+    /// later, up to [`LAST_LOOK_TRIES`] times, as an offer's is. Then its file goes.
     async fn decoy_looks(
         self: Arc<Self>,
         id: String,
         server: ServerAddr,
         mailbox: [u8; 32],
-        until: tokio::time::Instant,
         first: Duration,
+        end: DecoyEnd,
     ) {
         let mut next = tokio::time::Instant::now() + first;
+        let mut until = None;
+        let mut late_failures = 0;
         loop {
             // Late (the process was stopped): a fresh pause, as a real mailbox's look takes;
             // at once, the decoys alone would come together and stand out.
             if rdv::client::wake::until_instant(next).await {
                 rdv::client::wake::pause(self.schedule.mean).await;
             }
-            let _ = self
+            // A kept end becomes a monotonic one at the first look, on the wall clock of then
+            // (never longer than a decoy lives: a file written under a clock far ahead, or
+            // edited, must not make it look for days).
+            let until = *until.get_or_insert_with(|| match end {
+                DecoyEnd::At(t) => t,
+                DecoyEnd::Wall(secs) => {
+                    let left = Duration::from_secs(secs)
+                        .saturating_sub(wall_now())
+                        .min(Cover::mailbox_lifetime(1.0));
+                    tokio::time::Instant::now() + left
+                }
+            });
+            let last = next >= until;
+            let looked = self
                 .client
                 .decoy_look(&server, rdv::proto::MailboxAddr(mailbox))
                 .await;
-            // The first look at or past its end is its last, as a real mailbox's (the last
-            // look before the end would make a decoy's last pause shorter than a real one's).
-            let now = tokio::time::Instant::now();
-            if now >= until {
-                break;
+            if last {
+                late_failures += u32::from(looked.is_err());
+                if looked.is_ok() || late_failures >= LAST_LOOK_TRIES {
+                    break;
+                }
             }
-            next = now + self.schedule.next_look_in(rand::random());
+            next = tokio::time::Instant::now() + self.schedule.next_look_in(rand::random());
         }
-        if let Err(e) = self.state.forget_decoy(&id) {
+        let me = self.clone();
+        let forgotten = tokio::task::spawn_blocking(move || me.state.forget_decoy(&id)).await;
+        if let Ok(Err(e)) = forgotten {
             tracing::warn!(error = %rdv::config::report(&e), "forgetting an ended decoy mailbox failed; a restart looks into it once more");
         }
     }
@@ -734,4 +758,17 @@ impl DeleteFile {
 /// within the mark).
 fn with_fraction(secs: u64) -> Duration {
     Duration::from_secs(secs) + Duration::from_secs_f64(rand::random::<f64>())
+}
+
+/// When a decoy mailbox's looks end: a monotonic moment (a decoy of this run), or a wall-clock
+/// one (unix seconds; a decoy kept by an earlier run), read at its first look.
+#[derive(Clone, Copy)]
+enum DecoyEnd {
+    At(tokio::time::Instant),
+    Wall(u64),
+}
+
+/// This machine's wall clock, with its fraction of a second.
+fn wall_now() -> Duration {
+    rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
 }
