@@ -892,7 +892,7 @@ fn each_copy_of_a_multi_server_link_is_deleted_on_a_schedule_of_its_own() {
     let at = |i: usize| deletes[i]["at"].as_u64().unwrap();
     // (10 s of sleep and the offers' own time between the two buckets' creations: more on a
     // loaded machine, never less.)
-    assert!((8..=20).contains(&(at(0) - at(1))), "{o}");
+    assert!((8..=20).contains(&(at(0) as i64 - at(1) as i64)), "{o}");
     // `delete`/`delete_at` name the last delete (after which the link is gone everywhere).
     assert_eq!(o["result"]["delete"], deletes[0]["delete"]);
     assert_eq!(o["result"]["delete_at"], deletes[0]["at"]);
@@ -994,7 +994,7 @@ fn scheduled_deletes_come_at_any_fraction_of_a_second() {
     let agent = AgentProcess::start(dir.path(), &[]);
     let mut events = agent.subscribed();
     let mut api = agent.api();
-    const DELETES: u64 = 6;
+    const DELETES: u64 = 10;
     // Each delete decided at its offer, a second after its bucket's close: a moment surely
     // ahead when the offer is made.
     for i in 0..DELETES {
@@ -1009,7 +1009,7 @@ fn scheduled_deletes_come_at_any_fraction_of_a_second() {
         next_event(&mut events, "deleted");
     }
     // At whole seconds, every fraction was a few milliseconds (the time to connect); at random
-    // fractions, all six under a quarter of a second is one run in 4 000.
+    // fractions, all ten under a quarter of a second is one run in a million.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), DELETES as usize);
     assert!(seen.iter().any(|f| *f >= 0.25), "{seen:?}");
@@ -1808,11 +1808,27 @@ fn an_agent_stopped_during_a_delete_finishes_it() {
     assert_eq!(metric(m, "rdv_links_stored"), 1.0);
     let delete = serde_json::json!({"id": 2, "op": "delete",
         "link": stored["result"]["link"], "token": stored["result"]["delete_token"]});
+    // The offer's connection gone first, so that the next one is the delete's.
+    let open = "rdv_connections_open";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(m, open) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the offer's connection stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     api.send(&delete.to_string());
-    // Read by the agent, and on its way to the server: every round trip through the proxy
-    // takes 2 s, so a second after it was sent the delete is still under way (and the agent
-    // has read it, even on a loaded machine).
-    std::thread::sleep(Duration::from_secs(1));
+    // Read by the agent, and on its way to the server once its connection is open there: every
+    // round trip through the proxy takes 2 s, so the delete is still under way then (a fixed
+    // second's wait could end before a loaded agent had read it).
+    while metric(m, open) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the delete never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = stop(&mut agent);
     let reply = api.line();
     assert_eq!(reply["ok"], true, "the stop cut the delete off: {reply}");
@@ -2179,8 +2195,10 @@ fn a_stopped_agent_does_not_burst_when_it_goes_on() {
         .iter()
         .filter(|w| w.is_none())
         .count();
-    assert_eq!(
-        deletes, 0,
+    // One may have been on its way when the agent was stopped (its frame written after it
+    // went on); those that fell due meanwhile (three or four on average) come minutes later.
+    assert!(
+        deletes <= 1,
         "deletes due while stopped came at once: {after:?}"
     );
     let mut looked: Vec<_> = first(Duration::from_millis(500))

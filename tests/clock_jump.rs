@@ -173,14 +173,16 @@ fn an_offer_from_a_machine_whose_clock_is_off_warns() {
         assert!(out.status.success(), "{stderr}");
         match said {
             Some(said) => {
-                // 30 s, give or take the request's time and the rounding to whole seconds.
+                // 30 s, less what the request's round trip and the rounding to whole seconds
+                // can account for (a slow round trip on a loaded machine: a few seconds less),
+                // never more.
                 let secs: u64 = stderr
                     .split("warning: this machine's clock is ")
                     .nth(1)
                     .and_then(|rest| rest.strip_suffix('\n').unwrap_or(rest).split(" s ").next())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| panic!("{offset}: no clock warning: {stderr}"));
-                assert!((28..=32).contains(&secs), "{offset}: {stderr}");
+                assert!((22..=30).contains(&secs), "{offset}: {stderr}");
                 assert!(
                     stderr.contains(&format!("{secs} s {said}")),
                     "{offset}: {stderr}"
