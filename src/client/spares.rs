@@ -40,11 +40,20 @@ impl<T> Default for Spares<T> {
 
 impl<T> Spares<T> {
     /// Keep `item`, made at `now`, for `server`; at most `keep` spares stay for it (the oldest
-    /// go first). Returns how many were dropped.
+    /// go first), and every server's spares older than [`Spares::max_age`] go (a server no
+    /// longer used would keep its own for good: each holds a client of its own). Returns how
+    /// many were dropped.
     pub fn put(&mut self, server: &str, item: T, now: Instant, keep: usize) -> usize {
+        let max_age = self.max_age;
+        let mut dropped = 0;
+        self.by_server.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(made, _)| now.saturating_duration_since(*made) <= max_age);
+            dropped += before - list.len();
+            !list.is_empty()
+        });
         let list = self.by_server.entry(server.to_owned()).or_default();
         list.push_back((now, item));
-        let mut dropped = 0;
         while list.len() > keep {
             list.pop_front();
             dropped += 1;
@@ -127,5 +136,20 @@ mod tests {
         assert_eq!(s.take("a:1", late, 0.0), Some(4));
         assert_eq!(s.take("a:1", late + SPARE_MAX_AGE, 0.0), None);
         assert!(s.by_server.is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_server_no_longer_used_keeps_no_old_spares() {
+        let t0 = Instant::now();
+        let mut s = Spares::default();
+        s.put("old:1", 1, t0, 2);
+        s.put("old:1", 2, t0 + Duration::from_secs(1), 2);
+        // A spare for another server, past the first ones' age: they go with it.
+        assert_eq!(
+            s.put("new:1", 3, t0 + SPARE_MAX_AGE + Duration::from_secs(2), 2),
+            2
+        );
+        assert_eq!(s.by_server.len(), 1);
+        assert_eq!(s.ready(t0 + SPARE_MAX_AGE + Duration::from_secs(2)), 1);
     }
 }

@@ -289,6 +289,9 @@ impl OnionListener {
         let mut requests = Some(self.requests);
         // (With proof-of-work the stream stays here: it is read in the loop below.)
         let reading = if pow { None } else { requests.take() };
+        // Dropped when this returns (a shutdown, the end): the reader then ends too, rather than
+        // go on taking requests nobody serves.
+        let (_stop_reader, mut stop) = futures::channel::oneshot::channel::<()>();
         if let Some(mut reading) = reading {
             let (queue, read, ended) = (queue.clone(), read.clone(), ended.clone());
             let reader = std::thread::Builder::new()
@@ -298,7 +301,9 @@ impl OnionListener {
                     let _end = EndTold(ended, read.clone());
                     // Woken directly by arti's sender, on a thread of its own.
                     futures::executor::block_on(async {
-                        while let Some(rend) = reading.next().await {
+                        while let futures::future::Either::Left((Some(rend), _)) =
+                            futures::future::select(reading.next(), &mut stop).await
+                        {
                             lock_queue(&queue).push(Instant::now(), rend);
                             read.notify_one();
                         }
