@@ -693,16 +693,14 @@ impl Agent {
             if rdv::client::wake::until_instant(next).await {
                 rdv::client::wake::pause(self.schedule.mean).await;
             }
-            // A kept end becomes a monotonic one at the first look, on the wall clock of then
-            // (never longer than a decoy lives: a file written under a clock far ahead, or
-            // edited, must not make it look for days).
+            // A kept end becomes a monotonic one at the first look, on the wall clock of then,
+            // counted from that look's moment (an end that has passed makes it the last, as an
+            // ended offer's one look); never longer than a decoy lives: a file written under a
+            // clock far ahead, or edited, must not make it look for days.
             let until = *until.get_or_insert_with(|| match end {
                 DecoyEnd::At(t) => t,
                 DecoyEnd::Wall(secs) => {
-                    let left = Duration::from_secs(secs)
-                        .saturating_sub(wall_now())
-                        .min(Cover::mailbox_lifetime(1.0));
-                    tokio::time::Instant::now() + left
+                    kept_end(next, secs, wall_now(), Cover::mailbox_lifetime(1.0))
                 }
             });
             let last = next >= until;
@@ -768,7 +766,42 @@ enum DecoyEnd {
     Wall(u64),
 }
 
+/// The monotonic end of a decoy kept with the wall-clock end `until` (unix seconds), for its
+/// first look due at `next` while the wall clock reads `wall`: as far after `next` as `until`
+/// is after `wall`, at most `longest`. An end that has passed makes that look the last.
+fn kept_end(
+    next: tokio::time::Instant,
+    until: u64,
+    wall: Duration,
+    longest: Duration,
+) -> tokio::time::Instant {
+    next + Duration::from_secs(until).saturating_sub(wall).min(longest)
+}
+
 /// This machine's wall clock, with its fraction of a second.
 fn wall_now() -> Duration {
     rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_end;
+    use std::time::Duration;
+
+    /// A resumed decoy whose end passed makes one look, its first (as an ended offer does);
+    /// a live one looks until its end; an end absurdly far is cut to a decoy's longest life.
+    #[test]
+    fn a_kept_decoy_end_counts_from_its_first_look() {
+        let next = tokio::time::Instant::now();
+        let longest = Duration::from_secs(7200);
+        let wall = Duration::new(1_000, 400_000_000);
+        let ended = kept_end(next, 990, wall, longest);
+        assert!(next >= ended, "the first look is the last");
+        assert_eq!(kept_end(next, 1_000, wall, longest), next);
+        assert_eq!(
+            kept_end(next, 1_600, wall, longest),
+            next + Duration::new(599, 600_000_000)
+        );
+        assert_eq!(kept_end(next, u64::MAX, wall, longest), next + longest);
+    }
 }
