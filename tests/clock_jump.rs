@@ -192,3 +192,72 @@ fn an_offer_from_a_machine_whose_clock_is_off_warns() {
         }
     }
 }
+
+/// Through an agent too: `rdv offer --agent` prints the same warning (before, only the agent's
+/// log had it, which its user may never read), and `--json`'s `stored` event keeps the fields
+/// it has without an agent.
+#[test]
+fn an_offer_through_an_agent_whose_clock_is_off_warns() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("faketime");
+    set_offset(&file, "-30");
+    let server = faked_server(&dir.path().join("srv"), &file, &[]);
+    let socket = dir.path().join("run").join("agent.sock");
+    // Ended (SIGKILL) when dropped.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rdv"))
+            .args(["agent", "--direct", "--socket"])
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(agent.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("agent listening on "), "{line:?}");
+    let addr = server.addr.to_string();
+    for json in [false, true] {
+        let mut args = vec![
+            "offer",
+            "--agent",
+            socket.to_str().unwrap(),
+            "--server",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        let out = run_rdv(
+            &args,
+            None,
+            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("warning: this machine's clock is ")
+                && stderr.contains(" s ahead of the server's"),
+            "json {json}: {stderr}"
+        );
+        assert!(!stdout.contains("clock_off"), "{stdout}");
+    }
+    drop(agent);
+}

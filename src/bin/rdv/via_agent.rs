@@ -380,8 +380,19 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
     if a.hold {
         note!("holding the link until its bucket has closed (the agent holds it)");
     }
-    let r = agent.call(&request).await?;
+    let mut r = agent.call(&request).await?;
     drop(request);
+    // A clock far off the server's: warned of on standard error, as without an agent (and not
+    // in `--json`'s `stored` event, which has the same fields either way).
+    let clock_off = r.as_object_mut().and_then(|f| f.remove("clock_off"));
+    if let Some(c) = clock_off {
+        let server = c["server"]
+            .as_str()
+            .and_then(|s| rdv::proto::ServerAddr::parse(s).ok());
+        if let (Some(server), Some(ahead)) = (server, c["ahead_secs"].as_i64()) {
+            eprintln!("{}", crate::offer::clock_warning(&server, ahead));
+        }
+    }
     let link = Zeroizing::new(str_of(&r, "link").to_owned());
     let offer_id = r.get("offer").and_then(Value::as_str).map(str::to_owned);
     if let Some(k) = r.get("links_verified") {

@@ -645,6 +645,8 @@ impl Agent {
                 None,
             )
         };
+        // Logged here, and told to the caller in the result (`clock_off`, `after_store`): the
+        // command line prints it as it does without an agent.
         if let Some((copy, ahead)) = offer.clock_off() {
             let server = &offer.link.servers()[copy].0;
             tracing::warn!("{}", crate::offer::clock_warning(server, ahead));
@@ -810,6 +812,13 @@ impl Agent {
         }
         if let Some(k) = verified {
             f.insert("links_verified".into(), json!(k));
+        }
+        if let Some((copy, ahead)) = offer.clock_off() {
+            let server = offer.link.servers()[copy].0.to_string();
+            f.insert(
+                "clock_off".into(),
+                json!({ "server": server, "ahead_secs": ahead }),
+            );
         }
         if let Some(last) = last_delete(&scheduled) {
             f.insert("delete".into(), last["delete"].clone());
