@@ -729,7 +729,18 @@ impl StateDir {
                 continue;
             };
             let path = e.path();
-            let read = read_state_text(&path)
+            let text = match read_state_text(&path) {
+                // Removed since the listing (a look that ended, a decoy's file): not unreadable,
+                // gone. A dangling link is still there, and named.
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::NotFound
+                        && std::fs::symlink_metadata(&path).is_err() =>
+                {
+                    continue;
+                }
+                r => r,
+            };
+            let read = text
                 .map_err(io("reading", &path))
                 .and_then(|text| parse(&path, &text));
             match read {

@@ -44,14 +44,7 @@ impl<T> Spares<T> {
     /// longer used would keep its own for good: each holds a client of its own). Returns how
     /// many were dropped.
     pub fn put(&mut self, server: &str, item: T, now: Instant, keep: usize) -> usize {
-        let max_age = self.max_age;
-        let mut dropped = 0;
-        self.by_server.retain(|_, list| {
-            let before = list.len();
-            list.retain(|(made, _)| now.saturating_duration_since(*made) <= max_age);
-            dropped += before - list.len();
-            !list.is_empty()
-        });
+        let mut dropped = self.prune(now);
         let list = self.by_server.entry(server.to_owned()).or_default();
         list.push_back((now, item));
         while list.len() > keep {
@@ -65,10 +58,11 @@ impl<T> Spares<T> {
     }
 
     /// A spare for `server` drawn by `u` (uniform in [0, 1)) among those not older than
-    /// [`Spares::max_age`] at `now`; the older ones are dropped. Each spare is taken once.
+    /// [`Spares::max_age`] at `now`; the older ones, every server's, are dropped. Each spare is
+    /// taken once.
     pub fn take(&mut self, server: &str, now: Instant, u: f64) -> Option<T> {
+        self.prune(now);
         let list = self.by_server.get_mut(server)?;
-        list.retain(|(made, _)| now.saturating_duration_since(*made) <= self.max_age);
         let n = list.len();
         let got = (n > 0)
             .then(|| ((u.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1))
@@ -78,6 +72,19 @@ impl<T> Spares<T> {
             self.by_server.remove(server);
         }
         got
+    }
+
+    /// Drop every server's spares older than [`Spares::max_age`] at `now`; how many went.
+    fn prune(&mut self, now: Instant) -> usize {
+        let max_age = self.max_age;
+        let mut dropped = 0;
+        self.by_server.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(made, _)| now.saturating_duration_since(*made) <= max_age);
+            dropped += before - list.len();
+            !list.is_empty()
+        });
+        dropped
     }
 
     /// How many spares could be taken at `now`, over every server.
@@ -151,5 +158,13 @@ mod tests {
         );
         assert_eq!(s.by_server.len(), 1);
         assert_eq!(s.ready(t0 + SPARE_MAX_AGE + Duration::from_secs(2)), 1);
+        // A take for any server drops the others' old ones too.
+        let t1 = t0 + SPARE_MAX_AGE * 3;
+        s.put("old:1", 4, t1, 2);
+        assert_eq!(
+            s.take("other:1", t1 + SPARE_MAX_AGE + Duration::from_secs(1), 0.5),
+            None
+        );
+        assert!(s.by_server.is_empty(), "nothing left behind");
     }
 }
