@@ -198,36 +198,12 @@ fn an_offer_from_a_machine_whose_clock_is_off_warns() {
 /// it has without an agent.
 #[test]
 fn an_offer_through_an_agent_whose_clock_is_off_warns() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("faketime");
     set_offset(&file, "-30");
     let server = faked_server(&dir.path().join("srv"), &file, &[]);
     let socket = dir.path().join("run").join("agent.sock");
-    // Ended (SIGKILL) when dropped.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut agent = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_rdv"))
-            .args(["agent", "--direct", "--socket"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(agent.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("agent listening on "), "{line:?}");
+    let agent = start_agent(&dir.path().join("state"), &socket, &[]);
     let addr = server.addr.to_string();
     for json in [false, true] {
         let mut args = vec![

@@ -301,45 +301,15 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     all_open(&c, &stored, "after the recovery").await;
 }
 
-/// A running agent, ended (SIGKILL) when dropped: also when a test fails, so that no agent is
-/// left holding the tmpfs.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `rdv agent --direct` with its state directory at `state` and its socket at `socket`, once
-/// it listens.
-fn start_agent(state: &Path, socket: &Path) -> Agent {
-    use std::io::{BufRead, BufReader};
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_rdv"))
-        .args(["agent", "--direct", "--socket"])
-        .arg(socket)
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "--max-skew",
-            "2s",
-            "--max-window",
-            "3s",
-            "--poll-every",
-            "1s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("agent listening on "), "{line:?}");
-    Agent(agent)
-}
+/// The agent's flags here: the servers' short windows, and looks every second.
+const AGENT_FLAGS: [&str; 6] = [
+    "--max-skew",
+    "2s",
+    "--max-window",
+    "3s",
+    "--poll-every",
+    "1s",
+];
 
 /// Fill the file system at `dir` up (a file `filler` there).
 fn fill_up(dir: &Path) {
@@ -392,7 +362,7 @@ fn an_answer_that_cannot_be_saved_is_still_collected() {
     let fs = Tmpfs::mount(&tmp.path().join("fs"), "1m");
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
-    let agent = start_agent(&fs.0.join("state"), &socket);
+    let agent = start_agent(&fs.0.join("state"), &socket, &AGENT_FLAGS);
     let (link, offer) = offer_expecting_answer(socket_s, &addr);
     // The disk fills up.
     fill_up(&fs.0);
@@ -466,7 +436,7 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
     let state = fs.0.join("state");
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
-    let agent = start_agent(&state, &socket);
+    let agent = start_agent(&state, &socket, &AGENT_FLAGS);
     let offered = run_rdv(
         &[
             "--json",
@@ -536,7 +506,7 @@ fn a_full_disk_loses_no_answer_and_stops_no_start() {
     let stored = metric(m, "rdv_links_stored");
     drop(agent);
     fill_up(&fs.0);
-    let agent = start_agent(&state, &socket);
+    let agent = start_agent(&state, &socket, &AGENT_FLAGS);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while metric(m, "rdv_links_stored") != stored - 1.0 {
         assert!(
@@ -564,7 +534,7 @@ fn a_collected_answer_is_not_handed_out_again_when_its_files_stay() {
     let state = tmp.path().join("state");
     let socket = tmp.path().join("run").join("agent.sock");
     let socket_s = socket.to_str().unwrap();
-    let agent = start_agent(&state, &socket);
+    let agent = start_agent(&state, &socket, &AGENT_FLAGS);
     let (link, offer) = offer_expecting_answer(socket_s, &addr);
     let accepted = run_rdv(
         &["accept", "--direct", &link, "--answer", "the answer"],

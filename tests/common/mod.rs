@@ -305,3 +305,40 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A running `rdv agent`, ended (SIGKILL) when dropped: also when a test fails, so that no
+/// agent is left holding a tmpfs or a socket.
+pub struct AgentChild(pub std::process::Child);
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rdv agent --direct` with its state directory at `state`, its socket at `socket` and `extra`
+/// flags, once it listens.
+pub fn start_agent(
+    state: &std::path::Path,
+    socket: &std::path::Path,
+    extra: &[&str],
+) -> AgentChild {
+    use std::io::{BufRead, BufReader};
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_rdv"))
+        .args(["agent", "--direct", "--socket"])
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("agent listening on "), "{line:?}");
+    AgentChild(agent)
+}

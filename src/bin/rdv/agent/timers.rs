@@ -57,8 +57,7 @@ impl Agent {
                 // To the last moment on the wall clock with its fraction of a second: in whole
                 // seconds the wait would end at that fraction of the second this loop began in
                 // (right after the store), and its last look, a pause past it, would carry it.
-                let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock)
-                    .max(Duration::from_secs(pending.polls_from()));
+                let from = wall_now().max(Duration::from_secs(pending.polls_from()));
                 let wait = Duration::from_secs(last).saturating_sub(from);
                 match me
                     .client
@@ -200,7 +199,7 @@ impl Agent {
         // expires), and rewritten as copies end, so that a restart resumes only the copies
         // still looked at, each to its own end: stopped with the agent, they ended together,
         // and resumed all, copies whose looks had ended would start again together.
-        let at = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        let at = wall_now();
         let until: Vec<(usize, u64)> = plan
             .iter()
             .map(|&(j, wait)| {
@@ -281,7 +280,7 @@ impl Agent {
     /// [`LAST_LOOK_WITHIN_SECS`] after [`SETTLE`] (at the start, or at their old ends, every
     /// such copy's looks would end together).
     pub(super) fn resume_trail(self: &Arc<Self>, id: String, kept: rdv::agent::state::TrailKept) {
-        let from = rdv::clock::Clock::now_precise(&rdv::clock::SystemClock);
+        let from = wall_now();
         // Never past the link's expiry (a clock that was far ahead when the ends were
         // written, a file edited): nothing is left to look at then.
         let expires = Duration::from_secs(kept.pending.link_expires());
