@@ -100,6 +100,19 @@ impl Clock for ManualClock {
     }
 }
 
+/// The last second RFC 3339 can write, 9999-12-31T23:59:59Z, in unix seconds. A time past it
+/// comes only from a corrupt file or a clock far off; files that carry times refuse it.
+pub const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// Unix time `secs` as RFC 3339 text (UTC, whole seconds), for people to read; a time past
+/// [`LAST_RFC3339_SECOND`], which RFC 3339 cannot write, as its unix seconds. Never panics.
+pub fn rfc3339(secs: u64) -> String {
+    if secs > LAST_RFC3339_SECOND {
+        return format!("unix time {secs} (past the year 9999)");
+    }
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
 /// How far the wall clock may run ahead of elapsed time before expiry stops following it.
 pub const JUMP_TOLERANCE: Duration = Duration::from_secs(60);
 
@@ -193,6 +206,18 @@ impl TimeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every unix time has a text, those RFC 3339 cannot write too (a corrupt state file's).
+    #[test]
+    fn every_time_has_a_text() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(LAST_RFC3339_SECOND), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(LAST_RFC3339_SECOND + 1),
+            "unix time 253402300800 (past the year 9999)"
+        );
+        assert!(rfc3339(u64::MAX).contains("18446744073709551615"));
+    }
 
     #[test]
     fn expiry_follows_the_wall_clock_back_but_not_ahead() {

@@ -2402,13 +2402,28 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     for f in [&bad_offer, &bad_delete, &bad_record] {
         std::fs::write(f, "not a state file\n").unwrap();
     }
+    // An offer file whose times are past the year 9999 (a real offer's file otherwise): no
+    // bucket's, and no date to show. Before, it was looked after, and `rdv agent --status`
+    // panicked on it, hiding every other offer (a helper's review, 2026-12-07).
+    let real =
+        std::fs::read_to_string(state.join("offers").join(format!("{offer}.pending"))).unwrap();
+    let far_offer = state.join("offers").join("o0123456789abcdec.pending");
+    let far: String = real
+        .lines()
+        .map(|l| match l.starts_with("link-expires ") {
+            true => "link-expires 18446744073709551615\n".to_owned(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(far, real);
+    std::fs::write(&far_offer, far).unwrap();
     let check = check_state();
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(
         !check.status.success(),
         "--check passes a corrupt state: {err}"
     );
-    for f in [&bad_offer, &bad_delete, &bad_record] {
+    for f in [&bad_offer, &bad_delete, &bad_record, &far_offer] {
         assert!(err.contains(f.to_str().unwrap()), "{f:?} not named: {err}");
     }
     let agent = AgentProcess::start(dir.path(), &[]);
@@ -2417,11 +2432,19 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     assert_eq!(pending.len(), 1, "{status}");
     assert_eq!(pending[0]["offer"], offer);
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
-    assert_eq!(unreadable.len(), 3, "{status}");
+    assert_eq!(unreadable.len(), 4, "{status}");
     assert!(
-        bad_offer.exists() && bad_delete.exists() && bad_record.exists(),
+        bad_offer.exists() && bad_delete.exists() && bad_record.exists() && far_offer.exists(),
         "left in place"
     );
+    // A person's status shows the rest.
+    let shown = ok(&run_rdv(
+        &["agent", "--status", "--socket", agent.socket()],
+        None,
+        &[],
+    ));
+    assert!(shown.contains(&offer), "{shown}");
+    assert!(shown.contains(far_offer.to_str().unwrap()), "{shown}");
     // Nobody looks for the answer of an offer whose file cannot be read: collect says so, not
     // "the agent keeps looking".
     let mut api = agent.api();
@@ -2442,7 +2465,7 @@ fn an_unreadable_state_file_is_named_and_skipped() {
     let status = api.call(3, serde_json::json!({"op": "status"}));
     assert_eq!(status["result"]["pending"][0]["answered"], true, "{status}");
     let unreadable = status["result"]["unreadable"].as_array().unwrap();
-    assert_eq!(unreadable.len(), 4, "{status}");
+    assert_eq!(unreadable.len(), 5, "{status}");
     // Its collect says the answer cannot be read (as for an offer file), not a state error;
     // a start and --check name it as every other file they cannot use (before, only the
     // status did, and --check passed: a helper's attack, 2026-12-07).

@@ -701,6 +701,14 @@ fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
             text.replace(&format!("{locator} "), &format!("{locator} +")),
             text.replace(&format!("{locator} "), &format!("{locator} 0")),
             text.replace("link-expires ", "link-expires 0"),
+            // Past the year 9999: no bucket's, and no date to show.
+            text.replace(copy, &format!("{server} {locator} 253402300800")),
+            text.lines()
+                .map(|l| match l.starts_with("link-expires ") {
+                    true => "link-expires 18446744073709551615\n".to_owned(),
+                    false => format!("{l}\n"),
+                })
+                .collect(),
             text.replace("secret ", "secrets "),
             text.replace("key ", "key x"),
             text.replacen("link-expires ", "link-expires -", 1),
@@ -708,6 +716,10 @@ fn a_pending_answer_survives_its_text_form_and_bad_state_files_are_refused() {
         ] {
             assert!(PendingAnswer::from_text(&bad).is_err(), "{bad:?}");
         }
+        // The year 9999's last second is still a time.
+        let last = text.replace(copy, &format!("{server} {locator} 253402300799"));
+        let last = PendingAnswer::from_text(&last).unwrap();
+        assert_eq!(last.polls_from(), 253_402_300_799);
     });
 }
 

@@ -316,6 +316,29 @@ fn offer_accept_answer_collect_on_the_command_line() {
         "{err}"
     );
     assert!(state.exists());
+    // A state file whose times are past the year 9999 (a corrupt one) is refused, naming the
+    // file; before, showing its times panicked (exit 101; a helper's review, 2026-12-07).
+    let text = std::fs::read_to_string(&state).unwrap();
+    let far_times = |line: &str| -> String {
+        let mut f: Vec<&str> = line.split(' ').collect();
+        if f[0] == "copy" || f[0] == "link-expires" {
+            *f.last_mut().unwrap() = "18446744073709551615";
+        }
+        f.join(" ") + "\n"
+    };
+    let far = dir.path().join("far.state");
+    std::fs::write(&far, text.lines().map(far_times).collect::<String>()).unwrap();
+    let out = rdv(
+        &["collect", "--direct", "--state", far.to_str().unwrap()],
+        None,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(far.to_str().unwrap()) && err.contains("polls-from"),
+        "{err}"
+    );
 
     // Accepting without an answer says that one is asked for.
     let out = rdv(&["accept", &link, "--direct"], None, &[]);

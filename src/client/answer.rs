@@ -175,6 +175,17 @@ fn decimal(s: &str, what: &'static str) -> Result<u64, PendingAnswerError> {
         .ok_or(PendingAnswerError(what))
 }
 
+/// A moment in unix seconds as the state file writes it ([`decimal`]), at most
+/// [`crate::clock::LAST_RFC3339_SECOND`]: a later one is no real bucket's, and every tool that
+/// shows it as a date would fail on it.
+fn moment(s: &str, what: &'static str) -> Result<u64, PendingAnswerError> {
+    decimal(s, what).and_then(|t| {
+        (t <= crate::clock::LAST_RFC3339_SECOND)
+            .then_some(t)
+            .ok_or(PendingAnswerError(what))
+    })
+}
+
 impl PendingAnswer {
     /// The link's main server.
     pub fn server(&self) -> &ServerAddr {
@@ -261,7 +272,7 @@ impl PendingAnswer {
                         server: ServerAddr::parse(server)
                             .map_err(|_| PendingAnswerError("copy server address"))?,
                         locator: Locator(*unb64_32(locator, "copy locator")?),
-                        polls_from: decimal(from, "copy polls-from")?,
+                        polls_from: moment(from, "copy polls-from")?,
                     });
                 }
                 if copies.is_empty() || copies.len() > 1 + crate::proto::link::MAX_MIRRORS {
@@ -288,7 +299,7 @@ impl PendingAnswer {
             DeleteToken::parse(value(lines.next(), "token")?).ok_or(PendingAnswerError("token"))?;
         let key = LinkKey::from_bytes(*unb64_32(value(lines.next(), "key")?, "key")?);
         let secret = AnswerSecret::from_bytes(*unb64_32(value(lines.next(), "secret")?, "secret")?);
-        let link_expires = decimal(value(lines.next(), "link-expires")?, "link-expires")?;
+        let link_expires = moment(value(lines.next(), "link-expires")?, "link-expires")?;
         if lines.any(|l| !l.trim().is_empty()) {
             return Err(PendingAnswerError("unexpected lines at the end"));
         }

@@ -47,7 +47,7 @@ pub(crate) fn mark_collected(path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
-    let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now));
+    let when = rdv::clock::rfc3339(now);
     let mut tmp = tempfile::Builder::new()
         .prefix(".rdv-state-")
         .tempfile_in(dir)
@@ -108,7 +108,7 @@ pub(crate) fn warn_costs(look: &LookArgs) {
 
 /// A unix time on this machine's clock, as RFC 3339.
 fn local_time(t: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string()
+    rdv::clock::rfc3339(t)
 }
 
 /// With `--json`, the `waiting` line of `command`'s wait: looking from `from` until `until`

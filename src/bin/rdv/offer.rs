@@ -388,8 +388,7 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
     // buckets' IDs and the policy, never from the server's word on its time).
     let closes_at = offer.closes_at;
     let closes_in = closes_at.saturating_sub(rdv::clock::Clock::now(&rdv::clock::SystemClock));
-    let local_close = std::time::UNIX_EPOCH + std::time::Duration::from_secs(closes_at);
-    let when = humantime::format_rfc3339_seconds(local_close);
+    let when = rdv::clock::rfc3339(closes_at);
     let in_words = in_words(closes_in);
     if let Some((copy, ahead)) = offer.clock_off() {
         eprintln!("{}", clock_warning(&offer.link.servers()[copy].0, ahead));

@@ -461,11 +461,9 @@ pub(crate) async fn offer(mut a: OfferArgs, path: PathBuf) -> Result<()> {
         if !a.hold {
             if let Some(closes_in) = r.get("bucket_closes_in_secs").and_then(Value::as_u64) {
                 let now = rdv::clock::Clock::now(&rdv::clock::SystemClock);
-                let at = std::time::UNIX_EPOCH
-                    + std::time::Duration::from_secs(now.saturating_add(closes_in));
                 note!(
                     "the bucket closes at {} (in {}); handed over after that, the accepter's fetch hides among all the bucket's links (--hold waits for it)",
-                    humantime::format_rfc3339_seconds(at),
+                    rdv::clock::rfc3339(now.saturating_add(closes_in)),
                     crate::offer::in_words(closes_in)
                 );
             }
@@ -946,11 +944,6 @@ async fn forget(agent: &mut Agent, id: &str) {
     }
 }
 
-/// A moment in unix seconds as RFC 3339 text.
-fn rfc3339(at: u64) -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
-}
-
 /// What a reply's scheduled deletes say, line by line: `one` of the moment `at` for a link on
 /// one server; for a multi-server link (`deletes`: one per copy), `many` and a line per copy
 /// with its server (cleaned of control characters: it came from the agent) and its moment.
@@ -964,11 +957,11 @@ fn delete_lines(r: &Value, at: u64, one: impl Fn(String) -> String, many: &str) 
             let server = d.get("server")?.as_str()?;
             let at = d.get("at")?.as_u64()?;
             let (server, _) = crate::term::escape_for_terminal(server.as_bytes());
-            Some(format!("  {server}: {}", rfc3339(at)))
+            Some(format!("  {server}: {}", rdv::clock::rfc3339(at)))
         })
         .collect();
     if copies.len() < 2 {
-        return vec![one(rfc3339(at).to_string())];
+        return vec![one(rdv::clock::rfc3339(at))];
     }
     std::iter::once(many.to_owned()).chain(copies).collect()
 }
@@ -1027,7 +1020,7 @@ pub(crate) async fn status(path: PathBuf) -> Result<()> {
             Some(true) => "answered, not collected yet".to_owned(),
             _ => format!(
                 "waiting (looks from {})",
-                rfc3339(p["looks_from"].as_u64().unwrap_or(0))
+                rdv::clock::rfc3339(p["looks_from"].as_u64().unwrap_or(0))
             ),
         };
         writeln!(
