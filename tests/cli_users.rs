@@ -1756,6 +1756,65 @@ fn an_output_that_fails_leaves_no_link_behind() {
         assert!(!e.contains("stored"), "refused before the store: {e}");
     }
     assert!(!missing.exists());
+    // A symbolic link to nowhere where an output goes is refused before the store too; before,
+    // it passed the check (which followed it) and the file's creation (which never does)
+    // failed after the store (a helper's review, 2026-12-07).
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let dangling = dangling.to_str().unwrap();
+    for args in [
+        vec!["--expect-answer", "--state", dangling],
+        vec!["--qr-png", dangling],
+    ] {
+        let mut all = vec![
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ];
+        all.extend(args);
+        let out = rdv(&all, &pass);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains("a symbolic link is there"), "{e}");
+        assert!(!e.contains("stored"), "refused before the store: {e}");
+    }
+    assert!(!dir.path().join("nowhere").exists());
+
+    // An image that cannot be written whole (here a file size limit of 1 KiB; a full disk
+    // alike) is removed again, and the link deleted: before, half an image stayed, in the way
+    // of a retry with the same name.
+    let png = dir.path().join("half.png");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 1; exec "$@""#)
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_rdv"))
+        .args([
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+        ])
+        .arg("--qr-png")
+        .arg(&png)
+        .env("RDV_PASSPHRASE", pass[0].1)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("--qr-png") && e.contains("the link was deleted from the server"),
+        "{e}"
+    );
+    assert!(!png.exists(), "half an image left behind: {e}");
 
     // The directory goes away while the link is held: the QR code cannot be written after the
     // store, so the link is deleted again (the server confirms it) and no link is printed.

@@ -907,7 +907,15 @@ impl StateDir {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        remove_if_present(&self.deletes().join(id)).map(|_| ())
+        if !remove_if_present(&self.deletes().join(id))? {
+            return Ok(());
+        }
+        // Durable, as every other forget: a crash must not bring back a delete done, to be
+        // sent again at a restart's moment.
+        let dir = self.deletes();
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", &dir))
     }
 
     /// Forget the offer `id`: its state file (secrets) and its answer (durably: a power cut

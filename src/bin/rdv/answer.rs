@@ -19,21 +19,11 @@ use zeroize::Zeroizing;
 /// Most bytes read from a state file (a real one is under 400).
 const STATE_LIMIT: u64 = 4096;
 
-/// Write the state file: created new (an existing file is never overwritten) with mode 0600.
+/// Write the state file: created new (an existing file is never overwritten) with mode 0600,
+/// durably; half a state file is taken away again.
 pub(crate) fn write_state(path: &Path, pending: &PendingAnswer) -> Result<()> {
-    let mut f = crate::term::create_private(path)
-        .with_context(|| format!("creating the state file {}", path.display()))?;
-    if let Err(e) = f
-        .write_all(pending.to_text().as_bytes())
-        .and_then(|()| f.sync_all())
-    {
-        // Half a state file is no use to anyone: take it away.
-        let _ = std::fs::remove_file(path);
-        return Err(
-            anyhow::Error::new(e).context(format!("writing the state file {}", path.display()))
-        );
-    }
-    Ok(())
+    let name = format!("the state file {}", path.display());
+    crate::term::write_private(path, &name, |f| f.write_all(pending.to_text().as_bytes()))
 }
 
 /// What a state file holds once its answer is in: no keys, only the time of the collect.
@@ -42,6 +32,9 @@ const COLLECTED: &str = "rdv-answer-collected";
 /// Replace the state file's keys, once the answer is in, with a note saying so (atomically: a
 /// crash leaves either the state or the note), so that a second collect says what happened.
 pub(crate) fn mark_collected(path: &Path) -> Result<()> {
+    // Through a symbolic link, the file it names: replacing the link would leave the keys.
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -59,6 +52,8 @@ pub(crate) fn mark_collected(path: &Path) -> Result<()> {
         .with_context(|| format!("clearing the state file {}", path.display()))?;
     tmp.flush()?;
     tmp.persist(path)
+        .map_err(anyhow::Error::new)
+        .and_then(|_| Ok(crate::term::sync_parent(path)?))
         .with_context(|| format!("clearing the state file {}", path.display()))?;
     Ok(())
 }
@@ -416,4 +411,25 @@ pub(crate) fn read_answer_arg(
         .into());
     }
     Ok(Some(a))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A state file reached through a symbolic link has its keys cleared where they are: in
+    /// the file the link names (before, the link was replaced and the keys stayed).
+    #[test]
+    fn a_collected_state_file_behind_a_link_loses_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.state");
+        std::fs::write(&real, "rdv-pending-answer 2\nkeys\n").unwrap();
+        let link = dir.path().join("link.state");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        super::mark_collected(&link).unwrap();
+        let text = std::fs::read_to_string(&real).unwrap();
+        assert!(text.starts_with(super::COLLECTED), "{text}");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
 }

@@ -14,13 +14,11 @@ pub(crate) fn run(a: &KeygenArgs) -> Result<()> {
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
     let key = ClientKey::from_random(&a.server, random).context("--server")?;
     zeroize::Zeroize::zeroize(&mut random);
-    let mut f = crate::term::create_private(&a.out)
-        .with_context(|| format!("creating {}", a.out.display()))?;
     let line = key.to_private_line();
-    f.write_all(line.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    crate::term::write_private(&a.out, &a.out.display().to_string(), |f| {
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.write_all(b"\n"))
+    })?;
     let public = key.public_line();
     let shown = if out::json() {
         out::emit(

@@ -60,11 +60,18 @@ pub(crate) fn read_payload(a: &OfferArgs) -> Result<Vec<u8>> {
 /// Refuse an output file that exists, whose directory is missing, or where nothing can be
 /// created, before anything is stored.
 pub(crate) fn check_output(flag: &str, path: &std::path::Path) -> Result<()> {
-    if path.exists() {
-        bail!(
+    // Not `exists()`, which follows a symbolic link: one to nowhere passed, and the file's
+    // creation, which never follows one, failed after the store.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{flag} {}: a symbolic link is there (rdv writes a new file, never through a link): remove it or choose another name",
+            path.display()
+        ),
+        Ok(_) => bail!(
             "{flag} {}: the file exists already (it is never overwritten)",
             path.display()
-        );
+        ),
+        Err(_) => {}
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -46,24 +46,20 @@ pub(crate) fn write_png(text: &str, path: &Path) -> Result<()> {
             pixels[y * side + mx * PNG_SCALE..y * side + (mx + 1) * PNG_SCALE].fill(0);
         }
     }
-    // Private (0600): in one-channel mode the image holds the passphrase too.
-    let file = crate::term::create_private(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
     let side32 = u32::try_from(side).context("QR code too large")?;
-    let mut enc = png::Encoder::new(&mut out, side32, side32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let write = || -> Result<(), png::EncodingError> {
-        let mut w = enc.write_header()?;
-        w.write_image_data(&pixels)?;
-        w.finish()
-    };
-    write().with_context(|| format!("writing {}", path.display()))?;
-    out.flush()
-        .and_then(|()| out.get_ref().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    // Private (0600): in one-channel mode the image holds the passphrase too. Half an image
+    // (a full disk) is removed again: a retry with the same name would find it in its way.
+    crate::term::write_private(path, &path.display().to_string(), |file| {
+        let mut out = std::io::BufWriter::new(file);
+        let mut enc = png::Encoder::new(&mut out, side32, side32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(std::io::Error::other)?;
+        w.write_image_data(&pixels)
+            .and_then(|()| w.finish())
+            .map_err(std::io::Error::other)?;
+        out.flush()
+    })
 }
 
 #[cfg(test)]

@@ -398,6 +398,35 @@ pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs:
     })
 }
 
+/// Write a new private file ([`create_private`]: mode 0600, never overwriting) at `path` with
+/// `write`, then make it durable: the file synced, and its directory, so that a power cut does
+/// not take back a file said to be written. A write that fails removes the file: half a file
+/// is no use, and a retry would find it in its way. `name` names it in errors ("the state file
+/// F", or the path).
+pub(crate) fn write_private(
+    path: &std::path::Path,
+    name: &str,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    use anyhow::Context;
+    let mut f = create_private(path).with_context(|| format!("creating {name}"))?;
+    if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(anyhow::Error::new(e).context(format!("writing {name}")));
+    }
+    sync_parent(path).with_context(|| format!("writing {name}"))
+}
+
+/// Sync the directory that holds `path`, so that its entry (a new file, a rename) is durable.
+pub(crate) fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{escape_for_terminal, one_line, ArtiFold, ARTI_WARNING_EVERY};
