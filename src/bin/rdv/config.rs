@@ -131,7 +131,7 @@ pub(crate) struct TorSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreSection {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) backend: Option<String>,
+    pub(crate) backend: Option<crate::store::Backend>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) open_window: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -457,7 +457,7 @@ pub(crate) fn effective(a: &ServeArgs) -> ServeFile {
             bootstrap_timeout: Some(Dur(a.bootstrap_timeout)),
         },
         store: StoreSection {
-            backend: Some(redacted_backend(&a.store)),
+            backend: Some(crate::store::Backend(a.store.redacted())),
             open_window: Some(Dur(a.open_window)),
             ttl: Some(Dur(a.ttl)),
             max_links: a.max_links,
@@ -498,15 +498,6 @@ pub(crate) fn effective_text(a: &ServeArgs) -> Result<String> {
     );
     text.push_str(&toml::to_string(&effective(a)).context("writing the settings as TOML")?);
     Ok(text)
-}
-
-/// `--store` for `--print-config`: a password is never printed (write it back by hand, or use
-/// PGPASSWORD).
-fn redacted_backend(backend: &str) -> String {
-    match rdv::store::PgStoreConfig::new(backend) {
-        Ok(c) if backend != "redb" && c.database.get_password().is_some() => c.describe(),
-        _ => backend.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -591,7 +582,17 @@ mod tests {
             &format!("data = \"d\"\n[store]\nbackend = \"{url}\"\n"),
         );
         let (a, o) = serve(&["--config", &f]).unwrap();
-        assert_eq!(a.store, url);
+        assert_eq!(a.store.as_str(), url);
+        // Nor does Debug (of the settings, or of the file's sections).
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("pw-in-file"), "{shown}");
+        assert!(
+            shown.contains("postgres://rdv@127.0.0.1:5432/rdv"),
+            "{shown}"
+        );
+        let file: ServeFile = toml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("pw-in-file"), "{shown}");
         crate::store::refuse_password_in_argv(&a, &o).expect("a password in the file is fine");
         assert!(matches!(
             crate::serve::settings(&a).unwrap().0,

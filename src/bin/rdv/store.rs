@@ -29,6 +29,39 @@ impl StoreChoice {
     }
 }
 
+/// `--store`'s value: `redb`, or a PostgreSQL connection string, which may hold the database's
+/// password (from the configuration file). `Debug` never shows that password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Backend(pub(crate) String);
+
+impl Backend {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value without a password, if it holds one (`--print-config`, `Debug`).
+    pub(crate) fn redacted(&self) -> String {
+        match PgStoreConfig::new(&self.0) {
+            Ok(c) if self.0 != "redb" && c.database.get_password().is_some() => c.describe(),
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Backend(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Backend").field(&self.redacted()).finish()
+    }
+}
+
 /// Whether `--store`'s value names PostgreSQL.
 fn is_postgres(backend: &str) -> bool {
     backend.starts_with("postgres://")
@@ -71,10 +104,10 @@ pub(crate) fn choose(a: &ServeArgs, params: StoreParams) -> Result<StoreChoice, 
 /// machine (the process list): refuse it, and say where it goes instead. In the configuration
 /// file it is fine, if only its owner can read the file (a warning otherwise).
 pub(crate) fn refuse_password_in_argv(a: &ServeArgs, origins: &Origins) -> Result<()> {
-    if !is_postgres(&a.store) {
+    if !is_postgres(a.store.as_str()) {
         return Ok(());
     }
-    let has_password = PgStoreConfig::new(&a.store)
+    let has_password = PgStoreConfig::new(a.store.as_str())
         .map(|c| c.database.get_password().is_some())
         .unwrap_or(false);
     if !has_password {

@@ -43,7 +43,7 @@ pub(crate) struct ServeArgs {
     /// connection string (postgres://USER@HOST:PORT/DB) for a database several frontends share.
     /// A password goes in the config file or in PGPASSWORD, never on the command line.
     #[arg(long, value_name = "BACKEND", default_value = "redb")]
-    pub(crate) store: String,
+    pub(crate) store: crate::store::Backend,
     /// How long a bucket accepts new links (e.g. 10m).
     #[arg(long, default_value = "10m", value_parser = super::parse_span)]
     pub(crate) open_window: Duration,
