@@ -1543,6 +1543,47 @@ async fn a_copy_whose_server_fails_a_look_goes_on_being_looked_into() {
     assert!(later >= 1, "the copy's looks ended at a failure");
 }
 
+/// A link on one server: looks that fail, for a reason that does not pass by itself, end no
+/// wait; the looks go on at the schedule's moments until the wait ends, and the answer put
+/// after the failures is collected. Before, the wait ended at the first such failure, at a
+/// moment the server could choose (right after it took the accepter's answer, say), and only
+/// one-shot waiters ended so (a helper's review, 2026-12-07).
+#[tokio::test(start_paused = true)]
+async fn failed_looks_end_no_wait_on_one_server() {
+    let clock = manual_clock();
+    let trouble = Trouble::default();
+    let (c, addrs, log) = logged_servers(
+        vec![memory_server(Arc::new(clock.clone()))],
+        rdv::client::ClientConfig::default(),
+        trouble.clone(),
+        &clock,
+    );
+    let (offer, pending) = c
+        .offer_expecting_answer(&addrs[0], b"q", pass(), KdfProfile::Test)
+        .await
+        .unwrap();
+    let early = LookSchedule {
+        mean: Duration::from_secs(5),
+        early: true,
+    };
+    trouble.failing.lock().unwrap().insert(addrs[0].to_string());
+    let t = tokio::time::Instant::now();
+    let answering = async {
+        // A minute of looks of mean 5 s failing: none would be a 1 in 10^5 chance.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let failed = log.lock().unwrap().iter().filter(|(_, at)| *at > t).count();
+        assert!(failed >= 1, "no look failed");
+        trouble.failing.lock().unwrap().clear();
+        let reply = c.accept(&offer.link, None).await.unwrap().reply.unwrap();
+        c.answer(&reply, b"after the failures").await.unwrap();
+    };
+    let (found, ()) = tokio::join!(
+        c.collect_scheduled(&pending, early, Duration::from_secs(3600)),
+        answering
+    );
+    assert_eq!(&found.unwrap().answer[..], b"after the failures");
+}
+
 /// When the answer opens at one copy of a multi-server link, a look on its way at another copy
 /// goes on to its end, though the collect returns at once (here each connection to the slow
 /// server takes 3 s to open, and the answer is on both copies), and the trail's looks at that

@@ -1027,22 +1027,23 @@ impl Client {
             match self.look_at_copies(pending, &[index]).await {
                 Ok(Some(found)) => return Ok(found.answer),
                 Ok(None) => {}
-                // A copy of a multi-server link goes on looking whatever the failure: ended on
-                // one bad answer, its looks fell silent, and its trail began them again right
-                // after the answer was collected from another copy, so a server failing one
-                // look on purpose learnt, from servers comparing notes, which of their copies
-                // belong together (a helper's review, 2026-12-07).
-                Err(e)
-                    if !last
-                        && (e.kind() == super::ErrorKind::Transient
-                            || pending.copies.len() > 1) =>
-                {
+                // The looks go on whatever the failure, until the wait ends. A copy of a
+                // multi-server link ended on one bad answer fell silent, and its trail began
+                // its looks again right after the answer was collected from another copy, so a
+                // server failing one look on purpose learnt, from servers comparing notes,
+                // which of their copies belong together (a helper's review, 2026-12-07). A link
+                // on one server ended its wait at a moment that server chose, right after it
+                // took the accepter's answer if it liked, and what a user does next (deletes
+                // the link, offers again) then tied the link to its mailbox; and only one-shot
+                // waiters ended so, which told them apart from the agent's (a helper's review,
+                // 2026-12-07).
+                Err(e) if !last => {
                     if e.kind() == super::ErrorKind::Transient
                         || std::mem::replace(&mut warned, true)
                     {
                         tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");
                     } else {
-                        tracing::warn!(server = %copy.server, error = %crate::config::report(&e), "looking for the answer at this server failed, not for a reason that passes by itself; its looks go on all the same (ended, they would tell servers comparing notes which copies belong together)");
+                        tracing::warn!(server = %copy.server, error = %crate::config::report(&e), "looking for the answer at this server failed, not for a reason that passes by itself; the looks go on all the same until the wait ends (ended now, at a moment the server can choose, the wait would help it tie the link to its mailbox)");
                     }
                 }
                 Err(e) => return Err(e),

@@ -467,11 +467,13 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
                 }
             }
         };
-        // Over with no answer before the link was handed over (a wait shorter than the hold):
-        // none is begun here, and the wait gets a last round after the hand-over (below).
+        // Over with no answer before the link was handed over (a wait shorter than the hold;
+        // its last look failed, too: the looks go on through failures until the end): none is
+        // begun here, and the wait gets a last round after the hand-over (below), so that the
+        // link is never handed over with nobody looking for its answer.
         looks = match ended {
-            Some(Err(rdv::client::CollectError::NoAnswerYet)) => None,
-            Some(r) => Some(Box::pin(std::future::ready(r))),
+            Some(Ok(found)) => Some(Box::pin(std::future::ready(Ok(found)))),
+            Some(Err(_)) => None,
             None => looks,
         };
         Some(counted)
