@@ -2383,18 +2383,72 @@ fn a_delete_that_misses_a_server_says_so() {
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains(&format!("NOT on {addr_b}")), "{m}");
     assert!(m.contains(&format!("deleted on {addr_a}")), "{m}");
-    // The copy on the server that answered is gone: only the other one was left.
-    let again = rdv(
+    // The copy left comes with a link and a token of its own, for that server alone: the same
+    // delete run again would delete the copy on the other server a second time, which pairs
+    // the copies for servers comparing notes (a helper's review, 2026-12-07).
+    let left = v["left"].as_array().expect("the copies left");
+    assert_eq!(left.len(), 1, "{v}");
+    assert_eq!(left[0]["server"], addr_b.as_str(), "{v}");
+    let copy_link = left[0]["link"].as_str().unwrap();
+    let copy_token = left[0]["delete_token"].as_str().unwrap();
+    assert!(
+        copy_link.starts_with(&format!("rdv1:{addr_b}?")) && !copy_link.contains("&m="),
+        "{copy_link}"
+    );
+    assert_ne!(copy_token, token);
+    // Once that server is back (on its address and data), the copy goes with them.
+    let b = ServerProcess::start(&dir.path().join("b"), &["--listen", &addr_b]);
+    let gone = rdv(
         &[
-            "delete", "--json", "--direct", &link, "--token", &token, "--spread", "0s",
+            "delete", "--json", "--direct", copy_link, "--token", copy_token,
         ],
         &[],
     );
-    let v = err(&again, "partly_deleted", "transient");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("NOT on {addr_b}")));
+    assert_eq!(ok(&gone, "delete")["deleted"], true);
+    let fetched = rdv(&["accept", "--direct", copy_link], &pass);
+    assert!(!fetched.status.success(), "the copy is still there");
+    // Without --json the copies left are shown on standard error, each with its link and token.
+    let o = ok(
+        &rdv(
+            &[
+                "offer",
+                "--json",
+                "--direct",
+                "--server",
+                &addr_a,
+                "--server",
+                &addr_b,
+                "--spread",
+                "0s",
+                "--payload",
+                "two",
+                "--kdf",
+                "test",
+            ],
+            &pass,
+        ),
+        "offer",
+    );
+    b.kill();
+    let out = rdv(
+        &[
+            "delete",
+            "--direct",
+            str_of(&o, "link"),
+            "--token",
+            str_of(&o, "delete_token"),
+            "--spread",
+            "0s",
+        ],
+        &[],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(&format!("on {addr_b}:\n    link:  rdv1:{addr_b}?")) && e.contains("token: "),
+        "{e}"
+    );
+    assert!(e.contains("not with this link again"), "{e}");
 }
 
 /// Read `rdv offer --hold`'s standard error until it says it holds the link.

@@ -247,16 +247,54 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            return Err(CliError::new(
+            // Each copy left, on its own link with its own token: the same delete run again
+            // deleted the copies already gone a second time, which no other client does, and
+            // the servers that got it paired the copies for servers comparing notes (a
+            // helper's review, 2026-12-07).
+            let servers = link.servers();
+            let copies: Vec<_> = left
+                .iter()
+                .filter_map(|(s, _)| {
+                    let i = servers.iter().position(|(x, _)| x == s)?;
+                    let (copy, token) = rdv::client::copy_of(&link, &token, i)?;
+                    Some((s.to_string(), copy.to_uri(), token.to_text()))
+                })
+                .collect();
+            if !crate::out::json() {
+                eprintln!("the copies left, each to delete later on its own with `rdv delete LINK --token-file FILE` (or the token in RDV_DELETE_TOKEN):");
+                for (server, link, token) in &copies {
+                    eprintln!(
+                        "  on {server}:\n    link:  {}\n    token: {}",
+                        link.as_str(),
+                        token.as_str()
+                    );
+                }
+            }
+            let mut e = CliError::new(
                 "partly_deleted",
                 rdv::client::ErrorKind::Transient,
                 format!(
-                    "deleted on {}, but NOT on {}: run the same rdv delete again later for the rest (a copy expires by itself otherwise)",
+                    "deleted on {}, but NOT on {}: delete each copy left later with its own link and token ({}), not with this link again, which would delete the other copies a second time and so pair them for servers comparing notes (a copy expires by itself otherwise)",
                     list(&done),
-                    list(&left)
+                    list(&left),
+                    if crate::out::json() { "`left`" } else { "above" }
                 ),
-            )
-            .into());
+            );
+            let left: Vec<serde_json::Value> = copies
+                .iter()
+                .map(|(server, link, token)| {
+                    serde_json::json!({
+                        "server": server,
+                        "link": link.as_str(),
+                        "delete_token": token.as_str(),
+                    })
+                })
+                .collect();
+            // Moved in, not copied: the error wipes what it holds when dropped.
+            let mut got = serde_json::Map::new();
+            got.insert("left".into(), serde_json::Value::Array(left));
+            e.got = Some(got);
+            return Err(e.into());
         }
     }
     // Done whether or not it can be said: a retry would find nothing to delete.
