@@ -338,7 +338,7 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
             // What a delete needs, kept before the link goes to the accepter.
             let (link, token) = (offer.link.clone(), offer.delete_token.clone());
             let copies: Vec<_> = (0..offer.copies.len())
-                .filter_map(|c| Some((offer.copy(c)?, offer.copies[c].closes_at)))
+                .filter_map(|c| Some((offer.copy(c)?, offer.copies[c])))
                 .collect();
             // Handed over at once (the default), accepted after the delay, answered at once.
             let accept = tokio::spawn(async move {
@@ -369,17 +369,23 @@ async fn run_paused(r: CopiesRun) -> Result<CopiesOutcome> {
                         .await
                         .with_context(|| format!("delete {i}")),
                     DeleteWhen::AfterClose(after) => {
-                        let deletes = copies.into_iter().map(|((copy, token), closes_at)| {
+                        let deletes = copies.into_iter().map(|((copy, token), times)| {
                             let deleter = &deleter;
                             let clock = &clock;
                             async move {
                                 // As the agent: the delay after this copy's own close,
-                                // plus its own share of a tenth of it (at most ten minutes).
-                                let at = Duration::from_secs(scheduled_delete_at(
-                                    closes_at,
+                                // plus its own share of a tenth of it (at most ten minutes);
+                                // none for a copy that expires first.
+                                let Some(at) = scheduled_delete_at(
+                                    times.closes_at,
                                     after.as_secs(),
+                                    times.expires_at,
                                     rand::random(),
-                                )) + Duration::from_secs_f64(rand::random::<f64>());
+                                ) else {
+                                    return Ok(());
+                                };
+                                let at = Duration::from_secs(at)
+                                    + Duration::from_secs_f64(rand::random::<f64>());
                                 tokio::time::sleep(at.saturating_sub(clock.now_precise())).await;
                                 deleter.delete(&copy, &token).await
                             }

@@ -123,10 +123,25 @@ pub fn scheduled_delete_spread(after: u64) -> u64 {
 /// minus delay), and grouped one user's deletes, and a link's copies across servers comparing
 /// notes, by a clock error of their own; spread over minutes, that error is lost in the draw.
 /// The moment still follows no fetch and no answer.
-pub fn scheduled_delete_at(closes_at: u64, after: u64, u: f64) -> u64 {
+///
+/// `expires_at`: when the link expires, after which there is nothing to delete. `None` when
+/// the delay itself reaches it (whether a link gets a delete is never a draw). A spread that
+/// would reach past it is moved earlier, whole, to end at the last second before it (but not
+/// before the close): cut there instead, every draw past it came at that one second, and a
+/// server that told a connection a TTL just past the delay read the client's clock error off
+/// the delete again (a helper's review, 2026-12-07).
+pub fn scheduled_delete_at(closes_at: u64, after: u64, expires_at: u64, u: f64) -> Option<u64> {
+    let due = closes_at.saturating_add(after);
+    if due >= expires_at {
+        return None;
+    }
+    let last = expires_at - 1;
     let spread = scheduled_delete_spread(after);
+    let from = due
+        .min(last.saturating_sub(spread.saturating_sub(1)))
+        .max(closes_at);
     let extra = ((u.clamp(0.0, 1.0) * spread as f64) as u64).min(spread.saturating_sub(1));
-    closes_at.saturating_add(after).saturating_add(extra)
+    Some(from.saturating_add(extra).min(last))
 }
 
 /// How long a later delete is tried after its moment: a day, when its link has surely expired
@@ -187,16 +202,49 @@ mod tests {
 
     #[test]
     fn a_scheduled_delete_is_spread_over_a_tenth_of_its_delay_at_most_ten_minutes() {
+        let far = u64::MAX;
         // Three hours: within ten minutes after the delay.
-        assert_eq!(scheduled_delete_at(1000, 10_800, 0.0), 11_800);
-        assert_eq!(scheduled_delete_at(1000, 10_800, 0.5), 12_100);
-        assert_eq!(scheduled_delete_at(1000, 10_800, 0.999_999), 12_399);
-        assert_eq!(scheduled_delete_at(1000, 10_800, 1.0), 12_399);
+        assert_eq!(scheduled_delete_at(1000, 10_800, far, 0.0), Some(11_800));
+        assert_eq!(scheduled_delete_at(1000, 10_800, far, 0.5), Some(12_100));
+        assert_eq!(
+            scheduled_delete_at(1000, 10_800, far, 0.999_999),
+            Some(12_399)
+        );
+        assert_eq!(scheduled_delete_at(1000, 10_800, far, 1.0), Some(12_399));
         // An hour: within six minutes.
-        assert_eq!(scheduled_delete_at(0, 3600, 0.999_999), 3959);
+        assert_eq!(scheduled_delete_at(0, 3600, far, 0.999_999), Some(3959));
         // A few seconds: at the delay (a tenth of it is under a second).
-        assert_eq!(scheduled_delete_at(100, 5, 0.9), 105);
-        assert_eq!(scheduled_delete_at(u64::MAX - 1, 3600, 0.5), u64::MAX);
+        assert_eq!(scheduled_delete_at(100, 5, far, 0.9), Some(105));
+        assert_eq!(
+            scheduled_delete_at(far - 4000, 3600, far, 0.5),
+            Some(far - 220)
+        );
+    }
+
+    /// A link that expires within the spread after the delay: the spread is moved earlier,
+    /// whole, to end the second before the expiry; before, every draw past it came at that one
+    /// second, and a server choosing the TTL read the client's clock error off the delete.
+    #[test]
+    fn a_scheduled_delete_keeps_its_whole_spread_before_the_expiry() {
+        // Three hours after a close at 1000, spread over 600 s; the link expires 1 s after the
+        // delay.
+        let expires = 11_801;
+        let moments: Vec<u64> = (0..600)
+            .map(|k| scheduled_delete_at(1000, 10_800, expires, (k as f64 + 0.5) / 600.0).unwrap())
+            .collect();
+        assert_eq!(moments.first(), Some(&11_201));
+        assert_eq!(moments.last(), Some(&11_800));
+        let distinct: std::collections::HashSet<_> = moments.iter().collect();
+        assert_eq!(distinct.len(), 600, "the spread kept whole");
+        // Never past the expiry, never before the close.
+        assert_eq!(scheduled_delete_at(1000, 10_800, 11_800, 0.5), None);
+        assert_eq!(scheduled_delete_at(1000, 100, 1050, 0.0), None);
+        assert_eq!(scheduled_delete_at(1000, 30, 1032, 0.0), Some(1029));
+        assert_eq!(scheduled_delete_at(1000, 30, 1031, 0.99), Some(1030));
+        for u in [0.0, 0.3, 0.99] {
+            let at = scheduled_delete_at(1000, 3600, 4601, u).unwrap();
+            assert!((1000..4601).contains(&at), "{at}");
+        }
     }
 
     #[test]

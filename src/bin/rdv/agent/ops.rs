@@ -717,14 +717,16 @@ impl Agent {
         let mut scheduled = Vec::new();
         if let Some(after) = r.delete_after_close_secs {
             for ((i, times), id) in offer.copies.iter().enumerate().zip(&ids.deletes) {
-                // Nothing to delete once the copy has expired; a moment drawn past that comes at
-                // the last second before it (whether a copy gets a delete must not be a draw).
-                let due = times.closes_at.saturating_add(after);
-                let Some((copy, token)) = offer.copy(i).filter(|_| due < times.expires_at) else {
+                // Nothing to delete once the copy has expired; a spread that would reach past
+                // that is moved earlier, whole (whether a copy gets a delete is not a draw).
+                let Some(at) =
+                    scheduled_delete_at(times.closes_at, after, times.expires_at, rand::random())
+                else {
                     continue;
                 };
-                let at = scheduled_delete_at(times.closes_at, after, rand::random())
-                    .min(times.expires_at - 1);
+                let Some((copy, token)) = offer.copy(i) else {
+                    continue;
+                };
                 let server = copy.server.to_string();
                 let (link, token) = kept_text(&copy, &token);
                 let d = LaterDelete { at, link, token };
