@@ -895,6 +895,9 @@ impl Client {
         // one that took the connection's slot back (`Busy`) executed nothing: both are retried,
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
+        // The stamped store once its stamp has gone out: sent again as it is after a `Busy`,
+        // never a second stamp ([`Client::stamped_store_on`]).
+        let mut stamped = None;
         let (mut c, info, id, clock_ahead) = loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
@@ -913,8 +916,16 @@ impl Client {
                 .check_lifetimes(info.open_window_secs, info.ttl_secs)
                 .map_err(OfferError::UnacceptableServer)?;
             let stored = if c.version() >= STAMP_VERSION {
-                self.stamped_store_on(&mut c, server, &sealed, token, &info, &mut backoff)
-                    .await
+                self.stamped_store_on(
+                    &mut c,
+                    server,
+                    &sealed,
+                    token,
+                    &info,
+                    &mut backoff,
+                    &mut stamped,
+                )
+                .await
             } else {
                 let store = Request::Store {
                     link: sealed.clone(),
@@ -983,9 +994,22 @@ impl Client {
         }
     }
 
-    /// Challenge, check, stamp and store on `c` (protocol version 3). A bucket that closes
-    /// before the stamp is ready gets a new challenge (a few times at most). A policy refusal
-    /// stores nothing.
+    /// Challenge, check, stamp and store on `c` (protocol version 3). A policy refusal stores
+    /// nothing.
+    ///
+    /// **One stamp per link and server.** A stamp verifies in the bucket it names whether or
+    /// not the server stores the link there, so every stamp sent is an entry the server can
+    /// show in that bucket, counted as a verified link, for free. A client that asked for a new
+    /// challenge after `BucketClosed`, and began again after `Busy`, stamped its link for
+    /// bucket after bucket: a server naming its victims' buckets in the challenges filled them
+    /// with verified entries it paid nothing for (a helper's attack, 2026-12-07: 4 a store
+    /// through new challenges, some 60 through `Busy` and reconnects, one victim shown 5
+    /// verified links in a bucket of its own). So `sent` keeps the store once its stamp has
+    /// gone out: a later attempt (a fresh connection after `Busy`, which executed nothing)
+    /// sends that same store again, and a bucket closed after the stamp went out is an error
+    /// ([`OfferError::ClosedAfterStamp`]), not a new challenge. An honest server keeps the
+    /// place a challenge names for 60 s, so it has no reason to say that.
+    #[allow(clippy::too_many_arguments)]
     async fn stamped_store_on(
         &self,
         c: &mut Connection,
@@ -994,76 +1018,75 @@ impl Client {
         token: &DeleteToken,
         info: &ServerInfo,
         backoff: &mut Backoff,
+        sent: &mut Option<(BucketId, Request)>,
     ) -> Result<BucketId, OfferError> {
-        const CHALLENGES: u32 = 5;
-        let policy = self.config.policy;
-        for _ in 0..CHALLENGES {
-            let challenge = loop {
-                match c.request(&Request::Challenge).await {
-                    Ok(Response::Challenge(ch)) => break ch,
-                    Ok(r) => return Err(unexpected("Challenge", &r).into()),
-                    Err(e)
-                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                            && backoff.wait().await => {}
-                    Err(e) => return Err(e.into()),
+        let (named, store) = match sent {
+            Some(kept) => kept.clone(),
+            None => {
+                let challenge = loop {
+                    match c.request(&Request::Challenge).await {
+                        Ok(Response::Challenge(ch)) => break ch,
+                        Ok(r) => return Err(unexpected("Challenge", &r).into()),
+                        Err(e)
+                            if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                                && backoff.wait().await => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                let policy = self.config.policy;
+                if let Err(v) =
+                    policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
+                {
+                    // The error says it, with the reason (a log line at warning level came out
+                    // even with --quiet, before the error, naming the policy for an effort
+                    // refused).
+                    tracing::debug!(violation = %v, "the challenge fails the client's policy; nothing stored");
+                    return Err(OfferError::RefusedChallenge(v));
                 }
-            };
-            if let Err(v) =
-                policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
-            {
-                // The error says it, with the reason (a log line at warning level came out
-                // even with --quiet, before the error, naming the policy for an effort refused).
-                tracing::debug!(violation = %v, "the challenge fails the client's policy; nothing stored");
-                return Err(OfferError::RefusedChallenge(v));
+                // Bound to the server as the link names it: a stamp made here proves nothing
+                // shown by another server.
+                let name = ServerName::of(server);
+                let ch = challenge;
+                let link = sealed.clone();
+                let mut start = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut start);
+                let stamp = tokio::task::spawn_blocking(move || {
+                    crate::proto::stamp::solve(&name, &ch, &link, start, u64::MAX)
+                })
+                .await
+                .map_err(OfferError::StampTask)?
+                .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
+                let store = Request::StampedStore {
+                    link: sealed.clone(),
+                    delete_check: token.check(),
+                    id: challenge.id,
+                    name,
+                    stamp,
+                };
+                sent.insert((challenge.id, store)).clone()
             }
-            // Bound to the server as the link names it: a stamp made here proves nothing shown
-            // by another server.
-            let name = ServerName::of(server);
-            let ch = challenge;
-            let link = sealed.clone();
-            let mut start = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut start);
-            let stamp = tokio::task::spawn_blocking(move || {
-                crate::proto::stamp::solve(&name, &ch, &link, start, u64::MAX)
-            })
-            .await
-            .map_err(OfferError::StampTask)?
-            .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
-            let store = Request::StampedStore {
-                link: sealed.clone(),
-                delete_check: token.check(),
-                id: challenge.id,
-                name,
-                stamp,
-            };
-            loop {
-                match c.request(&store).await {
-                    Ok(Response::Stored { id }) if id == challenge.id => return Ok(id),
-                    Ok(Response::Stored { .. }) => {
-                        return Err(ConnectionError::Protocol(
-                            "the server stored the link in another bucket than its challenge named"
-                                .into(),
-                        )
-                        .into())
-                    }
-                    Ok(r) => return Err(unexpected("Stored", &r).into()),
-                    Err(ConnectionError::Server {
-                        code: ErrorCode::BucketClosed,
-                        ..
-                    }) => {
-                        tracing::debug!(
-                            "the bucket closed before the stamp was ready; a new challenge"
-                        );
-                        break;
-                    }
-                    Err(e)
-                        if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                            && backoff.wait().await => {}
-                    Err(e) => return Err(e.into()),
+        };
+        loop {
+            match c.request(&store).await {
+                Ok(Response::Stored { id }) if id == named => return Ok(id),
+                Ok(Response::Stored { .. }) => {
+                    return Err(ConnectionError::Protocol(
+                        "the server stored the link in another bucket than its challenge named"
+                            .into(),
+                    )
+                    .into())
                 }
+                Ok(r) => return Err(unexpected("Stored", &r).into()),
+                Err(ConnectionError::Server {
+                    code: ErrorCode::BucketClosed,
+                    ..
+                }) => return Err(OfferError::ClosedAfterStamp),
+                Err(e)
+                    if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                        && backoff.wait().await => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(OfferError::BucketsKeptClosing(CHALLENGES))
     }
 
     /// Fetch the link's bucket and trial-decrypt it.

@@ -55,6 +55,12 @@ enum Evil {
     /// Speaks version 3, answers every request just inside the client's request timeout, and
     /// says that the bucket closed to every stamped store.
     SlowAndClosing,
+    /// Speaks version 3, names a bucket of its own choosing (a victim's) in every challenge,
+    /// keeps every stamp it is sent, and says that the bucket closed.
+    HarvestsClosing,
+    /// As [`Evil::HarvestsClosing`], but says `Busy` (the client comes back on a new
+    /// connection).
+    HarvestsBusy,
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
@@ -67,6 +73,8 @@ struct Seen {
     stores: AtomicUsize,
     /// Store challenges answered.
     challenges: AtomicUsize,
+    /// (bucket named, stamp) per stamped store received.
+    stamps: Mutex<Vec<(BucketId, rdv::proto::stamp::Stamp)>>,
     /// (locator of the handed-out bucket, check value stored) per store.
     stored: Mutex<Vec<(Locator, DeleteCheck)>>,
     /// (locator, token's check value) per delete.
@@ -110,6 +118,34 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 code: rdv::proto::ErrorCode::BucketClosed,
                 message: "closed just now".into(),
             },
+            (Evil::HarvestsClosing | Evil::HarvestsBusy, Request::Hello { .. }) => {
+                Response::Hello { version: 3 }
+            }
+            (Evil::HarvestsClosing | Evil::HarvestsBusy, Request::Challenge) => {
+                // Another victim's bucket each time, every one within the policy.
+                let n = seen.challenges.fetch_add(1, Ordering::SeqCst) as u16;
+                Response::Challenge(rdv::proto::stamp::Challenge {
+                    id: BucketId {
+                        created: T0,
+                        seq: n % 32,
+                    },
+                    seed: rdv::proto::StampSeed([2; 32]),
+                    effort: 1,
+                })
+            }
+            (
+                Evil::HarvestsClosing | Evil::HarvestsBusy,
+                Request::StampedStore { id, stamp, .. },
+            ) => {
+                seen.stamps.lock().unwrap().push((id, stamp));
+                Response::Error {
+                    code: match mode {
+                        Evil::HarvestsBusy => rdv::proto::ErrorCode::Busy,
+                        _ => rdv::proto::ErrorCode::BucketClosed,
+                    },
+                    message: "try again".into(),
+                }
+            }
             (Evil::Silent, _) => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
@@ -464,13 +500,13 @@ async fn a_peer_that_does_not_speak_rdv_is_named_as_such() {
     );
 }
 
-/// A server that answers each request just inside the request timeout, and has every bucket it
-/// offers a stamp for close before the store, held an offer for five challenges' worth of
-/// request timeouts (a dozen minutes at the defaults). The connection's budget ends it.
+/// A server that answers each request just inside the request timeout held an offer for
+/// request timeout after request timeout (a dozen minutes at the defaults, when it could
+/// have the client ask for five challenges). The connection's budget ends it.
 #[tokio::test(start_paused = true)]
 async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
     let (connector, seen) = evil_server(Evil::SlowAndClosing);
-    let budget = Duration::from_secs(10);
+    let budget = Duration::from_secs(7);
     let client = client_with(connector, |c| c.connection_budget = Some(budget));
     let t = tokio::time::Instant::now();
     let r = offer_by(&client).await;
@@ -484,14 +520,44 @@ async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
         "{e}"
     );
     assert!(took <= budget + SLOW_ANSWER, "{took:?}");
-    // Two challenges fitted (Hello, Info, then each challenge and store took two slow answers).
-    assert_eq!(seen.challenges.load(Ordering::SeqCst), 2);
-    // Without a budget the same server gets its five challenges, and the error is a different one.
+    // Hello, Info and the challenge fitted (three slow answers), not the store's answer.
+    assert_eq!(seen.challenges.load(Ordering::SeqCst), 1);
+    // Without a budget the store is answered, and the error is a different one.
     let (connector, seen) = evil_server(Evil::SlowAndClosing);
     let client = client_with(connector, |c| c.connection_budget = None);
     let e = offer_by(&client).await.unwrap_err();
-    assert!(matches!(e, OfferError::BucketsKeptClosing(5)), "{e}");
-    assert_eq!(seen.challenges.load(Ordering::SeqCst), 5);
+    assert!(matches!(e, OfferError::ClosedAfterStamp), "{e}");
+    assert_eq!(seen.challenges.load(Ordering::SeqCst), 1);
+}
+
+/// A server that names its victims' buckets in its challenges and refuses the stamped stores
+/// (`BucketClosed`, or `Busy` so that the client comes back) gets one stamp per link, however
+/// often it refuses: each stamp it is sent verifies in the bucket it named, so it could show
+/// it there as a verified link without paying for it. Before, the client asked for a new
+/// challenge after `BucketClosed` (five stamps per connection) and began again after `Busy`
+/// (a helper's attack, 2026-12-07: some 60 stamps, for as many buckets, from one offer that
+/// still succeeded).
+#[tokio::test(start_paused = true)]
+async fn a_server_that_refuses_stamped_stores_gets_one_stamp_per_link() {
+    for mode in [Evil::HarvestsClosing, Evil::HarvestsBusy] {
+        let (connector, seen) = evil_server(mode);
+        let e = offer_by(&client_for(connector)).await.unwrap_err();
+        let stamps = seen.stamps.lock().unwrap().clone();
+        let distinct: std::collections::HashSet<_> = stamps.iter().collect();
+        assert_eq!(distinct.len(), 1, "{mode:?}: {} stamps", distinct.len());
+        assert_eq!(seen.challenges.load(Ordering::SeqCst), 1, "{mode:?}");
+        match mode {
+            Evil::HarvestsClosing => {
+                assert!(matches!(e, OfferError::ClosedAfterStamp), "{e}");
+                assert_eq!(stamps.len(), 1);
+            }
+            _ => {
+                // Sent again as it was, on each new connection, until the retries ran out.
+                assert!(stamps.len() > 1, "{} stores", stamps.len());
+                assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+            }
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

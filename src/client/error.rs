@@ -235,10 +235,11 @@ pub enum OfferError {
     /// version 3): nothing was stored.
     #[error("refused the server's bucket; nothing was stored")]
     RefusedChallenge(#[source] PolicyViolation),
-    /// The server closed every bucket it named before the stamp for it was ready, several
-    /// times in a row (protocol version 3); nothing was stored.
-    #[error("the server closed {0} buckets in a row before their stamps were ready; nothing was stored (a busy server, or one playing games)")]
-    BucketsKeptClosing(u32),
+    /// The server answered the stamped store that the bucket its challenge named had closed
+    /// (protocol version 3); nothing was stored, and the link is not stamped again for
+    /// another bucket.
+    #[error("the server said the bucket it named had closed, after the link's stamp for that bucket was sent; nothing was stored, and the link is not stamped for another bucket: each stamp sent is an entry the server could count as a verified link in that bucket without your link being there (an honest server keeps the place for 60 s, so it says this only after a restart, or when playing games); offer again")]
+    ClosedAfterStamp,
     /// Solving a stamp failed to run.
     #[error("solving the stamp failed to run")]
     StampTask(#[source] tokio::task::JoinError),
@@ -290,7 +291,7 @@ impl OfferError {
             OfferError::Refused { .. }
             | OfferError::UnacceptableServer(_)
             | OfferError::RefusedChallenge(_) => ErrorKind::ServerMisbehaved,
-            OfferError::BucketsKeptClosing(_) => ErrorKind::Transient,
+            OfferError::ClosedAfterStamp => ErrorKind::Transient,
             OfferError::StampTask(_) => ErrorKind::Local,
             OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
                 ErrorKind::BadInput
