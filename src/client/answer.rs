@@ -176,13 +176,14 @@ fn decimal(s: &str, what: &'static str) -> Result<u64, PendingAnswerError> {
 }
 
 /// A moment in unix seconds as the state file writes it ([`decimal`]), at most
-/// [`crate::clock::LAST_RFC3339_SECOND`]: a later one is no real bucket's, and every tool that
-/// shows it as a date would fail on it.
-fn moment(s: &str, what: &'static str) -> Result<u64, PendingAnswerError> {
+/// [`crate::clock::LAST_RFC3339_SECOND`]: a later one is no real bucket's (a client refuses a
+/// server whose buckets would live that long), and every tool that shows it as a date would
+/// fail on it.
+fn moment(s: &str, what: &'static str, past: &'static str) -> Result<u64, PendingAnswerError> {
     decimal(s, what).and_then(|t| {
         (t <= crate::clock::LAST_RFC3339_SECOND)
             .then_some(t)
-            .ok_or(PendingAnswerError(what))
+            .ok_or(PendingAnswerError(past))
     })
 }
 
@@ -272,7 +273,11 @@ impl PendingAnswer {
                         server: ServerAddr::parse(server)
                             .map_err(|_| PendingAnswerError("copy server address"))?,
                         locator: Locator(*unb64_32(locator, "copy locator")?),
-                        polls_from: moment(from, "copy polls-from")?,
+                        polls_from: moment(
+                            from,
+                            "copy polls-from",
+                            "copy polls-from: a time past the year 9999",
+                        )?,
                     });
                 }
                 if copies.is_empty() || copies.len() > 1 + crate::proto::link::MAX_MIRRORS {
@@ -299,7 +304,11 @@ impl PendingAnswer {
             DeleteToken::parse(value(lines.next(), "token")?).ok_or(PendingAnswerError("token"))?;
         let key = LinkKey::from_bytes(*unb64_32(value(lines.next(), "key")?, "key")?);
         let secret = AnswerSecret::from_bytes(*unb64_32(value(lines.next(), "secret")?, "secret")?);
-        let link_expires = moment(value(lines.next(), "link-expires")?, "link-expires")?;
+        let link_expires = moment(
+            value(lines.next(), "link-expires")?,
+            "link-expires",
+            "link-expires: a time past the year 9999",
+        )?;
         if lines.any(|l| !l.trim().is_empty()) {
             return Err(PendingAnswerError("unexpected lines at the end"));
         }
@@ -1043,7 +1052,7 @@ impl Client {
                     {
                         tracing::info!(error = %crate::config::report(&e), "looking for the answer failed; trying again at the next look");
                     } else {
-                        tracing::warn!(server = %copy.server, error = %crate::config::report(&e), "looking for the answer at this server failed, not for a reason that passes by itself; the looks go on all the same until the wait ends (ended now, at a moment the server can choose, the wait would help it tie the link to its mailbox)");
+                        tracing::warn!(server = %copy.server, error = %crate::config::report(&e), "looking for the answer at this server failed, not for a reason that passes by itself; the looks go on all the same until the wait ends (ending the wait now, at a moment the server chose, would help it tie the link to its mailbox)");
                     }
                 }
                 Err(e) => return Err(e),

@@ -8,6 +8,10 @@
 
 use super::bucket::BucketId;
 
+/// The longest bucket lifetime a client accepts: ten years ([`super::schedule::MAX_SPAN`],
+/// which `rdv serve --ttl` cannot exceed either).
+pub const MAX_TTL_SECS: u64 = super::schedule::MAX_SPAN.as_secs();
+
 /// What a client accepts as a bucket ID after a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientPolicy {
@@ -89,6 +93,13 @@ pub enum PolicyViolation {
         /// Advertised open window.
         window: u64,
     },
+    /// The server advertises a bucket lifetime longer than any server keeps buckets
+    /// ([`MAX_TTL_SECS`]): a link's end would be past every date a state file can hold.
+    #[error("the server keeps buckets for {ttl} s, longer than the ten years any server may")]
+    TtlTooLong {
+        /// Advertised TTL.
+        ttl: u64,
+    },
     /// A challenge asks for more work than the client spends.
     #[error("the server asks for a stamp of effort {asked}, more than the allowed {max}")]
     EffortTooHigh {
@@ -124,6 +135,9 @@ impl ClientPolicy {
                 ttl: ttl_secs,
                 window: window_secs,
             });
+        }
+        if ttl_secs > MAX_TTL_SECS {
+            return Err(PolicyViolation::TtlTooLong { ttl: ttl_secs });
         }
         Ok(())
     }
@@ -227,7 +241,16 @@ mod tests {
     fn lifetimes_within_the_window_are_refused() {
         let p = ClientPolicy::default();
         assert_eq!(p.check_lifetimes(600, 7 * 86_400), Ok(()));
-        assert_eq!(p.check_lifetimes(600, u64::MAX), Ok(()));
+        assert_eq!(p.check_lifetimes(600, MAX_TTL_SECS), Ok(()));
+        // Longer than ten years: the link's end would be past every date a state file holds
+        // (a server claiming so made `rdv offer --state` write a file nothing could read).
+        assert_eq!(
+            p.check_lifetimes(600, MAX_TTL_SECS + 1),
+            Err(PolicyViolation::TtlTooLong {
+                ttl: MAX_TTL_SECS + 1
+            })
+        );
+        assert!(p.check_lifetimes(600, u64::MAX).is_err());
         assert_eq!(p.check_lifetimes(600, 601), Ok(()));
         assert_eq!(
             p.check_lifetimes(600, 600),

@@ -216,7 +216,7 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
         client.delete(&link, &token).await?;
     } else {
         // Every copy: one left on a server that was down is still there to be fetched, and the
-        // user must hear so (and run the delete again later). Ctrl-C during the pauses between
+        // user must hear so (and get that copy's own link and token). Ctrl-C during the pauses between
         // copies deletes the rest at once (before, it ended the command with copies left and
         // said nothing); a second one ends it at once.
         let mut stop = crate::interrupt::scope();
@@ -251,24 +251,10 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
             // deleted the copies already gone a second time, which no other client does, and
             // the servers that got it paired the copies for servers comparing notes (a
             // helper's review, 2026-12-07).
-            let servers = link.servers();
-            let copies: Vec<_> = left
-                .iter()
-                .filter_map(|(s, _)| {
-                    let i = servers.iter().position(|(x, _)| x == s)?;
-                    let (copy, token) = rdv::client::copy_of(&link, &token, i)?;
-                    Some((s.to_string(), copy.to_uri(), token.to_text()))
-                })
-                .collect();
+            let servers: Vec<ServerAddr> = left.iter().map(|(s, _)| s.clone()).collect();
+            let copies = copies_left(&link, &token, &servers);
             if !crate::out::json() {
-                eprintln!("the copies left, each to delete later on its own with `rdv delete LINK --token-file FILE` (or the token in RDV_DELETE_TOKEN):");
-                for (server, link, token) in &copies {
-                    eprintln!(
-                        "  on {server}:\n    link:  {}\n    token: {}",
-                        link.as_str(),
-                        token.as_str()
-                    );
-                }
+                show_copies_left(&copies);
             }
             let mut e = CliError::new(
                 "partly_deleted",
@@ -280,20 +266,7 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
                     if crate::out::json() { "`left`" } else { "above" }
                 ),
             );
-            let left: Vec<serde_json::Value> = copies
-                .iter()
-                .map(|(server, link, token)| {
-                    serde_json::json!({
-                        "server": server,
-                        "link": link.as_str(),
-                        "delete_token": token.as_str(),
-                    })
-                })
-                .collect();
-            // Moved in, not copied: the error wipes what it holds when dropped.
-            let mut got = serde_json::Map::new();
-            got.insert("left".into(), serde_json::Value::Array(left));
-            e.got = Some(got);
+            e.got = Some(copies_left_fields(copies));
             return Err(e.into());
         }
     }
@@ -307,6 +280,68 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
             .map_err(anyhow::Error::new)
     };
     said.context("the link WAS deleted, but saying so failed")
+}
+
+/// A copy of `link` left on a server: the server, that copy's own one-server link (without
+/// the passphrase: a delete needs none) and its own token.
+pub(crate) type CopyLeft = (
+    String,
+    zeroize::Zeroizing<String>,
+    zeroize::Zeroizing<String>,
+);
+
+/// The copies of `link` on `servers`, each with its own link and token (deleted with those, a
+/// copy left is deleted alone: the whole link again would delete the others a second time).
+pub(crate) fn copies_left(
+    link: &RdvLink,
+    token: &DeleteToken,
+    servers: &[ServerAddr],
+) -> Vec<CopyLeft> {
+    let all = link.servers();
+    servers
+        .iter()
+        .filter_map(|s| {
+            let i = all.iter().position(|(x, _)| x == s)?;
+            let (copy, token) = rdv::client::copy_of(link, token, i)?;
+            Some((
+                s.to_string(),
+                copy.without_passphrase().to_uri(),
+                token.to_text(),
+            ))
+        })
+        .collect()
+}
+
+/// [`copies_left`] on standard error, for the user to delete each later.
+pub(crate) fn show_copies_left(copies: &[CopyLeft]) {
+    eprintln!("the copies left, each to delete later on its own: save its token to a file and run `rdv delete LINK --token-file FILE` (or put the token in RDV_DELETE_TOKEN):");
+    for (server, link, token) in copies {
+        eprintln!(
+            "  on {server}:\n    link:  {}\n    token: {}",
+            link.as_str(),
+            token.as_str()
+        );
+    }
+}
+
+/// [`copies_left`] as a JSON result's `left` (moved in, not copied: the error wipes what it
+/// holds when dropped).
+pub(crate) fn copies_left_fields(
+    copies: Vec<CopyLeft>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let left = copies
+        .iter()
+        .map(|(server, link, token)| {
+            serde_json::json!({
+                "server": server,
+                "link": link.as_str(),
+                "delete_token": token.as_str(),
+            })
+        })
+        .collect();
+    let mut got = serde_json::Map::new();
+    got.insert("left".into(), serde_json::Value::Array(left));
+    got
 }
 
 /// The deletion token from `--token`, `RDV_DELETE_TOKEN` or `--token-file`.

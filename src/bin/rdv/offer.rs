@@ -168,12 +168,24 @@ async fn take_back_as(
             format!("{why}: nothing was handed over, and the link was deleted from the server")
         }
         Err(e) => {
-            // The user needs the link and its token to delete it; shown on the terminal only.
-            eprintln!(
-                "the stored link, to delete with `rdv delete LINK --token-file FILE`:\n  link:  {}\n  token: {}",
-                offer.link.to_uri().as_str(),
-                offer.delete_token.to_text().as_str()
-            );
+            // The user needs the link and its token to delete it (not its passphrase: a
+            // delete needs none); on standard error only. A multi-server link's copies each
+            // with their own link and token, as `rdv delete` shows those it could not delete:
+            // the whole link again would send a second delete to a server whose copy is gone.
+            if offer.link.mirrors.is_empty() {
+                eprintln!(
+                    "the stored link, to delete later: save its token to a file and run `rdv delete LINK --token-file FILE`:\n  link:  {}\n  token: {}",
+                    offer.link.without_passphrase().to_uri().as_str(),
+                    offer.delete_token.to_text().as_str()
+                );
+            } else {
+                let servers: Vec<_> = offer.link.servers().into_iter().map(|(s, _)| s).collect();
+                crate::accept::show_copies_left(&crate::accept::copies_left(
+                    &offer.link,
+                    &offer.delete_token,
+                    &servers,
+                ));
+            }
             format!(
                 "{why}; the link could NOT be deleted ({}): delete it with the link and token above, or it expires by itself",
                 rdv::config::report(&e)
@@ -473,7 +485,11 @@ pub(crate) async fn run(mut a: OfferArgs) -> Result<()> {
         // link is never handed over with nobody looking for its answer.
         looks = match ended {
             Some(Ok(found)) => Some(Box::pin(std::future::ready(Ok(found)))),
-            Some(Err(_)) => None,
+            Some(Err(rdv::client::CollectError::NoAnswerYet)) => None,
+            Some(Err(e)) => {
+                tracing::info!(error = %rdv::config::report(&e), "the last look before the hand-over failed; the looks get a last round after it");
+                None
+            }
             None => looks,
         };
         Some(counted)

@@ -40,11 +40,16 @@ impl Backend {
         &self.0
     }
 
-    /// The value without a password, if it holds one (`--print-config`, `Debug`).
+    /// The value without a password, if it holds one (`--print-config`, `Debug`); one that
+    /// does not parse (and might hold one) is not shown.
     pub(crate) fn redacted(&self) -> String {
+        if self.0 == "redb" {
+            return self.0.clone();
+        }
         match PgStoreConfig::new(&self.0) {
-            Ok(c) if self.0 != "redb" && c.database.get_password().is_some() => c.describe(),
-            _ => self.0.clone(),
+            Ok(c) if c.database.get_password().is_some() => c.describe(),
+            Ok(_) => self.0.clone(),
+            Err(_) => "(a connection string that does not parse)".into(),
         }
     }
 }

@@ -410,21 +410,36 @@ pub(crate) fn write_private(
 ) -> Result<()> {
     use anyhow::Context;
     let mut f = create_private(path).with_context(|| format!("creating {name}"))?;
-    if let Err(e) = write(&mut f).and_then(|()| f.sync_all()) {
+    if let Err(e) = write(&mut f)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| sync_parent(path))
+    {
         drop(f);
         let _ = std::fs::remove_file(path);
         return Err(anyhow::Error::new(e).context(format!("writing {name}")));
     }
-    sync_parent(path).with_context(|| format!("writing {name}"))
+    Ok(())
 }
 
 /// Sync the directory that holds `path`, so that its entry (a new file, a rename) is durable.
+/// A file system that cannot sync a directory (some network and FUSE ones say so) is taken at
+/// its word: nothing more can be done there.
 pub(crate) fn sync_parent(path: &std::path::Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    std::fs::File::open(dir)?.sync_all()
+    match std::fs::File::open(dir)?.sync_all() {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]
