@@ -71,12 +71,6 @@ impl LookSchedule {
         }
     }
 
-    /// How long from `now` until the first look: until looking may start, then an exponential
-    /// pause (`u` uniform in [0, 1)).
-    pub fn first_look_in(&self, now: u64, polls_from: u64, u: f64) -> Duration {
-        Duration::from_secs(self.start(now, polls_from) - now) + exponential(self.mean, u)
-    }
-
     /// The pause from one look to the next (`u` uniform in [0, 1)).
     pub fn next_look_in(&self, u: f64) -> Duration {
         exponential(self.mean, u)
@@ -124,13 +118,12 @@ mod tests {
     #[test]
     fn no_look_before_the_bucket_closes_unless_early() {
         let s = LookSchedule::default();
-        assert_eq!(s.first_look_in(1000, 1600, 0.0), Duration::from_secs(600));
-        assert!(s.first_look_in(1000, 1600, 0.5) > Duration::from_secs(600));
-        // Closed already: only the random pause.
-        assert_eq!(s.first_look_in(2000, 1600, 0.0), Duration::ZERO);
-        let early = LookSchedule { early: true, ..s };
-        assert_eq!(early.first_look_in(1000, 1600, 0.0), Duration::ZERO);
-        assert_eq!(early.start(1000, 1600), 1000);
         assert_eq!(s.start(1000, 1600), 1600);
+        // Closed already: from now.
+        assert_eq!(s.start(2000, 1600), 2000);
+        let early = LookSchedule { early: true, ..s };
+        assert_eq!(early.start(1000, 1600), 1000);
+        // The first look is a pause past the start, as every other (the client's loop).
+        assert!(s.next_look_in(0.5) > Duration::ZERO);
     }
 }
