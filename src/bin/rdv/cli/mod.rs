@@ -314,7 +314,9 @@ pub(crate) struct OfferArgs {
     #[command(flatten)]
     pub(crate) look: LookArgs,
     /// With --agent: the agent deletes the link this long after its bucket closes, whatever
-    /// happens to it (each copy of a multi-server link this long after its own bucket closes). Decided now, the delete's time tells the server nothing about the
+    /// happens to it (each copy of a multi-server link this long after its own bucket closes),
+    /// plus a random share of a tenth of it (at most ten minutes), which hides your clock's
+    /// error. Decided now, the delete's time tells the server nothing about the
     /// accepter's fetch or answer (a delete after the answer does; docs/ANONYMITY.md).
     #[arg(long, value_name = "DURATION", value_parser = parse_span, requires = "agent", help_heading = "Agent")]
     pub(crate) delete_after_close: Option<Duration>,
