@@ -477,6 +477,19 @@ fn unexpected(what: &str, r: &Response) -> ConnectionError {
     ConnectionError::Protocol(format!("expected {what}, got {}", r.kind()))
 }
 
+/// How many stamps one link gets on one server at most ([`Client::stamped_store_on`]): one,
+/// and one more after the server said the bucket closed.
+pub const STAMPS_PER_LINK: u32 = 2;
+
+/// A link's stamped store on one server, across connections ([`Client::stamped_store_on`]).
+#[derive(Default)]
+struct Stamped {
+    /// The store once its stamp has gone out, with the bucket it names.
+    sent: Option<(BucketId, Request)>,
+    /// Stamps made for the link so far.
+    stamps: u32,
+}
+
 /// The random values of one offer.
 struct OfferSecrets {
     salt: Salt,
@@ -897,7 +910,7 @@ impl Client {
         let mut backoff = Backoff::new(self.config.retry_budget);
         // The stamped store once its stamp has gone out: sent again as it is after a `Busy`,
         // never a second stamp ([`Client::stamped_store_on`]).
-        let mut stamped = None;
+        let mut stamped = Stamped::default();
         let (mut c, info, id, clock_ahead) = loop {
             let mut c = self.connect(server).await?;
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
@@ -997,18 +1010,20 @@ impl Client {
     /// Challenge, check, stamp and store on `c` (protocol version 3). A policy refusal stores
     /// nothing.
     ///
-    /// **One stamp per link and server.** A stamp verifies in the bucket it names whether or
-    /// not the server stores the link there, so every stamp sent is an entry the server can
-    /// show in that bucket, counted as a verified link, for free. A client that asked for a new
-    /// challenge after `BucketClosed`, and began again after `Busy`, stamped its link for
-    /// bucket after bucket: a server naming its victims' buckets in the challenges filled them
-    /// with verified entries it paid nothing for (a helper's attack, 2026-12-07: 4 a store
-    /// through new challenges, some 60 through `Busy` and reconnects, one victim shown 5
-    /// verified links in a bucket of its own). So `sent` keeps the store once its stamp has
-    /// gone out: a later attempt (a fresh connection after `Busy`, which executed nothing)
-    /// sends that same store again, and a bucket closed after the stamp went out is an error
-    /// ([`OfferError::ClosedAfterStamp`]), not a new challenge. An honest server keeps the
-    /// place a challenge names for 60 s, so it has no reason to say that.
+    /// **At most [`STAMPS_PER_LINK`] stamps per link and server.** A stamp verifies in the
+    /// bucket it names whether or not the server stores the link there, so every stamp sent
+    /// is an entry the server can show in that bucket, counted as a verified link, for free. A
+    /// client that asked for a new challenge after every `BucketClosed`, and began again after
+    /// `Busy`, stamped its link for bucket after bucket: a server naming its victims' buckets in
+    /// the challenges filled them with verified entries it paid nothing for (a helper's attack,
+    /// 2026-12-07: 4 a store through new challenges, some 60 through `Busy` and reconnects, one
+    /// victim shown 5 verified links in a bucket of its own). So `state` keeps the store once
+    /// its stamp has gone out: a later attempt (a fresh connection after `Busy`, which executed
+    /// nothing) sends that same store again. `BucketClosed` gets one new challenge, not more
+    /// ([`OfferError::ClosedAfterStamp`] then): an honest server says it when more challenges
+    /// named the open bucket than it had places left (clients solving at once as it fills,
+    /// frontends of a cluster, whose kept places are each their own), and the next bucket has
+    /// room; a server playing games gets one free entry per offer that way, not sixty.
     #[allow(clippy::too_many_arguments)]
     async fn stamped_store_on(
         &self,
@@ -1018,57 +1033,80 @@ impl Client {
         token: &DeleteToken,
         info: &ServerInfo,
         backoff: &mut Backoff,
-        sent: &mut Option<(BucketId, Request)>,
+        state: &mut Stamped,
     ) -> Result<BucketId, OfferError> {
-        let (named, store) = match sent {
-            Some(kept) => kept.clone(),
-            None => {
-                let challenge = loop {
-                    match c.request(&Request::Challenge).await {
-                        Ok(Response::Challenge(ch)) => break ch,
-                        Ok(r) => return Err(unexpected("Challenge", &r).into()),
-                        Err(e)
-                            if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
-                                && backoff.wait().await => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                let policy = self.config.policy;
-                if let Err(v) =
-                    policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
-                {
-                    // The error says it, with the reason (a log line at warning level came out
-                    // even with --quiet, before the error, naming the policy for an effort
-                    // refused).
-                    tracing::debug!(violation = %v, "the challenge fails the client's policy; nothing stored");
-                    return Err(OfferError::RefusedChallenge(v));
-                }
-                // Bound to the server as the link names it: a stamp made here proves nothing
-                // shown by another server.
-                let name = ServerName::of(server);
-                let ch = challenge;
-                let link = sealed.clone();
-                let mut start = [0u8; 16];
-                rand::rngs::OsRng.fill_bytes(&mut start);
-                let stamp = tokio::task::spawn_blocking(move || {
-                    crate::proto::stamp::solve(&name, &ch, &link, start, u64::MAX)
-                })
-                .await
-                .map_err(OfferError::StampTask)?
-                .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
-                let store = Request::StampedStore {
-                    link: sealed.clone(),
-                    delete_check: token.check(),
-                    id: challenge.id,
-                    name,
-                    stamp,
-                };
-                sent.insert((challenge.id, store)).clone()
-            }
-        };
         loop {
-            match c.request(&store).await {
-                Ok(Response::Stored { id }) if id == named => return Ok(id),
+            let (named, store) = match &state.sent {
+                Some(kept) => kept.clone(),
+                None => {
+                    let challenge = loop {
+                        match c.request(&Request::Challenge).await {
+                            Ok(Response::Challenge(ch)) => break ch,
+                            Ok(r) => return Err(unexpected("Challenge", &r).into()),
+                            Err(e)
+                                if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                                    && backoff.wait().await => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    };
+                    let policy = self.config.policy;
+                    if let Err(v) =
+                        policy.check_challenge(&challenge, self.clock.now(), info.open_window_secs)
+                    {
+                        // The error says it, with the reason (a log line at warning level came
+                        // out even with --quiet, before the error, naming the policy for an
+                        // effort refused).
+                        tracing::debug!(violation = %v, "the challenge fails the client's policy; nothing stored");
+                        return Err(OfferError::RefusedChallenge(v));
+                    }
+                    // Bound to the server as the link names it: a stamp made here proves
+                    // nothing shown by another server.
+                    let name = ServerName::of(server);
+                    let ch = challenge;
+                    let link = sealed.clone();
+                    let mut start = [0u8; 16];
+                    rand::rngs::OsRng.fill_bytes(&mut start);
+                    let stamp = tokio::task::spawn_blocking(move || {
+                        crate::proto::stamp::solve(&name, &ch, &link, start, u64::MAX)
+                    })
+                    .await
+                    .map_err(OfferError::StampTask)?
+                    .map_err(|_| ConnectionError::Protocol("the stamp budget ran out".into()))?;
+                    let store = Request::StampedStore {
+                        link: sealed.clone(),
+                        delete_check: token.check(),
+                        id: challenge.id,
+                        name,
+                        stamp,
+                    };
+                    state.stamps += 1;
+                    state.sent.insert((challenge.id, store)).clone()
+                }
+            };
+            if let Some(id) = self.send_stamped(c, named, &store, backoff).await? {
+                return Ok(id);
+            }
+            // Closed: a new challenge, once.
+            state.sent = None;
+            if state.stamps >= STAMPS_PER_LINK {
+                return Err(OfferError::ClosedAfterStamp);
+            }
+            tracing::info!("the server said the bucket closed before the stamped store; one new challenge (a stamp sent is an entry a server playing games could count in that bucket)");
+        }
+    }
+
+    /// Send stamped store `store` for bucket `named` on `c`, retrying `Overloaded` and
+    /// `RateLimited`: the bucket, or `None` if the server says it closed.
+    async fn send_stamped(
+        &self,
+        c: &mut Connection,
+        named: BucketId,
+        store: &Request,
+        backoff: &mut Backoff,
+    ) -> Result<Option<BucketId>, OfferError> {
+        loop {
+            match c.request(store).await {
+                Ok(Response::Stored { id }) if id == named => return Ok(Some(id)),
                 Ok(Response::Stored { .. }) => {
                     return Err(ConnectionError::Protocol(
                         "the server stored the link in another bucket than its challenge named"
@@ -1080,7 +1118,7 @@ impl Client {
                 Err(ConnectionError::Server {
                     code: ErrorCode::BucketClosed,
                     ..
-                }) => return Err(OfferError::ClosedAfterStamp),
+                }) => return Ok(None),
                 Err(e)
                     if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
                         && backoff.wait().await => {}

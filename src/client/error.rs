@@ -235,10 +235,10 @@ pub enum OfferError {
     /// version 3): nothing was stored.
     #[error("refused the server's bucket; nothing was stored")]
     RefusedChallenge(#[source] PolicyViolation),
-    /// The server answered the stamped store that the bucket its challenge named had closed
-    /// (protocol version 3); nothing was stored, and the link is not stamped again for
-    /// another bucket.
-    #[error("the server said the bucket it named had closed, after the link's stamp for that bucket was sent; nothing was stored, and the link is not stamped for another bucket: each stamp sent is an entry the server could count as a verified link in that bucket without your link being there (an honest server keeps the place for 60 s, so it says this only after a restart, or when playing games); offer again")]
+    /// The server answered two stamped stores in a row that the bucket its challenge named
+    /// had closed (protocol version 3); nothing was stored, and the link is not stamped for a
+    /// third bucket.
+    #[error("the server said twice that the bucket it named had closed, after the link's stamp for it was sent; nothing was stored, and the link is not stamped for a third bucket: each stamp sent is an entry the server could count as a verified link in that bucket without your link being there (an honest server has room in its next bucket, so twice in a row comes from a server playing games, or a burst of stores); offer again")]
     ClosedAfterStamp,
     /// Solving a stamp failed to run.
     #[error("solving the stamp failed to run")]
