@@ -169,6 +169,13 @@ impl Allocator {
             }
             if links == 0 {
                 self.reserved.push(now.saturating_add(RESERVE_SECS));
+                // No more than a bucket's worth: at most half of them are ever counted, and a
+                // bucket takes no more stamped stores than that; kept without a bound, a flood
+                // of challenges grew the list to hundreds of thousands, scanned on every write
+                // (a helper's attack, 2026-12-07: a core kept busy). The oldest go first.
+                if self.reserved.len() > self.capacity {
+                    self.reserved.remove(0);
+                }
             }
             return Ok(Step::Joined(id));
         }
@@ -642,6 +649,12 @@ mod tests {
         }
         assert_ne!(a.clone().assign(100, &p, used).unwrap().unwrap(), b);
         assert_eq!(a.challenge(100, &p, none).unwrap().unwrap(), b);
+        // However many challenges come, the places kept are a bucket's worth at most.
+        assert!(
+            a.kept().1.len() <= MAX_LINKS_PER_BUCKET,
+            "{}",
+            a.kept().1.len()
+        );
         // Carried over to another allocator of the same open bucket (PostgreSQL), not to one
         // with another open bucket.
         let fresh = Allocator::default().with_open_bucket(a.open_bucket());
