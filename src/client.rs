@@ -909,7 +909,7 @@ impl Client {
         // the latter on a fresh connection.
         let mut backoff = Backoff::new(self.config.retry_budget);
         // The stamped store once its stamp has gone out: sent again as it is after a `Busy`,
-        // never a second stamp ([`Client::stamped_store_on`]).
+        // not stamped afresh ([`Client::stamped_store_on`]).
         let mut stamped = Stamped::default();
         let (mut c, info, id, clock_ahead) = loop {
             let mut c = self.connect(server).await?;

@@ -2349,27 +2349,31 @@ fn a_delete_that_misses_a_server_says_so() {
     let b = ServerProcess::start(&dir.path().join("b"), &[]);
     let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
     let pass = [("RDV_PASSPHRASE", "correct horse battery staple river")];
-    let o = ok(
-        &rdv(
-            &[
-                "offer",
-                "--json",
-                "--direct",
-                "--server",
-                &addr_a,
-                "--server",
-                &addr_b,
-                "--spread",
-                "0s",
-                "--payload",
-                "two",
-                "--kdf",
-                "test",
-            ],
-            &pass,
-        ),
-        "offer",
-    );
+    // An offer on both servers (as JSON).
+    let offer_on_both = || {
+        ok(
+            &rdv(
+                &[
+                    "offer",
+                    "--json",
+                    "--direct",
+                    "--server",
+                    &addr_a,
+                    "--server",
+                    &addr_b,
+                    "--spread",
+                    "0s",
+                    "--payload",
+                    "two",
+                    "--kdf",
+                    "test",
+                ],
+                &pass,
+            ),
+            "offer",
+        )
+    };
+    let o = offer_on_both();
     let link = str_of(&o, "link").to_string();
     let token = str_of(&o, "delete_token").to_string();
     b.kill();
@@ -2422,27 +2426,7 @@ fn a_delete_that_misses_a_server_says_so() {
     let fetched = rdv(&["accept", "--json", "--direct", copy_link], &pass);
     err(&fetched, "no_match", "bad-input");
     // Without --json the copies left are shown on standard error, each with its link and token.
-    let o = ok(
-        &rdv(
-            &[
-                "offer",
-                "--json",
-                "--direct",
-                "--server",
-                &addr_a,
-                "--server",
-                &addr_b,
-                "--spread",
-                "0s",
-                "--payload",
-                "two",
-                "--kdf",
-                "test",
-            ],
-            &pass,
-        ),
-        "offer",
-    );
+    let o = offer_on_both();
     b.kill();
     let out = rdv(
         &[

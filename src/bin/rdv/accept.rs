@@ -216,9 +216,9 @@ pub(crate) async fn delete(mut a: DeleteArgs) -> Result<()> {
         client.delete(&link, &token).await?;
     } else {
         // Every copy: one left on a server that was down is still there to be fetched, and the
-        // user must hear so (and get that copy's own link and token). Ctrl-C during the pauses between
-        // copies deletes the rest at once (before, it ended the command with copies left and
-        // said nothing); a second one ends it at once.
+        // user must hear so (and get that copy's own link and token). Ctrl-C during the pauses
+        // between copies deletes the rest at once (before, it ended the command with copies
+        // left and said nothing); a second one ends it at once.
         let mut stop = crate::interrupt::scope();
         let outcomes = stop
             .finish(&client, client.delete_each(&link, &token))
