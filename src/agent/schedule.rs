@@ -135,13 +135,12 @@ pub fn scheduled_delete_at(closes_at: u64, after: u64, expires_at: u64, u: f64) 
     if due >= expires_at {
         return None;
     }
-    let last = expires_at - 1;
+    // The window `[from, from + spread)` ends by `expires_at`, and never begins before the
+    // close, since `expires_at > due >= close + 10 * spread` (no clamp needed either way).
     let spread = scheduled_delete_spread(after);
-    let from = due
-        .min(last.saturating_sub(spread.saturating_sub(1)))
-        .max(closes_at);
+    let from = due.min(expires_at - spread);
     let extra = ((u.clamp(0.0, 1.0) * spread as f64) as u64).min(spread.saturating_sub(1));
-    Some(from.saturating_add(extra).min(last))
+    Some(from + extra)
 }
 
 /// How long a later delete is tried after its moment: a day, when its link has surely expired

@@ -371,6 +371,16 @@ fn remove_if_present(path: &Path) -> Result<bool, StateError> {
     }
 }
 
+/// Remove `dir/name` if it is there, durably: the directory is synced after the removal.
+fn remove_synced(dir: &Path, name: &str) -> Result<(), StateError> {
+    if remove_if_present(&dir.join(name))? {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", dir))?;
+    }
+    Ok(())
+}
+
 /// Create `dir` (and its missing parents) with mode 0700 from the start: no moment with the
 /// umask's mode, when others could open it.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -856,15 +866,9 @@ impl StateDir {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        if !remove_if_present(&self.undelivered().join(id))? {
-            return Ok(());
-        }
         // Durable before the reply goes out: a power cut must not bring the record back, and
         // with it the take-back of a link its caller holds.
-        let dir = self.undelivered();
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &dir))
+        remove_synced(&self.undelivered(), id)
     }
 
     /// Every record of a link stored and never handed over (the agent was killed before its
@@ -907,15 +911,9 @@ impl StateDir {
         if !valid_id(id) {
             return Err(StateError::BadId(id.to_owned()));
         }
-        if !remove_if_present(&self.deletes().join(id))? {
-            return Ok(());
-        }
         // Durable, as every other forget: a crash must not bring back a delete done, to be
         // sent again at a restart's moment.
-        let dir = self.deletes();
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &dir))
+        remove_synced(&self.deletes(), id)
     }
 
     /// Forget the offer `id`: its state file (secrets) and its answer (durably: a power cut

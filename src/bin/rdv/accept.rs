@@ -303,11 +303,8 @@ pub(crate) fn copies_left(
         .filter_map(|s| {
             let i = all.iter().position(|(x, _)| x == s)?;
             let (copy, token) = rdv::client::copy_of(link, token, i)?;
-            Some((
-                s.to_string(),
-                copy.without_passphrase().to_uri(),
-                token.to_text(),
-            ))
+            let (link, token) = crate::agent::kept_text(&copy, &token);
+            Some((s.to_string(), link, token))
         })
         .collect()
 }

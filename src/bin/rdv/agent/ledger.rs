@@ -399,7 +399,7 @@ pub(super) struct Kept {
 
 /// A link without its passphrase and its deletion token, as kept in the state directory (a
 /// copy of the directory must not open the link).
-pub(super) fn kept_text(
+pub(crate) fn kept_text(
     link: &RdvLink,
     token: &DeleteToken,
 ) -> (zeroize::Zeroizing<String>, zeroize::Zeroizing<String>) {

@@ -15,6 +15,7 @@ use crate::error::CliError;
 use crate::out::note;
 use crate::transport::make_client;
 use anyhow::{anyhow, bail, Context, Result};
+pub(crate) use ledger::kept_text;
 use ledger::AfterReply;
 use ops::{api_error, Agent};
 use rdv::agent::api::{self, Reply, Request};
