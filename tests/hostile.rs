@@ -321,8 +321,9 @@ async fn slot_holders_beyond_the_limit_cannot_starve_a_normal_client() {
 
 /// A flood of stores without stamps, far beyond what the server acknowledges, while 48 honest
 /// clients offer (each solving a stamp at the default effort between its challenge and its
-/// store): the flood fills buckets faster than a stamp is solved, and before challenges kept
-/// places for their stamped stores no honest offer got in (0 of 48).
+/// store): the flood fills buckets faster than a stamp is solved, and when the flood's stores
+/// shared the bucket challenges name no honest offer got in (0 of 48). They now fill buckets of
+/// their own (PROTOCOL §10.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_flood_cannot_push_honest_offers_into_refused_buckets() {
     let _turn = TURN.lock().await;

@@ -1,5 +1,5 @@
 //! The PostgreSQL store as a shared store: several frontends (store handles with connections of
-//! their own) on one real database, started by the test. One open bucket for all, one quota,
+//! their own) on one real database, started by the test. One open bucket per stream (stamped or not) for all, one quota,
 //! one filler secret, IDs unique cluster-wide; the same settings enforced; a database crash
 //! loses no acknowledged write; a lost database is an error, not a hang, and writes resume.
 
@@ -78,6 +78,27 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
     assert_eq!(
         fronts[0].verify().await.unwrap(),
         (buckets.len() as u64, n as u64)
+    );
+    // Those were stores without a stamp. Challenges through every frontend name one bucket of
+    // the stamped stream, never the free stream's; the free stores that follow, through another
+    // frontend (and one opened after them), still fill the free stream's open bucket
+    // (PROTOCOL §10.1: each stream's open bucket is kept in the database).
+    let named: BTreeSet<BucketId> = join_all(fronts.iter().map(|f| f.challenge(T0)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("challenge"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(buckets.is_disjoint(&named));
+    let fourth = open(&pg, "shared", params, 9).await;
+    for (i, f) in [&fronts[1], &fourth].into_iter().enumerate() {
+        let (l, t) = link(n + i as u32);
+        let id = f.store(l, t.check(), T0).await.unwrap();
+        assert_eq!(Some(&id), buckets.last(), "the free stream's open bucket");
+    }
+    assert_eq!(
+        fronts[2].challenge(T0).await.unwrap(),
+        *named.first().unwrap()
     );
     // A later frontend continues after every ID handed out.
     let (l, t) = link(9_999);

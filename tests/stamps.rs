@@ -169,10 +169,11 @@ async fn an_honest_bucket_proves_its_links_and_only_stamped_ones_count() {
                 .unwrap(),
         );
     }
-    assert!(stamped
-        .iter()
-        .chain(&plain)
-        .all(|o| o.bucket == stamped[0].bucket));
+    // Each stream fills a bucket of its own (PROTOCOL §10.1): stores that cost nothing never
+    // take places in the bucket stamped links hide in.
+    assert!(stamped.iter().all(|o| o.bucket == stamped[0].bucket));
+    assert!(plain.iter().all(|o| o.bucket == plain[0].bucket));
+    assert_ne!(plain[0].bucket, stamped[0].bucket);
     let a = new.accept(&stamped[3].link, None).await.unwrap();
     assert_eq!(&a.payload[..], b"payload 3");
     assert_eq!(a.links_verified, Some(10));
@@ -446,6 +447,72 @@ async fn old_and_new_clients_and_servers_work_together() {
         .offer(&addr(), b"x", pass(4), KdfProfile::Test)
         .await
         .unwrap();
+}
+
+/// The splitting attack of a helper (2026-12-07), beyond every limit it leans on: before each
+/// honest offer more free challenges than a bucket has places, after it more free stores than a
+/// bucket holds, so that the bucket the honest link went into is closed before the next honest
+/// client asks for a challenge. When stores without a stamp shared the stamped stream's bucket,
+/// every honest link sat in a bucket of its own and every accept counted 1 verified link; they
+/// now fill buckets of their own, and the honest links hide among each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_stores_and_challenges_cannot_split_honest_stamped_links() {
+    const HONEST: usize = 12;
+    let s = setup(ServerConfig::default());
+    let honest = s.client(3);
+    let mut n = 0u64;
+    let mut offered: Vec<rdv::client::Offer> = Vec::new();
+    let mut free_ids = std::collections::BTreeSet::new();
+    for i in 0..HONEST {
+        for _ in 0..2 * rdv::proto::MAX_LINKS_PER_BUCKET {
+            // A connection each: nothing but the connection's rate limit stops more.
+            match ask(&mut s.raw().await, &Request::Challenge).await {
+                Response::Challenge(_) => {}
+                r => panic!("challenge: {r:?}"),
+            }
+        }
+        let o = honest
+            .offer(
+                &addr(),
+                format!("payload {i}").as_bytes(),
+                pass(i),
+                KdfProfile::Test,
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 * rdv::proto::MAX_LINKS_PER_BUCKET {
+            n += 1;
+            let mut link = [0u8; rdv::proto::SEALED_LINK_LEN];
+            link[..8].copy_from_slice(&n.to_be_bytes());
+            let store = Request::Store {
+                link: SealedLink(link),
+                delete_check: DeleteToken::from_bytes([1; 32]).check(),
+            };
+            match ask(&mut s.raw().await, &store).await {
+                Response::Stored { id } => free_ids.insert(id),
+                r => panic!("free store {n}: {r:?}"),
+            };
+        }
+        offered.push(o);
+    }
+    assert!(
+        free_ids.len() >= HONEST * 2,
+        "the free stores filled buckets"
+    );
+    let bucket = offered[0].bucket;
+    assert!(
+        offered.iter().all(|o| o.bucket == bucket),
+        "honest links split into {:?}",
+        offered.iter().map(|o| o.bucket).collect::<Vec<_>>()
+    );
+    assert!(
+        !free_ids.contains(&bucket),
+        "a free store in the stamped bucket"
+    );
+    for o in &offered {
+        let a = honest.accept(&o.link, None).await.unwrap();
+        assert_eq!(a.links_verified, Some(HONEST));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

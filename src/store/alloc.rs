@@ -3,14 +3,19 @@
 //! second).
 //!
 //! Rules (PROTOCOL.md §10.1):
-//! - one open bucket: a link goes into it while it has room, its window has not passed, and it
-//!   is not from the future (a wall clock that jumped ahead and came back must not keep handing
-//!   out a bucket that clients refuse), and has not been collected;
+//! - two open buckets, one for each stream: stamped stores (and the challenges that announce
+//!   them) fill one, stores without a stamp the other, so that stores which cost nothing can
+//!   neither fill nor close the bucket honest clients stamp their links for (a helper's attack,
+//!   2026-12-07: free stores rolled the shared bucket as soon as an honest stamped link landed,
+//!   and every accept was shown 1 verified link);
+//! - a link goes into its stream's open bucket while that has room, its window has not passed,
+//!   and it is not from the future (a wall clock that jumped ahead and came back must not keep
+//!   handing out a bucket that clients refuse), and has not been collected;
 //! - a new bucket is `(created, seq)` with `created` the current second (but after every
 //!   collected bucket, unless that lies a minute or more ahead) and `seq` one more than the
-//!   highest used in that second, so IDs stay unique whatever the clock does, except that a
-//!   clock corrected far behind collected buckets reuses their IDs rather than hand out IDs
-//!   clients refuse;
+//!   highest used in that second (by either stream), so IDs stay unique whatever the clock does,
+//!   except that a clock corrected far behind collected buckets reuses their IDs rather than hand
+//!   out IDs clients refuse;
 //! - never a sequence number above `max_seq`: the client policy would refuse the bucket, so the
 //!   store says it is full for this second instead.
 
@@ -31,23 +36,16 @@ pub struct Exhausted {
     pub max_seq: u16,
 }
 
-/// How long a challenge keeps a place in the open bucket for the stamped store it announces,
-/// seconds: long enough to solve a stamp at the highest effort a default client accepts.
-pub const RESERVE_SECS: u64 = 60;
+/// An open bucket: its ID and how many links were assigned to it.
+pub type Open = Option<(BucketId, usize)>;
 
-/// The places challenges keep in an open bucket ([`Allocator::kept`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Kept(Option<BucketId>, Vec<u64>);
-
-/// Keeps the one open bucket and hands out bucket IDs.
+/// Keeps the two open buckets and hands out bucket IDs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocator {
-    open: Option<(BucketId, usize)>,
-    /// Places in the open bucket that challenges keep for their stamped stores, by when they
-    /// lapse (unix seconds): stores without a stamp leave them free, so that a flood of such
-    /// stores cannot fill the bucket under clients solving their stamps. At most half a bucket
-    /// is kept this way, so that a flood of challenges cannot keep stores without a stamp out.
-    reserved: Vec<u64>,
+    /// The stamped stream's open bucket: challenges name it, stamped stores join it.
+    open: Open,
+    /// The open bucket of stores without a stamp (a bucket of their own).
+    free: Open,
     last: Option<BucketId>,
     floor: Option<u64>,
     capacity: usize,
@@ -65,7 +63,7 @@ impl Allocator {
     pub fn resume(last: Option<BucketId>, floor: Option<u64>) -> Self {
         Allocator {
             open: None,
-            reserved: Vec::new(),
+            free: None,
             last,
             floor,
             capacity: MAX_LINKS_PER_BUCKET,
@@ -96,8 +94,8 @@ impl Allocator {
         self.floor = Some(self.floor.map_or(created, |f| f.max(created)));
     }
 
-    /// The bucket for one more link at `now`. `used(second)` answers the highest sequence number
-    /// of a bucket created in that second, if any. The outer error is `used`'s.
+    /// The bucket for one more link without a stamp at `now`. `used(second)` answers the highest
+    /// sequence number of a bucket created in that second, if any. The outer error is `used`'s.
     pub fn assign<E>(
         &mut self,
         now: u64,
@@ -111,8 +109,9 @@ impl Allocator {
         }
     }
 
-    /// [`Allocator::assign`] for a challenge (protocol version 3): the bucket a store at `now`
-    /// would go into, a new one opened empty if needed; no link is assigned to it.
+    /// [`Allocator::assign`] for a challenge (protocol version 3): the stamped stream's bucket a
+    /// stamped store at `now` would go into, a new one opened empty if needed; no link is
+    /// assigned to it.
     pub fn challenge<E>(
         &mut self,
         now: u64,
@@ -127,58 +126,64 @@ impl Allocator {
     }
 
     /// [`Allocator::assign`] in two steps, for a store that asks its storage asynchronously:
-    /// first the open bucket, if it takes the link; otherwise the second a new bucket must be
-    /// created in, for which the caller looks up the highest sequence number used and calls
-    /// [`Allocator::open_in`].
+    /// first the open bucket of stores without a stamp, if it takes the link; otherwise the
+    /// second a new bucket must be created in, for which the caller looks up the highest
+    /// sequence number used and calls [`Allocator::open_in`].
     pub fn begin(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
-        self.take(now, params, 1)
+        match Self::usable(self.free, self.floor, self.capacity, now, params) {
+            Some(id) => {
+                if let Some((_, n)) = &mut self.free {
+                    *n += 1;
+                }
+                Ok(Step::Joined(id))
+            }
+            None => self.new_second(now, params),
+        }
     }
 
-    /// [`Allocator::begin`] for a challenge (protocol version 3): the bucket a store would go
-    /// into, without assigning a link to it. A new bucket, if one is needed, is opened empty with
-    /// [`Allocator::open_empty_in`].
+    /// [`Allocator::begin`] for a challenge (protocol version 3): the stamped stream's bucket a
+    /// stamped store would go into, without assigning a link to it. A new bucket, if one is
+    /// needed, is opened empty with [`Allocator::open_empty_in`].
     pub fn begin_challenge(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
-        self.take(now, params, 0)
+        match Self::usable(self.open, self.floor, self.capacity, now, params) {
+            Some(id) => Ok(Step::Joined(id)),
+            None => self.new_second(now, params),
+        }
     }
 
-    /// The open bucket, if it takes one more link at `now`.
-    /// The open bucket, if it takes one more link at `now`: a store without a stamp (`free`)
-    /// leaves the places challenges keep.
-    fn usable(&mut self, now: u64, params: &StoreParams, free: bool) -> Option<BucketId> {
-        self.reserved.retain(|until| *until > now);
-        let (id, n) = self.open?;
-        let kept = if free {
-            self.reserved.len().min(self.capacity / 2)
-        } else {
-            0
-        };
-        let has_room = n + kept < self.capacity;
+    /// Bucket `id` holding `links` links takes one more at `now`: it has room, is in its window,
+    /// does not lie in the future and has not been collected.
+    fn takes(
+        id: BucketId,
+        links: usize,
+        floor: Option<u64>,
+        capacity: usize,
+        now: u64,
+        params: &StoreParams,
+    ) -> bool {
+        let has_room = links < capacity;
         let in_window = now < id.created.saturating_add(params.open_window_secs);
         let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
         // Collected already (a wall clock far behind the expiry clock): never hand it out
         // again, its ID would be reused and its link collected at once.
-        let not_collected = self.floor.is_none_or(|f| id.created > f);
-        (has_room && in_window && not_future && not_collected).then_some(id)
+        let not_collected = floor.is_none_or(|f| id.created > f);
+        has_room && in_window && not_future && not_collected
     }
 
-    fn take(&mut self, now: u64, params: &StoreParams, links: usize) -> Result<Step, Exhausted> {
-        // A store (one link) has no stamp; a challenge (none) announces a stamped one.
-        if let Some(id) = self.usable(now, params, links > 0) {
-            if let Some((_, n)) = &mut self.open {
-                *n += links;
-            }
-            if links == 0 {
-                self.reserved.push(now.saturating_add(RESERVE_SECS));
-                // No more than a bucket's worth: at most half of them are ever counted, and a
-                // bucket takes no more stamped stores than that; kept without a bound, a flood
-                // of challenges grew the list to hundreds of thousands, scanned on every write
-                // (a helper's attack, 2026-12-07: a core kept busy). The oldest go first.
-                if self.reserved.len() > self.capacity {
-                    self.reserved.remove(0);
-                }
-            }
-            return Ok(Step::Joined(id));
-        }
+    /// A stream's open bucket, if it takes one more link at `now`.
+    fn usable(
+        open: Open,
+        floor: Option<u64>,
+        capacity: usize,
+        now: u64,
+        params: &StoreParams,
+    ) -> Option<BucketId> {
+        let (id, n) = open?;
+        Self::takes(id, n, floor, capacity, now, params).then_some(id)
+    }
+
+    /// The second a new bucket opens in at `now`.
+    fn new_second(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
         match self.floor {
             // Just behind a collected second (a small clock correction): after it, a few
             // seconds in the future, which clients accept, and no ID is ever used twice.
@@ -216,52 +221,50 @@ impl Allocator {
         params: &StoreParams,
     ) -> bool {
         let Some(links) = links else { return false };
-        let has_room = links < self.capacity;
-        let in_window = now < id.created.saturating_add(params.open_window_secs);
-        let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
-        let not_collected = self.floor.is_none_or(|f| id.created > f);
-        if !(has_room && in_window && not_future && not_collected) {
+        if !Self::takes(id, links, self.floor, self.capacity, now, params) {
             return false;
         }
-        if let Some((open, n)) = &mut self.open {
+        // Either stream's open bucket counts it (a stamp may name any bucket the client has
+        // seen, also the one of stores without a stamp: its work is done all the same).
+        for (open, n) in [&mut self.open, &mut self.free].into_iter().flatten() {
             if *open == id {
                 *n = (*n).max(links) + 1;
-                // The place its challenge kept (the oldest one, if several are kept).
-                if !self.reserved.is_empty() {
-                    self.reserved.remove(0);
-                }
             }
         }
         true
     }
 
-    /// Open a new bucket in second `created` (from [`Allocator::begin`]), where `highest_used`
-    /// is the highest sequence number of a bucket created in that second, if any.
+    /// Open a new bucket for stores without a stamp in second `created` (from
+    /// [`Allocator::begin`]), where `highest_used` is the highest sequence number of a bucket
+    /// created in that second, if any.
     pub fn open_in(
         &mut self,
         created: u64,
         highest_used: Option<u16>,
         params: &StoreParams,
     ) -> Result<BucketId, Exhausted> {
-        self.open_with(created, highest_used, params, 1)
+        let id = self.new_id(created, highest_used, params)?;
+        self.free = Some((id, 1));
+        Ok(id)
     }
 
-    /// [`Allocator::open_in`] without a link (for a challenge).
+    /// [`Allocator::open_in`] for the stamped stream, without a link (for a challenge).
     pub fn open_empty_in(
         &mut self,
         created: u64,
         highest_used: Option<u16>,
         params: &StoreParams,
     ) -> Result<BucketId, Exhausted> {
-        self.open_with(created, highest_used, params, 0)
+        let id = self.new_id(created, highest_used, params)?;
+        self.open = Some((id, 0));
+        Ok(id)
     }
 
-    fn open_with(
+    fn new_id(
         &mut self,
         created: u64,
         highest_used: Option<u16>,
         params: &StoreParams,
-        links: usize,
     ) -> Result<BucketId, Exhausted> {
         let seq = match highest_used {
             None => 0,
@@ -274,45 +277,26 @@ impl Allocator {
             }
         };
         let id = BucketId { created, seq };
-        self.open = Some((id, links));
-        // A new bucket: the old one's kept places stay free for the stamped stores that come for
-        // it (stores without a stamp only ever go into the open bucket); a challenge keeps one
-        // place of this one.
-        self.reserved.clear();
-        if links == 0 {
-            self.reserved.push(created.saturating_add(RESERVE_SECS));
-        }
         self.last = Some(self.last.map_or(id, |l| l.max(id)));
         Ok(id)
     }
 
-    /// The places challenges keep in the open bucket, for [`Allocator::with_kept`].
-    pub fn kept(&self) -> Kept {
-        Kept(self.open.map(|(id, _)| id), self.reserved.clone())
-    }
-
-    /// Continue with the places `kept` lists, if they are for the open bucket (a store shared by
-    /// several processes builds an allocator per transaction).
-    pub fn with_kept(mut self, kept: Kept) -> Self {
-        if kept.0.is_some() && kept.0 == self.open.map(|(id, _)| id) {
-            self.reserved = kept.1;
-        }
-        self
-    }
-
-    /// The open bucket and how many links were assigned to it, if one is open.
-    pub fn open_bucket(&self) -> Option<(BucketId, usize)> {
+    /// The stamped stream's open bucket and how many links were assigned to it, if one is open.
+    pub fn open_bucket(&self) -> Open {
         self.open
     }
 
-    /// Continue with `open` as the open bucket (its ID and the links assigned to it): a store
-    /// shared by several processes keeps the open bucket in storage, so that all of them fill
-    /// the same one.
-    pub fn with_open_bucket(mut self, open: Option<(BucketId, usize)>) -> Self {
-        if open.map(|(id, _)| id) != self.open.map(|(id, _)| id) {
-            self.reserved.clear();
-        }
+    /// The open bucket of stores without a stamp and how many links were assigned to it.
+    pub fn free_bucket(&self) -> Open {
+        self.free
+    }
+
+    /// Continue with `open` as the stamped stream's open bucket and `free` as that of stores
+    /// without a stamp (each its ID and the links assigned to it): a store shared by several
+    /// processes keeps the open buckets in storage, so that all of them fill the same ones.
+    pub fn with_open_buckets(mut self, open: Open, free: Open) -> Self {
         self.open = open;
+        self.free = free;
         self
     }
 }
@@ -375,6 +359,13 @@ mod tests {
 
     fn id(created: u64, seq: u16) -> BucketId {
         BucketId { created, seq }
+    }
+
+    /// The highest sequence number among `ids` in second `c`.
+    fn highest(ids: &BTreeSet<BucketId>, c: u64) -> Option<u16> {
+        ids.range(id(c, 0)..=id(c, u16::MAX))
+            .next_back()
+            .map(|b| b.seq)
     }
 
     #[test]
@@ -481,7 +472,7 @@ mod tests {
         assert_eq!(w.assign(950, &p), Ok(id(1001, 0)));
         assert_eq!(w.alloc.floor(), Some(1000));
         // The open bucket itself collected: a new one after it.
-        let open = w.alloc.open_bucket().unwrap().0;
+        let open = w.alloc.free_bucket().unwrap().0;
         w.alloc.collected(open.created);
         assert_eq!(w.assign(950, &p), Ok(id(1002, 0)));
         let mut top = Allocator::resume(None, Some(u64::MAX));
@@ -515,10 +506,10 @@ mod tests {
         // Two processes sharing one store: each loads the allocator state the other saved.
         let p = params(600, 32);
         let mut ids = BTreeSet::new();
-        let mut saved = (None, None, None);
+        let mut saved = (None, None, None, None);
         for i in 0..200u32 {
-            let (open, last, floor) = saved;
-            let mut a = Allocator::resume(last, floor).with_open_bucket(open);
+            let (open, free, last, floor) = saved;
+            let mut a = Allocator::resume(last, floor).with_open_buckets(open, free);
             let id = match a
                 .assign(7_000 + u64::from(i / 100), &p, |c| {
                     Ok::<_, Infallible>(
@@ -533,7 +524,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             };
             ids.insert(id);
-            saved = (a.open_bucket(), a.last(), a.floor());
+            saved = (a.open_bucket(), a.free_bucket(), a.last(), a.floor());
         }
         assert_eq!(
             ids.into_iter().collect::<Vec<_>>(),
@@ -610,56 +601,55 @@ mod tests {
         assert!(!a.join(b, Some(5), 101, &p));
     }
 
+    /// The splitting attack of a helper (2026-12-07), on the allocator: stores without a stamp
+    /// used to share the stamped stream's open bucket and, when it was full, open the next, so
+    /// that free stores closed it under every honest stamped link. They now have a bucket of
+    /// their own: however many come, the bucket challenges name keeps taking stamped stores.
     #[test]
-    fn challenges_keep_places_that_stores_without_a_stamp_leave_free() {
+    fn stores_without_a_stamp_never_fill_or_close_the_stamped_bucket() {
         let p = params(600, 32);
-        let none = |_: u64| Ok::<_, Infallible>(None);
-        let mut a = Allocator::default().with_capacity(4);
-        let b = a.challenge(100, &p, none).unwrap().unwrap();
-        // Three stores without a stamp fill what the challenge did not keep ...
-        for _ in 0..3 {
-            assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
-        }
-        // ... the fourth opens the next bucket, and the stamped store still gets its place.
-        let used = |_: u64| Ok::<_, Infallible>(Some(b.seq));
-        let next = a.assign(101, &p, used).unwrap().unwrap();
-        assert_ne!(next, b);
-        assert!(a.join(b, Some(3), 101, &p));
-        // A kept place lapses after RESERVE_SECS: then stores without a stamp may take it.
-        let mut a = Allocator::default().with_capacity(2);
-        let b = a.challenge(100, &p, none).unwrap().unwrap();
-        assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
-        assert_ne!(
-            a.clone()
-                .assign(100 + RESERVE_SECS - 1, &p, used)
+        let mut w = World::default();
+        let b = w
+            .alloc
+            .challenge(100, &p, |c| Ok::<_, Infallible>(highest(&w.ids, c)))
+            .unwrap()
+            .unwrap();
+        w.ids.insert(b);
+        for (stamped, round) in (0..20u64).enumerate() {
+            // More free stores than a bucket holds between two stamped ones.
+            for _ in 0..3 * MAX_LINKS_PER_BUCKET {
+                let f = w.assign(100 + round, &p).unwrap();
+                assert_ne!(f, b, "a store without a stamp went into the stamped bucket");
+            }
+            let c = w
+                .alloc
+                .challenge(100 + round, &p, |c| Ok::<_, Infallible>(highest(&w.ids, c)))
                 .unwrap()
-                .unwrap(),
-            b
-        );
-        assert_eq!(a.assign(100 + RESERVE_SECS, &p, none).unwrap().unwrap(), b);
-        // A flood of challenges keeps at most half a bucket: stores without a stamp still get
-        // the other half, and challenges themselves never open a new bucket for kept places.
-        let mut a = Allocator::default();
-        let b = a.challenge(100, &p, none).unwrap().unwrap();
-        for _ in 0..1000 {
-            assert_eq!(a.challenge(100, &p, none).unwrap().unwrap(), b);
+                .unwrap();
+            assert_eq!(c, b, "round {round}: the challenge names the same bucket");
+            assert!(w.alloc.join(b, Some(stamped), 100 + round, &p));
         }
-        for _ in 0..MAX_LINKS_PER_BUCKET / 2 {
-            assert_eq!(a.assign(100, &p, none).unwrap().unwrap(), b);
+        assert_eq!(w.alloc.open_bucket(), Some((b, 20)));
+        // Free stores fill buckets of their own, 64 each, with unique IDs.
+        let free: Vec<_> = w.ids.iter().filter(|i| **i != b).collect();
+        assert_eq!(free.len(), 20 * 3);
+        // A stamp may name the free stream's bucket too: it is counted there.
+        let f = w.assign(120, &p).unwrap();
+        let before = w.alloc.free_bucket().unwrap().1;
+        assert!(w.alloc.join(f, Some(before), 120, &p));
+        assert_eq!(w.alloc.free_bucket(), Some((f, before + 1)));
+        // Only stamped stores fill the stamped bucket: once it holds 64 the next challenge opens
+        // a new one.
+        for n in 20..MAX_LINKS_PER_BUCKET {
+            assert!(w.alloc.join(b, Some(n), 120, &p));
         }
-        assert_ne!(a.clone().assign(100, &p, used).unwrap().unwrap(), b);
-        assert_eq!(a.challenge(100, &p, none).unwrap().unwrap(), b);
-        // However many challenges come, the places kept are a bucket's worth at most.
-        assert!(
-            a.kept().1.len() <= MAX_LINKS_PER_BUCKET,
-            "{}",
-            a.kept().1.len()
-        );
-        // Carried over to another allocator of the same open bucket (PostgreSQL), not to one
-        // with another open bucket.
-        let fresh = Allocator::default().with_open_bucket(a.open_bucket());
-        assert_eq!(fresh.with_kept(a.kept()).kept(), a.kept());
-        let other = Allocator::default().with_open_bucket(Some((next, 1)));
-        assert_eq!(other.clone().with_kept(a.kept()), other);
+        assert!(!w.alloc.join(b, Some(MAX_LINKS_PER_BUCKET), 120, &p));
+        let next = w
+            .alloc
+            .challenge(120, &p, |c| Ok::<_, Infallible>(highest(&w.ids, c)))
+            .unwrap()
+            .unwrap();
+        assert_ne!(next, b);
+        assert!(!w.ids.contains(&next), "a new ID");
     }
 }

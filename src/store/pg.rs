@@ -489,7 +489,6 @@ impl PgStore {
             answers: AtomicU64::new(meta.answers),
             read_at: std::sync::Mutex::new(std::time::Instant::now()),
             commits: AtomicU64::new(0),
-            kept: Default::default(),
             opened: Default::default(),
             failovers: AtomicU64::new(0),
         });

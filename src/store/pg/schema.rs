@@ -3,7 +3,10 @@
 //! Tables (all names start with `rdv_`, so that the database can hold other things):
 //! - `rdv_meta`: one row (`id = 1`): the format version, the filler secret, the store settings
 //!   every frontend must share, the link and answer counters, the newest bucket ID, the GC floor
-//!   and the open bucket (ID and links assigned to it);
+//!   and the stamped stream's open bucket (ID and links assigned to it);
+//! - `rdv_free_open`: at most one row, the open bucket of stores without a stamp (ID and links
+//!   assigned to it), created when missing (a database of an earlier version gets it at the next
+//!   start);
 //! - `rdv_buckets`: locator → postcard bucket (the same bytes as the redb store's), with its ID
 //!   and its number of links in columns for the allocator and for garbage collection;
 //! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column;
@@ -68,6 +71,20 @@ CREATE TABLE IF NOT EXISTS rdv_expiry_hold (
     credit bigint NOT NULL CHECK (credit >= 0)
 );
 ";
+/// The open bucket of stores without a stamp (one row at most), a table of its own for the same
+/// reason as the expiry hold's.
+const CREATE_FREE: &str = "
+CREATE TABLE IF NOT EXISTS rdv_free_open (
+    id integer PRIMARY KEY CHECK (id = 1),
+    created bigint NOT NULL CHECK (created >= 0),
+    seq integer NOT NULL CHECK (seq >= 0),
+    count integer NOT NULL CHECK (count >= 0)
+);
+";
+/// Set the open bucket of stores without a stamp.
+pub(super) const WRITE_FREE: &str = "INSERT INTO rdv_free_open (id, created, seq, count) \
+     VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET created = EXCLUDED.created, \
+     seq = EXCLUDED.seq, count = EXCLUDED.count";
 /// The expiry hold in force, if any.
 pub(super) const GET_HOLD: &str =
     "SELECT hold_from, hold_to, credit FROM rdv_expiry_hold WHERE id = 1";
@@ -99,6 +116,11 @@ pub(super) const LOCK_META: &str = "SELECT links, answers, last_created, last_se
 /// The meta row without locking it.
 const READ_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
      open_created, open_seq, open_count FROM rdv_meta WHERE id = 1";
+/// The open bucket of stores without a stamp. Read in a statement of its own once the meta row
+/// is locked (whose lock guards it): joined to the locking statement, a transaction that waited
+/// for the lock saw the row as it was before the holder's commit, and opened a bucket too many
+/// (`tests/pg_store.rs` caught it: 50 links through three frontends in 3 buckets).
+pub(super) const READ_FREE: &str = "SELECT created, seq, count FROM rdv_free_open WHERE id = 1";
 pub(super) const WRITE_META: &str = "UPDATE rdv_meta SET links = $1, answers = $2, \
      last_created = $3, last_seq = $4, gc_floor = $5, open_created = $6, open_seq = $7, \
      open_count = $8 WHERE id = 1";
@@ -130,8 +152,11 @@ pub(super) struct Meta {
     pub(super) last: Option<BucketId>,
     /// The newest creation second of a collected bucket.
     pub(super) floor: Option<u64>,
-    /// The open bucket and the links assigned to it.
+    /// The stamped stream's open bucket and the links assigned to it.
     pub(super) open: Option<(BucketId, usize)>,
+    /// The open bucket of stores without a stamp and the links assigned to it (not in the
+    /// meta row: [`read_free`]).
+    pub(super) free: Option<(BucketId, usize)>,
 }
 
 /// A time or counter as PostgreSQL's `bigint`.
@@ -168,11 +193,11 @@ fn id(created: Option<i64>, s: Option<i32>) -> Result<Option<BucketId>, StoreErr
     })
 }
 
-/// The meta row as [`LOCK_META`] selects it.
-pub(super) fn meta_from_row(r: &Row) -> Result<Meta, StoreError> {
-    let open = match id(r.try_get(5)?, r.try_get(6)?)? {
+/// An open bucket from the columns `at`, `at + 1` (its ID) and `at + 2` (its count).
+fn open_from_row(r: &Row, at: usize) -> Result<Option<(BucketId, usize)>, StoreError> {
+    Ok(match id(r.try_get(at)?, r.try_get(at + 1)?)? {
         Some(b) => {
-            let n: Option<i32> = r.try_get(7)?;
+            let n: Option<i32> = r.try_get(at + 2)?;
             let n = usize::try_from(n.unwrap_or(0)).map_err(|_| StoreError::Corrupt {
                 what: "a negative open-bucket count in the database",
                 source: None,
@@ -180,13 +205,19 @@ pub(super) fn meta_from_row(r: &Row) -> Result<Meta, StoreError> {
             Some((b, n))
         }
         None => None,
-    };
+    })
+}
+
+/// The meta row as [`LOCK_META`] selects it.
+pub(super) fn meta_from_row(r: &Row) -> Result<Meta, StoreError> {
+    let open = open_from_row(r, 5)?;
     Ok(Meta {
         links: uint(r.try_get(0)?)?,
         answers: uint(r.try_get(1)?)?,
         last: id(r.try_get(2)?, r.try_get(3)?)?,
         floor: r.try_get::<_, Option<i64>>(4)?.map(uint).transpose()?,
         open,
+        free: None,
     })
 }
 
@@ -218,6 +249,30 @@ pub(super) async fn write_meta(
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// The open bucket of stores without a stamp ([`READ_FREE`], once the meta row is locked).
+pub(super) async fn read_free(
+    t: &impl GenericClient,
+    stmt: &(impl tokio_postgres::ToStatement + Send + Sync + ?Sized),
+) -> Result<Option<(BucketId, usize)>, StoreError> {
+    match t.query_opt(stmt, &[]).await? {
+        Some(r) => open_from_row(&r, 0),
+        None => Ok(None),
+    }
+}
+
+/// Write the open bucket of stores without a stamp (inside the transaction that locked the meta
+/// row).
+pub(super) async fn write_free(
+    t: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    (id, n): (BucketId, usize),
+) -> Result<(), StoreError> {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    t.execute(stmt, &[&int(id.created)?, &i32::from(id.seq), &n])
+        .await?;
     Ok(())
 }
 
@@ -254,7 +309,11 @@ async fn init_locked(
     let t = client.transaction().await?;
     // The tables are created once. Not every start: CREATE INDEX IF NOT EXISTS would lock a
     // table running frontends write to, and a frontend's role need not own the tables.
-    for (table, create) in [("rdv_meta", CREATE), ("rdv_expiry_hold", CREATE_HOLD)] {
+    for (table, create) in [
+        ("rdv_meta", CREATE),
+        ("rdv_expiry_hold", CREATE_HOLD),
+        ("rdv_free_open", CREATE_FREE),
+    ] {
         let exists: bool = t
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await?
@@ -314,7 +373,8 @@ async fn init_locked(
             format!("is {capacity} links per bucket here but {recorded_capacity} in the shared database: a testing-only adversarial frontend and honest ones never share a database"),
         )));
     }
-    let meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
+    let mut meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
+    meta.free = read_free(&t, READ_FREE).await?;
     let db_now: f64 = t
         .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
         .await?

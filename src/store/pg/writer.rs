@@ -45,10 +45,6 @@ pub(super) struct Counters {
     /// When `links` and `answers` were last read from the database.
     pub(super) read_at: std::sync::Mutex<std::time::Instant>,
     pub(super) commits: AtomicU64,
-    /// The places this process's challenges keep in the open bucket, carried from one
-    /// transaction's allocator to the next (they are not in the database: challenges that came
-    /// through another process do not keep places here).
-    pub(super) kept: std::sync::Mutex<crate::store::alloc::Kept>,
     /// Buckets this process's committed transactions created.
     pub(super) opened: crate::store::Opened,
     /// Writes refused as read-only (a failover) so far: the readers then connect again too.
@@ -76,6 +72,8 @@ impl Counters {
 struct Stmts {
     lock_meta: Statement,
     write_meta: Statement,
+    read_free: Statement,
+    write_free: Statement,
     get_bucket: Statement,
     max_seq: Statement,
     insert_bucket: Statement,
@@ -95,6 +93,8 @@ impl Stmts {
         Ok(Stmts {
             lock_meta: c.prepare(schema::LOCK_META).await?,
             write_meta: c.prepare(schema::WRITE_META).await?,
+            read_free: c.prepare(schema::READ_FREE).await?,
+            write_free: c.prepare(schema::WRITE_FREE).await?,
             get_bucket: c.prepare(schema::GET_BUCKET).await?,
             max_seq: c.prepare(schema::MAX_SEQ).await?,
             insert_bucket: c.prepare(schema::INSERT_BUCKET).await?,
@@ -415,14 +415,14 @@ async fn run_ops(
 ) -> Result<(Option<Meta>, Option<Option<ExpiryHold>>), StoreError> {
     let row = t.query_one(&stmts.lock_meta, &[]).await?;
     *txid = Some(row.try_get(8)?);
-    let meta = schema::meta_from_row(&row)?;
+    let mut meta = schema::meta_from_row(&row)?;
+    meta.free = schema::read_free(t, &stmts.read_free).await?;
+    let old_free = meta.free;
     // What the other frontends wrote shows here, even if this batch changes nothing.
     counters.set(meta.links, meta.answers);
-    let kept = counters.kept.lock().map(|k| k.clone()).unwrap_or_default();
     let alloc = Allocator::resume(meta.last, meta.floor)
         .with_capacity(settings.capacity)
-        .with_open_bucket(meta.open)
-        .with_kept(kept);
+        .with_open_buckets(meta.open, meta.free);
     let mut b = Batch {
         t,
         s: stmts,
@@ -487,10 +487,6 @@ async fn run_ops(
         }
     }
     b.flush().await?;
-    // Kept even if the commit then fails: a kept place only ever leaves room unused.
-    if let Ok(mut k) = counters.kept.lock() {
-        *k = b.alloc.kept();
-    }
     *created = std::mem::take(&mut b.created);
     if !b.changed {
         return Ok((None, b.hold));
@@ -501,8 +497,12 @@ async fn run_ops(
         last: b.alloc.last(),
         floor: b.alloc.floor(),
         open: b.alloc.open_bucket(),
+        free: b.alloc.free_bucket(),
     };
     schema::write_meta(t, &stmts.write_meta, &meta).await?;
+    if let Some(free) = meta.free.filter(|_| meta.free != old_free) {
+        schema::write_free(t, &stmts.write_free, free).await?;
+    }
     Ok((Some(meta), b.hold))
 }
 
