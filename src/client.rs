@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::framed::{read_msg, write_msg, FrameIoError};
 use crate::proto::kdf::{self, KdfLimits};
 use crate::proto::seal::{self, SealError, NONCE_LEN};
-use crate::proto::stamp::ServerName;
+use crate::proto::stamp::{ServerName, FULL_SLACK, LATE_STORE_SECS};
 use crate::proto::wire::{
     sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION, STAMP_VERSION,
 };
@@ -1020,10 +1020,10 @@ impl Client {
     /// victim shown 5 verified links in a bucket of its own). So `state` keeps the store once
     /// its stamp has gone out: a later attempt (a fresh connection after `Busy`, which executed
     /// nothing) sends that same store again. `BucketClosed` gets one new challenge, not more
-    /// ([`OfferError::ClosedAfterStamp`] then): an honest server says it when more challenges
-    /// named the open bucket than it had places left (clients solving at once as it fills,
-    /// frontends of a cluster, whose kept places are each their own), and the next bucket has
-    /// room; a server playing games gets one free entry per offer that way, not sixty.
+    /// ([`OfferError::ClosedAfterStamp`] then), and only once the client has seen that bucket
+    /// full ([`Client::check_closed`]): an honest server says it when more challenges named the
+    /// open bucket than it had places left (clients solving at once as it fills, on one server
+    /// or through the frontends of a cluster), and the next bucket has room.
     #[allow(clippy::too_many_arguments)]
     async fn stamped_store_on(
         &self,
@@ -1086,13 +1086,94 @@ impl Client {
             if let Some(id) = self.send_stamped(c, named, &store, backoff).await? {
                 return Ok(id);
             }
-            // Closed: a new challenge, once.
-            state.sent = None;
+            // Closed: a new challenge, once, if the bucket is full. Checked before the store
+            // is forgotten: after `Busy` on the check, the same store goes again.
             if state.stamps >= STAMPS_PER_LINK {
+                state.sent = None;
                 return Err(OfferError::ClosedAfterStamp);
             }
-            tracing::info!("the server said the bucket closed before the stamped store; one new challenge (a stamp sent is an entry a server playing games could count in that bucket)");
+            self.check_closed(c, server, named, info, backoff).await?;
+            state.sent = None;
+            tracing::info!("the server said the bucket closed before the stamped store, and it is full; one new challenge (a stamp sent is an entry a server playing games could count in that bucket)");
         }
+    }
+
+    /// The server said bucket `named` closed to the link's stamped store on `c`: `Ok` if that
+    /// can be true of an honest server, so that a new challenge may follow.
+    ///
+    /// An honest server takes stamped stores until [`LATE_STORE_SECS`] after a bucket's window
+    /// (by any clock within the policy's skew), so before then it says `BucketClosed` only of
+    /// a full bucket: 64 stamped stores, all of which but deleted links show as verified. A
+    /// server that said it of a bucket with room kept the stamp, which verifies in that bucket
+    /// whether or not the link is there; a client that stamped its link again elsewhere gave
+    /// it an entry for free, one per offer (a helper's attack, 2026-12-07). Now it gets one per
+    /// offer that fails, visibly, with [`OfferError::FalselyClosed`]. After that time the
+    /// offer ends ([`OfferError::ClosedLate`]): a server that held the store that long could
+    /// say anything.
+    async fn check_closed(
+        &self,
+        c: &mut Connection,
+        server: &ServerAddr,
+        named: BucketId,
+        info: &ServerInfo,
+        backoff: &mut Backoff,
+    ) -> Result<(), OfferError> {
+        let policy = self.config.policy;
+        let late = named
+            .created
+            .saturating_add(info.open_window_secs)
+            .saturating_add(LATE_STORE_SECS)
+            .saturating_sub(policy.max_skew_secs);
+        if self.clock.now() >= late {
+            return Err(OfferError::ClosedLate);
+        }
+        let locator = named.locator();
+        let (seed, entries) = loop {
+            match c.request(&Request::Fetch { locator }).await {
+                Ok(Response::StampedBucket { seed, entries }) => break (seed, entries),
+                Ok(r) => return Err(unexpected("StampedBucket", &r).into()),
+                Err(ConnectionError::Server {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => {
+                    return Err(OfferError::FalselyClosed {
+                        verified: 0,
+                        max: MAX_LINKS_PER_BUCKET,
+                    })
+                }
+                Err(e)
+                    if busy(&e, &[ErrorCode::Overloaded, ErrorCode::RateLimited])
+                        && backoff.wait().await => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if entries.len() != MAX_LINKS_PER_BUCKET {
+            return Err(ConnectionError::Protocol(format!(
+                "a bucket answer with {} entries (always exactly {MAX_LINKS_PER_BUCKET})",
+                entries.len()
+            ))
+            .into());
+        }
+        let name = ServerName::of(server);
+        let min = policy.min_effort;
+        let verified = tokio::task::spawn_blocking(move || {
+            crate::proto::stamp::count_verified(
+                &name,
+                &locator,
+                &seed,
+                entries.iter().map(|e| (&e.link, &e.stamp)),
+                min,
+            )
+        })
+        .await
+        .map_err(OfferError::StampTask)?;
+        if verified + FULL_SLACK < MAX_LINKS_PER_BUCKET {
+            return Err(OfferError::FalselyClosed {
+                verified,
+                max: MAX_LINKS_PER_BUCKET,
+            });
+        }
+        Ok(())
     }
 
     /// Send stamped store `store` for bucket `named` on `c`, retrying `Overloaded` and

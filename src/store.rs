@@ -221,13 +221,61 @@ pub struct StoredBucket {
     pub id: BucketId,
     /// Its links, in store order.
     pub links: Vec<StoredLink>,
+    /// The links deleted from it, each as [`LinkMark`]: a deleted link is never stored in the
+    /// bucket again and still counts as one of its 64 stores (PROTOCOL.md §10.1, §10.4).
+    pub gone: Vec<LinkMark>,
 }
 
+/// What a bucket keeps of a deleted link: SHA3-256 of its sealed bytes.
+pub type LinkMark = [u8; 32];
+
 impl StoredBucket {
+    /// An empty bucket.
+    pub fn new(id: BucketId) -> Self {
+        StoredBucket {
+            id,
+            links: Vec::new(),
+            gone: Vec::new(),
+        }
+    }
+
     /// Whether the bucket has expired at `now`.
     pub fn expired(&self, now: u64, ttl_secs: u64) -> bool {
         now >= self.id.created.saturating_add(ttl_secs)
     }
+
+    /// The stores it has received: its links and the deleted ones.
+    pub fn stores(&self) -> usize {
+        self.links.len() + self.gone.len()
+    }
+
+    /// Whether `link` is in the bucket or was deleted from it. A stamp is bound to a link's
+    /// bytes, not to its deletion check, so without the deleted ones anyone who fetched a
+    /// stamped entry could store it again after its owner deleted it (with a check of their
+    /// own, so that the owner could not delete it again), and one stamp stored, deleted and
+    /// stored again filled a bucket's 64 stores (a helper's attack, 2026-12-07).
+    pub fn holds(&self, link: &SealedLink) -> bool {
+        self.links.iter().any(|l| &l.link == link) || self.gone.contains(&mark(link))
+    }
+
+    /// Delete the first link whose check is `check`; whether there was one.
+    pub fn delete(&mut self, check: DeleteCheck) -> bool {
+        let Some(i) = self.links.iter().position(|l| l.check == check) else {
+            return false;
+        };
+        let l = self.links.remove(i);
+        self.gone.push(mark(&l.link));
+        true
+    }
+}
+
+/// The mark a bucket keeps of deleted link `link`.
+fn mark(link: &SealedLink) -> LinkMark {
+    use sha3::{Digest, Sha3_256};
+    let mut h = Sha3_256::new();
+    h.update(b"rdv deleted link v1");
+    h.update(link.0);
+    h.finalize().into()
 }
 
 /// An answer as stored (postcard-encoded on disk): it expires `ttl_secs` after it was put.
@@ -329,12 +377,12 @@ pub enum StoreError {
     /// Every bucket ID clients accept in this second is used: try again shortly.
     #[error(transparent)]
     Overloaded(#[from] alloc::Exhausted),
-    /// The bucket a stamped store names takes no more links (full, its window passed, or it is
-    /// not the open bucket): ask for a new challenge.
+    /// The bucket a stamped store names takes no more links (64 stores, or its window and the
+    /// time after it passed): ask for a new challenge.
     #[error("the bucket takes no more links; ask for a new challenge")]
     BucketClosed,
-    /// The link is in the bucket already (a stamp replayed).
-    #[error("the link is in the bucket already")]
+    /// The link is in the bucket already, or was deleted from it (a stamp replayed).
+    #[error("the link is in the bucket already, or was deleted from it")]
     Duplicate,
     /// The store is shut down.
     #[error("the store is closed")]
@@ -376,7 +424,8 @@ impl From<postcard::Error> for StoreError {
 /// collection) the server passes a time that never runs ahead of elapsed time
 /// ([`crate::clock::TimeGuard`]).
 pub trait BucketStore: Send + Sync + 'static {
-    /// Put a link into the open bucket; resolves once the link is durable.
+    /// Put a link without a stamp into the free stream's open bucket (PROTOCOL.md §10.1);
+    /// resolves once the link is durable.
     /// [`StoreError::Overloaded`] when no bucket ID clients accept is left in this second.
     fn store(
         &self,
@@ -388,9 +437,9 @@ pub trait BucketStore: Send + Sync + 'static {
     }
 
     /// [`BucketStore::store`], or with `target` a stamped store (protocol version 3): into the
-    /// bucket its challenge named, with its stamp (verified by the caller), if that bucket is
-    /// still the open one and takes one more link ([`StoreError::BucketClosed`] otherwise) and
-    /// the link is not in it yet ([`StoreError::Duplicate`]).
+    /// bucket its challenge named, with its stamp (verified by the caller), if that bucket takes
+    /// one more store ([`StoreError::BucketClosed`] otherwise) and the link is not and was never
+    /// in it ([`StoreError::Duplicate`]).
     fn store_in(
         &self,
         link: SealedLink,
@@ -399,8 +448,9 @@ pub trait BucketStore: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<BucketId, StoreError>> + Send;
 
-    /// The bucket a store at `now` would go into (protocol version 3): the open one, or a new
-    /// one opened empty (which counts against the 33 buckets a second like any other).
+    /// The bucket a stamped store at `now` would go into (protocol version 3): the stamped
+    /// stream's open one, or a new one opened empty (which counts against the 33 buckets a
+    /// second like any other).
     fn challenge(&self, now: u64) -> impl Future<Output = Result<BucketId, StoreError>> + Send;
 
     /// The links of an unexpired bucket, or `None`.

@@ -1,7 +1,8 @@
 //! A cluster: three real `rdv serve --store postgres://…` processes on one real PostgreSQL
 //! database (started by the test). Many concurrent offers through all three; one frontend
 //! SIGKILLed mid-load; then every acknowledged link is accepted through every frontend, and the
-//! database shows one open bucket for the whole cluster (every bucket but the newest full).
+//! database shows one open bucket (of links with stamps) for the whole cluster (every bucket but
+//! the newest full).
 
 mod common;
 
@@ -26,14 +27,23 @@ async fn three_frontends_one_database_nothing_acknowledged_lost_when_one_is_kill
         .map(|d| Some(ServerProcess::start(d.path(), &args)))
         .collect();
     let addrs: Vec<_> = fronts.iter().map(|f| f.as_ref().unwrap().addr).collect();
+    // A cluster is reached under one address (Onionbalance, or one onion service key): links
+    // name it, and stamps are bound to it, whichever frontend a client's connection reaches.
+    // (Under an address each, every client would count only the stamps made for its own.)
+    let cluster = server_addr(addrs[0]);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let killed = Arc::new(AtomicBool::new(false));
     // Two offering tasks per frontend, each bounded to 60 offers.
     let tasks: Vec<_> = (0..6usize)
         .map(|t| {
-            let (addr, clock, acked, killed) =
-                (addrs[t % 3], clock.clone(), acked.clone(), killed.clone());
+            let (addr, clock, acked, killed, cluster) = (
+                addrs[t % 3],
+                clock.clone(),
+                acked.clone(),
+                killed.clone(),
+                cluster.clone(),
+            );
             tokio::spawn(async move {
                 let c = client(addr, clock);
                 let mut failed_after_kill = 0;
@@ -41,7 +51,7 @@ async fn three_frontends_one_database_nothing_acknowledged_lost_when_one_is_kill
                     let payload = format!("task {t} offer {k}");
                     let r = c
                         .offer(
-                            &server_addr(addr),
+                            &cluster,
                             payload.as_bytes(),
                             Passphrase::new(format!("pass-{t}-{k}-cluster")),
                             KdfProfile::Test,
@@ -88,6 +98,7 @@ async fn three_frontends_one_database_nothing_acknowledged_lost_when_one_is_kill
     // The killed frontend comes back on the same database.
     fronts[2] = Some(ServerProcess::start(dirs[2].path(), &args));
     let addrs: Vec<_> = fronts.iter().map(|f| f.as_ref().unwrap().addr).collect();
+    let mut most = 0;
     for addr in &addrs {
         let c = client(*addr, clock.clone());
         for (payload, link) in &acked {
@@ -96,8 +107,11 @@ async fn three_frontends_one_database_nothing_acknowledged_lost_when_one_is_kill
                 .await
                 .unwrap_or_else(|e| panic!("acknowledged {payload:?} through {addr}: {e}"));
             assert_eq!(&got.payload[..], payload.as_bytes());
+            most = most.max(got.links_verified.unwrap_or(0));
         }
     }
+    // A full bucket, filled through three frontends, proves all 64 links through any of them.
+    assert_eq!(most, 64);
     // One open bucket for the cluster: every bucket but the newest holds 64 links.
     let links: u64 = pg
         .psql("cluster", "SELECT links FROM rdv_meta")

@@ -61,6 +61,48 @@ enum Evil {
     /// As [`Evil::HarvestsClosing`], but says `Busy` (the client comes back on a new
     /// connection).
     HarvestsBusy,
+    /// As [`Evil::HarvestsClosing`], but shows the named bucket full of verified links (it
+    /// paid a stamp for each), as an honest server's full bucket is.
+    HarvestsFull,
+    /// Names a bucket whose window has passed (within the client's skew), and says it closed
+    /// once the client's clock ([`Seen::clock`]) has moved on past the time a server takes
+    /// stamped stores after a window.
+    ClosesLate,
+}
+
+/// The bucket [`Evil::ClosesLate`] names: its window (600 s) passed 100 s ago.
+const LATE_BUCKET: BucketId = BucketId {
+    created: T0 - 700,
+    seq: 0,
+};
+
+/// The seed the evil server's challenges name.
+const EVIL_SEED: rdv::proto::StampSeed = rdv::proto::StampSeed([2; 32]);
+
+/// A fetch answer for bucket `id`: 64 entries, each with a valid stamp of effort 1 if `full`,
+/// else with junk.
+fn evil_bucket(id: BucketId, full: bool) -> Response {
+    let name = rdv::proto::stamp::ServerName::of(&pipe_addr());
+    let ch = rdv::proto::stamp::Challenge {
+        id,
+        seed: EVIL_SEED,
+        effort: 1,
+    };
+    let entries = (0..64u8)
+        .map(|i| {
+            let link = SealedLink([i; 256]);
+            let stamp = if full {
+                rdv::proto::stamp::solve(&name, &ch, &link, [0; 16], u64::MAX).unwrap()
+            } else {
+                rdv::proto::Stamp([i; rdv::proto::stamp::STAMP_LEN])
+            };
+            rdv::proto::wire::StampedEntry { link, stamp }
+        })
+        .collect();
+    Response::StampedBucket {
+        seed: EVIL_SEED,
+        entries,
+    }
 }
 
 /// What the evil server saw: the stores' deletion checks and the deletes' locators and tokens.
@@ -75,6 +117,10 @@ struct Seen {
     challenges: AtomicUsize,
     /// (bucket named, stamp) per stamped store received.
     stamps: Mutex<Vec<(BucketId, rdv::proto::stamp::Stamp)>>,
+    /// Fetches received.
+    fetches: AtomicUsize,
+    /// The client's clock, for [`Evil::ClosesLate`] to move on.
+    clock: Mutex<Option<ManualClock>>,
     /// (locator of the handed-out bucket, check value stored) per store.
     stored: Mutex<Vec<(Locator, DeleteCheck)>>,
     /// (locator, token's check value) per delete.
@@ -118,10 +164,58 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 code: rdv::proto::ErrorCode::BucketClosed,
                 message: "closed just now".into(),
             },
-            (Evil::HarvestsClosing | Evil::HarvestsBusy, Request::Hello { .. }) => {
-                Response::Hello { version: 3 }
+            (
+                Evil::SlowAndClosing
+                | Evil::HarvestsClosing
+                | Evil::HarvestsBusy
+                | Evil::HarvestsFull
+                | Evil::ClosesLate,
+                Request::Fetch { locator },
+            ) => {
+                seen.fetches.fetch_add(1, Ordering::SeqCst);
+                let id = seen
+                    .stamps
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .find(|id| id.locator() == locator)
+                    .unwrap_or(BucketId {
+                        created: T0,
+                        seq: 0,
+                    });
+                let full = matches!(mode, Evil::HarvestsFull);
+                tokio::task::spawn_blocking(move || evil_bucket(id, full))
+                    .await
+                    .unwrap()
             }
-            (Evil::HarvestsClosing | Evil::HarvestsBusy, Request::Challenge) => {
+            (Evil::ClosesLate, Request::Hello { .. }) => Response::Hello { version: 3 },
+            (Evil::ClosesLate, Request::Challenge) => {
+                seen.challenges.fetch_add(1, Ordering::SeqCst);
+                Response::Challenge(rdv::proto::stamp::Challenge {
+                    id: LATE_BUCKET,
+                    seed: EVIL_SEED,
+                    effort: 1,
+                })
+            }
+            (Evil::ClosesLate, Request::StampedStore { id, stamp, .. }) => {
+                seen.stamps.lock().unwrap().push((id, stamp));
+                if let Some(c) = &*seen.clock.lock().unwrap() {
+                    c.advance(200);
+                }
+                Response::Error {
+                    code: rdv::proto::ErrorCode::BucketClosed,
+                    message: "closed".into(),
+                }
+            }
+            (
+                Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
+                Request::Hello { .. },
+            ) => Response::Hello { version: 3 },
+            (
+                Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
+                Request::Challenge,
+            ) => {
                 // Another victim's bucket each time, every one within the policy.
                 let n = seen.challenges.fetch_add(1, Ordering::SeqCst) as u16;
                 Response::Challenge(rdv::proto::stamp::Challenge {
@@ -129,12 +223,12 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                         created: T0,
                         seq: n % 32,
                     },
-                    seed: rdv::proto::StampSeed([2; 32]),
+                    seed: EVIL_SEED,
                     effort: 1,
                 })
             }
             (
-                Evil::HarvestsClosing | Evil::HarvestsBusy,
+                Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
                 Request::StampedStore { id, stamp, .. },
             ) => {
                 seen.stamps.lock().unwrap().push((id, stamp));
@@ -522,38 +616,54 @@ async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
     assert!(took <= budget + SLOW_ANSWER, "{took:?}");
     // Hello, Info and the challenge fitted (three slow answers), not the store's answer.
     assert_eq!(seen.challenges.load(Ordering::SeqCst), 1);
-    // Without a budget the stores are answered (two: one new challenge after the first
-    // `BucketClosed`), and the error is a different one.
+    // Without a budget the store is answered, and the error is a different one (the bucket
+    // it says closed shows no verified link: no second stamp).
     let (connector, seen) = evil_server(Evil::SlowAndClosing);
     let client = client_with(connector, |c| c.connection_budget = None);
     let e = offer_by(&client).await.unwrap_err();
-    assert!(matches!(e, OfferError::ClosedAfterStamp), "{e}");
-    assert_eq!(seen.challenges.load(Ordering::SeqCst), 2);
+    assert!(matches!(e, OfferError::FalselyClosed { .. }), "{e}");
+    assert_eq!(seen.challenges.load(Ordering::SeqCst), 1);
 }
 
 /// A server that names its victims' buckets in its challenges and refuses the stamped stores
-/// (`BucketClosed`, or `Busy` so that the client comes back) gets two stamps per link at most
-/// (one more after a `BucketClosed`, which an honest server says when more challenges named
-/// a bucket than it had places left), one after `Busy`, however often it refuses: each stamp
-/// it is sent verifies in the bucket it named, so it could show it there as a verified link
-/// without paying for it. Before, the client asked for a new challenge after `BucketClosed`
-/// (five stamps per connection) and began again after `Busy` (a helper's attack, 2026-12-07:
-/// some 60 stamps, for as many buckets, from one offer that still succeeded).
+/// (`BucketClosed`, or `Busy` so that the client comes back) keeps each stamp it is sent, which
+/// verifies in the bucket it named whether or not it stores the link there, so it could show it
+/// there as a verified link without paying for it. Before, the client asked for a new
+/// challenge after `BucketClosed` (five stamps per connection) and began again after `Busy` (a
+/// helper's attack, 2026-12-07: some 60 stamps, for as many buckets, from one offer that still
+/// succeeded); then (two stamps per link at most) it still asked for one new challenge, so that
+/// every honest offer gave such a server one entry for free and succeeded. Now a `BucketClosed`
+/// soon after the challenge is believed only of a bucket that shows itself full: otherwise
+/// the offer fails, visibly, after one stamp.
 #[tokio::test(start_paused = true)]
-async fn a_server_that_refuses_stamped_stores_gets_two_stamps_per_link_at_most() {
-    for mode in [Evil::HarvestsClosing, Evil::HarvestsBusy] {
+async fn a_server_that_refuses_stamped_stores_gets_one_stamp_and_a_visible_failure() {
+    for mode in [
+        Evil::HarvestsClosing,
+        Evil::HarvestsBusy,
+        Evil::HarvestsFull,
+    ] {
         let (connector, seen) = evil_server(mode);
-        let e = offer_by(&client_for(connector)).await.unwrap_err();
+        let client = client_with(connector, |c| c.policy.min_effort = 1);
+        let e = offer_by(&client).await.unwrap_err();
         let stamps = seen.stamps.lock().unwrap().clone();
         let distinct: std::collections::HashSet<_> = stamps.iter().collect();
         let most = match mode {
-            Evil::HarvestsClosing => 2,
+            // Shown a full bucket, the client believes it, once.
+            Evil::HarvestsFull => 2,
             _ => 1,
         };
         assert_eq!(distinct.len(), most, "{mode:?}: {} stamps", distinct.len());
         assert_eq!(seen.challenges.load(Ordering::SeqCst), most, "{mode:?}");
         match mode {
             Evil::HarvestsClosing => {
+                assert!(
+                    matches!(e, OfferError::FalselyClosed { verified: 0, .. }),
+                    "{e}"
+                );
+                assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+                assert_eq!(seen.fetches.load(Ordering::SeqCst), 1);
+            }
+            Evil::HarvestsFull => {
                 assert!(matches!(e, OfferError::ClosedAfterStamp), "{e}");
                 assert_eq!(stamps.len(), 2);
             }
@@ -564,6 +674,31 @@ async fn a_server_that_refuses_stamped_stores_gets_two_stamps_per_link_at_most()
             }
         }
     }
+    // A client counts by its own floor: a full bucket of stamps below it is no full bucket.
+    let (connector, seen) = evil_server(Evil::HarvestsFull);
+    let e = offer_by(&client_for(connector)).await.unwrap_err();
+    assert!(matches!(e, OfferError::FalselyClosed { .. }), "{e}");
+    assert_eq!(seen.stamps.lock().unwrap().len(), 1);
+}
+
+/// A `BucketClosed` that comes later than an honest server could say it of a bucket with room
+/// (the stamped store waited past the window and the time after it): the offer ends without a
+/// second stamp, and without a fetch (anything could be true by then).
+#[tokio::test(start_paused = true)]
+async fn a_bucket_closed_late_ends_the_offer_without_a_second_stamp() {
+    let (connector, seen) = evil_server(Evil::ClosesLate);
+    let clock = ManualClock::new(T0);
+    *seen.clock.lock().unwrap() = Some(clock.clone());
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let client = Client::new(Arc::new(connector), config, Arc::new(clock));
+    let e = offer_by(&client).await.unwrap_err();
+    assert!(matches!(e, OfferError::ClosedLate), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    assert_eq!(seen.stamps.lock().unwrap().len(), 1);
+    assert_eq!(seen.fetches.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]

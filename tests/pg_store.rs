@@ -1,7 +1,7 @@
 //! The PostgreSQL store as a shared store: several frontends (store handles with connections of
-//! their own) on one real database, started by the test. One open bucket per stream (stamped or not) for all, one quota,
-//! one filler secret, IDs unique cluster-wide; the same settings enforced; a database crash
-//! loses no acknowledged write; a lost database is an error, not a hang, and writes resume.
+//! their own) on one real database, started by the test. One open bucket per stream (stamped or
+//! not) for all, one quota, one filler secret, IDs unique cluster-wide; the same settings
+//! enforced; a database crash loses no acknowledged write; a lost database is an error, not a hang, and writes resume.
 
 mod common;
 

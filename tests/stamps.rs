@@ -283,8 +283,9 @@ async fn a_stamp_proves_nothing_outside_its_bucket_link_and_effort() {
         ErrorCode::BadStamp
     );
     assert_eq!(s.server.store().link_count(), 1);
-    // Once the bucket's window has passed, its stamps are good for nothing new.
-    s.clock.advance(601);
+    // Once the bucket's window has passed, and the time after it in which a stamped store
+    // solved just before its end still comes in, its stamps are good for nothing new.
+    s.clock.advance(600 + rdv::proto::stamp::LATE_STORE_SECS);
     let late_link = SealedLink([0x44; 256]);
     let late = solve(&ch, &late_link);
     let r = ask(
@@ -515,13 +516,105 @@ async fn free_stores_and_challenges_cannot_split_honest_stamped_links() {
     }
 }
 
+/// A helper's attack (2026-12-07): a stamp is bound to a link's bytes, not to its deletion
+/// check, and a bucket forgot its deleted links. One stamp, stored, deleted and stored again
+/// 63 times, filled a bucket's 64 stores, so that the next challenge named a new bucket (every
+/// honest link split off for one stamp a bucket); and anyone who had fetched a stamped entry
+/// stored it again after its owner deleted it, with a check of their own (the link opened
+/// again, and its owner could no longer delete it). A bucket now keeps a mark of each deleted
+/// link: it is never stored there again, and still counts as one of the 64 stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_link_is_never_stored_again_in_its_bucket() {
+    let s = setup(ServerConfig::default());
+    let c = s.client(3);
+    let honest = offers(&c, 1).await;
+    let bucket = honest[0].bucket;
+    let mut a = s.raw().await;
+    // The attacker's fetch of the bucket before the owner deletes: every entry and its stamp.
+    let Response::StampedBucket { entries, .. } = ask(
+        &mut a,
+        &Request::Fetch {
+            locator: bucket.locator(),
+        },
+    )
+    .await
+    else {
+        panic!("a stamped bucket")
+    };
+    c.delete(&honest[0].link, &honest[0].delete_token)
+        .await
+        .unwrap();
+    let mine = DeleteToken::from_bytes([9; 32]);
+    let name = ServerName::of(&addr());
+    for e in &entries {
+        let stamp = e.stamp;
+        let again = Request::StampedStore {
+            link: e.link.clone(),
+            delete_check: mine.check(),
+            id: bucket,
+            name,
+            stamp,
+        };
+        // Filler's stamps do not verify; the deleted link is refused as a copy.
+        assert_eq!(
+            code(ask(&mut s.raw().await, &again).await),
+            ErrorCode::BadStamp
+        );
+    }
+    assert!(
+        c.accept(&honest[0].link, None).await.is_err(),
+        "the deleted link opened again"
+    );
+    // One stamp of the attacker's, stored, deleted and stored again, more times than a bucket
+    // has places: one store counted, and the bucket still takes honest links.
+    let Response::Challenge(ch) = ask(&mut a, &Request::Challenge).await else {
+        panic!("a challenge")
+    };
+    assert_eq!(ch.id, bucket);
+    let link = SealedLink([0x42; rdv::proto::SEALED_LINK_LEN]);
+    let stamp = stamp::solve(&name, &ch, &link, [0; 16], 100_000).unwrap();
+    let store = Request::StampedStore {
+        link,
+        delete_check: mine.check(),
+        id: bucket,
+        name,
+        stamp,
+    };
+    assert_eq!(ask(&mut a, &store).await, Response::Stored { id: bucket });
+    let delete = Request::Delete {
+        locator: bucket.locator(),
+        token: mine.clone(),
+    };
+    assert_eq!(ask(&mut a, &delete).await, Response::Deleted);
+    for _ in 0..2 * rdv::proto::MAX_LINKS_PER_BUCKET {
+        // Connections of their own, past the rate limit of one.
+        assert_eq!(
+            code(ask(&mut s.raw().await, &store).await),
+            ErrorCode::BadStamp
+        );
+        assert_eq!(
+            code(ask(&mut s.raw().await, &delete).await),
+            ErrorCode::NotFound
+        );
+        let Response::Challenge(ch) = ask(&mut s.raw().await, &Request::Challenge).await else {
+            panic!("a challenge")
+        };
+        assert_eq!(ch.id, bucket, "the bucket was closed by one stamp");
+    }
+    let later = offers(&c, 3).await;
+    assert!(later.iter().all(|o| o.bucket == bucket));
+    let shown = c.accept(&later[0].link, None).await.unwrap().links_verified;
+    assert_eq!(shown, Some(3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
     for (mode, budget, offered, seen) in [
         // Alone in a bucket: the count says so.
         (Adversary::Isolate, 0, 4, 1),
-        // Among 63 dummies without stamps: alone as well.
-        (Adversary::Dummies, 0, 1, 1),
+        // Among 63 dummies without stamps: alone as well (every victim: dummies without a
+        // stamp fill the stamped victim's bucket, not the free stream's).
+        (Adversary::Dummies, 0, 2, 1),
         // Paying for three fakes buys a count of four.
         (Adversary::Isolate, 3, 2, 4),
         (Adversary::Dummies, 3, 1, 4),
@@ -545,6 +638,14 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
             Some(seen),
             "{mode} with a budget of {budget}"
         );
+        if mode == Adversary::Dummies {
+            for o in &o {
+                let now = rdv::clock::Clock::now(&s.clock);
+                let held = s.server.store().fetch_entries(o.bucket.locator(), now);
+                let (_, entries) = held.await.unwrap().unwrap();
+                assert_eq!(entries.len(), 64, "the victim among 63 dummies");
+            }
+        }
     }
 }
 

@@ -240,6 +240,22 @@ pub enum OfferError {
     /// third bucket.
     #[error("the server said twice that the bucket it named had closed, after the link's stamp for it was sent; nothing was stored, and the link is not stamped for a third bucket: each stamp sent is an entry the server could count as a verified link in that bucket without your link being there (an honest server has room in its next bucket, so twice in a row comes from a server playing games, or a burst of stores); offer again")]
     ClosedAfterStamp,
+    /// The server said the bucket its challenge named had closed, soon after the challenge,
+    /// but that bucket shows fewer verified links than a full one (protocol version 3): an
+    /// honest server takes stamped stores until well after a bucket's window, so it says that
+    /// only of a full bucket. Nothing was stored, and the link is not stamped for another bucket.
+    #[error("the server said the bucket it named had closed, soon after naming it, but that bucket shows only {verified} verified links of {max}: an honest server says so only of a full bucket, and the stamp it was sent verifies in that bucket whether or not your link is there (it could show it as company for someone else); nothing was stored, and the link is not stamped for another bucket")]
+    FalselyClosed {
+        /// Verified links the bucket showed.
+        verified: usize,
+        /// Links a bucket holds.
+        max: usize,
+    },
+    /// The bucket a challenge named closed while the stamped store waited for its answer
+    /// (longer than the protocol lets a server take stamped stores after a bucket's window);
+    /// nothing was stored, and the link is not stamped for another bucket.
+    #[error("the bucket the server named closed while the stamped store waited for its answer; nothing was stored, and the link is not stamped for another bucket (each stamp sent is an entry the server could count as a verified link in that bucket); offer again")]
+    ClosedLate,
     /// Solving a stamp failed to run.
     #[error("solving the stamp failed to run")]
     StampTask(#[source] tokio::task::JoinError),
@@ -291,7 +307,8 @@ impl OfferError {
             OfferError::Refused { .. }
             | OfferError::UnacceptableServer(_)
             | OfferError::RefusedChallenge(_) => ErrorKind::ServerMisbehaved,
-            OfferError::ClosedAfterStamp => ErrorKind::Transient,
+            OfferError::ClosedAfterStamp | OfferError::ClosedLate => ErrorKind::Transient,
+            OfferError::FalselyClosed { .. } => ErrorKind::ServerMisbehaved,
             OfferError::StampTask(_) => ErrorKind::Local,
             OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
                 ErrorKind::BadInput

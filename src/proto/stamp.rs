@@ -55,6 +55,18 @@ pub const DEFAULT_EFFORT: u32 = 64;
 /// The most effort a client spends by default before it refuses a challenge (several seconds).
 pub const DEFAULT_MAX_EFFORT: u32 = 1024;
 
+/// How long after its open window a bucket still takes the stamped stores its challenges
+/// announced, seconds (PROTOCOL.md §10.1): longer than any stamp takes to solve and the clock
+/// skew clients allow together, so that an honest server says `BucketClosed` to a client that
+/// stored soon after its challenge only when the bucket is full, which the client can check
+/// (a server that said it of buckets with room could collect stamps for them).
+pub const LATE_STORE_SECS: u64 = 300;
+
+/// How many of a bucket's 64 stores may be missing from the verified count of a bucket a server
+/// says is full before the client takes the server's word for a lie: deleted links (rare before
+/// a bucket's window ends).
+pub const FULL_SLACK: usize = 8;
+
 /// A stamp: `nonce || solution || effort` (big-endian effort), as stored beside a link.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Stamp(#[serde(with = "super::bytes")] pub [u8; STAMP_LEN]);

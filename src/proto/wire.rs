@@ -46,7 +46,7 @@ pub enum Request {
     },
     /// Ask for the server's parameters and clock.
     Info,
-    /// Store a sealed link in the open bucket.
+    /// Store a sealed link without a stamp (in the free stream's open bucket).
     Store {
         /// The link.
         link: SealedLink,

@@ -445,7 +445,7 @@ impl<S: BucketStore> Server<S> {
             Adversary::Dummies => {
                 for i in 1..MAX_LINKS_PER_BUCKET {
                     let stamped = name.filter(|_| i <= budget);
-                    if !self.fake_entry(id, now, stamped).await {
+                    if !self.fake_entry(id, now, stamped, name.is_some()).await {
                         break;
                     }
                 }
@@ -454,7 +454,7 @@ impl<S: BucketStore> Server<S> {
             // that the count of stamped entries looks like company.
             Adversary::Isolate => {
                 for _ in 0..budget {
-                    if !self.fake_entry(id, now, name).await {
+                    if !self.fake_entry(id, now, name, true).await {
                         break;
                     }
                 }
@@ -467,8 +467,17 @@ impl<S: BucketStore> Server<S> {
     }
 
     /// One fake entry in bucket `id` (stamped at the server's own effort for `stamped`'s name,
-    /// if given); `false` when the bucket takes no more.
-    async fn fake_entry(&self, id: BucketId, now: u64, stamped: Option<ServerName>) -> bool {
+    /// if given); `false` when the bucket takes no more. `named`: `id` is a bucket of the
+    /// stamped stream (the victim's store was stamped), which stores without a stamp never
+    /// reach (PROTOCOL.md §10.1), so an unstamped fake goes in beside a stamp that verifies
+    /// nowhere, as a stamped store it is.
+    async fn fake_entry(
+        &self,
+        id: BucketId,
+        now: u64,
+        stamped: Option<ServerName>,
+        named: bool,
+    ) -> bool {
         let mut bytes = [0u8; SEALED_LINK_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
         let mut check = [0u8; 32];
@@ -492,6 +501,10 @@ impl<S: BucketStore> Server<S> {
                 Ok(Ok(stamp)) => Some((id, stamp)),
                 _ => return false,
             }
+        } else if named {
+            let mut junk = [0u8; stamp::STAMP_LEN];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut junk);
+            Some((id, crate::proto::Stamp(junk)))
         } else {
             None
         };
@@ -524,7 +537,10 @@ fn store_error(e: StoreError) -> Response {
             ErrorCode::BucketClosed,
             "the bucket takes no more links: ask for a new challenge",
         ),
-        StoreError::Duplicate => error(ErrorCode::BadStamp, "the link is in the bucket already"),
+        StoreError::Duplicate => error(
+            ErrorCode::BadStamp,
+            "the link is in the bucket already, or was deleted from it",
+        ),
         _ => {
             tracing::error!(error = %crate::config::report(&e), "store error");
             error(ErrorCode::Internal, "internal server error")

@@ -20,6 +20,7 @@
 //!   store says it is full for this second instead.
 
 use super::StoreParams;
+use crate::proto::stamp::LATE_STORE_SECS;
 use crate::proto::{BucketId, MAX_LINKS_PER_BUCKET};
 
 /// How far in the future the open bucket's creation may lie before it is closed (small clock
@@ -91,7 +92,16 @@ impl Allocator {
     /// Garbage collection removed a bucket created at `created`: no new bucket may use that
     /// second or an earlier one.
     pub fn collected(&mut self, created: u64) {
-        self.floor = Some(self.floor.map_or(created, |f| f.max(created)));
+        let floor = self.floor.map_or(created, |f| f.max(created));
+        self.floor = Some(floor);
+        // A collected bucket is never open again, even if a clock corrected far behind later
+        // lowers the floor below it: its row is gone, so the other stream could be handed the
+        // same ID and both would fill one bucket (a review, 2026-12-07).
+        for open in [&mut self.open, &mut self.free] {
+            if open.is_some_and(|(id, _)| id.created <= floor) {
+                *open = None;
+            }
+        }
     }
 
     /// The bucket for one more link without a stamp at `now`. `used(second)` answers the highest
@@ -208,11 +218,13 @@ impl Allocator {
     }
 
     /// A stamped store for bucket `id` (named by a challenge), which holds `links` links now
-    /// (`None`: no such bucket in storage): it joins `id` if that bucket is still in its open
-    /// window at `now` and takes one more link; `false` otherwise (the client asks for a new
-    /// challenge). The bucket need not be the open one (the server may have restarted, or
-    /// another frontend of a shared store opened the next, while the client solved its stamp):
-    /// the client gets into the bucket it did the work for while that has room.
+    /// (`None`: no such bucket in storage): it joins `id` if that bucket has room and its open
+    /// window, extended by [`LATE_STORE_SECS`], has not passed at `now`; `false` otherwise (the
+    /// client asks for a new challenge). The bucket need not be the open one (the server may
+    /// have restarted, or another frontend of a shared store opened the next, while the client
+    /// solved its stamp): the client gets into the bucket it did the work for while that has
+    /// room. The extension means that a client is told `BucketClosed` soon after its challenge
+    /// only when the bucket is full, which it checks before it stamps its link again.
     pub fn join(
         &mut self,
         id: BucketId,
@@ -221,7 +233,11 @@ impl Allocator {
         params: &StoreParams,
     ) -> bool {
         let Some(links) = links else { return false };
-        if !Self::takes(id, links, self.floor, self.capacity, now, params) {
+        let late = StoreParams {
+            open_window_secs: params.open_window_secs.saturating_add(LATE_STORE_SECS),
+            ..*params
+        };
+        if !Self::takes(id, links, self.floor, self.capacity, now, &late) {
             return false;
         }
         // Either stream's open bucket counts it (a stamp may name any bucket the client has
@@ -480,6 +496,28 @@ mod tests {
         assert!(matches!(r, Ok(Err(_))), "no overflow at u64::MAX: {r:?}");
     }
 
+    /// A stream's open bucket, once collected, stays closed when a clock corrected far behind
+    /// lowers the floor: its ID may then come again, and it must not be the other stream's and
+    /// this one's at once.
+    #[test]
+    fn a_collected_open_bucket_is_never_reopened() {
+        let p = params(600, 32);
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        let t = 1_800_000_000;
+        let mut a = Allocator::default();
+        let free = a.assign(t + 86_400, &p, none).unwrap().unwrap();
+        a.collected(free.created);
+        assert_eq!(a.free_bucket(), None);
+        // The clock corrected a day back: a challenge opens a bucket in the present ...
+        let stamped = a.challenge(t, &p, none).unwrap().unwrap();
+        assert_eq!(stamped, id(t, 0));
+        // ... and the free stream opens a new one (its row is gone: `used` says nothing of it).
+        let used = |_: u64| Ok::<_, Infallible>(Some(0));
+        let next = a.assign(t, &p, used).unwrap().unwrap();
+        assert_eq!(next, id(t, 1));
+        assert_ne!(Some(next), a.open_bucket().map(|(b, _)| b));
+    }
+
     /// A clock that ran a day ahead for longer than the TTL: garbage collection took buckets of
     /// its wrong seconds. Once corrected, new buckets used to start after those, 86 371 s in
     /// the future, and clients refused them for a day.
@@ -562,7 +600,16 @@ mod tests {
             102,
             &p
         ));
-        assert!(!w.alloc.join(a, Some(1), 700, &p));
+        // A stamped store comes up to LATE_STORE_SECS after the window (a challenge just before
+        // its end), never later.
+        assert!(w.alloc.clone().join(a, Some(1), 700, &p));
+        assert!(w
+            .alloc
+            .clone()
+            .join(a, Some(1), 700 + LATE_STORE_SECS - 1, &p));
+        assert!(!w.alloc.join(a, Some(1), 700 + LATE_STORE_SECS, &p));
+        // A challenge after the window names a new bucket.
+        assert_ne!(w.alloc.challenge(700, &p, none).unwrap().unwrap(), a);
         // A full bucket takes no more: the challenge moves on to a new one.
         let mut small = Allocator::default().with_capacity(2);
         let b = small.challenge(200, &p, none).unwrap().unwrap();
@@ -595,7 +642,10 @@ mod tests {
         assert!(a.join(b, Some(5), 101, &p));
         assert_eq!(a.open_bucket(), None, "no bucket was opened for it");
         assert!(!a.join(b, Some(MAX_LINKS_PER_BUCKET), 101, &p), "full");
-        assert!(!a.join(b, Some(5), 700, &p), "its window has passed");
+        assert!(
+            !a.join(b, Some(5), 700 + LATE_STORE_SECS, &p),
+            "its window has passed"
+        );
         // And not once garbage collection took its second.
         a.collected(100);
         assert!(!a.join(b, Some(5), 101, &p));

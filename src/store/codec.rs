@@ -1,12 +1,13 @@
 //! The stored form of buckets and answers (postcard), the same in every backend.
 //!
 //! A bucket is `(id, [(link, check)])` as protocol version 2 stored it, followed, when any of
-//! its links came with a stamp, by `[Option<stamp>]` with one element per link. A bucket stored
-//! before stamps existed ends after its links: it decodes with no stamps, so no migration is
-//! needed.
+//! its links came with a stamp or any was deleted, by `[Option<stamp>]` with one element per
+//! link, followed, when any was deleted, by `[mark]` (the deleted links' marks, 32 bytes each).
+//! A bucket stored before stamps existed ends after its links, one stored before deletes were
+//! marked after its stamps: each decodes with what it has, so no migration is needed.
 
-use crate::proto::{BucketId, DeleteCheck, SealedLink, Stamp};
-use crate::store::{StoreError, StoredAnswer, StoredBucket, StoredLink};
+use crate::proto::{BucketId, DeleteCheck, SealedLink, Stamp, MAX_LINKS_PER_BUCKET};
+use crate::store::{LinkMark, StoreError, StoredAnswer, StoredBucket, StoredLink};
 use serde::{Deserialize, Serialize};
 
 /// The part of a stored bucket that every version has.
@@ -25,17 +26,31 @@ struct HeadLink {
 /// Decode one stored bucket.
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredBucket, StoreError> {
     let (head, rest): (Head, &[u8]) = postcard::take_from_bytes(bytes)?;
-    let stamps: Vec<Option<Stamp>> = if rest.is_empty() {
-        vec![None; head.links.len()]
+    let (stamps, gone): (Vec<Option<Stamp>>, Vec<LinkMark>) = if rest.is_empty() {
+        (vec![None; head.links.len()], Vec::new())
     } else {
         let (stamps, tail): (Vec<Option<Stamp>>, &[u8]) = postcard::take_from_bytes(rest)?;
-        if stamps.len() != head.links.len() || !tail.is_empty() {
+        if stamps.len() != head.links.len() {
             return Err(StoreError::Corrupt {
                 what: "a stored bucket's stamps do not match its links",
                 source: None,
             });
         }
-        stamps
+        let gone = if tail.is_empty() {
+            Vec::new()
+        } else {
+            let (gone, tail): (Vec<LinkMark>, &[u8]) = postcard::take_from_bytes(tail)?;
+            // Never written empty: an empty list is a stray byte.
+            let stores = gone.len() + head.links.len();
+            if !tail.is_empty() || gone.is_empty() || stores > MAX_LINKS_PER_BUCKET {
+                return Err(StoreError::Corrupt {
+                    what: "a stored bucket has stray bytes after its stamps, or more stores than a bucket takes",
+                    source: None,
+                });
+            }
+            gone
+        };
+        (stamps, gone)
     };
     Ok(StoredBucket {
         id: head.id,
@@ -49,6 +64,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredBucket, StoreError> {
                 stamp,
             })
             .collect(),
+        gone,
     })
 }
 
@@ -67,9 +83,12 @@ pub(crate) fn encode(b: &StoredBucket) -> Result<Vec<u8>, StoreError> {
             .collect(),
     };
     let mut out = postcard::to_allocvec(&head).map_err(fail)?;
-    if b.links.iter().any(|l| l.stamp.is_some()) {
+    if b.links.iter().any(|l| l.stamp.is_some()) || !b.gone.is_empty() {
         let stamps: Vec<Option<Stamp>> = b.links.iter().map(|l| l.stamp).collect();
         out.extend(postcard::to_allocvec(&stamps).map_err(fail)?);
+    }
+    if !b.gone.is_empty() {
+        out.extend(postcard::to_allocvec(&b.gone).map_err(fail)?);
     }
     Ok(out)
 }
@@ -106,6 +125,7 @@ mod tests {
         let old = StoredBucket {
             id,
             links: vec![link(1, None), link(2, None)],
+            gone: Vec::new(),
         };
         let bytes = encode(&old).unwrap();
         // Without stamps the bytes are exactly what version 2 stored.
@@ -122,8 +142,25 @@ mod tests {
         let new = StoredBucket {
             id,
             links: vec![link(1, None), link(2, Some(Stamp([7; 36])))],
+            gone: Vec::new(),
         };
-        assert_eq!(decode(&encode(&new).unwrap()).unwrap(), new);
+        let before_marks = encode(&new).unwrap();
+        assert_eq!(decode(&before_marks).unwrap(), new);
+        // A deleted link's mark follows the stamps; a bucket with stamps and no marks is
+        // stored as before marks existed.
+        let mut deleted = new.clone();
+        assert!(deleted.delete(DeleteCheck([1; 32])));
+        assert_eq!(deleted.gone.len(), 1);
+        assert!(deleted.holds(&SealedLink([1; 256])), "marked");
+        assert_eq!(decode(&encode(&deleted).unwrap()).unwrap(), deleted);
+        let mut only_plain = old.clone();
+        assert!(only_plain.delete(DeleteCheck([2; 32])));
+        assert_eq!(decode(&encode(&only_plain).unwrap()).unwrap(), only_plain);
+        // More stores than a bucket takes is corrupt data.
+        let mut over = StoredBucket::new(id);
+        over.links.push(link(1, None));
+        over.gone = vec![[0; 32]; 64];
+        assert!(decode(&encode(&over).unwrap()).is_err());
         // Stamps that do not match the links are corrupt data, not a silent mismatch.
         let mut bad = encode(&new).unwrap();
         bad.extend([0u8]);

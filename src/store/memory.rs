@@ -56,10 +56,7 @@ impl State {
         let opened = &self.opened;
         self.buckets.entry(id.locator()).or_insert_with(|| {
             opened.add([id]);
-            StoredBucket {
-                id,
-                links: Vec::new(),
-            }
+            StoredBucket::new(id)
         })
     }
 
@@ -103,10 +100,10 @@ impl BucketStore for MemoryStore {
         let id = match target {
             Some((id, _)) => {
                 let held = s.buckets.get(&id.locator());
-                if held.is_some_and(|b| b.links.iter().any(|l| l.link == link)) {
+                if held.is_some_and(|b| b.holds(&link)) {
                     return Err(StoreError::Duplicate);
                 }
-                if !alloc.join(id, held.map(|b| b.links.len()), now, &self.params) {
+                if !alloc.join(id, held.map(StoredBucket::stores), now, &self.params) {
                     return Err(StoreError::BucketClosed);
                 }
                 id
@@ -165,10 +162,9 @@ impl BucketStore for MemoryStore {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+        if !b.delete(check) {
             return Ok(false);
-        };
-        b.links.remove(i);
+        }
         s.links -= 1;
         Ok(true)
     }

@@ -9,9 +9,9 @@
 //! after the transaction that holds it has committed (PostgreSQL's commit is durable with the
 //! server's default `synchronous_commit = on`); a failed transaction fails every operation of its
 //! batch and keeps nothing of it. What sharing adds: every write transaction of every frontend
-//! first locks the one meta row (`SELECT … FOR UPDATE`), which holds the open bucket, the newest
-//! bucket ID, the GC floor and the counters. So the whole cluster fills one open bucket at a
-//! time, bucket IDs are unique and only grow cluster-wide, the quota counts every frontend's
+//! first locks the one meta row (`SELECT … FOR UPDATE`), which holds the stamped stream's open
+//! bucket, the newest bucket ID, the GC floor and the counters, and guards the row of the free
+//! stream's open bucket. So the whole cluster fills one open bucket per stream at a time, bucket IDs are unique and only grow cluster-wide, the quota counts every frontend's
 //! links, and garbage collection (part of a write transaction) never runs twice at once. The
 //! filler secret is written once, by the first frontend, and read by every other one, so a fetch
 //! is padded the same whichever frontend answers.

@@ -221,7 +221,8 @@ pub(crate) fn code(e: &anyhow::Error) -> (&'static str, ErrorKind) {
 fn offer_code(e: &OfferError) -> &'static str {
     match e {
         OfferError::Refused { .. } | OfferError::RefusedChallenge(_) => "bucket_refused",
-        OfferError::ClosedAfterStamp => "bucket_closed",
+        OfferError::ClosedAfterStamp | OfferError::ClosedLate => "bucket_closed",
+        OfferError::FalselyClosed { .. } => "bucket_falsely_closed",
         OfferError::UnacceptableServer(_) => "server_unacceptable",
         OfferError::Kdf(_) => "kdf_unacceptable",
         OfferError::Seal(_) => "payload_invalid",

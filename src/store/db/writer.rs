@@ -452,13 +452,7 @@ impl<'t> Batch<'t> {
         let loc = id.locator();
         if self.load(loc)?.is_none() {
             self.expiry.insert((id.created, id.seq), ())?;
-            self.touched.insert(
-                loc,
-                StoredBucket {
-                    id,
-                    links: Vec::new(),
-                },
-            );
+            self.touched.insert(loc, StoredBucket::new(id));
             self.dirty.insert(loc);
             self.changed = true;
             self.created.push(id);
@@ -482,10 +476,9 @@ impl<'t> Batch<'t> {
         let id = match target {
             Some(id) => {
                 // A replayed stamp would put the same link into the bucket twice.
-                let held = self.load(id.locator())?.map(|b| {
-                    let copy = b.links.iter().any(|l| l.link == link.link);
-                    (copy, b.links.len())
-                });
+                let held = self
+                    .load(id.locator())?
+                    .map(|b| (b.holds(&link.link), b.stores()));
                 if held.is_some_and(|(copy, _)| copy) {
                     return Ok(Err(StoreError::Duplicate));
                 }
@@ -541,10 +534,9 @@ impl<'t> Batch<'t> {
         if b.expired(now, params.ttl_secs) {
             return Ok(false);
         }
-        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+        if !b.delete(check) {
             return Ok(false);
-        };
-        b.links.remove(i);
+        }
         self.dirty.insert(locator);
         self.links -= 1;
         self.changed = true;

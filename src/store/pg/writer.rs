@@ -587,10 +587,7 @@ impl Batch<'_, '_> {
     /// sees it).
     async fn create(&mut self, id: BucketId) -> Result<(), StoreError> {
         let loc = id.locator();
-        let empty = StoredBucket {
-            id,
-            links: Vec::new(),
-        };
+        let empty = StoredBucket::new(id);
         let key: &[u8] = &loc.0;
         self.t
             .execute(
@@ -667,10 +664,10 @@ impl Batch<'_, '_> {
         let id = match target {
             Some(id) => {
                 // A replayed stamp would put the same link into the bucket twice.
-                let held = self.load(id.locator()).await?.map(|b| {
-                    let copy = b.links.iter().any(|l| l.link == link.link);
-                    (copy, b.links.len())
-                });
+                let held = self
+                    .load(id.locator())
+                    .await?
+                    .map(|b| (b.holds(&link.link), b.stores()));
                 if held.is_some_and(|(copy, _)| copy) {
                     return Ok(Err(StoreError::Duplicate));
                 }
@@ -719,10 +716,9 @@ impl Batch<'_, '_> {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        let Some(i) = b.links.iter().position(|l| l.check == check) else {
+        if !b.delete(check) {
             return Ok(false);
-        };
-        b.links.remove(i);
+        }
         self.dirty.insert(locator);
         self.links = self.links.saturating_sub(1);
         self.changed = true;
