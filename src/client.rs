@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::framed::{read_msg, write_msg, FrameIoError};
 use crate::proto::kdf::{self, KdfLimits};
 use crate::proto::seal::{self, SealError, NONCE_LEN};
-use crate::proto::stamp::{ServerName, FULL_SLACK, LATE_STORE_SECS};
+use crate::proto::stamp::{Challenge, ServerName, FULL_SLACK, LATE_STORE_SECS};
 use crate::proto::wire::{
     sanitize_message, DEFAULT_MAX_FRAME, MIN_PROTOCOL_VERSION, STAMP_VERSION,
 };
@@ -488,6 +488,8 @@ struct Stamped {
     sent: Option<(BucketId, Request)>,
     /// Stamps made for the link so far.
     stamps: u32,
+    /// The effort the server asked in the challenge of the store sent.
+    effort: u32,
 }
 
 /// The random values of one offer.
@@ -913,6 +915,17 @@ impl Client {
         let mut stamped = Stamped::default();
         let (mut c, info, id, clock_ahead) = loop {
             let mut c = self.connect(server).await?;
+            if stamped.stamps > 0 && c.version() < STAMP_VERSION {
+                // A stamp went out on an earlier connection: storing without one now would
+                // give a server that said `Busy` to the stamped store, kept its stamp and then
+                // spoke an older version the link's entry for free, and the offer would
+                // succeed (a helper's attack, 2026-12-07).
+                return Err(ConnectionError::Protocol(format!(
+                    "the server agreed on protocol version {} after version {STAMP_VERSION} or later earlier in this offer; nothing was stored",
+                    c.version()
+                ))
+                .into());
+            }
             if needs_mailboxes && c.version() < crate::proto::wire::ANSWER_VERSION {
                 return Err(OfferError::NoMailboxes {
                     version: c.version(),
@@ -1062,7 +1075,12 @@ impl Client {
                     // Bound to the server as the link names it: a stamp made here proves
                     // nothing shown by another server.
                     let name = ServerName::of(server);
-                    let ch = challenge;
+                    // At least the client's own floor, so that its own stamp counts for a
+                    // client that counts like it (a server asking less gets more).
+                    let ch = Challenge {
+                        effort: challenge.effort.max(policy.min_effort),
+                        ..challenge
+                    };
                     let link = sealed.clone();
                     let mut start = [0u8; 16];
                     rand::rngs::OsRng.fill_bytes(&mut start);
@@ -1080,6 +1098,7 @@ impl Client {
                         stamp,
                     };
                     state.stamps += 1;
+                    state.effort = challenge.effort;
                     state.sent.insert((challenge.id, store)).clone()
                 }
             };
@@ -1092,14 +1111,15 @@ impl Client {
                 state.sent = None;
                 return Err(OfferError::ClosedAfterStamp);
             }
-            self.check_closed(c, server, named, info, backoff).await?;
+            self.check_closed(c, server, (named, state.effort), info, backoff)
+                .await?;
             state.sent = None;
             tracing::info!("the server said the bucket closed before the stamped store, and it is full; one new challenge (a stamp sent is an entry a server playing games could count in that bucket)");
         }
     }
 
-    /// The server said bucket `named` closed to the link's stamped store on `c`: `Ok` if that
-    /// can be true of an honest server, so that a new challenge may follow.
+    /// The server said bucket `named` (whose challenge asked `effort`) closed to the link's
+    /// stamped store on `c`: `Ok` if it shows itself full, so that a new challenge may follow.
     ///
     /// An honest server takes stamped stores until [`LATE_STORE_SECS`] after a bucket's window
     /// (by any clock within the policy's skew), so before then it says `BucketClosed` only of
@@ -1107,14 +1127,18 @@ impl Client {
     /// server that said it of a bucket with room kept the stamp, which verifies in that bucket
     /// whether or not the link is there; a client that stamped its link again elsewhere gave
     /// it an entry for free, one per offer (a helper's attack, 2026-12-07). Now it gets one per
-    /// offer that fails, visibly, with [`OfferError::FalselyClosed`]. After that time the
+    /// offer that fails, visibly, with [`OfferError::ClosedNotFull`]. Entries are counted at
+    /// the challenge's effort, not the client's floor: the question is whether the server
+    /// took 64 stamped stores, each of which paid what it asked. Deletes (of more than
+    /// [`FULL_SLACK`] links) and stamps made for another name of the same server also make a
+    /// full bucket look short: the error does not call the server a liar. After that time the
     /// offer ends ([`OfferError::ClosedLate`]): a server that held the store that long could
     /// say anything.
     async fn check_closed(
         &self,
         c: &mut Connection,
         server: &ServerAddr,
-        named: BucketId,
+        (named, effort): (BucketId, u32),
         info: &ServerInfo,
         backoff: &mut Backoff,
     ) -> Result<(), OfferError> {
@@ -1136,7 +1160,7 @@ impl Client {
                     code: ErrorCode::NotFound,
                     ..
                 }) => {
-                    return Err(OfferError::FalselyClosed {
+                    return Err(OfferError::ClosedNotFull {
                         verified: 0,
                         max: MAX_LINKS_PER_BUCKET,
                     })
@@ -1155,7 +1179,7 @@ impl Client {
             .into());
         }
         let name = ServerName::of(server);
-        let min = policy.min_effort;
+        let min = effort;
         let verified = tokio::task::spawn_blocking(move || {
             crate::proto::stamp::count_verified(
                 &name,
@@ -1168,7 +1192,7 @@ impl Client {
         .await
         .map_err(OfferError::StampTask)?;
         if verified + FULL_SLACK < MAX_LINKS_PER_BUCKET {
-            return Err(OfferError::FalselyClosed {
+            return Err(OfferError::ClosedNotFull {
                 verified,
                 max: MAX_LINKS_PER_BUCKET,
             });

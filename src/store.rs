@@ -258,13 +258,23 @@ impl StoredBucket {
         self.links.iter().any(|l| &l.link == link) || self.gone.contains(&mark(link))
     }
 
-    /// Delete the first link whose check is `check`; whether there was one.
-    pub fn delete(&mut self, check: DeleteCheck) -> bool {
+    /// Delete the first link whose check is `check` at `now` (the bucket's store window being
+    /// `open_window` seconds); whether there was one. The link is marked only while the bucket
+    /// can still take a store ([`crate::proto::stamp::LATE_STORE_SECS`] after its window): after
+    /// that no store reaches it, and a mark would only take room until it expires.
+    pub fn delete(&mut self, check: DeleteCheck, now: u64, open_window: u64) -> bool {
         let Some(i) = self.links.iter().position(|l| l.check == check) else {
             return false;
         };
         let l = self.links.remove(i);
-        self.gone.push(mark(&l.link));
+        let open_until = self
+            .id
+            .created
+            .saturating_add(open_window)
+            .saturating_add(crate::proto::stamp::LATE_STORE_SECS);
+        if now < open_until {
+            self.gone.push(mark(&l.link));
+        }
         true
     }
 }

@@ -64,6 +64,9 @@ enum Evil {
     /// As [`Evil::HarvestsClosing`], but shows the named bucket full of verified links (it
     /// paid a stamp for each), as an honest server's full bucket is.
     HarvestsFull,
+    /// As [`Evil::HarvestsBusy`] on its first connection, then speaks version 2 (where a store
+    /// carries no stamp).
+    HarvestsDowngrading,
     /// Names a bucket whose window has passed (within the client's skew), and says it closed
     /// once the client's clock ([`Seen::clock`]) has moved on past the time a server takes
     /// stamped stores after a window.
@@ -208,12 +211,22 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                     message: "closed".into(),
                 }
             }
+            (Evil::HarvestsDowngrading, Request::Hello { .. }) => Response::Hello {
+                version: if seen.stamps.lock().unwrap().is_empty() {
+                    3
+                } else {
+                    2
+                },
+            },
             (
                 Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
                 Request::Hello { .. },
             ) => Response::Hello { version: 3 },
             (
-                Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
+                Evil::HarvestsClosing
+                | Evil::HarvestsBusy
+                | Evil::HarvestsFull
+                | Evil::HarvestsDowngrading,
                 Request::Challenge,
             ) => {
                 // Another victim's bucket each time, every one within the policy.
@@ -228,13 +241,18 @@ async fn evil_connection(mode: Evil, mut s: DuplexStream, seen: Arc<Seen>) {
                 })
             }
             (
-                Evil::HarvestsClosing | Evil::HarvestsBusy | Evil::HarvestsFull,
+                Evil::HarvestsClosing
+                | Evil::HarvestsBusy
+                | Evil::HarvestsFull
+                | Evil::HarvestsDowngrading,
                 Request::StampedStore { id, stamp, .. },
             ) => {
                 seen.stamps.lock().unwrap().push((id, stamp));
                 Response::Error {
                     code: match mode {
-                        Evil::HarvestsBusy => rdv::proto::ErrorCode::Busy,
+                        Evil::HarvestsBusy | Evil::HarvestsDowngrading => {
+                            rdv::proto::ErrorCode::Busy
+                        }
                         _ => rdv::proto::ErrorCode::BucketClosed,
                     },
                     message: "try again".into(),
@@ -621,7 +639,7 @@ async fn a_slow_server_cannot_hold_an_offer_past_the_connection_budget() {
     let (connector, seen) = evil_server(Evil::SlowAndClosing);
     let client = client_with(connector, |c| c.connection_budget = None);
     let e = offer_by(&client).await.unwrap_err();
-    assert!(matches!(e, OfferError::FalselyClosed { .. }), "{e}");
+    assert!(matches!(e, OfferError::ClosedNotFull { .. }), "{e}");
     assert_eq!(seen.challenges.load(Ordering::SeqCst), 1);
 }
 
@@ -657,10 +675,11 @@ async fn a_server_that_refuses_stamped_stores_gets_one_stamp_and_a_visible_failu
         match mode {
             Evil::HarvestsClosing => {
                 assert!(
-                    matches!(e, OfferError::FalselyClosed { verified: 0, .. }),
+                    matches!(e, OfferError::ClosedNotFull { verified: 0, .. }),
                     "{e}"
                 );
-                assert_eq!(e.kind(), ErrorKind::ServerMisbehaved);
+                // Deletes in an honest bucket can look the same: not called misbehaviour.
+                assert_eq!(e.kind(), ErrorKind::Transient);
                 assert_eq!(seen.fetches.load(Ordering::SeqCst), 1);
             }
             Evil::HarvestsFull => {
@@ -674,11 +693,35 @@ async fn a_server_that_refuses_stamped_stores_gets_one_stamp_and_a_visible_failu
             }
         }
     }
-    // A client counts by its own floor: a full bucket of stamps below it is no full bucket.
+    // Fullness is counted at the effort the server asked (each store paid that), not at the
+    // client's floor; the client's own stamps show its floor all the same.
     let (connector, seen) = evil_server(Evil::HarvestsFull);
     let e = offer_by(&client_for(connector)).await.unwrap_err();
-    assert!(matches!(e, OfferError::FalselyClosed { .. }), "{e}");
+    assert!(matches!(e, OfferError::ClosedAfterStamp), "{e}");
+    let stamps = seen.stamps.lock().unwrap().clone();
+    assert_eq!(stamps.len(), 2);
+    let floor = ClientConfig::default().policy.min_effort;
+    assert!(stamps.iter().all(|(_, s)| s.effort() >= floor));
+}
+
+/// A server that says `Busy` to the stamped store, keeps its stamp, and speaks an older version
+/// on the client's next connection: a store without a stamp there would give it the entry for
+/// free and succeed (a helper's attack, 2026-12-07). The offer ends instead.
+#[tokio::test(start_paused = true)]
+async fn a_server_that_downgrades_after_a_stamp_went_out_stores_nothing() {
+    let (connector, seen) = evil_server(Evil::HarvestsDowngrading);
+    let e = offer_by(&client_for(connector)).await.unwrap_err();
+    assert!(
+        e.to_string().contains("agreed on protocol version 2"),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::ServerMisbehaved, "{e}");
     assert_eq!(seen.stamps.lock().unwrap().len(), 1);
+    assert_eq!(
+        seen.stores.load(Ordering::SeqCst),
+        0,
+        "nothing stored without a stamp"
+    );
 }
 
 /// A `BucketClosed` that comes later than an honest server could say it of a bucket with room

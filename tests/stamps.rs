@@ -605,6 +605,38 @@ async fn a_deleted_link_is_never_stored_again_in_its_bucket() {
     assert!(later.iter().all(|o| o.bucket == bucket));
     let shown = c.accept(&later[0].link, None).await.unwrap().links_verified;
     assert_eq!(shown, Some(3));
+    // Stores without a stamp likewise (a second helper's attack: a version-2 client's deleted
+    // link stored again, or a live one copied before its owner deleted it).
+    let old = s.client(2);
+    let plain = old
+        .offer(&addr(), b"plain", pass(50), KdfProfile::Test)
+        .await
+        .unwrap();
+    let Response::Bucket { links } = ask(
+        &mut s.raw_at(2).await,
+        &Request::Fetch {
+            locator: plain.bucket.locator(),
+        },
+    )
+    .await
+    else {
+        panic!("a bucket")
+    };
+    let copy = |link: SealedLink| Request::Store {
+        link,
+        delete_check: mine.check(),
+    };
+    // The bucket's only link comes first (filler after it).
+    let real = links[0].clone();
+    let r = ask(&mut s.raw_at(2).await, &copy(real.clone())).await;
+    assert_eq!(code(r), ErrorCode::BadStamp, "a copy of a live link");
+    old.delete(&plain.link, &plain.delete_token).await.unwrap();
+    let r = ask(&mut s.raw_at(2).await, &copy(real)).await;
+    assert_eq!(code(r), ErrorCode::BadStamp, "a deleted link");
+    assert!(
+        old.accept(&plain.link, None).await.is_err(),
+        "the deleted plain link opened again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,9 +243,10 @@ pub enum OfferError {
     /// The server said the bucket its challenge named had closed, soon after the challenge,
     /// but that bucket shows fewer verified links than a full one (protocol version 3): an
     /// honest server takes stamped stores until well after a bucket's window, so it says that
-    /// only of a full bucket. Nothing was stored, and the link is not stamped for another bucket.
-    #[error("the server said the bucket it named had closed, soon after naming it, but that bucket shows only {verified} verified links of {max}: an honest server says so only of a full bucket, and the stamp it was sent verifies in that bucket whether or not your link is there (it could show it as company for someone else); nothing was stored, and the link is not stamped for another bucket")]
-    FalselyClosed {
+    /// only of a full bucket (or of one that many links were deleted from). Nothing was stored,
+    /// and the link is not stamped for another bucket.
+    #[error("the server said the bucket it named had closed, soon after naming it, but that bucket shows only {verified} stamped links of {max}: a server collecting stamps would say so of a bucket with room (the stamp it was sent verifies there whether or not your link is, and could show as someone else's company), and so would an honest one after many deletes in that bucket; nothing was stored, and the link is not stamped for another bucket; offer again, and if it happens again, suspect the server")]
+    ClosedNotFull {
         /// Verified links the bucket showed.
         verified: usize,
         /// Links a bucket holds.
@@ -307,8 +308,9 @@ impl OfferError {
             OfferError::Refused { .. }
             | OfferError::UnacceptableServer(_)
             | OfferError::RefusedChallenge(_) => ErrorKind::ServerMisbehaved,
-            OfferError::ClosedAfterStamp | OfferError::ClosedLate => ErrorKind::Transient,
-            OfferError::FalselyClosed { .. } => ErrorKind::ServerMisbehaved,
+            OfferError::ClosedAfterStamp
+            | OfferError::ClosedLate
+            | OfferError::ClosedNotFull { .. } => ErrorKind::Transient,
             OfferError::StampTask(_) => ErrorKind::Local,
             OfferError::Kdf(_) | OfferError::Seal(_) | OfferError::NoMailboxes { .. } => {
                 ErrorKind::BadInput

@@ -140,6 +140,7 @@ impl Allocator {
     /// second a new bucket must be created in, for which the caller looks up the highest
     /// sequence number used and calls [`Allocator::open_in`].
     pub fn begin(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
+        self.drop_future(now);
         match Self::usable(self.free, self.floor, self.capacity, now, params) {
             Some(id) => {
                 if let Some((_, n)) = &mut self.free {
@@ -155,9 +156,24 @@ impl Allocator {
     /// stamped store would go into, without assigning a link to it. A new bucket, if one is
     /// needed, is opened empty with [`Allocator::open_empty_in`].
     pub fn begin_challenge(&mut self, now: u64, params: &StoreParams) -> Result<Step, Exhausted> {
+        self.drop_future(now);
         match Self::usable(self.open, self.floor, self.capacity, now, params) {
             Some(id) => Ok(Step::Joined(id)),
             None => self.new_second(now, params),
+        }
+    }
+
+    /// Close both streams' open buckets if either lies in the future at `now` (the wall clock
+    /// went back): a bucket created at the wrong time is never used again, also by the stream
+    /// that has had no store since, which would otherwise find it usable once real time reached
+    /// it (rule 1 of PROTOCOL.md §10.1).
+    fn drop_future(&mut self, now: u64) {
+        let future = |o: &Open| {
+            o.is_some_and(|(id, _)| id.created > now.saturating_add(FUTURE_TOLERANCE_SECS))
+        };
+        if future(&self.open) || future(&self.free) {
+            self.open = None;
+            self.free = None;
         }
     }
 

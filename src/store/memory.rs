@@ -108,7 +108,14 @@ impl BucketStore for MemoryStore {
                 }
                 id
             }
-            None => alloc.assign(now, &self.params, |c| Ok::<_, StoreError>(s.used(c)))??,
+            None => {
+                let id = alloc.assign(now, &self.params, |c| Ok::<_, StoreError>(s.used(c)))??;
+                // Not a copy of a link in that bucket, nor one deleted from it.
+                if s.buckets.get(&id.locator()).is_some_and(|b| b.holds(&link)) {
+                    return Err(StoreError::Duplicate);
+                }
+                id
+            }
         };
         s.alloc = alloc;
         s.bucket(id).links.push(StoredLink {
@@ -162,7 +169,7 @@ impl BucketStore for MemoryStore {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        if !b.delete(check) {
+        if !b.delete(check, now, self.params.open_window_secs) {
             return Ok(false);
         }
         s.links -= 1;

@@ -222,7 +222,7 @@ fn offer_code(e: &OfferError) -> &'static str {
     match e {
         OfferError::Refused { .. } | OfferError::RefusedChallenge(_) => "bucket_refused",
         OfferError::ClosedAfterStamp | OfferError::ClosedLate => "bucket_closed",
-        OfferError::FalselyClosed { .. } => "bucket_falsely_closed",
+        OfferError::ClosedNotFull { .. } => "bucket_closed_not_full",
         OfferError::UnacceptableServer(_) => "server_unacceptable",
         OfferError::Kdf(_) => "kdf_unacceptable",
         OfferError::Seal(_) => "payload_invalid",

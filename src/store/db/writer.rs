@@ -489,6 +489,14 @@ impl<'t> Batch<'t> {
                 id
             }
             None => match alloc.assign(now, params, |c| self.used(c))? {
+                // Not a copy of a link in that bucket, nor one deleted from it.
+                Ok(id)
+                    if self
+                        .load(id.locator())?
+                        .is_some_and(|b| b.holds(&link.link)) =>
+                {
+                    return Ok(Err(StoreError::Duplicate))
+                }
                 Ok(id) => id,
                 Err(full) => return Ok(Err(full.into())),
             },
@@ -534,7 +542,7 @@ impl<'t> Batch<'t> {
         if b.expired(now, params.ttl_secs) {
             return Ok(false);
         }
-        if !b.delete(check) {
+        if !b.delete(check, now, params.open_window_secs) {
             return Ok(false);
         }
         self.dirty.insert(locator);

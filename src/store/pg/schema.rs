@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS rdv_free_open (
     count integer NOT NULL CHECK (count >= 0)
 );
 ";
+/// No open bucket of stores without a stamp.
+pub(super) const CLEAR_FREE: &str = "DELETE FROM rdv_free_open WHERE id = 1";
 /// Set the open bucket of stores without a stamp.
 pub(super) const WRITE_FREE: &str = "INSERT INTO rdv_free_open (id, created, seq, count) \
      VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET created = EXCLUDED.created, \
@@ -265,14 +267,22 @@ pub(super) async fn read_free(
 
 /// Write the open bucket of stores without a stamp (inside the transaction that locked the meta
 /// row).
+/// ([`WRITE_FREE`], or [`CLEAR_FREE`] for none).
 pub(super) async fn write_free(
     t: &impl GenericClient,
-    stmt: &tokio_postgres::Statement,
-    (id, n): (BucketId, usize),
+    (write, clear): (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    free: Option<(BucketId, usize)>,
 ) -> Result<(), StoreError> {
-    let n = i32::try_from(n).unwrap_or(i32::MAX);
-    t.execute(stmt, &[&int(id.created)?, &i32::from(id.seq), &n])
-        .await?;
+    match free {
+        Some((id, n)) => {
+            let n = i32::try_from(n).unwrap_or(i32::MAX);
+            t.execute(write, &[&int(id.created)?, &i32::from(id.seq), &n])
+                .await?;
+        }
+        None => {
+            t.execute(clear, &[]).await?;
+        }
+    }
     Ok(())
 }
 

@@ -74,6 +74,7 @@ struct Stmts {
     write_meta: Statement,
     read_free: Statement,
     write_free: Statement,
+    clear_free: Statement,
     get_bucket: Statement,
     max_seq: Statement,
     insert_bucket: Statement,
@@ -95,6 +96,7 @@ impl Stmts {
             write_meta: c.prepare(schema::WRITE_META).await?,
             read_free: c.prepare(schema::READ_FREE).await?,
             write_free: c.prepare(schema::WRITE_FREE).await?,
+            clear_free: c.prepare(schema::CLEAR_FREE).await?,
             get_bucket: c.prepare(schema::GET_BUCKET).await?,
             max_seq: c.prepare(schema::MAX_SEQ).await?,
             insert_bucket: c.prepare(schema::INSERT_BUCKET).await?,
@@ -417,7 +419,7 @@ async fn run_ops(
     *txid = Some(row.try_get(8)?);
     let mut meta = schema::meta_from_row(&row)?;
     meta.free = schema::read_free(t, &stmts.read_free).await?;
-    let old_free = meta.free;
+    let (old_open, old_free) = (meta.open, meta.free);
     // What the other frontends wrote shows here, even if this batch changes nothing.
     counters.set(meta.links, meta.answers);
     let alloc = Allocator::resume(meta.last, meta.floor)
@@ -488,7 +490,10 @@ async fn run_ops(
     }
     b.flush().await?;
     *created = std::mem::take(&mut b.created);
-    if !b.changed {
+    // An open bucket closed without a write (one from the future) is closed for every
+    // frontend.
+    let closed = b.alloc.open_bucket() != old_open || b.alloc.free_bucket() != old_free;
+    if !b.changed && !closed {
         return Ok((None, b.hold));
     }
     let meta = Meta {
@@ -500,8 +505,9 @@ async fn run_ops(
         free: b.alloc.free_bucket(),
     };
     schema::write_meta(t, &stmts.write_meta, &meta).await?;
-    if let Some(free) = meta.free.filter(|_| meta.free != old_free) {
-        schema::write_free(t, &stmts.write_free, free).await?;
+    if meta.free != old_free {
+        let stmts_free = (&stmts.write_free, &stmts.clear_free);
+        schema::write_free(t, stmts_free, meta.free).await?;
     }
     Ok((Some(meta), b.hold))
 }
@@ -678,6 +684,15 @@ impl Batch<'_, '_> {
                 id
             }
             None => match self.assign(now, 1).await? {
+                // Not a copy of a link in that bucket, nor one deleted from it.
+                Ok(id)
+                    if self
+                        .load(id.locator())
+                        .await?
+                        .is_some_and(|b| b.holds(&link.link)) =>
+                {
+                    return Ok(Err(StoreError::Duplicate))
+                }
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
             },
@@ -708,7 +723,7 @@ impl Batch<'_, '_> {
         check: DeleteCheck,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let ttl = self.params.ttl_secs;
+        let (ttl, window) = (self.params.ttl_secs, self.params.open_window_secs);
         let now = self.held(now).await?;
         let Some(b) = self.load(locator).await? else {
             return Ok(false);
@@ -716,7 +731,7 @@ impl Batch<'_, '_> {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        if !b.delete(check) {
+        if !b.delete(check, now, window) {
             return Ok(false);
         }
         self.dirty.insert(locator);

@@ -330,7 +330,8 @@ pub(crate) struct OfferArgs {
 #[derive(Args, Clone)]
 pub(crate) struct StampArgs {
     /// Count a link as real only if its stamp shows at least this effort (an entry without
-    /// one could be a fake the server made for free); your own stamps show at least as much.
+    /// one could be a fake the server made for free); your own stamps show at least as much
+    /// (more work than the server asks, when it asks less).
     #[arg(long, value_name = "EFFORT", default_value_t = ClientPolicy::default().min_effort, help_heading = "Stamps")]
     pub(crate) min_effort: u32,
     /// Refuse a server that asks for a stamp of more effort than this (about 3 ms of one core
