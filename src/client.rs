@@ -1128,8 +1128,9 @@ impl Client {
     /// whether or not the link is there; a client that stamped its link again elsewhere gave
     /// it an entry for free, one per offer (a helper's attack, 2026-12-07). Now it gets one per
     /// offer that fails, visibly, with [`OfferError::ClosedNotFull`]. Entries are counted at
-    /// the challenge's effort, not the client's floor: the question is whether the server
-    /// took 64 stamped stores, each of which paid what it asked. Deletes (of more than
+    /// the challenge's effort (the question is whether the server took 64 stamped stores, each
+    /// of which paid what it asked), but at least at the client's floor or the default effort,
+    /// whichever is lower. Deletes (of more than
     /// [`FULL_SLACK`] links) and stamps made for another name of the same server also make a
     /// full bucket look short: the error does not call the server a liar. After that time the
     /// offer ends ([`OfferError::ClosedLate`]): a server that held the store that long could
@@ -1145,8 +1146,11 @@ impl Client {
         let policy = self.config.policy;
         let late = named
             .created
-            .saturating_add(info.open_window_secs)
-            .saturating_add(LATE_STORE_SECS)
+            .saturating_add(
+                info.open_window_secs
+                    .saturating_add(LATE_STORE_SECS)
+                    .min(info.ttl_secs),
+            )
             .saturating_sub(policy.max_skew_secs);
         if self.clock.now() >= late {
             return Err(OfferError::ClosedLate);
@@ -1179,7 +1183,11 @@ impl Client {
             .into());
         }
         let name = ServerName::of(server);
-        let min = effort;
+        // At the challenge's effort, but never below the client's floor or the default one,
+        // whichever is lower: a server that asked for almost nothing would otherwise show a
+        // bucket "full" of stamps that cost it a fraction of a second, and collect each
+        // victim's stamp, made at the floor, for free (a review, 2026-12-07).
+        let min = effort.max(policy.min_effort.min(crate::proto::stamp::DEFAULT_EFFORT));
         let verified = tokio::task::spawn_blocking(move || {
             crate::proto::stamp::count_verified(
                 &name,

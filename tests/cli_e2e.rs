@@ -643,16 +643,36 @@ fn a_bad_listen_or_metrics_address_stops_serve_before_anything_starts() {
 
 /// What `rdv accept` says of a bucket's verified links: with stamps below the client's minimum
 /// effort not even the link's own counts, and the user is told why rather than "0 verified".
+/// An initiator stamps at its own floor when the server asks less, so its link counts for an
+/// accepter of the same floor; one that lowered its floor stamps at the server's effort.
 #[test]
 fn accept_says_why_no_stamp_counts_below_the_minimum_effort() {
     let dir = tempfile::tempdir().unwrap();
-    for (effort, expect) in [
-        ("4", "not even this link's own"),
-        ("64", "hides among 1 verified link(s)"),
+    for (effort, floor, expect) in [
+        ("4", "4", "not even this link's own"),
+        ("4", "64", "hides among 1 verified link(s)"),
+        ("64", "64", "hides among 1 verified link(s)"),
     ] {
-        let server = ServerProcess::start(&dir.path().join(effort), &["--stamp-effort", effort]);
+        let data = dir.path().join(format!("{effort}-{floor}"));
+        let server = ServerProcess::start(&data, &["--stamp-effort", effort]);
         let addr = server.addr.to_string();
-        let out = offer(&addr, "p", "correct horse battery staple river", false);
+        let args = [
+            "offer",
+            "--direct",
+            &addr,
+            "--payload",
+            "p",
+            "--kdf",
+            "test",
+            "--min-effort",
+            floor,
+        ];
+        let out = rdv(
+            &args,
+            None,
+            &[("RDV_PASSPHRASE", "correct horse battery staple river")],
+        );
+        assert!(out.status.success(), "{out:?}");
         let link = field(&out, "link:");
         let out = rdv(&["accept", "--direct", &addr, &link], None, &[]);
         assert!(

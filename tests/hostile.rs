@@ -68,8 +68,12 @@ async fn normal_op(c: &Client, sa: &ServerAddr, i: u64) -> Result<(), String> {
         Ok(Response::Info(_)) => {}
         other => return Err(format!("info: {other:?}")),
     }
+    // A link of its own every time, across the test's phases (a server refuses a copy of a
+    // link its bucket holds, as a real client's random bytes never are).
+    static LINKS: AtomicU64 = AtomicU64::new(0);
     let mut link = [0u8; 256];
     link[..8].copy_from_slice(&i.to_be_bytes());
+    link[8..16].copy_from_slice(&LINKS.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     let store = Request::Store {
         link: SealedLink(link),
         delete_check: DeleteCheck([1; 32]),
@@ -352,11 +356,15 @@ async fn a_store_flood_cannot_push_honest_offers_into_refused_buckets() {
                 let writer = {
                     let (stop, sent) = (stop.clone(), sent.clone());
                     tokio::spawn(async move {
+                        // Links of their own across connections: copies are refused, and a
+                        // flood must fill buckets.
+                        static FLOOD: AtomicU64 = AtomicU64::new(0);
                         let mut i = 0u64;
                         while !stop.load(Ordering::Relaxed) && i < 10_000_000 {
                             i += 1;
                             let mut link = [0u8; 256];
-                            link[..8].copy_from_slice(&i.to_be_bytes());
+                            let n = FLOOD.fetch_add(1, Ordering::Relaxed);
+                            link[..8].copy_from_slice(&n.to_be_bytes());
                             let req = Request::Store {
                                 link: SealedLink(link),
                                 delete_check: DeleteCheck([2; 32]),

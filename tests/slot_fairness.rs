@@ -150,8 +150,12 @@ async fn session(c: &Client, sa: &ServerAddr, i: u64) -> Result<(), String> {
         Ok(Response::Info(_)) => {}
         other => return Err(format!("info: {other:?}")),
     }
+    // A link of its own every time (a server refuses a copy of a link its bucket holds).
+    static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut link = [0u8; 256];
     link[..8].copy_from_slice(&i.to_be_bytes());
+    let n = LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    link[8..16].copy_from_slice(&n.to_be_bytes());
     let store = Request::Store {
         link: SealedLink(link),
         delete_check: DeleteCheck([1; 32]),

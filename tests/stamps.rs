@@ -639,6 +639,89 @@ async fn a_deleted_link_is_never_stored_again_in_its_bucket() {
     );
 }
 
+/// Another client's stamped store into `id`, the open bucket, on `server` (a raw connection).
+async fn one_more_stamped_link(server: &Arc<Server<DiskStore>>, id: rdv::proto::BucketId) {
+    let mut s = raw_pipe(server);
+    let hello = Request::Hello {
+        min_version: 3,
+        max_version: 3,
+    };
+    assert_eq!(ask(&mut s, &hello).await, Response::Hello { version: 3 });
+    let Response::Challenge(ch) = ask(&mut s, &Request::Challenge).await else {
+        panic!("a challenge")
+    };
+    assert_eq!(ch.id, id);
+    let name = ServerName::of(&addr());
+    let link = SealedLink([0x77; rdv::proto::SEALED_LINK_LEN]);
+    let stamp = stamp::solve(&name, &ch, &link, [0; 16], 100_000).unwrap();
+    let store = Request::StampedStore {
+        link,
+        delete_check: DeleteToken::from_bytes([7; 32]).check(),
+        id,
+        name,
+        stamp,
+    };
+    assert_eq!(ask(&mut s, &store).await, Response::Stored { id });
+}
+
+/// The honest path of a `BucketClosed`: the bucket a client's challenge named fills before its
+/// stamped store arrives (another client was faster). The server says so, the client fetches
+/// the bucket, sees it full, and stamps its link for the next bucket, once: the offer succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_fills_under_a_client_sends_it_to_the_next_one() {
+    let s = setup(ServerConfig::default());
+    let first = offers(&s.client(3), 63).await;
+    let bucket = first[0].bucket;
+    assert!(first.iter().all(|o| o.bucket == bucket));
+    // A relay that lets another client take the bucket's last place just before the client's
+    // stamped store goes through.
+    let server = s.server.clone();
+    let raced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = raced.clone();
+    let connector = PipeConnector::new(move |mut client_end| {
+        let (server, raced) = (server.clone(), r.clone());
+        tokio::spawn(async move {
+            let mut upstream = raw_pipe(&server);
+            while let Ok(req) = read_msg::<Request, _>(&mut client_end, 1 << 20).await {
+                if let Request::StampedStore { id, .. } = &req {
+                    if raced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        one_more_stamped_link(&server, *id).await;
+                    }
+                }
+                let resp = ask(&mut upstream, &req).await;
+                if write_msg(&mut client_end, &resp, DEFAULT_MAX_FRAME)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    });
+    let mut config = ClientConfig::default();
+    config.policy.min_effort = EFFORT;
+    let c = Client::new(Arc::new(connector), config, Arc::new(s.clock.clone()));
+    let o = c
+        .offer(&addr(), b"late", pass(99), KdfProfile::Test)
+        .await
+        .unwrap();
+    assert_eq!(
+        raced.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "two stamped stores"
+    );
+    assert_ne!(o.bucket, bucket, "in the next bucket");
+    assert_eq!(
+        c.accept(&o.link, None).await.unwrap().links_verified,
+        Some(1)
+    );
+    assert_eq!(
+        c.verified_links(&first[0].link).await.unwrap(),
+        Some(64),
+        "the full bucket"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
     for (mode, budget, offered, seen) in [

@@ -249,6 +249,10 @@ impl Allocator {
         params: &StoreParams,
     ) -> bool {
         let Some(links) = links else { return false };
+        // Never into an expired bucket (a TTL shorter than the window and the late time).
+        if now >= id.created.saturating_add(params.ttl_secs) {
+            return false;
+        }
         let late = StoreParams {
             open_window_secs: params.open_window_secs.saturating_add(LATE_STORE_SECS),
             ..*params
@@ -264,6 +268,16 @@ impl Allocator {
             }
         }
         true
+    }
+
+    /// Take back the place [`Allocator::assign`] gave a store without a stamp in `id`, which was
+    /// then refused (a copy of a link the bucket holds or held).
+    pub fn unassign(&mut self, id: BucketId) {
+        if let Some((open, n)) = &mut self.free {
+            if *open == id {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// Open a new bucket for stores without a stamp in second `created` (from
@@ -532,6 +546,26 @@ mod tests {
         let next = a.assign(t, &p, used).unwrap().unwrap();
         assert_eq!(next, id(t, 1));
         assert_ne!(Some(next), a.open_bucket().map(|(b, _)| b));
+    }
+
+    /// A bucket opened while the wall clock ran ahead is closed for good once the clock is
+    /// corrected, for both streams: the free stream, which had no store since, would otherwise
+    /// take it up again when real time reached its second (the full suite's `tests/clock.rs`).
+    #[test]
+    fn a_bucket_from_the_future_is_closed_for_both_streams() {
+        let p = params(600, 32);
+        let none = |_: u64| Ok::<_, Infallible>(None);
+        let t = 1_800_000_000;
+        let ahead = t + 30 * 86_400;
+        let mut a = Allocator::default();
+        let future = a.assign(ahead, &p, none).unwrap().unwrap();
+        // Corrected: a challenge (the other stream) sees the future bucket and closes both.
+        let _ = a.challenge(t, &p, none).unwrap().unwrap();
+        assert_eq!(a.free_bucket(), None);
+        // A month later, the next store without a stamp opens a new bucket in that second.
+        let used = |_: u64| Ok::<_, Infallible>(Some(future.seq));
+        let next = a.assign(ahead, &p, used).unwrap().unwrap();
+        assert_eq!(next, id(ahead, future.seq + 1));
     }
 
     /// A clock that ran a day ahead for longer than the TTL: garbage collection took buckets of

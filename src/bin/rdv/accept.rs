@@ -194,7 +194,7 @@ pub(crate) fn too_few_links(why: String) -> anyhow::Error {
 /// Say how many real links the bucket proves: the set a link hides among (PROTOCOL.md §16).
 pub(crate) fn say_verified(k: Option<usize>) {
     match k {
-        Some(0) => eprintln!("WARNING: no entry of this bucket carries a stamp this client counts, not even this link's own: the server asks for less work per link than this client requires (--min-effort), or it altered the stamps, so none proves a real client; how many real links this one hides among is unknown (docs/ANONYMITY.md)"),
+        Some(0) => eprintln!("WARNING: no entry of this bucket carries a stamp this client counts, not even this link's own: the server asks for less work per link than this client requires (--min-effort) and the link's initiator stamped at that (its own floor was lower), or the server altered the stamps, so none proves a real client; how many real links this one hides among is unknown (docs/ANONYMITY.md)"),
         Some(k) if k <= 1 => eprintln!("WARNING: this link hides among {k} verified link(s): no other entry of its bucket carries a valid stamp, so whoever runs the server can tell whose link a fetch of this bucket is for (a quiet server, or one that isolates you; docs/ANONYMITY.md)"),
         Some(k) => note!("this link hides among {k} verified links (entries whose stamps prove the work of a real client)"),
         None => eprintln!("WARNING: the server proves none of its links (no stamps, protocol version below 3): how many real links this one hides among is unknown, and a server that isolates you cannot be told from an honest one"),

@@ -489,13 +489,15 @@ impl<'t> Batch<'t> {
                 id
             }
             None => match alloc.assign(now, params, |c| self.used(c))? {
-                // Not a copy of a link in that bucket, nor one deleted from it.
+                // Not a copy of a link in that bucket, nor one deleted from it; refused, it
+                // takes no place there.
                 Ok(id)
                     if self
                         .load(id.locator())?
                         .is_some_and(|b| b.holds(&link.link)) =>
                 {
-                    return Ok(Err(StoreError::Duplicate))
+                    alloc.unassign(id);
+                    return Ok(Err(StoreError::Duplicate));
                 }
                 Ok(id) => id,
                 Err(full) => return Ok(Err(full.into())),

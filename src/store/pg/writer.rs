@@ -684,14 +684,16 @@ impl Batch<'_, '_> {
                 id
             }
             None => match self.assign(now, 1).await? {
-                // Not a copy of a link in that bucket, nor one deleted from it.
+                // Not a copy of a link in that bucket, nor one deleted from it; refused, it
+                // takes no place there.
                 Ok(id)
                     if self
                         .load(id.locator())
                         .await?
                         .is_some_and(|b| b.holds(&link.link)) =>
                 {
-                    return Ok(Err(StoreError::Duplicate))
+                    self.alloc.unassign(id);
+                    return Ok(Err(StoreError::Duplicate));
                 }
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
