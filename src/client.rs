@@ -473,6 +473,40 @@ fn busy(e: &ConnectionError, codes: &[ErrorCode]) -> bool {
     matches!(e, ConnectionError::Server { code, .. } if codes.contains(code))
 }
 
+/// An rdv server pads every bucket answer to a full bucket; anything else is not one.
+fn a_full_bucket(n: usize) -> Result<(), ConnectionError> {
+    if n == MAX_LINKS_PER_BUCKET {
+        Ok(())
+    } else {
+        Err(ConnectionError::Protocol(format!(
+            "a bucket answer with {n} entries (always exactly {MAX_LINKS_PER_BUCKET})"
+        )))
+    }
+}
+
+/// The entries of bucket `locator` on the server named `name` whose stamps verify at `min`
+/// effort or more ([`crate::proto::stamp::count_verified`]), counted off the async runtime
+/// (about 50 µs per real entry); the entries are handed back.
+async fn count_off_runtime(
+    name: ServerName,
+    locator: crate::proto::Locator,
+    seed: crate::proto::StampSeed,
+    entries: Vec<crate::proto::wire::StampedEntry>,
+    min: u32,
+) -> Result<(Vec<crate::proto::wire::StampedEntry>, usize), tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        let n = crate::proto::stamp::count_verified(
+            &name,
+            &locator,
+            &seed,
+            entries.iter().map(|e| (&e.link, &e.stamp)),
+            min,
+        );
+        (entries, n)
+    })
+    .await
+}
+
 fn unexpected(what: &str, r: &Response) -> ConnectionError {
     ConnectionError::Protocol(format!("expected {what}, got {}", r.kind()))
 }
@@ -1130,11 +1164,10 @@ impl Client {
     /// offer that fails, visibly, with [`OfferError::ClosedNotFull`]. Entries are counted at
     /// the challenge's effort (the question is whether the server took 64 stamped stores, each
     /// of which paid what it asked), but at least at the client's floor or the default effort,
-    /// whichever is lower. Deletes (of more than
-    /// [`FULL_SLACK`] links) and stamps made for another name of the same server also make a
-    /// full bucket look short: the error does not call the server a liar. After that time the
-    /// offer ends ([`OfferError::ClosedLate`]): a server that held the store that long could
-    /// say anything.
+    /// whichever is lower. Deletes (of more than [`FULL_SLACK`] links) and stamps made for
+    /// another name of the same server also make a full bucket look short: the error does not
+    /// call the server a liar. After that time the offer ends ([`OfferError::ClosedLate`]): a
+    /// server that held the store that long could say anything.
     async fn check_closed(
         &self,
         c: &mut Connection,
@@ -1175,30 +1208,15 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         };
-        if entries.len() != MAX_LINKS_PER_BUCKET {
-            return Err(ConnectionError::Protocol(format!(
-                "a bucket answer with {} entries (always exactly {MAX_LINKS_PER_BUCKET})",
-                entries.len()
-            ))
-            .into());
-        }
-        let name = ServerName::of(server);
+        a_full_bucket(entries.len())?;
         // At the challenge's effort, but never below the client's floor or the default one,
         // whichever is lower: a server that asked for almost nothing would otherwise show a
         // bucket "full" of stamps that cost it a fraction of a second, and collect each
         // victim's stamp, made at the floor, for free (a review, 2026-12-07).
         let min = effort.max(policy.min_effort.min(crate::proto::stamp::DEFAULT_EFFORT));
-        let verified = tokio::task::spawn_blocking(move || {
-            crate::proto::stamp::count_verified(
-                &name,
-                &locator,
-                &seed,
-                entries.iter().map(|e| (&e.link, &e.stamp)),
-                min,
-            )
-        })
-        .await
-        .map_err(OfferError::StampTask)?;
+        let (_, verified) = count_off_runtime(ServerName::of(server), locator, seed, entries, min)
+            .await
+            .map_err(OfferError::StampTask)?;
         if verified + FULL_SLACK < MAX_LINKS_PER_BUCKET {
             return Err(OfferError::ClosedNotFull {
                 verified,
@@ -1304,16 +1322,6 @@ impl Client {
         locator: crate::proto::Locator,
     ) -> Result<Fetched, AcceptError> {
         let fetch = Request::Fetch { locator };
-        // An rdv server pads every answer to a full bucket; anything else is not one.
-        let full = |n: usize| {
-            if n == MAX_LINKS_PER_BUCKET {
-                Ok(())
-            } else {
-                Err(ConnectionError::Protocol(format!(
-                    "a bucket answer with {n} entries (always exactly {MAX_LINKS_PER_BUCKET})"
-                )))
-            }
-        };
         match self.request_any(server, &fetch).await {
             // A server that speaks stamps must show them: a plain bucket would hide how many of
             // its entries are real behind "this server has no stamps".
@@ -1324,29 +1332,19 @@ impl Client {
                 .into())
             }
             Ok((Response::Bucket { links }, _)) => {
-                full(links.len())?;
+                a_full_bucket(links.len())?;
                 Ok(Fetched {
                     links,
                     verified: None,
                 })
             }
             Ok((Response::StampedBucket { seed, entries }, v)) if v >= STAMP_VERSION => {
-                full(entries.len())?;
-                // About 50 µs per real entry: off the async runtime.
+                a_full_bucket(entries.len())?;
                 let min = self.config.policy.min_effort;
-                let name = ServerName::of(server);
-                let (entries, verified) = tokio::task::spawn_blocking(move || {
-                    let n = crate::proto::stamp::count_verified(
-                        &name,
-                        &locator,
-                        &seed,
-                        entries.iter().map(|e| (&e.link, &e.stamp)),
-                        min,
-                    );
-                    (entries, n)
-                })
-                .await
-                .map_err(AcceptError::StampTask)?;
+                let (entries, verified) =
+                    count_off_runtime(ServerName::of(server), locator, seed, entries, min)
+                        .await
+                        .map_err(AcceptError::StampTask)?;
                 Ok(Fetched {
                     links: entries.into_iter().map(|e| e.link).collect(),
                     verified: Some(verified),

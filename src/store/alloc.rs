@@ -177,18 +177,19 @@ impl Allocator {
         }
     }
 
-    /// Bucket `id` holding `links` links takes one more at `now`: it has room, is in its window,
-    /// does not lie in the future and has not been collected.
+    /// Bucket `id` holding `links` links takes one more at `now`: it has room, is in its window
+    /// (`window` seconds from its creation), does not lie in the future and has not been
+    /// collected.
     fn takes(
         id: BucketId,
         links: usize,
         floor: Option<u64>,
         capacity: usize,
         now: u64,
-        params: &StoreParams,
+        window: u64,
     ) -> bool {
         let has_room = links < capacity;
-        let in_window = now < id.created.saturating_add(params.open_window_secs);
+        let in_window = now < id.created.saturating_add(window);
         let not_future = id.created <= now.saturating_add(FUTURE_TOLERANCE_SECS);
         // Collected already (a wall clock far behind the expiry clock): never hand it out
         // again, its ID would be reused and its link collected at once.
@@ -205,7 +206,7 @@ impl Allocator {
         params: &StoreParams,
     ) -> Option<BucketId> {
         let (id, n) = open?;
-        Self::takes(id, n, floor, capacity, now, params).then_some(id)
+        Self::takes(id, n, floor, capacity, now, params.open_window_secs).then_some(id)
     }
 
     /// The second a new bucket opens in at `now`.
@@ -253,11 +254,8 @@ impl Allocator {
         if now >= id.created.saturating_add(params.ttl_secs) {
             return false;
         }
-        let late = StoreParams {
-            open_window_secs: params.open_window_secs.saturating_add(LATE_STORE_SECS),
-            ..*params
-        };
-        if !Self::takes(id, links, self.floor, self.capacity, now, &late) {
+        let window = params.open_window_secs.saturating_add(LATE_STORE_SECS);
+        if !Self::takes(id, links, self.floor, self.capacity, now, window) {
             return false;
         }
         // Either stream's open bucket counts it (a stamp may name any bucket the client has
