@@ -561,15 +561,22 @@ pub struct Client {
     kdf_turns: Arc<tokio::sync::Semaphore>,
     /// Set by [`Client::interrupt`].
     interrupted: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Looks on their way, by server and mailbox, each told `true` when it ends
+    /// Looks on their way, by server and mailbox, each told what the server answered when it
+    /// ends; the end of a look whose caller stopped waiting is kept until taken
     /// ([`Client::look_at`]).
     looking: LooksOnTheirWay,
 }
 
-/// Looks into mailboxes that are on their way, by server and mailbox.
+/// How a look into a mailbox ended: `None` while it is on its way, then what the server
+/// answered (the sealed answer or filler the mailbox held; `None` within when it could not be
+/// asked).
+type LookEnd = Option<Option<crate::proto::answer::SealedAnswer>>;
+
+/// Looks into mailboxes that are on their way, or ended with nobody waiting for them, by
+/// server and mailbox.
 type LooksOnTheirWay = Arc<
     std::sync::Mutex<
-        std::collections::HashMap<(String, [u8; 32]), tokio::sync::watch::Receiver<bool>>,
+        std::collections::HashMap<(String, [u8; 32]), tokio::sync::watch::Receiver<LookEnd>>,
     >,
 >;
 

@@ -2672,6 +2672,74 @@ fn every_copy_of_an_answered_multi_server_link_collects_its_own_answer() {
     }
 }
 
+/// A look at one copy still on its way when the answer opened at another (here the second
+/// server holds its looks 10 s, and the first one's looks fail until the second has seen one)
+/// is that copy's look: its answer, if it holds one, is the copy's, and the copy is not asked
+/// again. Before, the trail asked again a pause after it, so the server saw one answer fetched
+/// twice (a third answer fetched for a link of two copies, first seen as a flaky count under
+/// load).
+#[test]
+fn a_look_on_its_way_when_another_copy_answered_is_not_asked_again() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, sum) = two_servers_with_metrics(dir.path(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = held.clone();
+    let slow = rt.block_on(common::proxy::delaying_proxy(
+        servers[1].addr,
+        move |r| {
+            let look = matches!(r, rdv::proto::Request::FetchAnswer { .. });
+            if look {
+                seen.store(true, SeqCst);
+            }
+            look.then_some(std::time::Duration::from_secs(10))
+        },
+        |_| false,
+    ));
+    let first = rt.block_on(common::proxy::delaying_proxy(
+        servers[0].addr,
+        |_| None,
+        move |r| matches!(r, rdv::proto::Request::FetchAnswer { .. }) && !held.load(SeqCst),
+    ));
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let (a, b) = (first.to_string(), slow.to_string());
+    let offered = ok(
+        &offer_on_two(&a, &b, &["--expect-answer", "--state", st]),
+        "offer",
+    );
+    ok(
+        &accept_back(str_of(&offered, "link"), &["--answer-every-copy"]),
+        "accept",
+    );
+    assert_eq!(sum("rdv_answers_total{outcome=\"put_stored\"}"), 2.0);
+    let out = rdv(
+        &[
+            "collect",
+            "--direct",
+            "--state",
+            st,
+            "--early",
+            "--spread",
+            "0s",
+            "--poll-every",
+            "1s",
+            "--wait",
+            "5m",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "back");
+    assert_eq!(
+        sum("rdv_answers_total{outcome=\"fetch_found\"}"),
+        2.0,
+        "an answer was fetched twice, or one left: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A server of a multi-server link that says the link was answered before, while the other
 /// took this answer: the accept fails with `already_answered` (someone may hold the link), but
 /// reports the answer as out (`answered`: true), which it is: the initiator collects it from

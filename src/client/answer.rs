@@ -681,16 +681,26 @@ impl Client {
     }
 
     /// Wait for a look into `mailbox` at `server` that is on its way ([`Client::look_at`]) to
-    /// end.
-    async fn look_settled(&self, server: &ServerAddr, mailbox: MailboxAddr) {
-        let on_its_way = self
-            .looking
-            .lock()
+    /// end, or take one that ended with nobody waiting for it: what the server answered it (the
+    /// sealed answer or filler), if it was asked.
+    async fn look_settled(
+        &self,
+        server: &ServerAddr,
+        mailbox: MailboxAddr,
+    ) -> Option<answer::SealedAnswer> {
+        let key = (server.to_string(), mailbox.0);
+        let mut on_its_way = self.looking.lock().ok()?.get(&key).cloned()?;
+        let end = on_its_way
+            .wait_for(Option::is_some)
+            .await
             .ok()
-            .and_then(|l| l.get(&(server.to_string(), mailbox.0)).cloned());
-        if let Some(mut ended) = on_its_way {
-            let _ = ended.wait_for(|e| *e).await;
+            .and_then(|e| *e);
+        if let Ok(mut l) = self.looking.lock() {
+            if l.get(&key).is_some_and(|r| r.same_channel(&on_its_way)) {
+                l.remove(&key);
+            }
         }
+        end.flatten()
     }
 
     /// No answer from `asked` copies, `failures` of which could not be looked at: `None`
@@ -716,7 +726,10 @@ impl Client {
     /// opened at another copy, a forget), the look's connection ended within moments of that
     /// event, a rendezvous left or a request never read, which no other client does; it
     /// paired a link's copies for servers comparing notes (a helper's review, 2026-12-07).
-    /// Such a look is noted while on its way, and [`Client::look_settled`] waits for it.
+    /// Such a look is noted while on its way, and what the server answered it is kept once it
+    /// ends until [`Client::look_settled`] takes it: a look that asked again instead fetched
+    /// the answer twice, the second time a pause after the first, which no link of one copy
+    /// does (seen as a third answer fetched for a link of two copies under load).
     async fn look_at(
         &self,
         server: &ServerAddr,
@@ -726,25 +739,32 @@ impl Client {
         let detached = self.shared();
         let to = server.clone();
         let key = (server.to_string(), mailbox.0);
-        let (ended, on_its_way) = tokio::sync::watch::channel(false);
+        let (ended, on_its_way) = tokio::sync::watch::channel(None);
         if let Ok(mut l) = self.looking.lock() {
+            // Ends nobody took (their copies never looked at again) are let go when many.
+            if l.len() >= KEPT_LOOK_ENDS {
+                l.retain(|_, r| r.borrow().is_none());
+            }
             l.insert(key.clone(), on_its_way.clone());
         }
-        let looking = self.looking.clone();
         let sent = tokio::spawn(async move {
             let sent = detached
                 .request_fresh(&to, &Request::FetchAnswer { mailbox }, ANSWER_VERSION)
                 .await;
-            if let Ok(mut l) = looking.lock() {
-                // This look's entry, not a later one's.
-                if l.get(&key).is_some_and(|r| r.same_channel(&on_its_way)) {
-                    l.remove(&key);
-                }
-            }
-            let _ = ended.send(true);
+            let held = match &sent {
+                Ok(Sent::Answer(Response::Answer { answer })) => Some(*answer),
+                _ => None,
+            };
+            let _ = ended.send(Some(held));
             sent
         })
         .await;
+        // Waited for to its end: this look's end is this caller's, not one to keep.
+        if let Ok(mut l) = self.looking.lock() {
+            if l.get(&key).is_some_and(|r| r.same_channel(&on_its_way)) {
+                l.remove(&key);
+            }
+        }
         let sent = match sent {
             Ok(sent) => sent?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -1003,10 +1023,17 @@ impl Client {
         super::wake::until_wall(self.clock.as_ref(), start_at).await;
         // A look into this mailbox still on its way (one left when the first answer opened
         // elsewhere, before this trail) ends first: two at once, the second a pause after the
-        // answer was collected elsewhere, paired the copies. The next look then comes a pause
-        // after it, as after any look of these.
-        self.look_settled(&copy.server, mailbox_at(pending, index))
-            .await;
+        // answer was collected elsewhere, paired the copies. Its answer, if one opened, is
+        // this copy's (asked again, the server saw one answer fetched twice); otherwise the
+        // next look comes a pause after it, as after any look of these.
+        let mailbox = mailbox_at(pending, index);
+        if let Some(sealed) = self.look_settled(&copy.server, mailbox).await {
+            if let Ok(answer) =
+                answer::open_answer_from(&pending.key, &pending.secret, mailbox, &sealed)
+            {
+                return Ok(answer);
+            }
+        }
         let began = tokio::time::Instant::now();
         // The end counts from the start on the wall clock, even when the start was noticed late
         // (the process stopped, the machine suspended across it): counted from the moment it
@@ -1064,6 +1091,10 @@ impl Client {
         }
     }
 }
+
+/// How many ended looks nobody waited for a client keeps ([`Client::look_at`]) before it
+/// lets them go.
+const KEPT_LOOK_ENDS: usize = 1024;
 
 /// The mailbox of copy `j` of `pending`'s link.
 fn mailbox_at(pending: &PendingAnswer, j: usize) -> MailboxAddr {
