@@ -262,6 +262,7 @@ impl<S: BucketStore> Server<S> {
             self.open_connections(),
             self.slot_holders(),
             self.store.link_count(),
+            self.store.mark_count(),
             self.store.params().max_links,
         )
     }

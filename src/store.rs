@@ -105,7 +105,10 @@ impl StoreParams {
     }
 
     /// Whether one more write of `kind` fits the quota and its share, with `links` links and
-    /// `answers` answers stored. Every backend asks this in its write transaction, with the
+    /// `answers` answers stored; `links` counts the marks of deleted links too
+    /// ([`BucketStore::mark_count`]): a mark stays until its bucket expires, and uncounted,
+    /// stores and deletes over and over filled the disk past any quota (about 100 bytes a pair,
+    /// thousands of pairs a second). Every backend asks this in its write transaction, with the
     /// counts of the whole store (every frontend's, on a cluster), so no two writes pass a
     /// limit together.
     pub fn admits(&self, kind: WriteKind, links: u64, answers: u64) -> Result<(), StoreError> {
@@ -558,6 +561,10 @@ pub trait BucketStore: Send + Sync + 'static {
 
     /// Number of answers stored.
     fn answer_count(&self) -> u64;
+
+    /// Number of deleted links whose marks are kept ([`StoredBucket::gone`]): each keeps its
+    /// place in the quota until its bucket expires, as the link did ([`StoreParams::admits`]).
+    fn mark_count(&self) -> u64;
 
     /// Whether [`link_count`](Self::link_count) and [`answer_count`](Self::answer_count) are the
     /// whole store's as of now. The only writer of a store always knows them (the default); a

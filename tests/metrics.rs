@@ -198,6 +198,8 @@ async fn every_count_is_exact_and_nothing_identifies_a_bucket() {
     assert_eq!(value(&text, "rdv_connections_open"), 6.0);
     assert_eq!(value(&text, "rdv_slots_in_use"), 6.0);
     assert_eq!(value(&text, "rdv_links_stored"), 3.0);
+    // Both deletes came while their buckets could still take a store: each left a mark.
+    assert_eq!(value(&text, "rdv_link_marks"), 2.0);
     assert!(value(&text, "rdv_links_quota") >= 0.0);
 
     // Nothing that names a bucket, a link or a time of a request.

@@ -590,6 +590,35 @@ async fn a_damaged_bucket_neither_panics_nor_blocks_garbage_collection() {
     store.verify().await.unwrap();
 }
 
+/// A database of a version before marks were counted gets their columns at the next start, and
+/// its frontends count marks from then on: the count is in the shared database, so a second
+/// frontend sees the first one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_before_marks_were_counted_counts_them_from_the_next_start() {
+    let pg = Postgres::start();
+    let params = StoreParams {
+        open_window_secs: 600,
+        ttl_secs: 3600,
+        ..Default::default()
+    };
+    let store = open(&pg, "postgres", params, 1).await;
+    let (l, tok) = link(1);
+    store.store(l, tok.check(), T0).await.unwrap();
+    drop(store);
+    pg.psql(
+        "postgres",
+        "ALTER TABLE rdv_meta DROP COLUMN marks; ALTER TABLE rdv_buckets DROP COLUMN marks",
+    );
+    let store = open(&pg, "postgres", params, 1).await;
+    let (l, tok) = link(2);
+    let id = store.store(l, tok.check(), T0).await.unwrap();
+    assert!(store.delete(id.locator(), tok.check(), T0).await.unwrap());
+    assert_eq!((store.link_count(), store.mark_count()), (1, 1));
+    store.verify().await.unwrap();
+    let other = open(&pg, "postgres", params, 1).await;
+    assert_eq!(other.mark_count(), 1);
+}
+
 /// Write-once across frontends: many accepters racing to answer one mailbox through different
 /// frontends get exactly one `Stored`; every frontend then returns that one answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -744,6 +744,9 @@ impl BucketStore for GatedDeletes {
     fn answer_count(&self) -> u64 {
         self.inner.answer_count()
     }
+    fn mark_count(&self) -> u64 {
+        self.inner.mark_count()
+    }
 }
 
 /// Deletes are writes: like stores they are admitted fairly, one per source at a time. A

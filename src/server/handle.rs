@@ -246,7 +246,10 @@ impl<S: BucketStore> Server<S> {
         if !self.store.counts_current() {
             return None;
         }
-        let counts = (self.store.link_count(), self.store.answer_count());
+        let counts = (
+            self.store.link_count() + self.store.mark_count(),
+            self.store.answer_count(),
+        );
         match self.store.params().admits(kind, counts.0, counts.1) {
             Err(e @ StoreError::ShareFull { .. }) => Some(e),
             _ => None,

@@ -100,6 +100,7 @@ pub struct Metrics {
     slots_in_use: Gauge,
     connections_open: Gauge,
     links_stored: Gauge,
+    link_marks: Gauge,
     links_quota: Gauge,
     tracker: Mutex<Tracker>,
     open_window: u64,
@@ -138,6 +139,7 @@ impl Metrics {
             slots_in_use: Gauge::default(),
             connections_open: Gauge::default(),
             links_stored: Gauge::default(),
+            link_marks: Gauge::default(),
             links_quota: Gauge::default(),
             tracker: Mutex::default(),
             open_window,
@@ -197,6 +199,11 @@ impl Metrics {
             "links_stored",
             "Links stored now (every bucket)",
             m.links_stored.clone(),
+        );
+        registry.register(
+            "link_marks",
+            "Marks of links deleted within their bucket's store window, each keeping the link's place in the quota until its bucket expires",
+            m.link_marks.clone(),
         );
         registry.register(
             "links_quota",
@@ -380,6 +387,7 @@ impl Metrics {
         open: usize,
         slots: usize,
         stored: u64,
+        marks: u64,
         quota: Option<u64>,
     ) -> String {
         {
@@ -390,6 +398,7 @@ impl Metrics {
         self.connections_open.set(as_gauge(open as u64));
         self.slots_in_use.set(as_gauge(slots as u64));
         self.links_stored.set(as_gauge(stored));
+        self.link_marks.set(as_gauge(marks));
         self.links_quota.set(as_gauge(quota.unwrap_or(0)));
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -438,14 +447,14 @@ mod tests {
         m.window_counted(w, Some(2));
         m.window_counted(w, Some(2));
         assert_eq!(m.window_due(1600, None), None);
-        let text = m.encode(1600, 0, 0, 2, None);
+        let text = m.encode(1600, 0, 0, 2, 0, None);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_sum"), 2.0);
         assert_eq!(value(&text, "rdv_fetch_candidates_sum"), 3.0);
         assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_sum"), 60.0);
         assert_eq!(value(&text, "rdv_buckets_opened_total"), 1.0);
         // Expired buckets are forgotten.
-        m.encode(1000 + 3600, 0, 0, 0, None);
+        m.encode(1000 + 3600, 0, 0, 0, 0, None);
         assert_eq!(m.tracked(), 0);
     }
 
@@ -465,7 +474,7 @@ mod tests {
         assert_eq!(m.window_due(1700, None), Some(first));
         assert_eq!(m.window_due(1000 + 3600, None), None);
         assert_eq!(m.windows_waiting(), 0);
-        let text = m.encode(4600, 0, 0, 0, None);
+        let text = m.encode(4600, 0, 0, 0, 0, None);
         assert_eq!(value(&text, "rdv_bucket_links_at_close_count"), 1.0);
         assert_eq!(value(&text, "rdv_buckets_opened_total"), 2.0);
     }
@@ -482,7 +491,7 @@ mod tests {
         assert_eq!(m.latest_fetch(&id(1000, 1).locator()), Some(1020));
         m.heard_fetch(a, 5000, 1030);
         m.deleted(&a.locator(), 1090, false);
-        let text = m.encode(1090, 0, 0, 0, None);
+        let text = m.encode(1090, 0, 0, 0, 0, None);
         assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_sum"), 60.0);
     }
 
@@ -509,10 +518,10 @@ mod tests {
         let m = Metrics::new(600, 7 * 86400);
         let a = id(1000, 0);
         m.opened(a);
-        let before = m.encode(1001, 0, 0, 1, None);
+        let before = m.encode(1001, 0, 0, 1, 0, None);
         m.fetched(a, a.locator(), 3, 1002);
         m.deleted(&a.locator(), 1006, false);
-        let after = m.encode(1007, 0, 0, 1, None);
+        let after = m.encode(1007, 0, 0, 1, 0, None);
         let anonymity = |t: &str| -> Vec<String> {
             t.lines()
                 .filter(|l| {
@@ -526,7 +535,7 @@ mod tests {
         for i in 0..7 {
             m.fetched(a, a.locator(), 1, 1010 + i);
         }
-        let text = m.encode(1020, 0, 0, 1, None);
+        let text = m.encode(1020, 0, 0, 1, 0, None);
         assert_eq!(value(&text, "rdv_fetch_candidates_count"), 8.0);
         assert_eq!(value(&text, "rdv_fetch_candidates_sum"), 10.0);
         assert_eq!(value(&text, "rdv_delete_after_fetch_seconds_count"), 0.0);

@@ -107,6 +107,8 @@ struct Inner {
     filler: FillerSecret,
     links: Arc<AtomicU64>,
     answers: Arc<AtomicU64>,
+    /// Marks of deleted links kept.
+    marks: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
     /// The latest expiry time garbage collection used (0: none yet).
     mark: Arc<AtomicU64>,
@@ -290,6 +292,7 @@ impl DiskStore {
         };
         let links = Arc::new(AtomicU64::new(meta.links));
         let answers = Arc::new(AtomicU64::new(meta.answers));
+        let marks = Arc::new(AtomicU64::new(meta.marks.unwrap_or(0)));
         let commits = Arc::new(AtomicU64::new(0));
         let mark = Arc::new(AtomicU64::new(meta.mark.unwrap_or(0)));
         let hold = Arc::new(super::hold::HoldCell::new(meta.hold));
@@ -313,6 +316,7 @@ impl DiskStore {
             capacity: config.bucket_capacity,
             links: links.clone(),
             answers: answers.clone(),
+            marks: marks.clone(),
             commits: commits.clone(),
             mark: mark.clone(),
             hold: hold.clone(),
@@ -333,6 +337,7 @@ impl DiskStore {
                 filler,
                 links,
                 answers,
+                marks,
                 commits,
                 mark,
                 hold,
@@ -372,9 +377,16 @@ impl DiskStore {
                 source: None,
             });
         }
-        if schema::read_meta(&*self.inner.reader.get()?)?.answers != self.answer_count() {
+        let meta = schema::read_meta(&*self.inner.reader.get()?)?;
+        if meta.answers != self.answer_count() {
             return Err(StoreError::Corrupt {
                 what: "the in-memory answer counter disagrees with the database",
+                source: None,
+            });
+        }
+        if meta.marks != Some(self.mark_count()) {
+            return Err(StoreError::Corrupt {
+                what: "the in-memory mark counter disagrees with the database",
                 source: None,
             });
         }
@@ -579,6 +591,10 @@ impl BucketStore for DiskStore {
 
     fn answer_count(&self) -> u64 {
         self.inner.answers.load(Ordering::Relaxed)
+    }
+
+    fn mark_count(&self) -> u64 {
+        self.inner.marks.load(Ordering::Relaxed)
     }
 
     fn expiry_mark(&self) -> Option<u64> {

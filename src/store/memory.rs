@@ -25,6 +25,8 @@ struct State {
     buckets: HashMap<Locator, StoredBucket>,
     order: BTreeMap<BucketId, ()>,
     links: u64,
+    /// Marks of deleted links kept ([`StoredBucket::gone`]).
+    marks: u64,
     answers: HashMap<MailboxAddr, StoredAnswer>,
     answer_order: BTreeSet<(u64, MailboxAddr)>,
     /// The latest expiry time garbage collection used.
@@ -61,7 +63,7 @@ impl State {
     }
 
     fn quota(&self, params: &StoreParams, kind: WriteKind) -> Result<(), StoreError> {
-        params.admits(kind, self.links, self.answers.len() as u64)
+        params.admits(kind, self.links + self.marks, self.answers.len() as u64)
     }
 }
 
@@ -169,10 +171,13 @@ impl BucketStore for MemoryStore {
         if b.expired(now, ttl) {
             return Ok(false);
         }
+        let marks = b.gone.len();
         if !b.delete(check, now, self.params.open_window_secs) {
             return Ok(false);
         }
+        let marked = (b.gone.len() - marks) as u64;
         s.links -= 1;
+        s.marks += marked;
         Ok(true)
     }
 
@@ -250,6 +255,7 @@ impl BucketStore for MemoryStore {
             s.alloc.collected(id.created);
             if let Some(b) = s.buckets.remove(&id.locator()) {
                 s.links -= b.links.len() as u64;
+                s.marks -= b.gone.len() as u64;
             }
         }
         Ok(doomed.len() + old_answers.len())
@@ -269,6 +275,10 @@ impl BucketStore for MemoryStore {
 
     fn link_count(&self) -> u64 {
         self.inner.lock().map(|s| s.links).unwrap_or(0)
+    }
+
+    fn mark_count(&self) -> u64 {
+        self.inner.lock().map(|s| s.marks).unwrap_or(0)
     }
 
     fn expiry_mark(&self) -> Option<u64> {

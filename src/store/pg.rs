@@ -487,6 +487,7 @@ impl PgStore {
             hold: super::hold::HoldCell::new(hold),
             links: AtomicU64::new(meta.links),
             answers: AtomicU64::new(meta.answers),
+            marks: AtomicU64::new(meta.marks),
             read_at: std::sync::Mutex::new(std::time::Instant::now()),
             commits: AtomicU64::new(0),
             opened: Default::default(),
@@ -717,6 +718,10 @@ impl BucketStore for PgStore {
 
     fn answer_count(&self) -> u64 {
         self.inner.counters.answers.load(Ordering::Relaxed)
+    }
+
+    fn mark_count(&self) -> u64 {
+        self.inner.counters.marks.load(Ordering::Relaxed)
     }
 
     /// The counts as of this frontend's last transaction: current for a second. Other

@@ -30,6 +30,7 @@ const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets"
 
 const META_LINKS: &str = "links";
 const META_ANSWERS: &str = "answers";
+const META_MARKS: &str = "marks";
 const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
 const META_GC_FLOOR: &str = "gc_floor";
@@ -51,6 +52,8 @@ pub(super) struct Meta {
     pub(super) links: u64,
     /// Answers stored.
     pub(super) answers: u64,
+    /// Marks of deleted links kept (`None` in a database written before they were counted).
+    pub(super) marks: Option<u64>,
     /// The newest creation second of a collected bucket.
     pub(super) floor: Option<u64>,
     /// The latest expiry time garbage collection used (unix seconds).
@@ -80,7 +83,7 @@ pub(super) fn read_existing(
             })
         }
     }
-    let m = read_meta_table(&meta)?;
+    let m = counted_marks(&r, read_meta_table(&meta)?)?;
     let secrets = match r.open_table(SECRETS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -132,7 +135,9 @@ fn init_in(
             })
         }
     }
-    let m = read_meta_table(&meta)?;
+    let mut m = read_meta_table(&meta)?;
+    // A database without its meta data or secret yet holds no buckets.
+    m.marks.get_or_insert(0);
     let mut secrets = w.open_table(SECRETS)?;
     let existing = secrets
         .get(SECRET_FILLER)?
@@ -151,7 +156,23 @@ fn init_in(
 pub(super) fn read_meta(db: &impl ReadableDatabase) -> Result<Meta, StoreError> {
     let r = db.begin_read()?;
     let t = r.open_table(META)?;
-    read_meta_table(&t)
+    counted_marks(&r, read_meta_table(&t)?)
+}
+
+/// `m` with its count of marks, counted in the buckets if the database does not keep it yet
+/// (written before marks were counted; every commit writes it from then on). A bucket that does
+/// not decode counts none, as for links.
+fn counted_marks(r: &redb::ReadTransaction, mut m: Meta) -> Result<Meta, StoreError> {
+    if m.marks.is_none() {
+        let mut marks = 0u64;
+        if let Some(t) = open_optional(r, BUCKETS)? {
+            for row in t.iter()? {
+                marks += decode(row?.1.value()).map_or(0, |b| b.gone.len() as u64);
+            }
+        }
+        m.marks = Some(marks);
+    }
+    Ok(m)
 }
 
 fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta, StoreError> {
@@ -167,6 +188,7 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
         last,
         links: get(META_LINKS)?.unwrap_or(0),
         answers: get(META_ANSWERS)?.unwrap_or(0),
+        marks: get(META_MARKS)?,
         floor: get(META_GC_FLOOR)?,
         mark: get(META_EXPIRY_MARK)?,
         hold: match (
@@ -187,6 +209,9 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     let mut meta = w.open_table(META)?;
     meta.insert(META_LINKS, m.links)?;
     meta.insert(META_ANSWERS, m.answers)?;
+    if let Some(marks) = m.marks {
+        meta.insert(META_MARKS, marks)?;
+    }
     if let Some(last) = m.last {
         meta.insert(META_LAST_CREATED, last.created)?;
         meta.insert(META_LAST_SEQ, u64::from(last.seq))?;
@@ -233,7 +258,7 @@ pub(super) fn verify(db: &impl ReadableDatabase) -> Result<(u64, u64), StoreErro
     let t = r.open_table(BUCKETS)?;
     let e = r.open_table(EXPIRY)?;
     let meta = read_meta_table(&r.open_table(META)?)?;
-    let (mut buckets, mut links) = (0u64, 0u64);
+    let (mut buckets, mut links, mut marks) = (0u64, 0u64, 0u64);
     for row in t.iter()? {
         let (k, v) = row?;
         let b = decode(v.value())?;
@@ -251,10 +276,17 @@ pub(super) fn verify(db: &impl ReadableDatabase) -> Result<(u64, u64), StoreErro
         }
         buckets += 1;
         links += b.links.len() as u64;
+        marks += b.gone.len() as u64;
     }
     if links != meta.links {
         return Err(StoreError::Corrupt {
             what: "the link counter disagrees with the stored links",
+            source: None,
+        });
+    }
+    if meta.marks.is_some_and(|m| m != marks) {
+        return Err(StoreError::Corrupt {
+            what: "the mark counter disagrees with the stored marks",
             source: None,
         });
     }

@@ -525,6 +525,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             capacity: crate::proto::MAX_LINKS_PER_BUCKET,
             links: Arc::new(AtomicU64::new(0)),
             answers: Arc::new(AtomicU64::new(0)),
+            marks: Arc::new(AtomicU64::new(0)),
             commits: counter.clone(),
             mark: Arc::new(AtomicU64::new(0)),
             hold: Default::default(),

@@ -39,6 +39,14 @@ const POLL: Duration = Duration::from_millis(20);
 #[error("writes are suspended after a storage failure; the database is reopened every second")]
 pub(super) struct Suspended;
 
+/// What the store holds, counted by the writer.
+#[derive(Clone, Copy)]
+pub(super) struct Counts {
+    links: u64,
+    answers: u64,
+    marks: u64,
+}
+
 /// The writer's state; runs on its own thread.
 pub(super) struct Writer {
     pub(super) at: DbPath,
@@ -55,6 +63,8 @@ pub(super) struct Writer {
     pub(super) capacity: usize,
     pub(super) links: Arc<AtomicU64>,
     pub(super) answers: Arc<AtomicU64>,
+    /// Marks of deleted links kept ([`crate::store::StoredBucket::gone`]).
+    pub(super) marks: Arc<AtomicU64>,
     pub(super) commits: Arc<AtomicU64>,
     /// The expiry mark (0: none yet), shared with the store handle.
     pub(super) mark: Arc<AtomicU64>,
@@ -146,6 +156,7 @@ impl Writer {
                 self.alloc = Allocator::resume(meta.last, meta.floor).with_capacity(self.capacity);
                 self.links.store(meta.links, Ordering::Relaxed);
                 self.answers.store(meta.answers, Ordering::Relaxed);
+                self.marks.store(meta.marks.unwrap_or(0), Ordering::Relaxed);
                 self.db = Some(db);
                 let down = self
                     .down_since
@@ -175,10 +186,11 @@ impl Writer {
             Ok(w) => w,
             Err(e) => return Err((e, ops.collect())),
         };
-        let before = (
-            self.links.load(Ordering::Relaxed),
-            self.answers.load(Ordering::Relaxed),
-        );
+        let before = Counts {
+            links: self.links.load(Ordering::Relaxed),
+            answers: self.answers.load(Ordering::Relaxed),
+            marks: self.marks.load(Ordering::Relaxed),
+        };
         let mut created = Vec::new();
         let changed = match self.run_ops(&w, &mut ops, outcomes, before, &mut created) {
             Ok(changed) => changed,
@@ -191,12 +203,13 @@ impl Writer {
             // Nothing changed (deletes that matched nothing, refused stores, GC with nothing
             // expired): no commit, no fsync, the answers stand as they are.
             None => drop(w.abort()),
-            Some((links, answers)) => {
+            Some(after) => {
                 w.commit().map_err(|e| (StoreError::from(e), Vec::new()))?;
                 // Release: a reader that sees the new count (before any reply goes out) reads this commit.
                 self.commits.fetch_add(1, Ordering::Release);
-                self.links.store(links, Ordering::Relaxed);
-                self.answers.store(answers, Ordering::Relaxed);
+                self.links.store(after.links, Ordering::Relaxed);
+                self.answers.store(after.answers, Ordering::Relaxed);
+                self.marks.store(after.marks, Ordering::Relaxed);
                 self.opened.add(created);
             }
         }
@@ -214,15 +227,19 @@ impl Writer {
         Ok(w)
     }
 
-    /// Run the operations; `Some((links, answers))` if anything is to be committed.
+    /// Run the operations; the counts after them if anything is to be committed.
     fn run_ops(
         &mut self,
         w: &WriteTransaction,
         ops: &mut std::vec::IntoIter<Op>,
         outcomes: &mut Vec<Outcome>,
-        (links, answers): (u64, u64),
+        Counts {
+            links,
+            answers,
+            marks,
+        }: Counts,
         created: &mut Vec<BucketId>,
-    ) -> Result<Option<(u64, u64)>, StoreError> {
+    ) -> Result<Option<Counts>, StoreError> {
         let mut batch = Batch {
             w,
             buckets: w.open_table(BUCKETS)?,
@@ -232,6 +249,7 @@ impl Writer {
             dirty: HashSet::new(),
             links,
             answers,
+            marks,
             changed: false,
             created: Vec::new(),
         };
@@ -311,7 +329,8 @@ impl Writer {
             }
         }
         batch.flush()?;
-        let (changed, links, answers) = (batch.changed, batch.links, batch.answers);
+        let (changed, links, answers, marks) =
+            (batch.changed, batch.links, batch.answers, batch.marks);
         *created = std::mem::take(&mut batch.created);
         drop(batch);
         if !changed {
@@ -323,6 +342,7 @@ impl Writer {
                 last: self.alloc.last(),
                 links,
                 answers,
+                marks: Some(marks),
                 floor: self.alloc.floor(),
                 mark,
                 hold,
@@ -334,7 +354,11 @@ impl Writer {
         // Before the commit, but its answers wait for the commit: nobody stores under a hold
         // that is not durable, and one that failed to commit only holds back in memory.
         self.hold.set(hold);
-        Ok(Some((links, answers)))
+        Ok(Some(Counts {
+            links,
+            answers,
+            marks,
+        }))
     }
 }
 
@@ -359,6 +383,8 @@ struct Batch<'t> {
     links: u64,
     /// Answers stored after this batch.
     answers: u64,
+    /// Marks of deleted links kept after this batch.
+    marks: u64,
     /// Whether the batch changed anything at all.
     changed: bool,
     /// Buckets this batch created.
@@ -378,7 +404,9 @@ impl<'t> Batch<'t> {
 
     /// The quota check shared by stores and answers.
     fn over_quota(&self, params: &StoreParams, kind: WriteKind) -> Option<StoreError> {
-        params.admits(kind, self.links, self.answers).err()
+        params
+            .admits(kind, self.links + self.marks, self.answers)
+            .err()
     }
 
     /// One answer. The outer error aborts the batch; the inner one is this answer's refusal.
@@ -544,9 +572,12 @@ impl<'t> Batch<'t> {
         if b.expired(now, params.ttl_secs) {
             return Ok(false);
         }
+        let marks = b.gone.len();
         if !b.delete(check, now, params.open_window_secs) {
             return Ok(false);
         }
+        let marked = (b.gone.len() - marks) as u64;
+        self.marks += marked;
         self.dirty.insert(locator);
         self.links -= 1;
         self.changed = true;
@@ -583,13 +614,16 @@ impl<'t> Batch<'t> {
                 // A body that does not decode is removed all the same (it expired by its ID);
                 // how many links it held is then unknown, so they are counted again below.
                 match schema::decode(g.value()) {
-                    Ok(b) => self.links = self.links.saturating_sub(b.links.len() as u64),
+                    Ok(b) => {
+                        self.links = self.links.saturating_sub(b.links.len() as u64);
+                        self.marks = self.marks.saturating_sub(b.gone.len() as u64);
+                    }
                     Err(_) => damaged += 1,
                 }
             }
         }
         if damaged > 0 {
-            self.links = self.count_links()?;
+            (self.links, self.marks) = self.count_links()?;
             tracing::warn!(
                 damaged,
                 links = self.links,
@@ -612,14 +646,17 @@ impl<'t> Batch<'t> {
         Ok(doomed.len() + old_answers.len())
     }
 
-    /// The links of every bucket that decodes (a damaged one counts none).
-    fn count_links(&self) -> Result<u64, StoreError> {
-        let mut n = 0u64;
+    /// The links and marks of every bucket that decodes (a damaged one counts none).
+    fn count_links(&self) -> Result<(u64, u64), StoreError> {
+        let (mut links, mut marks) = (0u64, 0u64);
         for row in self.buckets.iter()? {
             let (_, v) = row?;
-            n += schema::decode(v.value()).map_or(0, |b| b.links.len() as u64);
+            if let Ok(b) = schema::decode(v.value()) {
+                links += b.links.len() as u64;
+                marks += b.gone.len() as u64;
+            }
         }
-        Ok(n)
+        Ok((links, marks))
     }
 
     /// Write the changed buckets into the table.

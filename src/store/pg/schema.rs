@@ -2,13 +2,15 @@
 //!
 //! Tables (all names start with `rdv_`, so that the database can hold other things):
 //! - `rdv_meta`: one row (`id = 1`): the format version, the filler secret, the store settings
-//!   every frontend must share, the link and answer counters, the newest bucket ID, the GC floor
-//!   and the stamped stream's open bucket (ID and links assigned to it);
+//!   every frontend must share, the link, answer and mark counters, the newest bucket ID, the GC
+//!   floor and the stamped stream's open bucket (ID and links assigned to it);
 //! - `rdv_free_open`: at most one row, the open bucket of stores without a stamp (ID and links
 //!   assigned to it), created when missing (a database of an earlier version gets it at the next
 //!   start);
 //! - `rdv_buckets`: locator → postcard bucket (the same bytes as the redb store's), with its ID
-//!   and its number of links in columns for the allocator and for garbage collection;
+//!   and its numbers of links and of deleted links' marks in columns for the allocator and for
+//!   garbage collection (the marks' columns are added to a database of an earlier version at
+//!   the next start);
 //! - `rdv_mailboxes`: mailbox address → postcard answer, with its creation time in a column;
 //! - `rdv_expiry_hold`: at most one row, the cluster's expiry hold (`crate::store::hold`),
 //!   created when missing (a database of an earlier version gets it at the next start).
@@ -43,13 +45,15 @@ CREATE TABLE IF NOT EXISTS rdv_meta (
     gc_floor bigint,
     open_created bigint,
     open_seq integer,
-    open_count integer
+    open_count integer,
+    marks bigint NOT NULL DEFAULT 0 CHECK (marks >= 0)
 );
 CREATE TABLE IF NOT EXISTS rdv_buckets (
     locator bytea PRIMARY KEY,
     created bigint NOT NULL,
     seq integer NOT NULL,
     links integer NOT NULL CHECK (links >= 0),
+    marks integer NOT NULL DEFAULT 0 CHECK (marks >= 0),
     body bytea NOT NULL,
     UNIQUE (created, seq)
 );
@@ -114,10 +118,10 @@ pub(super) fn hold_from_row(
 /// The meta row, locked, and the transaction's ID (to ask about its fate if the answer to its
 /// commit is lost).
 pub(super) const LOCK_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
-     open_created, open_seq, open_count, txid_current() FROM rdv_meta WHERE id = 1 FOR UPDATE";
+     open_created, open_seq, open_count, marks, txid_current() FROM rdv_meta WHERE id = 1 FOR UPDATE";
 /// The meta row without locking it.
 const READ_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor, \
-     open_created, open_seq, open_count FROM rdv_meta WHERE id = 1";
+     open_created, open_seq, open_count, marks FROM rdv_meta WHERE id = 1";
 /// The open bucket of stores without a stamp. Read in a statement of its own once the meta row
 /// is locked (whose lock guards it): joined to the locking statement, a transaction that waited
 /// for the lock saw the row as it was before the holder's commit, and opened a bucket too many
@@ -125,13 +129,13 @@ const READ_META: &str = "SELECT links, answers, last_created, last_seq, gc_floor
 pub(super) const READ_FREE: &str = "SELECT created, seq, count FROM rdv_free_open WHERE id = 1";
 pub(super) const WRITE_META: &str = "UPDATE rdv_meta SET links = $1, answers = $2, \
      last_created = $3, last_seq = $4, gc_floor = $5, open_created = $6, open_seq = $7, \
-     open_count = $8 WHERE id = 1";
+     open_count = $8, marks = $9 WHERE id = 1";
 pub(super) const GET_BUCKET: &str = "SELECT body FROM rdv_buckets WHERE locator = $1";
 pub(super) const MAX_SEQ: &str = "SELECT max(seq) FROM rdv_buckets WHERE created = $1";
 pub(super) const INSERT_BUCKET: &str =
     "INSERT INTO rdv_buckets (locator, created, seq, links, body) VALUES ($1, $2, $3, 0, $4)";
 pub(super) const UPDATE_BUCKET: &str =
-    "UPDATE rdv_buckets SET links = $2, body = $3 WHERE locator = $1";
+    "UPDATE rdv_buckets SET links = $2, body = $3, marks = $4 WHERE locator = $1";
 pub(super) const GET_ANSWER: &str = "SELECT created, body FROM rdv_mailboxes WHERE mailbox = $1";
 pub(super) const DELETE_ANSWER: &str = "DELETE FROM rdv_mailboxes WHERE mailbox = $1";
 pub(super) const INSERT_ANSWER: &str =
@@ -140,7 +144,7 @@ pub(super) const INSERT_ANSWER: &str =
 /// stop garbage collection (which would fail every batch holding a GC, on every frontend).
 pub(super) const GC_BUCKETS: &str = "DELETE FROM rdv_buckets WHERE locator IN \
      (SELECT locator FROM rdv_buckets WHERE created <= $1 ORDER BY created, seq LIMIT $2) \
-     RETURNING created, links";
+     RETURNING created, links, marks";
 pub(super) const GC_ANSWERS: &str = "DELETE FROM rdv_mailboxes WHERE mailbox IN \
      (SELECT mailbox FROM rdv_mailboxes WHERE created <= $1 ORDER BY created LIMIT $2) \
      RETURNING created";
@@ -150,6 +154,8 @@ pub(super) const GC_ANSWERS: &str = "DELETE FROM rdv_mailboxes WHERE mailbox IN 
 pub(super) struct Meta {
     pub(super) links: u64,
     pub(super) answers: u64,
+    /// Marks of deleted links kept.
+    pub(super) marks: u64,
     /// The newest bucket ID ever handed out.
     pub(super) last: Option<BucketId>,
     /// The newest creation second of a collected bucket.
@@ -216,6 +222,7 @@ pub(super) fn meta_from_row(r: &Row) -> Result<Meta, StoreError> {
     Ok(Meta {
         links: uint(r.try_get(0)?)?,
         answers: uint(r.try_get(1)?)?,
+        marks: uint(r.try_get(8)?)?,
         last: id(r.try_get(2)?, r.try_get(3)?)?,
         floor: r.try_get::<_, Option<i64>>(4)?.map(uint).transpose()?,
         open,
@@ -231,6 +238,7 @@ pub(super) async fn write_meta(
 ) -> Result<(), StoreError> {
     let links = int(m.links)?;
     let answers = int(m.answers)?;
+    let marks = int(m.marks)?;
     let last_created = m.last.map(|b| int(b.created)).transpose()?;
     let last_seq = m.last.map(|b| i32::from(b.seq));
     let floor = m.floor.map(int).transpose()?;
@@ -248,6 +256,7 @@ pub(super) async fn write_meta(
             &open_created,
             &open_seq,
             &open_count,
+            &marks,
         ],
     )
     .await?;
@@ -331,6 +340,23 @@ async fn init_locked(
         if !exists {
             t.batch_execute(create).await?;
         }
+    }
+    // The marks' columns, added to a database of an earlier version (once: ALTER TABLE locks
+    // the table). Its marks, if any, were not counted: they count from here on.
+    let has_marks: bool = t
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
+             table_schema = current_schema() AND table_name = 'rdv_meta' AND column_name = 'marks')",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if !has_marks {
+        t.batch_execute(
+            "ALTER TABLE rdv_meta ADD COLUMN IF NOT EXISTS marks bigint NOT NULL DEFAULT 0 CHECK (marks >= 0); \
+             ALTER TABLE rdv_buckets ADD COLUMN IF NOT EXISTS marks integer NOT NULL DEFAULT 0 CHECK (marks >= 0);",
+        )
+        .await?;
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
@@ -459,12 +485,15 @@ pub(super) async fn verify(c: &mut Client) -> Result<(u64, u64), StoreError> {
         .start()
         .await?;
     let meta = t
-        .query_one("SELECT links, answers FROM rdv_meta WHERE id = 1", &[])
+        .query_one(
+            "SELECT links, answers, marks FROM rdv_meta WHERE id = 1",
+            &[],
+        )
         .await?;
-    let (mut buckets, mut links) = (0u64, 0u64);
+    let (mut buckets, mut links, mut marks) = (0u64, 0u64, 0u64);
     for row in t
         .query(
-            "SELECT locator, created, seq, body, links FROM rdv_buckets",
+            "SELECT locator, created, seq, body, links, marks FROM rdv_buckets",
             &[],
         )
         .await?
@@ -476,6 +505,13 @@ pub(super) async fn verify(c: &mut Client) -> Result<(u64, u64), StoreError> {
                 source: None,
             });
         }
+        if i64::from(row.try_get::<_, i32>(5)?) != b.gone.len() as i64 {
+            return Err(StoreError::Corrupt {
+                what: "a bucket's mark count column disagrees with its marks",
+                source: None,
+            });
+        }
+        marks += b.gone.len() as u64;
         let locator: &[u8] = row.try_get(0)?;
         let columns = BucketId {
             created: uint(row.try_get(1)?)?,
@@ -493,6 +529,12 @@ pub(super) async fn verify(c: &mut Client) -> Result<(u64, u64), StoreError> {
     if links != uint(meta.try_get(0)?)? {
         return Err(StoreError::Corrupt {
             what: "the link counter disagrees with the stored links",
+            source: None,
+        });
+    }
+    if marks != uint(meta.try_get(2)?)? {
+        return Err(StoreError::Corrupt {
+            what: "the mark counter disagrees with the stored marks",
             source: None,
         });
     }

@@ -42,7 +42,9 @@ struct Suspended;
 pub(super) struct Counters {
     pub(super) links: AtomicU64,
     pub(super) answers: AtomicU64,
-    /// When `links` and `answers` were last read from the database.
+    /// Marks of deleted links kept.
+    pub(super) marks: AtomicU64,
+    /// When the counts were last read from the database.
     pub(super) read_at: std::sync::Mutex<std::time::Instant>,
     pub(super) commits: AtomicU64,
     /// Buckets this process's committed transactions created.
@@ -54,9 +56,10 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    fn set(&self, links: u64, answers: u64) {
-        self.links.store(links, Ordering::Relaxed);
-        self.answers.store(answers, Ordering::Relaxed);
+    fn set(&self, m: &Meta) {
+        self.links.store(m.links, Ordering::Relaxed);
+        self.answers.store(m.answers, Ordering::Relaxed);
+        self.marks.store(m.marks, Ordering::Relaxed);
         if let Ok(mut at) = self.read_at.lock() {
             *at = std::time::Instant::now();
         }
@@ -385,7 +388,7 @@ async fn apply_in_txn(
                     (e.into(), Vec::new())
                 })?;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.set(meta.links, meta.answers);
+                counters.set(&meta);
             } else {
                 // Nothing changed: no commit, no fsync; the answers stand as they are.
                 drop(t.rollback().await);
@@ -416,12 +419,12 @@ async fn run_ops(
     (txid, created): (&mut Option<i64>, &mut Vec<BucketId>),
 ) -> Result<(Option<Meta>, Option<Option<ExpiryHold>>), StoreError> {
     let row = t.query_one(&stmts.lock_meta, &[]).await?;
-    *txid = Some(row.try_get(8)?);
+    *txid = Some(row.try_get(9)?);
     let mut meta = schema::meta_from_row(&row)?;
     meta.free = schema::read_free(t, &stmts.read_free).await?;
     let (old_open, old_free) = (meta.open, meta.free);
     // What the other frontends wrote shows here, even if this batch changes nothing.
-    counters.set(meta.links, meta.answers);
+    counters.set(&meta);
     let alloc = Allocator::resume(meta.last, meta.floor)
         .with_capacity(settings.capacity)
         .with_open_buckets(meta.open, meta.free);
@@ -434,6 +437,7 @@ async fn run_ops(
         dirty: HashSet::new(),
         links: meta.links,
         answers: meta.answers,
+        marks: meta.marks,
         changed: false,
         created: Vec::new(),
         hold: None,
@@ -499,6 +503,7 @@ async fn run_ops(
     let meta = Meta {
         links: b.links,
         answers: b.answers,
+        marks: b.marks,
         last: b.alloc.last(),
         floor: b.alloc.floor(),
         open: b.alloc.open_bucket(),
@@ -524,6 +529,8 @@ struct Batch<'a, 't> {
     dirty: HashSet<Locator>,
     links: u64,
     answers: u64,
+    /// Marks of deleted links kept.
+    marks: u64,
     changed: bool,
     /// Buckets this batch created.
     created: Vec<BucketId>,
@@ -571,7 +578,9 @@ impl Batch<'_, '_> {
 
     /// The quota check shared by stores and answers.
     fn over_quota(&self, kind: WriteKind) -> Option<StoreError> {
-        self.params.admits(kind, self.links, self.answers).err()
+        self.params
+            .admits(kind, self.links + self.marks, self.answers)
+            .err()
     }
 
     /// The bucket at `loc`, loaded into the batch once.
@@ -733,9 +742,12 @@ impl Batch<'_, '_> {
         if b.expired(now, ttl) {
             return Ok(false);
         }
+        let marks = b.gone.len();
         if !b.delete(check, now, window) {
             return Ok(false);
         }
+        let marked = (b.gone.len() - marks) as u64;
+        self.marks += marked;
         self.dirty.insert(locator);
         self.links = self.links.saturating_sub(1);
         self.changed = true;
@@ -807,8 +819,10 @@ impl Batch<'_, '_> {
         for row in &gone {
             let created = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
             let links = u64::try_from(row.try_get::<_, i32>(1)?).unwrap_or(0);
+            let marks = u64::try_from(row.try_get::<_, i32>(2)?).unwrap_or(0);
             self.alloc.collected(created);
             self.links = self.links.saturating_sub(links);
+            self.marks = self.marks.saturating_sub(marks);
         }
         // Whatever this batch loaded may be gone now: load again if needed.
         self.touched.clear();
@@ -830,16 +844,17 @@ impl Batch<'_, '_> {
         for loc in std::mem::take(&mut self.dirty) {
             if let Some(b) = self.touched.get(&loc) {
                 let n = i32::try_from(b.links.len()).unwrap_or(i32::MAX);
-                writes.push((loc, n, encode(b)?));
+                let marks = i32::try_from(b.gone.len()).unwrap_or(i32::MAX);
+                writes.push((loc, n, encode(b)?, marks));
             }
         }
         // Sent together: the connection pipelines them.
         let t = self.t;
         let update = &self.s.update_bucket;
         let updated =
-            futures::future::try_join_all(writes.iter().map(|(loc, n, body)| async move {
+            futures::future::try_join_all(writes.iter().map(|(loc, n, body, marks)| async move {
                 let key: &[u8] = &loc.0;
-                t.execute(update, &[&key, n, body]).await
+                t.execute(update, &[&key, n, body, marks]).await
             }))
             .await?;
         if updated.iter().any(|n| *n != 1) {
