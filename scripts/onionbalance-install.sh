@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Onionbalance (the v3 onion-service load balancer, from PyPI) into a virtualenv of its
 # own, for tests/onionbalance.rs and `scripts/tornet.sh ob`. Idempotent. Prints the virtualenv's
-# bin directory (what RDV_ONIONBALANCE_BIN points the tests at; this default is where they look).
+# bin directory (what ONIONBALANCE_BIN points the tests at; this default is where they look).
 #
 # Usage: scripts/onionbalance-install.sh [VENV_DIR]   (default ~/.cache/rdv/onionbalance-0.2.4)
 set -euo pipefail

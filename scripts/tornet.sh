@@ -18,7 +18,7 @@
 #   stop-relays  stop the authorities and relays only (an outage)
 #   status  show recorded processes and the latest consensus
 #
-# Design notes (see /work/shared/TOR-TESTNET.md for the measurements):
+# Design notes (measured on a private network like this one; figures in BENCHMARKS.md):
 # * Every key is generated before anything starts (tor-gencert for the
 #   authority keys, `tor --list-fingerprint` for relay identities), so all
 #   DirAuthority lines and arti's fallback list can be written up front.
