@@ -322,6 +322,7 @@ impl DiskStore {
             hold: hold.clone(),
             quota: quota.clone(),
             opened: opened.clone(),
+            snapshot: reader.snapshot(),
             params: config.params,
             max_batch,
         };

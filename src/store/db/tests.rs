@@ -531,6 +531,7 @@ fn queued_stores_share_commits_batch_by_batch() {
             hold: Default::default(),
             quota: Arc::new(AtomicU64::new(u64::MAX)),
             opened: Arc::default(),
+            snapshot: Default::default(),
             params: StoreParams::default(),
             max_batch,
         };

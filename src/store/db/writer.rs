@@ -77,6 +77,8 @@ pub(super) struct Writer {
     pub(super) quota: Arc<AtomicU64>,
     /// Buckets created by committed transactions, shared with the store handle.
     pub(super) opened: Arc<crate::store::Opened>,
+    /// The readers' shared snapshot, let go of after every commit ([`super::slot::Reader`]).
+    pub(super) snapshot: super::slot::Snapshot,
     pub(super) params: StoreParams,
     pub(super) max_batch: usize,
 }
@@ -207,6 +209,10 @@ impl Writer {
                 w.commit().map_err(|e| (StoreError::from(e), Vec::new()))?;
                 // Release: a reader that sees the new count (before any reply goes out) reads this commit.
                 self.commits.fetch_add(1, Ordering::Release);
+                // Outdated now: kept, its read transaction would pin every page freed from here.
+                if let Ok(mut s) = self.snapshot.lock() {
+                    *s = None;
+                }
                 self.links.store(after.links, Ordering::Relaxed);
                 self.answers.store(after.answers, Ordering::Relaxed);
                 self.marks.store(after.marks, Ordering::Relaxed);
