@@ -115,24 +115,30 @@ impl StoreParams {
         let Some(max) = self.max_links else {
             return Ok(());
         };
-        if links.saturating_add(answers) >= max {
+        let all = links.saturating_add(answers);
+        if all >= max {
             return Err(StoreError::QuotaExceeded { max });
         }
-        // The share in hundredths of a percent.
-        let (basis, used) = match kind {
-            WriteKind::Stamped => return Ok(()),
-            WriteKind::Unstamped => (
-                u128::from(self.unstamped_share) * 100,
-                links.saturating_add(answers),
-            ),
-            WriteKind::Answer => (u128::from(self.answer_share) * 100, answers),
-            WriteKind::UnstampedAnswer => (u128::from(self.answer_share) * 25, answers),
+        // The shares in hundredths of a percent, and what each counts. A write without a stamp
+        // of either kind stops at the unstamped share: free answers after free stores took
+        // 56 % of the quota where the share said 50 (a helper's attack, 2026-12-08).
+        let unstamped = (u128::from(self.unstamped_share) * 100, all);
+        let shares: &[(u128, u64)] = match kind {
+            WriteKind::Stamped => &[],
+            WriteKind::Unstamped => &[unstamped],
+            WriteKind::Answer => &[(u128::from(self.answer_share) * 100, answers)],
+            WriteKind::UnstampedAnswer => {
+                &[(u128::from(self.answer_share) * 25, answers), unstamped]
+            }
         };
-        // used / max >= basis / 10 000, without overflow or rounding the share down to nothing.
-        let share = (u128::from(max) * basis).div_ceil(10_000);
-        if basis < 10_000 && u128::from(used) >= share {
-            let percent = u8::try_from(basis.div_ceil(100)).unwrap_or(100);
-            return Err(StoreError::ShareFull { kind, max, percent });
+        for &(basis, used) in shares {
+            // used / max >= basis / 10 000, without overflow or rounding the share down to
+            // nothing.
+            let share = (u128::from(max) * basis).div_ceil(10_000);
+            if basis < 10_000 && u128::from(used) >= share {
+                let percent = u8::try_from(basis.div_ceil(100)).unwrap_or(100);
+                return Err(StoreError::ShareFull { kind, max, percent });
+            }
         }
         Ok(())
     }
@@ -148,7 +154,8 @@ pub enum WriteKind {
     /// An answer with a stamp (protocol version 4): answers alone may be `answer_share` of the
     /// quota.
     Answer,
-    /// An answer without one: answers alone may be a quarter of `answer_share` of the quota.
+    /// An answer without one: answers alone may be a quarter of `answer_share` of the quota,
+    /// and links and answers together `unstamped_share` of it, as for links without a stamp.
     UnstampedAnswer,
 }
 
@@ -179,7 +186,7 @@ fn share_full(kind: WriteKind, max: u64, percent: u8) -> String {
             "answers fill their {percent}% share of the storage quota ({max}); try again after older ones expire"
         ),
         WriteKind::UnstampedAnswer => format!(
-            "answers fill the share of the storage quota ({max}) that answers without a stamp may use (a quarter of the answers' share): only answers with a stamp (protocol version 4) are stored now"
+            "writes without a stamp fill their share of the storage quota ({max}): a quarter of the answers' share, and no more than the share of links and answers without a stamp; only answers with a stamp (protocol version 4) are stored now"
         ),
         _ => format!(
             "the storage quota ({max} links) is {percent}% full: only links with a stamp (protocol version 3) are stored now"
@@ -656,8 +663,22 @@ mod tests {
         ));
         assert!(ok_with(&answers, WriteKind::Answer, 0, 199));
         assert!(!ok_with(&answers, WriteKind::Answer, 0, 200));
-        assert!(ok_with(&p, WriteKind::UnstampedAnswer, 2, 0));
         assert!(!ok_with(&p, WriteKind::UnstampedAnswer, 0, 1));
+        // Free answers stop at the unstamped share too, links and answers counted together
+        // (here half of 800), whatever room the answers' share has left.
+        let free = StoreParams {
+            answer_share: 100,
+            ..answers
+        };
+        assert!(ok_with(&free, WriteKind::UnstampedAnswer, 399, 0));
+        assert!(matches!(
+            free.admits(WriteKind::UnstampedAnswer, 350, 50),
+            Err(StoreError::ShareFull {
+                kind: WriteKind::UnstampedAnswer,
+                percent: 50,
+                ..
+            })
+        ));
     }
 
     fn ok_with(p: &StoreParams, kind: WriteKind, links: u64, answers: u64) -> bool {

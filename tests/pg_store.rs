@@ -129,9 +129,9 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
     assert_eq!((ok, refused), (50, 40), "{results:?}");
     assert_eq!(fronts[2].verify().await.unwrap().1, 50);
 
-    // Its shares too, checked in each write transaction against the cluster's counts: 90 links
-    // without a stamp and then 90 answers at once through three frontends fill exactly half and
-    // a quarter of a quota of 100, not half plus what each frontend had in flight.
+    // Its shares too, checked in each write transaction against the cluster's counts: 90
+    // answers and 90 links without a stamp, each 90 at once through three frontends, fill
+    // exactly their shares of a quota of 100, not that plus what each frontend had in flight.
     use rdv::proto::{MailboxAddr, SealedAnswer};
     use rdv::store::WriteKind;
     pg.create_db("shares");
@@ -142,21 +142,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         ..Default::default()
     };
     let fronts = join_all((0..3u8).map(|i| open(&pg, "shares", params, i))).await;
-    let results = join_all((0..90u32).map(|i| {
-        let f = fronts[(i % 3) as usize].clone();
-        async move {
-            let (l, t) = link(i);
-            f.store(l, t.check(), T0).await
-        }
-    }))
-    .await;
     let share_full = |kind, percent| move |r: &StoreError| matches!(r, StoreError::ShareFull { kind: k, max: 100, percent: p } if *k == kind && *p == percent);
-    let ok = results.iter().filter(|r| r.is_ok()).count();
-    let refused = results
-        .iter()
-        .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Unstamped, 50)))
-        .count();
-    assert_eq!((ok, refused), (50, 40), "{results:?}");
     // Answers without a stamp first: a quarter of the answers' quarter, ceil(6.25) = 7.
     let results = join_all((0..90u8).map(|i| {
         let f = fronts[usize::from(i % 3)].clone();
@@ -175,6 +161,21 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         })
         .count();
     assert_eq!((ok, refused), (7, 83), "{results:?}");
+    let results = join_all((0..90u32).map(|i| {
+        let f = fronts[(i % 3) as usize].clone();
+        async move {
+            let (l, t) = link(i);
+            f.store(l, t.check(), T0).await
+        }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Unstamped, 50)))
+        .count();
+    // Links without a stamp then: with those answers, half of the quota (43 more).
+    assert_eq!((ok, refused), (43, 47), "{results:?}");
     // Stamped ones fill the rest of the quarter.
     let results = join_all((0..90u8).map(|i| {
         let f = fronts[usize::from(i % 3)].clone();
@@ -190,7 +191,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         .filter(|r| r.as_ref().is_err_and(share_full(WriteKind::Answer, 25)))
         .count();
     assert_eq!((ok, refused), (18, 72), "{results:?}");
-    assert_eq!(fronts[1].verify().await.unwrap(), (1, 50));
+    assert_eq!(fronts[1].verify().await.unwrap(), (1, 43));
     let mut held = 0;
     for i in 0..90u8 {
         held += usize::from(
@@ -228,6 +229,35 @@ async fn a_frontend_with_other_store_settings_is_refused() {
             assert_eq!(c.key, "ttl");
             assert!(
                 c.reason.contains("2000 s") && c.reason.contains("1000 s"),
+                "{}",
+                c.reason
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every frontend asks the stamp effort the first one recorded: one asking another is refused,
+/// naming the setting (a client counts a bucket shown full at the effort its challenge asked,
+/// so stamps made for a frontend asking less would count as unproven through another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_with_another_stamp_effort_is_refused() {
+    let pg = Postgres::start();
+    let params = StoreParams::default();
+    let with = |effort: Option<u32>| {
+        let mut c = config(&pg, "postgres", params);
+        c.stamp_effort = effort;
+        PgStore::open(c, FillerSecret::from_bytes([1; 32]))
+    };
+    let _unchecked = with(None).await.expect("no effort given: nothing recorded");
+    let _first = with(Some(64)).await.expect("the first effort is recorded");
+    let _same = with(Some(64)).await.expect("the same effort");
+    let _library = with(None).await.expect("a library caller that gives none");
+    match with(Some(128)).await.err().expect("refused") {
+        StoreError::Config(c) => {
+            assert_eq!(c.key, "stamp_effort");
+            assert!(
+                c.reason.contains("128") && c.reason.contains("64"),
                 "{}",
                 c.reason
             );
@@ -590,9 +620,9 @@ async fn a_damaged_bucket_neither_panics_nor_blocks_garbage_collection() {
     store.verify().await.unwrap();
 }
 
-/// A database of a version before marks were counted gets their columns at the next start, and
-/// its frontends count marks from then on: the count is in the shared database, so a second
-/// frontend sees the first one's.
+/// A database of a version before marks were counted and the stamp effort recorded gets their
+/// columns at the next start, and its frontends count marks from then on: the count is in the
+/// shared database, so a second frontend sees the first one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_before_marks_were_counted_counts_them_from_the_next_start() {
     let pg = Postgres::start();
@@ -607,9 +637,14 @@ async fn a_database_before_marks_were_counted_counts_them_from_the_next_start() 
     drop(store);
     pg.psql(
         "postgres",
-        "ALTER TABLE rdv_meta DROP COLUMN marks; ALTER TABLE rdv_buckets DROP COLUMN marks",
+        "ALTER TABLE rdv_meta DROP COLUMN marks, DROP COLUMN stamp_effort; \
+         ALTER TABLE rdv_buckets DROP COLUMN marks",
     );
-    let store = open(&pg, "postgres", params, 1).await;
+    let mut c = config(&pg, "postgres", params);
+    c.stamp_effort = Some(64);
+    let store = PgStore::open(c, FillerSecret::from_bytes([1; 32]))
+        .await
+        .expect("open");
     let (l, tok) = link(2);
     let id = store.store(l, tok.check(), T0).await.unwrap();
     assert!(store.delete(id.locator(), tok.check(), T0).await.unwrap());
@@ -904,13 +939,13 @@ async fn cluster_metrics_sum_to_the_clusters_figures() {
 }
 
 /// A frontend refuses a write past its share early (before the write's turn in the store) only
-/// on counts that are current: once another frontend has made room (deletes), the next write
+/// on counts that are current: once another frontend has made room (deletes, once the bucket no
+/// longer takes stores: a delete before leaves a mark that holds the place), the next write
 /// through the first one is stored, not refused on the counts of its last transaction until its
 /// next garbage-collection pass (a minute by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_admits_a_write_once_another_frontend_made_room() {
     use common::raw_pipe;
-    use rdv::clock::SystemClock;
     use rdv::framed::{read_msg, write_msg};
     use rdv::proto::wire::DEFAULT_MAX_FRAME;
     use rdv::proto::{Request, Response};
@@ -931,9 +966,12 @@ async fn a_frontend_admits_a_write_once_another_frontend_made_room() {
     };
     let mut conns = Vec::new();
     let mut fronts = Vec::new();
+    // The wall clock's time (a time ahead of the database's is taken for a clock set ahead, and
+    // expiry follows the time elapsed instead), moved on by hand.
+    let clock = rdv::clock::ManualClock::new(rdv::clock::Clock::now(&rdv::clock::SystemClock));
     for _ in 0..2 {
         let store = open(&pg, "room", params, 1).await;
-        let server = Server::new(store, ServerConfig::default(), Arc::new(SystemClock)).unwrap();
+        let server = Server::new(store, ServerConfig::default(), Arc::new(clock.clone())).unwrap();
         let mut c = raw_pipe(&server);
         assert!(common::raw_hello(&mut c).await);
         conns.push(c);
@@ -958,7 +996,8 @@ async fn a_frontend_admits_a_write_once_another_frontend_made_room() {
         matches!(full, Response::Error { .. }),
         "the share was not full: {full:?}"
     );
-    // Frontend 1 deletes five of them.
+    // Frontend 1 deletes five of them, once their bucket takes no more stores.
+    clock.advance(params.open_window_secs + rdv::proto::stamp::LATE_STORE_SECS);
     for (i, id) in &stored[..5] {
         let (_, token) = link(*i);
         let r = ask(

@@ -764,10 +764,10 @@ async fn isolation_and_dummies_show_unless_the_server_pays_for_every_fake() {
     }
 }
 
-/// #21 Low, quota exhaustion: a flood of free stores (no stamp) and a flood of answers, each
-/// twice the whole quota, from many connections, fill only their shares of it (50 % and 25 %
-/// by default). Honest offers, which carry stamps, are then still stored; what the flooders
-/// left costs a stamp per link to fill.
+/// #21 Low, quota exhaustion: a flood of free stores (no stamp) and then a flood of free answers,
+/// each twice the whole quota, from many connections, fill only the share of writes without a
+/// stamp (50 % by default, both kinds together). Honest offers, which carry stamps, are then
+/// still stored; what the flooders left costs a stamp per link to fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_floods_fill_only_their_share_of_the_quota() {
     const QUOTA: u64 = 800;
@@ -814,15 +814,11 @@ async fn free_floods_fill_only_their_share_of_the_quota() {
     // together (up to 64, here all waiting at once) cannot pass it.
     assert_eq!(stored, QUOTA / 2, "free stores fill half the quota");
     assert_eq!(s.server.store().link_count(), stored);
-    // Answers without a stamp to mailboxes nobody offered: a quarter of the answers' quarter,
-    // the same way (stamped answers may fill the rest: below).
-    let answered = flood(true).await;
-    assert_eq!(
-        answered,
-        QUOTA / 16,
-        "free answers fill a quarter of the answers' share"
-    );
-    assert_eq!(s.server.store().answer_count(), answered);
+    // Answers without a stamp to mailboxes nobody offered may fill a quarter of the answers'
+    // quarter (tests/pg_store.rs, in a cluster), but no free write goes past the share of
+    // writes without a stamp: none here. Before, 50 went in after the stores (56 % of the quota
+    // free, a helper's attack, 2026-12-08). Stamped answers may fill the answers' share: below.
+    assert_eq!(flood(true).await, 0, "free answers past the free share");
     // Honest offers (stamped) still go in: the rest of the quota is theirs, at a stamp each.
     let honest = s.client(3);
     let o = offers(&honest, 10).await;

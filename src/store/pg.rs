@@ -56,6 +56,12 @@ pub struct PgStoreConfig {
     /// Links per bucket before a new one opens. Default: 64. **Testing only** (see
     /// [`super::DiskStoreConfig::bucket_capacity`]).
     pub bucket_capacity: usize,
+    /// The stamp effort this frontend asks of stores (`rdv serve --stamp-effort`), which every
+    /// frontend of one database must share: a client counts a bucket shown full at the effort its
+    /// challenge asked, so a frontend asking less let another's stamps count as unproven. The first
+    /// frontend that gives one records it; a frontend asking another is refused. Default: `None`
+    /// (not checked, nothing recorded).
+    pub stamp_effort: Option<u32>,
 }
 
 impl std::fmt::Debug for PgStoreConfig {
@@ -68,6 +74,7 @@ impl std::fmt::Debug for PgStoreConfig {
             .field("max_batch", &self.max_batch)
             .field("read_connections", &self.read_connections)
             .field("bucket_capacity", &self.bucket_capacity)
+            .field("stamp_effort", &self.stamp_effort)
             .finish()
     }
 }
@@ -107,6 +114,7 @@ impl PgStoreConfig {
             max_batch: 1024,
             read_connections: 4,
             bucket_capacity: crate::proto::MAX_LINKS_PER_BUCKET,
+            stamp_effort: None,
         })
     }
 
@@ -475,7 +483,7 @@ impl PgStore {
         let (meta, filler, db_now) = schema::init(
             &mut client,
             &config.params,
-            config.bucket_capacity,
+            (config.bucket_capacity, config.stamp_effort),
             filler_seed,
         )
         .await?;

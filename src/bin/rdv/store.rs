@@ -101,6 +101,7 @@ pub(crate) fn choose(a: &ServeArgs, params: StoreParams) -> Result<StoreChoice, 
     }
     c.params = params;
     c.commit_per_store = a.commit_per_store;
+    c.stamp_effort = Some(a.stamp_effort);
     c.validate()?;
     Ok(StoreChoice::Postgres(Box::new(c)))
 }

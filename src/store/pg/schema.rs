@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS rdv_meta (
     open_created bigint,
     open_seq integer,
     open_count integer,
-    marks bigint NOT NULL DEFAULT 0 CHECK (marks >= 0)
+    marks bigint NOT NULL DEFAULT 0 CHECK (marks >= 0),
+    stamp_effort bigint CHECK (stamp_effort > 0)
 );
 CREATE TABLE IF NOT EXISTS rdv_buckets (
     locator bytea PRIMARY KEY,
@@ -295,6 +296,57 @@ pub(super) async fn write_free(
     Ok(())
 }
 
+/// Columns added to the tables of [`CREATE`] since the first version: (table, column, type
+/// and constraints).
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    (
+        "rdv_meta",
+        "marks",
+        "bigint NOT NULL DEFAULT 0 CHECK (marks >= 0)",
+    ),
+    (
+        "rdv_buckets",
+        "marks",
+        "integer NOT NULL DEFAULT 0 CHECK (marks >= 0)",
+    ),
+    (
+        "rdv_meta",
+        "stamp_effort",
+        "bigint CHECK (stamp_effort > 0)",
+    ),
+];
+
+/// Record `effort` as the cluster's stamp effort if none is yet; refuse it if another is.
+async fn record_stamp_effort(
+    t: &tokio_postgres::Transaction<'_>,
+    effort: u32,
+) -> Result<(), StoreError> {
+    let effort = i64::from(effort);
+    let recorded: Option<i64> = t
+        .query_one("SELECT stamp_effort FROM rdv_meta WHERE id = 1", &[])
+        .await?
+        .try_get(0)?;
+    match recorded {
+        None => {
+            t.execute(
+                "UPDATE rdv_meta SET stamp_effort = $1 WHERE id = 1",
+                &[&effort],
+            )
+            .await?;
+        }
+        Some(r) if r != effort => {
+            return Err(StoreError::Config(crate::ConfigError::new(
+                "stamp_effort",
+                format!(
+                    "is {effort} here but {r} in the shared database: every frontend of one database must ask the same stamp effort (a client counts a bucket shown full at the effort its challenge asked; change it in rdv_meta with every frontend stopped)"
+                ),
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// Create the tables if needed and the meta row if this is the first frontend (with
 /// `filler_seed` as the filler secret and `params` as the shared settings); check the format
 /// and that `params` match the recorded settings. Returns the meta row, the filler secret and
@@ -302,13 +354,13 @@ pub(super) async fn write_free(
 pub(super) async fn init(
     client: &mut Client,
     params: &StoreParams,
-    capacity: usize,
+    (capacity, stamp_effort): (usize, Option<u32>),
     filler_seed: FillerSecret,
 ) -> Result<(Meta, FillerSecret, u64), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&INIT_LOCK])
         .await?;
-    let r = init_locked(client, params, capacity, filler_seed).await;
+    let r = init_locked(client, params, (capacity, stamp_effort), filler_seed).await;
     // Also released when the connection closes, should this fail.
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&INIT_LOCK])
@@ -321,7 +373,7 @@ pub(super) async fn init(
 async fn init_locked(
     client: &mut Client,
     params: &StoreParams,
-    capacity: usize,
+    (capacity, stamp_effort): (usize, Option<u32>),
     filler_seed: FillerSecret,
 ) -> Result<(Meta, FillerSecret, u64), StoreError> {
     let capacity = i32::try_from(capacity).unwrap_or(i32::MAX);
@@ -341,22 +393,23 @@ async fn init_locked(
             t.batch_execute(create).await?;
         }
     }
-    // The marks' columns, added to a database of an earlier version (once: ALTER TABLE locks
-    // the table). Its marks, if any, were not counted: they count from here on.
-    let has_marks: bool = t
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
-             table_schema = current_schema() AND table_name = 'rdv_meta' AND column_name = 'marks')",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-    if !has_marks {
-        t.batch_execute(
-            "ALTER TABLE rdv_meta ADD COLUMN IF NOT EXISTS marks bigint NOT NULL DEFAULT 0 CHECK (marks >= 0); \
-             ALTER TABLE rdv_buckets ADD COLUMN IF NOT EXISTS marks integer NOT NULL DEFAULT 0 CHECK (marks >= 0);",
-        )
-        .await?;
+    // Columns added since, added to a database of an earlier version (each once: ALTER TABLE
+    // locks the table). Its marks, if any, were not counted: they count from here on.
+    for (table, column, definition) in ADDED_COLUMNS {
+        let exists: bool = t
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
+                 table_schema = current_schema() AND table_name = $1 AND column_name = $2)",
+                &[&table, &column],
+            )
+            .await?
+            .try_get(0)?;
+        if !exists {
+            t.batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+            ))
+            .await?;
+        }
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
@@ -408,6 +461,9 @@ async fn init_locked(
             "bucket_capacity",
             format!("is {capacity} links per bucket here but {recorded_capacity} in the shared database: a testing-only adversarial frontend and honest ones never share a database"),
         )));
+    }
+    if let Some(effort) = stamp_effort {
+        record_stamp_effort(&t, effort).await?;
     }
     let mut meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
     meta.free = read_free(&t, READ_FREE).await?;
