@@ -25,7 +25,7 @@ pub(super) const EXPIRY: TableDefinition<(u64, u16), ()> = TableDefinition::new(
 pub(super) const MAILBOXES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mailboxes");
 pub(super) const MAILBOX_EXPIRY: TableDefinition<(u64, [u8; 32]), ()> =
     TableDefinition::new("mailbox_expiry");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets");
 
 const META_LINKS: &str = "links";

@@ -879,3 +879,44 @@ fn a_shared_data_directory_is_refused_not_closed() {
         }
     }
 }
+
+/// A database written before the marks of deleted links were counted (no `marks` meta key) has
+/// them counted from its buckets when it opens, so the quota counts them from then on.
+#[tokio::test]
+async fn marks_are_counted_in_a_database_that_did_not_count_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        DiskStore::open(
+            dir.path(),
+            DiskStoreConfig::default(),
+            FillerSecret::from_bytes([1; 32]),
+        )
+        .unwrap()
+    };
+    let store = open();
+    for i in 0..3u8 {
+        let t = DeleteToken::from_bytes([i; 32]);
+        let id = store
+            .store(SealedLink([i; 256]), t.check(), 1_700_000_000)
+            .await
+            .unwrap();
+        assert!(store
+            .delete(id.locator(), t.check(), 1_700_000_000)
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.mark_count(), 3);
+    drop(store);
+    {
+        let db = redb::Database::create(dir.path().join(super::DB_FILE)).unwrap();
+        let w = redb::Database::begin_write(&db).unwrap();
+        w.open_table(super::schema::META)
+            .unwrap()
+            .remove("marks")
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let store = open();
+    assert_eq!(store.mark_count(), 3);
+    store.verify().unwrap();
+}

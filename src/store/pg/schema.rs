@@ -316,6 +316,35 @@ const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// Count the marks a database of a version before they were counted holds, into the columns
+/// just added: each bucket's, and their sum in the meta row (which may not exist yet: then
+/// there are no buckets either). A bucket that does not decode counts none.
+async fn count_old_marks(t: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let mut total = 0i64;
+    for row in t
+        .query("SELECT locator, body FROM rdv_buckets", &[])
+        .await?
+    {
+        let Ok(b) = decode(row.try_get(1)?) else {
+            continue;
+        };
+        if b.gone.is_empty() {
+            continue;
+        }
+        let marks = i32::try_from(b.gone.len()).unwrap_or(i32::MAX);
+        let locator: &[u8] = row.try_get(0)?;
+        t.execute(
+            "UPDATE rdv_buckets SET marks = $2 WHERE locator = $1",
+            &[&locator, &marks],
+        )
+        .await?;
+        total += i64::from(marks);
+    }
+    t.execute("UPDATE rdv_meta SET marks = $1 WHERE id = 1", &[&total])
+        .await?;
+    Ok(())
+}
+
 /// Record `effort` as the cluster's stamp effort if none is yet; refuse it if another is.
 async fn record_stamp_effort(
     t: &tokio_postgres::Transaction<'_>,
@@ -394,7 +423,8 @@ async fn init_locked(
         }
     }
     // Columns added since, added to a database of an earlier version (each once: ALTER TABLE
-    // locks the table). Its marks, if any, were not counted: they count from here on.
+    // locks the table). The marks it holds already are counted then, once.
+    let mut count_marks = false;
     for (table, column, definition) in ADDED_COLUMNS {
         let exists: bool = t
             .query_one(
@@ -409,7 +439,11 @@ async fn init_locked(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
             ))
             .await?;
+            count_marks |= column == "marks";
         }
+    }
+    if count_marks {
+        count_old_marks(&t).await?;
     }
     let max_links = params.max_links.map(int).transpose()?;
     t.execute(
