@@ -310,8 +310,20 @@ async fn quota_refuses_new_stores_and_keeps_old_ones() {
             format!("p{i}").as_bytes()
         );
     }
-    // Deleting frees a slot.
+    // Deleting frees a slot, once the bucket takes no more stores: before, the deleted link's
+    // mark (which keeps it from being stored there again) holds the place until it expires.
     c.delete(&offers[0].link, &offers[0].delete_token)
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.offer(&sa, b"p3", pass(3), KdfProfile::Test).await,
+        Err(OfferError::Connection(ConnectionError::Server {
+            code: ErrorCode::QuotaExceeded,
+            ..
+        }))
+    ));
+    clock.advance(params.open_window_secs + rdv::proto::stamp::LATE_STORE_SECS);
+    c.delete(&offers[1].link, &offers[1].delete_token)
         .await
         .unwrap();
     c.offer(&sa, b"p3", pass(3), KdfProfile::Test)

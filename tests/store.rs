@@ -200,7 +200,7 @@ async fn matches_memory_model<B: Backend>(b: B) {
         seed ^= seed << 17;
         seed
     };
-    let (mut refused, mut collected) = (0, 0);
+    let (mut refused, mut collected, mut most_marks) = (0, 0, 0);
     for i in 0..700u32 {
         match rnd() % 12 {
             0..=5 => {
@@ -260,8 +260,11 @@ async fn matches_memory_model<B: Backend>(b: B) {
             mem.answer_count(),
             "answers after op {i}"
         );
+        assert_eq!(store.mark_count(), mem.mark_count(), "marks after op {i}");
+        most_marks = most_marks.max(mem.mark_count());
     }
     assert!(refused > 0, "the share of the quota was reached");
+    assert!(most_marks > 0, "no delete left a mark");
     assert!(collected > 0, "something expired and was collected");
     b.verify(&store).await;
 }

@@ -1,7 +1,8 @@
 //! The store against a BTreeMap model: operations decoded from the input run on the in-memory
 //! store (which shares the allocator with the disk store); the model checks bucket rules, fetch
 //! contents, deletes, counts and garbage collection, and answer mailboxes (write-once, expiry,
-//! the shared quota).
+//! the shared quota), and the marks deleted links leave (counted in the quota until their
+//! bucket is collected).
 #![no_main]
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
@@ -15,13 +16,15 @@ fuzz_target!(|data: &[u8]| {
     let mut model: BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>> = BTreeMap::new();
     // mailbox byte → (created, answer byte)
     let mut answers: BTreeMap<u8, (u64, u8)> = BTreeMap::new();
+    // Marks of links deleted while their bucket could take stores, by bucket.
+    let mut marks: BTreeMap<BucketId, usize> = BTreeMap::new();
     let mut now = 1_000u64;
     let mut last: Option<BucketId> = None;
     let mut n = 0u32;
     for chunk in data.chunks(2) {
         let (op, arg) = (chunk[0], *chunk.get(1).unwrap_or(&0));
-        let stored = |m: &BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>>, a: &BTreeMap<u8, (u64, u8)>| {
-            m.values().map(Vec::len).sum::<usize>() + a.len()
+        let stored = |m: &BTreeMap<BucketId, Vec<(SealedLink, [u8; 32])>>, a: &BTreeMap<u8, (u64, u8)>, k: &BTreeMap<BucketId, usize>| {
+            m.values().map(Vec::len).sum::<usize>() + a.len() + k.values().sum::<usize>()
         };
         match op % 7 {
             0 | 1 => {
@@ -30,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 blob[..4].copy_from_slice(&n.to_be_bytes());
                 let mut token = [0u8; 32];
                 token[..4].copy_from_slice(&n.to_be_bytes());
-                let total = stored(&model, &answers);
+                let total = stored(&model, &answers, &marks);
                 match block_on(store.store(SealedLink(blob), DeleteToken::from_bytes(token).check(), now)) {
                     Ok(id) => {
                         assert!(total < 300, "stored beyond the quota");
@@ -70,6 +73,9 @@ fuzz_target!(|data: &[u8]| {
                     if deleted {
                         let v = model.get_mut(&id).unwrap();
                         v.retain(|(_, t)| *t != token);
+                        if now < id.created + params.open_window_secs + rdv::proto::stamp::LATE_STORE_SECS {
+                            *marks.entry(id).or_default() += 1;
+                        }
                     }
                 }
             }
@@ -77,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
                 // Put an answer into one of 8 mailboxes.
                 let mb = arg % 8;
                 let live = answers.get(&mb).is_some_and(|(c, _)| now < c + params.ttl_secs);
-                let total = stored(&model, &answers) - usize::from(answers.contains_key(&mb) && !live);
+                let total = stored(&model, &answers, &marks) - usize::from(answers.contains_key(&mb) && !live);
                 let r = block_on(store.put_answer(MailboxAddr([mb; 32]), SealedAnswer([arg; 256]), now));
                 match r {
                     Ok(PutAnswer::AlreadyAnswered) => assert!(live, "refused a free mailbox"),
@@ -117,6 +123,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(removed, doomed.len() + old.len());
                 for id in doomed {
                     model.remove(&id);
+                    marks.remove(&id);
                 }
                 for (_, m) in old {
                     answers.remove(&m);
@@ -126,5 +133,6 @@ fuzz_target!(|data: &[u8]| {
         let total: usize = model.values().map(Vec::len).sum();
         assert_eq!(store.link_count(), total as u64);
         assert_eq!(store.answer_count(), answers.len() as u64);
+        assert_eq!(store.mark_count(), marks.values().sum::<usize>() as u64);
     }
 });

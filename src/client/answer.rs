@@ -741,9 +741,10 @@ impl Client {
         let key = (server.to_string(), mailbox.0);
         let (ended, on_its_way) = tokio::sync::watch::channel(None);
         if let Ok(mut l) = self.looking.lock() {
-            // Ends nobody took (their copies never looked at again) are let go when many.
+            // Ends nobody took (their copies never looked at again) are let go when many, and
+            // so are looks whose task ended without telling (the runtime shutting down).
             if l.len() >= KEPT_LOOK_ENDS {
-                l.retain(|_, r| r.borrow().is_none());
+                l.retain(|_, r| r.borrow().is_none() && r.has_changed().is_ok());
             }
             l.insert(key.clone(), on_its_way.clone());
         }

@@ -136,6 +136,16 @@ impl PgStoreConfig {
                 "must be from 1 to 64",
             ));
         }
+        let max_effort = crate::server::ServerConfig::MAX_EFFORT;
+        if self
+            .stamp_effort
+            .is_some_and(|e| !(1..=max_effort).contains(&e))
+        {
+            return Err(crate::ConfigError::new(
+                "stamp_effort",
+                format!("must be from 1 to {max_effort}"),
+            ));
+        }
         if self.database.get_hosts().is_empty() {
             return Err(crate::ConfigError::new(
                 "store",

@@ -375,7 +375,13 @@ impl Prepared {
             health,
             probe_key,
         } = self;
-        let summary = summary(&a, &config, store.params(), store.link_count(), &place);
+        let summary = summary(
+            &a,
+            &config,
+            store.params(),
+            (store.link_count(), store.mark_count()),
+            &place,
+        );
         let server =
             Server::new(store, config, Arc::new(SystemClock)).map_err(crate::error::flag)?;
         println!("{summary}");
@@ -584,13 +590,25 @@ pub(crate) async fn wait_for_signal() {
 
 /// What the server runs with, in a few lines for the start (no secrets: the settings and counts
 /// only).
-fn summary(a: &ServeArgs, c: &ServerConfig, p: StoreParams, links: u64, place: &str) -> String {
+fn summary(
+    a: &ServeArgs,
+    c: &ServerConfig,
+    p: StoreParams,
+    (links, marks): (u64, u64),
+    place: &str,
+) -> String {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let quota = p
         .max_links
         .map_or("unlimited".to_string(), |m| m.to_string());
+    // Marks hold places too: without them, "0 links stored" and stores refused for the quota.
+    let held = if marks > 0 {
+        format!(" and {marks} places held by deleted links' marks until their buckets expire")
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "settings: store {place}: buckets open {}, kept {}; {links} links stored, quota {quota} links\n\
+        "settings: store {place}: buckets open {}, kept {}; {links} links stored{held}, quota {quota} links\n\
          settings: {} connections (waiting room {}), idle timeout {}, {} requests/s per connection\n\
          settings: stamps of effort {}, {}\n\
          settings: of the quota, links without a stamp may fill {}%, answers {}%",

@@ -31,6 +31,9 @@ const SECRETS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("secrets"
 const META_LINKS: &str = "links";
 const META_ANSWERS: &str = "answers";
 const META_MARKS: &str = "marks";
+/// The link count written with `marks`: a version that does not count marks changes the links
+/// and not this, and its changes to the marks (buckets it collected) are counted again.
+const META_MARKS_LINKS: &str = "marks_links";
 const META_LAST_CREATED: &str = "last_created";
 const META_LAST_SEQ: &str = "last_seq";
 const META_GC_FLOOR: &str = "gc_floor";
@@ -160,8 +163,9 @@ pub(super) fn read_meta(db: &impl ReadableDatabase) -> Result<Meta, StoreError> 
 }
 
 /// `m` with its count of marks, counted in the buckets if the database does not keep it yet
-/// (written before marks were counted; every commit writes it from then on). A bucket that does
-/// not decode counts none, as for links.
+/// (written before marks were counted; every commit writes it from then on), or if a version
+/// that does not count them has written since (the link count is not the one written with the
+/// marks). A bucket that does not decode counts none, as for links.
 fn counted_marks(r: &redb::ReadTransaction, mut m: Meta) -> Result<Meta, StoreError> {
     if m.marks.is_none() {
         let mut marks = 0u64;
@@ -184,11 +188,17 @@ fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta,
         }),
         _ => None,
     };
+    let links = get(META_LINKS)?.unwrap_or(0);
+    // Trusted only if written together with the link count as it is.
+    let marks = match (get(META_MARKS)?, get(META_MARKS_LINKS)?) {
+        (Some(marks), Some(with)) if with == links => Some(marks),
+        _ => None,
+    };
     Ok(Meta {
         last,
-        links: get(META_LINKS)?.unwrap_or(0),
+        links,
         answers: get(META_ANSWERS)?.unwrap_or(0),
-        marks: get(META_MARKS)?,
+        marks,
         floor: get(META_GC_FLOOR)?,
         mark: get(META_EXPIRY_MARK)?,
         hold: match (
@@ -211,6 +221,7 @@ pub(super) fn write_meta(w: &WriteTransaction, m: &Meta) -> Result<(), StoreErro
     meta.insert(META_ANSWERS, m.answers)?;
     if let Some(marks) = m.marks {
         meta.insert(META_MARKS, marks)?;
+        meta.insert(META_MARKS_LINKS, m.links)?;
     }
     if let Some(last) = m.last {
         meta.insert(META_LAST_CREATED, last.created)?;

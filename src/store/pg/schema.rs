@@ -320,28 +320,67 @@ const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
 /// just added: each bucket's, and their sum in the meta row (which may not exist yet: then
 /// there are no buckets either). A bucket that does not decode counts none.
 async fn count_old_marks(t: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    let mut total = 0i64;
-    for row in t
-        .query("SELECT locator, body FROM rdv_buckets", &[])
-        .await?
-    {
+    use futures::TryStreamExt;
+    // Row by row (every body at once would be the whole store in memory), keeping only the
+    // buckets with marks.
+    let rows = t
+        .query_raw(
+            "SELECT locator, body FROM rdv_buckets",
+            std::iter::empty::<i32>(),
+        )
+        .await?;
+    futures::pin_mut!(rows);
+    let (mut read, mut marked) = (0u64, Vec::new());
+    while let Some(row) = rows.try_next().await? {
+        read += 1;
         let Ok(b) = decode(row.try_get(1)?) else {
             continue;
         };
-        if b.gone.is_empty() {
-            continue;
+        if !b.gone.is_empty() {
+            let locator: Vec<u8> = row.try_get(0)?;
+            marked.push((locator, i32::try_from(b.gone.len()).unwrap_or(i32::MAX)));
         }
-        let marks = i32::try_from(b.gone.len()).unwrap_or(i32::MAX);
-        let locator: &[u8] = row.try_get(0)?;
+    }
+    let mut total = 0i64;
+    for (locator, marks) in &marked {
         t.execute(
             "UPDATE rdv_buckets SET marks = $2 WHERE locator = $1",
-            &[&locator, &marks],
+            &[locator, marks],
         )
         .await?;
-        total += i64::from(marks);
+        total += i64::from(*marks);
     }
     t.execute("UPDATE rdv_meta SET marks = $1 WHERE id = 1", &[&total])
         .await?;
+    tracing::info!(
+        buckets = read,
+        with_marks = marked.len(),
+        marks = total,
+        "counted the deleted links' marks the shared database held"
+    );
+    Ok(())
+}
+
+/// Set the meta row's count of marks to the sum of the buckets' (a cheap read of one column),
+/// if they disagree: a frontend of a version that does not count marks, run since (going back
+/// to it, or one left running through an upgrade), collected buckets holding marks without
+/// counting them off, and the quota stayed taken by marks that were gone. (Marks it added to a
+/// bucket stay out of the bucket's column until that bucket is written again.) The meta row is
+/// locked first, as every write does, so no write changes the buckets meanwhile.
+async fn repair_mark_count(t: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    t.query_one("SELECT marks FROM rdv_meta WHERE id = 1 FOR UPDATE", &[])
+        .await?;
+    let fixed = t
+        .execute(
+            "UPDATE rdv_meta SET marks = s.sum FROM \
+             (SELECT coalesce(sum(marks), 0)::bigint AS sum FROM rdv_buckets) s \
+             WHERE id = 1 AND marks <> s.sum",
+            &[],
+        )
+        .await?;
+    if fixed > 0 {
+        tracing::warn!("the shared database's count of deleted links' marks disagreed with its buckets (a version that does not count them ran since): counted again");
+    }
     Ok(())
 }
 
@@ -423,18 +462,26 @@ async fn init_locked(
         }
     }
     // Columns added since, added to a database of an earlier version (each once: ALTER TABLE
-    // locks the table). The marks it holds already are counted then, once.
+    // locks the table). The marks it holds already are counted then, once. Found as the tables
+    // are (`to_regclass`, by the search path), so that a start never alters them again.
+    let mut migrating = false;
     let mut count_marks = false;
     for (table, column, definition) in ADDED_COLUMNS {
         let exists: bool = t
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE \
-                 table_schema = current_schema() AND table_name = $1 AND column_name = $2)",
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1::text) \
+                 AND attname = $2::text AND NOT attisdropped)",
                 &[&table, &column],
             )
             .await?
             .try_get(0)?;
         if !exists {
+            if !std::mem::replace(&mut migrating, true) {
+                // Reading every bucket once takes longer than a statement may otherwise (on a
+                // large store, minutes): cut short, it failed every start the same way.
+                t.batch_execute("SET LOCAL statement_timeout = 0").await?;
+                tracing::info!("adding this version's columns to the shared database (once; every bucket is read to count the deleted links' marks it holds)");
+            }
             t.batch_execute(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
             ))
@@ -499,6 +546,7 @@ async fn init_locked(
     if let Some(effort) = stamp_effort {
         record_stamp_effort(&t, effort).await?;
     }
+    repair_mark_count(&t).await?;
     let mut meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
     meta.free = read_free(&t, READ_FREE).await?;
     let db_now: f64 = t
