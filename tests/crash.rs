@@ -31,11 +31,11 @@ async fn acknowledged_stores_survive_sigkill() {
         if cycle >= CYCLES && acked.lock().unwrap().len() > 100 {
             break;
         }
-        // Stamps at the least effort: the test needs many stores in a short time, and is about
-        // what survives a kill, not about proof of work.
+        // Stamps at the least effort, the client's too: the test needs many stores in a short
+        // time, and is about what survives a kill, not about proof of work.
         let srv = ServerProcess::start(dir.path(), &["--rate", "100000", "--stamp-effort", "1"]);
         let addr = srv.addr;
-        let client = Arc::new(client(addr, clock.clone()));
+        let client = Arc::new(cheap_client(addr, clock.clone()));
         // Everything acknowledged in earlier cycles is still there (a sample, all at the end).
         let sample: Vec<_> = {
             let a = acked.lock().unwrap();

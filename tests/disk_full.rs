@@ -191,7 +191,7 @@ async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
     };
     let server = start(&data);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let c = client(server.addr, clock.clone());
+    let c = cheap_client(server.addr, clock.clone());
     let sa = server_addr(server.addr);
 
     let mut stored = Vec::new();
@@ -218,7 +218,7 @@ async fn full_disk_keeps_reads_fails_writes_cleanly_and_recovers_by_itself() {
     // A SIGTERM restart on the full disk: the server comes back and serves every link.
     assert!(server.terminate().success());
     let server = start(&data);
-    let c = client(server.addr, clock);
+    let c = cheap_client(server.addr, clock);
     let sa = server_addr(server.addr);
     all_open(&c, &stored, "after a restart on the full disk").await;
     fill(&c, &sa, "after restart", &mut stored).await;
@@ -262,7 +262,7 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut stored = Vec::new();
     {
-        let c = client(server.addr, clock.clone());
+        let c = cheap_client(server.addr, clock.clone());
         let sa = server_addr(server.addr);
         for i in 0..20 {
             let text = format!("before {i}");
@@ -280,7 +280,7 @@ async fn a_restart_on_a_disk_someone_else_filled_keeps_a_usable_quota() {
     }
     assert!(server.terminate().success());
     let server = start(&data);
-    let c = client(server.addr, clock.clone());
+    let c = cheap_client(server.addr, clock.clone());
     let sa = server_addr(server.addr);
     all_open(&c, &stored, "after a restart on the full disk").await;
     // Space returns: stores go in again (the writer reopens, the quota follows the disk).

@@ -92,6 +92,25 @@ pub fn client(addr: SocketAddr, clock: Arc<dyn Clock>) -> Client {
     )
 }
 
+/// [`client`] for a server started with `--stamp-effort 1`, stamping at that effort too: by
+/// default a client stamps at 64 at least, whatever the server asks (its floor), and tests that
+/// make thousands of stores in a debug build then took minutes (tests/disk_full.rs 25 min, and
+/// tests/crash.rs acknowledged too few stores to check, in a full run on 2026-12-08).
+pub fn cheap_client(addr: SocketAddr, clock: Arc<dyn Clock>) -> Client {
+    let config = ClientConfig {
+        policy: rdv::proto::ClientPolicy {
+            min_effort: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Client::new(
+        Arc::new(DirectConnector::to(addr.to_string())),
+        config,
+        clock,
+    )
+}
+
 /// The server address of `addr` as it goes into links.
 pub fn server_addr(addr: SocketAddr) -> ServerAddr {
     ServerAddr::parse(&addr.to_string()).expect("addr")
