@@ -269,23 +269,23 @@ impl StoredBucket {
     }
 
     /// Delete the first link whose check is `check` at `now` (the bucket's store window being
-    /// `open_window` seconds); whether there was one. The link is marked only while the bucket
-    /// can still take a store ([`crate::proto::stamp::LATE_STORE_SECS`] after its window): after
-    /// that no store reaches it, and a mark would only take room until it expires.
-    pub fn delete(&mut self, check: DeleteCheck, now: u64, open_window: u64) -> bool {
-        let Some(i) = self.links.iter().position(|l| l.check == check) else {
-            return false;
-        };
+    /// `open_window` seconds): `None` if there is none, else the marks it kept (0 or 1, which
+    /// a store counts in its quota). The link is marked only while the bucket can still take a
+    /// store ([`crate::proto::stamp::LATE_STORE_SECS`] after its window): after that no store
+    /// reaches it, and a mark would only take room until it expires.
+    pub fn delete(&mut self, check: DeleteCheck, now: u64, open_window: u64) -> Option<u64> {
+        let i = self.links.iter().position(|l| l.check == check)?;
         let l = self.links.remove(i);
         let open_until = self
             .id
             .created
             .saturating_add(open_window)
             .saturating_add(crate::proto::stamp::LATE_STORE_SECS);
-        if now < open_until {
-            self.gone.push(mark(&l.link));
+        if now >= open_until {
+            return Some(0);
         }
-        true
+        self.gone.push(mark(&l.link));
+        Some(1)
     }
 }
 

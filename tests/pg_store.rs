@@ -24,6 +24,18 @@ fn link(i: u32) -> (SealedLink, DeleteToken) {
     (SealedLink(b), DeleteToken::from_bytes(t))
 }
 
+/// Stores of links 0..n without a stamp, all at once, each through frontend i % 3.
+async fn store_through(fronts: &[PgStore], n: u32) -> Vec<Result<BucketId, StoreError>> {
+    join_all((0..n).map(|i| {
+        let f = fronts[(i % 3) as usize].clone();
+        async move {
+            let (l, t) = link(i);
+            f.store(l, t.check(), T0).await
+        }
+    }))
+    .await
+}
+
 fn config(pg: &Postgres, db: &str, params: StoreParams) -> PgStoreConfig {
     let mut c = PgStoreConfig::new(&pg.url(db)).unwrap();
     c.params = params;
@@ -113,14 +125,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         ..Default::default()
     };
     let fronts = join_all((0..3u8).map(|i| open(&pg, "quota", params, i))).await;
-    let results = join_all((0..90u32).map(|i| {
-        let f = fronts[(i % 3) as usize].clone();
-        async move {
-            let (l, t) = link(i);
-            f.store(l, t.check(), T0).await
-        }
-    }))
-    .await;
+    let results = store_through(&fronts, 90).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results
         .iter()
@@ -161,14 +166,7 @@ async fn frontends_share_one_open_bucket_one_quota_and_one_filler_secret() {
         })
         .count();
     assert_eq!((ok, refused), (7, 83), "{results:?}");
-    let results = join_all((0..90u32).map(|i| {
-        let f = fronts[(i % 3) as usize].clone();
-        async move {
-            let (l, t) = link(i);
-            f.store(l, t.check(), T0).await
-        }
-    }))
-    .await;
+    let results = store_through(&fronts, 90).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results
         .iter()

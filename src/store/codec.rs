@@ -149,16 +149,22 @@ mod tests {
         // A deleted link's mark follows the stamps; a bucket with stamps and no marks is
         // stored as before marks existed.
         let mut deleted = new.clone();
-        assert!(deleted.delete(DeleteCheck([1; 32]), id.created, 600));
+        assert_eq!(
+            deleted.delete(DeleteCheck([1; 32]), id.created, 600),
+            Some(1)
+        );
         assert_eq!(deleted.gone.len(), 1);
         assert!(deleted.holds(&SealedLink([1; 256])), "marked");
         assert_eq!(decode(&encode(&deleted).unwrap()).unwrap(), deleted);
         let mut only_plain = old.clone();
-        assert!(only_plain.delete(DeleteCheck([2; 32]), id.created, 600));
+        assert_eq!(
+            only_plain.delete(DeleteCheck([2; 32]), id.created, 600),
+            Some(1)
+        );
         // After the bucket's store window a delete leaves no mark (no store can come).
         let mut late = new.clone();
         let after = id.created + 600 + crate::proto::stamp::LATE_STORE_SECS;
-        assert!(late.delete(DeleteCheck([1; 32]), after, 600));
+        assert_eq!(late.delete(DeleteCheck([1; 32]), after, 600), Some(0));
         assert!(late.gone.is_empty());
         assert_eq!(decode(&encode(&only_plain).unwrap()).unwrap(), only_plain);
         // More stores than a bucket takes is corrupt data.

@@ -171,11 +171,9 @@ impl BucketStore for MemoryStore {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        let marks = b.gone.len();
-        if !b.delete(check, now, self.params.open_window_secs) {
+        let Some(marked) = b.delete(check, now, self.params.open_window_secs) else {
             return Ok(false);
-        }
-        let marked = (b.gone.len() - marks) as u64;
+        };
         s.links -= 1;
         s.marks += marked;
         Ok(true)

@@ -168,15 +168,26 @@ pub(super) fn read_meta(db: &impl ReadableDatabase) -> Result<Meta, StoreError> 
 /// marks). A bucket that does not decode counts none, as for links.
 fn counted_marks(r: &redb::ReadTransaction, mut m: Meta) -> Result<Meta, StoreError> {
     if m.marks.is_none() {
-        let mut marks = 0u64;
-        if let Some(t) = open_optional(r, BUCKETS)? {
-            for row in t.iter()? {
-                marks += decode(row?.1.value()).map_or(0, |b| b.gone.len() as u64);
-            }
-        }
-        m.marks = Some(marks);
+        m.marks = Some(match open_optional(r, BUCKETS)? {
+            Some(t) => count_links_and_marks(&t)?.1,
+            None => 0,
+        });
     }
     Ok(m)
+}
+
+/// The links and marks of every bucket in `buckets` that decodes (a damaged one counts none).
+pub(super) fn count_links_and_marks(
+    buckets: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+) -> Result<(u64, u64), StoreError> {
+    let (mut links, mut marks) = (0u64, 0u64);
+    for row in buckets.iter()? {
+        if let Ok(b) = decode(row?.1.value()) {
+            links += b.links.len() as u64;
+            marks += b.gone.len() as u64;
+        }
+    }
+    Ok((links, marks))
 }
 
 fn read_meta_table(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta, StoreError> {

@@ -578,11 +578,9 @@ impl<'t> Batch<'t> {
         if b.expired(now, params.ttl_secs) {
             return Ok(false);
         }
-        let marks = b.gone.len();
-        if !b.delete(check, now, params.open_window_secs) {
+        let Some(marked) = b.delete(check, now, params.open_window_secs) else {
             return Ok(false);
-        }
-        let marked = (b.gone.len() - marks) as u64;
+        };
         self.marks += marked;
         self.dirty.insert(locator);
         self.links -= 1;
@@ -629,7 +627,7 @@ impl<'t> Batch<'t> {
             }
         }
         if damaged > 0 {
-            (self.links, self.marks) = self.count_links()?;
+            (self.links, self.marks) = schema::count_links_and_marks(&self.buckets)?;
             tracing::warn!(
                 damaged,
                 links = self.links,
@@ -650,19 +648,6 @@ impl<'t> Batch<'t> {
             self.changed = true;
         }
         Ok(doomed.len() + old_answers.len())
-    }
-
-    /// The links and marks of every bucket that decodes (a damaged one counts none).
-    fn count_links(&self) -> Result<(u64, u64), StoreError> {
-        let (mut links, mut marks) = (0u64, 0u64);
-        for row in self.buckets.iter()? {
-            let (_, v) = row?;
-            if let Ok(b) = schema::decode(v.value()) {
-                links += b.links.len() as u64;
-                marks += b.gone.len() as u64;
-            }
-        }
-        Ok((links, marks))
     }
 
     /// Write the changed buckets into the table.

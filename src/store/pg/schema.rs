@@ -316,9 +316,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// Count the marks a database of a version before they were counted holds, into the columns
-/// just added: each bucket's, and their sum in the meta row (which may not exist yet: then
-/// there are no buckets either). A bucket that does not decode counts none.
+/// Count the marks a database of a version before they were counted holds, into each bucket's
+/// column just added (their sum goes into the meta row right after, [`repair_mark_count`]). A
+/// bucket that does not decode counts none.
 async fn count_old_marks(t: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
     use futures::TryStreamExt;
     // Row by row (every body at once would be the whole store in memory), keeping only the
@@ -350,8 +350,6 @@ async fn count_old_marks(t: &tokio_postgres::Transaction<'_>) -> Result<(), Stor
         .await?;
         total += i64::from(*marks);
     }
-    t.execute("UPDATE rdv_meta SET marks = $1 WHERE id = 1", &[&total])
-        .await?;
     tracing::info!(
         buckets = read,
         with_marks = marked.len(),
@@ -366,8 +364,9 @@ async fn count_old_marks(t: &tokio_postgres::Transaction<'_>) -> Result<(), Stor
 /// to it, or one left running through an upgrade), collected buckets holding marks without
 /// counting them off, and the quota stayed taken by marks that were gone. (Marks it added to a
 /// bucket stay out of the bucket's column until that bucket is written again.) The meta row is
-/// locked first, as every write does, so no write changes the buckets meanwhile.
-async fn repair_mark_count(t: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+/// locked first, as every write does, so no write changes the buckets meanwhile. Whether the
+/// count changed.
+async fn repair_mark_count(t: &tokio_postgres::Transaction<'_>) -> Result<bool, StoreError> {
     t.query_one("SELECT marks FROM rdv_meta WHERE id = 1 FOR UPDATE", &[])
         .await?;
     let fixed = t
@@ -378,10 +377,7 @@ async fn repair_mark_count(t: &tokio_postgres::Transaction<'_>) -> Result<(), St
             &[],
         )
         .await?;
-    if fixed > 0 {
-        tracing::warn!("the shared database's count of deleted links' marks disagreed with its buckets (a version that does not count them ran since): counted again");
-    }
-    Ok(())
+    Ok(fixed > 0)
 }
 
 /// Record `effort` as the cluster's stamp effort if none is yet; refuse it if another is.
@@ -546,7 +542,10 @@ async fn init_locked(
     if let Some(effort) = stamp_effort {
         record_stamp_effort(&t, effort).await?;
     }
-    repair_mark_count(&t).await?;
+    // Just counted by the migration, or wrong.
+    if repair_mark_count(&t).await? && !count_marks {
+        tracing::warn!("the shared database's count of deleted links' marks disagreed with its buckets (a version that does not count them ran since): counted again");
+    }
     let mut meta = meta_from_row(&t.query_one(READ_META, &[]).await?)?;
     meta.free = read_free(&t, READ_FREE).await?;
     let db_now: f64 = t

@@ -742,11 +742,9 @@ impl Batch<'_, '_> {
         if b.expired(now, ttl) {
             return Ok(false);
         }
-        let marks = b.gone.len();
-        if !b.delete(check, now, window) {
+        let Some(marked) = b.delete(check, now, window) else {
             return Ok(false);
-        }
-        let marked = (b.gone.len() - marks) as u64;
+        };
         self.marks += marked;
         self.dirty.insert(locator);
         self.links = self.links.saturating_sub(1);
